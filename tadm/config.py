@@ -1,0 +1,104 @@
+"""TADMConfig: everything needed to rebuild a model, saved as `config.json` beside its weights."""
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+SCALES = (16, 32)
+
+
+@dataclass(frozen=True)
+class DFRMConfig:
+    pixel_width: int = 16  # width of the pixel-guidance branch output (official 16)
+    latent_width: int = 128  # width of the latent branch and of G_d (official 128)
+    num_res_blocks: int = 8  # residual blocks per CNN stage (official 8)
+    inn_blocks: int = 12  # coupling blocks of the invertible network F (official 12)
+    inn_growth: int = 32  # growth rate of F's dense blocks (official 32)
+
+
+@dataclass(frozen=True)
+class TPMConfig:
+    width: int = 32  # conv trunk width (official 32)
+    num_res_blocks: int = 6  # residual blocks of the trunk (official 6)
+    hidden: int = 512  # MLP width (official 512)
+    t_min: float = 10.0  # smallest predicted time step (official 10)
+    t_max: float = 200.0  # largest predicted time step (official 200)
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    num_train_timesteps: int = 1000  # DDPM steps of the base model
+    beta_start: float = 0.00085  # scaled_linear betas, as SD 2.x
+    beta_end: float = 0.012
+    prediction_type: str = "epsilon"  # what the UNet predicts: "epsilon" or "v_prediction"
+    t0: int = 50  # fixed time step of S_fixed (Eq. 10; official 50)
+    learned_width: int = 64  # width of S_learned (official 64)
+    learned_res_blocks: int = 6  # residual blocks of S_learned (official 6)
+
+
+@dataclass(frozen=True)
+class TADMConfig:
+    scale: int  # LR downscaling factor N: 16 or 32
+    vae: dict[str, Any]  # diffusers AutoencoderKL config
+    unet: dict[str, Any]  # diffusers UNet2DConditionModel config
+    # Latent convention: z = latent_scaling * mean(E(x)), x_hat = D(z / latent_scaling). Applied
+    # exactly once, so DFRM, TPM and the UNet all see the same unit-variance latent.
+    latent_scaling: float
+    null_prompt_tokens: int  # length of the stored null-prompt embedding (77 for CLIP)
+    dfrm: DFRMConfig = field(default_factory=DFRMConfig)
+    tpm: TPMConfig = field(default_factory=TPMConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    unet_lora_rank: int = 0  # LoRA rank on the UNet (official 48); 0: the UNet trains fully
+    vae_lora_rank: int = 0  # LoRA rank on the VAE decoder (official 16); 0: trains fully
+    tile: int = 96  # latent tile size of tiled inference (Algorithm 1)
+    tile_stride: int = 64  # latent tile stride
+    base_model: str | None = None  # diffusers directory holding the frozen UNet/VAE weights
+
+    def __post_init__(self) -> None:
+        if self.scale not in SCALES:
+            raise ValueError(f"scale must be one of {SCALES}, got {self.scale}")
+        if self.scheduler.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(
+                "scheduler.prediction_type must be 'epsilon' or 'v_prediction', "
+                f"got {self.scheduler.prediction_type!r}"
+            )
+        if not 0 < self.tile_stride <= self.tile:
+            raise ValueError(f"need 0 < tile_stride <= tile, got {self.tile_stride}, {self.tile}")
+        step = self.latent_multiple
+        if self.tile % step or self.tile_stride % step:
+            raise ValueError(
+                f"tile ({self.tile}) and tile_stride ({self.tile_stride}) must be multiples of "
+                f"{step} latent pixels for scale {self.scale}"
+            )
+
+    @property
+    def vae_factor(self) -> int:
+        """Spatial factor between x and z."""
+        return 2 ** (len(self.vae["block_out_channels"]) - 1)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.vae["latent_channels"])
+
+    @property
+    def latent_multiple(self) -> int:
+        """Latent sizes must be multiples of this (UNet downsampling, LR grid)."""
+        unet_factor = 2 ** (len(self.unet["block_out_channels"]) - 1)
+        lr_step = self.scale // self.vae_factor
+        return max(unet_factor, lr_step)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TADMConfig":
+        data = dict(data)
+        data["dfrm"] = DFRMConfig(**data.get("dfrm", {}))
+        data["tpm"] = TPMConfig(**data.get("tpm", {}))
+        data["scheduler"] = SchedulerConfig(**data.get("scheduler", {}))
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown config fields {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**data)

@@ -1,0 +1,99 @@
+"""Where weights come from: local folders, object storage (fsspec), and shipped checkpoints.
+
+Nothing is ever downloaded from a model hub: remote folders are copied from the URI given.
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import fsspec
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from safetensors.torch import load_file
+from torch import Tensor
+
+SHIPPED_DIR = Path(__file__).parent / "checkpoints"
+CACHE_DIR = Path(os.environ.get("TADM_CACHE", Path(tempfile.gettempdir()) / "tadm-cache"))
+
+
+def shipped_names() -> list[str]:
+    if not SHIPPED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / "config.json").is_file())
+
+
+def local_dir(uri: str, storage_options: dict | None = None) -> Path:
+    """A local folder with the contents of `uri` (a path, file:// or a remote fsspec URI).
+
+    Remote folders are copied once into TADM_CACHE (keyed by URI), via a temporary folder that is
+    renamed into place, so an interrupted copy is never used.
+    """
+    if "://" not in uri or uri.startswith("file://"):
+        path = Path(uri.removeprefix("file://")).expanduser()
+        if not path.is_dir():
+            raise ValueError(f"model folder {uri!r} does not exist")
+        return path
+    fs, root = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    if not fs.isdir(root):
+        raise ValueError(f"model folder {uri!r} does not exist")
+    target = CACHE_DIR / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    if target.is_dir():
+        return target
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=CACHE_DIR))
+    fs.get(root.rstrip("/") + "/", str(staging), recursive=True)
+    staging.rename(target)
+    return target
+
+
+def resolve(path_or_name: str) -> Path:
+    """A checkpoint folder from a local path, a URI, or the name of a shipped checkpoint."""
+    if path_or_name in shipped_names():
+        return SHIPPED_DIR / path_or_name
+    if "://" not in path_or_name and not Path(path_or_name).expanduser().exists():
+        raise ValueError(
+            f"unknown model {path_or_name!r}: not a folder, not a URI, and not a shipped "
+            f"checkpoint (shipped: {', '.join(shipped_names()) or 'none'})"
+        )
+    return local_dir(path_or_name)
+
+
+def load_base(directory: Path) -> tuple[AutoencoderKL, UNet2DConditionModel, Tensor, dict]:
+    """VAE, UNet, null-prompt embedding (1, L, D) and scheduler config of a diffusers folder.
+
+    The null-prompt embedding comes from `null_prompt.safetensors` when the folder has one, or
+    else is computed once from its CLIP text encoder (needs `transformers`).
+    """
+    for sub in ("vae", "unet"):
+        if not (directory / sub / "config.json").is_file():
+            raise ValueError(f"{directory} is not a diffusers model folder: no {sub}/config.json")
+    vae = AutoencoderKL.from_pretrained(directory / "vae", local_files_only=True)
+    unet = UNet2DConditionModel.from_pretrained(directory / "unet", local_files_only=True)
+    scheduler_file = directory / "scheduler" / "scheduler_config.json"
+    scheduler = json.loads(scheduler_file.read_text()) if scheduler_file.is_file() else {}
+    null_file = directory / "null_prompt.safetensors"
+    if null_file.is_file():
+        null_prompt = load_file(str(null_file))["null_prompt"]
+    else:
+        null_prompt = encode_null_prompt(directory)
+    return vae, unet, null_prompt, scheduler
+
+
+@torch.no_grad()
+def encode_null_prompt(directory: Path) -> Tensor:
+    """CLIP embedding of the empty prompt, (1, 77, D), from the folder's text encoder."""
+    if not (directory / "text_encoder").is_dir():
+        raise ValueError(
+            f"{directory} has neither null_prompt.safetensors nor a text_encoder/ to compute it"
+        )
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(directory / "tokenizer", local_files_only=True)
+    encoder = CLIPTextModel.from_pretrained(directory / "text_encoder", local_files_only=True)
+    ids = tokenizer(
+        "", padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt"
+    ).input_ids
+    return encoder(ids)[0]

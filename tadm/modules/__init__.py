@@ -1,0 +1,1 @@
+"""The trainable networks of TADM, each in its own file."""
