@@ -1,0 +1,1 @@
+"""Entry points of the `tadm` command: one module per subcommand, each with main(argv)."""

@@ -1,0 +1,83 @@
+"""What every subcommand shares: argument parsing, logging, exit codes and the Ray session."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
+
+USAGE_ERROR = 2  # bad usage or configuration: bad URI, unknown model, no input
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with errors on one line: "tadm archive: error: ..." and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def storage_options(text: str) -> dict[str, Any]:
+    """--storage-options: a JSON object of s3fs options."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON ({e}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object, got {text!r}")
+    return value
+
+
+def add_storage_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--storage-options",
+        type=storage_options,
+        default={},
+        metavar="JSON",
+        help='s3fs options as a JSON object, e.g. \'{"endpoint_url": "http://127.0.0.1:9000"}\'; '
+        "they win over the AWS_* variables",
+    )
+
+
+def setup_logging() -> None:
+    """Job messages (configuration, progress, summary) go to stderr, one line each."""
+    logger = logging.getLogger("tadm")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+@contextlib.contextmanager
+def ray_session() -> Iterator[None]:
+    """Use the running Ray (a test's, or RAY_ADDRESS's cluster) or start a local one for the
+    job; Ray Data's own progress bars are off, the job prints its own progress."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(logging_level=logging.WARNING, include_dashboard=False)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def run_job(prog: str, job: Callable[[], int]) -> int:
+    """Run `job` (returns the exit status); a ValueError is bad usage: one line, status 2."""
+    setup_logging()
+    try:
+        return job()
+    except ValueError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return USAGE_ERROR

@@ -1,0 +1,128 @@
+"""Where archives live: local paths, file:// and s3:// URIs, with atomic writes.
+
+Every read and write goes through a `Location`, which carries the filesystem protocol, a root
+path and explicit storage options. S3 options are resolved once, in the driver, from the
+standard AWS_* variables plus `--storage-options`, and then travel with the tasks: Ray workers
+never depend on the driver's environment, and pyarrow's S3FileSystem (which ignores
+AWS_ENDPOINT_URL) is never used; Ray reads S3 through s3fs wrapped in a pyarrow PyFileSystem.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+import pyarrow.fs
+from fsspec.implementations.local import LocalFileSystem
+
+SECRET_OPTIONS = ("key", "secret", "token")
+
+
+def s3_options(storage_options: dict[str, Any]) -> dict[str, Any]:
+    """s3fs options from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    AWS_SESSION_TOKEN and AWS_DEFAULT_REGION; keys given in `storage_options` win."""
+    env = os.environ
+    options: dict[str, Any] = {}
+    if endpoint := env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL"):
+        options["endpoint_url"] = endpoint
+    if key := env.get("AWS_ACCESS_KEY_ID"):
+        options["key"] = key
+    if secret := env.get("AWS_SECRET_ACCESS_KEY"):
+        options["secret"] = secret
+    if token := env.get("AWS_SESSION_TOKEN"):
+        options["token"] = token
+    if region := env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION"):
+        options["client_kwargs"] = {"region_name": region}
+    options.update(storage_options)
+    return options
+
+
+@dataclass(frozen=True)
+class Location:
+    """A tree of objects: `protocol` "file" or "s3", and `root`, a filesystem path (absolute
+    local path, or "bucket/prefix" for S3) without a trailing slash."""
+
+    protocol: str
+    root: str
+    options: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def parse(cls, uri: str, storage_options: dict[str, Any] | None = None) -> Location:
+        """Parse a local path, file:// or s3:// URI; raise ValueError naming a bad one."""
+        if not uri:
+            raise ValueError("URI is empty: give a local path, file://... or s3://bucket/prefix")
+        scheme, sep, rest = uri.partition("://")
+        if not sep:
+            return cls("file", os.path.abspath(uri).rstrip("/") or "/")
+        if scheme == "file":
+            if not rest.startswith("/"):
+                raise ValueError(f"URI {uri!r}: a file:// URI needs an absolute path")
+            return cls("file", os.path.abspath(rest).rstrip("/") or "/")
+        if scheme == "s3":
+            root = rest.strip("/")
+            if not root or root.startswith("."):
+                raise ValueError(f"URI {uri!r}: an s3:// URI needs a bucket name")
+            return cls("s3", root, s3_options(storage_options or {}))
+        raise ValueError(
+            f"URI {uri!r}: unsupported scheme {scheme!r} (use a path, file:// or s3://)"
+        )
+
+    @property
+    def uri(self) -> str:
+        return self.uri_of(self.root)
+
+    def uri_of(self, path: str) -> str:
+        """The URI users see for a filesystem path: "s3://bucket/key" or a local path."""
+        return f"s3://{path}" if self.protocol == "s3" else path
+
+    def path(self, *parts: str) -> str:
+        """The filesystem path of `parts` ("/"-separated relative paths) under the root."""
+        return posixpath.join(self.root, *parts)
+
+    def child(self, *parts: str) -> Location:
+        return Location(self.protocol, self.path(*parts), self.options)
+
+    def contains(self, path: str) -> bool:
+        return path == self.root or path.startswith(self.root.rstrip("/") + "/")
+
+    def filesystem(self) -> fsspec.AbstractFileSystem:
+        """A fresh fsspec filesystem: no cached instance, so no stale listing."""
+        if self.protocol == "s3":
+            return fsspec.filesystem("s3", skip_instance_cache=True, **self.options)
+        return fsspec.filesystem("file")
+
+    def arrow_filesystem(self) -> pyarrow.fs.FileSystem:
+        """The filesystem for Ray's readers: s3fs wrapped for pyarrow, or the local one."""
+        if self.protocol == "s3":
+            return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(self.filesystem()))
+        return pyarrow.fs.LocalFileSystem()
+
+    def redacted_options(self) -> dict[str, Any]:
+        """The options for logging, with credentials masked."""
+        return {k: "***" if k in SECRET_OPTIONS else v for k, v in self.options.items()}
+
+
+def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write `data` so that `path` is never seen half-written.
+
+    On S3 a single PUT (or a completed multipart upload) is atomic. On a local disk the data
+    goes to a hidden temporary file beside `path`, then os.replace renames it into place; a
+    job killed in between leaves only that hidden ".*.tmp" file, never a truncated `path`.
+    """
+    if isinstance(fs, LocalFileSystem):
+        directory, name = os.path.split(path)
+        os.makedirs(directory, exist_ok=True)
+        tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    else:
+        fs.pipe_file(path, data)
