@@ -12,6 +12,8 @@ from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+# The official release's target modules (src/tadm.py), so its adapters load unchanged: "conv" is
+# every down/upsampler conv, "conv_out" the UNet's last conv.
 UNET_TARGETS = [
     "to_q",
     "to_k",
@@ -24,19 +26,20 @@ UNET_TARGETS = [
     "conv1",
     "conv2",
     "conv_shortcut",
+    "conv",
+    "conv_out",
 ]
-# Decoder layers only: a regex on the full module name, so the encoder stays untouched.
+# Decoder layers only: a regex on the full module name, so the encoder stays untouched. As the
+# official release's, it includes the upsamplers' "conv".
 VAE_DECODER_TARGETS = (
-    r"decoder\..*(conv1|conv2|conv_shortcut|conv_in|conv_out|to_q|to_k|to_v|to_out\.0)"
+    r"decoder\..*(conv1|conv2|conv_shortcut|conv_in|conv_out|conv|to_q|to_k|to_v|to_out\.0)"
 )
 
 ADAPTER = "default"
 
 
 def lora_config(rank: int, targets: list[str] | str) -> LoraConfig:
-    return LoraConfig(
-        r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=targets
-    )
+    return LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=targets)
 
 
 def add_unet_lora(unet: UNet2DConditionModel, rank: int) -> None:
@@ -56,8 +59,10 @@ def save_adapter(module: nn.Module, directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     module.peft_config[ADAPTER].save_pretrained(str(directory))
     state = get_peft_model_state_dict(module, adapter_name=ADAPTER)
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()},
-              str(directory / "adapter_model.safetensors"))
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in state.items()},
+        str(directory / "adapter_model.safetensors"),
+    )
 
 
 def load_adapter(module: nn.Module, directory: Path) -> None:

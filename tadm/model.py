@@ -50,7 +50,8 @@ class TADMOutput:
 
 
 def pad_to(x: Tensor, height: int, width: int) -> Tensor:
-    """Pad (B, C, h, w) at the bottom/right to (height, width): reflect, replicate for 1-px sides."""
+    """Pad (B, C, h, w) at the bottom/right to (height, width) by reflection (replicate where a
+    side is 1 pixel)."""
     while x.shape[-2] < height or x.shape[-1] < width:
         ph = min(height - x.shape[-2], x.shape[-2] - 1)
         pw = min(width - x.shape[-1], x.shape[-1] - 1)
@@ -86,8 +87,14 @@ class TADM(nn.Module):
         c = config.latent_channels
         d = config.dfrm
         self.dfrm = DFRM(
-            config.scale, c, config.vae_factor, d.pixel_width, d.latent_width,
-            d.num_res_blocks, d.inn_blocks, d.inn_growth,
+            config.scale,
+            c,
+            config.vae_factor,
+            d.pixel_width,
+            d.latent_width,
+            d.num_res_blocks,
+            d.inn_blocks,
+            d.inn_growth,
         )
         p = config.tpm
         self.tpm = TPM(c, p.width, p.num_res_blocks, p.hidden, p.t_min, p.t_max)
@@ -275,8 +282,9 @@ class TADM(nn.Module):
         weights across tiles, then quantized once.
         """
         if hr.ndim != 4 or hr.shape[1] != 3 or not hr.is_floating_point():
-            raise ValueError(f"hr must be a float tensor (B, 3, H, W), got {tuple(hr.shape)} "
-                             f"{hr.dtype}")
+            raise ValueError(
+                f"hr must be a float tensor (B, 3, H, W), got {tuple(hr.shape)} {hr.dtype}"
+            )
         s, f = self.scale, self.config.vae_factor
         _, _, height, width = hr.shape
         if min(height, width) < s:
@@ -312,8 +320,9 @@ class TADM(nn.Module):
         height, width = (int(v) for v in size)
         s, f = self.scale, self.config.vae_factor
         if lr.ndim != 4 or lr.shape[1] != 3 or lr.dtype != torch.uint8:
-            raise ValueError(f"lr must be a uint8 tensor (B, 3, h, w), got {tuple(lr.shape)} "
-                             f"{lr.dtype}")
+            raise ValueError(
+                f"lr must be a uint8 tensor (B, 3, h, w), got {tuple(lr.shape)} {lr.dtype}"
+            )
         expected = (math.ceil(height / s), math.ceil(width / s))
         if min(height, width) < 1 or tuple(lr.shape[-2:]) != expected:
             raise ValueError(

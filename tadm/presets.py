@@ -105,8 +105,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "unet": TINY_UNET,
         "latent_scaling": 1.0,
         "null_prompt_tokens": 4,
-        "dfrm": DFRMConfig(pixel_width=8, latent_width=64, num_res_blocks=2, inn_blocks=4,
-                           inn_growth=16),
+        "dfrm": DFRMConfig(
+            pixel_width=8, latent_width=64, num_res_blocks=2, inn_blocks=4, inn_growth=16
+        ),
         "tpm": TPMConfig(width=16, num_res_blocks=2, hidden=64),
         "scheduler": SchedulerConfig(learned_width=32, learned_res_blocks=2),
         "unet_lora_rank": 0,

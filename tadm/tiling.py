@@ -33,9 +33,7 @@ def tile_grid(height: int, width: int, tile: int, stride: int) -> list[Tile]:
     """Tiles covering a (height, width) latent, row-major."""
     ys, xs = tile_starts(height, tile, stride), tile_starts(width, tile, stride)
     th, tw = min(tile, height), min(tile, width)
-    return [
-        Tile(r, c, y, x, th, tw) for r, y in enumerate(ys) for c, x in enumerate(xs)
-    ]
+    return [Tile(r, c, y, x, th, tw) for r, y in enumerate(ys) for c, x in enumerate(xs)]
 
 
 def grid_shape(height: int, width: int, tile: int, stride: int) -> tuple[int, int]:
@@ -56,8 +54,9 @@ def gaussian_weights(h: int, w: int, device: torch.device | None = None) -> Tens
 class Blender:
     """Accumulates weighted tiles into a window [y0, y0+h) x [x0, x0+w) of a larger canvas."""
 
-    def __init__(self, batch: int, channels: int, window: tuple[int, int, int, int],
-                 device: torch.device) -> None:
+    def __init__(
+        self, batch: int, channels: int, window: tuple[int, int, int, int], device: torch.device
+    ) -> None:
         self.y0, self.x0, self.h, self.w = window
         self.acc = torch.zeros(batch, channels, self.h, self.w, device=device)
         self.weight = torch.zeros(self.h, self.w, device=device)

@@ -22,10 +22,7 @@ def quantize(y: Tensor, training: bool) -> Tensor:
     """
     y = y.clamp(-1.0, 1.0)
     levels = (y + 1.0) * 127.5  # [0, 255]
-    if training:
-        levels = levels + (torch.rand_like(levels) - 0.5)
-    else:
-        levels = torch.round(levels)
+    levels = levels + (torch.rand_like(levels) - 0.5) if training else torch.round(levels)
     return levels / 127.5 - 1.0
 
 

@@ -1,0 +1,80 @@
+"""Training losses (paper Eq. 6-8 and 11).
+
+Perceptual term: LPIPS/DISTS need pretrained backbones that are never downloaded here, so the
+default is a weight-free substitute: (1 - SSIM) plus an L1 loss on Sobel gradients, which
+rewards structure and sharp edges the way the perceptual terms do. Which one a run used is
+recorded in its training log.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tadm.model import TADMOutput
+
+PERCEPTUAL = "ssim+gradient (weight-free substitute for LPIPS/DISTS)"
+
+
+def bicubic_down(x: Tensor, scale: int) -> Tensor:
+    """Antialiased bicubic downscaling, the guidance target of Eq. 7."""
+    h, w = x.shape[-2] // scale, x.shape[-1] // scale
+    return F.interpolate(x, size=(h, w), mode="bicubic", antialias=True, align_corners=False)
+
+
+def rescaling_loss(
+    out: TADMOutput, x: Tensor, scale: int, lambda_gui: float
+) -> tuple[Tensor, dict]:
+    """Eq. 8: L_rec (Eq. 6, both chains) + lambda_gui * L_gui (Eq. 7). x in [-1, 1]."""
+    z = out.z.detach()
+    l_rec = (out.z_hat_direct - z).abs().mean() + (out.z_hat - z).abs().mean()
+    l_gui = (out.y - bicubic_down(x, scale)).abs().mean()
+    return l_rec + lambda_gui * l_gui, {"l_rec": l_rec.item(), "l_gui": l_gui.item()}
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5, device=None) -> Tensor:
+    pos = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2
+    g = torch.exp(-(pos**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).expand(3, 1, size, size).contiguous()
+
+
+def ssim(a: Tensor, b: Tensor) -> Tensor:
+    """Mean SSIM of images in [0, 1] (Gaussian window 11, sigma 1.5), per channel."""
+    win = _gaussian_window(device=a.device).to(a.dtype)
+    c1, c2 = 0.01**2, 0.03**2
+
+    def blur(t: Tensor) -> Tensor:
+        return F.conv2d(t, win, groups=3)
+
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a**2
+    var_b = blur(b * b) - mu_b**2
+    cov = blur(a * b) - mu_a * mu_b
+    num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
+    den = (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
+    return (num / den).mean()
+
+
+def _sobel(x: Tensor) -> Tensor:
+    k = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]], device=x.device)
+    kernels = torch.stack((k, k.t()))[:, None].repeat(3, 1, 1, 1).to(x.dtype)  # (6, 1, 3, 3)
+    return F.conv2d(x, kernels, groups=3, padding=1)
+
+
+def perceptual_loss(x_hat: Tensor, x: Tensor) -> Tensor:
+    """Weight-free perceptual substitute on images in [-1, 1]."""
+    a, b = (x_hat.clamp(-1, 1) + 1) / 2, (x + 1) / 2
+    return (1 - ssim(a, b)) + (_sobel(a) - _sobel(b)).abs().mean()
+
+
+def enhancement_loss(out: TADMOutput, x: Tensor, lambda_perc: float) -> tuple[Tensor, dict]:
+    """Eq. 11: |x_hat - x|_1 + lambda_perc * perceptual. x in [-1, 1]."""
+    l1 = (out.x_hat - x).abs().mean()
+    perc = perceptual_loss(out.x_hat, x)
+    return l1 + lambda_perc * perc, {"l1": l1.item(), "perceptual": perc.item()}
+
+
+def psnr(a: Tensor, b: Tensor) -> float:
+    """PSNR in dB of images in [0, 1]."""
+    mse = F.mse_loss(a.float(), b.float()).item()
+    return float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(1.0 / mse)).item()
