@@ -1,0 +1,237 @@
+"""The restore job: an archive's LR PNGs -> DST/<rel_path>.<format> + DST/manifest/.
+
+Which images: the archive manifest's ok and skipped rows, or, when the archive has no manifest,
+every PNG under ARCHIVE/lr/ (its text chunks carry everything a restore needs). Then:
+
+    from_items -> read_lr_batch (tasks) -> Upscale (actor pool, one TADM each)
+               -> write_restored (tasks) -> rows back to the driver -> manifest parts
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+
+from pipeline.batch import to_rows
+from pipeline.lr_png import decode_lr_png
+from pipeline.manifest import (
+    ARCHIVE_SCHEMA,
+    MANIFEST_DIR,
+    RESTORE_SCHEMA,
+    ManifestWriter,
+    compact,
+    read_manifest,
+)
+from pipeline.model_loading import default_model, load_model
+from pipeline.progress import Progress
+from pipeline.read_lr import Region, read_lr_batch, region_text
+from pipeline.resources import Resources, plan_resources
+from pipeline.sources import is_image_name
+from pipeline.storage import Location, s3_options
+from pipeline.upscale import Upscale
+from pipeline.write_lr import lr_key
+from pipeline.write_restored import FORMATS, output_key, write_restored
+
+logger = logging.getLogger("tadm")
+
+DONE = ("ok", "skipped")
+
+
+@dataclass(frozen=True)
+class RestoreConfig:
+    archive: str  # URI of an archive written by archive
+    dst: str  # URI to restore into
+    region: Region | None = None  # (x, y, w, h) in HR pixels, the same for every image
+    only: str | None = None  # fnmatch pattern on rel_path ("*" also matches "/")
+    model: str | None = None  # None: default_model(the archive's scale)
+    image_format: str = "png"  # png, jpeg or webp
+    workers: int | None = None  # model actors; None: one per GPU, or one on a CPU cluster
+    gpus_per_worker: float | None = None  # None: 1 when the cluster has GPUs, else 0
+    batch_size: int = 4  # images per model call
+    overwrite: bool = False  # redo images an earlier restore into DST finished
+    storage_options: dict[str, Any] = field(default_factory=dict)  # s3fs options
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image to restore."""
+
+    rel_path: str
+    lr_uri: str  # ARCHIVE/lr/<rel_path>.png, wherever the archive lives now
+    source_uri: str | None  # from the archive manifest, for psnr/ssim when still readable
+    scale: int | None  # from the archive manifest; None when restoring from PNGs alone
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    counts: dict[str, int]  # this run's rows by status
+    model_id: str
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.counts.get("error") else 0
+
+
+def run_restore(config: RestoreConfig) -> RestoreResult:
+    """Run the job; ValueError for bad configuration, before any image is written."""
+    if config.image_format not in FORMATS:
+        raise ValueError(f"--format must be png, jpeg or webp, got {config.image_format!r}")
+    if config.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {config.batch_size}")
+    archive = Location.parse(config.archive, config.storage_options)
+    dst = Location.parse(config.dst, config.storage_options)
+    options = s3_options(config.storage_options)
+    items = list_items(archive, config.only)
+    model_ref = config.model or default_model(archive_scale(items, archive, options))
+    model_id = load_model(model_ref, options).model_id
+    resources = plan_resources(config.workers, config.gpus_per_worker)
+    logger.info(
+        "restore: archive=%s dst=%s images=%d only=%s region=%s format=%s model=%s (id %s) "
+        "overwrite=%s batch_size=%d workers=%d gpus_per_worker=%g torch_threads=%s",
+        archive.uri, dst.uri, len(items), config.only, region_text(config.region),
+        config.image_format, model_ref, model_id, config.overwrite, config.batch_size,
+        resources.workers, resources.gpus_per_worker, resources.torch_threads,
+    )  # fmt: skip
+
+    manifest = dst.child(MANIFEST_DIR)
+    previous = {} if config.overwrite else done_rows(dst, config, model_id)
+    todo = [item for item in items if item.rel_path not in previous]
+    todo_set = set(todo)
+    writer = ManifestWriter(manifest, RESTORE_SCHEMA)
+    skipped = [previous[i.rel_path] | {"status": "skipped"} for i in items if i not in todo_set]
+    writer.add(skipped)
+    counts = Counter({"skipped": len(skipped)} if skipped else {})
+    if skipped:
+        logger.info("restore: %d of %d images restored by an earlier run, skipped",
+                    len(skipped), len(items))  # fmt: skip
+    if todo:
+        ds = build_graph(todo, dst, model_ref, model_id, options, config, resources)
+        counts += stream(ds, len(todo), writer)
+    writer.flush()
+    compact(manifest, RESTORE_SCHEMA)
+    logger.info("restore: done, %s; manifest at %s", dict(sorted(counts.items())), manifest.uri)
+    return RestoreResult(counts=dict(counts), model_id=model_id)
+
+
+def list_items(archive: Location, only: str | None) -> list[Item]:
+    """The images to restore, from the archive manifest or else from ARCHIVE/lr/*.png."""
+    try:
+        table = read_manifest(archive.child(MANIFEST_DIR), ARCHIVE_SCHEMA)
+        if table is not None:
+            items = [
+                Item(r["rel_path"], lr_uri(archive, r["rel_path"]), r["source_uri"], r["scale"])
+                for r in table.to_pylist()
+                if r["status"] in DONE
+            ]
+        else:
+            lr_root = archive.path("lr") + "/"
+            paths = archive.filesystem().find(lr_root)
+            items = [
+                Item(p[len(lr_root) : -len(".png")], archive.uri_of(p), None, None)
+                for p in sorted(paths)
+                if p.endswith(".png") and is_image_name(p.rsplit("/", 1)[-1])
+            ]
+    except (FileNotFoundError, PermissionError) as e:
+        raise ValueError(f"ARCHIVE {archive.uri!r} cannot be read: {e}") from None
+    if not items:
+        raise ValueError(f"no input: ARCHIVE {archive.uri!r} has no manifest rows and no LR PNGs")
+    if only is not None:
+        matching = [item for item in items if fnmatch.fnmatchcase(item.rel_path, only)]
+        if not matching:
+            raise ValueError(f"no input: --only {only!r} matches none of the {len(items)} images")
+        items = matching
+    return items
+
+
+def lr_uri(archive: Location, rel_path: str) -> str:
+    return archive.uri_of(archive.path(lr_key(rel_path)))
+
+
+def archive_scale(items: list[Item], archive: Location, options: dict[str, Any]) -> int:
+    """The scale the default model must have: the manifest's, or the first LR PNG's."""
+    scales = {item.scale for item in items if item.scale is not None}
+    if len(scales) > 1:
+        raise ValueError(f"the archive mixes scales {sorted(scales)}: pass --model")
+    if scales:
+        return scales.pop()
+    location = Location.parse(items[0].lr_uri, options)
+    try:
+        return decode_lr_png(location.filesystem().cat_file(location.root))[1].scale
+    except ValueError as e:
+        raise ValueError(f"{items[0].lr_uri}: {e}; pass --model") from None
+
+
+def done_rows(dst: Location, config: RestoreConfig, model_id: str) -> dict[str, dict[str, Any]]:
+    """Rows, by rel_path, of images an earlier restore into DST finished with this model,
+    region and format, whose output is still there."""
+    table = read_manifest(dst.child(MANIFEST_DIR), RESTORE_SCHEMA)
+    if table is None:
+        return {}
+    existing = set(dst.filesystem().find(dst.root))
+    region = region_text(config.region)
+    done = {}
+    for row in table.to_pylist():
+        path = dst.path(output_key(row["rel_path"], config.image_format))
+        if (
+            row["status"] in DONE
+            and row["model_id"] == model_id
+            and row["region"] == region
+            and row["output_uri"] == dst.uri_of(path)
+            and path in existing
+        ):
+            done[row["rel_path"]] = row
+    return done
+
+
+def build_graph(
+    todo: list[Item],
+    dst: Location,
+    model_ref: str,
+    model_id: str,
+    options: dict[str, Any],
+    config: RestoreConfig,
+    resources: Resources,
+) -> ray.data.Dataset:
+    """The Ray Data graph; the one place that picks actors, GPUs and batch sizes."""
+    items = [{"rel_path": i.rel_path, "lr_uri": i.lr_uri, "source_uri": i.source_uri} for i in todo]
+    ds = ray.data.from_items(items)
+    ds = ds.map_batches(
+        read_lr_batch,
+        fn_kwargs={"model_id": model_id, "region": config.region, "options": options},
+        batch_size=config.batch_size,
+    )
+    ds = ds.map_batches(
+        Upscale,
+        fn_constructor_kwargs={
+            "model": model_ref,
+            "storage_options": options,
+            "region": config.region,
+            "torch_threads": resources.torch_threads,
+        },
+        batch_size=config.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=resources.workers),
+        num_gpus=resources.gpus_per_worker,
+    )
+    return ds.map_batches(
+        write_restored,
+        fn_kwargs={"dst": dst, "image_format": config.image_format},
+        batch_size=config.batch_size,
+    )
+
+
+def stream(ds: ray.data.Dataset, total: int, writer: ManifestWriter) -> Counter:
+    """Run the graph, writing its rows to the manifest as they come; rows by status."""
+    counts: Counter = Counter()
+    progress = Progress("restore", total=total)
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        rows = to_rows(batch)
+        writer.add(rows)
+        statuses = Counter(row["status"] for row in rows)
+        counts += statuses
+        progress.update(len(rows), statuses["error"])
+    return counts

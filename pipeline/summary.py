@@ -1,0 +1,79 @@
+"""What an archive holds, from its manifest: the numbers `tadm inspect` prints."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+DONE = ("ok", "skipped")
+
+
+@dataclass(frozen=True)
+class Summary:
+    counts: dict[str, int]  # rows by status
+    source_bytes: int  # of archived images (status ok or skipped)
+    lr_bytes: int  # of their LR PNGs
+    mean_bpp: float | None
+    compression_ratio: float | None  # source_bytes / lr_bytes
+    mean_psnr: float | None  # over rows with psnr (archived with --verify)
+    mean_ssim: float | None
+    verified: int  # rows with psnr
+    models: dict[str, int]  # "model_id (xscale)" -> archived images
+
+    def lines(self) -> list[str]:
+        counts = ", ".join(f"{status} {n}" for status, n in sorted(self.counts.items()))
+        lines = [
+            f"images: {sum(self.counts.values())} ({counts})",
+            f"source bytes: {self.source_bytes:,} ({human(self.source_bytes)})",
+            f"LR bytes: {self.lr_bytes:,} ({human(self.lr_bytes)})",
+            f"compression ratio: {number(self.compression_ratio, '.1f')}x",
+            f"mean bpp: {number(self.mean_bpp, '.4f')}",
+        ]
+        if self.verified:
+            lines.append(f"mean psnr: {self.mean_psnr:.2f} dB over {self.verified} images")
+            lines.append(f"mean ssim: {number(self.mean_ssim, '.4f')}")
+        else:
+            lines.append("mean psnr: n/a (archived without --verify)")
+        lines += [f"model {model}: {n} images" for model, n in sorted(self.models.items())]
+        return lines
+
+
+def summarize(table: pa.Table) -> Summary:
+    """Summary of a merged archive manifest (see manifest.read_manifest)."""
+    rows = table.to_pylist()
+    done = [r for r in rows if r["status"] in DONE]
+    source_bytes = sum(r["source_bytes"] or 0 for r in done)
+    lr_bytes = sum(r["lr_bytes"] or 0 for r in done)
+    psnrs = [r["psnr"] for r in done if r["psnr"] is not None and math.isfinite(r["psnr"])]
+    ssims = [r["ssim"] for r in done if r["ssim"] is not None]
+    return Summary(
+        counts=dict(Counter(r["status"] for r in rows)),
+        source_bytes=source_bytes,
+        lr_bytes=lr_bytes,
+        mean_bpp=mean([r["bpp"] for r in done if r["bpp"] is not None]),
+        compression_ratio=source_bytes / lr_bytes if lr_bytes else None,
+        mean_psnr=mean(psnrs),
+        mean_ssim=mean(ssims),
+        verified=len(psnrs),
+        models=dict(Counter(f"{r['model_id']} (x{r['scale']})" for r in done)),
+    )
+
+
+def mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def number(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{n} B"
+        size /= 1024
+    raise AssertionError("unreachable")
