@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,19 +41,22 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Decoded:
     if not data:
         raise ValueError("empty file (0 bytes)")
     try:
-        with Image.open(io.BytesIO(data), formats=FORMATS) as img:
-            if img.width * img.height > max_pixels:
-                raise ValueError(bomb_message(img.width, img.height, max_pixels))
-            sixteen_bit = ";16" in raw_mode(img)
-            img.load()
-            steps = []
-            orientation = img.getexif().get(EXIF_ORIENTATION, 1)
-            if orientation in range(2, 9):
-                img = ImageOps.exif_transpose(img)
-                steps.append(f"EXIF orientation {orientation} applied")
-            rgb, converted = to_rgb(img, sixteen_bit)
-            if converted:
-                steps.append(converted)
+        with warnings.catch_warnings():
+            # Pillow warns between 1x and 2x MAX_IMAGE_PIXELS; the explicit check decides.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=FORMATS)
+        if img.width * img.height > max_pixels:
+            raise ValueError(bomb_message(img.width, img.height, max_pixels))
+        sixteen_bit = ";16" in raw_mode(img)
+        img.load()
+        steps = []
+        orientation = img.getexif().get(EXIF_ORIENTATION, 1)
+        if orientation in range(2, 9):
+            img = ImageOps.exif_transpose(img)
+            steps.append(f"EXIF orientation {orientation} applied")
+        rgb, converted = to_rgb(img, sixteen_bit)
+        if converted:
+            steps.append(converted)
     except Image.DecompressionBombError as e:
         raise ValueError(f"decompression bomb: {e}") from None
     except UnidentifiedImageError:

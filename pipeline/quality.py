@@ -29,8 +29,8 @@ def ssim(restored: np.ndarray, source: np.ndarray) -> float | None:
     """Structural similarity in [-1, 1]; None when a side is shorter than the 11 px window."""
     if min(source.shape[:2]) < WINDOW:
         return None
-    x = torch.from_numpy(restored).to(torch.float64).permute(2, 0, 1)[:, None]  # (3, 1, H, W)
-    y = torch.from_numpy(source).to(torch.float64).permute(2, 0, 1)[:, None]
+    x = torch.from_numpy(restored.astype(np.float64)).permute(2, 0, 1)[:, None]  # (3, 1, H, W)
+    y = torch.from_numpy(source.astype(np.float64)).permute(2, 0, 1)[:, None]
     taps = torch.arange(WINDOW, dtype=torch.float64) - WINDOW // 2
     g = torch.exp(-(taps**2) / (2 * SIGMA**2))
     g = g / g.sum()

@@ -1,0 +1,217 @@
+"""Shared fixtures: a real local Ray, a real local S3 endpoint (moto's server), tiny TADM
+checkpoints, and folders of test images, including every kind of bad input."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+import torch
+from PIL import Image
+
+from tadm import TADM
+
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+# ---- services --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """URL of a moto S3 server on 127.0.0.1 (a real HTTP endpoint, no mocks in-process)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def make_bucket(endpoint: str, name: str) -> None:
+    import boto3
+
+    keys = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **keys).create_bucket(
+        Bucket=name
+    )
+
+
+@pytest.fixture
+def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The AWS_* variables pointing at the moto server, for this test only."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    for key, value in AWS_ENV.items():
+        monkeypatch.setenv(key, value)
+    return s3_endpoint
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[str]:
+    """One local Ray for the whole session (2 CPUs); yields its address for subprocesses."""
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+# ---- models ----------------------------------------------------------------------------------
+
+
+def save_tiny(path: Path, seed: int, scale: int = 16) -> str:
+    torch.manual_seed(seed)
+    TADM.from_preset("tiny", scale=scale).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Folder of a random-init tiny x16 TADM (seed 0)."""
+    return save_tiny(tmp_path_factory.mktemp("tiny-x16"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def other_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Another tiny x16 TADM with other weights, hence another model_id."""
+    return save_tiny(tmp_path_factory.mktemp("tiny-x16-other"), seed=1)
+
+
+# ---- images ----------------------------------------------------------------------------------
+
+
+def photo(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A smooth colour gradient with a little noise: (height, width, 3) uint8."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x / width, y / height, (x + y) / (width + height)], axis=-1) * 220
+    return np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
+
+
+def encode(img: Image.Image, fmt: str, **options) -> bytes:
+    out = io.BytesIO()
+    img.save(out, format=fmt, **options)
+    return out.getvalue()
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png16(pixels: np.ndarray) -> bytes:
+    """A 16-bit PNG (Pillow cannot write 16-bit RGB): (H, W) or (H, W, 3) uint16."""
+    height, width = pixels.shape[:2]
+    colour_type = 2 if pixels.ndim == 3 else 0
+    raw = b"".join(b"\x00" + pixels[y].astype(">u2").tobytes() for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(raw))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A tiny file whose header claims width x height pixels."""
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def exif_rotated_jpeg(width: int, height: int) -> bytes:
+    """A JPEG stored width x height with EXIF orientation 6 (shown rotated: height x width)."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return encode(Image.fromarray(photo(width, height, 7)), "JPEG", exif=exif, quality=92)
+
+
+def good_images() -> dict[str, bytes]:
+    """rel_path -> file bytes of every kind of readable input, 64-100 px."""
+    rgb = Image.fromarray(photo(96, 80, 1))
+    gray16 = (photo(72, 64, 3)[..., 0].astype(np.uint16) * 257) + 100
+    rgb16 = photo(64, 72, 4).astype(np.uint16) * 257
+    palette = Image.fromarray(photo(64, 64, 5)).convert("P", palette=Image.Palette.ADAPTIVE)
+    return {
+        "nested/deeper/rgb.jpg": encode(rgb, "JPEG", quality=90),
+        "gray.png": encode(Image.fromarray(photo(80, 64, 2)).convert("L"), "PNG"),
+        "rgba.png": encode(Image.fromarray(photo(64, 80, 6)).convert("RGBA"), "PNG"),
+        "gray16.png": png16(np.minimum(gray16, 65535).astype(np.uint16)),
+        "rgb16.png": png16(rgb16),
+        "palette.png": encode(palette, "PNG", transparency=0),
+        "cmyk.jpg": encode(Image.fromarray(photo(64, 64, 8)).convert("CMYK"), "JPEG"),
+        "rotated.jpg": exif_rotated_jpeg(80, 64),
+        "odd.webp": encode(Image.fromarray(photo(67, 53, 9)), "WEBP", lossless=True),
+        "Upper.TIF": encode(Image.fromarray(photo(65, 70, 10)), "TIFF"),
+        "nested/plain.bmp": encode(Image.fromarray(photo(64, 64, 11)), "BMP"),
+    }
+
+
+def bad_images() -> dict[str, bytes]:
+    """rel_path -> bytes of inputs that must each become one error row."""
+    whole = encode(Image.fromarray(photo(96, 96, 12)), "PNG")
+    return {
+        "bad/corrupt.jpg": bytes(np.random.default_rng(0).integers(0, 256, 2000, np.uint8)),
+        "bad/truncated.png": whole[: len(whole) // 2],
+        "bad/empty.jpg": b"",
+        "bad/not-an-image.png": b"hello, I am a text file\n",
+        "bad/too-small.png": encode(Image.fromarray(photo(12, 40, 13)), "PNG"),
+        "bad/bomb.png": bomb_png(20000, 20000),
+    }
+
+
+def write_tree(root: Path, files: dict[str, bytes]) -> Path:
+    for rel_path, data in files.items():
+        path = root / rel_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return root
+
+
+@pytest.fixture(scope="session")
+def zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every kind of good and bad input, plus files archive must ignore."""
+    root = write_tree(tmp_path_factory.mktemp("zoo"), good_images() | bad_images())
+    (root / "notes.txt").write_text("not an image extension")
+    (root / ".hidden.jpg").write_bytes(encode(Image.fromarray(photo(64, 64)), "JPEG"))
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three good photos of different sizes, one nested."""
+    root = tmp_path_factory.mktemp("photos")
+    return write_tree(
+        root,
+        {
+            "a.png": encode(Image.fromarray(photo(96, 64, 20)), "PNG"),
+            "b.jpg": encode(Image.fromarray(photo(67, 83, 21)), "JPEG", quality=95),
+            "sub/c.png": encode(Image.fromarray(photo(96, 64, 22)), "PNG"),
+        },
+    )
+
+
+def run_cli(*argv: str) -> int:
+    """`tadm ARGV...` in this process (Ray already running: the session's cluster)."""
+    from jobs.cli import main
+
+    return main([str(a) for a in argv])
+
+
+def cli_env(ray_address: str) -> dict[str, str]:
+    """Environment for a `tadm` subprocess that joins the session's Ray cluster."""
+    return os.environ | {"RAY_ADDRESS": ray_address}

@@ -1,0 +1,140 @@
+"""The archive and restore stages chained by hand on hand-built batches: no Ray at all."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import encode, photo
+from PIL import Image
+
+from pipeline.batch import column, to_batch, to_rows
+from pipeline.decode import decode_batch
+from pipeline.downscale import Downscale
+from pipeline.lr_png import decode_lr_png
+from pipeline.manifest import ARCHIVE_SCHEMA, RESTORE_SCHEMA
+from pipeline.read_lr import read_lr_batch
+from pipeline.storage import Location
+from pipeline.upscale import Upscale
+from pipeline.write_lr import write_lr
+from pipeline.write_restored import write_restored
+
+
+def test_batch_columns_round_trip():
+    images = [np.zeros((2, 2, 3), np.uint8), np.zeros((2, 2, 3), np.uint8)]
+    assert column([1, 2]).dtype == np.int64
+    assert column([1, 2.5]).dtype == np.float64
+    assert column(images).dtype == object and column(images)[0].shape == (2, 2, 3)
+    rows = [{"a": 1, "b": "x"}, {"a": 2}]
+    batch = to_batch(rows, ["a", "b"])
+    assert list(batch["b"]) == ["x", None]
+    assert to_rows(batch)[1] == {"a": 2, "b": None}
+
+
+@pytest.fixture(scope="module")
+def archived(tiny_model: str, tmp_path_factory: pytest.TempPathFactory):
+    """decode -> Downscale(verify) -> write_lr on one hand-built batch."""
+    files = {
+        "a.png": encode(Image.fromarray(photo(64, 48, 1)), "PNG"),
+        "b.png": encode(Image.fromarray(photo(64, 48, 2)), "PNG"),
+        "c/d.png": encode(Image.fromarray(photo(40, 33, 3)), "PNG"),
+        "bad.png": b"nope",
+    }
+    batch = {
+        "path": np.array([f"/src/{k}" for k in files], dtype=object),
+        "bytes": np.array(list(files.values()), dtype=object),
+    }
+    decoded = decode_batch(batch, prefix="/src/", uri_prefix="", scale=16, max_pixels=10**8)
+    model_stage = Downscale(tiny_model, storage_options={}, verify=True, torch_threads=2)
+    lr = model_stage(decoded)
+    dst = Location.parse(str(tmp_path_factory.mktemp("archive")))
+    return decoded, lr, write_lr(lr, dst=dst), model_stage.model_id, dst
+
+
+def test_downscale_stage_makes_lr_pngs(archived):
+    decoded, lr, _, model_id, _ = archived
+    assert list(lr["status"]) == ["ok", "ok", "ok", "error"]
+    for i, (w, h) in enumerate([(64, 48), (64, 48), (40, 33)]):
+        pixels, header = decode_lr_png(lr["lr_png"][i])
+        assert pixels.shape == (math.ceil(h / 16), math.ceil(w / 16), 3)
+        assert (header.width, header.height, header.scale, header.model_id) == (w, h, 16, model_id)
+        assert (lr["lr_width"][i], lr["lr_height"][i]) == (math.ceil(w / 16), math.ceil(h / 16))
+        assert 0 < lr["ssim"][i] <= 1 and lr["psnr"][i] > 0
+        assert 10 <= lr["timestep_mean"][i] <= 200  # TPM maps to [10, 200]
+        assert lr["seconds"][i] > decoded["seconds"][i]
+    assert lr["lr_png"][3] is None and lr["error"][3].startswith("not a readable")
+    assert "pixels" not in lr
+
+
+def test_write_stage_writes_atomically_and_fills_sizes(archived):
+    _, lr, rows, _, dst = archived
+    assert list(rows) == ARCHIVE_SCHEMA.names
+    for i in range(3):
+        path = Path(dst.root) / "lr" / f"{rows['rel_path'][i]}.png"
+        assert rows["lr_uri"][i] == str(path)
+        assert path.read_bytes() == lr["lr_png"][i]
+        assert rows["lr_bytes"][i] == path.stat().st_size
+        w, h = rows["width"][i], rows["height"][i]
+        assert rows["bpp"][i] == pytest.approx(8 * path.stat().st_size / (w * h))
+        ratio = rows["source_bytes"][i] / path.stat().st_size
+        assert rows["compression_ratio"][i] == pytest.approx(ratio)
+    assert rows["lr_uri"][3] is None
+    assert sorted(p.name for p in (Path(dst.root) / "lr").rglob("*")) == [
+        "a.png.png", "b.png.png", "c", "d.png.png",
+    ]  # fmt: skip
+
+
+def test_restore_stages_give_back_the_original_size(archived, tiny_model, tmp_path: Path):
+    _, _, rows, model_id, dst = archived
+    items = {
+        "rel_path": np.array(["a.png", "c/d.png", "gone.png"], dtype=object),
+        "lr_uri": np.array([rows["lr_uri"][0], rows["lr_uri"][2], dst.path("lr/gone.png.png")]),
+        "source_uri": np.array([None, None, None], dtype=object),
+    }
+    read = read_lr_batch(items, model_id=model_id, region=None, options={})
+    assert list(read["status"]) == ["ok", "ok", "error"]
+    assert "is missing" in read["error"][2]
+    restored = Upscale(tiny_model, storage_options={}, region=None, torch_threads=2)(read)
+    out = write_restored(restored, dst=Location.parse(str(tmp_path)), image_format="webp")
+    assert list(out) == RESTORE_SCHEMA.names
+    with Image.open(tmp_path / "c/d.png.webp") as img:
+        assert img.size == (40, 33)
+    assert out["output_uri"][0] == str(tmp_path / "a.png.webp")
+    assert (out["width"][1], out["height"][1]) == (40, 33)
+    assert out["psnr"][0] is None  # no source given
+
+
+def test_restore_region_and_wrong_model(archived, tiny_model):
+    _, _, rows, model_id, _ = archived
+    items = {
+        "rel_path": np.array(["a.png", "b.png"], dtype=object),
+        "lr_uri": np.array(rows["lr_uri"][:2]),
+        "source_uri": np.array(rows["source_uri"][:2]),
+    }
+    read = read_lr_batch(items, model_id="f" * 16, region=None, options={})
+    assert list(read["status"]) == ["error", "error"]
+    assert model_id in read["error"][0] and "f" * 16 in read["error"][0]
+    read = read_lr_batch(items, model_id=model_id, region=(60, 0, 10, 10), options={})
+    assert read["error"][0] == "region 60,0,10,10 is not inside the 64x48 image"
+    read = read_lr_batch(items, model_id=model_id, region=(8, 4, 24, 20), options={})
+    restored = Upscale(tiny_model, storage_options={}, region=(8, 4, 24, 20))(read)
+    assert restored["restored"][0].shape == (20, 24, 3)
+    assert list(restored["region"]) == ["8,4,24,20", "8,4,24,20"]
+
+
+def test_restored_png_holds_exactly_the_model_output(archived, tiny_model, tmp_path: Path):
+    _, lr, rows, model_id, _ = archived
+    items = {
+        "rel_path": np.array(["a.png"], dtype=object),
+        "lr_uri": np.array(rows["lr_uri"][:1]),
+        "source_uri": np.array([None], dtype=object),
+    }
+    restored = Upscale(tiny_model, {}, None)(read_lr_batch(items, model_id=model_id, region=None,
+                                                            options={}))  # fmt: skip
+    out = write_restored(restored, dst=Location.parse(str(tmp_path)), image_format="png")
+    pixels = np.asarray(Image.open(io.BytesIO((tmp_path / "a.png.png").read_bytes())))
+    np.testing.assert_array_equal(pixels, restored["restored"][0])
+    assert out["status"][0] == "ok"
