@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+
 from jobs.common import Parser, add_storage_options, ray_session, run_job
-from pipeline.archive import ArchiveConfig, run_archive
+from pipeline.archive import ArchiveConfig, prepare_archive, run_archive
 
 PROG = "tadm archive"
 
@@ -13,9 +15,7 @@ def parser() -> Parser:
     p.add_argument("src", metavar="SRC", help="folder of images: path, file://... or s3://...")
     p.add_argument("dst", metavar="DST", help="archive root: path, file://... or s3://...")
     p.add_argument("--scale", type=int, choices=(16, 32), help="16 or 32 (default: the model's)")
-    p.add_argument(
-        "--model", help="shipped name, checkpoint folder or URI (default: tiny-x<scale>)"
-    )
+    p.add_argument("--model", help="shipped name, checkpoint folder or URI (default: tiny-xSCALE)")
     p.add_argument("--verify", action="store_true", help="restore each image: psnr, ssim")
     p.add_argument("--workers", type=int, help="model actors (default: 1 per GPU, or 1)")
     p.add_argument("--gpus-per-worker", type=float, help="GPUs per actor (default: 1, or 0)")
@@ -25,23 +25,24 @@ def parser() -> Parser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    config = ArchiveConfig(
-        src=args.src,
-        dst=args.dst,
-        scale=args.scale,
-        model=args.model,
-        verify=args.verify,
-        workers=args.workers,
-        gpus_per_worker=args.gpus_per_worker,
-        batch_size=args.batch_size,
-        overwrite=args.overwrite,
-        storage_options=args.storage_options,
+def job(args: argparse.Namespace) -> int:
+    prepared = prepare_archive(
+        ArchiveConfig(
+            src=args.src,
+            dst=args.dst,
+            scale=args.scale,
+            model=args.model,
+            verify=args.verify,
+            workers=args.workers,
+            gpus_per_worker=args.gpus_per_worker,
+            batch_size=args.batch_size,
+            overwrite=args.overwrite,
+            storage_options=args.storage_options,
+        )
     )
+    with ray_session():
+        return run_archive(prepared).exit_code
 
-    def job() -> int:
-        with ray_session():
-            return run_archive(config).exit_code
 
-    return run_job(PROG, job)
+def main(argv: list[str] | None = None) -> int:
+    return run_job(PROG, parser(), argv, job)

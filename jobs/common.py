@@ -42,11 +42,19 @@ def add_storage_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a message comes (pytest swaps it per test)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def setup_logging() -> None:
     """Job messages (configuration, progress, summary) go to stderr, one line each."""
     logger = logging.getLogger("tadm")
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
@@ -56,7 +64,7 @@ def setup_logging() -> None:
 @contextlib.contextmanager
 def ray_session() -> Iterator[None]:
     """Use the running Ray (a test's, or RAY_ADDRESS's cluster) or start a local one for the
-    job; Ray Data's own progress bars are off, the job prints its own progress."""
+    job; Ray Data's own progress bars are off, the job logs its own progress."""
     import ray
 
     started = not ray.is_initialized()
@@ -73,11 +81,19 @@ def ray_session() -> Iterator[None]:
             ray.shutdown()
 
 
-def run_job(prog: str, job: Callable[[], int]) -> int:
-    """Run `job` (returns the exit status); a ValueError is bad usage: one line, status 2."""
+def run_job(
+    prog: str, parser: argparse.ArgumentParser, argv: list[str] | None,
+    job: Callable[[argparse.Namespace], int],
+) -> int:  # fmt: skip
+    """Parse `argv` and run `job(args)`, which returns the exit status. Bad usage (argparse's
+    errors, or a ValueError from the job's checks) prints one line and returns 2."""
     setup_logging()
     try:
-        return job()
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2), already printed
+        return int(e.code or 0)
+    try:
+        return job(args)
     except ValueError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return USAGE_ERROR

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from jobs.common import Parser, add_storage_options, run_job
 from pipeline.manifest import ARCHIVE_SCHEMA, MANIFEST_DIR, read_manifest
 from pipeline.storage import Location
@@ -17,16 +19,15 @@ def parser() -> Parser:
     return p
 
 
+def job(args: argparse.Namespace) -> int:
+    archive = Location.parse(args.archive, args.storage_options)
+    table = read_manifest(archive.child(MANIFEST_DIR), ARCHIVE_SCHEMA)
+    if table is None:
+        raise ValueError(f"ARCHIVE {archive.uri!r} has no manifest (no {MANIFEST_DIR}/part-*)")
+    print(f"archive: {archive.uri}")
+    print("\n".join(summarize(table).lines()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-
-    def job() -> int:
-        archive = Location.parse(args.archive, args.storage_options)
-        table = read_manifest(archive.child(MANIFEST_DIR), ARCHIVE_SCHEMA)
-        if table is None:
-            raise ValueError(f"ARCHIVE {archive.uri!r} has no manifest (no {MANIFEST_DIR}/part-*)")
-        print(f"archive: {archive.uri}")
-        print("\n".join(summarize(table).lines()))
-        return 0
-
-    return run_job(PROG, job)
+    return run_job(PROG, parser(), argv, job)

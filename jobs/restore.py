@@ -6,7 +6,7 @@ import argparse
 
 from jobs.common import Parser, add_storage_options, ray_session, run_job
 from pipeline.read_lr import Region
-from pipeline.restore import RestoreConfig, run_restore
+from pipeline.restore import RestoreConfig, prepare_restore, run_restore
 from pipeline.write_restored import FORMATS
 
 PROG = "tadm restore"
@@ -39,24 +39,25 @@ def parser() -> Parser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    config = RestoreConfig(
-        archive=args.archive,
-        dst=args.dst,
-        region=args.region,
-        only=args.only,
-        model=args.model,
-        image_format=args.format,
-        workers=args.workers,
-        gpus_per_worker=args.gpus_per_worker,
-        batch_size=args.batch_size,
-        overwrite=args.overwrite,
-        storage_options=args.storage_options,
+def job(args: argparse.Namespace) -> int:
+    prepared = prepare_restore(
+        RestoreConfig(
+            archive=args.archive,
+            dst=args.dst,
+            region=args.region,
+            only=args.only,
+            model=args.model,
+            image_format=args.format,
+            workers=args.workers,
+            gpus_per_worker=args.gpus_per_worker,
+            batch_size=args.batch_size,
+            overwrite=args.overwrite,
+            storage_options=args.storage_options,
+        )
     )
+    with ray_session():
+        return run_restore(prepared).exit_code
 
-    def job() -> int:
-        with ray_session():
-            return run_restore(config).exit_code
 
-    return run_job(PROG, job)
+def main(argv: list[str] | None = None) -> int:
+    return run_job(PROG, parser(), argv, job)

@@ -57,7 +57,6 @@ class ArchiveJob:
     model_ref: str
     model_id: str
     scale: int
-    resources: Resources
     sources: list[SourceFile]
     prefix: str  # stripped from a source path to give its rel_path
 
@@ -73,9 +72,17 @@ class ArchiveResult:
         return 1 if self.counts.get("error") else 0
 
 
-def run_archive(config: ArchiveConfig) -> ArchiveResult:
-    """Run the job; ValueError for bad configuration, before any image is touched."""
-    job = resolve(config)
+def run_archive(job: ArchiveJob) -> ArchiveResult:
+    """Run a prepared job on the running Ray cluster."""
+    config = job.config
+    resources = plan_resources(config.workers, config.gpus_per_worker)
+    logger.info(
+        "archive: src=%s dst=%s images=%d model=%s (id %s, x%d) verify=%s overwrite=%s "
+        "batch_size=%d workers=%d gpus_per_worker=%g torch_threads=%s storage_options=%s",
+        job.src.uri, job.dst.uri, len(job.sources), job.model_ref, job.model_id, job.scale,
+        config.verify, config.overwrite, config.batch_size, resources.workers,
+        resources.gpus_per_worker, resources.torch_threads, job.dst.redacted_options(),
+    )  # fmt: skip
     manifest = job.dst.child(MANIFEST_DIR)
     previous = {} if config.overwrite else done_rows(job)
     todo = [s for s in job.sources if not is_done(previous.get(s.rel_path), s)]
@@ -93,15 +100,16 @@ def run_archive(config: ArchiveConfig) -> ArchiveResult:
             len(skipped), len(job.sources),
         )  # fmt: skip
     if todo:
-        counts += stream(job, build_graph(job, todo), todo, writer)
+        counts += stream(job, build_graph(job, resources, todo), todo, writer)
     writer.flush()
     compact(manifest, ARCHIVE_SCHEMA)
     logger.info("archive: done, %s; manifest at %s", dict(sorted(counts.items())), manifest.uri)
     return ArchiveResult(counts=dict(counts), model_id=job.model_id, scale=job.scale)
 
 
-def resolve(config: ArchiveConfig) -> ArchiveJob:
-    """Check the configuration and resolve it; every problem is a ValueError naming it."""
+def prepare_archive(config: ArchiveConfig) -> ArchiveJob:
+    """Check the configuration and resolve it against storage and the model, without Ray;
+    every problem is a ValueError naming it."""
     if config.scale is not None and config.scale not in SCALES:
         raise ValueError(f"--scale must be 16 or 32, got {config.scale}")
     if config.batch_size < 1:
@@ -109,30 +117,20 @@ def resolve(config: ArchiveConfig) -> ArchiveJob:
     src = Location.parse(config.src, config.storage_options)
     dst = Location.parse(config.dst, config.storage_options)
     options = s3_options(config.storage_options)
+    try:
+        sources, prefix = list_sources(src, exclude=dst)
+    except OSError as e:
+        raise ValueError(f"SRC {src.uri!r} cannot be listed: {e}") from None
+    if not sources:
+        kinds = ", ".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
+        raise ValueError(f"no input: no {kinds} images under SRC {src.uri!r}")
     model_ref = config.model or default_model(config.scale or 16)
     model = load_model(model_ref, options)
     model_id, scale = model.model_id, model.scale
     del model
     if config.scale is not None and config.scale != scale:
         raise ValueError(f"--scale {config.scale} does not match model {model_ref!r} (x{scale})")
-    try:
-        sources, prefix = list_sources(src, exclude=dst)
-    except (FileNotFoundError, PermissionError) as e:
-        raise ValueError(f"SRC {src.uri!r} cannot be listed: {e}") from None
-    if not sources:
-        kinds = ", ".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
-        raise ValueError(f"no input: no {kinds} images under SRC {src.uri!r}")
-    resources = plan_resources(config.workers, config.gpus_per_worker)
-    logger.info(
-        "archive: src=%s dst=%s images=%d model=%s (id %s, x%d) verify=%s overwrite=%s "
-        "batch_size=%d workers=%d gpus_per_worker=%g torch_threads=%s storage_options=%s",
-        src.uri, dst.uri, len(sources), model_ref, model_id, scale, config.verify,
-        config.overwrite, config.batch_size, resources.workers, resources.gpus_per_worker,
-        resources.torch_threads, dst.redacted_options(),
-    )  # fmt: skip
-    return ArchiveJob(
-        config, src, dst, options, model_ref, model_id, scale, resources, sources, prefix
-    )
+    return ArchiveJob(config, src, dst, options, model_ref, model_id, scale, sources, prefix)
 
 
 def done_rows(job: ArchiveJob) -> dict[str, dict[str, Any]]:
@@ -159,7 +157,7 @@ def is_done(row: dict[str, Any] | None, source: SourceFile) -> bool:
     return row is not None and row["source_bytes"] == source.size
 
 
-def build_graph(job: ArchiveJob, todo: list[SourceFile]) -> ray.data.Dataset:
+def build_graph(job: ArchiveJob, resources: Resources, todo: list[SourceFile]) -> ray.data.Dataset:
     """The Ray Data graph; the one place that picks actors, GPUs and batch sizes."""
     batch_size = job.config.batch_size
     ds = ray.data.read_binary_files(
@@ -184,11 +182,11 @@ def build_graph(job: ArchiveJob, todo: list[SourceFile]) -> ray.data.Dataset:
             "model": job.model_ref,
             "storage_options": job.options,
             "verify": job.config.verify,
-            "torch_threads": job.resources.torch_threads,
+            "torch_threads": resources.torch_threads,
         },
         batch_size=batch_size,
-        compute=ray.data.ActorPoolStrategy(size=job.resources.workers),
-        num_gpus=job.resources.gpus_per_worker,
+        compute=ray.data.ActorPoolStrategy(size=resources.workers),
+        num_gpus=resources.gpus_per_worker,
     )
     return ds.map_batches(write_lr, fn_kwargs={"dst": job.dst}, batch_size=batch_size)
 

@@ -88,7 +88,10 @@ class Downscale:
         hr = to_tensor([row["pixels"] for row in group]).to(self.device)  # (B, 3, H, W) uint8
         lr = self.model.downscale(hr.float() / 255)  # (B, 3, ceil(H/s), ceil(W/s)) uint8
         for row, lr_image in zip(group, to_images(lr), strict=True):
-            header = LrHeader(row["width"], row["height"], self.model.scale, self.model_id)
+            # Ray turns an int column with nulls (error rows) into floats: cast back.
+            header = LrHeader(
+                int(row["width"]), int(row["height"]), self.model.scale, self.model_id
+            )
             row["lr_png"] = encode_lr_png(lr_image, header)
             row["lr_height"], row["lr_width"] = lr_image.shape[:2]
         if self.verify:
@@ -97,7 +100,7 @@ class Downscale:
     def reconstruct(self, group: list[dict[str, Any]]) -> None:
         """Upscale the LR decoded from the bytes to be written; compare with the source."""
         written = to_tensor([decode_lr_png(row["lr_png"])[0] for row in group]).to(self.device)
-        size = (group[0]["height"], group[0]["width"])
+        size = (int(group[0]["height"]), int(group[0]["width"]))
         x_hat, t_map = self.model.upscale(written, size=size, return_timesteps=True)
         for row, restored, t in zip(group, to_images(quantize(x_hat)), t_map, strict=True):
             row["psnr"] = psnr(restored, row["pixels"])

@@ -10,11 +10,13 @@ so plain Parquet readers see one row per image too.
 from __future__ import annotations
 
 import io
+import math
 import posixpath
 import time
 import uuid
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -74,15 +76,17 @@ def part_name() -> str:
 
 
 def to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
-    """Rows -> a table of exactly `schema`'s columns; NaN floats become null."""
-    clean = [{k: none_if_nan(row.get(k)) for k in schema.names} for row in rows]
+    """Rows -> a table of exactly `schema`'s columns. NaN becomes null, and integral floats
+    in integer columns become ints (Ray hands back an int column with nulls as floats)."""
+    clean = [{f.name: cell(row.get(f.name), f.type) for f in schema} for row in rows]
     return pa.Table.from_pylist(clean, schema=schema)
 
 
-def none_if_nan(value: Any) -> Any:
-    if value is None or (isinstance(value, float) and value != value):
+def cell(value: Any, kind: pa.DataType) -> Any:
+    value = value.item() if isinstance(value, np.generic) else value
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
-    return value.item() if hasattr(value, "item") else value
+    return int(value) if pa.types.is_integer(kind) else value
 
 
 def write_part(manifest: Location, table: pa.Table) -> None:

@@ -1,20 +1,21 @@
-"""Progress lines on stderr: images done / total, errors, images per second."""
+"""Progress lines on stderr (the "tadm" logger): images done / total, errors, images per second."""
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
-from typing import TextIO
+
+logger = logging.getLogger("tadm")
 
 
 class Progress:
-    """Prints "<job>: 40/120 images, 2 errors, 3.1 images/s" at most every `every` seconds."""
+    """Logs "<job>: 40/120 images, 2 errors, 3.10 images/s" at most every `every` seconds,
+    and always when the last image is done."""
 
-    def __init__(self, job: str, total: int, every: float = 2.0, out: TextIO = sys.stderr):
+    def __init__(self, job: str, total: int, every: float = 2.0) -> None:
         self.job = job
         self.total = total
         self.every = every
-        self.out = out
         self.done = 0
         self.errors = 0
         self.start = time.monotonic()
@@ -26,16 +27,12 @@ class Progress:
         now = time.monotonic()
         if now - self.last >= self.every or self.done == self.total:
             self.last = now
-            self.print()
+            logger.info("%s", self.line())
 
-    def rate(self) -> float:
+    def line(self) -> str:
         elapsed = time.monotonic() - self.start
-        return self.done / elapsed if elapsed > 0 else 0.0
-
-    def print(self) -> None:
-        print(
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        return (
             f"{self.job}: {self.done}/{self.total} images, {self.errors} errors, "
-            f"{self.rate():.2f} images/s",
-            file=self.out,
-            flush=True,
+            f"{rate:.2f} images/s"
         )

@@ -77,8 +77,22 @@ class RestoreResult:
         return 1 if self.counts.get("error") else 0
 
 
-def run_restore(config: RestoreConfig) -> RestoreResult:
-    """Run the job; ValueError for bad configuration, before any image is written."""
+@dataclass(frozen=True)
+class RestoreJob:
+    """The configuration resolved against storage and the model."""
+
+    config: RestoreConfig
+    archive: Location
+    dst: Location
+    options: dict[str, Any]  # resolved S3 options, passed to every worker
+    items: list[Item]
+    model_ref: str
+    model_id: str
+
+
+def prepare_restore(config: RestoreConfig) -> RestoreJob:
+    """Check the configuration and resolve it against storage and the model, without Ray;
+    every problem is a ValueError naming it."""
     if config.image_format not in FORMATS:
         raise ValueError(f"--format must be png, jpeg or webp, got {config.image_format!r}")
     if config.batch_size < 1:
@@ -87,35 +101,40 @@ def run_restore(config: RestoreConfig) -> RestoreResult:
     dst = Location.parse(config.dst, config.storage_options)
     options = s3_options(config.storage_options)
     items = list_items(archive, config.only)
-    model_ref = config.model or default_model(archive_scale(items, archive, options))
+    model_ref = config.model or default_model(archive_scale(items, options))
     model_id = load_model(model_ref, options).model_id
+    return RestoreJob(config, archive, dst, options, items, model_ref, model_id)
+
+
+def run_restore(job: RestoreJob) -> RestoreResult:
+    """Run a prepared job on the running Ray cluster."""
+    config = job.config
     resources = plan_resources(config.workers, config.gpus_per_worker)
     logger.info(
         "restore: archive=%s dst=%s images=%d only=%s region=%s format=%s model=%s (id %s) "
         "overwrite=%s batch_size=%d workers=%d gpus_per_worker=%g torch_threads=%s",
-        archive.uri, dst.uri, len(items), config.only, region_text(config.region),
-        config.image_format, model_ref, model_id, config.overwrite, config.batch_size,
+        job.archive.uri, job.dst.uri, len(job.items), config.only, region_text(config.region),
+        config.image_format, job.model_ref, job.model_id, config.overwrite, config.batch_size,
         resources.workers, resources.gpus_per_worker, resources.torch_threads,
     )  # fmt: skip
-
-    manifest = dst.child(MANIFEST_DIR)
-    previous = {} if config.overwrite else done_rows(dst, config, model_id)
-    todo = [item for item in items if item.rel_path not in previous]
-    todo_set = set(todo)
+    manifest = job.dst.child(MANIFEST_DIR)
+    previous = {} if config.overwrite else done_rows(job)
+    todo = [item for item in job.items if item.rel_path not in previous]
+    skipped = [
+        previous[i.rel_path] | {"status": "skipped"} for i in job.items if i.rel_path in previous
+    ]
     writer = ManifestWriter(manifest, RESTORE_SCHEMA)
-    skipped = [previous[i.rel_path] | {"status": "skipped"} for i in items if i not in todo_set]
     writer.add(skipped)
     counts = Counter({"skipped": len(skipped)} if skipped else {})
     if skipped:
         logger.info("restore: %d of %d images restored by an earlier run, skipped",
-                    len(skipped), len(items))  # fmt: skip
+                    len(skipped), len(job.items))  # fmt: skip
     if todo:
-        ds = build_graph(todo, dst, model_ref, model_id, options, config, resources)
-        counts += stream(ds, len(todo), writer)
+        counts += stream(build_graph(job, resources, todo), len(todo), writer)
     writer.flush()
     compact(manifest, RESTORE_SCHEMA)
     logger.info("restore: done, %s; manifest at %s", dict(sorted(counts.items())), manifest.uri)
-    return RestoreResult(counts=dict(counts), model_id=model_id)
+    return RestoreResult(counts=dict(counts), model_id=job.model_id)
 
 
 def list_items(archive: Location, only: str | None) -> list[Item]:
@@ -136,7 +155,7 @@ def list_items(archive: Location, only: str | None) -> list[Item]:
                 for p in sorted(paths)
                 if p.endswith(".png") and is_image_name(p.rsplit("/", 1)[-1])
             ]
-    except (FileNotFoundError, PermissionError) as e:
+    except OSError as e:
         raise ValueError(f"ARCHIVE {archive.uri!r} cannot be read: {e}") from None
     if not items:
         raise ValueError(f"no input: ARCHIVE {archive.uri!r} has no manifest rows and no LR PNGs")
@@ -152,7 +171,7 @@ def lr_uri(archive: Location, rel_path: str) -> str:
     return archive.uri_of(archive.path(lr_key(rel_path)))
 
 
-def archive_scale(items: list[Item], archive: Location, options: dict[str, Any]) -> int:
+def archive_scale(items: list[Item], options: dict[str, Any]) -> int:
     """The scale the default model must have: the manifest's, or the first LR PNG's."""
     scales = {item.scale for item in items if item.scale is not None}
     if len(scales) > 1:
@@ -166,20 +185,23 @@ def archive_scale(items: list[Item], archive: Location, options: dict[str, Any])
         raise ValueError(f"{items[0].lr_uri}: {e}; pass --model") from None
 
 
-def done_rows(dst: Location, config: RestoreConfig, model_id: str) -> dict[str, dict[str, Any]]:
-    """Rows, by rel_path, of images an earlier restore into DST finished with this model,
-    region and format, whose output is still there."""
+def done_rows(job: RestoreJob) -> dict[str, dict[str, Any]]:
+    """Rows, by rel_path, of the job's images that an earlier restore into DST finished with
+    this model, region and format, whose output is still there."""
+    config, dst = job.config, job.dst
     table = read_manifest(dst.child(MANIFEST_DIR), RESTORE_SCHEMA)
     if table is None:
         return {}
     existing = set(dst.filesystem().find(dst.root))
     region = region_text(config.region)
+    wanted = {item.rel_path for item in job.items}
     done = {}
     for row in table.to_pylist():
         path = dst.path(output_key(row["rel_path"], config.image_format))
         if (
-            row["status"] in DONE
-            and row["model_id"] == model_id
+            row["rel_path"] in wanted
+            and row["status"] in DONE
+            and row["model_id"] == job.model_id
             and row["region"] == region
             and row["output_uri"] == dst.uri_of(path)
             and path in existing
@@ -188,28 +210,21 @@ def done_rows(dst: Location, config: RestoreConfig, model_id: str) -> dict[str, 
     return done
 
 
-def build_graph(
-    todo: list[Item],
-    dst: Location,
-    model_ref: str,
-    model_id: str,
-    options: dict[str, Any],
-    config: RestoreConfig,
-    resources: Resources,
-) -> ray.data.Dataset:
+def build_graph(job: RestoreJob, resources: Resources, todo: list[Item]) -> ray.data.Dataset:
     """The Ray Data graph; the one place that picks actors, GPUs and batch sizes."""
     items = [{"rel_path": i.rel_path, "lr_uri": i.lr_uri, "source_uri": i.source_uri} for i in todo]
     ds = ray.data.from_items(items)
+    config = job.config
     ds = ds.map_batches(
         read_lr_batch,
-        fn_kwargs={"model_id": model_id, "region": config.region, "options": options},
+        fn_kwargs={"model_id": job.model_id, "region": config.region, "options": job.options},
         batch_size=config.batch_size,
     )
     ds = ds.map_batches(
         Upscale,
         fn_constructor_kwargs={
-            "model": model_ref,
-            "storage_options": options,
+            "model": job.model_ref,
+            "storage_options": job.options,
             "region": config.region,
             "torch_threads": resources.torch_threads,
         },
@@ -219,7 +234,7 @@ def build_graph(
     )
     return ds.map_batches(
         write_restored,
-        fn_kwargs={"dst": dst, "image_format": config.image_format},
+        fn_kwargs={"dst": job.dst, "image_format": config.image_format},
         batch_size=config.batch_size,
     )
 

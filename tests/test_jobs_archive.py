@@ -1,0 +1,197 @@
+"""`tadm archive` end to end on a local folder, with a real local Ray."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import bad_images, cli_env, encode, good_images, photo, run_cli, write_tree
+from PIL import Image
+
+from pipeline.decode import decode_image
+from pipeline.lr_png import decode_lr_png
+from pipeline.manifest import ARCHIVE_SCHEMA, list_parts, read_manifest
+from pipeline.storage import Location
+
+
+def manifest_rows(archive: Path) -> dict[str, dict]:
+    table = read_manifest(Location.parse(str(archive / "manifest")), ARCHIVE_SCHEMA)
+    return {row["rel_path"]: row for row in table.to_pylist()}
+
+
+@pytest.fixture(scope="module")
+def zoo_archive(ray_cluster, zoo: Path, tiny_model: str, tmp_path_factory) -> tuple[int, Path]:
+    dst = tmp_path_factory.mktemp("zoo-archive")
+    return run_cli("archive", zoo, dst, "--model", tiny_model, "--batch-size", 4), dst
+
+
+def test_some_failed_so_exit_status_is_1(zoo_archive):
+    rc, dst = zoo_archive
+    assert rc == 1
+    assert set(manifest_rows(dst)) == set(good_images()) | set(bad_images())
+
+
+def test_every_good_image_is_archived_and_the_manifest_matches_the_files(zoo_archive, zoo):
+    _, dst = zoo_archive
+    rows = manifest_rows(dst)
+    model_ids = {rows[name]["model_id"] for name in good_images()}
+    assert len(model_ids) == 1
+    for name, data in good_images().items():
+        row = rows[name]
+        assert row["status"] == "ok" and row["error"] is None, row
+        lr_file = dst / "lr" / f"{name}.png"
+        assert row["source_uri"] == str(zoo / name)
+        assert row["lr_uri"] == str(lr_file)
+        assert row["source_bytes"] == (zoo / name).stat().st_size == len(data)
+        assert row["source_sha256"] == hashlib.sha256(data).hexdigest()
+        assert row["lr_bytes"] == lr_file.stat().st_size
+        height, width = decode_image(data).pixels.shape[:2]
+        assert (row["width"], row["height"]) == (width, height)
+        assert row["bpp"] == pytest.approx(8 * row["lr_bytes"] / (width * height))
+        assert row["compression_ratio"] == pytest.approx(row["source_bytes"] / row["lr_bytes"])
+        lr, header = decode_lr_png(lr_file.read_bytes())
+        assert lr.shape == (math.ceil(height / 16), math.ceil(width / 16), 3)
+        assert (row["lr_width"], row["lr_height"]) == (lr.shape[1], lr.shape[0])
+        assert (header.width, header.height, header.scale) == (width, height, 16)
+        assert header.model_id == row["model_id"] and row["scale"] == 16
+        assert row["psnr"] is None and row["ssim"] is None and row["timestep_mean"] is None
+        assert row["seconds"] > 0
+
+
+def test_conversions_are_recorded(zoo_archive):
+    rows = manifest_rows(zoo_archive[1])
+    assert rows["rgba.png"]["conversion"] == "RGBA -> RGB, alpha dropped"
+    assert rows["gray.png"]["conversion"] == "L -> RGB"
+    assert rows["palette.png"]["conversion"] == "P -> RGB, alpha dropped"
+    assert rows["cmyk.jpg"]["conversion"] == "CMYK -> RGB"
+    assert "16-bit" in rows["gray16.png"]["conversion"]
+    assert "16-bit" in rows["rgb16.png"]["conversion"]
+    assert rows["rotated.jpg"]["conversion"] == "EXIF orientation 6 applied"
+    assert (rows["rotated.jpg"]["width"], rows["rotated.jpg"]["height"]) == (64, 80)
+    assert rows["nested/deeper/rgb.jpg"]["conversion"] is None
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("bad/corrupt.jpg", "not a readable PNG/JPEG/WEBP/TIFF/BMP image"),
+        ("bad/truncated.png", "corrupt or truncated image"),
+        ("bad/empty.jpg", "empty file (0 bytes)"),
+        ("bad/not-an-image.png", "not a readable"),
+        ("bad/too-small.png", "image is 12x40, smaller than the scale 16"),
+        ("bad/bomb.png", "decompression bomb: 20000x20000"),
+    ],
+)
+def test_each_bad_input_is_one_error_row(zoo_archive, zoo, name: str, message: str):
+    _, dst = zoo_archive
+    row = manifest_rows(dst)[name]
+    assert row["status"] == "error" and message in row["error"]
+    assert row["source_bytes"] == (zoo / name).stat().st_size
+    assert row["lr_uri"] is None and not (dst / "lr" / f"{name}.png").exists()
+
+
+def test_hidden_and_non_image_files_are_ignored(zoo_archive):
+    rows = manifest_rows(zoo_archive[1])
+    assert ".hidden.jpg" not in rows and "notes.txt" not in rows
+
+
+def test_finished_manifest_is_one_part_any_parquet_reader_can_read(zoo_archive):
+    _, dst = zoo_archive
+    assert len(list_parts(Location.parse(str(dst / "manifest")))) == 1
+    table = pq.read_table(dst / "manifest")
+    assert table.column_names == ARCHIVE_SCHEMA.names
+    assert table.num_rows == len(good_images()) + len(bad_images())
+
+
+def test_rerun_skips_done_images_overwrite_redoes_them(ray_cluster, small_photos, tiny_model,
+                                                        tmp_path, capsys):  # fmt: skip
+    dst = tmp_path / "archive"
+    args = ("archive", small_photos, dst, "--model", tiny_model)
+    assert run_cli(*args) == 0
+    err = capsys.readouterr().err
+    assert "archive: 3/3 images, 0 errors, " in err and "images/s" in err
+    lr_files = sorted((dst / "lr").rglob("*.png"))
+    assert len(lr_files) == 3
+    first = manifest_rows(dst)
+    mtimes = {p: p.stat().st_mtime_ns for p in lr_files}
+
+    assert run_cli(*args) == 0
+    second = manifest_rows(dst)
+    assert {r["status"] for r in second.values()} == {"skipped"}
+    assert {p: p.stat().st_mtime_ns for p in lr_files} == mtimes
+    for name, row in second.items():  # a skipped row still describes the archived image
+        assert row | {"status": "ok"} == first[name]
+
+    (small_photos / "sub/c.png").write_bytes(encode(Image.fromarray(photo(80, 70, 99)), "PNG"))
+    assert run_cli(*args) == 0
+    third = manifest_rows(dst)
+    assert third["sub/c.png"]["status"] == "ok" and third["sub/c.png"]["width"] == 80
+    assert third["a.png"]["status"] == third["b.jpg"]["status"] == "skipped"
+
+    assert run_cli(*args, "--overwrite") == 0
+    assert {r["status"] for r in manifest_rows(dst).values()} == {"ok"}
+    assert all(p.stat().st_mtime_ns != mtimes[p] for p in lr_files)
+
+
+def test_kill_9_midway_leaves_no_broken_file_and_a_rerun_completes(ray_cluster, tiny_model,
+                                                                   tmp_path):  # fmt: skip
+    n = 24
+    src = write_tree(tmp_path / "src", {
+        f"img{i:02d}.png": encode(Image.fromarray(photo(64, 48, i)), "PNG") for i in range(n)
+    })  # fmt: skip
+    dst = tmp_path / "archive"
+    log = (tmp_path / "stderr.log").open("w")
+    args = ["archive", str(src), str(dst), "--model", tiny_model, "--batch-size", "1"]
+    job = subprocess.Popen([sys.executable, "-m", "jobs.cli", *args], env=cli_env(ray_cluster),
+                           stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
+    manifest = Location.parse(str(dst / "manifest"))
+    deadline = time.monotonic() + 300
+    while not list_parts(manifest) and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    assert job.returncode == -signal.SIGKILL, (tmp_path / "stderr.log").read_text()[-3000:]
+
+    before = manifest_rows(dst)
+    assert 0 < len(before) < n
+    for lr_file in (dst / "lr").glob("[!.]*"):  # no truncated or half-written LR file
+        decode_lr_png(lr_file.read_bytes())
+    for name in before:  # every row flushed has its LR file
+        assert (dst / "lr" / f"{name}.png").is_file()
+
+    assert run_cli(*args) == 0
+    after = manifest_rows(dst)
+    assert len(after) == n
+    assert {name for name, row in after.items() if row["status"] == "skipped"} == set(before)
+    assert {row["status"] for row in after.values()} <= {"ok", "skipped"}
+    assert len(list((dst / "lr").glob("[!.]*.png"))) == n
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["gs://bucket/x", "{dst}"], "unsupported scheme 'gs'"),
+        (["{empty}", "{dst}", "--model", "{model}"], "no input"),
+        (["{photos}", "{dst}", "--model", "no-such-model"], "no-such-model"),
+        (["{photos}", "{dst}", "--scale", "32", "--model", "{model}"], "--scale 32 does not"),
+        (["{photos}", "{dst}", "--scale", "8"], "invalid choice: 8"),
+        (["{photos}", "{dst}", "--storage-options", "{{nope"], "--storage-options"),
+        (["{photos}"], "required: DST"),
+    ],
+)
+def test_bad_usage_exits_2_with_one_line(args, message, small_photos, tiny_model, tmp_path,
+                                         capsys):  # fmt: skip
+    (tmp_path / "empty").mkdir()
+    values = {"dst": tmp_path / "out", "empty": tmp_path / "empty", "photos": small_photos,
+              "model": tiny_model}  # fmt: skip
+    assert run_cli("archive", *(a.format(**values) for a in args)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1] and err[-1].startswith("tadm archive: error: ")
+    assert not (tmp_path / "out").exists()
