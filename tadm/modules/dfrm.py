@@ -62,7 +62,7 @@ class DFRM(nn.Module):
         inn_growth: int = 32,
     ) -> None:
         super().__init__()
-        if scale % vae_factor or scale <= vae_factor:
+        if scale % vae_factor or scale <= vae_factor or scale & (scale - 1):
             raise ValueError(f"scale must be a power-of-two multiple of {vae_factor}, got {scale}")
         pixel_steps = int(math.log2(scale))
         latent_steps = int(math.log2(scale // vae_factor))
