@@ -141,8 +141,9 @@ class TADM(nn.Module):
         )
         config = dataclasses.replace(
             config,
-            vae=dict(vae.config),
-            unet=dict(unet.config),
+            # Private entries ("_name_or_path": where the folder was read) are not the model's.
+            vae={k: v for k, v in vae.config.items() if not k.startswith("_")},
+            unet={k: v for k, v in unet.config.items() if not k.startswith("_")},
             latent_scaling=float(vae.config.scaling_factor),
             null_prompt_tokens=null_prompt.shape[1],
             scheduler=sched,
