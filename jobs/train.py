@@ -34,7 +34,8 @@ from pipeline.quality import ssim as ssim_u8
 from pipeline.sources import list_sources
 from pipeline.storage import Location, write_atomic
 from tadm import TADM
-from tadm.losses import PERCEPTUAL, bicubic_down
+from tadm.losses import SUBSTITUTE, bicubic_down, perceptual_loss
+from tadm.lpips import LPIPS
 from tadm.training import STAGES, RandomCrops, StageConfig, stage_loss, trainable_parameters
 
 log = logging.getLogger("tadm.train")
@@ -62,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-4, help="learning rate (joint: x0.1)")
     p.add_argument("--lambda-gui", type=float, default=1.0)
     p.add_argument("--lambda-perc", type=float, default=0.5)
+    p.add_argument(
+        "--lpips",
+        help="LPIPS weights file (VGG16 features + lin heads); without "
+        "it a weight-free substitute is used",
+    )
     p.add_argument("--log-every", type=int, default=20)
     p.add_argument("--val-every", type=int, default=500)
     p.add_argument("--checkpoint-every", type=int, default=500)
@@ -175,24 +181,24 @@ def train_loop(cfg: dict[str, Any]) -> None:
     )
     params = trainable_parameters(model, stage.stage)
     lr = stage.lr * (stage.joint_lr_factor if stage.stage == "joint" else 1.0)
-    model.train()
+    device = ray.train.torch.get_device()
+    model.to(device).train()
     wrapped = ray.train.torch.prepare_model(model) if ctx.get_world_size() > 1 else model
-    if ctx.get_world_size() == 1 and cfg["gpus_per_worker"] > 0:
-        model.to(ray.train.torch.get_device())
-    device = model.device
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
+    if cfg["lpips"]:
+        perceptual, perceptual_name = LPIPS.from_file(cfg["lpips"]).to(device), "lpips"
+    else:
+        perceptual, perceptual_name = perceptual_loss, SUBSTITUTE
     crops = RandomCrops(load_images(cfg["data"], options), cfg["crop"], cfg["seed"] + rank)
     val_images = load_images(cfg["val"], options) if cfg["val"] and rank == 0 else []
     if rank == 0:
-        log.info(
-            "stage %s: %d trainable parameters, lr %g, perceptual term: %s",
-            stage.stage,
-            sum(p.numel() for p in params),
-            lr,
-            PERCEPTUAL,
-        )
+        start = {"stage": stage.stage, "event": "start", "step": start_step, "lr": lr,
+                 "trainable_parameters": sum(p.numel() for p in params),
+                 "perceptual": perceptual_name}  # fmt: skip
+        append_log(out, start)
+        log.info("tadm train: %s", json.dumps(start))
 
     t_start = time.time()
     for step in range(start_step + 1, cfg["steps"] + 1):
@@ -200,7 +206,7 @@ def train_loop(cfg: dict[str, Any]) -> None:
             warm = min(1.0, step / 50)
             group["lr"] = lr * warm * 0.5 * (1 + math.cos(math.pi * step / cfg["steps"]))
         x = crops.batch(cfg["batch_size"]).to(device)
-        loss, logs = stage_loss(wrapped, x, stage.stage, stage, model.scale)
+        loss, logs = stage_loss(wrapped, x, stage.stage, stage, model.scale, perceptual)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

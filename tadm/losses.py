@@ -1,10 +1,12 @@
 """Training losses (paper Eq. 6-8 and 11).
 
-Perceptual term: LPIPS/DISTS need pretrained backbones that are never downloaded here, so the
-default is a weight-free substitute: (1 - SSIM) plus an L1 loss on Sobel gradients, which
-rewards structure and sharp edges the way the perceptual terms do. Which one a run used is
-recorded in its training log.
+Perceptual term: LPIPS (tadm/lpips.py) when its VGG16 weights are given by path; nothing is
+downloaded. Without them, a weight-free substitute: (1 - SSIM) plus an L1 loss on Sobel
+gradients, which rewards structure and sharp edges the way the perceptual terms do. Which one a
+run used is recorded in its training log.
 """
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +14,8 @@ from torch import Tensor
 
 from tadm.model import TADMOutput
 
-PERCEPTUAL = "ssim+gradient (weight-free substitute for LPIPS/DISTS)"
+SUBSTITUTE = "ssim+gradient (weight-free substitute for LPIPS)"
+Perceptual = Callable[[Tensor, Tensor], Tensor]
 
 
 def bicubic_down(x: Tensor, scale: int) -> Tensor:
@@ -67,10 +70,12 @@ def perceptual_loss(x_hat: Tensor, x: Tensor) -> Tensor:
     return (1 - ssim(a, b)) + (_sobel(a) - _sobel(b)).abs().mean()
 
 
-def enhancement_loss(out: TADMOutput, x: Tensor, lambda_perc: float) -> tuple[Tensor, dict]:
+def enhancement_loss(
+    out: TADMOutput, x: Tensor, lambda_perc: float, perceptual: Perceptual = perceptual_loss
+) -> tuple[Tensor, dict]:
     """Eq. 11: |x_hat - x|_1 + lambda_perc * perceptual. x in [-1, 1]."""
     l1 = (out.x_hat - x).abs().mean()
-    perc = perceptual_loss(out.x_hat, x)
+    perc = perceptual(out.x_hat, x)
     return l1 + lambda_perc * perc, {"l1": l1.item(), "perceptual": perc.item()}
 
 

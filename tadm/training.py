@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tadm.losses import enhancement_loss, perceptual_loss, rescaling_loss
+from tadm.losses import Perceptual, enhancement_loss, perceptual_loss, rescaling_loss
 from tadm.model import TADM
 
 STAGES = ("vae", "dfrm", "enhance", "joint")
@@ -69,19 +69,24 @@ def _train_base(module: nn.Module, lora_rank: int, full_names: tuple[str, ...]) 
 
 
 def stage_loss(
-    model: nn.Module, x: Tensor, stage: str, cfg: StageConfig, scale: int
+    model: nn.Module,
+    x: Tensor,
+    stage: str,
+    cfg: StageConfig,
+    scale: int,
+    perceptual: Perceptual = perceptual_loss,
 ) -> tuple[Tensor, dict]:
     """The loss of `stage` on a batch x (B, 3, H, W) in [-1, 1]. `model` may be DDP-wrapped."""
     inner: TADM = getattr(model, "module", model)
     if stage == "vae":
         x_hat = inner.decode_latent(inner.encode_latent(x))
         l1 = (x_hat - x).abs().mean()
-        perc = perceptual_loss(x_hat, x)
+        perc = perceptual(x_hat, x)
         return l1 + cfg.lambda_perc * perc, {"l1": l1.item(), "perceptual": perc.item()}
     out = model(x, enhance=stage != "dfrm")
     if stage == "dfrm":
         return rescaling_loss(out, x, scale, cfg.lambda_gui)
-    loss, logs = enhancement_loss(out, x, cfg.lambda_perc)
+    loss, logs = enhancement_loss(out, x, cfg.lambda_perc, perceptual)
     logs["t_mean"] = out.t.mean().item()
     if stage == "joint":
         rescale, more = rescaling_loss(out, x, scale, cfg.lambda_gui)
