@@ -29,12 +29,11 @@ from ray.train import ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from pipeline.decode import decode_image
-from pipeline.quality import psnr as psnr_u8
-from pipeline.quality import ssim as ssim_u8
+from pipeline.evaluation import evaluate, mean_scores, scores, to_tensor, vae_round_trip
 from pipeline.sources import list_sources
 from pipeline.storage import Location, write_atomic
 from tadm import TADM
-from tadm.losses import SUBSTITUTE, bicubic_down, perceptual_loss
+from tadm.losses import SUBSTITUTE, perceptual_loss
 from tadm.lpips import LPIPS
 from tadm.training import STAGES, RandomCrops, StageConfig, stage_loss, trainable_parameters
 
@@ -107,27 +106,15 @@ def init_model(init: str, scale: int | None) -> TADM:
     return other
 
 
-def validate(model: TADM, images: list[np.ndarray]) -> dict[str, float]:
-    """Restore PSNR/SSIM of the full archive round trip vs bicubic down + up, mean over images."""
+def validate(model: TADM, images: list[np.ndarray], stage: str) -> dict[str, float]:
+    """Mean figures on held-out images: the VAE bound in stage vae, else restore vs bicubic."""
     model.eval()
-    scores: dict[str, list[float]] = {
-        "psnr": [],
-        "ssim": [],
-        "bicubic_psnr": [],
-        "bicubic_ssim": [],
-    }
-    for img in images:
-        h, w = img.shape[:2]
-        hr = torch.tensor(img).permute(2, 0, 1)[None].float() / 255
-        restored = model.upscale(model.downscale(hr), size=(h, w))
-        lr_bic = (bicubic_down(hr, model.scale) * 255).round().clamp(0, 255) / 255
-        up = torch.nn.functional.interpolate(lr_bic, size=(h, w), mode="bicubic")
-        for key, out in (("", restored), ("bicubic_", up)):
-            u8 = (out.clamp(0, 1)[0].permute(1, 2, 0) * 255).round().byte().numpy()
-            scores[key + "psnr"].append(psnr_u8(u8, img))
-            scores[key + "ssim"].append(ssim_u8(u8, img) or math.nan)
+    if stage == "vae":
+        rows = [scores("vae_", vae_round_trip(model, to_tensor(img)), img) for img in images]
+    else:
+        rows = [evaluate(model, img, vae_bound=False) for img in images]
     model.train()
-    return {k: float(np.mean(v)) for k, v in scores.items()}
+    return mean_scores(rows)
 
 
 def save_checkpoint(model: TADM, out: Location, name: str, state: dict | None) -> None:
@@ -223,7 +210,10 @@ def train_loop(cfg: dict[str, Any]) -> None:
             }
         if rank == 0 and val_images and (step % cfg["val_every"] == 0 or step == cfg["steps"]):
             record.update(
-                {"step": step, **{f"val_{k}": v for k, v in validate(model, val_images).items()}}
+                {
+                    "step": step,
+                    **{f"val_{k}": v for k, v in validate(model, val_images, stage.stage).items()},
+                }
             )
         if rank == 0 and record:
             append_log(out, {"stage": stage.stage, **record})

@@ -36,6 +36,9 @@ def log_lines(out) -> list[dict]:
 
 def test_all_stages_chain_and_checkpoints_reload(ray_cluster, data, tmp_path):
     assert run(data, tmp_path / "vae", "--stage", "vae", "--preset", "tiny", "--steps", "2") == 0
+    assert any("val_vae_psnr" in r for r in log_lines(tmp_path / "vae"))
+    start = log_lines(tmp_path / "vae")[0]
+    assert start["event"] == "start" and start["perceptual"].startswith("ssim+gradient")
     previous = tmp_path / "vae" / "final"
     for stage in ("dfrm", "enhance", "joint"):
         out = tmp_path / stage

@@ -1,0 +1,64 @@
+"""Quality of a model on whole images, against bicubic: used by training validation and the
+model card.
+
+Every figure compares (H, W, 3) uint8 images, i.e. what a user gets back as a PNG.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.lr_png import LrHeader, encode_lr_png
+from pipeline.quality import psnr, ssim
+from tadm import TADM
+from tadm.losses import bicubic_down
+from tadm.model import pad_to
+
+
+def to_u8(x: torch.Tensor) -> np.ndarray:
+    """(1, 3, H, W) float in [0, 1] -> (H, W, 3) uint8."""
+    return (x.clamp(0, 1)[0].permute(1, 2, 0) * 255).round().byte().cpu().numpy()
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 3, H, W) float in [0, 1]."""
+    return torch.tensor(img).permute(2, 0, 1)[None].float() / 255
+
+
+def scores(prefix: str, out: np.ndarray, img: np.ndarray) -> dict[str, float]:
+    return {f"{prefix}psnr": psnr(out, img), f"{prefix}ssim": ssim(out, img) or float("nan")}
+
+
+@torch.inference_mode()
+def evaluate(model: TADM, img: np.ndarray, vae_bound: bool = True) -> dict[str, float]:
+    """Restore (downscale, LR PNG, upscale) vs bicubic down + PNG + bicubic up at the model's
+    scale; the VAE-only bound (encode, decode; paper Table 4); bpp of both LR PNGs."""
+    h, w = img.shape[:2]
+    hr = to_tensor(img)
+    lr = model.downscale(hr)
+    header = LrHeader(w, h, model.scale, "")
+    bic_lr = (bicubic_down(hr, model.scale) * 255).round().clamp(0, 255) / 255
+    bicubic = F.interpolate(bic_lr, size=(h, w), mode="bicubic", align_corners=False)
+    result = {
+        **scores("", to_u8(model.upscale(lr, size=(h, w))), img),
+        **scores("bicubic_", to_u8(bicubic), img),
+        "bpp": 8 * len(encode_lr_png(lr[0].permute(1, 2, 0).numpy(), header)) / (h * w),
+        "bicubic_bpp": 8 * len(encode_lr_png(to_u8(bic_lr), header)) / (h * w),
+    }
+    if vae_bound:
+        result.update(scores("vae_", vae_round_trip(model, hr), img))
+    return result
+
+
+def vae_round_trip(model: TADM, hr: torch.Tensor) -> np.ndarray:
+    """D(E(x)) without rescaling: the upper bound of any TADM on this VAE."""
+    h, w = hr.shape[-2:]
+    m = model.size_multiple
+    x = pad_to(hr.to(model.device) * 2 - 1, -(-h // m) * m, -(-w // m) * m)
+    return to_u8((model.decode_latent(model.encode_latent(x))[..., :h, :w] + 1) / 2)
+
+
+def mean_scores(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
