@@ -4,7 +4,7 @@
 # Trains the base VAE once, then DFRM -> enhance -> joint for 16x and for 32x.
 set -euo pipefail
 data=$1 val=$2 out=$3 k=${4:-1}
-common=(--data "$data" --val "$val" --crop 128 --batch-size 8 --lr 1e-3 --val-every 200
+common=(--data "$data" --val "$val" --crop 96 --batch-size 8 --lr 1e-3 --val-every 200
         --checkpoint-every 200 --resume)
 tadm train --stage vae --preset tiny --out "$out/vae" --steps $((800 * k)) "${common[@]}"
 for scale in 16 32; do

@@ -57,7 +57,7 @@ SD21_VAE: dict[str, Any] = {
     "up_block_types": ["UpDecoderBlock2D"] * 4,
 }
 
-TINY_LATENT_CHANNELS = 8
+TINY_LATENT_CHANNELS = 16  # a wide latent (as SD3) raises the VAE bound (paper Sec. 4.4.4)
 
 TINY_VAE: dict[str, Any] = {
     "act_fn": "silu",
@@ -106,7 +106,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "latent_scaling": 1.0,
         "null_prompt_tokens": 4,
         "dfrm": DFRMConfig(
-            pixel_width=8, latent_width=64, num_res_blocks=2, inn_blocks=4, inn_growth=16
+            pixel_width=8, latent_width=128, num_res_blocks=2, inn_blocks=4, inn_growth=16
         ),
         "tpm": TPMConfig(width=16, num_res_blocks=2, hidden=64),
         "scheduler": SchedulerConfig(learned_width=32, learned_res_blocks=2),
