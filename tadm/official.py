@@ -40,6 +40,7 @@ from typing import Any
 
 import torch
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
@@ -93,7 +94,10 @@ def read_checkpoint(source: Source, name: str = "checkpoint") -> dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"{name}: file {str(path)!r} does not exist")
     if path.suffix == ".safetensors":
-        return dict(load_file(str(path)))
+        try:
+            return dict(load_file(str(path)))
+        except SafetensorError as error:
+            raise ValueError(f"{name}: {str(path)!r} is not a valid safetensors file") from error
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:

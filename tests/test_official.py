@@ -302,6 +302,12 @@ def test_mismatches_raise_value_errors_naming_keys(spec_keys, tmp_path):
         off.convert_dfrm({"epoch": 3})
     with pytest.raises(ValueError, match="does not exist"):
         off.read_checkpoint(tmp_path / "nope.pt", "dfrm")
+    (tmp_path / "bad.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ValueError, match="dfrm: .* not a valid safetensors file"):
+        off.read_checkpoint(tmp_path / "bad.safetensors", "dfrm")
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="dfrm: refusing to load"):
+        off.read_checkpoint(tmp_path / "bad.pt", "dfrm")
     tpm = rule_weights(spec_keys["TimeMapping"])
     with pytest.raises(ValueError, match="state_dict_timemapping.*time_predict.fuse_mlp.9.bias"):
         off.convert_time_mapping({k: v for k, v in tpm.items() if "fuse_mlp.9.bias" not in k})
