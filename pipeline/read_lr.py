@@ -61,8 +61,9 @@ def read_lr_batch(
     region: Region | None,
     options: dict[str, Any],
 ) -> dict[str, np.ndarray]:
-    """Ray Data stage: rows {"lr_uri", "rel_path", "source_uri"} -> rows with "lr_pixels",
-    the HR size and "source_pixels" (empty when the source is gone), or an error row."""
+    """Ray Data stage: rows {"lr_uri", "rel_path", "source_uri" ("" when unknown)} -> rows
+    with "lr_pixels", the HR size and "source_pixels" (empty when the source is gone), or an
+    error row."""
     rows = to_rows(batch)
     for row in rows:
         start = time.perf_counter()

@@ -212,7 +212,10 @@ def done_rows(job: RestoreJob) -> dict[str, dict[str, Any]]:
 
 def build_graph(job: RestoreJob, resources: Resources, todo: list[Item]) -> ray.data.Dataset:
     """The Ray Data graph; the one place that picks actors, GPUs and batch sizes."""
-    items = [{"rel_path": i.rel_path, "lr_uri": i.lr_uri, "source_uri": i.source_uri} for i in todo]
+    # "" for no source: a column of nothing but None would reach the stage as NaN floats.
+    items = [
+        {"rel_path": i.rel_path, "lr_uri": i.lr_uri, "source_uri": i.source_uri or ""} for i in todo
+    ]
     ds = ray.data.from_items(items)
     config = job.config
     ds = ds.map_batches(

@@ -92,7 +92,7 @@ def test_restore_stages_give_back_the_original_size(archived, tiny_model, tmp_pa
     items = {
         "rel_path": np.array(["a.png", "c/d.png", "gone.png"], dtype=object),
         "lr_uri": np.array([rows["lr_uri"][0], rows["lr_uri"][2], dst.path("lr/gone.png.png")]),
-        "source_uri": np.array([None, None, None], dtype=object),
+        "source_uri": np.array(["", "", ""], dtype=object),
     }
     read = read_lr_batch(items, model_id=model_id, region=None, options={})
     assert list(read["status"]) == ["ok", "ok", "error"]
@@ -130,7 +130,7 @@ def test_restored_png_holds_exactly_the_model_output(archived, tiny_model, tmp_p
     items = {
         "rel_path": np.array(["a.png"], dtype=object),
         "lr_uri": np.array(rows["lr_uri"][:1]),
-        "source_uri": np.array([None], dtype=object),
+        "source_uri": np.array([""], dtype=object),
     }
     restored = Upscale(tiny_model, {}, None)(read_lr_batch(items, model_id=model_id, region=None,
                                                             options={}))  # fmt: skip
