@@ -46,7 +46,8 @@ def test_tiny_follows_the_same_code_path_with_small_widths(scale):
     config = build_config("tiny", scale)
     sd21 = build_config("sd21", scale)
     assert config.vae_factor == sd21.vae_factor == 8
-    assert config.dfrm.latent_width < sd21.dfrm.latent_width
+    assert config.dfrm.num_res_blocks < sd21.dfrm.num_res_blocks
+    assert config.dfrm.inn_blocks < sd21.dfrm.inn_blocks
     assert config.unet["block_out_channels"][-1] < sd21.unet["block_out_channels"][-1]
     assert config.latent_channels == config.unet["in_channels"] == config.unet["out_channels"]
     assert (config.unet_lora_rank, config.vae_lora_rank) == (0, 0)
