@@ -32,8 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else USAGE_ERROR
     name, rest = argv[0], argv[1:]
     if name not in SUBCOMMANDS:
-        print(f"tadm: error: unknown subcommand {name!r} (one of {', '.join(SUBCOMMANDS)})",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"tadm: error: unknown subcommand {name!r} (one of {', '.join(SUBCOMMANDS)})",
+            file=sys.stderr,
+        )
         return USAGE_ERROR
     module_name = SUBCOMMANDS[name][0]
     try:
@@ -41,8 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as e:
         if e.name != module_name:
             raise
-        print(f"tadm: error: {name} is not part of this build ({module_name} is missing)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"tadm: error: {name} is not part of this build ({module_name} is missing)",
+            file=sys.stderr,
+        )
         return USAGE_ERROR
     return module.main(rest)
 

@@ -82,9 +82,11 @@ def ray_session() -> Iterator[None]:
 
 
 def run_job(
-    prog: str, parser: argparse.ArgumentParser, argv: list[str] | None,
+    prog: str,
+    parser: argparse.ArgumentParser,
+    argv: list[str] | None,
     job: Callable[[argparse.Namespace], int],
-) -> int:  # fmt: skip
+) -> int:
     """Parse `argv` and run `job(args)`, which returns the exit status. Bad usage (argparse's
     errors, or a ValueError from the job's checks) prints one line and returns 2."""
     setup_logging()

@@ -76,13 +76,20 @@ def run_archive(job: ArchiveJob) -> ArchiveResult:
     """Run a prepared job on the running Ray cluster."""
     config = job.config
     resources = plan_resources(config.workers, config.gpus_per_worker)
-    logger.info(
-        "archive: src=%s dst=%s images=%d model=%s (id %s, x%d) verify=%s overwrite=%s "
-        "batch_size=%d workers=%d gpus_per_worker=%g torch_threads=%s storage_options=%s",
-        job.src.uri, job.dst.uri, len(job.sources), job.model_ref, job.model_id, job.scale,
-        config.verify, config.overwrite, config.batch_size, resources.workers,
-        resources.gpus_per_worker, resources.torch_threads, job.dst.redacted_options(),
-    )  # fmt: skip
+    settings = {
+        "src": job.src.uri,
+        "dst": job.dst.uri,
+        "images": len(job.sources),
+        "model": f"{job.model_ref} (id {job.model_id}, x{job.scale})",
+        "verify": config.verify,
+        "overwrite": config.overwrite,
+        "batch_size": config.batch_size,
+        "workers": resources.workers,
+        "gpus_per_worker": resources.gpus_per_worker,
+        "torch_threads": resources.torch_threads,
+        "storage_options": job.dst.redacted_options(),
+    }
+    logger.info("archive: %s", " ".join(f"{k}={v}" for k, v in settings.items()))
     manifest = job.dst.child(MANIFEST_DIR)
     previous = {} if config.overwrite else done_rows(job)
     todo = [s for s in job.sources if not is_done(previous.get(s.rel_path), s)]
@@ -97,8 +104,9 @@ def run_archive(job: ArchiveJob) -> ArchiveResult:
     if skipped:
         logger.info(
             "archive: %d of %d images done by an earlier run, skipped",
-            len(skipped), len(job.sources),
-        )  # fmt: skip
+            len(skipped),
+            len(job.sources),
+        )
     if todo:
         counts += stream(job, build_graph(job, resources, todo), todo, writer)
     writer.flush()

@@ -110,13 +110,22 @@ def run_restore(job: RestoreJob) -> RestoreResult:
     """Run a prepared job on the running Ray cluster."""
     config = job.config
     resources = plan_resources(config.workers, config.gpus_per_worker)
-    logger.info(
-        "restore: archive=%s dst=%s images=%d only=%s region=%s format=%s model=%s (id %s) "
-        "overwrite=%s batch_size=%d workers=%d gpus_per_worker=%g torch_threads=%s",
-        job.archive.uri, job.dst.uri, len(job.items), config.only, region_text(config.region),
-        config.image_format, job.model_ref, job.model_id, config.overwrite, config.batch_size,
-        resources.workers, resources.gpus_per_worker, resources.torch_threads,
-    )  # fmt: skip
+    settings = {
+        "archive": job.archive.uri,
+        "dst": job.dst.uri,
+        "images": len(job.items),
+        "only": config.only,
+        "region": region_text(config.region),
+        "format": config.image_format,
+        "model": f"{job.model_ref} (id {job.model_id})",
+        "overwrite": config.overwrite,
+        "batch_size": config.batch_size,
+        "workers": resources.workers,
+        "gpus_per_worker": resources.gpus_per_worker,
+        "torch_threads": resources.torch_threads,
+        "storage_options": job.dst.redacted_options(),
+    }
+    logger.info("restore: %s", " ".join(f"{k}={v}" for k, v in settings.items()))
     manifest = job.dst.child(MANIFEST_DIR)
     previous = {} if config.overwrite else done_rows(job)
     todo = [item for item in job.items if item.rel_path not in previous]
@@ -127,8 +136,11 @@ def run_restore(job: RestoreJob) -> RestoreResult:
     writer.add(skipped)
     counts = Counter({"skipped": len(skipped)} if skipped else {})
     if skipped:
-        logger.info("restore: %d of %d images restored by an earlier run, skipped",
-                    len(skipped), len(job.items))  # fmt: skip
+        logger.info(
+            "restore: %d of %d images restored by an earlier run, skipped",
+            len(skipped),
+            len(job.items),
+        )
     if todo:
         counts += stream(build_graph(job, resources, todo), len(todo), writer)
     writer.flush()

@@ -110,8 +110,9 @@ def test_finished_manifest_is_one_part_any_parquet_reader_can_read(zoo_archive):
     assert table.num_rows == len(good_images()) + len(bad_images())
 
 
-def test_rerun_skips_done_images_overwrite_redoes_them(ray_cluster, small_photos, tiny_model,
-                                                        tmp_path, capsys):  # fmt: skip
+def test_rerun_skips_done_images_overwrite_redoes_them(
+    ray_cluster, small_photos, tiny_model, tmp_path, capsys
+):
     dst = tmp_path / "archive"
     args = ("archive", small_photos, dst, "--model", tiny_model)
     assert run_cli(*args) == 0
@@ -140,17 +141,23 @@ def test_rerun_skips_done_images_overwrite_redoes_them(ray_cluster, small_photos
     assert all(p.stat().st_mtime_ns != mtimes[p] for p in lr_files)
 
 
-def test_kill_9_midway_leaves_no_broken_file_and_a_rerun_completes(ray_cluster, tiny_model,
-                                                                   tmp_path):  # fmt: skip
+def test_kill_9_midway_leaves_no_broken_file_and_a_rerun_completes(
+    ray_cluster, tiny_model, tmp_path
+):
     n = 24
-    src = write_tree(tmp_path / "src", {
-        f"img{i:02d}.png": encode(Image.fromarray(photo(64, 48, i)), "PNG") for i in range(n)
-    })  # fmt: skip
+    src = write_tree(
+        tmp_path / "src",
+        {f"img{i:02d}.png": encode(Image.fromarray(photo(64, 48, i)), "PNG") for i in range(n)},
+    )
     dst = tmp_path / "archive"
     log = (tmp_path / "stderr.log").open("w")
     args = ["archive", str(src), str(dst), "--model", tiny_model, "--batch-size", "1"]
-    job = subprocess.Popen([sys.executable, "-m", "jobs.cli", *args], env=cli_env(ray_cluster),
-                           stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
+    job = subprocess.Popen(
+        [sys.executable, "-m", "jobs.cli", *args],
+        env=cli_env(ray_cluster),
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
     manifest = Location.parse(str(dst / "manifest"))
     deadline = time.monotonic() + 300
     while not list_parts(manifest) and job.poll() is None and time.monotonic() < deadline:
@@ -186,11 +193,14 @@ def test_kill_9_midway_leaves_no_broken_file_and_a_rerun_completes(ray_cluster, 
         (["{photos}"], "required: DST"),
     ],
 )
-def test_bad_usage_exits_2_with_one_line(args, message, small_photos, tiny_model, tmp_path,
-                                         capsys):  # fmt: skip
+def test_bad_usage_exits_2_with_one_line(args, message, small_photos, tiny_model, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    values = {"dst": tmp_path / "out", "empty": tmp_path / "empty", "photos": small_photos,
-              "model": tiny_model}  # fmt: skip
+    values = {
+        "dst": tmp_path / "out",
+        "empty": tmp_path / "empty",
+        "photos": small_photos,
+        "model": tiny_model,
+    }
     assert run_cli("archive", *(a.format(**values) for a in args)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1] and err[-1].startswith("tadm archive: error: ")

@@ -18,10 +18,27 @@ from pipeline.manifest import (
 from pipeline.storage import Location
 
 DESIGN_COLUMNS = [
-    "source_uri", "rel_path", "status", "error", "width", "height", "source_bytes",
-    "source_sha256", "lr_uri", "lr_width", "lr_height", "lr_bytes", "bpp", "compression_ratio",
-    "scale", "model_id", "psnr", "ssim", "timestep_mean", "seconds",
-]  # fmt: skip
+    "source_uri",
+    "rel_path",
+    "status",
+    "error",
+    "width",
+    "height",
+    "source_bytes",
+    "source_sha256",
+    "lr_uri",
+    "lr_width",
+    "lr_height",
+    "lr_bytes",
+    "bpp",
+    "compression_ratio",
+    "scale",
+    "model_id",
+    "psnr",
+    "ssim",
+    "timestep_mean",
+    "seconds",
+]
 
 
 def test_archive_schema_has_design_columns_in_order():

@@ -21,9 +21,14 @@ def test_matches_skimage(noise: int):
         peak_signal_noise_ratio(source, restored, data_range=255), rel=1e-9
     )
     expected = structural_similarity(
-        restored, source, channel_axis=2, gaussian_weights=True, sigma=1.5,
-        use_sample_covariance=False, data_range=255,
-    )  # fmt: skip
+        restored,
+        source,
+        channel_axis=2,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        data_range=255,
+    )
     assert ssim(restored, source) == pytest.approx(expected, abs=1e-9)
 
 

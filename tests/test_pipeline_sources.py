@@ -31,8 +31,14 @@ def test_lists_images_recursively_with_relative_paths(tmp_path: Path):
     sources, prefix = list_sources(Location.parse(str(tmp_path)))
     assert prefix == f"{tmp_path}/"
     assert [s.rel_path for s in sources] == [
-        "B.JPEG", "a.jpg", "d.webp", "e.tif", "f.tiff", "g.bmp", "x/y/c.png",
-    ]  # fmt: skip
+        "B.JPEG",
+        "a.jpg",
+        "d.webp",
+        "e.tif",
+        "f.tiff",
+        "g.bmp",
+        "x/y/c.png",
+    ]
     assert {s.rel_path: s.size for s in sources}["x/y/c.png"] == 3
     assert all(s.path == f"{tmp_path}/{s.rel_path}" for s in sources)
 

@@ -83,8 +83,11 @@ def test_write_stage_writes_atomically_and_fills_sizes(archived):
         assert rows["compression_ratio"][i] == pytest.approx(ratio)
     assert rows["lr_uri"][3] is None
     assert sorted(p.name for p in (Path(dst.root) / "lr").rglob("*")) == [
-        "a.png.png", "b.png.png", "c", "d.png.png",
-    ]  # fmt: skip
+        "a.png.png",
+        "b.png.png",
+        "c",
+        "d.png.png",
+    ]
 
 
 def test_restore_stages_give_back_the_original_size(archived, tiny_model, tmp_path: Path):
@@ -132,8 +135,9 @@ def test_restored_png_holds_exactly_the_model_output(archived, tiny_model, tmp_p
         "lr_uri": np.array(rows["lr_uri"][:1]),
         "source_uri": np.array([""], dtype=object),
     }
-    restored = Upscale(tiny_model, {}, None)(read_lr_batch(items, model_id=model_id, region=None,
-                                                            options={}))  # fmt: skip
+    restored = Upscale(tiny_model, {}, None)(
+        read_lr_batch(items, model_id=model_id, region=None, options={})
+    )
     out = write_restored(restored, dst=Location.parse(str(tmp_path)), image_format="png")
     pixels = np.asarray(Image.open(io.BytesIO((tmp_path / "a.png.png").read_bytes())))
     np.testing.assert_array_equal(pixels, restored["restored"][0])

@@ -1,0 +1,83 @@
+"""`tadm inspect` on a hand-written manifest: the numbers it prints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import run_cli
+
+from pipeline.manifest import ARCHIVE_SCHEMA, ManifestWriter
+from pipeline.storage import Location
+
+
+def write_manifest(archive: Path, rows: list[dict]) -> None:
+    writer = ManifestWriter(Location.parse(str(archive / "manifest")), ARCHIVE_SCHEMA)
+    writer.add(rows)
+    writer.flush()
+
+
+def test_counts_bytes_bpp_ratio_and_psnr(tmp_path: Path, capsys):
+    common = {"model_id": "abc", "scale": 16}
+    write_manifest(
+        tmp_path,
+        [
+            {
+                "rel_path": "a",
+                "status": "ok",
+                "source_bytes": 3000,
+                "lr_bytes": 100,
+                "bpp": 0.02,
+                "psnr": 30.0,
+                "ssim": 0.9,
+            }
+            | common,
+            {
+                "rel_path": "b",
+                "status": "skipped",
+                "source_bytes": 1000,
+                "lr_bytes": 100,
+                "bpp": 0.04,
+                "psnr": 20.0,
+                "ssim": 0.7,
+            }
+            | common,
+            {"rel_path": "c", "status": "error", "error": "empty file", "source_bytes": 0},
+        ],
+    )
+    assert run_cli("inspect", tmp_path) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        f"archive: {tmp_path}",
+        "images: 3 (error 1, ok 1, skipped 1)",
+        "source bytes: 4,000 (3.9 KiB)",
+        "LR bytes: 200 (200 B)",
+        "compression ratio: 20.0x",
+        "mean bpp: 0.0300",
+        "mean psnr: 25.00 dB over 2 images",
+        "mean ssim: 0.8000",
+        "model abc (x16): 2 images",
+    ]
+
+
+def test_without_verify_psnr_is_not_available(tmp_path: Path, capsys):
+    write_manifest(
+        tmp_path,
+        [
+            {
+                "rel_path": "a",
+                "status": "ok",
+                "source_bytes": 10,
+                "lr_bytes": 5,
+                "bpp": 0.1,
+                "model_id": "m",
+                "scale": 32,
+            }
+        ],
+    )
+    assert run_cli("inspect", tmp_path) == 0
+    assert "mean psnr: n/a (archived without --verify)" in capsys.readouterr().out
+
+
+def test_no_manifest_exits_2(tmp_path: Path, capsys):
+    assert run_cli("inspect", tmp_path) == 2
+    assert capsys.readouterr().err.startswith("tadm inspect: error: ARCHIVE")

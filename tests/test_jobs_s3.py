@@ -1,0 +1,108 @@
+"""archive, restore and inspect against a real S3 endpoint (moto's server on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+
+import pytest
+from conftest import bad_images, encode, good_images, make_bucket, photo, run_cli
+from PIL import Image
+
+from pipeline.lr_png import decode_lr_png
+from pipeline.manifest import ARCHIVE_SCHEMA, RESTORE_SCHEMA, read_manifest
+from pipeline.storage import Location
+
+SOURCES = {
+    "nested/deeper/rgb.jpg": good_images()["nested/deeper/rgb.jpg"],
+    "rgba.png": good_images()["rgba.png"],
+    "rotated.jpg": good_images()["rotated.jpg"],
+    "bad/truncated.png": bad_images()["bad/truncated.png"],
+}
+
+
+@pytest.fixture(scope="module")
+def bucket(s3_endpoint: str) -> str:
+    make_bucket(s3_endpoint, "photos")
+    options = {"endpoint_url": s3_endpoint, "key": "testing", "secret": "testing"}
+    fs = Location.parse("s3://photos", options).filesystem()
+    for rel_path, data in SOURCES.items():
+        fs.pipe_file(f"photos/src/{rel_path}", data)
+    fs.pipe_file("photos/src-elsewhere/x.png", encode(Image.fromarray(photo(64, 64)), "PNG"))
+    return "photos"
+
+
+def test_archive_restore_inspect_on_s3(ray_cluster, bucket, s3_env, tiny_model, tmp_path, capsys):
+    src, archive = f"s3://{bucket}/src", f"s3://{bucket}/archive"
+    assert run_cli("archive", src, archive, "--model", tiny_model, "--verify") == 1
+
+    fs = Location.parse(archive).filesystem()
+    rows = {
+        r["rel_path"]: r
+        for r in read_manifest(Location.parse(f"{archive}/manifest"), ARCHIVE_SCHEMA).to_pylist()
+    }
+    assert set(rows) == set(SOURCES)  # not src-elsewhere/: a prefix is a folder
+    assert rows["bad/truncated.png"]["status"] == "error"
+    for rel_path in ("nested/deeper/rgb.jpg", "rgba.png", "rotated.jpg"):
+        row = rows[rel_path]
+        key = f"{bucket}/archive/lr/{rel_path}.png"
+        assert row["status"] == "ok"
+        assert row["source_uri"] == f"s3://{bucket}/src/{rel_path}"
+        assert row["lr_uri"] == f"s3://{key}"
+        assert row["source_sha256"] == hashlib.sha256(SOURCES[rel_path]).hexdigest()
+        assert row["source_bytes"] == len(SOURCES[rel_path])
+        assert row["lr_bytes"] == fs.size(key)
+        lr, header = decode_lr_png(fs.cat_file(key))
+        assert (header.width, header.height) == (row["width"], row["height"])
+        assert lr.shape[:2] == (math.ceil(row["height"] / 16), math.ceil(row["width"] / 16))
+        assert row["bpp"] == pytest.approx(8 * row["lr_bytes"] / (row["width"] * row["height"]))
+        assert row["psnr"] > 0 and 0 < row["ssim"] <= 1 and 10 <= row["timestep_mean"] <= 200
+    assert rows["rgba.png"]["conversion"] == "RGBA -> RGB, alpha dropped"
+
+    restored = f"s3://{bucket}/restored"
+    assert run_cli("restore", archive, restored, "--model", tiny_model, "--format", "webp") == 0
+    restore = read_manifest(Location.parse(f"{restored}/manifest"), RESTORE_SCHEMA).to_pylist()
+    assert {r["rel_path"] for r in restore} == set(rows) - {"bad/truncated.png"}
+    for row in restore:
+        assert row["status"] == "ok"
+        assert row["psnr"] == pytest.approx(rows[row["rel_path"]]["psnr"], abs=0.5)  # webp
+        data = fs.cat_file(row["output_uri"].removeprefix("s3://"))
+        with Image.open(io.BytesIO(data)) as img:
+            assert img.format == "WEBP"
+            assert img.size == (rows[row["rel_path"]]["width"], rows[row["rel_path"]]["height"])
+
+    local = tmp_path / "local"
+    assert run_cli("restore", archive, local, "--model", tiny_model, "--only", "rotated.jpg") == 0
+    with Image.open(local / "rotated.jpg.png") as img:
+        assert img.size == (64, 80)
+
+    capsys.readouterr()
+    assert run_cli("inspect", archive) == 0
+    out = capsys.readouterr().out
+    assert "images: 4 (error 1, ok 3)" in out and "mean psnr:" in out
+
+    assert run_cli("archive", src, archive, "--model", tiny_model, "--verify") == 1  # re-run
+    statuses = read_manifest(Location.parse(f"{archive}/manifest"), ARCHIVE_SCHEMA)["status"]
+    assert sorted(statuses.to_pylist()) == ["error", "skipped", "skipped", "skipped"]
+
+
+def test_storage_options_json_instead_of_the_environment(
+    ray_cluster, bucket, s3_endpoint, tiny_model, monkeypatch
+):
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    options = json.dumps({"endpoint_url": s3_endpoint, "key": "testing", "secret": "testing"})
+    archive = f"s3://{bucket}/archive-opts"
+    argv = ("archive", f"s3://{bucket}/src/rgba.png", archive, "--model", tiny_model)
+    assert run_cli(*argv, "--storage-options", options) == 0
+    fs = Location.parse(archive, json.loads(options)).filesystem()
+    assert fs.exists(f"{bucket}/archive-opts/lr/rgba.png.png")
+
+
+def test_missing_bucket_is_bad_usage(bucket, s3_env, tiny_model, capsys):
+    assert (
+        run_cli("archive", "s3://no-such-bucket/src", "s3://photos/x", "--model", tiny_model) == 2
+    )
+    assert "no-such-bucket" in capsys.readouterr().err
