@@ -14,6 +14,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -123,14 +124,17 @@ class TADM(nn.Module):
         return cls(config, vae, unet, null_prompt)
 
     @classmethod
-    def from_preset(cls, name: str, scale: int = 16, base_model: str | None = None) -> "TADM":
-        """A model of preset `name` at `scale` (16 or 32).
+    def from_preset(
+        cls, name: str, scale: int = 16, base_model: str | None = None, **overrides: Any
+    ) -> "TADM":
+        """A model of preset `name` at `scale` (16 or 32); `overrides` replace config fields
+        (e.g. unet_lora_rank).
 
         Without `base_model`, every weight is random. With it (a diffusers folder: local path or
         URI), the VAE, UNet, their configs, the scheduler's prediction type and the null-prompt
         embedding come from that folder; DFRM, TPM and S_learned start fresh.
         """
-        config = build_config(name, scale)
+        config = build_config(name, scale, **overrides)
         if base_model is None:
             return cls.from_config(config)
         directory = hub.local_dir(base_model)

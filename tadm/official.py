@@ -31,7 +31,6 @@ inference. The official enhancement stage used the UNet of `stabilityai/stable-d
 `base_model`; the prediction type is read from its `scheduler/scheduler_config.json`.
 """
 
-import dataclasses
 import pickle
 import re
 from collections.abc import Mapping
@@ -44,7 +43,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from tadm import hub, lora
+from tadm import lora
 from tadm.config import SCALES, TADMConfig
 from tadm.model import TADM
 from tadm.modules.dfrm import DFRM
@@ -386,35 +385,6 @@ def apply_official(model: TADM, dfrm: Source | None = None, tadm: Source | None 
     return model.eval()
 
 
-def build_official(
-    scale: int,
-    unet_lora_rank: int,
-    vae_lora_rank: int,
-    base_model: str | None = None,
-) -> TADM:
-    """An sd21 TADM with the given LoRA ranks: base weights from the diffusers folder
-    `base_model` (path or URI; its VAE/UNet configs, prediction type and null prompt too) or
-    random when None, as `TADM.from_preset` does."""
-    config = build_config(PRESET, scale, unet_lora_rank=unet_lora_rank, vae_lora_rank=vae_lora_rank)
-    if base_model is None:
-        return TADM.from_config(config)
-    vae, unet, null_prompt, scheduler = hub.load_base(hub.local_dir(base_model))
-    sched = dataclasses.replace(
-        config.scheduler,
-        prediction_type=scheduler.get("prediction_type", config.scheduler.prediction_type),
-    )
-    config = dataclasses.replace(
-        config,
-        vae={k: v for k, v in vae.config.items() if not k.startswith("_")},
-        unet={k: v for k, v in unet.config.items() if not k.startswith("_")},
-        latent_scaling=float(vae.config.scaling_factor),
-        null_prompt_tokens=null_prompt.shape[1],
-        scheduler=sched,
-        base_model=base_model,
-    )
-    return TADM(config, vae, unet, null_prompt)
-
-
 def load_official(
     dfrm: Source,
     tadm: Source | None = None,
@@ -440,7 +410,9 @@ def load_official(
     if tadm is not None:
         tadm_data = read_tadm_checkpoint(tadm)
         ranks = tadm_lora_ranks(tadm_data)
-    model = build_official(found, ranks[0], ranks[1], base_model)
+    model = TADM.from_preset(
+        PRESET, found, base_model, unet_lora_rank=ranks[0], vae_lora_rank=ranks[1]
+    )
     return apply_official(model, dfrm_state, tadm_data)
 
 
