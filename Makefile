@@ -1,0 +1,31 @@
+# make demo: set up .venv, archive + restore samples/ with the shipped model, print the summary.
+# make test: set up .venv, run the whole test suite (real local Ray, moto S3 server, CPU).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO := demo-out
+
+.PHONY: setup demo test lint
+
+setup: $(VENV)/.installed
+
+# torch first, pinned: pip takes the CPU wheel. A bare "torch" requirement pulls CUDA (GBs).
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install torch==2.13.0
+	$(BIN)/python -m pip install -e '.[test]'
+	touch $@
+
+demo: setup
+	$(BIN)/tadm archive samples $(DEMO)/archive --verify
+	$(BIN)/tadm restore $(DEMO)/archive $(DEMO)/restored
+	$(BIN)/tadm inspect $(DEMO)/archive
+	@echo "LR thumbnails: $(DEMO)/archive/lr/   restored images: $(DEMO)/restored/"
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
