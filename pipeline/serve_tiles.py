@@ -1,0 +1,214 @@
+"""The tile service behind `tadm serve`: one HR region of one archived image, on demand.
+
+A region is restored from only the latent tiles that cover it (TADM.upscale with region=...,
+paper Algorithm 1), so its cost follows the region, not the image. Plain Python, no Ray: the
+Serve deployment (pipeline/serve.py) calls `TileService.tile` from its request threads.
+
+Requests name an image by its rel_path; its LR file is ARCHIVE/lr/<rel_path>.png. A rel_path
+is checked twice before anything is read: as text (no absolute path, no "." or ".." segment,
+no empty segment, no backslash or control character), and, on a local archive, by resolving
+symlinks and checking the result still lies under ARCHIVE/lr/.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+from pipeline.lr_png import LrHeader, decode_lr_png
+from pipeline.model_loading import load_model
+from pipeline.read_lr import Region
+from pipeline.serve_cache import LRUCache
+from pipeline.storage import Location
+from pipeline.tensors import quantize, to_images, to_tensor
+from pipeline.write_lr import lr_key
+from pipeline.write_restored import encode
+
+REGION_KEYS = ("x", "y", "w", "h")
+MAX_DIGITS = 9  # coordinates of up to 999,999,999 px; longer numbers are refused as text
+MAX_REL_PATH = 1024  # characters
+
+
+class TileError(Exception):
+    """A request that cannot be answered with a tile: the HTTP status and why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Tile:
+    png: bytes  # the HR region as PNG
+    tiles_run: int  # latent tiles the model ran for it (Algorithm 1)
+    tiles_total: int  # latent tiles of the whole image
+    timestep_mean: float  # mean TPM time step over the tiles run
+    cached: bool  # served from the tile cache
+
+
+def parse_region(params: Sequence[tuple[str, str]]) -> Region:
+    """Query parameters x, y, w, h (each once, decimal digits only) -> (x, y, w, h)."""
+    given: dict[str, str] = {}
+    for key, value in params:
+        if key not in REGION_KEYS:
+            raise TileError(400, f"unknown query parameter {key!r}: a tile takes x, y, w, h")
+        if key in given:
+            raise TileError(400, f"query parameter {key!r} is given more than once")
+        given[key] = value
+    missing = [key for key in REGION_KEYS if key not in given]
+    if missing:
+        raise TileError(400, f"missing query parameter(s) {', '.join(missing)}: need x, y, w, h")
+    values = []
+    for key in REGION_KEYS:
+        text = given[key]
+        if not (text.isascii() and text.isdigit() and len(text) <= MAX_DIGITS):
+            raise TileError(400, f"query parameter {key}={text!r} is not a non-negative integer")
+        values.append(int(text))
+    x, y, w, h = values
+    if w < 1 or h < 1:
+        raise TileError(400, f"region w={w}, h={h}: w and h must be at least 1")
+    return x, y, w, h
+
+
+def check_rel_path(rel_path: str) -> str:
+    """`rel_path` itself if it is a plain relative path, else TileError 400."""
+    bad = (
+        not rel_path
+        or len(rel_path) > MAX_REL_PATH
+        or rel_path.startswith("/")
+        or "\\" in rel_path
+        or any(ord(c) < 32 or ord(c) == 127 for c in rel_path)
+        or any(part in ("", ".", "..") for part in rel_path.split("/"))
+    )
+    if bad:
+        raise TileError(400, f"{rel_path[:200]!r} is not an image path inside the archive")
+    return rel_path
+
+
+class TileService:
+    """Tiles of one archive with one model; thread-safe.
+
+    Args:
+        archive: archive root URI (local path, file://..., s3://...).
+        model: TADM reference for load_model: shipped name, folder or URI.
+        storage_options: s3fs options (resolved in the driver).
+        max_region_pixels: larger regions (w * h) are refused with 413.
+        cache_bytes: budget of each LRU cache: decoded LR images, and rendered tiles.
+        device: where the model runs.
+    """
+
+    def __init__(
+        self,
+        archive: str,
+        model: str,
+        storage_options: dict[str, Any],
+        max_region_pixels: int,
+        cache_bytes: int,
+        device: torch.device,
+    ) -> None:
+        self.archive = Location.parse(archive, storage_options)
+        self.fs = self.archive.filesystem()
+        self.lr_root = self.archive.path("lr")
+        local = self.archive.protocol == "file"
+        self.real_lr_root = os.path.realpath(self.lr_root) if local else None
+        self.device = device
+        self.model = load_model(model, storage_options).to(device).eval()
+        self.model_id = self.model.model_id
+        self.max_region_pixels = max_region_pixels
+        self.lr_cache: LRUCache[tuple[torch.Tensor, LrHeader]] = LRUCache(cache_bytes)
+        self.tile_cache: LRUCache[Tile] = LRUCache(cache_bytes)
+        self.model_lock = threading.Lock()  # one model call at a time: it uses every core
+
+    def tile(self, rel_path: str, params: Sequence[tuple[str, str]]) -> Tile:
+        """The PNG of region (x, y, w, h) of image `rel_path`, or TileError: 400 bad path or
+        region, 404 unknown image, 409 LR of another model, 413 region over the limit, 500
+        unreadable LR file, 503 storage unreachable."""
+        region = parse_region(params)
+        x, y, w, h = region
+        if w * h > self.max_region_pixels:
+            raise TileError(
+                413,
+                f"region {w}x{h} is {w * h} pixels, over this server's limit of "
+                f"{self.max_region_pixels}: ask for smaller regions",
+            )
+        path = self.lr_path(rel_path)
+        lr, header, version = self.read_lr(path, rel_path)
+        if header.model_id != self.model_id:
+            raise TileError(
+                409,
+                f"{rel_path!r} was archived by model {header.model_id}, but this server runs "
+                f"model {self.model_id}: serve it with --model set to that model",
+            )
+        if x + w > header.width or y + h > header.height:
+            raise TileError(
+                400,
+                f"region x={x}, y={y}, w={w}, h={h} is not inside the "
+                f"{header.width}x{header.height} image {rel_path!r}",
+            )
+        key = (version, region)
+        cached = self.tile_cache.get(key)
+        if cached is not None:
+            return replace(cached, cached=True)
+        tile = self.render(lr, header, region)
+        self.tile_cache.put(key, tile, len(tile.png))
+        return tile
+
+    def lr_path(self, rel_path: str) -> str:
+        """The filesystem path of rel_path's LR file; on a local archive, with symlinks
+        resolved and checked to stay under ARCHIVE/lr/ (else 404: such a path is no image)."""
+        path = self.archive.path(lr_key(check_rel_path(rel_path)))
+        if self.real_lr_root is None:  # object storage: keys, no symlinks
+            return path
+        real = os.path.realpath(path)
+        if not real.startswith(self.real_lr_root + os.sep):
+            raise TileError(404, f"no image {rel_path!r} in archive {self.archive.uri}")
+        return real
+
+    def read_lr(self, path: str, rel_path: str) -> tuple[torch.Tensor, LrHeader, Hashable]:
+        """The LR pixels (1, 3, h, w) uint8, its header, and a key naming this version of the
+        file (size and ETag or mtime: a re-archived image is read again)."""
+        unknown = TileError(404, f"no image {rel_path!r} in archive {self.archive.uri}")
+        try:
+            info = self.fs.info(path)
+            if info.get("type") != "file":
+                raise unknown
+            version = (path, info["size"], info.get("ETag") or info.get("mtime"))
+            cached = self.lr_cache.get(version)
+            if cached is not None:
+                return (*cached, version)
+            data = self.fs.cat_file(path)
+        except FileNotFoundError:
+            raise unknown from None
+        except OSError as e:
+            raise TileError(503, f"cannot read {self.archive.uri_of(path)}: {e}") from None
+        try:
+            pixels, header = decode_lr_png(data)
+        except ValueError as e:
+            raise TileError(500, f"{self.archive.uri_of(path)}: {e}") from None
+        lr = to_tensor([pixels])
+        self.lr_cache.put(version, (lr, header), lr.numel())
+        return lr, header, version
+
+    def render(self, lr: torch.Tensor, header: LrHeader, region: Region) -> Tile:
+        """Run the model on the latent tiles that cover `region`; encode the result."""
+        try:
+            with self.model_lock:
+                x_hat, t_map = self.model.upscale(
+                    lr.to(self.device),
+                    size=(header.height, header.width),
+                    region=region,
+                    return_timesteps=True,
+                )  # (1, 3, h, w) in [0, 1]; (1, rows, cols), NaN where not run
+        except ValueError as e:  # the LR pixels disagree with the size in its header
+            raise TileError(500, f"LR file does not match its header: {e}") from None
+        ran = ~torch.isnan(t_map)
+        png = encode(to_images(quantize(x_hat))[0], "png")
+        mean = float(t_map[ran].mean()) if ran.any() else math.nan
+        return Tile(png, int(ran.sum()), t_map.numel(), mean, cached=False)
