@@ -1,0 +1,111 @@
+"""tadm serve ARCHIVE: HR tiles of an archive over HTTP, on Ray Serve, until SIGINT or SIGTERM.
+
+GET /healthz, and GET /tile/<rel_path>?x=&y=&w=&h= for a PNG of that HR region.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+
+from ray import serve
+
+from jobs.common import Parser, add_storage_options, ray_session, run_job
+from pipeline.serve import APP_NAME, ServeConfig, prepare_serve, run_serve
+
+PROG = "tadm serve"
+DEFAULTS = ServeConfig(archive="")
+
+logger = logging.getLogger("tadm")
+
+
+def parser() -> Parser:
+    d = DEFAULTS
+    p = Parser(prog=PROG, description=__doc__)
+    p.add_argument("archive", metavar="ARCHIVE", help="archive root: path, file://... or s3://...")
+    p.add_argument("--host", default=d.host, help=f"address to listen on (default {d.host})")
+    p.add_argument("--port", type=int, default=d.port, help=f"HTTP port (default {d.port})")
+    p.add_argument("--model", help="shipped name, checkpoint folder or URI (default: tiny-xSCALE)")
+    p.add_argument(
+        "--max-region-pixels",
+        type=int,
+        default=d.max_region_pixels,
+        help=f"refuse larger regions (w*h) with 413 (default {d.max_region_pixels})",
+    )
+    p.add_argument(
+        "--cache-mb",
+        type=int,
+        default=d.cache_mb,
+        help=f"per replica, for LR images and again for tiles (default {d.cache_mb})",
+    )
+    p.add_argument(
+        "--min-replicas",
+        type=int,
+        default=d.min_replicas,
+        help=f"autoscaling lower bound; 0 frees idle GPUs (default {d.min_replicas})",
+    )
+    p.add_argument(
+        "--max-replicas",
+        type=int,
+        default=d.max_replicas,
+        help=f"autoscaling upper bound (default {d.max_replicas})",
+    )
+    p.add_argument(
+        "--cpus-per-replica",
+        type=float,
+        default=d.cpus_per_replica,
+        help=f"CPUs of each replica, its torch threads on CPU (default {d.cpus_per_replica:g})",
+    )
+    p.add_argument(
+        "--gpus-per-replica",
+        type=float,
+        default=d.gpus_per_replica,
+        help=f"GPUs of each replica, e.g. 1 or 0.5 (default {d.gpus_per_replica:g}: CPU)",
+    )
+    add_storage_options(p)
+    return p
+
+
+def wait_for_stop() -> None:
+    """Block until SIGINT (Ctrl-C) or SIGTERM (ray job stop, Kubernetes)."""
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def job(args: argparse.Namespace) -> int:
+    prepared = prepare_serve(
+        ServeConfig(
+            archive=args.archive,
+            model=args.model,
+            host=args.host,
+            port=args.port,
+            max_region_pixels=args.max_region_pixels,
+            cache_mb=args.cache_mb,
+            min_replicas=args.min_replicas,
+            max_replicas=args.max_replicas,
+            cpus_per_replica=args.cpus_per_replica,
+            gpus_per_replica=args.gpus_per_replica,
+            storage_options=args.storage_options,
+        )
+    )
+    with ray_session():
+        try:
+            url = run_serve(prepared)
+            logger.info("serve: ready at %s (GET /healthz, /tile/<rel_path>?x=&y=&w=&h=)", url)
+            wait_for_stop()
+        finally:
+            logger.info("serve: stopping")
+            serve.delete(APP_NAME)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job(PROG, parser(), argv, job)
