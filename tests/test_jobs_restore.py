@@ -68,31 +68,23 @@ def test_psnr_of_restore_equals_archive_verify(restored, archive):
         assert rows[rel_path]["psnr"] == pytest.approx(verify[rel_path])
 
 
-def test_region_only_and_format(archive, restored, tiny_model, tmp_path):
+def test_region_restores_that_window_and_is_an_error_where_it_does_not_fit(
+    archive, restored, tiny_model, tmp_path
+):
     dst = tmp_path / "regions"
-    args = ("restore", archive, dst, "--model", tiny_model, "--only", "*.png", "--format", "jpeg")
-    assert run_cli(*args, "--region", "16,8,48,40") == 0
+    assert run_cli("restore", archive, dst, "--model", tiny_model, "--region", "16,8,60,40") == 1
     rows = restore_rows(dst)
-    assert set(rows) == {"a.png", "sub/c.png"}  # '*' spans '/'
-    with Image.open(dst / "sub/c.png.jpeg") as img:
-        assert img.format == "JPEG" and img.size == (48, 40)
-    assert rows["a.png"]["region"] == "16,8,48,40"
-    assert (rows["a.png"]["width"], rows["a.png"]["height"]) == (48, 40)
-    full = np.asarray(Image.open(restored[1] / "a.png.png"), dtype=np.int16)[8:48, 16:64]
-    png_dst = tmp_path / "png-region"
-    args = ("restore", archive, png_dst, "--model", tiny_model, "--only", "a.png")
-    assert run_cli(*args, "--region", "16,8,48,40") == 0
-    region = np.asarray(Image.open(png_dst / "a.png.png"), dtype=np.int16)
-    assert np.abs(region - full).max() <= 2  # the covering tiles give the same pixels
-
-
-def test_region_outside_an_image_is_an_error_row(archive, tiny_model, tmp_path):
-    dst = tmp_path / "out"
-    assert run_cli("restore", archive, dst, "--model", tiny_model, "--region", "60,0,30,30") == 1
-    rows = restore_rows(dst)
-    assert rows["a.png"]["status"] == "ok"  # 96 x 64: fits
-    assert rows["b.jpg"]["status"] == "error"
-    assert rows["b.jpg"]["error"] == "region 60,0,30,30 is not inside the 67x83 image"
+    for rel_path in ("a.png", "sub/c.png"):  # 96 x 64: the region fits
+        assert rows[rel_path]["status"] == "ok" and rows[rel_path]["region"] == "16,8,60,40"
+        assert (rows[rel_path]["width"], rows[rel_path]["height"]) == (60, 40)
+        with Image.open(dst / f"{rel_path}.png") as img:
+            assert img.size == (60, 40)
+        full = np.asarray(Image.open(restored[1] / f"{rel_path}.png"), dtype=np.int16)
+        region = np.asarray(Image.open(dst / f"{rel_path}.png"), dtype=np.int16)
+        assert np.abs(region - full[8:48, 16:76]).max() <= 2  # the covering tiles, same pixels
+    assert rows["b.jpg"]["status"] == "error"  # 67 x 83
+    assert rows["b.jpg"]["error"] == "region 16,8,60,40 is not inside the 67x83 image"
+    assert not (dst / "b.jpg.png").exists()
 
 
 def test_from_lr_pngs_alone_and_with_another_model(archive, tiny_model, other_model, tmp_path):
@@ -117,16 +109,19 @@ def test_from_lr_pngs_alone_and_with_another_model(archive, tiny_model, other_mo
     assert not list(wrong.glob("*.png"))
 
 
-def test_rerun_skips_what_is_restored(archive, tiny_model, tmp_path):
+def test_only_format_and_rerun_skip(archive, tiny_model, tmp_path):
     dst = tmp_path / "out"
-    args = ("restore", archive, dst, "--model", tiny_model, "--only", "a.png")
+    args = ("restore", archive, dst, "--model", tiny_model, "--only", "*c.png", "--format", "jpeg")
     assert run_cli(*args) == 0
-    mtime = (dst / "a.png.png").stat().st_mtime_ns
+    assert set(restore_rows(dst)) == {"sub/c.png"}  # '*' spans '/'
+    with Image.open(dst / "sub/c.png.jpeg") as img:
+        assert img.format == "JPEG" and img.size == (96, 64)
+    mtime = (dst / "sub/c.png.jpeg").stat().st_mtime_ns
     assert run_cli(*args) == 0
-    assert restore_rows(dst)["a.png"]["status"] == "skipped"
-    assert (dst / "a.png.png").stat().st_mtime_ns == mtime
+    assert restore_rows(dst)["sub/c.png"]["status"] == "skipped"
+    assert (dst / "sub/c.png.jpeg").stat().st_mtime_ns == mtime
     assert run_cli(*args, "--overwrite") == 0
-    assert restore_rows(dst)["a.png"]["status"] == "ok"
+    assert restore_rows(dst)["sub/c.png"]["status"] == "ok"
 
 
 @pytest.mark.parametrize(
