@@ -63,10 +63,11 @@ def test_forward_returns_every_intermediate():
     x = image(64, 96) * 2 - 1
     out = model(x)
     assert isinstance(out, TADMOutput)
-    c = model.config.latent_channels
-    assert out.z.shape == out.z_hat.shape == out.z_hat_direct.shape == (1, c, 8, 12)
+    c, f = model.config.latent_channels, model.config.vae_factor
+    latent = (1, c, 64 // f, 96 // f)
+    assert out.z.shape == out.z_hat.shape == out.z_hat_direct.shape == latent
     assert out.z_lr.shape == out.y.shape == out.y_q.shape == (1, 3, 4, 6)
-    assert out.z0_hat.shape == (1, c, 8, 12) and out.x_hat.shape == x.shape
+    assert out.z0_hat.shape == latent and out.x_hat.shape == x.shape
     assert out.t.shape == (1,)
     stage1 = model(x, enhance=False)
     assert stage1.t is None and stage1.z0_hat is None and stage1.x_hat is None

@@ -45,7 +45,7 @@ def test_sd21_is_the_papers_configuration(scale):
 def test_tiny_follows_the_same_code_path_with_small_widths(scale):
     config = build_config("tiny", scale)
     sd21 = build_config("sd21", scale)
-    assert config.vae_factor == sd21.vae_factor == 8
+    assert sd21.vae_factor == 8 and config.vae_factor == 4  # tiny: an easier 4x latent
     assert config.dfrm.num_res_blocks < sd21.dfrm.num_res_blocks
     assert config.dfrm.inn_blocks < sd21.dfrm.inn_blocks
     assert config.unet["block_out_channels"][-1] < sd21.unet["block_out_channels"][-1]
@@ -77,7 +77,7 @@ def test_bad_preset_scale_and_config_values_raise_value_errors():
             build_config("tiny", scale)
     with pytest.raises(ValueError, match="tile_stride"):
         build_config("tiny", 16, tile=32, tile_stride=48)
-    with pytest.raises(ValueError, match="multiples of 4"):
+    with pytest.raises(ValueError, match="multiples of 8"):
         build_config("tiny", 32, tile=30, tile_stride=10)
     config = build_config("tiny", 16)
     with pytest.raises(ValueError, match="prediction_type"):

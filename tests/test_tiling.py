@@ -10,8 +10,8 @@ from tadm import TADM
 from tadm.modules.dfrm import from_uint8, quantize, to_uint8
 from tadm.tiling import Blender, gaussian_weights, grid_shape, tile_grid, tile_starts
 
-SIZE = 128  # HR pixels; latent 16 x 16
-SMALL_TILES = {"tile": 8, "tile_stride": 4}  # latent tiles: a 3 x 3 grid on 16 x 16
+SIZE = 128  # HR pixels
+TILE_PX, STRIDE_PX = 64, 32  # small tiles in HR pixels: a 3 x 3 grid on 128 x 128
 
 
 def smooth_image(size: int = SIZE, seed: int = 0) -> torch.Tensor:
@@ -26,7 +26,9 @@ def models() -> tuple[TADM, TADM]:
     small tiles (several tiles)."""
     torch.manual_seed(0)
     whole = TADM.from_preset("tiny", 16).eval()
-    tiled = TADM.from_config(dataclasses.replace(whole.config, **SMALL_TILES)).eval()
+    f = whole.config.vae_factor
+    small = dataclasses.replace(whole.config, tile=TILE_PX // f, tile_stride=STRIDE_PX // f)
+    tiled = TADM.from_config(small).eval()
     tiled.load_state_dict(whole.state_dict())
     return whole, tiled
 
@@ -91,7 +93,7 @@ def test_upscale_with_one_tile_equals_the_untiled_chain(models, lr):
     model = models[0]
     hr = model.upscale(lr, (SIZE, SIZE))
     with torch.no_grad():
-        z_hat = model.dfrm.upscale(from_uint8(lr))  # (1, C, 16, 16)
+        z_hat = model.dfrm.upscale(from_uint8(lr))  # (1, C, SIZE / f, SIZE / f)
         z0_hat, _ = model.enhance(z_hat)
         expected = ((model.decode_latent(z0_hat) + 1) / 2).clamp(0, 1)
     assert hr.shape == expected.shape == (1, 3, SIZE, SIZE)
@@ -118,7 +120,7 @@ def test_tiles_leave_no_seam(models, lr, tiled_restore):
     assert t_map.unique().numel() > 1  # each tile has its own time step
     error = (tiled - whole).abs().mean(1)[0]  # (H, W)
     image = tiled.mean(1)[0]
-    borders = {8 * s for s in (4, 8, 12)}  # pixel rows/columns where tiles start or end
+    borders = {32, 64, 96}  # pixel rows/columns where tiles start or end
     for name, field in (("error", error), ("image", image)):
         for axis_field in (field, field.T):
             steps = (axis_field[:, 1:] - axis_field[:, :-1]).abs().mean(0)  # steps[j - 1]: j-1|j
@@ -136,6 +138,6 @@ def test_region_equals_the_same_crop_of_the_full_restore(models, lr, tiled_resto
     assert region.shape == (1, 3, h, w)
     assert (region - full[..., y : y + h, x : x + w]).abs().max() < 1e-5
     needed = torch.zeros(3, 3, dtype=torch.bool)
-    needed[1:, :2] = True  # latent tiles start at 0, 4, 8 (pixels 0, 32, 64) and span 64 px
+    needed[1:, :2] = True  # tiles start at pixels 0, 32, 64 and span 64 px
     assert torch.equal(~t_map[0].isnan(), needed)
     assert torch.allclose(t_map[0][needed], full_t[0][needed])
