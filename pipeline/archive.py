@@ -124,6 +124,8 @@ def prepare_archive(config: ArchiveConfig) -> ArchiveJob:
         raise ValueError(f"--batch-size must be at least 1, got {config.batch_size}")
     src = Location.parse(config.src, config.storage_options)
     dst = Location.parse(config.dst, config.storage_options)
+    if dst == src:
+        raise ValueError(f"DST {dst.uri!r} is SRC: write the archive somewhere else")
     options = s3_options(config.storage_options)
     try:
         sources, prefix = list_sources(src, exclude=dst)

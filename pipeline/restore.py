@@ -99,6 +99,8 @@ def prepare_restore(config: RestoreConfig) -> RestoreJob:
         raise ValueError(f"--batch-size must be at least 1, got {config.batch_size}")
     archive = Location.parse(config.archive, config.storage_options)
     dst = Location.parse(config.dst, config.storage_options)
+    if dst == archive:
+        raise ValueError(f"DST {dst.uri!r} is ARCHIVE: both keep a manifest/, restore elsewhere")
     options = s3_options(config.storage_options)
     items = list_items(archive, config.only)
     model_ref = config.model or default_model(archive_scale(items, options))

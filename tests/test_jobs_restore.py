@@ -128,6 +128,7 @@ def test_only_format_and_rerun_skip(archive, tiny_model, tmp_path):
     ("args", "message"),
     [
         (["{archive}", "{dst}", "--only", "nothing*"], "--only 'nothing*' matches none"),
+        (["{archive}", "{archive}"], "is ARCHIVE"),
         (["{empty}", "{dst}"], "no input"),
         (["{archive}", "{dst}", "--region", "1,2,3"], "X,Y,W,H"),
         (["{archive}", "{dst}", "--region", "0,0,0,5"], "W, H >= 1"),
