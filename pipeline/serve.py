@@ -102,8 +102,8 @@ def prepare_serve(config: ServeConfig) -> ServeJob:
     return ServeJob(config, archive, options, model_ref, model.model_id, model.scale)
 
 
-def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 @serve.deployment
@@ -131,7 +131,7 @@ class TileServer:
     async def __call__(self, request: Request) -> Response:
         path = request.scope["path"]  # percent-decoded once by the HTTP server
         if request.method != "GET":
-            return error(405, f"method {request.method} not allowed: use GET")
+            return error(405, f"method {request.method} not allowed: use GET", {"Allow": "GET"})
         if path == "/healthz":
             service = self.service
             return JSONResponse(

@@ -339,7 +339,8 @@ def test_http_errors_and_traversal(server, path, status):
 
 def test_http_post_is_405(server):
     _, port = server
-    assert get(port, tile_path("a.png", 0, 0, 8, 8), method="POST")[0] == 405
+    status, headers, _ = get(port, tile_path("a.png", 0, 0, 8, 8), method="POST")
+    assert status == 405 and headers["allow"] == "GET"
 
 
 def test_parallel_clients(server, restored):
