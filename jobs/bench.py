@@ -1,0 +1,195 @@
+"""tadm bench --out DIR: rate-distortion against JPEG, WebP, AVIF and JPEG XL, throughput,
+restore memory and the cost of the paper's configuration; results.json, results.md and plots.
+
+--quick (CI's smoke run, minutes on a CPU): centre crops of at most 256 px, half the codec
+sweep, small memory sizes, the cost at 256x256. Without it: whole images, 1, 4 and 16 MP and
+5120x2880 for memory, and 1024x1024 for the cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from jobs.common import Parser, ray_session, run_job
+from pipeline.bench.codecs import lossless_formats, lossy_codecs
+from pipeline.bench.cost import run_cost
+from pipeline.bench.images import QUICK_CROP, SAMPLES, load_images, write_pngs
+from pipeline.bench.machine import machine_info
+from pipeline.bench.memory import run_memory
+from pipeline.bench.metrics import Scorer
+from pipeline.bench.plots import write_plots
+from pipeline.bench.rd import contenders, run_rd, summarize
+from pipeline.bench.report import markdown
+from pipeline.bench.throughput import run_throughput
+from pipeline.model_loading import default_model, load_model
+from tadm.hub import shipped_names
+
+PROG = "tadm bench"
+SECTIONS = ("rd", "throughput", "memory", "cost")
+MEMORY_SIZES = {
+    "full": "1024x1024,2048x2048,4096x4096,5120x2880",
+    "quick": "256x256,512x512,640x360",
+}
+COST_SIZES = {"full": 1024, "quick": 256}
+THROUGHPUT_COPIES = {"full": 2, "quick": 1}  # each image this many times, for longer timed runs
+
+logger = logging.getLogger("tadm")
+
+
+def sizes(text: str) -> list[tuple[int, int]]:
+    """--memory-sizes: WxH[,WxH...]."""
+    out = []
+    for part in text.split(","):
+        try:
+            w, h = (int(v) for v in part.lower().split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be WxH[,WxH...], got {text!r}") from None
+        if w < 1 or h < 1:
+            raise argparse.ArgumentTypeError(f"sizes must be positive, got {part!r}")
+        out.append((w, h))
+    return out
+
+
+def parser() -> Parser:
+    p = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="folder for results.json, results.md and plots")
+    p.add_argument("--quick", action="store_true", help="the smoke run: small images and sizes")
+    p.add_argument(
+        "--images", default=str(SAMPLES), help="folder or URI of test images (default: samples/)"
+    )
+    p.add_argument(
+        "--model",
+        nargs="+",
+        help="TADM models (shipped name, folder or URI), one R-D point each "
+        "(default: the shipped tiny-x16 and tiny-x32)",
+    )
+    p.add_argument("--lpips", metavar="PATH", help="VGG16 LPIPS weights, to report LPIPS")
+    p.add_argument(
+        "--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="what to run"
+    )
+    p.add_argument("--memory-sizes", type=sizes, help="restore sizes WxH,... (default by mode)")
+    p.add_argument(
+        "--cost-size", type=int, help="image side for the cost (default 1024, quick 256)"
+    )
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device of the cost")
+    p.add_argument(
+        "--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="of the cost"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=torch.get_num_threads(),
+        help="torch threads (in-process parts)",
+    )
+    return p
+
+
+def model_refs(args: argparse.Namespace) -> list[str]:
+    if args.model:
+        return args.model
+    shipped = [default_model(s) for s in (16, 32) if default_model(s) in shipped_names()]
+    if not shipped:
+        raise ValueError(
+            "no shipped tiny-x16/tiny-x32 checkpoint in this build: pass --model PATH ..."
+        )
+    return shipped
+
+
+def job(args: argparse.Namespace, command: str) -> int:
+    mode = "quick" if args.quick else "full"
+    if args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda but torch sees no CUDA device")
+    out = Path(args.out)
+    needs_model = {"rd", "throughput", "memory"} & set(args.sections)
+    refs = model_refs(args) if needs_model else []
+    config = {
+        "out": str(out),
+        "quick": args.quick,
+        "images": args.images,
+        "models": refs,
+        "lpips": args.lpips,
+        "sections": args.sections,
+        "memory_sizes": args.memory_sizes or sizes(MEMORY_SIZES[mode]),
+        "cost_size": args.cost_size or COST_SIZES[mode],
+        "device": args.device,
+        "precision": args.precision,
+        "threads": args.threads,
+    }
+    logger.info("bench: %s", " ".join(f"{k}={v}" for k, v in config.items()))
+    torch.set_num_threads(args.threads)
+    results: dict[str, Any] = {
+        "command": command,
+        "config": config,
+        "machine": machine_info(),
+        "skipped": {s: "not in --sections" for s in SECTIONS if s not in args.sections},
+    }
+    scorer = Scorer(args.lpips)
+    codecs, missing_codecs = lossy_codecs()
+    lossless, missing_lossless = lossless_formats()
+    results["codecs"] = {
+        "lossy": [{"name": c.name, "library": c.library, "settings": c.settings} for c in codecs],
+        "lossless": [{"name": f.name, "library": f.library} for f in lossless],
+        "unavailable": missing_codecs | missing_lossless,
+    }
+    results["metrics"] = {"reported": scorer.names, "unavailable": scorer.unavailable}
+    images = load_images(args.images, QUICK_CROP if args.quick else None) if needs_model else []
+    results["images"] = [
+        {"name": i.name, "width": i.pixels.shape[1], "height": i.pixels.shape[0]} for i in images
+    ]
+    models = contenders([(ref, load_model(ref, {})) for ref in refs])
+    results["models"] = [
+        {"label": c.label, "ref": c.ref, "model_id": c.model_id, "scale": c.model.scale}
+        for c in models
+    ]
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        """Write what is measured so far: a long run killed midway keeps its finished parts."""
+        results["load_average_end"] = os.getloadavg()[0]
+        results["plots"] = write_plots(results, out)
+        (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+        (out / "results.md").write_text(markdown(results) + "\n")
+
+    if "rd" in args.sections:
+        rows = run_rd(images, models, codecs, lossless, scorer, sweep_step=2 if args.quick else 1)
+        results["rd"] = {"rows": rows, "summary": summarize(rows, scorer.names)}
+        save()
+    if models:  # throughput and memory use the first model (x16 by default)
+        ref = models[0].ref
+        if "throughput" in args.sections:
+            work = Path(tempfile.mkdtemp(prefix="tadm-bench-"))
+            try:
+                src = write_pngs(images, work / "images", THROUGHPUT_COPIES[mode])
+                with ray_session():
+                    results["throughput"] = run_throughput(src, work, ref)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            save()
+        if "memory" in args.sections:
+            results["memory"] = run_memory(ref, config["memory_sizes"], args.threads)
+            save()
+    if "cost" in args.sections:
+        size = config["cost_size"]
+        logger.info("bench cost: sd21 at %dx%d on %s", size, size, args.device)
+        results["cost"] = run_cost(size, args.device, args.precision, args.threads)
+    save()
+    logger.info("bench: done, results in %s", out)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = " ".join([PROG, *argv])
+    return run_job(PROG, parser(), argv, lambda args: job(args, command))

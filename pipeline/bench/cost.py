@@ -1,0 +1,168 @@
+"""Cost of the paper's configuration (Table 3): one image through a preset with random weights
+(the same FLOPs as trained ones), seconds and peak memory per stage.
+
+Runs in a fresh process (`python -m pipeline.bench.cost ...`) so the figures are the model's
+alone. The image goes through the model's own inference path, `downscale` then `upscale`
+(tiled as Algorithm 1 tiles it, as archive and restore run it); each stage's calls are timed and
+their peak memory taken:
+
+- VAE encode (E), DFRM down (G_e and F), DFRM up (F^-1 and G_d),
+- UNet + TPM (TPM, one UNet call, hybrid scheduler: Sec. 3.3), VAE decode (D).
+
+Memory on CPU is the peak RSS of the process during the stage (weights included); on CUDA,
+torch's peak allocated memory during the stage (weights included). On CUDA one untimed pass
+comes first (kernel selection, allocator warm-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.bench.rss import peak_rss, reset_peak, run_probe
+from tadm import TADM
+
+STAGES = {  # label -> (object path on the model, method)
+    "VAE encode": ("", "encode_latent"),
+    "DFRM down": ("dfrm", "downscale"),
+    "DFRM up": ("dfrm", "upscale"),
+    "UNet + TPM": ("", "enhance"),
+    "VAE decode": ("", "decode_latent"),
+}
+PAPER = {"device": "RTX 3090 (paper, Table 3)", "seconds": 0.711, "memory_gb": 2.598}
+
+
+class Meter:
+    """Seconds and peak memory of the calls of each stage, on `device`."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds: dict[str, float] = {}
+        self.peak: dict[str, int] = {}
+        self.calls: dict[str, int] = {}
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            reset_peak()
+
+    def peak_now(self) -> int:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device)
+        return peak_rss()
+
+    def wrap(self, label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            self.sync()
+            self.reset()
+            start = time.perf_counter()
+            out = fn(*args, **kwargs)
+            self.sync()
+            self.seconds[label] = self.seconds.get(label, 0.0) + time.perf_counter() - start
+            self.peak[label] = max(self.peak.get(label, 0), self.peak_now())
+            self.calls[label] = self.calls.get(label, 0) + 1
+            return out
+
+        return timed
+
+
+def sample_image(size: int) -> torch.Tensor:
+    """A smooth colour gradient with noise, (1, 3, size, size) in [0, 1]."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:size, 0:size] / size
+    base = np.stack([x, y, (x + y) / 2]) * 0.85
+    img = np.clip(base + rng.normal(0, 0.03, base.shape), 0, 1)
+    return torch.from_numpy(img).float()[None]
+
+
+def measure(preset: str, size: int, device: str, precision: str, scale: int) -> dict[str, Any]:
+    """Build the preset, run one size x size image through it, and report each stage."""
+    dev = torch.device(device)
+    start = time.perf_counter()
+    torch.manual_seed(0)
+    model = TADM.from_preset(preset, scale=scale).eval().to(dev)
+    model.precision = precision
+    build_seconds = time.perf_counter() - start
+    params = sum(p.numel() for p in model.parameters())
+    hr = sample_image(size).to(dev)
+    if dev.type == "cuda":
+        model.upscale(model.downscale(hr), size=(size, size))  # warm-up, untimed
+    meter = Meter(dev)
+    for label, (owner, name) in STAGES.items():
+        target = model.dfrm if owner == "dfrm" else model
+        setattr(target, name, meter.wrap(label, getattr(target, name)))
+    timings = {}
+    for phase in ("downscale", "upscale"):
+        meter.sync()
+        t0 = time.perf_counter()
+        if phase == "downscale":
+            lr = model.downscale(hr)
+        else:
+            model.upscale(lr, size=(size, size))
+        meter.sync()
+        timings[phase] = time.perf_counter() - t0
+    return {
+        "preset": preset,
+        "scale": scale,
+        "size": size,
+        "device": device,
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "precision": precision,
+        "torch_threads": torch.get_num_threads(),
+        "parameters": params,
+        "build_seconds": build_seconds,
+        "latent_tiles": meter.calls.get("UNet + TPM", 0),
+        "memory_kind": "torch peak allocated" if dev.type == "cuda" else "process peak RSS",
+        "stages": [
+            {
+                "stage": label,
+                "calls": meter.calls.get(label, 0),
+                "seconds": meter.seconds.get(label, 0.0),
+                "peak_memory": meter.peak.get(label, 0),
+            }
+            for label in STAGES
+        ],
+        "downscale_seconds": timings["downscale"],
+        "upscale_seconds": timings["upscale"],
+        "total_seconds": timings["downscale"] + timings["upscale"],
+        "peak_memory": max(meter.peak.values()),
+        "paper": PAPER,
+    }
+
+
+def run_cost(
+    size: int, device: str, precision: str, threads: int, preset: str = "sd21", scale: int = 16
+) -> dict[str, Any]:
+    """`measure` in a fresh process."""
+    args = [preset, str(size), device, precision, str(scale), str(threads)]
+    return run_probe("pipeline.bench.cost", args)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="one image through a preset; stage costs as JSON")
+    p.add_argument("preset")
+    p.add_argument("size", type=int)
+    p.add_argument("device")
+    p.add_argument("precision")
+    p.add_argument("scale", type=int)
+    p.add_argument("threads", type=int)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    with torch.inference_mode():
+        result = measure(args.preset, args.size, args.device, args.precision, args.scale)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,264 @@
+"""results.md: the tables of one benchmark run, from its results.json."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pipeline.bench.metrics import METRICS
+
+GB = 1e9
+MB = 1e6
+
+
+def num(value: float | None, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if math.isinf(value):
+        return "inf"
+    return f"{value:.{digits}f}"
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    return lines + ["| " + " | ".join(r) + " |" for r in rows] + [""]
+
+
+def metric_cells(row: dict[str, Any], metrics: list[str]) -> list[str]:
+    return [num(row.get(m), 2 if m == "psnr" else 4) for m in metrics]
+
+
+def statuses(row: dict[str, Any]) -> str:
+    counts = row.get("status") or {}
+    return ", ".join(f"{n} {s}" for s, n in counts.items())
+
+
+def header_section(results: dict[str, Any]) -> list[str]:
+    m = results["machine"]
+    lines = [
+        "# tadm bench results",
+        "",
+        f"`{results['command']}`",
+        "",
+        f"- date: {m['date']}; commit: {m['commit']}",
+        f"- CPU: {m['cpu']}, {m['usable_cores']} usable of {m['logical_cores']} logical cores, "
+        f"{m['ram_bytes'] / GB:.1f} GB RAM; GPUs: {', '.join(m['gpus']) or 'none'}",
+        f"- Python {m['python']}, torch {m['torch']}, numpy {m['numpy']}, Pillow {m['pillow']}",
+        f"- load average (1 min) at start {m['load_average_1m']:.1f}, at end "
+        f"{results['load_average_end']:.1f}: the machine was shared, timings are under that load",
+        f"- mode: {'quick' if results['config']['quick'] else 'full'}; "
+        f"torch threads (in-process parts): {results['config']['threads']}",
+        "",
+    ]
+    if results.get("images"):
+        lines += ["## Images", "", f"From `{results['config']['images']}`:", ""]
+        lines += table(
+            ["image", "size", "MP"],
+            [
+                [i["name"], f"{i['width']}x{i['height']}", f"{i['width'] * i['height'] / 1e6:.2f}"]
+                for i in results["images"]
+            ],
+        )
+    if results.get("models"):
+        lines += ["## Models", ""]
+        lines += table(
+            ["label", "model", "model_id", "scale"],
+            [
+                [c["label"], f"`{c['ref']}`", c["model_id"], str(c["scale"])]
+                for c in results["models"]
+            ],
+        )
+    return lines
+
+
+def rd_section(results: dict[str, Any]) -> list[str]:
+    rd, metrics = results["rd"], results["metrics"]["reported"]
+    names = [METRICS[m][1] for m in metrics]
+    lines = [
+        "## Rate-distortion at TADM's bit rates",
+        "",
+        "Means over the images. bpp = 8 x file bytes / HR pixels. Codecs are matched to TADM's "
+        "bpp per image by bisection on their quality; `floor`: the codec's lowest quality still "
+        "spends more bits than TADM, so its row is at a higher bpp. Higher is better for PSNR, "
+        "SSIM, MS-SSIM; lower for GMSD and LPIPS.",
+        "",
+    ]
+    summary = rd["summary"]
+    for target in [r["method"] for r in summary if r["kind"] == "tadm"]:
+        tadm = next(r for r in summary if r["kind"] == "tadm" and r["method"] == target)
+        scale = target.split("-")[1].split("-")[0]
+        rows = [tadm]
+        rows += [r for r in summary if r["kind"] == "tadm-lr" and r["target"] == target]
+        rows += [r for r in summary if r["kind"] == "bicubic" and r["method"] == f"bicubic-{scale}"]
+        rows += [r for r in summary if r["kind"] == "matched" and r["target"] == target]
+        rows += [r for r in summary if r["kind"] == "vae-bound" and r["target"] == target]
+        cells = []
+        for r in rows:
+            label = r["method"] + (" (PNG, as archived)" if r["kind"] == "tadm" else "")
+            if r["kind"] == "tadm-lr":
+                label += " (same pixels)"
+            ratio = "" if r["bpp"] is None else f"{r['bpp'] / tadm['bpp']:.2f}"
+            cells.append([label, num(r["bpp"], 4), ratio, *metric_cells(r, metrics), statuses(r)])
+        lines += [f"### {target}", ""]
+        lines += table(["method", "bpp", "bpp / TADM", *names, "match"], cells)
+    lines += ["### Curves (codecs over quality)", ""]
+    lines += [f"![{METRICS[m][1]}](rd_{m}.png)" for m in metrics] + [""]
+    sweep = [r for r in summary if r["kind"] == "sweep"]
+    lines += table(
+        ["codec", "quality", "bpp", *names],
+        [
+            [r["method"], num(r["quality"], 1), num(r["bpp"], 4), *metric_cells(r, metrics)]
+            for r in sweep
+        ],
+    )
+    lines += ["### Matched points per image", ""]
+    per_image = [r for r in rd["rows"] if r["kind"] in ("tadm", "matched")]
+    lines += table(
+        ["image", "target", "method", "quality", "bpp", "status", *names],
+        [
+            [
+                r["image"],
+                r.get("target") or "",
+                r["method"],
+                num(r.get("quality"), 1),
+                num(r["bpp"], 4),
+                r.get("status") or "",
+                *metric_cells(r, metrics),
+            ]
+            for r in per_image
+        ],
+    )
+    return lines
+
+
+def throughput_section(t: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Throughput (CPU)",
+        "",
+        f"Model `{t['model']}`, {t['images']} images, {t['megapixels']:.2f} MP in all; "
+        f"bare loops with {t['torch_threads']} torch threads (as one --workers 1 actor). "
+        "Every run includes loading the model; the Ray runs include planning and the manifest.",
+        "",
+    ]
+    lines += table(
+        ["run", "seconds", "MP/s"],
+        [[r["name"], num(r["seconds"], 1), num(r["mp_per_s"], 4)] for r in t["runs"]],
+    )
+    lines += table(
+        ["figure", "value"],
+        [
+            ["archive MP/s (bare loop, mean of both)", num(t["archive_mp_per_s"], 4)],
+            ["restore MP/s (bare loop)", num(t["restore_mp_per_s"], 4)],
+            [
+                "Ray --workers 1 vs bare loop (throughput ratio; target >= 0.9)",
+                num(t["ray_vs_bare"], 2),
+            ],
+            ["--workers 2 vs --workers 1 (speed-up)", num(t["workers_2_vs_1"], 2)],
+            ["bare loop drift, after vs before", f"{t['bare_drift']:+.1%}"],
+        ],
+    )
+    return lines
+
+
+def memory_section(m: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Peak memory of restore (tiled)",
+        "",
+        f"Model `{m['model']}`, one fresh process per size, {m['torch_threads']} torch thread(s). "
+        "increase = peak RSS during the restore - RSS before it (model loaded); HR float buffer = "
+        "one float32 RGB image of that size.",
+        "",
+        "![memory](memory.png)",
+        "",
+    ]
+    lines += table(
+        [
+            "size",
+            "MP",
+            "tiles",
+            "seconds",
+            "peak RSS (MB)",
+            "increase (MB)",
+            "HR float buffer (MB)",
+            "increase - fit slope x pixels (MB)",
+        ],
+        [
+            [
+                f"{p['width']}x{p['height']}",
+                num(p["megapixels"], 2),
+                str(p["tiles"]),
+                num(p["seconds"], 1),
+                num(p["peak_rss"] / MB, 0),
+                num(p["increase"] / MB, 0),
+                num(p["hr_float_buffer"] / MB, 0),
+                num(p["beyond_buffers"] / MB, 0) if "beyond_buffers" in p else "n/a",
+            ]
+            for p in m["points"]
+        ],
+    )
+    if "fit" in m:
+        f = m["fit"]
+        lines += [
+            f"Fit: increase = {f['fixed_bytes'] / MB:.0f} MB + {f['bytes_per_pixel']:.1f} bytes x "
+            f"pixels, i.e. about {f['hr_float_images']:.1f} float32 HR images' worth of buffers "
+            "and a fixed working set.",
+            "",
+        ]
+    return lines
+
+
+def cost_section(c: dict[str, Any]) -> list[str]:
+    paper = c["paper"]
+    lines = [
+        f"## Cost of the `{c['preset']}` configuration (paper Table 3)",
+        "",
+        f"One {c['size']}x{c['size']} image, random weights ({c['parameters'] / 1e6:.0f} M "
+        f"parameters), x{c['scale']}, on {c['device_name']} ({c['precision']}, "
+        f"{c['torch_threads']} torch threads), through `downscale` then `upscale` with the "
+        f"preset's tiling ({c['latent_tiles']} latent tiles). Memory: {c['memory_kind']}, "
+        f"weights included. Building the model took {c['build_seconds']:.0f} s (not counted).",
+        "",
+    ]
+    rows = [
+        [s["stage"], str(s["calls"]), num(s["seconds"], 2), num(s["peak_memory"] / GB, 2)]
+        for s in c["stages"]
+    ]
+    rows += [
+        ["downscale (archive)", "", num(c["downscale_seconds"], 2), ""],
+        ["upscale (restore)", "", num(c["upscale_seconds"], 2), ""],
+        ["total", "", num(c["total_seconds"], 2), num(c["peak_memory"] / GB, 2)],
+        [paper["device"], "", num(paper["seconds"], 3), num(paper["memory_gb"], 3)],
+    ]
+    return lines + table(["stage", "calls", "seconds", "peak memory (GB)"], rows)
+
+
+def unavailable_section(results: dict[str, Any]) -> list[str]:
+    missing = {
+        **results["codecs"]["unavailable"],
+        **results["metrics"]["unavailable"],
+        **results["skipped"],
+    }
+    if not missing:
+        return []
+    return ["## Not measured", ""] + [f"- {k}: {v}" for k, v in missing.items()] + [""]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = header_section(results)
+    if "rd" in results:
+        lines += rd_section(results)
+    if "throughput" in results:
+        lines += throughput_section(results["throughput"])
+    if "memory" in results:
+        lines += memory_section(results["memory"])
+    if "cost" in results:
+        lines += cost_section(results["cost"])
+    if "codecs" in results:
+        lines += ["## Codec settings", ""]
+        lines += table(
+            ["codec", "library", "settings"],
+            [[c["name"], c["library"], c["settings"]] for c in results["codecs"]["lossy"]]
+            + [[c["name"], c["library"], "lossless"] for c in results["codecs"]["lossless"]],
+        )
+    lines += unavailable_section(results)
+    return "\n".join(lines)
