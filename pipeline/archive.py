@@ -175,6 +175,7 @@ def build_graph(job: ArchiveJob, resources: Resources, todo: list[SourceFile]) -
         filesystem=job.src.arrow_filesystem(),
         include_paths=True,
         ignore_missing_paths=True,
+        num_cpus=0,  # I/O: runs while the model actors hold every CPU
     )
     ds = ds.map_batches(
         decode_batch,
@@ -198,7 +199,8 @@ def build_graph(job: ArchiveJob, resources: Resources, todo: list[SourceFile]) -
         compute=ray.data.ActorPoolStrategy(size=resources.workers),
         num_gpus=resources.gpus_per_worker,
     )
-    return ds.map_batches(write_lr, fn_kwargs={"dst": job.dst}, batch_size=batch_size)
+    # I/O again: with --workers equal to the cluster's CPUs, a task that needs a CPU never runs.
+    return ds.map_batches(write_lr, fn_kwargs={"dst": job.dst}, batch_size=batch_size, num_cpus=0)
 
 
 def stream(
