@@ -39,8 +39,7 @@ def evaluate(model: TADM, img: np.ndarray, vae_bound: bool = True) -> dict[str, 
     hr = to_tensor(img)
     lr = model.downscale(hr)
     header = LrHeader(w, h, model.scale, "")
-    bic_lr = (bicubic_down(hr, model.scale) * 255).round().clamp(0, 255) / 255
-    bicubic = F.interpolate(bic_lr, size=(h, w), mode="bicubic", align_corners=False)
+    bic_lr, bicubic = bicubic_round_trip(hr, model.scale)
     result = {
         **scores("", to_u8(model.upscale(lr, size=(h, w))), img),
         **scores("bicubic_", to_u8(bicubic), img),
@@ -50,6 +49,13 @@ def evaluate(model: TADM, img: np.ndarray, vae_bound: bool = True) -> dict[str, 
     if vae_bound:
         result.update(scores("vae_", vae_round_trip(model, hr), img))
     return result
+
+
+def bicubic_round_trip(hr: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The baseline: bicubic down, 8-bit LR (as a PNG stores it), bicubic up to hr's size.
+    hr (1, 3, H, W) in [0, 1] -> (LR (1, 3, H/s, W/s), restored (1, 3, H, W)), both in [0, 1]."""
+    lr = (bicubic_down(hr, scale) * 255).round().clamp(0, 255) / 255
+    return lr, F.interpolate(lr, size=hr.shape[-2:], mode="bicubic", align_corners=False)
 
 
 def vae_round_trip(model: TADM, hr: torch.Tensor) -> np.ndarray:
