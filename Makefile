@@ -29,3 +29,12 @@ test: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# make bench: the full benchmark (R-D vs codecs, throughput, memory, sd21 cost) into $(BENCH_OUT).
+# Without shipped tiny-x16/tiny-x32 checkpoints, name models: make bench BENCH_ARGS="--model DIR ..."
+BENCH_OUT ?= benchmarks/results/latest
+BENCH_ARGS ?=
+.PHONY: bench
+bench: setup
+	$(BIN)/python -m pip install -e '.[bench]'
+	$(BIN)/tadm bench --out $(BENCH_OUT) $(BENCH_ARGS)
