@@ -249,10 +249,12 @@ def build_graph(job: RestoreJob, resources: Resources, todo: list[Item]) -> ray.
         compute=ray.data.ActorPoolStrategy(size=resources.workers),
         num_gpus=resources.gpus_per_worker,
     )
+    # I/O: reserves no CPU, or with --workers equal to the cluster's CPUs it would never run.
     return ds.map_batches(
         write_restored,
         fn_kwargs={"dst": job.dst, "image_format": config.image_format},
         batch_size=config.batch_size,
+        num_cpus=0,
     )
 
 
