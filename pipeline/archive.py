@@ -18,7 +18,14 @@ import ray
 from pipeline.batch import to_rows
 from pipeline.decode import MAX_PIXELS, decode_batch
 from pipeline.downscale import Downscale
-from pipeline.manifest import ARCHIVE_SCHEMA, MANIFEST_DIR, ManifestWriter, compact, read_manifest
+from pipeline.manifest import (
+    ARCHIVE_SCHEMA,
+    DONE,
+    MANIFEST_DIR,
+    ManifestWriter,
+    compact,
+    read_manifest,
+)
 from pipeline.model_loading import default_model, load_model
 from pipeline.progress import Progress
 from pipeline.resources import Resources, plan_resources
@@ -29,7 +36,6 @@ from pipeline.write_lr import lr_key, write_lr
 logger = logging.getLogger("tadm")
 
 SCALES = (16, 32)
-DONE = ("ok", "skipped")
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,7 @@ class ArchiveConfig:
 
 @dataclass(frozen=True)
 class ArchiveJob:
-    """The configuration resolved against storage, the model and the Ray cluster."""
+    """The configuration resolved against storage and the model (no Ray needed yet)."""
 
     config: ArchiveConfig
     src: Location

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from pipeline.storage import Location, write_atomic
 
 MANIFEST_DIR = "manifest"
+DONE = ("ok", "skipped")  # statuses of an image whose output exists
 
 # DESIGN.md's columns in its order, then `conversion`: what decoding did to reach 8-bit RGB
 # ("RGBA -> RGB, alpha dropped", "EXIF orientation 6 applied"), null when nothing.

@@ -21,6 +21,7 @@ from pipeline.batch import to_rows
 from pipeline.lr_png import decode_lr_png
 from pipeline.manifest import (
     ARCHIVE_SCHEMA,
+    DONE,
     MANIFEST_DIR,
     RESTORE_SCHEMA,
     ManifestWriter,
@@ -38,8 +39,6 @@ from pipeline.write_lr import lr_key
 from pipeline.write_restored import FORMATS, output_key, write_restored
 
 logger = logging.getLogger("tadm")
-
-DONE = ("ok", "skipped")
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,7 @@ class RestoreResult:
 
 @dataclass(frozen=True)
 class RestoreJob:
-    """The configuration resolved against storage and the model."""
+    """The configuration resolved against storage and the model (no Ray needed yet)."""
 
     config: RestoreConfig
     archive: Location
