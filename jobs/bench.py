@@ -109,6 +109,8 @@ def job(args: argparse.Namespace, command: str) -> int:
     mode = "quick" if args.quick else "full"
     if args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    if args.cost_size is not None and args.cost_size < 64:
+        raise ValueError(f"--cost-size must be at least 64 pixels, got {args.cost_size}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda but torch sees no CUDA device")
     out = Path(args.out)
@@ -162,31 +164,37 @@ def job(args: argparse.Namespace, command: str) -> int:
         (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
         (out / "results.md").write_text(markdown(results) + "\n")
 
-    if "rd" in args.sections:
+    def rd() -> dict[str, Any]:
         rows = run_rd(images, models, codecs, lossless, scorer, sweep_step=2 if args.quick else 1)
-        results["rd"] = {"rows": rows, "summary": summarize(rows, scorer.names)}
+        return {"rows": rows, "summary": summarize(rows, scorer.names)}
+
+    def throughput() -> dict[str, Any]:
+        work = Path(tempfile.mkdtemp(prefix="tadm-bench-"))
+        try:
+            src = write_pngs(images, work / "images", THROUGHPUT_COPIES[mode])
+            with ray_session():
+                return run_throughput(src, work, models[0].ref)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    # Throughput and memory use the first model (x16 by default).
+    runners = {
+        "rd": rd,
+        "throughput": throughput,
+        "memory": lambda: run_memory(models[0].ref, config["memory_sizes"], args.threads),
+        "cost": lambda: run_cost(config["cost_size"], args.device, args.precision, args.threads),
+    }
+    results["failed"] = {}
+    for section in [s for s in SECTIONS if s in args.sections]:
+        logger.info("bench %s: start", section)
+        try:
+            results[section] = runners[section]()
+        except Exception as e:  # reported in the results; the other sections still run
+            logger.error("bench %s: failed: %s: %s", section, type(e).__name__, e)
+            results["failed"][section] = f"{type(e).__name__}: {e}"
         save()
-    if models:  # throughput and memory use the first model (x16 by default)
-        ref = models[0].ref
-        if "throughput" in args.sections:
-            work = Path(tempfile.mkdtemp(prefix="tadm-bench-"))
-            try:
-                src = write_pngs(images, work / "images", THROUGHPUT_COPIES[mode])
-                with ray_session():
-                    results["throughput"] = run_throughput(src, work, ref)
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
-            save()
-        if "memory" in args.sections:
-            results["memory"] = run_memory(ref, config["memory_sizes"], args.threads)
-            save()
-    if "cost" in args.sections:
-        size = config["cost_size"]
-        logger.info("bench cost: sd21 at %dx%d on %s", size, size, args.device)
-        results["cost"] = run_cost(size, args.device, args.precision, args.threads)
-    save()
     logger.info("bench: done, results in %s", out)
-    return 0
+    return 1 if results["failed"] else 0
 
 
 def main(argv: list[str] | None = None) -> int:

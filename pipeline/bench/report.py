@@ -237,6 +237,7 @@ def unavailable_section(results: dict[str, Any]) -> list[str]:
         **results["codecs"]["unavailable"],
         **results["metrics"]["unavailable"],
         **results["skipped"],
+        **{k: f"failed: {v}" for k, v in results.get("failed", {}).items()},
     }
     if not missing:
         return []
