@@ -164,7 +164,7 @@ def memory_section(m: dict[str, Any]) -> list[str]:
     lines = [
         "## Peak memory of restore (tiled)",
         "",
-        f"Model `{m['model']}`, one fresh process per size, {m['torch_threads']} torch thread(s). "
+        f"Model `{m['model']}`, one fresh process per size, torch threads: {m['torch_threads']}. "
         "increase = peak RSS during the restore - RSS before it (model loaded); HR float buffer = "
         "one float32 RGB image of that size.",
         "",
@@ -213,9 +213,9 @@ def cost_section(c: dict[str, Any]) -> list[str]:
         f"## Cost of the `{c['preset']}` configuration (paper Table 3)",
         "",
         f"One {c['size']}x{c['size']} image, random weights ({c['parameters'] / 1e6:.0f} M "
-        f"parameters), x{c['scale']}, on {c['device_name']} ({c['precision']}, "
-        f"{c['torch_threads']} torch threads), through `downscale` then `upscale` with the "
-        f"preset's tiling ({c['latent_tiles']} latent tiles). Memory: {c['memory_kind']}, "
+        f"parameters), x{c['scale']}, on {c['device_name']} ({c['precision']}, torch threads: "
+        f"{c['torch_threads']}), through `downscale` then `upscale` with the preset's tiling "
+        f"(latent tiles: {c['latent_tiles']}). Memory: {c['memory_kind']}, "
         f"weights included. Building the model took {c['build_seconds']:.0f} s (not counted).",
         "",
     ]
@@ -233,9 +233,10 @@ def cost_section(c: dict[str, Any]) -> list[str]:
 
 
 def unavailable_section(results: dict[str, Any]) -> list[str]:
+    rd_ran = "rd" not in results["skipped"]  # codecs and metrics matter to the R-D part only
     missing = {
-        **results["codecs"]["unavailable"],
-        **results["metrics"]["unavailable"],
+        **(results["codecs"]["unavailable"] if rd_ran else {}),
+        **(results["metrics"]["unavailable"] if rd_ran else {}),
         **results["skipped"],
         **{k: f"failed: {v}" for k, v in results.get("failed", {}).items()},
     }
@@ -254,7 +255,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines += memory_section(results["memory"])
     if "cost" in results:
         lines += cost_section(results["cost"])
-    if "codecs" in results:
+    if "rd" in results:
         lines += ["## Codec settings", ""]
         lines += table(
             ["codec", "library", "settings"],
