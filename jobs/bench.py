@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,15 @@ def job(args: argparse.Namespace, command: str) -> int:
         (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
         (out / "results.md").write_text(markdown(results) + "\n")
 
+    def keep(section: str) -> Callable[[dict[str, Any]], None]:
+        """Save a section's partial result as it grows."""
+
+        def progress(partial: dict[str, Any]) -> None:
+            results[section] = partial
+            save()
+
+        return progress
+
     def rd() -> dict[str, Any]:
         rows = run_rd(images, models, codecs, lossless, scorer, sweep_step=2 if args.quick else 1)
         return {"rows": rows, "summary": summarize(rows, scorer.names)}
@@ -181,7 +191,9 @@ def job(args: argparse.Namespace, command: str) -> int:
     runners = {
         "rd": rd,
         "throughput": throughput,
-        "memory": lambda: run_memory(models[0].ref, config["memory_sizes"], args.threads),
+        "memory": lambda: run_memory(
+            models[0].ref, config["memory_sizes"], args.threads, progress=keep("memory")
+        ),
         "cost": lambda: run_cost(config["cost_size"], args.device, args.precision, args.threads),
     }
     results["failed"] = {}

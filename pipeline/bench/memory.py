@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -69,27 +70,40 @@ def probe(width: int, height: int, model_ref: str, threads: int) -> dict[str, An
     }
 
 
-def run_memory(model_ref: str, sizes: list[tuple[int, int]], threads: int) -> dict[str, Any]:
-    """One fresh process per size; the points, and the linear fit of increase on pixels."""
-    points = []
+def run_memory(
+    model_ref: str,
+    sizes: list[tuple[int, int]],
+    threads: int,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """One fresh process per size; the points, and the linear fit of increase on pixels.
+    `progress` gets the result so far after each size (a long run cut short keeps them)."""
+    result: dict[str, Any] = {"model": model_ref, "torch_threads": threads, "points": []}
     for width, height in sizes:
         logger.info("bench memory: restoring %dx%d in a fresh process", width, height)
-        points.append(
-            run_probe("pipeline.bench.memory", [str(width), str(height), model_ref, str(threads)])
-        )
-    result: dict[str, Any] = {"model": model_ref, "torch_threads": threads, "points": points}
-    if len(points) >= 2:
-        pixels = np.array([p["width"] * p["height"] for p in points], dtype=np.float64)
-        increase = np.array([p["increase"] for p in points], dtype=np.float64)
-        slope, fixed = np.polyfit(pixels, increase, 1)
-        for p, px in zip(points, pixels, strict=True):
-            p["beyond_buffers"] = p["increase"] - slope * px
-        result["fit"] = {
-            "fixed_bytes": float(fixed),
-            "bytes_per_pixel": float(slope),
-            "hr_float_images": float(slope / FLOAT_RGB_BYTES),
-        }
+        args = [str(width), str(height), model_ref, str(threads)]
+        result["points"].append(run_probe("pipeline.bench.memory", args))
+        fit(result)
+        if progress is not None:
+            progress(result)
     return result
+
+
+def fit(result: dict[str, Any]) -> None:
+    """Fit increase = fixed + slope * pixels over the points (two at least)."""
+    points = result["points"]
+    if len(points) < 2:
+        return
+    pixels = np.array([p["width"] * p["height"] for p in points], dtype=np.float64)
+    increase = np.array([p["increase"] for p in points], dtype=np.float64)
+    slope, fixed = np.polyfit(pixels, increase, 1)
+    for p, px in zip(points, pixels, strict=True):
+        p["beyond_buffers"] = p["increase"] - slope * px
+    result["fit"] = {
+        "fixed_bytes": float(fixed),
+        "bytes_per_pixel": float(slope),
+        "hr_float_images": float(slope / FLOAT_RGB_BYTES),
+    }
 
 
 def main() -> None:
