@@ -53,7 +53,10 @@ def memory_plot(memory: dict[str, Any], path: Path) -> None:
     ax.plot(mp, [p["increase"] / MB for p in points], "-o", label="restore: peak RSS increase")
     ax.plot(mp, [p["hr_float_buffer"] / MB for p in points], "--", label="one float32 HR image")
     if "fit" in memory:
-        fixed = memory["fit"]["fixed_bytes"] / MB
+        fit = memory["fit"]
+        beyond = [p["beyond_buffers"] / MB for p in points]
+        ax.plot(mp, beyond, "-s", ms=4, label=f"increase - {fit['bytes_per_pixel']:.0f} B x pixels")
+        fixed = fit["fixed_bytes"] / MB
         ax.axhline(fixed, color="grey", lw=0.8, ls=":", label=f"fit: fixed part {fixed:.0f} MB")
     for p in points:
         ax.annotate(
