@@ -45,7 +45,8 @@ def header_section(results: dict[str, Any]) -> list[str]:
         f"{m['ram_bytes'] / GB:.1f} GB RAM; GPUs: {', '.join(m['gpus']) or 'none'}",
         f"- Python {m['python']}, torch {m['torch']}, numpy {m['numpy']}, Pillow {m['pillow']}",
         f"- load average (1 min) at start {m['load_average_1m']:.1f}, at end "
-        f"{results['load_average_end']:.1f}: the machine was shared, timings are under that load",
+        f"{results['load_average_end']:.1f}, on {m['usable_cores']} cores: other work on the "
+        "machine slows every timing",
         f"- mode: {'quick' if results['config']['quick'] else 'full'}; "
         f"torch threads (in-process parts): {results['config']['threads']}",
         "",
