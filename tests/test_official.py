@@ -27,7 +27,14 @@ from tadm.presets import SD21_UNET, SD21_VAE, TINY_UNET, TINY_VAE
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec"
 LATENT = 4
 SMALL_UNET = dict(TINY_UNET, in_channels=LATENT, out_channels=LATENT)
-SMALL_VAE = dict(TINY_VAE, latent_channels=LATENT)
+# Four levels: the sd21 layout's VAE factor 8, with the tiny widths.
+SMALL_VAE = dict(
+    TINY_VAE,
+    latent_channels=LATENT,
+    block_out_channels=[32, 32, 64, 64],
+    down_block_types=["DownEncoderBlock2D"] * 4,
+    up_block_types=["UpDecoderBlock2D"] * 4,
+)
 UNET_RANK, VAE_RANK = 4, 2
 
 
