@@ -38,7 +38,7 @@ def parser() -> Parser:
         "--cache-mb",
         type=int,
         default=d.cache_mb,
-        help=f"per replica, for LR images and again for tiles (default {d.cache_mb})",
+        help=f"per replica, for each cache: LR images, tile latents, tiles (default {d.cache_mb})",
     )
     p.add_argument(
         "--min-replicas",

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 
 import ray
+
+logger = logging.getLogger("tadm")
 
 
 @dataclass(frozen=True)
@@ -14,11 +18,22 @@ class Resources:
     torch_threads: int | None  # intra-op threads of a CPU actor; None on GPU
 
 
-def plan_resources(workers: int | None, gpus_per_worker: float | None) -> Resources:
+def cluster_can_grow() -> bool:
+    """Whether the job runs on a cluster it did not start (RAY_ADDRESS set, as under `ray job
+    submit` and KubeRay), whose autoscaler may add nodes; a local Ray has what it has."""
+    return bool(os.environ.get("RAY_ADDRESS"))
+
+
+def plan_resources(
+    workers: int | None, gpus_per_worker: float | None, can_grow: bool | None = None
+) -> Resources:
     """Fill defaults from the running Ray cluster and check the request fits it.
 
     Defaults: on GPUs, one actor per GPU; on CPUs, one actor whose torch uses every core
     (a TADM forward pass parallelises well inside one process, and one model in memory).
+    GPUs asked for beyond what the cluster has now are refused on a local Ray, and on a cluster
+    that can grow (`can_grow`, default `cluster_can_grow()`) left to its autoscaler: an
+    autoscaling cluster (cluster.yaml) starts with no GPU node.
     """
     cluster = ray.cluster_resources()
     cpus, gpus = int(cluster.get("CPU", 1)), cluster.get("GPU", 0)
@@ -26,9 +41,19 @@ def plan_resources(workers: int | None, gpus_per_worker: float | None) -> Resour
         gpus_per_worker = 1.0 if gpus > 0 else 0.0
     if gpus_per_worker < 0:
         raise ValueError(f"--gpus-per-worker must be >= 0, got {gpus_per_worker:g}")
-    if gpus_per_worker > 0 and gpus_per_worker > gpus:
-        raise ValueError(
-            f"--gpus-per-worker {gpus_per_worker:g} but the Ray cluster has {gpus:g} GPUs"
+    wanted = gpus_per_worker * (workers or 1)
+    if gpus_per_worker > 0 and wanted > gpus:
+        if not (cluster_can_grow() if can_grow is None else can_grow):
+            raise ValueError(
+                f"--gpus-per-worker {gpus_per_worker:g} x {workers or 1} workers needs "
+                f"{wanted:g} GPUs but this local Ray has {gpus:g}: drop --gpus-per-worker to "
+                "run on CPU, or submit the job to a GPU cluster (RAY_ADDRESS)"
+            )
+        logger.warning(
+            "the Ray cluster has %g GPUs now and the job needs %g: its model actors wait for "
+            "the autoscaler to start GPU nodes",
+            gpus,
+            wanted,
         )
     if workers is None:
         workers = max(1, int(gpus // gpus_per_worker)) if gpus_per_worker > 0 else 1

@@ -51,7 +51,7 @@ class ServeConfig:
     host: str = "127.0.0.1"  # address the HTTP proxy listens on (0.0.0.0: every interface)
     port: int = 8000
     max_region_pixels: int = 4096 * 4096  # larger regions (w * h) get 413
-    cache_mb: int = 256  # per replica, each of: decoded LR images, rendered tiles
+    cache_mb: int = 256  # per replica, each of: decoded LR images, tile latents, rendered tiles
     min_replicas: int = 1  # 0 lets an idle app give its GPUs back
     max_replicas: int = 4
     cpus_per_replica: float = 1.0  # also the replica's torch threads on a CPU

@@ -92,6 +92,22 @@ def check_rel_path(rel_path: str) -> str:
     return rel_path
 
 
+class ImageLatents:
+    """One LR file version's view of the shared latent LRU cache (tadm.model.LatentStore)."""
+
+    def __init__(self, cache: LRUCache[tuple[torch.Tensor, torch.Tensor]], version: Hashable):
+        self.cache = cache
+        self.version = version
+
+    def get(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return self.cache.get((self.version, key))
+
+    def __setitem__(self, key: tuple[int, int], value: tuple[torch.Tensor, torch.Tensor]) -> None:
+        z0_hat, t = value
+        size = z0_hat.numel() * z0_hat.element_size() + t.numel() * t.element_size()
+        self.cache.put((self.version, key), value, size)
+
+
 class TileService:
     """Tiles of one archive with one model; thread-safe.
 
@@ -100,7 +116,8 @@ class TileService:
         model: TADM reference for load_model: shipped name, folder or URI.
         storage_options: s3fs options (resolved in the driver).
         max_region_pixels: larger regions (w * h) are refused with 413.
-        cache_bytes: budget of each LRU cache: decoded LR images, and rendered tiles.
+        cache_bytes: budget of each LRU cache: decoded LR images, enhanced latent tiles
+            (z0_hat, so a region overlapping earlier ones only decodes again), rendered tiles.
         device: where the model runs.
     """
 
@@ -123,6 +140,7 @@ class TileService:
         self.model_id = self.model.model_id
         self.max_region_pixels = max_region_pixels
         self.lr_cache: LRUCache[tuple[torch.Tensor, LrHeader]] = LRUCache(cache_bytes)
+        self.latent_cache: LRUCache[tuple[torch.Tensor, torch.Tensor]] = LRUCache(cache_bytes)
         self.tile_cache: LRUCache[Tile] = LRUCache(cache_bytes)
         self.model_lock = threading.Lock()  # one model call at a time: it uses every core
 
@@ -156,7 +174,7 @@ class TileService:
         cached = self.tile_cache.get(key)
         if cached is not None:
             return replace(cached, cached=True)
-        tile = self.render(lr, header, region)
+        tile = self.render(lr, header, region, ImageLatents(self.latent_cache, version))
         self.tile_cache.put(key, tile, len(tile.png))
         return tile
 
@@ -196,8 +214,11 @@ class TileService:
         self.lr_cache.put(version, (lr, header), lr.numel())
         return lr, header, version
 
-    def render(self, lr: torch.Tensor, header: LrHeader, region: Region) -> Tile:
-        """Run the model on the latent tiles that cover `region`; encode the result."""
+    def render(
+        self, lr: torch.Tensor, header: LrHeader, region: Region, latents: ImageLatents
+    ) -> Tile:
+        """Run the model on the latent tiles that cover `region` (their latents from the cache
+        where it has them); encode the result."""
         try:
             with self.model_lock:
                 x_hat, t_map = self.model.upscale(
@@ -205,6 +226,7 @@ class TileService:
                     size=(header.height, header.width),
                     region=region,
                     return_timesteps=True,
+                    latents=latents,
                 )  # (1, 3, h, w) in [0, 1]; (1, rows, cols), NaN where not run
         except ValueError as e:  # the LR pixels disagree with the size in its header
             raise TileError(500, f"LR file does not match its header: {e}") from None

@@ -109,7 +109,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "latent_scaling": 1.0,
         "null_prompt_tokens": 4,
         "dfrm": DFRMConfig(
-            pixel_width=8, latent_width=128, num_res_blocks=2, inn_blocks=4, inn_growth=16
+            # latent_width 192: G_d's pixel-shuffle steps divide it by 4 each, and 192 leaves 12
+            # channels before the 16-channel latent at 16x (128 left 8).
+            pixel_width=8,
+            latent_width=192,
+            num_res_blocks=2,
+            inn_blocks=4,
+            inn_growth=16,
         ),
         "tpm": TPMConfig(width=16, num_res_blocks=2, hidden=64),
         "scheduler": SchedulerConfig(learned_width=32, learned_res_blocks=2),

@@ -133,6 +133,17 @@ def test_repeated_tiles_and_images_come_from_the_caches(service):
     assert service.lr_cache.hits == lr_hits + 1  # the LR image was decoded once
 
 
+def test_overlapping_regions_reuse_the_cached_latents(service, restored):
+    """A new region over latent tiles already enhanced only decodes them again."""
+    first = service.tile("a.png", query(0, 0, 40, 32))  # the first latent tile
+    hits = service.latent_cache.hits
+    other = service.tile("a.png", query(4, 10, 36, 30))
+    assert not other.cached and (other.tiles_run, first.tiles_run) == (1, 1)
+    assert service.latent_cache.hits == hits + 1
+    assert psnr(pixels(other.png), restored["a.png"][10:40, 4:40]) >= 35
+    assert other.timestep_mean == first.timestep_mean
+
+
 @pytest.mark.parametrize(
     "params",
     [

@@ -141,3 +141,26 @@ def test_region_equals_the_same_crop_of_the_full_restore(models, lr, tiled_resto
     needed[1:, :2] = True  # tiles start at pixels 0, 32, 64 and span 64 px
     assert torch.equal(~t_map[0].isnan(), needed)
     assert torch.allclose(t_map[0][needed], full_t[0][needed])
+
+
+def test_cached_latents_give_the_same_region_without_running_the_unet(models, lr, tiled_restore):
+    model = models[1]
+    full, full_t = tiled_restore
+    calls = []
+    hook = model.unet.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        latents: dict = {}
+        x, y, w, h = 5, 70, 30, 41  # tiles (1..2, 0..1)
+        first = model.upscale(lr, (SIZE, SIZE), region=(x, y, w, h), latents=latents)
+        assert sorted(latents) == [(1, 0), (1, 1), (2, 0), (2, 1)] and len(calls) == 4
+        again, t_map = model.upscale(
+            lr, (SIZE, SIZE), region=(x, y, w, h), return_timesteps=True, latents=latents
+        )
+        assert len(calls) == 4  # every tile came from the cache
+        assert torch.equal(again, first)
+        assert (again - full[..., y : y + h, x : x + w]).abs().max() < 1e-5
+        assert torch.allclose(t_map[0][1:, :2], full_t[0][1:, :2])
+        model.upscale(lr, (SIZE, SIZE), region=(40, 70, 30, 41), latents=latents)
+        assert len(calls) == 4 + 2 and len(latents) == 6  # only column 2 was new
+    finally:
+        hook.remove()
