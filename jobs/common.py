@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
@@ -69,6 +70,10 @@ def ray_session() -> Iterator[None]:
 
     started = not ray.is_initialized()
     if started:
+        # Ray starts its workers at niceness 15, below its own helper processes and the
+        # driver; on a small machine the model actors then lose their cores to them. A local
+        # Ray runs this job alone: its workers get the default priority (RAY_worker_niceness).
+        os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(logging_level=logging.WARNING, include_dashboard=False)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False

@@ -182,6 +182,7 @@ def build_graph(job: ArchiveJob, resources: Resources, todo: list[SourceFile]) -
         include_paths=True,
         ignore_missing_paths=True,
         num_cpus=0,  # I/O: runs while the model actors hold every CPU
+        concurrency=resources.io_tasks,
     )
     ds = ds.map_batches(
         decode_batch,
@@ -206,7 +207,13 @@ def build_graph(job: ArchiveJob, resources: Resources, todo: list[SourceFile]) -
         num_gpus=resources.gpus_per_worker,
     )
     # I/O again: with --workers equal to the cluster's CPUs, a task that needs a CPU never runs.
-    return ds.map_batches(write_lr, fn_kwargs={"dst": job.dst}, batch_size=batch_size, num_cpus=0)
+    return ds.map_batches(
+        write_lr,
+        fn_kwargs={"dst": job.dst},
+        batch_size=batch_size,
+        num_cpus=0,
+        compute=ray.data.TaskPoolStrategy(size=resources.io_tasks),
+    )
 
 
 def stream(

@@ -17,6 +17,13 @@ class Resources:
     gpus_per_worker: float  # num_gpus of each actor; 0 on a CPU cluster
     torch_threads: int | None  # intra-op threads of a CPU actor; None on GPU
 
+    @property
+    def io_tasks(self) -> int:
+        """Concurrent read and write tasks. They reserve no CPU (the model actors may hold
+        every one), so Ray would otherwise start one worker process per block at once: on a
+        small machine dozens of processes importing at the same time, starving the actors."""
+        return 2 * self.workers
+
 
 def cluster_can_grow() -> bool:
     """Whether the job runs on a cluster it did not start (RAY_ADDRESS set, as under `ray job

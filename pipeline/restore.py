@@ -235,6 +235,7 @@ def build_graph(job: RestoreJob, resources: Resources, todo: list[Item]) -> ray.
         read_lr_batch,
         fn_kwargs={"model_id": job.model_id, "region": config.region, "options": job.options},
         batch_size=config.batch_size,
+        compute=ray.data.TaskPoolStrategy(size=resources.io_tasks),
     )
     ds = ds.map_batches(
         Upscale,
@@ -254,6 +255,7 @@ def build_graph(job: RestoreJob, resources: Resources, todo: list[Item]) -> ray.
         fn_kwargs={"dst": job.dst, "image_format": config.image_format},
         batch_size=config.batch_size,
         num_cpus=0,
+        compute=ray.data.TaskPoolStrategy(size=resources.io_tasks),
     )
 
 

@@ -6,6 +6,7 @@ Nothing is ever downloaded from a model hub: remote folders are copied from the 
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -26,26 +27,47 @@ def shipped_names() -> list[str]:
 
 
 def local_dir(uri: str, storage_options: dict | None = None) -> Path:
-    """A local folder with the contents of `uri` (a path, file:// or a remote fsspec URI).
-
-    Remote folders are copied once into TADM_CACHE (keyed by URI), via a temporary folder that is
-    renamed into place, so an interrupted copy is never used.
-    """
+    """A local folder with the contents of `uri` (a path, file:// or a remote fsspec URI);
+    remote folders go through `cached_copy`."""
     if "://" not in uri or uri.startswith("file://"):
         path = Path(uri.removeprefix("file://")).expanduser()
         if not path.is_dir():
             raise ValueError(f"model folder {uri!r} does not exist")
         return path
     fs, root = fsspec.core.url_to_fs(uri, **(storage_options or {}))
-    if not fs.isdir(root):
-        raise ValueError(f"model folder {uri!r} does not exist")
-    target = CACHE_DIR / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    return cached_copy(fs, root, uri)
+
+
+def cached_copy(fs: fsspec.AbstractFileSystem, root: str, uri: str) -> Path:
+    """A local copy of the remote folder `root` on `fs` (`uri` names it), made once per content
+    version in TADM_CACHE.
+
+    The cache key hashes the URI and every file's name, size and ETag (or mtime), so a changed
+    model is copied again; the copy goes to a temporary folder renamed into place, so a half-done
+    copy is never used, and workers copying the same model at once on one machine agree.
+    """
+    root = root.rstrip("/")
+    files = fs.find(root, detail=True) if fs.isdir(root) else {}
+    if not files:
+        raise ValueError(f"model folder {uri!r} is empty or does not exist")
+    listing = sorted((p, i.get("size"), i.get("ETag", i.get("mtime"))) for p, i in files.items())
+    key = hashlib.sha256(repr((uri, listing)).encode()).hexdigest()[:16]
+    target = CACHE_DIR / key
     if target.is_dir():
         return target
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=CACHE_DIR))
-    fs.get(root.rstrip("/") + "/", str(staging), recursive=True)
-    staging.rename(target)
+    staging = Path(tempfile.mkdtemp(dir=CACHE_DIR, prefix=".staging-"))
+    try:
+        for path in files:
+            rel = path[len(root) + 1 :]
+            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            fs.get_file(path, str(staging / rel))
+        staging.rename(target)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if target.is_dir():  # another worker on this machine finished the same copy first
+            return target
+        raise
     return target
 
 

@@ -36,7 +36,7 @@ def test_local_paths_and_file_uris(tmp_path):
             hub.local_dir(missing)
 
 
-def test_remote_folders_are_copied_once_into_the_cache(cache, memory_folder):
+def test_remote_folders_are_copied_once_per_version_into_the_cache(cache, memory_folder):
     fs, root = memory_folder
     fs.pipe(f"{root}/ckpt/config.json", b"{}")
     fs.pipe(f"{root}/ckpt/sub/weights.bin", b"\x00\x01")
@@ -44,9 +44,11 @@ def test_remote_folders_are_copied_once_into_the_cache(cache, memory_folder):
     assert local.parent == cache
     assert (local / "config.json").read_bytes() == b"{}"
     assert (local / "sub" / "weights.bin").read_bytes() == b"\x00\x01"
-    fs.pipe(f"{root}/ckpt/config.json", b"changed")
-    assert hub.local_dir(f"memory://{root}/ckpt") == local  # cached by URI
+    assert hub.local_dir(f"memory://{root}/ckpt") == local  # the same content: one copy
     assert [p.name for p in cache.iterdir()] == [local.name]  # no staging folder left behind
+    fs.pipe(f"{root}/ckpt/config.json", b'{"changed": 1}')
+    changed = hub.local_dir(f"memory://{root}/ckpt")  # a new version of the model: copied again
+    assert changed != local and (changed / "config.json").read_bytes() == b'{"changed": 1}'
     with pytest.raises(ValueError, match="does not exist"):
         hub.local_dir(f"memory://{root}/missing")
 

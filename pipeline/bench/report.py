@@ -138,12 +138,21 @@ def throughput_section(t: dict[str, Any]) -> list[str]:
         "",
         f"Model `{t['model']}`, {t['images']} images, {t['megapixels']:.2f} MP in all; "
         f"bare loops with {t['torch_threads']} torch threads (as one --workers 1 actor). "
-        "Every run includes loading the model; the Ray runs include planning and the manifest.",
+        "Every run includes loading the model; the Ray runs include planning and the manifest. "
+        "First LR: seconds until the Ray job wrote its first LR file (start-up plus one batch).",
         "",
     ]
     lines += table(
-        ["run", "seconds", "MP/s"],
-        [[r["name"], num(r["seconds"], 1), num(r["mp_per_s"], 4)] for r in t["runs"]],
+        ["run", "seconds", "MP/s", "first LR (s)"],
+        [
+            [
+                r["name"],
+                num(r["seconds"], 1),
+                num(r["mp_per_s"], 4),
+                num(r["first_output_s"], 1) if r.get("first_output_s") is not None else "",
+            ]
+            for r in t["runs"]
+        ],
     )
     lines += table(
         ["figure", "value"],

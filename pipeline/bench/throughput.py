@@ -13,6 +13,7 @@ bare loop's LR files, with the same threads.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ class Run:
     seconds: float
     images: int
     megapixels: float
+    first_output_s: float | None = None  # Ray runs: when the first LR file appeared
 
     @property
     def mp_per_s(self) -> float:
@@ -51,6 +53,7 @@ class Run:
             "images": self.images,
             "megapixels": self.megapixels,
             "mp_per_s": self.mp_per_s,
+            "first_output_s": self.first_output_s,
         }
 
 
@@ -94,16 +97,40 @@ def bare_restore(src: Path, dst: Path, model_ref: str, threads: int) -> Run:
 
 
 def ray_archive(src: Path, dst: Path, model_ref: str, workers: int, megapixels: float) -> Run:
-    """The archive job end to end (plan, Ray graph, manifest) on the running Ray."""
+    """The archive job end to end (plan, Ray graph, manifest) on the running Ray; also when its
+    first LR file appeared (the job's start-up: actor start, imports, model load, first batch)."""
     start = time.perf_counter()
-    job = prepare_archive(
-        ArchiveConfig(src=str(src), dst=str(dst), model=model_ref, workers=workers, overwrite=True)
-    )
-    result = run_archive(job)
-    seconds = time.perf_counter() - start
+    first: list[float] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.2):
+            if any((dst / "lr").rglob("*.png")):
+                first.append(time.perf_counter() - start)
+                return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        job = prepare_archive(
+            ArchiveConfig(
+                src=str(src), dst=str(dst), model=model_ref, workers=workers, overwrite=True
+            )
+        )
+        result = run_archive(job)
+    finally:
+        seconds = time.perf_counter() - start
+        done.set()
+        watcher.join()
     if result.counts.get("ok", 0) != len(job.sources):
         raise RuntimeError(f"archive with --workers {workers} did not finish: {result.counts}")
-    return Run(f"Ray, --workers {workers}", seconds, len(job.sources), megapixels)
+    return Run(
+        f"Ray, --workers {workers}",
+        seconds,
+        len(job.sources),
+        megapixels,
+        first_output_s=first[0] if first else seconds,
+    )
 
 
 def run_throughput(src: Path, work: Path, model_ref: str) -> dict[str, Any]:
