@@ -30,7 +30,7 @@ from pipeline.model_loading import default_model, load_model
 from pipeline.progress import Progress
 from pipeline.resources import Resources, plan_resources
 from pipeline.sources import IMAGE_EXTENSIONS, SourceFile, list_sources
-from pipeline.storage import Location, s3_options
+from pipeline.storage import Location, remove_stale_temps, s3_options
 from pipeline.write_lr import lr_key, write_lr
 
 logger = logging.getLogger("tadm")
@@ -96,6 +96,9 @@ def run_archive(job: ArchiveJob) -> ArchiveResult:
         "storage_options": job.dst.redacted_options(),
     }
     logger.info("archive: %s", " ".join(f"{k}={v}" for k, v in settings.items()))
+    stale = remove_stale_temps(job.dst.filesystem(), job.dst.root)
+    if stale:
+        logger.info("archive: removed %d temporary files of an interrupted run", stale)
     manifest = job.dst.child(MANIFEST_DIR)
     previous = {} if config.overwrite else done_rows(job)
     todo = [s for s in job.sources if not is_done(previous.get(s.rel_path), s)]

@@ -33,7 +33,7 @@ from pipeline.progress import Progress
 from pipeline.read_lr import Region, read_lr_batch, region_text
 from pipeline.resources import Resources, plan_resources
 from pipeline.sources import is_image_name
-from pipeline.storage import Location, s3_options
+from pipeline.storage import Location, remove_stale_temps, s3_options
 from pipeline.upscale import Upscale
 from pipeline.write_lr import lr_key
 from pipeline.write_restored import FORMATS, output_key, write_restored
@@ -127,6 +127,9 @@ def run_restore(job: RestoreJob) -> RestoreResult:
         "storage_options": job.dst.redacted_options(),
     }
     logger.info("restore: %s", " ".join(f"{k}={v}" for k, v in settings.items()))
+    stale = remove_stale_temps(job.dst.filesystem(), job.dst.root)
+    if stale:
+        logger.info("restore: removed %d temporary files of an interrupted run", stale)
     manifest = job.dst.child(MANIFEST_DIR)
     previous = {} if config.overwrite else done_rows(job)
     todo = [item for item in job.items if item.rel_path not in previous]

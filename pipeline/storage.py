@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,12 +108,35 @@ class Location:
         return {k: "***" if k in SECRET_OPTIONS else v for k, v in self.options.items()}
 
 
+TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")  # write_atomic's temporary files
+STALE_TEMP_S = 600  # a temporary file lives for one write; one this old belongs to a dead job
+
+
+def remove_stale_temps(fs: fsspec.AbstractFileSystem, root: str) -> int:
+    """Delete the temporary files of write_atomic that a killed job left under `root` on a
+    local disk (older than STALE_TEMP_S, so a running job's writes are left alone); how many."""
+    if not isinstance(fs, LocalFileSystem) or not os.path.isdir(root):
+        return 0
+    removed, now = 0, time.time()
+    for directory, _, names in os.walk(root):
+        for name in filter(TEMP_NAME.match, names):
+            path = os.path.join(directory, name)
+            try:
+                if now - os.path.getmtime(path) > STALE_TEMP_S:
+                    os.remove(path)
+                    removed += 1
+            except FileNotFoundError:  # removed meanwhile
+                continue
+    return removed
+
+
 def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     """Write `data` so that `path` is never seen half-written.
 
     On S3 a single PUT (or a completed multipart upload) is atomic. On a local disk the data
     goes to a hidden temporary file beside `path`, then os.replace renames it into place; a
-    job killed in between leaves only that hidden ".*.tmp" file, never a truncated `path`.
+    job killed in between leaves only that hidden ".*.tmp" file, never a truncated `path`
+    (the next run's remove_stale_temps deletes it).
     """
     if isinstance(fs, LocalFileSystem):
         directory, name = os.path.split(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import shutil
 import signal
 import subprocess
@@ -170,8 +171,12 @@ def test_kill_9_midway_leaves_no_broken_file_and_a_rerun_completes(
         decode_lr_png(lr_file.read_bytes())
     for name in before:  # every row flushed has its LR file
         assert (dst / "lr" / f"{name}.png").is_file()
+    stale = dst / "lr" / f".img99.png.{'0' * 32}.tmp"  # as a kill during a write leaves it
+    stale.write_bytes(b"partial")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
 
     assert run_cli(*args) == 0
+    assert not stale.exists()  # the re-run removed the interrupted run's temporary file
     after = manifest_rows(dst)
     assert len(after) == n
     assert {name for name, row in after.items() if row["status"] == "skipped"} == set(before)

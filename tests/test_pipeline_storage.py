@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import make_bucket
 
-from pipeline.storage import Location, s3_options, write_atomic
+from pipeline.storage import STALE_TEMP_S, Location, remove_stale_temps, s3_options, write_atomic
 
 
 def test_local_paths_and_file_uris_are_absolute(tmp_path: Path):
@@ -80,3 +80,22 @@ def test_s3_round_trip_through_the_moto_server(s3_env: str):
     arrow = location.arrow_filesystem()
     with arrow.open_input_file("storage-test/prefix/a/b.bin") as f:
         assert f.read() == b"payload"
+
+
+def test_stale_temporary_files_of_a_killed_job_are_removed(tmp_path: Path):
+    location = Location.parse(str(tmp_path))
+    fs = location.filesystem()
+    write_atomic(fs, location.path("lr/a.png"), b"done")
+    stale = tmp_path / "lr" / "sub" / f".b.png.{'0' * 32}.tmp"  # a killed job's
+    fresh = tmp_path / "lr" / f".c.png.{'1' * 32}.tmp"  # a running job's
+    other = tmp_path / "lr" / ".notes.tmp"  # not write_atomic's
+    for path in (stale, fresh, other):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"partial")
+    old = os.path.getmtime(stale) - STALE_TEMP_S - 1
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    assert remove_stale_temps(fs, location.root) == 1
+    assert not stale.exists() and fresh.exists() and other.exists()
+    assert (tmp_path / "lr" / "a.png").read_bytes() == b"done"
+    assert remove_stale_temps(fs, str(tmp_path / "missing")) == 0
