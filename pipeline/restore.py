@@ -238,8 +238,7 @@ def build_graph(job: RestoreJob, resources: Resources, todo: list[Item]) -> ray.
         read_lr_batch,
         fn_kwargs={"model_id": job.model_id, "region": config.region, "options": job.options},
         batch_size=config.batch_size,
-        compute=ray.data.TaskPoolStrategy(size=resources.io_tasks),
-    )
+    )  # fused into the Upscale actors: it reserves no CPU of its own
     ds = ds.map_batches(
         Upscale,
         fn_constructor_kwargs={

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import cli_env, run_cli
 from PIL import Image
 
 from pipeline.manifest import ARCHIVE_SCHEMA, RESTORE_SCHEMA, read_manifest
@@ -122,6 +124,27 @@ def test_only_format_and_rerun_skip(archive, tiny_model, tmp_path):
     assert (dst / "sub/c.png.jpeg").stat().st_mtime_ns == mtime
     assert run_cli(*args, "--overwrite") == 0
     assert restore_rows(dst)["sub/c.png"]["status"] == "ok"
+
+
+def test_two_model_actors_on_a_two_cpu_cluster_finish(
+    ray_cluster, small_photos, tiny_model, tmp_path
+):
+    """--workers 2 on the tests' 2-CPU Ray: the actors hold both CPUs, so every other stage must
+    reserve none or be fused into them (a separate 1-CPU stage would wait forever)."""
+    for command, src, dst in [
+        ("archive", small_photos, tmp_path / "archive"),
+        ("restore", tmp_path / "archive", tmp_path / "restored"),
+    ]:
+        argv = [command, str(src), str(dst), "--model", tiny_model, "--workers", "2"]
+        job = subprocess.run(
+            [sys.executable, "-m", "jobs.cli", *argv, "--batch-size", "1"],
+            env=cli_env(ray_cluster),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert job.returncode == 0, job.stderr[-3000:]
+        assert f"{command}: done, {{'ok': {len(SIZES)}}}" in job.stderr
 
 
 @pytest.mark.parametrize(
