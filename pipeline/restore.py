@@ -234,11 +234,13 @@ def build_graph(job: RestoreJob, resources: Resources, todo: list[Item]) -> ray.
     ]
     ds = ray.data.from_items(items)
     config = job.config
+    # No compute strategy of its own: Ray Data fuses it into the Upscale actors. As a separate
+    # stage it would need a CPU, and with --workers equal to the cluster's CPUs never run.
     ds = ds.map_batches(
         read_lr_batch,
         fn_kwargs={"model_id": job.model_id, "region": config.region, "options": job.options},
         batch_size=config.batch_size,
-    )  # fused into the Upscale actors: it reserves no CPU of its own
+    )
     ds = ds.map_batches(
         Upscale,
         fn_constructor_kwargs={
