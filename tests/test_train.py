@@ -1,6 +1,8 @@
 """`tadm train` through Ray Train on CPU: every stage runs, checkpoints reload, resume works."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ import torch
 from PIL import Image
 
 from jobs.train import main
+from jobs.train_worker import schedule, stage_progress
 from tadm import TADM
 
 
@@ -80,3 +83,32 @@ def test_bad_arguments_exit_2(data, tmp_path, capsys):
     assert "URI" in capsys.readouterr().err
     assert main(["--stage", "vae", "--preset", "sd21", "--data", str(data),
                  "--out", str(tmp_path)]) == 2  # fmt: skip
+
+
+def test_fit_runs_without_ray_and_stops_at_its_time_budget(data, tmp_path):
+    """`fit` is the worker without Ray (one GPU box); --max-minutes ends a stage early."""
+    code = (
+        "import sys; sys.modules['ray'] = None\n"  # importing ray now fails
+        "from jobs.train_worker import fit\n"
+        f"fit(dict(stage='dfrm', data={str(data)!r}, val=None, out={str(tmp_path / 'out')!r},\n"
+        "    init=None, preset='tiny', base_model=None, scale=16, steps=1000, max_minutes=6e-5,\n"
+        "    batch_size=2, crop=32, lr=1e-3, lambda_gui=1.0, lambda_perc=0.5, lpips=None,\n"
+        "    log_every=100, val_every=100, checkpoint_every=100, resume=False, threads=1,\n"
+        "    seed=0, storage_options='{}'))\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+    out = tmp_path / "out"
+    # of 1000 steps, the 3.6 ms budget ended it at the first check after the first step
+    last = (out / "latest").read_text()
+    assert last in ("step-000001", "step-000002")
+    assert TADM.from_pretrained(str(out / "final")).scale == 16
+    assert [r["step"] for r in log_lines(out) if "loss" in r] == [int(last[-6:])]
+
+
+def test_schedule_decays_over_steps_or_time():
+    assert stage_progress(50, 100, 0.0, None) == 0.5
+    assert stage_progress(50, 100, 90.0, 60.0) == 1.5  # the time budget ends it first
+    assert stage_progress(10, 100, 1.0, 60.0) == 0.1
+    assert schedule(25, 0.0) == 0.5  # warm-up
+    assert schedule(100, 0.5) == pytest.approx(0.5)
+    assert schedule(100, 1.0) == 0.0

@@ -1,0 +1,215 @@
+"""One training worker of `tadm train`, without Ray: `fit` runs a stage in this process.
+
+`jobs.train` calls `fit` inside each Ray Train worker (rank, device and DDP from Ray); a machine
+without Ray (one GPU box) can call it directly, as `scripts/train_tiny_single.py` does. Rank 0
+validates and writes checkpoints to OUT (a path or s3:// URI):
+
+    OUT/step-000500/{config.json, model.safetensors, ..., trainer_state.pt}
+    OUT/latest        the name of the newest complete checkpoint (written last)
+    OUT/final/        the model after the last step
+    OUT/log.jsonl     one line of figures per logged step and per validation
+"""
+
+import dataclasses
+import io
+import json
+import logging
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.decode import decode_image
+from pipeline.evaluation import evaluate, mean_scores, scores, to_tensor, vae_round_trip
+from pipeline.sources import list_sources
+from pipeline.storage import Location, write_atomic
+from tadm import TADM
+from tadm.losses import SUBSTITUTE, perceptual_loss
+from tadm.lpips import LPIPS
+from tadm.training import RandomCrops, StageConfig, stage_loss, trainable_parameters
+
+log = logging.getLogger("tadm.train")
+
+WARMUP_STEPS = 50
+
+
+def load_images(uri: str, storage_options: dict) -> list[np.ndarray]:
+    """Every decodable image under `uri`, as (H, W, 3) uint8; undecodable ones are logged."""
+    loc = Location.parse(uri, storage_options)
+    files, _ = list_sources(loc)
+    fs = loc.filesystem()
+    images = []
+    for f in files:
+        try:
+            images.append(decode_image(fs.cat_file(f.path)).pixels)
+        except ValueError as err:
+            log.warning("skipping %s: %s", f.rel_path, err)
+    if not images:
+        raise ValueError(f"no readable images under {uri}")
+    return images
+
+
+def init_model(init: str, scale: int | None) -> TADM:
+    """The checkpoint `init`; at another scale, a new DFRM with every other weight kept."""
+    model = TADM.from_pretrained(init)
+    if scale is None or scale == model.scale:
+        return model
+    other = TADM.from_config(dataclasses.replace(model.config, scale=scale))
+    kept = {k: v for k, v in model.state_dict().items() if not k.startswith("dfrm.")}
+    other.load_state_dict(kept, strict=False)
+    return other
+
+
+def validate(model: TADM, images: list[np.ndarray], stage: str) -> dict[str, float]:
+    """Mean figures on held-out images: the VAE bound in stage vae, else restore vs bicubic."""
+    model.eval()
+    if stage == "vae":
+        rows = [scores("vae_", vae_round_trip(model, to_tensor(img)), img) for img in images]
+    else:
+        rows = [evaluate(model, img, vae_bound=False) for img in images]
+    model.train()
+    return mean_scores(rows)
+
+
+def save_checkpoint(model: TADM, out: Location, name: str, state: dict | None) -> None:
+    """Write checkpoint `name` under OUT (files first, the `latest` marker last)."""
+    fs = out.filesystem()
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        if state is not None:
+            torch.save(state, Path(tmp) / "trainer_state.pt")
+        for file in sorted(Path(tmp).rglob("*")):
+            if file.is_file():
+                rel = file.relative_to(tmp).as_posix()
+                write_atomic(fs, out.path(name, rel), file.read_bytes())
+    if state is not None:
+        write_atomic(fs, out.path("latest"), name.encode())
+
+
+def append_log(out: Location, record: dict) -> None:
+    fs = out.filesystem()
+    path = out.path("log.jsonl")
+    old = fs.cat_file(path) if fs.exists(path) else b""
+    write_atomic(fs, path, old + (json.dumps(record) + "\n").encode())
+
+
+def schedule(step: int, progress: float) -> float:
+    """The learning-rate factor: a short linear warm-up, then cosine decay over `progress`."""
+    return min(1.0, step / WARMUP_STEPS) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def stage_progress(step: int, steps: int, elapsed_s: float, max_seconds: float | None) -> float:
+    """How far the stage is, in [0, 1+): by steps, or by time when a time budget ends it
+    sooner. The stage ends when this reaches 1, with the learning rate decayed to 0."""
+    by_steps = step / steps
+    return max(by_steps, elapsed_s / max_seconds) if max_seconds else by_steps
+
+
+def fit(
+    cfg: dict[str, Any],
+    rank: int = 0,
+    world_size: int = 1,
+    device: torch.device | None = None,
+    prepare: Callable[[nn.Module], nn.Module] | None = None,
+    report: Callable[[dict], None] | None = None,
+) -> None:
+    """Run one stage as worker `rank` of `world_size`. cfg holds `tadm train`'s arguments.
+
+    `prepare` wraps the model for data-parallel training (DDP) when world_size > 1; `report`
+    receives each logged record (Ray Train's `report`)."""
+    device = device or torch.device("cpu")
+    if cfg["threads"]:
+        torch.set_num_threads(cfg["threads"])
+    torch.manual_seed(cfg["seed"] + rank)
+    options = json.loads(cfg["storage_options"])
+    out = Location.parse(cfg["out"], options)
+    fs = out.filesystem()
+
+    start_step, state = 0, None
+    latest = out.path("latest")
+    if cfg["resume"] and fs.exists(latest):
+        name = fs.cat_file(latest).decode().strip()
+        model = TADM.from_pretrained(out.uri_of(out.path(name)))
+        state = torch.load(
+            io.BytesIO(fs.cat_file(out.path(name, "trainer_state.pt"))), weights_only=True
+        )
+        start_step = state["step"]
+    elif cfg["init"]:
+        model = init_model(cfg["init"], cfg["scale"])
+    else:
+        model = TADM.from_preset(cfg["preset"] or "tiny", cfg["scale"] or 16, cfg["base_model"])
+    stage = StageConfig(
+        cfg["stage"], cfg["lr"], lambda_gui=cfg["lambda_gui"], lambda_perc=cfg["lambda_perc"]
+    )
+    params = trainable_parameters(model, stage.stage)
+    lr = stage.lr * (stage.joint_lr_factor if stage.stage == "joint" else 1.0)
+    model.to(device).train()
+    wrapped = prepare(model) if prepare is not None and world_size > 1 else model
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    if cfg["lpips"]:
+        perceptual, perceptual_name = LPIPS.from_file(cfg["lpips"]).to(device), "lpips"
+    else:
+        perceptual, perceptual_name = perceptual_loss, SUBSTITUTE
+    crops = RandomCrops(load_images(cfg["data"], options), cfg["crop"], cfg["seed"] + rank)
+    val_images = load_images(cfg["val"], options) if cfg["val"] and rank == 0 else []
+    # a time budget counts from this run's start; a resumed run gets the whole budget again
+    max_seconds = cfg["max_minutes"] * 60 if cfg.get("max_minutes") else None
+    if rank == 0:
+        start = {"stage": stage.stage, "event": "start", "step": start_step, "lr": lr,
+                 "trainable_parameters": sum(p.numel() for p in params),
+                 "perceptual": perceptual_name, "device": str(device)}  # fmt: skip
+        append_log(out, start)
+        log.info("tadm train: %s", json.dumps(start))
+
+    t_start = time.time()
+    step = start_step
+    last = start_step >= cfg["steps"]
+    while not last:
+        step += 1
+        progress = stage_progress(step, cfg["steps"], time.time() - t_start, max_seconds)
+        if world_size > 1:  # every worker must stop at the same step
+            shared = torch.tensor([progress], device=device)
+            torch.distributed.all_reduce(shared, op=torch.distributed.ReduceOp.MAX)
+            progress = shared.item()
+        last = progress >= 1.0
+        for group in optimizer.param_groups:
+            group["lr"] = lr * schedule(step, progress)
+        x = crops.batch(cfg["batch_size"]).to(device)
+        loss, logs = stage_loss(wrapped, x, stage.stage, stage, model.scale, perceptual)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        record: dict[str, Any] = {}
+        if step % cfg["log_every"] == 0 or last:
+            elapsed = time.time() - t_start
+            record = {
+                "step": step,
+                "loss": loss.item(),
+                **logs,
+                "steps_per_s": (step - start_step) / elapsed,
+                "elapsed_s": elapsed,
+            }
+        if rank == 0 and val_images and (step % cfg["val_every"] == 0 or last):
+            val = validate(model, val_images, stage.stage)
+            record.update({"step": step, **{f"val_{k}": v for k, v in val.items()}})
+        if rank == 0 and record:
+            append_log(out, {"stage": stage.stage, **record})
+            print(json.dumps(record), file=sys.stderr, flush=True)
+        if rank == 0 and (step % cfg["checkpoint_every"] == 0 or last):
+            save_checkpoint(
+                model, out, f"step-{step:06d}", {"step": step, "optimizer": optimizer.state_dict()}
+            )
+        if record and report is not None:
+            report({k: v for k, v in record.items() if isinstance(v, int | float)})
+    if rank == 0:
+        save_checkpoint(model.eval(), out, "final", None)

@@ -1,0 +1,65 @@
+"""Train the tiny preset's stages in one process, without Ray: one GPU machine (or a CPU).
+
+The same stages and losses as `tadm train` (both call `jobs.train_worker.fit`), each stage under
+OUT/<stage> starting from the previous stage's `final`; a stage whose `final` exists is skipped,
+so re-running continues. Each stage ends after --minutes or --steps, whichever comes first, with
+its learning rate decayed to 0. This trained the shipped checkpoints (see MODEL_CARD.md):
+
+    python scripts/train_tiny_single.py DATA VAL OUT/vae-x --stages vae --init VAE_CKPT
+    python scripts/train_tiny_single.py DATA VAL OUT/x16 --stages dfrm,enhance,joint \
+        --init OUT/vae-x/vae/final --scale 16
+"""
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from jobs.train_worker import fit
+
+LR = {"vae": 3e-4, "dfrm": 1e-3, "enhance": 5e-4, "joint": 5e-4}  # joint runs at x0.1
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("data")
+    p.add_argument("val")
+    p.add_argument("out")
+    p.add_argument("--stages", default="dfrm,enhance,joint")
+    p.add_argument("--init", help="checkpoint the first stage starts from (default: preset)")
+    p.add_argument("--scale", type=int, choices=(16, 32))
+    p.add_argument("--minutes", type=float, default=2.0, help="per stage")
+    p.add_argument("--steps", type=int, default=100_000, help="per stage, at most")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--crop", type=int, default=192)
+    p.add_argument("--lr", type=float, help="peak learning rate (default: per stage, LR)")
+    p.add_argument("--val-every", type=int, default=1000)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = True
+
+    init = args.init
+    for stage in args.stages.split(","):
+        out = Path(args.out) / stage
+        if not (out / "final" / "config.json").exists():
+            cfg = {
+                "stage": stage, "data": args.data, "val": args.val, "out": str(out),
+                "init": init, "preset": None if init else "tiny", "base_model": None,
+                "scale": args.scale, "steps": args.steps, "max_minutes": args.minutes,
+                "batch_size": args.batch_size, "crop": args.crop, "lr": args.lr or LR[stage],
+                "lambda_gui": 1.0, "lambda_perc": 0.5, "lpips": None, "log_every": 100,
+                "val_every": args.val_every, "checkpoint_every": args.val_every,
+                "resume": True, "threads": 0, "seed": 0, "storage_options": "{}",
+            }  # fmt: skip
+            print(json.dumps({"event": "stage", **cfg}), flush=True)
+            fit(cfg, device=torch.device(args.device))
+        init = str(out / "final")
+
+
+if __name__ == "__main__":
+    main()
