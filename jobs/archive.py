@@ -17,7 +17,9 @@ def parser() -> Parser:
     p.add_argument("--scale", type=int, choices=(16, 32), help="16 or 32 (default: the model's)")
     p.add_argument("--model", help="shipped name, checkpoint folder or URI (default: tiny-xSCALE)")
     p.add_argument("--verify", action="store_true", help="restore each image: psnr, ssim")
-    p.add_argument("--workers", type=int, help="model actors (default: 1 per GPU, or 1)")
+    p.add_argument(
+        "--workers", type=int, help="model actors (default: 1 per GPU, or 1 per core up to 4)"
+    )
     p.add_argument("--gpus-per-worker", type=float, help="GPUs per actor (default: 1, or 0)")
     p.add_argument("--batch-size", type=int, default=8, help="images per model call")
     p.add_argument("--overwrite", action="store_true", help="redo images already archived")

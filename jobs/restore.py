@@ -31,7 +31,9 @@ def parser() -> Parser:
     p.add_argument("--only", metavar="GLOB", help="restore rel_paths matching GLOB ('*' spans '/')")
     p.add_argument("--model", help="shipped name, checkpoint folder or URI (default: tiny-xSCALE)")
     p.add_argument("--format", choices=FORMATS, default="png", help="output format (default png)")
-    p.add_argument("--workers", type=int, help="model actors (default: 1 per GPU, or 1)")
+    p.add_argument(
+        "--workers", type=int, help="model actors (default: 1 per GPU, or 1 per core up to 4)"
+    )
     p.add_argument("--gpus-per-worker", type=float, help="GPUs per actor (default: 1, or 0)")
     p.add_argument("--batch-size", type=int, default=4, help="images per model call")
     p.add_argument("--overwrite", action="store_true", help="redo images already restored")

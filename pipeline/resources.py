@@ -10,6 +10,8 @@ import ray
 
 logger = logging.getLogger("tadm")
 
+CPU_ACTORS = 4  # the most model actors a CPU-only job starts by default
+
 
 @dataclass(frozen=True)
 class Resources:
@@ -36,8 +38,12 @@ def plan_resources(
 ) -> Resources:
     """Fill defaults from the running Ray cluster and check the request fits it.
 
-    Defaults: on GPUs, one actor per GPU; on CPUs, one actor whose torch uses every core
-    (a TADM forward pass parallelises well inside one process, and one model in memory).
+    Defaults: on GPUs, one actor per GPU; on CPUs, one actor per core up to CPU_ACTORS, the
+    cores shared out as their torch threads. Several actors beat one that uses every core: in a
+    Ray Data actor the model's many small ops run slower than in a bare process (2 cores: one
+    2-thread actor reached 0.75-0.86 of a bare loop, two 1-thread actors 0.89-0.93;
+    benchmarks/README.md). Each actor holds its own model, so the count stays small; `workers=1`
+    keeps one model in memory (a large preset on CPUs).
     GPUs asked for beyond what the cluster has now are refused on a local Ray, and on a cluster
     that can grow (`can_grow`, default `cluster_can_grow()`) left to its autoscaler: an
     autoscaling cluster (cluster.yaml) starts with no GPU node.
@@ -63,7 +69,10 @@ def plan_resources(
             wanted,
         )
     if workers is None:
-        workers = max(1, int(gpus // gpus_per_worker)) if gpus_per_worker > 0 else 1
+        if gpus_per_worker > 0:
+            workers = max(1, int(gpus // gpus_per_worker))
+        else:
+            workers = max(1, min(cpus, CPU_ACTORS))
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
     torch_threads = None if gpus_per_worker > 0 else max(1, cpus // workers)

@@ -3,13 +3,16 @@
 import logging
 
 import pytest
+import ray
 
 from pipeline.resources import Resources, cluster_can_grow, plan_resources
 
 
-def test_cpu_defaults_one_actor_with_every_core(ray_cluster):
-    assert plan_resources(None, None) == Resources(1, 0.0, 2)
-    assert plan_resources(2, None) == Resources(2, 0.0, 1)
+def test_cpu_defaults_one_actor_per_core_up_to_four(ray_cluster, monkeypatch):
+    assert plan_resources(None, None) == Resources(2, 0.0, 1)
+    assert plan_resources(1, None) == Resources(1, 0.0, 2)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0})
+    assert plan_resources(None, None) == Resources(4, 0.0, 4)
 
 
 def test_gpus_beyond_a_local_ray_are_refused(ray_cluster):
