@@ -1,20 +1,20 @@
 """Model stage of archive: HR pixels -> LR PNG bytes (paper Sec. 3.2, DFRM downscaling).
 
-One instance holds one TADM; Ray runs it as an actor pool, one model per actor. Images of the
-same size run as one batch; a model failure becomes error rows for the images it hit.
+One instance holds one TADM; Ray runs it as an actor pool, one model per actor. On a GPU images
+of the same size run as one batch (on a CPU one at a time: `model_calls`); a model failure
+becomes error rows for the images it hit.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections import defaultdict
 from typing import Any
 
 import numpy as np
 import torch
 
-from pipeline.batch import to_batch, to_rows
+from pipeline.batch import model_calls, to_batch, to_rows
 from pipeline.lr_png import LrHeader, decode_lr_png, encode_lr_png
 from pipeline.model_loading import load_model
 from pipeline.quality import psnr, ssim
@@ -65,12 +65,11 @@ class Downscale:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = to_rows(batch)
-        groups: dict[tuple[int, ...], list[dict[str, Any]]] = defaultdict(list)
         for row in rows:
             row.update(scale=self.model.scale, model_id=self.model_id)
-            if row["status"] == "ok":
-                groups[row["pixels"].shape].append(row)
-        for group in groups.values():
+        ok = [row for row in rows if row["status"] == "ok"]
+        stack = self.device.type != "cpu"
+        for group in model_calls(ok, lambda row: row["pixels"].shape, stack):
             start = time.perf_counter()
             try:
                 with torch.inference_mode():

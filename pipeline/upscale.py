@@ -4,13 +4,12 @@ with tiled inference), the whole image or one region of it."""
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from typing import Any
 
 import numpy as np
 import torch
 
-from pipeline.batch import to_batch, to_rows
+from pipeline.batch import model_calls, to_batch, to_rows
 from pipeline.decode import NO_PIXELS
 from pipeline.model_loading import load_model
 from pipeline.quality import psnr, ssim
@@ -52,12 +51,15 @@ class Upscale:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = to_rows(batch)
-        groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
         for row in rows:
             row["restored"] = NO_PIXELS
-            if row["status"] == "ok":
-                groups[(row["lr_pixels"].shape, row["hr_height"], row["hr_width"])].append(row)
-        for group in groups.values():
+        ok = [row for row in rows if row["status"] == "ok"]
+        stack = self.device.type != "cpu"
+
+        def size(row: dict[str, Any]) -> tuple[Any, ...]:
+            return (row["lr_pixels"].shape, row["hr_height"], row["hr_width"])
+
+        for group in model_calls(ok, size, stack):
             start = time.perf_counter()
             try:
                 with torch.inference_mode():

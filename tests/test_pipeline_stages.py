@@ -11,7 +11,7 @@ import pytest
 from conftest import encode, photo
 from PIL import Image
 
-from pipeline.batch import column, to_batch, to_rows
+from pipeline.batch import column, model_calls, to_batch, to_rows
 from pipeline.decode import decode_batch
 from pipeline.downscale import Downscale
 from pipeline.lr_png import decode_lr_png
@@ -32,6 +32,14 @@ def test_batch_columns_round_trip():
     batch = to_batch(rows, ["a", "b"])
     assert list(batch["b"]) == ["x", None]
     assert to_rows(batch)[1] == {"a": 2, "b": None}
+
+
+def test_model_calls_stack_same_size_images_only_when_asked():
+    rows = [{"n": 0, "size": (4, 4)}, {"n": 1, "size": (2, 2)}, {"n": 2, "size": (4, 4)}]
+    stacked = model_calls(rows, lambda row: row["size"], stack=True)
+    assert [[row["n"] for row in call] for call in stacked] == [[0, 2], [1]]
+    alone = model_calls(rows, lambda row: row["size"], stack=False)  # on a CPU
+    assert [[row["n"] for row in call] for call in alone] == [[0], [1], [2]]
 
 
 @pytest.fixture(scope="module")
