@@ -116,6 +116,9 @@ def test_throughput_compares_ray_and_the_bare_loop(bench_run):
         "bare restore loop",
     ]
     assert all(r["seconds"] > 0 for r in t["runs"])
+    bare = [r for r in t["runs"] if r["name"].startswith("bare")]
+    assert all(0 < r["loop_s"] < r["seconds"] for r in bare)  # its own program: start-up too
+    assert t["ray_vs_bare_loop_only"] < t["ray_vs_bare"]
     assert t["default_workers"] == 2  # one actor per core of the tests' 2-CPU Ray
     assert t["ray_vs_bare"] > 0 and t["ray_w1_vs_bare"] > 0 and t["workers_2_vs_1"] > 0
     assert t["archive_mp_per_s"] > 0 and t["restore_mp_per_s"] > 0

@@ -1,14 +1,16 @@
 """Throughput on CPU: archive and restore megapixels per second, and what Ray costs.
 
 The same PNG files go through
-- a bare Python loop (decode -> model.downscale -> LR PNG write) with every core as torch
-  threads, timed before and after the Ray runs, so a change in the machine's load shows and the
-  ratio uses their mean;
+- a bare Python loop (decode -> model.downscale -> LR PNG write; pipeline/bench/bare.py) with
+  every core as torch threads, run as a program of its own and timed whole (interpreter start,
+  imports, model load, images: what each Ray model actor pays too), before and after the Ray
+  runs, so a change in the machine's load shows and the ratio uses their mean;
 - the archive job's Ray pipeline (prepare_archive + run_archive) with --workers 1 and 2, and the
   default plan if that is another count (pipeline.resources: one actor per core up to 4).
 The ratio bare seconds / Ray seconds of the default plan (>= 0.9 is the target) is what a user's
-job gets against the simplest program that does the same; --workers 1 is reported beside it.
-Both include loading the model. Restore: a bare loop (decode the LR PNG -> model.upscale -> PNG
+job gets against the simplest program that does the same; --workers 1 is reported beside it,
+and the ratio against the loop alone, from its model load on (how earlier runs timed the bare
+loop, inside this process). Restore: a bare loop (decode the LR PNG -> model.upscale -> PNG
 write) on the bare loop's LR files, with the same threads.
 """
 
@@ -25,13 +27,8 @@ import numpy as np
 import torch
 
 from pipeline.archive import ArchiveConfig, prepare_archive, run_archive
-from pipeline.decode import decode_image
-from pipeline.lr_png import LrHeader, decode_lr_png, encode_lr_png
-from pipeline.model_loading import load_model
+from pipeline.bench.rss import run_probe
 from pipeline.resources import plan_resources
-from pipeline.storage import Location, write_atomic
-from pipeline.tensors import quantize, to_images, to_tensor
-from pipeline.write_restored import encode
 
 logger = logging.getLogger("tadm")
 
@@ -43,6 +40,7 @@ class Run:
     images: int
     megapixels: float
     first_output_s: float | None = None  # Ray runs: when the first LR file appeared
+    loop_s: float | None = None  # bare loops: from the model load on (no interpreter, imports)
 
     @property
     def mp_per_s(self) -> float:
@@ -56,6 +54,7 @@ class Run:
             "megapixels": self.megapixels,
             "mp_per_s": self.mp_per_s,
             "first_output_s": self.first_output_s,
+            "loop_s": self.loop_s,
         }
 
 
@@ -63,39 +62,13 @@ def files_of(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*.png") if p.is_file())
 
 
-def bare_archive(src: Path, dst: Path, model_ref: str, threads: int) -> Run:
-    """decode -> downscale -> LR PNG write, one image at a time, model load included."""
-    torch.set_num_threads(threads)
+def bare_loop(loop: str, src: Path, dst: Path, model_ref: str, threads: int) -> Run:
+    """`pipeline.bench.bare` as its own program, timed from its start to its end."""
     start = time.perf_counter()
-    model = load_model(model_ref, {})
-    model_id = model.model_id
-    fs, megapixels = Location.parse(str(dst)).filesystem(), 0.0
-    files = files_of(src)
-    with torch.inference_mode():
-        for path in files:
-            pixels = decode_image(path.read_bytes()).pixels
-            h, w = pixels.shape[:2]
-            lr = model.downscale(to_tensor([pixels]).float() / 255)
-            png = encode_lr_png(to_images(lr)[0], LrHeader(w, h, model.scale, model_id))
-            write_atomic(fs, str(dst / f"{path.name}.png"), png)
-            megapixels += h * w / 1e6
-    return Run("bare loop", time.perf_counter() - start, len(files), megapixels)
-
-
-def bare_restore(src: Path, dst: Path, model_ref: str, threads: int) -> Run:
-    """LR PNG decode -> upscale -> PNG write, one image at a time, model load included."""
-    torch.set_num_threads(threads)
-    start = time.perf_counter()
-    model = load_model(model_ref, {})
-    fs, megapixels = Location.parse(str(dst)).filesystem(), 0.0
-    files = files_of(src)
-    with torch.inference_mode():
-        for path in files:
-            pixels, header = decode_lr_png(path.read_bytes())
-            x_hat = model.upscale(to_tensor([pixels]), size=(header.height, header.width))
-            write_atomic(fs, str(dst / path.name), encode(to_images(quantize(x_hat))[0], "png"))
-            megapixels += header.height * header.width / 1e6
-    return Run("bare restore loop", time.perf_counter() - start, len(files), megapixels)
+    out = run_probe("pipeline.bench.bare", [loop, str(src), str(dst), model_ref, str(threads)])
+    seconds = time.perf_counter() - start
+    name = "bare loop" if loop == "archive" else "bare restore loop"
+    return Run(name, seconds, out["images"], out["megapixels"], loop_s=out["loop_s"])
 
 
 def ray_archive(src: Path, dst: Path, model_ref: str, workers: int, megapixels: float) -> Run:
@@ -140,11 +113,11 @@ def run_throughput(src: Path, work: Path, model_ref: str) -> dict[str, Any]:
     threads = plan_resources(1, None).torch_threads or torch.get_num_threads()
     logger.info("bench throughput: %d images, torch threads %d", len(files_of(src)), threads)
     default = plan_resources(None, None).workers  # the plan a job gets without --workers
-    before = bare_archive(src, work / "bare-before", model_ref, threads)
+    before = bare_loop("archive", src, work / "bare-before", model_ref, threads)
     ray = {w: ray_archive(src, work / f"ray-w{w}", model_ref, w, before.megapixels)
            for w in sorted({1, 2, default})}  # fmt: skip
-    after = bare_archive(src, work / "bare-after", model_ref, threads)
-    restore = bare_restore(work / "bare-after", work / "restored", model_ref, threads)
+    after = bare_loop("archive", src, work / "bare-after", model_ref, threads)
+    restore = bare_loop("restore", work / "bare-after", work / "restored", model_ref, threads)
     bare_seconds = float(np.mean([before.seconds, after.seconds]))
     return {
         "model": model_ref,
@@ -159,4 +132,6 @@ def run_throughput(src: Path, work: Path, model_ref: str) -> dict[str, Any]:
         "ray_w1_vs_bare": bare_seconds / ray[1].seconds,
         "workers_2_vs_1": ray[1].seconds / ray[2].seconds,
         "bare_drift": after.seconds / before.seconds - 1,
+        "ray_vs_bare_loop_only": float(np.mean([before.loop_s, after.loop_s]))
+        / ray[default].seconds,
     }
