@@ -35,7 +35,7 @@ def parser() -> Parser:
         "--workers", type=int, help="model actors (default: 1 per GPU, or 1 per core up to 4)"
     )
     p.add_argument("--gpus-per-worker", type=float, help="GPUs per actor (default: 1, or 0)")
-    p.add_argument("--batch-size", type=int, default=4, help="images per model call")
+    p.add_argument("--batch-size", type=int, default=4, help="images per batch")
     p.add_argument("--overwrite", action="store_true", help="redo images already restored")
     add_storage_options(p)
     return p

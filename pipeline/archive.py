@@ -47,7 +47,7 @@ class ArchiveConfig:
     verify: bool = False  # reconstruct each image to fill psnr, ssim, timestep_mean
     workers: int | None = None  # model actors; None: one per GPU, or one on a CPU cluster
     gpus_per_worker: float | None = None  # None: 1 when the cluster has GPUs, else 0
-    batch_size: int = 8  # images per model call (same-size images share one forward pass)
+    batch_size: int = 8  # images per batch (on a GPU same-size ones share one forward pass)
     overwrite: bool = False  # redo images an earlier run finished
     storage_options: dict[str, Any] = field(default_factory=dict)  # s3fs options
 
@@ -81,7 +81,8 @@ class ArchiveResult:
 def run_archive(job: ArchiveJob) -> ArchiveResult:
     """Run a prepared job on the running Ray cluster."""
     config = job.config
-    resources = plan_resources(config.workers, config.gpus_per_worker)
+    batches = -(-len(job.sources) // config.batch_size)
+    resources = plan_resources(config.workers, config.gpus_per_worker, batches=batches)
     settings = {
         "src": job.src.uri,
         "dst": job.dst.uri,

@@ -34,7 +34,10 @@ def cluster_can_grow() -> bool:
 
 
 def plan_resources(
-    workers: int | None, gpus_per_worker: float | None, can_grow: bool | None = None
+    workers: int | None,
+    gpus_per_worker: float | None,
+    can_grow: bool | None = None,
+    batches: int | None = None,
 ) -> Resources:
     """Fill defaults from the running Ray cluster and check the request fits it.
 
@@ -43,7 +46,8 @@ def plan_resources(
     Ray Data actor the model's many small ops run slower than in a bare process (2 cores: one
     2-thread actor reached 0.75-0.86 of a bare loop, two 1-thread actors 0.89-0.93;
     benchmarks/README.md). Each actor holds its own model, so the count stays small; `workers=1`
-    keeps one model in memory (a large preset on CPUs).
+    keeps one model in memory (a large preset on CPUs). A default plan starts no more actors
+    than the job has `batches` (when given): an actor with nothing to do costs its start-up.
     GPUs asked for beyond what the cluster has now are refused on a local Ray, and on a cluster
     that can grow (`can_grow`, default `cluster_can_grow()`) left to its autoscaler: an
     autoscaling cluster (cluster.yaml) starts with no GPU node.
@@ -73,6 +77,8 @@ def plan_resources(
             workers = max(1, int(gpus // gpus_per_worker))
         else:
             workers = max(1, min(cpus, CPU_ACTORS))
+        if batches is not None:
+            workers = max(1, min(workers, batches))
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
     torch_threads = None if gpus_per_worker > 0 else max(1, cpus // workers)

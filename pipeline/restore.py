@@ -51,7 +51,7 @@ class RestoreConfig:
     image_format: str = "png"  # png, jpeg or webp
     workers: int | None = None  # model actors; None: one per GPU, or one on a CPU cluster
     gpus_per_worker: float | None = None  # None: 1 when the cluster has GPUs, else 0
-    batch_size: int = 4  # images per model call
+    batch_size: int = 4  # images per batch (on a GPU same-size ones share one forward pass)
     overwrite: bool = False  # redo images an earlier restore into DST finished
     storage_options: dict[str, Any] = field(default_factory=dict)  # s3fs options
 
@@ -110,7 +110,8 @@ def prepare_restore(config: RestoreConfig) -> RestoreJob:
 def run_restore(job: RestoreJob) -> RestoreResult:
     """Run a prepared job on the running Ray cluster."""
     config = job.config
-    resources = plan_resources(config.workers, config.gpus_per_worker)
+    batches = -(-len(job.items) // config.batch_size)
+    resources = plan_resources(config.workers, config.gpus_per_worker, batches=batches)
     settings = {
         "archive": job.archive.uri,
         "dst": job.dst.uri,

@@ -15,6 +15,13 @@ def test_cpu_defaults_one_actor_per_core_up_to_four(ray_cluster, monkeypatch):
     assert plan_resources(None, None) == Resources(4, 0.0, 4)
 
 
+def test_a_default_plan_starts_no_more_actors_than_batches(ray_cluster):
+    assert plan_resources(None, None, batches=1) == Resources(1, 0.0, 2)
+    assert plan_resources(None, None, batches=5) == Resources(2, 0.0, 1)
+    assert plan_resources(None, None, batches=0) == Resources(1, 0.0, 2)
+    assert plan_resources(2, None, batches=1) == Resources(2, 0.0, 1)  # asked for: kept
+
+
 def test_gpus_beyond_a_local_ray_are_refused(ray_cluster):
     with pytest.raises(ValueError, match=r"needs 2 GPUs but this local Ray has 0.*RAY_ADDRESS"):
         plan_resources(2, 1.0, can_grow=False)
