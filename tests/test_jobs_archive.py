@@ -143,10 +143,10 @@ def test_rerun_skips_done_images_overwrite_redoes_them(
 def test_kill_9_midway_leaves_no_broken_file_and_a_rerun_completes(
     ray_cluster, tiny_model, tmp_path
 ):
-    n = 24
+    n = 32  # large enough that the job is still running when its first manifest part lands
     src = write_tree(
         tmp_path / "src",
-        {f"img{i:02d}.png": encode(Image.fromarray(photo(64, 48, i)), "PNG") for i in range(n)},
+        {f"img{i:02d}.png": encode(Image.fromarray(photo(256, 192, i)), "PNG") for i in range(n)},
     )
     dst = tmp_path / "archive"
     log = (tmp_path / "stderr.log").open("w")
