@@ -176,7 +176,7 @@ def fit(
     while not last:
         step += 1
         progress = stage_progress(step, cfg["steps"], time.time() - t_start, max_seconds)
-        if world_size > 1:  # every worker must stop at the same step
+        if world_size > 1 and max_seconds:  # workers' clocks differ: stop at the same step
             shared = torch.tensor([progress], device=device)
             torch.distributed.all_reduce(shared, op=torch.distributed.ReduceOp.MAX)
             progress = shared.item()

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from pipeline.archive import ArchiveConfig, prepare_archive, run_archive
+from pipeline.bench.bare import files_of
 from pipeline.bench.rss import run_probe
 from pipeline.resources import plan_resources
 
@@ -56,10 +57,6 @@ class Run:
             "first_output_s": self.first_output_s,
             "loop_s": self.loop_s,
         }
-
-
-def files_of(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*.png") if p.is_file())
 
 
 def bare_loop(loop: str, src: Path, dst: Path, model_ref: str, threads: int) -> Run:
