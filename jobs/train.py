@@ -17,8 +17,10 @@ import ray
 from ray.train import ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from jobs.train_worker import fit
+from jobs.train_worker import LORA_RANKS, fit, lora_changes
 from pipeline.storage import Location
+from tadm import hub
+from tadm.config import TADMConfig
 from tadm.training import STAGES
 
 log = logging.getLogger("tadm.train")
@@ -40,6 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="16 (default) or 32; with --init, a different scale keeps every weight but the DFRM's",
     )
     p.add_argument("--base-model", help="diffusers folder with the SD 2.1-base weights (sd21)")
+    p.add_argument(
+        "--unet-lora-rank",
+        type=int,
+        help="LoRA rank on the UNet (default: the preset's or the checkpoint's; sd21 48, tiny 0 "
+        "= trained in full)",
+    )
+    p.add_argument(
+        "--vae-lora-rank",
+        type=int,
+        help="LoRA rank on the VAE decoder (default as --unet-lora-rank; sd21 16, tiny 0); a "
+        "checkpoint without adapters gets fresh ones over its weights",
+    )
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument(
         "--max-minutes",
@@ -82,6 +96,19 @@ def train_loop(cfg: dict[str, Any]) -> None:
     )
 
 
+def check_lora_ranks(args: argparse.Namespace) -> None:
+    """Refuse negative ranks, and a rank that differs from the --init checkpoint's adapters."""
+    for key in LORA_RANKS:
+        rank = getattr(args, key)
+        if rank is not None and rank < 0:
+            raise ValueError(f"--{key.replace('_', '-')} must be 0 or more, got {rank}")
+    if args.init and not args.resume and (args.unet_lora_rank, args.vae_lora_rank) != (None, None):
+        config = TADMConfig.from_dict(
+            json.loads((hub.resolve(args.init) / "config.json").read_text())
+        )
+        lora_changes(config, args.unet_lora_rank, args.vae_lora_rank)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
@@ -95,6 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "tadm train: stage 'vae' is for the tiny preset (sd21 uses SD's VAE)", file=sys.stderr
         )
+        return 2
+    try:
+        check_lora_ranks(args)
+    except ValueError as err:
+        print(f"tadm train: {err}", file=sys.stderr)
         return 2
     cfg = vars(args)
     log.info("tadm train: %s", json.dumps({k: v for k, v in cfg.items() if k != "storage_options"}))

@@ -31,6 +31,7 @@ from pipeline.evaluation import evaluate, mean_scores, scores, to_tensor, vae_ro
 from pipeline.sources import list_sources
 from pipeline.storage import Location, write_atomic
 from tadm import TADM
+from tadm.config import TADMConfig
 from tadm.losses import SUBSTITUTE, perceptual_loss
 from tadm.lpips import LPIPS
 from tadm.training import RandomCrops, StageConfig, stage_loss, trainable_parameters
@@ -38,6 +39,7 @@ from tadm.training import RandomCrops, StageConfig, stage_loss, trainable_parame
 log = logging.getLogger("tadm.train")
 
 WARMUP_STEPS = 50
+LORA_RANKS = ("unet_lora_rank", "vae_lora_rank")  # cfg keys; None: the model's own
 
 
 def load_images(uri: str, storage_options: dict) -> list[np.ndarray]:
@@ -64,6 +66,37 @@ def init_model(init: str, scale: int | None) -> TADM:
     other = TADM.from_config(dataclasses.replace(model.config, scale=scale))
     kept = {k: v for k, v in model.state_dict().items() if not k.startswith("dfrm.")}
     other.load_state_dict(kept, strict=False)
+    return other
+
+
+def lora_changes(config: TADMConfig, unet_rank: int | None, vae_rank: int | None) -> dict:
+    """The LoRA ranks to change in `config`, a checkpoint's (None keeps its own). Adapters once
+    trained keep their rank: asking for another one is a ValueError."""
+    wanted = dict(zip(LORA_RANKS, (unet_rank, vae_rank), strict=True))
+    changes = {k: v for k, v in wanted.items() if v is not None and v != getattr(config, k)}
+    for key in changes:
+        flag = "--" + key.replace("_", "-")
+        if getattr(config, key):
+            raise ValueError(
+                f"the model already has {key.replace('_', ' ')} {getattr(config, key)}; a "
+                f"trained adapter keeps its rank (leave {flag} out)"
+            )
+    return changes
+
+
+def with_lora_ranks(model: TADM, unet_rank: int | None, vae_rank: int | None) -> TADM:
+    """`model` with LoRA adapters of these ranks (None keeps the model's own).
+
+    A part without adapters gets fresh ones over its trained weights (e.g. the tiny VAE
+    decoder in `enhance`, so the adapters, not the decoder, follow the enhanced latents).
+    """
+    changes = lora_changes(model.config, unet_rank, vae_rank)
+    if not changes:
+        return model
+    config = dataclasses.replace(model.config, **changes)
+    other = TADM(config, model.vae, model.unet, model.null_prompt)
+    for part in ("dfrm", "tpm", "scheduler"):
+        getattr(other, part).load_state_dict(getattr(model, part).state_dict())
     return other
 
 
@@ -143,8 +176,11 @@ def fit(
         start_step = state["step"]
     elif cfg["init"]:
         model = init_model(cfg["init"], cfg["scale"])
+        model = with_lora_ranks(model, cfg.get("unet_lora_rank"), cfg.get("vae_lora_rank"))
     else:
-        model = TADM.from_preset(cfg["preset"] or "tiny", cfg["scale"] or 16, cfg["base_model"])
+        ranks = {k: cfg[k] for k in LORA_RANKS if cfg.get(k) is not None}
+        preset = cfg["preset"] or "tiny"
+        model = TADM.from_preset(preset, cfg["scale"] or 16, cfg["base_model"], **ranks)
     stage = StageConfig(
         cfg["stage"], cfg["lr"], lambda_gui=cfg["lambda_gui"], lambda_perc=cfg["lambda_perc"]
     )

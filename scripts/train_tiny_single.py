@@ -36,6 +36,7 @@ def main() -> None:
     p.add_argument("--crop", type=int, default=192)
     p.add_argument("--lr", type=float, help="peak learning rate (default: per stage, LR)")
     p.add_argument("--val-every", type=int, default=1000)
+    p.add_argument("--vae-lora-rank", type=int, help="LoRA on the decoder from this stage on")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -55,6 +56,7 @@ def main() -> None:
                 "lambda_gui": 1.0, "lambda_perc": 0.5, "lpips": None, "log_every": 100,
                 "val_every": args.val_every, "checkpoint_every": args.val_every,
                 "resume": True, "threads": 0, "seed": 0, "storage_options": "{}",
+                "vae_lora_rank": args.vae_lora_rank,
             }  # fmt: skip
             print(json.dumps({"event": "stage", **cfg}), flush=True)
             fit(cfg, device=torch.device(args.device))

@@ -1,5 +1,6 @@
 """`tadm train` through Ray Train on CPU: every stage runs, checkpoints reload, resume works."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -10,8 +11,9 @@ import torch
 from PIL import Image
 
 from jobs.train import main
-from jobs.train_worker import schedule, stage_progress
+from jobs.train_worker import fit, schedule, stage_progress, with_lora_ranks
 from tadm import TADM
+from tadm.presets import build_config
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +114,43 @@ def test_schedule_decays_over_steps_or_time():
     assert schedule(25, 0.0) == 0.5  # warm-up
     assert schedule(100, 0.5) == pytest.approx(0.5)
     assert schedule(100, 1.0) == 0.0
+
+
+def fit_cfg(data, out, **changes) -> dict:
+    cfg = dict(stage="enhance", data=str(data), val=None, out=str(out), init=None, preset="tiny",
+               base_model=None, scale=16, steps=2, max_minutes=None, batch_size=2, crop=32,
+               lr=1e-2, lambda_gui=1.0, lambda_perc=0.5, lpips=None, log_every=1, val_every=10,
+               checkpoint_every=10, resume=False, threads=1, seed=0,
+               storage_options="{}")  # fmt: skip
+    return {**cfg, **changes}
+
+
+def test_vae_lora_rank_puts_adapters_on_a_trained_tiny_decoder(data, tmp_path):
+    """--vae-lora-rank on a checkpoint without adapters: `enhance` trains adapters over the
+    decoder and leaves its weights as they were."""
+    torch.manual_seed(0)
+    base = TADM.from_preset("tiny", 16)
+    base.save_pretrained(tmp_path / "base")
+    fit(fit_cfg(data, tmp_path / "lora", init=str(tmp_path / "base"), vae_lora_rank=2))
+    tuned = TADM.from_pretrained(str(tmp_path / "lora" / "final"))
+    assert tuned.config.vae_lora_rank == 2 and tuned.config.unet_lora_rank == 0
+    assert (tmp_path / "lora" / "final" / "vae_decoder_lora" / "adapter_model.safetensors").exists()
+    before, after = base.state_dict(), tuned.state_dict()
+    key = "vae.decoder.conv_in.weight"
+    assert torch.equal(before[key], after[key.replace("conv_in.", "conv_in.base_layer.")])
+    adapters = [k for k in after if "lora_B" in k and k.startswith("vae.decoder.")]
+    assert adapters and any(after[k].abs().sum() > 0 for k in adapters)  # trained from zero
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("unet."))
+
+
+def test_lora_ranks_refuse_a_negative_rank_or_a_trained_adapters_other_rank(data, tmp_path, capsys):
+    config = dataclasses.replace(build_config("tiny", 16), unet_lora_rank=2)
+    TADM.from_config(config).save_pretrained(tmp_path / "ck")
+    assert run(data, tmp_path / "o", "--stage", "enhance", "--init", str(tmp_path / "ck"),
+               "--unet-lora-rank", "4") == 2  # fmt: skip
+    assert "already has unet lora rank 2" in capsys.readouterr().err
+    assert run(data, tmp_path / "o", "--stage", "dfrm", "--vae-lora-rank", "-1") == 2
+    assert "--vae-lora-rank must be 0 or more" in capsys.readouterr().err
+    # the rank a model already has is no change
+    model = TADM.from_preset("tiny", 16, unet_lora_rank=3)
+    assert with_lora_ranks(model, 3, None) is model
