@@ -37,6 +37,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, help="peak learning rate (default: per stage, LR)")
     p.add_argument("--val-every", type=int, default=1000)
     p.add_argument("--vae-lora-rank", type=int, help="LoRA on the decoder from this stage on")
+    p.add_argument("--lambda-perc", type=float, default=0.5, help="weight of the perceptual term")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -53,7 +54,7 @@ def main() -> None:
                 "init": init, "preset": None if init else "tiny", "base_model": None,
                 "scale": args.scale, "steps": args.steps, "max_minutes": args.minutes,
                 "batch_size": args.batch_size, "crop": args.crop, "lr": args.lr or LR[stage],
-                "lambda_gui": 1.0, "lambda_perc": 0.5, "lpips": None, "log_every": 100,
+                "lambda_gui": 1.0, "lambda_perc": args.lambda_perc, "lpips": None, "log_every": 100,
                 "val_every": args.val_every, "checkpoint_every": args.val_every,
                 "resume": True, "threads": 0, "seed": 0, "storage_options": "{}",
                 "vae_lora_rank": args.vae_lora_rank,
