@@ -30,7 +30,7 @@ from pipeline.decode import decode_image
 from pipeline.evaluation import evaluate, mean_scores, scores, to_tensor, vae_round_trip
 from pipeline.sources import list_sources
 from pipeline.storage import Location, write_atomic
-from tadm import TADM
+from tadm import TADM, lora
 from tadm.config import TADMConfig
 from tadm.losses import SUBSTITUTE, perceptual_loss
 from tadm.lpips import LPIPS
@@ -91,13 +91,12 @@ def with_lora_ranks(model: TADM, unet_rank: int | None, vae_rank: int | None) ->
     decoder in `enhance`, so the adapters, not the decoder, follow the enhanced latents).
     """
     changes = lora_changes(model.config, unet_rank, vae_rank)
-    if not changes:
-        return model
-    config = dataclasses.replace(model.config, **changes)
-    other = TADM(config, model.vae, model.unet, model.null_prompt)
-    for part in ("dfrm", "tpm", "scheduler"):
-        getattr(other, part).load_state_dict(getattr(model, part).state_dict())
-    return other
+    if changes.get("unet_lora_rank"):
+        lora.add_unet_lora(model.unet, changes["unet_lora_rank"])
+    if changes.get("vae_lora_rank"):
+        lora.add_vae_decoder_lora(model.vae, changes["vae_lora_rank"])
+    model.config = dataclasses.replace(model.config, **changes)
+    return model
 
 
 def validate(model: TADM, images: list[np.ndarray], stage: str) -> dict[str, float]:
