@@ -66,5 +66,38 @@ def vae_round_trip(model: TADM, hr: torch.Tensor) -> np.ndarray:
     return to_u8((model.decode_latent(model.encode_latent(x))[..., :h, :w] + 1) / 2)
 
 
+@torch.inference_mode()
+def latent_path_psnr(model: TADM, img: np.ndarray) -> dict[str, float]:
+    """PSNR after each step of the latent path, from one untiled forward pass (`model` in eval
+    mode): where a model loses, as the model card's breakdown gives it.
+
+    bicubic: the baseline. vae_bound: D(E(x)). vae_of_bicubic: D(E(bicubic round trip)), the
+    VAE on a smooth image. no_f_no_q: D(G_d(z_lr)), without F and the 8-bit LR. lr_path:
+    D(G_d(F^-1(Q(y)))), the LR PNG's path. enhanced: after the one-step enhancement (restore).
+    """
+    if model.training:
+        raise ValueError("latent_path_psnr needs the model in eval mode (rounded 8-bit LR)")
+    h, w = img.shape[:2]
+    m = model.size_multiple
+
+    def padded(t: torch.Tensor) -> torch.Tensor:
+        return pad_to(t.to(model.device) * 2 - 1, -(-h // m) * m, -(-w // m) * m)
+
+    def decoded(x: torch.Tensor) -> float:
+        return psnr(to_u8((x[..., :h, :w] + 1) / 2), img)
+
+    hr = to_tensor(img)
+    _, bicubic = bicubic_round_trip(hr, model.scale)
+    out = model(padded(hr), enhance=True)
+    return {
+        "bicubic": psnr(to_u8(bicubic), img),
+        "vae_bound": decoded(model.decode_latent(out.z)),
+        "vae_of_bicubic": decoded(model.decode_latent(model.encode_latent(padded(bicubic)))),
+        "no_f_no_q": decoded(model.decode_latent(out.z_hat_direct)),
+        "lr_path": decoded(model.decode_latent(out.z_hat)),
+        "enhanced": decoded(out.x_hat),
+    }
+
+
 def mean_scores(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}

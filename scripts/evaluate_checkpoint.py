@@ -2,27 +2,29 @@
 
 Per image: restore PSNR/SSIM after archive (downscale -> LR PNG -> upscale), bicubic down + PNG +
 bicubic up at the same scale, the VAE-only upper bound (paper Table 4), and the bits per pixel of
-both LR PNGs. Prints a Markdown table, then the same as JSON.
+both LR PNGs. Prints a Markdown table, then the same as JSON. With --breakdown, the PSNR after
+each step of the latent path instead (one untiled pass per image; the card's "where it loses").
 
-Usage: python scripts/evaluate_checkpoint.py CHECKPOINT IMAGE_DIR
+Usage: python scripts/evaluate_checkpoint.py CHECKPOINT IMAGE_DIR [--breakdown]
 """
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from pipeline.evaluation import evaluate, mean_scores
+from pipeline.evaluation import evaluate, latent_path_psnr, mean_scores
 from tadm import TADM
 
 
-def main(checkpoint: str, image_dir: str) -> None:
+def main(checkpoint: str, image_dir: str, breakdown: bool) -> None:
     model = TADM.from_pretrained(checkpoint).eval()
+    measure = latent_path_psnr if breakdown else evaluate
     rows = {}
     for path in sorted(Path(image_dir).iterdir()):
-        rows[path.name] = evaluate(model, np.asarray(Image.open(path).convert("RGB")))
+        rows[path.name] = measure(model, np.asarray(Image.open(path).convert("RGB")))
     rows["mean"] = mean_scores(list(rows.values()))
     keys = list(rows["mean"])
     print(f"model {checkpoint} (x{model.scale}, model_id {model.model_id})\n")
@@ -34,4 +36,9 @@ def main(checkpoint: str, image_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("checkpoint", help="checkpoint folder, URI or shipped name")
+    parser.add_argument("image_dir", help="folder of held-out images")
+    parser.add_argument("--breakdown", action="store_true", help="PSNR along the latent path")
+    args = parser.parse_args()
+    main(args.checkpoint, args.image_dir, args.breakdown)
