@@ -103,9 +103,10 @@ def check_lora_ranks(args: argparse.Namespace) -> None:
         if rank is not None and rank < 0:
             raise ValueError(f"--{key.replace('_', '-')} must be 0 or more, got {rank}")
     if args.init and not args.resume and (args.unet_lora_rank, args.vae_lora_rank) != (None, None):
-        config = TADMConfig.from_dict(
-            json.loads((hub.resolve(args.init) / "config.json").read_text())
-        )
+        config_file = hub.resolve(args.init) / "config.json"
+        if not config_file.is_file():
+            raise ValueError(f"--init {args.init!r} has no config.json: not a TADM checkpoint")
+        config = TADMConfig.from_dict(json.loads(config_file.read_text()))
         lora_changes(config, args.unet_lora_rank, args.vae_lora_rank)
 
 

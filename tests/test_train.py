@@ -151,6 +151,9 @@ def test_lora_ranks_refuse_a_negative_rank_or_a_trained_adapters_other_rank(data
     assert "already has unet lora rank 2" in capsys.readouterr().err
     assert run(data, tmp_path / "o", "--stage", "dfrm", "--vae-lora-rank", "-1") == 2
     assert "--vae-lora-rank must be 0 or more" in capsys.readouterr().err
+    assert run(data, tmp_path / "o", "--stage", "enhance", "--init", str(data),
+               "--vae-lora-rank", "4") == 2  # fmt: skip
+    assert "not a TADM checkpoint" in capsys.readouterr().err
     # the rank a model already has is no change; the other part can still get adapters
     model = TADM.from_config(config)
     assert with_lora_ranks(model, 2, 3).config.vae_lora_rank == 3
