@@ -20,7 +20,7 @@ from ray.train.torch import TorchTrainer
 from jobs.train_worker import LORA_RANKS, fit, lora_changes
 from pipeline.storage import Location
 from tadm import hub
-from tadm.config import TADMConfig
+from tadm.model import read_config
 from tadm.training import STAGES
 
 log = logging.getLogger("tadm.train")
@@ -103,10 +103,7 @@ def check_lora_ranks(args: argparse.Namespace) -> None:
         if rank is not None and rank < 0:
             raise ValueError(f"--{key.replace('_', '-')} must be 0 or more, got {rank}")
     if args.init and not args.resume and (args.unet_lora_rank, args.vae_lora_rank) != (None, None):
-        config_file = hub.resolve(args.init) / "config.json"
-        if not config_file.is_file():
-            raise ValueError(f"--init {args.init!r} has no config.json: not a TADM checkpoint")
-        config = TADMConfig.from_dict(json.loads(config_file.read_text()))
+        config = read_config(hub.resolve(args.init), args.init)
         lora_changes(config, args.unet_lora_rank, args.vae_lora_rank)
 
 

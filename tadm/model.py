@@ -72,6 +72,14 @@ def pad_to(x: Tensor, height: int, width: int) -> Tensor:
     return x
 
 
+def read_config(directory: Path, name: str) -> TADMConfig:
+    """The config.json of checkpoint folder `directory` (`name`: what the user called it)."""
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise ValueError(f"{name!r} has no config.json: not a TADM checkpoint")
+    return TADMConfig.from_dict(json.loads(config_file.read_text()))
+
+
 class TADM(nn.Module):
     """Timestep-Aware Diffusion Model for extreme image rescaling.
 
@@ -173,10 +181,7 @@ class TADM(nn.Module):
     def from_pretrained(cls, path_or_name: str) -> "TADM":
         """Load a folder written by `save_pretrained` (path or URI), or a shipped checkpoint."""
         directory = hub.resolve(str(path_or_name))
-        config_file = directory / "config.json"
-        if not config_file.is_file():
-            raise ValueError(f"{path_or_name!r} has no config.json: not a TADM checkpoint")
-        config = TADMConfig.from_dict(json.loads(config_file.read_text()))
+        config = read_config(directory, path_or_name)
         model = cls.from_config(config)
         state = load_file(str(directory / WEIGHTS_FILE))
         result = model.load_state_dict(state, strict=False)
