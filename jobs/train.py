@@ -65,7 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", type=int, default=128, help="crop size in HR pixels")
     p.add_argument("--lr", type=float, default=1e-4, help="learning rate (joint: x0.1)")
     p.add_argument("--lambda-gui", type=float, default=1.0)
-    p.add_argument("--lambda-perc", type=float, default=0.5)
+    p.add_argument(
+        "--lambda-perc",
+        type=float,
+        default=0.5,
+        help="weight of the perceptual term (0: L1 only, the term is not computed)",
+    )
     p.add_argument(
         "--lpips",
         help="LPIPS weights file (VGG16 features + lin heads); without "

@@ -190,7 +190,9 @@ def fit(
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
-    if cfg["lpips"]:
+    if not cfg["lambda_perc"]:
+        perceptual, perceptual_name = perceptual_loss, "none (--lambda-perc 0)"
+    elif cfg["lpips"]:
         perceptual, perceptual_name = LPIPS.from_file(cfg["lpips"]).to(device), "lpips"
     else:
         perceptual, perceptual_name = perceptual_loss, SUBSTITUTE

@@ -74,8 +74,17 @@ def enhancement_loss(
     out: TADMOutput, x: Tensor, lambda_perc: float, perceptual: Perceptual = perceptual_loss
 ) -> tuple[Tensor, dict]:
     """Eq. 11: |x_hat - x|_1 + lambda_perc * perceptual. x in [-1, 1]."""
-    l1 = (out.x_hat - x).abs().mean()
-    perc = perceptual(out.x_hat, x)
+    return pixel_loss(out.x_hat, x, lambda_perc, perceptual)
+
+
+def pixel_loss(
+    x_hat: Tensor, x: Tensor, lambda_perc: float, perceptual: Perceptual = perceptual_loss
+) -> tuple[Tensor, dict]:
+    """|x_hat - x|_1 + lambda_perc * perceptual; the perceptual term is not computed at 0."""
+    l1 = (x_hat - x).abs().mean()
+    if not lambda_perc:
+        return l1, {"l1": l1.item()}
+    perc = perceptual(x_hat, x)
     return l1 + lambda_perc * perc, {"l1": l1.item(), "perceptual": perc.item()}
 
 

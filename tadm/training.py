@@ -15,7 +15,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tadm.losses import Perceptual, enhancement_loss, perceptual_loss, rescaling_loss
+from tadm.losses import (
+    Perceptual,
+    enhancement_loss,
+    perceptual_loss,
+    pixel_loss,
+    rescaling_loss,
+)
 from tadm.model import TADM
 
 STAGES = ("vae", "dfrm", "enhance", "joint")
@@ -80,9 +86,7 @@ def stage_loss(
     inner: TADM = getattr(model, "module", model)
     if stage == "vae":
         x_hat = inner.decode_latent(inner.encode_latent(x))
-        l1 = (x_hat - x).abs().mean()
-        perc = perceptual(x_hat, x)
-        return l1 + cfg.lambda_perc * perc, {"l1": l1.item(), "perceptual": perc.item()}
+        return pixel_loss(x_hat, x, cfg.lambda_perc, perceptual)
     out = model(x, enhance=stage != "dfrm")
     if stage == "dfrm":
         return rescaling_loss(out, x, scale, cfg.lambda_gui)

@@ -1,6 +1,6 @@
 import torch
 
-from tadm.losses import bicubic_down, perceptual_loss, psnr, ssim
+from tadm.losses import bicubic_down, perceptual_loss, pixel_loss, psnr, ssim
 
 
 def test_ssim_is_one_for_identical_images_and_drops_with_noise():
@@ -28,3 +28,15 @@ def test_bicubic_down_shape_and_constant():
 def test_psnr_of_known_error():
     a = torch.zeros(1, 3, 4, 4)
     assert abs(psnr(a + 0.1, a) - 20.0) < 1e-4
+
+
+def test_pixel_loss_skips_the_perceptual_term_at_weight_zero():
+    x, x_hat = torch.zeros(1, 3, 16, 16), torch.full((1, 3, 16, 16), 0.5)
+
+    def refuse(a, b):
+        raise AssertionError("the perceptual term was computed at weight 0")
+
+    loss, logs = pixel_loss(x_hat, x, 0.0, refuse)
+    assert loss.item() == 0.5 and logs == {"l1": 0.5}
+    loss, logs = pixel_loss(x_hat, x, 2.0, lambda a, b: torch.tensor(0.25))
+    assert loss.item() == 1.0 and logs == {"l1": 0.5, "perceptual": 0.25}
