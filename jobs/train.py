@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=int, default=8, help="crops per worker and step")
     p.add_argument("--crop", type=int, default=128, help="crop size in HR pixels")
+    p.add_argument(
+        "--colour-aug",
+        action="store_true",
+        help="shuffle each crop's RGB channels and scale each by a random gain (0.8-1.2), so "
+        "that the model learns to carry colour rather than the palettes of its photos",
+    )
     p.add_argument("--lr", type=float, default=1e-4, help="learning rate (joint: x0.1)")
     p.add_argument("--lambda-gui", type=float, default=1.0)
     p.add_argument(

@@ -196,14 +196,18 @@ def fit(
         perceptual, perceptual_name = LPIPS.from_file(cfg["lpips"]).to(device), "lpips"
     else:
         perceptual, perceptual_name = perceptual_loss, SUBSTITUTE
-    crops = RandomCrops(load_images(cfg["data"], options), cfg["crop"], cfg["seed"] + rank)
+    colour_aug = bool(cfg.get("colour_aug"))
+    crops = RandomCrops(
+        load_images(cfg["data"], options), cfg["crop"], cfg["seed"] + rank, colour_aug
+    )
     val_images = load_images(cfg["val"], options) if cfg["val"] and rank == 0 else []
     # a time budget counts from this run's start; a resumed run gets the whole budget again
     max_seconds = cfg["max_minutes"] * 60 if cfg.get("max_minutes") else None
     if rank == 0:
         start = {"stage": stage.stage, "event": "start", "step": start_step, "lr": lr,
                  "trainable_parameters": sum(p.numel() for p in params),
-                 "perceptual": perceptual_name, "device": str(device)}  # fmt: skip
+                 "perceptual": perceptual_name, "colour_aug": colour_aug,
+                 "device": str(device)}  # fmt: skip
         append_log(out, start)
         log.info("tadm train: %s", json.dumps(start))
 

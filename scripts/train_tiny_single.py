@@ -38,6 +38,8 @@ def main() -> None:
     p.add_argument("--val-every", type=int, default=1000)
     p.add_argument("--vae-lora-rank", type=int, help="LoRA on the decoder from this stage on")
     p.add_argument("--lambda-perc", type=float, default=0.5, help="weight of the perceptual term")
+    p.add_argument("--lambda-gui", type=float, default=1.0, help="weight of L_gui (Eq. 7)")
+    p.add_argument("--colour-aug", action="store_true", help="as tadm train --colour-aug")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -54,10 +56,11 @@ def main() -> None:
                 "init": init, "preset": None if init else "tiny", "base_model": None,
                 "scale": args.scale, "steps": args.steps, "max_minutes": args.minutes,
                 "batch_size": args.batch_size, "crop": args.crop, "lr": args.lr or LR[stage],
-                "lambda_gui": 1.0, "lambda_perc": args.lambda_perc, "lpips": None, "log_every": 100,
+                "lambda_gui": args.lambda_gui, "lambda_perc": args.lambda_perc, "lpips": None,
+                "log_every": 100,
                 "val_every": args.val_every, "checkpoint_every": args.val_every,
                 "resume": True, "threads": 0, "seed": 0, "storage_options": "{}",
-                "vae_lora_rank": args.vae_lora_rank,
+                "vae_lora_rank": args.vae_lora_rank, "colour_aug": args.colour_aug,
             }  # fmt: skip
             print(json.dumps({"event": "stage", **cfg}), flush=True)
             fit(cfg, device=torch.device(args.device))

@@ -99,17 +99,26 @@ def stage_loss(
     return loss, logs
 
 
+COLOUR_GAIN = 0.2  # colour augmentation: each channel scaled by a gain in 1 +- this
+
+
 class RandomCrops:
     """Random crops with flips from images held in memory (uint8 HWC arrays).
 
-    Images smaller than the crop are reflect-padded up to it, so every image can be used.
+    Images smaller than the crop are reflect-padded up to it, so every image can be used. With
+    `colour`, each crop also gets its RGB channels in a random order and a random gain per
+    channel: a few dozen photos hold few palettes, and a model trained on them alone shifts
+    the hues of photos it has not seen (tadm/checkpoints/MODEL_CARD.md).
     """
 
-    def __init__(self, images: list[np.ndarray], crop: int, seed: int = 0) -> None:
+    def __init__(
+        self, images: list[np.ndarray], crop: int, seed: int = 0, colour: bool = False
+    ) -> None:
         if not images:
             raise ValueError("no training images")
         self.images = images
         self.crop = crop
+        self.colour = colour
         self.rng = random.Random(seed)
 
     def _one(self) -> np.ndarray:
@@ -125,9 +134,14 @@ class RandomCrops:
             patch = patch[:, ::-1]
         if self.rng.random() < 0.5:
             patch = patch[::-1]
+        patch = patch.astype(np.float32)
+        if self.colour:
+            order = self.rng.sample(range(3), 3)
+            gains = [1 + self.rng.uniform(-COLOUR_GAIN, COLOUR_GAIN) for _ in range(3)]
+            patch = np.clip(patch[..., order] * np.float32(gains), 0, 255)
         return patch
 
     def batch(self, size: int) -> Tensor:
         """(size, 3, crop, crop) float in [-1, 1]."""
-        arr = np.stack([self._one() for _ in range(size)]).astype(np.float32)
+        arr = np.stack([self._one() for _ in range(size)])
         return torch.from_numpy(arr).permute(0, 3, 1, 2) / 127.5 - 1.0

@@ -47,7 +47,7 @@ def test_all_stages_chain_and_checkpoints_reload(ray_cluster, data, tmp_path):
     previous = tmp_path / "vae" / "final"
     for stage in ("dfrm", "enhance", "joint"):
         out = tmp_path / stage
-        extra = ["--scale", "32"] if stage == "dfrm" else []
+        extra = {"dfrm": ["--scale", "32"], "joint": ["--colour-aug"]}.get(stage, [])
         assert run(data, out, "--stage", stage, "--init", str(previous), "--steps", "2",
                    *extra) == 0  # fmt: skip
         assert (out / "latest").read_text() == "step-000002"
@@ -56,6 +56,7 @@ def test_all_stages_chain_and_checkpoints_reload(ray_cluster, data, tmp_path):
         lines = log_lines(out)
         assert [r["step"] for r in lines if "loss" in r] == [1, 2]
         assert any("val_psnr" in r and "val_bicubic_psnr" in r for r in lines)
+        assert lines[0]["colour_aug"] == (stage == "joint")
         previous = out / "final"
     vae = TADM.from_pretrained(str(tmp_path / "vae" / "final"))
     joint = TADM.from_pretrained(str(previous))

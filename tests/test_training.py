@@ -73,6 +73,27 @@ def test_loss_falls_on_a_fixed_batch(stage, images):
     assert losses[-1] < 0.9 * losses[0], losses
 
 
+def test_colour_augmentation_reorders_and_scales_the_channels():
+    """Each colour-augmented crop is the plain crop (same seed: same place and flips) with its
+    channels in some order, each scaled by a gain in 0.8-1.2; the orders vary."""
+    rng = np.random.default_rng(0)
+    base = rng.integers(40, 200, size=(40, 50, 3)).astype(np.uint8)  # no clipping at 1.2x
+    orders = set()
+    for seed in range(12):
+        plain = (RandomCrops([base], 24, seed=seed).batch(1)[0] + 1) * 127.5
+        coloured = (RandomCrops([base], 24, seed=seed, colour=True).batch(1)[0] + 1) * 127.5
+        order = []
+        for channel in coloured:
+            ratios = [(channel / source).flatten() for source in plain]
+            matches = [i for i, r in enumerate(ratios) if r.max() - r.min() < 1e-4]
+            assert len(matches) == 1
+            assert 0.8 <= ratios[matches[0]].mean() <= 1.2
+            order.append(matches[0])
+        assert sorted(order) == [0, 1, 2]
+        orders.add(tuple(order))
+    assert len(orders) > 2
+
+
 def test_random_crops_pad_small_images_and_stay_in_range(images):
     crops = RandomCrops(images, 64, seed=0).batch(8)
     assert crops.shape == (8, 3, 64, 64)
