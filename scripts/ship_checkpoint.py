@@ -1,0 +1,61 @@
+"""Make a checkpoint fit to ship: LoRA adapters merged into the layers they adapt, weights in fp16.
+
+A shipped checkpoint (tadm/checkpoints/) is one file with no adapter folders: merging computes
+W + B @ A once, so restoring runs the plain layers, and fp16 halves the file (the model runs in
+fp32; from_pretrained casts). Only for checkpoints without a base model (the tiny preset): an
+sd21 checkpoint would have to carry the whole SD 2.1 base.
+
+Usage: python scripts/ship_checkpoint.py CHECKPOINT OUT
+"""
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import torch
+from peft.tuners.tuners_utils import BaseTunerLayer
+from safetensors.torch import save_file
+
+from tadm import TADM, lora
+
+
+def merged(model: TADM) -> TADM:
+    """The same model with its LoRA adapters folded into the weights, and no adapters."""
+    if model.config.base_model is not None:
+        raise ValueError("this checkpoint has a base model; merging would copy it into the file")
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer):
+            module.merge()
+    state = {
+        key.replace(".base_layer.", "."): value
+        for key, value in model.state_dict().items()
+        if not lora.is_lora_key(key)
+    }
+    config = dataclasses.replace(model.config, unet_lora_rank=0, vae_lora_rank=0)
+    plain = TADM.from_config(config)
+    plain.load_state_dict(state)
+    return plain.eval()
+
+
+def main(checkpoint: str, out: str) -> None:
+    model = merged(TADM.from_pretrained(checkpoint))
+    directory = Path(out)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {
+        k: (v.half() if v.is_floating_point() else v).contiguous()
+        for k, v in model.state_dict().items()
+    }
+    save_file(state, str(directory / "model.safetensors"))
+    (directory / "config.json").write_text(model.config.to_json())
+    shipped = TADM.from_pretrained(str(directory))
+    params = sum(v.numel() for v in state.values())
+    print(f"{directory}: model_id {shipped.model_id}, {params / 1e6:.2f} M parameters")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("checkpoint", help="checkpoint folder, URI or shipped name")
+    parser.add_argument("out", help="folder to write config.json and model.safetensors to")
+    args = parser.parse_args()
+    with torch.no_grad():
+        main(args.checkpoint, args.out)
