@@ -2,8 +2,10 @@
 
 import numpy as np
 import pytest
+import torch
 
-from pipeline.evaluation import evaluate, latent_path_psnr
+from pipeline.evaluation import bicubic_round_trip, evaluate, latent_path_psnr, to_u8
+from pipeline.quality import psnr
 from tadm import TADM
 
 
@@ -27,6 +29,15 @@ def test_the_latent_path_breakdown_agrees_with_the_full_evaluation(model, image)
     assert all(np.isfinite(v) for v in path.values()), path
     # one forward pass without tiling: the restore of an image smaller than a tile is the same
     assert path["enhanced"] == pytest.approx(full["psnr"], abs=0.05)
+
+
+def test_thumbnail_psnr_compares_the_lr_png_with_the_bicubic_lr(model, image):
+    full = evaluate(model, image, vae_bound=False)
+    lr = model.downscale(torch.tensor(image).permute(2, 0, 1)[None].float() / 255)
+    bicubic_lr, _ = bicubic_round_trip(torch.tensor(image).permute(2, 0, 1)[None] / 255, 16)
+    expected = psnr(lr[0, :, :4, :6].permute(1, 2, 0).numpy(), to_u8(bicubic_lr))  # 72x100 / 16
+    assert full["thumbnail_psnr"] == pytest.approx(expected)
+    assert 5 < full["thumbnail_psnr"] < 100
 
 
 def test_the_breakdown_refuses_a_model_in_training_mode(model, image):
