@@ -10,17 +10,16 @@ Usage: python scripts/ship_checkpoint.py CHECKPOINT OUT
 
 import argparse
 import dataclasses
-from pathlib import Path
 
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
-from safetensors.torch import save_file
 
 from tadm import TADM, lora
 
 
 def merged(model: TADM) -> TADM:
-    """The same model with its LoRA adapters folded into the weights, and no adapters."""
+    """The same model with its LoRA adapters folded into the weights, and no adapters (the
+    adapted layers of `model` are merged in place)."""
     if model.config.base_model is not None:
         raise ValueError("this checkpoint has a base model; merging would copy it into the file")
     for module in model.modules():
@@ -38,18 +37,10 @@ def merged(model: TADM) -> TADM:
 
 
 def main(checkpoint: str, out: str) -> None:
-    model = merged(TADM.from_pretrained(checkpoint))
-    directory = Path(out)
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {
-        k: (v.half() if v.is_floating_point() else v).contiguous()
-        for k, v in model.state_dict().items()
-    }
-    save_file(state, str(directory / "model.safetensors"))
-    (directory / "config.json").write_text(model.config.to_json())
-    shipped = TADM.from_pretrained(str(directory))
-    params = sum(v.numel() for v in state.values())
-    print(f"{directory}: model_id {shipped.model_id}, {params / 1e6:.2f} M parameters")
+    merged(TADM.from_pretrained(checkpoint)).half().save_pretrained(out)
+    shipped = TADM.from_pretrained(out)
+    params = sum(p.numel() for p in shipped.parameters())
+    print(f"{out}: model_id {shipped.model_id}, {params / 1e6:.2f} M parameters")
 
 
 if __name__ == "__main__":
