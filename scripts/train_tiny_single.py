@@ -8,6 +8,9 @@ its learning rate decayed to 0. This trained the shipped checkpoints (see MODEL_
     python scripts/train_tiny_single.py DATA VAL OUT/vae-x --stages vae --init VAE_CKPT
     python scripts/train_tiny_single.py DATA VAL OUT/x16 --stages dfrm,enhance,joint \
         --init OUT/vae-x/vae/final --scale 16
+
+With --vae CKPT the first stage starts from --init with CKPT's VAE put in (saved as OUT/init):
+a DFRM trained on another VAE re-fits the new latents faster than one trained from scratch.
 """
 
 import argparse
@@ -18,8 +21,9 @@ from pathlib import Path
 import torch
 
 from jobs.train_worker import fit
+from tadm import TADM
 
-LR = {"vae": 3e-4, "dfrm": 1e-3, "enhance": 5e-4, "joint": 5e-4}  # joint runs at x0.1
+LR = {"vae": 3e-4, "dfrm": 1e-3, "enhance": 5e-4, "joint": 2e-3}  # joint runs at x0.1: 2e-4
 
 
 def main() -> None:
@@ -29,6 +33,7 @@ def main() -> None:
     p.add_argument("out")
     p.add_argument("--stages", default="dfrm,enhance,joint")
     p.add_argument("--init", help="checkpoint the first stage starts from (default: preset)")
+    p.add_argument("--vae", help="checkpoint whose VAE weights replace --init's")
     p.add_argument("--scale", type=int, choices=(16, 32))
     p.add_argument("--minutes", type=float, default=2.0, help="per stage")
     p.add_argument("--steps", type=int, default=100_000, help="per stage, at most")
@@ -48,6 +53,8 @@ def main() -> None:
     torch.backends.cudnn.benchmark = True
 
     init = args.init
+    if args.vae:
+        init = with_vae(init, args.vae, Path(args.out) / "init")
     for stage in args.stages.split(","):
         out = Path(args.out) / stage
         if not (out / "final" / "config.json").exists():
@@ -65,6 +72,24 @@ def main() -> None:
             print(json.dumps({"event": "stage", **cfg}), flush=True)
             fit(cfg, device=torch.device(args.device))
         init = str(out / "final")
+
+
+def with_vae(init: str | None, vae: str, out: Path) -> str:
+    """Checkpoint `init` with the VAE weights of checkpoint `vae`, saved at `out` (kept)."""
+    if not init:
+        raise SystemExit("--vae needs --init: the checkpoint to put the VAE into")
+    if not (out / "config.json").exists():
+        model, source = TADM.from_pretrained(init), TADM.from_pretrained(vae)
+        if source.config.vae != model.config.vae:
+            raise SystemExit(f"--vae {vae}: its VAE config differs from --init {init}'s")
+        if source.config.vae_lora_rank or model.config.vae_lora_rank:
+            raise SystemExit(
+                "--vae: neither checkpoint may have decoder adapters (merge them first: "
+                "scripts/ship_checkpoint.py)"
+            )
+        model.vae.load_state_dict(source.vae.state_dict())
+        model.save_pretrained(out)
+    return str(out)
 
 
 if __name__ == "__main__":

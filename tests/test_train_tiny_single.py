@@ -1,0 +1,50 @@
+"""scripts/train_tiny_single.py: stages in one process, and --vae putting another VAE in."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import save_tiny
+
+from tadm import TADM
+
+SCRIPT = Path(__file__).parents[1] / "scripts" / "train_tiny_single.py"
+_spec = importlib.util.spec_from_file_location("train_tiny_single", SCRIPT)
+train_tiny_single = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(train_tiny_single)
+
+
+def test_vae_weights_come_from_the_vae_checkpoint_and_the_rest_from_init(
+    tmp_path, small_photos, monkeypatch
+):
+    init = save_tiny(tmp_path / "init", seed=0)
+    vae = save_tiny(tmp_path / "vae", seed=1, scale=32)  # another scale: the VAE is the same kind
+    out = tmp_path / "run"
+    argv = [str(SCRIPT), str(small_photos), "", str(out), "--stages", "dfrm", "--init", init,
+            "--vae", vae, "--scale", "16", "--steps", "2", "--batch-size", "1", "--crop", "64",
+            "--device", "cpu"]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    train_tiny_single.main()
+
+    started = TADM.from_pretrained(str(out / "init")).state_dict()
+    source, first = TADM.from_pretrained(vae).state_dict(), TADM.from_pretrained(init).state_dict()
+    assert any(not torch.equal(source[k], first[k]) for k in source if k.startswith("vae."))
+    for key, value in started.items():
+        assert torch.equal(value, (source if key.startswith("vae.") else first)[key]), key
+    log = [json.loads(line) for line in (out / "dfrm" / "log.jsonl").read_text().splitlines()]
+    assert log[0]["event"] == "start" and log[-1]["step"] == 2
+    assert (out / "dfrm" / "final" / "config.json").exists()
+
+
+def test_vae_checkpoints_with_adapters_or_another_vae_are_refused(tmp_path):
+    init = save_tiny(tmp_path / "init", seed=0)
+    torch.manual_seed(0)
+    TADM.from_preset("tiny", 16, vae_lora_rank=2).save_pretrained(tmp_path / "adapted")
+    with pytest.raises(SystemExit, match="adapters"):
+        train_tiny_single.with_vae(init, str(tmp_path / "adapted"), tmp_path / "a")
+    with pytest.raises(SystemExit, match="needs --init"):
+        train_tiny_single.with_vae(None, init, tmp_path / "b")
+    assert not (tmp_path / "a").exists()
