@@ -45,6 +45,10 @@ def test_vae_checkpoints_with_adapters_or_another_vae_are_refused(tmp_path):
     TADM.from_preset("tiny", 16, vae_lora_rank=2).save_pretrained(tmp_path / "adapted")
     with pytest.raises(SystemExit, match="adapters"):
         train_tiny_single.with_vae(init, str(tmp_path / "adapted"), tmp_path / "a")
+    narrow = {**TADM.from_pretrained(init).config.vae, "block_out_channels": [16, 32, 32]}
+    TADM.from_preset("tiny", 16, vae=narrow).save_pretrained(tmp_path / "narrow")
+    with pytest.raises(SystemExit, match="VAE config differs"):
+        train_tiny_single.with_vae(init, str(tmp_path / "narrow"), tmp_path / "c")
     with pytest.raises(SystemExit, match="needs --init"):
         train_tiny_single.with_vae(None, init, tmp_path / "b")
-    assert not (tmp_path / "a").exists()
+    assert not any((tmp_path / d).exists() for d in "abc")
