@@ -11,9 +11,12 @@ its learning rate decayed to 0. This trained the shipped checkpoints (see MODEL_
 
 With --vae CKPT the first stage starts from --init with CKPT's VAE put in (saved as OUT/init):
 a DFRM trained on another VAE re-fits the new latents faster than one trained from scratch.
+With --decoder-keep-width it starts from --init's weights in a G_d that keeps its width after
+each pixel shuffle (DFRMConfig.decoder_keep_width), computing what --init computes.
 """
 
 import argparse
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -34,6 +37,9 @@ def main() -> None:
     p.add_argument("--stages", default="dfrm,enhance,joint")
     p.add_argument("--init", help="checkpoint the first stage starts from (default: preset)")
     p.add_argument("--vae", help="checkpoint whose VAE weights replace --init's")
+    p.add_argument(
+        "--decoder-keep-width", action="store_true", help="widen --init's G_d (see above)"
+    )
     p.add_argument("--scale", type=int, choices=(16, 32))
     p.add_argument("--minutes", type=float, default=2.0, help="per stage")
     p.add_argument("--steps", type=int, default=100_000, help="per stage, at most")
@@ -55,6 +61,8 @@ def main() -> None:
     init = args.init
     if args.vae:
         init = with_vae(init, args.vae, Path(args.out) / "init")
+    if args.decoder_keep_width:
+        init = with_wide_decoder(init, Path(args.out) / "init-wide")
     for stage in args.stages.split(","):
         out = Path(args.out) / stage
         if not (out / "final" / "config.json").exists():
@@ -89,6 +97,36 @@ def with_vae(init: str | None, vae: str, out: Path) -> str:
             )
         model.vae.load_state_dict(source.vae.state_dict())
         model.save_pretrained(out)
+    return str(out)
+
+
+def with_wide_decoder(init: str | None, out: Path) -> str:
+    """Checkpoint `init` with decoder_keep_width set, saved at `out` (kept), computing the same
+    function: each grown conv holds `init`'s weights in its first rows and columns, zeros where
+    the new input channels meet the old outputs, and a fresh initialisation in its new rows (the
+    next conv's zero columns ignore them until training moves both)."""
+    if not init:
+        raise SystemExit("--decoder-keep-width needs --init: the checkpoint to widen")
+    if not (out / "config.json").exists():
+        model = TADM.from_pretrained(init)
+        if model.config.dfrm.decoder_keep_width:
+            raise SystemExit(f"--decoder-keep-width: {init}'s G_d already keeps its width")
+        dfrm = dataclasses.replace(model.config.dfrm, decoder_keep_width=True)
+        torch.manual_seed(0)
+        wide = TADM.from_config(dataclasses.replace(model.config, dfrm=dfrm))
+        state = wide.state_dict()
+        grown = []
+        for key, old in model.state_dict().items():
+            new = state[key]
+            if new.shape != old.shape:
+                grown.append(key)
+                rows = old.shape[0]
+                new[:rows] = 0
+                new[(slice(0, rows), *(slice(0, n) for n in old.shape[1:]))] = old
+            else:
+                new.copy_(old)
+        print(json.dumps({"event": "widened", "init": init, "grown": grown}), flush=True)
+        wide.save_pretrained(out)
     return str(out)
 
 

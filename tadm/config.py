@@ -15,6 +15,9 @@ class DFRMConfig:
     num_res_blocks: int = 8  # residual blocks per CNN stage (official 8)
     inn_blocks: int = 12  # coupling blocks of the invertible network F (official 12)
     inn_growth: int = 32  # growth rate of F's dense blocks (official 32)
+    # G_d's upsampling convs back to latent_width after each pixel shuffle; the official layout
+    # (False) quarters the width at each, which leaves 3 channels before the latent at tiny's 32x.
+    decoder_keep_width: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,10 @@ class TADMConfig:
         return max(unet_factor, lr_step)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+        data = dataclasses.asdict(self)
+        if not self.dfrm.decoder_keep_width:  # added later: absent is the official layout, so
+            del data["dfrm"]["decoder_keep_width"]  # older checkpoints keep their model_id
+        return json.dumps(data, indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TADMConfig":

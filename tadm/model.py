@@ -113,6 +113,7 @@ class TADM(nn.Module):
             d.num_res_blocks,
             d.inn_blocks,
             d.inn_growth,
+            d.decoder_keep_width,
         )
         p = config.tpm
         self.tpm = TPM(c, p.width, p.num_res_blocks, p.hidden, p.t_min, p.t_max)

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from tadm.modules.common import ConvBlock
 from tadm.modules.dfrm import DFRM, from_uint8, quantize, to_uint8
 
 STEP = 2 / 255  # one 8-bit step on [-1, 1]
@@ -69,6 +70,20 @@ def test_official_layout_keys():
     assert "final_module.10.conv_in.weight" in keys  # after PixelShuffle at index 9
     assert "inv_module.11.H.conv5.weight" in keys  # 12 coupling blocks
     assert DFRM(16).state_dict()["fusing_module.8.conv_in.weight"].shape == (3, 144, 3, 3)
+
+
+def test_decoder_keep_width_widens_g_d_after_each_pixel_shuffle():
+    """Tiny's 32x: 3 pixel shuffles quarter 192 channels to 3 before the latent, unless kept."""
+    kw = dict(latent_channels=16, vae_factor=4, latent_width=192, num_res_blocks=1)
+    narrow, wide = DFRM(32, **kw), DFRM(32, **kw, decoder_keep_width=True)
+    convs = {
+        name: [m.conv_in.in_channels for m in d.final_module if isinstance(m, ConvBlock)]
+        for name, d in (("narrow", narrow), ("wide", wide))
+    }
+    assert convs == {"narrow": [3, 48, 12, 3], "wide": [3, 48, 48, 48]}
+    z_lr = torch.randn(1, 3, 2, 3)
+    assert wide.g_d(z_lr).shape == narrow.g_d(z_lr).shape == (1, 16, 16, 24)
+    assert wide.state_dict().keys() == narrow.state_dict().keys()  # same names, wider convs
 
 
 @pytest.mark.parametrize("scale", [8, 12, 24])

@@ -62,6 +62,15 @@ def test_config_json_round_trips(name, scale):
     assert TADMConfig.from_dict(data) == config
 
 
+def test_decoder_keep_width_is_saved_only_when_set():
+    """Configs saved before the field existed read as the official layout, with the same JSON."""
+    narrow = build_config("tiny", 32)
+    wide = build_config("tiny", 32, dfrm=dataclasses.replace(narrow.dfrm, decoder_keep_width=True))
+    assert "decoder_keep_width" not in json.loads(narrow.to_json())["dfrm"]
+    assert json.loads(wide.to_json())["dfrm"]["decoder_keep_width"] is True
+    assert TADMConfig.from_dict(json.loads(wide.to_json())) == wide
+
+
 def test_overrides_do_not_leak_into_the_presets():
     before = json.dumps(PRESETS, default=str, sort_keys=True)
     build_config("tiny", 16, tile=32, tile_stride=16, vae_lora_rank=4)

@@ -52,3 +52,32 @@ def test_vae_checkpoints_with_adapters_or_another_vae_are_refused(tmp_path):
     with pytest.raises(SystemExit, match="needs --init"):
         train_tiny_single.with_vae(None, init, tmp_path / "b")
     assert not any((tmp_path / d).exists() for d in "abc")
+
+
+def test_decoder_keep_width_widens_g_d_into_the_same_function_and_trains_it(
+    tmp_path, small_photos, monkeypatch
+):
+    init = save_tiny(tmp_path / "init", seed=0, scale=32)
+    out = tmp_path / "run"
+    argv = [str(SCRIPT), str(small_photos), "", str(out), "--stages", "dfrm", "--init", init,
+            "--decoder-keep-width", "--scale", "32", "--steps", "2", "--batch-size", "1",
+            "--crop", "64", "--device", "cpu"]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    train_tiny_single.main()
+
+    wide = TADM.from_pretrained(str(out / "init-wide"))
+    assert wide.config.dfrm.decoder_keep_width
+    narrow = TADM.from_pretrained(init)
+    before, after = narrow.state_dict(), wide.state_dict()
+    grown = {k for k in after if after[k].shape != before[k].shape}
+    convs = [f"dfrm.final_module.{i}.conv_in" for i in (4, 6, 8)]  # after the 3 pixel shuffles
+    assert grown == {f"{c}.{p}" for c in convs for p in ("weight", "bias")} - {f"{convs[2]}.bias"}
+    assert all(torch.equal(after[k], before[k]) for k in after if k not in grown)
+    z_lr = torch.randn(2, 3, 3, 4)
+    with torch.no_grad():
+        assert torch.allclose(wide.dfrm.g_d(z_lr), narrow.dfrm.g_d(z_lr), atol=1e-6)
+        assert after[f"{convs[0]}.weight"][48:].abs().sum() > 0  # new rows start random
+    trained = TADM.from_pretrained(str(out / "dfrm" / "final"))
+    assert trained.config.dfrm.decoder_keep_width
+    with pytest.raises(SystemExit, match="already keeps its width"):
+        train_tiny_single.with_wide_decoder(str(out / "dfrm" / "final"), tmp_path / "again")

@@ -48,6 +48,8 @@ class DFRM(nn.Module):
         num_res_blocks: residual blocks in the latent branch, the fusion and G_d (official 8).
         inn_blocks: coupling blocks in F (official 12).
         inn_growth: growth rate of F's dense blocks (official 32).
+        decoder_keep_width: G_d's convs after each pixel shuffle go back to latent_width
+            channels (official False: each shuffle quarters the width for good).
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class DFRM(nn.Module):
         num_res_blocks: int = 8,
         inn_blocks: int = 12,
         inn_growth: int = 32,
+        decoder_keep_width: bool = False,
     ) -> None:
         super().__init__()
         if scale % vae_factor or scale <= vae_factor or scale & (scale - 1):
@@ -98,8 +101,12 @@ class DFRM(nn.Module):
         channels = latent_width
         for step in range(latent_steps):
             channels //= 4
-            out = latent_channels if step == latent_steps - 1 else channels
+            if step == latent_steps - 1:
+                out = latent_channels
+            else:
+                out = latent_width if decoder_keep_width else channels
             final += [nn.PixelShuffle(2), ConvBlock(channels, out)]
+            channels = out
         self.final_module = nn.Sequential(*final)
 
     def g_e(self, x: Tensor, z: Tensor) -> Tensor:
