@@ -109,13 +109,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "latent_scaling": 1.0,
         "null_prompt_tokens": 4,
         "dfrm": DFRMConfig(
-            # latent_width 192: G_d's pixel-shuffle steps divide it by 4 each, and 192 leaves 12
-            # channels before the 16-channel latent at 16x (128 left 8).
+            # G_d's pixel shuffles divide its width by 4 each: the official layout would leave
+            # 12 channels before the 16-channel latent at 16x and 3 at 32x, so tiny's G_d goes
+            # back to latent_width after each.
             pixel_width=8,
             latent_width=192,
             num_res_blocks=2,
             inn_blocks=4,
             inn_growth=16,
+            decoder_keep_width=True,
         ),
         "tpm": TPMConfig(width=16, num_res_blocks=2, hidden=64),
         "scheduler": SchedulerConfig(learned_width=32, learned_res_blocks=2),

@@ -64,8 +64,9 @@ def test_config_json_round_trips(name, scale):
 
 def test_decoder_keep_width_is_saved_only_when_set():
     """Configs saved before the field existed read as the official layout, with the same JSON."""
-    narrow = build_config("tiny", 32)
-    wide = build_config("tiny", 32, dfrm=dataclasses.replace(narrow.dfrm, decoder_keep_width=True))
+    wide = build_config("tiny", 32)
+    assert wide.dfrm.decoder_keep_width and not build_config("sd21", 32).dfrm.decoder_keep_width
+    narrow = build_config("tiny", 32, dfrm=dataclasses.replace(wide.dfrm, decoder_keep_width=False))
     assert "decoder_keep_width" not in json.loads(narrow.to_json())["dfrm"]
     assert json.loads(wide.to_json())["dfrm"]["decoder_keep_width"] is True
     assert TADMConfig.from_dict(json.loads(wide.to_json())) == wide

@@ -1,5 +1,6 @@
 """scripts/train_tiny_single.py: stages in one process, and --vae putting another VAE in."""
 
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -10,6 +11,7 @@ import torch
 from conftest import save_tiny
 
 from tadm import TADM
+from tadm.presets import build_config
 
 SCRIPT = Path(__file__).parents[1] / "scripts" / "train_tiny_single.py"
 _spec = importlib.util.spec_from_file_location("train_tiny_single", SCRIPT)
@@ -57,7 +59,9 @@ def test_vae_checkpoints_with_adapters_or_another_vae_are_refused(tmp_path):
 def test_decoder_keep_width_widens_g_d_into_the_same_function_and_trains_it(
     tmp_path, small_photos, monkeypatch
 ):
-    init = save_tiny(tmp_path / "init", seed=0, scale=32)
+    torch.manual_seed(0)
+    official = dataclasses.replace(build_config("tiny", 32).dfrm, decoder_keep_width=False)
+    TADM.from_preset("tiny", 32, dfrm=official).save_pretrained(init := str(tmp_path / "init"))
     out = tmp_path / "run"
     argv = [str(SCRIPT), str(small_photos), "", str(out), "--stages", "dfrm", "--init", init,
             "--decoder-keep-width", "--scale", "32", "--steps", "2", "--batch-size", "1",
