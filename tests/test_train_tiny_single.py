@@ -1,4 +1,4 @@
-"""scripts/train_tiny_single.py: stages in one process, and --vae putting another VAE in."""
+"""scripts/train_tiny_single.py: stages in one process, --vae and --decoder-keep-width."""
 
 import dataclasses
 import importlib.util
