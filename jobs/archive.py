@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from jobs.common import Parser, add_storage_options, ray_session, run_job
-from pipeline.archive import ArchiveConfig, prepare_archive, run_archive
+from pipeline.archive.plan import ArchiveConfig, prepare_archive, run_archive
 
 PROG = "tadm archive"
 

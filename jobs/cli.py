@@ -15,7 +15,7 @@ SUBCOMMANDS = {
     "inspect": ("jobs.inspect", "summarise an archive's manifest"),
     "serve": ("jobs.serve", "serve HR tiles of an archive over HTTP"),
     "train": ("jobs.train", "train a TADM model"),
-    "bench": ("jobs.bench", "benchmark the archive pipeline"),
+    "bench": ("jobs.bench.cli", "benchmark the archive pipeline"),
 }
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 from jobs.common import Parser, add_storage_options, ray_session, run_job
-from pipeline.read_lr import Region
-from pipeline.restore import RestoreConfig, prepare_restore, run_restore
-from pipeline.write_restored import FORMATS
+from pipeline.restore.plan import RestoreConfig, prepare_restore, run_restore
+from pipeline.restore.read import Region
+from pipeline.restore.write import OUTPUT_FORMATS
 
 PROG = "tadm restore"
 
@@ -30,7 +30,9 @@ def parser() -> Parser:
     p.add_argument("--region", type=region, help="X,Y,W,H: restore only this HR window")
     p.add_argument("--only", metavar="GLOB", help="restore rel_paths matching GLOB ('*' spans '/')")
     p.add_argument("--model", help="shipped name, checkpoint folder or URI (default: tiny-xSCALE)")
-    p.add_argument("--format", choices=FORMATS, default="png", help="output format (default png)")
+    p.add_argument(
+        "--format", choices=OUTPUT_FORMATS, default="png", help="output format (default png)"
+    )
     p.add_argument(
         "--workers", type=int, help="model actors (default: 1 per GPU, or 1 per core up to 4)"
     )

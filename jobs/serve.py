@@ -13,7 +13,7 @@ import threading
 from ray import serve
 
 from jobs.common import Parser, add_storage_options, ray_session, run_job
-from pipeline.serve import APP_NAME, ServeConfig, prepare_serve, run_serve
+from pipeline.serve.app import APP_NAME, ServeConfig, prepare_serve, run_serve
 
 PROG = "tadm serve"
 DEFAULTS = ServeConfig(archive="")

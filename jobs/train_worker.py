@@ -27,11 +27,11 @@ import torch
 from torch import nn
 
 from pipeline.decode import decode_image
-from pipeline.evaluation import evaluate, mean_scores, scores, to_tensor, vae_round_trip
 from pipeline.sources import list_sources
 from pipeline.storage import Location, write_atomic
 from tadm import TADM, lora
 from tadm.config import TADMConfig
+from tadm.evaluation import evaluate, mean_scores, scores, to_tensor, vae_round_trip
 from tadm.losses import SUBSTITUTE, perceptual_loss
 from tadm.lpips import LPIPS
 from tadm.training import RandomCrops, StageConfig, stage_loss, trainable_parameters

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pipeline.batch import to_batch
+from pipeline.rows import to_batch
 
 # Decompression-bomb limit, set deliberately: 16384 x 16384 = 268 MP, far above any photo and
 # below what one decode may allocate (~800 MB of RGB). Pillow itself raises at twice this.
@@ -23,7 +23,7 @@ MAX_PIXELS = 16384 * 16384
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 # The formats archive reads; a GIF or PSD renamed to .png is an error, not a surprise.
-FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP")
+PILLOW_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP")
 EXIF_ORIENTATION = 0x0112
 ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 SIXTEEN_BIT_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -44,7 +44,7 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Decoded:
         with warnings.catch_warnings():
             # Pillow warns between 1x and 2x MAX_IMAGE_PIXELS; the explicit check decides.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data), formats=FORMATS)
+            img = Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)
         if img.width * img.height > max_pixels:
             raise ValueError(bomb_message(img.width, img.height, max_pixels))
         sixteen_bit = ";16" in raw_mode(img)
@@ -60,7 +60,7 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Decoded:
     except Image.DecompressionBombError as e:
         raise ValueError(f"decompression bomb: {e}") from None
     except UnidentifiedImageError:
-        raise ValueError(f"not a readable {'/'.join(FORMATS)} image") from None
+        raise ValueError(f"not a readable {'/'.join(PILLOW_FORMATS)} image") from None
     except (OSError, SyntaxError) as e:
         raise ValueError(f"corrupt or truncated image: {e}") from None
     except ValueError:

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.evaluation import evaluate, latent_path_psnr, mean_scores
 from tadm import TADM
+from tadm.evaluation import evaluate, latent_path_psnr, mean_scores
 
 
 def main(checkpoint: str, image_dir: str, breakdown: bool) -> None:

@@ -11,8 +11,8 @@ import pytest
 from conftest import encode, photo, save_tiny, write_tree
 from PIL import Image
 
-from jobs.bench import main
-from pipeline.bench.matching import TOLERANCE
+from jobs.bench.cli import main
+from jobs.bench.matching import TOLERANCE
 
 pytestmark = pytest.mark.slow
 

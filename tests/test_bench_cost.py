@@ -3,8 +3,8 @@ The tiny preset runs the same code path as sd21 (which the full benchmark runs).
 
 from __future__ import annotations
 
-from pipeline.bench.cost import PAPER, STAGES, run_cost
-from pipeline.bench.report import cost_section
+from jobs.bench.cost import PAPER, STAGES, run_cost
+from jobs.bench.report import cost_section
 
 
 def test_cost_of_each_stage_in_a_fresh_process():

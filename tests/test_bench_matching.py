@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from conftest import photo
 
-from pipeline.bench.codecs import jxl_distance, lossless_formats, lossy_codecs
-from pipeline.bench.matching import TOLERANCE, bpp_of, match_bpp
+from jobs.bench.codecs import jxl_distance, lossless_formats, lossy_codecs
+from jobs.bench.matching import TOLERANCE, bpp_of, match_bpp
 
 CODECS, _ = lossy_codecs()
 IMG = photo(160, 120, seed=5)

@@ -8,7 +8,7 @@ import torch
 from conftest import photo
 from safetensors.torch import save_file
 
-from pipeline.bench.metrics import Scorer, gmsd, ms_ssim
+from jobs.bench.metrics import Scorer, gmsd, ms_ssim
 from tadm.lpips import LPIPS
 
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.evaluation import bicubic_round_trip, evaluate, latent_path_psnr, to_u8
-from pipeline.quality import psnr
 from tadm import TADM
+from tadm.evaluation import bicubic_round_trip, evaluate, latent_path_psnr, to_u8
+from tadm.metrics import psnr
 
 
 @pytest.fixture(scope="module")

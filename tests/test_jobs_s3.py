@@ -11,7 +11,7 @@ import pytest
 from conftest import bad_images, encode, good_images, make_bucket, photo, run_cli
 from PIL import Image
 
-from pipeline.lr_png import decode_lr_png
+from pipeline.format import decode_lr_png
 from pipeline.manifest import ARCHIVE_SCHEMA, RESTORE_SCHEMA, read_manifest
 from pipeline.storage import Location
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import encode, photo
 from PIL import Image
 
-from pipeline.lr_png import LrHeader, decode_lr_png, encode_lr_png
+from pipeline.format import LrHeader, decode_lr_png, encode_lr_png
 
 
 def test_round_trip_is_lossless_and_carries_the_chunks():

@@ -9,7 +9,7 @@ import pytest
 from conftest import photo
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from pipeline.quality import psnr, ssim
+from tadm.metrics import psnr, ssim
 
 
 @pytest.mark.parametrize("noise", [2, 20, 60])

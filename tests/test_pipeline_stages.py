@@ -11,16 +11,16 @@ import pytest
 from conftest import encode, photo
 from PIL import Image
 
-from pipeline.batch import column, model_calls, to_batch, to_rows
+from pipeline.archive.downscale import Downscale
+from pipeline.archive.write import write_lr
 from pipeline.decode import decode_batch
-from pipeline.downscale import Downscale
-from pipeline.lr_png import decode_lr_png
+from pipeline.format import decode_lr_png
 from pipeline.manifest import ARCHIVE_SCHEMA, RESTORE_SCHEMA
-from pipeline.read_lr import read_lr_batch
+from pipeline.restore.read import read_lr_batch
+from pipeline.restore.upscale import Upscale
+from pipeline.restore.write import write_restored
+from pipeline.rows import column, model_calls, to_batch, to_rows
 from pipeline.storage import Location
-from pipeline.upscale import Upscale
-from pipeline.write_lr import write_lr
-from pipeline.write_restored import write_restored
 
 
 def test_batch_columns_round_trip():

@@ -22,10 +22,10 @@ from conftest import cli_env, encode, make_bucket, photo, run_cli, write_tree
 from PIL import Image
 
 from jobs.serve import main as serve_main
-from pipeline.quality import psnr
-from pipeline.serve_cache import LRUCache
-from pipeline.serve_tiles import TileError, TileService, parse_region
+from pipeline.serve.cache import LRUCache
+from pipeline.serve.tiles import TileError, TileService, parse_region
 from tadm import TADM
+from tadm.metrics import psnr
 from tadm.presets import build_config
 
 # a.png spans two latent tiles of the test model: HR x 0..128 and 64..192

@@ -1,6 +1,6 @@
 """The bare loops the archive job is measured against, each run as a program of its own.
 
-    python -m pipeline.bench.bare archive|restore SRC DST MODEL THREADS
+    python -m jobs.bench.bare archive|restore SRC DST MODEL THREADS
 
 A user's bare script pays its interpreter start, its imports (torch, diffusers) and its model
 load once, as each Ray model actor does; so `throughput` times this whole process, and the loop
@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 
 from pipeline.decode import decode_image
-from pipeline.lr_png import LrHeader, decode_lr_png, encode_lr_png
+from pipeline.format import LrHeader, decode_lr_png, encode_lr_png
 from pipeline.model_loading import load_model
+from pipeline.restore.write import encode
 from pipeline.storage import Location, write_atomic
-from pipeline.tensors import quantize, to_images, to_tensor
-from pipeline.write_restored import encode
+from tadm.images import to_images, to_pixels, to_tensor
 
 
 def files_of(folder: Path) -> list[Path]:
@@ -53,7 +53,7 @@ def restore(src: Path, dst: Path, model_ref: str) -> float:
         for path in files_of(src):
             pixels, header = decode_lr_png(path.read_bytes())
             x_hat = model.upscale(to_tensor([pixels]), size=(header.height, header.width))
-            write_atomic(fs, str(dst / path.name), encode(to_images(quantize(x_hat))[0], "png"))
+            write_atomic(fs, str(dst / path.name), encode(to_images(to_pixels(x_hat))[0], "png"))
             megapixels += header.height * header.width / 1e6
     return megapixels
 

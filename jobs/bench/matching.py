@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.bench.codecs import Codec
+from jobs.bench.codecs import Codec
 
 TOLERANCE = 0.05  # relative bpp deviation that counts as matched
 FLOAT_STEPS = 20  # bisection steps on a continuous quality setting

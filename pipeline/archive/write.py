@@ -6,8 +6,8 @@ import time
 
 import numpy as np
 
-from pipeline.batch import to_batch, to_rows
 from pipeline.manifest import ARCHIVE_SCHEMA
+from pipeline.rows import to_batch, to_rows
 from pipeline.storage import Location, write_atomic
 
 

@@ -1,7 +1,7 @@
 """Cost of the paper's configuration (Table 3): one image through a preset with random weights
 (the same FLOPs as trained ones), seconds and peak memory per stage.
 
-Runs in a fresh process (`python -m pipeline.bench.cost ...`) so the figures are the model's
+Runs in a fresh process (`python -m jobs.bench.cost ...`) so the figures are the model's
 alone. The image goes through the model's own inference path, `downscale` then `upscale`
 (tiled as Algorithm 1 tiles it, as archive and restore run it); each stage's calls are timed and
 their peak memory taken:
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.bench.rss import peak_rss, reset_peak, run_probe
+from jobs.bench.rss import peak_rss, reset_peak, run_probe
 from tadm import TADM
 
 STAGES = {  # label -> (object path on the model, method)
@@ -146,7 +146,7 @@ def run_cost(
 ) -> dict[str, Any]:
     """`measure` in a fresh process."""
     args = [preset, str(size), device, precision, str(scale), str(threads)]
-    return run_probe("pipeline.bench.cost", args)
+    return run_probe("jobs.bench.cost", args)
 
 
 def main() -> None:

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.batch import model_calls, to_batch, to_rows
-from pipeline.lr_png import LrHeader, decode_lr_png, encode_lr_png
+from pipeline.format import LrHeader, decode_lr_png, encode_lr_png
 from pipeline.model_loading import load_model
-from pipeline.quality import psnr, ssim
-from pipeline.tensors import quantize, to_images, to_tensor
+from pipeline.rows import model_calls, to_batch, to_rows
+from tadm.images import to_images, to_pixels, to_tensor
+from tadm.metrics import psnr, ssim
 
 DOWNSCALE_COLUMNS = (
     "source_uri",
@@ -101,7 +101,7 @@ class Downscale:
         written = to_tensor([decode_lr_png(row["lr_png"])[0] for row in group]).to(self.device)
         size = (int(group[0]["height"]), int(group[0]["width"]))
         x_hat, t_map = self.model.upscale(written, size=size, return_timesteps=True)
-        for row, restored, t in zip(group, to_images(quantize(x_hat)), t_map, strict=True):
+        for row, restored, t in zip(group, to_images(to_pixels(x_hat)), t_map, strict=True):
             row["psnr"] = psnr(restored, row["pixels"])
             row["ssim"] = ssim(restored, row["pixels"])
             t_mean = float(torch.nanmean(t.float()))

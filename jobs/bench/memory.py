@@ -1,6 +1,6 @@
 """Peak memory of restoring one image, against its size (tiled inference, paper Sec. 4.4.1).
 
-Each size runs in a fresh process (`python -m pipeline.bench.memory W H MODEL THREADS`): load
+Each size runs in a fresh process (`python -m jobs.bench.memory W H MODEL THREADS`): load
 the model, take an LR of the right size, note the RSS, then `model.upscale` it and quantize to
 the uint8 image restore writes; the peak RSS during that restore, less the RSS before it, is the
 restore's own memory. Tiling bounds the model's working set, so what grows with the image is its
@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.bench.rss import peak_rss, reset_peak, rss, run_probe
+from jobs.bench.rss import peak_rss, reset_peak, rss, run_probe
 from pipeline.model_loading import load_model
-from pipeline.tensors import quantize, to_images
+from tadm.images import to_images, to_pixels
 from tadm.tiling import tile_grid
 
 logger = logging.getLogger("tadm")
@@ -53,7 +53,7 @@ def probe(width: int, height: int, model_ref: str, threads: int) -> dict[str, An
     exact = reset_peak()
     start = time.perf_counter()
     with torch.inference_mode():
-        to_images(quantize(model.upscale(lr, size=(height, width))))  # what restore writes
+        to_images(to_pixels(model.upscale(lr, size=(height, width))))  # what restore writes
     seconds = time.perf_counter() - start
     peak = peak_rss()
     return {
@@ -82,7 +82,7 @@ def run_memory(
     for width, height in sizes:
         logger.info("bench memory: restoring %dx%d in a fresh process", width, height)
         args = [str(width), str(height), model_ref, str(threads)]
-        result["points"].append(run_probe("pipeline.bench.memory", args))
+        result["points"].append(run_probe("jobs.bench.memory", args))
         fit(result)
         if progress is not None:
             progress(result)

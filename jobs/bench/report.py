@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pipeline.bench.metrics import METRICS
+from jobs.bench.metrics import METRICS
 
 GB = 1e9
 MB = 1e6

@@ -1,7 +1,7 @@
 """Throughput on CPU: archive and restore megapixels per second, and what Ray costs.
 
 The same PNG files go through
-- a bare Python loop (decode -> model.downscale -> LR PNG write; pipeline/bench/bare.py) with
+- a bare Python loop (decode -> model.downscale -> LR PNG write; jobs/bench/bare.py) with
   every core as torch threads, run as a program of its own and timed whole (interpreter start,
   imports, model load, images: what each Ray model actor pays too), before and after the Ray
   runs, so a change in the machine's load shows and the ratio uses their mean;
@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.archive import ArchiveConfig, prepare_archive, run_archive
-from pipeline.bench.bare import files_of
-from pipeline.bench.rss import run_probe
+from jobs.bench.bare import files_of
+from jobs.bench.rss import run_probe
+from pipeline.archive.plan import ArchiveConfig, prepare_archive, run_archive
 from pipeline.resources import plan_resources
 
 logger = logging.getLogger("tadm")
@@ -60,9 +60,9 @@ class Run:
 
 
 def bare_loop(loop: str, src: Path, dst: Path, model_ref: str, threads: int) -> Run:
-    """`pipeline.bench.bare` as its own program, timed from its start to its end."""
+    """`jobs.bench.bare` as its own program, timed from its start to its end."""
     start = time.perf_counter()
-    out = run_probe("pipeline.bench.bare", [loop, str(src), str(dst), model_ref, str(threads)])
+    out = run_probe("jobs.bench.bare", [loop, str(src), str(dst), model_ref, str(threads)])
     seconds = time.perf_counter() - start
     name = "bare loop" if loop == "archive" else "bare restore loop"
     return Run(name, seconds, out["images"], out["megapixels"], loop_s=out["loop_s"])

@@ -17,8 +17,8 @@ from typing import Any
 
 import ray
 
-from pipeline.batch import to_rows
-from pipeline.lr_png import decode_lr_png
+from pipeline.archive.write import lr_key
+from pipeline.format import decode_lr_png
 from pipeline.manifest import (
     ARCHIVE_SCHEMA,
     DONE,
@@ -30,13 +30,13 @@ from pipeline.manifest import (
 )
 from pipeline.model_loading import default_model, load_model
 from pipeline.progress import Progress
-from pipeline.read_lr import Region, read_lr_batch, region_text
 from pipeline.resources import Resources, plan_resources
+from pipeline.restore.read import Region, read_lr_batch, region_text
+from pipeline.restore.upscale import Upscale
+from pipeline.restore.write import OUTPUT_FORMATS, output_key, write_restored
+from pipeline.rows import to_rows
 from pipeline.sources import is_image_name
 from pipeline.storage import Location, remove_stale_temps, s3_options
-from pipeline.upscale import Upscale
-from pipeline.write_lr import lr_key
-from pipeline.write_restored import FORMATS, output_key, write_restored
 
 logger = logging.getLogger("tadm")
 
@@ -92,7 +92,7 @@ class RestoreJob:
 def prepare_restore(config: RestoreConfig) -> RestoreJob:
     """Check the configuration and resolve it against storage and the model, without Ray;
     every problem is a ValueError naming it."""
-    if config.image_format not in FORMATS:
+    if config.image_format not in OUTPUT_FORMATS:
         raise ValueError(f"--format must be png, jpeg or webp, got {config.image_format!r}")
     if config.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {config.batch_size}")

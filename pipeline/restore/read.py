@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.batch import to_batch, to_rows
 from pipeline.decode import NO_PIXELS, decode_image
-from pipeline.lr_png import decode_lr_png
+from pipeline.format import decode_lr_png
+from pipeline.rows import to_batch, to_rows
 from pipeline.storage import Location
 
 Region = tuple[int, int, int, int]  # x, y, w, h in HR pixels

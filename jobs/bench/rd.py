@@ -20,13 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.bench.codecs import Codec, Lossless
-from pipeline.bench.images import BenchImage
-from pipeline.bench.matching import bpp_of, match_bpp
-from pipeline.bench.metrics import Scorer
-from pipeline.evaluation import bicubic_round_trip, to_tensor, to_u8, vae_round_trip
-from pipeline.lr_png import LrHeader, encode_lr_png
+from jobs.bench.codecs import Codec, Lossless
+from jobs.bench.images import BenchImage
+from jobs.bench.matching import bpp_of, match_bpp
+from jobs.bench.metrics import Scorer
+from pipeline.format import LrHeader, encode_lr_png
 from tadm import TADM
+from tadm.evaluation import bicubic_round_trip, to_tensor, to_u8, vae_round_trip
 
 logger = logging.getLogger("tadm")
 

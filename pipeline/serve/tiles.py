@@ -2,7 +2,7 @@
 
 A region is restored from only the latent tiles that cover it (TADM.upscale with region=...,
 paper Algorithm 1), so its cost follows the region, not the image. Plain Python, no Ray: the
-Serve deployment (pipeline/serve.py) calls `TileService.tile` from its request threads.
+Serve deployment (pipeline/serve/app.py) calls `TileService.tile` from its request threads.
 
 Requests name an image by its rel_path; its LR file is ARCHIVE/lr/<rel_path>.png. A rel_path
 is checked twice before anything is read: as text (no absolute path, no "." or ".." segment,
@@ -21,14 +21,14 @@ from typing import Any
 
 import torch
 
-from pipeline.lr_png import LrHeader, decode_lr_png
+from pipeline.archive.write import lr_key
+from pipeline.format import LrHeader, decode_lr_png
 from pipeline.model_loading import load_model
-from pipeline.read_lr import Region
-from pipeline.serve_cache import LRUCache
+from pipeline.restore.read import Region
+from pipeline.restore.write import encode
+from pipeline.serve.cache import LRUCache
 from pipeline.storage import Location
-from pipeline.tensors import quantize, to_images, to_tensor
-from pipeline.write_lr import lr_key
-from pipeline.write_restored import encode
+from tadm.images import to_images, to_pixels, to_tensor
 
 REGION_KEYS = ("x", "y", "w", "h")
 MAX_DIGITS = 9  # coordinates of up to 999,999,999 px; longer numbers are refused as text
@@ -231,6 +231,6 @@ class TileService:
         except ValueError as e:  # the LR pixels disagree with the size in its header
             raise TileError(500, f"LR file does not match its header: {e}") from None
         ran = ~torch.isnan(t_map)
-        png = encode(to_images(quantize(x_hat))[0], "png")
+        png = encode(to_images(to_pixels(x_hat))[0], "png")
         mean = float(t_map[ran].mean()) if ran.any() else math.nan
         return Tile(png, int(ran.sum()), t_map.numel(), mean, cached=False)

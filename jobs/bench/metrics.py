@@ -1,6 +1,6 @@
 """Distortion metrics of a restored (H, W, 3) uint8 image against its source.
 
-- PSNR and SSIM: pipeline/quality.py, the figures the manifest records.
+- PSNR and SSIM: tadm/metrics.py, the figures the manifest records.
 - MS-SSIM (Wang, Simoncelli, Bovik 2003): 5 scales with the paper's weights, the same 11x11
   Gaussian window as SSIM, 2x2 average pooling between scales, per channel then averaged;
   contrast-structure terms are clamped at 0 and odd sides padded as pytorch-msssim does (its
@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.quality import SIGMA, WINDOW, psnr, ssim
 from tadm.lpips import LPIPS
+from tadm.metrics import SIGMA, WINDOW, psnr, ssim
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 MS_SSIM_MIN_SIDE = WINDOW * 2 ** (len(MS_SSIM_WEIGHTS) - 1)  # 176

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.lr_png import LrHeader, encode_lr_png
-from pipeline.quality import psnr, ssim
 from tadm import TADM
+from tadm.images import png_bytes
 from tadm.losses import bicubic_down
+from tadm.metrics import psnr, ssim
 from tadm.model import pad_to
 
 
@@ -34,19 +34,19 @@ def scores(prefix: str, out: np.ndarray, img: np.ndarray) -> dict[str, float]:
 @torch.inference_mode()
 def evaluate(model: TADM, img: np.ndarray, vae_bound: bool = True) -> dict[str, float]:
     """Restore (downscale, LR PNG, upscale) vs bicubic down + PNG + bicubic up at the model's
-    scale; the VAE-only bound (encode, decode; paper Table 4); bpp of both LR PNGs; and
+    scale; the VAE-only bound (encode, decode; paper Table 4); bpp of both LRs as PNG (pixels
+    only, without an archive's text chunks); and
     thumbnail_psnr, the LR PNG against the bicubic LR (how true its colours are as a thumbnail)."""
     h, w = img.shape[:2]
     hr = to_tensor(img)
     lr = model.downscale(hr)
-    header = LrHeader(w, h, model.scale, "")
     bic_lr, bicubic = bicubic_round_trip(hr, model.scale)
     lr_pixels = lr[0].permute(1, 2, 0).cpu().numpy()
     result = {
         **scores("", to_u8(model.upscale(lr, size=(h, w))), img),
         **scores("bicubic_", to_u8(bicubic), img),
-        "bpp": 8 * len(encode_lr_png(lr_pixels, header)) / (h * w),
-        "bicubic_bpp": 8 * len(encode_lr_png(to_u8(bic_lr), header)) / (h * w),
+        "bpp": 8 * len(png_bytes(lr_pixels)) / (h * w),
+        "bicubic_bpp": 8 * len(png_bytes(to_u8(bic_lr))) / (h * w),
         "thumbnail_psnr": thumbnail_psnr(lr_pixels, to_u8(bic_lr)),
     }
     if vae_bound:

@@ -8,11 +8,11 @@ import time
 import numpy as np
 from PIL import Image
 
-from pipeline.batch import to_batch, to_rows
 from pipeline.manifest import RESTORE_SCHEMA
+from pipeline.rows import to_batch, to_rows
 from pipeline.storage import Location, write_atomic
 
-FORMATS = ("png", "jpeg", "webp")
+OUTPUT_FORMATS = ("png", "jpeg", "webp")
 QUALITY = 95  # JPEG and WebP: near-transparent to the eye; PNG is lossless
 
 

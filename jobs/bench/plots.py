@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from pipeline.bench.metrics import METRICS  # noqa: E402
+from jobs.bench.metrics import METRICS  # noqa: E402
 
 MB = 1e6
 

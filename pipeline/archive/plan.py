@@ -15,9 +15,9 @@ from typing import Any
 
 import ray
 
-from pipeline.batch import to_rows
+from pipeline.archive.downscale import Downscale
+from pipeline.archive.write import lr_key, write_lr
 from pipeline.decode import MAX_PIXELS, decode_batch
-from pipeline.downscale import Downscale
 from pipeline.manifest import (
     ARCHIVE_SCHEMA,
     DONE,
@@ -29,13 +29,12 @@ from pipeline.manifest import (
 from pipeline.model_loading import default_model, load_model
 from pipeline.progress import Progress
 from pipeline.resources import Resources, plan_resources
+from pipeline.rows import to_rows
 from pipeline.sources import IMAGE_EXTENSIONS, SourceFile, list_sources
 from pipeline.storage import Location, remove_stale_temps, s3_options
-from pipeline.write_lr import lr_key, write_lr
+from tadm.config import SCALES
 
 logger = logging.getLogger("tadm")
-
-SCALES = (16, 32)
 
 
 @dataclass(frozen=True)

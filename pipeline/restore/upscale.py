@@ -9,12 +9,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.batch import model_calls, to_batch, to_rows
 from pipeline.decode import NO_PIXELS
 from pipeline.model_loading import load_model
-from pipeline.quality import psnr, ssim
-from pipeline.read_lr import Region
-from pipeline.tensors import quantize, to_images, to_tensor
+from pipeline.restore.read import Region
+from pipeline.rows import model_calls, to_batch, to_rows
+from tadm.images import to_images, to_pixels, to_tensor
+from tadm.metrics import psnr, ssim
 
 UPSCALE_COLUMNS = (
     "lr_uri",
@@ -76,7 +76,7 @@ class Upscale:
         lr = to_tensor([row["lr_pixels"] for row in group]).to(self.device)  # (B, 3, h, w)
         size = (int(group[0]["hr_height"]), int(group[0]["hr_width"]))
         x_hat = self.model.upscale(lr, size=size, region=self.region)  # (B, 3, H, W) in [0, 1]
-        for row, restored in zip(group, to_images(quantize(x_hat)), strict=True):
+        for row, restored in zip(group, to_images(to_pixels(x_hat)), strict=True):
             row["restored"] = restored
             source = row["source_pixels"]
             if source.size:

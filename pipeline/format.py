@@ -1,6 +1,6 @@
 """The LR file: a lossless PNG thumbnail whose text chunks say how to restore it.
 
-Chunks (DESIGN.md): tadm:width, tadm:height (the HR size to restore), tadm:scale and
+Chunks: tadm:width, tadm:height (the HR size to restore), tadm:scale and
 tadm:model_id (the model that made it, and must restore it).
 """
 
@@ -10,7 +10,9 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, PngImagePlugin
+from PIL import Image
+
+from tadm.images import png_bytes
 
 
 @dataclass(frozen=True)
@@ -22,16 +24,14 @@ class LrHeader:
 
 
 def encode_lr_png(lr: np.ndarray, header: LrHeader) -> bytes:
-    """(h, w, 3) uint8 -> PNG bytes carrying the tadm:* chunks, compressed as far as zlib goes
-    (the LR size is the archive's size)."""
-    info = PngImagePlugin.PngInfo()
-    info.add_text("tadm:width", str(header.width))
-    info.add_text("tadm:height", str(header.height))
-    info.add_text("tadm:scale", str(header.scale))
-    info.add_text("tadm:model_id", header.model_id)
-    out = io.BytesIO()
-    Image.fromarray(lr).save(out, format="PNG", pnginfo=info, optimize=True)
-    return out.getvalue()
+    """(h, w, 3) uint8 -> PNG bytes carrying the tadm:* chunks."""
+    text = {
+        "tadm:width": str(header.width),
+        "tadm:height": str(header.height),
+        "tadm:scale": str(header.scale),
+        "tadm:model_id": header.model_id,
+    }
+    return png_bytes(lr, text)
 
 
 def decode_lr_png(data: bytes) -> tuple[np.ndarray, LrHeader]:

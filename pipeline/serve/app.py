@@ -30,8 +30,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from pipeline.model_loading import default_model, load_model
-from pipeline.restore import archive_scale, list_items
-from pipeline.serve_tiles import TileError, TileService
+from pipeline.restore.plan import archive_scale, list_items
+from pipeline.serve.tiles import TileError, TileService
 from pipeline.storage import Location, s3_options
 
 logger = logging.getLogger("tadm")

@@ -21,17 +21,17 @@ from typing import Any
 
 import torch
 
+from jobs.bench.codecs import lossless_formats, lossy_codecs
+from jobs.bench.cost import run_cost
+from jobs.bench.images import QUICK_CROP, SAMPLES, load_images, write_pngs
+from jobs.bench.machine import machine_info
+from jobs.bench.memory import run_memory
+from jobs.bench.metrics import Scorer
+from jobs.bench.plots import write_plots
+from jobs.bench.rd import contenders, run_rd, summarize
+from jobs.bench.report import markdown
+from jobs.bench.throughput import run_throughput
 from jobs.common import Parser, ray_session, run_job
-from pipeline.bench.codecs import lossless_formats, lossy_codecs
-from pipeline.bench.cost import run_cost
-from pipeline.bench.images import QUICK_CROP, SAMPLES, load_images, write_pngs
-from pipeline.bench.machine import machine_info
-from pipeline.bench.memory import run_memory
-from pipeline.bench.metrics import Scorer
-from pipeline.bench.plots import write_plots
-from pipeline.bench.rd import contenders, run_rd, summarize
-from pipeline.bench.report import markdown
-from pipeline.bench.throughput import run_throughput
 from pipeline.model_loading import default_model, load_model
 from tadm.hub import shipped_names
 

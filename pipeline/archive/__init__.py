@@ -1,0 +1,1 @@
+"""The archive flow: plan (list, skip), downscale (model stage), write (LR PNGs)."""

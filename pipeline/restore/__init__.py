@@ -1,0 +1,1 @@
+"""The restore flow: plan (which images), read (LR PNGs), upscale (model stage), write."""

@@ -1,0 +1,1 @@
+"""The tile server behind `tadm serve`: the Ray Serve app, the tile service, its caches."""

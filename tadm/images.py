@@ -1,0 +1,36 @@
+"""Images between numpy (H, W, 3) uint8, as files and stages carry them, and torch
+(B, 3, H, W); and the PNG bytes of such an image."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from PIL import Image, PngImagePlugin
+
+
+def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
+    """(H, W, 3) uint8 images of one size -> (B, 3, H, W) uint8."""
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+
+
+def to_images(x: torch.Tensor) -> list[np.ndarray]:
+    """(B, 3, H, W) uint8 -> B arrays (H, W, 3) uint8."""
+    return list(x.permute(0, 2, 3, 1).cpu().numpy())
+
+
+def to_pixels(x: torch.Tensor) -> torch.Tensor:
+    """Float in [0, 1] -> uint8, as a restored PNG stores it."""
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def png_bytes(pixels: np.ndarray, text: dict[str, str] | None = None) -> bytes:
+    """(h, w, 3) uint8 -> PNG bytes with `text` as tEXt chunks, compressed as far as zlib goes
+    (an LR PNG's size is the archive's size)."""
+    info = PngImagePlugin.PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, value)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG", pnginfo=info, optimize=True)
+    return out.getvalue()
