@@ -4,9 +4,9 @@
 without Ray (one GPU box) can call it directly, as `scripts/train_tiny_single.py` does. Rank 0
 validates and writes checkpoints to OUT (a path or s3:// URI):
 
-    OUT/step-000500/{config.json, model.safetensors, ..., trainer_state.pt}
+    OUT/step-000500/{config.json, model.safetensors, ..., train_config.json, trainer_state.pt}
     OUT/latest        the name of the newest complete checkpoint (written last)
-    OUT/final/        the model after the last step
+    OUT/final/        the model after the last step (and its train_config.json)
     OUT/log.jsonl     one line of figures per logged step and per validation
 """
 
@@ -32,18 +32,20 @@ from pipeline.storage import Location, write_atomic
 from tadm import TADM, lora
 from tadm.config import TADMConfig
 from tadm.evaluation import evaluate, mean_scores, scores, to_tensor, vae_round_trip
-from tadm.losses import SUBSTITUTE, perceptual_loss
+from tadm.losses import SUBSTITUTE, Perceptual, perceptual_loss
 from tadm.lpips import LPIPS
+from tadm.train_config import TRAIN_CONFIG_FILE, TrainConfig, flag
 from tadm.training import RandomCrops, StageConfig, stage_loss, trainable_parameters
 
 log = logging.getLogger("tadm.train")
 
 WARMUP_STEPS = 50
-LORA_RANKS = ("unet_lora_rank", "vae_lora_rank")  # cfg keys; None: the model's own
+LORA_RANKS = ("unet_lora_rank", "vae_lora_rank")  # fields of TADMConfig and TrainConfig
 
 
-def load_images(uri: str, storage_options: dict) -> list[np.ndarray]:
-    """Every decodable image under `uri`, as (H, W, 3) uint8; undecodable ones are logged."""
+def load_training_images(uri: str, storage_options: dict) -> list[np.ndarray]:
+    """Every decodable image under `uri`, whole, as (H, W, 3) uint8; undecodable ones are
+    logged and skipped."""
     loc = Location.parse(uri, storage_options)
     files, _ = list_sources(loc)
     fs = loc.filesystem()
@@ -75,11 +77,10 @@ def lora_changes(config: TADMConfig, unet_rank: int | None, vae_rank: int | None
     wanted = dict(zip(LORA_RANKS, (unet_rank, vae_rank), strict=True))
     changes = {k: v for k, v in wanted.items() if v is not None and v != getattr(config, k)}
     for key in changes:
-        flag = "--" + key.replace("_", "-")
         if getattr(config, key):
             raise ValueError(
                 f"the model already has {key.replace('_', ' ')} {getattr(config, key)}; a "
-                f"trained adapter keeps its rank (leave {flag} out)"
+                f"trained adapter keeps its rank (leave {flag(key)} out)"
             )
     return changes
 
@@ -110,11 +111,15 @@ def validate(model: TADM, images: list[np.ndarray], stage: str) -> dict[str, flo
     return mean_scores(rows)
 
 
-def save_checkpoint(model: TADM, out: Location, name: str, state: dict | None) -> None:
-    """Write checkpoint `name` under OUT (files first, the `latest` marker last)."""
+def save_checkpoint(
+    model: TADM, config: TrainConfig, out: Location, name: str, state: dict | None
+) -> None:
+    """Write checkpoint `name` under OUT with the config that trained it (files first, the
+    `latest` marker last)."""
     fs = out.filesystem()
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)
+        (Path(tmp) / TRAIN_CONFIG_FILE).write_text(config.to_json())
         if state is not None:
             torch.save(state, Path(tmp) / "trainer_state.pt")
         for file in sorted(Path(tmp).rglob("*")):
@@ -144,44 +149,58 @@ def stage_progress(step: int, steps: int, elapsed_s: float, max_seconds: float |
     return max(by_steps, elapsed_s / max_seconds) if max_seconds else by_steps
 
 
+def start_model(config: TrainConfig, out: Location) -> tuple[TADM, dict | None]:
+    """The model the stage starts from, with the trainer state when it resumes OUT/latest."""
+    fs = out.filesystem()
+    latest = out.path("latest")
+    if config.resume and fs.exists(latest):
+        name = fs.cat_file(latest).decode().strip()
+        model = TADM.from_pretrained(out.uri_of(out.path(name)))
+        state = torch.load(
+            io.BytesIO(fs.cat_file(out.path(name, "trainer_state.pt"))), weights_only=True
+        )
+        return model, state
+    if config.init:
+        model = init_model(config.init, config.scale)
+        return with_lora_ranks(model, config.unet_lora_rank, config.vae_lora_rank), None
+    ranks = {k: getattr(config, k) for k in LORA_RANKS if getattr(config, k) is not None}
+    preset = config.preset or "tiny"
+    return TADM.from_preset(preset, config.scale or 16, config.base_model, **ranks), None
+
+
+def perceptual_term(config: TrainConfig, device: torch.device) -> tuple[Perceptual, str]:
+    """The perceptual loss of the stage, and its name for the log."""
+    if not config.lambda_perc:
+        return perceptual_loss, "none (--lambda-perc 0)"
+    if config.lpips:
+        return LPIPS.from_file(config.lpips).to(device), "lpips"
+    return perceptual_loss, SUBSTITUTE
+
+
 def fit(
-    cfg: dict[str, Any],
+    config: TrainConfig,
+    storage_options: dict[str, Any] | None = None,
     rank: int = 0,
     world_size: int = 1,
     device: torch.device | None = None,
     prepare: Callable[[nn.Module], nn.Module] | None = None,
     report: Callable[[dict], None] | None = None,
 ) -> None:
-    """Run one stage as worker `rank` of `world_size`. cfg holds `tadm train`'s arguments.
+    """Run one stage as worker `rank` of `world_size`.
 
-    `prepare` wraps the model for data-parallel training (DDP) when world_size > 1; `report`
-    receives each logged record (Ray Train's `report`)."""
+    `storage_options` (s3fs options) reach OUT and the images; unlike `config`, they are not
+    saved with the checkpoints. `prepare` wraps the model for data-parallel training (DDP) when
+    world_size > 1; `report` receives each logged record (Ray Train's `report`)."""
     device = device or torch.device("cpu")
-    if cfg["threads"]:
-        torch.set_num_threads(cfg["threads"])
-    torch.manual_seed(cfg["seed"] + rank)
-    options = json.loads(cfg["storage_options"])
-    out = Location.parse(cfg["out"], options)
-    fs = out.filesystem()
-
-    start_step, state = 0, None
-    latest = out.path("latest")
-    if cfg["resume"] and fs.exists(latest):
-        name = fs.cat_file(latest).decode().strip()
-        model = TADM.from_pretrained(out.uri_of(out.path(name)))
-        state = torch.load(
-            io.BytesIO(fs.cat_file(out.path(name, "trainer_state.pt"))), weights_only=True
-        )
-        start_step = state["step"]
-    elif cfg["init"]:
-        model = init_model(cfg["init"], cfg["scale"])
-        model = with_lora_ranks(model, cfg.get("unet_lora_rank"), cfg.get("vae_lora_rank"))
-    else:
-        ranks = {k: cfg[k] for k in LORA_RANKS if cfg.get(k) is not None}
-        preset = cfg["preset"] or "tiny"
-        model = TADM.from_preset(preset, cfg["scale"] or 16, cfg["base_model"], **ranks)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed + rank)
+    options = storage_options or {}
+    out = Location.parse(config.out, options)
+    model, state = start_model(config, out)
+    start_step = state["step"] if state is not None else 0
     stage = StageConfig(
-        cfg["stage"], cfg["lr"], lambda_gui=cfg["lambda_gui"], lambda_perc=cfg["lambda_perc"]
+        config.stage, config.lr, lambda_gui=config.lambda_gui, lambda_perc=config.lambda_perc
     )
     params = trainable_parameters(model, stage.stage)
     lr = stage.lr * (stage.joint_lr_factor if stage.stage == "joint" else 1.0)
@@ -190,33 +209,26 @@ def fit(
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
-    if not cfg["lambda_perc"]:
-        perceptual, perceptual_name = perceptual_loss, "none (--lambda-perc 0)"
-    elif cfg["lpips"]:
-        perceptual, perceptual_name = LPIPS.from_file(cfg["lpips"]).to(device), "lpips"
-    else:
-        perceptual, perceptual_name = perceptual_loss, SUBSTITUTE
-    colour_aug = bool(cfg.get("colour_aug"))
-    crops = RandomCrops(
-        load_images(cfg["data"], options), cfg["crop"], cfg["seed"] + rank, colour_aug
-    )
-    val_images = load_images(cfg["val"], options) if cfg["val"] and rank == 0 else []
+    perceptual, perceptual_name = perceptual_term(config, device)
+    images = load_training_images(config.data, options)
+    crops = RandomCrops(images, config.crop, config.seed + rank, config.colour_aug)
+    val_images = load_training_images(config.val, options) if config.val and rank == 0 else []
     # a time budget counts from this run's start; a resumed run gets the whole budget again
-    max_seconds = cfg["max_minutes"] * 60 if cfg.get("max_minutes") else None
+    max_seconds = config.max_minutes * 60 if config.max_minutes else None
     if rank == 0:
         start = {"stage": stage.stage, "event": "start", "step": start_step, "lr": lr,
                  "trainable_parameters": sum(p.numel() for p in params),
-                 "perceptual": perceptual_name, "colour_aug": colour_aug,
+                 "perceptual": perceptual_name, "colour_aug": config.colour_aug,
                  "device": str(device)}  # fmt: skip
         append_log(out, start)
         log.info("tadm train: %s", json.dumps(start))
 
     t_start = time.time()
     step = start_step
-    last = start_step >= cfg["steps"]
+    last = start_step >= config.steps
     while not last:
         step += 1
-        progress = stage_progress(step, cfg["steps"], time.time() - t_start, max_seconds)
+        progress = stage_progress(step, config.steps, time.time() - t_start, max_seconds)
         if world_size > 1 and max_seconds:  # workers' clocks differ: stop at the same step
             shared = torch.tensor([progress], device=device)
             torch.distributed.all_reduce(shared, op=torch.distributed.ReduceOp.MAX)
@@ -224,14 +236,14 @@ def fit(
         last = progress >= 1.0
         for group in optimizer.param_groups:
             group["lr"] = lr * schedule(step, progress)
-        x = crops.batch(cfg["batch_size"]).to(device)
+        x = crops.batch(config.batch_size).to(device)
         loss, logs = stage_loss(wrapped, x, stage.stage, stage, model.scale, perceptual)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         record: dict[str, Any] = {}
-        if step % cfg["log_every"] == 0 or last:
+        if step % config.log_every == 0 or last:
             elapsed = time.time() - t_start
             record = {
                 "step": step,
@@ -240,17 +252,16 @@ def fit(
                 "steps_per_s": (step - start_step) / elapsed,
                 "elapsed_s": elapsed,
             }
-        if rank == 0 and val_images and (step % cfg["val_every"] == 0 or last):
+        if rank == 0 and val_images and (step % config.val_every == 0 or last):
             val = validate(model, val_images, stage.stage)
             record.update({"step": step, **{f"val_{k}": v for k, v in val.items()}})
         if rank == 0 and record:
             append_log(out, {"stage": stage.stage, **record})
             print(json.dumps(record), file=sys.stderr, flush=True)
-        if rank == 0 and (step % cfg["checkpoint_every"] == 0 or last):
-            save_checkpoint(
-                model, out, f"step-{step:06d}", {"step": step, "optimizer": optimizer.state_dict()}
-            )
+        if rank == 0 and (step % config.checkpoint_every == 0 or last):
+            trainer_state = {"step": step, "optimizer": optimizer.state_dict()}
+            save_checkpoint(model, config, out, f"step-{step:06d}", trainer_state)
         if record and report is not None:
             report({k: v for k, v in record.items() if isinstance(v, int | float)})
     if rank == 0:
-        save_checkpoint(model.eval(), out, "final", None)
+        save_checkpoint(model.eval(), config, out, "final", None)

@@ -25,15 +25,16 @@ import torch
 
 from jobs.train_worker import fit
 from tadm import TADM
+from tadm.train_config import TrainConfig
 
 LR = {"vae": 3e-4, "dfrm": 1e-3, "enhance": 5e-4, "joint": 2e-3}  # joint runs at x0.1: 2e-4
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("data")
-    p.add_argument("val")
-    p.add_argument("out")
+    p.add_argument("data", help="training images (folder or URI)")
+    p.add_argument("val", help="held-out images to validate on ('' for none)")
+    p.add_argument("out", help="folder of the stages' outputs, OUT/<stage>")
     p.add_argument("--stages", default="dfrm,enhance,joint")
     p.add_argument("--init", help="checkpoint the first stage starts from (default: preset)")
     p.add_argument("--vae", help="checkpoint whose VAE weights replace --init's")
@@ -52,7 +53,24 @@ def main() -> None:
     p.add_argument("--lambda-gui", type=float, default=1.0, help="weight of L_gui (Eq. 7)")
     p.add_argument("--colour-aug", action="store_true", help="as tadm train --colour-aug")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = p.parse_args()
+    return p
+
+
+def stage_config(args: argparse.Namespace, stage: str, init: str | None) -> TrainConfig:
+    """The TrainConfig of `stage`, under OUT/<stage>, starting from `init` (None: the tiny
+    preset); it resumes, so that re-running continues a stage."""
+    return TrainConfig(
+        stage=stage, data=args.data, val=args.val or None, out=str(Path(args.out) / stage),
+        preset=None if init else "tiny", init=init, scale=args.scale,
+        vae_lora_rank=args.vae_lora_rank, steps=args.steps, max_minutes=args.minutes,
+        batch_size=args.batch_size, crop=args.crop, colour_aug=args.colour_aug,
+        lr=args.lr or LR[stage], lambda_gui=args.lambda_gui, lambda_perc=args.lambda_perc,
+        log_every=100, val_every=args.val_every, checkpoint_every=args.val_every, resume=True,
+    )  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
@@ -64,22 +82,11 @@ def main() -> None:
     if args.decoder_keep_width:
         init = with_wide_decoder(init, Path(args.out) / "init-wide")
     for stage in args.stages.split(","):
-        out = Path(args.out) / stage
-        if not (out / "final" / "config.json").exists():
-            cfg = {
-                "stage": stage, "data": args.data, "val": args.val, "out": str(out),
-                "init": init, "preset": None if init else "tiny", "base_model": None,
-                "scale": args.scale, "steps": args.steps, "max_minutes": args.minutes,
-                "batch_size": args.batch_size, "crop": args.crop, "lr": args.lr or LR[stage],
-                "lambda_gui": args.lambda_gui, "lambda_perc": args.lambda_perc, "lpips": None,
-                "log_every": 100,
-                "val_every": args.val_every, "checkpoint_every": args.val_every,
-                "resume": True, "threads": 0, "seed": 0, "storage_options": "{}",
-                "vae_lora_rank": args.vae_lora_rank, "colour_aug": args.colour_aug,
-            }  # fmt: skip
-            print(json.dumps({"event": "stage", **cfg}), flush=True)
-            fit(cfg, device=torch.device(args.device))
-        init = str(out / "final")
+        config = stage_config(args, stage, init)
+        if not (Path(config.out) / "final" / "config.json").exists():
+            print(json.dumps({"event": "stage", **dataclasses.asdict(config)}), flush=True)
+            fit(config, device=torch.device(args.device))
+        init = str(Path(config.out) / "final")
 
 
 def with_vae(init: str | None, vae: str, out: Path) -> str:

@@ -10,10 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from jobs.train import main
+from jobs.train import main, parser, train_config
 from jobs.train_worker import fit, schedule, stage_progress, with_lora_ranks
 from tadm import TADM
 from tadm.presets import build_config
+from tadm.train_config import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +29,14 @@ def data(tmp_path_factory):
     return root
 
 
-def run(data, out, *extra: str) -> int:
-    args = ["--data", str(data), "--val", str(data), "--out", str(out), "--crop", "32",
+def flags(data, out, *extra: str) -> list[str]:
+    return ["--data", str(data), "--val", str(data), "--out", str(out), "--crop", "32",
             "--batch-size", "2", "--log-every", "1", "--val-every", "2",
             "--checkpoint-every", "2", "--threads", "1", *extra]  # fmt: skip
-    return main(args)
+
+
+def run(data, out, *extra: str) -> int:
+    return main(flags(data, out, *extra))
 
 
 def log_lines(out) -> list[dict]:
@@ -74,6 +78,17 @@ def test_resume_continues_from_latest(ray_cluster, data, tmp_path):
     assert run(data, out, "--stage", "dfrm", "--preset", "tiny", "--steps", "4", "--resume") == 0
     steps = [r["step"] for r in log_lines(out) if "loss" in r]
     assert steps == [1, 2, 3, 4]  # resumed at 3, not restarted at 1
+    # each checkpoint holds the config of the run that wrote it
+    second = train_config(
+        parser().parse_args(flags(data, out, "--stage", "dfrm", "--preset", "tiny", "--steps",
+                                  "4", "--resume"))
+    )  # fmt: skip
+    for name in ("step-000004", "final"):
+        saved = TrainConfig.from_json((out / name / "train_config.json").read_text())
+        assert saved == second and saved.steps == 4 and saved.resume
+    assert TrainConfig.from_json((out / "step-000002" / "train_config.json").read_text()) == (
+        dataclasses.replace(second, steps=2, resume=False)
+    )
     state = torch.load(out / "step-000004" / "trainer_state.pt", weights_only=True)
     assert state["step"] == 4
     resumed = TADM.from_pretrained(str(out / "final")).state_dict()
@@ -86,6 +101,20 @@ def test_bad_arguments_exit_2(data, tmp_path, capsys):
     assert "URI" in capsys.readouterr().err
     assert main(["--stage", "vae", "--preset", "sd21", "--data", str(data),
                  "--out", str(tmp_path)]) == 2  # fmt: skip
+    assert capsys.readouterr().err == (
+        "tadm train: error: --stage vae is for the tiny preset (sd21 uses SD's VAE)\n"
+    )
+    assert main(["--stage", "dfrm", "--data", str(data), "--out", str(tmp_path),
+                 "--storage-options", "[]"]) == 2  # fmt: skip
+    assert "--storage-options" in capsys.readouterr().err
+    assert main(["--stage", "dfrm", "--data", str(data), "--out", str(tmp_path),
+                 "--batch-size", "0"]) == 2  # fmt: skip
+    assert capsys.readouterr().err == "tadm train: error: --batch-size must be 1 or more, got 0\n"
+
+
+def test_every_train_config_field_has_its_flag_and_default():
+    args = parser().parse_args(["--stage", "dfrm", "--data", "d", "--out", "o"])
+    assert train_config(args) == TrainConfig("dfrm", "d", "o")
 
 
 def test_fit_runs_without_ray_and_stops_at_its_time_budget(data, tmp_path):
@@ -93,11 +122,12 @@ def test_fit_runs_without_ray_and_stops_at_its_time_budget(data, tmp_path):
     code = (
         "import sys; sys.modules['ray'] = None\n"  # importing ray now fails
         "from jobs.train_worker import fit\n"
-        f"fit(dict(stage='dfrm', data={str(data)!r}, val=None, out={str(tmp_path / 'out')!r},\n"
-        "    init=None, preset='tiny', base_model=None, scale=16, steps=1000, max_minutes=6e-5,\n"
-        "    batch_size=2, crop=32, lr=1e-3, lambda_gui=1.0, lambda_perc=0.5, lpips=None,\n"
-        "    log_every=100, val_every=100, checkpoint_every=100, resume=False, threads=1,\n"
-        "    seed=0, storage_options='{}'))\n"
+        "from tadm.train_config import TrainConfig\n"
+        f"fit(TrainConfig(stage='dfrm', data={str(data)!r}, val=None,\n"
+        f"    out={str(tmp_path / 'out')!r}, init=None, preset='tiny', base_model=None,\n"
+        "    scale=16, steps=1000, max_minutes=6e-5, batch_size=2, crop=32, lr=1e-3,\n"
+        "    lambda_gui=1.0, lambda_perc=0.5, lpips=None, log_every=100, val_every=100,\n"
+        "    checkpoint_every=100, resume=False, threads=1, seed=0))\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
     out = tmp_path / "out"
@@ -117,13 +147,12 @@ def test_schedule_decays_over_steps_or_time():
     assert schedule(100, 1.0) == 0.0
 
 
-def fit_cfg(data, out, **changes) -> dict:
+def fit_config(data, out, **changes) -> TrainConfig:
     cfg = dict(stage="enhance", data=str(data), val=None, out=str(out), init=None, preset="tiny",
                base_model=None, scale=16, steps=2, max_minutes=None, batch_size=2, crop=32,
                lr=1e-2, lambda_gui=1.0, lambda_perc=0.5, lpips=None, log_every=1, val_every=10,
-               checkpoint_every=10, resume=False, threads=1, seed=0,
-               storage_options="{}")  # fmt: skip
-    return {**cfg, **changes}
+               checkpoint_every=10, resume=False, threads=1, seed=0)  # fmt: skip
+    return TrainConfig(**{**cfg, **changes})
 
 
 def test_vae_lora_rank_puts_adapters_on_a_trained_tiny_decoder(data, tmp_path):
@@ -132,7 +161,8 @@ def test_vae_lora_rank_puts_adapters_on_a_trained_tiny_decoder(data, tmp_path):
     torch.manual_seed(0)
     base = TADM.from_preset("tiny", 16)
     base.save_pretrained(tmp_path / "base")
-    fit(fit_cfg(data, tmp_path / "lora", init=str(tmp_path / "base"), vae_lora_rank=2))
+    fit(fit_config(data, tmp_path / "lora", init=str(tmp_path / "base"), preset=None,
+                   vae_lora_rank=2))  # fmt: skip
     tuned = TADM.from_pretrained(str(tmp_path / "lora" / "final"))
     assert tuned.config.vae_lora_rank == 2 and tuned.config.unet_lora_rank == 0
     assert (tmp_path / "lora" / "final" / "vae_decoder_lora" / "adapter_model.safetensors").exists()

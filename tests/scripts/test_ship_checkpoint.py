@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from tadm import TADM
 
-SCRIPT = Path(__file__).parents[1] / "scripts" / "ship_checkpoint.py"
+SCRIPT = Path(__file__).parents[2] / "scripts" / "ship_checkpoint.py"
 _spec = importlib.util.spec_from_file_location("ship_checkpoint", SCRIPT)
 ship_checkpoint = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ship_checkpoint)

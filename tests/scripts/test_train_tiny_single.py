@@ -1,4 +1,5 @@
-"""scripts/train_tiny_single.py: stages in one process, --vae and --decoder-keep-width."""
+"""scripts/train_tiny_single.py: stages in one process, --vae and --decoder-keep-width, and the
+same TrainConfig as `tadm train` from equivalent flags."""
 
 import dataclasses
 import importlib.util
@@ -10,10 +11,13 @@ import pytest
 import torch
 from conftest import save_tiny
 
+from jobs.train import parser as train_parser
+from jobs.train import train_config
 from tadm import TADM
 from tadm.presets import build_config
+from tadm.train_config import TrainConfig
 
-SCRIPT = Path(__file__).parents[1] / "scripts" / "train_tiny_single.py"
+SCRIPT = Path(__file__).parents[2] / "scripts" / "train_tiny_single.py"
 _spec = importlib.util.spec_from_file_location("train_tiny_single", SCRIPT)
 train_tiny_single = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(train_tiny_single)
@@ -39,6 +43,36 @@ def test_vae_weights_come_from_the_vae_checkpoint_and_the_rest_from_init(
     log = [json.loads(line) for line in (out / "dfrm" / "log.jsonl").read_text().splitlines()]
     assert log[0]["event"] == "start" and log[-1]["step"] == 2
     assert (out / "dfrm" / "final" / "config.json").exists()
+    saved = TrainConfig.from_json((out / "dfrm" / "final" / "train_config.json").read_text())
+    args = train_tiny_single.parser().parse_args(argv[1:])
+    assert saved == train_tiny_single.stage_config(args, "dfrm", str(out / "init"))
+    assert saved.init == str(out / "init") and saved.val is None and saved.max_minutes == 2.0
+
+
+def test_tadm_train_and_the_script_build_the_same_config_from_equivalent_flags(tmp_path):
+    shared = ["--scale", "32", "--steps", "50", "--batch-size", "4", "--crop", "96",
+              "--val-every", "25", "--vae-lora-rank", "8", "--lambda-perc", "0",
+              "--lambda-gui", "0.5", "--colour-aug"]  # fmt: skip
+    script = train_tiny_single.parser().parse_args(
+        ["DATA", "VAL", str(tmp_path), "--stages", "enhance", "--init", "CK", "--minutes", "3",
+         "--lr", "5e-4", *shared]
+    )  # fmt: skip
+    train = ["--data", "DATA", "--val", "VAL", "--max-minutes", "3", "--checkpoint-every", "25",
+             "--log-every", "100", "--resume", *shared]  # fmt: skip
+    config = train_tiny_single.stage_config(script, "enhance", "CK")
+    assert config == train_config(
+        train_parser().parse_args(["--stage", "enhance", "--out", str(tmp_path / "enhance"),
+                                   "--init", "CK", "--lr", "5e-4", *train])
+    )  # fmt: skip
+    assert (config.crop, config.max_minutes, config.vae_lora_rank) == (96, 3.0, 8)
+    # without a checkpoint: the tiny preset, at the script's learning rate of the stage
+    script = train_tiny_single.parser().parse_args(
+        ["DATA", "VAL", str(tmp_path), "--stages", "dfrm", "--minutes", "3", *shared]
+    )
+    assert train_tiny_single.stage_config(script, "dfrm", None) == train_config(
+        train_parser().parse_args(["--stage", "dfrm", "--out", str(tmp_path / "dfrm"),
+                                   "--preset", "tiny", "--lr", "1e-3", *train])
+    )  # fmt: skip
 
 
 def test_vae_checkpoints_with_adapters_or_another_vae_are_refused(tmp_path):
