@@ -1,8 +1,9 @@
 """Distortion metrics of a restored (H, W, 3) uint8 image against its source.
 
 - PSNR and SSIM: tadm/metrics.py, the figures the manifest records.
-- MS-SSIM (Wang, Simoncelli, Bovik 2003): 5 scales with the paper's weights, the same 11x11
-  Gaussian window as SSIM, 2x2 average pooling between scales, per channel then averaged;
+- MS-SSIM (Wang, Simoncelli, Bovik 2003): 5 scales with the paper's weights, SSIM's luminance
+  and contrast-structure terms (tadm/metrics.py, the same 11x11 Gaussian window), 2x2 average
+  pooling between scales, per channel then averaged;
   contrast-structure terms are clamped at 0 and odd sides padded as pytorch-msssim does (its
   values agree). Needs sides >= 176 px (11 px at the coarsest scale): None below that.
 - GMSD (Xue, Zhang, Mou, Bovik 2014): gradient magnitude similarity deviation on luminance,
