@@ -28,7 +28,7 @@ import torch
 from jobs.bench.rss import peak_rss, reset_peak, run_probe
 from tadm import TADM
 
-STAGES = {  # label -> (object path on the model, method)
+TIMED_METHODS = {  # stage label -> (object path on the model, the method timed as that stage)
     "VAE encode": ("", "encode_latent"),
     "DFRM down": ("dfrm", "downscale"),
     "DFRM up": ("dfrm", "upscale"),
@@ -99,7 +99,7 @@ def measure(preset: str, size: int, device: str, precision: str, scale: int) -> 
     if dev.type == "cuda":
         model.upscale(model.downscale(hr), size=(size, size))  # warm-up, untimed
     meter = Meter(dev)
-    for label, (owner, name) in STAGES.items():
+    for label, (owner, name) in TIMED_METHODS.items():
         target = model.dfrm if owner == "dfrm" else model
         setattr(target, name, meter.wrap(label, getattr(target, name)))
     timings = {}
@@ -131,7 +131,7 @@ def measure(preset: str, size: int, device: str, precision: str, scale: int) -> 
                 "seconds": meter.seconds.get(label, 0.0),
                 "peak_memory": meter.peak.get(label, 0),
             }
-            for label in STAGES
+            for label in TIMED_METHODS
         ],
         "downscale_seconds": timings["downscale"],
         "upscale_seconds": timings["upscale"],
