@@ -43,6 +43,35 @@ def add_storage_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_job_options(parser: argparse.ArgumentParser, batch_size: int) -> None:
+    """The options of the jobs that pipeline/job.py runs (pipeline.job.JobOptions)."""
+    parser.add_argument(
+        "--workers", type=int, help="model actors (default: 1 per GPU, or 1 per core up to 4)"
+    )
+    parser.add_argument("--gpus-per-worker", type=float, help="GPUs per actor (default: 1, or 0)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=batch_size,
+        help=f"images per batch (default {batch_size})",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="redo images an earlier run into DST finished"
+    )
+    add_storage_options(parser)
+
+
+def job_options(args: argparse.Namespace) -> dict[str, Any]:
+    """JobOptions' fields from arguments parsed with add_job_options."""
+    return {
+        "workers": args.workers,
+        "gpus_per_worker": args.gpus_per_worker,
+        "batch_size": args.batch_size,
+        "overwrite": args.overwrite,
+        "storage_options": args.storage_options,
+    }
+
+
 class StderrHandler(logging.StreamHandler):
     """Writes to whatever sys.stderr is when a message comes (pytest swaps it per test)."""
 
