@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.common import Parser, add_job_options, job_options, ray_session, run_job
+from jobs.common import Parser, add_job_options, run_job, run_plan
 from pipeline.archive.plan import ArchiveConfig, prepare_archive
-from pipeline.job import run
 
 PROG = "tadm archive"
 
 
 def parser() -> Parser:
+    """The arguments, whose dests are ArchiveConfig's fields."""
     p = Parser(prog=PROG, description=__doc__)
     p.add_argument("src", metavar="SRC", help="folder of images: path, file://... or s3://...")
     p.add_argument("dst", metavar="DST", help="archive root: path, file://... or s3://...")
@@ -23,17 +23,7 @@ def parser() -> Parser:
 
 
 def job(args: argparse.Namespace) -> int:
-    config = ArchiveConfig(
-        src=args.src,
-        dst=args.dst,
-        scale=args.scale,
-        model=args.model,
-        verify=args.verify,
-        **job_options(args),
-    )
-    prepared = prepare_archive(config)
-    with ray_session():
-        return run(prepared).exit_code
+    return run_plan(prepare_archive(ArchiveConfig(**vars(args))))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,10 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from pipeline.job import Plan
 
 USAGE_ERROR = 2  # bad usage or configuration: bad URI, unknown model, no input
 
@@ -44,7 +47,7 @@ def add_storage_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_job_options(parser: argparse.ArgumentParser, batch_size: int) -> None:
-    """The options of the jobs that pipeline/job.py runs (pipeline.job.JobOptions)."""
+    """The options of the jobs that pipeline/job.py runs: JobOptions' fields."""
     parser.add_argument(
         "--workers", type=int, help="model actors (default: 1 per GPU, or 1 per core up to 4)"
     )
@@ -59,17 +62,6 @@ def add_job_options(parser: argparse.ArgumentParser, batch_size: int) -> None:
         "--overwrite", action="store_true", help="redo images an earlier run into DST finished"
     )
     add_storage_options(parser)
-
-
-def job_options(args: argparse.Namespace) -> dict[str, Any]:
-    """JobOptions' fields from arguments parsed with add_job_options."""
-    return {
-        "workers": args.workers,
-        "gpus_per_worker": args.gpus_per_worker,
-        "batch_size": args.batch_size,
-        "overwrite": args.overwrite,
-        "storage_options": args.storage_options,
-    }
 
 
 class StderrHandler(logging.StreamHandler):
@@ -113,6 +105,15 @@ def ray_session() -> Iterator[None]:
     finally:
         if started:
             ray.shutdown()
+
+
+def run_plan(plan: Plan) -> int:
+    """Run a prepared archive or restore job (pipeline/job.py) in a Ray session; its exit
+    status."""
+    from pipeline.job import run
+
+    with ray_session():
+        return run(plan).exit_code
 
 
 def run_job(

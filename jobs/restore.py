@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.common import Parser, add_job_options, job_options, ray_session, run_job
+from jobs.common import Parser, add_job_options, run_job, run_plan
 from pipeline.format import OUTPUT_FORMATS, Region
-from pipeline.job import run
 from pipeline.restore.plan import RestoreConfig, prepare_restore
 
 PROG = "tadm restore"
@@ -21,6 +20,7 @@ def region(text: str) -> Region:
 
 
 def parser() -> Parser:
+    """The arguments, whose dests are RestoreConfig's fields."""
     p = Parser(prog=PROG, description=__doc__)
     p.add_argument("archive", metavar="ARCHIVE", help="archive root: path, file://... or s3://...")
     p.add_argument("dst", metavar="DST", help="where to write: path, file://... or s3://...")
@@ -28,25 +28,18 @@ def parser() -> Parser:
     p.add_argument("--only", metavar="GLOB", help="restore rel_paths matching GLOB ('*' spans '/')")
     p.add_argument("--model", help="shipped name, checkpoint folder or URI (default: tiny-xSCALE)")
     p.add_argument(
-        "--format", choices=OUTPUT_FORMATS, default="png", help="output format (default png)"
+        "--format",
+        dest="image_format",
+        choices=OUTPUT_FORMATS,
+        default="png",
+        help="output format (default png)",
     )
     add_job_options(p, batch_size=RestoreConfig.batch_size)
     return p
 
 
 def job(args: argparse.Namespace) -> int:
-    config = RestoreConfig(
-        archive=args.archive,
-        dst=args.dst,
-        region=args.region,
-        only=args.only,
-        model=args.model,
-        image_format=args.format,
-        **job_options(args),
-    )
-    prepared = prepare_restore(config)
-    with ray_session():
-        return run(prepared).exit_code
+    return run_plan(prepare_restore(RestoreConfig(**vars(args))))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -71,28 +72,42 @@ class Stages:
     write_kwargs: dict[str, Any]
 
 
-class Plan(Protocol):
-    """What differs between archive and restore."""
+@dataclass(frozen=True)
+class Plan(ABC):
+    """A job resolved against storage and the model, without Ray; what differs between
+    archive and restore is in the subclasses' fields and methods."""
 
-    name: str  # "archive" or "restore": the log lines' prefix
-    schema: pa.Schema  # of the manifest under dst
+    name: ClassVar[str]  # "archive" or "restore": the log lines' prefix
+    schema: ClassVar[pa.Schema]  # of the manifest under dst
+
     config: JobOptions
     dst: Location
+    options: dict[str, Any]  # resolved S3 options, passed to every worker
+    model_ref: str  # as given, or the default for the scale
+    model_id: str
 
     @property
-    def images(self) -> Sequence[Entry]: ...
+    @abstractmethod
+    def images(self) -> Sequence[Entry]:
+        """Every image of the job, finished by an earlier run or not."""
 
+    @abstractmethod
     def settings(self) -> dict[str, Any]:
         """What to log about the job, before the options every job shares."""
 
+    @abstractmethod
     def finished(self) -> dict[str, Row]:
         """Rows to write as "skipped", by rel_path: images an earlier run finished."""
 
+    @abstractmethod
     def source(self, todo: Sequence[Entry], resources: Resources) -> ray.data.Dataset:
         """One row per image in `todo`, for the read stage."""
 
-    def stages(self) -> Stages: ...
+    @abstractmethod
+    def stages(self) -> Stages:
+        """The read, model and write stages."""
 
+    @abstractmethod
     def lost(self, todo: Sequence[Entry]) -> list[Row]:
         """Error rows for the images in `todo` whose row never came back from the graph."""
 

@@ -16,7 +16,7 @@ from pipeline.archive.downscale import Downscale
 from pipeline.archive.write import write_lr
 from pipeline.decode import MAX_PIXELS, decode_batch
 from pipeline.format import ARCHIVE_SCHEMA, DONE, LR_DIR, MANIFEST_DIR, lr_key
-from pipeline.job import JobOptions, Stages
+from pipeline.job import JobOptions, Plan, Stages
 from pipeline.manifest import read_manifest
 from pipeline.resources import Resources
 from pipeline.sources import IMAGE_EXTENSIONS, SourceFile, list_sources
@@ -36,18 +36,12 @@ class ArchiveConfig(JobOptions):
 
 
 @dataclass(frozen=True)
-class ArchiveJob:
-    """The configuration resolved against storage and the model (no Ray needed yet)."""
-
+class ArchiveJob(Plan):
     name: ClassVar[str] = "archive"
     schema: ClassVar[pa.Schema] = ARCHIVE_SCHEMA
 
     config: ArchiveConfig
     src: Location
-    dst: Location
-    options: dict[str, Any]  # resolved S3 options, passed to every worker
-    model_ref: str
-    model_id: str
     scale: int
     sources: list[SourceFile]
     prefix: str  # stripped from a source path to give its rel_path
@@ -157,4 +151,14 @@ def prepare_archive(config: ArchiveConfig) -> ArchiveJob:
     del model
     if config.scale is not None and config.scale != scale:
         raise ValueError(f"--scale {config.scale} does not match model {model_ref!r} (x{scale})")
-    return ArchiveJob(config, src, dst, options, model_ref, model_id, scale, sources, prefix)
+    return ArchiveJob(
+        config=config,
+        dst=dst,
+        options=options,
+        model_ref=model_ref,
+        model_id=model_id,
+        src=src,
+        scale=scale,
+        sources=sources,
+        prefix=prefix,
+    )

@@ -27,7 +27,7 @@ from pipeline.format import (
     lr_key,
     output_key,
 )
-from pipeline.job import JobOptions, Stages
+from pipeline.job import JobOptions, Plan, Stages
 from pipeline.manifest import read_manifest
 from pipeline.resources import Resources
 from pipeline.restore.read import read_lr_batch
@@ -61,19 +61,13 @@ class Item:
 
 
 @dataclass(frozen=True)
-class RestoreJob:
-    """The configuration resolved against storage and the model (no Ray needed yet)."""
-
+class RestoreJob(Plan):
     name: ClassVar[str] = "restore"
     schema: ClassVar[pa.Schema] = RESTORE_SCHEMA
 
     config: RestoreConfig
     archive: Location
-    dst: Location
-    options: dict[str, Any]  # resolved S3 options, passed to every worker
     items: list[Item]
-    model_ref: str
-    model_id: str
 
     @property
     def images(self) -> list[Item]:
@@ -162,7 +156,15 @@ def prepare_restore(config: RestoreConfig) -> RestoreJob:
     items = list_items(archive, config.only)
     model_ref = config.model or default_model(archive_scale(items, options))
     model_id = load_model(model_ref, options).model_id
-    return RestoreJob(config, archive, dst, options, items, model_ref, model_id)
+    return RestoreJob(
+        config=config,
+        dst=dst,
+        options=options,
+        model_ref=model_ref,
+        model_id=model_id,
+        archive=archive,
+        items=items,
+    )
 
 
 def list_items(archive: Location, only: str | None) -> list[Item]:

@@ -64,9 +64,7 @@ def test_checkpoint_from_a_remote_uri(cache, memory_folder, tmp_path):
     assert remote.model_id == model.model_id
 
 
-def test_s3_checkpoint_honours_the_storage_options(
-    cache, s3_endpoint, tmp_path, monkeypatch
-):
+def test_s3_checkpoint_honours_the_storage_options(cache, s3_endpoint, tmp_path, monkeypatch):
     """An s3:// checkpoint is read with the options passed, not with the environment's."""
     for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(name, raising=False)
