@@ -130,3 +130,19 @@ def test_restored_png_holds_exactly_the_model_output(archived, tiny_model, tmp_p
     pixels = np.asarray(Image.open(io.BytesIO((tmp_path / "a.png.png").read_bytes())))
     np.testing.assert_array_equal(pixels, restored["restored"][0])
     assert out["status"][0] == "ok"
+
+
+def test_a_failed_model_call_is_an_error_row_for_its_images(archived, tiny_model):
+    _, _, rows, model_id, _ = archived
+    items = {
+        "rel_path": np.array(["a.png", "b.png"], dtype=object),
+        "lr_uri": np.array(rows["lr_uri"][:2]),
+        "source_uri": np.array(["", ""], dtype=object),
+    }
+    read = read_lr_batch(items, model_id=model_id, region=None, options={})
+    read["hr_width"] = np.array([640, read["hr_width"][1]])  # a.png's LR is too small for that
+    restored = Upscale(tiny_model, {}, None)(read)
+    assert list(restored["status"]) == ["error", "ok"]
+    assert restored["error"][0].startswith("model failed: ValueError: size 48x640")
+    assert restored["restored"][0].size == 0 and restored["restored"][1].shape == (48, 64, 3)
+    assert restored["seconds"][0] > read["seconds"][0]
