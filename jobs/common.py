@@ -9,7 +9,10 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from pipeline.job import Plan
 
 USAGE_ERROR = 2  # bad usage or configuration: bad URI, unknown model, no input
 
@@ -41,6 +44,24 @@ def add_storage_options(parser: argparse.ArgumentParser) -> None:
         help='s3fs options as a JSON object, e.g. \'{"endpoint_url": "http://127.0.0.1:9000"}\'; '
         "they win over the AWS_* variables",
     )
+
+
+def add_job_options(parser: argparse.ArgumentParser, batch_size: int) -> None:
+    """The options of the jobs that pipeline/job.py runs: JobOptions' fields."""
+    parser.add_argument(
+        "--workers", type=int, help="model actors (default: 1 per GPU, or 1 per core up to 4)"
+    )
+    parser.add_argument("--gpus-per-worker", type=float, help="GPUs per actor (default: 1, or 0)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=batch_size,
+        help=f"images per batch (default {batch_size})",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="redo images an earlier run into DST finished"
+    )
+    add_storage_options(parser)
 
 
 class StderrHandler(logging.StreamHandler):
@@ -84,6 +105,15 @@ def ray_session() -> Iterator[None]:
     finally:
         if started:
             ray.shutdown()
+
+
+def run_plan(plan: Plan) -> int:
+    """Run a prepared archive or restore job (pipeline/job.py) in a Ray session; its exit
+    status."""
+    from pipeline.job import run
+
+    with ray_session():
+        return run(plan).exit_code
 
 
 def run_job(

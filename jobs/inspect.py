@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from jobs.common import Parser, add_storage_options, run_job
-from pipeline.manifest import ARCHIVE_SCHEMA, MANIFEST_DIR, read_manifest
+from pipeline.format import ARCHIVE_SCHEMA, MANIFEST_DIR
+from pipeline.manifest import read_manifest
 from pipeline.storage import Location
 from pipeline.summary import summarize
 

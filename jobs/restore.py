@@ -4,26 +4,23 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.common import Parser, add_storage_options, ray_session, run_job
-from pipeline.restore.plan import RestoreConfig, prepare_restore, run_restore
-from pipeline.restore.read import Region
-from pipeline.restore.write import OUTPUT_FORMATS
+from jobs.common import Parser, add_job_options, run_job, run_plan
+from pipeline.format import OUTPUT_FORMATS, Region
+from pipeline.restore.plan import RestoreConfig, prepare_restore
 
 PROG = "tadm restore"
 
 
 def region(text: str) -> Region:
-    """--region X,Y,W,H: four integers, W and H positive."""
+    """--region X,Y,W,H: argparse's message for a bad one is Region's."""
     try:
-        x, y, w, h = (int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be X,Y,W,H (four integers), got {text!r}") from None
-    if x < 0 or y < 0 or w < 1 or h < 1:
-        raise argparse.ArgumentTypeError(f"needs X, Y >= 0 and W, H >= 1, got {text!r}")
-    return x, y, w, h
+        return Region.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def parser() -> Parser:
+    """The arguments, whose dests are RestoreConfig's fields."""
     p = Parser(prog=PROG, description=__doc__)
     p.add_argument("archive", metavar="ARCHIVE", help="archive root: path, file://... or s3://...")
     p.add_argument("dst", metavar="DST", help="where to write: path, file://... or s3://...")
@@ -31,36 +28,18 @@ def parser() -> Parser:
     p.add_argument("--only", metavar="GLOB", help="restore rel_paths matching GLOB ('*' spans '/')")
     p.add_argument("--model", help="shipped name, checkpoint folder or URI (default: tiny-xSCALE)")
     p.add_argument(
-        "--format", choices=OUTPUT_FORMATS, default="png", help="output format (default png)"
+        "--format",
+        dest="image_format",
+        choices=OUTPUT_FORMATS,
+        default="png",
+        help="output format (default png)",
     )
-    p.add_argument(
-        "--workers", type=int, help="model actors (default: 1 per GPU, or 1 per core up to 4)"
-    )
-    p.add_argument("--gpus-per-worker", type=float, help="GPUs per actor (default: 1, or 0)")
-    p.add_argument("--batch-size", type=int, default=4, help="images per batch")
-    p.add_argument("--overwrite", action="store_true", help="redo images already restored")
-    add_storage_options(p)
+    add_job_options(p, batch_size=RestoreConfig.batch_size)
     return p
 
 
 def job(args: argparse.Namespace) -> int:
-    prepared = prepare_restore(
-        RestoreConfig(
-            archive=args.archive,
-            dst=args.dst,
-            region=args.region,
-            only=args.only,
-            model=args.model,
-            image_format=args.format,
-            workers=args.workers,
-            gpus_per_worker=args.gpus_per_worker,
-            batch_size=args.batch_size,
-            overwrite=args.overwrite,
-            storage_options=args.storage_options,
-        )
-    )
-    with ray_session():
-        return run_restore(prepared).exit_code
+    return run_plan(prepare_restore(RestoreConfig(**vars(args))))
 
 
 def main(argv: list[str] | None = None) -> int:

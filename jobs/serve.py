@@ -22,6 +22,7 @@ logger = logging.getLogger("tadm")
 
 
 def parser() -> Parser:
+    """The arguments, whose dests are ServeConfig's fields."""
     d = DEFAULTS
     p = Parser(prog=PROG, description=__doc__)
     p.add_argument("archive", metavar="ARCHIVE", help="archive root: path, file://... or s3://...")
@@ -81,21 +82,7 @@ def wait_for_stop() -> None:
 
 
 def job(args: argparse.Namespace) -> int:
-    prepared = prepare_serve(
-        ServeConfig(
-            archive=args.archive,
-            model=args.model,
-            host=args.host,
-            port=args.port,
-            max_region_pixels=args.max_region_pixels,
-            cache_mb=args.cache_mb,
-            min_replicas=args.min_replicas,
-            max_replicas=args.max_replicas,
-            cpus_per_replica=args.cpus_per_replica,
-            gpus_per_replica=args.gpus_per_replica,
-            storage_options=args.storage_options,
-        )
-    )
+    prepared = prepare_serve(ServeConfig(**vars(args)))
     with ray_session():
         try:
             url = run_serve(prepared)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pipeline.rows import to_batch
+from pipeline.rows import NO_PIXELS, to_batch
 
 # Decompression-bomb limit, set deliberately: 16384 x 16384 = 268 MP, far above any photo and
 # below what one decode may allocate (~800 MB of RGB). Pillow itself raises at twice this.
@@ -27,7 +27,6 @@ PILLOW_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP")
 EXIF_ORIENTATION = 0x0112
 ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 SIXTEEN_BIT_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
-NO_PIXELS = np.zeros((0, 0, 3), dtype=np.uint8)
 
 
 @dataclass(frozen=True)

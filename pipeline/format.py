@@ -1,22 +1,107 @@
-"""The LR file: a lossless PNG thumbnail whose text chunks say how to restore it.
+"""The archive format: what an archive and a restore write, and how to read it back.
 
-Chunks: tadm:width, tadm:height (the HR size to restore), tadm:scale and
-tadm:model_id (the model that made it, and must restore it).
+    ARCHIVE/lr/<rel_path>.png       the LR image, a lossless PNG with tadm:* text chunks
+    ARCHIVE/manifest/part-*.parquet one row per source image (ARCHIVE_SCHEMA)
+    DST/<rel_path>.<format>         a restored image
+    DST/manifest/part-*.parquet     one row per restored image (RESTORE_SCHEMA)
+
+docs/format.md describes it for users. Stages and jobs take these names from here, never from
+each other.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 from PIL import Image
 
 from tadm.images import png_bytes
 
+LR_DIR = "lr"
+MANIFEST_DIR = "manifest"
+DONE = ("ok", "skipped")  # statuses of an image whose output exists
+OUTPUT_FORMATS = ("png", "jpeg", "webp")
+QUALITY = 95  # JPEG and WebP: near-transparent to the eye; PNG is lossless
+
+
+def lr_key(rel_path: str) -> str:
+    """Where an image's LR lives under the archive root: "a/b.jpg" -> "lr/a/b.jpg.png"."""
+    return f"{LR_DIR}/{rel_path}.png"
+
+
+def output_key(rel_path: str, image_format: str) -> str:
+    """Where a restored image goes under DST: "a/b.jpg" -> "a/b.jpg.png"."""
+    return f"{rel_path}.{image_format}"
+
+
+def encode_output(pixels: np.ndarray, image_format: str) -> bytes:
+    """(H, W, 3) uint8 -> the bytes of a restored image in one of OUTPUT_FORMATS."""
+    out = io.BytesIO()
+    options = {} if image_format == "png" else {"quality": QUALITY}
+    Image.fromarray(pixels).save(out, format=image_format.upper(), **options)
+    return out.getvalue()
+
+
+# ---- manifests -------------------------------------------------------------------------------
+
+# The archive manifest's columns, then `conversion`: what decoding did to reach 8-bit RGB
+# ("RGBA -> RGB, alpha dropped", "EXIF orientation 6 applied"), null when nothing.
+ARCHIVE_SCHEMA = pa.schema(
+    [
+        ("source_uri", pa.string()),
+        ("rel_path", pa.string()),
+        ("status", pa.string()),  # "ok" | "error" | "skipped" (done by an earlier run)
+        ("error", pa.string()),
+        ("width", pa.int64()),  # source size after EXIF orientation: the size restore gives
+        ("height", pa.int64()),
+        ("source_bytes", pa.int64()),
+        ("source_sha256", pa.string()),
+        ("lr_uri", pa.string()),
+        ("lr_width", pa.int64()),
+        ("lr_height", pa.int64()),
+        ("lr_bytes", pa.int64()),
+        ("bpp", pa.float64()),  # 8 * lr_bytes / (width * height)
+        ("compression_ratio", pa.float64()),  # source_bytes / lr_bytes
+        ("scale", pa.int64()),
+        ("model_id", pa.string()),
+        ("psnr", pa.float64()),  # dB, restored vs source; null unless --verify
+        ("ssim", pa.float64()),
+        ("timestep_mean", pa.float64()),  # mean TPM time step over tiles; null unless --verify
+        ("seconds", pa.float64()),  # decode + model + write time of this image
+        ("conversion", pa.string()),
+    ]
+)
+
+RESTORE_SCHEMA = pa.schema(
+    [
+        ("lr_uri", pa.string()),
+        ("rel_path", pa.string()),
+        ("output_uri", pa.string()),
+        ("status", pa.string()),  # "ok" | "error" | "skipped"
+        ("error", pa.string()),
+        ("width", pa.int64()),  # size of the written image: the original, or the region's
+        ("height", pa.int64()),
+        ("region", pa.string()),  # "x,y,w,h" in HR pixels (Region.text), null for the whole image
+        ("model_id", pa.string()),
+        ("seconds", pa.float64()),
+        ("psnr", pa.float64()),  # vs the source, null when it is no longer readable
+        ("ssim", pa.float64()),
+    ]
+)
+
+
+# ---- the LR file -----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class LrHeader:
+    """The LR PNG's text chunks: tadm:width, tadm:height (the HR size to restore), tadm:scale
+    and tadm:model_id (the model that wrote the file, and must restore it)."""
+
     width: int  # HR width to restore
     height: int  # HR height to restore
     scale: int  # 16 or 32
@@ -53,3 +138,43 @@ def decode_lr_png(data: bytes) -> tuple[np.ndarray, LrHeader]:
     except (KeyError, ValueError) as e:
         raise ValueError(f"not a TADM LR PNG: missing or bad text chunk {e}") from None
     return pixels, header
+
+
+# ---- regions ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Region:
+    """A window of an HR image in HR pixels: left x, top y, width w, height h. Unpacks as
+    (x, y, w, h), the tuple TADM.upscale takes. ValueError unless x, y >= 0 and w, h >= 1."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+
+    def __post_init__(self) -> None:
+        if self.x < 0 or self.y < 0 or self.w < 1 or self.h < 1:
+            raise ValueError(f"region {self.text} needs X, Y >= 0 and W, H >= 1")
+
+    @classmethod
+    def parse(cls, text: str) -> Region:
+        """Region of the text "X,Y,W,H" (four integers); ValueError naming a bad text."""
+        try:
+            x, y, w, h = (int(v) for v in text.split(","))
+        except ValueError:
+            raise ValueError(f"region must be X,Y,W,H (four integers), got {text!r}") from None
+        return cls(x, y, w, h)
+
+    @property
+    def text(self) -> str:
+        """The text "x,y,w,h", as manifests record it."""
+        return f"{self.x},{self.y},{self.w},{self.h}"
+
+    def __iter__(self) -> Iterator[int]:
+        return iter((self.x, self.y, self.w, self.h))
+
+    def check_inside(self, width: int, height: int) -> None:
+        """ValueError unless the region lies inside a width x height image."""
+        if self.x + self.w > width or self.y + self.h > height:
+            raise ValueError(f"region {self.text} is not inside the {width}x{height} image")

@@ -4,7 +4,8 @@ A job appends part files as it goes (`ManifestWriter`), so a killed job keeps ev
 flushed, and a part is never half-written (see storage.write_atomic). Part names start with a
 zero-padded nanosecond time, so name order is write order; `read_manifest` merges them and keeps
 the latest row per rel_path. At the end of a job `compact` rewrites the merged rows as one part,
-so plain Parquet readers see one row per image too.
+so plain Parquet readers see one row per image too. The schemas are part of the archive format
+(pipeline/format.py).
 """
 
 from __future__ import annotations
@@ -22,54 +23,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.storage import Location, write_atomic
-
-MANIFEST_DIR = "manifest"
-DONE = ("ok", "skipped")  # statuses of an image whose output exists
-
-# DESIGN.md's columns in its order, then `conversion`: what decoding did to reach 8-bit RGB
-# ("RGBA -> RGB, alpha dropped", "EXIF orientation 6 applied"), null when nothing.
-ARCHIVE_SCHEMA = pa.schema(
-    [
-        ("source_uri", pa.string()),
-        ("rel_path", pa.string()),
-        ("status", pa.string()),  # "ok" | "error" | "skipped" (done by an earlier run)
-        ("error", pa.string()),
-        ("width", pa.int64()),  # source size after EXIF orientation: the size restore gives
-        ("height", pa.int64()),
-        ("source_bytes", pa.int64()),
-        ("source_sha256", pa.string()),
-        ("lr_uri", pa.string()),
-        ("lr_width", pa.int64()),
-        ("lr_height", pa.int64()),
-        ("lr_bytes", pa.int64()),
-        ("bpp", pa.float64()),  # 8 * lr_bytes / (width * height)
-        ("compression_ratio", pa.float64()),  # source_bytes / lr_bytes
-        ("scale", pa.int64()),
-        ("model_id", pa.string()),
-        ("psnr", pa.float64()),  # dB, restored vs source; null unless --verify
-        ("ssim", pa.float64()),
-        ("timestep_mean", pa.float64()),  # mean TPM time step over tiles; null unless --verify
-        ("seconds", pa.float64()),  # decode + model + write time of this image
-        ("conversion", pa.string()),
-    ]
-)
-
-RESTORE_SCHEMA = pa.schema(
-    [
-        ("lr_uri", pa.string()),
-        ("rel_path", pa.string()),
-        ("output_uri", pa.string()),
-        ("status", pa.string()),  # "ok" | "error" | "skipped"
-        ("error", pa.string()),
-        ("width", pa.int64()),  # size of the written image: the original, or the region's
-        ("height", pa.int64()),
-        ("region", pa.string()),  # "x,y,w,h" in HR pixels, null for the whole image
-        ("model_id", pa.string()),
-        ("seconds", pa.float64()),
-        ("psnr", pa.float64()),  # vs the source, null when it is no longer readable
-        ("ssim", pa.float64()),
-    ]
-)
 
 
 def part_name() -> str:

@@ -43,9 +43,8 @@ def plan_resources(
 
     Defaults: on GPUs, one actor per GPU; on CPUs, one actor per core up to CPU_ACTORS, the
     cores shared out as their torch threads. Several actors beat one that uses every core: in a
-    Ray Data actor the model's many small ops run slower than in a bare process (2 cores: one
-    2-thread actor reached 0.75-0.86 of a bare loop, two 1-thread actors 0.89-0.93;
-    benchmarks/README.md). Each actor holds its own model, so the count stays small; `workers=1`
+    Ray Data actor the model's many small ops run slower than in a bare process
+    (benchmarks/README.md). Each actor holds its own model, so the count stays small; `workers=1`
     keeps one model in memory (a large preset on CPUs). A default plan starts no more actors
     than the job has `batches` (when given): an actor with nothing to do costs its start-up.
     GPUs asked for beyond what the cluster has now are refused on a local Ray, and on a cluster

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+NO_PIXELS = np.zeros((0, 0, 3), dtype=np.uint8)  # the image cell of a row that has none
+
 
 def to_rows(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     """{"a": [1, 2], "b": [x, y]} -> [{"a": 1, "b": x}, {"a": 2, "b": y}]."""
@@ -39,8 +41,7 @@ def model_calls(
 ) -> list[list[dict[str, Any]]]:
     """The rows each model call takes: rows with the same `key` (the same image size) together
     when `stack`, else one row per call. Stack on a GPU, which a larger batch keeps busy; not on
-    a CPU, where a stacked batch of images ran 25 to 40% slower per image than one image at a
-    time (tiny-x16, 512x512, 2 threads: larger activations, worse cache use)."""
+    a CPU, where one image at a time runs faster per image (benchmarks/README.md)."""
     if not stack:
         return [[row] for row in rows]
     groups: dict[Hashable, list[dict[str, Any]]] = defaultdict(list)

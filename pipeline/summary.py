@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from pipeline.manifest import DONE
+from pipeline.format import DONE
 
 
 @dataclass(frozen=True)

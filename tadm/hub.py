@@ -26,15 +26,23 @@ def shipped_names() -> list[str]:
     return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / "config.json").is_file())
 
 
+def default_model(scale: int) -> str:
+    """The shipped checkpoint used when no model is named: "tiny-x16" or "tiny-x32"."""
+    return f"tiny-x{scale}"
+
+
 def local_dir(uri: str, storage_options: dict | None = None) -> Path:
-    """A local folder with the contents of `uri` (a path, file:// or a remote fsspec URI);
-    remote folders go through `cached_copy`."""
+    """A local folder with the contents of `uri` (a path, file:// or a remote fsspec URI such
+    as s3://, read with `storage_options`); remote folders go through `cached_copy`."""
     if "://" not in uri or uri.startswith("file://"):
         path = Path(uri.removeprefix("file://")).expanduser()
         if not path.is_dir():
             raise ValueError(f"model folder {uri!r} does not exist")
         return path
-    fs, root = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    try:
+        fs, root = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    except (ImportError, ValueError) as e:
+        raise ValueError(f"model URI {uri!r} cannot be read: {e}") from None
     return cached_copy(fs, root, uri)
 
 
@@ -71,8 +79,9 @@ def cached_copy(fs: fsspec.AbstractFileSystem, root: str, uri: str) -> Path:
     return target
 
 
-def resolve(path_or_name: str) -> Path:
-    """A checkpoint folder from a local path, a URI, or the name of a shipped checkpoint."""
+def resolve(path_or_name: str, storage_options: dict | None = None) -> Path:
+    """A checkpoint folder from the name of a shipped checkpoint, a local path, or a URI
+    (file://, s3://, any fsspec protocol) read with `storage_options`."""
     if path_or_name in shipped_names():
         return SHIPPED_DIR / path_or_name
     if "://" not in path_or_name and not Path(path_or_name).expanduser().exists():
@@ -80,7 +89,7 @@ def resolve(path_or_name: str) -> Path:
             f"unknown model {path_or_name!r}: not a folder, not a URI, and not a shipped "
             f"checkpoint (shipped: {', '.join(shipped_names()) or 'none'})"
         )
-    return local_dir(path_or_name)
+    return local_dir(path_or_name, storage_options)
 
 
 def load_base(directory: Path) -> tuple[AutoencoderKL, UNet2DConditionModel, Tensor, dict]:

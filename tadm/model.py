@@ -179,9 +179,14 @@ class TADM(nn.Module):
         return cls(config, vae, unet, null_prompt)
 
     @classmethod
-    def from_pretrained(cls, path_or_name: str) -> "TADM":
-        """Load a folder written by `save_pretrained` (path or URI), or a shipped checkpoint."""
-        directory = hub.resolve(str(path_or_name))
+    def from_pretrained(cls, path_or_name: str, storage_options: dict | None = None) -> "TADM":
+        """Load a folder written by `save_pretrained`, or a shipped checkpoint, by name.
+
+        A folder is a local path or a URI (file://, s3://, any fsspec protocol); a remote folder
+        is read with `storage_options` (s3fs options: endpoint_url, key, secret, ...) and cached
+        locally (tadm.hub.cached_copy).
+        """
+        directory = hub.resolve(str(path_or_name), storage_options)
         config = read_config(directory, path_or_name)
         model = cls.from_config(config)
         state = load_file(str(directory / WEIGHTS_FILE))

@@ -19,8 +19,8 @@ import torch
 
 from pipeline.decode import decode_image
 from pipeline.format import LrHeader, decode_lr_png, encode_lr_png
-from pipeline.model_loading import load_model
-from pipeline.restore.write import encode
+from pipeline.format import encode_output as encode
+from pipeline.stage import load_model
 from pipeline.storage import Location, write_atomic
 from tadm.images import to_float_batch, to_images, to_tensor, to_uint8_image
 

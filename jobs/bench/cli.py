@@ -32,8 +32,8 @@ from jobs.bench.rd import contenders, run_rd, summarize
 from jobs.bench.report import markdown
 from jobs.bench.throughput import run_throughput
 from jobs.common import Parser, ray_session, run_job
-from pipeline.model_loading import default_model, load_model
-from tadm.hub import shipped_names
+from pipeline.stage import load_model
+from tadm.hub import default_model, shipped_names
 
 PROG = "tadm bench"
 SECTIONS = ("rd", "throughput", "memory", "cost")

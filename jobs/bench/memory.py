@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from jobs.bench.rss import peak_rss, reset_peak, rss, run_probe
-from pipeline.model_loading import load_model
+from pipeline.stage import load_model
 from tadm.images import to_images, to_pixels
 from tadm.tiling import tile_grid
 

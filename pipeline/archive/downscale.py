@@ -1,53 +1,38 @@
-"""Model stage of archive: HR pixels -> LR PNG bytes (paper Sec. 3.2, DFRM downscaling).
-
-One instance holds one TADM; Ray runs it as an actor pool, one model per actor. On a GPU images
-of the same size run as one batch (on a CPU one at a time: `model_calls`); a model failure
-becomes error rows for the images it hit.
-"""
+"""Model stage of archive: HR pixels -> LR PNG bytes (paper Sec. 3.2, DFRM downscaling)."""
 
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
-import numpy as np
 import torch
 
+from pipeline.decode import DECODE_COLUMNS
 from pipeline.format import LrHeader, decode_lr_png, encode_lr_png
-from pipeline.model_loading import load_model
-from pipeline.rows import model_calls, to_batch, to_rows
+from pipeline.stage import ModelStage, Row
 from tadm.images import to_images, to_pixels, to_tensor
 from tadm.metrics import psnr, ssim
 
-DOWNSCALE_COLUMNS = (
-    "source_uri",
-    "rel_path",
-    "status",
-    "error",
-    "width",
-    "height",
-    "source_bytes",
-    "source_sha256",
-    "conversion",
-    "lr_png",
-    "lr_width",
-    "lr_height",
-    "scale",
-    "model_id",
-    "psnr",
-    "ssim",
-    "timestep_mean",
-    "seconds",
-)
 
-
-class Downscale:
+class Downscale(ModelStage):
     """Callable stage: rows with "pixels" -> rows with "lr_png", the exact bytes to write.
 
     With `verify`, the LR is decoded back from those bytes and upscaled again (a real
     reconstruction) to fill psnr, ssim and timestep_mean (the mean TPM time step over tiles).
     """
+
+    # The decoded row, less its pixels, and what the model adds.
+    columns = (
+        *(name for name in DECODE_COLUMNS if name != "pixels"),
+        "lr_png",
+        "lr_width",
+        "lr_height",
+        "scale",
+        "model_id",
+        "psnr",
+        "ssim",
+        "timestep_mean",
+    )
 
     def __init__(
         self,
@@ -56,33 +41,16 @@ class Downscale:
         verify: bool,
         torch_threads: int | None = None,
     ) -> None:
-        if torch_threads is not None:
-            torch.set_num_threads(torch_threads)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = load_model(model, storage_options).to(self.device).eval()
-        self.model_id = self.model.model_id  # a hash of every weight: compute once
+        super().__init__(model, storage_options, torch_threads)
         self.verify = verify
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = to_rows(batch)
-        for row in rows:
-            row.update(scale=self.model.scale, model_id=self.model_id)
-        ok = [row for row in rows if row["status"] == "ok"]
-        stack = self.device.type != "cpu"
-        for group in model_calls(ok, lambda row: row["pixels"].shape, stack):
-            start = time.perf_counter()
-            try:
-                with torch.inference_mode():
-                    self.run(group)
-            except Exception as e:  # one failure must not stop the job: it becomes rows
-                for row in group:
-                    row.update(status="error", error=f"model failed: {type(e).__name__}: {e}")
-            share = (time.perf_counter() - start) / len(group)
-            for row in group:
-                row["seconds"] += share
-        return to_batch(rows, DOWNSCALE_COLUMNS)
+    def every_row(self) -> Row:
+        return {"scale": self.model.scale, "model_id": self.model_id}
 
-    def run(self, group: list[dict[str, Any]]) -> None:
+    def size(self, row: Row) -> tuple[int, ...]:
+        return row["pixels"].shape
+
+    def run(self, group: list[Row]) -> None:
         """Downscale (and verify) images of one size, filling their rows."""
         hr = to_tensor([row["pixels"] for row in group]).to(self.device)  # (B, 3, H, W) uint8
         lr = self.model.downscale(hr.float() / 255)  # (B, 3, ceil(H/s), ceil(W/s)) uint8
@@ -96,7 +64,7 @@ class Downscale:
         if self.verify:
             self.reconstruct(group)
 
-    def reconstruct(self, group: list[dict[str, Any]]) -> None:
+    def reconstruct(self, group: list[Row]) -> None:
         """Upscale the LR decoded from the bytes to be written; compare with the source."""
         written = to_tensor([decode_lr_png(row["lr_png"])[0] for row in group]).to(self.device)
         size = (int(group[0]["height"]), int(group[0]["width"]))

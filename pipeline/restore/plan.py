@@ -1,59 +1,53 @@
-"""The restore job: an archive's LR PNGs -> DST/<rel_path>.<format> + DST/manifest/.
+"""The restore plan: an archive's LR PNGs -> DST/<rel_path>.<format> + DST/manifest/.
 
 Which images: the archive manifest's ok and skipped rows, or, when the archive has no manifest,
-every PNG under ARCHIVE/lr/ (its text chunks carry everything a restore needs). Then:
-
-    from_items -> read_lr_batch (tasks) -> Upscale (actor pool, one TADM each)
-               -> write_restored (tasks) -> rows back to the driver -> manifest parts
+every PNG under ARCHIVE/lr/ (its text chunks carry everything a restore needs). Its graph, run
+by pipeline/job.py: from_items -> read_lr_batch -> Upscale -> write_restored.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import logging
-from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
+import pyarrow as pa
 import ray
 
-from pipeline.archive.write import lr_key
-from pipeline.format import decode_lr_png
-from pipeline.manifest import (
+from pipeline.format import (
     ARCHIVE_SCHEMA,
     DONE,
+    LR_DIR,
     MANIFEST_DIR,
+    OUTPUT_FORMATS,
     RESTORE_SCHEMA,
-    ManifestWriter,
-    compact,
-    read_manifest,
+    Region,
+    decode_lr_png,
+    lr_key,
+    output_key,
 )
-from pipeline.model_loading import default_model, load_model
-from pipeline.progress import Progress
-from pipeline.resources import Resources, plan_resources
-from pipeline.restore.read import Region, read_lr_batch, region_text
+from pipeline.job import JobOptions, Plan, Stages
+from pipeline.manifest import read_manifest
+from pipeline.resources import Resources
+from pipeline.restore.read import read_lr_batch
 from pipeline.restore.upscale import Upscale
-from pipeline.restore.write import OUTPUT_FORMATS, output_key, write_restored
-from pipeline.rows import to_rows
+from pipeline.restore.write import write_restored
 from pipeline.sources import is_image_name
-from pipeline.storage import Location, remove_stale_temps, s3_options
-
-logger = logging.getLogger("tadm")
+from pipeline.stage import Row, load_model
+from pipeline.storage import Location, s3_options
+from tadm.hub import default_model
 
 
 @dataclass(frozen=True)
-class RestoreConfig:
+class RestoreConfig(JobOptions):
     archive: str  # URI of an archive written by archive
     dst: str  # URI to restore into
-    region: Region | None = None  # (x, y, w, h) in HR pixels, the same for every image
+    region: Region | None = None  # the same window of every image; None: whole images
     only: str | None = None  # fnmatch pattern on rel_path ("*" also matches "/")
     model: str | None = None  # None: default_model(the archive's scale)
     image_format: str = "png"  # png, jpeg or webp
-    workers: int | None = None  # model actors; None: one per GPU, or one on a CPU cluster
-    gpus_per_worker: float | None = None  # None: 1 when the cluster has GPUs, else 0
-    batch_size: int = 4  # images per batch (on a GPU same-size ones share one forward pass)
-    overwrite: bool = False  # redo images an earlier restore into DST finished
-    storage_options: dict[str, Any] = field(default_factory=dict)  # s3fs options
+    batch_size: int = field(default=4, kw_only=True)  # images per batch
 
 
 @dataclass(frozen=True)
@@ -67,26 +61,85 @@ class Item:
 
 
 @dataclass(frozen=True)
-class RestoreResult:
-    counts: dict[str, int]  # this run's rows by status
-    model_id: str
-
-    @property
-    def exit_code(self) -> int:
-        return 1 if self.counts.get("error") else 0
-
-
-@dataclass(frozen=True)
-class RestoreJob:
-    """The configuration resolved against storage and the model (no Ray needed yet)."""
+class RestoreJob(Plan):
+    name: ClassVar[str] = "restore"
+    schema: ClassVar[pa.Schema] = RESTORE_SCHEMA
 
     config: RestoreConfig
     archive: Location
-    dst: Location
-    options: dict[str, Any]  # resolved S3 options, passed to every worker
     items: list[Item]
-    model_ref: str
-    model_id: str
+
+    @property
+    def images(self) -> list[Item]:
+        return self.items
+
+    def settings(self) -> dict[str, Any]:
+        config = self.config
+        return {
+            "archive": self.archive.uri,
+            "dst": self.dst.uri,
+            "images": len(self.items),
+            "only": config.only,
+            "region": None if config.region is None else config.region.text,
+            "format": config.image_format,
+            "model": f"{self.model_ref} (id {self.model_id})",
+        }
+
+    def finished(self) -> dict[str, Row]:
+        """Rows of the job's images that an earlier restore into DST finished with this
+        model, region and format, whose output is still there."""
+        config, dst = self.config, self.dst
+        table = read_manifest(dst.child(MANIFEST_DIR), RESTORE_SCHEMA)
+        if table is None:
+            return {}
+        existing = set(dst.filesystem().find(dst.root))
+        region = None if config.region is None else config.region.text
+        wanted = {item.rel_path for item in self.items}
+        done = {}
+        for row in table.to_pylist():
+            path = dst.path(output_key(row["rel_path"], config.image_format))
+            if (
+                row["rel_path"] in wanted
+                and row["status"] in DONE
+                and row["model_id"] == self.model_id
+                and row["region"] == region
+                and row["output_uri"] == dst.uri_of(path)
+                and path in existing
+            ):
+                done[row["rel_path"]] = row | {"status": "skipped"}
+        return done
+
+    def source(self, todo: Sequence[Item], resources: Resources) -> ray.data.Dataset:
+        # "" for no source: a column of nothing but None would reach the stage as NaN floats.
+        return ray.data.from_items(
+            [
+                {"rel_path": i.rel_path, "lr_uri": i.lr_uri, "source_uri": i.source_uri or ""}
+                for i in todo
+            ]
+        )
+
+    def stages(self) -> Stages:
+        config = self.config
+        return Stages(
+            read=read_lr_batch,
+            read_kwargs={
+                "model_id": self.model_id,
+                "region": config.region,
+                "options": self.options,
+            },
+            model=Upscale,
+            model_kwargs={
+                "model": self.model_ref,
+                "storage_options": self.options,
+                "region": config.region,
+            },
+            write=write_restored,
+            write_kwargs={"dst": self.dst, "image_format": config.image_format},
+        )
+
+    def lost(self, todo: Sequence[Item]) -> list[Row]:
+        """None: every item is a row of from_items, and each stage returns a row per row."""
+        return []
 
 
 def prepare_restore(config: RestoreConfig) -> RestoreJob:
@@ -94,8 +147,7 @@ def prepare_restore(config: RestoreConfig) -> RestoreJob:
     every problem is a ValueError naming it."""
     if config.image_format not in OUTPUT_FORMATS:
         raise ValueError(f"--format must be png, jpeg or webp, got {config.image_format!r}")
-    if config.batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {config.batch_size}")
+    config.check()
     archive = Location.parse(config.archive, config.storage_options)
     dst = Location.parse(config.dst, config.storage_options)
     if dst == archive:
@@ -104,54 +156,15 @@ def prepare_restore(config: RestoreConfig) -> RestoreJob:
     items = list_items(archive, config.only)
     model_ref = config.model or default_model(archive_scale(items, options))
     model_id = load_model(model_ref, options).model_id
-    return RestoreJob(config, archive, dst, options, items, model_ref, model_id)
-
-
-def run_restore(job: RestoreJob) -> RestoreResult:
-    """Run a prepared job on the running Ray cluster."""
-    config = job.config
-    batches = -(-len(job.items) // config.batch_size)
-    resources = plan_resources(config.workers, config.gpus_per_worker, batches=batches)
-    settings = {
-        "archive": job.archive.uri,
-        "dst": job.dst.uri,
-        "images": len(job.items),
-        "only": config.only,
-        "region": region_text(config.region),
-        "format": config.image_format,
-        "model": f"{job.model_ref} (id {job.model_id})",
-        "overwrite": config.overwrite,
-        "batch_size": config.batch_size,
-        "workers": resources.workers,
-        "gpus_per_worker": resources.gpus_per_worker,
-        "torch_threads": resources.torch_threads,
-        "storage_options": job.dst.redacted_options(),
-    }
-    logger.info("restore: %s", " ".join(f"{k}={v}" for k, v in settings.items()))
-    stale = remove_stale_temps(job.dst.filesystem(), job.dst.root)
-    if stale:
-        logger.info("restore: removed %d temporary files of an interrupted run", stale)
-    manifest = job.dst.child(MANIFEST_DIR)
-    previous = {} if config.overwrite else done_rows(job)
-    todo = [item for item in job.items if item.rel_path not in previous]
-    skipped = [
-        previous[i.rel_path] | {"status": "skipped"} for i in job.items if i.rel_path in previous
-    ]
-    writer = ManifestWriter(manifest, RESTORE_SCHEMA)
-    writer.add(skipped)
-    counts = Counter({"skipped": len(skipped)} if skipped else {})
-    if skipped:
-        logger.info(
-            "restore: %d of %d images restored by an earlier run, skipped",
-            len(skipped),
-            len(job.items),
-        )
-    if todo:
-        counts += stream(build_graph(job, resources, todo), len(todo), writer)
-    writer.flush()
-    compact(manifest, RESTORE_SCHEMA)
-    logger.info("restore: done, %s; manifest at %s", dict(sorted(counts.items())), manifest.uri)
-    return RestoreResult(counts=dict(counts), model_id=job.model_id)
+    return RestoreJob(
+        config=config,
+        dst=dst,
+        options=options,
+        model_ref=model_ref,
+        model_id=model_id,
+        archive=archive,
+        items=items,
+    )
 
 
 def list_items(archive: Location, only: str | None) -> list[Item]:
@@ -165,7 +178,7 @@ def list_items(archive: Location, only: str | None) -> list[Item]:
                 if r["status"] in DONE
             ]
         else:
-            lr_root = archive.path("lr") + "/"
+            lr_root = archive.path(LR_DIR) + "/"
             paths = archive.filesystem().find(lr_root)
             items = [
                 Item(p[len(lr_root) : -len(".png")], archive.uri_of(p), None, None)
@@ -200,78 +213,3 @@ def archive_scale(items: list[Item], options: dict[str, Any]) -> int:
         return decode_lr_png(location.filesystem().cat_file(location.root))[1].scale
     except ValueError as e:
         raise ValueError(f"{items[0].lr_uri}: {e}; pass --model") from None
-
-
-def done_rows(job: RestoreJob) -> dict[str, dict[str, Any]]:
-    """Rows, by rel_path, of the job's images that an earlier restore into DST finished with
-    this model, region and format, whose output is still there."""
-    config, dst = job.config, job.dst
-    table = read_manifest(dst.child(MANIFEST_DIR), RESTORE_SCHEMA)
-    if table is None:
-        return {}
-    existing = set(dst.filesystem().find(dst.root))
-    region = region_text(config.region)
-    wanted = {item.rel_path for item in job.items}
-    done = {}
-    for row in table.to_pylist():
-        path = dst.path(output_key(row["rel_path"], config.image_format))
-        if (
-            row["rel_path"] in wanted
-            and row["status"] in DONE
-            and row["model_id"] == job.model_id
-            and row["region"] == region
-            and row["output_uri"] == dst.uri_of(path)
-            and path in existing
-        ):
-            done[row["rel_path"]] = row
-    return done
-
-
-def build_graph(job: RestoreJob, resources: Resources, todo: list[Item]) -> ray.data.Dataset:
-    """The Ray Data graph; the one place that picks actors, GPUs and batch sizes."""
-    # "" for no source: a column of nothing but None would reach the stage as NaN floats.
-    items = [
-        {"rel_path": i.rel_path, "lr_uri": i.lr_uri, "source_uri": i.source_uri or ""} for i in todo
-    ]
-    ds = ray.data.from_items(items)
-    config = job.config
-    # No compute strategy of its own: Ray Data fuses it into the Upscale actors. As a separate
-    # stage it would need a CPU, and with --workers equal to the cluster's CPUs never run.
-    ds = ds.map_batches(
-        read_lr_batch,
-        fn_kwargs={"model_id": job.model_id, "region": config.region, "options": job.options},
-        batch_size=config.batch_size,
-    )
-    ds = ds.map_batches(
-        Upscale,
-        fn_constructor_kwargs={
-            "model": job.model_ref,
-            "storage_options": job.options,
-            "region": config.region,
-            "torch_threads": resources.torch_threads,
-        },
-        batch_size=config.batch_size,
-        compute=ray.data.ActorPoolStrategy(size=resources.workers),
-        num_gpus=resources.gpus_per_worker,
-    )
-    # I/O: reserves no CPU, or with --workers equal to the cluster's CPUs it would never run.
-    return ds.map_batches(
-        write_restored,
-        fn_kwargs={"dst": job.dst, "image_format": config.image_format},
-        batch_size=config.batch_size,
-        num_cpus=0,
-        compute=ray.data.TaskPoolStrategy(size=resources.io_tasks),
-    )
-
-
-def stream(ds: ray.data.Dataset, total: int, writer: ManifestWriter) -> Counter:
-    """Run the graph, writing its rows to the manifest as they come; rows by status."""
-    counts: Counter = Counter()
-    progress = Progress("restore", total=total)
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        rows = to_rows(batch)
-        writer.add(rows)
-        statuses = Counter(row["status"] for row in rows)
-        counts += statuses
-        progress.update(len(rows), statuses["error"])
-    return counts

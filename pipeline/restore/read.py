@@ -8,12 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.decode import NO_PIXELS, decode_image
-from pipeline.format import decode_lr_png
-from pipeline.rows import to_batch, to_rows
+from pipeline.decode import decode_image
+from pipeline.format import Region, decode_lr_png
+from pipeline.rows import NO_PIXELS, to_batch, to_rows
 from pipeline.storage import Location
-
-Region = tuple[int, int, int, int]  # x, y, w, h in HR pixels
 
 READ_COLUMNS = (
     "lr_uri",
@@ -30,18 +28,6 @@ READ_COLUMNS = (
     "source_pixels",
     "seconds",
 )
-
-
-def region_text(region: Region | None) -> str | None:
-    return None if region is None else ",".join(str(v) for v in region)
-
-
-def check_region(region: Region | None, width: int, height: int) -> None:
-    if region is None:
-        return
-    x, y, w, h = region
-    if x < 0 or y < 0 or w < 1 or h < 1 or x + w > width or y + h > height:
-        raise ValueError(f"region {region_text(region)} is not inside the {width}x{height} image")
 
 
 def read_source(uri: str, options: dict[str, Any]) -> np.ndarray | None:
@@ -67,7 +53,7 @@ def read_lr_batch(
     rows = to_rows(batch)
     for row in rows:
         start = time.perf_counter()
-        row.update(status="ok", model_id=model_id, region=region_text(region))
+        row.update(status="ok", model_id=model_id, region=None if region is None else region.text)
         row.update(lr_pixels=NO_PIXELS, source_pixels=NO_PIXELS)
         try:
             location = Location.parse(row["lr_uri"], options)
@@ -81,7 +67,8 @@ def read_lr_batch(
                     f"LR was made by model {header.model_id}, but the restore model is "
                     f"{model_id}: pass --model with the model that archived it"
                 )
-            check_region(region, header.width, header.height)
+            if region is not None:
+                region.check_inside(header.width, header.height)
             row.update(lr_pixels=lr, hr_width=header.width, hr_height=header.height)
             x, y, w, h = region or (0, 0, header.width, header.height)
             row.update(width=w, height=h)

@@ -3,38 +3,28 @@ with tiled inference), the whole image or one region of it."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-import numpy as np
-import torch
-
-from pipeline.decode import NO_PIXELS
-from pipeline.model_loading import load_model
-from pipeline.restore.read import Region
-from pipeline.rows import model_calls, to_batch, to_rows
+from pipeline.format import Region
+from pipeline.restore.read import READ_COLUMNS
+from pipeline.rows import NO_PIXELS
+from pipeline.stage import ModelStage, Row
 from tadm.images import to_images, to_pixels, to_tensor
 from tadm.metrics import psnr, ssim
 
-UPSCALE_COLUMNS = (
-    "lr_uri",
-    "rel_path",
-    "status",
-    "error",
-    "width",
-    "height",
-    "region",
-    "model_id",
-    "restored",
-    "psnr",
-    "ssim",
-    "seconds",
-)
+READ_ONLY = ("hr_width", "hr_height", "lr_pixels", "source_pixels")  # what the model consumes
 
 
-class Upscale:
+class Upscale(ModelStage):
     """Callable stage: rows with "lr_pixels" -> rows with "restored" (H, W, 3) uint8, and
     psnr/ssim where "source_pixels" is not empty."""
+
+    columns = (
+        *(name for name in READ_COLUMNS if name not in READ_ONLY),
+        "restored",
+        "psnr",
+        "ssim",
+    )
 
     def __init__(
         self,
@@ -43,36 +33,16 @@ class Upscale:
         region: Region | None,
         torch_threads: int | None = None,
     ) -> None:
-        if torch_threads is not None:
-            torch.set_num_threads(torch_threads)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = load_model(model, storage_options).to(self.device).eval()
+        super().__init__(model, storage_options, torch_threads)
         self.region = region
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = to_rows(batch)
-        for row in rows:
-            row["restored"] = NO_PIXELS
-        ok = [row for row in rows if row["status"] == "ok"]
-        stack = self.device.type != "cpu"
+    def every_row(self) -> Row:
+        return {"restored": NO_PIXELS}
 
-        def size(row: dict[str, Any]) -> tuple[Any, ...]:
-            return (row["lr_pixels"].shape, row["hr_height"], row["hr_width"])
+    def size(self, row: Row) -> tuple[Any, ...]:
+        return (row["lr_pixels"].shape, row["hr_height"], row["hr_width"])
 
-        for group in model_calls(ok, size, stack):
-            start = time.perf_counter()
-            try:
-                with torch.inference_mode():
-                    self.run(group)
-            except Exception as e:  # one failure must not stop the job: it becomes rows
-                for row in group:
-                    row.update(status="error", error=f"model failed: {type(e).__name__}: {e}")
-            share = (time.perf_counter() - start) / len(group)
-            for row in group:
-                row["seconds"] += share
-        return to_batch(rows, UPSCALE_COLUMNS)
-
-    def run(self, group: list[dict[str, Any]]) -> None:
+    def run(self, group: list[Row]) -> None:
         lr = to_tensor([row["lr_pixels"] for row in group]).to(self.device)  # (B, 3, h, w)
         size = (int(group[0]["hr_height"]), int(group[0]["hr_width"]))
         x_hat = self.model.upscale(lr, size=size, region=self.region)  # (B, 3, H, W) in [0, 1]

@@ -29,10 +29,12 @@ from ray.serve.config import AutoscalingConfig
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from pipeline.model_loading import default_model, load_model
+from pipeline.format import LR_DIR
 from pipeline.restore.plan import archive_scale, list_items
 from pipeline.serve.tiles import TileError, TileService
+from pipeline.stage import load_model
 from pipeline.storage import Location, s3_options
+from tadm.hub import default_model
 
 logger = logging.getLogger("tadm")
 
@@ -92,7 +94,7 @@ def prepare_serve(config: ServeConfig) -> ServeJob:
     archive = Location.parse(config.archive, config.storage_options)
     options = s3_options(config.storage_options)
     try:
-        is_archive = archive.filesystem().isdir(archive.path("lr"))
+        is_archive = archive.filesystem().isdir(archive.path(LR_DIR))
     except OSError as e:
         raise ValueError(f"ARCHIVE {archive.uri!r} cannot be read: {e}") from None
     if not is_archive:

@@ -21,12 +21,9 @@ from typing import Any
 
 import torch
 
-from pipeline.archive.write import lr_key
-from pipeline.format import LrHeader, decode_lr_png
-from pipeline.model_loading import load_model
-from pipeline.restore.read import Region
-from pipeline.restore.write import encode
+from pipeline.format import LR_DIR, LrHeader, Region, decode_lr_png, encode_output, lr_key
 from pipeline.serve.cache import LRUCache
+from pipeline.stage import load_model
 from pipeline.storage import Location
 from tadm.images import to_images, to_pixels, to_tensor
 
@@ -45,7 +42,9 @@ class TileError(Exception):
 
 
 @dataclass(frozen=True)
-class Tile:
+class RenderedTile:
+    """The answer to a tile request, and how it was made."""
+
     png: bytes  # the HR region as PNG
     tiles_run: int  # latent tiles the model ran for it (Algorithm 1)
     tiles_total: int  # latent tiles of the whole image
@@ -54,7 +53,7 @@ class Tile:
 
 
 def parse_region(params: Sequence[tuple[str, str]]) -> Region:
-    """Query parameters x, y, w, h (each once, decimal digits only) -> (x, y, w, h)."""
+    """Query parameters x, y, w, h (each once, decimal digits only) -> Region."""
     given: dict[str, str] = {}
     for key, value in params:
         if key not in REGION_KEYS:
@@ -71,10 +70,10 @@ def parse_region(params: Sequence[tuple[str, str]]) -> Region:
         if not (text.isascii() and text.isdigit() and len(text) <= MAX_DIGITS):
             raise TileError(400, f"query parameter {key}={text!r} is not a non-negative integer")
         values.append(int(text))
-    x, y, w, h = values
-    if w < 1 or h < 1:
-        raise TileError(400, f"region w={w}, h={h}: w and h must be at least 1")
-    return x, y, w, h
+    try:
+        return Region(*values)
+    except ValueError as e:
+        raise TileError(400, str(e)) from None
 
 
 def check_rel_path(rel_path: str) -> str:
@@ -132,7 +131,7 @@ class TileService:
     ) -> None:
         self.archive = Location.parse(archive, storage_options)
         self.fs = self.archive.filesystem()
-        self.lr_root = self.archive.path("lr")
+        self.lr_root = self.archive.path(LR_DIR)
         local = self.archive.protocol == "file"
         self.real_lr_root = os.path.realpath(self.lr_root) if local else None
         self.device = device
@@ -141,15 +140,15 @@ class TileService:
         self.max_region_pixels = max_region_pixels
         self.lr_cache: LRUCache[tuple[torch.Tensor, LrHeader]] = LRUCache(cache_bytes)
         self.latent_cache: LRUCache[tuple[torch.Tensor, torch.Tensor]] = LRUCache(cache_bytes)
-        self.tile_cache: LRUCache[Tile] = LRUCache(cache_bytes)
+        self.tile_cache: LRUCache[RenderedTile] = LRUCache(cache_bytes)
         self.model_lock = threading.Lock()  # one model call at a time: it uses every core
 
-    def tile(self, rel_path: str, params: Sequence[tuple[str, str]]) -> Tile:
+    def tile(self, rel_path: str, params: Sequence[tuple[str, str]]) -> RenderedTile:
         """The PNG of region (x, y, w, h) of image `rel_path`, or TileError: 400 bad path or
         region, 404 unknown image, 409 LR of another model, 413 region over the limit, 500
         unreadable LR file, 503 storage unreachable."""
         region = parse_region(params)
-        x, y, w, h = region
+        w, h = region.w, region.h
         if w * h > self.max_region_pixels:
             raise TileError(
                 413,
@@ -164,12 +163,10 @@ class TileService:
                 f"{rel_path!r} was archived by model {header.model_id}, but this server runs "
                 f"model {self.model_id}: serve it with --model set to that model",
             )
-        if x + w > header.width or y + h > header.height:
-            raise TileError(
-                400,
-                f"region x={x}, y={y}, w={w}, h={h} is not inside the "
-                f"{header.width}x{header.height} image {rel_path!r}",
-            )
+        try:
+            region.check_inside(header.width, header.height)
+        except ValueError as e:
+            raise TileError(400, f"{e} {rel_path!r}") from None
         key = (version, region)
         cached = self.tile_cache.get(key)
         if cached is not None:
@@ -216,7 +213,7 @@ class TileService:
 
     def render(
         self, lr: torch.Tensor, header: LrHeader, region: Region, latents: ImageLatents
-    ) -> Tile:
+    ) -> RenderedTile:
         """Run the model on the latent tiles that cover `region` (their latents from the cache
         where it has them); encode the result."""
         try:
@@ -231,6 +228,6 @@ class TileService:
         except ValueError as e:  # the LR pixels disagree with the size in its header
             raise TileError(500, f"LR file does not match its header: {e}") from None
         ran = ~torch.isnan(t_map)
-        png = encode(to_images(to_pixels(x_hat))[0], "png")
+        png = encode_output(to_images(to_pixels(x_hat))[0], "png")
         mean = float(t_map[ran].mean()) if ran.any() else math.nan
-        return Tile(png, int(ran.sum()), t_map.numel(), mean, cached=False)
+        return RenderedTile(png, int(ran.sum()), t_map.numel(), mean, cached=False)

@@ -12,7 +12,8 @@ import pytest
 from conftest import cli_env, run_cli
 from PIL import Image
 
-from pipeline.manifest import ARCHIVE_SCHEMA, RESTORE_SCHEMA, read_manifest
+from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA
+from pipeline.manifest import read_manifest
 from pipeline.storage import Location
 
 SIZES = {"a.png": (96, 64), "b.jpg": (67, 83), "sub/c.png": (96, 64)}  # rel_path: (W, H)

@@ -22,7 +22,6 @@ from conftest import cli_env, encode, make_bucket, photo, run_cli, write_tree
 from PIL import Image
 
 from jobs.serve import main as serve_main
-from pipeline.serve.cache import LRUCache
 from pipeline.serve.tiles import TileError, TileService, parse_region
 from tadm import TADM
 from tadm.metrics import psnr
@@ -213,17 +212,6 @@ def test_tiles_from_an_s3_archive(archive, service, tiled_model, s3_env):
     assert remote.tile("sub/b.jpg", params).png == service.tile("sub/b.jpg", params).png
     assert tile_status(remote, "a.png", params) == 404
     assert tile_status(remote, "../archive/lr/sub/b.jpg", params) == 400
-
-
-def test_lru_cache_evicts_the_least_recently_used_by_size():
-    cache: LRUCache[str] = LRUCache(max_bytes=10)
-    cache.put("a", "A", 4)
-    cache.put("b", "B", 4)
-    assert cache.get("a") == "A"  # now b is the least recently used
-    cache.put("c", "C", 4)
-    assert (cache.get("a"), cache.get("b"), cache.get("c")) == ("A", None, "C")
-    cache.put("huge", "H", 11)
-    assert cache.get("huge") is None and len(cache) == 2 and cache.bytes == 8
 
 
 # ---- the CLI -----------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The archive and restore stages chained by hand on hand-built batches: no Ray at all."""
+"""The archive and restore stages (ModelStage and write_files at work) chained by hand on
+hand-built batches: no Ray at all."""
 
 from __future__ import annotations
 
@@ -14,32 +15,11 @@ from PIL import Image
 from pipeline.archive.downscale import Downscale
 from pipeline.archive.write import write_lr
 from pipeline.decode import decode_batch
-from pipeline.format import decode_lr_png
-from pipeline.manifest import ARCHIVE_SCHEMA, RESTORE_SCHEMA
+from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA, Region, decode_lr_png
 from pipeline.restore.read import read_lr_batch
 from pipeline.restore.upscale import Upscale
 from pipeline.restore.write import write_restored
-from pipeline.rows import column, model_calls, to_batch, to_rows
 from pipeline.storage import Location
-
-
-def test_batch_columns_round_trip():
-    images = [np.zeros((2, 2, 3), np.uint8), np.zeros((2, 2, 3), np.uint8)]
-    assert column([1, 2]).dtype == np.int64
-    assert column([1, 2.5]).dtype == np.float64
-    assert column(images).dtype == object and column(images)[0].shape == (2, 2, 3)
-    rows = [{"a": 1, "b": "x"}, {"a": 2}]
-    batch = to_batch(rows, ["a", "b"])
-    assert list(batch["b"]) == ["x", None]
-    assert to_rows(batch)[1] == {"a": 2, "b": None}
-
-
-def test_model_calls_stack_same_size_images_only_when_asked():
-    rows = [{"n": 0, "size": (4, 4)}, {"n": 1, "size": (2, 2)}, {"n": 2, "size": (4, 4)}]
-    stacked = model_calls(rows, lambda row: row["size"], stack=True)
-    assert [[row["n"] for row in call] for call in stacked] == [[0, 2], [1]]
-    alone = model_calls(rows, lambda row: row["size"], stack=False)  # on a CPU
-    assert [[row["n"] for row in call] for call in alone] == [[0], [1], [2]]
 
 
 @pytest.fixture(scope="module")
@@ -128,10 +108,10 @@ def test_restore_region_and_wrong_model(archived, tiny_model):
     read = read_lr_batch(items, model_id="f" * 16, region=None, options={})
     assert list(read["status"]) == ["error", "error"]
     assert model_id in read["error"][0] and "f" * 16 in read["error"][0]
-    read = read_lr_batch(items, model_id=model_id, region=(60, 0, 10, 10), options={})
+    read = read_lr_batch(items, model_id=model_id, region=Region(60, 0, 10, 10), options={})
     assert read["error"][0] == "region 60,0,10,10 is not inside the 64x48 image"
-    read = read_lr_batch(items, model_id=model_id, region=(8, 4, 24, 20), options={})
-    restored = Upscale(tiny_model, storage_options={}, region=(8, 4, 24, 20))(read)
+    read = read_lr_batch(items, model_id=model_id, region=Region(8, 4, 24, 20), options={})
+    restored = Upscale(tiny_model, storage_options={}, region=Region(8, 4, 24, 20))(read)
     assert restored["restored"][0].shape == (20, 24, 3)
     assert list(restored["region"]) == ["8,4,24,20", "8,4,24,20"]
 
@@ -150,3 +130,19 @@ def test_restored_png_holds_exactly_the_model_output(archived, tiny_model, tmp_p
     pixels = np.asarray(Image.open(io.BytesIO((tmp_path / "a.png.png").read_bytes())))
     np.testing.assert_array_equal(pixels, restored["restored"][0])
     assert out["status"][0] == "ok"
+
+
+def test_a_failed_model_call_is_an_error_row_for_its_images(archived, tiny_model):
+    _, _, rows, model_id, _ = archived
+    items = {
+        "rel_path": np.array(["a.png", "b.png"], dtype=object),
+        "lr_uri": np.array(rows["lr_uri"][:2]),
+        "source_uri": np.array(["", ""], dtype=object),
+    }
+    read = read_lr_batch(items, model_id=model_id, region=None, options={})
+    read["hr_width"] = np.array([640, read["hr_width"][1]])  # a.png's LR is too small for that
+    restored = Upscale(tiny_model, {}, None)(read)
+    assert list(restored["status"]) == ["error", "ok"]
+    assert restored["error"][0].startswith("model failed: ValueError: size 48x640")
+    assert restored["restored"][0].size == 0 and restored["restored"][1].shape == (48, 64, 3)
+    assert restored["seconds"][0] > read["seconds"][0]

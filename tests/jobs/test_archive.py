@@ -18,8 +18,8 @@ from conftest import bad_images, cli_env, encode, good_images, photo, run_cli, w
 from PIL import Image
 
 from pipeline.decode import decode_image
-from pipeline.format import decode_lr_png
-from pipeline.manifest import ARCHIVE_SCHEMA, list_parts, read_manifest
+from pipeline.format import ARCHIVE_SCHEMA, decode_lr_png
+from pipeline.manifest import list_parts, read_manifest
 from pipeline.storage import Location
 
 

@@ -1,10 +1,11 @@
-"""Where weights come from (tadm/hub.py): local folders, file:// and remote fsspec URIs."""
+"""Where weights come from (tadm/hub.py): local folders, file://, remote fsspec URIs and s3://."""
 
 import uuid
 
 import fsspec
 import pytest
 import torch
+from conftest import make_bucket
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import save_file
 
@@ -61,6 +62,22 @@ def test_checkpoint_from_a_remote_uri(cache, memory_folder, tmp_path):
     fs.put(str(tmp_path / "ckpt"), f"{root}/ckpt", recursive=True)
     remote = TADM.from_pretrained(f"memory://{root}/ckpt")
     assert remote.model_id == model.model_id
+
+
+def test_s3_checkpoint_honours_the_storage_options(cache, s3_endpoint, tmp_path, monkeypatch):
+    """An s3:// checkpoint is read with the options passed, not with the environment's."""
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    make_bucket(s3_endpoint, "models")
+    options = {"endpoint_url": s3_endpoint, "key": "testing", "secret": "testing"}
+    torch.manual_seed(0)
+    model = TADM.from_preset("tiny", 16).eval()
+    model.save_pretrained(tmp_path / "ckpt")
+    fs = fsspec.filesystem("s3", skip_instance_cache=True, **options)
+    fs.put(str(tmp_path / "ckpt"), "models/ckpt", recursive=True)
+    remote = TADM.from_pretrained("s3://models/ckpt", storage_options=options)
+    assert remote.model_id == model.model_id
+    assert hub.resolve("s3://models/ckpt", options).parent == cache
 
 
 def test_resolve_refuses_unknown_names(tmp_path):

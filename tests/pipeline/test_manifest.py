@@ -7,14 +7,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.manifest import (
-    ARCHIVE_SCHEMA,
-    ManifestWriter,
-    compact,
-    list_parts,
-    read_manifest,
-    write_part,
-)
+from pipeline.format import ARCHIVE_SCHEMA
+from pipeline.manifest import ManifestWriter, compact, list_parts, read_manifest, write_part
 from pipeline.storage import Location
 
 DESIGN_COLUMNS = [

@@ -21,10 +21,11 @@ from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.dashboard.modules.job.cli import submit
 
 from jobs import archive, restore, serve
-from pipeline.manifest import ARCHIVE_SCHEMA, MANIFEST_DIR, read_manifest
+from pipeline.format import ARCHIVE_SCHEMA, MANIFEST_DIR
+from pipeline.manifest import read_manifest
 from pipeline.storage import Location
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 KUBERAY = ROOT / "deploy" / "kuberay"
 PARSERS = {"archive": archive.parser, "restore": restore.parser, "serve": serve.parser}
 

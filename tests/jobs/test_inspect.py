@@ -6,7 +6,8 @@ from pathlib import Path
 
 from conftest import run_cli
 
-from pipeline.manifest import ARCHIVE_SCHEMA, ManifestWriter
+from pipeline.format import ARCHIVE_SCHEMA
+from pipeline.manifest import ManifestWriter
 from pipeline.storage import Location
 
 

@@ -11,8 +11,8 @@ import pytest
 from conftest import bad_images, encode, good_images, make_bucket, photo, run_cli
 from PIL import Image
 
-from pipeline.format import decode_lr_png
-from pipeline.manifest import ARCHIVE_SCHEMA, RESTORE_SCHEMA, read_manifest
+from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA, decode_lr_png
+from pipeline.manifest import read_manifest
 from pipeline.storage import Location
 
 SOURCES = {

@@ -1,0 +1,106 @@
+"""What the model and write stages of archive and restore share.
+
+`ModelStage` is the base of Downscale and Upscale: one TADM per instance (Ray runs it as an
+actor pool, one model per actor), rows grouped into model calls, a failed call turned into error
+rows. `write_files` is the body of both write stages: atomic writes, one error row per failure.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Hashable
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from pipeline.rows import model_calls, to_batch, to_rows
+from pipeline.storage import Location, write_atomic
+from tadm import TADM
+
+Row = dict[str, Any]
+
+
+def load_model(ref: str, storage_options: dict[str, Any]) -> TADM:
+    """TADM from `ref`: a shipped name ("tiny-x16"), a local folder, file:// or s3:// URI (read
+    with `storage_options`). Raise ValueError naming `ref` when it does not load."""
+    try:
+        return TADM.from_pretrained(ref, storage_options=storage_options)
+    except (ValueError, OSError) as e:
+        raise ValueError(f"model {ref!r} cannot be loaded: {e}") from None
+
+
+class ModelStage(ABC):
+    """Callable stage: rows whose status is "ok" go through the model, `run` on each group of
+    rows one model call takes; the others pass through. A failed call becomes error rows for
+    the images it held, and each row's "seconds" gets its share of its call's time.
+
+    Subclasses set `columns` (the output batch's) and define `size` (rows of the same size can
+    share a call), `run` (fill the rows of one call) and, if they need to, `every_row` (values
+    every output row carries).
+    """
+
+    columns: ClassVar[tuple[str, ...]]
+
+    def __init__(
+        self, model: str, storage_options: dict[str, Any], torch_threads: int | None = None
+    ) -> None:
+        if torch_threads is not None:
+            torch.set_num_threads(torch_threads)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = load_model(model, storage_options).to(self.device).eval()
+        self.model_id = self.model.model_id  # a hash of every weight: compute once
+
+    def every_row(self) -> Row:
+        """Values every output row carries, error rows included."""
+        return {}
+
+    @abstractmethod
+    def size(self, row: Row) -> Hashable:
+        """What rows that may share one model call (on a GPU) have in common."""
+
+    @abstractmethod
+    def run(self, group: list[Row]) -> None:
+        """One model call on `group`, filling its rows."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = to_rows(batch)
+        for row in rows:
+            row.update(self.every_row())
+        ok = [row for row in rows if row["status"] == "ok"]
+        stack = self.device.type != "cpu"
+        for group in model_calls(ok, self.size, stack):
+            start = time.perf_counter()
+            try:
+                with torch.inference_mode():
+                    self.run(group)
+            except Exception as e:  # one failure must not stop the job: it becomes rows
+                for row in group:
+                    row.update(status="error", error=f"model failed: {type(e).__name__}: {e}")
+            share = (time.perf_counter() - start) / len(group)
+            for row in group:
+                row["seconds"] += share
+        return to_batch(rows, self.columns)
+
+
+def write_files(
+    rows: list[Row], dst: Location, uri_column: str, output: Callable[[Row], tuple[str, bytes]]
+) -> list[Row]:
+    """Write each ok row's file atomically: `output(row)` gives its key under `dst` and its
+    bytes. The row gets the file's URI in `uri_column`, or status "error" naming the file when
+    the write fails; the time, encoding included, is added to its "seconds"."""
+    fs = dst.filesystem()
+    for row in rows:
+        if row["status"] != "ok":
+            continue
+        start = time.perf_counter()
+        key, data = output(row)
+        path = dst.path(key)
+        try:
+            write_atomic(fs, path, data)
+            row[uri_column] = dst.uri_of(path)
+        except OSError as e:
+            row.update(status="error", error=f"cannot write {dst.uri_of(path)}: {e}")
+        row["seconds"] += time.perf_counter() - start
+    return rows

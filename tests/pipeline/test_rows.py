@@ -1,0 +1,26 @@
+"""Ray Data batches as rows, and the rows each model call takes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.rows import column, model_calls, to_batch, to_rows
+
+
+def test_batch_columns_round_trip():
+    images = [np.zeros((2, 2, 3), np.uint8), np.zeros((2, 2, 3), np.uint8)]
+    assert column([1, 2]).dtype == np.int64
+    assert column([1, 2.5]).dtype == np.float64
+    assert column(images).dtype == object and column(images)[0].shape == (2, 2, 3)
+    rows = [{"a": 1, "b": "x"}, {"a": 2}]
+    batch = to_batch(rows, ["a", "b"])
+    assert list(batch["b"]) == ["x", None]
+    assert to_rows(batch)[1] == {"a": 2, "b": None}
+
+
+def test_model_calls_stack_same_size_images_only_when_asked():
+    rows = [{"n": 0, "size": (4, 4)}, {"n": 1, "size": (2, 2)}, {"n": 2, "size": (4, 4)}]
+    stacked = model_calls(rows, lambda row: row["size"], stack=True)
+    assert [[row["n"] for row in call] for call in stacked] == [[0, 2], [1]]
+    alone = model_calls(rows, lambda row: row["size"], stack=False)  # on a CPU
+    assert [[row["n"] for row in call] for call in alone] == [[0], [1], [2]]
