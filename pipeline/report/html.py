@@ -107,6 +107,8 @@ def totals(context: Context) -> str:
     counts = []
     for status in ("ok", "skipped", "error"):
         n = s.counts.get(status, 0)
+        if not n:
+            continue
         text = f"{status} {n:,}"
         if status == "error" and context.first_error is not None:
             rank = context.first_error
@@ -122,7 +124,7 @@ def totals(context: Context) -> str:
     models = ", ".join(f"{esc(m)}: {n:,}" for m, n in sorted(s.models.items())) or "none"
     tiles = [
         ("Images", f"{sum(s.counts.values()):,}", " · ".join(counts)),
-        ("Bytes", f"{human(s.source_bytes)} → {human(s.lr_bytes)}", "source → LR thumbnails"),
+        ("Stored", human(s.lr_bytes), f"LR thumbnails, from {human(s.source_bytes)} of sources"),
         ("Compression", f"{number(s.compression_ratio, '.1f')}×", "source bytes / LR bytes"),
         ("Mean bpp", number(s.mean_bpp, ".4f"), "LR bits per source pixel"),
         ("Mean PSNR", *psnr),
@@ -147,7 +149,7 @@ def histogram(psnrs: list[float], mean: float | None) -> str:
     counts = [0] * bins
     for v in values:
         counts[min(int((v - lo) // step), bins - 1)] += 1
-    width, height, left, right, top, bottom = 720, 220, 48, 16, 16, 44
+    width, height, left, right, top, bottom = 720, 230, 48, 16, 26, 44
     plot_w, plot_h = width - left - right, height - top - bottom
     bar_w, peak = plot_w / bins, max(counts)
 
@@ -183,7 +185,10 @@ def histogram(psnrs: list[float], mean: float | None) -> str:
         shapes.append(
             f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + plot_h}" class="mean"/>'
         )
-        shapes.append(f'<text x="{x + 4:.1f}" y="{top + 10}" class="tick">mean {mean:.2f}</text>')
+        shapes.append(
+            f'<text x="{x:.1f}" y="{top - 8}" class="mean-label" text-anchor="middle">'
+            f"mean {mean:.2f} dB</text>"
+        )
     shapes.append(
         f'<text x="{left + plot_w / 2:.1f}" y="{height - 6}" class="axis" text-anchor="middle">'
         "PSNR (dB), restored vs source</text>"
@@ -228,20 +233,23 @@ def card(entry: Entry, context: Context) -> str:
         ("bytes", byte_sizes(row)),
         ("seconds", fixed(row["seconds"], ".2f")),
     ]
+    if row["status"] not in DONE:  # not archived: no LR, no measures
+        metrics = [(label, value) for label, value in metrics if value != "–"]
     dl = "".join(f"<dt>{label}</dt><dd>{esc(value)}</dd>" for label, value in metrics)
     extra = ""
     if row["status"] not in DONE:
-        extra += f'<p class="error">{esc(row["error"] or "error (no message)")}</p>'
+        extra += f'<p class="message">{esc(row["error"] or "error (no message)")}</p>'
     if row["conversion"]:
         extra += f'<p class="note">decoded: {esc(row["conversion"])}</p>'
     extra += "".join(f'<p class="note">{esc(note)}</p>' for note in entry.notes)
     rel_path = entry.rel_path or "(no rel_path)"
+    pictures_div = f'<div class="pictures">{"".join(pictures)}</div>' if pictures else ""
     return (
         f'<article class="card{" wide" if wide else ""}" id="rank-{entry.rank}" '
         f'data-status="{esc(status)}"><h3><span class="rank">#{entry.rank}</span> '
         f'<span class="path" title="{esc(rel_path)}">{esc(rel_path)}</span>'
         f'<span class="status {esc(status)}">{esc(status)}</span></h3>'
-        f'<div class="body"><div class="pictures">{"".join(pictures)}</div>'
+        f'<div class="body">{pictures_div}'
         f'<dl class="metrics">{dl}</dl></div>{extra}</article>'
     )
 
@@ -333,10 +341,12 @@ h2 { font-size: 16px; margin: 0 0 10px; }
 .histogram svg { width: 100%; height: auto; display: block; }
 .histogram .col { fill: var(--accent); }
 .histogram .rule { stroke: var(--line); }
-.histogram .mean { stroke: var(--bad); stroke-dasharray: 4 3; }
+.histogram .mean { stroke: var(--bad); stroke-width: 1.5; stroke-dasharray: 5 3; }
+.histogram .mean-label { fill: var(--bad); font-size: 11px; font-weight: 600; }
 .histogram .tick { fill: var(--muted); font-size: 11px; }
 .histogram .axis { fill: var(--ink); font-size: 12px; }
 .warning { background: #fff4e5; border: 1px solid #f0c27b; border-radius: 6px; padding: 8px 12px; }
+#missing { position: fixed; left: 28px; right: 28px; bottom: 12px; margin: 0; }
 .gallery .bar { display: flex; align-items: baseline; justify-content: space-between;
   flex-wrap: wrap; gap: 8px; margin: 8px 0; }
 .pages { display: flex; gap: 6px; align-items: baseline; flex-wrap: wrap; margin: 8px 0; }
@@ -371,7 +381,7 @@ img[data-loaded="no"] { outline: 3px solid var(--bad); }
   font-size: 12px; }
 .metrics dt { color: var(--muted); }
 .metrics dd { margin: 0; font-variant-numeric: tabular-nums; }
-.error { color: var(--bad); margin: 8px 0 0; overflow-wrap: anywhere; }
+.message { color: var(--bad); margin: 8px 0 0; overflow-wrap: anywhere; }
 .note { color: var(--muted); font-size: 12px; margin: 6px 0 0; overflow-wrap: anywhere; }
 .bad { color: var(--bad); }
 """

@@ -146,7 +146,7 @@ def test_histogram_counts_psnr_per_db_and_leaves_out_inf():
     svg = html.histogram([20.2, 20.7, 21.5, 23.9, math.inf], mean=21.6)
     counts = [int(n) for n in re.findall(r"<title>\d+–\d+ dB: (\d+) images</title>", svg)]
     assert counts == [2, 1, 0, 1]
-    assert "over 4 images" in svg and "mean 21.60" in svg
+    assert "over 4 images" in svg and "mean 21.60 dB" in svg
     assert html.histogram([], None) == ""
     assert "0 images" not in html.histogram([25.0, 25.0], 25.0)  # one bar, 25-26 dB
 
@@ -213,11 +213,13 @@ def test_strings_from_the_manifest_are_escaped(tmp_path: Path, model_id: str, ti
 
 
 def test_hostile_rel_paths_are_listed_without_files(tmp_path: Path, model_id: str, tiny_model: str):
-    archive, out = tmp_path / "archive", tmp_path / "out"
+    archive, out = tmp_path / "archive", tmp_path / "reports" / "out"
     good = archived(archive, "good.png", 48, 48, model_id, psnr=22.0)
-    hostile = ["../outside.png", "/tmp/abs.png", "a\\..\\b.png", "a/./b.png", "a//b.png"]
-    # files a careless report would copy: tmp_path/archive/outside.png.png is lr/../outside.png.png
-    (archive / "outside.png.png").write_bytes((archive / "lr" / "good.png.png").read_bytes())
+    hostile = ["../../up.png", "/tmp/abs.png", "a\\..\\b.png", "a/./b.png", "a//b.png"]
+    # the LR file a careless report would read for "../../up.png" (ARCHIVE/lr/../../up.png.png)
+    # and copy to OUT_DIR/lr/../../up.png.png, outside OUT_DIR
+    (tmp_path / "up.png.png").write_bytes((archive / "lr" / "good.png.png").read_bytes())
+    (tmp_path / "reports").mkdir()
     rows = [good] + [dict(good, rel_path=p, psnr=10.0 + i) for i, p in enumerate(hostile)]
     write_manifest(archive, rows)
     before = set(tmp_path.rglob("*"))
@@ -257,7 +259,7 @@ def test_error_rows_come_last_with_their_message(tmp_path: Path, model_id: str, 
     assert {"empty file (0 bytes)", "not a readable image"} <= set(page2.text)
     first = Tags((out / "index.html").read_text())
     assert first.find("a", href="page-2.html#rank-3")  # "error 2" in the totals links there
-    assert "ok 2 · skipped 0 · " in "".join(first.text)
+    assert "ok 2 · error 2" in "".join(first.text)
     assert not (out / "lr" / "bad").exists()
 
 
