@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from pipeline.archive.write import lr_key
@@ -30,7 +31,7 @@ from pipeline.format import decode_lr_png
 from pipeline.manifest import ARCHIVE_SCHEMA, DONE, MANIFEST_DIR, read_manifest
 from pipeline.model_loading import default_model, load_model
 from pipeline.progress import Progress
-from pipeline.report import html
+from pipeline.report import assets, html
 from pipeline.restore.read import Region
 from pipeline.storage import Location
 from pipeline.summary import summarize
@@ -40,6 +41,7 @@ from tadm.images import png_bytes, to_images, to_pixels, to_tensor
 CROP = 256  # side of the restored window, in HR pixels
 LINK_ABOVE = 10_000  # a local archive with more images has its thumbnails linked, not copied
 READ_THREADS = 16  # LR files read at once (S3 latency)
+COPY_CHUNK = 256  # LR files read, then written, per step
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -146,22 +148,23 @@ def copy_thumbnails(entries: list[Entry], archive: Location, out: str) -> None:
     """Copy each LR file to OUT_DIR/lr/<rel_path>.png, as the archive names it."""
     todo = [e for e in entries if e.has_lr]
     progress = Progress("report: thumbnails", len(todo))
-    for start in range(0, len(todo), 256):
-        chunk = todo[start : start + 256]
+    for start in range(0, len(todo), COPY_CHUNK):
+        chunk = todo[start : start + COPY_CHUNK]
         keys = [lr_key(e.rel_path) for e in chunk]
         errors = 0
         for entry, key, data in zip(
             chunk, keys, read_files(archive, [archive.path(k) for k in keys]), strict=True
         ):
-            if isinstance(data, bytes) and data.startswith(PNG_SIGNATURE):
+            try:
+                if isinstance(data, OSError):
+                    raise ValueError(f"cannot read {archive.uri_of(archive.path(key))}: {data}")
+                if not data.startswith(PNG_SIGNATURE):
+                    raise ValueError(f"{archive.uri_of(archive.path(key))} is not a PNG file")
                 write_file(out, key, data)
                 entry.thumbnail = url(key)
-                continue
-            errors += 1
-            why = "it is not a PNG file" if isinstance(data, bytes) else data
-            entry.notes.append(
-                f"no thumbnail: cannot read {archive.uri_of(archive.path(key))}: {why}"
-            )
+            except (ValueError, OSError) as e:
+                errors += 1
+                entry.notes.append(f"no thumbnail: {e}")
         progress.update(len(chunk), errors)
 
 
@@ -231,7 +234,9 @@ def restore_crop(
     return Crop(region, url(restored), source and url(source))
 
 
-def source_window(row: dict[str, Any], region: Region, storage_options: dict[str, Any]):
+def source_window(
+    row: dict[str, Any], region: Region, storage_options: dict[str, Any]
+) -> np.ndarray:
     """The region of the source as archive decoded it; ValueError when it is gone or changed."""
     uri = row["source_uri"]
     if not uri:
@@ -311,8 +316,8 @@ def build_report(
         linked=linked,
         worst=min(worst, len(entries)),
     )
-    write_file(out, html.STYLE_NAME, html.STYLE.encode())
-    write_file(out, html.SCRIPT_NAME, html.SCRIPT.encode())
+    write_file(out, assets.STYLE_NAME, assets.STYLE.encode())
+    write_file(out, assets.SCRIPT_NAME, assets.SCRIPT.encode())
     for number, page in enumerate(pages, start=1):
         write_file(out, html.page_name(number), html.page(context, number, page).encode())
     return Written(

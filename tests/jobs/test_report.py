@@ -21,9 +21,10 @@ WINDOW = (1200, 1600)
 BROWSER_TIMEOUT_S = 90
 
 
+@pytest.fixture(scope="module")
 def chromium() -> str:
-    """Debian's chromium; missing, the test fails under CI (make test installs it) and is
-    skipped elsewhere."""
+    """Debian's chromium; missing, the tests that need it fail under CI (make test installs it)
+    and are skipped elsewhere."""
     path = shutil.which("chromium")
     if path is None:
         reason = "chromium is not installed: apt-get install -y chromium (make test does, as root)"
@@ -33,10 +34,10 @@ def chromium() -> str:
     return path
 
 
-def browse(page: Path, profile: Path, *args: str) -> str:
+def browse(chromium: str, page: Path, profile: Path, *args: str) -> str:
     """Open `page` from disk in headless Chromium with `args`; its stdout."""
     command = [
-        chromium(),
+        chromium,
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
@@ -87,10 +88,10 @@ def test_report_files(zoo_report):
         assert restored.size == source.size == (min(row["width"], 256), min(row["height"], 256))
 
 
-def test_chromium_shows_every_entry_with_its_images(zoo_report, tmp_path: Path):
+def test_chromium_shows_every_entry_with_its_images(chromium, zoo_report, tmp_path: Path):
     _, out = zoo_report
     names = ("index.html", "page-2.html")
-    pages = [browse(out / name, tmp_path / "profile", "--dump-dom") for name in names]
+    pages = [browse(chromium, out / name, tmp_path / "profile", "--dump-dom") for name in names]
     articles = [start_tags(dom, "article") for dom in pages]
     assert [len(a) for a in articles] == [10, 7]
     statuses = [re.search(r'data-status="(\w+)"', a).group(1) for p in articles for a in p]
@@ -103,7 +104,7 @@ def test_chromium_shows_every_entry_with_its_images(zoo_report, tmp_path: Path):
     assert pages[1].count('class="message"') == 6
 
 
-def test_screenshot_shows_the_images(zoo_report, tmp_path: Path):
+def test_screenshot_shows_the_images(chromium, zoo_report, tmp_path: Path):
     """The report against a copy without its image files: the pixels differ where the images
     are, and the copy says they did not load."""
     _, out = zoo_report
@@ -112,13 +113,13 @@ def test_screenshot_shows_the_images(zoo_report, tmp_path: Path):
     shots = []
     for report in (out, bare):
         shot = tmp_path / f"{report.name}.png"
-        browse(report / "index.html", tmp_path / "profile", f"--screenshot={shot}")
+        browse(chromium, report / "index.html", tmp_path / "profile", f"--screenshot={shot}")
         shots.append(np.asarray(Image.open(shot).convert("RGB")).astype(int))
     full, empty = shots
     assert full.shape == empty.shape == (WINDOW[1], WINDOW[0], 3)
     changed = np.abs(full - empty).sum(axis=2) > 30
     assert changed.sum() > 3 * 256 * 256  # at least the three restored crops' worth
-    dom = browse(bare / "index.html", tmp_path / "profile", "--dump-dom")
+    dom = browse(chromium, bare / "index.html", tmp_path / "profile", "--dump-dom")
     assert 'data-images-loaded="0/16"' in start_tags(dom, "body")[0]
     assert "16 of 16 images on this page did not load" in dom
 

@@ -379,4 +379,6 @@ def test_thumbnail_that_is_not_a_png_is_not_copied(tmp_path: Path, model_id: str
     write_manifest(archive, [row])
     report(archive, out, tiny_model)
     assert not (out / "lr").exists()
-    assert "it is not a PNG file" in (out / "index.html").read_text()
+    assert f"no thumbnail: {archive / 'lr' / 'a.png.png'} is not a PNG file" in (
+        (out / "index.html").read_text()
+    )
