@@ -13,6 +13,7 @@ SUBCOMMANDS = {
     "archive": ("jobs.archive", "shrink every image under SRC into an archive at DST"),
     "restore": ("jobs.restore", "restore an archive's images (or one region) into DST"),
     "inspect": ("jobs.inspect", "summarise an archive's manifest"),
+    "report": ("jobs.report", "write a static HTML report of an archive"),
     "serve": ("jobs.serve", "serve HR tiles of an archive over HTTP"),
     "train": ("jobs.train", "train a TADM model"),
     "bench": ("jobs.bench.cli", "benchmark the archive pipeline"),

@@ -22,8 +22,8 @@ def test_no_subcommand_is_bad_usage(capsys):
 def test_unknown_subcommand_exits_2_with_one_line(capsys):
     assert main(["shrink"]) == 2
     assert capsys.readouterr().err.strip() == (
-        "tadm: error: unknown subcommand 'shrink' (one of archive, restore, inspect, serve, "
-        "train, bench)"
+        "tadm: error: unknown subcommand 'shrink' (one of archive, restore, inspect, report, "
+        "serve, train, bench)"
     )
 
 

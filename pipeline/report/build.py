@@ -1,0 +1,327 @@
+"""Build the report of an archive: order its manifest rows worst first, copy or link their LR
+thumbnails, restore a crop of the worst ones, and write the pages (rendered by html.py).
+
+Plain Python, no Ray. The gallery lists every row: lowest PSNR first, then images without PSNR
+(archived without --verify), then error rows with their message. A local archive of more than
+LINK_ABOVE images has its thumbnails linked to its own files instead of copied. The `worst`
+first images also get one CROP x CROP window at their centre, restored by the model from only
+the latent tiles that cover it, beside the same window of the source when the source is still
+readable and unchanged (same SHA-256 as when archived).
+
+rel_paths come from the manifest and are not trusted: files are written only for plain
+relative paths (`plain_rel_path`); any other row is listed without files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.decode import decode_image
+from pipeline.format import ARCHIVE_SCHEMA, DONE, MANIFEST_DIR, Region, decode_lr_png, lr_key
+from pipeline.job import Progress
+from pipeline.manifest import read_manifest
+from pipeline.report import assets, html
+from pipeline.stage import load_model
+from pipeline.storage import Location
+from pipeline.summary import summarize
+from tadm import TADM
+from tadm.hub import default_model
+from tadm.images import png_bytes, to_images, to_pixels, to_tensor
+
+CROP = 256  # side of the restored window, in HR pixels
+LINK_ABOVE = 10_000  # a local archive with more images has its thumbnails linked, not copied
+READ_THREADS = 16  # LR files read at once (S3 latency)
+COPY_CHUNK = 256  # LR files read, then written, per step
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(frozen=True)
+class Crop:
+    region: Region  # x, y, w, h in HR pixels
+    restored: str  # URL of the restored window, relative to OUT_DIR
+    source: str | None  # URL of the source's window; None when the source is gone or changed
+
+
+@dataclass
+class Entry:
+    """One gallery entry: a manifest row, its place, and the files the report has for it."""
+
+    rank: int  # 1 is the worst
+    row: dict[str, Any]
+    thumbnail: str | None = None  # URL of the LR thumbnail, relative to OUT_DIR
+    crop: Crop | None = None
+    notes: list[str] = field(default_factory=list)  # why a file is not there
+
+    @property
+    def rel_path(self) -> str:
+        return self.row["rel_path"] or ""
+
+    @property
+    def has_lr(self) -> bool:
+        """An LR file may be read and files written for this row."""
+        return self.row["status"] in DONE and plain_rel_path(self.rel_path)
+
+
+@dataclass(frozen=True)
+class Written:
+    index: str  # path of OUT_DIR/index.html
+    pages: int
+    thumbnails: str  # "copied" or "linked"
+    crops: int  # restored crops written
+
+
+def plain_rel_path(rel_path: str) -> bool:
+    """True for a relative path of plain "/"-separated names: no absolute path, no "." or ".."
+    or empty segment, no backslash or control character."""
+    return not (
+        not rel_path
+        or rel_path.startswith("/")
+        or "\\" in rel_path
+        or any(ord(c) < 32 or ord(c) == 127 for c in rel_path)
+        or any(part in ("", ".", "..") for part in rel_path.split("/"))
+    )
+
+
+def sort_key(row: dict[str, Any]) -> tuple[int, float, str]:
+    """Worst first: by PSNR, then rows without PSNR, then error rows; ties by rel_path."""
+    rel_path = row["rel_path"] or ""
+    if row["status"] not in DONE:
+        return (2, 0.0, rel_path)
+    psnr = row["psnr"]
+    if psnr is None or math.isnan(psnr):
+        return (1, 0.0, rel_path)
+    return (0, psnr, rel_path)
+
+
+def ordered(rows: list[dict[str, Any]]) -> list[Entry]:
+    return [Entry(rank, row) for rank, row in enumerate(sorted(rows, key=sort_key), start=1)]
+
+
+def paginate(entries: list[Entry], page_size: int) -> list[list[Entry]]:
+    """Consecutive pages of `page_size` entries; one empty page when there is none."""
+    return [entries[i : i + page_size] for i in range(0, len(entries), page_size)] or [[]]
+
+
+def url(path: str) -> str:
+    """A relative path as a URL path ("#", "?", "%" and spaces escaped)."""
+    return urllib.parse.quote(path)
+
+
+def centre_window(width: int, height: int, side: int = CROP) -> Region:
+    """The side x side window (smaller where the image is) at the centre of the image."""
+    w, h = min(side, width), min(side, height)
+    return Region((width - w) // 2, (height - h) // 2, w, h)
+
+
+def write_file(out: str, rel: str, data: bytes) -> None:
+    path = os.path.join(out, rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def read_files(archive: Location, paths: list[str]) -> list[bytes | OSError]:
+    """The bytes of each path, or the OSError that reading it raised."""
+    fs = archive.filesystem()
+
+    def read(path: str) -> bytes | OSError:
+        try:
+            return fs.cat_file(path)
+        except OSError as e:
+            return e
+
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        return list(pool.map(read, paths))
+
+
+def copy_thumbnails(entries: list[Entry], archive: Location, out: str) -> None:
+    """Copy each LR file to OUT_DIR/lr/<rel_path>.png, as the archive names it."""
+    todo = [e for e in entries if e.has_lr]
+    progress = Progress("report: thumbnails", len(todo))
+    for start in range(0, len(todo), COPY_CHUNK):
+        chunk = todo[start : start + COPY_CHUNK]
+        keys = [lr_key(e.rel_path) for e in chunk]
+        errors = 0
+        for entry, key, data in zip(
+            chunk, keys, read_files(archive, [archive.path(k) for k in keys]), strict=True
+        ):
+            try:
+                if isinstance(data, OSError):
+                    raise ValueError(f"cannot read {archive.uri_of(archive.path(key))}: {data}")
+                if not data.startswith(PNG_SIGNATURE):
+                    raise ValueError(f"{archive.uri_of(archive.path(key))} is not a PNG file")
+                write_file(out, key, data)
+                entry.thumbnail = url(key)
+            except (ValueError, OSError) as e:
+                errors += 1
+                entry.notes.append(f"no thumbnail: {e}")
+        progress.update(len(chunk), errors)
+
+
+def link_thumbnails(entries: list[Entry], archive: Location, out: str) -> None:
+    """Point each thumbnail at the local archive's own LR file, relative to OUT_DIR."""
+    for entry in entries:
+        if entry.has_lr:
+            path = os.path.relpath(archive.path(lr_key(entry.rel_path)), out)
+            entry.thumbnail = url(path.replace(os.sep, "/"))
+
+
+class Models:
+    """The model each LR file asks for: `ref` when given, else the shipped one for its scale;
+    each loaded once. A default that does not load is an error of the rows that need it."""
+
+    def __init__(self, ref: str | None, storage_options: dict[str, Any], device: torch.device):
+        self.ref = ref
+        self.storage_options = storage_options
+        self.device = device
+        self.loaded: dict[str, TADM | ValueError] = {}
+        if ref is not None:  # a bad --model is a usage error: raise it now
+            self.loaded[ref] = self.load(ref)
+
+    def load(self, ref: str) -> TADM:
+        return load_model(ref, self.storage_options).to(self.device).eval()
+
+    def for_scale(self, scale: int) -> TADM:
+        ref = self.ref or default_model(scale)
+        if ref not in self.loaded:
+            try:
+                self.loaded[ref] = self.load(ref)
+            except ValueError as e:
+                self.loaded[ref] = e
+        model = self.loaded[ref]
+        if isinstance(model, ValueError):
+            raise model
+        return model
+
+
+def restore_crop(
+    entry: Entry, archive: Location, out: str, models: Models, storage_options: dict[str, Any]
+) -> Crop:
+    """Restore the centre window of one archived image and write it, with the source's same
+    window where the source is unchanged; ValueError or OSError says why not."""
+    data = archive.filesystem().cat_file(archive.path(lr_key(entry.rel_path)))
+    lr, header = decode_lr_png(data)
+    model = models.for_scale(header.scale)
+    if header.model_id != model.model_id:
+        raise ValueError(
+            f"archived by model {header.model_id}, the report runs model {model.model_id}: "
+            "give --model the model that archived it"
+        )
+    region = centre_window(header.width, header.height)
+    with torch.inference_mode():
+        x_hat = model.upscale(
+            to_tensor([lr]).to(models.device), size=(header.height, header.width), region=region
+        )  # (1, 3, h, w) in [0, 1]
+    restored = f"crops/{entry.rank:06d}-restored.png"
+    write_file(out, restored, png_bytes(to_images(to_pixels(x_hat))[0]))
+    source = None
+    try:
+        window = source_window(entry.row, region, storage_options)
+        source = f"crops/{entry.rank:06d}-source.png"
+        write_file(out, source, png_bytes(window))
+    except ValueError as e:
+        entry.notes.append(f"no source crop: {e}")
+    return Crop(region, url(restored), source and url(source))
+
+
+def source_window(
+    row: dict[str, Any], region: Region, storage_options: dict[str, Any]
+) -> np.ndarray:
+    """The region of the source as archive decoded it; ValueError when it is gone or changed."""
+    uri = row["source_uri"]
+    if not uri:
+        raise ValueError("the manifest has no source_uri")
+    try:
+        location = Location.parse(uri, storage_options)
+        data = location.filesystem().cat_file(location.root)
+    except OSError as e:
+        raise ValueError(f"source {uri} cannot be read: {e}") from None
+    if hashlib.sha256(data).hexdigest() != row["source_sha256"]:
+        raise ValueError(f"source {uri} changed since it was archived")
+    x, y, w, h = region
+    return decode_image(data).pixels[y : y + h, x : x + w]
+
+
+def restore_crops(
+    entries: list[Entry], archive: Location, out: str, models: Models, opts: dict[str, Any]
+) -> int:
+    """Restore a crop of each entry that has an LR file; how many were written."""
+    todo = [e for e in entries if e.has_lr]
+    progress = Progress("report: restored crops", len(todo))
+    written = 0
+    for entry in todo:
+        try:
+            entry.crop = restore_crop(entry, archive, out, models, opts)
+            written += 1
+        except (ValueError, OSError) as e:
+            entry.notes.append(f"no restored crop: {e}")
+        progress.update(1, int(entry.crop is None))
+    return written
+
+
+def build_report(
+    archive_uri: str,
+    out_dir: str,
+    *,
+    worst: int,
+    page_size: int,
+    model: str | None,
+    storage_options: dict[str, Any],
+) -> Written:
+    """Write the report of the archive at `archive_uri` into the local folder `out_dir`."""
+    if worst < 0:
+        raise ValueError(f"--worst {worst}: must be 0 or more")
+    if page_size < 1:
+        raise ValueError(f"--page-size {page_size}: must be 1 or more")
+    if "://" in out_dir and not out_dir.startswith("file://"):
+        raise ValueError(f"OUT_DIR {out_dir!r} must be a local folder (the report opens from disk)")
+    archive = Location.parse(archive_uri, storage_options)
+    table = read_manifest(archive.child(MANIFEST_DIR), ARCHIVE_SCHEMA)
+    if table is None:
+        raise ValueError(f"ARCHIVE {archive.uri!r} has no manifest (no {MANIFEST_DIR}/part-*)")
+    out = Location.parse(out_dir).root
+    os.makedirs(out, exist_ok=True)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    models = Models(model, storage_options, device)
+
+    entries = ordered(table.to_pylist())
+    for entry in entries:
+        if not plain_rel_path(entry.rel_path):
+            entry.notes.append("rel_path is not a plain relative path: no files written for it")
+    linked = archive.protocol == "file" and len(entries) > LINK_ABOVE
+    if linked:
+        link_thumbnails(entries, archive, out)
+    else:
+        copy_thumbnails(entries, archive, out)
+    crops = restore_crops(entries[:worst], archive, out, models, storage_options)
+
+    pages = paginate(entries, page_size)
+    context = html.Context(
+        archive=archive.uri,
+        summary=summarize(table),
+        psnrs=[e.row["psnr"] for e in entries if sort_key(e.row)[0] == 0],
+        pages=len(pages),
+        page_size=page_size,
+        first_error=next((e.rank for e in entries if e.row["status"] not in DONE), None),
+        linked=linked,
+        worst=min(worst, len(entries)),
+    )
+    write_file(out, assets.STYLE_NAME, assets.STYLE.encode())
+    write_file(out, assets.SCRIPT_NAME, assets.SCRIPT.encode())
+    for number, page in enumerate(pages, start=1):
+        write_file(out, html.page_name(number), html.page(context, number, page).encode())
+    return Written(
+        index=os.path.join(out, "index.html"),
+        pages=len(pages),
+        thumbnails="linked" if linked else "copied",
+        crops=crops,
+    )

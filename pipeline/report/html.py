@@ -1,0 +1,293 @@
+"""The report's pages: HTML with an inline SVG histogram (the stylesheet and script are in
+assets.py).
+
+Every string that comes from the archive (paths, URIs, model ids, error messages) goes through
+`esc`; URLs are built by build.url and escaped here too.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pipeline.format import DONE
+from pipeline.report.assets import SCRIPT_NAME, STYLE_NAME
+from pipeline.summary import Summary, human, number
+
+if TYPE_CHECKING:
+    from pipeline.report.build import Entry
+
+THUMB = 160  # longest side of a thumbnail on the page, CSS pixels
+CROP_VIEW = 256  # longest side of a crop on the page, CSS pixels
+MAX_BINS = 30  # histogram bars
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every page shows besides its own entries."""
+
+    archive: str  # archive URI
+    summary: Summary
+    psnrs: list[float]  # of the verified images (inf where restore was exact)
+    pages: int
+    page_size: int
+    first_error: int | None  # rank of the first error row, None without errors
+    linked: bool  # thumbnails link to the archive's files instead of copies
+    worst: int  # the first `worst` entries got a restored crop where possible
+
+
+def esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def page_name(page: int) -> str:
+    """1 -> "index.html", 2 -> "page-2.html"."""
+    return "index.html" if page == 1 else f"page-{page}.html"
+
+
+def page_of(rank: int, page_size: int) -> int:
+    return (rank - 1) // page_size + 1
+
+
+def page(context: Context, number_: int, entries: list[Entry]) -> str:
+    """The whole HTML of page `number_` (1-based) showing `entries`."""
+    nav = navigation(number_, context.pages)
+    total = sum(context.summary.counts.values())
+    if entries:
+        heading = f"Images {entries[0].rank}–{entries[-1].rank} of {total}, worst first"
+    else:
+        heading = "No images in this archive"
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>tadm report: {esc(context.archive)} (page {number_} of {context.pages})</title>",
+        f'<link rel="stylesheet" href="{STYLE_NAME}"><script src="{SCRIPT_NAME}" defer></script>',
+        "</head><body>",
+        '<header class="top"><h1>tadm report</h1>',
+        f'<p class="archive">{esc(context.archive)}</p></header>',
+        '<main><p id="missing" class="warning" hidden></p>',
+    ]
+    if number_ == 1:
+        parts += [totals(context), histogram(context.psnrs, context.summary.mean_psnr)]
+    if context.linked:
+        parts.append(
+            '<p class="warning">Thumbnails only linked: they are the archive\'s own LR files, '
+            "so this report shows them only while the archive stays where it is.</p>"
+        )
+    parts += [
+        f'<section class="gallery"><div class="bar"><h2>{heading}</h2>{nav}</div>',
+        '<div class="grid">',
+        *(card(entry, context) for entry in entries),
+        f"</div>{nav}</section></main></body></html>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def navigation(current: int, pages: int) -> str:
+    if pages == 1:
+        return ""
+
+    def link(page_: int, label: str) -> str:
+        if page_ == current or not 1 <= page_ <= pages:
+            return f'<span class="off">{label}</span>'
+        return f'<a href="{page_name(page_)}">{label}</a>'
+
+    near = range(max(1, current - 2), min(pages, current + 2) + 1)
+    items = [link(1, "« first"), link(current - 1, "‹ previous")]
+    items += [f'<span class="here">{p}</span>' if p == current else link(p, str(p)) for p in near]
+    items += [link(current + 1, "next ›"), link(pages, "last »")]
+    return f'<nav class="pages">{" ".join(items)}<span class="of">of {pages}</span></nav>'
+
+
+def totals(context: Context) -> str:
+    s = context.summary
+    counts = []
+    for status in ("ok", "skipped", "error"):
+        n = s.counts.get(status, 0)
+        if not n:
+            continue
+        text = f"{status} {n:,}"
+        if status == "error" and context.first_error is not None:
+            rank = context.first_error
+            href = f"{page_name(page_of(rank, context.page_size))}#rank-{rank}"
+            text = f'<a class="bad" href="{href}">{text}</a>'
+        counts.append(text)
+    if s.verified:
+        psnr = f"{s.mean_psnr:.2f} dB", f"over {s.verified:,} verified images"
+        ssim = number(s.mean_ssim, ".4f"), "restored vs source"
+    else:
+        psnr = "n/a", "archived without --verify"
+        ssim = "n/a", "archived without --verify"
+    models = ", ".join(f"{esc(m)}: {n:,}" for m, n in sorted(s.models.items())) or "none"
+    tiles = [
+        ("Images", f"{sum(s.counts.values()):,}", " · ".join(counts)),
+        ("Stored", human(s.lr_bytes), f"LR thumbnails, from {human(s.source_bytes)} of sources"),
+        ("Compression", f"{number(s.compression_ratio, '.1f')}×", "source bytes / LR bytes"),
+        ("Mean bpp", number(s.mean_bpp, ".4f"), "LR bits per source pixel"),
+        ("Mean PSNR", *psnr),
+        ("Mean SSIM", *ssim),
+    ]
+    cells = "".join(
+        f'<div class="tile"><div class="label">{label}</div><div class="value">{value}</div>'
+        f'<div class="sub">{sub}</div></div>'
+        for label, value, sub in tiles
+    )
+    return f'<section class="totals">{cells}</section><p class="models">Models: {models}</p>'
+
+
+def histogram(psnrs: list[float], mean: float | None) -> str:
+    """Inline SVG: images per PSNR bin (1 dB wide, wider when the range is over MAX_BINS dB)."""
+    values = [v for v in psnrs if math.isfinite(v)]
+    if not values:
+        return ""
+    lo, hi = math.floor(min(values)), math.ceil(max(values))
+    step = max(1, math.ceil((hi - lo) / MAX_BINS))
+    bins = max(1, math.ceil((hi - lo) / step))
+    counts = [0] * bins
+    for v in values:
+        counts[min(int((v - lo) // step), bins - 1)] += 1
+    width, height, left, right, top, bottom = 720, 230, 48, 16, 26, 44
+    plot_w, plot_h = width - left - right, height - top - bottom
+    bar_w, peak = plot_w / bins, max(counts)
+
+    def x_of(db: float) -> float:
+        return left + (db - lo) / (bins * step) * plot_w
+
+    shapes = []
+    for i, n in enumerate(counts):
+        h = plot_h * n / peak
+        a = lo + i * step
+        shapes.append(
+            f'<rect x="{left + i * bar_w + 1:.1f}" y="{top + plot_h - h:.1f}" '
+            f'width="{max(bar_w - 2, 1):.1f}" height="{h:.1f}" class="col">'
+            f"<title>{a}–{a + step} dB: {n} images</title></rect>"
+        )
+    every = math.ceil((bins + 1) / 12)
+    for i in range(0, bins + 1, every):
+        x = left + i * bar_w
+        shapes.append(
+            f'<text x="{x:.1f}" y="{top + plot_h + 16}" class="tick" '
+            f'text-anchor="middle">{lo + i * step}</text>'
+        )
+    for n in sorted({0, peak}):
+        y = top + plot_h - plot_h * n / peak
+        shapes.append(
+            f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" class="rule"/>'
+        )
+        shapes.append(
+            f'<text x="{left - 6}" y="{y + 4:.1f}" class="tick" text-anchor="end">{n}</text>'
+        )
+    if mean is not None and lo <= mean <= lo + bins * step:
+        x = x_of(mean)
+        shapes.append(
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + plot_h}" class="mean"/>'
+        )
+        shapes.append(
+            f'<text x="{x:.1f}" y="{top - 8}" class="mean-label" text-anchor="middle">'
+            f"mean {mean:.2f} dB</text>"
+        )
+    shapes.append(
+        f'<text x="{left + plot_w / 2:.1f}" y="{height - 6}" class="axis" text-anchor="middle">'
+        "PSNR (dB), restored vs source</text>"
+    )
+    return (
+        '<section class="histogram"><h2>PSNR of the verified images</h2>'
+        f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+        f'aria-label="histogram of PSNR over {len(values)} images">{"".join(shapes)}</svg>'
+        "</section>"
+    )
+
+
+def fixed(value: float | None, spec: str, unit: str = "") -> str:
+    return "–" if value is None or math.isnan(value) else f"{format(value, spec)}{unit}"
+
+
+def fit(width: int, height: int, side: int) -> tuple[int, int]:
+    """width x height scaled so that the longer side is `side`."""
+    f = side / max(width, height)
+    return max(1, round(width * f)), max(1, round(height * f))
+
+
+def card(entry: Entry, context: Context) -> str:
+    row = entry.row
+    status = row["status"] if row["status"] in (*DONE, "error") else "error"
+    wide = entry.crop is not None
+    pictures = [thumbnail(entry)] if entry.thumbnail else []
+    if entry.crop is not None:
+        crop = entry.crop
+        x, y, w, h = crop.region
+        view = fit(w, h, CROP_VIEW)
+        caption = f"{w}×{h} px at ({x}, {y})"
+        pictures.append(picture(crop.restored, view, f"restored · {caption}", "restored"))
+        if crop.source is not None:
+            pictures.append(picture(crop.source, view, "source · same window", "source"))
+    metrics = [
+        ("PSNR", fixed(row["psnr"], ".2f", " dB")),
+        ("SSIM", fixed(row["ssim"], ".4f")),
+        ("bpp", fixed(row["bpp"], ".4f")),
+        ("time step", fixed(row["timestep_mean"], ".1f")),
+        ("size", f"{row['width']}×{row['height']}" if row["width"] else "–"),
+        ("bytes", byte_sizes(row)),
+        ("seconds", fixed(row["seconds"], ".2f")),
+    ]
+    if row["status"] not in DONE:  # not archived: no LR, no measures
+        metrics = [(label, value) for label, value in metrics if value != "–"]
+    dl = "".join(f"<dt>{label}</dt><dd>{esc(value)}</dd>" for label, value in metrics)
+    extra = ""
+    if row["status"] not in DONE:
+        extra += f'<p class="message">{esc(row["error"] or "error (no message)")}</p>'
+    if row["conversion"]:
+        extra += f'<p class="note">decoded: {esc(row["conversion"])}</p>'
+    extra += "".join(f'<p class="note">{esc(note)}</p>' for note in entry.notes)
+    rel_path = entry.rel_path or "(no rel_path)"
+    pictures_div = f'<div class="pictures">{"".join(pictures)}</div>' if pictures else ""
+    return (
+        f'<article class="card{" wide" if wide else ""}" id="rank-{entry.rank}" '
+        f'data-status="{esc(status)}"><h3><span class="rank">#{entry.rank}</span> '
+        f'<span class="path" title="{esc(rel_path)}">{esc(rel_path)}</span>'
+        f'<span class="status {esc(status)}">{esc(status)}</span></h3>'
+        f'<div class="body">{pictures_div}'
+        f'<dl class="metrics">{dl}</dl></div>{extra}</article>'
+    )
+
+
+def byte_sizes(row: dict) -> str:
+    if row["source_bytes"] is None:
+        return "–"
+    if row["lr_bytes"] is None:
+        return human(row["source_bytes"])
+    return f"{human(row['source_bytes'])} → {human(row['lr_bytes'])}"
+
+
+def picture(src: str, view: tuple[int, int], caption: str, kind: str) -> str:
+    return (
+        f'<figure class="{kind}"><img src="{esc(src)}" width="{view[0]}" height="{view[1]}" '
+        f'alt="{esc(kind)}"><figcaption>{esc(caption)}</figcaption></figure>'
+    )
+
+
+def thumbnail(entry: Entry) -> str:
+    """The LR thumbnail, scaled up pixel for pixel; the restored window outlined on it."""
+    row = entry.row
+    lw, lh = row["lr_width"], row["lr_height"]
+    size = fit(lw, lh, THUMB) if lw and lh else (THUMB, THUMB)
+    outline = ""
+    if entry.crop is not None and row["width"] and row["height"]:
+        x, y, w, h = entry.crop.region
+        box = [100 * x / row["width"], 100 * y / row["height"]]
+        box += [100 * w / row["width"], 100 * h / row["height"]]
+        outline = (
+            '<span class="window" style="left:{:.2f}%;top:{:.2f}%;width:{:.2f}%;'
+            'height:{:.2f}%"></span>'.format(*box)
+        )
+    lr = f"LR {lw}×{lh}" if lw and lh else "LR"
+    scale = f" · x{row['scale']}" if row["scale"] else ""
+    width, height = size
+    return (
+        f'<figure class="thumb"><div class="frame" style="width:{width}px;height:{height}px">'
+        f'<img src="{esc(entry.thumbnail)}" width="{width}" height="{height}" alt="LR thumbnail">'
+        f"{outline}</div><figcaption>{esc(lr + scale)}</figcaption></figure>"
+    )

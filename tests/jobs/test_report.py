@@ -1,0 +1,133 @@
+"""`tadm report` end to end: a real archive of every kind of input (tadm archive --verify with a
+tiny model), its report, and that report opened from disk in headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from PIL import Image
+
+from pipeline.format import ARCHIVE_SCHEMA, MANIFEST_DIR
+from pipeline.manifest import read_manifest
+from pipeline.storage import Location
+
+WINDOW = (1200, 1600)
+BROWSER_TIMEOUT_S = 90
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """Debian's chromium; missing, the tests that need it fail under CI (make test installs it)
+    and are skipped elsewhere."""
+    path = shutil.which("chromium")
+    if path is None:
+        reason = "chromium is not installed: apt-get install -y chromium (make test does, as root)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
+
+
+def browse(chromium: str, page: Path, profile: Path, *args: str) -> str:
+    """Open `page` from disk in headless Chromium with `args`; its stdout."""
+    command = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+        f"--window-size={WINDOW[0]},{WINDOW[1]}",
+        *args,
+        page.as_uri(),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=BROWSER_TIMEOUT_S)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def start_tags(dom: str, tag: str) -> list[str]:
+    return re.findall(rf"<{tag}\b[^>]*>", dom)
+
+
+@pytest.fixture(scope="module")
+def zoo_report(zoo: Path, tiny_model: str, ray_cluster: str, tmp_path_factory) -> tuple[Path, Path]:
+    """The zoo archived with --verify (11 images, 6 error rows) and its report: 3 restored
+    crops, 10 images a page."""
+    root = tmp_path_factory.mktemp("report")
+    archive, out = root / "archive", root / "report"
+    args = ("--model", tiny_model)
+    assert run_cli("archive", zoo, archive, *args, "--verify", "--batch-size", 4) == 1  # errors
+    assert run_cli("report", archive, out, *args, "--worst", 3, "--page-size", 10) == 0
+    return archive, out
+
+
+def test_report_files(zoo_report):
+    archive, out = zoo_report
+    rows = read_manifest(Location.parse(str(archive / MANIFEST_DIR)), ARCHIVE_SCHEMA).to_pylist()
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert (len(rows), len(ok)) == (17, 11)
+    assert sorted(p.name for p in out.glob("*.html")) == ["index.html", "page-2.html"]
+    copied = sorted(str(p.relative_to(out / "lr")) for p in (out / "lr").rglob("*.png"))
+    assert copied == sorted(f"{r['rel_path']}.png" for r in ok)
+    worst = sorted(ok, key=lambda r: r["psnr"])[:3]
+    for rank, row in enumerate(worst, start=1):
+        restored = Image.open(out / "crops" / f"{rank:06d}-restored.png")
+        source = Image.open(out / "crops" / f"{rank:06d}-source.png")
+        assert restored.size == source.size == (min(row["width"], 256), min(row["height"], 256))
+
+
+def test_chromium_shows_every_entry_with_its_images(chromium, zoo_report, tmp_path: Path):
+    _, out = zoo_report
+    names = ("index.html", "page-2.html")
+    pages = [browse(chromium, out / name, tmp_path / "profile", "--dump-dom") for name in names]
+    articles = [start_tags(dom, "article") for dom in pages]
+    assert [len(a) for a in articles] == [10, 7]
+    statuses = [re.search(r'data-status="(\w+)"', a).group(1) for p in articles for a in p]
+    assert statuses == ["ok"] * 11 + ["error"] * 6  # worst first, error rows last
+    images = [start_tags(dom, "img") for dom in pages]
+    assert [len(i) for i in images] == [10 + 3 + 3, 1]  # thumbnails, restored and source crops
+    for dom, imgs in zip(pages, images, strict=True):
+        assert all('data-loaded="yes"' in img for img in imgs), imgs
+        assert f'data-images-loaded="{len(imgs)}/{len(imgs)}"' in start_tags(dom, "body")[0]
+    assert pages[1].count('class="message"') == 6
+
+
+def test_screenshot_shows_the_images(chromium, zoo_report, tmp_path: Path):
+    """The report against a copy without its image files: the pixels differ where the images
+    are, and the copy says they did not load."""
+    _, out = zoo_report
+    bare = tmp_path / "bare"
+    shutil.copytree(out, bare, ignore=shutil.ignore_patterns("*.png"))
+    shots = []
+    for report in (out, bare):
+        shot = tmp_path / f"{report.name}.png"
+        browse(chromium, report / "index.html", tmp_path / "profile", f"--screenshot={shot}")
+        shots.append(np.asarray(Image.open(shot).convert("RGB")).astype(int))
+    full, empty = shots
+    assert full.shape == empty.shape == (WINDOW[1], WINDOW[0], 3)
+    changed = np.abs(full - empty).sum(axis=2) > 30
+    assert changed.sum() > 3 * 256 * 256  # at least the three restored crops' worth
+    dom = browse(chromium, bare / "index.html", tmp_path / "profile", "--dump-dom")
+    assert 'data-images-loaded="0/16"' in start_tags(dom, "body")[0]
+    assert "16 of 16 images on this page did not load" in dom
+
+
+def test_bad_archive_exits_2_with_one_line(tmp_path: Path, capsys):
+    assert run_cli("report", tmp_path / "nothing", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tadm report: error: ARCHIVE") and err.count("\n") == 1
+    assert run_cli("report", tmp_path, tmp_path / "out", "--page-size", "x") == 2
+    assert "--page-size: must be an integer, got 'x'" in capsys.readouterr().err

@@ -1,0 +1,384 @@
+"""pipeline.report on hand-written archives: order, pages, escaping, hostile rel_paths, error
+rows, restored crops with a tiny real model, linked thumbnails."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import urllib.parse
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import encode, photo
+from PIL import Image
+
+from pipeline.format import ARCHIVE_SCHEMA, LrHeader, encode_lr_png
+from pipeline.manifest import ManifestWriter
+from pipeline.report import build, html
+from pipeline.report.build import build_report, centre_window, ordered, paginate, plain_rel_path
+from pipeline.storage import Location
+from tadm import TADM
+
+
+@pytest.fixture(scope="module")
+def model_id(tiny_model: str) -> str:
+    return TADM.from_pretrained(tiny_model).model_id
+
+
+def write_manifest(archive: Path, rows: list[dict]) -> None:
+    writer = ManifestWriter(Location.parse(str(archive / "manifest")), ARCHIVE_SCHEMA)
+    writer.add(rows)
+    writer.flush()
+
+
+def archived(archive: Path, rel_path: str, width: int, height: int, model_id: str, **row) -> dict:
+    """Write a source image and its LR file (pixels of the right size for a x16 model) and
+    return its manifest row."""
+    source = archive.parent / "src" / rel_path
+    source.parent.mkdir(parents=True, exist_ok=True)
+    data = encode(Image.fromarray(photo(width, height, seed=len(rel_path))), "PNG")
+    source.write_bytes(data)
+    lr = photo(math.ceil(width / 16), math.ceil(height / 16), seed=1)
+    lr_png = encode_lr_png(lr, LrHeader(width, height, 16, model_id))
+    lr_file = archive / "lr" / f"{rel_path}.png"
+    lr_file.parent.mkdir(parents=True, exist_ok=True)
+    lr_file.write_bytes(lr_png)
+    return {
+        "source_uri": str(source),
+        "rel_path": rel_path,
+        "status": "ok",
+        "width": width,
+        "height": height,
+        "source_bytes": len(data),
+        "source_sha256": hashlib.sha256(data).hexdigest(),
+        "lr_uri": str(lr_file),
+        "lr_width": lr.shape[1],
+        "lr_height": lr.shape[0],
+        "lr_bytes": len(lr_png),
+        "bpp": 8 * len(lr_png) / (width * height),
+        "scale": 16,
+        "model_id": model_id,
+        "seconds": 0.5,
+    } | row
+
+
+def report(archive: Path, out: Path, model: str, worst: int = 0, page_size: int = 100):
+    return build_report(
+        str(archive), str(out), worst=worst, page_size=page_size, model=model, storage_options={}
+    )
+
+
+class Tags(HTMLParser):
+    """Every start tag of a page, with its attributes, and the page's text."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+    def find(self, tag: str, **attrs: str) -> list[dict[str, str | None]]:
+        return [
+            a for t, a in self.tags if t == tag and all(a.get(k) == v for k, v in attrs.items())
+        ]
+
+
+def cards(page: Path) -> list[str]:
+    """The card ids of a page, in order ("rank-1", ...)."""
+    return [a["id"] for a in Tags(page.read_text()).find("article")]
+
+
+def test_order_is_lowest_psnr_first_then_unmeasured_then_errors():
+    rows = [
+        {"rel_path": "b", "status": "ok", "psnr": 30.0},
+        {"rel_path": "e", "status": "error", "psnr": None},
+        {"rel_path": "c", "status": "ok", "psnr": None},
+        {"rel_path": "a", "status": "skipped", "psnr": 20.0},
+        {"rel_path": "d", "status": "ok", "psnr": math.nan},
+        {"rel_path": "f", "status": "ok", "psnr": math.inf},
+        {"rel_path": "g", "status": "ok", "psnr": 25.0},
+        {"rel_path": None, "status": "error", "psnr": None},
+    ]
+    entries = ordered(rows)
+    assert [e.row["rel_path"] for e in entries] == ["a", "g", "b", "f", "c", "d", None, "e"]
+    assert [e.rank for e in entries] == list(range(1, 9))
+
+
+def test_pages_hold_page_size_entries_in_order():
+    entries = ordered([{"rel_path": f"{i:03d}", "status": "ok", "psnr": None} for i in range(250)])
+    pages = paginate(entries, 100)
+    assert [len(p) for p in pages] == [100, 100, 50]
+    assert [e.rank for p in pages for e in p] == list(range(1, 251))
+    assert paginate([], 100) == [[]]
+    assert [html.page_name(p) for p in (1, 2, 3)] == ["index.html", "page-2.html", "page-3.html"]
+
+
+@pytest.mark.parametrize(
+    "rel_path",
+    ["", "/etc/passwd", "../up.jpg", "a/../../up.jpg", "a/./b.jpg", "a//b.jpg", "a/", ".",
+     "..", "a\\..\\b.jpg", "C:\\x.jpg", "a\x00b.jpg", "new\nline.jpg"],
+)  # fmt: skip
+def test_unsafe_rel_paths_are_refused(rel_path: str):
+    assert not plain_rel_path(rel_path)
+
+
+@pytest.mark.parametrize("rel_path", ["a.jpg", "a/b/c.jpg", "..a.jpg", "a..b/c d#?%.jpg", "é.png"])
+def test_plain_rel_paths_are_accepted(rel_path: str):
+    assert plain_rel_path(rel_path)
+
+
+def test_centre_window_is_clipped_to_the_image():
+    assert tuple(centre_window(1000, 600)) == (372, 172, 256, 256)
+    assert tuple(centre_window(96, 300)) == (0, 22, 96, 256)
+    assert tuple(centre_window(64, 48)) == (0, 0, 64, 48)
+
+
+def test_histogram_counts_psnr_per_db_and_leaves_out_inf():
+    svg = html.histogram([20.2, 20.7, 21.5, 23.9, math.inf], mean=21.6)
+    counts = [int(n) for n in re.findall(r"<title>\d+–\d+ dB: (\d+) images</title>", svg)]
+    assert counts == [2, 1, 0, 1]
+    assert "over 4 images" in svg and "mean 21.60 dB" in svg
+    assert html.histogram([], None) == ""
+    assert "0 images" not in html.histogram([25.0, 25.0], 25.0)  # one bar, 25-26 dB
+
+
+def test_paged_report_of_a_big_archive(tmp_path: Path, model_id: str, tiny_model: str):
+    archive, out = tmp_path / "archive", tmp_path / "out"
+    rows = [
+        archived(archive, f"img{i}.png", 32, 32, model_id, psnr=float(30 - i % 7) + i / 100)
+        for i in range(12)
+    ]
+    write_manifest(archive, rows)
+    written = report(archive, out, tiny_model, page_size=5)
+    assert (written.pages, written.thumbnails, written.crops) == (3, "copied", 0)
+    assert sorted(p.name for p in out.glob("*.html")) == [
+        "index.html",
+        "page-2.html",
+        "page-3.html",
+    ]
+    ranks = [cards(out / html.page_name(p)) for p in (1, 2, 3)]
+    assert ranks == [[f"rank-{r}" for r in range(a, b)] for a, b in ((1, 6), (6, 11), (11, 13))]
+    by_psnr = sorted(rows, key=lambda r: r["psnr"])
+    first = Tags((out / "index.html").read_text())
+    thumbs = [a["src"] for a in first.find("img", alt="LR thumbnail")]
+    assert thumbs == [f"lr/{r['rel_path']}.png" for r in by_psnr[:5]]
+    for src in thumbs:  # the archive's LR file, byte for byte
+        assert (out / src).read_bytes() == (archive / src).read_bytes()
+    # navigation: every page links its neighbours; only page 1 has the totals and histogram
+    second = Tags((out / "page-2.html").read_text())
+    hrefs = {a["href"] for a in second.find("a")}
+    assert {"index.html", "page-3.html"} <= hrefs
+    assert "PSNR of the verified images" in "".join(first.text)
+    assert "PSNR of the verified images" not in "".join(second.text)
+    assert "Images 6–10 of 12, worst first" in "".join(second.text)
+
+
+def test_strings_from_the_manifest_are_escaped(tmp_path: Path, model_id: str, tiny_model: str):
+    archive, out = tmp_path / "archive", tmp_path / "out"
+    evil = '<script>alert(1)</script>&"q"#?.png'
+    rows = [
+        archived(archive, evil, 40, 40, model_id, conversion="<b>RGBA</b> -> RGB"),
+        {
+            "rel_path": "x<img src=x onerror=alert(2)>.jpg",
+            "status": "error",
+            "error": "<img src=y onerror=alert(3)> & co",
+            "source_bytes": 3,
+        },
+    ]
+    write_manifest(archive, rows)
+    report(archive, out, tiny_model)
+    page = (out / "index.html").read_text()
+    tags = Tags(page)
+    assert [t for t, _ in tags.tags if t == "script"] == ["script"]  # only report.js
+    assert all("onerror" not in attrs for _, attrs in tags.tags)
+    assert [a["src"] for a in tags.find("img")] == [
+        "lr/%3Cscript%3Ealert%281%29%3C/script%3E%26%22q%22%23%3F.png.png"
+    ]
+    assert (out / "lr" / f"{evil}.png").read_bytes() == (
+        archive / "lr" / f"{evil}.png"
+    ).read_bytes()
+    text = "".join(tags.text)
+    for shown in (evil, "<img src=y onerror=alert(3)> & co", "<b>RGBA</b> -> RGB"):
+        assert shown in text  # shown as text, not markup
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;&amp;&quot;q&quot;" in page
+
+
+def test_hostile_rel_paths_are_listed_without_files(tmp_path: Path, model_id: str, tiny_model: str):
+    archive, out = tmp_path / "archive", tmp_path / "reports" / "out"
+    good = archived(archive, "good.png", 48, 48, model_id, psnr=22.0)
+    hostile = ["../../up.png", "/tmp/abs.png", "a\\..\\b.png", "a/./b.png", "a//b.png"]
+    # the LR file a careless report would read for "../../up.png" (ARCHIVE/lr/../../up.png.png)
+    # and copy to OUT_DIR/lr/../../up.png.png, outside OUT_DIR
+    (tmp_path / "up.png.png").write_bytes((archive / "lr" / "good.png.png").read_bytes())
+    (tmp_path / "reports").mkdir()
+    rows = [good] + [dict(good, rel_path=p, psnr=10.0 + i) for i, p in enumerate(hostile)]
+    write_manifest(archive, rows)
+    before = set(tmp_path.rglob("*"))
+    report(archive, out, tiny_model, worst=len(rows))
+    assert set(tmp_path.rglob("*")) - set(out.rglob("*")) - {out} == before  # nothing outside
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert written == [
+        "crops/000006-restored.png",
+        "crops/000006-source.png",
+        "index.html",
+        "lr/good.png.png",
+        "report.css",
+        "report.js",
+    ]
+    tags = Tags((out / "index.html").read_text())
+    assert len(tags.find("article")) == 6
+    text = "".join(tags.text)
+    assert text.count("rel_path is not a plain relative path: no files written for it") == 5
+    for rel_path in hostile:
+        assert rel_path in text
+
+
+def test_error_rows_come_last_with_their_message(tmp_path: Path, model_id: str, tiny_model: str):
+    archive, out = tmp_path / "archive", tmp_path / "out"
+    rows = [
+        archived(archive, "a.png", 40, 40, model_id, psnr=24.0),
+        archived(archive, "b.png", 40, 40, model_id),  # archived without --verify
+        {"rel_path": "bad/empty.jpg", "status": "error", "error": "empty file (0 bytes)"},
+        {"rel_path": "bad/junk.png", "status": "error", "error": "not a readable image"},
+    ]
+    write_manifest(archive, rows)
+    report(archive, out, tiny_model, page_size=2)
+    assert cards(out / "page-2.html") == ["rank-3", "rank-4"]
+    page2 = Tags((out / "page-2.html").read_text())
+    assert [a["data-status"] for a in page2.find("article")] == ["error", "error"]
+    assert page2.find("img") == []
+    assert {"empty file (0 bytes)", "not a readable image"} <= set(page2.text)
+    first = Tags((out / "index.html").read_text())
+    assert first.find("a", href="page-2.html#rank-3")  # "error 2" in the totals links there
+    assert "ok 2 · error 2" in "".join(first.text)
+    assert not (out / "lr" / "bad").exists()
+
+
+def test_worst_images_get_a_restored_crop_and_the_source_crop(
+    tmp_path: Path, model_id: str, tiny_model: str
+):
+    archive, out = tmp_path / "archive", tmp_path / "out"
+    rows = [
+        archived(archive, "big.png", 300, 280, model_id, psnr=18.0),
+        archived(archive, "small.png", 64, 48, model_id, psnr=21.0),
+        archived(archive, "fine.png", 64, 64, model_id, psnr=35.0),
+    ]
+    write_manifest(archive, rows)
+    written = report(archive, out, tiny_model, worst=2)
+    assert written.crops == 2
+    assert sorted(p.name for p in (out / "crops").iterdir()) == [
+        "000001-restored.png",
+        "000001-source.png",
+        "000002-restored.png",
+        "000002-source.png",
+    ]
+    windows = {1: ("big.png", (22, 12, 256, 256)), 2: ("small.png", (0, 0, 64, 48))}
+    for rank, (name, (x, y, w, h)) in windows.items():
+        restored = np.asarray(Image.open(out / "crops" / f"{rank:06d}-restored.png"))
+        source = np.asarray(Image.open(out / "crops" / f"{rank:06d}-source.png"))
+        assert restored.shape == source.shape == (h, w, 3)
+        original = np.asarray(Image.open(tmp_path / "src" / name))
+        np.testing.assert_array_equal(source, original[y : y + h, x : x + w])
+    tags = Tags((out / "index.html").read_text())
+    assert len(tags.find("article", **{"class": "card wide"})) == 2
+    assert [a["src"] for a in tags.find("img", alt="restored")] == [
+        "crops/000001-restored.png",
+        "crops/000002-restored.png",
+    ]
+
+
+def test_no_source_crop_when_the_source_changed_or_is_gone(
+    tmp_path: Path, model_id: str, tiny_model: str
+):
+    archive, out = tmp_path / "archive", tmp_path / "out"
+    rows = [
+        archived(archive, "changed.png", 48, 48, model_id, psnr=20.0),
+        archived(archive, "gone.png", 48, 48, model_id, psnr=21.0),
+    ]
+    write_manifest(archive, rows)
+    (tmp_path / "src" / "changed.png").write_bytes(encode(Image.fromarray(photo(48, 48, 9)), "PNG"))
+    (tmp_path / "src" / "gone.png").unlink()
+    assert report(archive, out, tiny_model, worst=2).crops == 2
+    assert sorted(p.name for p in (out / "crops").iterdir()) == [
+        "000001-restored.png",
+        "000002-restored.png",
+    ]
+    text = "".join(Tags((out / "index.html").read_text()).text)
+    assert (
+        f"no source crop: source {tmp_path / 'src' / 'changed.png'} changed since it was archived"
+        in text
+    )
+    assert f"no source crop: source {tmp_path / 'src' / 'gone.png'} cannot be read" in text
+
+
+def test_lr_of_another_model_or_missing_is_a_note(
+    tmp_path: Path, model_id: str, tiny_model: str, other_model: str
+):
+    archive, out = tmp_path / "archive", tmp_path / "out"
+    other_id = TADM.from_pretrained(other_model).model_id
+    rows = [
+        archived(archive, "other.png", 48, 48, other_id, psnr=20.0),
+        archived(archive, "missing.png", 48, 48, model_id, psnr=21.0),
+    ]
+    (archive / "lr" / "missing.png.png").unlink()
+    write_manifest(archive, rows)
+    assert report(archive, out, tiny_model, worst=2).crops == 0
+    text = "".join(Tags((out / "index.html").read_text()).text)
+    assert (
+        f"no restored crop: archived by model {other_id}, the report runs model {model_id}" in text
+    )
+    assert "no thumbnail: cannot read" in text and "missing.png.png" in text
+    assert not (out / "crops").exists()
+
+
+def test_thumbnails_of_a_large_local_archive_are_linked(
+    tmp_path: Path, model_id: str, tiny_model: str, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(build, "LINK_ABOVE", 2)
+    archive, out = tmp_path / "archive", tmp_path / "reports" / "out"
+    names = ("a", "b", "c #1")
+    write_manifest(archive, [archived(archive, f"d/{n}.png", 32, 32, model_id) for n in names])
+    assert report(archive, out, tiny_model).thumbnails == "linked"
+    assert not (out / "lr").exists()
+    tags = Tags((out / "index.html").read_text())
+    srcs = [a["src"] for a in tags.find("img")]
+    assert srcs == [f"../../archive/lr/d/{n}.png.png" for n in ("a", "b", "c%20%231")]
+    for src, name in zip(srcs, names, strict=True):
+        linked = (out / urllib.parse.unquote(src)).resolve()
+        assert linked == archive / "lr" / "d" / f"{name}.png.png"
+    assert "Thumbnails only linked" in "".join(tags.text)
+
+
+def test_bad_arguments_and_missing_manifest_raise(tmp_path: Path, tiny_model: str):
+    with pytest.raises(ValueError, match="has no manifest"):
+        report(tmp_path, tmp_path / "out", tiny_model)
+    write_manifest(tmp_path, [{"rel_path": "a", "status": "error", "error": "x"}])
+    with pytest.raises(ValueError, match="--page-size 0: must be 1 or more"):
+        report(tmp_path, tmp_path / "out", tiny_model, page_size=0)
+    with pytest.raises(ValueError, match="--worst -1"):
+        report(tmp_path, tmp_path / "out", tiny_model, worst=-1)
+    with pytest.raises(ValueError, match="must be a local folder"):
+        report(tmp_path, "s3://bucket/report", tiny_model)
+    with pytest.raises(ValueError, match="model 'no-such-model' cannot be loaded"):
+        report(tmp_path, tmp_path / "out", "no-such-model")
+
+
+def test_thumbnail_that_is_not_a_png_is_not_copied(tmp_path: Path, model_id: str, tiny_model: str):
+    archive, out = tmp_path / "archive", tmp_path / "out"
+    row = archived(archive, "a.png", 32, 32, model_id)
+    (archive / "lr" / "a.png.png").write_bytes(b"secret text, not an image")
+    write_manifest(archive, [row])
+    report(archive, out, tiny_model)
+    assert not (out / "lr").exists()
+    assert f"no thumbnail: {archive / 'lr' / 'a.png.png'} is not a PNG file" in (
+        (out / "index.html").read_text()
+    )
