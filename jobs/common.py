@@ -25,13 +25,24 @@ class Parser(argparse.ArgumentParser):
 
 
 def storage_options(text: str) -> dict[str, Any]:
-    """--storage-options: a JSON object of s3fs options."""
+    """--storage-options: a JSON object of options s3fs takes. Errors name the problem, never
+    the text, which may hold credentials."""
+    from pipeline.storage import check_s3_options
+
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"not JSON ({e}): {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"not JSON: {e.msg} at line {e.lineno} column {e.colno}"
+        ) from None
     if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"must be a JSON object, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"must be a JSON object {{...}}, got a JSON {type(value).__name__}"
+        )
+    try:
+        check_s3_options(value)
+    except ValueError as e:  # argparse would print a ValueError with the text
+        raise argparse.ArgumentTypeError(str(e)) from None
     return value
 
 

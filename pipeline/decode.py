@@ -15,11 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pipeline.rows import NO_PIXELS, to_batch
+from pipeline.format import MAX_PIXELS, check_rel_path
+from pipeline.rows import NO_PIXELS, error_text, to_batch
 
-# Decompression-bomb limit, set deliberately: 16384 x 16384 = 268 MP, far above any photo and
-# below what one decode may allocate (~800 MB of RGB). Pillow itself raises at twice this.
-MAX_PIXELS = 16384 * 16384
+# Pillow itself raises at twice the limit (pipeline/format.py's MAX_PIXELS).
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 # The formats archive reads; a GIF or PSD renamed to .png is an error, not a surprise.
@@ -131,14 +130,15 @@ def decode_batch(
             "pixels": NO_PIXELS,
         }
         try:
+            check_rel_path(row["rel_path"])
             decoded = decode_image(data, max_pixels)
             height, width = decoded.pixels.shape[:2]
             row.update(width=width, height=height, conversion=decoded.conversion)
             if width < scale or height < scale:
                 raise ValueError(f"image is {width}x{height}, smaller than the scale {scale}")
             row["pixels"] = decoded.pixels
-        except ValueError as e:
-            row.update(status="error", error=str(e))
+        except Exception as e:  # one image must not stop the job: it becomes its row
+            row.update(status="error", error=error_text(e))
         row["seconds"] = time.perf_counter() - start
         rows.append(row)
     return to_batch(rows, DECODE_COLUMNS)

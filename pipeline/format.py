@@ -12,6 +12,8 @@ each other.
 from __future__ import annotations
 
 import io
+import math
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -19,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from tadm.config import SCALES
 from tadm.images import png_bytes
 
 LR_DIR = "lr"
@@ -26,6 +29,40 @@ MANIFEST_DIR = "manifest"
 DONE = ("ok", "skipped")  # statuses of an image whose output exists
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
 QUALITY = 95  # JPEG and WebP: near-transparent to the eye; PNG is lossless
+# Decompression-bomb limit on sources and on the size an LR file declares, set deliberately:
+# 16384 x 16384 = 268 MP, far above any photo and below what one decode may allocate (~800 MB
+# of RGB).
+MAX_PIXELS = 16384 * 16384
+
+
+def check_rel_path(rel_path: str) -> str:
+    """`rel_path` itself if it is a plain relative path of "/"-separated names, else ValueError
+    naming it: every path made from data (a listing, a manifest row, a request) passes here
+    before anything is read or written with it, so none leads outside its root."""
+    if not isinstance(rel_path, str) or not rel_path:
+        problem = "is empty"
+    elif rel_path.startswith("/"):
+        problem = "is absolute"
+    elif "\\" in rel_path:
+        problem = "has a backslash"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in rel_path):
+        problem = "has a control character"
+    elif any(part in ("", ".", "..") for part in rel_path.split("/")):
+        problem = 'has an empty, "." or ".." segment'
+    else:
+        return rel_path
+    raise ValueError(
+        f"path {str(rel_path)[:200]!r} {problem}: refused, paths must stay in their root"
+    )
+
+
+def is_rel_path(rel_path: str) -> bool:
+    """True when check_rel_path takes `rel_path`."""
+    try:
+        check_rel_path(rel_path)
+    except ValueError:
+        return False
+    return True
 
 
 def lr_key(rel_path: str) -> str:
@@ -73,6 +110,7 @@ ARCHIVE_SCHEMA = pa.schema(
         ("timestep_mean", pa.float64()),  # mean TPM time step over tiles; null unless --verify
         ("seconds", pa.float64()),  # decode + model + write time of this image
         ("conversion", pa.string()),
+        ("lr_sha256", pa.string()),  # of the LR file's bytes, hex: restore checks it
     ]
 )
 
@@ -119,13 +157,29 @@ def encode_lr_png(lr: np.ndarray, header: LrHeader) -> bytes:
     return png_bytes(lr, text)
 
 
+class TooManyPixels(ValueError):
+    """An LR file whose PNG size, or declared size to restore, is over MAX_PIXELS."""
+
+
 def decode_lr_png(data: bytes) -> tuple[np.ndarray, LrHeader]:
-    """PNG bytes -> ((h, w, 3) uint8, header); ValueError if it is not a TADM LR file."""
+    """PNG bytes -> ((h, w, 3) uint8, header); ValueError if it is not a TADM LR file, and
+    TooManyPixels, before any image is allocated, if the PNG or the size it declares (the one a
+    restore allocates) is over MAX_PIXELS, the limit archive puts on sources."""
     try:
-        with Image.open(io.BytesIO(data), formats=("PNG",)) as img:
-            img.load()
-            text = dict(img.text)
-            pixels = np.asarray(img.convert("RGB"), dtype=np.uint8)
+        with warnings.catch_warnings():
+            # Pillow warns between 1x and 2x MAX_IMAGE_PIXELS; the explicit check decides.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=("PNG",)) as img:
+                check_pixels("the LR PNG is", img.width, img.height)
+                # tEXt chunks before the pixel data are read by open(); our files put them there.
+                declared = (img.info.get("tadm:width"), img.info.get("tadm:height"))
+                if all(isinstance(v, str) and v.isdigit() for v in declared):
+                    check_pixels("it declares", *(int(v) for v in declared))
+                img.load()
+                text = dict(img.text)
+                pixels = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except Image.DecompressionBombError as e:
+        raise TooManyPixels(f"LR PNG is a decompression bomb: {e}") from None
     except (OSError, SyntaxError) as e:
         raise ValueError(f"corrupt LR PNG: {e}") from None
     try:
@@ -137,7 +191,33 @@ def decode_lr_png(data: bytes) -> tuple[np.ndarray, LrHeader]:
         )
     except (KeyError, ValueError) as e:
         raise ValueError(f"not a TADM LR PNG: missing or bad text chunk {e}") from None
+    check_header(header, pixels.shape[1], pixels.shape[0])
     return pixels, header
+
+
+def check_pixels(what: str, width: int, height: int) -> None:
+    """TooManyPixels unless width x height is at most MAX_PIXELS."""
+    if width * height > MAX_PIXELS:
+        raise TooManyPixels(
+            f"{what} {width}x{height} = {width * height} pixels, over the limit of {MAX_PIXELS}"
+        )
+
+
+def check_header(header: LrHeader, lr_width: int, lr_height: int) -> None:
+    """ValueError unless the header is one archive writes for an LR of lr_width x lr_height:
+    a known scale, a size to restore within MAX_PIXELS that the LR is 1/scale of."""
+    width, height, scale = header.width, header.height, header.scale
+    if scale not in SCALES:
+        raise ValueError(f"not a TADM LR PNG: tadm:scale is {scale}, not one of {SCALES}")
+    if width < 1 or height < 1:
+        raise ValueError(f"not a TADM LR PNG: it declares a {width}x{height} image")
+    check_pixels("it declares", width, height)
+    expected = (math.ceil(width / scale), math.ceil(height / scale))
+    if (lr_width, lr_height) != expected:
+        raise ValueError(
+            f"LR PNG is {lr_width}x{lr_height}, but a {width}x{height} image at x{scale} "
+            f"gives {expected[0]}x{expected[1]}"
+        )
 
 
 # ---- regions ---------------------------------------------------------------------------------

@@ -11,6 +11,14 @@ import numpy as np
 NO_PIXELS = np.zeros((0, 0, 3), dtype=np.uint8)  # the image cell of a row that has none
 
 
+def error_text(e: Exception) -> str:
+    """An image's error message from the exception that failed it: a ValueError or OSError
+    (the failures stages expect) as its message, anything else with its type first."""
+    if isinstance(e, (ValueError, OSError)):
+        return str(e)
+    return f"{type(e).__name__}: {e}"
+
+
 def to_rows(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     """{"a": [1, 2], "b": [x, y]} -> [{"a": 1, "b": x}, {"a": 2, "b": y}]."""
     names = list(batch)

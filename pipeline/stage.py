@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from pipeline.rows import model_calls, to_batch, to_rows
+from pipeline.rows import error_text, model_calls, to_batch, to_rows
 from pipeline.storage import Location, write_atomic
 from tadm import TADM
 
@@ -87,20 +87,26 @@ class ModelStage(ABC):
 def write_files(
     rows: list[Row], dst: Location, uri_column: str, output: Callable[[Row], tuple[str, bytes]]
 ) -> list[Row]:
-    """Write each ok row's file atomically: `output(row)` gives its key under `dst` and its
-    bytes. The row gets the file's URI in `uri_column`, or status "error" naming the file when
-    the write fails; the time, encoding included, is added to its "seconds"."""
+    """Write each ok row's file atomically: `output(row)` gives its key under `dst` (checked
+    by Location.join: a key that would leave `dst` is never written) and its bytes. The row
+    gets the file's URI in `uri_column`, or status "error" saying why, when the key is refused
+    or encoding or writing fails; the time, encoding included, is added to its "seconds"."""
     fs = dst.filesystem()
     for row in rows:
         if row["status"] != "ok":
             continue
         start = time.perf_counter()
-        key, data = output(row)
-        path = dst.path(key)
         try:
-            write_atomic(fs, path, data)
-            row[uri_column] = dst.uri_of(path)
-        except OSError as e:
-            row.update(status="error", error=f"cannot write {dst.uri_of(path)}: {e}")
+            key, data = output(row)
+            path = dst.join(key)
+        except Exception as e:  # one image must not stop the job: it becomes its row
+            row.update(status="error", error=f"cannot write: {error_text(e)}")
+        else:
+            try:
+                write_atomic(fs, path, data)
+                row[uri_column] = dst.uri_of(path)
+            except Exception as e:
+                error = f"cannot write {dst.uri_of(path)}: {error_text(e)}"
+                row.update(status="error", error=error)
         row["seconds"] += time.perf_counter() - start
     return rows

@@ -13,6 +13,7 @@ import os
 import posixpath
 import re
 import time
+import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,13 +22,61 @@ import fsspec
 import pyarrow.fs
 from fsspec.implementations.local import LocalFileSystem
 
-SECRET_OPTIONS = ("key", "secret", "token")
+from pipeline.format import check_rel_path
+
+# Storage options logged in clear; every other value, at any depth, is logged as MASK.
+PLAIN_OPTIONS = frozenset(
+    {
+        "endpoint_url",
+        "region",
+        "region_name",
+        "anon",
+        "use_ssl",
+        "requester_pays",
+        "version_aware",
+        "default_block_size",
+        "default_cache_type",
+        "default_fill_cache",
+        "max_concurrency",
+        "client_kwargs",
+        "config_kwargs",
+        "s3",
+        "addressing_style",
+        "signature_version",
+        "connect_timeout",
+        "read_timeout",
+        "max_pool_connections",
+        "verify",
+    }
+)
+MASK = "***"
+# s3fs's aliases of its credentials, and the variable that gives the same credential: s3fs
+# refuses both at once (KeyError), so a job refuses them first, naming the two sources.
+CREDENTIAL_ALIASES = {
+    "username": ("key", "AWS_ACCESS_KEY_ID"),
+    "password": ("secret", "AWS_SECRET_ACCESS_KEY"),
+}
 
 
 def s3_options(storage_options: dict[str, Any]) -> dict[str, Any]:
     """s3fs options from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-    AWS_SESSION_TOKEN and AWS_DEFAULT_REGION; keys given in `storage_options` win."""
+    AWS_SESSION_TOKEN and AWS_DEFAULT_REGION; keys given in `storage_options` win. ValueError
+    when a credential is given twice (an s3fs alias such as username beside key or beside its
+    AWS_* variable), naming the two sources, never the values."""
     env = os.environ
+    for alias, (name, variable) in CREDENTIAL_ALIASES.items():
+        if alias not in storage_options:
+            continue
+        if name in storage_options:
+            raise ValueError(
+                f"the storage options give both {alias!r} and {name!r}, the same credential: "
+                "keep one"
+            )
+        if env.get(variable):
+            raise ValueError(
+                f"the storage options give {alias!r} and {variable} is set: both give the same "
+                f"credential; unset {variable} or pass {name!r} instead of {alias!r}"
+            )
     options: dict[str, Any] = {}
     if endpoint := env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL"):
         options["endpoint_url"] = endpoint
@@ -41,6 +90,18 @@ def s3_options(storage_options: dict[str, Any]) -> dict[str, Any]:
         options["client_kwargs"] = {"region_name": region}
     options.update(storage_options)
     return options
+
+
+def check_s3_options(storage_options: dict[str, Any]) -> None:
+    """ValueError unless s3fs takes `storage_options` (with the AWS_* variables): a client is
+    made, which needs no network. The message names the problem, never a value."""
+    options = s3_options(storage_options)
+    try:
+        fsspec.filesystem("s3", skip_instance_cache=True, **options).connect()
+    except Exception as e:  # whatever s3fs or botocore refuses is a configuration error
+        # Their messages name an argument, a profile or a URL; a URL's user is masked.
+        message = redact_url(str(e)) if "://" in str(e) else str(e)
+        raise ValueError(f"s3fs does not take them: {type(e).__name__}: {message}") from None
 
 
 @dataclass(frozen=True)
@@ -85,11 +146,26 @@ class Location:
         """The filesystem path of `parts` ("/"-separated relative paths) under the root."""
         return posixpath.join(self.root, *parts)
 
+    def join(self, key: str) -> str:
+        """The filesystem path of `key` under the root: `key` must pass check_rel_path (a
+        ValueError naming it otherwise), so the path never leaves the root."""
+        return posixpath.join(self.root, check_rel_path(key))
+
     def child(self, *parts: str) -> Location:
         return Location(self.protocol, self.path(*parts), self.options)
 
     def contains(self, path: str) -> bool:
         return path == self.root or path.startswith(self.root.rstrip("/") + "/")
+
+    def within(self, other: Location) -> bool:
+        """This tree is `other` or lies inside it (the same filesystem; local paths compared
+        with symlinks resolved)."""
+        if self.protocol != other.protocol:
+            return False
+        if self.protocol == "file":
+            real = os.path.realpath(other.root)
+            return Location("file", real).contains(os.path.realpath(self.root))
+        return other.contains(self.root)
 
     def filesystem(self) -> fsspec.AbstractFileSystem:
         """A fresh fsspec filesystem: no cached instance, so no stale listing."""
@@ -104,8 +180,35 @@ class Location:
         return pyarrow.fs.LocalFileSystem()
 
     def redacted_options(self) -> dict[str, Any]:
-        """The options for logging, with credentials masked."""
-        return {k: "***" if k in SECRET_OPTIONS else v for k, v in self.options.items()}
+        """The options for logging: only PLAIN_OPTIONS in clear, everything else masked."""
+        return redact(self.options)
+
+
+def redact(options: dict[str, Any]) -> dict[str, Any]:
+    """`options` with the value of every key not in PLAIN_OPTIONS replaced by MASK, nested
+    dicts included, and the user and password of an endpoint URL masked."""
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if key not in PLAIN_OPTIONS:
+            out[key] = MASK
+        elif isinstance(value, dict):
+            out[key] = redact(value)
+        elif key == "endpoint_url" and isinstance(value, str):
+            out[key] = redact_url(value)
+        elif isinstance(value, (bool, int, float, str)) or value is None:
+            out[key] = value
+        else:
+            out[key] = MASK
+    return out
+
+
+def redact_url(url: str) -> str:
+    """`url` with any user:password@ replaced by MASK@."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{MASK}@{host}"))
 
 
 TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")  # write_atomic's temporary files

@@ -52,7 +52,9 @@ def cached_copy(fs: fsspec.AbstractFileSystem, root: str, uri: str) -> Path:
 
     The cache key hashes the URI and every file's name, size and ETag (or mtime), so a changed
     model is copied again; the copy goes to a temporary folder renamed into place, so a half-done
-    copy is never used, and workers copying the same model at once on one machine agree.
+    copy is never used, and workers copying the same model at once on one machine agree. A
+    listed key that would land outside the copy (a ".." segment, an absolute part) is a
+    ValueError naming it, before any file is copied.
     """
     root = root.rstrip("/")
     files = fs.find(root, detail=True) if fs.isdir(root) else {}
@@ -66,17 +68,31 @@ def cached_copy(fs: fsspec.AbstractFileSystem, root: str, uri: str) -> Path:
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=CACHE_DIR, prefix=".staging-"))
     try:
-        for path in files:
-            rel = path[len(root) + 1 :]
-            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
-            fs.get_file(path, str(staging / rel))
+        copies = {path: inside(staging, root, path, uri) for path in files}
+        for path, local in copies.items():
+            local.parent.mkdir(parents=True, exist_ok=True)
+            fs.get_file(path, str(local))
         staging.rename(target)
-    except OSError:
+    except (OSError, ValueError) as e:
         shutil.rmtree(staging, ignore_errors=True)
-        if target.is_dir():  # another worker on this machine finished the same copy first
+        # another worker on this machine finished the same copy first
+        if isinstance(e, OSError) and target.is_dir():
             return target
         raise
     return target
+
+
+def inside(staging: Path, root: str, path: str, uri: str) -> Path:
+    """Where the listed file `path` (under `root`) is copied: a file strictly inside
+    `staging`, or ValueError naming the key."""
+    local = (staging / path[len(root) + 1 :]).resolve()
+    real = staging.resolve()
+    if not path.startswith(root + "/") or local == real or not local.is_relative_to(real):
+        raise ValueError(
+            f"model folder {uri!r} lists {path!r}, which would be copied outside the model's "
+            "cache folder: refused"
+        )
+    return local
 
 
 def resolve(path_or_name: str, storage_options: dict | None = None) -> Path:

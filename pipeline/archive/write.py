@@ -1,6 +1,9 @@
-"""Write stage of archive: LR PNG bytes -> DST/lr/<rel_path>.png, and the row's sizes."""
+"""Write stage of archive: LR PNG bytes -> DST/lr/<rel_path>.png, and the row's sizes and
+the SHA-256 of the bytes written."""
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 
@@ -21,6 +24,7 @@ def write_lr(batch: dict[str, np.ndarray], *, dst: Location) -> dict[str, np.nda
         if row["status"] == "ok":
             lr_bytes = len(row["lr_png"])
             row["lr_bytes"] = lr_bytes
+            row["lr_sha256"] = hashlib.sha256(row["lr_png"]).hexdigest()
             row["bpp"] = 8 * lr_bytes / (row["width"] * row["height"])
             row["compression_ratio"] = row["source_bytes"] / lr_bytes
     return to_batch(rows, ARCHIVE_SCHEMA.names)

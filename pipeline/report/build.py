@@ -9,7 +9,7 @@ the latent tiles that cover it, beside the same window of the source when the so
 readable and unchanged (same SHA-256 as when archived).
 
 rel_paths come from the manifest and are not trusted: files are written only for plain
-relative paths (`plain_rel_path`); any other row is listed without files.
+relative paths (pipeline/format.py's check_rel_path); any other row is listed without files.
 """
 
 from __future__ import annotations
@@ -26,7 +26,15 @@ import numpy as np
 import torch
 
 from pipeline.decode import decode_image
-from pipeline.format import ARCHIVE_SCHEMA, DONE, MANIFEST_DIR, Region, decode_lr_png, lr_key
+from pipeline.format import (
+    ARCHIVE_SCHEMA,
+    DONE,
+    MANIFEST_DIR,
+    Region,
+    decode_lr_png,
+    is_rel_path,
+    lr_key,
+)
 from pipeline.job import Progress
 from pipeline.manifest import read_manifest
 from pipeline.report import assets, html
@@ -68,7 +76,7 @@ class Entry:
     @property
     def has_lr(self) -> bool:
         """An LR file may be read and files written for this row."""
-        return self.row["status"] in DONE and plain_rel_path(self.rel_path)
+        return self.row["status"] in DONE and is_rel_path(self.rel_path)
 
 
 @dataclass(frozen=True)
@@ -77,18 +85,6 @@ class Written:
     pages: int
     thumbnails: str  # "copied" or "linked"
     crops: int  # restored crops written
-
-
-def plain_rel_path(rel_path: str) -> bool:
-    """True for a relative path of plain "/"-separated names: no absolute path, no "." or ".."
-    or empty segment, no backslash or control character."""
-    return not (
-        not rel_path
-        or rel_path.startswith("/")
-        or "\\" in rel_path
-        or any(ord(c) < 32 or ord(c) == 127 for c in rel_path)
-        or any(part in ("", ".", "..") for part in rel_path.split("/"))
-    )
 
 
 def sort_key(row: dict[str, Any]) -> tuple[int, float, str]:
@@ -295,7 +291,7 @@ def build_report(
 
     entries = ordered(table.to_pylist())
     for entry in entries:
-        if not plain_rel_path(entry.rel_path):
+        if not is_rel_path(entry.rel_path):
             entry.notes.append("rel_path is not a plain relative path: no files written for it")
     linked = archive.protocol == "file" and len(entries) > LINK_ABOVE
     if linked:

@@ -24,6 +24,7 @@ from pipeline.format import (
     RESTORE_SCHEMA,
     Region,
     decode_lr_png,
+    is_rel_path,
     lr_key,
     output_key,
 )
@@ -58,6 +59,8 @@ class Item:
     lr_uri: str  # ARCHIVE/lr/<rel_path>.png, wherever the archive lives now
     source_uri: str | None  # from the archive manifest, for psnr/ssim when still readable
     scale: int | None  # from the archive manifest; None when restoring from PNGs alone
+    lr_bytes: int | None = None  # from the archive manifest: the LR file read must match
+    lr_sha256: str | None = None  # them; None when it does not say (or there is no manifest)
 
 
 @dataclass(frozen=True)
@@ -94,13 +97,14 @@ class RestoreJob(Plan):
             return {}
         existing = set(dst.filesystem().find(dst.root))
         region = None if config.region is None else config.region.text
-        wanted = {item.rel_path for item in self.items}
+        wanted = {item.rel_path for item in self.items if is_rel_path(item.rel_path)}
         done = {}
         for row in table.to_pylist():
-            path = dst.path(output_key(row["rel_path"], config.image_format))
+            if row["rel_path"] not in wanted:
+                continue
+            path = dst.join(output_key(row["rel_path"], config.image_format))
             if (
-                row["rel_path"] in wanted
-                and row["status"] in DONE
+                row["status"] in DONE
                 and row["model_id"] == self.model_id
                 and row["region"] == region
                 and row["output_uri"] == dst.uri_of(path)
@@ -110,10 +114,16 @@ class RestoreJob(Plan):
         return done
 
     def source(self, todo: Sequence[Item], resources: Resources) -> ray.data.Dataset:
-        # "" for no source: a column of nothing but None would reach the stage as NaN floats.
+        # "" and -1 for unknown: a column of nothing but None would reach the stage as NaN.
         return ray.data.from_items(
             [
-                {"rel_path": i.rel_path, "lr_uri": i.lr_uri, "source_uri": i.source_uri or ""}
+                {
+                    "rel_path": i.rel_path,
+                    "lr_uri": i.lr_uri,
+                    "source_uri": i.source_uri or "",
+                    "lr_bytes": -1 if i.lr_bytes is None else i.lr_bytes,
+                    "lr_sha256": i.lr_sha256 or "",
+                }
                 for i in todo
             ]
         )
@@ -123,6 +133,7 @@ class RestoreJob(Plan):
         return Stages(
             read=read_lr_batch,
             read_kwargs={
+                "archive": self.archive,
                 "model_id": self.model_id,
                 "region": config.region,
                 "options": self.options,
@@ -150,11 +161,10 @@ def prepare_restore(config: RestoreConfig) -> RestoreJob:
     config.check()
     archive = Location.parse(config.archive, config.storage_options)
     dst = Location.parse(config.dst, config.storage_options)
-    if dst == archive:
-        raise ValueError(f"DST {dst.uri!r} is ARCHIVE: both keep a manifest/, restore elsewhere")
+    check_apart(archive, dst)
     options = s3_options(config.storage_options)
     items = list_items(archive, config.only)
-    model_ref = config.model or default_model(archive_scale(items, options))
+    model_ref = config.model or default_model(archive_scale(archive, items))
     model_id = load_model(model_ref, options).model_id
     return RestoreJob(
         config=config,
@@ -173,7 +183,14 @@ def list_items(archive: Location, only: str | None) -> list[Item]:
         table = read_manifest(archive.child(MANIFEST_DIR), ARCHIVE_SCHEMA)
         if table is not None:
             items = [
-                Item(r["rel_path"], lr_uri(archive, r["rel_path"]), r["source_uri"], r["scale"])
+                Item(
+                    r["rel_path"],
+                    lr_uri(archive, r["rel_path"]),
+                    r["source_uri"],
+                    r["scale"],
+                    r["lr_bytes"],
+                    r["lr_sha256"],
+                )
                 for r in table.to_pylist()
                 if r["status"] in DONE
             ]
@@ -197,19 +214,40 @@ def list_items(archive: Location, only: str | None) -> list[Item]:
     return items
 
 
+def check_apart(archive: Location, dst: Location) -> None:
+    """ValueError unless a restore into `dst` cannot overwrite `archive`: DST must not hold
+    ARCHIVE (its output tree would cover the archive's files) nor lie in ARCHIVE's lr/ or
+    manifest/. Anywhere else, even inside ARCHIVE, is apart."""
+    if archive.within(dst):
+        where = "is" if dst == archive else "holds"
+        raise ValueError(
+            f"DST {dst.uri!r} {where} ARCHIVE {archive.uri!r}: restored files could overwrite "
+            "the archive; restore elsewhere"
+        )
+    for name in (LR_DIR, MANIFEST_DIR):
+        if dst.within(archive.child(name)):
+            raise ValueError(
+                f"DST {dst.uri!r} lies in ARCHIVE's {name}/ folder: restored files would "
+                "overwrite the archive; restore elsewhere"
+            )
+
+
 def lr_uri(archive: Location, rel_path: str) -> str:
+    """ARCHIVE/lr/<rel_path>.png as a URI, for the row; read_lr_batch checks rel_path before it
+    reads anything."""
     return archive.uri_of(archive.path(lr_key(rel_path)))
 
 
-def archive_scale(items: list[Item], options: dict[str, Any]) -> int:
+def archive_scale(archive: Location, items: list[Item]) -> int:
     """The scale the default model must have: the manifest's, or the first LR PNG's."""
     scales = {item.scale for item in items if item.scale is not None}
     if len(scales) > 1:
         raise ValueError(f"the archive mixes scales {sorted(scales)}: pass --model")
     if scales:
         return scales.pop()
-    location = Location.parse(items[0].lr_uri, options)
+    first = next((item for item in items if is_rel_path(item.rel_path)), items[0])
     try:
-        return decode_lr_png(location.filesystem().cat_file(location.root))[1].scale
-    except ValueError as e:
-        raise ValueError(f"{items[0].lr_uri}: {e}; pass --model") from None
+        path = archive.join(lr_key(first.rel_path))
+        return decode_lr_png(archive.filesystem().cat_file(path))[1].scale
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{first.lr_uri}: {e}; pass --model") from None

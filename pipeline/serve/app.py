@@ -8,8 +8,9 @@ a GPU or a fraction of one. Routes:
     GET /tile/<rel_path>?x=&y=&w=&h=     200 image/png of that HR region (HR pixels)
 
 Errors are JSON {"error": message}: 400 bad path, region or query parameter, 404 unknown image,
-409 LR of another model, 413 region over --max-region-pixels, 500 unreadable LR file, 503
-storage unreachable. The rel_path is the request path after /tile/, percent-decoded once.
+409 LR of another model, 413 region over --max-region-pixels or LR file declaring an image over
+the archive's pixel limit, 500 unreadable LR file or any other failure, 503 storage
+unreachable. The rel_path is the request path after /tile/, percent-decoded once.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def prepare_serve(config: ServeConfig) -> ServeJob:
         raise ValueError(f"ARCHIVE {archive.uri!r} cannot be read: {e}") from None
     if not is_archive:
         raise ValueError(f"ARCHIVE {archive.uri!r} has no lr/ folder: not an archive")
-    model_ref = config.model or default_model(archive_scale(list_items(archive, None), options))
+    model_ref = config.model or default_model(archive_scale(archive, list_items(archive, None)))
     model = load_model(model_ref, options)
     return ServeJob(config, archive, options, model_ref, model.model_id, model.scale)
 
@@ -151,6 +152,9 @@ class TileServer:
             tile = await asyncio.to_thread(self.service.tile, path[len(TILE_ROUTE) :], params)
         except TileError as e:
             return error(e.status, e.message)
+        except Exception as e:  # every failure gets a JSON answer; the server goes on
+            logger.exception("serve: %s failed", path[:200])
+            return error(500, f"{type(e).__name__}: {e}")
         headers = {
             "X-TADM-Model-Id": self.service.model_id,
             "X-TADM-Tiles": f"{tile.tiles_run}/{tile.tiles_total}",

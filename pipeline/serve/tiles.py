@@ -5,9 +5,9 @@ paper Algorithm 1), so its cost follows the region, not the image. Plain Python,
 Serve deployment (pipeline/serve/app.py) calls `TileService.tile` from its request threads.
 
 Requests name an image by its rel_path; its LR file is ARCHIVE/lr/<rel_path>.png. A rel_path
-is checked twice before anything is read: as text (no absolute path, no "." or ".." segment,
-no empty segment, no backslash or control character), and, on a local archive, by resolving
-symlinks and checking the result still lies under ARCHIVE/lr/.
+is checked twice before anything is read: as text, by the archive format's one rule
+(pipeline/format.py check_rel_path), and, on a local archive, by resolving symlinks and
+checking the result still lies under ARCHIVE/lr/.
 """
 
 from __future__ import annotations
@@ -21,7 +21,16 @@ from typing import Any
 
 import torch
 
-from pipeline.format import LR_DIR, LrHeader, Region, decode_lr_png, encode_output, lr_key
+from pipeline.format import (
+    LR_DIR,
+    LrHeader,
+    Region,
+    TooManyPixels,
+    check_rel_path,
+    decode_lr_png,
+    encode_output,
+    lr_key,
+)
 from pipeline.serve.cache import LRUCache
 from pipeline.stage import load_model
 from pipeline.storage import Location
@@ -76,19 +85,15 @@ def parse_region(params: Sequence[tuple[str, str]]) -> Region:
         raise TileError(400, str(e)) from None
 
 
-def check_rel_path(rel_path: str) -> str:
-    """`rel_path` itself if it is a plain relative path, else TileError 400."""
-    bad = (
-        not rel_path
-        or len(rel_path) > MAX_REL_PATH
-        or rel_path.startswith("/")
-        or "\\" in rel_path
-        or any(ord(c) < 32 or ord(c) == 127 for c in rel_path)
-        or any(part in ("", ".", "..") for part in rel_path.split("/"))
-    )
-    if bad:
-        raise TileError(400, f"{rel_path[:200]!r} is not an image path inside the archive")
-    return rel_path
+def request_rel_path(rel_path: str) -> str:
+    """`rel_path` itself if check_rel_path takes it and it is at most MAX_REL_PATH long, else
+    TileError 400."""
+    if len(rel_path) > MAX_REL_PATH:
+        raise TileError(400, f"path {rel_path[:200]!r} is over {MAX_REL_PATH} characters")
+    try:
+        return check_rel_path(rel_path)
+    except ValueError as e:
+        raise TileError(400, str(e)) from None
 
 
 class ImageLatents:
@@ -145,8 +150,9 @@ class TileService:
 
     def tile(self, rel_path: str, params: Sequence[tuple[str, str]]) -> RenderedTile:
         """The PNG of region (x, y, w, h) of image `rel_path`, or TileError: 400 bad path or
-        region, 404 unknown image, 409 LR of another model, 413 region over the limit, 500
-        unreadable LR file, 503 storage unreachable."""
+        region, 404 unknown image, 409 LR of another model, 413 region over the limit or LR
+        file declaring an image over MAX_PIXELS, 500 unreadable LR file, 503 storage
+        unreachable."""
         region = parse_region(params)
         w, h = region.w, region.h
         if w * h > self.max_region_pixels:
@@ -178,7 +184,7 @@ class TileService:
     def lr_path(self, rel_path: str) -> str:
         """The filesystem path of rel_path's LR file; on a local archive, with symlinks
         resolved and checked to stay under ARCHIVE/lr/ (else 404: such a path is no image)."""
-        path = self.archive.path(lr_key(check_rel_path(rel_path)))
+        path = self.archive.join(lr_key(request_rel_path(rel_path)))
         if self.real_lr_root is None:  # object storage: keys, no symlinks
             return path
         real = os.path.realpath(path)
@@ -205,6 +211,8 @@ class TileService:
             raise TileError(503, f"cannot read {self.archive.uri_of(path)}: {e}") from None
         try:
             pixels, header = decode_lr_png(data)
+        except TooManyPixels as e:
+            raise TileError(413, f"{self.archive.uri_of(path)}: {e}") from None
         except ValueError as e:
             raise TileError(500, f"{self.archive.uri_of(path)}: {e}") from None
         lr = to_tensor([pixels])
