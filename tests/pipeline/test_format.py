@@ -6,10 +6,22 @@ import io
 
 import numpy as np
 import pytest
-from conftest import encode, photo
+from conftest import bomb_png, encode, photo
 from PIL import Image
 
-from pipeline.format import LrHeader, Region, decode_lr_png, encode_lr_png, lr_key, output_key
+from pipeline.format import (
+    ARCHIVE_SCHEMA,
+    MAX_PIXELS,
+    LrHeader,
+    Region,
+    TooManyPixels,
+    check_rel_path,
+    decode_lr_png,
+    encode_lr_png,
+    is_rel_path,
+    lr_key,
+    output_key,
+)
 
 
 def test_round_trip_is_lossless_and_carries_the_chunks():
@@ -56,3 +68,54 @@ def test_region_parses_checks_and_prints_one_way():
     for text in ("0,0,0,5", "0,0,5,0", "-1,0,5,5", "0,-1,5,5"):
         with pytest.raises(ValueError, match=r"needs X, Y >= 0 and W, H >= 1"):
             Region.parse(text)
+
+
+@pytest.mark.parametrize(
+    ("rel_path", "problem"),
+    [("", "is empty"), ("/etc/passwd", "is absolute"), ("/tmp/x/z.png", "is absolute"),
+     ("../up.jpg", "segment"), ("a/../../up.jpg", "segment"), ("a/./b.jpg", "segment"),
+     ("a//b.jpg", "segment"), ("a/", "segment"), (".", "segment"), ("..", "segment"),
+     ("a\\..\\b.jpg", "backslash"), ("C:\\x.jpg", "backslash"),
+     ("a\x00b.jpg", "control character"), ("new\nline.jpg", "control character"),
+     ("del\x7f.jpg", "control character")],
+)  # fmt: skip
+def test_unsafe_rel_paths_are_refused_naming_them(rel_path: str, problem: str):
+    with pytest.raises(ValueError, match=problem) as e:
+        check_rel_path(rel_path)
+    assert repr(rel_path) in str(e.value) and "refused" in str(e.value)
+    assert not is_rel_path(rel_path)
+
+
+@pytest.mark.parametrize("rel_path", ["a.jpg", "a/b/c.jpg", "..a.jpg", "a..b/c d#?%.jpg", "é.png"])
+def test_plain_rel_paths_are_accepted(rel_path: str):
+    assert check_rel_path(rel_path) == rel_path and is_rel_path(rel_path)
+
+
+def test_the_archive_manifest_records_the_lr_files_sha256_last():
+    assert ARCHIVE_SCHEMA.names[-1] == "lr_sha256"
+
+
+def test_an_lr_declaring_more_pixels_than_the_limit_is_refused_before_decoding():
+    side = int(MAX_PIXELS**0.5) + 1
+    data = encode_lr_png(photo(13, 9), LrHeader(side, side, 16, "0123abcd"))
+    with pytest.raises(TooManyPixels, match=rf"it declares {side}x{side} = .* over the limit"):
+        decode_lr_png(data)
+
+
+@pytest.mark.parametrize("side", [20000, 40000])  # Pillow warns at the first, raises at the second
+def test_an_lr_png_over_the_limit_is_refused(side: int):
+    with pytest.raises(TooManyPixels, match=f"{side}x{side}|decompression bomb"):
+        decode_lr_png(bomb_png(side, side))
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        (LrHeader(200, 141, 8, "id"), "tadm:scale is 8"),
+        (LrHeader(0, 141, 16, "id"), "declares a 0x141 image"),
+        (LrHeader(400, 141, 16, "id"), "LR PNG is 13x9, but a 400x141 image at x16 gives 25x9"),
+    ],
+)
+def test_a_header_that_does_not_fit_its_lr_is_refused(header: LrHeader, message: str):
+    with pytest.raises(ValueError, match=message):
+        decode_lr_png(encode_lr_png(photo(13, 9), header))

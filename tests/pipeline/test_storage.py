@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 from conftest import make_bucket
 
-from pipeline.storage import STALE_TEMP_S, Location, remove_stale_temps, s3_options, write_atomic
+from pipeline.storage import (
+    STALE_TEMP_S,
+    Location,
+    check_s3_options,
+    remove_stale_temps,
+    s3_options,
+    write_atomic,
+)
+
+SECRETS = ("AKIA-USER-VALUE", "pw-SECRET-VALUE", "nested-SECRET-VALUE", "url-SECRET-VALUE")
 
 
 def test_local_paths_and_file_uris_are_absolute(tmp_path: Path):
@@ -47,6 +56,88 @@ def test_contains_is_path_aware():
     root = Location("file", "/data/photos")
     assert root.contains("/data/photos/a.jpg")
     assert not root.contains("/data/photos2/a.jpg")
+
+
+@pytest.mark.parametrize("root", ["/data/dst", "/"])
+def test_join_keeps_every_key_under_the_root(root: str):
+    location = Location("file", root)
+    assert location.join("a/b.jpg.png") == f"{root.rstrip('/')}/a/b.jpg.png"
+    for key in ("../x.png", "/tmp/x.png", "a//b", "lr//tmp/x/z.png.png", "a/./b", "a\\b", ""):
+        with pytest.raises(ValueError, match="refused"):
+            location.join(key)
+    assert Location("s3", "b/p").join("lr/a.png") == "b/p/lr/a.png"
+
+
+def test_within_compares_trees_and_resolves_local_symlinks(tmp_path: Path):
+    archive = Location.parse(str(tmp_path / "archive"))
+    (tmp_path / "archive" / "lr").mkdir(parents=True)
+    assert archive.within(archive) and archive.child("lr").within(archive)
+    assert not archive.within(archive.child("lr"))
+    assert not Location.parse(str(tmp_path / "archive2")).within(archive)
+    (tmp_path / "alias").symlink_to(tmp_path / "archive" / "lr")
+    assert Location.parse(str(tmp_path / "alias" / "x")).within(archive.child("lr"))
+    s3 = Location("s3", "b/archive")
+    assert Location("s3", "b/archive/lr").within(s3) and not Location("s3", "b/other").within(s3)
+    assert not Location("file", "b/archive/lr").within(s3)
+
+
+def test_only_harmless_options_are_logged_in_clear():
+    options = {
+        "endpoint_url": "http://me:url-SECRET-VALUE@127.0.0.1:9000",
+        "username": "AKIA-USER-VALUE",
+        "password": "pw-SECRET-VALUE",
+        "anon": False,
+        "use_ssl": True,
+        "client_kwargs": {
+            "region_name": "eu-west-3",
+            "aws_secret_access_key": "nested-SECRET-VALUE",
+        },
+        "config_kwargs": {"s3": {"addressing_style": "path"}},
+        "new_option_of_a_later_s3fs": "anything",
+    }
+    redacted = Location.parse("s3://b", options).redacted_options()
+    assert redacted == {
+        "endpoint_url": "http://***@127.0.0.1:9000",
+        "username": "***",
+        "password": "***",
+        "anon": False,
+        "use_ssl": True,
+        "client_kwargs": {"region_name": "eu-west-3", "aws_secret_access_key": "***"},
+        "config_kwargs": {"s3": {"addressing_style": "path"}},
+        "new_option_of_a_later_s3fs": "***",
+    } | {k: "***" for k in ("key", "secret", "token") if k in redacted}
+    assert not any(secret in repr(redacted) for secret in SECRETS)
+
+
+@pytest.mark.parametrize(
+    ("options", "variable", "message"),
+    [
+        ({"username": "AKIA-USER-VALUE"}, "AWS_ACCESS_KEY_ID", "'username' and AWS_ACCESS_KEY_ID"),
+        ({"password": "pw-SECRET-VALUE"}, "AWS_SECRET_ACCESS_KEY", "'password' and AWS_SECRET_"),
+        ({"username": "AKIA-USER-VALUE", "key": "pw-SECRET-VALUE"}, None, "'username' and 'key'"),
+    ],
+)
+def test_a_credential_given_twice_is_named_without_its_values(
+    options, variable, message, monkeypatch
+):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    if variable:
+        monkeypatch.setenv(variable, "env-SECRET-VALUE")
+    for check in (s3_options, check_s3_options):
+        with pytest.raises(ValueError, match=message) as e:
+            check(options)
+        assert not any(secret in str(e.value) for secret in (*SECRETS, "env-SECRET-VALUE"))
+
+
+def test_options_s3fs_does_not_take_are_a_value_error(monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    check_s3_options({"anon": True, "endpoint_url": "http://127.0.0.1:9"})  # no network needed
+    with pytest.raises(ValueError, match="s3fs does not take them: TypeError: .*'bogus'"):
+        check_s3_options({"bogus": "pw-SECRET-VALUE"})
+    with pytest.raises(ValueError, match="Invalid endpoint") as e:
+        check_s3_options({"endpoint_url": "url-SECRET-VALUE"})
+    assert "does not take them" in str(e.value)
 
 
 def test_s3_options_come_from_the_environment_and_explicit_ones_win(monkeypatch):

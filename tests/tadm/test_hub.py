@@ -80,6 +80,26 @@ def test_s3_checkpoint_honours_the_storage_options(cache, s3_endpoint, tmp_path,
     assert hub.resolve("s3://models/ckpt", options).parent == cache
 
 
+@pytest.mark.parametrize("key", ["../../evil.txt", "a/../../../evil.txt", "/../../evil.txt"])
+def test_a_model_key_that_would_leave_the_cache_is_refused_on_s3(
+    cache, s3_endpoint, tmp_path, monkeypatch, key
+):
+    """A key with ".." segments in a model prefix copies nothing: it would land in tmp_path."""
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    bucket = f"models-{uuid.uuid4().hex[:8]}"
+    make_bucket(s3_endpoint, bucket)
+    options = {"endpoint_url": s3_endpoint, "key": "testing", "secret": "testing"}
+    fs = fsspec.filesystem("s3", skip_instance_cache=True, **options)
+    fs.pipe_file(f"{bucket}/m/config.json", b"{}")
+    fs.pipe_file(f"{bucket}/m/{key}", b"evil")
+    assert f"{bucket}/m/{key}".replace("//", "/") in {p.replace("//", "/") for p in fs.find(bucket)}
+    with pytest.raises(ValueError, match=r"lists '.*evil\.txt', which would be copied outside"):
+        hub.local_dir(f"s3://{bucket}/m", options)
+    assert not list(tmp_path.rglob("evil.txt"))
+    assert not cache.exists() or not list(cache.iterdir())  # no copy, no staging folder left
+
+
 def test_resolve_refuses_unknown_names(tmp_path):
     assert hub.resolve(str(tmp_path)) == tmp_path
     assert isinstance(hub.shipped_names(), list)
