@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -9,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli_env, run_cli
+from conftest import bomb_png, cli_env, photo, run_cli
 from PIL import Image
 
-from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA
-from pipeline.manifest import read_manifest
+from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA, LrHeader, encode_lr_png
+from pipeline.manifest import read_manifest, to_table, write_part
 from pipeline.storage import Location
 
 SIZES = {"a.png": (96, 64), "b.jpg": (67, 83), "sub/c.png": (96, 64)}  # rel_path: (W, H)
@@ -22,6 +23,20 @@ SIZES = {"a.png": (96, 64), "b.jpg": (67, 83), "sub/c.png": (96, 64)}  # rel_pat
 def restore_rows(dst: Path) -> dict[str, dict]:
     table = read_manifest(Location.parse(str(dst / "manifest")), RESTORE_SCHEMA)
     return {row["rel_path"]: row for row in table.to_pylist()}
+
+
+def archive_rows(archive: Path) -> dict[str, dict]:
+    table = read_manifest(Location.parse(str(archive / "manifest")), ARCHIVE_SCHEMA)
+    return {row["rel_path"]: row for row in table.to_pylist()}
+
+
+def add_rows(archive: Path, rows: list[dict]) -> None:
+    """Append rows to the archive manifest as a part of their own, as a hand would."""
+    write_part(Location.parse(str(archive / "manifest")), to_table(rows, ARCHIVE_SCHEMA))
+
+
+def lr_files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +185,108 @@ def test_bad_usage_exits_2(args, message, archive, tiny_model, tmp_path, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("tadm restore: error: ") and message in err[-1]
     assert not (tmp_path / "out").exists()
+
+
+def test_the_archive_manifest_records_each_lr_files_sha256(archive):
+    for rel_path, row in archive_rows(archive).items():
+        data = (archive / "lr" / f"{rel_path}.png").read_bytes()
+        assert row["lr_sha256"] == hashlib.sha256(data).hexdigest()
+        assert row["lr_bytes"] == len(data)
+
+
+@pytest.mark.parametrize(
+    ("dst", "message"),
+    [
+        ("{archive}/lr", "lies in ARCHIVE's lr/ folder"),
+        ("{archive}/lr/sub", "lies in ARCHIVE's lr/ folder"),
+        ("{archive}/manifest", "lies in ARCHIVE's manifest/ folder"),
+        ("{archive}/..", "holds ARCHIVE"),
+        ("{archive}/../..", "holds ARCHIVE"),
+        ("{link}/lr", "lies in ARCHIVE's lr/ folder"),  # the same folder through a symlink
+    ],
+)
+def test_a_dst_that_could_overwrite_the_archive_is_refused(
+    dst, message, archive, tiny_model, tmp_path, capsys
+):
+    (tmp_path / "link").symlink_to(archive)
+    before = lr_files(archive)
+    target = dst.format(archive=archive, link=tmp_path / "link")
+    assert run_cli("restore", archive, target, "--model", tiny_model) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tadm restore: error: DST ") and message in err[0]
+    assert lr_files(archive) == before
+
+
+def test_a_dst_inside_the_archive_elsewhere_is_fine(archive, tiny_model, tmp_path):
+    copy = tmp_path / "archive"
+    shutil.copytree(archive, copy)
+    assert run_cli("restore", copy, copy / "restored", "--model", tiny_model) == 0
+    assert set(restore_rows(copy / "restored")) == set(SIZES)
+
+
+def test_manifest_rows_with_paths_out_of_the_roots_are_error_rows(archive, tiny_model, tmp_path):
+    """Hand-written rows whose rel_path would read and write outside ARCHIVE and DST: each is
+    an error row naming it, nothing is written for it, the others are restored."""
+    copy = tmp_path / "x" / "archive"
+    shutil.copytree(archive, copy)
+    lr = (archive / "lr" / "a.png.png").read_bytes()
+    absolute = f"{tmp_path}/abs/x.png"
+    (tmp_path / "x" / "up.png.png").write_bytes(lr)  # where lr/../../up.png.png leads
+    (copy / "lr" / absolute.lstrip("/")).parent.mkdir(parents=True)
+    (copy / "lr" / f"{absolute.lstrip('/')}.png").write_bytes(lr)  # lr//tmp/.../abs/x.png.png
+    row = archive_rows(archive)["a.png"]
+    add_rows(copy, [row | {"rel_path": p} for p in ("../../up.png", absolute, "a/./b.png")])
+    dst = tmp_path / "x" / "d1" / "d2" / "dst"
+    assert run_cli("restore", copy, dst, "--model", tiny_model) == 1
+    rows = restore_rows(dst)
+    assert {r for r in rows if rows[r]["status"] == "ok"} == set(SIZES)
+    for rel_path in ("../../up.png", absolute, "a/./b.png"):
+        assert rows[rel_path]["status"] == "error"
+        assert repr(rel_path) in rows[rel_path]["error"] and "refused" in rows[rel_path]["error"]
+        assert rows[rel_path]["output_uri"] is None
+    assert not (tmp_path / "x" / "d1" / "up.png.png").exists()  # DST/../../up.png.png
+    assert not Path(f"{absolute}.png").exists()
+    assert (tmp_path / "x" / "up.png.png").read_bytes() == lr
+
+
+def test_a_changed_lr_file_is_an_error_row_naming_both_values(archive, tiny_model, tmp_path):
+    copy = tmp_path / "archive"
+    shutil.copytree(archive, copy)
+    rows = archive_rows(archive)
+    tampered = bytearray((copy / "lr" / "a.png.png").read_bytes())
+    tampered[len(tampered) // 2] ^= 0x01  # one byte changed, same size
+    (copy / "lr" / "a.png.png").write_bytes(bytes(tampered))
+    with (copy / "lr" / "b.jpg.png").open("ab") as f:
+        f.write(b"\x00")  # one byte more
+    dst = tmp_path / "out"
+    assert run_cli("restore", copy, dst, "--model", tiny_model) == 1
+    restored = restore_rows(dst)
+    a, b = restored["a.png"], restored["b.jpg"]
+    assert a["status"] == "error" and b["status"] == "error"
+    found = hashlib.sha256(bytes(tampered)).hexdigest()
+    assert f"SHA-256 {found}, the archive manifest says {rows['a.png']['lr_sha256']}" in a["error"]
+    expected = rows["b.jpg"]["lr_bytes"]
+    assert f"has {expected + 1} bytes, the archive manifest says {expected}" in b["error"]
+    assert restored["sub/c.png"]["status"] == "ok"
+    assert not (dst / "a.png.png").exists() and not (dst / "b.jpg.png").exists()
+
+
+def test_lr_files_over_the_pixel_limit_are_error_rows_among_good_ones(
+    archive, tiny_model, tmp_path
+):
+    """From LR PNGs alone: a PNG whose header is a decompression bomb, and a small LR declaring
+    a 20000 x 20000 image; each is an error row, the good images are restored."""
+    bare = tmp_path / "bare"
+    shutil.copytree(archive / "lr", bare / "lr")
+    model_id = archive_rows(archive)["a.png"]["model_id"]
+    (bare / "lr" / "bomb.png.png").write_bytes(bomb_png(40000, 40000))
+    huge = encode_lr_png(photo(1250, 1250), LrHeader(20000, 20000, 16, model_id))
+    (bare / "lr" / "huge.png.png").write_bytes(huge)
+    dst = tmp_path / "out"
+    assert run_cli("restore", bare, dst, "--model", tiny_model) == 1
+    rows = restore_rows(dst)
+    assert {r for r in rows if rows[r]["status"] == "ok"} == set(SIZES)
+    assert rows["bomb.png"]["error"].startswith("LR PNG is a decompression bomb: ")
+    assert "declares 20000x20000 = 400000000 pixels" in rows["huge.png"]["error"]
+    for rel_path in SIZES:
+        assert (dst / f"{rel_path}.png").is_file()

@@ -12,8 +12,10 @@ from conftest import bad_images, encode, good_images, make_bucket, photo, run_cl
 from PIL import Image
 
 from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA, decode_lr_png
-from pipeline.manifest import read_manifest
+from pipeline.manifest import read_manifest, to_table, write_part
 from pipeline.storage import Location
+
+SECRETS = ("AKIA-USER-VALUE", "pw-SECRET-VALUE")
 
 SOURCES = {
     "nested/deeper/rgb.jpg": good_images()["nested/deeper/rgb.jpg"],
@@ -101,3 +103,103 @@ def test_missing_bucket_is_bad_usage(bucket, s3_env, tiny_model, capsys):
         run_cli("archive", "s3://no-such-bucket/src", "s3://photos/x", "--model", tiny_model) == 2
     )
     assert "no-such-bucket" in capsys.readouterr().err
+
+
+def test_keys_that_would_leave_their_roots_are_error_rows(
+    ray_cluster, s3_env, tiny_model, tmp_path
+):
+    """A source key with an empty segment (in//<tmp>/x/z.png) would have the rel_path
+    /<tmp>/x/z.png: archive refuses it as a row. Hand-written manifest rows of the same kind
+    are refused by restore: nothing is written outside DST."""
+    make_bucket(s3_env, "hostile")
+    fs = Location.parse("s3://hostile").filesystem()
+    png = encode(Image.fromarray(photo(64, 64)), "PNG")
+    escape = f"{tmp_path}/x/z.png"
+    fs.pipe_file("hostile/in/ok.png", png)
+    fs.pipe_file(f"hostile/in/{escape}", png)  # the key in//tmp/.../x/z.png
+    assert run_cli("archive", "s3://hostile/in", "s3://hostile/arch", "--model", tiny_model) == 1
+    manifest = Location.parse("s3://hostile/arch/manifest")
+    rows = {r["rel_path"]: r for r in read_manifest(manifest, ARCHIVE_SCHEMA).to_pylist()}
+    assert rows["ok.png"]["status"] == "ok"
+    assert rows[escape]["status"] == "error" and rows[escape]["lr_uri"] is None
+    assert rows[escape]["error"] == (
+        f"path {escape!r} is absolute: refused, it could leave its root"
+    )
+    assert [p for p in fs.find("hostile/arch/lr")] == ["hostile/arch/lr/ok.png.png"]
+
+    lr = fs.cat_file("hostile/arch/lr/ok.png.png")
+    up = "../../up.png"
+    fs.pipe_file(f"hostile/arch/lr/{escape}.png", lr)  # where a row for `escape` would read
+    fs.pipe_file(f"hostile/arch/lr/{up}.png", lr)
+    hostile = [rows["ok.png"] | {"rel_path": p} for p in (escape, up)]
+    write_part(manifest, to_table(hostile, ARCHIVE_SCHEMA))
+    dst = tmp_path / "d1" / "d2" / "dst"
+    assert run_cli("restore", "s3://hostile/arch", dst, "--model", tiny_model) == 1
+    restored = read_manifest(Location.parse(str(dst / "manifest")), RESTORE_SCHEMA).to_pylist()
+    statuses = {r["rel_path"]: (r["status"], r["error"]) for r in restored}
+    assert statuses["ok.png"] == ("ok", None)
+    for rel_path in (escape, up):
+        status, error = statuses[rel_path]
+        assert status == "error" and repr(rel_path) in error and "refused" in error
+    assert not (tmp_path / "x").exists() and not (tmp_path / "d1" / "up.png.png").exists()
+    assert sorted(p.name for p in dst.iterdir()) == ["manifest", "ok.png.png"]
+
+
+@pytest.mark.parametrize(
+    ("dst", "message"),
+    [
+        ("s3://photos/archive/lr", "lies in ARCHIVE's lr/ folder"),
+        ("s3://photos/archive/lr/nested", "lies in ARCHIVE's lr/ folder"),
+        ("s3://photos/archive/manifest", "lies in ARCHIVE's manifest/ folder"),
+        ("s3://photos", "holds ARCHIVE"),
+        ("s3://photos/archive/", "is ARCHIVE"),
+    ],
+)
+def test_an_s3_dst_that_could_overwrite_the_archive_is_refused(
+    dst, message, bucket, s3_env, tiny_model, capsys
+):
+    assert run_cli("restore", f"s3://{bucket}/archive", dst, "--model", tiny_model) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tadm restore: error: DST ") and message in err[0]
+
+
+def test_credentials_never_reach_the_log(ray_cluster, bucket, s3_endpoint, tiny_model, capsys):
+    """s3fs's aliases username/password work, and the job's settings line masks them."""
+    env = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    with pytest.MonkeyPatch.context() as mp:
+        for name in env:
+            mp.delenv(name, raising=False)
+        options = {
+            "endpoint_url": s3_endpoint,
+            "username": "AKIA-USER-VALUE",
+            "password": "pw-SECRET-VALUE",
+            "client_kwargs": {"region_name": "us-east-1"},
+        }
+        archive = f"s3://{bucket}/archive-secrets"
+        argv = ("archive", f"s3://{bucket}/src/rgba.png", archive, "--model", tiny_model)
+        assert run_cli(*argv, "--storage-options", json.dumps(options)) == 0
+    err = capsys.readouterr().err
+    settings = next(line for line in err.splitlines() if "storage_options=" in line)
+    assert s3_endpoint in settings and "'region_name': 'us-east-1'" in settings
+    assert "'username': '***'" in settings and "'password': '***'" in settings
+    assert not any(secret in err for secret in SECRETS)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ('{"password": "pw-SECRET-VALUE", bad}', "not JSON: Expecting property name"),
+        ('["pw-SECRET-VALUE"]', "must be a JSON object {...}, got a JSON list"),
+        ('{"username": "AKIA-USER-VALUE"}', "give 'username' and AWS_ACCESS_KEY_ID is set"),
+        ('{"password": "pw-SECRET-VALUE"}', "give 'password' and AWS_SECRET_ACCESS_KEY is set"),
+        ('{"bogus": "pw-SECRET-VALUE"}', "s3fs does not take them: TypeError"),
+    ],
+)
+def test_bad_storage_options_are_one_line_without_their_values(
+    options, message, s3_env, tiny_model, tmp_path, capsys
+):
+    argv = ("restore", "s3://photos/archive", tmp_path / "out", "--model", tiny_model)
+    assert run_cli(*argv, "--storage-options", options) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tadm restore: error: argument --storage-options")
+    assert message in err[0] and not any(secret in err[0] for secret in SECRETS)

@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import cli_env, encode, make_bucket, photo, run_cli, write_tree
+from conftest import bomb_png, cli_env, encode, make_bucket, photo, run_cli, write_tree
 from PIL import Image
 
 from jobs.serve import main as serve_main
+from pipeline.format import LrHeader, encode_lr_png
 from pipeline.serve.tiles import TileError, TileService, parse_region
 from tadm import TADM
 from tadm.metrics import psnr
@@ -195,6 +196,22 @@ def test_a_symlink_inside_the_archive_is_served(service):
     assert service.tile("inside.png", query(0, 0, 8, 8)).png
 
 
+def add_oversized_lrs(archive: Path, model_id: str) -> None:
+    """lr/bomb.png.png: a PNG header of 40000 x 40000 pixels; lr/huge.png.png: a small LR of
+    this model declaring a 20000 x 20000 image (both over the 16384 x 16384 limit)."""
+    (archive / "lr" / "bomb.png.png").write_bytes(bomb_png(40000, 40000))
+    huge = encode_lr_png(photo(1250, 1250), LrHeader(20000, 20000, 16, model_id))
+    (archive / "lr" / "huge.png.png").write_bytes(huge)
+
+
+def test_lr_files_over_the_pixel_limit_are_413(archive, service):
+    add_oversized_lrs(archive, service.model_id)
+    for rel_path, message in [("bomb.png", "decompression bomb"), ("huge.png", "20000x20000")]:
+        with pytest.raises(TileError) as e:
+            service.tile(rel_path, query(0, 0, 8, 8))
+        assert e.value.status == 413 and message in e.value.message
+
+
 def test_an_lr_of_another_model_is_409_naming_both(archive, service, other_model):
     other = TileService(str(archive), other_model, {}, LIMIT, 0, CPU)
     with pytest.raises(TileError) as e:
@@ -334,6 +351,16 @@ def test_http_errors_and_traversal(server, path, status):
     got, headers, body = get(port, path)
     assert got == status, body
     assert headers["content-type"] == "application/json" and json.loads(body)["error"]
+
+
+def test_http_lr_files_over_the_pixel_limit_are_json_413(server, archive, service):
+    _, port = server
+    add_oversized_lrs(archive, service.model_id)
+    for rel_path, message in [("bomb.png", "decompression bomb"), ("huge.png", "20000x20000")]:
+        status, headers, body = get(port, tile_path(rel_path, 0, 0, 8, 8))
+        assert status == 413 and headers["content-type"] == "application/json"
+        assert message in json.loads(body)["error"]
+    assert get(port, tile_path("a.png", 0, 0, 8, 8))[0] == 200  # the server goes on
 
 
 def test_http_post_is_405(server):
