@@ -40,7 +40,7 @@ from starlette.exceptions import HTTPException
 
 from pipeline.format import LR_DIR
 from pipeline.restore.plan import archive_scale, list_items
-from pipeline.serve.iiif import MEDIA_TYPES, info_json, parse_view
+from pipeline.serve.iiif import MEDIA_TYPES, info_json, parse_quality_format, parse_view
 from pipeline.serve.tiles import RenderedTile, TileError, TileService
 from pipeline.serve.viewer import PAGE_SIZE, STATIC, image_id, index_page, viewer_page
 from pipeline.stage import load_model
@@ -173,6 +173,17 @@ IIIF_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+def image_response(tile: RenderedTile, image_format: str, model_id: str) -> Response:
+    headers = {
+        "X-TADM-Model-Id": model_id,
+        "X-TADM-Tiles": f"{tile.tiles_run}/{tile.tiles_total}",
+        "X-TADM-Timestep-Mean": f"{tile.timestep_mean:.2f}",
+        "X-TADM-Cache": "hit" if tile.cached else "miss",
+    }
+    return Response(tile.data, media_type=MEDIA_TYPES[image_format], headers=headers)
+
+
+# @serve.ingress freezes `api` (a copy): everything its routes use is defined above.
 @serve.deployment
 @serve.ingress(api)
 class TileServer:
@@ -250,7 +261,8 @@ class TileServer:
         to mirror); quality default | color; format jpg | png | webp."""
         request = (region, size, rotation, quality_format)
         tile = await self.call("iiif_image", self.iiif_tile, id, *request)
-        return image_response(tile, tile_format(quality_format), self.service.model_id)
+        image_format = parse_quality_format(quality_format)  # checked by iiif_tile
+        return image_response(tile, image_format, self.service.model_id)
 
     @api.get("/iiif/{id:path}", status_code=303, responses=IIIF_ERRORS)
     def iiif_base(self, request: Request, id: str) -> RedirectResponse:
@@ -291,20 +303,6 @@ class TileServer:
             return [item.rel_path for item in list_items(self.service.archive, None)]
         except ValueError:  # no images
             return []
-
-
-def tile_format(quality_format: str) -> str:
-    return "jpeg" if quality_format.endswith(".jpg") else quality_format.rpartition(".")[2]
-
-
-def image_response(tile: RenderedTile, image_format: str, model_id: str) -> Response:
-    headers = {
-        "X-TADM-Model-Id": model_id,
-        "X-TADM-Tiles": f"{tile.tiles_run}/{tile.tiles_total}",
-        "X-TADM-Timestep-Mean": f"{tile.timestep_mean:.2f}",
-        "X-TADM-Cache": "hit" if tile.cached else "miss",
-    }
-    return Response(tile.data, media_type=MEDIA_TYPES[image_format], headers=headers)
 
 
 # ---- the application -------------------------------------------------------------------------
