@@ -175,6 +175,9 @@ def test_openapi_docs(port):
     tile_params = {p["name"]: p for p in paths["/tile/{rel_path}"]["get"]["parameters"]}
     schema = tile_params["x"]["schema"]
     assert (schema["type"], schema["minimum"], schema["description"]) == ("integer", 0, "HR pixels")
+
+
+def test_index_page_links_every_image(port):
     status, headers, body = get(port, "/view/")
     assert status == 200 and headers["content-type"].startswith("text/html")
     page = body.decode()
