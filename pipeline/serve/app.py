@@ -206,7 +206,8 @@ class TileServer:
         self.service = TileService(
             archive, model, storage_options, max_region_pixels, cache_bytes, device
         )
-        self.served = {"tile": 0, "iiif_info": 0, "iiif_image": 0, "view": 0}  # 200 answers
+        # answers (200) by route, for /healthz
+        self.served = dict.fromkeys(("tile", "iiif_info", "iiif_image", "view", "index"), 0)
 
     async def call(self, route: str, function: Callable[..., T], *args: Any) -> T:
         """`function(*args)` in a worker thread, counted in `served` when it answers."""
@@ -272,7 +273,7 @@ class TileServer:
     @api.get("/view/", response_class=HTMLResponse)
     async def index(self, request: Request, page: Annotated[int, Query(ge=1)] = 1) -> str:
         """The archive's images, PAGE_SIZE a page, each linked to its viewer."""
-        rel_paths = await self.call("view", self.rel_paths)
+        rel_paths = await self.call("index", self.rel_paths)
         if page > 1 and (page - 1) * PAGE_SIZE >= len(rel_paths):
             raise TileError(404, f"no page {page}: the archive has {len(rel_paths)} images")
         return index_page(str(request.base_url), rel_paths, page)
