@@ -23,13 +23,15 @@ def smooth_image(size: int = SIZE, seed: int = 0) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def models() -> tuple[TADM, TADM]:
     """The same tiny weights, with the default tiles (one tile covers everything here) and with
-    small tiles (several tiles)."""
+    small tiles (several tiles), the latter running every part per tile ("all" tiling; the
+    default tiling has its own tests in tests/tadm/test_whole_image.py)."""
     torch.manual_seed(0)
     whole = TADM.from_preset("tiny", 16).eval()
     f = whole.config.vae_factor
     small = dataclasses.replace(whole.config, tile=TILE_PX // f, tile_stride=STRIDE_PX // f)
     tiled = TADM.from_config(small).eval()
     tiled.load_state_dict(whole.state_dict())
+    tiled.tiling = "all"
     return whole, tiled
 
 

@@ -30,8 +30,8 @@ from tadm import TADM
 
 STAGES = {  # label -> (object path on the model, method)
     "VAE encode": ("", "encode_latent"),
-    "DFRM down": ("dfrm", "downscale"),
-    "DFRM up": ("dfrm", "upscale"),
+    "DFRM down": ("", "dfrm_downscale"),
+    "DFRM up": ("", "dfrm_upscale"),
     "UNet + TPM": ("", "enhance"),
     "VAE decode": ("", "decode_latent"),
 }
@@ -92,7 +92,7 @@ def measure(preset: str, size: int, device: str, precision: str, scale: int) -> 
     start = time.perf_counter()
     torch.manual_seed(0)
     model = TADM.from_preset(preset, scale=scale).eval().to(dev)
-    model.precision = precision
+    model.to_precision(precision)
     build_seconds = time.perf_counter() - start
     params = sum(p.numel() for p in model.parameters())
     hr = sample_image(size).to(dev)
