@@ -31,7 +31,8 @@ from pipeline.sources import list_sources
 from pipeline.storage import Location, write_atomic
 from tadm import TADM, lora
 from tadm.config import TADMConfig
-from tadm.evaluation import evaluate, mean_scores, scores, to_tensor, vae_round_trip
+from tadm.evaluation import evaluate, mean_scores, scores, vae_round_trip
+from tadm.images import to_float_batch
 from tadm.losses import SUBSTITUTE, Perceptual, perceptual_loss
 from tadm.lpips import LPIPS
 from tadm.train_config import TRAIN_CONFIG_FILE, TrainConfig, flag
@@ -104,7 +105,7 @@ def validate(model: TADM, images: list[np.ndarray], stage: str) -> dict[str, flo
     """Mean figures on held-out images: the VAE bound in stage vae, else restore vs bicubic."""
     model.eval()
     if stage == "vae":
-        rows = [scores("vae_", vae_round_trip(model, to_tensor(img)), img) for img in images]
+        rows = [scores("vae_", vae_round_trip(model, to_float_batch(img)), img) for img in images]
     else:
         rows = [evaluate(model, img, vae_bound=False) for img in images]
     model.train()

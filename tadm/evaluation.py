@@ -11,20 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from tadm import TADM
-from tadm.images import png_bytes
+from tadm.images import png_bytes, to_float_batch, to_images, to_uint8_image
 from tadm.losses import bicubic_down
 from tadm.metrics import psnr, ssim
 from tadm.model import pad_to
-
-
-def to_u8(x: torch.Tensor) -> np.ndarray:
-    """(1, 3, H, W) float in [0, 1] -> (H, W, 3) uint8."""
-    return (x.clamp(0, 1)[0].permute(1, 2, 0) * 255).round().byte().cpu().numpy()
-
-
-def to_tensor(img: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (1, 3, H, W) float in [0, 1]."""
-    return torch.tensor(img).permute(2, 0, 1)[None].float() / 255
 
 
 def scores(prefix: str, out: np.ndarray, img: np.ndarray) -> dict[str, float]:
@@ -38,16 +28,16 @@ def evaluate(model: TADM, img: np.ndarray, vae_bound: bool = True) -> dict[str, 
     only, without an archive's text chunks); and
     thumbnail_psnr, the LR PNG against the bicubic LR (how true its colours are as a thumbnail)."""
     h, w = img.shape[:2]
-    hr = to_tensor(img)
+    hr = to_float_batch(img)
     lr = model.downscale(hr)
     bic_lr, bicubic = bicubic_round_trip(hr, model.scale)
-    lr_pixels = lr[0].permute(1, 2, 0).cpu().numpy()
+    lr_pixels = to_images(lr)[0]
     result = {
-        **scores("", to_u8(model.upscale(lr, size=(h, w))), img),
-        **scores("bicubic_", to_u8(bicubic), img),
+        **scores("", to_uint8_image(model.upscale(lr, size=(h, w))), img),
+        **scores("bicubic_", to_uint8_image(bicubic), img),
         "bpp": 8 * len(png_bytes(lr_pixels)) / (h * w),
-        "bicubic_bpp": 8 * len(png_bytes(to_u8(bic_lr))) / (h * w),
-        "thumbnail_psnr": thumbnail_psnr(lr_pixels, to_u8(bic_lr)),
+        "bicubic_bpp": 8 * len(png_bytes(to_uint8_image(bic_lr))) / (h * w),
+        "thumbnail_psnr": thumbnail_psnr(lr_pixels, to_uint8_image(bic_lr)),
     }
     if vae_bound:
         result.update(scores("vae_", vae_round_trip(model, hr), img))
@@ -72,7 +62,7 @@ def vae_round_trip(model: TADM, hr: torch.Tensor) -> np.ndarray:
     h, w = hr.shape[-2:]
     m = model.size_multiple
     x = pad_to(hr.to(model.device) * 2 - 1, -(-h // m) * m, -(-w // m) * m)
-    return to_u8((model.decode_latent(model.encode_latent(x))[..., :h, :w] + 1) / 2)
+    return to_uint8_image((model.decode_latent(model.encode_latent(x))[..., :h, :w] + 1) / 2)
 
 
 @torch.inference_mode()
@@ -93,13 +83,13 @@ def latent_path_psnr(model: TADM, img: np.ndarray) -> dict[str, float]:
         return pad_to(t.to(model.device) * 2 - 1, -(-h // m) * m, -(-w // m) * m)
 
     def decoded(x: torch.Tensor) -> float:
-        return psnr(to_u8((x[..., :h, :w] + 1) / 2), img)
+        return psnr(to_uint8_image((x[..., :h, :w] + 1) / 2), img)
 
-    hr = to_tensor(img)
+    hr = to_float_batch(img)
     _, bicubic = bicubic_round_trip(hr, model.scale)
     out = model(padded(hr), enhance=True)
     return {
-        "bicubic": psnr(to_u8(bicubic), img),
+        "bicubic": psnr(to_uint8_image(bicubic), img),
         "vae_bound": decoded(model.decode_latent(out.z)),
         "vae_of_bicubic": decoded(model.decode_latent(model.encode_latent(padded(bicubic)))),
         "no_f_no_q": decoded(model.decode_latent(out.z_hat_direct)),

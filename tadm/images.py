@@ -25,6 +25,16 @@ def to_pixels(x: torch.Tensor) -> torch.Tensor:
     return (x.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
+def to_float_batch(img: np.ndarray) -> torch.Tensor:
+    """One (H, W, 3) uint8 image -> (1, 3, H, W) float in [0, 1], as the model takes it."""
+    return to_tensor([img]).float() / 255
+
+
+def to_uint8_image(x: torch.Tensor) -> np.ndarray:
+    """(1, 3, H, W) float in [0, 1] -> (H, W, 3) uint8, as a restored PNG stores it."""
+    return to_images(to_pixels(x))[0]
+
+
 def png_bytes(pixels: np.ndarray, text: dict[str, str] | None = None) -> bytes:
     """(h, w, 3) uint8 -> PNG bytes with `text` as tEXt chunks, compressed as far as zlib goes
     (an LR PNG's size is the archive's size)."""

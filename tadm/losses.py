@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from tadm.metrics import ssim_terms
 from tadm.model import TADMOutput
 
 SUBSTITUTE = "ssim+gradient (weight-free substitute for LPIPS)"
@@ -34,28 +35,11 @@ def rescaling_loss(
     return l_rec + lambda_gui * l_gui, {"l_rec": l_rec.item(), "l_gui": l_gui.item()}
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5, device=None) -> Tensor:
-    pos = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2
-    g = torch.exp(-(pos**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).expand(3, 1, size, size).contiguous()
-
-
 def ssim(a: Tensor, b: Tensor) -> Tensor:
-    """Mean SSIM of images in [0, 1] (Gaussian window 11, sigma 1.5), per channel."""
-    win = _gaussian_window(device=a.device).to(a.dtype)
-    c1, c2 = 0.01**2, 0.03**2
-
-    def blur(t: Tensor) -> Tensor:
-        return F.conv2d(t, win, groups=3)
-
-    mu_a, mu_b = blur(a), blur(b)
-    var_a = blur(a * a) - mu_a**2
-    var_b = blur(b * b) - mu_b**2
-    cov = blur(a * b) - mu_a * mu_b
-    num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
-    den = (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
-    return (num / den).mean()
+    """Mean SSIM of (B, 3, H, W) images in [0, 1], per channel (tadm/metrics.py's Gaussian
+    window), in their dtype and differentiable."""
+    luminance, contrast_structure = ssim_terms(a, b, 1.0)
+    return (luminance * contrast_structure).mean()
 
 
 def _sobel(x: Tensor) -> Tensor:

@@ -21,9 +21,9 @@ container; nothing else is ever unpickled.
    `lora_B`. A safetensors file with the same sections flattened ("state_dict_unet.<key>", ...)
    is read as well.
 
-What is converted computes the same function module by module (spec/README.md has the test
-vectors). The end-to-end chain follows this package's conventions instead of copying the known
-defects of the official scripts (see ../shared/spec/README.md): the latent is scaled once by
+What is converted computes the same function module by module (tests/data/official/ holds the
+official modules' test vectors). The end-to-end chain follows this package's conventions instead
+of copying the known defects of the official scripts: the latent is scaled once by
 0.18215 (DFRM, TPM, UNet and S_learned all see that latent; the official TPM saw the unscaled
 latent in training but the scaled one in its tiled inference), and quantization rounds at
 inference. The official enhancement stage used the UNet of `stabilityai/stable-diffusion-2-1`

@@ -22,7 +22,7 @@ from pipeline.format import LrHeader, decode_lr_png, encode_lr_png
 from pipeline.model_loading import load_model
 from pipeline.restore.write import encode
 from pipeline.storage import Location, write_atomic
-from tadm.images import to_images, to_pixels, to_tensor
+from tadm.images import to_float_batch, to_images, to_tensor, to_uint8_image
 
 
 def files_of(folder: Path) -> list[Path]:
@@ -38,7 +38,7 @@ def archive(src: Path, dst: Path, model_ref: str) -> float:
         for path in files_of(src):
             pixels = decode_image(path.read_bytes()).pixels
             h, w = pixels.shape[:2]
-            lr = model.downscale(to_tensor([pixels]).float() / 255)
+            lr = model.downscale(to_float_batch(pixels))
             png = encode_lr_png(to_images(lr)[0], LrHeader(w, h, model.scale, model_id))
             write_atomic(fs, str(dst / f"{path.name}.png"), png)
             megapixels += h * w / 1e6
@@ -53,7 +53,7 @@ def restore(src: Path, dst: Path, model_ref: str) -> float:
         for path in files_of(src):
             pixels, header = decode_lr_png(path.read_bytes())
             x_hat = model.upscale(to_tensor([pixels]), size=(header.height, header.width))
-            write_atomic(fs, str(dst / path.name), encode(to_images(to_pixels(x_hat))[0], "png"))
+            write_atomic(fs, str(dst / path.name), encode(to_uint8_image(x_hat), "png"))
             megapixels += header.height * header.width / 1e6
     return megapixels
 

@@ -33,7 +33,7 @@ from jobs.bench.rss import peak_rss, reset_peak, run_probe
 from tadm import TADM
 from tadm.precision import PRECISIONS
 
-STAGES = {  # label -> (object path on the model, method)
+TIMED_METHODS = {  # stage label -> (object path on the model, the method timed as that stage)
     "VAE encode": ("", "encode_latent"),
     "DFRM down": ("", "dfrm_downscale"),
     "DFRM up": ("", "dfrm_upscale"),
@@ -128,7 +128,7 @@ def measure(
     flops = flop_counter.get_total_flops()
     rate = matmul_rate(dev, PRECISIONS[precision])
     meter = Meter(dev)
-    for label, (owner, name) in STAGES.items():
+    for label, (owner, name) in TIMED_METHODS.items():
         target = model.dfrm if owner == "dfrm" else model
         setattr(target, name, meter.wrap(label, getattr(target, name)))
     timings = {}
@@ -162,7 +162,7 @@ def measure(
                 "seconds": meter.seconds.get(label, 0.0),
                 "peak_memory": meter.peak.get(label, 0),
             }
-            for label in STAGES
+            for label in TIMED_METHODS
         ],
         "downscale_seconds": timings["downscale"],
         "upscale_seconds": timings["upscale"],

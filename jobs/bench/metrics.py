@@ -1,8 +1,9 @@
 """Distortion metrics of a restored (H, W, 3) uint8 image against its source.
 
 - PSNR and SSIM: tadm/metrics.py, the figures the manifest records.
-- MS-SSIM (Wang, Simoncelli, Bovik 2003): 5 scales with the paper's weights, the same 11x11
-  Gaussian window as SSIM, 2x2 average pooling between scales, per channel then averaged;
+- MS-SSIM (Wang, Simoncelli, Bovik 2003): 5 scales with the paper's weights, SSIM's luminance
+  and contrast-structure terms (tadm/metrics.py, the same 11x11 Gaussian window), 2x2 average
+  pooling between scales, per channel then averaged;
   contrast-structure terms are clamped at 0 and odd sides padded as pytorch-msssim does (its
   values agree). Needs sides >= 176 px (11 px at the coarsest scale): None below that.
 - GMSD (Xue, Zhang, Mou, Bovik 2014): gradient magnitude similarity deviation on luminance,
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from tadm.lpips import LPIPS
-from tadm.metrics import SIGMA, WINDOW, psnr, ssim
+from tadm.metrics import WINDOW, planes, psnr, ssim, ssim_terms
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 MS_SSIM_MIN_SIDE = WINDOW * 2 ** (len(MS_SSIM_WEIGHTS) - 1)  # 176
@@ -36,39 +37,21 @@ METRICS: dict[str, tuple[bool, str]] = {
 }
 
 
-def planes(img: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (3, 1, H, W) float64 on 0..255."""
-    return torch.from_numpy(img.astype(np.float64)).permute(2, 0, 1)[:, None]
-
-
-def gaussian_blur(t: torch.Tensor) -> torch.Tensor:
-    """Separable 11x11 Gaussian (sigma 1.5), valid positions only."""
-    taps = torch.arange(WINDOW, dtype=t.dtype) - WINDOW // 2
-    g = torch.exp(-(taps**2) / (2 * SIGMA**2))
-    g = g / g.sum()
-    return F.conv2d(F.conv2d(t, g.view(1, 1, 1, WINDOW)), g.view(1, 1, WINDOW, 1))
-
-
 def ms_ssim(restored: np.ndarray, source: np.ndarray) -> float | None:
     """Multi-scale SSIM in [0, 1]; None when a side is under 176 px."""
     if min(source.shape[:2]) < MS_SSIM_MIN_SIDE:
         return None
     x, y = planes(restored), planes(source)
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     weights = torch.tensor(MS_SSIM_WEIGHTS, dtype=torch.float64)
     cs_terms = []
     for level in range(len(MS_SSIM_WEIGHTS)):
         if level:  # odd sides padded, as pytorch-msssim does
             pad = (x.shape[-2] % 2, x.shape[-1] % 2)
             x, y = F.avg_pool2d(x, 2, padding=pad), F.avg_pool2d(y, 2, padding=pad)
-        mu_x, mu_y = gaussian_blur(x), gaussian_blur(y)
-        var_x = gaussian_blur(x * x) - mu_x**2
-        var_y = gaussian_blur(y * y) - mu_y**2
-        cov = gaussian_blur(x * y) - mu_x * mu_y
-        cs = (2 * cov + c2) / (var_x + var_y + c2)
+        luminance, cs = ssim_terms(x, y, 255.0)
         cs_terms.append(cs.mean(dim=(1, 2, 3)).clamp(min=0))  # (3,)
-    luminance = ((2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)).mean(dim=(1, 2, 3))
-    cs_terms[-1] = cs_terms[-1] * luminance.clamp(min=0)  # the coarsest scale carries l_M
+    # the coarsest scale carries l_M
+    cs_terms[-1] = cs_terms[-1] * luminance.mean(dim=(1, 2, 3)).clamp(min=0)
     per_channel = torch.prod(torch.stack(cs_terms) ** weights[:, None], dim=0)
     return float(per_channel.mean())
 

@@ -26,7 +26,8 @@ from jobs.bench.matching import bpp_of, match_bpp
 from jobs.bench.metrics import Scorer
 from pipeline.format import LrHeader, encode_lr_png
 from tadm import TADM
-from tadm.evaluation import bicubic_round_trip, to_tensor, to_u8, vae_round_trip
+from tadm.evaluation import bicubic_round_trip, vae_round_trip
+from tadm.images import to_float_batch, to_uint8_image
 
 logger = logging.getLogger("tadm")
 
@@ -67,9 +68,9 @@ def tadm_rows(
     """TADM's point (archived PNG), the same LR in each lossless format, and the VAE bound."""
     img = image.pixels
     h, w = img.shape[:2]
-    hr = to_tensor(img)
+    hr = to_float_batch(img)
     lr = c.model.downscale(hr)
-    restored = to_u8(c.model.upscale(lr, size=(h, w)))
+    restored = to_uint8_image(c.model.upscale(lr, size=(h, w)))
     pixels = lr_pixels(lr)
     png = encode_lr_png(pixels, LrHeader(w, h, c.model.scale, c.model_id))
     scores = scorer(restored, img)
@@ -97,14 +98,14 @@ def tadm_rows(
 def bicubic_row(scale: int, image: BenchImage, scorer: Scorer) -> Row:
     img = image.pixels
     h, w = img.shape[:2]
-    lr, restored = bicubic_round_trip(to_tensor(img), scale)
-    png = encode_lr_png(to_u8(lr), LrHeader(w, h, scale, ""))
+    lr, restored = bicubic_round_trip(to_float_batch(img), scale)
+    png = encode_lr_png(to_uint8_image(lr), LrHeader(w, h, scale, ""))
     return row(
         image,
         "bicubic",
         f"bicubic-x{scale}",
         bpp=bpp_of(png, img),
-        scores=scorer(to_u8(restored), img),
+        scores=scorer(to_uint8_image(restored), img),
     )
 
 

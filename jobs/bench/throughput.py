@@ -1,17 +1,18 @@
-"""Throughput on CPU: archive and restore megapixels per second, and what Ray costs.
+"""Throughput on CPU: archive and restore megapixels per second, and the archive job's Ray
+pipeline against a bare loop doing the same work.
 
 The same PNG files go through
-- a bare Python loop (decode -> model.downscale -> LR PNG write; jobs/bench/bare.py) with
+- the bare archive loop (jobs/bench/bare.py: decode -> model.downscale -> LR PNG write) with
   every core as torch threads, run as a program of its own and timed whole (interpreter start,
-  imports, model load, images: what each Ray model actor pays too), before and after the Ray
-  runs, so a change in the machine's load shows and the ratio uses their mean;
-- the archive job's Ray pipeline (prepare_archive + run_archive) with --workers 1 and 2, and the
-  default plan if that is another count (pipeline.resources: one actor per core up to 4).
-The ratio bare seconds / Ray seconds of the default plan (>= 0.9 is the target) is what a user's
-job gets against the simplest program that does the same; --workers 1 is reported beside it,
-and the ratio against the loop alone, from its model load on (how earlier runs timed the bare
-loop, inside this process). Restore: a bare loop (decode the LR PNG -> model.upscale -> PNG
-write) on the bare loop's LR files, with the same threads.
+  imports, model load, images: what each Ray model actor pays too), once before and once after
+  the Ray runs; the ratios use the mean of the two, and their relative change is reported as drift;
+- the archive job (prepare_archive + run_archive) on the running Ray with --workers 1 and 2, and
+  with the default plan's worker count when that is another;
+- the bare restore loop (decode the LR PNG -> model.upscale -> PNG write) on the bare loop's LR
+  files, with the same threads.
+Reported beside the megapixels per second: bare seconds / Ray seconds for the default plan and
+for --workers 1, --workers 2 against 1, and the default plan against the bare loop's time from
+its model load on (without its interpreter start and imports).
 """
 
 from __future__ import annotations

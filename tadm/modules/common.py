@@ -1,7 +1,7 @@
 """Small building blocks shared by DFRM, TPM and the learned scheduler.
 
 The layouts (module names, LeakyReLU slope 0.1) follow the official TADM release so that its
-state dicts load unchanged (see ../shared/spec/README.md).
+state dicts load unchanged (tests/data/official/README.md lists what is checked against them).
 """
 
 from torch import Tensor, nn
@@ -39,7 +39,8 @@ class ResBlock(nn.Module):
 class ResidualBlock(nn.Module):
     """x + conv2(relu(conv1(x))), with convs named `conv1`/`conv2` (TPM, learned scheduler).
 
-    The official `ResidualBlock` uses ReLU here, unlike its ConvBlock (checked against spec/).
+    The official `ResidualBlock` uses ReLU here, unlike its ConvBlock (the official test vectors
+    of TPM and the learned scheduler, tests/data/official/, depend on it).
     """
 
     def __init__(self, channels: int) -> None:

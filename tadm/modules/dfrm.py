@@ -2,7 +2,7 @@
 
 Two chains: (x, z) -> z_lr -> z_hat through the CNNs G_e and G_d, and z_lr <-> y through the
 invertible network F. The submodule names and index layout are the official release's, so its
-state dicts load unchanged (spec/official_state_dict_keys.json).
+state dicts load unchanged (tests/data/official/official_state_dict_keys.json).
 """
 
 import math

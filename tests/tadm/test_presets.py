@@ -31,7 +31,7 @@ def test_sd21_is_the_papers_configuration(scale):
         num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, t0=50
     )
     assert config.scheduler.prediction_type == "epsilon"  # 2.1-base; a base folder may change it
-    # The official layer layout and training facts (spec/README.md).
+    # The official release's layer layout (DFRM, TPM, S_learned) and training facts (LoRA, tiles).
     assert config.dfrm == DFRMConfig(16, 128, 8, 12, 32)
     assert config.tpm == TPMConfig(32, 6, 512, 10.0, 200.0)
     assert (config.scheduler.learned_width, config.scheduler.learned_res_blocks) == (64, 6)

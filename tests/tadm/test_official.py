@@ -1,8 +1,9 @@
 """tadm.official: the official release's checkpoints load and compute the same function.
 
-The reference is ../shared/spec/official_vectors.pt, computed by the official modules with the
-weights of spec/README.md's rule. The fast tests load into a TADM whose DFRM, TPM and S_learned
-have the sd21 widths but whose UNet and VAE are small; one slow test loads into a real sd21.
+The reference is tests/data/official/ (its README.md says what it holds): test vectors computed
+by the official modules under a deterministic weight rule. The fast tests load into a TADM whose
+DFRM, TPM and S_learned have the sd21 widths but whose UNet and VAE are small; one slow test
+loads into a real sd21.
 """
 
 import copy
@@ -24,7 +25,7 @@ from tadm import official as off
 from tadm.modules.dfrm import quantize
 from tadm.presets import SD21_UNET, SD21_VAE, TINY_UNET, TINY_VAE
 
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec"
+OFFICIAL = Path(__file__).resolve().parents[1] / "data" / "official"
 LATENT = 4
 SMALL_UNET = dict(TINY_UNET, in_channels=LATENT, out_channels=LATENT)
 # Four levels: the sd21 layout's VAE factor 8, with the tiny widths.
@@ -39,19 +40,18 @@ UNET_RANK, VAE_RANK = 4, 2
 
 
 @pytest.fixture(scope="module")
-def spec_keys() -> dict:
-    if not (SPEC / "official_state_dict_keys.json").is_file():
-        pytest.skip(f"official spec not found at {SPEC} (CI puts shared/ beside the repo)")
-    return json.loads((SPEC / "official_state_dict_keys.json").read_text())
+def official_keys() -> dict:
+    return json.loads((OFFICIAL / "official_state_dict_keys.json").read_text())
 
 
 @pytest.fixture(scope="module")
-def vectors(spec_keys) -> dict:
-    return torch.load(SPEC / "official_vectors.pt", weights_only=True)
+def vectors() -> dict:
+    return torch.load(OFFICIAL / "official_vectors.pt", weights_only=True)
 
 
 def rule_weights(shapes: dict[str, list[int]]) -> dict[str, torch.Tensor]:
-    """The weight rule of spec/README.md: randn seeded by crc32 of the key."""
+    """The vectors' weight rule (tests/data/official/README.md): randn seeded by crc32 of the key,
+    scaled by 1/sqrt(fan-in) for weights of 2 or more dims and by 0.01 otherwise."""
     state = {}
     for key, shape in shapes.items():
         g = torch.Generator().manual_seed(zlib.crc32(key.encode()))
@@ -84,7 +84,7 @@ def small_sd21(scale: int, unet_rank: int = UNET_RANK, vae_rank: int = VAE_RANK)
     return TADM(config, vae, unet), *bases
 
 
-def official_tadm_checkpoint(spec_keys: dict, unet=None, vae=None) -> dict:
+def official_tadm_checkpoint(official_keys: dict, unet=None, vae=None) -> dict:
     """An official TADM checkpoint (`TADM.save_model` layout) for the given base UNet/VAE:
     their adapters added the official way (lora_alpha left at 8, adapter "vae_skip" on the VAE),
     every LoRA weight random (lora_B too, so the adapters matter) and a changed conv_in."""
@@ -93,8 +93,8 @@ def official_tadm_checkpoint(spec_keys: dict, unet=None, vae=None) -> dict:
         "rank_vae": VAE_RANK,
         "unet_lora_target_modules": off.OFFICIAL_UNET_LORA_TARGETS,
         "vae_lora_target_modules": off.OFFICIAL_VAE_LORA_TARGETS,
-        "state_dict_timemapping": rule_weights(spec_keys["TimeMapping"]),
-        "state_dict_refiner": rule_weights(spec_keys["Refiner"]),
+        "state_dict_timemapping": rule_weights(official_keys["TimeMapping"]),
+        "state_dict_refiner": rule_weights(official_keys["Refiner"]),
     }
     if unet is not None:
         unet.add_adapter(
@@ -127,14 +127,14 @@ def official_tadm_checkpoint(spec_keys: dict, unet=None, vae=None) -> dict:
 
 
 @pytest.fixture(scope="module", params=[16, 32], ids=["x16", "x32"])
-def converted(request, spec_keys):
+def converted(request, official_keys):
     """A small sd21 model holding the official DFRM (at the param's scale), TPM and S_learned."""
     scale = request.param
     model, _, _ = small_sd21(scale)
     off.apply_official(
         model,
-        dfrm=rule_weights(spec_keys[f"DFRM_x{scale}"]),
-        tadm=official_tadm_checkpoint(spec_keys),
+        dfrm=rule_weights(official_keys[f"DFRM_x{scale}"]),
+        tadm=official_tadm_checkpoint(official_keys),
     )
     return scale, model
 
@@ -190,11 +190,11 @@ def test_refiner_matches_official_vectors(converted, vectors):
 # ---- the converter: formats, LoRA, validation --------------------------------------------------
 
 
-def test_lora_and_conv_in_compute_the_official_function(spec_keys):
+def test_lora_and_conv_in_compute_the_official_function(official_keys):
     """Official adapters (alpha 8, other adapter names) loaded into ours give the same UNet and
     VAE-decoder outputs."""
     model, official_unet, official_vae = small_sd21(16)
-    ckpt = official_tadm_checkpoint(spec_keys, official_unet, official_vae)
+    ckpt = official_tadm_checkpoint(official_keys, official_unet, official_vae)
     off.apply_official(model, tadm=ckpt)
     g = torch.Generator().manual_seed(2)
     z = torch.randn(1, LATENT, 16, 16, generator=g)
@@ -210,12 +210,12 @@ def test_lora_and_conv_in_compute_the_official_function(spec_keys):
         assert rel_error(actual, expected) < 1e-5
 
 
-def test_converted_model_round_trips_through_save_pretrained(spec_keys, tmp_path):
+def test_converted_model_round_trips_through_save_pretrained(official_keys, tmp_path):
     model, official_unet, official_vae = small_sd21(16)
     off.apply_official(
         model,
-        dfrm=rule_weights(spec_keys["DFRM_x16"]),
-        tadm=official_tadm_checkpoint(spec_keys, official_unet, official_vae),
+        dfrm=rule_weights(official_keys["DFRM_x16"]),
+        tadm=official_tadm_checkpoint(official_keys, official_unet, official_vae),
     )
     model.save_pretrained(tmp_path / "converted")
     assert (tmp_path / "converted" / "unet_lora" / "adapter_model.safetensors").is_file()
@@ -229,10 +229,10 @@ def test_converted_model_round_trips_through_save_pretrained(spec_keys, tmp_path
         assert torch.equal(reloaded.enhance(z)[0], model.enhance(z)[0])
 
 
-def test_dfrm_checkpoint_formats(spec_keys, tmp_path):
+def test_dfrm_checkpoint_formats(official_keys, tmp_path):
     """The official `save_model` wrapper, a bare state dict, other wrappers with DDP or
     torch.compile prefixes, and safetensors all give the same state dict."""
-    state = rule_weights(spec_keys["DFRM_x32"])
+    state = rule_weights(official_keys["DFRM_x32"])
     torch.save({"state_dict": state}, tmp_path / "model_dfrm.pkl")
     save_file(state, str(tmp_path / "dfrm.safetensors"))
     sources = [
@@ -253,8 +253,8 @@ def test_dfrm_checkpoint_formats(spec_keys, tmp_path):
             assert i == 4 or torch.equal(converted[k], state[k])  # the fp16 one is rounded
 
 
-def test_flat_safetensors_tadm_checkpoint(spec_keys, tmp_path):
-    ckpt = official_tadm_checkpoint(spec_keys)
+def test_flat_safetensors_tadm_checkpoint(official_keys, tmp_path):
+    ckpt = official_tadm_checkpoint(official_keys)
     flat = {
         f"{section}.{k}": v
         for section in ("state_dict_timemapping", "state_dict_refiner")
@@ -291,8 +291,8 @@ def test_unsafe_pickles_are_refused(tmp_path):
     assert not marker.exists()
 
 
-def test_mismatches_raise_value_errors_naming_keys(spec_keys, tmp_path):
-    state = rule_weights(spec_keys["DFRM_x16"])
+def test_mismatches_raise_value_errors_naming_keys(official_keys, tmp_path):
+    state = rule_weights(official_keys["DFRM_x16"])
     missing = {k: v for k, v in state.items() if k != "inv_module.3.F.conv5.weight"}
     with pytest.raises(ValueError, match=r"missing keys \['inv_module.3.F.conv5.weight'\]"):
         off.convert_dfrm(missing)
@@ -315,16 +315,16 @@ def test_mismatches_raise_value_errors_naming_keys(spec_keys, tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="dfrm: refusing to load"):
         off.read_checkpoint(tmp_path / "bad.pt", "dfrm")
-    tpm = rule_weights(spec_keys["TimeMapping"])
+    tpm = rule_weights(official_keys["TimeMapping"])
     with pytest.raises(ValueError, match="state_dict_timemapping.*time_predict.fuse_mlp.9.bias"):
         off.convert_time_mapping({k: v for k, v in tpm.items() if "fuse_mlp.9.bias" not in k})
     with pytest.raises(ValueError, match="not an official TADM checkpoint"):
         off.read_tadm_checkpoint({"foo": 1})
 
 
-def test_lora_mismatches_raise(spec_keys):
+def test_lora_mismatches_raise(official_keys):
     model, official_unet, official_vae = small_sd21(16)
-    ckpt = official_tadm_checkpoint(spec_keys, official_unet, official_vae)
+    ckpt = official_tadm_checkpoint(official_keys, official_unet, official_vae)
     unet_state = dict(ckpt["state_dict_unet"])
     dropped = next(k for k in unet_state if "lora_A" in k)
     del unet_state[dropped]
@@ -346,9 +346,9 @@ def test_lora_mismatches_raise(spec_keys):
 # ---- end to end into a real sd21 -------------------------------------------------------------
 
 
-def official_sd21_checkpoint(spec_keys: dict, unet_rank: int, vae_rank: int) -> dict:
+def official_sd21_checkpoint(official_keys: dict, unet_rank: int, vae_rank: int) -> dict:
     """An official TADM checkpoint for the real SD 2.1 UNet/VAE: keys and shapes from meta-device
-    modules with the official adapters, values from the spec's weight rule."""
+    modules with the official adapters, values from the vectors' weight rule."""
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config(SD21_UNET)
         unet.add_adapter(LoraConfig(r=unet_rank, target_modules=off.OFFICIAL_UNET_LORA_TARGETS))
@@ -366,17 +366,17 @@ def official_sd21_checkpoint(spec_keys: dict, unet_rank: int, vae_rank: int) -> 
         "rank_vae": vae_rank,
         "state_dict_unet": rule_weights(keys(unet, lambda k: "lora" in k or "conv_in" in k)),
         "state_dict_vae": rule_weights(keys(vae, lambda k: "lora" in k)),
-        "state_dict_timemapping": rule_weights(spec_keys["TimeMapping"]),
-        "state_dict_refiner": rule_weights(spec_keys["Refiner"]),
+        "state_dict_timemapping": rule_weights(official_keys["TimeMapping"]),
+        "state_dict_refiner": rule_weights(official_keys["Refiner"]),
     }
 
 
 @pytest.mark.slow
 @torch.no_grad()
-def test_save_official_into_real_sd21(spec_keys, vectors, tmp_path):
-    ckpt = official_sd21_checkpoint(spec_keys, unet_rank=48, vae_rank=16)
+def test_save_official_into_real_sd21(official_keys, vectors, tmp_path):
+    ckpt = official_sd21_checkpoint(official_keys, unet_rank=48, vae_rank=16)
     torch.save(ckpt, tmp_path / "model_sr.pkl")
-    torch.save({"state_dict": rule_weights(spec_keys["DFRM_x16"])}, tmp_path / "model_dfrm.pkl")
+    torch.save({"state_dict": rule_weights(official_keys["DFRM_x16"])}, tmp_path / "model_dfrm.pkl")
     out = tmp_path / "converted"
     model = off.save_official(out, tmp_path / "model_dfrm.pkl", tmp_path / "model_sr.pkl")
     assert model.scale == 16 and model.config.unet == SD21_UNET
