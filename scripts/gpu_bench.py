@@ -143,9 +143,9 @@ def lr_changes(args: argparse.Namespace, out: Path) -> None:
     done = done_keys(out / "lr.jsonl", ("model", "precision", "image"))
     images = sorted(p for p in (ROOT / "samples").rglob("*") if p.suffix in (".png", ".jpg"))
     for name in SHIPPED:
-        reference = load(name, device, "fp32", "unet", False)
+        reference = load(name, device, "fp32", "all", False)
         for precision in [p for p in args.precisions if p != "fp32"]:
-            model = load(name, device, precision, "unet", False)
+            model = load(name, device, precision, "all", False)
             for path in images:
                 rel = str(path.relative_to(ROOT / "samples"))
                 if (name, precision, rel) in done:

@@ -89,7 +89,7 @@ def parser() -> Parser:
     p.add_argument(
         "--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="of the cost"
     )
-    p.add_argument("--tiling", choices=TILINGS, default="unet", help="of the cost (TADM.tiling)")
+    p.add_argument("--tiling", choices=TILINGS, default="all", help="of the cost (TADM.tiling)")
     p.add_argument(
         "--threads",
         type=int,

@@ -110,7 +110,7 @@ def matmul_rate(device: torch.device, dtype: torch.dtype) -> float:
 
 
 def measure(
-    preset: str, size: int, device: str, precision: str, scale: int, tiling: str = "unet"
+    preset: str, size: int, device: str, precision: str, scale: int, tiling: str = "all"
 ) -> dict[str, Any]:
     """Build the preset, run one size x size image through it, and report each stage."""
     dev = torch.device(device)
@@ -182,7 +182,7 @@ def run_cost(
     threads: int,
     preset: str = "sd21",
     scale: int = 16,
-    tiling: str = "unet",
+    tiling: str = "all",
 ) -> dict[str, Any]:
     """`measure` in a fresh process."""
     args = [preset, str(size), device, precision, str(scale), str(threads), tiling]

@@ -55,7 +55,7 @@ def test_bf16_round_trip_returns_the_promised_dtypes_close_to_fp32():
     assert levels.float().mean() < 1.0 and (levels <= 2).float().mean() > 0.9
     restored = model.upscale(lr32, SIZE)
     assert restored.dtype == torch.float32 and restored.shape == (1, 3, *SIZE)
-    assert 0 <= restored.min() and restored.max() <= 1
+    assert restored.min() >= 0 and restored.max() <= 1
     assert (restored - reference.upscale(lr32, SIZE)).abs().mean() < 0.02
 
 

@@ -1,5 +1,5 @@
-"""Algorithm 1 inference (the default "unet" tiling of TADM.downscale/upscale): E, the DFRM and D
-on the whole image or on chunks within the latent budget, TPM and UNet per tile in batches."""
+"""Algorithm 1 inference (the "unet" tiling of TADM.downscale/upscale): E, the DFRM and D on the
+whole image or on chunks within the latent budget, TPM and UNet per tile in batches."""
 
 import dataclasses
 
@@ -36,6 +36,7 @@ def model() -> TADM:
     torch.manual_seed(0)
     config = dataclasses.replace(build_config("tiny", 16), tile=TILE, tile_stride=STRIDE)
     model = TADM.from_config(config).eval()
+    model.tiling = "unet"
     randomize_f(model)
     return model
 
@@ -56,9 +57,10 @@ def test_chunk_grid_is_the_whole_latent_when_it_fits_else_overlapping_chunks():
 def test_one_tile_gives_the_same_result_with_either_tiling():
     torch.manual_seed(0)
     unet_tiling = TADM.from_preset("tiny", 16).eval()  # default tiles: one covers 128 x 128
+    unet_tiling.tiling = "unet"
     every = TADM.from_config(unet_tiling.config).eval()
     every.load_state_dict(unet_tiling.state_dict())
-    every.tiling = "all"
+    assert every.tiling == "all"  # the default
     hr = smooth_image(seed=1)
     lr = unet_tiling.downscale(hr)
     assert torch.equal(every.downscale(hr), lr)
@@ -168,3 +170,19 @@ def test_tiling_and_budget_are_validated(model, lr):
             model.downscale(smooth_image())
     finally:
         model.max_latent_pixels = 256 * 256
+
+
+def test_every_tile_tiling_batches_its_tiles_with_the_same_result(model, lr):
+    """The "all" tiling: tiles of E, G_e and F, of the UNet and of D go in batches; one tile
+    per call gives the same LR and restore."""
+    model.tiling = "all"
+    hr = smooth_image(seed=3)
+    try:
+        model.max_latent_pixels = 10**6  # the 9 tiles in one call
+        batched_lr, batched = model.downscale(hr), model.upscale(lr, (SIZE, SIZE))
+        model.max_latent_pixels = 1  # one tile per call
+        single_lr, single = model.downscale(hr), model.upscale(lr, (SIZE, SIZE))
+    finally:
+        model.tiling, model.max_latent_pixels = "unet", 256 * 256
+    assert (batched_lr.int() - single_lr.int()).abs().max() <= 1  # rounding ties at most
+    assert (batched - single).abs().max() < 1e-5
