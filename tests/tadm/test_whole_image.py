@@ -118,8 +118,9 @@ def test_z_hat_of_windows_equals_the_whole_images(model):
     assert cols.max() - cols.min() > 2 * r  # it does reach beyond the pixel
 
 
-def test_chunked_decode_regions_equal_the_full_restore_and_use_the_cache(model, lr):
-    model.max_latent_pixels = 20 * 20  # D in chunks: a 3 x 3 grid of 20 x 20 on 32 x 32
+def test_chunked_decode_regions_equal_the_full_restore_and_use_the_cache(model, lr, monkeypatch):
+    monkeypatch.setattr("tadm.model.CHUNK_MARGIN", 4)
+    model.max_latent_pixels = 16 * 16  # D in a 3 x 3 grid of 16 x 16 chunks, stride 8
     try:
         full, full_t = model.upscale(lr, (SIZE, SIZE), return_timesteps=True)
         assert not full_t.isnan().any()
@@ -127,7 +128,7 @@ def test_chunked_decode_regions_equal_the_full_restore_and_use_the_cache(model, 
         hook = model.unet.register_forward_hook(lambda _m, a, _o: tiles.append(a[0].shape[0]))
         try:
             latents: dict = {}
-            x, y, w, h = 2, 3, 20, 10  # HR pixels: inside the first chunk (latent 0..20)
+            x, y, w, h = 2, 3, 20, 10  # HR pixels: inside the first chunk (latent 0..16)
             region, t_map = model.upscale(
                 lr, (SIZE, SIZE), region=(x, y, w, h), return_timesteps=True, latents=latents
             )
