@@ -60,7 +60,7 @@ def test_bf16_round_trip_returns_the_promised_dtypes_close_to_fp32():
 
 
 def test_cpu_rules_and_one_way_casts():
-    assert default_precision("cpu") == "fp32"
+    assert default_precision("cpu") == "fp32" and default_precision("cuda") == "fp16"
     model = tiny()
     with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
         model.to_precision("fp16")
