@@ -36,7 +36,7 @@ from tadm.tiling import Blender, Tile, bounding_box, chunk_grid, grid_shape, ove
 # F blended on y; F^-1 and G_d with LR_CONTEXT pixels of context; D blended in pixel space).
 # "unet": only the TPM and the UNet run per latent tile, blended in latent space; E, the DFRM and
 # D see the whole image, or chunks of at most max_latent_pixels when it is larger. On the shipped
-# tiny checkpoints "all" restores the held-out photos 0.02-0.10 dB better (benchmarks/README.md).
+# tiny checkpoints "all" restores the held-out photos 0.01-0.10 dB better (benchmarks/README.md).
 TILINGS = ("unet", "all")
 LR_CONTEXT = 4  # LR pixels of context around each tile for the inverse DFRM ("all" tiling)
 # Latent pixels E, the DFRM, the UNet (tiles per call) and D see in one call, unless
