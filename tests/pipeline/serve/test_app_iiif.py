@@ -203,9 +203,8 @@ def chromium() -> str:
     return path
 
 
-def test_viewer_deep_zooms_tile_by_tile(chromium, port, tmp_path):
-    before = served(port)
-    shot = tmp_path / "viewer.png"
+def screenshot(chromium: str, url: str, shot: Path, profile: Path) -> np.ndarray:
+    """The page at `url` as headless Chromium draws it within 15 s of virtual time."""
     command = [
         chromium,
         "--headless",
@@ -217,20 +216,32 @@ def test_viewer_deep_zooms_tile_by_tile(chromium, port, tmp_path):
         "--disable-component-update",
         "--disable-sync",
         "--hide-scrollbars",
-        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--user-data-dir={profile}",
         "--virtual-time-budget=15000",
         f"--screenshot={shot}",
         f"--window-size={WINDOW[0]},{WINDOW[1]}",
-        f"http://127.0.0.1:{port}/view/big.png",
+        url,
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=BROWSER_TIMEOUT_S)
     assert done.returncode == 0, done.stderr[-2000:]
+    with Image.open(shot) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def test_viewer_deep_zooms_tile_by_tile(chromium, port, tmp_path):
+    """OpenSeadragon loads info.json, then the tiles. A loaded machine may render them after
+    the page's time is up; the next visit gets them from the tile cache, so up to 3 visits."""
+    before = served(port)
+    for visit in range(3):
+        url = f"http://127.0.0.1:{port}/view/big.png"
+        image = screenshot(chromium, url, tmp_path / "viewer.png", tmp_path / f"profile-{visit}")
+        viewer = image[60:-20, 20:-20].astype(float)  # below the header bar
+        if viewer.std() > 20:  # the photo, not a blank or uniform viewer
+            break
+    assert viewer.std() > 20
+    assert len(np.unique(viewer.reshape(-1, 3), axis=0)) > 1000
     after = served(port)
-    assert after["view"] == before["view"] + 1
+    assert after["view"] == before["view"] + visit + 1
     assert after["iiif_info"] > before["iiif_info"]
     # level 1/1 of big.png is two tiles: 512 x 512 and 256 x 512
     assert after["iiif_image"] >= before["iiif_image"] + 2
-    image = np.asarray(Image.open(shot).convert("RGB")).astype(float)
-    viewer = image[60:-20, 20:-20]  # below the header bar
-    assert viewer.std() > 20  # the photo, not a blank or uniform viewer
-    assert len(np.unique(viewer.reshape(-1, 3), axis=0)) > 1000
