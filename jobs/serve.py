@@ -1,6 +1,8 @@
 """tadm serve ARCHIVE: HR tiles of an archive over HTTP, on Ray Serve, until SIGINT or SIGTERM.
 
-GET /healthz, and GET /tile/<rel_path>?x=&y=&w=&h= for a PNG of that HR region.
+GET /healthz; /tile/<rel_path>?x=&y=&w=&h= for a PNG of that HR region; IIIF Image API 3.0
+under /iiif/<id>/ (id: the rel_path URL-encoded); a deep-zoom viewer at /view/<id>; OpenAPI
+docs at /docs. The same application runs with `serve run pipeline.serve.app:app archive=...`.
 """
 
 from __future__ import annotations
@@ -13,21 +15,23 @@ import threading
 from ray import serve
 
 from jobs.common import Parser, add_storage_options, ray_session, run_job
-from pipeline.serve.app import APP_NAME, ServeConfig, prepare_serve, run_serve
+from pipeline.serve.app import APP_NAME, TileAppArgs, prepare_serve, run_serve
 
 PROG = "tadm serve"
-DEFAULTS = ServeConfig(archive="")
+DEFAULTS = TileAppArgs(archive="")
+HOST = "127.0.0.1"  # address the HTTP proxy listens on (0.0.0.0: every interface)
+PORT = 8000
 
 logger = logging.getLogger("tadm")
 
 
 def parser() -> Parser:
-    """The arguments, whose dests are ServeConfig's fields."""
+    """The arguments: --host, --port, and TileAppArgs' fields."""
     d = DEFAULTS
     p = Parser(prog=PROG, description=__doc__)
     p.add_argument("archive", metavar="ARCHIVE", help="archive root: path, file://... or s3://...")
-    p.add_argument("--host", default=d.host, help=f"address to listen on (default {d.host})")
-    p.add_argument("--port", type=int, default=d.port, help=f"HTTP port (default {d.port})")
+    p.add_argument("--host", default=HOST, help=f"address to listen on (default {HOST})")
+    p.add_argument("--port", type=int, default=PORT, help=f"HTTP port (default {PORT})")
     p.add_argument("--model", help="shipped name, checkpoint folder or URI (default: tiny-xSCALE)")
     p.add_argument(
         "--max-region-pixels",
@@ -82,11 +86,15 @@ def wait_for_stop() -> None:
 
 
 def job(args: argparse.Namespace) -> int:
-    prepared = prepare_serve(ServeConfig(**vars(args)))
+    options = vars(args)
+    host, port = options.pop("host"), options.pop("port")
+    if not 1 <= port <= 65535:
+        raise ValueError(f"--port must be between 1 and 65535, got {port}")
+    prepared = prepare_serve(TileAppArgs(**options))
     with ray_session():
         try:
-            url = run_serve(prepared)
-            logger.info("serve: ready at %s (GET /healthz, /tile/<rel_path>?x=&y=&w=&h=)", url)
+            url = run_serve(prepared, host, port)
+            logger.info("serve: ready at %s (viewer: %s/view/, API docs: %s/docs)", url, url, url)
             wait_for_stop()
         finally:
             logger.info("serve: stopping")

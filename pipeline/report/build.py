@@ -148,7 +148,7 @@ def copy_thumbnails(entries: list[Entry], archive: Location, out: str) -> None:
         keys = [lr_key(e.rel_path) for e in chunk]
         errors = 0
         for entry, key, data in zip(
-            chunk, keys, read_files(archive, [archive.path(k) for k in keys]), strict=True
+            chunk, keys, read_files(archive, [archive.join(k) for k in keys]), strict=True
         ):
             try:
                 if isinstance(data, OSError):
@@ -167,7 +167,7 @@ def link_thumbnails(entries: list[Entry], archive: Location, out: str) -> None:
     """Point each thumbnail at the local archive's own LR file, relative to OUT_DIR."""
     for entry in entries:
         if entry.has_lr:
-            path = os.path.relpath(archive.path(lr_key(entry.rel_path)), out)
+            path = os.path.relpath(archive.join(lr_key(entry.rel_path)), out)
             entry.thumbnail = url(path.replace(os.sep, "/"))
 
 
@@ -204,7 +204,7 @@ def restore_crop(
 ) -> Crop:
     """Restore the centre window of one archived image and write it, with the source's same
     window where the source is unchanged; ValueError or OSError says why not."""
-    data = archive.filesystem().cat_file(archive.path(lr_key(entry.rel_path)))
+    data = archive.filesystem().cat_file(archive.join(lr_key(entry.rel_path)))
     lr, header = decode_lr_png(data)
     model = models.for_scale(header.scale)
     if header.model_id != model.model_id:
