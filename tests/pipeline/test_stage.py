@@ -19,6 +19,7 @@ from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA, Region, decode_lr_pn
 from pipeline.restore.read import read_lr_batch
 from pipeline.restore.upscale import Upscale
 from pipeline.restore.write import write_restored
+from pipeline.rows import to_batch
 from pipeline.storage import Location
 
 
@@ -78,14 +79,19 @@ def test_write_stage_writes_atomically_and_fills_sizes(archived):
     ]
 
 
+def unrecorded(n: int) -> dict[str, np.ndarray]:
+    """The lr_bytes and lr_sha256 columns of n items whose manifest does not record them."""
+    return {"lr_bytes": np.full(n, -1), "lr_sha256": np.array([""] * n, dtype=object)}
+
+
 def test_restore_stages_give_back_the_original_size(archived, tiny_model, tmp_path: Path):
     _, _, rows, model_id, dst = archived
     items = {
         "rel_path": np.array(["a.png", "c/d.png", "gone.png"], dtype=object),
         "lr_uri": np.array([rows["lr_uri"][0], rows["lr_uri"][2], dst.path("lr/gone.png.png")]),
         "source_uri": np.array(["", "", ""], dtype=object),
-    }
-    read = read_lr_batch(items, model_id=model_id, region=None, options={})
+    } | unrecorded(3)
+    read = read_lr_batch(items, archive=dst, model_id=model_id, region=None, options={})
     assert list(read["status"]) == ["ok", "ok", "error"]
     assert "is missing" in read["error"][2]
     restored = Upscale(tiny_model, storage_options={}, region=None, torch_threads=2)(read)
@@ -99,32 +105,36 @@ def test_restore_stages_give_back_the_original_size(archived, tiny_model, tmp_pa
 
 
 def test_restore_region_and_wrong_model(archived, tiny_model):
-    _, _, rows, model_id, _ = archived
+    _, _, rows, model_id, dst = archived
     items = {
         "rel_path": np.array(["a.png", "b.png"], dtype=object),
         "lr_uri": np.array(rows["lr_uri"][:2]),
         "source_uri": np.array(rows["source_uri"][:2]),
-    }
-    read = read_lr_batch(items, model_id="f" * 16, region=None, options={})
+    } | unrecorded(2)
+    read = read_lr_batch(items, archive=dst, model_id="f" * 16, region=None, options={})
     assert list(read["status"]) == ["error", "error"]
     assert model_id in read["error"][0] and "f" * 16 in read["error"][0]
-    read = read_lr_batch(items, model_id=model_id, region=Region(60, 0, 10, 10), options={})
+    read = read_lr_batch(
+        items, archive=dst, model_id=model_id, region=Region(60, 0, 10, 10), options={}
+    )
     assert read["error"][0] == "region 60,0,10,10 is not inside the 64x48 image"
-    read = read_lr_batch(items, model_id=model_id, region=Region(8, 4, 24, 20), options={})
+    read = read_lr_batch(
+        items, archive=dst, model_id=model_id, region=Region(8, 4, 24, 20), options={}
+    )
     restored = Upscale(tiny_model, storage_options={}, region=Region(8, 4, 24, 20))(read)
     assert restored["restored"][0].shape == (20, 24, 3)
     assert list(restored["region"]) == ["8,4,24,20", "8,4,24,20"]
 
 
 def test_restored_png_holds_exactly_the_model_output(archived, tiny_model, tmp_path: Path):
-    _, lr, rows, model_id, _ = archived
+    _, lr, rows, model_id, dst = archived
     items = {
         "rel_path": np.array(["a.png"], dtype=object),
         "lr_uri": np.array(rows["lr_uri"][:1]),
         "source_uri": np.array([""], dtype=object),
-    }
+    } | unrecorded(1)
     restored = Upscale(tiny_model, {}, None)(
-        read_lr_batch(items, model_id=model_id, region=None, options={})
+        read_lr_batch(items, archive=dst, model_id=model_id, region=None, options={})
     )
     out = write_restored(restored, dst=Location.parse(str(tmp_path)), image_format="png")
     pixels = np.asarray(Image.open(io.BytesIO((tmp_path / "a.png.png").read_bytes())))
@@ -133,16 +143,35 @@ def test_restored_png_holds_exactly_the_model_output(archived, tiny_model, tmp_p
 
 
 def test_a_failed_model_call_is_an_error_row_for_its_images(archived, tiny_model):
-    _, _, rows, model_id, _ = archived
+    _, _, rows, model_id, dst = archived
     items = {
         "rel_path": np.array(["a.png", "b.png"], dtype=object),
         "lr_uri": np.array(rows["lr_uri"][:2]),
         "source_uri": np.array(["", ""], dtype=object),
-    }
-    read = read_lr_batch(items, model_id=model_id, region=None, options={})
+    } | unrecorded(2)
+    read = read_lr_batch(items, archive=dst, model_id=model_id, region=None, options={})
     read["hr_width"] = np.array([640, read["hr_width"][1]])  # a.png's LR is too small for that
     restored = Upscale(tiny_model, {}, None)(read)
     assert list(restored["status"]) == ["error", "ok"]
     assert restored["error"][0].startswith("model failed: ValueError: size 48x640")
     assert restored["restored"][0].size == 0 and restored["restored"][1].shape == (48, 64, 3)
     assert restored["seconds"][0] > read["seconds"][0]
+
+
+def test_write_stages_refuse_keys_out_of_dst_and_turn_any_failure_into_its_row(tmp_path: Path):
+    dst = Location.parse(str(tmp_path / "dst"))
+    rows = [
+        {"rel_path": rel_path, "status": "ok", "seconds": 0.0, "restored": pixels}
+        for rel_path, pixels in [
+            ("../up.png", np.zeros((8, 8, 3), np.uint8)),
+            ("/abs.png", np.zeros((8, 8, 3), np.uint8)),
+            ("bad.png", np.zeros((8, 8, 7), np.uint8)),  # not an image: encoding raises
+            ("good.png", np.zeros((8, 8, 3), np.uint8)),
+        ]
+    ]
+    out = write_restored(to_batch(rows, rows[0]), dst=dst, image_format="png")
+    assert list(out["status"]) == ["error", "error", "error", "ok"]
+    assert "'../up.png.png'" in out["error"][0] and "refused" in out["error"][0]
+    assert "'/abs.png.png' is absolute" in out["error"][1]
+    assert out["error"][2].startswith("cannot write: TypeError: ")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["dst", "good.png.png"]
