@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from jobs.common import Parser, add_job_options, run_job, run_plan
-from pipeline.archive.plan import ArchiveConfig, prepare_archive
+from pipeline.archive.config import ArchiveConfig
 
 PROG = "tadm archive"
 
@@ -23,6 +23,8 @@ def parser() -> Parser:
 
 
 def job(args: argparse.Namespace) -> int:
+    from pipeline.archive.plan import prepare_archive
+
     return run_plan(prepare_archive(ArchiveConfig(**vars(args))))
 
 

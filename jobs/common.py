@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -15,6 +16,15 @@ if TYPE_CHECKING:
     from pipeline.job import Plan
 
 USAGE_ERROR = 2  # bad usage or configuration: bad URI, unknown model, no input
+
+# The extras of the package (pyproject.toml) that only some subcommands need: the modules each
+# subcommand cannot run without. JPEG XL (imagecodecs, also in bench) is optional: tadm bench
+# reports it unavailable.
+EXTRAS = {
+    "serve": ("fastapi", "starlette", "uvicorn", "pydantic"),  # ray[serve]
+    "train": ("pydantic",),  # ray[train]
+    "bench": ("matplotlib",),
+}
 
 
 class Parser(argparse.ArgumentParser):
@@ -62,6 +72,17 @@ def add_job_options(parser: argparse.ArgumentParser, batch_size: int) -> None:
         "--overwrite", action="store_true", help="redo images an earlier run into DST finished"
     )
     add_storage_options(parser)
+
+
+def require_extra(extra: str) -> None:
+    """ValueError naming the extra to install when a module it brings is missing (a subcommand
+    checks before its imports; its --help needs none)."""
+    missing = [m for m in EXTRAS[extra] if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(
+            f"needs the {extra} extra ({', '.join(missing)} not installed): "
+            f"pip install 'tadm-archive[{extra}]'"
+        )
 
 
 class StderrHandler(logging.StreamHandler):

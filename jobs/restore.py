@@ -6,7 +6,7 @@ import argparse
 
 from jobs.common import Parser, add_job_options, run_job, run_plan
 from pipeline.format import OUTPUT_FORMATS, Region
-from pipeline.restore.plan import RestoreConfig, prepare_restore
+from pipeline.restore.config import RestoreConfig
 
 PROG = "tadm restore"
 
@@ -39,6 +39,8 @@ def parser() -> Parser:
 
 
 def job(args: argparse.Namespace) -> int:
+    from pipeline.restore.plan import prepare_restore
+
     return run_plan(prepare_restore(RestoreConfig(**vars(args))))
 
 

@@ -10,10 +10,8 @@ import logging
 import signal
 import threading
 
-from ray import serve
-
-from jobs.common import Parser, add_storage_options, ray_session, run_job
-from pipeline.serve.app import APP_NAME, ServeConfig, prepare_serve, run_serve
+from jobs.common import Parser, add_storage_options, ray_session, require_extra, run_job
+from pipeline.serve.config import ServeConfig
 
 PROG = "tadm serve"
 DEFAULTS = ServeConfig(archive="")
@@ -82,6 +80,11 @@ def wait_for_stop() -> None:
 
 
 def job(args: argparse.Namespace) -> int:
+    require_extra("serve")
+    from ray import serve
+
+    from pipeline.serve.app import APP_NAME, prepare_serve, run_serve
+
     prepared = prepare_serve(ServeConfig(**vars(args)))
     with ray_session():
         try:

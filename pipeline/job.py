@@ -18,18 +18,23 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 import pyarrow as pa
-import ray
 
 from pipeline.format import MANIFEST_DIR
 from pipeline.manifest import ManifestWriter, compact
-from pipeline.resources import Resources, plan_resources
 from pipeline.rows import to_rows
-from pipeline.stage import ModelStage, Row
 from pipeline.storage import Location, remove_stale_temps
+
+# Ray and torch are imported where a job runs: the CLI builds its parsers from JobOptions
+# without them.
+if TYPE_CHECKING:
+    import ray
+
+    from pipeline.resources import Resources
+    from pipeline.stage import ModelStage, Row
 
 logger = logging.getLogger("tadm")
 
@@ -123,6 +128,8 @@ class JobResult:
 
 def run(plan: Plan) -> JobResult:
     """Run a prepared job on the running Ray cluster."""
+    from pipeline.resources import plan_resources
+
     config, images, name = plan.config, plan.images, plan.name
     batches = -(-len(images) // config.batch_size)
     resources = plan_resources(config.workers, config.gpus_per_worker, batches=batches)
@@ -159,6 +166,8 @@ def run(plan: Plan) -> JobResult:
 
 def build_graph(plan: Plan, resources: Resources, todo: Sequence[Entry]) -> ray.data.Dataset:
     """The Ray Data graph; the one place that picks actors, GPUs and batch sizes."""
+    import ray
+
     stages, batch_size = plan.stages(), plan.config.batch_size
     # The read stage has no compute strategy of its own: Ray Data fuses it into the model
     # actors. As a separate stage it would need a CPU, and with --workers equal to the

@@ -12,11 +12,12 @@ from typing import Any, ClassVar
 import pyarrow as pa
 import ray
 
+from pipeline.archive.config import ArchiveConfig
 from pipeline.archive.downscale import Downscale
 from pipeline.archive.write import write_lr
 from pipeline.decode import MAX_PIXELS, decode_batch
 from pipeline.format import ARCHIVE_SCHEMA, DONE, LR_DIR, MANIFEST_DIR, lr_key
-from pipeline.job import JobOptions, Plan, Stages
+from pipeline.job import Plan, Stages
 from pipeline.manifest import read_manifest
 from pipeline.resources import Resources
 from pipeline.sources import IMAGE_EXTENSIONS, SourceFile, list_sources
@@ -24,15 +25,6 @@ from pipeline.stage import Row, load_model
 from pipeline.storage import Location, s3_options
 from tadm.config import SCALES
 from tadm.hub import default_model
-
-
-@dataclass(frozen=True)
-class ArchiveConfig(JobOptions):
-    src: str  # URI of the images: local path, file:// or s3://
-    dst: str  # URI of the archive
-    scale: int | None = None  # 16 or 32; None: the model's scale (16 for the default model)
-    model: str | None = None  # shipped name, folder or URI; None: default_model(scale)
-    verify: bool = False  # reconstruct each image to fill psnr, ssim, timestep_mean
 
 
 @dataclass(frozen=True)

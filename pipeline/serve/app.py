@@ -20,7 +20,7 @@ import logging
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -31,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 
 from pipeline.format import LR_DIR
 from pipeline.restore.plan import archive_scale, list_items
+from pipeline.serve.config import ServeConfig
 from pipeline.serve.tiles import TileError, TileService
 from pipeline.stage import load_model
 from pipeline.storage import Location, s3_options
@@ -44,21 +45,6 @@ TARGET_ONGOING_REQUESTS = 2  # autoscaling: add replicas when each has more requ
 MAX_ONGOING_REQUESTS = 8  # per replica; the model runs one request at a time, the rest read
 # LR files, encode PNGs or hit the caches meanwhile
 HEALTH_TIMEOUT_S = 60.0  # how long the driver waits for the deployed app to answer /healthz
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    archive: str  # URI of an archive written by archive
-    model: str | None = None  # None: default_model(the archive's scale)
-    host: str = "127.0.0.1"  # address the HTTP proxy listens on (0.0.0.0: every interface)
-    port: int = 8000
-    max_region_pixels: int = 4096 * 4096  # larger regions (w * h) get 413
-    cache_mb: int = 256  # per replica, each of: decoded LR images, tile latents, rendered tiles
-    min_replicas: int = 1  # 0 lets an idle app give its GPUs back
-    max_replicas: int = 4
-    cpus_per_replica: float = 1.0  # also the replica's torch threads on a CPU
-    gpus_per_replica: float = 0.0  # 0: the model runs on CPU
-    storage_options: dict[str, Any] = field(default_factory=dict)  # s3fs options
 
 
 @dataclass(frozen=True)
