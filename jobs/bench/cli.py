@@ -13,6 +13,7 @@ import sys
 
 from jobs.bench.images import SAMPLES
 from jobs.common import Parser, require_extra, run_job
+from tadm.config import TILINGS
 
 PROG = "tadm bench"
 SECTIONS = ("rd", "throughput", "memory", "cost")
@@ -57,6 +58,7 @@ def parser() -> Parser:
     p.add_argument(
         "--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="of the cost"
     )
+    p.add_argument("--tiling", choices=TILINGS, default="all", help="of the cost (TADM.tiling)")
     p.add_argument(
         "--threads",
         type=int,

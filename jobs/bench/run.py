@@ -77,6 +77,7 @@ def run(args: argparse.Namespace, command: str) -> int:
         "cost_size": args.cost_size or COST_SIZES[mode],
         "device": args.device,
         "precision": args.precision,
+        "tiling": args.tiling,
         "threads": threads,
     }
     logger.info("bench: %s", " ".join(f"{k}={v}" for k, v in config.items()))
@@ -143,7 +144,9 @@ def run(args: argparse.Namespace, command: str) -> int:
         "memory": lambda: run_memory(
             models[0].ref, config["memory_sizes"], threads, progress=keep("memory")
         ),
-        "cost": lambda: run_cost(config["cost_size"], args.device, args.precision, threads),
+        "cost": lambda: run_cost(
+            config["cost_size"], args.device, args.precision, threads, tiling=args.tiling
+        ),
     }
     results["failed"] = {}
     for section in [s for s in SECTIONS if s in args.sections]:
