@@ -89,7 +89,11 @@ def job(args: argparse.Namespace) -> int:
     with ray_session():
         try:
             url = run_serve(prepared)
-            logger.info("serve: ready at %s (GET /healthz, /tile/<rel_path>?x=&y=&w=&h=)", url)
+            logger.info(
+                "serve: ready at %s (GET /healthz, /tile/<rel_path>?x=&y=&w=&h=)",
+                url,
+                extra={"summary": True},
+            )
             wait_for_stop()
         finally:
             logger.info("serve: stopping")

@@ -31,6 +31,7 @@ from tadm.hub import default_model
 class ArchiveJob(Plan):
     name: ClassVar[str] = "archive"
     schema: ClassVar[pa.Schema] = ARCHIVE_SCHEMA
+    errors_hint: ClassVar[str] = "see `tadm inspect {dst} --errors`"
 
     config: ArchiveConfig
     src: Location

@@ -53,6 +53,7 @@ class Item:
 class RestoreJob(Plan):
     name: ClassVar[str] = "restore"
     schema: ClassVar[pa.Schema] = RESTORE_SCHEMA
+    errors_hint: ClassVar[str] = "their rows in {manifest} say why"
 
     config: RestoreConfig
     archive: Location
