@@ -137,7 +137,11 @@ def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
             handler.addFilter(QuietFilter())
 
 
-# What Ray prints on every run that a user cannot act on; shown with -v.
+# What Ray prints on every run that a user cannot act on; shown with -v. One line stays: Ray's
+# C++ core worker logs "Actor ... has constructor arguments in the object store and
+# max_restarts > 0" once per model actor, as Ray Data passes every actor pool's arguments that
+# way (github.com/ray-project/ray/issues/57733); only RAY_BACKEND_LOG_LEVEL would hide it, and
+# that prints a line of its own in every Ray process.
 RAY_NOTICES = (
     # "Token authentication is enabled for this Ray cluster": a local Ray's default
     "ray._private.authentication.authentication_token_setup",
@@ -165,11 +169,6 @@ def ray_session() -> Iterator[None]:
         # driver; on a small machine the model actors then lose their cores to them. A local
         # Ray runs this job alone: its workers get the default priority (RAY_worker_niceness).
         os.environ.setdefault("RAY_worker_niceness", "0")
-        if not verbose:
-            # Ray's C++ side logs an error for every Ray Data actor pool: Ray Data passes the
-            # actors' constructor arguments through the object store, and the actors may
-            # restart (github.com/ray-project/ray/issues/57733). Its fatal errors still show.
-            os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
         ray.init(
             logging_level=logging.INFO if verbose else logging.WARNING, include_dashboard=False
         )

@@ -175,8 +175,8 @@ class Tally:
         self.counts.update(row["status"] for row in rows)
         for row in rows:
             if row["status"] in DONE:
-                self.source_bytes += row.get("source_bytes") or 0
-                self.lr_bytes += row.get("lr_bytes") or 0
+                self.source_bytes += int(row.get("source_bytes") or 0)  # numpy ints from Ray
+                self.lr_bytes += int(row.get("lr_bytes") or 0)
 
 
 def run(plan: Plan) -> JobResult:

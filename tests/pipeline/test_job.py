@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
+import numpy as np
 import pytest
 
 from pipeline.job import JobResult, Progress, Tally, duration
@@ -34,12 +35,13 @@ def test_tally_counts_statuses_and_bytes_of_images_done():
     tally = Tally()
     tally.add(
         [
-            {"status": "ok", "source_bytes": 1000, "lr_bytes": 10},
+            {"status": "ok", "source_bytes": np.int64(1000), "lr_bytes": np.int64(10)},
             {"status": "skipped", "source_bytes": 500, "lr_bytes": 5},
             {"status": "error", "source_bytes": 7, "lr_bytes": None},
         ]
     )
     tally.add([{"status": "ok"}])  # a restore row: no bytes
+    assert type(tally.source_bytes) is int and type(tally.lr_bytes) is int  # JSON-ready
     assert (tally.counts, tally.source_bytes, tally.lr_bytes) == (
         {"ok": 2, "skipped": 1, "error": 1},
         1500,
