@@ -84,8 +84,7 @@ class Plan(ABC):
 
     name: ClassVar[str]  # "archive" or "restore": the log lines' prefix
     schema: ClassVar[pa.Schema]  # of the manifest under dst
-    errors_hint: ClassVar[str]  # where the summary sends the user to read the errors; {dst}
-    # and {manifest} are the URIs
+    errors_hint: ClassVar[str]  # where to read the errors; {dst}, {manifest}: their URIs
 
     config: JobOptions
     dst: Location
@@ -140,7 +139,7 @@ class JobResult:
         return self.source_bytes / self.lr_bytes if self.source_bytes and self.lr_bytes else None
 
     def line(self) -> str:
-        """ "archive: 120 images: 118 ok, 2 errors (see ...), 54.1x smaller, 3m12s"."""
+        """In words: "archive: 120 images: 118 ok, 2 errors (see ...), 54.1x smaller, 3m12s"."""
         counts = [f"{self.counts[s]} {s}" for s in ("ok", "skipped") if self.counts.get(s)]
         errors = self.counts.get("error", 0)
         counts.append(f"{errors} errors ({self.errors_hint})" if errors else "no errors")
