@@ -202,6 +202,8 @@ def test_archive_as_a_ray_job_runs_it(ray_cluster, tiny_model, s3_env):
 
 
 def test_every_manifest_example_is_a_copy_of_the_checked_ones():
-    """No manifest under deploy/kuberay/ escapes the checks above."""
+    """No manifest under deploy/kuberay/ escapes the checks above (the RayService's are in
+    tests/pipeline/serve/test_deploy.py)."""
     checked = {"rayjob-archive.yaml", "cronjob-archive.yaml", "serviceaccount.yaml"}
+    checked.add("rayservice-tiles.yaml")
     assert {p.name for p in KUBERAY.glob("*.yaml")} == checked
