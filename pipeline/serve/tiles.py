@@ -21,7 +21,15 @@ from typing import Any
 
 import torch
 
-from pipeline.format import LR_DIR, LrHeader, Region, decode_lr_png, encode_output, lr_key
+from pipeline.format import (
+    LR_DIR,
+    LrHeader,
+    Metadata,
+    Region,
+    decode_lr_png,
+    encode_output,
+    lr_key,
+)
 from pipeline.serve.cache import LRUCache
 from pipeline.stage import load_model
 from pipeline.storage import Location
@@ -45,7 +53,7 @@ class TileError(Exception):
 class RenderedTile:
     """The answer to a tile request, and how it was made."""
 
-    png: bytes  # the HR region as PNG
+    png: bytes  # the HR region as PNG, with the image's ICC profile
     tiles_run: int  # latent tiles the model ran for it (Algorithm 1)
     tiles_total: int  # latent tiles of the whole image
     timestep_mean: float  # mean TPM time step over the tiles run
@@ -228,6 +236,7 @@ class TileService:
         except ValueError as e:  # the LR pixels disagree with the size in its header
             raise TileError(500, f"LR file does not match its header: {e}") from None
         ran = ~torch.isnan(t_map)
-        png = encode_output(to_images(to_pixels(x_hat))[0], "png")
+        icc = Metadata(icc=header.metadata.icc)  # so a tile shows the colours of its image
+        png = encode_output(to_images(to_pixels(x_hat))[0], "png", icc)
         mean = float(t_map[ran].mean()) if ran.any() else math.nan
         return RenderedTile(png, int(ran.sum()), t_map.numel(), mean, cached=False)

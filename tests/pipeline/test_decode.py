@@ -92,9 +92,9 @@ def test_max_pixels_is_a_parameter():
         decode_image(data, max_pixels=1000)
 
 
-def test_gif_renamed_png_is_not_read():
+def test_ico_renamed_png_is_not_read():
     with pytest.raises(ValueError, match="not a readable"):
-        decode_image(encode(Image.fromarray(photo(32, 32)), "GIF"))
+        decode_image(encode(Image.fromarray(photo(32, 32)), "ICO"))
 
 
 def test_decode_batch_makes_one_row_per_file_without_ray():
