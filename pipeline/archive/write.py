@@ -25,10 +25,11 @@ def write_lr(
         return kept_key(row["rel_path"]), bytes(row["source_data"])
 
     rows = to_rows(batch)
-    if keep_failed:
-        for row in rows:
-            if row["status"] == "error":
-                row.update(status=KEPT, kept_reason=row["error"], error=None)
+    for row in rows:
+        if keep_failed and row["status"] == "error":
+            row.update(status=KEPT, kept_reason=row["error"], error=None)
+        elif row["status"] != KEPT:  # Ray may have turned a column of None into NaN
+            row["kept_reason"] = None
     rows = write_files(rows, dst, "kept_uri", kept, status=KEPT)
     rows = write_files(rows, dst, "lr_uri", output)
     for row in rows:
