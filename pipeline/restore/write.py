@@ -56,6 +56,9 @@ def write_restored(
     kept row's "kept_data" at its "kept_key"; return manifest rows."""
     rows = to_rows(batch)
     for row in rows:
+        for name in ("metadata", "conversion"):  # Ray may have turned a column of None into NaN
+            if not isinstance(row[name], str):
+                row[name] = None
         if row["status"] != "ok":
             continue
         start = time.perf_counter()
