@@ -161,16 +161,19 @@ def test_to_srgb_converts_through_the_profile(archive, restored, tmp_path):
     assert set(rows) == {"colour/p3.png", "colour/p3.jpg"}
     for rel_path, row in rows.items():
         assert row["conversion"] == "ICC 'Display P3' -> sRGB" and row["metadata"] is None
-        with Image.open(restored / f"{rel_path}.png") as p3:
+        with Image.open(restored / f"{rel_path}.png") as img:
+            p3 = np.asarray(img)
             srgb = ImageCms.profileToProfile(
-                p3,
+                img,
                 ImageCms.ImageCmsProfile(io.BytesIO(display_p3_icc())),
                 ImageCms.createProfile("sRGB"),
             )
         with Image.open(tmp_path / f"{rel_path}.png") as img:
             assert "icc_profile" not in img.info
-            np.testing.assert_array_equal(np.asarray(img), np.asarray(srgb))
-            assert not np.array_equal(np.asarray(img), np.asarray(p3))
+            converted = np.asarray(img, dtype=np.int16)
+        # two restores on CPU may differ by one level in a few pixels
+        assert np.abs(converted - np.asarray(srgb, dtype=np.int16)).max() <= 1
+        assert np.abs(converted - np.asarray(p3, dtype=np.int16)).max() > 10
 
 
 def test_region_of_a_kept_image_is_that_window_of_it(archive, src, tmp_path):
