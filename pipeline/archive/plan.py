@@ -1,4 +1,5 @@
-"""The archive plan: every image under SRC -> DST/lr/<rel_path>.png + DST/manifest/.
+"""The archive plan: every image under SRC -> DST/lr/<rel_path>.png + DST/manifest/, and the
+sources kept as they are (quality floor, --keep-failed) -> DST/kept/<rel_path>.
 
 Its graph, run by pipeline/job.py: read_binary_files -> decode_batch -> Downscale -> write_lr.
 """
@@ -12,11 +13,21 @@ from typing import Any, ClassVar
 import pyarrow as pa
 import ray
 
+from pipeline.archive.config import ArchiveConfig
 from pipeline.archive.downscale import Downscale
 from pipeline.archive.write import write_lr
 from pipeline.decode import MAX_PIXELS, decode_batch
-from pipeline.format import ARCHIVE_SCHEMA, DONE, LR_DIR, MANIFEST_DIR, lr_key
-from pipeline.job import JobOptions, Plan, Stages
+from pipeline.format import (
+    ARCHIVE_SCHEMA,
+    DONE,
+    KEPT,
+    KEPT_DIR,
+    LR_DIR,
+    MANIFEST_DIR,
+    kept_key,
+    lr_key,
+)
+from pipeline.job import Plan, Stages
 from pipeline.manifest import read_manifest
 from pipeline.resources import Resources
 from pipeline.sources import IMAGE_EXTENSIONS, SourceFile, list_sources
@@ -27,18 +38,10 @@ from tadm.hub import default_model
 
 
 @dataclass(frozen=True)
-class ArchiveConfig(JobOptions):
-    src: str  # URI of the images: local path, file:// or s3://
-    dst: str  # URI of the archive
-    scale: int | None = None  # 16 or 32; None: the model's scale (16 for the default model)
-    model: str | None = None  # shipped name, folder or URI; None: default_model(scale)
-    verify: bool = False  # reconstruct each image to fill psnr, ssim, timestep_mean
-
-
-@dataclass(frozen=True)
 class ArchiveJob(Plan):
     name: ClassVar[str] = "archive"
     schema: ClassVar[pa.Schema] = ARCHIVE_SCHEMA
+    errors_hint: ClassVar[str] = "see `tadm inspect {dst} --errors`"
 
     config: ArchiveConfig
     src: Location
@@ -57,30 +60,50 @@ class ArchiveJob(Plan):
             "images": len(self.sources),
             "model": f"{self.model_ref} (id {self.model_id}, x{self.scale})",
             "verify": self.config.verify,
+            "min_psnr": self.config.min_psnr,
+            "min_ssim": self.config.min_ssim,
+            "keep_failed": self.config.keep_failed,
         }
 
     def finished(self) -> dict[str, Row]:
         """Rows of images an earlier run finished with this model and scale, from a source of
-        the same size, whose LR file is still there with the recorded size; with --verify,
-        rows without psnr don't count."""
+        the same size, whose LR file (or kept source) is still there with the recorded size;
+        with --verify or a quality floor, LR rows without psnr, or below the floor, don't
+        count."""
         table = read_manifest(self.dst.child(MANIFEST_DIR), ARCHIVE_SCHEMA)
         if table is None:
             return {}
         fs = self.dst.filesystem()
-        lr_sizes = {p: i["size"] for p, i in fs.find(self.dst.path(LR_DIR), detail=True).items()}
+        sizes = {
+            p: i["size"]
+            for folder in (LR_DIR, KEPT_DIR)
+            for p, i in fs.find(self.dst.path(folder), detail=True).items()
+        }
         sources = {s.rel_path: s for s in self.sources}
         return {
             row["rel_path"]: row
             | {"status": "skipped", "source_uri": self.src.uri_of(sources[row["rel_path"]].path)}
             for row in table.to_pylist()
-            if row["status"] in DONE
+            if row["status"] in (*DONE, KEPT)
             and row["rel_path"] in sources
             and row["source_bytes"] == sources[row["rel_path"]].size
             and row["model_id"] == self.model_id
             and row["scale"] == self.scale
-            and lr_sizes.get(self.dst.path(lr_key(row["rel_path"]))) == row["lr_bytes"]
-            and not (self.config.verify and row["psnr"] is None)
+            and (self.kept_is_there(row, sizes) if row["kept_uri"] else self.lr_is_good(row, sizes))
         }
+
+    def kept_is_there(self, row: Row, sizes: dict[str, int]) -> bool:
+        return sizes.get(self.dst.path(kept_key(row["rel_path"]))) == row["source_bytes"]
+
+    def lr_is_good(self, row: Row, sizes: dict[str, int]) -> bool:
+        """The LR file is there, and the row has the figures this run asks for."""
+        config, psnr, ssim = self.config, row["psnr"], row["ssim"]
+        return (
+            sizes.get(self.dst.path(lr_key(row["rel_path"]))) == row["lr_bytes"]
+            and not (config.verify and psnr is None)
+            and (config.min_psnr is None or (psnr is not None and psnr >= config.min_psnr))
+            and (config.min_ssim is None or (ssim is not None and ssim >= config.min_ssim))
+        )
 
     def source(self, todo: Sequence[SourceFile], resources: Resources) -> ray.data.Dataset:
         return ray.data.read_binary_files(
@@ -100,15 +123,18 @@ class ArchiveJob(Plan):
                 "uri_prefix": self.src.uri_of(""),
                 "scale": self.scale,
                 "max_pixels": MAX_PIXELS,
+                "keep": self.config.keeps,
             },
             model=Downscale,
             model_kwargs={
                 "model": self.model_ref,
                 "storage_options": self.options,
                 "verify": self.config.verify,
+                "min_psnr": self.config.min_psnr,
+                "min_ssim": self.config.min_ssim,
             },
             write=write_lr,
-            write_kwargs={"dst": self.dst},
+            write_kwargs={"dst": self.dst, "keep_failed": self.config.keep_failed},
         )
 
     def lost(self, todo: Sequence[SourceFile]) -> list[Row]:
@@ -133,13 +159,15 @@ def prepare_archive(config: ArchiveConfig) -> ArchiveJob:
     if config.scale is not None and config.scale not in SCALES:
         raise ValueError(f"--scale must be 16 or 32, got {config.scale}")
     config.check()
+    if config.min_ssim is not None and not 0 < config.min_ssim <= 1:
+        raise ValueError(f"--min-ssim must be in (0, 1], got {config.min_ssim}")
     src = Location.parse(config.src, config.storage_options)
     dst = Location.parse(config.dst, config.storage_options)
     if dst == src:
         raise ValueError(f"DST {dst.uri!r} is SRC: write the archive somewhere else")
     options = s3_options(config.storage_options)
     try:
-        sources, prefix = list_sources(src, exclude=dst)
+        sources, prefix = list_sources(src, exclude=dst, every_file=config.keep_failed)
     except OSError as e:
         raise ValueError(f"SRC {src.uri!r} cannot be listed: {e}") from None
     if not sources:

@@ -1,15 +1,17 @@
-"""The restore plan: an archive's LR PNGs -> DST/<rel_path>.<format> + DST/manifest/.
+"""The restore plan: an archive's LR PNGs -> DST/<rel_path>.<format> + DST/manifest/, and its
+kept sources -> DST/<rel_path>, byte for byte.
 
-Which images: the archive manifest's ok and skipped rows, or, when the archive has no manifest,
-every PNG under ARCHIVE/lr/ (its text chunks carry everything a restore needs). Its graph, run
-by pipeline/job.py: from_items -> read_lr_batch -> Upscale -> write_restored.
+Which images: the archive manifest's ok, kept and skipped rows, or, when the archive has no
+manifest, every PNG under ARCHIVE/lr/ (its text chunks carry everything a restore needs) and
+every file under ARCHIVE/kept/. Its graph, run by pipeline/job.py: from_items -> read_lr_batch
+-> Upscale -> write_restored (kept files pass the model by).
 """
 
 from __future__ import annotations
 
 import fnmatch
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -18,6 +20,8 @@ import ray
 from pipeline.format import (
     ARCHIVE_SCHEMA,
     DONE,
+    KEPT,
+    KEPT_DIR,
     LR_DIR,
     MANIFEST_DIR,
     OUTPUT_FORMATS,
@@ -25,12 +29,14 @@ from pipeline.format import (
     Region,
     decode_lr_png,
     is_rel_path,
+    kept_key,
     lr_key,
     output_key,
 )
-from pipeline.job import JobOptions, Plan, Stages
+from pipeline.job import Plan, Stages
 from pipeline.manifest import read_manifest
 from pipeline.resources import Resources
+from pipeline.restore.config import RestoreConfig
 from pipeline.restore.read import read_lr_batch
 from pipeline.restore.upscale import Upscale
 from pipeline.restore.write import write_restored
@@ -41,32 +47,30 @@ from tadm.hub import default_model
 
 
 @dataclass(frozen=True)
-class RestoreConfig(JobOptions):
-    archive: str  # URI of an archive written by archive
-    dst: str  # URI to restore into
-    region: Region | None = None  # the same window of every image; None: whole images
-    only: str | None = None  # fnmatch pattern on rel_path ("*" also matches "/")
-    model: str | None = None  # None: default_model(the archive's scale)
-    image_format: str = "png"  # png, jpeg or webp
-    batch_size: int = field(default=4, kw_only=True)  # images per batch
-
-
-@dataclass(frozen=True)
 class Item:
     """One image to restore."""
 
     rel_path: str
-    lr_uri: str  # ARCHIVE/lr/<rel_path>.png, wherever the archive lives now
+    lr_uri: str  # ARCHIVE/lr/<rel_path>.png, wherever the archive lives now; "" when kept
     source_uri: str | None  # from the archive manifest, for psnr/ssim when still readable
     scale: int | None  # from the archive manifest; None when restoring from PNGs alone
+    kept_uri: str | None = None  # ARCHIVE/kept/<rel_path>, for a source kept as it was
+    source_sha256: str | None = None  # of the source, from the archive manifest
     lr_bytes: int | None = None  # from the archive manifest: the LR file read must match
     lr_sha256: str | None = None  # them; None when it does not say (or there is no manifest)
+
+    def output(self, region: Region | None, image_format: str) -> str:
+        """Its key under DST: a kept file as it was, at its rel_path; else an image."""
+        if self.kept_uri and region is None:
+            return self.rel_path
+        return output_key(self.rel_path, image_format)
 
 
 @dataclass(frozen=True)
 class RestoreJob(Plan):
     name: ClassVar[str] = "restore"
     schema: ClassVar[pa.Schema] = RESTORE_SCHEMA
+    errors_hint: ClassVar[str] = "their rows in {manifest} say why"
 
     config: RestoreConfig
     archive: Location
@@ -85,30 +89,34 @@ class RestoreJob(Plan):
             "only": config.only,
             "region": None if config.region is None else config.region.text,
             "format": config.image_format,
+            "to_srgb": config.to_srgb,
             "model": f"{self.model_ref} (id {self.model_id})",
         }
 
     def finished(self) -> dict[str, Row]:
         """Rows of the job's images that an earlier restore into DST finished with this
-        model, region and format, whose output is still there."""
+        model, region, format and --to-srgb, whose output is still there."""
         config, dst = self.config, self.dst
         table = read_manifest(dst.child(MANIFEST_DIR), RESTORE_SCHEMA)
         if table is None:
             return {}
         existing = set(dst.filesystem().find(dst.root))
         region = None if config.region is None else config.region.text
-        wanted = {item.rel_path for item in self.items if is_rel_path(item.rel_path)}
+        wanted = {item.rel_path: item for item in self.items if is_rel_path(item.rel_path)}
         done = {}
         for row in table.to_pylist():
-            if row["rel_path"] not in wanted:
+            item = wanted.get(row["rel_path"])
+            if item is None:
                 continue
-            path = dst.join(output_key(row["rel_path"], config.image_format))
+            path = dst.join(item.output(config.region, config.image_format))
+            copied = bool(item.kept_uri) and config.region is None  # bytes, no colours
             if (
-                row["status"] in DONE
+                row["status"] in (*DONE, KEPT)
                 and row["model_id"] == self.model_id
                 and row["region"] == region
                 and row["output_uri"] == dst.uri_of(path)
                 and path in existing
+                and (copied or srgb_note(row["conversion"]) == config.to_srgb)
             ):
                 done[row["rel_path"]] = row | {"status": "skipped"}
         return done
@@ -121,6 +129,8 @@ class RestoreJob(Plan):
                     "rel_path": i.rel_path,
                     "lr_uri": i.lr_uri,
                     "source_uri": i.source_uri or "",
+                    "kept_uri": i.kept_uri or "",
+                    "source_sha256": i.source_sha256 or "",
                     "lr_bytes": -1 if i.lr_bytes is None else i.lr_bytes,
                     "lr_sha256": i.lr_sha256 or "",
                 }
@@ -137,6 +147,8 @@ class RestoreJob(Plan):
                 "model_id": self.model_id,
                 "region": config.region,
                 "options": self.options,
+                "image_format": config.image_format,
+                "to_srgb": config.to_srgb,
             },
             model=Upscale,
             model_kwargs={
@@ -145,7 +157,11 @@ class RestoreJob(Plan):
                 "region": config.region,
             },
             write=write_restored,
-            write_kwargs={"dst": self.dst, "image_format": config.image_format},
+            write_kwargs={
+                "dst": self.dst,
+                "image_format": config.image_format,
+                "to_srgb": config.to_srgb,
+            },
         )
 
     def lost(self, todo: Sequence[Item]) -> list[Row]:
@@ -178,29 +194,26 @@ def prepare_restore(config: RestoreConfig) -> RestoreJob:
 
 
 def list_items(archive: Location, only: str | None) -> list[Item]:
-    """The images to restore, from the archive manifest or else from ARCHIVE/lr/*.png."""
+    """The images to restore, from the archive manifest or else from ARCHIVE/lr/*.png and
+    ARCHIVE/kept/."""
     try:
         table = read_manifest(archive.child(MANIFEST_DIR), ARCHIVE_SCHEMA)
         if table is not None:
             items = [
-                Item(
-                    r["rel_path"],
-                    lr_uri(archive, r["rel_path"]),
-                    r["source_uri"],
-                    r["scale"],
-                    r["lr_bytes"],
-                    r["lr_sha256"],
-                )
-                for r in table.to_pylist()
-                if r["status"] in DONE
+                manifest_item(archive, r) for r in table.to_pylist() if r["status"] in (*DONE, KEPT)
             ]
         else:
+            fs = archive.filesystem()
             lr_root = archive.path(LR_DIR) + "/"
-            paths = archive.filesystem().find(lr_root)
+            kept_root = archive.path(KEPT_DIR) + "/"
             items = [
                 Item(p[len(lr_root) : -len(".png")], archive.uri_of(p), None, None)
-                for p in sorted(paths)
+                for p in sorted(fs.find(lr_root))
                 if p.endswith(".png") and is_image_name(p.rsplit("/", 1)[-1])
+            ] + [
+                Item(p[len(kept_root) :], "", None, None, kept_uri=archive.uri_of(p))
+                for p in sorted(fs.find(kept_root))
+                if not p.rsplit("/", 1)[-1].startswith(".")  # a temporary file of a write
             ]
     except OSError as e:
         raise ValueError(f"ARCHIVE {archive.uri!r} cannot be read: {e}") from None
@@ -216,20 +229,37 @@ def list_items(archive: Location, only: str | None) -> list[Item]:
 
 def check_apart(archive: Location, dst: Location) -> None:
     """ValueError unless a restore into `dst` cannot overwrite `archive`: DST must not hold
-    ARCHIVE (its output tree would cover the archive's files) nor lie in ARCHIVE's lr/ or
-    manifest/. Anywhere else, even inside ARCHIVE, is apart."""
+    ARCHIVE (its output tree would cover the archive's files) nor lie in ARCHIVE's lr/, kept/
+    or manifest/. Anywhere else, even inside ARCHIVE, is apart."""
     if archive.within(dst):
         where = "is" if dst == archive else "holds"
         raise ValueError(
             f"DST {dst.uri!r} {where} ARCHIVE {archive.uri!r}: restored files could overwrite "
             "the archive; restore elsewhere"
         )
-    for name in (LR_DIR, MANIFEST_DIR):
+    for name in (LR_DIR, KEPT_DIR, MANIFEST_DIR):
         if dst.within(archive.child(name)):
             raise ValueError(
                 f"DST {dst.uri!r} lies in ARCHIVE's {name}/ folder: restored files would "
                 "overwrite the archive; restore elsewhere"
             )
+
+
+def manifest_item(archive: Location, row: Row) -> Item:
+    """The item of an archive manifest row: its LR file (with the size and SHA-256 the row
+    records), or its kept source."""
+    rel_path = row["rel_path"]
+    if row["kept_uri"]:
+        kept = archive.uri_of(archive.path(kept_key(rel_path)))
+        return Item(rel_path, "", row["source_uri"], row["scale"], kept, row["source_sha256"])
+    return Item(
+        rel_path,
+        lr_uri(archive, rel_path),
+        row["source_uri"],
+        row["scale"],
+        lr_bytes=row["lr_bytes"],
+        lr_sha256=row["lr_sha256"],
+    )
 
 
 def lr_uri(archive: Location, rel_path: str) -> str:
@@ -238,14 +268,23 @@ def lr_uri(archive: Location, rel_path: str) -> str:
     return archive.uri_of(archive.path(lr_key(rel_path)))
 
 
+def srgb_note(conversion: str | None) -> bool:
+    """Whether a restore row's conversion says --to-srgb made it (restore/write.py)."""
+    return conversion is not None and conversion.endswith("sRGB")
+
+
 def archive_scale(archive: Location, items: list[Item]) -> int:
-    """The scale the default model must have: the manifest's, or the first LR PNG's."""
+    """The scale the default model must have: the manifest's, or the first LR PNG's (16
+    when every item is a kept source, which needs no model)."""
     scales = {item.scale for item in items if item.scale is not None}
     if len(scales) > 1:
         raise ValueError(f"the archive mixes scales {sorted(scales)}: pass --model")
     if scales:
         return scales.pop()
-    first = next((item for item in items if is_rel_path(item.rel_path)), items[0])
+    lr_items = [item for item in items if not item.kept_uri]
+    if not lr_items:
+        return 16
+    first = next((item for item in lr_items if is_rel_path(item.rel_path)), lr_items[0])
     try:
         path = archive.join(lr_key(first.rel_path))
         return decode_lr_png(archive.filesystem().cat_file(path))[1].scale

@@ -40,6 +40,7 @@ from starlette.exceptions import HTTPException
 
 from pipeline.format import LR_DIR
 from pipeline.restore.plan import archive_scale, list_items
+from pipeline.serve import config
 from pipeline.serve.iiif import MEDIA_TYPES, info_json, parse_quality_format, parse_view
 from pipeline.serve.tiles import RenderedTile, TileError, TileService
 from pipeline.serve.viewer import PAGE_SIZE, STATIC, image_id, index_page, viewer_page
@@ -68,12 +69,12 @@ class TileAppArgs(BaseModel):
 
     archive: str  # URI of an archive written by archive
     model: str | None = None  # None: default_model(the archive's scale)
-    max_region_pixels: int = 4096 * 4096  # larger regions (w * h) get 413
-    cache_mb: int = 256  # per replica, each of: decoded LR images, tile latents, rendered tiles
-    min_replicas: int = 1  # 0 lets an idle app give its GPUs back
-    max_replicas: int = 4
-    cpus_per_replica: float = 1.0  # also the replica's torch threads on a CPU
-    gpus_per_replica: float = 0.0  # 0: the model runs on CPU
+    max_region_pixels: int = config.MAX_REGION_PIXELS  # larger regions (w * h) get 413
+    cache_mb: int = config.CACHE_MB  # per replica, each cache: LR images, tile latents, tiles
+    min_replicas: int = config.MIN_REPLICAS  # 0 lets an idle app give its GPUs back
+    max_replicas: int = config.MAX_REPLICAS
+    cpus_per_replica: float = config.CPUS_PER_REPLICA  # the replica's torch threads on a CPU
+    gpus_per_replica: float = config.GPUS_PER_REPLICA  # 0: the model runs on CPU
     storage_options: dict[str, Any] = {}  # s3fs options
 
 

@@ -5,23 +5,29 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pyarrow as pa
 import pytest
-from conftest import bomb_png, encode, photo
+from conftest import bomb_png, display_p3_icc, encode, photo, xmp_packet
 from PIL import Image
 
 from pipeline.format import (
     ARCHIVE_SCHEMA,
     MAX_PIXELS,
+    OUTPUT_FORMATS,
     LrHeader,
+    Metadata,
     Region,
     TooManyPixels,
     check_rel_path,
     decode_lr_png,
     encode_lr_png,
+    encode_output,
     is_rel_path,
+    kept_key,
     lr_key,
     output_key,
 )
+from tadm.png import png_bytes
 
 
 def test_round_trip_is_lossless_and_carries_the_chunks():
@@ -91,8 +97,8 @@ def test_plain_rel_paths_are_accepted(rel_path: str):
     assert check_rel_path(rel_path) == rel_path and is_rel_path(rel_path)
 
 
-def test_the_archive_manifest_records_the_lr_files_sha256_last():
-    assert ARCHIVE_SCHEMA.names[-1] == "lr_sha256"
+def test_the_archive_manifest_records_the_lr_files_sha256():
+    assert ARCHIVE_SCHEMA.field("lr_sha256").type == pa.string()
 
 
 def test_an_lr_declaring_more_pixels_than_the_limit_is_refused_before_decoding():
@@ -119,3 +125,46 @@ def test_an_lr_png_over_the_limit_is_refused(side: int):
 def test_a_header_that_does_not_fit_its_lr_is_refused(header: LrHeader, message: str):
     with pytest.raises(ValueError, match=message):
         decode_lr_png(encode_lr_png(photo(13, 9), header))
+
+
+def test_lr_png_carries_the_metadata_in_standard_chunks():
+    lr = photo(13, 9)
+    metadata = Metadata(
+        exif=b"MM\x00*\x00\x00\x00\x08\x00\x00", icc=display_p3_icc(), xmp=xmp_packet()
+    )
+    header = LrHeader(width=200, height=141, scale=16, model_id="0123abcd", metadata=metadata)
+    data = encode_lr_png(lr, header)
+    for chunk in (b"eXIf", b"iCCP", b"iTXtXML:com.adobe.xmp\x00\x00\x00"):
+        assert chunk in data
+    pixels, decoded = decode_lr_png(data)
+    np.testing.assert_array_equal(pixels, lr)
+    assert decoded == header and decoded.metadata.names == "exif,icc,xmp"
+
+
+def test_without_metadata_the_lr_png_is_the_pixels_and_text_alone():
+    lr = photo(13, 9)
+    header = LrHeader(width=200, height=141, scale=16, model_id="0123abcd")
+    text = {
+        "tadm:width": "200",
+        "tadm:height": "141",
+        "tadm:scale": "16",
+        "tadm:model_id": "0123abcd",
+    }
+    assert encode_lr_png(lr, header) == png_bytes(lr, text)
+
+
+@pytest.mark.parametrize("image_format", OUTPUT_FORMATS)
+def test_restored_files_carry_the_metadata(image_format: str):
+    exif = Image.Exif()
+    exif[0x010F] = "TADM Camera Co."
+    metadata = Metadata(exif=exif.tobytes()[6:], icc=display_p3_icc(), xmp=xmp_packet())
+    data = encode_output(photo(40, 30), image_format, metadata)
+    with Image.open(io.BytesIO(data)) as img:
+        assert img.format == image_format.upper()
+        assert Metadata.from_info(img.info) == metadata
+        assert img.getexif()[0x010F] == "TADM Camera Co."
+    assert Metadata.from_info({}) == Metadata() and Metadata().names is None
+
+
+def test_kept_key():
+    assert kept_key("a/b.jpg") == "kept/a/b.jpg"
