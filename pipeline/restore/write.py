@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image, ImageCms
 
 from pipeline.format import KEPT, RESTORE_SCHEMA, Metadata, encode_output, output_key
-from pipeline.rows import to_batch, to_rows
+from pipeline.rows import error_text, to_batch, to_rows
 from pipeline.stage import Row, write_files
 from pipeline.storage import Location
 
@@ -67,8 +67,8 @@ def write_restored(
                 row["restored"], image_format, row_metadata(row), to_srgb
             )
             row.update(output_data=data, metadata=names, conversion=conversion)
-        except ValueError as e:
-            row.update(status="error", error=str(e))
+        except Exception as e:  # one image must not stop the job: it becomes its row
+            row.update(status="error", error=error_text(e))
         row["seconds"] += time.perf_counter() - start
 
     def output(row: Row) -> tuple[str, bytes]:

@@ -80,8 +80,12 @@ def test_write_stage_writes_atomically_and_fills_sizes(archived):
 
 
 def unrecorded(n: int) -> dict[str, np.ndarray]:
-    """The lr_bytes and lr_sha256 columns of n items whose manifest does not record them."""
-    return {"lr_bytes": np.full(n, -1), "lr_sha256": np.array([""] * n, dtype=object)}
+    """The columns of n LR items whose manifest records nothing more: no kept file, no source
+    hash, no LR size or hash."""
+    empty = np.array([""] * n, dtype=object)
+    return {"kept_uri": empty, "source_sha256": empty, "lr_bytes": np.full(n, -1)} | {
+        "lr_sha256": empty
+    }
 
 
 def test_restore_stages_give_back_the_original_size(archived, tiny_model, tmp_path: Path):
@@ -162,6 +166,7 @@ def test_write_stages_refuse_keys_out_of_dst_and_turn_any_failure_into_its_row(t
     dst = Location.parse(str(tmp_path / "dst"))
     rows = [
         {"rel_path": rel_path, "status": "ok", "seconds": 0.0, "restored": pixels}
+        | {"metadata": None, "conversion": None, "exif": b"", "icc": b"", "xmp": b""}
         for rel_path, pixels in [
             ("../up.png", np.zeros((8, 8, 3), np.uint8)),
             ("/abs.png", np.zeros((8, 8, 3), np.uint8)),
@@ -173,5 +178,5 @@ def test_write_stages_refuse_keys_out_of_dst_and_turn_any_failure_into_its_row(t
     assert list(out["status"]) == ["error", "error", "error", "ok"]
     assert "'../up.png.png'" in out["error"][0] and "refused" in out["error"][0]
     assert "'/abs.png.png' is absolute" in out["error"][1]
-    assert out["error"][2].startswith("cannot write: TypeError: ")
+    assert out["error"][2].startswith("TypeError: ")  # from the encoder, as the row's error
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["dst", "good.png.png"]
