@@ -200,6 +200,7 @@ def test_the_archive_manifest_records_each_lr_files_sha256(archive):
         ("{archive}/lr", "lies in ARCHIVE's lr/ folder"),
         ("{archive}/lr/sub", "lies in ARCHIVE's lr/ folder"),
         ("{archive}/manifest", "lies in ARCHIVE's manifest/ folder"),
+        ("{archive}/kept/sub", "lies in ARCHIVE's kept/ folder"),
         ("{archive}/..", "holds ARCHIVE"),
         ("{archive}/../..", "holds ARCHIVE"),
         ("{link}/lr", "lies in ARCHIVE's lr/ folder"),  # the same folder through a symlink
