@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image, PngImagePlugin
 
-from tadm.images import png_bytes
+from tadm.png import png_bytes
 
 LR_DIR = "lr"
 KEPT_DIR = "kept"

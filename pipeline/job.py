@@ -18,18 +18,23 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 import pyarrow as pa
-import ray
 
-from pipeline.format import MANIFEST_DIR
+from pipeline.format import DONE, KEPT, MANIFEST_DIR
 from pipeline.manifest import ManifestWriter, compact
-from pipeline.resources import Resources, plan_resources
 from pipeline.rows import to_rows
-from pipeline.stage import ModelStage, Row
 from pipeline.storage import Location, remove_stale_temps
+
+# Ray and torch are imported where a job runs: the CLI builds its parsers from JobOptions
+# without them.
+if TYPE_CHECKING:
+    import ray
+
+    from pipeline.resources import Resources
+    from pipeline.stage import ModelStage, Row
 
 logger = logging.getLogger("tadm")
 
@@ -79,6 +84,7 @@ class Plan(ABC):
 
     name: ClassVar[str]  # "archive" or "restore": the log lines' prefix
     schema: ClassVar[pa.Schema]  # of the manifest under dst
+    errors_hint: ClassVar[str]  # where to read the errors; {dst}, {manifest}: their URIs
 
     config: JobOptions
     dst: Location
@@ -114,15 +120,70 @@ class Plan(ABC):
 
 @dataclass(frozen=True)
 class JobResult:
+    """What a job did: its last log line, and the JSON object of --json."""
+
+    job: str  # "archive" or "restore"
     counts: dict[str, int]  # this run's rows by status
+    manifest: str  # URI of the manifest the rows are in
+    seconds: float  # the job's wall time
+    errors_hint: str  # where to read the errors
+    source_bytes: int | None = None  # of the images shrunk (ok or skipped); archive only
+    lr_bytes: int | None = None  # of their LR PNGs; archive only
 
     @property
     def exit_code(self) -> int:
         return 1 if self.counts.get("error") else 0
 
+    @property
+    def compression_ratio(self) -> float | None:
+        return self.source_bytes / self.lr_bytes if self.source_bytes and self.lr_bytes else None
+
+    def line(self) -> str:
+        """In words: "archive: 120 images: 118 ok, 2 errors (see ...), 54.1x smaller, 3m12s"."""
+        done = ("ok", KEPT, "skipped")
+        counts = [f"{self.counts[s]} {s}" for s in done if self.counts.get(s)]
+        errors = self.counts.get("error", 0)
+        counts.append(f"{errors} errors ({self.errors_hint})" if errors else "no errors")
+        parts = [f"{sum(self.counts.values())} images: {', '.join(counts)}"]
+        if self.compression_ratio is not None:
+            parts.append(f"{self.compression_ratio:.1f}x smaller")
+        return f"{self.job}: {', '.join(parts)}, {duration(self.seconds)}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "job": self.job,
+            "images": sum(self.counts.values()),
+            "counts": {s: self.counts.get(s, 0) for s in ("ok", KEPT, "skipped", "error")},
+            "source_bytes": self.source_bytes,
+            "lr_bytes": self.lr_bytes,
+            "compression_ratio": self.compression_ratio,
+            "seconds": round(self.seconds, 3),
+            "exit_code": self.exit_code,
+            "manifest": self.manifest,
+        }
+
+
+@dataclass
+class Tally:
+    """A run's rows by status, and the bytes of the images done where its rows have them."""
+
+    counts: Counter = field(default_factory=Counter)
+    source_bytes: int = 0
+    lr_bytes: int = 0
+
+    def add(self, rows: Sequence[Row]) -> None:
+        self.counts.update(row["status"] for row in rows)
+        for row in rows:
+            if row["status"] in DONE and not row.get("kept_uri"):  # shrunk, not kept
+                self.source_bytes += int(row.get("source_bytes") or 0)  # numpy ints from Ray
+                self.lr_bytes += int(row.get("lr_bytes") or 0)
+
 
 def run(plan: Plan) -> JobResult:
     """Run a prepared job on the running Ray cluster."""
+    from pipeline.resources import plan_resources
+
+    start = time.monotonic()
     config, images, name = plan.config, plan.images, plan.name
     batches = -(-len(images) // config.batch_size)
     resources = plan_resources(config.workers, config.gpus_per_worker, batches=batches)
@@ -144,21 +205,34 @@ def run(plan: Plan) -> JobResult:
     skipped = [finished[image.rel_path] for image in images if image.rel_path in finished]
     writer = ManifestWriter(manifest, plan.schema)
     writer.add(skipped)
-    counts = Counter({"skipped": len(skipped)} if skipped else {})
+    tally = Tally()
+    tally.add(skipped)
     if skipped:
         logger.info(
             "%s: %d of %d images done by an earlier run, skipped", name, len(skipped), len(images)
         )
     if todo:
-        counts += stream(plan, build_graph(plan, resources, todo), todo, writer)
+        stream(plan, build_graph(plan, resources, todo), todo, writer, tally)
     writer.flush()
     compact(manifest, plan.schema)
-    logger.info("%s: done, %s; manifest at %s", name, dict(sorted(counts.items())), manifest.uri)
-    return JobResult(counts=dict(counts))
+    has_bytes = "lr_bytes" in plan.schema.names
+    result = JobResult(
+        job=name,
+        counts=dict(tally.counts),
+        manifest=manifest.uri,
+        seconds=time.monotonic() - start,
+        errors_hint=plan.errors_hint.format(dst=plan.dst.uri, manifest=manifest.uri),
+        source_bytes=tally.source_bytes if has_bytes else None,
+        lr_bytes=tally.lr_bytes if has_bytes else None,
+    )
+    logger.info("%s", result.line(), extra={"summary": True})
+    return result
 
 
 def build_graph(plan: Plan, resources: Resources, todo: Sequence[Entry]) -> ray.data.Dataset:
     """The Ray Data graph; the one place that picks actors, GPUs and batch sizes."""
+    import ray
+
     stages, batch_size = plan.stages(), plan.config.batch_size
     # The read stage has no compute strategy of its own: Ray Data fuses it into the model
     # actors. As a separate stage it would need a CPU, and with --workers equal to the
@@ -184,30 +258,28 @@ def build_graph(plan: Plan, resources: Resources, todo: Sequence[Entry]) -> ray.
 
 
 def stream(
-    plan: Plan, ds: ray.data.Dataset, todo: Sequence[Entry], writer: ManifestWriter
-) -> Counter:
-    """Run the graph, writing its rows to the manifest as they come; rows by status."""
-    counts: Counter = Counter()
+    plan: Plan, ds: ray.data.Dataset, todo: Sequence[Entry], writer: ManifestWriter, tally: Tally
+) -> None:
+    """Run the graph, writing its rows to the manifest as they come and adding them to
+    `tally`."""
     progress = Progress(plan.name, total=len(todo))
     seen = set()
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         rows = to_rows(batch)
         writer.add(rows)
         seen.update(row["rel_path"] for row in rows)
-        statuses = Counter(row["status"] for row in rows)
-        counts += statuses
-        progress.update(len(rows), statuses["error"])
+        tally.add(rows)
+        progress.update(len(rows), sum(row["status"] == "error" for row in rows))
     lost = plan.lost([image for image in todo if image.rel_path not in seen])
     if lost:
         writer.add(lost)
-        counts["error"] += len(lost)
+        tally.add(lost)
         progress.update(len(lost), len(lost))
-    return counts
 
 
 class Progress:
-    """Logs "<job>: 40/120 images, 2 errors, 3.10 images/s" on stderr (the "tadm" logger) at
-    most every `every` seconds, and always when the last image is done."""
+    """Logs "<job>: 40/120 images (33%), 2 errors, 3.10 images/s, ETA 26s" on stderr (the
+    "tadm" logger) at most every `every` seconds, and always when the last image is done."""
 
     def __init__(self, job: str, total: int, every: float = 2.0) -> None:
         self.job = job
@@ -229,7 +301,22 @@ class Progress:
     def line(self) -> str:
         elapsed = time.monotonic() - self.start
         rate = self.done / elapsed if elapsed > 0 else 0.0
-        return (
-            f"{self.job}: {self.done}/{self.total} images, {self.errors} errors, "
+        percent = 100 * self.done // self.total if self.total else 100
+        line = (
+            f"{self.job}: {self.done}/{self.total} images ({percent}%), {self.errors} errors, "
             f"{rate:.2f} images/s"
         )
+        if 0 < self.done < self.total:
+            line += f", ETA {duration((self.total - self.done) / rate)}"
+        return line
+
+
+def duration(seconds: float) -> str:
+    """12.3 -> "12.3s", 192 -> "3m12s", 7500 -> "2h05m"."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 import ray
 
+from pipeline.archive.config import ArchiveConfig
 from pipeline.archive.downscale import Downscale
 from pipeline.archive.write import write_lr
 from pipeline.decode import MAX_PIXELS, decode_batch
@@ -26,7 +27,7 @@ from pipeline.format import (
     kept_key,
     lr_key,
 )
-from pipeline.job import JobOptions, Plan, Stages
+from pipeline.job import Plan, Stages
 from pipeline.manifest import read_manifest
 from pipeline.resources import Resources
 from pipeline.sources import IMAGE_EXTENSIONS, SourceFile, list_sources
@@ -37,26 +38,10 @@ from tadm.hub import default_model
 
 
 @dataclass(frozen=True)
-class ArchiveConfig(JobOptions):
-    src: str  # URI of the images: local path, file:// or s3://
-    dst: str  # URI of the archive
-    scale: int | None = None  # 16 or 32; None: the model's scale (16 for the default model)
-    model: str | None = None  # shipped name, folder or URI; None: default_model(scale)
-    verify: bool = False  # reconstruct each image to fill psnr, ssim, timestep_mean
-    min_psnr: float | None = None  # quality floor: keep the source of an image below it
-    min_ssim: float | None = None
-    keep_failed: bool = False  # keep the source of every file that cannot be archived
-
-    @property
-    def keeps(self) -> bool:
-        """Whether sources may be kept as they are (their bytes then travel with the rows)."""
-        return self.keep_failed or self.min_psnr is not None or self.min_ssim is not None
-
-
-@dataclass(frozen=True)
 class ArchiveJob(Plan):
     name: ClassVar[str] = "archive"
     schema: ClassVar[pa.Schema] = ARCHIVE_SCHEMA
+    errors_hint: ClassVar[str] = "see `tadm inspect {dst} --errors`"
 
     config: ArchiveConfig
     src: Location

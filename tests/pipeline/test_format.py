@@ -21,7 +21,7 @@ from pipeline.format import (
     lr_key,
     output_key,
 )
-from tadm.images import png_bytes
+from tadm.png import png_bytes
 
 
 def test_round_trip_is_lossless_and_carries_the_chunks():
