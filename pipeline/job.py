@@ -174,7 +174,8 @@ class Tally:
     def add(self, rows: Sequence[Row]) -> None:
         self.counts.update(row["status"] for row in rows)
         for row in rows:
-            if row["status"] in DONE and not row.get("kept_uri"):  # shrunk, not kept
+            # shrunk, not kept (Ray may turn a column of None into NaN: test for a URI)
+            if row["status"] in DONE and not isinstance(row.get("kept_uri"), str):
                 self.source_bytes += int(row.get("source_bytes") or 0)  # numpy ints from Ray
                 self.lr_bytes += int(row.get("lr_bytes") or 0)
 

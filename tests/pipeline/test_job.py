@@ -49,6 +49,18 @@ def test_tally_counts_statuses_and_bytes_of_images_done():
     )
 
 
+def test_tally_leaves_kept_files_out_of_the_bytes_shrunk():
+    tally = Tally()
+    tally.add(
+        [
+            {"status": "ok", "source_bytes": 1000, "lr_bytes": 10, "kept_uri": float("nan")},
+            {"status": "skipped", "source_bytes": 500, "lr_bytes": None, "kept_uri": "/a/kept/x"},
+            {"status": "kept", "source_bytes": 300, "lr_bytes": None, "kept_uri": "/a/kept/y"},
+        ]
+    )
+    assert (tally.source_bytes, tally.lr_bytes) == (1000, 10)
+
+
 def archive_result(**counts: int) -> JobResult:
     return JobResult(
         job="archive",
