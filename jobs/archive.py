@@ -19,6 +19,7 @@ def parser() -> Parser:
     p.add_argument("--scale", type=int, choices=SCALES, help="16 or 32 (default: the model's)")
     p.add_argument("--model", help="shipped name, checkpoint folder or URI (default: tiny-xSCALE)")
     p.add_argument("--verify", action="store_true", help="restore each image: psnr, ssim")
+    add_json_option(p)
     p.add_argument(
         "--min-psnr",
         type=float,
@@ -33,7 +34,6 @@ def parser() -> Parser:
         action="store_true",
         help="keep every file that cannot be archived (any file under SRC) as it is",
     )
-    add_json_option(p)
     add_job_options(p, batch_size=ArchiveConfig.batch_size)
     return p
 

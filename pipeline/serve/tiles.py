@@ -62,8 +62,8 @@ class View:
     image_format: str = "png"  # one of OUTPUT_FORMATS
 
     def finish(self, pixels: np.ndarray, icc: bytes | None = None) -> bytes:
-        """The region's (h, w, 3) uint8 pixels -> the encoded image this view asks for, with
-        the image's ICC profile `icc` (so it shows the colours of its image)."""
+        """The region's (h, w, 3) uint8 pixels -> the encoded image this view asks for, with the
+        ICC profile `icc` where given."""
         if self.size is not None and self.size != (self.region.w, self.region.h):
             resized = Image.fromarray(pixels).resize(self.size, Image.Resampling.LANCZOS)
             pixels = np.asarray(resized)
@@ -77,7 +77,7 @@ class View:
 class RenderedTile:
     """The answer to a tile request, and how it was made."""
 
-    data: bytes  # the encoded image (PNG unless its View asked for another), with its ICC profile
+    data: bytes  # the encoded image: PNG unless its View asked for another format
     tiles_run: int  # latent tiles the model ran for it (Algorithm 1)
     tiles_total: int  # latent tiles of the whole image
     timestep_mean: float  # mean TPM time step over the tiles run
@@ -271,6 +271,7 @@ class TileService:
         except ValueError as e:  # the LR pixels disagree with the size in its header
             raise TileError(500, f"LR file does not match its header: {e}") from None
         ran = ~torch.isnan(t_map)
+        # the image's ICC profile rides along, so a tile shows the colours of its image
         data = view.finish(to_images(to_pixels(x_hat))[0], header.metadata.icc)
         mean = float(t_map[ran].mean()) if ran.any() else math.nan
         return RenderedTile(data, int(ran.sum()), t_map.numel(), mean, cached=False)
