@@ -17,8 +17,11 @@ tomllib = pytest.importorskip("tomllib")
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("tadm", "pipeline", "jobs")
-# import name -> distribution, where they differ
-DISTRIBUTIONS = {"PIL": "pillow", "pillow_heif": "pillow-heif", "pillow_jxl": "pillow-jxl-plugin"}
+DISTRIBUTIONS = {  # import name -> distribution, where they differ
+    "PIL": "pillow",
+    "pillow_heif": "pillow-heif",
+    "pillow_jxl": "pillow-jxl-plugin",
+}
 
 
 def pyproject() -> dict:

@@ -71,7 +71,7 @@ def read_lr_batch(
         row.update(lr_pixels=NO_PIXELS, source_pixels=NO_PIXELS, kept_data=b"", kept_key="")
         row.update(exif=b"", icc=b"", xmp=b"")
         try:
-            if row["kept_uri"]:
+            if row.get("kept_uri"):
                 read_kept(row, region, options, image_format, to_srgb)
                 row["seconds"] = time.perf_counter() - start
                 continue
