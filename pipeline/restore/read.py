@@ -84,7 +84,7 @@ def read_lr_batch(
         row.update(exif=b"", icc=b"", xmp=b"")
         try:
             check_rel_path(row["rel_path"])
-            if row["kept_uri"]:
+            if row.get("kept_uri"):
                 read_kept(row, archive, region, image_format, to_srgb)
                 row["seconds"] = time.perf_counter() - start
                 continue
@@ -118,8 +118,8 @@ def read_lr_batch(
 
 def check_recorded(data: bytes, row: dict[str, Any]) -> None:
     """ValueError unless the LR file's bytes are those the archive manifest recorded: its size
-    (lr_bytes, -1 when unknown) and SHA-256 (lr_sha256, "" when unknown)."""
-    expected_bytes, expected_sha256 = int(row["lr_bytes"]), row["lr_sha256"]
+    (lr_bytes, -1 or absent when unknown) and SHA-256 (lr_sha256, "" or absent when unknown)."""
+    expected_bytes, expected_sha256 = int(row.get("lr_bytes", -1)), row.get("lr_sha256", "")
     if expected_bytes >= 0 and len(data) != expected_bytes:
         raise ValueError(
             f"LR file {row['lr_uri']} has {len(data)} bytes, the archive manifest says "

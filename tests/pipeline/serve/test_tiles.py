@@ -23,7 +23,7 @@ def test_png_tiles_carry_the_icc_profile(tiny_model: str, tmp_path: Path):
         (tmp_path / "lr" / f"{name}.png").write_bytes(encode_lr_png(lr, header))
     service = TileService(str(tmp_path), tiny_model, {}, 10_000, 2**20, torch.device("cpu"))
     region = [("x", "8"), ("y", "8"), ("w", "32"), ("h", "24")]
-    with Image.open(io.BytesIO(service.tile("p3.png", region).png)) as img:
+    with Image.open(io.BytesIO(service.tile("p3.png", region).data)) as img:
         assert img.size == (32, 24) and img.info["icc_profile"] == display_p3_icc()
-    with Image.open(io.BytesIO(service.tile("plain.png", region).png)) as img:
+    with Image.open(io.BytesIO(service.tile("plain.png", region).data)) as img:
         assert "icc_profile" not in img.info
