@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from pipeline.format import PERMANENT
 from pipeline.rows import NO_PIXELS, to_batch
 
 # Decompression-bomb limit, set deliberately: 16384 x 16384 = 268 MP, far above any photo and
@@ -138,7 +139,7 @@ def decode_batch(
                 raise ValueError(f"image is {width}x{height}, smaller than the scale {scale}")
             row["pixels"] = decoded.pixels
         except ValueError as e:
-            row.update(status="error", error=str(e))
+            row.update(status="error", error=str(e), error_kind=PERMANENT)
         row["seconds"] = time.perf_counter() - start
         rows.append(row)
     return to_batch(rows, DECODE_COLUMNS)
@@ -156,4 +157,5 @@ DECODE_COLUMNS = (
     "conversion",
     "pixels",
     "seconds",
+    "error_kind",
 )

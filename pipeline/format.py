@@ -24,6 +24,12 @@ from tadm.images import png_bytes
 LR_DIR = "lr"
 MANIFEST_DIR = "manifest"
 DONE = ("ok", "skipped")  # statuses of an image whose output exists
+# error_kind of an error row. A permanent failure comes from the input itself (an undecodable
+# or unsupported file, a bomb, an image smaller than the scale, a corrupt or foreign LR): a
+# re-run would fail again, so it is not retried unless --retry-errors. A transient one (I/O,
+# the model) is retried by every re-run; so is a row whose error_kind is null.
+PERMANENT = "permanent"
+TRANSIENT = "transient"
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
 QUALITY = 95  # JPEG and WebP: near-transparent to the eye; PNG is lossless
 
@@ -73,6 +79,7 @@ ARCHIVE_SCHEMA = pa.schema(
         ("timestep_mean", pa.float64()),  # mean TPM time step over tiles; null unless --verify
         ("seconds", pa.float64()),  # decode + model + write time of this image
         ("conversion", pa.string()),
+        ("error_kind", pa.string()),  # PERMANENT | TRANSIENT for an error; else null
     ]
 )
 
@@ -90,6 +97,7 @@ RESTORE_SCHEMA = pa.schema(
         ("seconds", pa.float64()),
         ("psnr", pa.float64()),  # vs the source, null when it is no longer readable
         ("ssim", pa.float64()),
+        ("error_kind", pa.string()),  # PERMANENT | TRANSIENT for an error; else null
     ]
 )
 

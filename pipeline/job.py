@@ -45,12 +45,16 @@ class JobOptions:
     batch_size: int = 8  # images per batch (on a GPU same-size ones share one forward pass)
     overwrite: bool = False  # redo images an earlier run finished
     storage_options: dict[str, Any] = field(default_factory=dict)  # s3fs options
+    max_errors: int | None = None  # stop the job once more images than this failed
+    retry_errors: bool = False  # retry an earlier run's permanent failures too
 
     def check(self) -> None:
         """ValueError naming the option that is out of range (the rest is checked against
         the Ray cluster by plan_resources)."""
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.max_errors is not None and self.max_errors < 0:
+            raise ValueError(f"--max-errors must be at least 0, got {self.max_errors}")
 
 
 class Entry(Protocol):
@@ -97,7 +101,9 @@ class Plan(ABC):
 
     @abstractmethod
     def finished(self) -> dict[str, Row]:
-        """Rows to write as "skipped", by rel_path: images an earlier run finished."""
+        """Rows an earlier run settled, by rel_path, written again as they are and not redone:
+        images it finished (status "skipped") and, unless --retry-errors, its permanent
+        failures (status "error", error_kind PERMANENT)."""
 
     @abstractmethod
     def source(self, todo: Sequence[Entry], resources: Resources) -> ray.data.Dataset:
@@ -114,7 +120,12 @@ class Plan(ABC):
 
 @dataclass(frozen=True)
 class JobResult:
-    counts: dict[str, int]  # this run's rows by status
+    """What a run did. An earlier run's permanent failures, not retried, are not this run's
+    errors: a job where nothing new failed exits 0."""
+
+    counts: dict[str, int]  # this run's rows by status (earlier permanent failures apart)
+    permanent: int = 0  # an earlier run's permanent failures, not retried
+    stopped: bool = False  # stopped early: more images than --max-errors failed
 
     @property
     def exit_code(self) -> int:
@@ -141,20 +152,51 @@ def run(plan: Plan) -> JobResult:
     manifest = plan.dst.child(MANIFEST_DIR)
     finished = {} if config.overwrite else plan.finished()
     todo = [image for image in images if image.rel_path not in finished]
-    skipped = [finished[image.rel_path] for image in images if image.rel_path in finished]
+    settled = [finished[image.rel_path] for image in images if image.rel_path in finished]
     writer = ManifestWriter(manifest, plan.schema)
-    writer.add(skipped)
-    counts = Counter({"skipped": len(skipped)} if skipped else {})
+    writer.add(settled)
+    skipped = sum(row["status"] == "skipped" for row in settled)
+    permanent = len(settled) - skipped
+    counts = Counter({"skipped": skipped} if skipped else {})
     if skipped:
         logger.info(
-            "%s: %d of %d images done by an earlier run, skipped", name, len(skipped), len(images)
+            "%s: %d of %d images done by an earlier run, skipped", name, skipped, len(images)
         )
-    if todo:
-        counts += stream(plan, build_graph(plan, resources, todo), todo, writer)
-    writer.flush()
+    if permanent:
+        logger.info("%s: %s", name, not_retried(permanent))
+    stopped = False
+    try:
+        if todo:
+            streamed, stopped = stream(plan, build_graph(plan, resources, todo), todo, writer)
+            counts += streamed
+    finally:  # also when interrupted or crashed: the rows received are kept, a re-run resumes
+        writer.flush()
     compact(manifest, plan.schema)
-    logger.info("%s: done, %s; manifest at %s", name, dict(sorted(counts.items())), manifest.uri)
-    return JobResult(counts=dict(counts))
+    result = JobResult(counts=dict(counts), permanent=permanent, stopped=stopped)
+    logger.info("%s: %s; manifest at %s", name, summary(result, len(todo), config), manifest.uri)
+    return result
+
+
+def not_retried(permanent: int) -> str:
+    return (
+        f"{permanent} permanent failures of an earlier run not retried "
+        "(--retry-errors retries them)"
+    )
+
+
+def summary(result: JobResult, todo: int, config: JobOptions) -> str:
+    """The end of a job in words: "done, {'ok': 3, 'skipped': 2}", and what was not done."""
+    counts = dict(sorted(result.counts.items()))
+    parts = [f"done, {counts}"]
+    if result.stopped:
+        attempted = sum(n for status, n in counts.items() if status != "skipped")
+        parts = [
+            f"stopped early, {counts}: more than --max-errors {config.max_errors} images "
+            f"failed; {todo - attempted} images not attempted (a re-run does them)"
+        ]
+    if result.permanent:
+        parts.append(not_retried(result.permanent))
+    return "; ".join(parts)
 
 
 def build_graph(plan: Plan, resources: Resources, todo: Sequence[Entry]) -> ray.data.Dataset:
@@ -185,11 +227,13 @@ def build_graph(plan: Plan, resources: Resources, todo: Sequence[Entry]) -> ray.
 
 def stream(
     plan: Plan, ds: ray.data.Dataset, todo: Sequence[Entry], writer: ManifestWriter
-) -> Counter:
-    """Run the graph, writing its rows to the manifest as they come; rows by status."""
+) -> tuple[Counter, bool]:
+    """Run the graph, writing its rows to the manifest as they come; rows by status, and
+    whether it stopped early because more images than --max-errors failed."""
     counts: Counter = Counter()
     progress = Progress(plan.name, total=len(todo))
     seen = set()
+    max_errors = plan.config.max_errors
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         rows = to_rows(batch)
         writer.add(rows)
@@ -197,12 +241,14 @@ def stream(
         statuses = Counter(row["status"] for row in rows)
         counts += statuses
         progress.update(len(rows), statuses["error"])
+        if max_errors is not None and counts["error"] > max_errors:
+            return counts, True
     lost = plan.lost([image for image in todo if image.rel_path not in seen])
     if lost:
         writer.add(lost)
         counts["error"] += len(lost)
         progress.update(len(lost), len(lost))
-    return counts
+    return counts, False
 
 
 class Progress:

@@ -322,7 +322,7 @@ class TADM(nn.Module):
         if hr.min() < 0 or hr.max() > 1:
             raise ValueError("hr values must lie in [0, 1]")
         hp, wp = self._padded(height, width)
-        x = pad_to(hr.to(self.device, torch.float32) * 2 - 1, hp, wp)
+        x = pad_to(hr.to(self.device, torch.float32).mul(2).sub_(1), hp, wp)
         r = s // f  # latent pixels per LR pixel
         blender = Blender(x.shape[0], 3, (0, 0, hp // s, wp // s), self.device)
         for tile in self._tiles(hp, wp):
@@ -387,7 +387,8 @@ class TADM(nn.Module):
                 x_t = self.decode_latent(z0_hat)
             blender.add(x_t, f * tile.y, f * tile.x)
             t_map[:, tile.row, tile.col] = t.float().cpu()
-        hr = ((blender.result() + 1) / 2).clamp(0, 1).to(lr.device)
+        # In place: the HR canvas is the largest buffer, one float copy of it is enough.
+        hr = blender.result().add_(1).div_(2).clamp_(0, 1).to(lr.device)
         return (hr, t_map) if return_timesteps else hr
 
     def _enhanced_tile(self, y: Tensor, tile: Tile, r: int) -> tuple[Tensor, Tensor]:

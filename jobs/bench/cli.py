@@ -194,7 +194,11 @@ def job(args: argparse.Namespace, command: str) -> int:
         "rd": rd,
         "throughput": throughput,
         "memory": lambda: run_memory(
-            models[0].ref, config["memory_sizes"], args.threads, progress=keep("memory")
+            models[0].ref,
+            config["memory_sizes"],
+            args.threads,
+            images=args.images,
+            progress=keep("memory"),
         ),
         "cost": lambda: run_cost(config["cost_size"], args.device, args.precision, args.threads),
     }

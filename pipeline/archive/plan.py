@@ -15,7 +15,15 @@ import ray
 from pipeline.archive.downscale import Downscale
 from pipeline.archive.write import write_lr
 from pipeline.decode import MAX_PIXELS, decode_batch
-from pipeline.format import ARCHIVE_SCHEMA, DONE, LR_DIR, MANIFEST_DIR, lr_key
+from pipeline.format import (
+    ARCHIVE_SCHEMA,
+    DONE,
+    LR_DIR,
+    MANIFEST_DIR,
+    PERMANENT,
+    TRANSIENT,
+    lr_key,
+)
 from pipeline.job import JobOptions, Plan, Stages
 from pipeline.manifest import read_manifest
 from pipeline.resources import Resources
@@ -60,26 +68,43 @@ class ArchiveJob(Plan):
         }
 
     def finished(self) -> dict[str, Row]:
-        """Rows of images an earlier run finished with this model and scale, from a source of
-        the same size, whose LR file is still there with the recorded size; with --verify,
-        rows without psnr don't count."""
+        """Rows an earlier run settled with this model and scale, from a source of the same
+        size: images it finished whose LR file is still there with the recorded size (with
+        --verify, rows without psnr don't count), and, unless --retry-errors, its permanent
+        failures."""
         table = read_manifest(self.dst.child(MANIFEST_DIR), ARCHIVE_SCHEMA)
         if table is None:
             return {}
         fs = self.dst.filesystem()
         lr_sizes = {p: i["size"] for p, i in fs.find(self.dst.path(LR_DIR), detail=True).items()}
         sources = {s.rel_path: s for s in self.sources}
+
+        def done(row: Row) -> bool:
+            return (
+                row["status"] in DONE
+                and lr_sizes.get(self.dst.path(lr_key(row["rel_path"]))) == row["lr_bytes"]
+                and not (self.config.verify and row["psnr"] is None)
+            )
+
+        def failed_for_good(row: Row) -> bool:
+            return (
+                row["status"] == "error"
+                and row["error_kind"] == PERMANENT
+                and not self.config.retry_errors
+            )
+
         return {
             row["rel_path"]: row
-            | {"status": "skipped", "source_uri": self.src.uri_of(sources[row["rel_path"]].path)}
+            | {
+                "status": "skipped" if row["status"] in DONE else row["status"],
+                "source_uri": self.src.uri_of(sources[row["rel_path"]].path),
+            }
             for row in table.to_pylist()
-            if row["status"] in DONE
-            and row["rel_path"] in sources
+            if row["rel_path"] in sources
             and row["source_bytes"] == sources[row["rel_path"]].size
             and row["model_id"] == self.model_id
             and row["scale"] == self.scale
-            and lr_sizes.get(self.dst.path(lr_key(row["rel_path"]))) == row["lr_bytes"]
-            and not (self.config.verify and row["psnr"] is None)
+            and (done(row) or failed_for_good(row))
         }
 
     def source(self, todo: Sequence[SourceFile], resources: Resources) -> ray.data.Dataset:
@@ -119,6 +144,7 @@ class ArchiveJob(Plan):
                 "rel_path": s.rel_path,
                 "status": "error",
                 "error": "source file disappeared before it was read",
+                "error_kind": TRANSIENT,
                 "source_bytes": s.size,
                 "scale": self.scale,
                 "model_id": self.model_id,

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.decode import decode_image
-from pipeline.format import Region, decode_lr_png
+from pipeline.format import PERMANENT, TRANSIENT, Region, decode_lr_png
 from pipeline.rows import NO_PIXELS, to_batch, to_rows
 from pipeline.storage import Location
 
@@ -27,6 +27,7 @@ READ_COLUMNS = (
     "lr_pixels",
     "source_pixels",
     "seconds",
+    "error_kind",
 )
 
 
@@ -60,7 +61,8 @@ def read_lr_batch(
             try:
                 data = location.filesystem().cat_file(location.root)
             except FileNotFoundError:
-                raise ValueError(f"LR file {row['lr_uri']} is missing") from None
+                # transient: a re-run of archive may write it again
+                raise OSError(f"LR file {row['lr_uri']} is missing") from None
             lr, header = decode_lr_png(data)
             if header.model_id != model_id:
                 raise ValueError(
@@ -75,7 +77,9 @@ def read_lr_batch(
             source = read_source(row["source_uri"], options) if row["source_uri"] else None
             if source is not None and source.shape[:2] == (header.height, header.width):
                 row["source_pixels"] = source[y : y + h, x : x + w]
-        except (OSError, ValueError) as e:
-            row.update(status="error", error=str(e))
+        except ValueError as e:  # the LR file itself, or the region: it would fail again
+            row.update(status="error", error=str(e), error_kind=PERMANENT)
+        except OSError as e:
+            row.update(status="error", error=str(e), error_kind=TRANSIENT)
         row["seconds"] = time.perf_counter() - start
     return to_batch(rows, READ_COLUMNS)
