@@ -34,6 +34,7 @@ from jobs.bench.throughput import run_throughput
 from jobs.common import Parser, ray_session, run_job
 from pipeline.stage import load_model
 from tadm.hub import default_model, shipped_names
+from tadm.model import TILINGS
 
 PROG = "tadm bench"
 SECTIONS = ("rd", "throughput", "memory", "cost")
@@ -88,6 +89,7 @@ def parser() -> Parser:
     p.add_argument(
         "--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="of the cost"
     )
+    p.add_argument("--tiling", choices=TILINGS, default="all", help="of the cost (TADM.tiling)")
     p.add_argument(
         "--threads",
         type=int,
@@ -130,6 +132,7 @@ def job(args: argparse.Namespace, command: str) -> int:
         "cost_size": args.cost_size or COST_SIZES[mode],
         "device": args.device,
         "precision": args.precision,
+        "tiling": args.tiling,
         "threads": args.threads,
     }
     logger.info("bench: %s", " ".join(f"{k}={v}" for k, v in config.items()))
@@ -200,7 +203,9 @@ def job(args: argparse.Namespace, command: str) -> int:
             images=args.images,
             progress=keep("memory"),
         ),
-        "cost": lambda: run_cost(config["cost_size"], args.device, args.precision, args.threads),
+        "cost": lambda: run_cost(
+            config["cost_size"], args.device, args.precision, args.threads, tiling=args.tiling
+        ),
     }
     results["failed"] = {}
     for section in [s for s in SECTIONS if s in args.sections]:
