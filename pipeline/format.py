@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from tadm.images import png_bytes
+from tadm.png import png_bytes
 
 LR_DIR = "lr"
 MANIFEST_DIR = "manifest"

@@ -18,18 +18,23 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 import pyarrow as pa
-import ray
 
-from pipeline.format import MANIFEST_DIR
+from pipeline.format import DONE, MANIFEST_DIR
 from pipeline.manifest import ManifestWriter, compact
-from pipeline.resources import Resources, plan_resources
 from pipeline.rows import to_rows
-from pipeline.stage import ModelStage, Row
 from pipeline.storage import Location, remove_stale_temps
+
+# Ray and torch are imported where a job runs: the CLI builds its parsers from JobOptions
+# without them.
+if TYPE_CHECKING:
+    import ray
+
+    from pipeline.resources import Resources
+    from pipeline.stage import ModelStage, Row
 
 logger = logging.getLogger("tadm")
 
@@ -83,6 +88,7 @@ class Plan(ABC):
 
     name: ClassVar[str]  # "archive" or "restore": the log lines' prefix
     schema: ClassVar[pa.Schema]  # of the manifest under dst
+    errors_hint: ClassVar[str]  # where to read the errors; {dst}, {manifest}: their URIs
 
     config: JobOptions
     dst: Location
@@ -120,20 +126,90 @@ class Plan(ABC):
 
 @dataclass(frozen=True)
 class JobResult:
-    """What a run did. An earlier run's permanent failures, not retried, are not this run's
-    errors: a job where nothing new failed exits 0."""
+    """What a job did: its last log line, and the JSON object of --json. An earlier run's
+    permanent failures, not retried, are not this run's errors: a job where nothing new failed
+    exits 0."""
 
+    job: str  # "archive" or "restore"
     counts: dict[str, int]  # this run's rows by status (earlier permanent failures apart)
+    manifest: str  # URI of the manifest the rows are in
+    seconds: float  # the job's wall time
+    errors_hint: str  # where to read the errors
+    source_bytes: int | None = None  # of the images done (ok or skipped); archive only
+    lr_bytes: int | None = None  # of their LR PNGs; archive only
     permanent: int = 0  # an earlier run's permanent failures, not retried
-    stopped: bool = False  # stopped early: more images than --max-errors failed
+    not_attempted: int | None = None  # stopped early at --max-errors: images left undone
+    max_errors: int | None = None  # the --max-errors it stopped at
 
     @property
     def exit_code(self) -> int:
         return 1 if self.counts.get("error") else 0
 
+    @property
+    def compression_ratio(self) -> float | None:
+        return self.source_bytes / self.lr_bytes if self.source_bytes and self.lr_bytes else None
+
+    def line(self) -> str:
+        """In words: "archive: 120 images: 118 ok, 2 errors (see ...), 54.1x smaller, 3m12s"."""
+        counts = [f"{self.counts[s]} {s}" for s in ("ok", "skipped") if self.counts.get(s)]
+        errors = self.counts.get("error", 0)
+        counts.append(f"{errors} errors ({self.errors_hint})" if errors else "no errors")
+        parts = [f"{sum(self.counts.values()) + self.permanent} images: {', '.join(counts)}"]
+        if self.permanent:
+            parts.append(
+                f"{self.permanent} permanent failures of an earlier run not retried "
+                "(--retry-errors retries them)"
+            )
+        if self.not_attempted is not None:
+            parts.append(
+                f"stopped early: more than --max-errors {self.max_errors} images failed, "
+                f"{self.not_attempted} images not attempted (a re-run does them)"
+            )
+        if self.compression_ratio is not None:
+            parts.append(f"{self.compression_ratio:.1f}x smaller")
+        return f"{self.job}: {', '.join(parts)}, {duration(self.seconds)}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "job": self.job,
+            "images": sum(self.counts.values()) + self.permanent,
+            "counts": {s: self.counts.get(s, 0) for s in ("ok", "skipped", "error")},
+            "source_bytes": self.source_bytes,
+            "lr_bytes": self.lr_bytes,
+            "compression_ratio": self.compression_ratio,
+            "seconds": round(self.seconds, 3),
+            "permanent_not_retried": self.permanent,
+            "not_attempted": self.not_attempted,
+            "exit_code": self.exit_code,
+            "manifest": self.manifest,
+        }
+
+
+@dataclass
+class Tally:
+    """A run's rows by status, and the bytes of the images done where its rows have them."""
+
+    counts: Counter = field(default_factory=Counter)
+    source_bytes: int = 0
+    lr_bytes: int = 0
+
+    def attempted(self) -> int:
+        """Rows of images this run did (not skipped)."""
+        return sum(n for status, n in self.counts.items() if status != "skipped")
+
+    def add(self, rows: Sequence[Row]) -> None:
+        self.counts.update(row["status"] for row in rows)
+        for row in rows:
+            if row["status"] in DONE:
+                self.source_bytes += int(row.get("source_bytes") or 0)  # numpy ints from Ray
+                self.lr_bytes += int(row.get("lr_bytes") or 0)
+
 
 def run(plan: Plan) -> JobResult:
     """Run a prepared job on the running Ray cluster."""
+    from pipeline.resources import plan_resources
+
+    start = time.monotonic()
     config, images, name = plan.config, plan.images, plan.name
     batches = -(-len(images) // config.batch_size)
     resources = plan_resources(config.workers, config.gpus_per_worker, batches=batches)
@@ -153,54 +229,46 @@ def run(plan: Plan) -> JobResult:
     finished = {} if config.overwrite else plan.finished()
     todo = [image for image in images if image.rel_path not in finished]
     settled = [finished[image.rel_path] for image in images if image.rel_path in finished]
+    skipped = [row for row in settled if row["status"] == "skipped"]
+    permanent = len(settled) - len(skipped)  # an earlier run's permanent failures
     writer = ManifestWriter(manifest, plan.schema)
     writer.add(settled)
-    skipped = sum(row["status"] == "skipped" for row in settled)
-    permanent = len(settled) - skipped
-    counts = Counter({"skipped": skipped} if skipped else {})
+    tally = Tally()
+    tally.add(skipped)
     if skipped:
         logger.info(
-            "%s: %d of %d images done by an earlier run, skipped", name, skipped, len(images)
+            "%s: %d of %d images done by an earlier run, skipped", name, len(skipped), len(images)
         )
     if permanent:
-        logger.info("%s: %s", name, not_retried(permanent))
+        logger.info("%s: %d permanent failures of an earlier run, not retried", name, permanent)
     stopped = False
     try:
         if todo:
-            streamed, stopped = stream(plan, build_graph(plan, resources, todo), todo, writer)
-            counts += streamed
+            stopped = stream(plan, build_graph(plan, resources, todo), todo, writer, tally)
     finally:  # also when interrupted or crashed: the rows received are kept, a re-run resumes
         writer.flush()
     compact(manifest, plan.schema)
-    result = JobResult(counts=dict(counts), permanent=permanent, stopped=stopped)
-    logger.info("%s: %s; manifest at %s", name, summary(result, len(todo), config), manifest.uri)
-    return result
-
-
-def not_retried(permanent: int) -> str:
-    return (
-        f"{permanent} permanent failures of an earlier run not retried "
-        "(--retry-errors retries them)"
+    has_bytes = "lr_bytes" in plan.schema.names
+    result = JobResult(
+        job=name,
+        counts=dict(tally.counts),
+        manifest=manifest.uri,
+        seconds=time.monotonic() - start,
+        errors_hint=plan.errors_hint.format(dst=plan.dst.uri, manifest=manifest.uri),
+        source_bytes=tally.source_bytes if has_bytes else None,
+        lr_bytes=tally.lr_bytes if has_bytes else None,
+        permanent=permanent,
+        not_attempted=len(images) - len(settled) - tally.attempted() if stopped else None,
+        max_errors=config.max_errors,
     )
-
-
-def summary(result: JobResult, todo: int, config: JobOptions) -> str:
-    """The end of a job in words: "done, {'ok': 3, 'skipped': 2}", and what was not done."""
-    counts = dict(sorted(result.counts.items()))
-    parts = [f"done, {counts}"]
-    if result.stopped:
-        attempted = sum(n for status, n in counts.items() if status != "skipped")
-        parts = [
-            f"stopped early, {counts}: more than --max-errors {config.max_errors} images "
-            f"failed; {todo - attempted} images not attempted (a re-run does them)"
-        ]
-    if result.permanent:
-        parts.append(not_retried(result.permanent))
-    return "; ".join(parts)
+    logger.info("%s", result.line(), extra={"summary": True})
+    return result
 
 
 def build_graph(plan: Plan, resources: Resources, todo: Sequence[Entry]) -> ray.data.Dataset:
     """The Ray Data graph; the one place that picks actors, GPUs and batch sizes."""
+    import ray
+
     stages, batch_size = plan.stages(), plan.config.batch_size
     # The read stage has no compute strategy of its own: Ray Data fuses it into the model
     # actors. As a separate stage it would need a CPU, and with --workers equal to the
@@ -226,11 +294,10 @@ def build_graph(plan: Plan, resources: Resources, todo: Sequence[Entry]) -> ray.
 
 
 def stream(
-    plan: Plan, ds: ray.data.Dataset, todo: Sequence[Entry], writer: ManifestWriter
-) -> tuple[Counter, bool]:
-    """Run the graph, writing its rows to the manifest as they come; rows by status, and
-    whether it stopped early because more images than --max-errors failed."""
-    counts: Counter = Counter()
+    plan: Plan, ds: ray.data.Dataset, todo: Sequence[Entry], writer: ManifestWriter, tally: Tally
+) -> bool:
+    """Run the graph, writing its rows to the manifest as they come and adding them to
+    `tally`; True when it stopped early because more images than --max-errors failed."""
     progress = Progress(plan.name, total=len(todo))
     seen = set()
     max_errors = plan.config.max_errors
@@ -238,22 +305,21 @@ def stream(
         rows = to_rows(batch)
         writer.add(rows)
         seen.update(row["rel_path"] for row in rows)
-        statuses = Counter(row["status"] for row in rows)
-        counts += statuses
-        progress.update(len(rows), statuses["error"])
-        if max_errors is not None and counts["error"] > max_errors:
-            return counts, True
+        tally.add(rows)
+        progress.update(len(rows), sum(row["status"] == "error" for row in rows))
+        if max_errors is not None and tally.counts["error"] > max_errors:
+            return True
     lost = plan.lost([image for image in todo if image.rel_path not in seen])
     if lost:
         writer.add(lost)
-        counts["error"] += len(lost)
+        tally.add(lost)
         progress.update(len(lost), len(lost))
-    return counts, False
+    return False
 
 
 class Progress:
-    """Logs "<job>: 40/120 images, 2 errors, 3.10 images/s" on stderr (the "tadm" logger) at
-    most every `every` seconds, and always when the last image is done."""
+    """Logs "<job>: 40/120 images (33%), 2 errors, 3.10 images/s, ETA 26s" on stderr (the
+    "tadm" logger) at most every `every` seconds, and always when the last image is done."""
 
     def __init__(self, job: str, total: int, every: float = 2.0) -> None:
         self.job = job
@@ -275,7 +341,22 @@ class Progress:
     def line(self) -> str:
         elapsed = time.monotonic() - self.start
         rate = self.done / elapsed if elapsed > 0 else 0.0
-        return (
-            f"{self.job}: {self.done}/{self.total} images, {self.errors} errors, "
+        percent = 100 * self.done // self.total if self.total else 100
+        line = (
+            f"{self.job}: {self.done}/{self.total} images ({percent}%), {self.errors} errors, "
             f"{rate:.2f} images/s"
         )
+        if 0 < self.done < self.total:
+            line += f", ETA {duration((self.total - self.done) / rate)}"
+        return line
+
+
+def duration(seconds: float) -> str:
+    """12.3 -> "12.3s", 192 -> "3m12s", 7500 -> "2h05m"."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"

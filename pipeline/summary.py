@@ -62,6 +62,15 @@ def summarize(table: pa.Table) -> Summary:
     )
 
 
+def errors(table: pa.Table) -> list[dict[str, str]]:
+    """The rel_path and error of every error row of a merged archive manifest."""
+    return [
+        {"rel_path": r["rel_path"], "error": r["error"] or ""}
+        for r in table.select(["rel_path", "status", "error"]).to_pylist()
+        if r["status"] == "error"
+    ]
+
+
 def mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from tadm import hub, lora
-from tadm.config import TADMConfig
+from tadm.config import TILINGS, TADMConfig
 from tadm.modules.dfrm import DFRM, from_uint8, quantize, to_uint8
 from tadm.modules.tpm import TPM
 from tadm.precision import cast_parts, check_precision, dtype_of
@@ -32,12 +32,12 @@ from tadm.presets import build_config
 from tadm.scheduler import HybridScheduler
 from tadm.tiling import Blender, Tile, bounding_box, chunk_grid, grid_shape, overlaps, tile_grid
 
-# How inference tiles an image. "all" (the default): every part runs per latent tile (E, G_e and
-# F blended on y; F^-1 and G_d with LR_CONTEXT pixels of context; D blended in pixel space).
+# How inference tiles an image (`tiling`, one of TILINGS). "all" (the default): every part runs
+# per latent tile (E, G_e and F blended on y; F^-1 and G_d with LR_CONTEXT pixels of context; D
+# blended in pixel space).
 # "unet": only the TPM and the UNet run per latent tile, blended in latent space; E, the DFRM and
 # D see the whole image, or chunks of at most max_latent_pixels when it is larger. On the shipped
 # tiny checkpoints "all" restores the held-out photos 0.01-0.10 dB better (benchmarks/README.md).
-TILINGS = ("unet", "all")
 LR_CONTEXT = 4  # LR pixels of context around each tile for the inverse DFRM ("all" tiling)
 # Latent pixels E, the DFRM, the UNet (tiles per call) and D see in one call, unless
 # model.max_latent_pixels says otherwise: 2048x2048 HR pixels for sd21, 1024x1024 for tiny.

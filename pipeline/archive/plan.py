@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 import ray
 
+from pipeline.archive.config import ArchiveConfig
 from pipeline.archive.downscale import Downscale
 from pipeline.archive.write import write_lr
 from pipeline.decode import MAX_PIXELS, decode_batch
@@ -24,7 +25,7 @@ from pipeline.format import (
     TRANSIENT,
     lr_key,
 )
-from pipeline.job import JobOptions, Plan, Stages
+from pipeline.job import Plan, Stages
 from pipeline.manifest import read_manifest
 from pipeline.resources import Resources
 from pipeline.sources import IMAGE_EXTENSIONS, SourceFile, list_sources
@@ -35,18 +36,10 @@ from tadm.hub import default_model
 
 
 @dataclass(frozen=True)
-class ArchiveConfig(JobOptions):
-    src: str  # URI of the images: local path, file:// or s3://
-    dst: str  # URI of the archive
-    scale: int | None = None  # 16 or 32; None: the model's scale (16 for the default model)
-    model: str | None = None  # shipped name, folder or URI; None: default_model(scale)
-    verify: bool = False  # reconstruct each image to fill psnr, ssim, timestep_mean
-
-
-@dataclass(frozen=True)
 class ArchiveJob(Plan):
     name: ClassVar[str] = "archive"
     schema: ClassVar[pa.Schema] = ARCHIVE_SCHEMA
+    errors_hint: ClassVar[str] = "see `tadm inspect {dst} --errors`"
 
     config: ArchiveConfig
     src: Location

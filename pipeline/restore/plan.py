@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -23,14 +23,14 @@ from pipeline.format import (
     OUTPUT_FORMATS,
     PERMANENT,
     RESTORE_SCHEMA,
-    Region,
     decode_lr_png,
     lr_key,
     output_key,
 )
-from pipeline.job import JobOptions, Plan, Stages
+from pipeline.job import Plan, Stages
 from pipeline.manifest import read_manifest
 from pipeline.resources import Resources
+from pipeline.restore.config import RestoreConfig
 from pipeline.restore.read import read_lr_batch
 from pipeline.restore.upscale import Upscale
 from pipeline.restore.write import write_restored
@@ -38,17 +38,6 @@ from pipeline.sources import is_image_name
 from pipeline.stage import Row, load_model
 from pipeline.storage import Location, s3_options
 from tadm.hub import default_model
-
-
-@dataclass(frozen=True)
-class RestoreConfig(JobOptions):
-    archive: str  # URI of an archive written by archive
-    dst: str  # URI to restore into
-    region: Region | None = None  # the same window of every image; None: whole images
-    only: str | None = None  # fnmatch pattern on rel_path ("*" also matches "/")
-    model: str | None = None  # None: default_model(the archive's scale)
-    image_format: str = "png"  # png, jpeg or webp
-    batch_size: int = field(default=4, kw_only=True)  # images per batch
 
 
 @dataclass(frozen=True)
@@ -65,6 +54,7 @@ class Item:
 class RestoreJob(Plan):
     name: ClassVar[str] = "restore"
     schema: ClassVar[pa.Schema] = RESTORE_SCHEMA
+    errors_hint: ClassVar[str] = "their rows in {manifest} say why"
 
     config: RestoreConfig
     archive: Location

@@ -1,9 +1,11 @@
-"""Exit statuses a scheduler can act on, through the `tadm` CLI with a real local Ray: 0, 1 (some
-images failed), 2 (usage), 3 (the job crashed), 130 (interrupted), --max-errors, and which
-failures a re-run retries (error_kind, --retry-errors)."""
+"""What every subcommand shares (jobs/common.py): -q/-v, missing extras, and exit statuses a
+scheduler can act on, through the `tadm` CLI with a real local Ray: 0, 1 (some images failed),
+2 (usage), 3 (the job crashed), 130 (interrupted), --max-errors, and which failures a re-run
+retries (error_kind, --retry-errors)."""
 
 from __future__ import annotations
 
+import logging
 import re
 import signal
 import subprocess
@@ -16,10 +18,74 @@ import pytest
 from conftest import bad_images, cli_env, encode, photo, run_cli, write_tree
 from PIL import Image
 
-from jobs.common import CRASHED, INTERRUPTED, SOME_FAILED, USAGE_ERROR
+from jobs.cli import main
+from jobs.common import (
+    CRASHED,
+    INTERRUPTED,
+    SOME_FAILED,
+    USAGE_ERROR,
+    Parser,
+    run_job,
+    setup_logging,
+)
 from pipeline.format import ARCHIVE_SCHEMA
 from pipeline.manifest import list_parts, read_manifest
 from pipeline.storage import Location
+
+
+@pytest.mark.parametrize(
+    ("command", "argv", "module"),
+    [
+        ("bench", ["--out", "{tmp}"], "matplotlib"),
+        ("serve", ["{tmp}"], "fastapi"),
+        ("train", ["--stage", "dfrm", "--data", "{tmp}", "--out", "{tmp}"], "pydantic"),
+    ],
+)
+def test_a_missing_extra_is_one_line_naming_it(
+    command, argv, module, monkeypatch, tmp_path, capsys
+):
+    monkeypatch.setitem(sys.modules, module, None)  # as when it is not installed
+    assert main([command, *(a.format(tmp=tmp_path) for a in argv)]) == 2
+    assert capsys.readouterr().err == (
+        f"tadm {command}: error: needs the {command} extra ({module} not installed): "
+        f"pip install 'tadm-archive[{command}]'\n"
+    )
+    assert main([command, "--help"]) == 0  # --help needs no extra
+    assert "usage: tadm " in capsys.readouterr().out
+
+
+def log_lines(capsys, argv: list[str]) -> list[str]:
+    """The stderr lines of a job that logs one debug, info, summary and warning line."""
+    logger = logging.getLogger("tadm")
+
+    def job(args) -> int:
+        assert not hasattr(args, "quiet") and not hasattr(args, "verbose")
+        logger.debug("debug")
+        logger.info("progress")
+        logger.info("summary", extra={"summary": True})
+        logger.warning("warning")
+        return 0
+
+    assert run_job("tadm x", Parser(prog="tadm x"), argv, job) == 0
+    return capsys.readouterr().err.splitlines()
+
+
+def test_quiet_keeps_errors_and_the_summary_verbose_adds_debug(capsys):
+    try:
+        assert log_lines(capsys, []) == ["progress", "summary", "warning"]
+        assert log_lines(capsys, ["-q"]) == ["summary", "warning"]
+        assert log_lines(capsys, ["--verbose"]) == ["debug", "progress", "summary", "warning"]
+        assert log_lines(capsys, []) == ["progress", "summary", "warning"]
+    finally:
+        setup_logging()
+
+
+def test_quiet_and_verbose_exclude_each_other(capsys):
+    assert run_job("tadm x", Parser(prog="tadm x"), ["-q", "-v"], lambda args: 0) == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+# ---- exit statuses ---------------------------------------------------------------------------
 
 
 def manifest_rows(root: Path) -> dict[str, dict]:
@@ -95,11 +161,11 @@ def test_max_errors_stops_early_and_keeps_the_rows(ray_cluster, tiny_model, tmp_
     args = ["archive", src, dst, "--model", tiny_model, "--batch-size", "1"]
     assert run_cli(*args, "--max-errors", "1") == SOME_FAILED
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "archive: stopped early" in last and "more than --max-errors 1 images failed" in last
+    assert "stopped early: more than --max-errors 1 images failed" in last
     rows = manifest_rows(dst)
     errors = [r for r in rows.values() if r["status"] == "error"]
     assert len(errors) >= 2 and len(rows) < len(bad) + 12
-    assert re.search(rf"; {len(bad) + 12 - len(rows)} images not attempted", last), last
+    assert f", {len(bad) + 12 - len(rows)} images not attempted (a re-run" in last, last
 
     assert run_cli(*args) == SOME_FAILED  # the rest: 12 good images, and the other bad ones
     rows = manifest_rows(dst)
@@ -126,8 +192,9 @@ def test_permanent_failures_are_not_retried_unless_asked(ray_cluster, tiny_model
     assert run_cli(*args) == 0
     err = capsys.readouterr().err
     n = len(bad_images())
-    assert f"{n} permanent failures of an earlier run not retried (--retry-errors" in err
-    assert f"archive: done, {{'skipped': 2}}; {n} permanent failures" in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"archive: {n + 2} images: 2 skipped, no errors, ")
+    assert f", {n} permanent failures of an earlier run not retried (--retry-errors" in last
     second = manifest_rows(dst)
     for name in bad_images():  # still there, still an error, untouched
         assert second[name] == first[name]
@@ -141,7 +208,7 @@ def test_permanent_failures_are_not_retried_unless_asked(ray_cluster, tiny_model
 
     assert run_cli(*args, "--retry-errors") == SOME_FAILED
     err = capsys.readouterr().err
-    assert f"archive: {n - 1}/{n - 1} images, {n - 1} errors" in err
+    assert f"archive: {n - 1}/{n - 1} images (100%), {n - 1} errors" in err
     third = manifest_rows(dst)
     for name in set(bad_images()) - {"bad/truncated.png"}:
         assert third[name]["status"] == "error" and third[name]["error_kind"] == "permanent"
@@ -161,7 +228,7 @@ def test_transient_failures_are_retried(ray_cluster, tiny_model, tmp_path, capsy
         row = manifest_rows(dst)["sub/c.png"]
         assert row["status"] == "error" and row["error_kind"] == "transient"
         assert row["error"].startswith("cannot write ")
-    assert "archive: 1/1 images, 1 errors" in capsys.readouterr().err  # retried, alone
+    assert "archive: 1/1 images (100%), 1 errors" in capsys.readouterr().err  # retried, alone
 
     (dst / "lr" / "sub").unlink()
     assert run_cli(*args) == 0

@@ -97,9 +97,9 @@ def test_a_permanent_failure_is_not_retried_unless_asked(archive, tiny_model, tm
     capsys.readouterr()
     assert run_cli(*args) == 0  # nothing new failed
     err = capsys.readouterr().err
-    assert "restore: done, {'skipped': 2}; 1 permanent failures of an earlier run" in err
+    assert "restore: 3 images: 2 skipped, no errors, 1 permanent failures of an earlier" in err
     assert run_cli(*args, "--retry-errors") == 1
-    assert "restore: 1/1 images, 1 errors" in capsys.readouterr().err
+    assert "restore: 1/1 images (100%), 1 errors" in capsys.readouterr().err
 
 
 def test_from_lr_pngs_alone_and_with_another_model(archive, tiny_model, other_model, tmp_path):
@@ -157,7 +157,7 @@ def test_two_model_actors_on_a_two_cpu_cluster_finish(
             timeout=300,
         )
         assert job.returncode == 0, job.stderr[-3000:]
-        assert f"{command}: done, {{'ok': {len(SIZES)}}}" in job.stderr
+        assert f"{command}: {len(SIZES)} images: {len(SIZES)} ok, no errors, " in job.stderr
 
 
 @pytest.mark.parametrize(

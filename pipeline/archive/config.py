@@ -1,0 +1,16 @@
+"""What `tadm archive` takes: ArchiveConfig (no torch or Ray: the CLI parses into it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.job import JobOptions
+
+
+@dataclass(frozen=True)
+class ArchiveConfig(JobOptions):
+    src: str  # URI of the images: local path, file:// or s3://
+    dst: str  # URI of the archive
+    scale: int | None = None  # 16 or 32; None: the model's scale (16 for the default model)
+    model: str | None = None  # shipped name, folder or URI; None: default_model(scale)
+    verify: bool = False  # reconstruct each image to fill psnr, ssim, timestep_mean
