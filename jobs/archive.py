@@ -20,6 +20,20 @@ def parser() -> Parser:
     p.add_argument("--model", help="shipped name, checkpoint folder or URI (default: tiny-xSCALE)")
     p.add_argument("--verify", action="store_true", help="restore each image: psnr, ssim")
     add_json_option(p)
+    p.add_argument(
+        "--min-psnr",
+        type=float,
+        metavar="DB",
+        help="quality floor: an image whose round trip is below DB is kept as it is, not shrunk",
+    )
+    p.add_argument(
+        "--min-ssim", type=float, metavar="S", help="quality floor on SSIM (0-1), as --min-psnr"
+    )
+    p.add_argument(
+        "--keep-failed",
+        action="store_true",
+        help="keep every file that cannot be archived (any file under SRC) as it is",
+    )
     add_job_options(p, batch_size=ArchiveConfig.batch_size)
     return p
 

@@ -35,6 +35,11 @@ def parser() -> Parser:
         help="output format (default png)",
     )
     add_json_option(p)
+    p.add_argument(
+        "--to-srgb",
+        action="store_true",
+        help="convert images with an ICC profile to plain sRGB (default: keep their profile)",
+    )
     add_job_options(p, batch_size=RestoreConfig.batch_size)
     return p
 

@@ -7,7 +7,10 @@ from dataclasses import dataclass
 
 from pipeline.storage import Location
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+IMAGE_EXTENSIONS = (
+    *(".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"),
+    *(".heic", ".heif", ".avif", ".jxl"),
+)
 
 
 @dataclass(frozen=True)
@@ -28,10 +31,13 @@ def rel_prefix(src: Location, single_file: bool) -> str:
     return folder.rstrip("/") + "/"
 
 
-def list_sources(src: Location, exclude: Location | None = None) -> tuple[list[SourceFile], str]:
+def list_sources(
+    src: Location, exclude: Location | None = None, every_file: bool = False
+) -> tuple[list[SourceFile], str]:
     """Every image file under `src` (recursive; hidden files and folders skipped), sorted by
     rel_path, and the prefix that rel paths are relative to. SRC may also be a single image.
-    Files under `exclude` (an archive written inside SRC) are left out."""
+    Files under `exclude` (an archive written inside SRC) are left out. With `every_file`,
+    files of any extension too."""
     fs = src.filesystem()
     single_file = fs.isfile(src.root)
     prefix = rel_prefix(src, single_file)
@@ -40,7 +46,8 @@ def list_sources(src: Location, exclude: Location | None = None) -> tuple[list[S
     for path, info in infos.items():
         rel_path = path[len(prefix) :]
         hidden = any(part.startswith(".") for part in rel_path.split("/"))
-        if info["type"] != "file" or hidden or not is_image_name(posixpath.basename(path)):
+        wanted = every_file or is_image_name(posixpath.basename(path))
+        if info["type"] != "file" or hidden or not wanted:
             continue
         if exclude is not None and exclude.protocol == src.protocol and exclude.contains(path):
             continue

@@ -17,7 +17,11 @@ tomllib = pytest.importorskip("tomllib")
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("tadm", "pipeline", "jobs")
-DISTRIBUTIONS = {"PIL": "pillow"}  # import name -> distribution, where they differ
+DISTRIBUTIONS = {  # import name -> distribution, where they differ
+    "PIL": "pillow",
+    "pillow_heif": "pillow-heif",
+    "pillow_jxl": "pillow-jxl-plugin",
+}
 
 
 def pyproject() -> dict:

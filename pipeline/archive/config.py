@@ -14,3 +14,11 @@ class ArchiveConfig(JobOptions):
     scale: int | None = None  # 16 or 32; None: the model's scale (16 for the default model)
     model: str | None = None  # shipped name, folder or URI; None: default_model(scale)
     verify: bool = False  # reconstruct each image to fill psnr, ssim, timestep_mean
+    min_psnr: float | None = None  # quality floor: keep the source of an image below it
+    min_ssim: float | None = None
+    keep_failed: bool = False  # keep the source of every file that cannot be archived
+
+    @property
+    def keeps(self) -> bool:
+        """Whether sources may be kept as they are (their bytes then travel with the rows)."""
+        return self.keep_failed or self.min_psnr is not None or self.min_ssim is not None

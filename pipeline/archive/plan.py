@@ -1,4 +1,5 @@
-"""The archive plan: every image under SRC -> DST/lr/<rel_path>.png + DST/manifest/.
+"""The archive plan: every image under SRC -> DST/lr/<rel_path>.png + DST/manifest/, and the
+sources kept as they are (quality floor, --keep-failed) -> DST/kept/<rel_path>.
 
 Its graph, run by pipeline/job.py: read_binary_files -> decode_batch -> Downscale -> write_lr.
 """
@@ -19,10 +20,13 @@ from pipeline.decode import MAX_PIXELS, decode_batch
 from pipeline.format import (
     ARCHIVE_SCHEMA,
     DONE,
+    KEPT,
+    KEPT_DIR,
     LR_DIR,
     MANIFEST_DIR,
     PERMANENT,
     TRANSIENT,
+    kept_key,
     lr_key,
 )
 from pipeline.job import Plan, Stages
@@ -58,26 +62,33 @@ class ArchiveJob(Plan):
             "images": len(self.sources),
             "model": f"{self.model_ref} (id {self.model_id}, x{self.scale})",
             "verify": self.config.verify,
+            "min_psnr": self.config.min_psnr,
+            "min_ssim": self.config.min_ssim,
+            "keep_failed": self.config.keep_failed,
         }
 
     def finished(self) -> dict[str, Row]:
         """Rows an earlier run settled with this model and scale, from a source of the same
-        size: images it finished whose LR file is still there with the recorded size (with
-        --verify, rows without psnr don't count), and, unless --retry-errors, its permanent
-        failures."""
+        size: images it finished whose LR file (or kept source) is still there with the
+        recorded size (with --verify or a quality floor, LR rows without psnr, or below the
+        floor, don't count), and, unless --retry-errors, its permanent failures."""
         table = read_manifest(self.dst.child(MANIFEST_DIR), ARCHIVE_SCHEMA)
         if table is None:
             return {}
         fs = self.dst.filesystem()
-        lr_sizes = {p: i["size"] for p, i in fs.find(self.dst.path(LR_DIR), detail=True).items()}
+        sizes = {
+            p: i["size"]
+            for folder in (LR_DIR, KEPT_DIR)
+            for p, i in fs.find(self.dst.path(folder), detail=True).items()
+        }
         sources = {s.rel_path: s for s in self.sources}
 
         def done(row: Row) -> bool:
-            return (
-                row["status"] in DONE
-                and lr_sizes.get(self.dst.path(lr_key(row["rel_path"]))) == row["lr_bytes"]
-                and not (self.config.verify and row["psnr"] is None)
-            )
+            if row["status"] not in (*DONE, KEPT):
+                return False
+            if row["kept_uri"]:
+                return self.kept_is_there(row, sizes)
+            return self.lr_is_good(row, sizes)
 
         def failed_for_good(row: Row) -> bool:
             return (
@@ -89,7 +100,7 @@ class ArchiveJob(Plan):
         return {
             row["rel_path"]: row
             | {
-                "status": "skipped" if row["status"] in DONE else row["status"],
+                "status": "skipped" if row["status"] in (*DONE, KEPT) else row["status"],
                 "source_uri": self.src.uri_of(sources[row["rel_path"]].path),
             }
             for row in table.to_pylist()
@@ -99,6 +110,19 @@ class ArchiveJob(Plan):
             and row["scale"] == self.scale
             and (done(row) or failed_for_good(row))
         }
+
+    def kept_is_there(self, row: Row, sizes: dict[str, int]) -> bool:
+        return sizes.get(self.dst.path(kept_key(row["rel_path"]))) == row["source_bytes"]
+
+    def lr_is_good(self, row: Row, sizes: dict[str, int]) -> bool:
+        """The LR file is there, and the row has the figures this run asks for."""
+        config, psnr, ssim = self.config, row["psnr"], row["ssim"]
+        return (
+            sizes.get(self.dst.path(lr_key(row["rel_path"]))) == row["lr_bytes"]
+            and not (config.verify and psnr is None)
+            and (config.min_psnr is None or (psnr is not None and psnr >= config.min_psnr))
+            and (config.min_ssim is None or (ssim is not None and ssim >= config.min_ssim))
+        )
 
     def source(self, todo: Sequence[SourceFile], resources: Resources) -> ray.data.Dataset:
         return ray.data.read_binary_files(
@@ -118,15 +142,18 @@ class ArchiveJob(Plan):
                 "uri_prefix": self.src.uri_of(""),
                 "scale": self.scale,
                 "max_pixels": MAX_PIXELS,
+                "keep": self.config.keeps,
             },
             model=Downscale,
             model_kwargs={
                 "model": self.model_ref,
                 "storage_options": self.options,
                 "verify": self.config.verify,
+                "min_psnr": self.config.min_psnr,
+                "min_ssim": self.config.min_ssim,
             },
             write=write_lr,
-            write_kwargs={"dst": self.dst},
+            write_kwargs={"dst": self.dst, "keep_failed": self.config.keep_failed},
         )
 
     def lost(self, todo: Sequence[SourceFile]) -> list[Row]:
@@ -152,13 +179,15 @@ def prepare_archive(config: ArchiveConfig) -> ArchiveJob:
     if config.scale is not None and config.scale not in SCALES:
         raise ValueError(f"--scale must be 16 or 32, got {config.scale}")
     config.check()
+    if config.min_ssim is not None and not 0 < config.min_ssim <= 1:
+        raise ValueError(f"--min-ssim must be in (0, 1], got {config.min_ssim}")
     src = Location.parse(config.src, config.storage_options)
     dst = Location.parse(config.dst, config.storage_options)
     if dst == src:
         raise ValueError(f"DST {dst.uri!r} is SRC: write the archive somewhere else")
     options = s3_options(config.storage_options)
     try:
-        sources, prefix = list_sources(src, exclude=dst)
+        sources, prefix = list_sources(src, exclude=dst, every_file=config.keep_failed)
     except OSError as e:
         raise ValueError(f"SRC {src.uri!r} cannot be listed: {e}") from None
     if not sources:

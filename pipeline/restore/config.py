@@ -16,4 +16,5 @@ class RestoreConfig(JobOptions):
     only: str | None = None  # fnmatch pattern on rel_path ("*" also matches "/")
     model: str | None = None  # None: default_model(the archive's scale)
     image_format: str = "png"  # png, jpeg or webp
+    to_srgb: bool = False  # convert pixels with an ICC profile to sRGB, profile left out
     batch_size: int = field(default=4, kw_only=True)  # images per batch

@@ -1,8 +1,10 @@
-"""The restore plan: an archive's LR PNGs -> DST/<rel_path>.<format> + DST/manifest/.
+"""The restore plan: an archive's LR PNGs -> DST/<rel_path>.<format> + DST/manifest/, and its
+kept sources -> DST/<rel_path>, byte for byte.
 
-Which images: the archive manifest's ok and skipped rows, or, when the archive has no manifest,
-every PNG under ARCHIVE/lr/ (its text chunks carry everything a restore needs). Its graph, run
-by pipeline/job.py: from_items -> read_lr_batch -> Upscale -> write_restored.
+Which images: the archive manifest's ok, kept and skipped rows, or, when the archive has no
+manifest, every PNG under ARCHIVE/lr/ (its text chunks carry everything a restore needs) and
+every file under ARCHIVE/kept/. Its graph, run by pipeline/job.py: from_items -> read_lr_batch
+-> Upscale -> write_restored (kept files pass the model by).
 """
 
 from __future__ import annotations
@@ -18,12 +20,16 @@ import ray
 from pipeline.format import (
     ARCHIVE_SCHEMA,
     DONE,
+    KEPT,
+    KEPT_DIR,
     LR_DIR,
     MANIFEST_DIR,
     OUTPUT_FORMATS,
     PERMANENT,
     RESTORE_SCHEMA,
+    Region,
     decode_lr_png,
+    kept_key,
     lr_key,
     output_key,
 )
@@ -45,9 +51,17 @@ class Item:
     """One image to restore."""
 
     rel_path: str
-    lr_uri: str  # ARCHIVE/lr/<rel_path>.png, wherever the archive lives now
+    lr_uri: str  # ARCHIVE/lr/<rel_path>.png, wherever the archive lives now; "" when kept
     source_uri: str | None  # from the archive manifest, for psnr/ssim when still readable
     scale: int | None  # from the archive manifest; None when restoring from PNGs alone
+    kept_uri: str | None = None  # ARCHIVE/kept/<rel_path>, for a source kept as it was
+    source_sha256: str | None = None  # of the source, from the archive manifest
+
+    def output(self, region: Region | None, image_format: str) -> str:
+        """Its key under DST: a kept file as it was, at its rel_path; else an image."""
+        if self.kept_uri and region is None:
+            return self.rel_path
+        return output_key(self.rel_path, image_format)
 
 
 @dataclass(frozen=True)
@@ -73,30 +87,35 @@ class RestoreJob(Plan):
             "only": config.only,
             "region": None if config.region is None else config.region.text,
             "format": config.image_format,
+            "to_srgb": config.to_srgb,
             "model": f"{self.model_ref} (id {self.model_id})",
         }
 
     def finished(self) -> dict[str, Row]:
         """Rows of the job's images that an earlier restore into DST settled with this model
-        and region: those it finished in this format whose output is still there, and, unless
-        --retry-errors, its permanent failures."""
+        and region: those it finished in this format and --to-srgb whose output is still there,
+        and, unless --retry-errors, its permanent failures."""
         config, dst = self.config, self.dst
         table = read_manifest(dst.child(MANIFEST_DIR), RESTORE_SCHEMA)
         if table is None:
             return {}
         existing = set(dst.filesystem().find(dst.root))
         region = None if config.region is None else config.region.text
-        wanted = {item.rel_path for item in self.items}
+        wanted = {item.rel_path: item for item in self.items}
         done = {}
         for row in table.to_pylist():
-            path = dst.path(output_key(row["rel_path"], config.image_format))
+            item = wanted.get(row["rel_path"])
+            if item is None:
+                continue
+            path = dst.path(item.output(config.region, config.image_format))
+            copied = bool(item.kept_uri) and config.region is None  # bytes, no colours
             if (
-                row["rel_path"] in wanted
-                and row["status"] in DONE
+                row["status"] in (*DONE, KEPT)
                 and row["model_id"] == self.model_id
                 and row["region"] == region
                 and row["output_uri"] == dst.uri_of(path)
                 and path in existing
+                and (copied or srgb_note(row["conversion"]) == config.to_srgb)
             ):
                 done[row["rel_path"]] = row | {"status": "skipped"}
             elif (
@@ -114,7 +133,13 @@ class RestoreJob(Plan):
         # "" for no source: a column of nothing but None would reach the stage as NaN floats.
         return ray.data.from_items(
             [
-                {"rel_path": i.rel_path, "lr_uri": i.lr_uri, "source_uri": i.source_uri or ""}
+                {
+                    "rel_path": i.rel_path,
+                    "lr_uri": i.lr_uri,
+                    "source_uri": i.source_uri or "",
+                    "kept_uri": i.kept_uri or "",
+                    "source_sha256": i.source_sha256 or "",
+                }
                 for i in todo
             ]
         )
@@ -127,6 +152,8 @@ class RestoreJob(Plan):
                 "model_id": self.model_id,
                 "region": config.region,
                 "options": self.options,
+                "image_format": config.image_format,
+                "to_srgb": config.to_srgb,
             },
             model=Upscale,
             model_kwargs={
@@ -135,7 +162,11 @@ class RestoreJob(Plan):
                 "region": config.region,
             },
             write=write_restored,
-            write_kwargs={"dst": self.dst, "image_format": config.image_format},
+            write_kwargs={
+                "dst": self.dst,
+                "image_format": config.image_format,
+                "to_srgb": config.to_srgb,
+            },
         )
 
     def lost(self, todo: Sequence[Item]) -> list[Row]:
@@ -169,22 +200,26 @@ def prepare_restore(config: RestoreConfig) -> RestoreJob:
 
 
 def list_items(archive: Location, only: str | None) -> list[Item]:
-    """The images to restore, from the archive manifest or else from ARCHIVE/lr/*.png."""
+    """The images to restore, from the archive manifest or else from ARCHIVE/lr/*.png and
+    ARCHIVE/kept/."""
     try:
         table = read_manifest(archive.child(MANIFEST_DIR), ARCHIVE_SCHEMA)
         if table is not None:
             items = [
-                Item(r["rel_path"], lr_uri(archive, r["rel_path"]), r["source_uri"], r["scale"])
-                for r in table.to_pylist()
-                if r["status"] in DONE
+                manifest_item(archive, r) for r in table.to_pylist() if r["status"] in (*DONE, KEPT)
             ]
         else:
+            fs = archive.filesystem()
             lr_root = archive.path(LR_DIR) + "/"
-            paths = archive.filesystem().find(lr_root)
+            kept_root = archive.path(KEPT_DIR) + "/"
             items = [
                 Item(p[len(lr_root) : -len(".png")], archive.uri_of(p), None, None)
-                for p in sorted(paths)
+                for p in sorted(fs.find(lr_root))
                 if p.endswith(".png") and is_image_name(p.rsplit("/", 1)[-1])
+            ] + [
+                Item(p[len(kept_root) :], "", None, None, kept_uri=archive.uri_of(p))
+                for p in sorted(fs.find(kept_root))
+                if not p.rsplit("/", 1)[-1].startswith(".")  # a temporary file of a write
             ]
     except OSError as e:
         raise ValueError(f"ARCHIVE {archive.uri!r} cannot be read: {e}") from None
@@ -198,19 +233,37 @@ def list_items(archive: Location, only: str | None) -> list[Item]:
     return items
 
 
+def manifest_item(archive: Location, row: Row) -> Item:
+    """The item of an archive manifest row: its LR file, or its kept source."""
+    rel_path = row["rel_path"]
+    if row["kept_uri"]:
+        kept = archive.uri_of(archive.path(kept_key(rel_path)))
+        return Item(rel_path, "", row["source_uri"], row["scale"], kept, row["source_sha256"])
+    return Item(rel_path, lr_uri(archive, rel_path), row["source_uri"], row["scale"])
+
+
 def lr_uri(archive: Location, rel_path: str) -> str:
     return archive.uri_of(archive.path(lr_key(rel_path)))
 
 
+def srgb_note(conversion: str | None) -> bool:
+    """Whether a restore row's conversion says --to-srgb made it (restore/write.py)."""
+    return conversion is not None and conversion.endswith("sRGB")
+
+
 def archive_scale(items: list[Item], options: dict[str, Any]) -> int:
-    """The scale the default model must have: the manifest's, or the first LR PNG's."""
+    """The scale the default model must have: the manifest's, or the first LR PNG's (16
+    when every item is a kept source, which needs no model)."""
     scales = {item.scale for item in items if item.scale is not None}
     if len(scales) > 1:
         raise ValueError(f"the archive mixes scales {sorted(scales)}: pass --model")
     if scales:
         return scales.pop()
-    location = Location.parse(items[0].lr_uri, options)
+    lr_items = [item for item in items if not item.kept_uri]
+    if not lr_items:
+        return 16
+    location = Location.parse(lr_items[0].lr_uri, options)
     try:
         return decode_lr_png(location.filesystem().cat_file(location.root))[1].scale
     except ValueError as e:
-        raise ValueError(f"{items[0].lr_uri}: {e}; pass --model") from None
+        raise ValueError(f"{lr_items[0].lr_uri}: {e}; pass --model") from None

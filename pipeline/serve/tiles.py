@@ -23,7 +23,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.format import LR_DIR, LrHeader, Region, decode_lr_png, encode_output, lr_key
+from pipeline.format import (
+    LR_DIR,
+    LrHeader,
+    Metadata,
+    Region,
+    decode_lr_png,
+    encode_output,
+    lr_key,
+)
 from pipeline.serve.cache import LRUCache
 from pipeline.stage import load_model
 from pipeline.storage import Location
@@ -53,15 +61,16 @@ class View:
     rotation: int = 0  # then turn clockwise by 0, 90, 180 or 270 degrees
     image_format: str = "png"  # one of OUTPUT_FORMATS
 
-    def finish(self, pixels: np.ndarray) -> bytes:
-        """The region's (h, w, 3) uint8 pixels -> the encoded image this view asks for."""
+    def finish(self, pixels: np.ndarray, icc: bytes | None = None) -> bytes:
+        """The region's (h, w, 3) uint8 pixels -> the encoded image this view asks for, with the
+        ICC profile `icc` where given."""
         if self.size is not None and self.size != (self.region.w, self.region.h):
             resized = Image.fromarray(pixels).resize(self.size, Image.Resampling.LANCZOS)
             pixels = np.asarray(resized)
         if self.mirror:
             pixels = pixels[:, ::-1]
         pixels = np.ascontiguousarray(np.rot90(pixels, k=-self.rotation // 90))
-        return encode_output(pixels, self.image_format)
+        return encode_output(pixels, self.image_format, Metadata(icc=icc))
 
 
 @dataclass(frozen=True)
@@ -262,6 +271,7 @@ class TileService:
         except ValueError as e:  # the LR pixels disagree with the size in its header
             raise TileError(500, f"LR file does not match its header: {e}") from None
         ran = ~torch.isnan(t_map)
-        data = view.finish(to_images(to_pixels(x_hat))[0])
+        # the image's ICC profile rides along, so a tile shows the colours of its image
+        data = view.finish(to_images(to_pixels(x_hat))[0], header.metadata.icc)
         mean = float(t_map[ran].mean()) if ran.any() else math.nan
         return RenderedTile(data, int(ran.sum()), t_map.numel(), mean, cached=False)

@@ -85,7 +85,7 @@ def test_conversions_are_recorded(zoo_archive):
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("bad/corrupt.jpg", "not a readable PNG/JPEG/WEBP/TIFF/BMP image"),
+        ("bad/corrupt.jpg", "not a readable PNG/JPEG/WEBP/TIFF/BMP/GIF/HEIF/AVIF/JXL image"),
         ("bad/truncated.png", "corrupt or truncated image"),
         ("bad/empty.jpg", "empty file (0 bytes)"),
         ("bad/not-an-image.png", "not a readable"),
