@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import numpy as np
 import pyarrow as pa
 
-from pipeline.format import DONE, MANIFEST_DIR
+from pipeline.format import DONE, KEPT, MANIFEST_DIR
 from pipeline.manifest import ManifestWriter, compact
 from pipeline.rows import to_rows
 from pipeline.storage import Location, remove_stale_temps
@@ -135,7 +135,7 @@ class JobResult:
     manifest: str  # URI of the manifest the rows are in
     seconds: float  # the job's wall time
     errors_hint: str  # where to read the errors
-    source_bytes: int | None = None  # of the images done (ok or skipped); archive only
+    source_bytes: int | None = None  # of the images shrunk (ok or skipped); archive only
     lr_bytes: int | None = None  # of their LR PNGs; archive only
     permanent: int = 0  # an earlier run's permanent failures, not retried
     not_attempted: int | None = None  # stopped early at --max-errors: images left undone
@@ -151,7 +151,8 @@ class JobResult:
 
     def line(self) -> str:
         """In words: "archive: 120 images: 118 ok, 2 errors (see ...), 54.1x smaller, 3m12s"."""
-        counts = [f"{self.counts[s]} {s}" for s in ("ok", "skipped") if self.counts.get(s)]
+        done = ("ok", KEPT, "skipped")
+        counts = [f"{self.counts[s]} {s}" for s in done if self.counts.get(s)]
         errors = self.counts.get("error", 0)
         counts.append(f"{errors} errors ({self.errors_hint})" if errors else "no errors")
         parts = [f"{sum(self.counts.values()) + self.permanent} images: {', '.join(counts)}"]
@@ -173,7 +174,7 @@ class JobResult:
         return {
             "job": self.job,
             "images": sum(self.counts.values()) + self.permanent,
-            "counts": {s: self.counts.get(s, 0) for s in ("ok", "skipped", "error")},
+            "counts": {s: self.counts.get(s, 0) for s in ("ok", KEPT, "skipped", "error")},
             "source_bytes": self.source_bytes,
             "lr_bytes": self.lr_bytes,
             "compression_ratio": self.compression_ratio,
@@ -200,7 +201,8 @@ class Tally:
     def add(self, rows: Sequence[Row]) -> None:
         self.counts.update(row["status"] for row in rows)
         for row in rows:
-            if row["status"] in DONE:
+            # shrunk, not kept (Ray may turn a column of None into NaN: test for a URI)
+            if row["status"] in DONE and not isinstance(row.get("kept_uri"), str):
                 self.source_bytes += int(row.get("source_bytes") or 0)  # numpy ints from Ray
                 self.lr_bytes += int(row.get("lr_bytes") or 0)
 

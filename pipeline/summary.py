@@ -45,7 +45,8 @@ class Summary:
             before = self.source_bytes + self.kept_bytes
             saved = before - stored
             lines += [
-                f"kept as is: {self.kept} files, {self.kept_bytes:,} bytes "
+                f"kept as is: {self.kept} file{'s' if self.kept != 1 else ''}, "
+                f"{self.kept_bytes:,} bytes "
                 f"({human(self.kept_bytes)})",
                 f"archive bytes (LR + kept): {stored:,} ({human(stored)})",
                 f"space saved: {saved:,} ({human(saved)}, "

@@ -237,6 +237,6 @@ def test_a_first_run_prints_only_its_own_lines(small_photos, tiny_model, tmp_pat
         assert re.fullmatch(r"archive: [0-3]/3 images \(\d+%\), \d+ errors, .* images/s.*", line)
     assert re.fullmatch(r"archive: 3 images: 3 ok, no errors, [\d.]+x smaller, .*s", lines[-1])
     result = json.loads(job.stdout)
-    assert result["counts"] == {"ok": 3, "skipped": 0, "error": 0}
+    assert result["counts"] == {"ok": 3, "kept": 0, "skipped": 0, "error": 0}
     assert result["exit_code"] == 0 and result["manifest"] == str(dst / "manifest")
     assert result["lr_bytes"] == sum(p.stat().st_size for p in (dst / "lr").rglob("*.png"))

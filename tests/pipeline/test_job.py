@@ -49,6 +49,18 @@ def test_tally_counts_statuses_and_bytes_of_images_done():
     )
 
 
+def test_tally_leaves_kept_files_out_of_the_bytes_shrunk():
+    tally = Tally()
+    tally.add(
+        [
+            {"status": "ok", "source_bytes": 1000, "lr_bytes": 10, "kept_uri": float("nan")},
+            {"status": "skipped", "source_bytes": 500, "lr_bytes": None, "kept_uri": "/a/kept/x"},
+            {"status": "kept", "source_bytes": 300, "lr_bytes": None, "kept_uri": "/a/kept/y"},
+        ]
+    )
+    assert (tally.source_bytes, tally.lr_bytes) == (1000, 10)
+
+
 def archive_result(**counts: int) -> JobResult:
     return JobResult(
         job="archive",
@@ -69,6 +81,10 @@ def test_summary_line_in_words():
     assert archive_result(ok=3, skipped=1).line() == (
         "archive: 4 images: 3 ok, 1 skipped, no errors, 54.1x smaller, 3m12s"
     )
+    assert archive_result(ok=3, kept=2).line() == (
+        "archive: 5 images: 3 ok, 2 kept, no errors, 54.1x smaller, 3m12s"
+    )
+    assert archive_result(kept=2).exit_code == 0
     restore = JobResult("restore", {"ok": 2}, "/r/manifest", 3.0, "their rows in /r say why")
     assert restore.line() == "restore: 2 images: 2 ok, no errors, 3.0s"
 
@@ -78,7 +94,7 @@ def test_json_has_counts_bytes_ratio_exit_code_and_manifest():
     assert out == {
         "job": "archive",
         "images": 120,
-        "counts": {"ok": 118, "skipped": 0, "error": 2},
+        "counts": {"ok": 118, "kept": 0, "skipped": 0, "error": 2},
         "source_bytes": 5410,
         "lr_bytes": 100,
         "compression_ratio": 54.1,
