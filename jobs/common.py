@@ -8,15 +8,25 @@ import importlib.util
 import json
 import logging
 import os
+import signal
 import sys
+import tempfile
+import time
+import traceback
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from pipeline.job import Plan
 
+# Exit statuses. 0: every image ok or skipped (an earlier run's permanent failures, not retried,
+# don't count); SOME_FAILED: the job ran and some images failed (their manifest rows say why).
+SOME_FAILED = 1
 USAGE_ERROR = 2  # bad usage or configuration: bad URI, unknown model, no input
+CRASHED = 3  # the job itself failed: one line on stderr, the traceback in a log file
+INTERRUPTED = 130  # SIGINT or SIGTERM, after the manifest rows received so far were written
 
 # The extras of the package (pyproject.toml) that only some subcommands need: the modules each
 # subcommand cannot run without. JPEG XL (imagecodecs, also in bench) is optional: tadm bench
@@ -93,6 +103,18 @@ def add_job_options(parser: argparse.ArgumentParser, batch_size: int) -> None:
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="redo images an earlier run into DST finished"
+    )
+    parser.add_argument(
+        "--max-errors",
+        type=int,
+        metavar="N",
+        help="stop the job once more than N images failed (exit 1; the rows so far are kept)",
+    )
+    parser.add_argument(
+        "--retry-errors",
+        action="store_true",
+        help="also retry an earlier run's permanent failures (bad files; by default only "
+        "transient ones, I/O and model errors, are retried)",
     )
     add_storage_options(parser)
 
@@ -183,6 +205,7 @@ def ray_session() -> Iterator[None]:
         ray.init(
             logging_level=logging.INFO if verbose else logging.WARNING, include_dashboard=False
         )
+    interrupt_on_sigterm()  # ray.init sets its own handler, which exits at once
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = verbose
@@ -209,6 +232,45 @@ def run_plan(plan: Plan, as_json: bool = False) -> int:
     return result.exit_code
 
 
+def on_sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+def interrupt_on_sigterm() -> None:
+    """SIGTERM (a scheduler stopping the job) interrupts it as Ctrl-C does."""
+    if signal.getsignal(signal.SIGTERM) is not on_sigterm:
+        with contextlib.suppress(ValueError):  # not the main thread: leave it
+            signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def crash_log(prog: str) -> Path:
+    """A new file for a crashed job's traceback: <temp dir>/tadm-logs/<command>-<time>-<pid>.log
+    (the job's DST may be what failed)."""
+    folder = Path(tempfile.gettempdir()) / "tadm-logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return folder / f"{prog.replace(' ', '-')}-{stamp}-{os.getpid()}.log"
+
+
+def raised_in_ray(e: BaseException) -> bool:
+    from ray.exceptions import RayError
+
+    return isinstance(e, RayError)
+
+
+def crashed(prog: str, argv: list[str] | None, e: Exception) -> int:
+    """Write the traceback of `e` to a new log file, print one line naming `e` and the file;
+    CRASHED."""
+    log = crash_log(prog)
+    command = " ".join([prog, *(sys.argv[1:] if argv is None else argv)])
+    log.write_text(f"{command}\n\n{traceback.format_exc()}")
+    first_line = next(iter(str(e).strip().splitlines()), "")
+    print(
+        f"{prog}: crashed: {type(e).__name__}: {first_line} (traceback in {log})", file=sys.stderr
+    )
+    return CRASHED
+
+
 def run_job(
     prog: str,
     parser: argparse.ArgumentParser,
@@ -216,7 +278,9 @@ def run_job(
     job: Callable[[argparse.Namespace], int],
 ) -> int:
     """Parse `argv` and run `job(args)`, which returns the exit status. Bad usage (argparse's
-    errors, or a ValueError from the job's checks) prints one line and returns 2."""
+    errors, or a ValueError from the job's checks) prints one line and returns 2; SIGINT or
+    SIGTERM returns 130; any other exception is a crash: one line naming it and a log file
+    with the traceback, and 3."""
     setup_logging()
     try:
         args = parser.parse_args(argv)
@@ -224,8 +288,24 @@ def run_job(
         return int(e.code or 0)
     setup_logging(quiet=args.quiet, verbose=args.verbose)
     del args.quiet, args.verbose
+    previous = signal.getsignal(signal.SIGTERM)
+    interrupt_on_sigterm()
     try:
         return job(args)
     except ValueError as e:
+        if raised_in_ray(e):  # a stage's own ValueError, re-raised by Ray: not bad usage
+            return crashed(prog, argv, e)
         print(f"{prog}: error: {e}", file=sys.stderr)
         return USAGE_ERROR
+    except KeyboardInterrupt:
+        print(
+            f"{prog}: interrupted; the manifest keeps the rows received so far, "
+            "run the same command again to finish the rest",
+            file=sys.stderr,
+        )
+        return INTERRUPTED
+    except Exception as e:
+        return crashed(prog, argv, e)
+    finally:
+        with contextlib.suppress(ValueError, TypeError):
+            signal.signal(signal.SIGTERM, previous)

@@ -20,7 +20,7 @@ import pillow_heif
 import pillow_jxl  # noqa: F401  (registers Pillow's JPEG XL plugin)
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from pipeline.format import MAX_PIXELS, Metadata, check_rel_path
+from pipeline.format import MAX_PIXELS, PERMANENT, Metadata, check_rel_path
 from pipeline.rows import NO_PIXELS, error_text, to_batch
 from pipeline.sources import IMAGE_EXTENSIONS
 
@@ -234,7 +234,7 @@ def decode_batch(
                 raise ValueError(f"image is {width}x{height}, smaller than the scale {scale}")
             row["pixels"] = decoded.pixels
         except Exception as e:  # one image must not stop the job: it becomes its row
-            row.update(status="error", error=error_text(e))
+            row.update(status="error", error=error_text(e), error_kind=PERMANENT)
         row["seconds"] = time.perf_counter() - start
         rows.append(row)
     return to_batch(rows, DECODE_COLUMNS)
@@ -257,4 +257,5 @@ DECODE_COLUMNS = (
     "source_data",
     "pixels",
     "seconds",
+    "error_kind",
 )

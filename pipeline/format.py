@@ -33,6 +33,12 @@ DONE = ("ok", "skipped")  # statuses of an image whose output exists
 # A source copied as it was: below the quality floor, or not archivable with --keep-failed.
 # Its output exists too, and re-runs skip it; a restore gives it back byte for byte.
 KEPT = "kept"
+# error_kind of an error row. A permanent failure comes from the input itself (an undecodable
+# or unsupported file, a bomb, an image smaller than the scale, a corrupt or foreign LR): a
+# re-run would fail again, so it is not retried unless --retry-errors. A transient one (I/O,
+# the model) is retried by every re-run; so is a row whose error_kind is null.
+PERMANENT = "permanent"
+TRANSIENT = "transient"
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
 QUALITY = 95  # JPEG and WebP: near-transparent to the eye; PNG is lossless
 # Decompression-bomb limit on sources and on the size an LR file declares, set deliberately:
@@ -135,6 +141,7 @@ ARCHIVE_SCHEMA = pa.schema(
         ("kept_uri", pa.string()),  # ARCHIVE/kept/<rel_path> when the source was kept as is
         ("kept_reason", pa.string()),  # why it was kept: below the quality floor, or its error
         ("lr_sha256", pa.string()),  # of the LR file's bytes, hex: restore checks it
+        ("error_kind", pa.string()),  # PERMANENT | TRANSIENT for an error; else null
     ]
 )
 
@@ -154,6 +161,7 @@ RESTORE_SCHEMA = pa.schema(
         ("ssim", pa.float64()),
         ("metadata", pa.string()),  # what the output carries: "exif,icc,xmp"
         ("conversion", pa.string()),  # --to-srgb: "ICC 'Display P3' -> sRGB"
+        ("error_kind", pa.string()),  # PERMANENT | TRANSIENT for an error; else null
     ]
 )
 

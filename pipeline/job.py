@@ -50,12 +50,16 @@ class JobOptions:
     batch_size: int = 8  # images per batch (on a GPU same-size ones share one forward pass)
     overwrite: bool = False  # redo images an earlier run finished
     storage_options: dict[str, Any] = field(default_factory=dict)  # s3fs options
+    max_errors: int | None = None  # stop the job once more images than this failed
+    retry_errors: bool = False  # retry an earlier run's permanent failures too
 
     def check(self) -> None:
         """ValueError naming the option that is out of range (the rest is checked against
         the Ray cluster by plan_resources)."""
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.max_errors is not None and self.max_errors < 0:
+            raise ValueError(f"--max-errors must be at least 0, got {self.max_errors}")
 
 
 class Entry(Protocol):
@@ -103,7 +107,9 @@ class Plan(ABC):
 
     @abstractmethod
     def finished(self) -> dict[str, Row]:
-        """Rows to write as "skipped", by rel_path: images an earlier run finished."""
+        """Rows an earlier run settled, by rel_path, written again as they are and not redone:
+        images it finished (status "skipped") and, unless --retry-errors, its permanent
+        failures (status "error", error_kind PERMANENT)."""
 
     @abstractmethod
     def source(self, todo: Sequence[Entry], resources: Resources) -> ray.data.Dataset:
@@ -120,15 +126,20 @@ class Plan(ABC):
 
 @dataclass(frozen=True)
 class JobResult:
-    """What a job did: its last log line, and the JSON object of --json."""
+    """What a job did: its last log line, and the JSON object of --json. An earlier run's
+    permanent failures, not retried, are not this run's errors: a job where nothing new failed
+    exits 0."""
 
     job: str  # "archive" or "restore"
-    counts: dict[str, int]  # this run's rows by status
+    counts: dict[str, int]  # this run's rows by status (earlier permanent failures apart)
     manifest: str  # URI of the manifest the rows are in
     seconds: float  # the job's wall time
     errors_hint: str  # where to read the errors
     source_bytes: int | None = None  # of the images shrunk (ok or skipped); archive only
     lr_bytes: int | None = None  # of their LR PNGs; archive only
+    permanent: int = 0  # an earlier run's permanent failures, not retried
+    not_attempted: int | None = None  # stopped early at --max-errors: images left undone
+    max_errors: int | None = None  # the --max-errors it stopped at
 
     @property
     def exit_code(self) -> int:
@@ -144,7 +155,17 @@ class JobResult:
         counts = [f"{self.counts[s]} {s}" for s in done if self.counts.get(s)]
         errors = self.counts.get("error", 0)
         counts.append(f"{errors} errors ({self.errors_hint})" if errors else "no errors")
-        parts = [f"{sum(self.counts.values())} images: {', '.join(counts)}"]
+        parts = [f"{sum(self.counts.values()) + self.permanent} images: {', '.join(counts)}"]
+        if self.permanent:
+            parts.append(
+                f"{self.permanent} permanent failures of an earlier run not retried "
+                "(--retry-errors retries them)"
+            )
+        if self.not_attempted is not None:
+            parts.append(
+                f"stopped early: more than --max-errors {self.max_errors} images failed, "
+                f"{self.not_attempted} images not attempted (a re-run does them)"
+            )
         if self.compression_ratio is not None:
             parts.append(f"{self.compression_ratio:.1f}x smaller")
         return f"{self.job}: {', '.join(parts)}, {duration(self.seconds)}"
@@ -152,12 +173,14 @@ class JobResult:
     def to_json(self) -> dict[str, Any]:
         return {
             "job": self.job,
-            "images": sum(self.counts.values()),
+            "images": sum(self.counts.values()) + self.permanent,
             "counts": {s: self.counts.get(s, 0) for s in ("ok", KEPT, "skipped", "error")},
             "source_bytes": self.source_bytes,
             "lr_bytes": self.lr_bytes,
             "compression_ratio": self.compression_ratio,
             "seconds": round(self.seconds, 3),
+            "permanent_not_retried": self.permanent,
+            "not_attempted": self.not_attempted,
             "exit_code": self.exit_code,
             "manifest": self.manifest,
         }
@@ -170,6 +193,10 @@ class Tally:
     counts: Counter = field(default_factory=Counter)
     source_bytes: int = 0
     lr_bytes: int = 0
+
+    def attempted(self) -> int:
+        """Rows of images this run did (not skipped)."""
+        return sum(n for status, n in self.counts.items() if status != "skipped")
 
     def add(self, rows: Sequence[Row]) -> None:
         self.counts.update(row["status"] for row in rows)
@@ -203,18 +230,25 @@ def run(plan: Plan) -> JobResult:
     manifest = plan.dst.child(MANIFEST_DIR)
     finished = {} if config.overwrite else plan.finished()
     todo = [image for image in images if image.rel_path not in finished]
-    skipped = [finished[image.rel_path] for image in images if image.rel_path in finished]
+    settled = [finished[image.rel_path] for image in images if image.rel_path in finished]
+    skipped = [row for row in settled if row["status"] == "skipped"]
+    permanent = len(settled) - len(skipped)  # an earlier run's permanent failures
     writer = ManifestWriter(manifest, plan.schema)
-    writer.add(skipped)
+    writer.add(settled)
     tally = Tally()
     tally.add(skipped)
     if skipped:
         logger.info(
             "%s: %d of %d images done by an earlier run, skipped", name, len(skipped), len(images)
         )
-    if todo:
-        stream(plan, build_graph(plan, resources, todo), todo, writer, tally)
-    writer.flush()
+    if permanent:
+        logger.info("%s: %d permanent failures of an earlier run, not retried", name, permanent)
+    stopped = False
+    try:
+        if todo:
+            stopped = stream(plan, build_graph(plan, resources, todo), todo, writer, tally)
+    finally:  # also when interrupted or crashed: the rows received are kept, a re-run resumes
+        writer.flush()
     compact(manifest, plan.schema)
     has_bytes = "lr_bytes" in plan.schema.names
     result = JobResult(
@@ -225,6 +259,9 @@ def run(plan: Plan) -> JobResult:
         errors_hint=plan.errors_hint.format(dst=plan.dst.uri, manifest=manifest.uri),
         source_bytes=tally.source_bytes if has_bytes else None,
         lr_bytes=tally.lr_bytes if has_bytes else None,
+        permanent=permanent,
+        not_attempted=len(images) - len(settled) - tally.attempted() if stopped else None,
+        max_errors=config.max_errors,
     )
     logger.info("%s", result.line(), extra={"summary": True})
     return result
@@ -260,22 +297,26 @@ def build_graph(plan: Plan, resources: Resources, todo: Sequence[Entry]) -> ray.
 
 def stream(
     plan: Plan, ds: ray.data.Dataset, todo: Sequence[Entry], writer: ManifestWriter, tally: Tally
-) -> None:
+) -> bool:
     """Run the graph, writing its rows to the manifest as they come and adding them to
-    `tally`."""
+    `tally`; True when it stopped early because more images than --max-errors failed."""
     progress = Progress(plan.name, total=len(todo))
     seen = set()
+    max_errors = plan.config.max_errors
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         rows = to_rows(batch)
         writer.add(rows)
         seen.update(row["rel_path"] for row in rows)
         tally.add(rows)
         progress.update(len(rows), sum(row["status"] == "error" for row in rows))
+        if max_errors is not None and tally.counts["error"] > max_errors:
+            return True
     lost = plan.lost([image for image in todo if image.rel_path not in seen])
     if lost:
         writer.add(lost)
         tally.add(lost)
         progress.update(len(lost), len(lost))
+    return False
 
 
 class Progress:

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.format import PERMANENT, TRANSIENT
+
 NO_PIXELS = np.zeros((0, 0, 3), dtype=np.uint8)  # the image cell of a row that has none
 
 
@@ -17,6 +19,12 @@ def error_text(e: Exception) -> str:
     if isinstance(e, (ValueError, OSError)):
         return str(e)
     return f"{type(e).__name__}: {e}"
+
+
+def error_kind(e: Exception) -> str:
+    """TRANSIENT for I/O (an OSError: a re-run may get past it), PERMANENT for anything else:
+    the stages' decoders turn every failure of the input itself into a ValueError."""
+    return TRANSIENT if isinstance(e, OSError) else PERMANENT
 
 
 def to_rows(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:

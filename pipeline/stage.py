@@ -15,9 +15,11 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from pipeline.rows import error_text, model_calls, to_batch, to_rows
+from pipeline.format import TRANSIENT
+from pipeline.rows import error_kind, error_text, model_calls, to_batch, to_rows
 from pipeline.storage import Location, write_atomic
 from tadm import TADM
+from tadm.images import to_images
 
 Row = dict[str, Any]
 
@@ -77,11 +79,19 @@ class ModelStage(ABC):
                     self.run(group)
             except Exception as e:  # one failure must not stop the job: it becomes rows
                 for row in group:
-                    row.update(status="error", error=f"model failed: {type(e).__name__}: {e}")
+                    error = f"model failed: {type(e).__name__}: {e}"
+                    row.update(status="error", error=error, error_kind=TRANSIENT)
             share = (time.perf_counter() - start) / len(group)
             for row in group:
                 row["seconds"] += share
         return to_batch(rows, self.columns)
+
+
+def restored_images(x_hat: torch.Tensor) -> list[np.ndarray]:
+    """(B, 3, H, W) float in [0, 1] -> B (H, W, 3) uint8 images, rounded as tadm.images.to_pixels
+    rounds; converted in place (x_hat is overwritten), so no second float copy of a large image
+    is made."""
+    return to_images(x_hat.clamp_(0, 1).mul_(255).round_().to(torch.uint8))
 
 
 def write_files(
@@ -105,13 +115,14 @@ def write_files(
             key, data = output(row)
             path = dst.join(key)
         except Exception as e:  # one image must not stop the job: it becomes its row
-            row.update(status="error", error=f"cannot write: {error_text(e)}")
+            error = f"cannot write: {error_text(e)}"
+            row.update(status="error", error=error, error_kind=error_kind(e))
         else:
             try:
                 write_atomic(fs, path, data)
                 row[uri_column] = dst.uri_of(path)
             except Exception as e:
                 error = f"cannot write {dst.uri_of(path)}: {error_text(e)}"
-                row.update(status="error", error=error)
+                row.update(status="error", error=error, error_kind=TRANSIENT)
         row["seconds"] += time.perf_counter() - start
     return rows

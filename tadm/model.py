@@ -396,7 +396,7 @@ class TADM(nn.Module):
             raise ValueError("hr values must lie in [0, 1]")
         self._check_inference()
         hp, wp = self._padded(height, width)
-        x = pad_to(hr.to(self.device, torch.float32) * 2 - 1, hp, wp)
+        x = pad_to(hr.to(self.device, torch.float32).mul(2).sub_(1), hp, wp)
         r = s // f  # latent pixels per LR pixel
         chunks = self._tiles(hp, wp) if self.tiling == "all" else self._chunks(hp, wp)
         if len(chunks) == 1:
@@ -458,7 +458,8 @@ class TADM(nn.Module):
             x_hat = self._upscale_every_tile(y, hp, wp, window, t_map, latents)
         else:
             x_hat = self._upscale_unet_tiles(y, hp, wp, window, t_map, latents)
-        hr = ((x_hat + 1) / 2).clamp(0, 1).to(lr.device)
+        # In place: the HR canvas is the largest buffer, one float copy of it is enough.
+        hr = x_hat.add_(1).div_(2).clamp_(0, 1).to(lr.device)
         return (hr, t_map) if return_timesteps else hr
 
     def _upscale_unet_tiles(

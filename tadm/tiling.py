@@ -102,4 +102,6 @@ class Blender:
         self.weight[dst] += weights[src]
 
     def result(self) -> Tensor:
-        return self.acc / self.weight
+        """The blended window, divided in place (no second copy of a large canvas): call it
+        once, after the last `add`."""
+        return self.acc.div_(self.weight)

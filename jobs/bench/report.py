@@ -223,7 +223,35 @@ def memory_section(m: dict[str, Any]) -> list[str]:
             "and a fixed working set.",
             "",
         ]
+    if m.get("stages"):
+        lines += stages_table(m["stages"])
     return lines
+
+
+def stages_table(stages: list[dict[str, Any]]) -> list[str]:
+    """The job stages around the model: each step's peak RSS increase over the loaded model."""
+    steps = list(dict.fromkeys(name for p in stages for name in p["steps"]))
+    lines = [
+        "Job stages on a photo (the sample photos tiled 2 x 2 and resized): restore's read, model "
+        "(upscale, uint8, psnr, ssim) and write steps, psnr + ssim alone, and archive --verify's "
+        "decode and model steps. Each is the peak RSS increase over the RSS with the model "
+        "loaded (MB); bytes per pixel is the largest over the HR pixels.",
+        "",
+    ]
+    return lines + table(
+        ["stage", "size", "MP", "seconds", *(f"{s} (MB)" for s in steps), "bytes / HR pixel"],
+        [
+            [
+                p["kind"],
+                f"{p['width']}x{p['height']}",
+                num(p["megapixels"], 2),
+                num(p["seconds"], 1),
+                *(num(p["steps"][s]["increase"] / MB, 0) if s in p["steps"] else "" for s in steps),
+                num(p["bytes_per_pixel"], 1),
+            ]
+            for p in stages
+        ],
+    )
 
 
 def cost_section(c: dict[str, Any]) -> list[str]:

@@ -142,7 +142,11 @@ def run(args: argparse.Namespace, command: str) -> int:
         "rd": rd,
         "throughput": throughput,
         "memory": lambda: run_memory(
-            models[0].ref, config["memory_sizes"], threads, progress=keep("memory")
+            models[0].ref,
+            config["memory_sizes"],
+            threads,
+            images=args.images,
+            progress=keep("memory"),
         ),
         "cost": lambda: run_cost(
             config["cost_size"], args.device, args.precision, threads, tiling=args.tiling

@@ -9,8 +9,8 @@ import torch
 
 from pipeline.decode import DECODE_COLUMNS, METADATA_COLUMNS
 from pipeline.format import KEPT, LrHeader, Metadata, decode_lr_png, encode_lr_png
-from pipeline.stage import ModelStage, Row
-from tadm.images import to_images, to_pixels, to_tensor
+from pipeline.stage import ModelStage, Row, restored_images
+from tadm.images import to_images, to_tensor
 from tadm.metrics import psnr, ssim
 
 
@@ -60,7 +60,9 @@ class Downscale(ModelStage):
     def run(self, group: list[Row]) -> None:
         """Downscale (and verify) images of one size, filling their rows."""
         hr = to_tensor([row["pixels"] for row in group]).to(self.device)  # (B, 3, H, W) uint8
-        lr = self.model.downscale(hr.float() / 255)  # (B, 3, ceil(H/s), ceil(W/s)) uint8
+        hr = hr.float().div_(255)  # one float copy of the images, freed after the model call
+        lr = self.model.downscale(hr)  # (B, 3, ceil(H/s), ceil(W/s)) uint8
+        del hr
         for row, lr_image in zip(group, to_images(lr), strict=True):
             # Ray turns an int column with nulls (error rows) into floats: cast back.
             metadata = Metadata(*(bytes(row[name]) or None for name in METADATA_COLUMNS))
@@ -91,7 +93,7 @@ class Downscale(ModelStage):
         written = to_tensor([decode_lr_png(row["lr_png"])[0] for row in group]).to(self.device)
         size = (int(group[0]["height"]), int(group[0]["width"]))
         x_hat, t_map = self.model.upscale(written, size=size, return_timesteps=True)
-        for row, restored, t in zip(group, to_images(to_pixels(x_hat)), t_map, strict=True):
+        for row, restored, t in zip(group, restored_images(x_hat), t_map, strict=True):
             row["psnr"] = psnr(restored, row["pixels"])
             row["ssim"] = ssim(restored, row["pixels"])
             t_mean = float(torch.nanmean(t.float()))

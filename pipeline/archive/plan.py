@@ -24,6 +24,8 @@ from pipeline.format import (
     KEPT_DIR,
     LR_DIR,
     MANIFEST_DIR,
+    PERMANENT,
+    TRANSIENT,
     kept_key,
     lr_key,
 )
@@ -66,10 +68,10 @@ class ArchiveJob(Plan):
         }
 
     def finished(self) -> dict[str, Row]:
-        """Rows of images an earlier run finished with this model and scale, from a source of
-        the same size, whose LR file (or kept source) is still there with the recorded size;
-        with --verify or a quality floor, LR rows without psnr, or below the floor, don't
-        count."""
+        """Rows an earlier run settled with this model and scale, from a source of the same
+        size: images it finished whose LR file (or kept source) is still there with the
+        recorded size (with --verify or a quality floor, LR rows without psnr, or below the
+        floor, don't count), and, unless --retry-errors, its permanent failures."""
         table = read_manifest(self.dst.child(MANIFEST_DIR), ARCHIVE_SCHEMA)
         if table is None:
             return {}
@@ -80,16 +82,33 @@ class ArchiveJob(Plan):
             for p, i in fs.find(self.dst.path(folder), detail=True).items()
         }
         sources = {s.rel_path: s for s in self.sources}
+
+        def done(row: Row) -> bool:
+            if row["status"] not in (*DONE, KEPT):
+                return False
+            if row["kept_uri"]:
+                return self.kept_is_there(row, sizes)
+            return self.lr_is_good(row, sizes)
+
+        def failed_for_good(row: Row) -> bool:
+            return (
+                row["status"] == "error"
+                and row["error_kind"] == PERMANENT
+                and not self.config.retry_errors
+            )
+
         return {
             row["rel_path"]: row
-            | {"status": "skipped", "source_uri": self.src.uri_of(sources[row["rel_path"]].path)}
+            | {
+                "status": "skipped" if row["status"] in (*DONE, KEPT) else row["status"],
+                "source_uri": self.src.uri_of(sources[row["rel_path"]].path),
+            }
             for row in table.to_pylist()
-            if row["status"] in (*DONE, KEPT)
-            and row["rel_path"] in sources
+            if row["rel_path"] in sources
             and row["source_bytes"] == sources[row["rel_path"]].size
             and row["model_id"] == self.model_id
             and row["scale"] == self.scale
-            and (self.kept_is_there(row, sizes) if row["kept_uri"] else self.lr_is_good(row, sizes))
+            and (done(row) or failed_for_good(row))
         }
 
     def kept_is_there(self, row: Row, sizes: dict[str, int]) -> bool:
@@ -145,6 +164,7 @@ class ArchiveJob(Plan):
                 "rel_path": s.rel_path,
                 "status": "error",
                 "error": "source file disappeared before it was read",
+                "error_kind": TRANSIENT,
                 "source_bytes": s.size,
                 "scale": self.scale,
                 "model_id": self.model_id,

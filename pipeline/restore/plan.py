@@ -25,6 +25,7 @@ from pipeline.format import (
     LR_DIR,
     MANIFEST_DIR,
     OUTPUT_FORMATS,
+    PERMANENT,
     RESTORE_SCHEMA,
     Region,
     decode_lr_png,
@@ -94,8 +95,9 @@ class RestoreJob(Plan):
         }
 
     def finished(self) -> dict[str, Row]:
-        """Rows of the job's images that an earlier restore into DST finished with this
-        model, region, format and --to-srgb, whose output is still there."""
+        """Rows of the job's images that an earlier restore into DST settled with this model
+        and region: those it finished in this format and --to-srgb whose output is still there,
+        and, unless --retry-errors, its permanent failures."""
         config, dst = self.config, self.dst
         table = read_manifest(dst.child(MANIFEST_DIR), RESTORE_SCHEMA)
         if table is None:
@@ -119,6 +121,15 @@ class RestoreJob(Plan):
                 and (copied or srgb_note(row["conversion"]) == config.to_srgb)
             ):
                 done[row["rel_path"]] = row | {"status": "skipped"}
+            elif (
+                row["rel_path"] in wanted
+                and row["status"] == "error"
+                and row["error_kind"] == PERMANENT
+                and not config.retry_errors
+                and row["model_id"] == self.model_id
+                and row["region"] == region
+            ):
+                done[row["rel_path"]] = row
         return done
 
     def source(self, todo: Sequence[Item], resources: Resources) -> ray.data.Dataset:

@@ -22,7 +22,7 @@ from pipeline.format import (
     output_key,
 )
 from pipeline.restore.write import encode_restored
-from pipeline.rows import NO_PIXELS, error_text, to_batch, to_rows
+from pipeline.rows import NO_PIXELS, error_kind, error_text, to_batch, to_rows
 from pipeline.stage import Row
 from pipeline.storage import Location
 
@@ -47,6 +47,7 @@ READ_COLUMNS = (
     "metadata",
     "conversion",
     "seconds",
+    "error_kind",
 )
 
 
@@ -92,7 +93,8 @@ def read_lr_batch(
             try:
                 data = archive.filesystem().cat_file(path)
             except FileNotFoundError:
-                raise ValueError(f"LR file {row['lr_uri']} is missing") from None
+                # transient: a re-run of archive may write it again
+                raise OSError(f"LR file {row['lr_uri']} is missing") from None
             check_recorded(data, row)
             lr, header = decode_lr_png(data)
             if header.model_id != model_id:
@@ -111,7 +113,7 @@ def read_lr_batch(
             if source is not None and source.shape[:2] == (header.height, header.width):
                 row["source_pixels"] = source[y : y + h, x : x + w]
         except Exception as e:  # one image must not stop the job: it becomes its row
-            row.update(status="error", error=error_text(e))
+            row.update(status="error", error=error_text(e), error_kind=error_kind(e))
         row["seconds"] = time.perf_counter() - start
     return to_batch(rows, READ_COLUMNS)
 
@@ -139,11 +141,12 @@ def read_kept(
 ) -> None:
     """Fill a kept source's row: its bytes, checked against the source's SHA-256, to go to
     DST/<rel_path>; with a region, that window of the decoded image, encoded as a restored
-    one. ValueError when it is missing, changed or (for a region) not a readable image."""
+    one. ValueError when it changed or (for a region) is not a readable image; OSError
+    (transient) when it is missing."""
     try:
         data = archive.filesystem().cat_file(archive.join(kept_key(row["rel_path"])))
     except FileNotFoundError:
-        raise ValueError(f"kept file {row['kept_uri']} is missing") from None
+        raise OSError(f"kept file {row['kept_uri']} is missing") from None
     if row["source_sha256"] and hashlib.sha256(data).hexdigest() != row["source_sha256"]:
         raise ValueError(f"kept file {row['kept_uri']} differs from the source it kept (SHA-256)")
     key = str(row["rel_path"])

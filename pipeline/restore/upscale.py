@@ -8,8 +8,8 @@ from typing import Any
 from pipeline.format import Region
 from pipeline.restore.read import READ_COLUMNS
 from pipeline.rows import NO_PIXELS
-from pipeline.stage import ModelStage, Row
-from tadm.images import to_images, to_pixels, to_tensor
+from pipeline.stage import ModelStage, Row, restored_images
+from tadm.images import to_tensor
 from tadm.metrics import psnr, ssim
 
 READ_ONLY = ("hr_width", "hr_height", "lr_pixels", "source_pixels")  # what the model consumes
@@ -46,7 +46,7 @@ class Upscale(ModelStage):
         lr = to_tensor([row["lr_pixels"] for row in group]).to(self.device)  # (B, 3, h, w)
         size = (int(group[0]["hr_height"]), int(group[0]["hr_width"]))
         x_hat = self.model.upscale(lr, size=size, region=self.region)  # (B, 3, H, W) in [0, 1]
-        for row, restored in zip(group, to_images(to_pixels(x_hat)), strict=True):
+        for row, restored in zip(group, restored_images(x_hat), strict=True):
             row["restored"] = restored
             source = row["source_pixels"]
             if source.size:

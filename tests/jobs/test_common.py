@@ -1,14 +1,36 @@
-"""What every subcommand shares (jobs/common.py): -q/-v, missing extras."""
+"""What every subcommand shares (jobs/common.py): -q/-v, missing extras, and exit statuses a
+scheduler can act on, through the `tadm` CLI with a real local Ray: 0, 1 (some images failed),
+2 (usage), 3 (the job crashed), 130 (interrupted), --max-errors, and which failures a re-run
+retries (error_kind, --retry-errors)."""
 
 from __future__ import annotations
 
 import logging
+import re
+import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
+from conftest import bad_images, cli_env, encode, photo, run_cli, write_tree
+from PIL import Image
 
 from jobs.cli import main
-from jobs.common import Parser, run_job, setup_logging
+from jobs.common import (
+    CRASHED,
+    INTERRUPTED,
+    SOME_FAILED,
+    USAGE_ERROR,
+    Parser,
+    run_job,
+    setup_logging,
+)
+from pipeline.format import ARCHIVE_SCHEMA
+from pipeline.manifest import list_parts, read_manifest
+from pipeline.storage import Location
 
 
 @pytest.mark.parametrize(
@@ -61,3 +83,153 @@ def test_quiet_keeps_errors_and_the_summary_verbose_adds_debug(capsys):
 def test_quiet_and_verbose_exclude_each_other(capsys):
     assert run_job("tadm x", Parser(prog="tadm x"), ["-q", "-v"], lambda args: 0) == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+# ---- exit statuses ---------------------------------------------------------------------------
+
+
+def manifest_rows(root: Path) -> dict[str, dict]:
+    table = read_manifest(Location.parse(str(root / "manifest")), ARCHIVE_SCHEMA)
+    return {} if table is None else {row["rel_path"]: row for row in table.to_pylist()}
+
+
+def pngs(n: int, size: tuple[int, int] = (96, 64), prefix: str = "img") -> dict[str, bytes]:
+    return {
+        f"{prefix}{i:02d}.png": encode(Image.fromarray(photo(*size, i)), "PNG") for i in range(n)
+    }
+
+
+def test_a_job_that_crashes_exits_3_with_one_line_and_a_log(
+    ray_cluster, small_photos, tiny_model, tmp_path, capsys
+):
+    """DST's manifest folder cannot be written (a file is in its way): not an image's failure
+    but the job's."""
+    dst = tmp_path / "archive"
+    dst.mkdir()
+    (dst / "manifest").write_text("in the way")
+    assert run_cli("archive", small_photos, dst, "--model", tiny_model) == CRASHED
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    match = re.fullmatch(r"tadm archive: crashed: (\w+): .* \(traceback in (.+\.log)\)", last)
+    assert match, last
+    assert match[1] in ("NotADirectoryError", "FileExistsError")
+    log = Path(match[2]).read_text()
+    assert log.startswith("tadm archive ") and "Traceback (most recent call last)" in log
+    assert match[1] in log
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_exits_130_with_the_rows_so_far_and_a_rerun_finishes(
+    ray_cluster, tiny_model, tmp_path, sig
+):
+    n = 32  # large enough that the job is still running when its first manifest part lands
+    src = write_tree(tmp_path / "src", pngs(n, (256, 192)))
+    dst = tmp_path / "archive"
+    args = ["archive", str(src), str(dst), "--model", tiny_model, "--batch-size", "1"]
+    log = tmp_path / "stderr.log"
+    with log.open("w") as err:
+        job = subprocess.Popen(
+            [sys.executable, "-m", "jobs.cli", *args],
+            env=cli_env(ray_cluster),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        manifest = Location.parse(str(dst / "manifest"))
+        deadline = time.monotonic() + 600  # a loaded 2-core machine starts a job slowly
+        while not list_parts(manifest) and job.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert job.poll() is None and list_parts(manifest), "no manifest part while it ran"
+        job.send_signal(sig)
+        try:
+            job.wait(timeout=120)
+        finally:
+            job.kill()
+    stderr = log.read_text()
+    assert job.returncode == INTERRUPTED, stderr[-3000:]
+    assert "tadm archive: interrupted;" in stderr.strip().splitlines()[-1]
+
+    before = manifest_rows(dst)
+    assert 0 < len(before) < n
+    assert run_cli(*args) == 0
+    table = pq.read_table(dst / "manifest")  # any Parquet reader: one row per image
+    assert sorted(table["rel_path"].to_pylist()) == sorted(pngs(n))
+    assert {row["status"] for row in manifest_rows(dst).values()} <= {"ok", "skipped"}
+
+
+def test_max_errors_stops_early_and_keeps_the_rows(ray_cluster, tiny_model, tmp_path, capsys):
+    n = 30
+    bad = [data for name, data in sorted(bad_images().items()) if name != "bad/too-small.png"]
+    src = write_tree(tmp_path / "src", {f"bad{i:02d}.png": bad[i % len(bad)] for i in range(n)})
+    dst = tmp_path / "archive"
+    args = ["archive", src, dst, "--model", tiny_model, "--batch-size", "1"]
+    assert run_cli(*args, "--max-errors", "2") == SOME_FAILED
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "stopped early: more than --max-errors 2 images failed" in last
+    rows = manifest_rows(dst)
+    assert 3 <= len(rows) < n and {r["status"] for r in rows.values()} == {"error"}
+    assert f", {n - len(rows)} images not attempted (a re-run does them)" in last, last
+
+    assert run_cli(*args) == SOME_FAILED  # the rest
+    assert len(manifest_rows(dst)) == n
+
+
+def test_max_errors_must_not_be_negative(small_photos, tmp_path, capsys):
+    assert run_cli("archive", small_photos, tmp_path / "x", "--max-errors", "-1") == USAGE_ERROR
+    assert "--max-errors must be at least 0, got -1" in capsys.readouterr().err
+
+
+def test_permanent_failures_are_not_retried_unless_asked(ray_cluster, tiny_model, tmp_path, capsys):
+    """A nightly job with one corrupt file exits 1 once, then 0 while nothing new fails."""
+    src = write_tree(tmp_path / "src", bad_images() | pngs(2))
+    dst = tmp_path / "archive"
+    args = ["archive", src, dst, "--model", tiny_model]
+    assert run_cli(*args) == SOME_FAILED
+    first = manifest_rows(dst)
+    assert {first[name]["error_kind"] for name in bad_images()} == {"permanent"}
+    assert {first[name]["error_kind"] for name in pngs(2)} == {None}
+    capsys.readouterr()
+
+    assert run_cli(*args) == 0
+    err = capsys.readouterr().err
+    n = len(bad_images())
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"archive: {n + 2} images: 2 skipped, no errors, ")
+    assert f", {n} permanent failures of an earlier run not retried (--retry-errors" in last
+    second = manifest_rows(dst)
+    for name in bad_images():  # still there, still an error, untouched
+        assert second[name] == first[name]
+
+    # a fixed file (another size) is a new input: retried without being asked
+    fixed = encode(Image.fromarray(photo(64, 64, 50)), "PNG")
+    (src / "bad/truncated.png").write_bytes(fixed)
+    assert run_cli(*args) == 0
+    assert manifest_rows(dst)["bad/truncated.png"]["status"] == "ok"
+    capsys.readouterr()
+
+    assert run_cli(*args, "--retry-errors") == SOME_FAILED
+    err = capsys.readouterr().err
+    assert f"archive: {n - 1}/{n - 1} images (100%), {n - 1} errors" in err
+    third = manifest_rows(dst)
+    for name in set(bad_images()) - {"bad/truncated.png"}:
+        assert third[name]["status"] == "error" and third[name]["error_kind"] == "permanent"
+        assert third[name]["seconds"] != first[name]["seconds"]  # done again
+
+
+def test_transient_failures_are_retried(ray_cluster, tiny_model, tmp_path, capsys):
+    """An LR that cannot be written (a file where its folder should be) fails on every run
+    until the way is clear, then succeeds."""
+    src = write_tree(tmp_path / "src", pngs(2) | {"sub/c.png": pngs(1)["img00.png"]})
+    dst = tmp_path / "archive"
+    (dst / "lr").mkdir(parents=True)
+    (dst / "lr" / "sub").write_text("in the way")
+    args = ["archive", src, dst, "--model", tiny_model]
+    for _ in range(2):
+        assert run_cli(*args) == SOME_FAILED
+        row = manifest_rows(dst)["sub/c.png"]
+        assert row["status"] == "error" and row["error_kind"] == "transient"
+        assert row["error"].startswith("cannot write ")
+    assert "archive: 1/1 images (100%), 1 errors" in capsys.readouterr().err  # retried, alone
+
+    (dst / "lr" / "sub").unlink()
+    assert run_cli(*args) == 0
+    assert manifest_rows(dst)["sub/c.png"]["status"] == "ok"
+    assert (dst / "lr" / "sub" / "c.png.png").is_file()

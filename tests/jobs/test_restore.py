@@ -102,7 +102,19 @@ def test_region_restores_that_window_and_is_an_error_where_it_does_not_fit(
         assert np.abs(region - full[8:48, 16:76]).max() <= 2  # the covering tiles, same pixels
     assert rows["b.jpg"]["status"] == "error"  # 67 x 83
     assert rows["b.jpg"]["error"] == "region 16,8,60,40 is not inside the 67x83 image"
+    assert rows["b.jpg"]["error_kind"] == "permanent"
     assert not (dst / "b.jpg.png").exists()
+
+
+def test_a_permanent_failure_is_not_retried_unless_asked(archive, tiny_model, tmp_path, capsys):
+    args = ("restore", archive, tmp_path / "out", "--model", tiny_model, "--region", "0,0,90,8")
+    assert run_cli(*args) == 1  # b.jpg is 67 pixels wide
+    capsys.readouterr()
+    assert run_cli(*args) == 0  # nothing new failed
+    err = capsys.readouterr().err
+    assert "restore: 3 images: 2 skipped, no errors, 1 permanent failures of an earlier" in err
+    assert run_cli(*args, "--retry-errors") == 1
+    assert "restore: 1/1 images (100%), 1 errors" in capsys.readouterr().err
 
 
 def test_from_lr_pngs_alone_and_with_another_model(archive, tiny_model, other_model, tmp_path):

@@ -122,6 +122,7 @@ def test_decode_batch_makes_one_row_per_file_without_ray():
     assert list(out["source_uri"]) == [f"/data/src/{k}" for k in files]
     assert list(out["status"]) == ["ok"] + ["error"] * len(bad_images())
     assert out["error"][0] is None and all(out["error"][1:])
+    assert list(out["error_kind"]) == [None] + ["permanent"] * len(bad_images())
     assert list(out["source_bytes"]) == [len(v) for v in files.values()]
     assert list(out["source_sha256"]) == [hashlib.sha256(v).hexdigest() for v in files.values()]
     assert out["pixels"][0].shape == (64, 80, 3) and out["pixels"][1].size == 0

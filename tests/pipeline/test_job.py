@@ -99,10 +99,39 @@ def test_json_has_counts_bytes_ratio_exit_code_and_manifest():
         "lr_bytes": 100,
         "compression_ratio": 54.1,
         "seconds": 192.4,
+        "permanent_not_retried": 0,
+        "not_attempted": None,
         "exit_code": 1,
         "manifest": "/a/manifest",
     }
     assert archive_result(ok=1).exit_code == 0
+
+
+def test_earlier_permanent_failures_are_counted_apart_and_exit_0():
+    result = JobResult("restore", {"skipped": 2}, "/r/manifest", 3.0, "see /r", permanent=3)
+    assert result.exit_code == 0
+    assert result.line() == (
+        "restore: 5 images: 2 skipped, no errors, 3 permanent failures of an earlier run not "
+        "retried (--retry-errors retries them), 3.0s"
+    )
+    assert result.to_json()["images"] == 5 and result.to_json()["permanent_not_retried"] == 3
+
+
+def test_stopped_early_says_what_was_not_attempted():
+    result = JobResult(
+        "restore",
+        {"ok": 1, "error": 3},
+        "/r/manifest",
+        3.0,
+        "see /r",
+        not_attempted=6,
+        max_errors=2,
+    )
+    assert result.exit_code == 1
+    assert result.line() == (
+        "restore: 4 images: 1 ok, 3 errors (see /r), stopped early: more than --max-errors 2 "
+        "images failed, 6 images not attempted (a re-run does them), 3.0s"
+    )
 
 
 def test_progress_logs_on_the_tadm_logger(caplog):

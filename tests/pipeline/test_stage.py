@@ -97,7 +97,7 @@ def test_restore_stages_give_back_the_original_size(archived, tiny_model, tmp_pa
     } | unrecorded(3)
     read = read_lr_batch(items, archive=dst, model_id=model_id, region=None, options={})
     assert list(read["status"]) == ["ok", "ok", "error"]
-    assert "is missing" in read["error"][2]
+    assert "is missing" in read["error"][2] and read["error_kind"][2] == "transient"
     restored = Upscale(tiny_model, storage_options={}, region=None, torch_threads=2)(read)
     out = write_restored(restored, dst=Location.parse(str(tmp_path)), image_format="webp")
     assert list(out) == RESTORE_SCHEMA.names

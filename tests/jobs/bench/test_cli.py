@@ -133,6 +133,14 @@ def test_memory_points_and_fit(bench_run):
         assert p["hr_float_buffer"] == 12 * p["width"] * p["height"]
         assert p["tiles"] >= 1
     assert set(m["fit"]) == {"fixed_bytes", "bytes_per_pixel", "hr_float_images"}
+    sizes = [(64, 64), (96, 80), (128, 64)]
+    kinds = [(k, w, h) for w, h in sizes for k in ("restore", "archive")]
+    assert [(p["kind"], p["width"], p["height"]) for p in m["stages"]] == kinds
+    for p in m["stages"]:
+        steps = {"restore": {"read", "model", "psnr_ssim", "write"}, "archive": {"decode", "model"}}
+        assert set(p["steps"]) == steps[p["kind"]]
+        assert p["increase"] == max(s["increase"] for s in p["steps"].values())
+        assert p["bytes_per_pixel"] == pytest.approx(p["increase"] / (p["width"] * p["height"]))
 
 
 def test_bad_usage_is_exit_2(tmp_path: Path, capsys):
