@@ -18,6 +18,12 @@ def parser() -> Parser:
     p.add_argument("--scale", type=int, choices=(16, 32), help="16 or 32 (default: the model's)")
     p.add_argument("--model", help="shipped name, checkpoint folder or URI (default: tiny-xSCALE)")
     p.add_argument("--verify", action="store_true", help="restore each image: psnr, ssim")
+    p.add_argument(
+        "--inventory",
+        metavar="URI",
+        help="take SRC's files from an S3 Inventory report (its manifest.json) or a Parquet/CSV "
+        "listing (key, size[, etag, last_modified]) instead of listing SRC",
+    )
     add_job_options(p, batch_size=ArchiveConfig.batch_size)
     return p
 

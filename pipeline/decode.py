@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pipeline.rows import NO_PIXELS, to_batch
+from pipeline.rows import NO_PIXELS, to_batch, to_rows
 
 # Decompression-bomb limit, set deliberately: 16384 x 16384 = 268 MP, far above any photo and
 # below what one decode may allocate (~800 MB of RGB). Pillow itself raises at twice this.
@@ -113,24 +113,31 @@ def to_rgb(img: Image.Image, sixteen_bit: bool) -> tuple[np.ndarray, str | None]
 def decode_batch(
     batch: dict[str, np.ndarray], *, prefix: str, uri_prefix: str, scale: int, max_pixels: int
 ) -> dict[str, np.ndarray]:
-    """Ray Data stage: {"path", "bytes"} -> one row per file with its pixels or its error.
+    """Ray Data stage: {"path", "bytes", "size", "mtime", "etag", "error"} (read_sources'
+    rows) -> one row per file with its pixels or its error.
 
     `prefix` is stripped from each path to give rel_path; `uri_prefix` ("s3://" or "")
-    turns a path into source_uri.
+    turns a path into source_uri; mtime and etag, the source as listed, are recorded.
     """
     rows = []
-    for path, data in zip(batch["path"], batch["bytes"], strict=True):
+    for source in to_rows(batch):
         start = time.perf_counter()
-        data = bytes(data)
+        path = source["path"]
+        data = bytes(source["bytes"])
         row = {
             "source_uri": uri_prefix + path,
             "rel_path": path[len(prefix) :],
             "status": "ok",
             "source_bytes": len(data),
             "source_sha256": hashlib.sha256(data).hexdigest(),
+            "source_mtime": source.get("mtime"),
+            "source_etag": source.get("etag"),
             "pixels": NO_PIXELS,
         }
         try:
+            if source.get("error"):  # not read
+                row.update(source_bytes=source["size"], source_sha256=None)
+                raise ValueError(source["error"])
             decoded = decode_image(data, max_pixels)
             height, width = decoded.pixels.shape[:2]
             row.update(width=width, height=height, conversion=decoded.conversion)
@@ -154,6 +161,8 @@ DECODE_COLUMNS = (
     "source_bytes",
     "source_sha256",
     "conversion",
+    "source_mtime",
+    "source_etag",
     "pixels",
     "seconds",
 )

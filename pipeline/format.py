@@ -48,6 +48,11 @@ def encode_output(pixels: np.ndarray, image_format: str) -> bytes:
 
 # ---- manifests -------------------------------------------------------------------------------
 
+# When the job's manifest writer took the row, strictly increasing within a job. Of the rows of
+# one rel_path the latest written_at wins (compaction keeps each row's own), so rewriting old
+# rows can never put them over newer ones. Null in parts written before the column: oldest.
+WRITTEN_AT = pa.timestamp("us", tz="UTC")
+
 # The archive manifest's columns, then `conversion`: what decoding did to reach 8-bit RGB
 # ("RGBA -> RGB, alpha dropped", "EXIF orientation 6 applied"), null when nothing.
 ARCHIVE_SCHEMA = pa.schema(
@@ -73,6 +78,11 @@ ARCHIVE_SCHEMA = pa.schema(
         ("timestep_mean", pa.float64()),  # mean TPM time step over tiles; null unless --verify
         ("seconds", pa.float64()),  # decode + model + write time of this image
         ("conversion", pa.string()),
+        # The source as listed, for change detection: a re-run redoes an image whose size,
+        # or ETag (S3; else modification time), differs from these.
+        ("source_mtime", pa.timestamp("us", tz="UTC")),
+        ("source_etag", pa.string()),  # S3 ETag without quotes; null for local files
+        ("written_at", WRITTEN_AT),
     ]
 )
 
@@ -90,6 +100,7 @@ RESTORE_SCHEMA = pa.schema(
         ("seconds", pa.float64()),
         ("psnr", pa.float64()),  # vs the source, null when it is no longer readable
         ("ssim", pa.float64()),
+        ("written_at", WRITTEN_AT),
     ]
 )
 

@@ -1,34 +1,41 @@
 """The driver of the archive and restore jobs: one shape, two plans.
 
 A plan (pipeline/archive/plan.py, pipeline/restore/plan.py) is a job prepared in the driver,
-without Ray: its images, the rows of those an earlier run finished, and its Ray Data stages.
-`run` then does, on the running Ray cluster:
+without Ray: its images (a table by bucket, pipeline/buckets.py), how one bucket splits into
+rows to write now (skipped, errors) and images to run, and its Ray Data stages. `run` then
+does, on the running Ray cluster, holding DST's lease (pipeline/lease.py):
 
-    skip what is finished -> source -> read (fused into the model actors) -> model (actor pool,
-    one TADM each) -> write (tasks) -> rows back to the driver -> manifest parts -> compact
+    split bucket by bucket (columnar joins against the manifest) -> blocks of images put in
+    the object store -> source -> read (fused into the model actors) -> model (actor pool, one
+    TADM each) -> write (tasks) -> manifest rows to the writer actor, which appends parts ->
+    counts by status back to the driver -> compact
 
 `build_graph` is the one place that picks actors, GPUs and batch sizes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 
+from pipeline.buckets import Buckets
 from pipeline.format import MANIFEST_DIR
-from pipeline.manifest import ManifestWriter, compact
+from pipeline.lease import Lease
+from pipeline.manifest import ManifestWriter, compact, latest, merged_buckets, to_table
 from pipeline.resources import Resources, plan_resources
 from pipeline.rows import to_rows
-from pipeline.stage import ModelStage, Row
+from pipeline.stage import ModelStage
 from pipeline.storage import Location, remove_stale_temps
 
 logger = logging.getLogger("tadm")
@@ -53,13 +60,6 @@ class JobOptions:
             raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
 
 
-class Entry(Protocol):
-    """One image a job is to do: a source file, an LR file."""
-
-    @property
-    def rel_path(self) -> str: ...
-
-
 @dataclass(frozen=True)
 class Stages:
     """A job's Ray Data graph after its source: functions and the keyword arguments they take."""
@@ -70,6 +70,11 @@ class Stages:
     model_kwargs: dict[str, Any]
     write: Callable[..., Batch]  # I/O stage: returns the manifest rows
     write_kwargs: dict[str, Any]
+
+
+# What a plan lists of the outputs already in DST, to tell which earlier rows still hold.
+OUTPUT_SCHEMA = pa.schema([("rel_path", pa.string()), ("size", pa.int64())])
+PLAN_PART_ROWS = 100_000  # rows of a manifest part the driver writes (skipped, plan errors)
 
 
 @dataclass(frozen=True)
@@ -88,28 +93,32 @@ class Plan(ABC):
 
     @property
     @abstractmethod
-    def images(self) -> Sequence[Entry]:
-        """Every image of the job, finished by an earlier run or not."""
+    def images(self) -> Buckets:
+        """Every image of the job (a table with rel_path), finished by an earlier run or not."""
 
     @abstractmethod
     def settings(self) -> dict[str, Any]:
         """What to log about the job, before the options every job shares."""
 
     @abstractmethod
-    def finished(self) -> dict[str, Row]:
-        """Rows to write as "skipped", by rel_path: images an earlier run finished."""
+    def outputs(self) -> Iterator[pa.Table]:
+        """The outputs in DST, as tables of OUTPUT_SCHEMA (rel_path of the image, size)."""
 
     @abstractmethod
-    def source(self, todo: Sequence[Entry], resources: Resources) -> ray.data.Dataset:
-        """One row per image in `todo`, for the read stage."""
+    def split(
+        self, images: pa.Table, done: pa.Table | None, outputs: pa.Table
+    ) -> tuple[pa.Table, pa.Table]:
+        """One bucket of images -> (manifest rows to write now: "skipped" for images an
+        earlier run finished, errors the plan finds; the images to run). `done`: the latest
+        manifest rows of the bucket (None with --overwrite); `outputs`: its outputs in DST."""
+
+    @abstractmethod
+    def source(self, blocks: list[ray.ObjectRef], resources: Resources) -> ray.data.Dataset:
+        """One row per image to run, for the read stage, from the blocks of images put."""
 
     @abstractmethod
     def stages(self) -> Stages:
         """The read, model and write stages."""
-
-    @abstractmethod
-    def lost(self, todo: Sequence[Entry]) -> list[Row]:
-        """Error rows for the images in `todo` whose row never came back from the graph."""
 
 
 @dataclass(frozen=True)
@@ -121,11 +130,54 @@ class JobResult:
         return 1 if self.counts.get("error") else 0
 
 
+def split_buckets(plan: Plan) -> Iterator[tuple[pa.Table, pa.Table]]:
+    """plan.split of each bucket of the plan's images, the manifest and the outputs lined up:
+    memory bounded by one bucket of each."""
+    overwrite, images = plan.config.overwrite, plan.images
+    manifest = plan.dst.child(MANIFEST_DIR)
+    with contextlib.ExitStack() as stack:
+        done = None if overwrite else stack.enter_context(merged_buckets(manifest, plan.schema))
+        outputs = stack.enter_context(Buckets(OUTPUT_SCHEMA))
+        if not overwrite:
+            outputs.extend(plan.outputs())
+        n = max(images.n, outputs.n, 1 if done is None else done.n)
+        for k in range(n):
+            rows = None if done is None else latest(done.bucket(k, n), ordered=False)
+            yield plan.split(images.bucket(k, n), rows, outputs.bucket(k, n))
+
+
+def block_rows(total: int, batch_size: int) -> int:
+    """Rows of a block of the graph's source: a few batches for small jobs (each block is a
+    read task), up to 10,000 for large ones (each block is an object in the driver)."""
+    return min(10_000, max(batch_size, -(-total // 256)))
+
+
 def run(plan: Plan) -> JobResult:
-    """Run a prepared job on the running Ray cluster."""
-    config, images, name = plan.config, plan.images, plan.name
-    batches = -(-len(images) // config.batch_size)
-    resources = plan_resources(config.workers, config.gpus_per_worker, batches=batches)
+    """Run a prepared job on the running Ray cluster, holding DST's lease."""
+    with Lease(plan.dst, plan.name):
+        return run_held(plan)
+
+
+def run_held(plan: Plan) -> JobResult:
+    config, name = plan.config, plan.name
+    stale = remove_stale_temps(plan.dst.filesystem(), plan.dst.root)
+    if stale:
+        logger.info("%s: removed %d temporary files of an interrupted run", name, stale)
+    manifest = plan.dst.child(MANIFEST_DIR)
+    writer = ManifestWriter(manifest, plan.schema, flush_rows=PLAN_PART_ROWS)
+    counts: Counter = Counter()
+    blocks, todo = [], 0
+    size = block_rows(plan.images.rows, config.batch_size)
+    for rows, images in split_buckets(plan):
+        writer.add(rows)
+        counts += Counter(dict(zip(*status_counts(rows["status"]), strict=True)))
+        for start in range(0, len(images), size):
+            blocks.append(ray.put(images.slice(start, size)))
+        todo += len(images)
+    writer.flush()
+    resources = plan_resources(
+        config.workers, config.gpus_per_worker, batches=-(-todo // config.batch_size)
+    )
     settings = plan.settings() | {
         "overwrite": config.overwrite,
         "batch_size": config.batch_size,
@@ -135,35 +187,36 @@ def run(plan: Plan) -> JobResult:
         "storage_options": plan.dst.redacted_options(),
     }
     logger.info("%s: %s", name, " ".join(f"{k}={v}" for k, v in settings.items()))
-    stale = remove_stale_temps(plan.dst.filesystem(), plan.dst.root)
-    if stale:
-        logger.info("%s: removed %d temporary files of an interrupted run", name, stale)
-    manifest = plan.dst.child(MANIFEST_DIR)
-    finished = {} if config.overwrite else plan.finished()
-    todo = [image for image in images if image.rel_path not in finished]
-    skipped = [finished[image.rel_path] for image in images if image.rel_path in finished]
-    writer = ManifestWriter(manifest, plan.schema)
-    writer.add(skipped)
-    counts = Counter({"skipped": len(skipped)} if skipped else {})
-    if skipped:
+    if counts["skipped"]:
         logger.info(
-            "%s: %d of %d images done by an earlier run, skipped", name, len(skipped), len(images)
+            "%s: %d of %d images done by an earlier run, skipped",
+            name,
+            counts["skipped"],
+            plan.images.rows,
         )
-    if todo:
-        counts += stream(plan, build_graph(plan, resources, todo), todo, writer)
-    writer.flush()
+    if counts["error"]:
+        logger.info("%s: %d images are errors before reading them", name, counts["error"])
+    if blocks:
+        sink = ray.remote(ManifestWriter).options(num_cpus=0).remote(manifest, plan.schema)
+        try:
+            counts += stream(plan, build_graph(plan, resources, blocks, sink), todo)
+            ray.get(sink.flush.remote())
+        finally:
+            ray.kill(sink)
     compact(manifest, plan.schema)
     logger.info("%s: done, %s; manifest at %s", name, dict(sorted(counts.items())), manifest.uri)
     return JobResult(counts=dict(counts))
 
 
-def build_graph(plan: Plan, resources: Resources, todo: Sequence[Entry]) -> ray.data.Dataset:
+def build_graph(
+    plan: Plan, resources: Resources, blocks: list[ray.ObjectRef], sink: ray.actor.ActorHandle
+) -> ray.data.Dataset:
     """The Ray Data graph; the one place that picks actors, GPUs and batch sizes."""
     stages, batch_size = plan.stages(), plan.config.batch_size
     # The read stage has no compute strategy of its own: Ray Data fuses it into the model
     # actors. As a separate stage it would need a CPU, and with --workers equal to the
     # cluster's CPUs never run.
-    ds = plan.source(todo, resources).map_batches(
+    ds = plan.source(blocks, resources).map_batches(
         stages.read, fn_kwargs=stages.read_kwargs, batch_size=batch_size
     )
     ds = ds.map_batches(
@@ -174,34 +227,35 @@ def build_graph(plan: Plan, resources: Resources, todo: Sequence[Entry]) -> ray.
         num_gpus=resources.gpus_per_worker,
     )
     # I/O: reserves no CPU, or with --workers equal to the cluster's CPUs it would never run.
+    io = {"num_cpus": 0, "compute": ray.data.TaskPoolStrategy(size=resources.io_tasks)}
+    ds = ds.map_batches(stages.write, fn_kwargs=stages.write_kwargs, batch_size=batch_size, **io)
     return ds.map_batches(
-        stages.write,
-        fn_kwargs=stages.write_kwargs,
-        batch_size=batch_size,
-        num_cpus=0,
-        compute=ray.data.TaskPoolStrategy(size=resources.io_tasks),
+        send_rows, fn_kwargs={"sink": sink, "schema": plan.schema}, batch_size=None, **io
     )
 
 
-def stream(
-    plan: Plan, ds: ray.data.Dataset, todo: Sequence[Entry], writer: ManifestWriter
-) -> Counter:
-    """Run the graph, writing its rows to the manifest as they come; rows by status."""
+def send_rows(batch: Batch, *, sink: ray.actor.ActorHandle, schema: pa.Schema) -> Batch:
+    """Write stage's tail: hand the batch's manifest rows to the job's writer actor, and give
+    the driver only their count by status."""
+    table = to_table(to_rows(batch), schema)
+    ray.get(sink.add.remote(table))
+    statuses, counts = status_counts(table["status"])
+    return {"status": np.array(statuses, dtype=object), "count": np.array(counts, dtype=np.int64)}
+
+
+def status_counts(statuses: pa.ChunkedArray) -> tuple[list[str], list[int]]:
+    counts = pc.value_counts(statuses)
+    return counts.field("values").to_pylist(), counts.field("counts").to_pylist()
+
+
+def stream(plan: Plan, ds: ray.data.Dataset, total: int) -> Counter:
+    """Run the graph, whose rows go to the manifest from the workers; rows by status."""
     counts: Counter = Counter()
-    progress = Progress(plan.name, total=len(todo))
-    seen = set()
+    progress = Progress(plan.name, total=total)
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        rows = to_rows(batch)
-        writer.add(rows)
-        seen.update(row["rel_path"] for row in rows)
-        statuses = Counter(row["status"] for row in rows)
-        counts += statuses
-        progress.update(len(rows), statuses["error"])
-    lost = plan.lost([image for image in todo if image.rel_path not in seen])
-    if lost:
-        writer.add(lost)
-        counts["error"] += len(lost)
-        progress.update(len(lost), len(lost))
+        statuses = dict(zip(batch["status"].tolist(), batch["count"].tolist(), strict=True))
+        counts += Counter(statuses)
+        progress.update(sum(statuses.values()), statuses.get("error", 0))
     return counts
 
 

@@ -132,7 +132,12 @@ def test_rerun_skips_done_images_overwrite_redoes_them(
     second = manifest_rows(dst)
     assert second["sub/c.png"]["status"] == "ok" and second["sub/c.png"]["width"] == 80
     for name in ("a.png", "b.jpg"):
-        assert second[name] == first[name] | {"status": "skipped"}  # still describes the LR
+        # still describes the LR; written_at is when this run wrote the row
+        assert second[name] == first[name] | {
+            "status": "skipped",
+            "written_at": second[name]["written_at"],
+        }
+        assert second[name]["written_at"] > first[name]["written_at"]
         assert (dst / "lr" / f"{name}.png").stat().st_mtime_ns == mtimes[dst / "lr" / f"{name}.png"]
 
     assert run_cli(*args, "--overwrite") == 0
