@@ -125,10 +125,8 @@ def heartbeat_time(record: dict[str, Any]) -> float:
 
 
 def holder(record: dict[str, Any]) -> str:
-    return (
-        f"{record.get('job', 'a job')} on host {record.get('host', '?')} pid {record.get('pid', '?')}"
-        f" started {record.get('started', '?')}"
-    )
+    job, host, pid = record.get("job", "a job"), record.get("host", "?"), record.get("pid", "?")
+    return f"{job} on host {host} pid {pid} started {record.get('started', '?')}"
 
 
 def busy(dst: Location, record: dict[str, Any], age: float) -> str:

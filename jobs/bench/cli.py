@@ -27,6 +27,7 @@ from jobs.bench.images import QUICK_CROP, SAMPLES, load_images, write_pngs
 from jobs.bench.machine import machine_info
 from jobs.bench.memory import run_memory
 from jobs.bench.metrics import Scorer
+from jobs.bench.plan import run_plan
 from jobs.bench.plots import write_plots
 from jobs.bench.rd import contenders, run_rd, summarize
 from jobs.bench.report import markdown
@@ -36,7 +37,8 @@ from pipeline.stage import load_model
 from tadm.hub import default_model, shipped_names
 
 PROG = "tadm bench"
-SECTIONS = ("rd", "throughput", "memory", "cost")
+SECTIONS = ("rd", "throughput", "memory", "cost", "plan")
+PLAN_SIZES = {"full": "1000000,10000000", "quick": "100000"}
 MEMORY_SIZES = {
     "full": "1024x1024,2048x2048,4096x4096,5120x2880",
     "quick": "256x256,512x512,640x360",
@@ -63,6 +65,17 @@ def sizes(text: str) -> list[tuple[int, int]]:
     return out
 
 
+def counts(text: str) -> list[int]:
+    """--plan-sizes: N[,N...], each at least 1000."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be N[,N...], got {text!r}") from None
+    if any(v < 1000 for v in values):
+        raise argparse.ArgumentTypeError(f"sizes must be at least 1000, got {text!r}")
+    return values
+
+
 def parser() -> Parser:
     p = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="folder for results.json, results.md and plots")
@@ -83,6 +96,12 @@ def parser() -> Parser:
     p.add_argument("--memory-sizes", type=sizes, help="restore sizes WxH,... (default by mode)")
     p.add_argument(
         "--cost-size", type=int, help="image side for the cost (default 1024, quick 256)"
+    )
+    p.add_argument(
+        "--plan-sizes",
+        type=counts,
+        help="inventory rows of the plan section, N[,N...] (default 1000000,10000000; quick "
+        "100000)",
     )
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device of the cost")
     p.add_argument(
@@ -128,6 +147,7 @@ def job(args: argparse.Namespace, command: str) -> int:
         "sections": args.sections,
         "memory_sizes": args.memory_sizes or sizes(MEMORY_SIZES[mode]),
         "cost_size": args.cost_size or COST_SIZES[mode],
+        "plan_sizes": args.plan_sizes or counts(PLAN_SIZES[mode]),
         "device": args.device,
         "precision": args.precision,
         "threads": args.threads,
@@ -189,6 +209,13 @@ def job(args: argparse.Namespace, command: str) -> int:
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
+    def plan() -> dict[str, Any]:
+        work = Path(tempfile.mkdtemp(prefix="tadm-bench-plan-"))
+        try:
+            return run_plan(config["plan_sizes"], work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
     # Throughput and memory use the first model (x16 by default).
     runners = {
         "rd": rd,
@@ -197,6 +224,7 @@ def job(args: argparse.Namespace, command: str) -> int:
             models[0].ref, config["memory_sizes"], args.threads, progress=keep("memory")
         ),
         "cost": lambda: run_cost(config["cost_size"], args.device, args.precision, args.threads),
+        "plan": plan,
     }
     results["failed"] = {}
     for section in [s for s in SECTIONS if s in args.sections]:

@@ -170,11 +170,13 @@ def step_compact(work: Path, n: int) -> dict[str, Any]:
 
 
 STEPS = {"plan": step_plan, "compact": step_compact}
+PROBES = {**STEPS, "imports": lambda work, n: {}}
 
 
 def run_plan(sizes_: list[int], work: Path) -> dict[str, Any]:
     """Each size: generate the data, then measure each step in a fresh process."""
     results = []
+    baseline = run_probe("jobs.bench.plan", ["imports", str(work), "0"])["peak_rss_bytes"]
     for n in sizes_:
         folder = work / f"n{n}"
         shutil.rmtree(folder, ignore_errors=True)
@@ -190,16 +192,16 @@ def run_plan(sizes_: list[int], work: Path) -> dict[str, Any]:
             out["generate_seconds"] = generated
             results.append(out)
         shutil.rmtree(folder, ignore_errors=True)
-    return {"rows": results}
+    return {"rows": results, "baseline_rss": baseline}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m jobs.bench.plan")
-    p.add_argument("step", choices=STEPS)
+    p.add_argument("step", choices=PROBES)
     p.add_argument("work")
     p.add_argument("n", type=int)
     args = p.parse_args()
-    out = STEPS[args.step](Path(args.work), args.n)
+    out = PROBES[args.step](Path(args.work), args.n)
     out["peak_rss_bytes"] = peak_rss()
     out["pid"] = os.getpid()
     print(json.dumps(out))

@@ -33,8 +33,9 @@ EXPECTED = {"a.jpg": 10, "dir with space/b+c.png": 20, "caf\u00e9.png": 30}
 
 def csv_gz(rows: list[tuple[str, int, str]]) -> bytes:
     """An S3 Inventory CSV file: no header, quoted fields, URL-encoded keys, gzipped."""
+    when = f"{WHEN:%Y-%m-%dT%H:%M:%S.000Z}"
     lines = [
-        f'"photos","{urllib.parse.quote_plus(k, safe="/")}","{s}","{WHEN:%Y-%m-%dT%H:%M:%S.000Z}","{e}"'
+        f'"photos","{urllib.parse.quote_plus(k, safe="/")}","{s}","{when}","{e}"'
         for k, s, e in rows
     ]
     return gzip.compress(("\n".join(lines) + "\n").encode())
@@ -111,7 +112,7 @@ def test_plain_listings_csv_and_parquet(tmp_path: Path):
 
 def test_a_local_src_takes_absolute_paths(tmp_path: Path):
     listing = tmp_path / "list.csv"
-    listing.write_text(f"key,size\n/data/src/a.png,3\n/data/src2/b.png,4\n/data/src/c.txt,1\n")
+    listing.write_text("key,size\n/data/src/a.png,3\n/data/src2/b.png,4\n/data/src/c.txt,1\n")
     rows = rows_of(str(listing), Location.parse("/data/src"), {})
     assert {r: v["size"] for r, v in rows.items()} == {"a.png": 3}
     assert rows["a.png"]["etag"] is None and rows["a.png"]["mtime"] is None

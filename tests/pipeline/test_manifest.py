@@ -104,7 +104,7 @@ def test_newer_row_wins_over_an_older_row_in_a_later_part(tmp_path: Path):
     write_part(manifest, stamped("y", "ok", None))  # a part from before written_at: oldest
     write_part(manifest, stamped("y", "error", 5))
     table = read_manifest(manifest, ARCHIVE_SCHEMA)
-    assert dict(zip(table["rel_path"].to_pylist(), table["status"].to_pylist())) == {
+    assert dict(zip(table["rel_path"].to_pylist(), table["status"].to_pylist(), strict=True)) == {
         "x": "ok",
         "y": "error",
     }
@@ -139,14 +139,20 @@ def test_large_manifest_compacts_bucket_by_bucket_into_several_parts(tmp_path: P
     expected = {p: "ok" if i < 200 else "error" for i, p in enumerate(paths)}
     merged = read_manifest(manifest, ARCHIVE_SCHEMA)
     assert merged["rel_path"].to_pylist() == sorted(paths)  # in rel_path order
-    assert dict(zip(merged["rel_path"].to_pylist(), merged["status"].to_pylist())) == expected
+    assert (
+        dict(zip(merged["rel_path"].to_pylist(), merged["status"].to_pylist(), strict=True))
+        == expected
+    )
 
     compact(manifest, ARCHIVE_SCHEMA)
     parts = list_parts(manifest)
     assert len(parts) == 3  # 300 rows, at most 120 a part
     table = pq.read_table(tmp_path / "manifest")  # any Parquet reader: one row per image
     assert sorted(table["rel_path"].to_pylist()) == sorted(paths)
-    assert dict(zip(table["rel_path"].to_pylist(), table["status"].to_pylist())) == expected
+    assert (
+        dict(zip(table["rel_path"].to_pylist(), table["status"].to_pylist(), strict=True))
+        == expected
+    )
     assert read_manifest(manifest, ARCHIVE_SCHEMA, columns=["status"]).column_names == [
         "rel_path",
         "status",

@@ -97,7 +97,9 @@ def test_many_folders_are_listed_in_parallel_pages(tmp_path: Path, monkeypatch):
     per_folder = max(Counter(p.rsplit("/", 1)[0] for p in files).values())
     assert len(pages) > 13 and max(len(p) for p in pages) < 7 + per_folder  # a page a few folders
     rows = listing(Location.parse(str(src)))
-    assert {r: v["size"] for r, v in rows.items()} == {p: len(d) for p, d in (files | {"top.jpg": b"1"}).items()}
+    assert {r: v["size"] for r, v in rows.items()} == {
+        p: len(d) for p, d in (files | {"top.jpg": b"1"}).items()
+    }
 
 
 def test_s3_listing_goes_page_by_page(s3_endpoint: str):
