@@ -6,7 +6,8 @@
 A job writes it before anything else and rewrites `heartbeat` every HEARTBEAT_S seconds from a
 thread; a second job into the same DST finds a live lease and stops with a ValueError naming
 the holder (exit status 2). A lease whose heartbeat is older than TIMEOUT_S belongs to a job
-that died (kill -9, a lost node) and is taken over. Both jobs may race for a free lease: each
+that died (kill -9, a lost node) and is taken over; so is, at once, the lease of a job on this
+host whose process is gone. Both jobs may race for a free lease: each
 writes its own, waits SETTLE_S and reads it back, and the one whose token is not there stops.
 """
 
@@ -80,13 +81,14 @@ class Lease:
         held = self.read()
         if held:
             age = time.time() - heartbeat_time(held)
-            if age < TIMEOUT_S:
+            gone = gone_here(held)
+            if age < TIMEOUT_S and not gone:
                 raise ValueError(busy(self.dst, held, age))
             logger.info(
-                "lease: taking over %s from %s (no heartbeat for %.0f s)",
+                "lease: taking over %s from %s (%s)",
                 self.dst.uri_of(self.path),
                 holder(held),
-                age,
+                "its process is gone" if gone else f"no heartbeat for {age:.0f} s",
             )
         self.write()
         time.sleep(SETTLE_S)
@@ -115,6 +117,19 @@ class Lease:
         held = self.read()
         if held and held.get("token") == self.record["token"]:
             self.fs.rm(self.path)
+
+
+def gone_here(record: dict[str, Any]) -> bool:
+    """The holder ran on this host and its process no longer exists."""
+    if record.get("host") != socket.gethostname() or not isinstance(record.get("pid"), int):
+        return False
+    try:
+        os.kill(record["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, another user's
+        return False
+    return False
 
 
 def heartbeat_time(record: dict[str, Any]) -> float:

@@ -231,10 +231,8 @@ def collisions(images: pa.Table) -> pa.Array:
             )
     if not message:
         return pa.nulls(len(images), pa.string())
-    table = pa.table({"rel_path": list(message), "message": list(message.values())})
-    keys = images.select(["rel_path"]).append_column("_row", pa.array(range(len(images))))
-    found = keys.join(table, "rel_path", "left outer").sort_by("_row")
-    return found["message"].combine_chunks()
+    at = pc.index_in(images["rel_path"], value_set=pa.array(list(message), pa.string()))
+    return pc.take(pa.array(list(message.values()), pa.string()), at)
 
 
 def source_buckets(src: Location, dst: Location, inventory: Location | None) -> tuple[Buckets, str]:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,7 +45,23 @@ def test_a_lease_without_heartbeat_is_taken_over(tmp_path: Path):
         assert json.loads((tmp_path / LEASE).read_text())["token"] == lease.record["token"]
 
 
-def test_a_fresh_lease_of_a_dead_job_still_holds_until_the_timeout(tmp_path: Path):
+def test_the_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path: Path):
+    dst = Location.parse(str(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True,
+                          capture_output=True, text=True)  # fmt: skip
+    (tmp_path / "manifest").mkdir()
+    now = datetime.now(timezone.utc).isoformat()
+    record = {"host": socket.gethostname(), "pid": int(dead.stdout), "heartbeat": now}
+    (tmp_path / LEASE).write_text(json.dumps(record))
+    with Lease(dst, "archive") as lease:
+        assert json.loads((tmp_path / LEASE).read_text())["token"] == lease.record["token"]
+    record["pid"] = os.getpid()  # alive: held until the timeout
+    (tmp_path / LEASE).write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="in use"):
+        Lease(dst, "archive").acquire()
+
+
+def test_a_fresh_lease_of_another_host_holds_until_the_timeout(tmp_path: Path):
     dst = Location.parse(str(tmp_path))
     (tmp_path / "manifest").mkdir()
     now = datetime.now(timezone.utc).isoformat()
