@@ -30,6 +30,8 @@ MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 def fold(rel_paths: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     """The key under which a case-insensitive, normalising store files a path: NFC, lower."""
+    if pc.all(pc.string_is_ascii(rel_paths)).as_py() is not False:  # NFC changes no ASCII
+        return pc.ascii_lower(rel_paths)
     return pc.utf8_lower(pc.utf8_normalize(rel_paths, form="NFC"))
 
 

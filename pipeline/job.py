@@ -154,7 +154,7 @@ def block_rows(total: int, batch_size: int) -> int:
 
 def run(plan: Plan) -> JobResult:
     """Run a prepared job on the running Ray cluster, holding DST's lease."""
-    with Lease(plan.dst, plan.name):
+    with plan.images, Lease(plan.dst, plan.name):  # the images' spilled buckets are removed
         return run_held(plan)
 
 

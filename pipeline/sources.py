@@ -28,7 +28,6 @@ from pipeline.storage import Location
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 IMAGE_NAME = r"\.(" + "|".join(e.lstrip(".") for e in IMAGE_EXTENSIONS) + r")\z"
-HIDDEN = r"(^|/)\."  # a hidden file, or a file in a hidden folder
 LISTING_THREADS = 8  # top-level folders (local) or prefixes (S3) listed at once
 PAGE_ROWS = 10_000  # rows of a local listing table
 SYMLINKED_FOLDER = "symbolic link to a folder, not followed (give its target as its own SRC)"
@@ -77,8 +76,9 @@ def select_images(table: pa.Table, exclude: str | None = None) -> pa.Table:
     """Rows of image files (by extension, any case) not hidden and not under the rel_path
     folder `exclude` (an archive inside SRC); error rows are kept when not hidden."""
     paths = table["rel_path"]
+    hidden = pc.or_(pc.starts_with(paths, "."), pc.match_substring(paths, "/."))
     keep = pc.and_(
-        pc.invert(pc.match_substring_regex(paths, HIDDEN)),
+        pc.invert(hidden),
         pc.or_(
             pc.is_valid(table["error"]),
             pc.match_substring_regex(paths, IMAGE_NAME, ignore_case=True),

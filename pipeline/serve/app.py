@@ -99,7 +99,11 @@ def prepare_serve(config: ServeConfig) -> ServeJob:
         raise ValueError(f"ARCHIVE {archive.uri!r} cannot be read: {e}") from None
     if not is_archive:
         raise ValueError(f"ARCHIVE {archive.uri!r} has no lr/ folder: not an archive")
-    model_ref = config.model or default_model(archive_scale(list_items(archive, None), options))
+    if config.model:
+        model_ref = config.model
+    else:
+        with list_items(archive, None) as items:
+            model_ref = default_model(archive_scale(items, options))
     model = load_model(model_ref, options)
     return ServeJob(config, archive, options, model_ref, model.model_id, model.scale)
 
