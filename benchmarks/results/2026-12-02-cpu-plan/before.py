@@ -110,5 +110,6 @@ if __name__ == "__main__":
         generate(work, n)
     else:
         out = {"plan": step_plan, "compact": step_compact}[step](work, n)
-        out |= {"step": step, "n": n, "rows_per_s": n / out["seconds"], "peak_rss_bytes": peak_rss()}
+        out |= {"step": step, "n": n, "rows_per_s": n / out["seconds"]}
+        out["peak_rss_bytes"] = peak_rss()
         print(json.dumps(out))
