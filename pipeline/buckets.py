@@ -85,6 +85,7 @@ class Buckets:
         self.rows = 0
         self.tables: list[pa.Table] = []  # in memory, or staged before they are spilled
         self.staged = 0
+        self.cut = 1  # the in-memory tables are the rows of bucket k of `cut` (1: all rows)
         self.folder: str | None = None
         self.writers: list[pq.ParquetWriter] = []
 
@@ -100,7 +101,7 @@ class Buckets:
         return 1 if self.folder is None else SPILL_BUCKETS
 
     def add(self, table: pa.Table) -> None:
-        """Append rows (their columns in `schema`'s order and types)."""
+        """Append rows (their columns in `schema`'s order and types), before any `bucket`."""
         if not len(table):
             return
         table = table.select(self.schema.names).cast(self.schema)
@@ -135,8 +136,11 @@ class Buckets:
         """Bucket k of n (n is this object's n, or SPILL_BUCKETS when another set of buckets
         that must line up with this one has spilled)."""
         if self.folder is None:
-            table = concat(self.tables, self.schema)
-            return table if n == 1 else split(table, n)[k]
+            if n == 1 and self.cut == 1:
+                return concat(self.tables, self.schema)
+            if self.cut != n:  # cut once, then handed out bucket by bucket
+                self.tables, self.cut = split(concat(self.tables, self.schema), n), n
+            return self.tables[k]
         self.spill()
         for writer in self.writers:
             writer.close()
