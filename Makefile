@@ -1,13 +1,14 @@
 # make demo: set up .venv, archive + restore samples/ with the shipped model, print the summary.
 # make test: set up .venv, run the whole test suite (real local Ray, moto S3 server, CPU);
-#   as root, it first installs Debian's chromium (apt-get) for the tests of tadm report's HTML.
+#   as root, it first installs the Debian packages some tests use (apt-get): chromium and
+#   exiftool.
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO := demo-out
 
-.PHONY: setup demo test lint browser
+.PHONY: setup demo test lint system-packages
 
 setup: $(VENV)/.installed
 
@@ -24,14 +25,22 @@ demo: setup
 	$(BIN)/tadm inspect $(DEMO)/archive
 	@echo "LR thumbnails: $(DEMO)/archive/lr/   restored images: $(DEMO)/restored/"
 
-test: setup browser
+test: setup system-packages
 	$(BIN)/python -m pytest
 
-# Headless Chromium opens tadm report's pages in tests/jobs/test_report.py. Installed only when
-# missing and we are root (CI); elsewhere that test is skipped without it (it fails under CI=true).
-browser:
-	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+# Debian packages of the tests, as package:program: headless Chromium opens tadm report's pages
+# (tests/jobs/test_report.py); exiftool reads restored metadata independently of Pillow
+# (tests/jobs/test_real_world.py). Those missing are installed when we are root (CI); elsewhere
+# the tests that need them are skipped (they fail under CI=true).
+SYSTEM_PACKAGES := chromium:/usr/bin/chromium libimage-exiftool-perl:/usr/bin/exiftool
+
+system-packages:
+	@missing=""; \
+	for entry in $(SYSTEM_PACKAGES); do \
+		[ -x "$${entry#*:}" ] || missing="$$missing $${entry%%:*}"; \
+	done; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
 	fi
 
 lint: setup

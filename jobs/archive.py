@@ -4,20 +4,36 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.common import Parser, add_job_options, run_job, run_plan
-from pipeline.archive.plan import ArchiveConfig, prepare_archive
+from jobs.common import Parser, add_job_options, add_json_option, run_job, run_plan
+from pipeline.archive.config import ArchiveConfig
+from tadm.config import SCALES
 
 PROG = "tadm archive"
 
 
 def parser() -> Parser:
-    """The arguments, whose dests are ArchiveConfig's fields."""
+    """The arguments: --json, and ArchiveConfig's fields."""
     p = Parser(prog=PROG, description=__doc__)
     p.add_argument("src", metavar="SRC", help="folder of images: path, file://... or s3://...")
     p.add_argument("dst", metavar="DST", help="archive root: path, file://... or s3://...")
-    p.add_argument("--scale", type=int, choices=(16, 32), help="16 or 32 (default: the model's)")
+    p.add_argument("--scale", type=int, choices=SCALES, help="16 or 32 (default: the model's)")
     p.add_argument("--model", help="shipped name, checkpoint folder or URI (default: tiny-xSCALE)")
     p.add_argument("--verify", action="store_true", help="restore each image: psnr, ssim")
+    add_json_option(p)
+    p.add_argument(
+        "--min-psnr",
+        type=float,
+        metavar="DB",
+        help="quality floor: an image whose round trip is below DB is kept as it is, not shrunk",
+    )
+    p.add_argument(
+        "--min-ssim", type=float, metavar="S", help="quality floor on SSIM (0-1), as --min-psnr"
+    )
+    p.add_argument(
+        "--keep-failed",
+        action="store_true",
+        help="keep every file that cannot be archived (any file under SRC) as it is",
+    )
     p.add_argument(
         "--inventory",
         metavar="URI",
@@ -29,7 +45,11 @@ def parser() -> Parser:
 
 
 def job(args: argparse.Namespace) -> int:
-    return run_plan(prepare_archive(ArchiveConfig(**vars(args))))
+    from pipeline.archive.plan import prepare_archive
+
+    options = vars(args)
+    as_json = options.pop("json")
+    return run_plan(prepare_archive(ArchiveConfig(**options)), as_json)
 
 
 def main(argv: list[str] | None = None) -> int:

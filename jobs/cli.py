@@ -6,6 +6,7 @@ import importlib
 import sys
 
 from jobs.common import USAGE_ERROR
+from tadm import __version__
 
 # Subcommand -> (module with main(argv), one-line help). A new subcommand is one entry here
 # and one module under jobs/.
@@ -21,16 +22,26 @@ SUBCOMMANDS = {
 
 
 def usage() -> str:
-    lines = ["usage: tadm SUBCOMMAND [ARGS ...]   (tadm SUBCOMMAND --help for its options)", ""]
+    lines = [
+        "usage: tadm SUBCOMMAND [ARGS ...]   (tadm SUBCOMMAND --help for its options)",
+        "       tadm --version",
+        "",
+    ]
     lines += [f"  {name:8s} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv:  # no subcommand: bad usage
+        print(usage(), file=sys.stderr)
+        return USAGE_ERROR
+    if argv[0] in ("-h", "--help"):
         print(usage())
-        return 0 if argv else USAGE_ERROR
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(f"tadm {__version__}")
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in SUBCOMMANDS:
         print(

@@ -1,14 +1,17 @@
-"""tadm inspect ARCHIVE: counts by status, bytes, bpp, compression ratio and psnr."""
+"""tadm inspect ARCHIVE: counts by status, bytes, bpp, compression ratio and psnr; or, with
+--errors, the images that failed and why."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 
-from jobs.common import Parser, add_storage_options, run_job
+from jobs.common import Parser, add_json_option, add_storage_options, run_job
 from pipeline.format import ARCHIVE_SCHEMA, MANIFEST_DIR
 from pipeline.manifest import read_manifest
 from pipeline.storage import Location
-from pipeline.summary import summarize
+from pipeline.summary import errors, summarize
 
 PROG = "tadm inspect"
 
@@ -16,6 +19,10 @@ PROG = "tadm inspect"
 def parser() -> Parser:
     p = Parser(prog=PROG, description=__doc__)
     p.add_argument("archive", metavar="ARCHIVE", help="archive root: path, file://... or s3://...")
+    p.add_argument(
+        "--errors", action="store_true", help="list the images that failed: rel_path: error"
+    )
+    add_json_option(p)
     add_storage_options(p)
     return p
 
@@ -25,8 +32,17 @@ def job(args: argparse.Namespace) -> int:
     table = read_manifest(archive.child(MANIFEST_DIR), ARCHIVE_SCHEMA)
     if table is None:
         raise ValueError(f"ARCHIVE {archive.uri!r} has no manifest (no {MANIFEST_DIR}/part-*)")
-    print(f"archive: {archive.uri}")
-    print("\n".join(summarize(table).lines()))
+    if args.json:
+        out = {"archive": archive.uri} | dataclasses.asdict(summarize(table))
+        if args.errors:
+            out["errors"] = errors(table)
+        print(json.dumps(out))
+    elif args.errors:
+        failed = errors(table)
+        print("\n".join(f"{e['rel_path']}: {e['error']}" for e in failed) or "no errors")
+    else:
+        print(f"archive: {archive.uri}")
+        print("\n".join(summarize(table).lines()))
     return 0
 
 

@@ -6,7 +6,7 @@ import argparse
 import logging
 
 from jobs.common import Parser, add_storage_options, run_job
-from pipeline.report.build import CROP, LINK_ABOVE, build_report
+from pipeline.report import CROP, LINK_ABOVE
 
 PROG = "tadm report"
 logger = logging.getLogger("tadm")
@@ -51,6 +51,8 @@ def parser() -> Parser:
 
 
 def job(args: argparse.Namespace) -> int:
+    from pipeline.report.build import build_report
+
     written = build_report(
         args.archive,
         args.out_dir,

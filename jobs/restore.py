@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.common import Parser, add_job_options, run_job, run_plan
+from jobs.common import Parser, add_job_options, add_json_option, run_job, run_plan
 from pipeline.format import OUTPUT_FORMATS, Region
-from pipeline.restore.plan import RestoreConfig, prepare_restore
+from pipeline.restore.config import RestoreConfig
 
 PROG = "tadm restore"
 
@@ -20,7 +20,7 @@ def region(text: str) -> Region:
 
 
 def parser() -> Parser:
-    """The arguments, whose dests are RestoreConfig's fields."""
+    """The arguments: --json, and RestoreConfig's fields."""
     p = Parser(prog=PROG, description=__doc__)
     p.add_argument("archive", metavar="ARCHIVE", help="archive root: path, file://... or s3://...")
     p.add_argument("dst", metavar="DST", help="where to write: path, file://... or s3://...")
@@ -34,12 +34,22 @@ def parser() -> Parser:
         default="png",
         help="output format (default png)",
     )
+    add_json_option(p)
+    p.add_argument(
+        "--to-srgb",
+        action="store_true",
+        help="convert images with an ICC profile to plain sRGB (default: keep their profile)",
+    )
     add_job_options(p, batch_size=RestoreConfig.batch_size)
     return p
 
 
 def job(args: argparse.Namespace) -> int:
-    return run_plan(prepare_restore(RestoreConfig(**vars(args))))
+    from pipeline.restore.plan import prepare_restore
+
+    options = vars(args)
+    as_json = options.pop("json")
+    return run_plan(prepare_restore(RestoreConfig(**options)), as_json)
 
 
 def main(argv: list[str] | None = None) -> int:

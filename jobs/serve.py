@@ -1,6 +1,8 @@
 """tadm serve ARCHIVE: HR tiles of an archive over HTTP, on Ray Serve, until SIGINT or SIGTERM.
 
-GET /healthz, and GET /tile/<rel_path>?x=&y=&w=&h= for a PNG of that HR region.
+GET /healthz; /tile/<rel_path>?x=&y=&w=&h= for a PNG of that HR region; IIIF Image API 3.0
+under /iiif/<id>/ (id: the rel_path URL-encoded); a deep-zoom viewer at /view/<id>; OpenAPI
+docs at /docs. The same application runs with `serve run pipeline.serve.app:app archive=...`.
 """
 
 from __future__ import annotations
@@ -10,60 +12,60 @@ import logging
 import signal
 import threading
 
-from ray import serve
-
-from jobs.common import Parser, add_storage_options, ray_session, run_job
-from pipeline.serve.app import APP_NAME, ServeConfig, prepare_serve, run_serve
+from jobs.common import Parser, add_storage_options, ray_session, require_extra, run_job
+from pipeline.serve import config
 
 PROG = "tadm serve"
-DEFAULTS = ServeConfig(archive="")
+HOST = "127.0.0.1"  # address the HTTP proxy listens on (0.0.0.0: every interface)
+PORT = 8000
 
 logger = logging.getLogger("tadm")
 
 
 def parser() -> Parser:
-    """The arguments, whose dests are ServeConfig's fields."""
-    d = DEFAULTS
+    """The arguments: --host, --port, and TileAppArgs' fields (defaults: pipeline.serve.config)."""
     p = Parser(prog=PROG, description=__doc__)
     p.add_argument("archive", metavar="ARCHIVE", help="archive root: path, file://... or s3://...")
-    p.add_argument("--host", default=d.host, help=f"address to listen on (default {d.host})")
-    p.add_argument("--port", type=int, default=d.port, help=f"HTTP port (default {d.port})")
+    p.add_argument("--host", default=HOST, help=f"address to listen on (default {HOST})")
+    p.add_argument("--port", type=int, default=PORT, help=f"HTTP port (default {PORT})")
     p.add_argument("--model", help="shipped name, checkpoint folder or URI (default: tiny-xSCALE)")
     p.add_argument(
         "--max-region-pixels",
         type=int,
-        default=d.max_region_pixels,
-        help=f"refuse larger regions (w*h) with 413 (default {d.max_region_pixels})",
+        default=config.MAX_REGION_PIXELS,
+        help=f"refuse larger regions (w*h) with 413 (default {config.MAX_REGION_PIXELS})",
     )
     p.add_argument(
         "--cache-mb",
         type=int,
-        default=d.cache_mb,
-        help=f"per replica, for each cache: LR images, tile latents, tiles (default {d.cache_mb})",
+        default=config.CACHE_MB,
+        help="per replica, for each cache: LR images, tile latents, tiles "
+        f"(default {config.CACHE_MB})",
     )
     p.add_argument(
         "--min-replicas",
         type=int,
-        default=d.min_replicas,
-        help=f"autoscaling lower bound; 0 frees idle GPUs (default {d.min_replicas})",
+        default=config.MIN_REPLICAS,
+        help=f"autoscaling lower bound; 0 frees idle GPUs (default {config.MIN_REPLICAS})",
     )
     p.add_argument(
         "--max-replicas",
         type=int,
-        default=d.max_replicas,
-        help=f"autoscaling upper bound (default {d.max_replicas})",
+        default=config.MAX_REPLICAS,
+        help=f"autoscaling upper bound (default {config.MAX_REPLICAS})",
     )
     p.add_argument(
         "--cpus-per-replica",
         type=float,
-        default=d.cpus_per_replica,
-        help=f"CPUs of each replica, its torch threads on CPU (default {d.cpus_per_replica:g})",
+        default=config.CPUS_PER_REPLICA,
+        help="CPUs of each replica, its torch threads on CPU "
+        f"(default {config.CPUS_PER_REPLICA:g})",
     )
     p.add_argument(
         "--gpus-per-replica",
         type=float,
-        default=d.gpus_per_replica,
-        help=f"GPUs of each replica, e.g. 1 or 0.5 (default {d.gpus_per_replica:g}: CPU)",
+        default=config.GPUS_PER_REPLICA,
+        help=f"GPUs of each replica, e.g. 1 or 0.5 (default {config.GPUS_PER_REPLICA:g}: CPU)",
     )
     add_storage_options(p)
     return p
@@ -82,11 +84,26 @@ def wait_for_stop() -> None:
 
 
 def job(args: argparse.Namespace) -> int:
-    prepared = prepare_serve(ServeConfig(**vars(args)))
+    require_extra("serve")
+    from ray import serve
+
+    from pipeline.serve.app import APP_NAME, TileAppArgs, prepare_serve, run_serve
+
+    options = vars(args)
+    host, port = options.pop("host"), options.pop("port")
+    if not 1 <= port <= 65535:
+        raise ValueError(f"--port must be between 1 and 65535, got {port}")
+    prepared = prepare_serve(TileAppArgs(**options))
     with ray_session():
         try:
-            url = run_serve(prepared)
-            logger.info("serve: ready at %s (GET /healthz, /tile/<rel_path>?x=&y=&w=&h=)", url)
+            url = run_serve(prepared, host, port)
+            logger.info(
+                "serve: ready at %s (viewer: %s/view/, API docs: %s/docs)",
+                url,
+                url,
+                url,
+                extra={"summary": True},
+            )
             wait_for_stop()
         finally:
             logger.info("serve: stopping")

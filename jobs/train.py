@@ -15,17 +15,9 @@ import logging
 import tempfile
 from typing import Any
 
-import ray
-from ray.train import ScalingConfig
-from ray.train.torch import TorchTrainer
-
-from jobs.common import Parser, add_storage_options, ray_session, run_job
-from jobs.train_worker import fit, lora_changes
+from jobs.common import Parser, add_storage_options, ray_session, require_extra, run_job
 from pipeline.storage import Location
-from tadm import hub
-from tadm.model import read_config
-from tadm.train_config import PRESETS, TrainConfig
-from tadm.training import STAGES
+from tadm.train_config import PRESETS, STAGES, TrainConfig
 
 PROG = "tadm train"
 log = logging.getLogger("tadm.train")
@@ -111,6 +103,10 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 def train_loop(loop_config: dict[str, Any]) -> None:
     """One Ray Train worker."""
+    import ray.train.torch
+
+    from jobs.train_worker import fit
+
     ctx = ray.train.get_context()
     fit(
         loop_config["config"],
@@ -125,19 +121,27 @@ def train_loop(loop_config: dict[str, Any]) -> None:
 
 def check_init_lora_ranks(config: TrainConfig) -> None:
     """Refuse a LoRA rank that differs from the rank of the --init checkpoint's adapters."""
+    from jobs.train_worker import lora_changes
+    from tadm import hub
+    from tadm.model import read_config
+
     ranks = (config.unet_lora_rank, config.vae_lora_rank)
     if config.init and not config.resume and ranks != (None, None):
         lora_changes(read_config(hub.resolve(config.init), config.init), *ranks)
 
 
 def job(args: argparse.Namespace) -> int:
+    require_extra("train")
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
     config = train_config(args)
     Location.parse(config.out, args.storage_options)
     Location.parse(config.data, args.storage_options)
     check_init_lora_ranks(config)
     log.info("%s: %s", PROG, json.dumps(dataclasses.asdict(config)))
     use_gpu = args.gpus_per_worker > 0
-    scaling = ScalingConfig(
+    scaling = ray.train.ScalingConfig(
         num_workers=args.workers,
         use_gpu=use_gpu,
         resources_per_worker={"GPU": args.gpus_per_worker} if use_gpu else {"CPU": 1},

@@ -1,30 +1,42 @@
 """Decode stage of archive: source bytes -> 8-bit RGB pixels, one error row per bad file.
 
 Not Ray's read_images, which stops the whole job on one corrupt file: this stage catches every
-per-image failure and turns it into a row with status "error" and a message.
+per-image failure and turns it into a row with status "error" and a message. The source's
+EXIF, ICC profile and XMP come along (Metadata), for the LR PNG to carry.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import re
+import struct
 import time
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+import pillow_heif
+import pillow_jxl  # noqa: F401  (registers Pillow's JPEG XL plugin)
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
+from pipeline.format import Metadata
 from pipeline.rows import NO_PIXELS, to_batch, to_rows
+from pipeline.sources import IMAGE_EXTENSIONS
+
+pillow_heif.register_heif_opener()  # HEIC/HEIF; Pillow reads AVIF itself
 
 # Decompression-bomb limit, set deliberately: 16384 x 16384 = 268 MP, far above any photo and
 # below what one decode may allocate (~800 MB of RGB). Pillow itself raises at twice this.
 MAX_PIXELS = 16384 * 16384
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
-# The formats archive reads; a GIF or PSD renamed to .png is an error, not a surprise.
-PILLOW_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP")
+# The formats archive reads; a PSD or ICO renamed to .png is an error, not a surprise.
+PILLOW_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "HEIF", "AVIF", "JXL")
 EXIF_ORIENTATION = 0x0112
+TIFF_XMP = 700  # the XMP tag of a TIFF file
+XMP_ORIENTATION = re.compile(rb'(tiff:Orientation(?:="|>))[2-8](?=["<])')
+SRGB = ImageCms.createProfile("sRGB")
 ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 SIXTEEN_BIT_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
@@ -33,6 +45,7 @@ SIXTEEN_BIT_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 class Decoded:
     pixels: np.ndarray  # (H, W, 3) uint8 RGB, EXIF orientation applied
     conversion: str | None  # what was done to get there, e.g. "RGBA -> RGB, alpha dropped"
+    metadata: Metadata = Metadata()  # EXIF and XMP with orientation 1, ICC of `pixels`
 
 
 def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Decoded:
@@ -46,16 +59,25 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Decoded:
             img = Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)
         if img.width * img.height > max_pixels:
             raise ValueError(bomb_message(img.width, img.height, max_pixels))
+        steps = []
+        frames = getattr(img, "n_frames", 1)
+        if frames > 1 and img.format == "MPO":  # the first is the photo; then previews, depth
+            steps.append(f"MPO: first of {frames} images archived, the others not")
+        elif frames > 1:
+            raise ValueError(
+                f"{img.format} image with {frames} frames (animated or multi-page): "
+                "multi-frame images are not archived"
+            )
         sixteen_bit = ";16" in raw_mode(img)
         img.load()
-        steps = []
+        metadata = source_metadata(img)
         orientation = img.getexif().get(EXIF_ORIENTATION, 1)
         if orientation in range(2, 9):
             img = ImageOps.exif_transpose(img)
             steps.append(f"EXIF orientation {orientation} applied")
+        img, metadata, icc_note = match_profile(img, metadata)
         rgb, converted = to_rgb(img, sixteen_bit)
-        if converted:
-            steps.append(converted)
+        steps += [note for note in (converted, icc_note) if note]
     except Image.DecompressionBombError as e:
         raise ValueError(f"decompression bomb: {e}") from None
     except UnidentifiedImageError:
@@ -66,7 +88,68 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Decoded:
         raise
     except Exception as e:  # Pillow raises assorted errors on malformed files
         raise ValueError(f"corrupt image: {type(e).__name__}: {e}") from None
-    return Decoded(pixels=rgb, conversion="; ".join(steps) or None)
+    return Decoded(pixels=rgb, conversion="; ".join(steps) or None, metadata=metadata)
+
+
+def source_metadata(img: Image.Image) -> Metadata:
+    """The EXIF, ICC profile and XMP of a source, orientation set to 1 (the pixels archived
+    are turned already); an EXIF that is no TIFF structure is left out."""
+    info = dict(img.info)
+    if img.format == "TIFF":  # a TIFF's EXIF is its own header, not a block to carry
+        info.pop("exif", None)
+        info.setdefault("xmp", img.tag_v2.get(TIFF_XMP))
+    metadata = Metadata.from_info(info)
+    exif = metadata.exif and reset_exif_orientation(metadata.exif)
+    xmp = metadata.xmp and XMP_ORIENTATION.sub(rb"\g<1>1", metadata.xmp)
+    return Metadata(exif=exif, icc=metadata.icc, xmp=xmp)
+
+
+def reset_exif_orientation(exif: bytes) -> bytes | None:
+    """`exif` with the orientation of its first IFD set to 1, every other byte as it was (maker
+    notes keep their offsets); None when `exif` is not a TIFF structure."""
+    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(exif[:4])
+    if order is None:
+        return None
+    try:
+        (ifd,) = struct.unpack_from(order + "I", exif, 4)
+        (count,) = struct.unpack_from(order + "H", exif, ifd)
+        for entry in range(ifd + 2, ifd + 2 + 12 * count, 12):
+            tag, kind, n = struct.unpack_from(order + "HHI", exif, entry)
+            if tag == EXIF_ORIENTATION and kind == 3 and n == 1:  # one SHORT, stored inline
+                return exif[: entry + 8] + struct.pack(order + "H", 1) + exif[entry + 10 :]
+    except struct.error:
+        return None
+    return exif
+
+
+def match_profile(img: Image.Image, metadata: Metadata) -> tuple[Image.Image, Metadata, str | None]:
+    """Keep an RGB ICC profile with RGB pixels. A CMYK or gray profile cannot describe the RGB
+    pixels archived: such an image is converted to sRGB through its profile instead. A profile
+    that cannot be read or does not fit the pixels is dropped. Returns the image, the metadata
+    to keep and a note on what was done."""
+    if metadata.icc is None:
+        return img, metadata, None
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(metadata.icc))
+        space = profile.profile.xcolor_space.strip()
+    except (OSError, ImageCms.PyCMSError) as e:
+        return img, replace_icc(metadata), f"ICC profile unreadable ({e}), dropped"
+    modes = {"RGB": ("RGB", "RGBA", "RGBX", "P", "PA"), "CMYK": ("CMYK",), "GRAY": ("L",)}
+    if img.mode not in modes.get(space, ()):
+        return img, replace_icc(metadata), f"{space} ICC profile of {img.mode} pixels dropped"
+    if space == "RGB":
+        return img, metadata, None
+    try:
+        rgb = ImageCms.profileToProfile(img, profile, SRGB, outputMode="RGB")
+    except ImageCms.PyCMSError as e:
+        return img, replace_icc(metadata), f"{space} ICC profile unusable ({e}), dropped"
+    description = ImageCms.getProfileDescription(profile).strip()
+    return rgb, replace_icc(metadata), f"{img.mode} -> sRGB through ICC profile {description!r}"
+
+
+def replace_icc(metadata: Metadata) -> Metadata:
+    """`metadata` without its ICC profile."""
+    return Metadata(exif=metadata.exif, xmp=metadata.xmp)
 
 
 def bomb_message(width: int, height: int, max_pixels: int) -> str:
@@ -111,13 +194,22 @@ def to_rgb(img: Image.Image, sixteen_bit: bool) -> tuple[np.ndarray, str | None]
 
 
 def decode_batch(
-    batch: dict[str, np.ndarray], *, prefix: str, uri_prefix: str, scale: int, max_pixels: int
+    batch: dict[str, np.ndarray],
+    *,
+    prefix: str,
+    uri_prefix: str,
+    scale: int,
+    max_pixels: int,
+    keep: bool = False,
 ) -> dict[str, np.ndarray]:
     """Ray Data stage: {"path", "bytes", "size", "mtime", "etag", "error"} (read_sources'
-    rows) -> one row per file with its pixels or its error.
+    rows) -> one row per file with its pixels, metadata and "exif", "icc", "xmp" bytes (b""
+    for none), or its error.
 
     `prefix` is stripped from each path to give rel_path; `uri_prefix` ("s3://" or "")
-    turns a path into source_uri; mtime and etag, the source as listed, are recorded.
+    turns a path into source_uri; mtime and etag, the source as listed, are recorded. With
+    `keep`, each row carries the file's bytes in "source_data", for the write stage to keep
+    the source as it is.
     """
     rows = []
     for source in to_rows(batch):
@@ -133,14 +225,20 @@ def decode_batch(
             "source_mtime": source.get("mtime"),
             "source_etag": source.get("etag"),
             "pixels": NO_PIXELS,
+            "source_data": data if keep else b"",
+            **{name: b"" for name in METADATA_COLUMNS},
         }
         try:
             if source.get("error"):  # not read
                 row.update(source_bytes=source["size"], source_sha256=None)
                 raise ValueError(source["error"])
+            if not row["rel_path"].lower().endswith(IMAGE_EXTENSIONS):
+                raise ValueError("not an image file: only images are archived")
             decoded = decode_image(data, max_pixels)
             height, width = decoded.pixels.shape[:2]
             row.update(width=width, height=height, conversion=decoded.conversion)
+            m = decoded.metadata
+            row.update(metadata=m.names, exif=m.exif or b"", icc=m.icc or b"", xmp=m.xmp or b"")
             if width < scale or height < scale:
                 raise ValueError(f"image is {width}x{height}, smaller than the scale {scale}")
             row["pixels"] = decoded.pixels
@@ -150,6 +248,8 @@ def decode_batch(
         rows.append(row)
     return to_batch(rows, DECODE_COLUMNS)
 
+
+METADATA_COLUMNS = ("exif", "icc", "xmp")  # a row's Metadata, b"" for none
 
 DECODE_COLUMNS = (
     "source_uri",
@@ -161,6 +261,9 @@ DECODE_COLUMNS = (
     "source_bytes",
     "source_sha256",
     "conversion",
+    "metadata",
+    *METADATA_COLUMNS,
+    "source_data",
     "source_mtime",
     "source_etag",
     "pixels",

@@ -1,6 +1,8 @@
 """The archive format: what an archive and a restore write, and how to read it back.
 
-    ARCHIVE/lr/<rel_path>.png       the LR image, a lossless PNG with tadm:* text chunks
+    ARCHIVE/lr/<rel_path>.png       the LR image, a lossless PNG with tadm:* text chunks, and
+                                    the source's EXIF, ICC profile and XMP (Metadata)
+    ARCHIVE/kept/<rel_path>         a source kept as it was (status "kept"), byte for byte
     ARCHIVE/manifest/part-*.parquet one row per source image (ARCHIVE_SCHEMA)
     DST/<rel_path>.<format>         a restored image
     DST/manifest/part-*.parquet     one row per restored image (RESTORE_SCHEMA)
@@ -17,13 +19,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
-from tadm.images import png_bytes
+from tadm.png import png_bytes
 
 LR_DIR = "lr"
+KEPT_DIR = "kept"
 MANIFEST_DIR = "manifest"
 DONE = ("ok", "skipped")  # statuses of an image whose output exists
+# A source copied as it was: below the quality floor, or not archivable with --keep-failed.
+# Its output exists too, and re-runs skip it; a restore gives it back byte for byte.
+KEPT = "kept"
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
 QUALITY = 95  # JPEG and WebP: near-transparent to the eye; PNG is lossless
 
@@ -33,15 +39,30 @@ def lr_key(rel_path: str) -> str:
     return f"{LR_DIR}/{rel_path}.png"
 
 
+def kept_key(rel_path: str) -> str:
+    """Where a kept source lives under the archive root: "a/b.jpg" -> "kept/a/b.jpg"."""
+    return f"{KEPT_DIR}/{rel_path}"
+
+
 def output_key(rel_path: str, image_format: str) -> str:
     """Where a restored image goes under DST: "a/b.jpg" -> "a/b.jpg.png"."""
     return f"{rel_path}.{image_format}"
 
 
-def encode_output(pixels: np.ndarray, image_format: str) -> bytes:
-    """(H, W, 3) uint8 -> the bytes of a restored image in one of OUTPUT_FORMATS."""
+def encode_output(pixels: np.ndarray, image_format: str, metadata: Metadata | None = None) -> bytes:
+    """(H, W, 3) uint8 -> the bytes of a restored image in one of OUTPUT_FORMATS, carrying
+    `metadata` (EXIF, ICC profile, XMP) where given."""
     out = io.BytesIO()
-    options = {} if image_format == "png" else {"quality": QUALITY}
+    options: dict = {} if image_format == "png" else {"quality": QUALITY}
+    metadata = metadata or Metadata()
+    if metadata.icc:
+        options["icc_profile"] = metadata.icc
+    if metadata.exif:  # JPEG's APP1 segment starts with "Exif\0\0"; PNG and WebP take either
+        options["exif"] = EXIF_HEADER + metadata.exif
+    if metadata.xmp and image_format == "png":
+        options["pnginfo"] = xmp_chunk(metadata.xmp)
+    elif metadata.xmp:
+        options["xmp"] = metadata.xmp
     Image.fromarray(pixels).save(out, format=image_format.upper(), **options)
     return out.getvalue()
 
@@ -78,6 +99,9 @@ ARCHIVE_SCHEMA = pa.schema(
         ("timestep_mean", pa.float64()),  # mean TPM time step over tiles; null unless --verify
         ("seconds", pa.float64()),  # decode + model + write time of this image
         ("conversion", pa.string()),
+        ("metadata", pa.string()),  # what the LR carries of the source's: "exif,icc,xmp"
+        ("kept_uri", pa.string()),  # ARCHIVE/kept/<rel_path> when the source was kept as is
+        ("kept_reason", pa.string()),  # why it was kept: below the quality floor, or its error
         # The source as listed, for change detection: a re-run redoes an image whose size,
         # or ETag (S3; else modification time), differs from these.
         ("source_mtime", pa.timestamp("us", tz="UTC")),
@@ -100,6 +124,8 @@ RESTORE_SCHEMA = pa.schema(
         ("seconds", pa.float64()),
         ("psnr", pa.float64()),  # vs the source, null when it is no longer readable
         ("ssim", pa.float64()),
+        ("metadata", pa.string()),  # what the output carries: "exif,icc,xmp"
+        ("conversion", pa.string()),  # --to-srgb: "ICC 'Display P3' -> sRGB"
         ("written_at", WRITTEN_AT),
     ]
 )
@@ -107,27 +133,69 @@ RESTORE_SCHEMA = pa.schema(
 
 # ---- the LR file -----------------------------------------------------------------------------
 
+EXIF_HEADER = b"Exif\x00\x00"  # before the TIFF structure in JPEG's APP1 and Pillow's info
+XMP_KEY = "XML:com.adobe.xmp"  # the iTXt keyword of XMP in PNG
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """What a source image carries beside its pixels, kept in its LR PNG (eXIf, iCCP, iTXt
+    XML:com.adobe.xmp chunks) and written back into restored files. None where absent."""
+
+    exif: bytes | None = None  # the TIFF structure ("II*\0..." or "MM\0*..."), orientation 1
+    icc: bytes | None = None  # ICC profile of the pixels as stored
+    xmp: bytes | None = None  # XMP packet (XML), orientation 1
+
+    @property
+    def names(self) -> str | None:
+        """ "exif,icc,xmp" for what there is, as the manifests' `metadata`; None for nothing."""
+        return ",".join(n for n in ("exif", "icc", "xmp") if getattr(self, n)) or None
+
+    @classmethod
+    def from_info(cls, info: dict) -> Metadata:
+        """From a Pillow image's info: "exif" (with or without its "Exif\0\0"),
+        "icc_profile", "xmp"."""
+        exif = info.get("exif") or None
+        if exif is not None and exif.startswith(EXIF_HEADER):
+            exif = exif[len(EXIF_HEADER) :] or None
+        xmp = info.get("xmp") or None
+        return cls(
+            exif, info.get("icc_profile") or None, xmp.encode() if isinstance(xmp, str) else xmp
+        )
+
+
+def xmp_chunk(xmp: bytes) -> PngImagePlugin.PngInfo:
+    """PNG chunks holding `xmp` as an uncompressed iTXt, where XMP readers look for it."""
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt(XMP_KEY, xmp.decode("utf-8", "replace"), zip=False)
+    return info
+
 
 @dataclass(frozen=True)
 class LrHeader:
     """The LR PNG's text chunks: tadm:width, tadm:height (the HR size to restore), tadm:scale
-    and tadm:model_id (the model that wrote the file, and must restore it)."""
+    and tadm:model_id (the model that wrote the file, and must restore it); and the source's
+    metadata (eXIf, iCCP, XMP chunks)."""
 
     width: int  # HR width to restore
     height: int  # HR height to restore
     scale: int  # 16 or 32
     model_id: str  # TADM.model_id of the model that wrote the file
+    metadata: Metadata = Metadata()  # the source's EXIF, ICC profile and XMP
 
 
 def encode_lr_png(lr: np.ndarray, header: LrHeader) -> bytes:
-    """(h, w, 3) uint8 -> PNG bytes carrying the tadm:* chunks."""
+    """(h, w, 3) uint8 -> PNG bytes carrying the tadm:* chunks and the metadata; without
+    metadata, the same bytes as a PNG of the pixels and the tadm:* chunks alone."""
     text = {
         "tadm:width": str(header.width),
         "tadm:height": str(header.height),
         "tadm:scale": str(header.scale),
         "tadm:model_id": header.model_id,
     }
-    return png_bytes(lr, text)
+    m = header.metadata
+    itxt = {XMP_KEY: m.xmp.decode("utf-8", "replace")} if m.xmp else None
+    return png_bytes(lr, text, itxt=itxt, icc_profile=m.icc, exif=m.exif)
 
 
 def decode_lr_png(data: bytes) -> tuple[np.ndarray, LrHeader]:
@@ -136,6 +204,7 @@ def decode_lr_png(data: bytes) -> tuple[np.ndarray, LrHeader]:
         with Image.open(io.BytesIO(data), formats=("PNG",)) as img:
             img.load()
             text = dict(img.text)
+            metadata = Metadata.from_info(img.info)
             pixels = np.asarray(img.convert("RGB"), dtype=np.uint8)
     except (OSError, SyntaxError) as e:
         raise ValueError(f"corrupt LR PNG: {e}") from None
@@ -145,6 +214,7 @@ def decode_lr_png(data: bytes) -> tuple[np.ndarray, LrHeader]:
             height=int(text["tadm:height"]),
             scale=int(text["tadm:scale"]),
             model_id=text["tadm:model_id"],
+            metadata=metadata,
         )
     except (KeyError, ValueError) as e:
         raise ValueError(f"not a TADM LR PNG: missing or bad text chunk {e}") from None

@@ -171,10 +171,11 @@ def listing(table: pa.Table, src: Location, prefix: str) -> pa.Table:
 
 
 def scan_inventory(
-    inventory: Location, src: Location, prefix: str, exclude: str | None
+    inventory: Location, src: Location, prefix: str, exclude: str | None, every_file: bool = False
 ) -> Iterator[pa.Table]:
-    """The inventory's image files under SRC, as listing tables, file by file."""
+    """The inventory's image files (with `every_file`, any file) under SRC, as listing
+    tables, file by file."""
     kind, files, names = inventory_files(inventory)
     for path in files:
         for table in read_batches(inventory, kind, path, names):
-            yield select_images(listing(table, src, prefix), exclude)
+            yield select_images(listing(table, src, prefix), exclude, every_file)

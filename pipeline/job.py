@@ -22,21 +22,26 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import ray
 
 from pipeline.buckets import Buckets
-from pipeline.format import MANIFEST_DIR
+from pipeline.format import DONE, MANIFEST_DIR
 from pipeline.lease import Lease
 from pipeline.manifest import ManifestWriter, compact, latest, merged_buckets, to_table
-from pipeline.resources import Resources, plan_resources
 from pipeline.rows import to_rows
-from pipeline.stage import ModelStage
 from pipeline.storage import Location, remove_stale_temps
+
+# Ray and torch are imported where a job runs: the CLI builds its parsers from JobOptions
+# without them.
+if TYPE_CHECKING:
+    import ray
+
+    from pipeline.resources import Resources
+    from pipeline.stage import ModelStage
 
 logger = logging.getLogger("tadm")
 
@@ -73,7 +78,13 @@ class Stages:
 
 
 # What a plan lists of the outputs already in DST, to tell which earlier rows still hold.
-OUTPUT_SCHEMA = pa.schema([("rel_path", pa.string()), ("size", pa.int64())])
+OUTPUT_SCHEMA = pa.schema(
+    [
+        ("rel_path", pa.string()),  # of the image the file is the output of
+        ("size", pa.int64()),
+        ("kind", pa.string()),  # which output: archive "lr" or "kept"; restore "image" or "kept"
+    ]
+)
 PLAN_PART_ROWS = 100_000  # rows of a manifest part the driver writes (skipped, plan errors)
 
 
@@ -84,6 +95,7 @@ class Plan(ABC):
 
     name: ClassVar[str]  # "archive" or "restore": the log lines' prefix
     schema: ClassVar[pa.Schema]  # of the manifest under dst
+    errors_hint: ClassVar[str]  # where to read the errors; {dst}, {manifest}: their URIs
 
     config: JobOptions
     dst: Location
@@ -123,11 +135,91 @@ class Plan(ABC):
 
 @dataclass(frozen=True)
 class JobResult:
+    """What a job did: its last log line, and the JSON object of --json."""
+
+    job: str  # "archive" or "restore"
     counts: dict[str, int]  # this run's rows by status
+    manifest: str  # URI of the manifest the rows are in
+    seconds: float  # the job's wall time
+    errors_hint: str  # where to read the errors
+    source_bytes: int | None = None  # of the images done (ok or skipped); archive only
+    lr_bytes: int | None = None  # of their LR PNGs; archive only
 
     @property
     def exit_code(self) -> int:
         return 1 if self.counts.get("error") else 0
+
+    @property
+    def compression_ratio(self) -> float | None:
+        return self.source_bytes / self.lr_bytes if self.source_bytes and self.lr_bytes else None
+
+    def line(self) -> str:
+        """In words: "archive: 120 images: 118 ok, 2 errors (see ...), 54.1x smaller, 3m12s"."""
+        counts = [f"{self.counts[s]} {s}" for s in ("ok", "skipped") if self.counts.get(s)]
+        errors = self.counts.get("error", 0)
+        counts.append(f"{errors} errors ({self.errors_hint})" if errors else "no errors")
+        parts = [f"{sum(self.counts.values())} images: {', '.join(counts)}"]
+        if self.compression_ratio is not None:
+            parts.append(f"{self.compression_ratio:.1f}x smaller")
+        return f"{self.job}: {', '.join(parts)}, {duration(self.seconds)}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "job": self.job,
+            "images": sum(self.counts.values()),
+            "counts": {s: self.counts.get(s, 0) for s in ("ok", "skipped", "error")},
+            "source_bytes": self.source_bytes,
+            "lr_bytes": self.lr_bytes,
+            "compression_ratio": self.compression_ratio,
+            "seconds": round(self.seconds, 3),
+            "exit_code": self.exit_code,
+            "manifest": self.manifest,
+        }
+
+
+@dataclass
+class Tally:
+    """A run's rows by status, and the bytes of the images done where its rows have them."""
+
+    counts: Counter = field(default_factory=Counter)
+    source_bytes: int = 0
+    lr_bytes: int = 0
+
+    def add(self, summary: Batch) -> None:
+        """Add a `summarize` of rows."""
+        for status, count, source_bytes, lr_bytes in zip(
+            summary["status"].tolist(),
+            summary["count"].tolist(),
+            summary["source_bytes"].tolist(),
+            summary["lr_bytes"].tolist(),
+            strict=True,
+        ):
+            self.counts[status] += count
+            if status in DONE:
+                self.source_bytes += source_bytes
+                self.lr_bytes += lr_bytes
+
+
+def summarize(rows: pa.Table) -> Batch:
+    """Rows by status: how many, and the sums of their source_bytes and lr_bytes (0 where the
+    schema has none): what the driver sees of the rows the workers write."""
+    sums = [c for c in ("source_bytes", "lr_bytes") if c in rows.column_names]
+    groups = (
+        rows.select(["status", *sums])
+        .group_by("status", use_threads=False)
+        .aggregate([("status", "count"), *[(c, "sum") for c in sums]])
+    )
+    n = len(groups)
+    return {
+        "status": np.array(groups["status"].to_pylist(), dtype=object),
+        "count": groups["status_count"].to_numpy().astype(np.int64),
+        **{
+            c: pc.fill_null(groups[f"{c}_sum"], 0).to_numpy().astype(np.int64)
+            if c in sums
+            else np.zeros(n, dtype=np.int64)
+            for c in ("source_bytes", "lr_bytes")
+        },
+    }
 
 
 def split_buckets(plan: Plan) -> Iterator[tuple[pa.Table, pa.Table]]:
@@ -159,20 +251,25 @@ def run(plan: Plan) -> JobResult:
 
 
 def run_held(plan: Plan) -> JobResult:
+    import ray
+
+    from pipeline.resources import plan_resources
+
+    start = time.monotonic()
     config, name = plan.config, plan.name
     stale = remove_stale_temps(plan.dst.filesystem(), plan.dst.root)
     if stale:
         logger.info("%s: removed %d temporary files of an interrupted run", name, stale)
     manifest = plan.dst.child(MANIFEST_DIR)
     writer = ManifestWriter(manifest, plan.schema, flush_rows=PLAN_PART_ROWS)
-    counts: Counter = Counter()
+    tally = Tally()
     blocks, todo = [], 0
     size = block_rows(plan.images.rows, config.batch_size)
     for rows, images in split_buckets(plan):
         writer.add(rows)
-        counts += Counter(dict(zip(*status_counts(rows["status"]), strict=True)))
-        for start in range(0, len(images), size):
-            blocks.append(ray.put(images.slice(start, size)))
+        tally.add(summarize(rows))
+        for start_row in range(0, len(images), size):
+            blocks.append(ray.put(images.slice(start_row, size)))
         todo += len(images)
     writer.flush()
     resources = plan_resources(
@@ -187,31 +284,43 @@ def run_held(plan: Plan) -> JobResult:
         "storage_options": plan.dst.redacted_options(),
     }
     logger.info("%s: %s", name, " ".join(f"{k}={v}" for k, v in settings.items()))
-    if counts["skipped"]:
+    if tally.counts["skipped"]:
         logger.info(
             "%s: %d of %d images done by an earlier run, skipped",
             name,
-            counts["skipped"],
+            tally.counts["skipped"],
             plan.images.rows,
         )
-    if counts["error"]:
-        logger.info("%s: %d images are errors before reading them", name, counts["error"])
+    if tally.counts["error"]:
+        logger.info("%s: %d images are errors before reading them", name, tally.counts["error"])
     if blocks:
         sink = ray.remote(ManifestWriter).options(num_cpus=0).remote(manifest, plan.schema)
         try:
-            counts += stream(plan, build_graph(plan, resources, blocks, sink), todo)
+            stream(plan, build_graph(plan, resources, blocks, sink), todo, tally)
             ray.get(sink.flush.remote())
         finally:
             ray.kill(sink)
     compact(manifest, plan.schema)
-    logger.info("%s: done, %s; manifest at %s", name, dict(sorted(counts.items())), manifest.uri)
-    return JobResult(counts=dict(counts))
+    has_bytes = "lr_bytes" in plan.schema.names
+    result = JobResult(
+        job=name,
+        counts=dict(tally.counts),
+        manifest=manifest.uri,
+        seconds=time.monotonic() - start,
+        errors_hint=plan.errors_hint.format(dst=plan.dst.uri, manifest=manifest.uri),
+        source_bytes=tally.source_bytes if has_bytes else None,
+        lr_bytes=tally.lr_bytes if has_bytes else None,
+    )
+    logger.info("%s", result.line(), extra={"summary": True})
+    return result
 
 
 def build_graph(
     plan: Plan, resources: Resources, blocks: list[ray.ObjectRef], sink: ray.actor.ActorHandle
 ) -> ray.data.Dataset:
     """The Ray Data graph; the one place that picks actors, GPUs and batch sizes."""
+    import ray
+
     stages, batch_size = plan.stages(), plan.config.batch_size
     # The read stage has no compute strategy of its own: Ray Data fuses it into the model
     # actors. As a separate stage it would need a CPU, and with --workers equal to the
@@ -236,32 +345,27 @@ def build_graph(
 
 def send_rows(batch: Batch, *, sink: ray.actor.ActorHandle, schema: pa.Schema) -> Batch:
     """Write stage's tail: hand the batch's manifest rows to the job's writer actor, and give
-    the driver only their count by status."""
+    the driver only their summary by status."""
+    import ray
+
     table = to_table(to_rows(batch), schema)
     ray.get(sink.add.remote(table))
-    statuses, counts = status_counts(table["status"])
-    return {"status": np.array(statuses, dtype=object), "count": np.array(counts, dtype=np.int64)}
+    return summarize(table)
 
 
-def status_counts(statuses: pa.ChunkedArray) -> tuple[list[str], list[int]]:
-    counts = pc.value_counts(statuses)
-    return counts.field("values").to_pylist(), counts.field("counts").to_pylist()
-
-
-def stream(plan: Plan, ds: ray.data.Dataset, total: int) -> Counter:
-    """Run the graph, whose rows go to the manifest from the workers; rows by status."""
-    counts: Counter = Counter()
+def stream(plan: Plan, ds: ray.data.Dataset, total: int, tally: Tally) -> None:
+    """Run the graph, whose rows go to the manifest from the workers, adding their summaries
+    to `tally`."""
     progress = Progress(plan.name, total=total)
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        statuses = dict(zip(batch["status"].tolist(), batch["count"].tolist(), strict=True))
-        counts += Counter(statuses)
-        progress.update(sum(statuses.values()), statuses.get("error", 0))
-    return counts
+    for summary in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        tally.add(summary)
+        counts = dict(zip(summary["status"].tolist(), summary["count"].tolist(), strict=True))
+        progress.update(sum(counts.values()), counts.get("error", 0))
 
 
 class Progress:
-    """Logs "<job>: 40/120 images, 2 errors, 3.10 images/s" on stderr (the "tadm" logger) at
-    most every `every` seconds, and always when the last image is done."""
+    """Logs "<job>: 40/120 images (33%), 2 errors, 3.10 images/s, ETA 26s" on stderr (the
+    "tadm" logger) at most every `every` seconds, and always when the last image is done."""
 
     def __init__(self, job: str, total: int, every: float = 2.0) -> None:
         self.job = job
@@ -283,7 +387,22 @@ class Progress:
     def line(self) -> str:
         elapsed = time.monotonic() - self.start
         rate = self.done / elapsed if elapsed > 0 else 0.0
-        return (
-            f"{self.job}: {self.done}/{self.total} images, {self.errors} errors, "
+        percent = 100 * self.done // self.total if self.total else 100
+        line = (
+            f"{self.job}: {self.done}/{self.total} images ({percent}%), {self.errors} errors, "
             f"{rate:.2f} images/s"
         )
+        if 0 < self.done < self.total:
+            line += f", ETA {duration((self.total - self.done) / rate)}"
+        return line
+
+
+def duration(seconds: float) -> str:
+    """12.3 -> "12.3s", 192 -> "3m12s", 7500 -> "2h05m"."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"

@@ -26,7 +26,10 @@ import pyarrow.compute as pc
 
 from pipeline.storage import Location
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+IMAGE_EXTENSIONS = (
+    *(".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"),
+    *(".heic", ".heif", ".avif", ".jxl"),
+)
 IMAGE_NAME = r"\.(" + "|".join(e.lstrip(".") for e in IMAGE_EXTENSIONS) + r")\z"
 LISTING_THREADS = 8  # top-level folders (local) or prefixes (S3) listed at once
 PAGE_ROWS = 10_000  # rows of a local listing table
@@ -72,27 +75,30 @@ def listing_table(columns: dict[str, list[Any]]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=LISTING_SCHEMA)
 
 
-def select_images(table: pa.Table, exclude: str | None = None) -> pa.Table:
-    """Rows of image files (by extension, any case) not hidden and not under the rel_path
-    folder `exclude` (an archive inside SRC); error rows are kept when not hidden."""
+def select_images(
+    table: pa.Table, exclude: str | None = None, every_file: bool = False
+) -> pa.Table:
+    """Rows of image files (by extension, any case; with `every_file`, any file) not hidden
+    and not under the rel_path folder `exclude` (an archive inside SRC); error rows are kept
+    when not hidden."""
     paths = table["rel_path"]
     hidden = pc.or_(pc.starts_with(paths, "."), pc.match_substring(paths, "/."))
-    keep = pc.and_(
-        pc.invert(hidden),
-        pc.or_(
-            pc.is_valid(table["error"]),
-            pc.match_substring_regex(paths, IMAGE_NAME, ignore_case=True),
-        ),
-    )
+    keep = pc.invert(hidden)
+    if not every_file:
+        image = pc.match_substring_regex(paths, IMAGE_NAME, ignore_case=True)
+        keep = pc.and_(keep, pc.or_(pc.is_valid(table["error"]), image))
     if exclude is not None:
         keep = pc.and_(keep, pc.invert(pc.starts_with(paths, exclude.rstrip("/") + "/")))
     return table.filter(keep)
 
 
-def scan(src: Location, exclude: Location | None = None) -> tuple[Iterator[pa.Table], str]:
-    """The listing of SRC as tables of LISTING_SCHEMA (images only, unsorted), and the prefix
-    that rel paths are relative to. SRC may also be a single image. Files under `exclude` (an
-    archive written inside SRC) are left out. A missing local folder lists nothing."""
+def scan(
+    src: Location, exclude: Location | None = None, every_file: bool = False
+) -> tuple[Iterator[pa.Table], str]:
+    """The listing of SRC as tables of LISTING_SCHEMA (images only, or with `every_file` any
+    file; unsorted), and the prefix that rel paths are relative to. SRC may also be a single
+    image. Files under `exclude` (an archive written inside SRC) are left out. A missing local
+    folder lists nothing."""
     fs = src.filesystem()
     single_file = fs.isfile(src.root)
     prefix = rel_prefix(src, single_file)
@@ -104,7 +110,7 @@ def scan(src: Location, exclude: Location | None = None) -> tuple[Iterator[pa.Ta
         pages = walk_s3(fs, src.root)
     else:
         pages = walk_local(src.root)
-    return (select_images(page, excluded) for page in pages), prefix
+    return (select_images(page, excluded, every_file) for page in pages), prefix
 
 
 def excluded_folder(src: Location, prefix: str, exclude: Location | None) -> str | None:
@@ -114,11 +120,13 @@ def excluded_folder(src: Location, prefix: str, exclude: Location | None) -> str
     return None
 
 
-def list_sources(src: Location, exclude: Location | None = None) -> tuple[list[SourceFile], str]:
-    """Every image file under `src` as objects, sorted by rel_path, and the prefix: for the
-    small folders of training data and benchmarks (an archive job keeps tables, see `scan`).
-    Listing errors (symlinked folders) are left out."""
-    pages, prefix = scan(src, exclude)
+def list_sources(
+    src: Location, exclude: Location | None = None, every_file: bool = False
+) -> tuple[list[SourceFile], str]:
+    """Every image file (with `every_file`, any file) under `src` as objects, sorted by
+    rel_path, and the prefix: for the small folders of training data and benchmarks (an
+    archive job keeps tables, see `scan`). Listing errors (symlinked folders) are left out."""
+    pages, prefix = scan(src, exclude, every_file)
     table = pa.concat_tables([LISTING_SCHEMA.empty_table(), *pages])
     table = table.filter(pc.is_null(table["error"]))
     table = table.take(pc.sort_indices(table, [("rel_path", "ascending")]))

@@ -85,14 +85,18 @@ class ModelStage(ABC):
 
 
 def write_files(
-    rows: list[Row], dst: Location, uri_column: str, output: Callable[[Row], tuple[str, bytes]]
+    rows: list[Row],
+    dst: Location,
+    uri_column: str,
+    output: Callable[[Row], tuple[str, bytes]],
+    status: str = "ok",
 ) -> list[Row]:
-    """Write each ok row's file atomically: `output(row)` gives its key under `dst` and its
-    bytes. The row gets the file's URI in `uri_column`, or status "error" naming the file when
-    the write fails; the time, encoding included, is added to its "seconds"."""
+    """Write the file of each row with `status` atomically: `output(row)` gives its key under
+    `dst` and its bytes. The row gets the file's URI in `uri_column`, or status "error" naming
+    the file when the write fails; the time, encoding included, is added to its "seconds"."""
     fs = dst.filesystem()
     for row in rows:
-        if row["status"] != "ok":
+        if row["status"] != status:
             continue
         start = time.perf_counter()
         key, data = output(row)

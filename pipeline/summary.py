@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from pipeline.format import DONE
+from pipeline.format import DONE, KEPT
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,8 @@ class Summary:
     mean_ssim: float | None
     verified: int  # rows with psnr
     models: dict[str, int]  # "model_id (xscale)" -> archived images
+    kept: int = 0  # sources kept as they are (status kept, or skipped after a kept run)
+    kept_bytes: int = 0  # their bytes, stored as they are
 
     def lines(self) -> list[str]:
         counts = ", ".join(f"{status} {n}" for status, n in sorted(self.counts.items()))
@@ -38,13 +40,25 @@ class Summary:
         else:
             lines.append("mean psnr: n/a (archived without --verify)")
         lines += [f"model {model}: {n} images" for model, n in sorted(self.models.items())]
+        if self.kept:
+            stored = self.lr_bytes + self.kept_bytes
+            before = self.source_bytes + self.kept_bytes
+            saved = before - stored
+            lines += [
+                f"kept as is: {self.kept} files, {self.kept_bytes:,} bytes "
+                f"({human(self.kept_bytes)})",
+                f"archive bytes (LR + kept): {stored:,} ({human(stored)})",
+                f"space saved: {saved:,} ({human(saved)}, "
+                f"{100 * saved / before if before else 0:.1f}% of {human(before)})",
+            ]
         return lines
 
 
 def summarize(table: pa.Table) -> Summary:
     """Summary of a merged archive manifest (see manifest.read_manifest)."""
     rows = table.to_pylist()
-    done = [r for r in rows if r["status"] in DONE]
+    kept = [r for r in rows if r["status"] in (*DONE, KEPT) and r["kept_uri"]]
+    done = [r for r in rows if r["status"] in DONE and not r["kept_uri"]]
     source_bytes = sum(r["source_bytes"] or 0 for r in done)
     lr_bytes = sum(r["lr_bytes"] or 0 for r in done)
     psnrs = [r["psnr"] for r in done if r["psnr"] is not None and math.isfinite(r["psnr"])]
@@ -59,7 +73,18 @@ def summarize(table: pa.Table) -> Summary:
         mean_ssim=mean(ssims),
         verified=len(psnrs),
         models=dict(Counter(f"{r['model_id']} (x{r['scale']})" for r in done)),
+        kept=len(kept),
+        kept_bytes=sum(r["source_bytes"] or 0 for r in kept),
     )
+
+
+def errors(table: pa.Table) -> list[dict[str, str]]:
+    """The rel_path and error of every error row of a merged archive manifest."""
+    return [
+        {"rel_path": r["rel_path"], "error": r["error"] or ""}
+        for r in table.select(["rel_path", "status", "error"]).to_pylist()
+        if r["status"] == "error"
+    ]
 
 
 def mean(values: list[float]) -> float | None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SCALES = (16, 32)
+TILINGS = ("unet", "all")  # how inference tiles an image: see tadm/model.py
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from tadm import TADM
-from tadm.images import png_bytes, to_float_batch, to_images, to_uint8_image
+from tadm.images import to_float_batch, to_images, to_uint8_image
 from tadm.losses import bicubic_down
 from tadm.metrics import psnr, ssim
 from tadm.model import pad_to
+from tadm.png import png_bytes
 
 
 def scores(prefix: str, out: np.ndarray, img: np.ndarray) -> dict[str, float]:

@@ -1,13 +1,10 @@
 """Images between numpy (H, W, 3) uint8, as files and stages carry them, and torch
-(B, 3, H, W); and the PNG bytes of such an image."""
+(B, 3, H, W) (their PNG bytes: tadm/png.py)."""
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import torch
-from PIL import Image, PngImagePlugin
 
 
 def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
@@ -33,14 +30,3 @@ def to_float_batch(img: np.ndarray) -> torch.Tensor:
 def to_uint8_image(x: torch.Tensor) -> np.ndarray:
     """(1, 3, H, W) float in [0, 1] -> (H, W, 3) uint8, as a restored PNG stores it."""
     return to_images(to_pixels(x))[0]
-
-
-def png_bytes(pixels: np.ndarray, text: dict[str, str] | None = None) -> bytes:
-    """(h, w, 3) uint8 -> PNG bytes with `text` as tEXt chunks, compressed as far as zlib goes
-    (an LR PNG's size is the archive's size)."""
-    info = PngImagePlugin.PngInfo()
-    for key, value in (text or {}).items():
-        info.add_text(key, value)
-    out = io.BytesIO()
-    Image.fromarray(pixels).save(out, format="PNG", pnginfo=info, optimize=True)
-    return out.getvalue()

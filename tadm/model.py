@@ -1,13 +1,14 @@
 """TADM: the whole model (paper Sec. 3, Fig. 1) with its training and inference APIs.
 
 Training: `forward(x)` runs one crop through every part and returns a `TADMOutput` for the losses.
-Inference: `downscale(hr)` and `upscale(lr, size)` run tiled (Algorithm 1) on any image size.
+Inference: `downscale(hr)` and `upscale(lr, size)` run tiled on any image size, every part per
+latent tile by default (`tiling`, see TILINGS), tiles batched within `max_latent_pixels`.
+`to_precision` casts the heavy parts to half precision (tadm/precision.py).
 
 Pixel convention: the public API takes and returns [0, 1] images; inside, x is in [-1, 1].
 Latent convention: z = latent_scaling * mean(E(x)) and x_hat = D(z / latent_scaling), applied once.
 """
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -23,15 +24,25 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from tadm import hub, lora
-from tadm.config import TADMConfig
+from tadm.config import TILINGS, TADMConfig
 from tadm.modules.dfrm import DFRM, from_uint8, quantize, to_uint8
 from tadm.modules.tpm import TPM
+from tadm.precision import cast_parts, check_precision, dtype_of
 from tadm.presets import build_config
 from tadm.scheduler import HybridScheduler
-from tadm.tiling import Blender, Tile, grid_shape, tile_grid
+from tadm.tiling import Blender, Tile, bounding_box, chunk_grid, grid_shape, overlaps, tile_grid
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-LR_CONTEXT = 4  # LR pixels of context around each tile for the inverse DFRM (cropped after)
+# How inference tiles an image (`tiling`, one of TILINGS). "all" (the default): every part runs
+# per latent tile (E, G_e and F blended on y; F^-1 and G_d with LR_CONTEXT pixels of context; D
+# blended in pixel space).
+# "unet": only the TPM and the UNet run per latent tile, blended in latent space; E, the DFRM and
+# D see the whole image, or chunks of at most max_latent_pixels when it is larger. On the shipped
+# tiny checkpoints "all" restores the held-out photos 0.01-0.10 dB better (benchmarks/README.md).
+LR_CONTEXT = 4  # LR pixels of context around each tile for the inverse DFRM ("all" tiling)
+# Latent pixels E, the DFRM, the UNet (tiles per call) and D see in one call, unless
+# model.max_latent_pixels says otherwise: 2048x2048 HR pixels for sd21, 1024x1024 for tiny.
+MAX_LATENT_PIXELS = 256 * 256
+CHUNK_MARGIN = 16  # latent pixels of overlap on each side of E and D chunks (blended over)
 WEIGHTS_FILE = "model.safetensors"
 
 
@@ -127,7 +138,10 @@ class TADM(nn.Module):
             lora.add_unet_lora(unet, config.unet_lora_rank)
         if config.vae_lora_rank:
             lora.add_vae_decoder_lora(vae, config.vae_lora_rank)
-        self.precision = "fp32"
+        self._precision = "fp32"
+        self._fp32_model_id: str | None = None  # set when the weights are cast to half
+        self.tiling = "all"  # one of TILINGS
+        self.max_latent_pixels = MAX_LATENT_PIXELS
 
     # ---- construction and checkpoints -------------------------------------------------------
 
@@ -234,7 +248,10 @@ class TADM(nn.Module):
 
     @property
     def model_id(self) -> str:
-        """Stable content hash of the config (less the base-model location) and every weight."""
+        """Stable content hash of the config (less the base-model location) and every weight,
+        as float32: a model cast by `to_precision` keeps the id of the weights it was cast from."""
+        if self._fp32_model_id is not None:
+            return self._fp32_model_id
         h = hashlib.sha256()
         config = json.loads(self.config.to_json())
         config.pop("base_model")
@@ -249,29 +266,69 @@ class TADM(nn.Module):
     def device(self) -> torch.device:
         return self.null_prompt.device
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
-        if self.device.type != "cuda" or self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=PRECISIONS[self.precision])
+    @property
+    def precision(self) -> str:
+        """'fp32', or the half precision `to_precision` cast the model to."""
+        return self._precision
+
+    def to_precision(self, precision: str) -> "TADM":
+        """Run inference in `precision` ('fp32', 'fp16' or 'bf16') on the model's device: casts
+        the weights of the VAE, the UNet and the DFRM's CNNs (tadm/precision.py says which and
+        why; fp16 needs CUDA). One-way: a half model cannot go back to fp32. Returns the model.
+        """
+        check_precision(precision, self.device)
+        if precision == self._precision:
+            return self
+        if self._precision != "fp32":
+            raise ValueError(
+                f"the model is already cast to {self._precision}: load it again to run {precision}"
+            )
+        self._fp32_model_id = self.model_id
+        cast_parts(self, precision)
+        self._precision = precision
+        return self
+
+    def _check_inference(self) -> None:
+        check_precision(self._precision, self.device)
+        if self.tiling not in TILINGS:
+            raise ValueError(f"tiling must be one of {TILINGS}, got {self.tiling!r}")
+        if self.max_latent_pixels < 1:
+            raise ValueError(f"max_latent_pixels must be positive, got {self.max_latent_pixels}")
 
     # ---- the parts, as numbered steps ---------------------------------------------------------
 
+    # Each step takes float32 tensors, runs its part in the part's dtype and returns float32.
+
     def encode_latent(self, x: Tensor) -> Tensor:
         """Step 1: z = s * mean(E(x)). x (B, 3, H, W) in [-1, 1] -> (B, C, H/8, W/8)."""
-        return self.vae.encode(x).latent_dist.mode() * self.config.latent_scaling
+        z = self.vae.encode(x.to(dtype_of(self.vae.encoder))).latent_dist.mode()
+        return z.float() * self.config.latent_scaling
+
+    def dfrm_downscale(self, x: Tensor, z: Tensor) -> Tensor:
+        """Step 2, down: y = F(G_e(x, z)) before quantization (Eq. 3-4); F runs in float32.
+        x (B, 3, H, W), z (B, C, H/8, W/8) -> (B, 3, H/N, W/N)."""
+        dtype = dtype_of(self.dfrm.fusing_module)
+        return self.dfrm.inv_module(self.dfrm.g_e(x.to(dtype), z.to(dtype)).float())
+
+    def dfrm_upscale(self, y: Tensor) -> Tensor:
+        """Step 2, up: z_hat = G_d(F^-1(y)) (Eq. 4-5); F^-1 runs in float32.
+        y (B, 3, H/N, W/N) -> (B, C, H/8, W/8)."""
+        z_lr = self.dfrm.inv_module.inverse(y.float())
+        return self.dfrm.g_d(z_lr.to(dtype_of(self.dfrm.final_module))).float()
 
     def decode_latent(self, z: Tensor) -> Tensor:
         """Step 4: x_hat = D(z / s). (B, C, H/8, W/8) -> (B, 3, H, W) in [-1, 1] nominally."""
-        return self.vae.decode(z / self.config.latent_scaling).sample
+        z = (z / self.config.latent_scaling).to(dtype_of(self.vae.decoder))
+        return self.vae.decode(z).sample.float()
 
     def enhance(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
         """Step 3, one-step enhancement (Sec. 3.3): z_hat (B, C, h, w) -> (z0_hat, t (B,))."""
+        z_hat = z_hat.float()
         t = self.tpm(z_hat)  # 3a. time step from the rescaled latent
-        context = self.null_prompt.expand(z_hat.shape[0], -1, -1).to(z_hat.dtype)
-        eps = self.unet(z_hat, t, encoder_hidden_states=context).sample  # 3b. one UNet call
-        z0_hat = self.scheduler(z_hat, eps, t)  # 3c. hybrid scheduler, Eq. 10
+        dtype = dtype_of(self.unet)
+        context = self.null_prompt.expand(z_hat.shape[0], -1, -1).to(dtype)
+        eps = self.unet(z_hat.to(dtype), t, encoder_hidden_states=context).sample  # 3b. one call
+        z0_hat = self.scheduler(z_hat, eps.float(), t)  # 3c. hybrid scheduler, Eq. 10
         return z0_hat, t
 
     def forward(self, x: Tensor, enhance: bool = True) -> TADMOutput:
@@ -296,20 +353,36 @@ class TADM(nn.Module):
         """HR sizes are padded to multiples of this inside downscale/upscale."""
         return self.config.latent_multiple * self.config.vae_factor
 
+    @property
+    def dfrm_context(self) -> int:
+        """LR pixels of context that make z_hat of a window equal to the whole image's: the
+        receptive field of F^-1 (10 per coupling block: two dense blocks of five 3x3 convs in
+        series) and of G_d (a conv, two per residual block, one per pixel-shuffle step)."""
+        d = self.config.dfrm
+        steps = int(math.log2(self.scale // self.config.vae_factor))
+        return 10 * d.inn_blocks + 1 + 2 * d.num_res_blocks + steps
+
     def _padded(self, height: int, width: int) -> tuple[int, int]:
         m = self.size_multiple
         return math.ceil(height / m) * m, math.ceil(width / m) * m
 
-    def _tiles(self, height: int, width: int):
+    def _tiles(self, height: int, width: int) -> list[Tile]:
         f = self.config.vae_factor
         return tile_grid(height // f, width // f, self.config.tile, self.config.tile_stride)
+
+    def _chunks(self, height: int, width: int) -> list[Tile]:
+        """Chunks of E or D for an HR (height, width): the whole latent when it fits the budget,
+        else a fixed grid of chunks overlapping by 2 * CHUNK_MARGIN latent pixels."""
+        f, m = self.config.vae_factor, self.config.latent_multiple
+        margin = m * math.ceil(CHUNK_MARGIN / m)
+        return chunk_grid(height // f, width // f, self.max_latent_pixels, margin, m)
 
     @torch.inference_mode()
     def downscale(self, hr: Tensor) -> Tensor:
         """hr (B, 3, H, W) float in [0, 1] -> LR (B, 3, ceil(H/N), ceil(W/N)) uint8.
 
-        Tiled: each latent tile runs E, G_e and F; the continuous y is blended with Gaussian
-        weights across tiles, then quantized once.
+        E, G_e and F run on the whole image, or on overlapping chunks (latent tiles with the
+        "all" tiling) whose continuous y is blended with Gaussian weights; y is quantized once.
         """
         if hr.ndim != 4 or hr.shape[1] != 3 or not hr.is_floating_point():
             raise ValueError(
@@ -321,16 +394,26 @@ class TADM(nn.Module):
             raise ValueError(f"hr is {width}x{height}, smaller than the scale {s}")
         if hr.min() < 0 or hr.max() > 1:
             raise ValueError("hr values must lie in [0, 1]")
+        self._check_inference()
         hp, wp = self._padded(height, width)
         x = pad_to(hr.to(self.device, torch.float32) * 2 - 1, hp, wp)
         r = s // f  # latent pixels per LR pixel
-        blender = Blender(x.shape[0], 3, (0, 0, hp // s, wp // s), self.device)
-        for tile in self._tiles(hp, wp):
-            x_t = x[..., f * tile.y : f * (tile.y + tile.h), f * tile.x : f * (tile.x + tile.w)]
-            with self._autocast():
-                y_t = self.dfrm.downscale(x_t, self.encode_latent(x_t))
-            blender.add(y_t, tile.y // r, tile.x // r)
-        y = blender.result()[..., : math.ceil(height / s), : math.ceil(width / s)]
+        chunks = self._tiles(hp, wp) if self.tiling == "all" else self._chunks(hp, wp)
+        if len(chunks) == 1:
+            y = self.dfrm_downscale(x, self.encode_latent(x))
+        else:
+            batch, per_call = x.shape[0], self._tiles_per_call(chunks[0])
+            blender = Blender(batch, 3, (0, 0, hp // s, wp // s), self.device)
+            for i in range(0, len(chunks), per_call):
+                group = chunks[i : i + per_call]  # equal sizes: one batch of chunks x images
+                x_g = torch.cat(
+                    [x[..., f * c.y : f * (c.y + c.h), f * c.x : f * (c.x + c.w)] for c in group]
+                )
+                y_g = self.dfrm_downscale(x_g, self.encode_latent(x_g))
+                for k, c in enumerate(group):
+                    blender.add(y_g[k * batch : (k + 1) * batch], c.y // r, c.x // r)
+            y = blender.result()
+        y = y[..., : math.ceil(height / s), : math.ceil(width / s)]
         return to_uint8(quantize(y, training=False)).to(hr.device)
 
     @torch.inference_mode()
@@ -365,38 +448,143 @@ class TADM(nn.Module):
         rx, ry, rw, rh = region if region is not None else (0, 0, width, height)
         if rw < 1 or rh < 1 or rx < 0 or ry < 0 or rx + rw > width or ry + rh > height:
             raise ValueError(f"region {region} is not inside the {width}x{height} image")
+        self._check_inference()
         hp, wp = self._padded(height, width)
         y = pad_to(from_uint8(lr.to(self.device)), hp // s, wp // s)
-        r = s // f
-        tiles = self._tiles(hp, wp)
         rows, cols = grid_shape(hp // f, wp // f, self.config.tile, self.config.tile_stride)
         t_map = torch.full((lr.shape[0], rows, cols), float("nan"))
-        blender = Blender(lr.shape[0], 3, (ry, rx, rh, rw), self.device)
-        for tile in tiles:
-            if not blender.overlaps(f * tile.y, f * tile.x, f * tile.h, f * tile.w):
-                continue
-            key = (tile.row, tile.col)
-            found = latents.get(key) if latents is not None else None
-            with self._autocast():
-                if found is None:
-                    z0_hat, t = self._enhanced_tile(y, tile, r)
-                    if latents is not None:
-                        latents[key] = (z0_hat, t)
-                else:
-                    z0_hat, t = found
-                x_t = self.decode_latent(z0_hat)
-            blender.add(x_t, f * tile.y, f * tile.x)
-            t_map[:, tile.row, tile.col] = t.float().cpu()
-        hr = ((blender.result() + 1) / 2).clamp(0, 1).to(lr.device)
+        window = (ry, rx, rh, rw)
+        if self.tiling == "all":
+            x_hat = self._upscale_every_tile(y, hp, wp, window, t_map, latents)
+        else:
+            x_hat = self._upscale_unet_tiles(y, hp, wp, window, t_map, latents)
+        hr = ((x_hat + 1) / 2).clamp(0, 1).to(lr.device)
         return (hr, t_map) if return_timesteps else hr
 
-    def _enhanced_tile(self, y: Tensor, tile: Tile, r: int) -> tuple[Tensor, Tensor]:
-        """(z0_hat, t) of one latent tile from the padded LR y, read with LR_CONTEXT pixels of
-        context around it (r: LR pixels -> latent pixels)."""
+    def _upscale_unet_tiles(
+        self,
+        y: Tensor,
+        hp: int,
+        wp: int,
+        window: tuple[int, int, int, int],
+        t_map: Tensor,
+        latents: LatentStore | None,
+    ) -> Tensor:
+        """Algorithm 1 for the HR window (y0, x0, h, w) of the padded LR y: z_hat of the whole
+        image (exact windows), the TPM and UNet per latent tile in batches, z0_hat blended in
+        latent space, D on the chunks of a fixed grid that cover the window, blended."""
+        f = self.config.vae_factor
+        chunks = [c for c in self._chunks(hp, wp) if overlaps(window, _scaled(c, f))]
+        box = bounding_box(chunks)  # latent (y0, x0, h, w) that D needs
+        tiles = [t for t in self._tiles(hp, wp) if overlaps(box, (t.y, t.x, t.h, t.w))]
+        enhanced = self._enhanced_tiles(y, tiles, latents)
+        batch, channels = y.shape[0], self.config.latent_channels
+        z0_blender = Blender(batch, channels, box, self.device)  # latent space
+        for tile, (z0_hat, t) in zip(tiles, enhanced, strict=True):
+            z0_blender.add(z0_hat, tile.y, tile.x)
+            t_map[:, tile.row, tile.col] = t.float().cpu()
+        z0_hat = z0_blender.result()  # (B, C, box h, box w)
+        by, bx = box[0], box[1]
+        if len(chunks) == 1:
+            (c,) = chunks
+            z_c = z0_hat[..., c.y - by : c.y + c.h - by, c.x - bx : c.x + c.w - bx]
+            x_c = self.decode_latent(z_c)
+            wy, wx, wh, ww = window
+            return x_c[..., wy - f * c.y : wy + wh - f * c.y, wx - f * c.x : wx + ww - f * c.x]
+        blender = Blender(batch, 3, window, self.device)
+        for c in chunks:
+            z_c = z0_hat[..., c.y - by : c.y + c.h - by, c.x - bx : c.x + c.w - bx]
+            blender.add(self.decode_latent(z_c), f * c.y, f * c.x)
+        return blender.result()
+
+    def _tiles_per_call(self, tile: Tile) -> int:
+        return max(1, self.max_latent_pixels // (tile.h * tile.w))
+
+    def _enhanced_tiles(
+        self, y: Tensor, tiles: list[Tile], latents: LatentStore | None
+    ) -> list[tuple[Tensor, Tensor]]:
+        """(z0_hat, t) of each tile: from `latents` where it holds them, else from z_hat (of
+        the whole image, or of each tile with LR_CONTEXT for the "all" tiling) through TPM,
+        UNet and scheduler, as many tiles per call as the latent budget allows."""
+        found = {t: latents.get((t.row, t.col)) if latents is not None else None for t in tiles}
+        todo = [t for t in tiles if found[t] is None]
+        if not todo:
+            return [found[t] for t in tiles]  # type: ignore[misc]
+        if self.tiling == "all":
+            crops = [self._tile_z_hat(y, t) for t in todo]
+        else:
+            by, bx, _, _ = box = bounding_box(todo)
+            z_hat = self._z_hat(y, box)  # (B, C, box h, box w)
+            crops = [z_hat[..., t.y - by : t.y - by + t.h, t.x - bx : t.x - bx + t.w] for t in todo]
+        per_call, batch = self._tiles_per_call(todo[0]), y.shape[0]
+        for i in range(0, len(todo), per_call):
+            z0_hat, t_step = self.enhance(torch.cat(crops[i : i + per_call]))  # tiles x images
+            for k, tile in enumerate(todo[i : i + per_call]):
+                part = slice(k * batch, (k + 1) * batch)
+                found[tile] = (z0_hat[part], t_step[part])
+                if latents is not None:
+                    latents[(tile.row, tile.col)] = found[tile]
+        return [found[t] for t in tiles]  # type: ignore[misc]
+
+    def _z_hat(self, y: Tensor, box: tuple[int, int, int, int]) -> Tensor:
+        """z_hat = G_d(F^-1(y)) over the latent box (y0, x0, h, w) of the padded LR y, equal to
+        the whole image's: computed in cores of at most the latent budget, each read with
+        `dfrm_context` LR pixels of context."""
+        r = self.scale // self.config.vae_factor
+        y0, x0, h, w = (v // r for v in box)  # LR pixels
+        lr_h, lr_w = y.shape[-2:]
+        core = max(1, math.isqrt(self.max_latent_pixels) // r)
+        ctx = self.dfrm_context
+        out = torch.empty(y.shape[0], self.config.latent_channels, h * r, w * r, device=self.device)
+        for a in range(y0, y0 + h, core):
+            a1 = min(a + core, y0 + h)
+            for b in range(x0, x0 + w, core):
+                b1 = min(b + core, x0 + w)
+                wa, wb = max(0, a - ctx), max(0, b - ctx)
+                z = self.dfrm_upscale(y[..., wa : min(lr_h, a1 + ctx), wb : min(lr_w, b1 + ctx)])
+                out[..., (a - y0) * r : (a1 - y0) * r, (b - x0) * r : (b1 - x0) * r] = z[
+                    ..., (a - wa) * r : (a1 - wa) * r, (b - wb) * r : (b1 - wb) * r
+                ]
+        return out
+
+    def _upscale_every_tile(
+        self,
+        y: Tensor,
+        hp: int,
+        wp: int,
+        window: tuple[int, int, int, int],
+        t_map: Tensor,
+        latents: LatentStore | None,
+    ) -> Tensor:
+        """The "all" tiling: per latent tile, F^-1 and G_d with LR_CONTEXT, TPM, UNet and D
+        (batched as the budget allows); the decoded tiles blended in pixel space over the HR
+        window (y0, x0, h, w)."""
+        f = self.config.vae_factor
+        blender = Blender(y.shape[0], 3, window, self.device)
+        tiles = [t for t in self._tiles(hp, wp) if overlaps(window, _scaled(t, f))]
+        enhanced = self._enhanced_tiles(y, tiles, latents)
+        per_call, batch = self._tiles_per_call(tiles[0]), y.shape[0]
+        for i in range(0, len(tiles), per_call):
+            group = list(zip(tiles[i : i + per_call], enhanced[i : i + per_call], strict=True))
+            x_hat = self.decode_latent(torch.cat([z0_hat for _, (z0_hat, _) in group]))
+            for k, (tile, (_, t)) in enumerate(group):
+                blender.add(x_hat[k * batch : (k + 1) * batch], f * tile.y, f * tile.x)
+                t_map[:, tile.row, tile.col] = t.float().cpu()
+        return blender.result()
+
+    def _tile_z_hat(self, y: Tensor, tile: Tile) -> Tensor:
+        """z_hat of one latent tile from the padded LR y, read with LR_CONTEXT pixels of context
+        around it ("all" tiling)."""
+        r = self.scale // self.config.vae_factor
         y0, x0 = tile.y // r, tile.x // r
         a0, b0 = max(0, y0 - LR_CONTEXT), max(0, x0 - LR_CONTEXT)
         a1 = min(y.shape[-2], (tile.y + tile.h) // r + LR_CONTEXT)
         b1 = min(y.shape[-1], (tile.x + tile.w) // r + LR_CONTEXT)
-        z_hat = self.dfrm.upscale(y[..., a0:a1, b0:b1])
+        z_hat = self.dfrm_upscale(y[..., a0:a1, b0:b1])
         oy, ox = (y0 - a0) * r, (x0 - b0) * r
-        return self.enhance(z_hat[..., oy : oy + tile.h, ox : ox + tile.w])
+        return z_hat[..., oy : oy + tile.h, ox : ox + tile.w]
+
+
+def _scaled(tile: Tile, factor: int) -> tuple[int, int, int, int]:
+    """A latent tile's (y, x, h, w) in HR pixels."""
+    return factor * tile.y, factor * tile.x, factor * tile.h, factor * tile.w

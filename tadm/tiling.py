@@ -2,9 +2,11 @@
 
 Tiles are laid on the latent grid (size 96, stride 64 by default); each tile gets its own TPM
 time step and is blended into the output with Gaussian weights, so there are no seams. Weights
-never reach zero, so a border pixel covered by one tile alone is still defined.
+never reach zero, so a border pixel covered by one tile alone is still defined. Chunks are the
+larger pieces that bound the memory of the parts that otherwise see the whole image.
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +38,28 @@ def tile_grid(height: int, width: int, tile: int, stride: int) -> list[Tile]:
     return [Tile(r, c, y, x, th, tw) for r, y in enumerate(ys) for c, x in enumerate(xs)]
 
 
+def chunk_grid(height: int, width: int, max_pixels: int, margin: int, step: int) -> list[Tile]:
+    """Chunks covering a (height, width) latent: the whole when it has at most `max_pixels`
+    pixels, else square chunks of about that many (a multiple of `step`, at least
+    2 * margin + step on a side) overlapping by 2 * margin."""
+    if height * width <= max_pixels:
+        return [Tile(0, 0, 0, 0, height, width)]
+    side = max(step * (math.isqrt(max_pixels) // step), 2 * margin + step)
+    return tile_grid(height, width, side, side - 2 * margin)
+
+
+def overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    """Whether windows (y, x, h, w) a and b share a pixel."""
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
+def bounding_box(tiles: list[Tile]) -> tuple[int, int, int, int]:
+    """The smallest window (y, x, h, w) holding every tile."""
+    y0, x0 = min(t.y for t in tiles), min(t.x for t in tiles)
+    y1, x1 = max(t.y + t.h for t in tiles), max(t.x + t.w for t in tiles)
+    return y0, x0, y1 - y0, x1 - x0
+
+
 def grid_shape(height: int, width: int, tile: int, stride: int) -> tuple[int, int]:
     return len(tile_starts(height, tile, stride)), len(tile_starts(width, tile, stride))
 
@@ -62,7 +86,7 @@ class Blender:
         self.weight = torch.zeros(self.h, self.w, device=device)
 
     def overlaps(self, y: int, x: int, h: int, w: int) -> bool:
-        return y < self.y0 + self.h and y + h > self.y0 and x < self.x0 + self.w and x + w > self.x0
+        return overlaps((y, x, h, w), (self.y0, self.x0, self.h, self.w))
 
     def add(self, tile: Tensor, y: int, x: int) -> None:
         """Add `tile` (B, C, h, w) placed at canvas position (y, x)."""

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from tadm.config import SCALES
-from tadm.training import STAGES
 
 TRAIN_CONFIG_FILE = "train_config.json"
 PRESETS = ("tiny", "sd21")
+STAGES = ("vae", "dfrm", "enhance", "joint")  # tadm/training.py trains each
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,7 @@ from tadm.losses import (
     rescaling_loss,
 )
 from tadm.model import TADM
-
-STAGES = ("vae", "dfrm", "enhance", "joint")
+from tadm.train_config import STAGES
 
 
 @dataclass(frozen=True)

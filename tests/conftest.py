@@ -215,3 +215,150 @@ def run_cli(*argv: str) -> int:
 def cli_env(ray_address: str) -> dict[str, str]:
     """Environment for a `tadm` subprocess that joins the session's Ray cluster."""
     return os.environ | {"RAY_ADDRESS": ray_address}
+
+
+# ---- real-world files: metadata, colour profiles, phone and modern formats --------------------
+
+
+def s15f16(*values: float) -> bytes:
+    return b"".join(struct.pack(">i", round(v * 65536)) for v in values)
+
+
+def icc_profile(description: str, primaries: tuple[tuple[float, float, float], ...]) -> bytes:
+    """An ICC v2 RGB display profile: `primaries` are the red, green and blue colourants (XYZ,
+    D50), the tone curve is sRGB's (a parametric curve). LittleCMS and exiftool read it."""
+    text = description.encode("ascii") + b"\0"
+    tags = {
+        b"desc": b"desc\0\0\0\0"
+        + struct.pack(">I", len(text))
+        + text
+        + b"\0" * 8  # no Unicode description
+        + b"\0" * 3
+        + b"\0" * 67,  # no ScriptCode description
+        b"cprt": b"text\0\0\0\0No copyright, use freely\0",
+        b"wtpt": b"XYZ \0\0\0\0" + s15f16(0.9642, 1.0, 0.8249),
+        b"rXYZ": b"XYZ \0\0\0\0" + s15f16(*primaries[0]),
+        b"gXYZ": b"XYZ \0\0\0\0" + s15f16(*primaries[1]),
+        b"bXYZ": b"XYZ \0\0\0\0" + s15f16(*primaries[2]),
+        # sRGB's curve: Y = ((aX + b)^g for X >= d, else cX), type 3 parametric
+        b"rTRC": b"para\0\0\0\0\0\x03\0\0"
+        + s15f16(2.4, 1 / 1.055, 0.055 / 1.055, 1 / 12.92, 0.04045),
+    }
+    tags[b"gTRC"] = tags[b"bTRC"] = tags[b"rTRC"]
+    table_end = 128 + 4 + 12 * len(tags)
+    body, entries = b"", b""
+    for signature, data in tags.items():
+        data += b"\0" * (-len(data) % 4)
+        entries += signature + struct.pack(">II", table_end + len(body), len(data))
+        body += data
+    size = table_end + len(body)
+    header = (
+        struct.pack(">I", size)
+        + b"\0" * 4
+        + bytes([2, 0x10, 0, 0])  # version 2.1
+        + b"mntrRGB XYZ "
+        + struct.pack(">6H", 2024, 1, 1, 0, 0, 0)
+        + b"acsp"
+        + b"\0" * 24  # platform, flags, manufacturer, model, attributes
+        + struct.pack(">I", 0)  # perceptual intent
+        + s15f16(0.9642, 1.0, 0.8249)  # D50
+        + b"\0" * 48  # creator, ID, reserved
+    )
+    return header + struct.pack(">I", len(tags)) + entries + body
+
+
+def display_p3_icc() -> bytes:
+    """A Display P3 profile (P3 primaries, D65 white adapted to D50, sRGB's tone curve)."""
+    primaries = ((0.5151, 0.2412, -0.0011), (0.2920, 0.6922, 0.0419), (0.1571, 0.0666, 0.7841))
+    return icc_profile("Display P3", primaries)
+
+
+XMP = (
+    '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+    '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+    'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+    '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/" '
+    'xmlns:xmpRights="http://ns.adobe.com/xap/1.0/rights/" '
+    'xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="{orientation}">'
+    "<dc:creator><rdf:Seq><rdf:li>Ada Photographer</rdf:li></rdf:Seq></dc:creator>"
+    '<xmpRights:UsageTerms><rdf:Alt><rdf:li xml:lang="x-default">CC BY 4.0</rdf:li>'
+    "</rdf:Alt></xmpRights:UsageTerms>"
+    '</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="w"?>'
+)
+
+
+def xmp_packet(orientation: int = 1) -> bytes:
+    """An XMP packet: creator "Ada Photographer", usage terms "CC BY 4.0", tiff:Orientation."""
+    return XMP.replace("{orientation}", str(orientation)).encode()
+
+
+def camera_exif(orientation: int) -> Image.Exif:
+    """EXIF as a camera writes it: make, model, capture date, GPS position, orientation."""
+    exif = Image.Exif()
+    exif[0x010F] = "TADM Camera Co."  # Make
+    exif[0x0110] = "Model 1"  # Model
+    exif[0x0112] = orientation
+    exif[0x8298] = "(c) Ada Photographer"  # Copyright
+    exif.get_ifd(0x8769)[0x9003] = "2024:05:17 10:30:00"  # DateTimeOriginal
+    gps = exif.get_ifd(0x8825)
+    gps.update({1: "N", 2: (48.0, 51.0, 29.0), 3: "E", 4: (2.0, 17.0, 40.0)})
+    return exif
+
+
+def real_world_images() -> dict[str, bytes]:
+    """rel_path -> bytes of files as cameras, phones and apps write them, 96-160 px."""
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    p3 = display_p3_icc()
+    base = Image.fromarray(photo(128, 96, 30))
+    return {
+        "camera/exif.jpg": encode(base, "JPEG", quality=92, exif=camera_exif(6)),
+        "colour/p3.png": encode(Image.fromarray(photo(112, 96, 31)), "PNG", icc_profile=p3),
+        "colour/p3.jpg": encode(
+            Image.fromarray(photo(96, 112, 32)), "JPEG", quality=95, icc_profile=p3
+        ),
+        "xmp.jpg": encode(Image.fromarray(photo(96, 96, 33)), "JPEG", xmp=xmp_packet()),
+        "phone/photo.heic": encode(
+            Image.fromarray(photo(128, 96, 34)),
+            "HEIF",
+            quality=90,
+            exif=camera_exif(1),
+            icc_profile=p3,
+        ),
+        "phone/photo.avif": encode(
+            Image.fromarray(photo(96, 128, 35)),
+            "AVIF",
+            quality=90,
+            exif=camera_exif(1),
+            xmp=xmp_packet(),
+        ),
+        "web/still.gif": encode(Image.fromarray(photo(96, 80, 36)).convert("P"), "GIF"),
+        "screenshot.png": encode(text_image(160, 96), "PNG"),
+    }
+
+
+def text_image(width: int, height: int) -> Image.Image:
+    """A screenshot-like page: black text on white, what TADM cannot carry."""
+    from PIL import ImageDraw
+
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    for line in range(height // 12):
+        draw.text((4, 2 + 12 * line), f"Line {line}: the quick brown fox 0123", fill="black")
+    return img
+
+
+def multi_frame_images() -> dict[str, bytes]:
+    """rel_path -> an animated or multi-page file of two or three frames."""
+    frames = [Image.fromarray(photo(64, 64, seed)) for seed in (40, 41, 42)]
+
+    def animated(fmt: str, n: int) -> bytes:
+        return encode(frames[0], fmt, save_all=True, append_images=frames[1:n])
+
+    return {
+        "anim/animated.gif": animated("GIF", 3),
+        "anim/animated.png": animated("PNG", 2),
+        "anim/animated.webp": animated("WEBP", 3),
+        "anim/pages.tif": animated("TIFF", 2),
+    }

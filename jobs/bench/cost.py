@@ -2,16 +2,19 @@
 (the same FLOPs as trained ones), seconds and peak memory per stage.
 
 Runs in a fresh process (`python -m jobs.bench.cost ...`) so the figures are the model's
-alone. The image goes through the model's own inference path, `downscale` then `upscale`
-(tiled as Algorithm 1 tiles it, as archive and restore run it); each stage's calls are timed and
+alone. The image goes through the model's own inference path, `downscale` then `upscale`, in the
+given precision and tiling (as archive and restore run it); each stage's calls are timed and
 their peak memory taken:
 
 - VAE encode (E), DFRM down (G_e and F), DFRM up (F^-1 and G_d),
-- UNet + TPM (TPM, one UNet call, hybrid scheduler: Sec. 3.3), VAE decode (D).
+- UNet + TPM (TPM, one UNet call on a batch of tiles, hybrid scheduler: Sec. 3.3),
+  VAE decode (D).
 
 Memory on CPU is the peak RSS of the process during the stage (weights included); on CUDA,
-torch's peak allocated memory during the stage (weights included). On CUDA one untimed pass
-comes first (kernel selection, allocator warm-up).
+torch's peak allocated memory during the stage (weights included). One untimed pass comes first
+(kernel selection, allocator warm-up); it counts the FLOPs of a round trip. The compute floor is
+those FLOPs at the rate of a large matrix product in the same dtype on the same device, and
+`floor_fraction` the floor over the measured seconds.
 """
 
 from __future__ import annotations
@@ -24,14 +27,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from jobs.bench.rss import peak_rss, reset_peak, run_probe
 from tadm import TADM
+from tadm.precision import PRECISIONS
 
 TIMED_METHODS = {  # stage label -> (object path on the model, the method timed as that stage)
     "VAE encode": ("", "encode_latent"),
-    "DFRM down": ("dfrm", "downscale"),
-    "DFRM up": ("dfrm", "upscale"),
+    "DFRM down": ("", "dfrm_downscale"),
+    "DFRM up": ("", "dfrm_upscale"),
     "UNet + TPM": ("", "enhance"),
     "VAE decode": ("", "decode_latent"),
 }
@@ -46,6 +51,7 @@ class Meter:
         self.seconds: dict[str, float] = {}
         self.peak: dict[str, int] = {}
         self.calls: dict[str, int] = {}
+        self.items: dict[str, int] = {}  # batch elements through the stage (tiles x images)
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -72,6 +78,7 @@ class Meter:
             self.seconds[label] = self.seconds.get(label, 0.0) + time.perf_counter() - start
             self.peak[label] = max(self.peak.get(label, 0), self.peak_now())
             self.calls[label] = self.calls.get(label, 0) + 1
+            self.items[label] = self.items.get(label, 0) + args[0].shape[0]
             return out
 
         return timed
@@ -86,18 +93,40 @@ def sample_image(size: int) -> torch.Tensor:
     return torch.from_numpy(img).float()[None]
 
 
-def measure(preset: str, size: int, device: str, precision: str, scale: int) -> dict[str, Any]:
+def matmul_rate(device: torch.device, dtype: torch.dtype) -> float:
+    """FLOP/s of a large square matrix product in `dtype` on `device` (best of a few)."""
+    n = 8192 if device.type == "cuda" else 1024
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    meter = Meter(device)
+    best = float("inf")
+    for _ in range(4):
+        meter.sync()
+        start = time.perf_counter()
+        a @ b
+        meter.sync()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def measure(
+    preset: str, size: int, device: str, precision: str, scale: int, tiling: str = "all"
+) -> dict[str, Any]:
     """Build the preset, run one size x size image through it, and report each stage."""
     dev = torch.device(device)
     start = time.perf_counter()
     torch.manual_seed(0)
-    model = TADM.from_preset(preset, scale=scale).eval().to(dev)
-    model.precision = precision
+    with dev:  # random weights made where they run
+        model = TADM.from_preset(preset, scale=scale).eval()
+    model.to_precision(precision)
+    model.tiling = tiling
     build_seconds = time.perf_counter() - start
     params = sum(p.numel() for p in model.parameters())
     hr = sample_image(size).to(dev)
-    if dev.type == "cuda":
-        model.upscale(model.downscale(hr), size=(size, size))  # warm-up, untimed
+    with FlopCounterMode(display=False) as flop_counter:  # warm-up, untimed
+        model.upscale(model.downscale(hr), size=(size, size))
+    flops = flop_counter.get_total_flops()
+    rate = matmul_rate(dev, PRECISIONS[precision])
     meter = Meter(dev)
     for label, (owner, name) in TIMED_METHODS.items():
         target = model.dfrm if owner == "dfrm" else model
@@ -119,10 +148,12 @@ def measure(preset: str, size: int, device: str, precision: str, scale: int) -> 
         "device": device,
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "precision": precision,
+        "tiling": tiling,
+        "max_latent_pixels": model.max_latent_pixels,
         "torch_threads": torch.get_num_threads(),
         "parameters": params,
         "build_seconds": build_seconds,
-        "latent_tiles": meter.calls.get("UNet + TPM", 0),
+        "latent_tiles": meter.items.get("UNet + TPM", 0),
         "memory_kind": "torch peak allocated" if dev.type == "cuda" else "process peak RSS",
         "stages": [
             {
@@ -137,15 +168,24 @@ def measure(preset: str, size: int, device: str, precision: str, scale: int) -> 
         "upscale_seconds": timings["upscale"],
         "total_seconds": timings["downscale"] + timings["upscale"],
         "peak_memory": max(meter.peak.values()),
+        "flops": flops,
+        "matmul_flops_per_s": rate,
+        "floor_fraction": flops / rate / (timings["downscale"] + timings["upscale"]),
         "paper": PAPER,
     }
 
 
 def run_cost(
-    size: int, device: str, precision: str, threads: int, preset: str = "sd21", scale: int = 16
+    size: int,
+    device: str,
+    precision: str,
+    threads: int,
+    preset: str = "sd21",
+    scale: int = 16,
+    tiling: str = "all",
 ) -> dict[str, Any]:
     """`measure` in a fresh process."""
-    args = [preset, str(size), device, precision, str(scale), str(threads)]
+    args = [preset, str(size), device, precision, str(scale), str(threads), tiling]
     return run_probe("jobs.bench.cost", args)
 
 
@@ -157,10 +197,13 @@ def main() -> None:
     p.add_argument("precision")
     p.add_argument("scale", type=int)
     p.add_argument("threads", type=int)
+    p.add_argument("tiling")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     with torch.inference_mode():
-        result = measure(args.preset, args.size, args.device, args.precision, args.scale)
+        result = measure(
+            args.preset, args.size, args.device, args.precision, args.scale, args.tiling
+        )
     print(json.dumps(result))
 
 

@@ -12,7 +12,7 @@ from pipeline.decode import decode_image
 from pipeline.sources import list_sources
 from pipeline.storage import Location
 
-SAMPLES = Path(__file__).resolve().parents[2] / "samples"  # the repo's sample photos
+SAMPLES = Path(__file__).resolve().parent / "samples"  # the sample photos (package data)
 QUICK_CROP = 256  # --quick: centre crops of at most this many pixels a side
 
 

@@ -29,7 +29,8 @@ import torch
 
 from jobs.bench.bare import files_of
 from jobs.bench.rss import run_probe
-from pipeline.archive.plan import ArchiveConfig, prepare_archive
+from pipeline.archive.config import ArchiveConfig
+from pipeline.archive.plan import prepare_archive
 from pipeline.job import run as run_archive
 from pipeline.resources import plan_resources
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from pipeline.decode import DECODE_COLUMNS
-from pipeline.format import LrHeader, decode_lr_png, encode_lr_png
+from pipeline.decode import DECODE_COLUMNS, METADATA_COLUMNS
+from pipeline.format import KEPT, LrHeader, Metadata, decode_lr_png, encode_lr_png
 from pipeline.stage import ModelStage, Row
 from tadm.images import to_images, to_pixels, to_tensor
 from tadm.metrics import psnr, ssim
@@ -19,11 +19,13 @@ class Downscale(ModelStage):
 
     With `verify`, the LR is decoded back from those bytes and upscaled again (a real
     reconstruction) to fill psnr, ssim and timestep_mean (the mean TPM time step over tiles).
+    With a quality floor (`min_psnr`, `min_ssim`), so it is too, and an image below the floor
+    gets status "kept" and its kept_reason: the write stage keeps its source as it is.
     """
 
-    # The decoded row, less its pixels, and what the model adds.
+    # The decoded row, less its pixels and metadata (now in the LR), and what the model adds.
     columns = (
-        *(name for name in DECODE_COLUMNS if name != "pixels"),
+        *(name for name in DECODE_COLUMNS if name not in ("pixels", *METADATA_COLUMNS)),
         "lr_png",
         "lr_width",
         "lr_height",
@@ -32,6 +34,7 @@ class Downscale(ModelStage):
         "psnr",
         "ssim",
         "timestep_mean",
+        "kept_reason",
     )
 
     def __init__(
@@ -39,10 +42,14 @@ class Downscale(ModelStage):
         model: str,
         storage_options: dict[str, Any],
         verify: bool,
+        min_psnr: float | None = None,
+        min_ssim: float | None = None,
         torch_threads: int | None = None,
     ) -> None:
         super().__init__(model, storage_options, torch_threads)
-        self.verify = verify
+        self.min_psnr = min_psnr
+        self.min_ssim = min_ssim
+        self.verify = verify or min_psnr is not None or min_ssim is not None
 
     def every_row(self) -> Row:
         return {"scale": self.model.scale, "model_id": self.model_id}
@@ -56,13 +63,28 @@ class Downscale(ModelStage):
         lr = self.model.downscale(hr.float() / 255)  # (B, 3, ceil(H/s), ceil(W/s)) uint8
         for row, lr_image in zip(group, to_images(lr), strict=True):
             # Ray turns an int column with nulls (error rows) into floats: cast back.
+            metadata = Metadata(*(bytes(row[name]) or None for name in METADATA_COLUMNS))
             header = LrHeader(
-                int(row["width"]), int(row["height"]), self.model.scale, self.model_id
+                int(row["width"]), int(row["height"]), self.model.scale, self.model_id, metadata
             )
             row["lr_png"] = encode_lr_png(lr_image, header)
             row["lr_height"], row["lr_width"] = lr_image.shape[:2]
         if self.verify:
             self.reconstruct(group)
+        for row in group:
+            reason = self.below_floor(row)
+            if reason:
+                row.update(status=KEPT, kept_reason=reason, lr_png=None)
+                row.update(lr_width=None, lr_height=None)
+
+    def below_floor(self, row: Row) -> str | None:
+        """Why the image's round trip is below the quality floor; None when it is not."""
+        reasons = []
+        if self.min_psnr is not None and row["psnr"] < self.min_psnr:
+            reasons.append(f"psnr {row['psnr']:.2f} dB below --min-psnr {self.min_psnr:g}")
+        if self.min_ssim is not None and row["ssim"] < self.min_ssim:
+            reasons.append(f"ssim {row['ssim']:.4f} below --min-ssim {self.min_ssim:g}")
+        return "; ".join(reasons) or None
 
     def reconstruct(self, group: list[Row]) -> None:
         """Upscale the LR decoded from the bytes to be written; compare with the source."""

@@ -1,8 +1,11 @@
-"""The archive plan: every image under SRC -> DST/lr/<rel_path>.png + DST/manifest/.
+"""The archive plan: every image under SRC -> DST/lr/<rel_path>.png + DST/manifest/, and the
+sources kept as they are (quality floor, --keep-failed) -> DST/kept/<rel_path>.
 
 Its graph, run by pipeline/job.py: the plan's blocks -> read_sources (I/O tasks) -> decode_batch
 -> Downscale -> write_lr. The plan is columnar: the listing (or inventory) by bucket, joined
-against the manifest and the LR files in DST one bucket at a time.
+against the manifest and the files in DST one bucket at a time.
+
+Its graph, run by pipeline/job.py: read_binary_files -> decode_batch -> Downscale -> write_lr.
 """
 
 from __future__ import annotations
@@ -16,14 +19,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
+from pipeline.archive.config import ArchiveConfig
 from pipeline.archive.downscale import Downscale
 from pipeline.archive.read import read_sources
 from pipeline.archive.write import write_lr
 from pipeline.buckets import Buckets, fold
 from pipeline.decode import MAX_PIXELS, decode_batch
-from pipeline.format import ARCHIVE_SCHEMA, DONE, LR_DIR
+from pipeline.format import ARCHIVE_SCHEMA, DONE, KEPT, KEPT_DIR, LR_DIR
 from pipeline.inventory import scan_inventory
-from pipeline.job import OUTPUT_SCHEMA, JobOptions, Plan, Stages
+from pipeline.job import OUTPUT_SCHEMA, Plan, Stages
 from pipeline.manifest import conform
 from pipeline.resources import Resources
 from pipeline.sources import (
@@ -41,19 +45,10 @@ from tadm.hub import default_model
 
 
 @dataclass(frozen=True)
-class ArchiveConfig(JobOptions):
-    src: str  # URI of the images: local path, file:// or s3://
-    dst: str  # URI of the archive
-    scale: int | None = None  # 16 or 32; None: the model's scale (16 for the default model)
-    model: str | None = None  # shipped name, folder or URI; None: default_model(scale)
-    verify: bool = False  # reconstruct each image to fill psnr, ssim, timestep_mean
-    inventory: str | None = None  # S3 Inventory manifest.json or a listing, instead of listing
-
-
-@dataclass(frozen=True)
 class ArchiveJob(Plan):
     name: ClassVar[str] = "archive"
     schema: ClassVar[pa.Schema] = ARCHIVE_SCHEMA
+    errors_hint: ClassVar[str] = "see `tadm inspect {dst} --errors`"
 
     config: ArchiveConfig
     src: Location
@@ -73,14 +68,20 @@ class ArchiveJob(Plan):
             "images": self.sources.rows,
             "model": f"{self.model_ref} (id {self.model_id}, x{self.scale})",
             "verify": self.config.verify,
+            "min_psnr": self.config.min_psnr,
+            "min_ssim": self.config.min_ssim,
+            "keep_failed": self.config.keep_failed,
         }
 
     def outputs(self) -> Iterator[pa.Table]:
-        """The LR files under DST/lr/, by the rel_path of their image."""
+        """The LR files under DST/lr/ ("lr") and the sources kept under DST/kept/ ("kept"),
+        by the rel_path of their image."""
         for table in walk(self.dst.child(LR_DIR)):
             table = table.filter(pc.ends_with(table["rel_path"], ".png"))
             rel_paths = pc.utf8_slice_codeunits(table["rel_path"], 0, -len(".png"))
-            yield pa.table({"rel_path": rel_paths, "size": table["size"]}, schema=OUTPUT_SCHEMA)
+            yield output_table(rel_paths, table["size"], "lr")
+        for table in walk(self.dst.child(KEPT_DIR)):
+            yield output_table(table["rel_path"], table["size"], "kept")
 
     def split(
         self, images: pa.Table, done: pa.Table | None, outputs: pa.Table
@@ -115,24 +116,39 @@ class ArchiveJob(Plan):
         return pa.concat_tables([error_rows, skipped]), graph_rows(todo)
 
     def finished(self, images: pa.Table, done: pa.Table, outputs: pa.Table) -> pa.Table:
-        """The manifest rows of `images` an earlier run finished, as "skipped" rows."""
+        """The manifest rows of `images` an earlier run finished, as "skipped" rows: with this
+        model and scale, from the same source, whose LR file (or kept source) is still there
+        with the recorded size; with --verify or a quality floor, LR rows without psnr, or below
+        the floor, don't count."""
+        config = self.config
         rows = done.filter(
             pc.and_(
                 pc.and_(
-                    pc.is_in(done["status"], pa.array(DONE)), pc.equal(done["scale"], self.scale)
+                    pc.is_in(done["status"], pa.array([*DONE, KEPT])),
+                    pc.equal(done["scale"], self.scale),
                 ),
                 pc.equal(done["model_id"], self.model_id),
             )
         )
-        if self.config.verify:
-            rows = rows.filter(pc.is_valid(rows["psnr"]))
-        # Hash lookups, not joins: rel_paths are unique in the listing and in the LR files.
+        # Hash lookups, not joins: rel_paths are unique in the listing and in each output kind.
         at = pc.index_in(rows["rel_path"], value_set=images["rel_path"].combine_chunks())
         rows, at = rows.filter(pc.is_valid(at)), at.filter(pc.is_valid(at))
         for name in ("size", "mtime", "etag"):
             rows = rows.append_column(name, pc.take(images[name], at))
-        lr_at = pc.index_in(rows["rel_path"], value_set=outputs["rel_path"].combine_chunks())
-        rows = rows.append_column("lr_size", pc.take(outputs["size"], lr_at))
+        for kind in ("lr", "kept"):
+            files = outputs.filter(pc.equal(outputs["kind"], kind))
+            found = pc.index_in(rows["rel_path"], value_set=files["rel_path"].combine_chunks())
+            rows = rows.append_column(f"{kind}_size", pc.take(files["size"], found))
+        kept = pc.fill_null(pc.not_equal(rows["kept_uri"], ""), False)
+        lr_good = pc.equal(rows["lr_bytes"], rows["lr_size"])
+        if config.verify:
+            lr_good = pc.and_kleene(lr_good, pc.is_valid(rows["psnr"]))
+        for floor, column in ((config.min_psnr, "psnr"), (config.min_ssim, "ssim")):
+            if floor is not None:
+                lr_good = pc.and_kleene(lr_good, pc.greater_equal(rows[column], floor))
+        output_good = pc.if_else(
+            kept, pc.equal(rows["kept_size"], rows["source_bytes"]), pc.fill_null(lr_good, False)
+        )
         etag_same = pc.or_kleene(
             pc.is_null(rows["source_etag"]), pc.equal(rows["source_etag"], rows["etag"])
         )
@@ -141,10 +157,7 @@ class ArchiveJob(Plan):
         )
         same_source = pc.if_else(pc.is_valid(rows["etag"]), etag_same, mtime_same)
         keep = pc.and_(
-            pc.and_(
-                pc.equal(rows["source_bytes"], rows["size"]),
-                pc.equal(rows["lr_bytes"], rows["lr_size"]),
-            ),
+            pc.and_(pc.equal(rows["source_bytes"], rows["size"]), output_good),
             pc.fill_null(same_source, True),
         )
         rows = rows.filter(pc.fill_null(keep, False))
@@ -180,16 +193,24 @@ class ArchiveJob(Plan):
                 "uri_prefix": self.src.uri_of(""),
                 "scale": self.scale,
                 "max_pixels": MAX_PIXELS,
+                "keep": self.config.keeps,
             },
             model=Downscale,
             model_kwargs={
                 "model": self.model_ref,
                 "storage_options": self.options,
                 "verify": self.config.verify,
+                "min_psnr": self.config.min_psnr,
+                "min_ssim": self.config.min_ssim,
             },
             write=write_lr,
-            write_kwargs={"dst": self.dst},
+            write_kwargs={"dst": self.dst, "keep_failed": self.config.keep_failed},
         )
+
+
+def output_table(rel_paths: pa.ChunkedArray, sizes: pa.ChunkedArray, kind: str) -> pa.Table:
+    kinds = pa.array([kind] * len(rel_paths), pa.string())
+    return pa.table({"rel_path": rel_paths, "size": sizes, "kind": kinds}, schema=OUTPUT_SCHEMA)
 
 
 def first_of_each(images: pa.Table) -> pa.Table:
@@ -235,13 +256,17 @@ def collisions(images: pa.Table) -> pa.Array:
     return pc.take(pa.array(list(message.values()), pa.string()), at)
 
 
-def source_buckets(src: Location, dst: Location, inventory: Location | None) -> tuple[Buckets, str]:
-    """SRC's images (from its listing, or from `inventory`) by bucket, and their prefix."""
+def source_buckets(
+    src: Location, dst: Location, inventory: Location | None, every_file: bool = False
+) -> tuple[Buckets, str]:
+    """SRC's images (from its listing, or from `inventory`) by bucket, and their prefix; with
+    `every_file`, files of any extension too."""
     if inventory is None:
-        pages, prefix = scan(src, exclude=dst)
+        pages, prefix = scan(src, exclude=dst, every_file=every_file)
     else:
         prefix = rel_prefix(src, single_file=False)
-        pages = scan_inventory(inventory, src, prefix, excluded_folder(src, prefix, dst))
+        excluded = excluded_folder(src, prefix, dst)
+        pages = scan_inventory(inventory, src, prefix, excluded, every_file)
     return Buckets(LISTING_SCHEMA).extend(pages), prefix
 
 
@@ -251,6 +276,8 @@ def prepare_archive(config: ArchiveConfig) -> ArchiveJob:
     if config.scale is not None and config.scale not in SCALES:
         raise ValueError(f"--scale must be 16 or 32, got {config.scale}")
     config.check()
+    if config.min_ssim is not None and not 0 < config.min_ssim <= 1:
+        raise ValueError(f"--min-ssim must be in (0, 1], got {config.min_ssim}")
     src = Location.parse(config.src, config.storage_options)
     dst = Location.parse(config.dst, config.storage_options)
     if dst == src:
@@ -260,7 +287,7 @@ def prepare_archive(config: ArchiveConfig) -> ArchiveJob:
     if config.inventory is not None:
         inventory = Location.parse(config.inventory, config.storage_options)
     try:
-        sources, prefix = source_buckets(src, dst, inventory)
+        sources, prefix = source_buckets(src, dst, inventory, config.keep_failed)
     except OSError as e:
         where = f"--inventory {inventory.uri!r}" if inventory else f"SRC {src.uri!r}"
         raise ValueError(f"{where} cannot be read: {e}") from None

@@ -1,22 +1,38 @@
-"""Write stage of archive: LR PNG bytes -> DST/lr/<rel_path>.png, and the row's sizes."""
+"""Write stage of archive: LR PNG bytes -> DST/lr/<rel_path>.png, and the row's sizes; a
+kept source -> DST/kept/<rel_path>, byte for byte."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from pipeline.format import ARCHIVE_SCHEMA, lr_key
+from pipeline.archive.read import MISSING
+from pipeline.format import ARCHIVE_SCHEMA, KEPT, kept_key, lr_key
 from pipeline.rows import to_batch, to_rows
 from pipeline.stage import Row, write_files
 from pipeline.storage import Location
 
 
-def write_lr(batch: dict[str, np.ndarray], *, dst: Location) -> dict[str, np.ndarray]:
-    """Ray Data stage: write each ok row's "lr_png" atomically; return manifest rows."""
+def write_lr(
+    batch: dict[str, np.ndarray], *, dst: Location, keep_failed: bool = False
+) -> dict[str, np.ndarray]:
+    """Ray Data stage: write each ok row's "lr_png" and each kept row's "source_data"
+    atomically; return manifest rows. With `keep_failed`, an error row is kept too (its
+    error becomes its kept_reason)."""
 
     def output(row: Row) -> tuple[str, bytes]:
         return lr_key(row["rel_path"]), bytes(row["lr_png"])
 
-    rows = write_files(to_rows(batch), dst, "lr_uri", output)
+    def kept(row: Row) -> tuple[str, bytes]:
+        return kept_key(row["rel_path"]), bytes(row["source_data"])
+
+    rows = to_rows(batch)
+    for row in rows:
+        if keep_failed and row["status"] == "error" and row["error"] != MISSING:
+            row.update(status=KEPT, kept_reason=row["error"], error=None)
+        elif row["status"] != KEPT:  # Ray may have turned a column of None into NaN
+            row["kept_reason"] = None
+    rows = write_files(rows, dst, "kept_uri", kept, status=KEPT)
+    rows = write_files(rows, dst, "lr_uri", output)
     for row in rows:
         if row["status"] == "ok":
             lr_bytes = len(row["lr_png"])

@@ -29,16 +29,15 @@ from pipeline.decode import decode_image
 from pipeline.format import ARCHIVE_SCHEMA, DONE, MANIFEST_DIR, Region, decode_lr_png, lr_key
 from pipeline.job import Progress
 from pipeline.manifest import read_manifest
-from pipeline.report import assets, html
+from pipeline.report import CROP, LINK_ABOVE, assets, html
 from pipeline.stage import load_model
 from pipeline.storage import Location
 from pipeline.summary import summarize
 from tadm import TADM
 from tadm.hub import default_model
-from tadm.images import png_bytes, to_images, to_pixels, to_tensor
+from tadm.images import to_images, to_pixels, to_tensor
+from tadm.png import png_bytes
 
-CROP = 256  # side of the restored window, in HR pixels
-LINK_ABOVE = 10_000  # a local archive with more images has its thumbnails linked, not copied
 READ_THREADS = 16  # LR files read at once (S3 latency)
 COPY_CHUNK = 256  # LR files read, then written, per step
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

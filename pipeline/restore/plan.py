@@ -1,15 +1,18 @@
-"""The restore plan: an archive's LR PNGs -> DST/<rel_path>.<format> + DST/manifest/.
+"""The restore plan: an archive's LR PNGs -> DST/<rel_path>.<format> + DST/manifest/, and its
+kept sources -> DST/<rel_path>, byte for byte.
 
-Which images: the archive manifest's ok and skipped rows, or, when the archive has no manifest,
-every PNG under ARCHIVE/lr/ (its text chunks carry everything a restore needs). Its graph, run
-by pipeline/job.py: the plan's blocks -> read_lr_batch -> Upscale -> write_restored.
+Which images: the archive manifest's ok, kept and skipped rows, or, when the archive has no
+manifest, every PNG under ARCHIVE/lr/ (its text chunks carry everything a restore needs) and
+every file under ARCHIVE/kept/, as a table by bucket (pipeline/buckets.py). Its graph, run by
+pipeline/job.py: the plan's blocks -> read_lr_batch -> Upscale -> write_restored (kept files
+pass the model by).
 """
 
 from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -20,16 +23,18 @@ from pipeline.buckets import Buckets
 from pipeline.format import (
     ARCHIVE_SCHEMA,
     DONE,
+    KEPT,
+    KEPT_DIR,
     LR_DIR,
     MANIFEST_DIR,
     OUTPUT_FORMATS,
     RESTORE_SCHEMA,
-    Region,
     decode_lr_png,
 )
-from pipeline.job import OUTPUT_SCHEMA, JobOptions, Plan, Stages
+from pipeline.job import OUTPUT_SCHEMA, Plan, Stages
 from pipeline.manifest import latest, list_parts, merged_buckets
 from pipeline.resources import Resources
+from pipeline.restore.config import RestoreConfig
 from pipeline.restore.read import read_lr_batch
 from pipeline.restore.upscale import Upscale
 from pipeline.restore.write import write_restored
@@ -38,25 +43,15 @@ from pipeline.stage import load_model
 from pipeline.storage import Location, s3_options
 from tadm.hub import default_model
 
-
-@dataclass(frozen=True)
-class RestoreConfig(JobOptions):
-    archive: str  # URI of an archive written by archive
-    dst: str  # URI to restore into
-    region: Region | None = None  # the same window of every image; None: whole images
-    only: str | None = None  # fnmatch pattern on rel_path ("*" also matches "/")
-    model: str | None = None  # None: default_model(the archive's scale)
-    image_format: str = "png"  # png, jpeg or webp
-    batch_size: int = field(default=4, kw_only=True)  # images per batch
-
-
 # The images to restore: one row each.
 ITEM_SCHEMA = pa.schema(
     [
         ("rel_path", pa.string()),
-        ("lr_uri", pa.string()),  # ARCHIVE/lr/<rel_path>.png, wherever the archive lives now
+        ("lr_uri", pa.string()),  # ARCHIVE/lr/<rel_path>.png wherever the archive is; "" if kept
         ("source_uri", pa.string()),  # from the archive manifest, for psnr/ssim when readable
-        ("scale", pa.int64()),  # from the archive manifest; null when restoring from PNGs alone
+        ("scale", pa.int64()),  # from the archive manifest; null when restoring from files alone
+        ("kept_uri", pa.string()),  # ARCHIVE/kept/<rel_path>, for a source kept as it was
+        ("source_sha256", pa.string()),  # of the source, from the archive manifest
     ]
 )
 
@@ -65,6 +60,7 @@ ITEM_SCHEMA = pa.schema(
 class RestoreJob(Plan):
     name: ClassVar[str] = "restore"
     schema: ClassVar[pa.Schema] = RESTORE_SCHEMA
+    errors_hint: ClassVar[str] = "their rows in {manifest} say why"
 
     config: RestoreConfig
     archive: Location
@@ -83,45 +79,80 @@ class RestoreJob(Plan):
             "only": config.only,
             "region": None if config.region is None else config.region.text,
             "format": config.image_format,
+            "to_srgb": config.to_srgb,
             "model": f"{self.model_ref} (id {self.model_id})",
         }
 
     def outputs(self) -> Iterator[pa.Table]:
-        """The restored files in DST in this job's format, by the rel_path of their image."""
+        """The files in DST, by the rel_path of the image each would be: "<rel_path>.<format>"
+        is a restored image ("image"), any file may be a kept source copied as is ("kept")."""
         suffix = "." + self.config.image_format
         for table in walk(self.dst):
-            table = table.filter(pc.ends_with(table["rel_path"], suffix))
-            rel_paths = pc.utf8_slice_codeunits(table["rel_path"], 0, -len(suffix))
-            yield pa.table({"rel_path": rel_paths, "size": table["size"]}, schema=OUTPUT_SCHEMA)
+            images = table.filter(pc.ends_with(table["rel_path"], suffix))
+            for kind, part, names in (
+                ("image", images, pc.utf8_slice_codeunits(images["rel_path"], 0, -len(suffix))),
+                ("kept", table, table["rel_path"]),
+            ):
+                kinds = pa.array([kind] * len(part), pa.string())
+                columns = {"rel_path": names, "size": part["size"], "kind": kinds}
+                yield pa.table(columns, schema=OUTPUT_SCHEMA)
 
     def split(
         self, images: pa.Table, done: pa.Table | None, outputs: pa.Table
     ) -> tuple[pa.Table, pa.Table]:
         """ "skipped" rows of the images an earlier restore into DST finished with this model,
-        region and format, whose output is still there; the rest to run."""
-        images = images.set_column(2, "source_uri", pc.fill_null(images["source_uri"], ""))
+        region, format and --to-srgb, whose output is still there; the rest to run."""
+        todo = images.select(ITEM_SCHEMA.names)
+        for name in ("source_uri", "kept_uri", "source_sha256"):  # None would reach Ray as NaN
+            todo = todo.set_column(
+                todo.column_names.index(name), name, pc.fill_null(todo[name], "")
+            )
         if done is None:
-            return RESTORE_SCHEMA.empty_table(), images
+            return RESTORE_SCHEMA.empty_table(), todo
         config, dst = self.config, self.dst
+        at = pc.index_in(done["rel_path"], value_set=images["rel_path"].combine_chunks())
+        rows, at = done.filter(pc.is_valid(at)), at.filter(pc.is_valid(at))
+        # A kept file restored whole is copied: at its rel_path, with no colour conversion.
+        copied = pc.and_(pc.is_valid(pc.take(images["kept_uri"], at)), config.region is None)
+        kind = pc.if_else(copied, "kept", "image")
+        key = pc.if_else(
+            copied,
+            rows["rel_path"],
+            pc.binary_join_element_wise(rows["rel_path"], "." + config.image_format, ""),
+        )
+        present = pa.concat_arrays(
+            [
+                pc.is_in(
+                    rows["rel_path"].combine_chunks(),
+                    value_set=outputs.filter(pc.equal(outputs["kind"], k))[
+                        "rel_path"
+                    ].combine_chunks(),
+                )
+                for k in ("image", "kept")
+            ]
+        )
+        n = len(rows)
+        present_image, present_kept = present.slice(0, n), present.slice(n)
+        srgb = pc.fill_null(pc.ends_with(rows["conversion"], "sRGB"), False)
         region = "" if config.region is None else config.region.text
-        expected = pc.binary_join_element_wise(
-            dst.uri_of(dst.root + "/"), done["rel_path"], "." + config.image_format, ""
-        )
-        keep = pc.and_(
-            pc.and_(
-                pc.is_in(done["status"], pa.array(DONE)), pc.equal(done["model_id"], self.model_id)
+        keep = [
+            pc.is_in(rows["status"], pa.array([*DONE, KEPT])),
+            pc.equal(rows["model_id"], self.model_id),
+            pc.equal(pc.fill_null(rows["region"], ""), region),
+            pc.equal(
+                rows["output_uri"],
+                pc.binary_join_element_wise(dst.uri_of(dst.root + "/"), key, ""),
             ),
-            pc.and_(
-                pc.equal(pc.fill_null(done["region"], ""), region),
-                pc.equal(done["output_uri"], expected),
-            ),
-        )
-        rows = done.filter(pc.fill_null(keep, False))
-        rows = rows.filter(pc.is_in(rows["rel_path"], images["rel_path"]))
-        rows = rows.filter(pc.is_in(rows["rel_path"], outputs["rel_path"]))
+            pc.if_else(pc.equal(kind, "kept"), present_kept, present_image),
+            pc.or_(copied, pc.equal(srgb, config.to_srgb)),
+        ]
+        mask = keep[0]
+        for condition in keep[1:]:
+            mask = pc.and_(mask, condition)
+        rows = rows.filter(pc.fill_null(mask, False))
         status = RESTORE_SCHEMA.get_field_index("status")
         rows = rows.set_column(status, "status", pa.array(["skipped"] * len(rows), pa.string()))
-        todo = images.filter(pc.invert(pc.is_in(images["rel_path"], rows["rel_path"])))
+        todo = todo.filter(pc.invert(pc.is_in(todo["rel_path"], rows["rel_path"])))
         return rows, todo
 
     def source(self, blocks: list[ray.ObjectRef], resources: Resources) -> ray.data.Dataset:
@@ -135,6 +166,8 @@ class RestoreJob(Plan):
                 "model_id": self.model_id,
                 "region": config.region,
                 "options": self.options,
+                "image_format": config.image_format,
+                "to_srgb": config.to_srgb,
             },
             model=Upscale,
             model_kwargs={
@@ -143,7 +176,11 @@ class RestoreJob(Plan):
                 "region": config.region,
             },
             write=write_restored,
-            write_kwargs={"dst": self.dst, "image_format": config.image_format},
+            write_kwargs={
+                "dst": self.dst,
+                "image_format": config.image_format,
+                "to_srgb": config.to_srgb,
+            },
         )
 
 
@@ -173,8 +210,8 @@ def prepare_restore(config: RestoreConfig) -> RestoreJob:
 
 
 def list_items(archive: Location, only: str | None) -> Buckets:
-    """The images to restore, from the archive manifest or else from ARCHIVE/lr/*.png, by
-    bucket."""
+    """The images to restore, from the archive manifest or else from ARCHIVE/lr/*.png and
+    ARCHIVE/kept/, by bucket."""
     items = Buckets(ITEM_SCHEMA)
     try:
         manifest = archive.child(MANIFEST_DIR)
@@ -183,18 +220,24 @@ def list_items(archive: Location, only: str | None) -> Buckets:
                 for k in range(rows.n):
                     items.add(manifest_items(archive, latest(rows.bucket(k, rows.n)), only))
         else:
-            items.extend(lr_items(archive, table, only) for table in walk(archive.child(LR_DIR)))
+            items.extend(lr_items(archive, t, only) for t in walk(archive.child(LR_DIR)))
+            items.extend(kept_items(archive, t, only) for t in walk(archive.child(KEPT_DIR)))
     except OSError as e:
         raise ValueError(f"ARCHIVE {archive.uri!r} cannot be read: {e}") from None
     if not items.rows:
-        if only is not None and (list_parts(archive.child(MANIFEST_DIR)) or lr_pngs(archive)):
+        if only is not None and list_items_any(archive):
             raise ValueError(f"no input: --only {only!r} matches none of the images")
         raise ValueError(f"no input: ARCHIVE {archive.uri!r} has no manifest rows and no LR PNGs")
     return items
 
 
-def lr_pngs(archive: Location) -> bool:
-    return any(len(lr_items(archive, t, None)) for t in walk(archive.child(LR_DIR)))
+def list_items_any(archive: Location) -> bool:
+    """Whether the archive has any image to restore, without --only."""
+    try:
+        with list_items(archive, None) as items:
+            return items.rows > 0
+    except ValueError:
+        return False
 
 
 def matching(table: pa.Table, only: str | None) -> pa.Table:
@@ -206,13 +249,17 @@ def matching(table: pa.Table, only: str | None) -> pa.Table:
 
 
 def manifest_items(archive: Location, rows: pa.Table, only: str | None) -> pa.Table:
-    rows = matching(rows.filter(pc.is_in(rows["status"], pa.array(DONE))), only)
+    """The items of archive manifest rows: their LR files, or their kept sources."""
+    rows = matching(rows.filter(pc.is_in(rows["status"], pa.array([*DONE, KEPT]))), only)
+    kept = pc.is_valid(rows["kept_uri"])
     return pa.table(
         {
             "rel_path": rows["rel_path"],
-            "lr_uri": lr_uris(archive, rows["rel_path"]),
+            "lr_uri": pc.if_else(kept, "", uris(archive, LR_DIR, rows["rel_path"], ".png")),
             "source_uri": rows["source_uri"],
             "scale": rows["scale"],
+            "kept_uri": pc.if_else(kept, uris(archive, KEPT_DIR, rows["rel_path"], ""), None),
+            "source_sha256": pc.if_else(kept, rows["source_sha256"], None),
         },
         schema=ITEM_SCHEMA,
     )
@@ -221,44 +268,66 @@ def manifest_items(archive: Location, rows: pa.Table, only: str | None) -> pa.Ta
 def lr_items(archive: Location, listing: pa.Table, only: str | None) -> pa.Table:
     """LR PNGs listed under ARCHIVE/lr/ (named <rel_path>.png, rel_path an image name)."""
     names = listing["rel_path"]
-    keep = pc.and_(
-        pc.ends_with(names, ".png"),
-        pc.match_substring_regex(
-            names, r"(^|/)[^./][^/]*" + IMAGE_NAME[:-2] + r"\.png\z", ignore_case=True
-        ),
-    )
+    image_png = r"(^|/)[^./][^/]*" + IMAGE_NAME.removesuffix(r"\z") + r"\.png\z"
+    keep = pc.match_substring_regex(names, image_png, ignore_case=True)
     rel_paths = pc.utf8_slice_codeunits(names.filter(keep), 0, -len(".png"))
     table = matching(pa.table({"rel_path": rel_paths}), only)
-    n = len(table)
+    return items_table(table["rel_path"], uris(archive, LR_DIR, table["rel_path"], ".png"), None)
+
+
+def kept_items(archive: Location, listing: pa.Table, only: str | None) -> pa.Table:
+    """Sources kept under ARCHIVE/kept/ (a hidden name is a temporary file of a write)."""
+    names = listing["rel_path"]
+    visible = pc.invert(pc.or_(pc.starts_with(names, "."), pc.match_substring(names, "/.")))
+    table = matching(pa.table({"rel_path": names.filter(visible)}), only)
+    return items_table(table["rel_path"], None, uris(archive, KEPT_DIR, table["rel_path"], ""))
+
+
+def items_table(rel_paths: pa.ChunkedArray, lr: Any, kept: Any) -> pa.Table:
+    """Items read from files alone: an LR PNG (`lr`) or a kept source (`kept`)."""
+    n = len(rel_paths)
+    strings = pa.nulls(n, pa.string())
     return pa.table(
         {
-            "rel_path": table["rel_path"],
-            "lr_uri": lr_uris(archive, table["rel_path"]),
-            "source_uri": pa.nulls(n, pa.string()),
+            "rel_path": rel_paths,
+            "lr_uri": pa.array([""] * n, pa.string()) if lr is None else lr,
+            "source_uri": strings,
             "scale": pa.nulls(n, pa.int64()),
+            "kept_uri": strings if kept is None else kept,
+            "source_sha256": strings,
         },
         schema=ITEM_SCHEMA,
     )
 
 
-def lr_uris(archive: Location, rel_paths: pa.ChunkedArray) -> pa.ChunkedArray:
-    lr_root = archive.uri_of(archive.path(LR_DIR) + "/")
-    return pc.binary_join_element_wise(lr_root, rel_paths, ".png", "")
+def uris(archive: Location, folder: str, rel_paths: pa.ChunkedArray, suffix: str) -> Any:
+    """ARCHIVE/<folder>/<rel_path><suffix> of each rel_path, as URIs."""
+    root = archive.uri_of(archive.path(folder) + "/")
+    return pc.binary_join_element_wise(root, rel_paths, suffix, "")
+
+
+def srgb_note(conversion: str | None) -> bool:
+    """Whether a restore row's conversion says --to-srgb made it (restore/write.py)."""
+    return conversion is not None and conversion.endswith("sRGB")
 
 
 def archive_scale(items: Buckets, options: dict[str, Any]) -> int:
-    """The scale the default model must have: the manifest's, or the first LR PNG's."""
+    """The scale the default model must have: the manifest's, or the first LR PNG's (16
+    when every item is a kept source, which needs no model)."""
     scales: set[int] = set()
     first = None
     for k in range(items.n):
         bucket = items.bucket(k, items.n)
         scales.update(s for s in pc.unique(bucket["scale"]).to_pylist() if s is not None)
-        if first is None and len(bucket):
-            first = bucket["lr_uri"][0].as_py()
+        lr = bucket.filter(pc.not_equal(bucket["lr_uri"], ""))
+        if first is None and len(lr):
+            first = lr["lr_uri"][0].as_py()
     if len(scales) > 1:
         raise ValueError(f"the archive mixes scales {sorted(scales)}: pass --model")
     if scales:
         return scales.pop()
+    if first is None:
+        return 16
     location = Location.parse(first, options)
     try:
         return decode_lr_png(location.filesystem().cat_file(location.root))[1].scale

@@ -1,16 +1,20 @@
-"""Read stage of restore: LR PNG -> LR pixels and the size to restore, checked against the
-model; plus the source pixels, when the source is still readable, for psnr/ssim."""
+"""Read stage of restore: LR PNG -> LR pixels, metadata and the size to restore, checked
+against the model; plus the source pixels, when the source is still readable, for psnr/ssim.
+A kept source is read as it is (and, for a region, decoded, cropped and encoded here)."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
 import numpy as np
 
 from pipeline.decode import decode_image
-from pipeline.format import Region, decode_lr_png
+from pipeline.format import KEPT, MANIFEST_DIR, Region, decode_lr_png, output_key
+from pipeline.restore.write import encode_restored
 from pipeline.rows import NO_PIXELS, to_batch, to_rows
+from pipeline.stage import Row
 from pipeline.storage import Location
 
 READ_COLUMNS = (
@@ -26,6 +30,13 @@ READ_COLUMNS = (
     "model_id",
     "lr_pixels",
     "source_pixels",
+    "exif",  # the LR's Metadata, b"" for none
+    "icc",
+    "xmp",
+    "kept_data",  # a kept source's bytes, or its region encoded; b"" for an LR row
+    "kept_key",  # where they go under DST
+    "metadata",
+    "conversion",
     "seconds",
 )
 
@@ -46,16 +57,24 @@ def read_lr_batch(
     model_id: str,
     region: Region | None,
     options: dict[str, Any],
+    image_format: str = "png",
+    to_srgb: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Ray Data stage: rows {"lr_uri", "rel_path", "source_uri" ("" when unknown)} -> rows
-    with "lr_pixels", the HR size and "source_pixels" (empty when the source is gone), or an
-    error row."""
+    """Ray Data stage: rows {"lr_uri", "rel_path", "source_uri", "kept_uri", "source_sha256"
+    ("" when unknown)} -> rows with "lr_pixels", the metadata, the HR size and "source_pixels"
+    (empty when the source is gone); rows with status "kept" and "kept_data" for a kept
+    source; or an error row."""
     rows = to_rows(batch)
     for row in rows:
         start = time.perf_counter()
         row.update(status="ok", model_id=model_id, region=None if region is None else region.text)
-        row.update(lr_pixels=NO_PIXELS, source_pixels=NO_PIXELS)
+        row.update(lr_pixels=NO_PIXELS, source_pixels=NO_PIXELS, kept_data=b"", kept_key="")
+        row.update(exif=b"", icc=b"", xmp=b"")
         try:
+            if row["kept_uri"]:
+                read_kept(row, region, options, image_format, to_srgb)
+                row["seconds"] = time.perf_counter() - start
+                continue
             location = Location.parse(row["lr_uri"], options)
             try:
                 data = location.filesystem().cat_file(location.root)
@@ -70,6 +89,8 @@ def read_lr_batch(
             if region is not None:
                 region.check_inside(header.width, header.height)
             row.update(lr_pixels=lr, hr_width=header.width, hr_height=header.height)
+            m = header.metadata
+            row.update(exif=m.exif or b"", icc=m.icc or b"", xmp=m.xmp or b"")
             x, y, w, h = region or (0, 0, header.width, header.height)
             row.update(width=w, height=h)
             source = read_source(row["source_uri"], options) if row["source_uri"] else None
@@ -79,3 +100,35 @@ def read_lr_batch(
             row.update(status="error", error=str(e))
         row["seconds"] = time.perf_counter() - start
     return to_batch(rows, READ_COLUMNS)
+
+
+def read_kept(
+    row: Row, region: Region | None, options: dict[str, Any], image_format: str, to_srgb: bool
+) -> None:
+    """Fill a kept source's row: its bytes, checked against the source's SHA-256, to go to
+    DST/<rel_path>; with a region, that window of the decoded image, encoded as a restored
+    one. ValueError when it is missing, changed or (for a region) not a readable image."""
+    location = Location.parse(row["kept_uri"], options)
+    try:
+        data = location.filesystem().cat_file(location.root)
+    except FileNotFoundError:
+        raise ValueError(f"kept file {row['kept_uri']} is missing") from None
+    if row["source_sha256"] and hashlib.sha256(data).hexdigest() != row["source_sha256"]:
+        raise ValueError(f"kept file {row['kept_uri']} differs from the source it kept (SHA-256)")
+    key = str(row["rel_path"])
+    row["status"] = KEPT
+    if region is not None:
+        try:
+            decoded = decode_image(data)
+        except ValueError as e:
+            raise ValueError(f"kept file cannot be decoded for --region: {e}") from None
+        height, width = decoded.pixels.shape[:2]
+        region.check_inside(width, height)
+        x, y, w, h = region
+        window = np.ascontiguousarray(decoded.pixels[y : y + h, x : x + w])
+        data, names, conversion = encode_restored(window, image_format, decoded.metadata, to_srgb)
+        key = output_key(key, image_format)
+        row.update(width=w, height=h, metadata=names, conversion=conversion)
+    if key.split("/", 1)[0] == MANIFEST_DIR:
+        raise ValueError(f"kept file {key!r} would be written into DST's manifest folder")
+    row.update(kept_data=data, kept_key=key)

@@ -1,22 +1,82 @@
-"""Write stage of restore: HR pixels -> DST/<rel_path>.<format>, written atomically."""
+"""Write stage of restore: HR pixels -> DST/<rel_path>.<format> with the source's metadata,
+written atomically; a kept source -> DST/<rel_path> as it was."""
 
 from __future__ import annotations
 
-import numpy as np
+import io
+import time
 
-from pipeline.format import RESTORE_SCHEMA, encode_output, output_key
+import numpy as np
+from PIL import Image, ImageCms
+
+from pipeline.format import KEPT, RESTORE_SCHEMA, Metadata, encode_output, output_key
 from pipeline.rows import to_batch, to_rows
 from pipeline.stage import Row, write_files
 from pipeline.storage import Location
 
+SRGB = ImageCms.createProfile("sRGB")
+
+
+def to_srgb(pixels: np.ndarray, icc: bytes) -> tuple[np.ndarray, str]:
+    """Pixels in the colour space of the ICC profile `icc` -> sRGB (LittleCMS, perceptual
+    intent), and the note "ICC '<description>' -> sRGB"; ValueError for an unusable profile."""
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        srgb = ImageCms.profileToProfile(Image.fromarray(pixels), profile, SRGB, outputMode="RGB")
+        description = ImageCms.getProfileDescription(profile).strip()
+    except (OSError, ImageCms.PyCMSError) as e:
+        raise ValueError(f"--to-srgb: the image's ICC profile is unusable: {e}") from None
+    return np.asarray(srgb, dtype=np.uint8), f"ICC {description!r} -> sRGB"
+
+
+def encode_restored(
+    pixels: np.ndarray, image_format: str, metadata: Metadata, srgb: bool
+) -> tuple[bytes, str | None, str | None]:
+    """A restored image's bytes carrying `metadata`, what it carries ("exif,icc,xmp") and the
+    colour conversion done. With `srgb`, pixels with a profile are converted to sRGB and the
+    profile left out; pixels without one are taken as sRGB already."""
+    conversion = None
+    if srgb and metadata.icc:
+        pixels, conversion = to_srgb(pixels, metadata.icc)
+        metadata = Metadata(exif=metadata.exif, xmp=metadata.xmp)
+    elif srgb:
+        conversion = "no ICC profile: taken as sRGB"
+    return encode_output(pixels, image_format, metadata), metadata.names, conversion
+
+
+def row_metadata(row: Row) -> Metadata:
+    """The Metadata of a row's "exif", "icc", "xmp" bytes (b"" for none)."""
+    return Metadata(*(bytes(row[name]) or None for name in ("exif", "icc", "xmp")))
+
 
 def write_restored(
-    batch: dict[str, np.ndarray], *, dst: Location, image_format: str
+    batch: dict[str, np.ndarray], *, dst: Location, image_format: str, to_srgb: bool = False
 ) -> dict[str, np.ndarray]:
-    """Ray Data stage: encode and write each ok row's "restored"; return manifest rows."""
+    """Ray Data stage: encode and write each ok row's "restored" with its metadata, and each
+    kept row's "kept_data" at its "kept_key"; return manifest rows."""
+    rows = to_rows(batch)
+    for row in rows:
+        for name in ("metadata", "conversion"):  # Ray may have turned a column of None into NaN
+            if not isinstance(row[name], str):
+                row[name] = None
+        if row["status"] != "ok":
+            continue
+        start = time.perf_counter()
+        try:
+            data, names, conversion = encode_restored(
+                row["restored"], image_format, row_metadata(row), to_srgb
+            )
+            row.update(output_data=data, metadata=names, conversion=conversion)
+        except ValueError as e:
+            row.update(status="error", error=str(e))
+        row["seconds"] += time.perf_counter() - start
 
     def output(row: Row) -> tuple[str, bytes]:
-        key = output_key(row["rel_path"], image_format)
-        return key, encode_output(row["restored"], image_format)
+        return output_key(row["rel_path"], image_format), row["output_data"]
 
-    return to_batch(write_files(to_rows(batch), dst, "output_uri", output), RESTORE_SCHEMA.names)
+    def kept(row: Row) -> tuple[str, bytes]:
+        return str(row["kept_key"]), bytes(row["kept_data"])
+
+    rows = write_files(rows, dst, "output_uri", output)
+    rows = write_files(rows, dst, "output_uri", kept, status=KEPT)
+    return to_batch(rows, RESTORE_SCHEMA.names)

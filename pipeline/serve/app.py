@@ -1,18 +1,22 @@
-"""`tadm serve` on Ray Serve: HR tiles of an archive over HTTP.
+"""The tile server on Ray Serve: one FastAPI app, `TileServer`, whose replicas each hold one
+TADM (a `TileService`). Serve's autoscaler adds replicas, up to max_replicas, while requests
+queue, and each replica may take a GPU or a fraction of one. Routes (OpenAPI docs at /docs):
 
-One deployment, `TileServer`, whose replicas each hold one TADM (a `TileService`); Serve's
-autoscaler adds replicas, up to --max-replicas, while requests queue, and each replica may take
-a GPU or a fraction of one. Routes:
+    GET /healthz                          200 {"status": "ok", "model_id", ..., "served"}
+    GET /tile/<rel_path>?x=&y=&w=&h=      image/png of that HR region (HR pixels)
+    GET /iiif/<id>/info.json              IIIF Image API 3.0 (iiif.py; id: rel_path URL-encoded)
+    GET /iiif/<id>/<region>/<size>/<rotation>/<quality>.<format>
+    GET /view/<id>, /view/                a deep-zoom viewer of one image; the list of images
 
-    GET /healthz                         200 {"status": "ok", "model_id", "archive", "scale"}
-    GET /tile/<rel_path>?x=&y=&w=&h=     200 image/png of that HR region (HR pixels)
+Errors are JSON {"error": message}: 400 bad path, region or parameter, 404 unknown image or
+route, 405 not GET, 409 LR of another model, 413 region over max_region_pixels, 500 unreadable
+LR file, 501 IIIF feature not supported, 503 storage unreachable. Paths are percent-decoded
+once.
 
-Errors are JSON {"error": message}: 400 bad path, region or query parameter, 404 unknown image,
-409 LR of another model, 413 region over --max-region-pixels, 500 unreadable LR file, 503
-storage unreachable. The rel_path is the request path after /tile/, percent-decoded once.
+Three ways to run it, all through `build_app`: `tadm serve ARCHIVE` (jobs/serve.py), `serve run
+pipeline.serve.app:app archive=URI [model=...]`, and a Serve config file for `serve deploy` or
+a KubeRay RayService (deploy/serve/, deploy/kuberay/).
 """
-
-from __future__ import annotations
 
 import asyncio
 import json
@@ -20,18 +24,26 @@ import logging
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
 
 import torch
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict
 from ray import serve
 from ray.serve.config import AutoscalingConfig
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 
 from pipeline.format import LR_DIR
 from pipeline.restore.plan import archive_scale, list_items
-from pipeline.serve.tiles import TileError, TileService
+from pipeline.serve import config
+from pipeline.serve.iiif import MEDIA_TYPES, info_json, parse_quality_format, parse_view
+from pipeline.serve.tiles import RenderedTile, TileError, TileService
+from pipeline.serve.viewer import PAGE_SIZE, STATIC, image_id, index_page, viewer_page
 from pipeline.stage import load_model
 from pipeline.storage import Location, s3_options
 from tadm.hub import default_model
@@ -39,33 +51,38 @@ from tadm.hub import default_model
 logger = logging.getLogger("tadm")
 
 APP_NAME = "tadm-tiles"
-TILE_ROUTE = "/tile/"
 TARGET_ONGOING_REQUESTS = 2  # autoscaling: add replicas when each has more requests than this
 MAX_ONGOING_REQUESTS = 8  # per replica; the model runs one request at a time, the rest read
-# LR files, encode PNGs or hit the caches meanwhile
+# LR files, encode images or hit the caches meanwhile
 HEALTH_TIMEOUT_S = 60.0  # how long the driver waits for the deployed app to answer /healthz
+JSON_LD = "application/ld+json"
+IIIF_JSON_LD = f'{JSON_LD};profile="http://iiif.io/api/image/3/context.json"'
+
+T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class ServeConfig:
+class TileAppArgs(BaseModel):
+    """The application's arguments: `serve run pipeline.serve.app:app archive=URI ...`, the
+    `args` of a Serve config file, or `tadm serve`'s options of the same names."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
     archive: str  # URI of an archive written by archive
     model: str | None = None  # None: default_model(the archive's scale)
-    host: str = "127.0.0.1"  # address the HTTP proxy listens on (0.0.0.0: every interface)
-    port: int = 8000
-    max_region_pixels: int = 4096 * 4096  # larger regions (w * h) get 413
-    cache_mb: int = 256  # per replica, each of: decoded LR images, tile latents, rendered tiles
-    min_replicas: int = 1  # 0 lets an idle app give its GPUs back
-    max_replicas: int = 4
-    cpus_per_replica: float = 1.0  # also the replica's torch threads on a CPU
-    gpus_per_replica: float = 0.0  # 0: the model runs on CPU
-    storage_options: dict[str, Any] = field(default_factory=dict)  # s3fs options
+    max_region_pixels: int = config.MAX_REGION_PIXELS  # larger regions (w * h) get 413
+    cache_mb: int = config.CACHE_MB  # per replica, each cache: LR images, tile latents, tiles
+    min_replicas: int = config.MIN_REPLICAS  # 0 lets an idle app give its GPUs back
+    max_replicas: int = config.MAX_REPLICAS
+    cpus_per_replica: float = config.CPUS_PER_REPLICA  # the replica's torch threads on a CPU
+    gpus_per_replica: float = config.GPUS_PER_REPLICA  # 0: the model runs on CPU
+    storage_options: dict[str, Any] = {}  # s3fs options
 
 
 @dataclass(frozen=True)
 class ServeJob:
-    """The configuration resolved against storage and the model."""
+    """The arguments resolved against storage and the model."""
 
-    config: ServeConfig
+    args: TileAppArgs
     archive: Location
     options: dict[str, Any]  # resolved S3 options, passed to every replica
     model_ref: str
@@ -73,48 +90,109 @@ class ServeJob:
     scale: int
 
 
-def prepare_serve(config: ServeConfig) -> ServeJob:
-    """Check the configuration and resolve it, without Ray; every problem is a ValueError."""
+def prepare_serve(args: TileAppArgs) -> ServeJob:
+    """Check the arguments and resolve them, without Ray; every problem is a ValueError
+    naming the option (`--max-replicas`, the `max_replicas` argument)."""
     checks = {
-        "--port": (config.port, 1 <= config.port <= 65535, "between 1 and 65535"),
-        "--max-region-pixels": (config.max_region_pixels, config.max_region_pixels >= 1, ">= 1"),
-        "--cache-mb": (config.cache_mb, config.cache_mb >= 0, ">= 0"),
-        "--min-replicas": (config.min_replicas, config.min_replicas >= 0, ">= 0"),
+        "--max-region-pixels": (args.max_region_pixels, args.max_region_pixels >= 1, ">= 1"),
+        "--cache-mb": (args.cache_mb, args.cache_mb >= 0, ">= 0"),
+        "--min-replicas": (args.min_replicas, args.min_replicas >= 0, ">= 0"),
         "--max-replicas": (
-            config.max_replicas,
-            config.max_replicas >= max(1, config.min_replicas),
+            args.max_replicas,
+            args.max_replicas >= max(1, args.min_replicas),
             ">= 1 and >= --min-replicas",
         ),
-        "--cpus-per-replica": (config.cpus_per_replica, config.cpus_per_replica >= 0, ">= 0"),
-        "--gpus-per-replica": (config.gpus_per_replica, config.gpus_per_replica >= 0, ">= 0"),
+        "--cpus-per-replica": (args.cpus_per_replica, args.cpus_per_replica >= 0, ">= 0"),
+        "--gpus-per-replica": (args.gpus_per_replica, args.gpus_per_replica >= 0, ">= 0"),
     }
     for name, (value, ok, rule) in checks.items():
         if not ok:
             raise ValueError(f"{name} must be {rule}, got {value}")
-    archive = Location.parse(config.archive, config.storage_options)
-    options = s3_options(config.storage_options)
+    archive = Location.parse(args.archive, args.storage_options)
+    options = s3_options(args.storage_options)
     try:
         is_archive = archive.filesystem().isdir(archive.path(LR_DIR))
     except OSError as e:
         raise ValueError(f"ARCHIVE {archive.uri!r} cannot be read: {e}") from None
     if not is_archive:
         raise ValueError(f"ARCHIVE {archive.uri!r} has no lr/ folder: not an archive")
-    if config.model:
-        model_ref = config.model
+    if args.model:
+        model_ref = args.model
     else:
         with list_items(archive, None) as items:
             model_ref = default_model(archive_scale(items, options))
     model = load_model(model_ref, options)
-    return ServeJob(config, archive, options, model_ref, model.model_id, model.scale)
+    return ServeJob(args, archive, options, model_ref, model.model_id, model.scale)
+
+
+# ---- the HTTP app ----------------------------------------------------------------------------
+
+api = FastAPI(
+    title="tadm tiles",
+    summary="HR regions of an archived image, restored on demand; IIIF Image API 3.0; viewer",
+)
+api.mount("/static", StaticFiles(directory=STATIC), name="static")
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+@api.exception_handler(TileError)
+async def tile_error(request: Request, e: TileError) -> JSONResponse:
+    return error(e.status, e.message)
+
+
+@api.exception_handler(RequestValidationError)
+async def bad_parameter(request: Request, e: RequestValidationError) -> JSONResponse:
+    problems = [f"{' '.join(map(str, p['loc']))}: {p['msg']}" for p in e.errors()]
+    return error(400, "; ".join(problems))
+
+
+@api.exception_handler(HTTPException)
+async def http_error(request: Request, e: HTTPException) -> JSONResponse:
+    if e.status_code == 404:
+        path = request.url.path[:200]
+        return error(404, f"no route {path!r}: see /docs for the routes")
+    return error(e.status_code, str(e.detail), e.headers)
+
+
+@api.middleware("http")
+async def get_only(request: Request, call_next: Callable) -> Response:
+    """Every route is GET; IIIF answers carry CORS headers, so viewers elsewhere can use them."""
+    if request.method != "GET":
+        return error(405, f"method {request.method} not allowed: use GET", {"Allow": "GET"})
+    response = await call_next(request)
+    if request.url.path.startswith("/iiif/"):
+        response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+Coordinate = Annotated[int, Query(ge=0, description="HR pixels")]
+Length = Annotated[int, Query(ge=1, description="HR pixels")]
+IIIF_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "bad parameter"},
+    404: {"description": "unknown image"},
+    413: {"description": "region or size over the server's limit"},
+    501: {"description": "IIIF feature not supported"},
+}
+
+
+def image_response(tile: RenderedTile, image_format: str, model_id: str) -> Response:
+    headers = {
+        "X-TADM-Model-Id": model_id,
+        "X-TADM-Tiles": f"{tile.tiles_run}/{tile.tiles_total}",
+        "X-TADM-Timestep-Mean": f"{tile.timestep_mean:.2f}",
+        "X-TADM-Cache": "hit" if tile.cached else "miss",
+    }
+    return Response(tile.data, media_type=MEDIA_TYPES[image_format], headers=headers)
+
+
+# @serve.ingress freezes `api` (a copy): everything its routes use is defined above.
 @serve.deployment
+@serve.ingress(api)
 class TileServer:
-    """HTTP ingress: routes requests to a TileService run in worker threads."""
+    """The HTTP ingress: routes requests to a TileService run in worker threads."""
 
     def __init__(
         self,
@@ -133,63 +211,146 @@ class TileServer:
         self.service = TileService(
             archive, model, storage_options, max_region_pixels, cache_bytes, device
         )
+        # answers (200) by route, for /healthz
+        self.served = dict.fromkeys(("tile", "iiif_info", "iiif_image", "view", "index"), 0)
 
-    async def __call__(self, request: Request) -> Response:
-        path = request.scope["path"]  # percent-decoded once by the HTTP server
-        if request.method != "GET":
-            return error(405, f"method {request.method} not allowed: use GET", {"Allow": "GET"})
-        if path == "/healthz":
-            service = self.service
-            return JSONResponse(
-                {
-                    "status": "ok",
-                    "model_id": service.model_id,
-                    "archive": service.archive.uri,
-                    "scale": service.model.scale,
-                }
-            )
-        if not path.startswith(TILE_ROUTE):
-            return error(404, f"no route {path[:200]!r}: use /healthz or /tile/<rel_path>")
-        params = request.query_params.multi_items()
-        try:
-            tile = await asyncio.to_thread(self.service.tile, path[len(TILE_ROUTE) :], params)
-        except TileError as e:
-            return error(e.status, e.message)
-        headers = {
-            "X-TADM-Model-Id": self.service.model_id,
-            "X-TADM-Tiles": f"{tile.tiles_run}/{tile.tiles_total}",
-            "X-TADM-Timestep-Mean": f"{tile.timestep_mean:.2f}",
-            "X-TADM-Cache": "hit" if tile.cached else "miss",
+    async def call(self, route: str, function: Callable[..., T], *args: Any) -> T:
+        """`function(*args)` in a worker thread, counted in `served` when it answers."""
+        result = await asyncio.to_thread(function, *args)
+        self.served[route] += 1
+        return result
+
+    @api.get("/healthz")
+    def healthz(self) -> dict[str, Any]:
+        """The model, the archive, and this replica's answers by route."""
+        service = self.service
+        return {
+            "status": "ok",
+            "model_id": service.model_id,
+            "archive": service.archive.uri,
+            "scale": service.model.scale,
+            "served": self.served,
         }
-        return Response(tile.png, media_type="image/png", headers=headers)
+
+    @api.get(
+        "/tile/{rel_path:path}",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}}, **IIIF_ERRORS},
+    )
+    async def tile(
+        self, request: Request, rel_path: str, x: Coordinate, y: Coordinate, w: Length, h: Length
+    ) -> Response:
+        """The PNG of HR region (x, y, w, h) of image `rel_path`."""
+        params = request.query_params.multi_items()  # checked again: each once, digits only
+        tile = await self.call("tile", self.service.tile, rel_path, params)
+        return image_response(tile, "png", self.service.model_id)
+
+    @api.get("/iiif/{id:path}/info.json", responses=IIIF_ERRORS)
+    async def iiif_info(self, request: Request, id: str) -> JSONResponse:
+        """The IIIF Image API 3.0 info.json of image `id` (its rel_path, URL-encoded)."""
+        header = await self.call("iiif_info", self.service.header, id)
+        base = f"{request.base_url}iiif/{image_id(id)}"
+        info = info_json(base, header.width, header.height, self.service.max_region_pixels)
+        media = IIIF_JSON_LD if JSON_LD in request.headers.get("accept", "") else None
+        return JSONResponse(info, media_type=media)
+
+    @api.get(
+        "/iiif/{id:path}/{region}/{size}/{rotation}/{quality_format}",
+        response_class=Response,
+        responses={200: {"content": {t: {} for t in MEDIA_TYPES.values()}}, **IIIF_ERRORS},
+    )
+    async def iiif_image(
+        self, id: str, region: str, size: str, rotation: str, quality_format: str
+    ) -> Response:
+        """An IIIF Image API 3.0 image request: region full | square | x,y,w,h | pct:x,y,w,h;
+        size max | w, | ,h | w,h | !w,h | pct:n (^ to upscale); rotation 0, 90, 180, 270 (!
+        to mirror); quality default | color; format jpg | png | webp."""
+        request = (region, size, rotation, quality_format)
+        tile = await self.call("iiif_image", self.iiif_tile, id, *request)
+        image_format = parse_quality_format(quality_format)  # checked by iiif_tile
+        return image_response(tile, image_format, self.service.model_id)
+
+    @api.get("/iiif/{id:path}", status_code=303, responses=IIIF_ERRORS)
+    def iiif_base(self, request: Request, id: str) -> RedirectResponse:
+        """The image's base URI: redirects to its info.json."""
+        return RedirectResponse(f"{request.base_url}iiif/{image_id(id)}/info.json", 303)
+
+    @api.get("/view/", response_class=HTMLResponse)
+    async def index(self, request: Request, page: Annotated[int, Query(ge=1)] = 1) -> str:
+        """The archive's images, PAGE_SIZE a page, each linked to its viewer."""
+        rel_paths = await self.call("index", self.rel_paths)
+        if page > 1 and (page - 1) * PAGE_SIZE >= len(rel_paths):
+            raise TileError(404, f"no page {page}: the archive has {len(rel_paths)} images")
+        return index_page(str(request.base_url), rel_paths, page)
+
+    @api.get("/view/{id:path}", response_class=HTMLResponse, responses={404: IIIF_ERRORS[404]})
+    async def view(self, request: Request, id: str) -> str:
+        """A deep-zoom viewer (OpenSeadragon) of image `id`, tile by tile over IIIF."""
+        header = await self.call("view", self.service.header, id)
+        return viewer_page(str(request.base_url), id, header.width, header.height)
+
+    def iiif_tile(
+        self, id: str, region: str, size: str, rotation: str, quality_format: str
+    ) -> RenderedTile:
+        header = self.service.header(id)
+        view = parse_view(
+            region,
+            size,
+            rotation,
+            quality_format,
+            header.width,
+            header.height,
+            self.service.max_region_pixels,
+        )
+        return self.service.view(id, view)
+
+    def rel_paths(self) -> list[str]:
+        try:
+            with list_items(self.service.archive, None) as items:
+                return sorted(
+                    path
+                    for k in range(items.n)
+                    for path in items.bucket(k, items.n)["rel_path"].to_pylist()
+                )
+        except ValueError:  # no images
+            return []
 
 
-def build_app(job: ServeJob) -> serve.Application:
+# ---- the application -------------------------------------------------------------------------
+
+
+def bind(job: ServeJob) -> serve.Application:
     """The Serve application: the one place that picks replicas, CPUs and GPUs."""
-    config = job.config
+    args = job.args
     autoscaling = AutoscalingConfig(
-        min_replicas=config.min_replicas,
-        initial_replicas=max(1, config.min_replicas),
-        max_replicas=config.max_replicas,
+        min_replicas=args.min_replicas,
+        initial_replicas=max(1, args.min_replicas),
+        max_replicas=args.max_replicas,
         target_ongoing_requests=TARGET_ONGOING_REQUESTS,
     )
     deployment = TileServer.options(
         autoscaling_config=autoscaling,
         max_ongoing_requests=MAX_ONGOING_REQUESTS,
-        ray_actor_options={
-            "num_cpus": config.cpus_per_replica,
-            "num_gpus": config.gpus_per_replica,
-        },
+        ray_actor_options={"num_cpus": args.cpus_per_replica, "num_gpus": args.gpus_per_replica},
     )
     return deployment.bind(
         job.archive.uri,
         job.model_ref,
         job.options,
-        config.max_region_pixels,
-        config.cache_mb * 2**20,
-        config.cpus_per_replica,
-        config.gpus_per_replica,
+        args.max_region_pixels,
+        args.cache_mb * 2**20,
+        args.cpus_per_replica,
+        args.gpus_per_replica,
     )
+
+
+def build_app(args: TileAppArgs) -> serve.Application:
+    """Ray Serve's application builder: Serve validates the arguments against TileAppArgs,
+    then the archive and the model are checked (ValueError) before anything deploys."""
+    return bind(prepare_serve(args))
+
+
+app = build_app  # the import path of `serve run` and Serve config files: pipeline.serve.app:app
 
 
 def local_url(host: str, port: int) -> str:
@@ -198,30 +359,31 @@ def local_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def run_serve(job: ServeJob) -> str:
-    """Deploy the app on the running Ray cluster; return its URL once /healthz answers."""
-    config = job.config
+def run_serve(job: ServeJob, host: str, port: int) -> str:
+    """Deploy the app on the running Ray cluster, its HTTP proxy on host:port; return its URL
+    once /healthz answers."""
+    args = job.args
     logger.info(
         "serve: archive=%s model=%s (id %s) host=%s port=%d replicas=%d..%d "
         "cpus_per_replica=%g gpus_per_replica=%g max_region_pixels=%d cache_mb=%d",
         job.archive.uri,
         job.model_ref,
         job.model_id,
-        config.host,
-        config.port,
-        config.min_replicas,
-        config.max_replicas,
-        config.cpus_per_replica,
-        config.gpus_per_replica,
-        config.max_region_pixels,
-        config.cache_mb,
+        host,
+        port,
+        args.min_replicas,
+        args.max_replicas,
+        args.cpus_per_replica,
+        args.gpus_per_replica,
+        args.max_region_pixels,
+        args.cache_mb,
     )
-    serve.start(http_options={"host": config.host, "port": config.port})
+    serve.start(http_options={"host": host, "port": port})
     try:
-        serve.run(build_app(job), name=APP_NAME, route_prefix="/")
+        serve.run(bind(job), name=APP_NAME, route_prefix="/")
     except RuntimeError as e:
         raise ValueError(f"the tile server did not deploy: {e}") from None
-    url = local_url(config.host, config.port)
+    url = local_url(host, port)
     wait_healthy(url, job.model_id)
     return url
 

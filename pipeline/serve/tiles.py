@@ -19,9 +19,19 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
-from pipeline.format import LR_DIR, LrHeader, Region, decode_lr_png, encode_output, lr_key
+from pipeline.format import (
+    LR_DIR,
+    LrHeader,
+    Metadata,
+    Region,
+    decode_lr_png,
+    encode_output,
+    lr_key,
+)
 from pipeline.serve.cache import LRUCache
 from pipeline.stage import load_model
 from pipeline.storage import Location
@@ -42,10 +52,32 @@ class TileError(Exception):
 
 
 @dataclass(frozen=True)
+class View:
+    """What to make of an HR region: resized to `size`, mirrored, rotated, encoded."""
+
+    region: Region
+    size: tuple[int, int] | None = None  # (width, height) to resize to; None: the region's
+    mirror: bool = False  # flip left to right first
+    rotation: int = 0  # then turn clockwise by 0, 90, 180 or 270 degrees
+    image_format: str = "png"  # one of OUTPUT_FORMATS
+
+    def finish(self, pixels: np.ndarray, icc: bytes | None = None) -> bytes:
+        """The region's (h, w, 3) uint8 pixels -> the encoded image this view asks for, with the
+        ICC profile `icc` where given."""
+        if self.size is not None and self.size != (self.region.w, self.region.h):
+            resized = Image.fromarray(pixels).resize(self.size, Image.Resampling.LANCZOS)
+            pixels = np.asarray(resized)
+        if self.mirror:
+            pixels = pixels[:, ::-1]
+        pixels = np.ascontiguousarray(np.rot90(pixels, k=-self.rotation // 90))
+        return encode_output(pixels, self.image_format, Metadata(icc=icc))
+
+
+@dataclass(frozen=True)
 class RenderedTile:
     """The answer to a tile request, and how it was made."""
 
-    png: bytes  # the HR region as PNG
+    data: bytes  # the encoded image: PNG unless its View asked for another format
     tiles_run: int  # latent tiles the model ran for it (Algorithm 1)
     tiles_total: int  # latent tiles of the whole image
     timestep_mean: float  # mean TPM time step over the tiles run
@@ -147,33 +179,44 @@ class TileService:
         """The PNG of region (x, y, w, h) of image `rel_path`, or TileError: 400 bad path or
         region, 404 unknown image, 409 LR of another model, 413 region over the limit, 500
         unreadable LR file, 503 storage unreachable."""
-        region = parse_region(params)
-        w, h = region.w, region.h
+        return self.view(rel_path, View(parse_region(params)))
+
+    def view(self, rel_path: str, view: View) -> RenderedTile:
+        """The image `view` asks for of image `rel_path`; TileError as for `tile`."""
+        w, h = view.region.w, view.region.h
         if w * h > self.max_region_pixels:
             raise TileError(
                 413,
                 f"region {w}x{h} is {w * h} pixels, over this server's limit of "
                 f"{self.max_region_pixels}: ask for smaller regions",
             )
-        path = self.lr_path(rel_path)
-        lr, header, version = self.read_lr(path, rel_path)
+        lr, header, version = self.open(rel_path)
+        try:
+            view.region.check_inside(header.width, header.height)
+        except ValueError as e:
+            raise TileError(400, f"{e} {rel_path!r}") from None
+        key = (version, view)
+        cached = self.tile_cache.get(key)
+        if cached is not None:
+            return replace(cached, cached=True)
+        tile = self.render(lr, header, view, ImageLatents(self.latent_cache, version))
+        self.tile_cache.put(key, tile, len(tile.data))
+        return tile
+
+    def header(self, rel_path: str) -> LrHeader:
+        """The header of image `rel_path` (its HR size); TileError as for `tile`."""
+        return self.open(rel_path)[1]
+
+    def open(self, rel_path: str) -> tuple[torch.Tensor, LrHeader, Hashable]:
+        """read_lr of image `rel_path`, checked to be an LR file of this server's model."""
+        lr, header, version = self.read_lr(self.lr_path(rel_path), rel_path)
         if header.model_id != self.model_id:
             raise TileError(
                 409,
                 f"{rel_path!r} was archived by model {header.model_id}, but this server runs "
                 f"model {self.model_id}: serve it with --model set to that model",
             )
-        try:
-            region.check_inside(header.width, header.height)
-        except ValueError as e:
-            raise TileError(400, f"{e} {rel_path!r}") from None
-        key = (version, region)
-        cached = self.tile_cache.get(key)
-        if cached is not None:
-            return replace(cached, cached=True)
-        tile = self.render(lr, header, region, ImageLatents(self.latent_cache, version))
-        self.tile_cache.put(key, tile, len(tile.png))
-        return tile
+        return lr, header, version
 
     def lr_path(self, rel_path: str) -> str:
         """The filesystem path of rel_path's LR file; on a local archive, with symlinks
@@ -212,22 +255,23 @@ class TileService:
         return lr, header, version
 
     def render(
-        self, lr: torch.Tensor, header: LrHeader, region: Region, latents: ImageLatents
+        self, lr: torch.Tensor, header: LrHeader, view: View, latents: ImageLatents
     ) -> RenderedTile:
-        """Run the model on the latent tiles that cover `region` (their latents from the cache
-        where it has them); encode the result."""
+        """Run the model on the latent tiles that cover the view's region (their latents from
+        the cache where it has them); finish the view."""
         try:
             with self.model_lock:
                 x_hat, t_map = self.model.upscale(
                     lr.to(self.device),
                     size=(header.height, header.width),
-                    region=region,
+                    region=view.region,
                     return_timesteps=True,
                     latents=latents,
                 )  # (1, 3, h, w) in [0, 1]; (1, rows, cols), NaN where not run
         except ValueError as e:  # the LR pixels disagree with the size in its header
             raise TileError(500, f"LR file does not match its header: {e}") from None
         ran = ~torch.isnan(t_map)
-        png = encode_output(to_images(to_pixels(x_hat))[0], "png")
+        # the image's ICC profile rides along, so a tile shows the colours of its image
+        data = view.finish(to_images(to_pixels(x_hat))[0], header.metadata.icc)
         mean = float(t_map[ran].mean()) if ran.any() else math.nan
-        return RenderedTile(png, int(ran.sum()), t_map.numel(), mean, cached=False)
+        return RenderedTile(data, int(ran.sum()), t_map.numel(), mean, cached=False)

@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -84,7 +85,7 @@ def test_conversions_are_recorded(zoo_archive):
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("bad/corrupt.jpg", "not a readable PNG/JPEG/WEBP/TIFF/BMP image"),
+        ("bad/corrupt.jpg", "not a readable PNG/JPEG/WEBP/TIFF/BMP/GIF/HEIF/AVIF/JXL image"),
         ("bad/truncated.png", "corrupt or truncated image"),
         ("bad/empty.jpg", "empty file (0 bytes)"),
         ("bad/not-an-image.png", "not a readable"),
@@ -122,7 +123,7 @@ def test_rerun_skips_done_images_overwrite_redoes_them(
     args = ("archive", src, dst, "--model", tiny_model)
     assert run_cli(*args) == 0
     err = capsys.readouterr().err
-    assert "archive: 3/3 images, 0 errors, " in err and "images/s" in err
+    assert "archive: 3/3 images (100%), 0 errors, " in err and "images/s" in err
     lr_files = sorted((dst / "lr").rglob("*.png"))
     assert len(lr_files) == 3
     first = manifest_rows(dst)
@@ -215,6 +216,35 @@ def test_bad_usage_exits_2_with_one_line(args, message, small_photos, tiny_model
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1] and err[-1].startswith("tadm archive: error: ")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_a_first_run_prints_only_its_own_lines(small_photos, tiny_model, tmp_path):
+    """As a new user runs it: a fresh local Ray (not the session's). stderr holds the job's
+    configuration, progress and summary lines, none of Ray's notices; stdout the --json."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    dst = tmp_path / "archive"
+    argv = ["archive", str(small_photos), str(dst), "--model", tiny_model, "--json"]
+    job = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert job.returncode == 0, job.stderr[-3000:]
+    # Ray's one line that stays (see jobs/common.py): one per model actor
+    ray_line = r"\[.*\] core_worker\.cc:\d+: Actor with class name: 'MapWorker\(.*\)' and "
+    ray_line += r"ID: .* has constructor arguments in the object store and max_restarts > 0\. .*"
+    lines = [line for line in job.stderr.splitlines() if not re.fullmatch(ray_line, line)]
+    assert lines[0].startswith(f"archive: src={small_photos} dst={dst} images=3 "), lines
+    for line in lines[1:-1]:
+        assert re.fullmatch(r"archive: [0-3]/3 images \(\d+%\), \d+ errors, .* images/s.*", line)
+    assert re.fullmatch(r"archive: 3 images: 3 ok, no errors, [\d.]+x smaller, .*s", lines[-1])
+    result = json.loads(job.stdout)
+    assert result["counts"] == {"ok": 3, "skipped": 0, "error": 0}
+    assert result["exit_code"] == 0 and result["manifest"] == str(dst / "manifest")
+    assert result["lr_bytes"] == sum(p.stat().st_size for p in (dst / "lr").rglob("*.png"))
 
 
 def test_same_size_edits_symlinks_and_case_collisions(ray_cluster, tiny_model, tmp_path, capsys):

@@ -1,10 +1,15 @@
-"""The `tadm` command's dispatch: subcommands, help and unknown names."""
+"""The `tadm` command's dispatch: subcommands, help, --version and unknown names; every
+--help answers without importing torch, Ray or diffusers."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
+import pytest
+
+import tadm
 from jobs.cli import SUBCOMMANDS, main
 
 
@@ -17,6 +22,14 @@ def test_help_lists_every_subcommand(capsys):
 
 def test_no_subcommand_is_bad_usage(capsys):
     assert main([]) == 2
+    assert capsys.readouterr().err.startswith("usage: tadm SUBCOMMAND")
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version(flag, capsys):
+    assert main([flag]) == 0
+    assert capsys.readouterr().out == f"tadm {tadm.__version__}\n"
+    assert tadm.__version__.count(".") == 2
 
 
 def test_unknown_subcommand_exits_2_with_one_line(capsys):
@@ -40,3 +53,30 @@ def test_console_script_runs_as_a_process():
         timeout=120,
     )
     assert done.returncode == 0 and "--region" in done.stdout
+
+
+HEAVY = ("torch", "ray", "diffusers", "transformers", "peft")
+
+
+def test_help_imports_no_torch_ray_or_diffusers():
+    """`tadm` and every `tadm SUBCOMMAND --help` build their parsers from light modules: the
+    modules loaded in a fresh interpreter include none of HEAVY."""
+    script = (
+        "import contextlib, io, json, sys\n"
+        "from jobs.cli import SUBCOMMANDS, main\n"
+        "codes = {}\n"
+        "for argv in [['--help'], ['--version']] + [[n, '--help'] for n in SUBCOMMANDS]:\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n"
+        "        codes[' '.join(argv)] = main(argv)\n"
+        "loaded = sorted({m.split('.')[0] for m in sys.modules})\n"
+        "print(json.dumps({'codes': codes, 'loaded': loaded}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert set(result["codes"].values()) == {0}, result["codes"]
+    assert len(result["codes"]) == len(SUBCOMMANDS) + 2
+    assert "numpy" in result["loaded"]  # the check sees what was imported
+    assert [m for m in HEAVY if m in result["loaded"]] == []

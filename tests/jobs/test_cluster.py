@@ -192,7 +192,7 @@ def test_archive_as_a_ray_job_runs_it(ray_cluster, tiny_model, s3_env):
         timeout=300,
     )
     assert job.returncode == 0, job.stderr[-3000:]
-    assert "archive: done, {'ok': 2}" in job.stderr
+    assert "archive: 2 images: 2 ok, no errors, " in job.stderr
     rows = read_manifest(bucket.child("archive", MANIFEST_DIR), ARCHIVE_SCHEMA).to_pylist()
     assert {row["rel_path"]: row["status"] for row in rows} == {
         "day1/0.png": "ok",
@@ -202,6 +202,8 @@ def test_archive_as_a_ray_job_runs_it(ray_cluster, tiny_model, s3_env):
 
 
 def test_every_manifest_example_is_a_copy_of_the_checked_ones():
-    """No manifest under deploy/kuberay/ escapes the checks above."""
+    """No manifest under deploy/kuberay/ escapes the checks above (the RayService's are in
+    tests/pipeline/serve/test_deploy.py)."""
     checked = {"rayjob-archive.yaml", "cronjob-archive.yaml", "serviceaccount.yaml"}
+    checked.add("rayservice-tiles.yaml")
     assert {p.name for p in KUBERAY.glob("*.yaml")} == checked

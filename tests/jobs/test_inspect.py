@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from conftest import run_cli
@@ -82,3 +83,66 @@ def test_without_verify_psnr_is_not_available(tmp_path: Path, capsys):
 def test_no_manifest_exits_2(tmp_path: Path, capsys):
     assert run_cli("inspect", tmp_path) == 2
     assert capsys.readouterr().err.startswith("tadm inspect: error: ARCHIVE")
+
+
+ROWS = [
+    {"rel_path": "a.png", "status": "ok", "source_bytes": 3000, "lr_bytes": 100, "bpp": 0.02}
+    | {"model_id": "abc", "scale": 16},
+    {"rel_path": "b/c.jpg", "status": "error", "error": "empty file", "source_bytes": 0},
+    {"rel_path": "d.png", "status": "error", "error": "cannot identify image file"},
+]
+
+
+def test_errors_lists_failed_images_and_why(tmp_path: Path, capsys):
+    write_manifest(tmp_path, ROWS)
+    assert run_cli("inspect", tmp_path, "--errors") == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "b/c.jpg: empty file",
+        "d.png: cannot identify image file",
+    ]
+    write_manifest(tmp_path / "clean", [ROWS[0]])
+    assert run_cli("inspect", tmp_path / "clean", "--errors") == 0
+    assert capsys.readouterr().out == "no errors\n"
+
+
+def test_json_is_one_object_with_the_summary_and_errors(tmp_path: Path, capsys):
+    write_manifest(tmp_path, ROWS)
+    assert run_cli("inspect", tmp_path, "--json", "--errors") == 0
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) == 1
+    summary = json.loads(out)
+    assert summary["archive"] == str(tmp_path)
+    assert summary["counts"] == {"ok": 1, "error": 2}
+    assert (summary["source_bytes"], summary["lr_bytes"]) == (3000, 100)
+    assert summary["compression_ratio"] == 30.0 and summary["mean_psnr"] is None
+    assert summary["models"] == {"abc (x16)": 1}
+    assert summary["errors"] == [
+        {"rel_path": "b/c.jpg", "error": "empty file"},
+        {"rel_path": "d.png", "error": "cannot identify image file"},
+    ]
+    assert run_cli("inspect", tmp_path, "--json") == 0
+    assert "errors" not in json.loads(capsys.readouterr().out)
+
+
+def test_kept_files_count_in_the_space_saved(tmp_path: Path, capsys):
+    common = {"model_id": "abc", "scale": 16}
+    write_manifest(
+        tmp_path,
+        [
+            {"rel_path": "a", "status": "ok", "source_bytes": 3000, "lr_bytes": 100} | common,
+            {"rel_path": "b", "status": "kept", "source_bytes": 900, "kept_uri": "k/b"} | common,
+            {"rel_path": "c", "status": "skipped", "source_bytes": 100, "kept_uri": "k/c"} | common,
+        ],
+    )
+    assert run_cli("inspect", tmp_path) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1:4] == [
+        "images: 3 (kept 1, ok 1, skipped 1)",
+        "source bytes: 3,000 (2.9 KiB)",
+        "LR bytes: 100 (100 B)",
+    ]
+    assert out[-3:] == [
+        "kept as is: 2 files, 1,000 bytes (1000 B)",
+        "archive bytes (LR + kept): 1,100 (1.1 KiB)",
+        "space saved: 2,900 (2.8 KiB, 72.5% of 3.9 KiB)",
+    ]

@@ -9,10 +9,21 @@ import json
 import math
 
 import pytest
-from conftest import bad_images, encode, good_images, make_bucket, photo, run_cli
+from conftest import (
+    bad_images,
+    display_p3_icc,
+    encode,
+    good_images,
+    make_bucket,
+    multi_frame_images,
+    photo,
+    real_world_images,
+    run_cli,
+)
 from PIL import Image
 
-from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA, decode_lr_png
+from pipeline.decode import decode_image
+from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA, Metadata, decode_lr_png
 from pipeline.manifest import read_manifest
 from pipeline.storage import Location
 
@@ -102,6 +113,43 @@ def test_missing_bucket_is_bad_usage(bucket, s3_env, tiny_model, capsys):
         run_cli("archive", "s3://no-such-bucket/src", "s3://photos/x", "--model", tiny_model) == 2
     )
     assert "no-such-bucket" in capsys.readouterr().err
+
+
+def test_real_world_files_kept_and_restored_on_s3(ray_cluster, s3_endpoint, s3_env):
+    """Camera EXIF, a Display P3 profile, a HEIC, a screenshot below the floor, an animated GIF
+    and a text file: archived to S3 with --min-psnr and --keep-failed, restored from S3."""
+    make_bucket(s3_endpoint, "phone")
+    world = real_world_images()
+    sources = {
+        name: world[name]
+        for name in ("camera/exif.jpg", "colour/p3.png", "phone/photo.heic", "screenshot.png")
+    } | {"anim/animated.gif": multi_frame_images()["anim/animated.gif"], "notes.txt": b"hi\n"}
+    fs = Location.parse("s3://phone").filesystem()
+    for rel_path, data in sources.items():
+        fs.pipe_file(f"phone/src/{rel_path}", data)
+    archive, restored = "s3://phone/archive", "s3://phone/restored"
+    assert run_cli("archive", "s3://phone/src", archive, "--min-psnr", "16", "--keep-failed") == 0
+    rows = {
+        r["rel_path"]: r
+        for r in read_manifest(Location.parse(f"{archive}/manifest"), ARCHIVE_SCHEMA).to_pylist()
+    }
+    kept = {"screenshot.png", "anim/animated.gif", "notes.txt"}
+    assert {r for r, row in rows.items() if row["status"] == "kept"} == kept
+    assert rows["phone/photo.heic"]["metadata"] == "exif,icc"
+    for rel_path in kept:
+        assert rows[rel_path]["kept_uri"] == f"s3://phone/archive/kept/{rel_path}"
+        assert fs.cat_file(f"phone/archive/kept/{rel_path}") == sources[rel_path]
+
+    assert run_cli("restore", archive, restored, "--format", "jpeg") == 0
+    for rel_path in kept:
+        assert fs.cat_file(f"phone/restored/{rel_path}") == sources[rel_path]
+    for rel_path in ("camera/exif.jpg", "colour/p3.png", "phone/photo.heic"):
+        data = fs.cat_file(f"phone/restored/{rel_path}.jpeg")
+        with Image.open(io.BytesIO(data)) as img:
+            assert img.format == "JPEG"
+            assert Metadata.from_info(img.info) == decode_image(sources[rel_path]).metadata
+    with Image.open(io.BytesIO(fs.cat_file("phone/restored/colour/p3.png.jpeg"))) as img:
+        assert img.info["icc_profile"] == display_p3_icc()
 
 
 def test_archive_from_an_s3_inventory_report(ray_cluster, bucket, s3_env, tiny_model, capsys):

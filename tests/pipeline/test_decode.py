@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import hashlib
+import io
 
 import numpy as np
 import pytest
-from conftest import bad_images, bomb_png, encode, exif_rotated_jpeg, good_images, photo, png16
+from conftest import (
+    bad_images,
+    bomb_png,
+    display_p3_icc,
+    encode,
+    exif_rotated_jpeg,
+    good_images,
+    multi_frame_images,
+    photo,
+    png16,
+    real_world_images,
+    xmp_packet,
+)
 from PIL import Image
 
-from pipeline.decode import decode_batch, decode_image
+from pipeline.decode import decode_batch, decode_image, reset_exif_orientation
+from pipeline.format import Metadata
 
 
 def test_rgb_passes_through_unchanged():
@@ -92,9 +106,9 @@ def test_max_pixels_is_a_parameter():
         decode_image(data, max_pixels=1000)
 
 
-def test_gif_renamed_png_is_not_read():
+def test_ico_renamed_png_is_not_read():
     with pytest.raises(ValueError, match="not a readable"):
-        decode_image(encode(Image.fromarray(photo(32, 32)), "GIF"))
+        decode_image(encode(Image.fromarray(photo(32, 32)), "ICO"))
 
 
 def test_decode_batch_makes_one_row_per_file_without_ray():
@@ -116,3 +130,80 @@ def test_decode_batch_makes_one_row_per_file_without_ray():
     assert out["error"][small] == "image is 12x40, smaller than the scale 16"
     assert (out["width"][small], out["height"][small]) == (12, 40)
     assert all(s >= 0 for s in out["seconds"])
+
+
+def test_exif_travels_with_its_orientation_reset_and_every_other_byte_kept():
+    data = real_world_images()["camera/exif.jpg"]
+    decoded = decode_image(data)
+    assert decoded.pixels.shape == (128, 96, 3)  # stored 128 wide, orientation 6
+    assert decoded.metadata.names == "exif"
+    with Image.open(io.BytesIO(data)) as img:
+        original = img.info["exif"].removeprefix(b"Exif\x00\x00")
+    exif = decoded.metadata.exif
+    assert len(exif) == len(original)
+    assert sum(a != b for a, b in zip(exif, original, strict=True)) == 1  # 6 -> 1
+    read = Image.Exif()
+    read.load(exif)
+    assert read[0x0112] == 1 and read[0x010F] == "TADM Camera Co."
+    assert read.get_ifd(0x8769)[0x9003] == "2024:05:17 10:30:00"
+    assert read.get_ifd(0x8825)[1] == "N"
+    assert reset_exif_orientation(b"not a TIFF structure") is None
+
+
+def test_icc_profile_and_xmp_travel_and_xmp_orientation_is_reset():
+    p3 = decode_image(real_world_images()["colour/p3.png"])
+    assert p3.metadata == Metadata(icc=display_p3_icc()) and p3.conversion is None
+    rotated = encode(Image.fromarray(photo(80, 64)), "JPEG", xmp=xmp_packet(6))
+    decoded = decode_image(rotated)
+    assert decoded.pixels.shape == (80, 64, 3)  # Pillow reads the orientation from XMP
+    assert decoded.metadata.xmp == xmp_packet(1)
+
+
+def test_a_cmyk_profile_is_not_carried_with_rgb_pixels():
+    cmyk = encode(Image.fromarray(photo(64, 64)).convert("CMYK"), "JPEG", icc_profile=b"junk")
+    decoded = decode_image(cmyk)
+    assert decoded.metadata.icc is None
+    assert decoded.conversion.startswith("CMYK -> RGB; ICC profile unreadable")
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "names"),
+    [
+        ("phone/photo.heic", (96, 128), "exif,icc"),
+        ("phone/photo.avif", (128, 96), "exif,xmp"),
+        ("web/still.gif", (80, 96), None),
+    ],
+)
+def test_phone_and_modern_formats(name: str, size: tuple[int, int], names: str | None):
+    decoded = decode_image(real_world_images()[name])
+    assert decoded.pixels.shape == (*size, 3)
+    assert decoded.metadata.names == names
+
+
+def test_jpeg_xl():
+    pixels = photo(64, 48)
+    decoded = decode_image(encode(Image.fromarray(pixels), "JXL", lossless=True))
+    np.testing.assert_array_equal(decoded.pixels, pixels)
+
+
+@pytest.mark.parametrize("name", sorted(multi_frame_images()))
+def test_multi_frame_images_are_errors_naming_their_frames(name: str):
+    frames = {"gif": 3, "png": 2, "webp": 3, "tif": 2}[name.rsplit(".", 1)[1]]
+    with pytest.raises(ValueError, match=f"with {frames} frames .* not archived"):
+        decode_image(multi_frame_images()[name])
+
+
+def test_decode_batch_carries_metadata_and_with_keep_the_source_bytes():
+    files = {"camera/exif.jpg": real_world_images()["camera/exif.jpg"], "notes.txt": b"hi"}
+    batch = {
+        "path": np.array([f"/src/{k}" for k in files], dtype=object),
+        "bytes": np.array(list(files.values()), dtype=object),
+    }
+    out = decode_batch(batch, prefix="/src/", uri_prefix="", scale=16, max_pixels=10**8, keep=True)
+    assert list(out["status"]) == ["ok", "error"]
+    assert out["metadata"][0] == "exif" and out["exif"][0].startswith(b"MM\x00*")
+    assert out["icc"][0] == b"" and out["xmp"][0] == b""
+    assert out["error"][1] == "not an image file: only images are archived"
+    assert list(out["source_data"]) == list(files.values())
+    plain = decode_batch(batch, prefix="/src/", uri_prefix="", scale=16, max_pixels=10**8)
+    assert list(plain["source_data"]) == [b"", b""]

@@ -6,10 +6,22 @@ import io
 
 import numpy as np
 import pytest
-from conftest import encode, photo
+from conftest import display_p3_icc, encode, photo, xmp_packet
 from PIL import Image
 
-from pipeline.format import LrHeader, Region, decode_lr_png, encode_lr_png, lr_key, output_key
+from pipeline.format import (
+    OUTPUT_FORMATS,
+    LrHeader,
+    Metadata,
+    Region,
+    decode_lr_png,
+    encode_lr_png,
+    encode_output,
+    kept_key,
+    lr_key,
+    output_key,
+)
+from tadm.png import png_bytes
 
 
 def test_round_trip_is_lossless_and_carries_the_chunks():
@@ -56,3 +68,46 @@ def test_region_parses_checks_and_prints_one_way():
     for text in ("0,0,0,5", "0,0,5,0", "-1,0,5,5", "0,-1,5,5"):
         with pytest.raises(ValueError, match=r"needs X, Y >= 0 and W, H >= 1"):
             Region.parse(text)
+
+
+def test_lr_png_carries_the_metadata_in_standard_chunks():
+    lr = photo(13, 9)
+    metadata = Metadata(
+        exif=b"MM\x00*\x00\x00\x00\x08\x00\x00", icc=display_p3_icc(), xmp=xmp_packet()
+    )
+    header = LrHeader(width=200, height=141, scale=16, model_id="0123abcd", metadata=metadata)
+    data = encode_lr_png(lr, header)
+    for chunk in (b"eXIf", b"iCCP", b"iTXtXML:com.adobe.xmp\x00\x00\x00"):
+        assert chunk in data
+    pixels, decoded = decode_lr_png(data)
+    np.testing.assert_array_equal(pixels, lr)
+    assert decoded == header and decoded.metadata.names == "exif,icc,xmp"
+
+
+def test_without_metadata_the_lr_png_is_the_pixels_and_text_alone():
+    lr = photo(13, 9)
+    header = LrHeader(width=200, height=141, scale=16, model_id="0123abcd")
+    text = {
+        "tadm:width": "200",
+        "tadm:height": "141",
+        "tadm:scale": "16",
+        "tadm:model_id": "0123abcd",
+    }
+    assert encode_lr_png(lr, header) == png_bytes(lr, text)
+
+
+@pytest.mark.parametrize("image_format", OUTPUT_FORMATS)
+def test_restored_files_carry_the_metadata(image_format: str):
+    exif = Image.Exif()
+    exif[0x010F] = "TADM Camera Co."
+    metadata = Metadata(exif=exif.tobytes()[6:], icc=display_p3_icc(), xmp=xmp_packet())
+    data = encode_output(photo(40, 30), image_format, metadata)
+    with Image.open(io.BytesIO(data)) as img:
+        assert img.format == image_format.upper()
+        assert Metadata.from_info(img.info) == metadata
+        assert img.getexif()[0x010F] == "TADM Camera Co."
+    assert Metadata.from_info({}) == Metadata() and Metadata().names is None
+
+
+def test_kept_key():
+    assert kept_key("a/b.jpg") == "kept/a/b.jpg"

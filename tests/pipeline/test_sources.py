@@ -27,6 +27,10 @@ def test_lists_images_recursively_with_relative_paths(tmp_path: Path):
             "g.bmp": b"7",
             "notes.txt": b"8",
             "h.gif": b"9",
+            "k.heic": b"13",
+            "l.HEIF": b"14",
+            "m.avif": b"15",
+            "n.jxl": b"16",
             ".hidden.jpg": b"10",
             ".cache/i.jpg": b"11",
             "x/._j.jpg": b"12",
@@ -41,9 +45,16 @@ def test_lists_images_recursively_with_relative_paths(tmp_path: Path):
         "e.tif",
         "f.tiff",
         "g.bmp",
+        "h.gif",
+        "k.heic",
+        "l.HEIF",
+        "m.avif",
+        "n.jxl",
         "x/y/c.png",
     ]
     assert {s.rel_path: s.size for s in sources}["x/y/c.png"] == 3
+    every, _ = list_sources(Location.parse(str(tmp_path)), every_file=True)
+    assert {s.rel_path for s in every} - {s.rel_path for s in sources} == {"notes.txt"}
     assert all(s.path == f"{tmp_path}/{s.rel_path}" for s in sources)
 
 

@@ -1,13 +1,10 @@
 """Images between numpy and torch (tadm/images.py): layouts, value ranges, round trips."""
 
-import io
-
 import numpy as np
 import torch
 from conftest import photo
-from PIL import Image
 
-from tadm.images import png_bytes, to_float_batch, to_images, to_pixels, to_tensor, to_uint8_image
+from tadm.images import to_float_batch, to_images, to_pixels, to_tensor, to_uint8_image
 
 
 def test_uint8_batch_round_trip():
@@ -32,10 +29,3 @@ def test_float_to_uint8_rounds_and_clamps():
     expected = [0, 0, 0, 1, 2, 255, 255]
     assert to_pixels(x).tolist() == expected
     assert to_uint8_image(x.view(1, 1, 1, 7).expand(1, 3, 1, 7))[0, :, 0].tolist() == expected
-
-
-def test_png_bytes_keep_pixels_and_text():
-    img = photo(12, 8)
-    with Image.open(io.BytesIO(png_bytes(img, {"tadm:scale": "16"}))) as png:
-        assert png.text == {"tadm:scale": "16"}
-        assert np.array_equal(np.asarray(png.convert("RGB")), img)

@@ -23,7 +23,8 @@ def smooth_image(size: int = SIZE, seed: int = 0) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def models() -> tuple[TADM, TADM]:
     """The same tiny weights, with the default tiles (one tile covers everything here) and with
-    small tiles (several tiles)."""
+    small tiles (several tiles). Both run every part per tile (the default "all" tiling; the
+    "unet" tiling has its own tests in tests/tadm/test_whole_image.py)."""
     torch.manual_seed(0)
     whole = TADM.from_preset("tiny", 16).eval()
     f = whole.config.vae_factor
@@ -146,8 +147,8 @@ def test_region_equals_the_same_crop_of_the_full_restore(models, lr, tiled_resto
 def test_cached_latents_give_the_same_region_without_running_the_unet(models, lr, tiled_restore):
     model = models[1]
     full, full_t = tiled_restore
-    calls = []
-    hook = model.unet.register_forward_hook(lambda *_: calls.append(1))
+    calls: list[int] = []  # tiles through the UNet (several tiles go in one call)
+    hook = model.unet.register_forward_hook(lambda _m, args, _o: calls.extend([1] * len(args[0])))
     try:
         latents: dict = {}
         x, y, w, h = 5, 70, 30, 41  # tiles (1..2, 0..1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -44,6 +45,11 @@ def listing(rows: list[tuple]) -> pa.Table:
 def manifest(rows: list[dict]) -> pa.Table:
     base = {"status": "ok", "scale": 16, "model_id": MODEL, "lr_bytes": 7, "psnr": 30.0}
     return to_table([base | r for r in rows], ARCHIVE_SCHEMA)
+
+
+def lr_files(rel_paths: list[str]) -> pa.Table:
+    n = len(rel_paths)
+    return pa.table({"rel_path": rel_paths, "size": [7] * n, "kind": ["lr"] * n}, OUTPUT_SCHEMA)
 
 
 def test_collisions_name_each_other_and_nothing_else_collides():
@@ -93,7 +99,7 @@ def test_split_skips_what_is_finished_and_redoes_what_changed(tmp_path: Path):
         {"rel_path": "s3-edited.png", "source_bytes": 10, "source_etag": "e1"},
     ]
     lr = [p for p in images["rel_path"].to_pylist() if p != "no-lr.png"]
-    outputs = pa.table({"rel_path": lr, "size": [7] * len(lr)}, schema=OUTPUT_SCHEMA)
+    outputs = lr_files(lr)
     written, todo = job.split(images, manifest(rows), outputs)
     statuses = dict(
         zip(written["rel_path"].to_pylist(), written["status"].to_pylist(), strict=True)
@@ -121,6 +127,32 @@ def test_split_skips_what_is_finished_and_redoes_what_changed(tmp_path: Path):
 def test_verify_redoes_rows_without_psnr(tmp_path: Path):
     images = listing([("a.png", 10, T1, None, None)])
     rows = manifest([{"rel_path": "a.png", "source_bytes": 10, "source_mtime": T1, "psnr": None}])
-    outputs = pa.table({"rel_path": ["a.png"], "size": [7]}, schema=OUTPUT_SCHEMA)
+    outputs = lr_files(["a.png"])
     assert len(plan(tmp_path).split(images, rows, outputs)[1]) == 0
     assert len(plan(tmp_path, verify=True).split(images, rows, outputs)[1]) == 1
+
+
+def test_kept_sources_and_the_quality_floor(tmp_path: Path):
+    images = listing([(p, 10, T1, None, None) for p in ("kept.txt", "gone.txt", "low.png")])
+    rows = manifest(
+        [
+            {"rel_path": "kept.txt", "status": "kept", "kept_uri": "k", "source_bytes": 10},
+            {"rel_path": "gone.txt", "status": "kept", "kept_uri": "k", "source_bytes": 10},
+            {"rel_path": "low.png", "source_bytes": 10, "psnr": 15.0},
+        ]
+    )
+    outputs = pa.concat_tables(
+        [
+            lr_files(["low.png"]),
+            pa.table({"rel_path": ["kept.txt"], "size": [10], "kind": ["kept"]}, OUTPUT_SCHEMA),
+        ]
+    )
+    job = plan(tmp_path)
+    written, todo = job.split(images, rows, outputs)
+    assert sorted(written["rel_path"].to_pylist()) == ["kept.txt", "low.png"]
+    assert todo["rel_path"].to_pylist() == ["gone.txt"]  # its kept file is not there
+    floor = ArchiveJob(**{**job.__dict__, "config": replace(job.config, min_psnr=18.0)})
+    assert sorted(floor.split(images, rows, outputs)[1]["rel_path"].to_pylist()) == [
+        "gone.txt",
+        "low.png",  # below the floor now asked for
+    ]

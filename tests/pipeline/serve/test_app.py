@@ -116,7 +116,7 @@ def tile_status(service: TileService, rel_path: str, params: list[tuple[str, str
 def test_tile_equals_the_region_of_a_full_restore(service, restored, rel_path, region, tiles_run):
     tile = service.tile(rel_path, query(*region))
     x, y, w, h = region
-    got = pixels(tile.png)
+    got = pixels(tile.data)
     assert got.shape == (h, w, 3)
     assert psnr(got, restored[rel_path][y : y + h, x : x + w]) >= 35
     assert (tile.tiles_run, tile.tiles_total) == (tiles_run, 2 if rel_path == "a.png" else 1)
@@ -128,7 +128,7 @@ def test_repeated_tiles_and_images_come_from_the_caches(service):
     first = service.tile("sub/b.jpg", params)
     lr_hits = service.lr_cache.hits
     again = service.tile("sub/b.jpg", params)
-    assert again.cached and again.png == first.png
+    assert again.cached and again.data == first.data
     assert service.lr_cache.hits == lr_hits + 1  # the LR image was decoded once
 
 
@@ -139,7 +139,7 @@ def test_overlapping_regions_reuse_the_cached_latents(service, restored):
     other = service.tile("a.png", query(4, 10, 36, 30))
     assert not other.cached and (other.tiles_run, first.tiles_run) == (1, 1)
     assert service.latent_cache.hits == hits + 1
-    assert psnr(pixels(other.png), restored["a.png"][10:40, 4:40]) >= 35
+    assert psnr(pixels(other.data), restored["a.png"][10:40, 4:40]) >= 35
     assert other.timestep_mean == first.timestep_mean
 
 
@@ -192,7 +192,7 @@ def test_bad_requests(service, rel_path, region, status):
 
 
 def test_a_symlink_inside_the_archive_is_served(service):
-    assert service.tile("inside.png", query(0, 0, 8, 8)).png
+    assert service.tile("inside.png", query(0, 0, 8, 8)).data
 
 
 def test_an_lr_of_another_model_is_409_naming_both(archive, service, other_model):
@@ -209,7 +209,7 @@ def test_tiles_from_an_s3_archive(archive, service, tiled_model, s3_env):
     remote = TileService("s3://tiles/archive", tiled_model, {}, LIMIT, 2**20, CPU)
     remote.fs.put_file(str(archive / "lr" / "sub" / "b.jpg.png"), "tiles/archive/lr/sub/b.jpg.png")
     params = query(4, 4, 24, 20)
-    assert remote.tile("sub/b.jpg", params).png == service.tile("sub/b.jpg", params).png
+    assert remote.tile("sub/b.jpg", params).data == service.tile("sub/b.jpg", params).data
     assert tile_status(remote, "a.png", params) == 404
     assert tile_status(remote, "../archive/lr/sub/b.jpg", params) == 400
 

@@ -1,0 +1,91 @@
+"""The tile server's HTML pages: a deep-zoom viewer of one image (OpenSeadragon on the image's
+IIIF info.json) and an index of the archive's images.
+
+OpenSeadragon (BSD-3-Clause, static/openseadragon/LICENSE.txt) ships with the package under
+static/openseadragon/, so the pages need nothing from the internet. Every string from the
+archive goes through `esc`, and into the page's script through `js`.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from urllib.parse import quote
+
+STATIC = Path(__file__).parent / "static"
+PAGE_SIZE = 100  # images listed per index page
+
+STYLE = """
+html, body { margin: 0; height: 100%; background: #1e1e1e; color: #ddd;
+  font: 14px/1.4 system-ui, sans-serif; }
+header { height: 36px; display: flex; align-items: center; gap: 16px; padding: 0 12px;
+  background: #2b2b2b; }
+header h1 { font-size: 15px; margin: 0; font-weight: 600; }
+a { color: #8cc4ff; }
+#viewer { position: absolute; top: 36px; bottom: 0; left: 0; right: 0; }
+main { padding: 12px 16px; }
+main li { margin: 2px 0; }
+"""
+
+
+def esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def js(value: object) -> str:
+    """`value` as a JavaScript literal that is safe inside a <script> element."""
+    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+def image_id(rel_path: str) -> str:
+    """An image's id in the IIIF and viewer URLs: its rel_path, URL-encoded."""
+    return quote(rel_path, safe="")
+
+
+def head(title: str) -> str:
+    return (
+        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{esc(title)}</title><style>{STYLE}</style></head>"
+    )
+
+
+def viewer_page(base_url: str, rel_path: str, width: int, height: int) -> str:
+    """The viewer of image `rel_path` (width x height HR pixels); `base_url` ends with "/"."""
+    info = f"{base_url}iiif/{image_id(rel_path)}/info.json"
+    options = {
+        "id": "viewer",
+        "prefixUrl": f"{base_url}static/openseadragon/images/",
+        "tileSources": info,
+        "showNavigator": True,
+        "maxZoomPixelRatio": 2,
+    }
+    return (
+        f"{head(f'{rel_path} — tadm')}<body>"
+        f'<header><a href="{esc(base_url)}view/">images</a>'
+        f"<h1>{esc(rel_path)}</h1><span>{width} × {height}</span>"
+        f'<a href="{esc(info)}">info.json</a></header>'
+        f'<div id="viewer"></div>'
+        f'<script src="{esc(base_url)}static/openseadragon/openseadragon.min.js"></script>'
+        f"<script>OpenSeadragon({js(options)});</script></body></html>\n"
+    )
+
+
+def index_page(base_url: str, rel_paths: list[str], page: int) -> str:
+    """Page `page` (1-based) of the list of images, PAGE_SIZE a page."""
+    pages = max(1, -(-len(rel_paths) // PAGE_SIZE))
+    shown = rel_paths[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+    items = "".join(
+        f'<li><a href="{esc(base_url)}view/{esc(image_id(p))}">{esc(p)}</a></li>' for p in shown
+    )
+    nav = []
+    if page > 1:
+        nav.append(f'<a href="?page={page - 1}">previous</a>')
+    if page < pages:
+        nav.append(f'<a href="?page={page + 1}">next</a>')
+    return (
+        f"{head('images — tadm')}<body><header><h1>{len(rel_paths)} images</h1>"
+        f"<span>page {page} of {pages}</span>{' '.join(nav)}</header>"
+        f"<main><ol start={(page - 1) * PAGE_SIZE + 1}>{items}</ol></main></body></html>\n"
+    )

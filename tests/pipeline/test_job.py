@@ -1,0 +1,105 @@
+"""The job driver's reporting (pipeline/job.py): progress lines, the summary line, --json."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pyarrow as pa
+import pytest
+
+from pipeline.job import JobResult, Progress, Tally, duration, summarize
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.04, "0.0s"), (12.34, "12.3s"), (192, "3m12s"), (3599.4, "59m59s"), (7500, "2h05m")],
+)
+def test_duration(seconds, text):
+    assert duration(seconds) == text
+
+
+def test_progress_has_percent_rate_and_eta(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr("pipeline.job.time.monotonic", lambda: now[0])
+    progress = Progress("archive", total=40)
+    now[0] = 110.0
+    progress.update(10, 1)  # 1 image/s, 30 left
+    assert progress.line() == "archive: 10/40 images (25%), 1 errors, 1.00 images/s, ETA 30.0s"
+    now[0] = 130.0
+    progress.update(30, 0)  # done: no ETA
+    assert progress.line() == "archive: 40/40 images (100%), 1 errors, 1.33 images/s"
+
+
+def test_tally_counts_statuses_and_bytes_of_images_done():
+    """The driver sees the workers' rows as summaries by status (summarize), and adds them."""
+    tally = Tally()
+    rows = pa.table(
+        {
+            "status": ["ok", "skipped", "error", "ok"],
+            "source_bytes": [1000, 500, 7, None],
+            "lr_bytes": [10, 5, None, None],
+        }
+    )
+    summary = summarize(rows.slice(0, 3))
+    assert sorted(summary["status"].tolist()) == ["error", "ok", "skipped"]
+    tally.add(summary)
+    tally.add(summarize(pa.table({"status": ["ok"]})))  # a restore row: no bytes
+    assert type(tally.source_bytes) is int and type(tally.lr_bytes) is int  # JSON-ready
+    assert (tally.counts, tally.source_bytes, tally.lr_bytes) == (
+        {"ok": 2, "skipped": 1, "error": 1},
+        1500,
+        15,
+    )
+    tally.add(summarize(rows.slice(3)))  # an ok row without sizes adds nothing
+    assert (tally.counts["ok"], tally.source_bytes) == (3, 1500)
+
+
+def archive_result(**counts: int) -> JobResult:
+    return JobResult(
+        job="archive",
+        counts=counts,
+        manifest="/a/manifest",
+        seconds=192.4,
+        errors_hint="see `tadm inspect /a --errors`",
+        source_bytes=5410,
+        lr_bytes=100,
+    )
+
+
+def test_summary_line_in_words():
+    assert archive_result(ok=118, error=2).line() == (
+        "archive: 120 images: 118 ok, 2 errors (see `tadm inspect /a --errors`), "
+        "54.1x smaller, 3m12s"
+    )
+    assert archive_result(ok=3, skipped=1).line() == (
+        "archive: 4 images: 3 ok, 1 skipped, no errors, 54.1x smaller, 3m12s"
+    )
+    restore = JobResult("restore", {"ok": 2}, "/r/manifest", 3.0, "their rows in /r say why")
+    assert restore.line() == "restore: 2 images: 2 ok, no errors, 3.0s"
+
+
+def test_json_has_counts_bytes_ratio_exit_code_and_manifest():
+    out = json.loads(json.dumps(archive_result(ok=118, error=2).to_json()))
+    assert out == {
+        "job": "archive",
+        "images": 120,
+        "counts": {"ok": 118, "skipped": 0, "error": 2},
+        "source_bytes": 5410,
+        "lr_bytes": 100,
+        "compression_ratio": 54.1,
+        "seconds": 192.4,
+        "exit_code": 1,
+        "manifest": "/a/manifest",
+    }
+    assert archive_result(ok=1).exit_code == 0
+
+
+def test_progress_logs_on_the_tadm_logger(caplog):
+    with caplog.at_level(logging.INFO, logger="tadm"):
+        logging.getLogger("tadm").propagate = True
+        try:
+            Progress("restore", total=1).update(1, 0)
+        finally:
+            logging.getLogger("tadm").propagate = False
+    assert caplog.messages[-1].startswith("restore: 1/1 images (100%), 0 errors, ")
