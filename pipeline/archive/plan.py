@@ -63,7 +63,6 @@ class ArchiveJob(Plan):
     def settings(self) -> dict[str, Any]:
         return {
             "src": self.src.uri,
-            "inventory": self.config.inventory,
             "dst": self.dst.uri,
             "images": self.sources.rows,
             "model": f"{self.model_ref} (id {self.model_id}, x{self.scale})",
@@ -71,7 +70,7 @@ class ArchiveJob(Plan):
             "min_psnr": self.config.min_psnr,
             "min_ssim": self.config.min_ssim,
             "keep_failed": self.config.keep_failed,
-        }
+        } | ({"inventory": self.config.inventory} if self.config.inventory else {})
 
     def outputs(self) -> Iterator[pa.Table]:
         """The LR files under DST/lr/ ("lr") and the sources kept under DST/kept/ ("kept"),
