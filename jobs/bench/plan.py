@@ -29,9 +29,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs.bench.rss import peak_rss, run_probe
-from pipeline.archive.plan import ArchiveConfig, ArchiveJob, source_buckets
+from pipeline.archive.plan import ArchiveConfig, ArchiveJob, output_table, source_buckets
 from pipeline.format import ARCHIVE_SCHEMA, MANIFEST_DIR
-from pipeline.job import OUTPUT_SCHEMA, split_buckets
+from pipeline.job import split_buckets
 from pipeline.manifest import compact, list_parts, part_name
 from pipeline.storage import Location
 
@@ -133,10 +133,7 @@ class SimulatedArchive(ArchiveJob):
     def outputs(self) -> Iterator[pa.Table]:
         for start in range(0, self.done, CHUNK):
             stop = min(self.done, start + CHUNK)
-            yield pa.table(
-                {"rel_path": rel_paths(start, stop), "size": sizes(start, stop) // 64},
-                schema=OUTPUT_SCHEMA,
-            )
+            yield output_table(rel_paths(start, stop), sizes(start, stop) // 64, "lr")
 
 
 def step_plan(work: Path, n: int) -> dict[str, Any]:
