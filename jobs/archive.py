@@ -34,6 +34,12 @@ def parser() -> Parser:
         action="store_true",
         help="keep every file that cannot be archived (any file under SRC) as it is",
     )
+    p.add_argument(
+        "--inventory",
+        metavar="URI",
+        help="take SRC's files from an S3 Inventory report (its manifest.json) or a Parquet/CSV "
+        "listing (key, size[, etag, last_modified]) instead of listing SRC",
+    )
     add_job_options(p, batch_size=ArchiveConfig.batch_size)
     return p
 

@@ -20,8 +20,8 @@ import pillow_heif
 import pillow_jxl  # noqa: F401  (registers Pillow's JPEG XL plugin)
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from pipeline.format import MAX_PIXELS, PERMANENT, Metadata, check_rel_path
-from pipeline.rows import NO_PIXELS, error_text, to_batch
+from pipeline.format import MAX_PIXELS, Metadata, check_rel_path
+from pipeline.rows import NO_PIXELS, error_kind, error_text, to_batch, to_rows
 from pipeline.sources import IMAGE_EXTENSIONS
 
 pillow_heif.register_heif_opener()  # HEIC/HEIF; Pillow reads AVIF itself
@@ -200,29 +200,37 @@ def decode_batch(
     max_pixels: int,
     keep: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Ray Data stage: {"path", "bytes"} -> one row per file with its pixels, metadata and
-    "exif", "icc", "xmp" bytes (b"" for none), or its error.
+    """Ray Data stage: {"path", "bytes", "size", "mtime", "etag", "error"} (read_sources'
+    rows) -> one row per file with its pixels, metadata and "exif", "icc", "xmp" bytes (b""
+    for none), or its error.
 
     `prefix` is stripped from each path to give rel_path; `uri_prefix` ("s3://" or "")
-    turns a path into source_uri. With `keep`, each row carries the file's bytes in
-    "source_data", for the write stage to keep the source as it is.
+    turns a path into source_uri; mtime and etag, the source as listed, are recorded. With
+    `keep`, each row carries the file's bytes in "source_data", for the write stage to keep
+    the source as it is.
     """
     rows = []
-    for path, data in zip(batch["path"], batch["bytes"], strict=True):
+    for source in to_rows(batch):
         start = time.perf_counter()
-        data = bytes(data)
+        path = source["path"]
+        data = bytes(source["bytes"])
         row = {
             "source_uri": uri_prefix + path,
             "rel_path": path[len(prefix) :],
             "status": "ok",
             "source_bytes": len(data),
             "source_sha256": hashlib.sha256(data).hexdigest(),
+            "source_mtime": source.get("mtime"),
+            "source_etag": source.get("etag"),
             "pixels": NO_PIXELS,
             "source_data": data if keep else b"",
             **{name: b"" for name in METADATA_COLUMNS},
         }
         try:
             check_rel_path(row["rel_path"])
+            if source.get("error"):  # not read: gone since it was listed, or I/O failed
+                row.update(source_bytes=source["size"], source_sha256=None)
+                raise OSError(source["error"])
             if not row["rel_path"].lower().endswith(IMAGE_EXTENSIONS):
                 raise ValueError("not an image file: only images are archived")
             decoded = decode_image(data, max_pixels)
@@ -234,7 +242,7 @@ def decode_batch(
                 raise ValueError(f"image is {width}x{height}, smaller than the scale {scale}")
             row["pixels"] = decoded.pixels
         except Exception as e:  # one image must not stop the job: it becomes its row
-            row.update(status="error", error=error_text(e), error_kind=PERMANENT)
+            row.update(status="error", error=error_text(e), error_kind=error_kind(e))
         row["seconds"] = time.perf_counter() - start
         rows.append(row)
     return to_batch(rows, DECODE_COLUMNS)
@@ -255,6 +263,8 @@ DECODE_COLUMNS = (
     "metadata",
     *METADATA_COLUMNS,
     "source_data",
+    "source_mtime",
+    "source_etag",
     "pixels",
     "seconds",
     "error_kind",

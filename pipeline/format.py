@@ -112,6 +112,11 @@ def encode_output(pixels: np.ndarray, image_format: str, metadata: Metadata | No
 
 # ---- manifests -------------------------------------------------------------------------------
 
+# When the job's manifest writer took the row, strictly increasing within a job. Of the rows of
+# one rel_path the latest written_at wins (compaction keeps each row's own), so rewriting old
+# rows can never put them over newer ones. Null in parts written before the column: oldest.
+WRITTEN_AT = pa.timestamp("us", tz="UTC")
+
 # The archive manifest's columns, then `conversion`: what decoding did to reach 8-bit RGB
 # ("RGBA -> RGB, alpha dropped", "EXIF orientation 6 applied"), null when nothing.
 ARCHIVE_SCHEMA = pa.schema(
@@ -142,6 +147,11 @@ ARCHIVE_SCHEMA = pa.schema(
         ("kept_reason", pa.string()),  # why it was kept: below the quality floor, or its error
         ("lr_sha256", pa.string()),  # of the LR file's bytes, hex: restore checks it
         ("error_kind", pa.string()),  # PERMANENT | TRANSIENT for an error; else null
+        # The source as listed, for change detection: a re-run redoes an image whose size,
+        # or ETag (S3; else modification time), differs from these.
+        ("source_mtime", pa.timestamp("us", tz="UTC")),
+        ("source_etag", pa.string()),  # S3 ETag without quotes; null for local files
+        ("written_at", WRITTEN_AT),
     ]
 )
 
@@ -162,6 +172,7 @@ RESTORE_SCHEMA = pa.schema(
         ("metadata", pa.string()),  # what the output carries: "exif,icc,xmp"
         ("conversion", pa.string()),  # --to-srgb: "ICC 'Display P3' -> sRGB"
         ("error_kind", pa.string()),  # PERMANENT | TRANSIENT for an error; else null
+        ("written_at", WRITTEN_AT),
     ]
 )
 

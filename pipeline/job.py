@@ -1,30 +1,37 @@
 """The driver of the archive and restore jobs: one shape, two plans.
 
 A plan (pipeline/archive/plan.py, pipeline/restore/plan.py) is a job prepared in the driver,
-without Ray: its images, the rows of those an earlier run finished, and its Ray Data stages.
-`run` then does, on the running Ray cluster:
+without Ray: its images (a table by bucket, pipeline/buckets.py), how one bucket splits into
+rows to write now (skipped, errors) and images to run, and its Ray Data stages. `run` then
+does, on the running Ray cluster, holding DST's lease (pipeline/lease.py):
 
-    skip what is finished -> source -> read (fused into the model actors) -> model (actor pool,
-    one TADM each) -> write (tasks) -> rows back to the driver -> manifest parts -> compact
+    split bucket by bucket (columnar joins against the manifest) -> blocks of images put in
+    the object store -> source -> read (fused into the model actors) -> model (actor pool, one
+    TADM each) -> write (tasks) -> manifest rows to the writer actor, which appends parts ->
+    counts by status back to the driver -> compact
 
 `build_graph` is the one place that picks actors, GPUs and batch sizes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from pipeline.buckets import Buckets
 from pipeline.format import DONE, KEPT, MANIFEST_DIR
-from pipeline.manifest import ManifestWriter, compact
+from pipeline.lease import Lease
+from pipeline.manifest import ManifestWriter, compact, latest, merged_buckets, to_table
 from pipeline.rows import to_rows
 from pipeline.storage import Location, remove_stale_temps
 
@@ -34,7 +41,7 @@ if TYPE_CHECKING:
     import ray
 
     from pipeline.resources import Resources
-    from pipeline.stage import ModelStage, Row
+    from pipeline.stage import ModelStage
 
 logger = logging.getLogger("tadm")
 
@@ -62,13 +69,6 @@ class JobOptions:
             raise ValueError(f"--max-errors must be at least 0, got {self.max_errors}")
 
 
-class Entry(Protocol):
-    """One image a job is to do: a source file, an LR file."""
-
-    @property
-    def rel_path(self) -> str: ...
-
-
 @dataclass(frozen=True)
 class Stages:
     """A job's Ray Data graph after its source: functions and the keyword arguments they take."""
@@ -79,6 +79,17 @@ class Stages:
     model_kwargs: dict[str, Any]
     write: Callable[..., Batch]  # I/O stage: returns the manifest rows
     write_kwargs: dict[str, Any]
+
+
+# What a plan lists of the outputs already in DST, to tell which earlier rows still hold.
+OUTPUT_SCHEMA = pa.schema(
+    [
+        ("rel_path", pa.string()),  # of the image the file is the output of
+        ("size", pa.int64()),
+        ("kind", pa.string()),  # which output: archive "lr" or "kept"; restore "image" or "kept"
+    ]
+)
+PLAN_PART_ROWS = 100_000  # rows of a manifest part the driver writes (skipped, plan errors)
 
 
 @dataclass(frozen=True)
@@ -98,30 +109,33 @@ class Plan(ABC):
 
     @property
     @abstractmethod
-    def images(self) -> Sequence[Entry]:
-        """Every image of the job, finished by an earlier run or not."""
+    def images(self) -> Buckets:
+        """Every image of the job (a table with rel_path), finished by an earlier run or not."""
 
     @abstractmethod
     def settings(self) -> dict[str, Any]:
         """What to log about the job, before the options every job shares."""
 
     @abstractmethod
-    def finished(self) -> dict[str, Row]:
-        """Rows an earlier run settled, by rel_path, written again as they are and not redone:
-        images it finished (status "skipped") and, unless --retry-errors, its permanent
-        failures (status "error", error_kind PERMANENT)."""
+    def outputs(self) -> Iterator[pa.Table]:
+        """The outputs in DST, as tables of OUTPUT_SCHEMA (rel_path of the image, size)."""
 
     @abstractmethod
-    def source(self, todo: Sequence[Entry], resources: Resources) -> ray.data.Dataset:
-        """One row per image in `todo`, for the read stage."""
+    def split(
+        self, images: pa.Table, done: pa.Table | None, outputs: pa.Table
+    ) -> tuple[pa.Table, pa.Table]:
+        """One bucket of images -> (manifest rows to write now: "skipped" for images an
+        earlier run finished, its permanent failures as they were unless --retry-errors,
+        errors the plan finds; the images to run). `done`: the latest manifest rows of the
+        bucket (None with --overwrite); `outputs`: its outputs in DST."""
+
+    @abstractmethod
+    def source(self, blocks: list[ray.ObjectRef], resources: Resources) -> ray.data.Dataset:
+        """One row per image to run, for the read stage, from the blocks of images put."""
 
     @abstractmethod
     def stages(self) -> Stages:
         """The read, model and write stages."""
-
-    @abstractmethod
-    def lost(self, todo: Sequence[Entry]) -> list[Row]:
-        """Error rows for the images in `todo` whose row never came back from the graph."""
 
 
 @dataclass(frozen=True)
@@ -194,27 +208,113 @@ class Tally:
     source_bytes: int = 0
     lr_bytes: int = 0
 
-    def attempted(self) -> int:
-        """Rows of images this run did (not skipped)."""
-        return sum(n for status, n in self.counts.items() if status != "skipped")
+    def add(self, summary: Batch) -> None:
+        """Add a `summarize` of rows."""
+        for status, count, source_bytes, lr_bytes in zip(
+            summary["status"].tolist(),
+            summary["count"].tolist(),
+            summary["source_bytes"].tolist(),
+            summary["lr_bytes"].tolist(),
+            strict=True,
+        ):
+            self.counts[status] += count
+            if status in DONE:
+                self.source_bytes += source_bytes
+                self.lr_bytes += lr_bytes
 
-    def add(self, rows: Sequence[Row]) -> None:
-        self.counts.update(row["status"] for row in rows)
-        for row in rows:
-            # shrunk, not kept (Ray may turn a column of None into NaN: test for a URI)
-            if row["status"] in DONE and not isinstance(row.get("kept_uri"), str):
-                self.source_bytes += int(row.get("source_bytes") or 0)  # numpy ints from Ray
-                self.lr_bytes += int(row.get("lr_bytes") or 0)
+
+def summarize(rows: pa.Table) -> Batch:
+    """Rows by status: how many, and the sums of their source_bytes and lr_bytes (0 where the
+    schema has none; kept files are not shrunk, so 0 for them too): what the driver sees of
+    the rows the workers write."""
+    sums = [c for c in ("source_bytes", "lr_bytes") if c in rows.column_names]
+    if "kept_uri" in rows.column_names:
+        kept = pc.fill_null(pc.not_equal(rows["kept_uri"], ""), False)
+        for c in sums:
+            shrunk = pc.if_else(kept, 0, rows[c]).cast(pa.int64())
+            rows = rows.set_column(rows.column_names.index(c), c, shrunk)
+    groups = (
+        rows.select(["status", *sums])
+        .group_by("status", use_threads=False)
+        .aggregate([("status", "count"), *[(c, "sum") for c in sums]])
+    )
+    n = len(groups)
+    return {
+        "status": np.array(groups["status"].to_pylist(), dtype=object),
+        "count": groups["status_count"].to_numpy().astype(np.int64),
+        **{
+            c: pc.fill_null(groups[f"{c}_sum"], 0).to_numpy().astype(np.int64)
+            if c in sums
+            else np.zeros(n, dtype=np.int64)
+            for c in ("source_bytes", "lr_bytes")
+        },
+    }
+
+
+def split_buckets(plan: Plan) -> Iterator[tuple[pa.Table, pa.Table]]:
+    """plan.split of each bucket of the plan's images, the manifest and the outputs lined up:
+    memory bounded by one bucket of each."""
+    overwrite, images = plan.config.overwrite, plan.images
+    manifest = plan.dst.child(MANIFEST_DIR)
+    with contextlib.ExitStack() as stack:
+        done = None if overwrite else stack.enter_context(merged_buckets(manifest, plan.schema))
+        outputs = stack.enter_context(Buckets(OUTPUT_SCHEMA))
+        if not overwrite:
+            outputs.extend(plan.outputs())
+        n = max(images.n, outputs.n, 1 if done is None else done.n)
+        for k in range(n):
+            rows = None if done is None else latest(done.bucket(k, n), ordered=False)
+            yield plan.split(images.bucket(k, n), rows, outputs.bucket(k, n))
+
+
+def carried_failures(rows: pa.Table) -> pa.Array:
+    """Which of a split's rows are an earlier run's failures, carried over as they are: errors
+    that have a written_at already (the rows a plan makes get theirs from the writer)."""
+    errors = pc.equal(rows["status"], "error")
+    return pc.fill_null(pc.and_(errors, pc.is_valid(rows["written_at"])), False)
+
+
+def block_rows(total: int, batch_size: int) -> int:
+    """Rows of a block of the graph's source: a few batches for small jobs (each block is a
+    read task), up to 10,000 for large ones (each block is an object in the driver)."""
+    return min(10_000, max(batch_size, -(-total // 256)))
 
 
 def run(plan: Plan) -> JobResult:
-    """Run a prepared job on the running Ray cluster."""
+    """Run a prepared job on the running Ray cluster, holding DST's lease."""
+    with plan.images, Lease(plan.dst, plan.name):  # the images' spilled buckets are removed
+        return run_held(plan)
+
+
+def run_held(plan: Plan) -> JobResult:
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     from pipeline.resources import plan_resources
 
     start = time.monotonic()
-    config, images, name = plan.config, plan.images, plan.name
-    batches = -(-len(images) // config.batch_size)
-    resources = plan_resources(config.workers, config.gpus_per_worker, batches=batches)
+    config, name = plan.config, plan.name
+    stale = remove_stale_temps(plan.dst.filesystem(), plan.dst.root)
+    if stale:
+        logger.info("%s: removed %d temporary files of an interrupted run", name, stale)
+    manifest = plan.dst.child(MANIFEST_DIR)
+    writer = ManifestWriter(manifest, plan.schema, flush_rows=PLAN_PART_ROWS)
+    tally = Tally()
+    blocks, todo = [], 0
+    size = block_rows(plan.images.rows, config.batch_size)
+    permanent = 0  # an earlier run's permanent failures, carried over and not retried
+    for rows, images in split_buckets(plan):
+        writer.add(rows)
+        earlier = carried_failures(rows)
+        permanent += pc.sum(earlier).as_py() or 0
+        tally.add(summarize(rows.filter(pc.invert(earlier))))
+        for start_row in range(0, len(images), size):
+            blocks.append(ray.put(images.slice(start_row, size)))
+        todo += len(images)
+    writer.flush()
+    resources = plan_resources(
+        config.workers, config.gpus_per_worker, batches=-(-todo // config.batch_size)
+    )
     settings = plan.settings() | {
         "overwrite": config.overwrite,
         "batch_size": config.batch_size,
@@ -224,31 +324,35 @@ def run(plan: Plan) -> JobResult:
         "storage_options": plan.dst.redacted_options(),
     }
     logger.info("%s: %s", name, " ".join(f"{k}={v}" for k, v in settings.items()))
-    stale = remove_stale_temps(plan.dst.filesystem(), plan.dst.root)
-    if stale:
-        logger.info("%s: removed %d temporary files of an interrupted run", name, stale)
-    manifest = plan.dst.child(MANIFEST_DIR)
-    finished = {} if config.overwrite else plan.finished()
-    todo = [image for image in images if image.rel_path not in finished]
-    settled = [finished[image.rel_path] for image in images if image.rel_path in finished]
-    skipped = [row for row in settled if row["status"] == "skipped"]
-    permanent = len(settled) - len(skipped)  # an earlier run's permanent failures
-    writer = ManifestWriter(manifest, plan.schema)
-    writer.add(settled)
-    tally = Tally()
-    tally.add(skipped)
-    if skipped:
+    if tally.counts["skipped"]:
         logger.info(
-            "%s: %d of %d images done by an earlier run, skipped", name, len(skipped), len(images)
+            "%s: %d of %d images done by an earlier run, skipped",
+            name,
+            tally.counts["skipped"],
+            plan.images.rows,
         )
     if permanent:
         logger.info("%s: %d permanent failures of an earlier run, not retried", name, permanent)
-    stopped = False
-    try:
-        if todo:
-            stopped = stream(plan, build_graph(plan, resources, todo), todo, writer, tally)
-    finally:  # also when interrupted or crashed: the rows received are kept, a re-run resumes
-        writer.flush()
+    if tally.counts["error"]:
+        logger.info("%s: %d images are errors before reading them", name, tally.counts["error"])
+    planned, stopped, taken = Counter(tally.counts), False, 0
+    if blocks:
+        # On the driver's node: a node lost mid-job must not take the rows received with it.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        sink = (
+            ray.remote(ManifestWriter)
+            .options(num_cpus=0, scheduling_strategy=here)
+            .remote(manifest, plan.schema)
+        )
+        try:
+            stopped = stream(plan, build_graph(plan, resources, blocks, sink), todo, tally)
+        finally:  # also when interrupted or crashed: the rows received are kept, a re-run resumes
+            ray.get(sink.flush.remote())
+            statuses = ray.get(sink.taken.remote())
+            ray.kill(sink)
+        # What the writer took: after an early stop, rows of batches in flight too.
+        tally.counts = planned + Counter(statuses)
+        taken = sum(statuses.values())
     compact(manifest, plan.schema)
     has_bytes = "lr_bytes" in plan.schema.names
     result = JobResult(
@@ -260,14 +364,16 @@ def run(plan: Plan) -> JobResult:
         source_bytes=tally.source_bytes if has_bytes else None,
         lr_bytes=tally.lr_bytes if has_bytes else None,
         permanent=permanent,
-        not_attempted=len(images) - len(settled) - tally.attempted() if stopped else None,
+        not_attempted=todo - taken if stopped else None,
         max_errors=config.max_errors,
     )
     logger.info("%s", result.line(), extra={"summary": True})
     return result
 
 
-def build_graph(plan: Plan, resources: Resources, todo: Sequence[Entry]) -> ray.data.Dataset:
+def build_graph(
+    plan: Plan, resources: Resources, blocks: list[ray.ObjectRef], sink: ray.actor.ActorHandle
+) -> ray.data.Dataset:
     """The Ray Data graph; the one place that picks actors, GPUs and batch sizes."""
     import ray
 
@@ -275,7 +381,7 @@ def build_graph(plan: Plan, resources: Resources, todo: Sequence[Entry]) -> ray.
     # The read stage has no compute strategy of its own: Ray Data fuses it into the model
     # actors. As a separate stage it would need a CPU, and with --workers equal to the
     # cluster's CPUs never run.
-    ds = plan.source(todo, resources).map_batches(
+    ds = plan.source(blocks, resources).map_batches(
         stages.read, fn_kwargs=stages.read_kwargs, batch_size=batch_size
     )
     ds = ds.map_batches(
@@ -286,36 +392,34 @@ def build_graph(plan: Plan, resources: Resources, todo: Sequence[Entry]) -> ray.
         num_gpus=resources.gpus_per_worker,
     )
     # I/O: reserves no CPU, or with --workers equal to the cluster's CPUs it would never run.
+    io = {"num_cpus": 0, "compute": ray.data.TaskPoolStrategy(size=resources.io_tasks)}
+    ds = ds.map_batches(stages.write, fn_kwargs=stages.write_kwargs, batch_size=batch_size, **io)
     return ds.map_batches(
-        stages.write,
-        fn_kwargs=stages.write_kwargs,
-        batch_size=batch_size,
-        num_cpus=0,
-        compute=ray.data.TaskPoolStrategy(size=resources.io_tasks),
+        send_rows, fn_kwargs={"sink": sink, "schema": plan.schema}, batch_size=None, **io
     )
 
 
-def stream(
-    plan: Plan, ds: ray.data.Dataset, todo: Sequence[Entry], writer: ManifestWriter, tally: Tally
-) -> bool:
-    """Run the graph, writing its rows to the manifest as they come and adding them to
-    `tally`; True when it stopped early because more images than --max-errors failed."""
-    progress = Progress(plan.name, total=len(todo))
-    seen = set()
+def send_rows(batch: Batch, *, sink: ray.actor.ActorHandle, schema: pa.Schema) -> Batch:
+    """Write stage's tail: hand the batch's manifest rows to the job's writer actor, and give
+    the driver only their summary by status."""
+    import ray
+
+    table = to_table(to_rows(batch), schema)
+    ray.get(sink.add.remote(table))
+    return summarize(table)
+
+
+def stream(plan: Plan, ds: ray.data.Dataset, total: int, tally: Tally) -> bool:
+    """Run the graph, whose rows go to the manifest from the workers, adding their summaries
+    to `tally`; True when it stopped early because more images than --max-errors failed."""
+    progress = Progress(plan.name, total=total)
     max_errors = plan.config.max_errors
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        rows = to_rows(batch)
-        writer.add(rows)
-        seen.update(row["rel_path"] for row in rows)
-        tally.add(rows)
-        progress.update(len(rows), sum(row["status"] == "error" for row in rows))
+    for summary in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        tally.add(summary)
+        counts = dict(zip(summary["status"].tolist(), summary["count"].tolist(), strict=True))
+        progress.update(sum(counts.values()), counts.get("error", 0))
         if max_errors is not None and tally.counts["error"] > max_errors:
             return True
-    lost = plan.lost([image for image in todo if image.rel_path not in seen])
-    if lost:
-        writer.add(lost)
-        tally.add(lost)
-        progress.update(len(lost), len(lost))
     return False
 
 

@@ -1,10 +1,13 @@
 """Parquet manifests: one row per image, written as atomic part files under <root>/manifest/.
 
-A job appends part files as it goes (`ManifestWriter`), so a killed job keeps every row it
-flushed, and a part is never half-written (see storage.write_atomic). Part names start with a
-zero-padded nanosecond time, so name order is write order; `read_manifest` merges them and keeps
-the latest row per rel_path. At the end of a job `compact` rewrites the merged rows as one part,
-so plain Parquet readers see one row per image too. The schemas are part of the archive format
+A job appends part files as it goes (`ManifestWriter`, run by the job's writer actor and by the
+driver), so a killed job keeps every row it flushed, and a part is never half-written (see
+storage.write_atomic). Every row carries `written_at`, the time the writer took it, strictly
+increasing within a job; of the rows of one rel_path the one with the latest written_at wins
+(then the later part, then the later row). `read_manifest` merges the parts so; `compact`
+rewrites the merged rows as a few parts, keeping each row's written_at, so a compaction can
+never put an older row over a newer one. Both work one bucket of rel_paths at a time
+(pipeline/buckets.py), in memory bounded by a bucket. The schemas are part of the archive format
 (pipeline/format.py).
 """
 
@@ -12,9 +15,13 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import posixpath
+import tempfile
 import time
 import uuid
+from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -22,7 +29,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.buckets import Buckets
 from pipeline.storage import Location, write_atomic
+
+SEQ = "_seq"  # part index << 32 | row index: the order parts and rows were written in
+PART_ROWS = 1_000_000  # rows of a compacted part at most
 
 
 def part_name() -> str:
@@ -40,7 +51,19 @@ def cell(value: Any, kind: pa.DataType) -> Any:
     value = value.item() if isinstance(value, np.generic) else value
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
-    return int(value) if pa.types.is_integer(kind) else value
+    whole = pa.types.is_integer(kind) or pa.types.is_timestamp(kind)  # timestamps as ints
+    return int(value) if whole and isinstance(value, (int, float)) else value
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` with exactly `schema`'s columns: missing ones null, extra ones dropped."""
+    columns = [
+        table[name].cast(field.type)
+        if name in table.column_names
+        else pa.nulls(len(table), field.type)
+        for name, field in zip(schema.names, schema, strict=True)
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def write_part(manifest: Location, table: pa.Table) -> None:
@@ -58,48 +81,128 @@ def list_parts(manifest: Location) -> list[str]:
     return [manifest.path(n) for n in names if n.startswith("part-") and n.endswith(".parquet")]
 
 
-def read_manifest(manifest: Location, schema: pa.Schema) -> pa.Table | None:
+def read_parts(
+    manifest: Location, parts: list[str], schema: pa.Schema, batch_rows: int = 100_000
+) -> Iterator[pa.Table]:
+    """The rows of `parts` as tables of `schema` plus SEQ, at most `batch_rows` rows each."""
+    fs = manifest.filesystem()
+    for index, path in enumerate(parts):
+        with fs.open(path, "rb") as f:
+            parquet = pq.ParquetFile(f)
+            present = [n for n in schema.names if n in parquet.schema_arrow.names]
+            row = 0
+            for batch in parquet.iter_batches(batch_size=batch_rows, columns=present):
+                table = conform(pa.Table.from_batches([batch]), schema)
+                seq = (index << 32) + np.arange(row, row + len(table), dtype=np.int64)
+                row += len(table)
+                yield table.append_column(SEQ, pa.array(seq))
+
+
+def with_seq(schema: pa.Schema) -> pa.Schema:
+    return schema.append(pa.field(SEQ, pa.int64()))
+
+
+def merged_buckets(
+    manifest: Location, schema: pa.Schema, parts: list[str] | None = None
+) -> Buckets:
+    """The rows of every part (or of `parts`), by bucket; `latest` merges one bucket."""
+    parts = list_parts(manifest) if parts is None else parts
+    return Buckets(with_seq(schema)).extend(read_parts(manifest, parts, schema))
+
+
+def latest(rows: pa.Table, ordered: bool = True) -> pa.Table:
+    """The latest row of each rel_path (by written_at, nulls oldest, then SEQ), without SEQ;
+    in rel_path order when `ordered`."""
+    if pc.count_distinct(rows["rel_path"]).as_py() < len(rows):
+        # Null written_at (parts written before the column) sorts as the epoch: oldest.
+        written = pc.fill_null(rows["written_at"].cast(pa.int64()), 0)
+        keys = pa.table({"written": written, SEQ: rows[SEQ]})
+        rows = rows.take(pc.sort_indices(keys, [("written", "ascending"), (SEQ, "ascending")]))
+        index = pa.table({"rel_path": rows["rel_path"], "i": np.arange(len(rows))})
+        last = index.group_by("rel_path", use_threads=False).aggregate([("i", "last")])
+        rows = rows.take(last["i_last"])
+    if ordered:
+        rows = rows.take(pc.sort_indices(rows, [("rel_path", "ascending")]))
+    return rows.drop_columns([SEQ])
+
+
+def read_manifest(
+    manifest: Location, schema: pa.Schema, columns: list[str] | None = None
+) -> pa.Table | None:
     """The merged manifest (latest row per rel_path, in rel_path order), or None if there is
-    no part. Columns missing from older parts read as null; extra columns are dropped."""
+    no part. Columns missing from older parts read as null; extra columns are dropped.
+    `columns` (rel_path and written_at are always read) keeps memory to what a caller needs."""
     parts = list_parts(manifest)
     if not parts:
         return None
-    fs = manifest.filesystem()
-    tables = []
-    for path in parts:
-        with fs.open(path, "rb") as f:
-            table = pq.read_table(f)
-        columns = [
-            table[name].cast(field.type)
-            if name in table.column_names
-            else pa.nulls(len(table), field.type)
-            for name, field in zip(schema.names, schema, strict=True)
-        ]
-        tables.append(pa.Table.from_arrays(columns, schema=schema))
+    if columns is not None:
+        keep = {"rel_path", "written_at", *columns}
+        schema = pa.schema([f for f in schema if f.name in keep])
+    with merged_buckets(manifest, schema, parts) as buckets:
+        tables = [latest(buckets.bucket(k, buckets.n)) for k in range(buckets.n)]
     table = pa.concat_tables(tables)
-    order = pa.array(range(len(table)), pa.int64())
-    latest = (
-        table.append_column("_order", order)
-        .group_by("rel_path", use_threads=False)
-        .aggregate([("_order", "max")])
-    )
-    keep = pc.sort_indices(latest, [("rel_path", "ascending")])
-    return table.take(pc.take(latest["_order_max"], keep))
+    if buckets.n > 1:
+        table = table.take(pc.sort_indices(table, [("rel_path", "ascending")]))
+    return table
 
 
 def compact(manifest: Location, schema: pa.Schema) -> None:
-    """Rewrite the merged rows as one part, then delete the parts it replaces. A crash in
-    between leaves duplicates that read_manifest already resolves."""
+    """Rewrite the merged rows as parts of at most PART_ROWS rows (one when they fit), one
+    bucket at a time, then delete the parts they replace. A crash in between leaves
+    duplicates that read_manifest resolves by written_at, which the rewritten rows keep."""
     parts = list_parts(manifest)
     if len(parts) <= 1:
         return
-    table = read_manifest(manifest, schema)
-    write_part(manifest, table)
+    with merged_buckets(manifest, schema, parts) as buckets:
+        out = PartSink(manifest, schema)
+        for k in range(buckets.n):
+            out.write(latest(buckets.bucket(k, buckets.n)))
+        out.close()
     manifest.filesystem().rm(parts)
 
 
+class PartSink:
+    """Streams tables into parts of at most PART_ROWS rows, each spooled to a local temporary
+    file and then written atomically into the manifest."""
+
+    def __init__(self, manifest: Location, schema: pa.Schema) -> None:
+        self.manifest = manifest
+        self.schema = schema
+        self.folder = tempfile.mkdtemp(prefix="tadm-compact-")
+        self.writer: pq.ParquetWriter | None = None
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(os.path.join(self.folder, "part"), self.schema)
+        self.writer.write_table(table.cast(self.schema))
+        self.rows += len(table)
+        if self.rows >= PART_ROWS:
+            self.publish()
+
+    def publish(self) -> None:
+        if self.writer is None:
+            return
+        self.writer.close()
+        self.writer, self.rows = None, 0
+        local = os.path.join(self.folder, "part")
+        fs, target = self.manifest.filesystem(), self.manifest.path(part_name())
+        if self.manifest.protocol == "file":
+            os.makedirs(self.manifest.root, exist_ok=True)
+            os.replace(local, target)
+        else:  # one PUT, or a multipart upload that appears when complete
+            fs.put_file(local, target)
+            os.remove(local)
+
+    def close(self) -> None:
+        self.publish()
+        os.rmdir(self.folder)
+
+
 class ManifestWriter:
-    """Buffers rows and writes them as a part every `flush_rows` rows or `flush_seconds`."""
+    """Buffers rows and writes them as a part every `flush_rows` rows or `flush_seconds`.
+    Each `add` stamps its rows' written_at with one time, later than the previous add's;
+    `taken` counts the rows added, by status."""
 
     def __init__(
         self,
@@ -112,17 +215,37 @@ class ManifestWriter:
         self.schema = schema
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
-        self.rows: list[dict[str, Any]] = []
+        self.tables: list[pa.Table] = []
+        self.rows = 0
+        self.stamp = 0  # the last written_at given, in microseconds since the epoch
+        self.statuses: Counter[str] = Counter()
         self.last_flush = time.monotonic()
 
-    def add(self, rows: list[dict[str, Any]]) -> None:
-        self.rows.extend(rows)
+    def add(self, rows: list[dict[str, Any]] | pa.Table) -> None:
+        table = rows if isinstance(rows, pa.Table) else to_table(rows, self.schema)
+        if len(table):
+            self.stamp = max(time.time_ns() // 1000, self.stamp + 1)
+            stamp = pa.array(np.full(len(table), self.stamp, dtype=np.int64)).cast(
+                self.schema.field("written_at").type
+            )
+            table = conform(table, self.schema).set_column(
+                self.schema.get_field_index("written_at"), "written_at", stamp
+            )
+            self.tables.append(table)
+            self.rows += len(table)
+            counts = pc.value_counts(table["status"])
+            values, n = counts.field("values").to_pylist(), counts.field("counts").to_pylist()
+            self.statuses.update(dict(zip(values, n, strict=True)))
         waited = time.monotonic() - self.last_flush
-        if len(self.rows) >= self.flush_rows or waited >= self.flush_seconds:
+        if self.rows >= self.flush_rows or waited >= self.flush_seconds:
             self.flush()
 
+    def taken(self) -> dict[str, int]:
+        """The rows added so far, by status."""
+        return dict(self.statuses)
+
     def flush(self) -> None:
-        if self.rows:
-            write_part(self.manifest, to_table(self.rows, self.schema))
-            self.rows = []
+        if self.tables:
+            write_part(self.manifest, pa.concat_tables(self.tables))
+            self.tables, self.rows = [], 0
         self.last_flush = time.monotonic()

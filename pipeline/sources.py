@@ -1,15 +1,49 @@
-"""The images under SRC: which files archive reads, and their relative paths."""
+"""The images under SRC: which files archive reads, their relative paths, sizes and versions.
+
+A listing is a stream of Arrow tables of LISTING_SCHEMA, never one Python object per file kept:
+a local SRC is walked folder by folder (os.scandir), an S3 SRC page by page (ListObjectsV2,
+1000 keys a page), in both cases the top-level folders in parallel threads; an inventory
+(pipeline/inventory.py) is read file by file. `select_images` keeps image files and drops
+hidden ones, column by column.
+
+Symbolic links: a link to a file is listed as that file (its size and time); a link to a
+folder is not followed, and is listed as one row with an error saying so.
+"""
 
 from __future__ import annotations
 
+import os
 import posixpath
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.storage import Location
 
 IMAGE_EXTENSIONS = (
     *(".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"),
     *(".heic", ".heif", ".avif", ".jxl"),
+)
+IMAGE_NAME = r"\.(" + "|".join(e.lstrip(".") for e in IMAGE_EXTENSIONS) + r")\z"
+LISTING_THREADS = 8  # top-level folders (local) or prefixes (S3) listed at once
+PAGE_ROWS = 10_000  # rows of a local listing table
+SYMLINKED_FOLDER = "symbolic link to a folder, not followed (give its target as its own SRC)"
+BROKEN_LINK = "broken symbolic link"
+
+LISTING_SCHEMA = pa.schema(
+    [
+        ("rel_path", pa.string()),  # "/"-separated path under SRC, extension kept
+        ("size", pa.int64()),  # bytes
+        ("mtime", pa.timestamp("us", tz="UTC")),  # modification time
+        ("etag", pa.string()),  # S3 ETag without quotes; null for local files
+        ("error", pa.string()),  # why it cannot be archived (a symlinked folder); else null
+    ]
 )
 
 
@@ -31,25 +65,248 @@ def rel_prefix(src: Location, single_file: bool) -> str:
     return folder.rstrip("/") + "/"
 
 
-def list_sources(
+def listing_table(columns: dict[str, list[Any]]) -> pa.Table:
+    """LISTING_SCHEMA's table of the columns given (the others null)."""
+    n = len(next(iter(columns.values())))
+    arrays = [
+        pa.array(columns[f.name], f.type) if f.name in columns else pa.nulls(n, f.type)
+        for f in LISTING_SCHEMA
+    ]
+    return pa.Table.from_arrays(arrays, schema=LISTING_SCHEMA)
+
+
+def select_images(
+    table: pa.Table, exclude: str | None = None, every_file: bool = False
+) -> pa.Table:
+    """Rows of image files (by extension, any case; with `every_file`, any file) not hidden
+    and not under the rel_path folder `exclude` (an archive inside SRC); error rows are kept
+    when not hidden."""
+    paths = table["rel_path"]
+    hidden = pc.or_(pc.starts_with(paths, "."), pc.match_substring(paths, "/."))
+    keep = pc.invert(hidden)
+    if not every_file:
+        image = pc.match_substring_regex(paths, IMAGE_NAME, ignore_case=True)
+        keep = pc.and_(keep, pc.or_(pc.is_valid(table["error"]), image))
+    if exclude is not None:
+        keep = pc.and_(keep, pc.invert(pc.starts_with(paths, exclude.rstrip("/") + "/")))
+    return table.filter(keep)
+
+
+def scan(
     src: Location, exclude: Location | None = None, every_file: bool = False
-) -> tuple[list[SourceFile], str]:
-    """Every image file under `src` (recursive; hidden files and folders skipped), sorted by
-    rel_path, and the prefix that rel paths are relative to. SRC may also be a single image.
-    Files under `exclude` (an archive written inside SRC) are left out. With `every_file`,
-    files of any extension too."""
+) -> tuple[Iterator[pa.Table], str]:
+    """The listing of SRC as tables of LISTING_SCHEMA (images only, or with `every_file` any
+    file; unsorted), and the prefix that rel paths are relative to. SRC may also be a single
+    image. Files under `exclude` (an archive written inside SRC) are left out. A missing local
+    folder lists nothing."""
     fs = src.filesystem()
     single_file = fs.isfile(src.root)
     prefix = rel_prefix(src, single_file)
-    infos = {src.root: fs.info(src.root)} if single_file else fs.find(src.root, detail=True)
-    files = []
-    for path, info in infos.items():
-        rel_path = path[len(prefix) :]
-        hidden = any(part.startswith(".") for part in rel_path.split("/"))
-        wanted = every_file or is_image_name(posixpath.basename(path))
-        if info["type"] != "file" or hidden or not wanted:
-            continue
-        if exclude is not None and exclude.protocol == src.protocol and exclude.contains(path):
-            continue
-        files.append(SourceFile(path=path, rel_path=rel_path, size=int(info["size"])))
-    return sorted(files, key=lambda f: f.rel_path), prefix
+    excluded = excluded_folder(src, prefix, exclude)
+    if single_file:
+        info = fs.info(src.root)
+        pages: Iterator[pa.Table] = iter([one_file(src, info, prefix)])
+    elif src.protocol == "s3":
+        pages = walk_s3(fs, src.root)
+    else:
+        pages = walk_local(src.root)
+    return (select_images(page, excluded, every_file) for page in pages), prefix
+
+
+def excluded_folder(src: Location, prefix: str, exclude: Location | None) -> str | None:
+    """The rel_path of `exclude` when it lies inside SRC, else None."""
+    if exclude is not None and exclude.protocol == src.protocol and src.contains(exclude.root):
+        return exclude.root[len(prefix) :]
+    return None
+
+
+def list_sources(
+    src: Location, exclude: Location | None = None, every_file: bool = False
+) -> tuple[list[SourceFile], str]:
+    """Every image file (with `every_file`, any file) under `src` as objects, sorted by
+    rel_path, and the prefix: for the small folders of training data and benchmarks (an
+    archive job keeps tables, see `scan`). Listing errors (symlinked folders) are left out."""
+    pages, prefix = scan(src, exclude, every_file)
+    table = pa.concat_tables([LISTING_SCHEMA.empty_table(), *pages])
+    table = table.filter(pc.is_null(table["error"]))
+    table = table.take(pc.sort_indices(table, [("rel_path", "ascending")]))
+    return [
+        SourceFile(path=prefix + rel_path, rel_path=rel_path, size=size)
+        for rel_path, size in zip(
+            table["rel_path"].to_pylist(), table["size"].to_pylist(), strict=True
+        )
+    ], prefix
+
+
+def one_file(src: Location, info: dict[str, Any], prefix: str) -> pa.Table:
+    mtime = info.get("LastModified") if src.protocol == "s3" else None
+    etag = info.get("ETag", "").strip('"') or None if src.protocol == "s3" else None
+    if src.protocol == "file":
+        mtime = os.stat(src.root).st_mtime_ns // 1000
+    return listing_table(
+        {
+            "rel_path": [src.root[len(prefix) :]],
+            "size": [int(info["size"])],
+            "mtime": [mtime],
+            "etag": [etag],
+        }
+    )
+
+
+def in_threads(tasks: list[Callable[[], Iterator[pa.Table]]]) -> Iterator[pa.Table]:
+    """The tables of every task, each run in a thread (LISTING_THREADS at once), as they come;
+    a task's exception is raised here."""
+    if not tasks:
+        return
+    out: queue.Queue = queue.Queue(maxsize=2 * LISTING_THREADS)
+    done = object()
+    stop = threading.Event()
+
+    def run(task: Callable[[], Iterator[pa.Table]]) -> None:
+        try:
+            for table in task():
+                if stop.is_set():
+                    return
+                out.put(table)
+        except BaseException as e:  # handed to the consumer
+            out.put(e)
+        finally:
+            out.put(done)
+
+    with ThreadPoolExecutor(LISTING_THREADS) as pool:
+        for task in tasks:
+            pool.submit(run, task)
+        left = len(tasks)
+        try:
+            while left:
+                item = out.get()
+                if item is done:
+                    left -= 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield item
+        finally:
+            stop.set()
+            while left:  # let blocked producers finish
+                left -= out.get() is done
+
+
+# ---- local folders ---------------------------------------------------------------------------
+
+
+def walk_local(root: str) -> Iterator[pa.Table]:
+    """Tables of the files under `root`: its own files here, each top-level folder's tree in a
+    thread. A missing folder lists nothing."""
+    if not os.path.isdir(root):
+        return
+    folders: list[str] = []
+    rows = Rows()
+    scan_folder(root, root, rows, folders)
+    yield from rows.tables(final=True)
+    yield from in_threads([lambda f=f: walk_tree(root, f) for f in folders])
+
+
+class Rows:
+    """Columns of listing rows, cut into tables of PAGE_ROWS rows."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, list[Any]] = {"rel_path": [], "size": [], "mtime": [], "error": []}
+
+    def add(self, rel_path: str, size: int | None, mtime: int | None, error: str | None) -> None:
+        for name, value in zip(self.columns, (rel_path, size, mtime, error), strict=True):
+            self.columns[name].append(value)
+
+    def tables(self, final: bool = False) -> Iterator[pa.Table]:
+        if len(self.columns["rel_path"]) >= (1 if final else PAGE_ROWS):
+            yield listing_table(self.columns)
+            self.columns = {name: [] for name in self.columns}
+
+
+def walk_tree(root: str, top: str) -> Iterator[pa.Table]:
+    rows, stack = Rows(), [top]
+    while stack:
+        scan_folder(root, stack.pop(), rows, stack)
+        yield from rows.tables()
+    yield from rows.tables(final=True)
+
+
+def scan_folder(root: str, folder: str, rows: Rows, folders: list[str]) -> None:
+    """Add `folder`'s files to `rows` and its subfolders to `folders` (hidden ones skipped)."""
+    start = len(root.rstrip("/")) + 1
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            rel_path = entry.path[start:]
+            try:
+                if entry.is_symlink():
+                    if entry.is_dir():
+                        rows.add(rel_path, None, None, SYMLINKED_FOLDER)
+                    elif entry.is_file():
+                        info = entry.stat()
+                        rows.add(rel_path, info.st_size, info.st_mtime_ns // 1000, None)
+                    else:
+                        rows.add(rel_path, None, None, BROKEN_LINK)
+                elif entry.is_dir(follow_symlinks=False):
+                    folders.append(entry.path)
+                elif entry.is_file(follow_symlinks=False):
+                    info = entry.stat(follow_symlinks=False)
+                    rows.add(rel_path, info.st_size, info.st_mtime_ns // 1000, None)
+            except FileNotFoundError:  # removed while listed
+                continue
+
+
+# ---- S3 --------------------------------------------------------------------------------------
+
+
+def walk_s3(fs: Any, root: str) -> Iterator[pa.Table]:
+    """Tables of the objects under the S3 folder `root` ("bucket/prefix"): the top level with
+    a delimiter, then each top-level prefix in a thread, one table per page of 1000 keys."""
+    bucket, _, key = root.partition("/")
+    prefix = f"{key}/" if key else ""
+    folders: list[str] = []
+
+    def top() -> Iterator[pa.Table]:
+        for page in list_pages(fs, bucket, prefix, delimiter="/"):
+            folders.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
+            yield page_table(page, len(prefix))
+
+    yield from top()
+    yield from in_threads(
+        [
+            lambda p=p: (page_table(page, len(prefix)) for page in list_pages(fs, bucket, p))
+            for p in folders
+        ]
+    )
+
+
+def list_pages(fs: Any, bucket: str, prefix: str, delimiter: str = "") -> Iterator[dict]:
+    """The ListObjectsV2 responses under `prefix`, one page at a time."""
+    kwargs = {"Bucket": bucket, "Prefix": prefix, "Delimiter": delimiter}
+    while True:
+        page = fs.call_s3("list_objects_v2", **kwargs)
+        yield page
+        if not page.get("IsTruncated"):
+            return
+        kwargs["ContinuationToken"] = page["NextContinuationToken"]
+
+
+def page_table(page: dict, start: int) -> pa.Table:
+    """One ListObjectsV2 page as a listing table (folder markers, keys ending in "/", left out)."""
+    objects = [c for c in page.get("Contents", []) if not c["Key"].endswith("/")]
+    return listing_table(
+        {
+            "rel_path": [c["Key"][start:] for c in objects],
+            "size": [c["Size"] for c in objects],
+            "mtime": [c["LastModified"] for c in objects],
+            "etag": [c.get("ETag", "").strip('"') or None for c in objects],
+        }
+    )
+
+
+def walk(location: Location) -> Iterator[pa.Table]:
+    """Every file under a folder (hidden ones too on S3), as listing tables: outputs in DST."""
+    if location.protocol == "s3":
+        return walk_s3(location.filesystem(), location.root)
+    return walk_local(location.root)

@@ -1,5 +1,6 @@
 """tadm bench --out DIR: rate-distortion against JPEG, WebP, AVIF and JPEG XL, throughput,
-restore memory and the cost of the paper's configuration; results.json, results.md and plots.
+restore memory, the cost of the paper's configuration and the cost of planning 1M-10M images
+(plan); results.json, results.md and plots.
 
 --quick (CI's smoke run, minutes on a CPU): centre crops of at most 256 px, half the codec
 sweep, small memory sizes, the cost at 256x256. Without it: whole images, 1, 4 and 16 MP and
@@ -16,7 +17,7 @@ from jobs.common import Parser, require_extra, run_job
 from tadm.config import TILINGS
 
 PROG = "tadm bench"
-SECTIONS = ("rd", "throughput", "memory", "cost")
+SECTIONS = ("rd", "throughput", "memory", "cost", "plan")
 
 
 def sizes(text: str) -> list[tuple[int, int]]:
@@ -31,6 +32,17 @@ def sizes(text: str) -> list[tuple[int, int]]:
             raise argparse.ArgumentTypeError(f"sizes must be positive, got {part!r}")
         out.append((w, h))
     return out
+
+
+def counts(text: str) -> list[int]:
+    """--plan-sizes: N[,N...], each at least 1000."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be N[,N...], got {text!r}") from None
+    if any(v < 1000 for v in values):
+        raise argparse.ArgumentTypeError(f"sizes must be at least 1000, got {text!r}")
+    return values
 
 
 def parser() -> Parser:
@@ -53,6 +65,12 @@ def parser() -> Parser:
     p.add_argument("--memory-sizes", type=sizes, help="restore sizes WxH,... (default by mode)")
     p.add_argument(
         "--cost-size", type=int, help="image side for the cost (default 1024, quick 256)"
+    )
+    p.add_argument(
+        "--plan-sizes",
+        type=counts,
+        help="inventory rows of the plan section, N[,N...] (default 1000000,10000000; quick "
+        "100000)",
     )
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device of the cost")
     p.add_argument(

@@ -42,11 +42,12 @@ from jobs.bench.images import SAMPLES, load_images
 from jobs.bench.rss import peak_rss, reset_peak, rss, run_probe
 from pipeline.archive.downscale import Downscale
 from pipeline.decode import MAX_PIXELS, decode_batch
-from pipeline.format import LrHeader, encode_lr_png, encode_output
+from pipeline.format import LrHeader, encode_lr_png, encode_output, lr_key
 from pipeline.restore.read import read_lr_batch
 from pipeline.restore.upscale import Upscale
 from pipeline.rows import to_rows
 from pipeline.stage import load_model, restored_images
+from pipeline.storage import Location
 from tadm.metrics import psnr, ssim
 from tadm.tiling import tile_grid
 
@@ -157,7 +158,8 @@ def probe_restore(
             (math.ceil(width / model.scale), math.ceil(height / model.scale)), Image.BICUBIC
         )
         header = LrHeader(width, height, model.scale, stage.model_id)
-        lr_file = Path(tmp) / "lr.png"
+        lr_file = Path(tmp) / lr_key("source.jpg")
+        lr_file.parent.mkdir()
         lr_file.write_bytes(encode_lr_png(np.asarray(lr), header))
         del pixels, lr
         batch = {
@@ -168,7 +170,9 @@ def probe_restore(
         steps = Steps()
         read = steps.run(
             "read",
-            lambda: read_lr_batch(batch, model_id=stage.model_id, region=None, options={}),
+            lambda: read_lr_batch(
+                batch, archive=Location.parse(tmp), model_id=stage.model_id, region=None, options={}
+            ),
         )
         (source_pixels,) = read["source_pixels"]
         out = steps.run("model", lambda: stage(read))

@@ -279,6 +279,30 @@ def cost_section(c: dict[str, Any]) -> list[str]:
     return lines + table(["stage", "calls", "seconds", "peak memory (GB)"], rows)
 
 
+def plan_section(p: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Planning and manifest merge (no images)",
+        "",
+        "A synthetic S3 Inventory (Parquet) of N image keys, half of them finished by an earlier "
+        "run: `plan` reads it into buckets and decides the skips against the manifest and the "
+        "LR sizes; `compact` merges a manifest of N rows in parts of 10,000 rows. Each step in "
+        f"a fresh process; its peak RSS includes the imports ({num(p['baseline_rss'] / GB, 2)} "
+        "GB of torch, Ray and pyarrow alone).",
+        "",
+    ]
+    rows = [
+        [
+            r["step"],
+            f"{r['n']:,}",
+            num(r["seconds"], 1),
+            f"{r['rows_per_s']:,.0f}",
+            num(r["peak_rss_bytes"] / GB, 2),
+        ]
+        for r in p["rows"]
+    ]
+    return lines + table(["step", "rows", "seconds", "rows/s", "peak RSS (GB)"], rows)
+
+
 def unavailable_section(results: dict[str, Any]) -> list[str]:
     rd_ran = "rd" not in results["skipped"]  # codecs and metrics matter to the R-D part only
     missing = {
@@ -302,6 +326,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += memory_section(results["memory"])
     if "cost" in results:
         lines += cost_section(results["cost"])
+    if "plan" in results:
+        lines += plan_section(results["plan"])
     if "rd" in results:
         lines += ["## Codec settings", ""]
         lines += table(

@@ -15,13 +15,14 @@ from typing import Any
 
 import torch
 
-from jobs.bench.cli import SECTIONS, sizes
+from jobs.bench.cli import SECTIONS, counts, sizes
 from jobs.bench.codecs import lossless_formats, lossy_codecs
 from jobs.bench.cost import run_cost
 from jobs.bench.images import QUICK_CROP, load_images, write_pngs
 from jobs.bench.machine import machine_info
 from jobs.bench.memory import run_memory
 from jobs.bench.metrics import Scorer
+from jobs.bench.plan import run_plan
 from jobs.bench.plots import write_plots
 from jobs.bench.rd import contenders, run_rd, summarize
 from jobs.bench.report import markdown
@@ -35,6 +36,7 @@ MEMORY_SIZES = {
     "quick": "256x256,512x512,640x360",
 }
 COST_SIZES = {"full": 1024, "quick": 256}
+PLAN_SIZES = {"full": "1000000,10000000", "quick": "100000"}
 # Each image this many times in the throughput runs: a job long enough that its start-up is
 # amortised as in real archives (the start-up is reported on its own).
 THROUGHPUT_COPIES = {"full": 10, "quick": 1}
@@ -75,6 +77,7 @@ def run(args: argparse.Namespace, command: str) -> int:
         "sections": args.sections,
         "memory_sizes": args.memory_sizes or sizes(MEMORY_SIZES[mode]),
         "cost_size": args.cost_size or COST_SIZES[mode],
+        "plan_sizes": args.plan_sizes or counts(PLAN_SIZES[mode]),
         "device": args.device,
         "precision": args.precision,
         "tiling": args.tiling,
@@ -138,6 +141,13 @@ def run(args: argparse.Namespace, command: str) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     # Throughput and memory use the first model (x16 by default).
+    def plan() -> dict[str, Any]:
+        work = Path(tempfile.mkdtemp(prefix="tadm-bench-plan-"))
+        try:
+            return run_plan(config["plan_sizes"], work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
     runners = {
         "rd": rd,
         "throughput": throughput,
@@ -151,6 +161,7 @@ def run(args: argparse.Namespace, command: str) -> int:
         "cost": lambda: run_cost(
             config["cost_size"], args.device, args.precision, threads, tiling=args.tiling
         ),
+        "plan": plan,
     }
     results["failed"] = {}
     for section in [s for s in SECTIONS if s in args.sections]:

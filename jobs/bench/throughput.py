@@ -97,12 +97,12 @@ def ray_archive(src: Path, dst: Path, model_ref: str, workers: int, megapixels: 
         seconds = time.perf_counter() - start
         done.set()
         watcher.join()
-    if result.counts.get("ok", 0) != len(job.sources):
+    if result.counts.get("ok", 0) != job.images.rows:
         raise RuntimeError(f"archive with --workers {workers} did not finish: {result.counts}")
     return Run(
         f"Ray, --workers {workers}",
         seconds,
-        len(job.sources),
+        job.images.rows,
         megapixels,
         first_output_s=first[0] if first else seconds,
     )

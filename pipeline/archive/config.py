@@ -17,6 +17,7 @@ class ArchiveConfig(JobOptions):
     min_psnr: float | None = None  # quality floor: keep the source of an image below it
     min_ssim: float | None = None
     keep_failed: bool = False  # keep the source of every file that cannot be archived
+    inventory: str | None = None  # S3 Inventory manifest.json or a listing, instead of listing
 
     @property
     def keeps(self) -> bool:

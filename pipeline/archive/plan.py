@@ -1,39 +1,44 @@
 """The archive plan: every image under SRC -> DST/lr/<rel_path>.png + DST/manifest/, and the
 sources kept as they are (quality floor, --keep-failed) -> DST/kept/<rel_path>.
 
+Its graph, run by pipeline/job.py: the plan's blocks -> read_sources (I/O tasks) -> decode_batch
+-> Downscale -> write_lr. The plan is columnar: the listing (or inventory) by bucket, joined
+against the manifest and the files in DST one bucket at a time.
+
 Its graph, run by pipeline/job.py: read_binary_files -> decode_batch -> Downscale -> write_lr.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 
 from pipeline.archive.config import ArchiveConfig
 from pipeline.archive.downscale import Downscale
+from pipeline.archive.read import read_sources
 from pipeline.archive.write import write_lr
+from pipeline.buckets import Buckets, fold
 from pipeline.decode import MAX_PIXELS, decode_batch
-from pipeline.format import (
-    ARCHIVE_SCHEMA,
-    DONE,
-    KEPT,
-    KEPT_DIR,
-    LR_DIR,
-    MANIFEST_DIR,
-    PERMANENT,
-    TRANSIENT,
-    kept_key,
-    lr_key,
-)
-from pipeline.job import Plan, Stages
-from pipeline.manifest import read_manifest
+from pipeline.format import ARCHIVE_SCHEMA, DONE, KEPT, KEPT_DIR, LR_DIR, PERMANENT
+from pipeline.inventory import scan_inventory
+from pipeline.job import OUTPUT_SCHEMA, Plan, Stages
+from pipeline.manifest import conform
 from pipeline.resources import Resources
-from pipeline.sources import IMAGE_EXTENSIONS, SourceFile, list_sources
-from pipeline.stage import Row, load_model
+from pipeline.sources import (
+    IMAGE_EXTENSIONS,
+    LISTING_SCHEMA,
+    excluded_folder,
+    rel_prefix,
+    scan,
+    walk,
+)
+from pipeline.stage import load_model
 from pipeline.storage import Location, s3_options
 from tadm.config import SCALES
 from tadm.hub import default_model
@@ -48,90 +53,143 @@ class ArchiveJob(Plan):
     config: ArchiveConfig
     src: Location
     scale: int
-    sources: list[SourceFile]
+    sources: Buckets  # of LISTING_SCHEMA
     prefix: str  # stripped from a source path to give its rel_path
 
     @property
-    def images(self) -> list[SourceFile]:
+    def images(self) -> Buckets:
         return self.sources
 
     def settings(self) -> dict[str, Any]:
         return {
             "src": self.src.uri,
             "dst": self.dst.uri,
-            "images": len(self.sources),
+            "images": self.sources.rows,
             "model": f"{self.model_ref} (id {self.model_id}, x{self.scale})",
             "verify": self.config.verify,
             "min_psnr": self.config.min_psnr,
             "min_ssim": self.config.min_ssim,
             "keep_failed": self.config.keep_failed,
-        }
+        } | ({"inventory": self.config.inventory} if self.config.inventory else {})
 
-    def finished(self) -> dict[str, Row]:
-        """Rows an earlier run settled with this model and scale, from a source of the same
-        size: images it finished whose LR file (or kept source) is still there with the
-        recorded size (with --verify or a quality floor, LR rows without psnr, or below the
-        floor, don't count), and, unless --retry-errors, its permanent failures."""
-        table = read_manifest(self.dst.child(MANIFEST_DIR), ARCHIVE_SCHEMA)
-        if table is None:
-            return {}
-        fs = self.dst.filesystem()
-        sizes = {
-            p: i["size"]
-            for folder in (LR_DIR, KEPT_DIR)
-            for p, i in fs.find(self.dst.path(folder), detail=True).items()
-        }
-        sources = {s.rel_path: s for s in self.sources}
+    def outputs(self) -> Iterator[pa.Table]:
+        """The LR files under DST/lr/ ("lr") and the sources kept under DST/kept/ ("kept"),
+        by the rel_path of their image."""
+        for table in walk(self.dst.child(LR_DIR)):
+            table = table.filter(pc.ends_with(table["rel_path"], ".png"))
+            rel_paths = pc.utf8_slice_codeunits(table["rel_path"], 0, -len(".png"))
+            yield output_table(rel_paths, table["size"], "lr")
+        for table in walk(self.dst.child(KEPT_DIR)):
+            yield output_table(table["rel_path"], table["size"], "kept")
 
-        def done(row: Row) -> bool:
-            if row["status"] not in (*DONE, KEPT):
-                return False
-            if row["kept_uri"]:
-                return self.kept_is_there(row, sizes)
-            return self.lr_is_good(row, sizes)
-
-        def failed_for_good(row: Row) -> bool:
-            return (
-                row["status"] == "error"
-                and row["error_kind"] == PERMANENT
-                and not self.config.retry_errors
-            )
-
-        return {
-            row["rel_path"]: row
-            | {
-                "status": "skipped" if row["status"] in (*DONE, KEPT) else row["status"],
-                "source_uri": self.src.uri_of(sources[row["rel_path"]].path),
+    def split(
+        self, images: pa.Table, done: pa.Table | None, outputs: pa.Table
+    ) -> tuple[pa.Table, pa.Table]:
+        """Error rows for listing errors and for rel_paths that collide on a case-insensitive
+        or normalising store; "skipped" rows of images an earlier run finished with this model
+        and scale, from the same source (size, and ETag or else modification time), whose LR
+        file is still there with the recorded size (with --verify, rows that have psnr); the
+        rest to run."""
+        images = first_of_each(images)
+        images = images.append_column("error_", collisions(images))
+        failed = pc.or_(pc.is_valid(images["error"]), pc.is_valid(images["error_"]))
+        errors = images.filter(failed)
+        images = images.filter(pc.invert(failed)).drop_columns(["error_"])
+        n = len(errors)
+        error_rows = pa.table(
+            {
+                "source_uri": self.source_uris(errors["rel_path"]),
+                "rel_path": errors["rel_path"],
+                "status": pa.array(["error"] * n, pa.string()),
+                "error": pc.coalesce(errors["error"], errors["error_"]),
+                "error_kind": pa.array([PERMANENT] * n, pa.string()),
+                "source_bytes": errors["size"],
+                "scale": pa.array([self.scale] * n, pa.int64()),
+                "model_id": pa.array([self.model_id] * n, pa.string()),
             }
-            for row in table.to_pylist()
-            if row["rel_path"] in sources
-            and row["source_bytes"] == sources[row["rel_path"]].size
-            and row["model_id"] == self.model_id
-            and row["scale"] == self.scale
-            and (done(row) or failed_for_good(row))
-        }
-
-    def kept_is_there(self, row: Row, sizes: dict[str, int]) -> bool:
-        return sizes.get(self.dst.path(kept_key(row["rel_path"]))) == row["source_bytes"]
-
-    def lr_is_good(self, row: Row, sizes: dict[str, int]) -> bool:
-        """The LR file is there, and the row has the figures this run asks for."""
-        config, psnr, ssim = self.config, row["psnr"], row["ssim"]
-        return (
-            sizes.get(self.dst.path(lr_key(row["rel_path"]))) == row["lr_bytes"]
-            and not (config.verify and psnr is None)
-            and (config.min_psnr is None or (psnr is not None and psnr >= config.min_psnr))
-            and (config.min_ssim is None or (ssim is not None and ssim >= config.min_ssim))
         )
+        error_rows = conform(error_rows, ARCHIVE_SCHEMA)
+        if done is None:
+            return error_rows, graph_rows(images)
+        settled = self.finished(images, done, outputs)
+        todo = images.filter(pc.invert(pc.is_in(images["rel_path"], settled["rel_path"])))
+        return pa.concat_tables([error_rows, settled]), graph_rows(todo)
 
-    def source(self, todo: Sequence[SourceFile], resources: Resources) -> ray.data.Dataset:
-        return ray.data.read_binary_files(
-            [s.path for s in todo],
-            filesystem=self.src.arrow_filesystem(),
-            include_paths=True,
-            ignore_missing_paths=True,
+    def finished(self, images: pa.Table, done: pa.Table, outputs: pa.Table) -> pa.Table:
+        """The manifest rows of `images` an earlier run settled with this model and scale, from
+        the same source: images it finished, as "skipped" rows, whose LR file (or kept source) is
+        still there with the recorded size (with --verify or a quality floor, LR rows without
+        psnr, or below the floor, don't count); and, unless --retry-errors, its permanent
+        failures, as they were."""
+        config = self.config
+        finished = pc.is_in(done["status"], pa.array([*DONE, KEPT]))
+        if not config.retry_errors:
+            failed = pc.and_(
+                pc.equal(done["status"], "error"), pc.equal(done["error_kind"], PERMANENT)
+            )
+            finished = pc.or_(finished, pc.fill_null(failed, False))
+        rows = done.filter(
+            pc.and_(
+                pc.and_(finished, pc.equal(done["scale"], self.scale)),
+                pc.equal(done["model_id"], self.model_id),
+            )
+        )
+        # Hash lookups, not joins: rel_paths are unique in the listing and in each output kind.
+        at = pc.index_in(rows["rel_path"], value_set=images["rel_path"].combine_chunks())
+        rows, at = rows.filter(pc.is_valid(at)), at.filter(pc.is_valid(at))
+        for name in ("size", "mtime", "etag"):
+            rows = rows.append_column(name, pc.take(images[name], at))
+        for kind in ("lr", "kept"):
+            files = outputs.filter(pc.equal(outputs["kind"], kind))
+            found = pc.index_in(rows["rel_path"], value_set=files["rel_path"].combine_chunks())
+            rows = rows.append_column(f"{kind}_size", pc.take(files["size"], found))
+        kept = pc.fill_null(pc.not_equal(rows["kept_uri"], ""), False)
+        lr_good = pc.equal(rows["lr_bytes"], rows["lr_size"])
+        if config.verify:
+            lr_good = pc.and_kleene(lr_good, pc.is_valid(rows["psnr"]))
+        for floor, column in ((config.min_psnr, "psnr"), (config.min_ssim, "ssim")):
+            if floor is not None:
+                lr_good = pc.and_kleene(lr_good, pc.greater_equal(rows[column], floor))
+        output_good = pc.if_else(
+            kept, pc.equal(rows["kept_size"], rows["source_bytes"]), pc.fill_null(lr_good, False)
+        )
+        failed = pc.equal(rows["status"], "error")
+        output_good = pc.or_(failed, pc.fill_null(output_good, False))
+        etag_same = pc.or_kleene(
+            pc.is_null(rows["source_etag"]), pc.equal(rows["source_etag"], rows["etag"])
+        )
+        mtime_same = pc.or_kleene(
+            pc.is_null(rows["source_mtime"]), pc.equal(rows["source_mtime"], rows["mtime"])
+        )
+        same_source = pc.if_else(pc.is_valid(rows["etag"]), etag_same, mtime_same)
+        keep = pc.and_(
+            pc.and_(pc.equal(rows["source_bytes"], rows["size"]), output_good),
+            pc.fill_null(same_source, True),
+        )
+        rows = rows.filter(pc.fill_null(keep, False))
+        failed = pc.equal(rows["status"], "error")
+        rows = rows.set_column(
+            ARCHIVE_SCHEMA.get_field_index("status"),
+            "status",
+            pc.if_else(failed, rows["status"], pa.scalar("skipped")),
+        )
+        rows = rows.set_column(
+            ARCHIVE_SCHEMA.get_field_index("source_uri"),
+            "source_uri",
+            self.source_uris(rows["rel_path"]),
+        )
+        return conform(rows, ARCHIVE_SCHEMA)
+
+    def source_uris(self, rel_paths: pa.ChunkedArray) -> pa.ChunkedArray:
+        return pc.binary_join_element_wise(self.src.uri_of(self.prefix), rel_paths, "")
+
+    def source(self, blocks: list[ray.ObjectRef], resources: Resources) -> ray.data.Dataset:
+        return ray.data.from_arrow_refs(blocks).map_batches(
+            read_sources,
+            fn_kwargs={"src": self.src, "prefix": self.prefix},
+            batch_size=self.config.batch_size,
             num_cpus=0,  # I/O: runs while the model actors hold every CPU
-            concurrency=resources.io_tasks,
+            compute=ray.data.TaskPoolStrategy(size=resources.io_tasks),
         )
 
     def stages(self) -> Stages:
@@ -156,21 +214,67 @@ class ArchiveJob(Plan):
             write_kwargs={"dst": self.dst, "keep_failed": self.config.keep_failed},
         )
 
-    def lost(self, todo: Sequence[SourceFile]) -> list[Row]:
-        """A source listed but gone before it was read: read_binary_files skips it."""
-        return [
-            {
-                "source_uri": self.src.uri_of(s.path),
-                "rel_path": s.rel_path,
-                "status": "error",
-                "error": "source file disappeared before it was read",
-                "error_kind": TRANSIENT,
-                "source_bytes": s.size,
-                "scale": self.scale,
-                "model_id": self.model_id,
-            }
-            for s in todo
-        ]
+
+def output_table(rel_paths: pa.ChunkedArray, sizes: pa.ChunkedArray, kind: str) -> pa.Table:
+    kinds = pa.array([kind] * len(rel_paths), pa.string())
+    return pa.table({"rel_path": rel_paths, "size": sizes, "kind": kinds}, schema=OUTPUT_SCHEMA)
+
+
+def first_of_each(images: pa.Table) -> pa.Table:
+    """One row per rel_path: an inventory of a versioned bucket lists every version."""
+    if pc.count_distinct(images["rel_path"]).as_py() == len(images):
+        return images
+    index = pa.table({"rel_path": images["rel_path"], "i": np.arange(len(images))})
+    first = index.group_by("rel_path", use_threads=False).aggregate([("i", "first")])
+    return images.take(first["i_first"])
+
+
+def graph_rows(images: pa.Table) -> pa.Table:
+    """The columns read_sources takes: rel_path, size, mtime (microseconds), etag."""
+    mtime = images["mtime"].cast(pa.int64())
+    return images.select(["rel_path", "size", "etag"]).append_column("mtime", mtime)
+
+
+def collisions(images: pa.Table) -> pa.Array:
+    """For each image, an error naming the others when its rel_path and theirs are one name to
+    a case-insensitive or Unicode-normalising store (A.png and a.png; NFC and NFD forms);
+    else null. Only rows without a listing error count."""
+    names = images.filter(pc.is_null(images["error"]))["rel_path"]
+    keys = fold(names)
+    if pc.count_distinct(keys).as_py() == len(keys):  # the usual case: nothing collides
+        return pa.nulls(len(images), pa.string())
+    groups = (
+        pa.table({"key": keys, "rel_path": names})
+        .group_by("key", use_threads=False)
+        .aggregate([("rel_path", "list")])
+    )
+    clashing = groups.filter(pc.greater(pc.list_value_length(groups["rel_path_list"]), 1))
+    message: dict[str, str] = {}
+    for paths in clashing["rel_path_list"].to_pylist():  # only the colliding names
+        for path in paths:
+            others = ", ".join(repr(p) for p in sorted(paths) if p != path)
+            message[path] = (
+                f"rel_path collides with {others} on a case-insensitive or Unicode-normalising "
+                "store (one LR file for both): rename one"
+            )
+    if not message:
+        return pa.nulls(len(images), pa.string())
+    at = pc.index_in(images["rel_path"], value_set=pa.array(list(message), pa.string()))
+    return pc.take(pa.array(list(message.values()), pa.string()), at)
+
+
+def source_buckets(
+    src: Location, dst: Location, inventory: Location | None, every_file: bool = False
+) -> tuple[Buckets, str]:
+    """SRC's images (from its listing, or from `inventory`) by bucket, and their prefix; with
+    `every_file`, files of any extension too."""
+    if inventory is None:
+        pages, prefix = scan(src, exclude=dst, every_file=every_file)
+    else:
+        prefix = rel_prefix(src, single_file=False)
+        excluded = excluded_folder(src, prefix, dst)
+        pages = scan_inventory(inventory, src, prefix, excluded, every_file)
+    return Buckets(LISTING_SCHEMA).extend(pages), prefix
 
 
 def prepare_archive(config: ArchiveConfig) -> ArchiveJob:
@@ -186,13 +290,20 @@ def prepare_archive(config: ArchiveConfig) -> ArchiveJob:
     if dst == src:
         raise ValueError(f"DST {dst.uri!r} is SRC: write the archive somewhere else")
     options = s3_options(config.storage_options)
+    inventory = None
+    if config.inventory is not None:
+        inventory = Location.parse(config.inventory, config.storage_options)
     try:
-        sources, prefix = list_sources(src, exclude=dst, every_file=config.keep_failed)
+        sources, prefix = source_buckets(src, dst, inventory, config.keep_failed)
     except OSError as e:
-        raise ValueError(f"SRC {src.uri!r} cannot be listed: {e}") from None
-    if not sources:
+        where = f"--inventory {inventory.uri!r}" if inventory else f"SRC {src.uri!r}"
+        raise ValueError(f"{where} cannot be read: {e}") from None
+    except pa.ArrowInvalid as e:
+        raise ValueError(f"--inventory {config.inventory!r} cannot be read: {e}") from None
+    if not sources.rows:
         kinds = ", ".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
-        raise ValueError(f"no input: no {kinds} images under SRC {src.uri!r}")
+        given = f" in --inventory {inventory.uri!r}" if inventory else ""
+        raise ValueError(f"no input: no {kinds} images under SRC {src.uri!r}{given}")
     model_ref = config.model or default_model(config.scale or 16)
     model = load_model(model_ref, options)
     model_id, scale = model.model_id, model.scale

@@ -7,7 +7,7 @@ import hashlib
 
 import numpy as np
 
-from pipeline.format import ARCHIVE_SCHEMA, KEPT, kept_key, lr_key
+from pipeline.format import ARCHIVE_SCHEMA, KEPT, PERMANENT, kept_key, lr_key
 from pipeline.rows import to_batch, to_rows
 from pipeline.stage import Row, write_files
 from pipeline.storage import Location
@@ -17,8 +17,9 @@ def write_lr(
     batch: dict[str, np.ndarray], *, dst: Location, keep_failed: bool = False
 ) -> dict[str, np.ndarray]:
     """Ray Data stage: write each ok row's "lr_png" and each kept row's "source_data"
-    atomically; return manifest rows. With `keep_failed`, an error row is kept too (its
-    error becomes its kept_reason)."""
+    atomically; return manifest rows. With `keep_failed`, a permanent failure (a file read
+    but not archivable) is kept too, its error becoming its kept_reason; a transient one (I/O,
+    the model) stays an error that a re-run retries."""
 
     def output(row: Row) -> tuple[str, bytes]:
         return lr_key(row["rel_path"]), bytes(row["lr_png"])
@@ -28,8 +29,8 @@ def write_lr(
 
     rows = to_rows(batch)
     for row in rows:
-        if keep_failed and row["status"] == "error":
-            row.update(status=KEPT, kept_reason=row["error"], error=None)
+        if keep_failed and row["status"] == "error" and row["error_kind"] == PERMANENT:
+            row.update(status=KEPT, kept_reason=row["error"], error=None, error_kind=None)
         elif row["status"] != KEPT:  # Ray may have turned a column of None into NaN
             row["kept_reason"] = None
     rows = write_files(rows, dst, "kept_uri", kept, status=KEPT)

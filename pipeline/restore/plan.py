@@ -3,20 +3,23 @@ kept sources -> DST/<rel_path>, byte for byte.
 
 Which images: the archive manifest's ok, kept and skipped rows, or, when the archive has no
 manifest, every PNG under ARCHIVE/lr/ (its text chunks carry everything a restore needs) and
-every file under ARCHIVE/kept/. Its graph, run by pipeline/job.py: from_items -> read_lr_batch
--> Upscale -> write_restored (kept files pass the model by).
+every file under ARCHIVE/kept/, as a table by bucket (pipeline/buckets.py). Its graph, run by
+pipeline/job.py: the plan's blocks -> read_lr_batch -> Upscale -> write_restored (kept files
+pass the model by).
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 
+from pipeline.buckets import Buckets
 from pipeline.format import (
     ARCHIVE_SCHEMA,
     DONE,
@@ -27,44 +30,36 @@ from pipeline.format import (
     OUTPUT_FORMATS,
     PERMANENT,
     RESTORE_SCHEMA,
-    Region,
     decode_lr_png,
     is_rel_path,
-    kept_key,
     lr_key,
-    output_key,
 )
-from pipeline.job import Plan, Stages
-from pipeline.manifest import read_manifest
+from pipeline.job import OUTPUT_SCHEMA, Plan, Stages
+from pipeline.manifest import latest, list_parts, merged_buckets
 from pipeline.resources import Resources
 from pipeline.restore.config import RestoreConfig
 from pipeline.restore.read import read_lr_batch
 from pipeline.restore.upscale import Upscale
 from pipeline.restore.write import write_restored
-from pipeline.sources import is_image_name
-from pipeline.stage import Row, load_model
+from pipeline.sources import IMAGE_NAME, walk
+from pipeline.stage import load_model
 from pipeline.storage import Location, s3_options
 from tadm.hub import default_model
 
-
-@dataclass(frozen=True)
-class Item:
-    """One image to restore."""
-
-    rel_path: str
-    lr_uri: str  # ARCHIVE/lr/<rel_path>.png, wherever the archive lives now; "" when kept
-    source_uri: str | None  # from the archive manifest, for psnr/ssim when still readable
-    scale: int | None  # from the archive manifest; None when restoring from PNGs alone
-    kept_uri: str | None = None  # ARCHIVE/kept/<rel_path>, for a source kept as it was
-    source_sha256: str | None = None  # of the source, from the archive manifest
-    lr_bytes: int | None = None  # from the archive manifest: the LR file read must match
-    lr_sha256: str | None = None  # them; None when it does not say (or there is no manifest)
-
-    def output(self, region: Region | None, image_format: str) -> str:
-        """Its key under DST: a kept file as it was, at its rel_path; else an image."""
-        if self.kept_uri and region is None:
-            return self.rel_path
-        return output_key(self.rel_path, image_format)
+# The images to restore: one row each.
+ITEM_SCHEMA = pa.schema(
+    [
+        ("rel_path", pa.string()),
+        ("lr_uri", pa.string()),  # ARCHIVE/lr/<rel_path>.png wherever the archive is; "" if kept
+        ("source_uri", pa.string()),  # from the archive manifest, for psnr/ssim when readable
+        ("scale", pa.int64()),  # from the archive manifest; null when restoring from files alone
+        ("kept_uri", pa.string()),  # ARCHIVE/kept/<rel_path>, for a source kept as it was
+        ("source_sha256", pa.string()),  # of the source, from the archive manifest
+        # From the archive manifest: the LR file read must have this size and SHA-256.
+        ("lr_bytes", pa.int64()),
+        ("lr_sha256", pa.string()),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -75,10 +70,10 @@ class RestoreJob(Plan):
 
     config: RestoreConfig
     archive: Location
-    items: list[Item]
+    items: Buckets  # of ITEM_SCHEMA
 
     @property
-    def images(self) -> list[Item]:
+    def images(self) -> Buckets:
         return self.items
 
     def settings(self) -> dict[str, Any]:
@@ -86,7 +81,7 @@ class RestoreJob(Plan):
         return {
             "archive": self.archive.uri,
             "dst": self.dst.uri,
-            "images": len(self.items),
+            "images": self.items.rows,
             "only": config.only,
             "region": None if config.region is None else config.region.text,
             "format": config.image_format,
@@ -94,60 +89,96 @@ class RestoreJob(Plan):
             "model": f"{self.model_ref} (id {self.model_id})",
         }
 
-    def finished(self) -> dict[str, Row]:
-        """Rows of the job's images that an earlier restore into DST settled with this model
-        and region: those it finished in this format and --to-srgb whose output is still there,
-        and, unless --retry-errors, its permanent failures."""
-        config, dst = self.config, self.dst
-        table = read_manifest(dst.child(MANIFEST_DIR), RESTORE_SCHEMA)
-        if table is None:
-            return {}
-        existing = set(dst.filesystem().find(dst.root))
-        region = None if config.region is None else config.region.text
-        wanted = {item.rel_path: item for item in self.items if is_rel_path(item.rel_path)}
-        done = {}
-        for row in table.to_pylist():
-            item = wanted.get(row["rel_path"])
-            if item is None:
-                continue
-            path = dst.join(item.output(config.region, config.image_format))
-            copied = bool(item.kept_uri) and config.region is None  # bytes, no colours
-            if (
-                row["status"] in (*DONE, KEPT)
-                and row["model_id"] == self.model_id
-                and row["region"] == region
-                and row["output_uri"] == dst.uri_of(path)
-                and path in existing
-                and (copied or srgb_note(row["conversion"]) == config.to_srgb)
+    def outputs(self) -> Iterator[pa.Table]:
+        """The files in DST, by the rel_path of the image each would be: "<rel_path>.<format>"
+        is a restored image ("image"), any file may be a kept source copied as is ("kept")."""
+        suffix = "." + self.config.image_format
+        for table in walk(self.dst):
+            images = table.filter(pc.ends_with(table["rel_path"], suffix))
+            for kind, part, names in (
+                ("image", images, pc.utf8_slice_codeunits(images["rel_path"], 0, -len(suffix))),
+                ("kept", table, table["rel_path"]),
             ):
-                done[row["rel_path"]] = row | {"status": "skipped"}
-            elif (
-                row["rel_path"] in wanted
-                and row["status"] == "error"
-                and row["error_kind"] == PERMANENT
-                and not config.retry_errors
-                and row["model_id"] == self.model_id
-                and row["region"] == region
-            ):
-                done[row["rel_path"]] = row
-        return done
+                kinds = pa.array([kind] * len(part), pa.string())
+                columns = {"rel_path": names, "size": part["size"], "kind": kinds}
+                yield pa.table(columns, schema=OUTPUT_SCHEMA)
 
-    def source(self, todo: Sequence[Item], resources: Resources) -> ray.data.Dataset:
+    def split(
+        self, images: pa.Table, done: pa.Table | None, outputs: pa.Table
+    ) -> tuple[pa.Table, pa.Table]:
+        """ "skipped" rows of the images an earlier restore into DST finished with this model,
+        region, format and --to-srgb, whose output is still there, and, unless --retry-errors,
+        the rows of its permanent failures with this model and region; the rest to run."""
+        todo = images.select(ITEM_SCHEMA.names)
         # "" and -1 for unknown: a column of nothing but None would reach the stage as NaN.
-        return ray.data.from_items(
+        for name, unknown in (
+            ("source_uri", ""),
+            ("kept_uri", ""),
+            ("source_sha256", ""),
+            ("lr_bytes", -1),
+            ("lr_sha256", ""),
+        ):
+            column = pc.fill_null(todo[name], unknown)
+            todo = todo.set_column(todo.column_names.index(name), name, column)
+        if done is None:
+            return RESTORE_SCHEMA.empty_table(), todo
+        config, dst = self.config, self.dst
+        at = pc.index_in(done["rel_path"], value_set=images["rel_path"].combine_chunks())
+        rows, at = done.filter(pc.is_valid(at)), at.filter(pc.is_valid(at))
+        # A kept file restored whole is copied: at its rel_path, with no colour conversion.
+        copied = pc.and_(pc.is_valid(pc.take(images["kept_uri"], at)), config.region is None)
+        kind = pc.if_else(copied, "kept", "image")
+        key = pc.if_else(
+            copied,
+            rows["rel_path"],
+            pc.binary_join_element_wise(rows["rel_path"], "." + config.image_format, ""),
+        )
+        present = pa.concat_arrays(
             [
-                {
-                    "rel_path": i.rel_path,
-                    "lr_uri": i.lr_uri,
-                    "source_uri": i.source_uri or "",
-                    "kept_uri": i.kept_uri or "",
-                    "source_sha256": i.source_sha256 or "",
-                    "lr_bytes": -1 if i.lr_bytes is None else i.lr_bytes,
-                    "lr_sha256": i.lr_sha256 or "",
-                }
-                for i in todo
+                pc.is_in(
+                    rows["rel_path"].combine_chunks(),
+                    value_set=outputs.filter(pc.equal(outputs["kind"], k))[
+                        "rel_path"
+                    ].combine_chunks(),
+                )
+                for k in ("image", "kept")
             ]
         )
+        n = len(rows)
+        present_image, present_kept = present.slice(0, n), present.slice(n)
+        srgb = pc.fill_null(pc.ends_with(rows["conversion"], "sRGB"), False)
+        region = "" if config.region is None else config.region.text
+        keep = [
+            pc.is_in(rows["status"], pa.array([*DONE, KEPT])),
+            pc.equal(rows["model_id"], self.model_id),
+            pc.equal(pc.fill_null(rows["region"], ""), region),
+            pc.equal(
+                rows["output_uri"],
+                pc.binary_join_element_wise(dst.uri_of(dst.root + "/"), key, ""),
+            ),
+            pc.if_else(pc.equal(kind, "kept"), present_kept, present_image),
+            pc.or_(copied, pc.equal(srgb, config.to_srgb)),
+        ]
+        mask = keep[0]
+        for condition in keep[1:]:
+            mask = pc.and_(mask, condition)
+        if not config.retry_errors:
+            failed = pc.and_(
+                pc.and_(pc.equal(rows["status"], "error"), pc.equal(rows["error_kind"], PERMANENT)),
+                pc.and_(keep[1], keep[2]),
+            )
+            mask = pc.or_(pc.fill_null(mask, False), pc.fill_null(failed, False))
+        rows = rows.filter(pc.fill_null(mask, False))
+        status = RESTORE_SCHEMA.get_field_index("status")
+        failed = pc.equal(rows["status"], "error")
+        rows = rows.set_column(
+            status, "status", pc.if_else(failed, rows["status"], pa.scalar("skipped"))
+        )
+        todo = todo.filter(pc.invert(pc.is_in(todo["rel_path"], rows["rel_path"])))
+        return rows, todo
+
+    def source(self, blocks: list[ray.ObjectRef], resources: Resources) -> ray.data.Dataset:
+        return ray.data.from_arrow_refs(blocks)
 
     def stages(self) -> Stages:
         config = self.config
@@ -175,10 +206,6 @@ class RestoreJob(Plan):
             },
         )
 
-    def lost(self, todo: Sequence[Item]) -> list[Row]:
-        """None: every item is a row of from_items, and each stage returns a row per row."""
-        return []
-
 
 def prepare_restore(config: RestoreConfig) -> RestoreJob:
     """Check the configuration and resolve it against storage and the model, without Ray;
@@ -204,37 +231,25 @@ def prepare_restore(config: RestoreConfig) -> RestoreJob:
     )
 
 
-def list_items(archive: Location, only: str | None) -> list[Item]:
+def list_items(archive: Location, only: str | None) -> Buckets:
     """The images to restore, from the archive manifest or else from ARCHIVE/lr/*.png and
-    ARCHIVE/kept/."""
+    ARCHIVE/kept/, by bucket."""
+    items = Buckets(ITEM_SCHEMA)
     try:
-        table = read_manifest(archive.child(MANIFEST_DIR), ARCHIVE_SCHEMA)
-        if table is not None:
-            items = [
-                manifest_item(archive, r) for r in table.to_pylist() if r["status"] in (*DONE, KEPT)
-            ]
+        manifest = archive.child(MANIFEST_DIR)
+        if list_parts(manifest):
+            with merged_buckets(manifest, ARCHIVE_SCHEMA) as rows:
+                for k in range(rows.n):
+                    items.add(manifest_items(archive, latest(rows.bucket(k, rows.n)), only))
         else:
-            fs = archive.filesystem()
-            lr_root = archive.path(LR_DIR) + "/"
-            kept_root = archive.path(KEPT_DIR) + "/"
-            items = [
-                Item(p[len(lr_root) : -len(".png")], archive.uri_of(p), None, None)
-                for p in sorted(fs.find(lr_root))
-                if p.endswith(".png") and is_image_name(p.rsplit("/", 1)[-1])
-            ] + [
-                Item(p[len(kept_root) :], "", None, None, kept_uri=archive.uri_of(p))
-                for p in sorted(fs.find(kept_root))
-                if not p.rsplit("/", 1)[-1].startswith(".")  # a temporary file of a write
-            ]
+            items.extend(lr_items(archive, t, only) for t in walk(archive.child(LR_DIR)))
+            items.extend(kept_items(archive, t, only) for t in walk(archive.child(KEPT_DIR)))
     except OSError as e:
         raise ValueError(f"ARCHIVE {archive.uri!r} cannot be read: {e}") from None
-    if not items:
+    if not items.rows:
+        if only is not None and list_items_any(archive):
+            raise ValueError(f"no input: --only {only!r} matches none of the images")
         raise ValueError(f"no input: ARCHIVE {archive.uri!r} has no manifest rows and no LR PNGs")
-    if only is not None:
-        matching = [item for item in items if fnmatch.fnmatchcase(item.rel_path, only)]
-        if not matching:
-            raise ValueError(f"no input: --only {only!r} matches none of the {len(items)} images")
-        items = matching
     return items
 
 
@@ -256,27 +271,83 @@ def check_apart(archive: Location, dst: Location) -> None:
             )
 
 
-def manifest_item(archive: Location, row: Row) -> Item:
-    """The item of an archive manifest row: its LR file (with the size and SHA-256 the row
-    records), or its kept source."""
-    rel_path = row["rel_path"]
-    if row["kept_uri"]:
-        kept = archive.uri_of(archive.path(kept_key(rel_path)))
-        return Item(rel_path, "", row["source_uri"], row["scale"], kept, row["source_sha256"])
-    return Item(
-        rel_path,
-        lr_uri(archive, rel_path),
-        row["source_uri"],
-        row["scale"],
-        lr_bytes=row["lr_bytes"],
-        lr_sha256=row["lr_sha256"],
+def list_items_any(archive: Location) -> bool:
+    """Whether the archive has any image to restore, without --only."""
+    try:
+        with list_items(archive, None) as items:
+            return items.rows > 0
+    except ValueError:
+        return False
+
+
+def matching(table: pa.Table, only: str | None) -> pa.Table:
+    """The rows whose rel_path matches the --only pattern (fnmatch; "*" also matches "/")."""
+    if only is None:
+        return table
+    hits = [fnmatch.fnmatchcase(p, only) for p in table["rel_path"].to_pylist()]
+    return table.filter(pa.array(hits, pa.bool_()))
+
+
+def manifest_items(archive: Location, rows: pa.Table, only: str | None) -> pa.Table:
+    """The items of archive manifest rows: their LR files, or their kept sources."""
+    rows = matching(rows.filter(pc.is_in(rows["status"], pa.array([*DONE, KEPT]))), only)
+    kept = pc.is_valid(rows["kept_uri"])
+    return pa.table(
+        {
+            "rel_path": rows["rel_path"],
+            "lr_uri": pc.if_else(kept, "", uris(archive, LR_DIR, rows["rel_path"], ".png")),
+            "source_uri": rows["source_uri"],
+            "scale": rows["scale"],
+            "kept_uri": pc.if_else(kept, uris(archive, KEPT_DIR, rows["rel_path"], ""), None),
+            "source_sha256": pc.if_else(kept, rows["source_sha256"], None),
+            "lr_bytes": pc.if_else(kept, None, rows["lr_bytes"]),
+            "lr_sha256": pc.if_else(kept, None, rows["lr_sha256"]),
+        },
+        schema=ITEM_SCHEMA,
     )
 
 
-def lr_uri(archive: Location, rel_path: str) -> str:
-    """ARCHIVE/lr/<rel_path>.png as a URI, for the row; read_lr_batch checks rel_path before it
-    reads anything."""
-    return archive.uri_of(archive.path(lr_key(rel_path)))
+def lr_items(archive: Location, listing: pa.Table, only: str | None) -> pa.Table:
+    """LR PNGs listed under ARCHIVE/lr/ (named <rel_path>.png, rel_path an image name)."""
+    names = listing["rel_path"]
+    image_png = r"(^|/)[^./][^/]*" + IMAGE_NAME.removesuffix(r"\z") + r"\.png\z"
+    keep = pc.match_substring_regex(names, image_png, ignore_case=True)
+    rel_paths = pc.utf8_slice_codeunits(names.filter(keep), 0, -len(".png"))
+    table = matching(pa.table({"rel_path": rel_paths}), only)
+    return items_table(table["rel_path"], uris(archive, LR_DIR, table["rel_path"], ".png"), None)
+
+
+def kept_items(archive: Location, listing: pa.Table, only: str | None) -> pa.Table:
+    """Sources kept under ARCHIVE/kept/ (a hidden name is a temporary file of a write)."""
+    names = listing["rel_path"]
+    visible = pc.invert(pc.or_(pc.starts_with(names, "."), pc.match_substring(names, "/.")))
+    table = matching(pa.table({"rel_path": names.filter(visible)}), only)
+    return items_table(table["rel_path"], None, uris(archive, KEPT_DIR, table["rel_path"], ""))
+
+
+def items_table(rel_paths: pa.ChunkedArray, lr: Any, kept: Any) -> pa.Table:
+    """Items read from files alone: an LR PNG (`lr`) or a kept source (`kept`)."""
+    n = len(rel_paths)
+    strings = pa.nulls(n, pa.string())
+    return pa.table(
+        {
+            "rel_path": rel_paths,
+            "lr_uri": pa.array([""] * n, pa.string()) if lr is None else lr,
+            "source_uri": strings,
+            "scale": pa.nulls(n, pa.int64()),
+            "kept_uri": strings if kept is None else kept,
+            "source_sha256": strings,
+            "lr_bytes": pa.nulls(n, pa.int64()),
+            "lr_sha256": strings,
+        },
+        schema=ITEM_SCHEMA,
+    )
+
+
+def uris(archive: Location, folder: str, rel_paths: pa.ChunkedArray, suffix: str) -> Any:
+    """ARCHIVE/<folder>/<rel_path><suffix> of each rel_path, as URIs."""
+    root = archive.uri_of(archive.path(folder) + "/")
+    return pc.binary_join_element_wise(root, rel_paths, suffix, "")
 
 
 def srgb_note(conversion: str | None) -> bool:
@@ -284,20 +355,28 @@ def srgb_note(conversion: str | None) -> bool:
     return conversion is not None and conversion.endswith("sRGB")
 
 
-def archive_scale(archive: Location, items: list[Item]) -> int:
+def archive_scale(archive: Location, items: Buckets) -> int:
     """The scale the default model must have: the manifest's, or the first LR PNG's (16
     when every item is a kept source, which needs no model)."""
-    scales = {item.scale for item in items if item.scale is not None}
+    scales: set[int] = set()
+    first, any_lr = None, False
+    for k in range(items.n):
+        bucket = items.bucket(k, items.n)
+        scales.update(s for s in pc.unique(bucket["scale"]).to_pylist() if s is not None)
+        if first is None:  # the first LR item whose rel_path can be read
+            lr = bucket.filter(pc.not_equal(bucket["lr_uri"], ""))["rel_path"].to_pylist()
+            first = next((rel_path for rel_path in lr if is_rel_path(rel_path)), None)
+            any_lr = any_lr or bool(lr)
     if len(scales) > 1:
         raise ValueError(f"the archive mixes scales {sorted(scales)}: pass --model")
     if scales:
         return scales.pop()
-    lr_items = [item for item in items if not item.kept_uri]
-    if not lr_items:
+    if first is None:
+        if any_lr:
+            raise ValueError("no LR file of the archive has a path that can be read: pass --model")
         return 16
-    first = next((item for item in lr_items if is_rel_path(item.rel_path)), lr_items[0])
+    path = archive.join(lr_key(first))
     try:
-        path = archive.join(lr_key(first.rel_path))
         return decode_lr_png(archive.filesystem().cat_file(path))[1].scale
     except (OSError, ValueError) as e:
-        raise ValueError(f"{first.lr_uri}: {e}; pass --model") from None
+        raise ValueError(f"{archive.uri_of(path)}: {e}; pass --model") from None

@@ -116,7 +116,11 @@ def prepare_serve(args: TileAppArgs) -> ServeJob:
         raise ValueError(f"ARCHIVE {archive.uri!r} cannot be read: {e}") from None
     if not is_archive:
         raise ValueError(f"ARCHIVE {archive.uri!r} has no lr/ folder: not an archive")
-    model_ref = args.model or default_model(archive_scale(archive, list_items(archive, None)))
+    if args.model:
+        model_ref = args.model
+    else:
+        with list_items(archive, None) as items:
+            model_ref = default_model(archive_scale(archive, items))
     model = load_model(model_ref, options)
     return ServeJob(args, archive, options, model_ref, model.model_id, model.scale)
 
@@ -309,7 +313,12 @@ class TileServer:
 
     def rel_paths(self) -> list[str]:
         try:
-            return [item.rel_path for item in list_items(self.service.archive, None)]
+            with list_items(self.service.archive, None) as items:
+                return sorted(
+                    path
+                    for k in range(items.n)
+                    for path in items.bucket(k, items.n)["rel_path"].to_pylist()
+                )
         except ValueError:  # no images
             return []
 

@@ -134,7 +134,12 @@ def test_rerun_skips_done_images_overwrite_redoes_them(
     second = manifest_rows(dst)
     assert second["sub/c.png"]["status"] == "ok" and second["sub/c.png"]["width"] == 80
     for name in ("a.png", "b.jpg"):
-        assert second[name] == first[name] | {"status": "skipped"}  # still describes the LR
+        # still describes the LR; written_at is when this run wrote the row
+        assert second[name] == first[name] | {
+            "status": "skipped",
+            "written_at": second[name]["written_at"],
+        }
+        assert second[name]["written_at"] > first[name]["written_at"]
         assert (dst / "lr" / f"{name}.png").stat().st_mtime_ns == mtimes[dst / "lr" / f"{name}.png"]
 
     assert run_cli(*args, "--overwrite") == 0
@@ -240,3 +245,56 @@ def test_a_first_run_prints_only_its_own_lines(small_photos, tiny_model, tmp_pat
     assert result["counts"] == {"ok": 3, "kept": 0, "skipped": 0, "error": 0}
     assert result["exit_code"] == 0 and result["manifest"] == str(dst / "manifest")
     assert result["lr_bytes"] == sum(p.stat().st_size for p in (dst / "lr").rglob("*.png"))
+
+
+def test_same_size_edits_symlinks_and_case_collisions(ray_cluster, tiny_model, tmp_path, capsys):
+    elsewhere = write_tree(
+        tmp_path / "elsewhere",
+        {"t.png": encode(Image.fromarray(photo(64, 64, 3)), "PNG"), "sub/u.png": b"x"},
+    )
+    bmp = encode(Image.fromarray(photo(64, 48, 1)), "BMP")
+    src = write_tree(
+        tmp_path / "src",
+        {
+            "a.bmp": bmp,
+            "B.png": encode(Image.fromarray(photo(64, 64, 4)), "PNG"),
+            "b.png": encode(Image.fromarray(photo(64, 64, 5)), "PNG"),
+        },
+    )
+    (src / "link.png").symlink_to(elsewhere / "t.png")
+    (src / "folder").symlink_to(elsewhere / "sub")
+    dst = tmp_path / "archive"
+    args = ("archive", src, dst, "--model", tiny_model)
+    assert run_cli(*args) == 1
+    rows = manifest_rows(dst)
+    assert set(rows) == {"a.bmp", "B.png", "b.png", "link.png", "folder"}
+    assert rows["link.png"]["status"] == "ok"
+    assert rows["link.png"]["source_uri"] == str(src / "link.png")
+    assert (dst / "lr" / "link.png.png").is_file()
+    assert "symbolic link to a folder, not followed" in rows["folder"]["error"]
+    assert "collides with 'b.png'" in rows["B.png"]["error"]
+    assert "collides with 'B.png'" in rows["b.png"]["error"]
+    assert not (dst / "lr" / "B.png.png").exists() and not (dst / "lr" / "b.png.png").exists()
+    first = rows["a.bmp"]
+    assert first["source_mtime"] is not None and first["source_etag"] is None
+
+    edited = encode(Image.fromarray(photo(64, 48, 2)), "BMP")  # another image, the same size
+    assert len(edited) == len(bmp)
+    (src / "a.bmp").write_bytes(edited)
+    later = time.time() + 5
+    os.utime(src / "a.bmp", (later, later))
+    assert run_cli(*args) == 1
+    rows = manifest_rows(dst)
+    assert rows["a.bmp"]["status"] == "ok"  # archived again, not skipped
+    assert rows["a.bmp"]["source_sha256"] == hashlib.sha256(edited).hexdigest()
+    assert rows["a.bmp"]["source_mtime"] > first["source_mtime"]
+    assert rows["link.png"]["status"] == "skipped"
+
+    capsys.readouterr()
+    now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+    live = {"job": "archive", "host": "other-host", "pid": 42, "heartbeat": now, "token": "t"}
+    (dst / "manifest" / ".lease.json").write_text(json.dumps(live))  # a job into the same DST
+    assert run_cli(*args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "in use by archive on host other-host pid 42" in err and len(err.splitlines()) == 1
+    assert manifest_rows(dst)["link.png"]["status"] == "skipped"  # nothing written

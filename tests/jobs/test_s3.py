@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -91,7 +92,8 @@ def test_archive_restore_inspect_on_s3(ray_cluster, bucket, s3_env, tiny_model, 
     out = capsys.readouterr().out
     assert "images: 4 (error 1, ok 3)" in out and "mean psnr:" in out
 
-    assert run_cli("archive", src, archive, "--model", tiny_model, "--verify") == 1  # re-run
+    # A re-run: the truncated file is a permanent failure, not retried, so nothing new fails.
+    assert run_cli("archive", src, archive, "--model", tiny_model, "--verify") == 0
     statuses = read_manifest(Location.parse(f"{archive}/manifest"), ARCHIVE_SCHEMA)["status"]
     assert sorted(statuses.to_pylist()) == ["error", "skipped", "skipped", "skipped"]
 
@@ -251,3 +253,46 @@ def test_real_world_files_kept_and_restored_on_s3(ray_cluster, s3_endpoint, s3_e
             assert Metadata.from_info(img.info) == decode_image(sources[rel_path]).metadata
     with Image.open(io.BytesIO(fs.cat_file("phone/restored/colour/p3.png.jpeg"))) as img:
         assert img.info["icc_profile"] == display_p3_icc()
+
+
+def test_archive_from_an_s3_inventory_report(ray_cluster, bucket, s3_env, tiny_model, capsys):
+    """A generated S3 Inventory report (manifest.json + gzipped CSV) names SRC's objects: one
+    that exists, one deleted since the report, one outside SRC, one not an image."""
+    fs = Location.parse("s3://photos").filesystem()
+    keys = ["src/rgba.png", "src/gone.png", "src-elsewhere/x.png", "src/notes.txt"]
+    lines = "".join(f'"photos","{k}","{len(SOURCES.get(k[4:], b"1"))}"\n' for k in keys)
+    fs.pipe_file("photos/inventory/photos/daily/data/a.csv.gz", gzip.compress(lines.encode()))
+    manifest = {
+        "sourceBucket": "photos",
+        "destinationBucket": "arn:aws:s3:::photos",
+        "fileFormat": "CSV",
+        "fileSchema": "Bucket, Key, Size",
+        "files": [{"key": "inventory/photos/daily/data/a.csv.gz", "size": 1}],
+    }
+    report = "photos/inventory/photos/daily/2026-11-30T01-00Z/manifest.json"
+    fs.pipe_file(report, json.dumps(manifest).encode())
+    archive = f"s3://{bucket}/archive-inventory"
+    argv = ("archive", f"s3://{bucket}/src", archive, "--model", tiny_model)
+    assert run_cli(*argv, "--inventory", f"s3://{report}") == 1
+    rows = {
+        r["rel_path"]: r
+        for r in read_manifest(Location.parse(f"{archive}/manifest"), ARCHIVE_SCHEMA).to_pylist()
+    }
+    assert set(rows) == {"rgba.png", "gone.png"}  # only what the report lists under SRC
+    assert rows["rgba.png"]["status"] == "ok"
+    assert rows["gone.png"]["error"] == "source file disappeared before it was read"
+    assert "inventory=s3://" in capsys.readouterr().err
+
+    assert run_cli(*argv, "--inventory", f"s3://{report}") == 1
+    assert read_manifest(Location.parse(f"{archive}/manifest"), ARCHIVE_SCHEMA)[
+        "status"
+    ].to_pylist() == ["error", "skipped"]  # by size alone: no ETag, no LastModifiedDate
+
+
+def test_etag_and_mtime_are_recorded_from_the_listing(ray_cluster, bucket, s3_env, tiny_model):
+    archive = f"s3://{bucket}/archive-etag"
+    assert run_cli("archive", f"s3://{bucket}/src/rgba.png", archive, "--model", tiny_model) == 0
+    (row,) = read_manifest(Location.parse(f"{archive}/manifest"), ARCHIVE_SCHEMA).to_pylist()
+    assert row["source_etag"] == hashlib.md5(SOURCES["rgba.png"]).hexdigest()
+    assert row["source_mtime"] is not None
+    assert row["written_at"] is not None

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import logging
 
-import numpy as np
+import pyarrow as pa
 import pytest
 
-from pipeline.job import JobResult, Progress, Tally, duration
+from pipeline.job import JobResult, Progress, Tally, carried_failures, duration, summarize
 
 
 @pytest.mark.parametrize(
@@ -32,33 +32,53 @@ def test_progress_has_percent_rate_and_eta(monkeypatch):
 
 
 def test_tally_counts_statuses_and_bytes_of_images_done():
+    """The driver sees the workers' rows as summaries by status (summarize), and adds them."""
     tally = Tally()
-    tally.add(
-        [
-            {"status": "ok", "source_bytes": np.int64(1000), "lr_bytes": np.int64(10)},
-            {"status": "skipped", "source_bytes": 500, "lr_bytes": 5},
-            {"status": "error", "source_bytes": 7, "lr_bytes": None},
-        ]
+    rows = pa.table(
+        {
+            "status": ["ok", "skipped", "error", "ok"],
+            "source_bytes": [1000, 500, 7, None],
+            "lr_bytes": [10, 5, None, None],
+        }
     )
-    tally.add([{"status": "ok"}])  # a restore row: no bytes
+    summary = summarize(rows.slice(0, 3))
+    assert sorted(summary["status"].tolist()) == ["error", "ok", "skipped"]
+    tally.add(summary)
+    tally.add(summarize(pa.table({"status": ["ok"]})))  # a restore row: no bytes
     assert type(tally.source_bytes) is int and type(tally.lr_bytes) is int  # JSON-ready
     assert (tally.counts, tally.source_bytes, tally.lr_bytes) == (
         {"ok": 2, "skipped": 1, "error": 1},
         1500,
         15,
     )
+    tally.add(summarize(rows.slice(3)))  # an ok row without sizes adds nothing
+    assert (tally.counts["ok"], tally.source_bytes) == (3, 1500)
 
 
 def test_tally_leaves_kept_files_out_of_the_bytes_shrunk():
     tally = Tally()
-    tally.add(
-        [
-            {"status": "ok", "source_bytes": 1000, "lr_bytes": 10, "kept_uri": float("nan")},
-            {"status": "skipped", "source_bytes": 500, "lr_bytes": None, "kept_uri": "/a/kept/x"},
-            {"status": "kept", "source_bytes": 300, "lr_bytes": None, "kept_uri": "/a/kept/y"},
-        ]
+    rows = pa.table(
+        {
+            "status": ["ok", "skipped", "kept"],
+            "source_bytes": [1000, 500, 300],
+            "lr_bytes": [10, None, None],
+            "kept_uri": [None, "/a/kept/x", "/a/kept/y"],
+        }
     )
+    tally.add(summarize(rows))
     assert (tally.source_bytes, tally.lr_bytes) == (1000, 10)
+
+
+def test_carried_failures_are_errors_read_back_from_the_manifest():
+    """An earlier run's permanent failures come back from the manifest with their written_at;
+    the error rows a plan makes now have none yet, and count as this run's."""
+    rows = pa.table(
+        {
+            "status": ["error", "error", "skipped", "ok"],
+            "written_at": pa.array([1, None, 2, None], pa.timestamp("us", tz="UTC")),
+        }
+    )
+    assert carried_failures(rows).to_pylist() == [True, False, False, False]
 
 
 def archive_result(**counts: int) -> JobResult:

@@ -7,7 +7,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.format import ARCHIVE_SCHEMA
+import pipeline.buckets as buckets_module
+import pipeline.manifest as manifest_module
+from pipeline.format import ARCHIVE_SCHEMA, WRITTEN_AT
 from pipeline.manifest import ManifestWriter, compact, list_parts, read_manifest, write_part
 from pipeline.storage import Location
 
@@ -81,3 +83,78 @@ def test_no_manifest_reads_as_none(tmp_path: Path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / ".part-1.parquet.tmp").write_bytes(b"half")
     assert read_manifest(Location.parse(str(tmp_path / "empty")), ARCHIVE_SCHEMA) is None
+
+
+def stamped(rel_path: str, status: str, written_us: int | None) -> pa.Table:
+    return pa.table(
+        {
+            "rel_path": [rel_path],
+            "status": [status],
+            "written_at": pa.array([written_us], pa.int64()).cast(WRITTEN_AT),
+        }
+    )
+
+
+def test_newer_row_wins_over_an_older_row_in_a_later_part(tmp_path: Path):
+    """A compaction of another job rewrites old rows into a part named after newer parts: the
+    order is by written_at, which rewritten rows keep, not by part name."""
+    manifest = Location.parse(str(tmp_path / "manifest"))
+    write_part(manifest, stamped("x", "ok", 2_000))  # job B's newer row
+    write_part(manifest, stamped("x", "error", 1_000))  # job A's older row, rewritten later
+    write_part(manifest, stamped("y", "ok", None))  # a part from before written_at: oldest
+    write_part(manifest, stamped("y", "error", 5))
+    table = read_manifest(manifest, ARCHIVE_SCHEMA)
+    assert dict(zip(table["rel_path"].to_pylist(), table["status"].to_pylist(), strict=True)) == {
+        "x": "ok",
+        "y": "error",
+    }
+    compact(manifest, ARCHIVE_SCHEMA)
+    write_part(manifest, stamped("x", "skipped", 1_500))  # older than the compacted row
+    assert read_manifest(manifest, ARCHIVE_SCHEMA)["status"].to_pylist() == ["ok", "error"]
+
+
+def test_writer_stamps_each_add_later_than_the_last(tmp_path: Path):
+    manifest = Location.parse(str(tmp_path / "manifest"))
+    writer = ManifestWriter(manifest, ARCHIVE_SCHEMA)
+    for status in ("error", "ok"):
+        writer.add([{"rel_path": "x", "status": status}])
+    writer.add(pa.table({"rel_path": ["y", "z"], "status": ["ok", "ok"]}))
+    writer.flush()
+    (part,) = list_parts(manifest)
+    stamps = pq.read_table(part)["written_at"].to_pylist()
+    assert stamps[0] < stamps[1] < stamps[2] == stamps[3]
+    assert read_manifest(manifest, ARCHIVE_SCHEMA)["status"].to_pylist() == ["ok", "ok", "ok"]
+
+
+def test_large_manifest_compacts_bucket_by_bucket_into_several_parts(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(buckets_module, "MEMORY_ROWS", 50)
+    monkeypatch.setattr(manifest_module, "PART_ROWS", 120)
+    manifest = Location.parse(str(tmp_path / "manifest"))
+    paths = [f"d{i % 7}/img{i:03d}.png" for i in range(300)]
+    for run, status in enumerate(("error", "ok")):
+        writer = ManifestWriter(manifest, ARCHIVE_SCHEMA, flush_rows=40)
+        for path in paths[: 300 - 100 * run]:
+            writer.add([{"rel_path": path, "status": status, "width": run}])
+        writer.flush()
+    expected = {p: "ok" if i < 200 else "error" for i, p in enumerate(paths)}
+    merged = read_manifest(manifest, ARCHIVE_SCHEMA)
+    assert merged["rel_path"].to_pylist() == sorted(paths)  # in rel_path order
+    assert (
+        dict(zip(merged["rel_path"].to_pylist(), merged["status"].to_pylist(), strict=True))
+        == expected
+    )
+
+    compact(manifest, ARCHIVE_SCHEMA)
+    parts = list_parts(manifest)
+    assert len(parts) == 3  # 300 rows, at most 120 a part
+    table = pq.read_table(tmp_path / "manifest")  # any Parquet reader: one row per image
+    assert sorted(table["rel_path"].to_pylist()) == sorted(paths)
+    assert (
+        dict(zip(table["rel_path"].to_pylist(), table["status"].to_pylist(), strict=True))
+        == expected
+    )
+    assert read_manifest(manifest, ARCHIVE_SCHEMA, columns=["status"]).column_names == [
+        "rel_path",
+        "status",
+        "written_at",
+    ]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections import Counter
 from pathlib import Path
 
-from conftest import write_tree
+import pyarrow as pa
+from conftest import make_bucket, write_tree
 
-from pipeline.sources import list_sources
+import pipeline.sources as sources_module
+from pipeline.sources import LISTING_SCHEMA, list_sources, scan
 from pipeline.storage import Location
 
 
@@ -70,3 +74,61 @@ def test_src_may_be_one_file(tmp_path: Path):
 
 def test_missing_folder_lists_nothing(tmp_path: Path):
     assert list_sources(Location.parse(str(tmp_path / "nope")))[0] == []
+
+
+def listing(src: Location, exclude: Location | None = None) -> dict[str, dict]:
+    pages, _ = scan(src, exclude)
+    table = pa.concat_tables([LISTING_SCHEMA.empty_table(), *pages])
+    return {row["rel_path"]: row for row in table.to_pylist()}
+
+
+def test_symlinked_files_are_listed_symlinked_folders_are_error_rows(tmp_path: Path):
+    target = write_tree(tmp_path / "elsewhere", {"t.png": b"12345", "sub/u.png": b"1"})
+    src = write_tree(tmp_path / "src", {"a.png": b"1"})
+    (src / "link.png").symlink_to(target / "t.png")
+    (src / "folder").symlink_to(target / "sub")
+    (src / "broken.jpg").symlink_to(tmp_path / "missing.jpg")
+    rows = listing(Location.parse(str(src)))
+    assert set(rows) == {"a.png", "link.png", "folder", "broken.jpg"}
+    assert rows["link.png"]["size"] == 5 and rows["link.png"]["error"] is None
+    assert rows["link.png"]["mtime"] is not None
+    assert "symbolic link to a folder, not followed" in rows["folder"]["error"]
+    assert rows["broken.jpg"]["error"] == "broken symbolic link"
+    assert "folder/u.png" not in rows
+    sources, _ = list_sources(Location.parse(str(src)))  # objects: error rows left out
+    assert [s.rel_path for s in sources] == ["a.png", "link.png"]
+
+
+def test_many_folders_are_listed_in_parallel_pages(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(sources_module, "PAGE_ROWS", 7)
+    files = {f"f{i % 13}/g{i % 3}/img{i}.png": b"x" * i for i in range(200)}
+    src = write_tree(tmp_path, files | {"top.jpg": b"1"})
+    pages, _ = scan(Location.parse(str(src)))
+    pages = list(pages)
+    per_folder = max(Counter(p.rsplit("/", 1)[0] for p in files).values())
+    assert len(pages) > 13 and max(len(p) for p in pages) < 7 + per_folder  # a page a few folders
+    rows = listing(Location.parse(str(src)))
+    assert {r: v["size"] for r, v in rows.items()} == {
+        p: len(d) for p, d in (files | {"top.jpg": b"1"}).items()
+    }
+
+
+def test_s3_listing_goes_page_by_page(s3_endpoint: str):
+    make_bucket(s3_endpoint, "listing")
+    options = {"endpoint_url": s3_endpoint, "key": "testing", "secret": "testing"}
+    src = Location.parse("s3://listing/src", options)
+    fs = src.filesystem()
+    keys = [f"src/a/img{i:04d}.png" for i in range(1005)] + ["src/b/c.jpg", "src/top.png"]
+    keys += ["src/.hidden/x.png", "src/a/notes.txt", "src-other/x.png", "src/d/"]
+    for key in keys:
+        fs.pipe_file(f"listing/{key}", b"12" if key.endswith("c.jpg") else b"1")
+    pages, prefix = scan(src)
+    pages = list(pages)
+    assert prefix == "listing/src/"
+    assert max(len(p) for p in pages) <= 1000  # one table per ListObjectsV2 page
+    table = pa.concat_tables(pages)
+    rows = {r["rel_path"]: r for r in table.to_pylist()}
+    assert len(rows) == 1007 and "b/c.jpg" in rows and "top.png" in rows
+    assert rows["b/c.jpg"]["size"] == 2
+    assert rows["b/c.jpg"]["etag"] == hashlib.md5(b"12").hexdigest()  # without quotes
+    assert rows["b/c.jpg"]["mtime"] is not None

@@ -1,0 +1,30 @@
+"""Read stage of archive: the source files' bytes, read by I/O tasks ahead of the model."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.rows import to_batch, to_rows
+from pipeline.storage import Location
+
+MISSING = "source file disappeared before it was read"
+
+
+def read_sources(
+    batch: dict[str, np.ndarray], *, src: Location, prefix: str
+) -> dict[str, np.ndarray]:
+    """Ray Data stage: the plan's rows (rel_path, size, mtime, etag) -> the same with "path"
+    and "bytes"; a file gone since it was listed, or that cannot be read, gets "error" instead
+    of bytes."""
+    fs = src.filesystem()
+    rows = to_rows(batch)
+    for row in rows:
+        row["path"] = prefix + row["rel_path"]
+        row["error"] = ""
+        try:
+            row["bytes"] = fs.cat_file(row["path"])
+        except FileNotFoundError:
+            row.update(bytes=b"", error=MISSING)
+        except OSError as e:
+            row.update(bytes=b"", error=f"cannot read the source: {e}")
+    return to_batch(rows, ("path", "bytes", "size", "mtime", "etag", "error"))

@@ -1,0 +1,168 @@
+"""Tables larger than one process should hold, cut into buckets by a hash of rel_path.
+
+A listing of ten million images, or a manifest of as many rows, does not fit comfortably in
+the driver. `Buckets` takes such a table piece by piece (listing pages, manifest parts): while
+it is small it stays in memory, as one bucket; past `memory_rows` every row is spilled to local
+Parquet files, one per bucket, by a stable hash of the row's folded rel_path (lower case, NFC).
+Rows of one rel_path, and of rel_paths that differ only in case or Unicode normalisation, are
+always in the same bucket, so joins, "latest row per rel_path" and collision checks are done
+one bucket at a time, in memory bounded by a bucket.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+SPILL_BUCKETS = 64  # buckets once spilled: 10M rows -> ~160k rows a bucket
+MEMORY_ROWS = 500_000  # rows kept in memory before spilling
+STAGE_ROWS = 200_000  # rows staged before they are cut into buckets and written
+HASH_SLICE = 65_536  # strings hashed at a time (bounds the hash's temporary arrays)
+MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def fold(rel_paths: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """The key under which a case-insensitive, normalising store files a path: NFC, lower."""
+    if pc.all(pc.string_is_ascii(rel_paths)).as_py() is not False:  # NFC changes no ASCII
+        return pc.ascii_lower(rel_paths)
+    return pc.utf8_lower(pc.utf8_normalize(rel_paths, form="NFC"))
+
+
+def mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser on uint64 values (wrapping arithmetic)."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def string_hash(strings: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A 64-bit hash of each string, the same in every process and run (null hashes as "")."""
+    array = pa.array(strings) if not isinstance(strings, pa.ChunkedArray) else strings
+    array = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+    array = pc.fill_null(array.cast(pa.large_string()), "")
+    out = np.empty(len(array), dtype=np.uint64)
+    for start in range(0, len(array), HASH_SLICE):
+        part = array.slice(start, HASH_SLICE)
+        offsets = np.frombuffer(part.buffers()[1], dtype=np.int64)
+        offsets = offsets[part.offset : part.offset + len(part) + 1]
+        data = np.frombuffer(part.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+        lengths = np.diff(offsets).astype(np.int64)
+        starts = offsets[:-1] - offsets[0]
+        position = np.arange(len(data), dtype=np.int64) - np.repeat(starts, lengths)
+        with np.errstate(over="ignore"):
+            terms = mix((data.astype(np.uint64) << np.uint64(32)) | position.astype(np.uint64))
+            sums = np.zeros(len(part), dtype=np.uint64)
+            if len(data):
+                summed = np.add.reduceat(terms, np.minimum(starts, len(data) - 1))
+                sums = np.where(lengths > 0, summed, np.uint64(0))
+            out[start : start + len(part)] = mix(sums ^ mix(lengths.astype(np.uint64)))
+    return out
+
+
+def bucket_of(rel_paths: pa.Array | pa.ChunkedArray, n: int) -> np.ndarray:
+    """The bucket (0..n-1) of each rel_path: by the hash of its folded form."""
+    if n == 1:
+        return np.zeros(len(rel_paths), dtype=np.int64)
+    return (string_hash(fold(rel_paths)) % np.uint64(n)).astype(np.int64)
+
+
+class Buckets:
+    """Rows of `schema` (with a `rel_path` column) held by bucket: in memory as one bucket
+    while small, else in SPILL_BUCKETS local Parquet files (removed by `close`)."""
+
+    def __init__(self, schema: pa.Schema, memory_rows: int | None = None) -> None:
+        self.schema = schema
+        self.memory_rows = MEMORY_ROWS if memory_rows is None else memory_rows
+        self.rows = 0
+        self.tables: list[pa.Table] = []  # in memory, or staged before they are spilled
+        self.staged = 0
+        self.cut = 1  # the in-memory tables are the rows of bucket k of `cut` (1: all rows)
+        self.folder: str | None = None
+        self.writers: list[pq.ParquetWriter] = []
+
+    def __enter__(self) -> Buckets:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def n(self) -> int:
+        """1 in memory, SPILL_BUCKETS once spilled."""
+        return 1 if self.folder is None else SPILL_BUCKETS
+
+    def add(self, table: pa.Table) -> None:
+        """Append rows (their columns in `schema`'s order and types), before any `bucket`."""
+        if not len(table):
+            return
+        table = table.select(self.schema.names).cast(self.schema)
+        self.rows += len(table)
+        self.tables.append(table)
+        self.staged += len(table)
+        if self.folder is None and self.rows > self.memory_rows:
+            self.folder = tempfile.mkdtemp(prefix="tadm-buckets-")
+            self.writers = [
+                pq.ParquetWriter(os.path.join(self.folder, f"{k}.parquet"), self.schema)
+                for k in range(SPILL_BUCKETS)
+            ]
+        if self.folder is not None and self.staged >= STAGE_ROWS:
+            self.spill()
+
+    def extend(self, tables: Iterable[pa.Table]) -> Buckets:
+        for table in tables:
+            self.add(table)
+        return self
+
+    def spill(self) -> None:
+        """Cut the staged rows into buckets and append each to its file."""
+        if not self.tables:
+            return
+        table = pa.concat_tables(self.tables)
+        self.tables, self.staged = [], 0
+        for k, part in enumerate(split(table, SPILL_BUCKETS)):
+            if len(part):
+                self.writers[k].write_table(part)
+
+    def bucket(self, k: int, n: int) -> pa.Table:
+        """Bucket k of n (n is this object's n, or SPILL_BUCKETS when another set of buckets
+        that must line up with this one has spilled)."""
+        if self.folder is None:
+            if n == 1 and self.cut == 1:
+                return concat(self.tables, self.schema)
+            if self.cut != n:  # cut once, then handed out bucket by bucket
+                self.tables, self.cut = split(concat(self.tables, self.schema), n), n
+            return self.tables[k]
+        self.spill()
+        for writer in self.writers:
+            writer.close()
+        self.writers = []
+        return pq.read_table(os.path.join(self.folder, f"{k}.parquet"), schema=self.schema)
+
+    def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
+        self.writers, self.tables = [], []
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def split(table: pa.Table, n: int) -> list[pa.Table]:
+    """The rows of each of the n buckets, in their order within `table`."""
+    buckets = bucket_of(table["rel_path"], n)
+    order = np.argsort(buckets, kind="stable")
+    bounds = np.searchsorted(buckets[order], np.arange(n + 1))
+    table = table.take(pa.array(order))
+    return [table.slice(bounds[k], bounds[k + 1] - bounds[k]) for k in range(n)]
+
+
+def concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
+    return pa.concat_tables(tables) if tables else schema.empty_table()

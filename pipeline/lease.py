@@ -1,0 +1,151 @@
+"""One job at a time per DST: a lease file, DST/manifest/.lease.json.
+
+    {"job": "archive", "host": "node-3", "pid": 4121, "token": "9f2c...",
+     "started": "2026-12-02T10:00:00+00:00", "heartbeat": "2026-12-02T10:41:20+00:00"}
+
+A job writes it before anything else and rewrites `heartbeat` every HEARTBEAT_S seconds from a
+thread; a second job into the same DST finds a live lease and stops with a ValueError naming
+the holder (exit status 2). A lease whose heartbeat is older than TIMEOUT_S belongs to a job
+that died (kill -9, a lost node) and is taken over; so is, at once, the lease of a job on this
+host whose process is gone. Both jobs may race for a free lease: each
+writes its own, waits SETTLE_S and reads it back, and the one whose token is not there stops.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from pipeline.format import MANIFEST_DIR
+from pipeline.storage import Location, write_atomic
+
+LEASE = f"{MANIFEST_DIR}/.lease.json"
+HEARTBEAT_S = 15.0
+TIMEOUT_S = 120.0  # no heartbeat for this long: the holder is gone
+SETTLE_S = 0.5
+
+logger = logging.getLogger("tadm")
+
+
+def now_text() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Lease:
+    """The lease of `dst` for one job: `acquire`, then `release` (or use as a context
+    manager); a thread keeps its heartbeat while held."""
+
+    def __init__(self, dst: Location, job: str) -> None:
+        self.dst = dst
+        self.path = dst.path(LEASE)
+        self.fs = dst.filesystem()
+        self.record: dict[str, Any] = {
+            "job": job,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "token": uuid.uuid4().hex,
+            "started": now_text(),
+            "heartbeat": now_text(),
+        }
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def __enter__(self) -> Lease:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def read(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.fs.cat_file(self.path))
+        except FileNotFoundError:
+            return None
+        except ValueError:  # unreadable: treated as a dead job's
+            return {}
+
+    def write(self) -> None:
+        self.record["heartbeat"] = now_text()
+        write_atomic(self.fs, self.path, json.dumps(self.record).encode())
+
+    def acquire(self) -> None:
+        """Take the lease, or raise ValueError naming the job that holds it."""
+        held = self.read()
+        if held:
+            age = time.time() - heartbeat_time(held)
+            gone = gone_here(held)
+            if age < TIMEOUT_S and not gone:
+                raise ValueError(busy(self.dst, held, age))
+            logger.info(
+                "lease: taking over %s from %s (%s)",
+                self.dst.uri_of(self.path),
+                holder(held),
+                "its process is gone" if gone else f"no heartbeat for {age:.0f} s",
+            )
+        self.write()
+        time.sleep(SETTLE_S)
+        won = self.read()
+        if not won or won.get("token") != self.record["token"]:
+            raise ValueError(busy(self.dst, won or {}, 0.0))
+        self.thread = threading.Thread(target=self.beat, daemon=True, name="tadm-lease")
+        self.thread.start()
+
+    def beat(self) -> None:
+        while not self.stop.wait(HEARTBEAT_S):
+            held = self.read()
+            if held and held.get("token") != self.record["token"]:
+                logger.error("lease: %s was taken over by %s", self.dst.uri, holder(held))
+                return
+            try:
+                self.write()
+            except OSError as e:  # the next beat tries again
+                logger.warning("lease: heartbeat failed: %s", e)
+
+    def release(self) -> None:
+        """Stop the heartbeat and delete the lease if it is still this job's."""
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join()
+        held = self.read()
+        if held and held.get("token") == self.record["token"]:
+            self.fs.rm(self.path)
+
+
+def gone_here(record: dict[str, Any]) -> bool:
+    """The holder ran on this host and its process no longer exists."""
+    if record.get("host") != socket.gethostname() or not isinstance(record.get("pid"), int):
+        return False
+    try:
+        os.kill(record["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, another user's
+        return False
+    return False
+
+
+def heartbeat_time(record: dict[str, Any]) -> float:
+    try:
+        return datetime.fromisoformat(record["heartbeat"]).timestamp()
+    except (KeyError, TypeError, ValueError):
+        return 0.0
+
+
+def holder(record: dict[str, Any]) -> str:
+    job, host, pid = record.get("job", "a job"), record.get("host", "?"), record.get("pid", "?")
+    return f"{job} on host {host} pid {pid} started {record.get('started', '?')}"
+
+
+def busy(dst: Location, record: dict[str, Any], age: float) -> str:
+    return (
+        f"DST {dst.uri!r} is in use by {holder(record)} (heartbeat {age:.0f} s ago): wait for it "
+        f"to finish; a lease without heartbeat for {TIMEOUT_S:.0f} s is taken over"
+    )

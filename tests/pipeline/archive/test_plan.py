@@ -1,0 +1,158 @@
+"""The archive plan's split of one bucket, without Ray: listing errors, collisions, the skip."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow as pa
+
+from pipeline.archive.plan import ArchiveConfig, ArchiveJob, collisions
+from pipeline.buckets import Buckets
+from pipeline.format import ARCHIVE_SCHEMA
+from pipeline.job import OUTPUT_SCHEMA
+from pipeline.manifest import to_table
+from pipeline.sources import LISTING_SCHEMA
+from pipeline.storage import Location
+
+MODEL = "m1"
+T1, T2 = 1_700_000_000_000_000, 1_700_000_500_000_000
+
+
+def plan(tmp_path: Path, verify: bool = False) -> ArchiveJob:
+    src, dst = Location.parse(str(tmp_path / "src")), Location.parse(str(tmp_path / "dst"))
+    config = ArchiveConfig(src=src.uri, dst=dst.uri, verify=verify)
+    return ArchiveJob(
+        config=config,
+        dst=dst,
+        options={},
+        model_ref="m",
+        model_id=MODEL,
+        src=src,
+        scale=16,
+        sources=Buckets(LISTING_SCHEMA),
+        prefix=src.root + "/",
+    )
+
+
+def listing(rows: list[tuple]) -> pa.Table:
+    """(rel_path, size, mtime us, etag, error) rows."""
+    names = LISTING_SCHEMA.names
+    table = pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)})
+    return table.cast(LISTING_SCHEMA)
+
+
+def manifest(rows: list[dict]) -> pa.Table:
+    base = {"status": "ok", "scale": 16, "model_id": MODEL, "lr_bytes": 7, "psnr": 30.0}
+    return to_table([base | r for r in rows], ARCHIVE_SCHEMA)
+
+
+def lr_files(rel_paths: list[str]) -> pa.Table:
+    n = len(rel_paths)
+    return pa.table({"rel_path": rel_paths, "size": [7] * n, "kind": ["lr"] * n}, OUTPUT_SCHEMA)
+
+
+def test_collisions_name_each_other_and_nothing_else_collides():
+    table = listing(
+        [
+            ("A.png", 1, None, None, None),
+            ("a.png", 1, None, None, None),
+            ("caf\u00e9.png", 1, None, None, None),
+            ("cafe\u0301.png", 1, None, None, None),
+            ("x.png", 1, None, None, None),
+            ("X.png", None, None, None, "broken symbolic link"),  # an error row: not a file
+        ]
+    )
+    found = collisions(table).to_pylist()
+    assert "collides with 'a.png'" in found[0] and "collides with 'A.png'" in found[1]
+    assert "cafe\u0301.png" in found[2] and "caf\u00e9.png" in found[3]
+    assert found[4:] == [None, None]
+    assert collisions(table.slice(4)).to_pylist() == [None, None]
+
+
+def test_split_skips_what_is_finished_and_redoes_what_changed(tmp_path: Path):
+    job = plan(tmp_path)
+    images = listing(
+        [
+            ("same.png", 10, T1, None, None),
+            ("edited.png", 10, T2, None, None),  # same size, another mtime
+            ("resized.png", 11, T1, None, None),
+            ("no-lr.png", 10, T1, None, None),
+            ("other-model.png", 10, T1, None, None),
+            ("old-row.png", 10, T2, None, None),  # row from before source_mtime: size only
+            ("failed.png", 10, T1, None, None),
+            ("new.png", 10, T1, None, None),
+            ("s3.png", 10, T2, "e1", None),  # ETag equal: mtime not compared
+            ("s3-edited.png", 10, T1, "e2", None),
+            ("link-dir", None, None, None, "symbolic link to a folder, not followed"),
+        ]
+    )
+    rows = [
+        {"rel_path": p, "source_bytes": 10, "source_mtime": T1}
+        for p in ("same.png", "edited.png", "resized.png", "no-lr.png")
+    ]
+    rows += [
+        {"rel_path": "other-model.png", "source_bytes": 10, "model_id": "m0"},
+        {"rel_path": "old-row.png", "source_bytes": 10},
+        {"rel_path": "failed.png", "source_bytes": 10, "status": "error"},
+        {"rel_path": "s3.png", "source_bytes": 10, "source_mtime": T1, "source_etag": "e1"},
+        {"rel_path": "s3-edited.png", "source_bytes": 10, "source_etag": "e1"},
+    ]
+    lr = [p for p in images["rel_path"].to_pylist() if p != "no-lr.png"]
+    outputs = lr_files(lr)
+    written, todo = job.split(images, manifest(rows), outputs)
+    statuses = dict(
+        zip(written["rel_path"].to_pylist(), written["status"].to_pylist(), strict=True)
+    )
+    assert statuses == {
+        "link-dir": "error",
+        "same.png": "skipped",
+        "old-row.png": "skipped",
+        "s3.png": "skipped",
+    }
+    assert written.schema == ARCHIVE_SCHEMA
+    skipped = written.filter(pa.compute.equal(written["status"], "skipped"))
+    assert skipped["source_uri"].to_pylist()[0].startswith(str(tmp_path / "src") + "/")
+    assert sorted(todo["rel_path"].to_pylist()) == sorted(
+        ["edited.png", "resized.png", "no-lr.png", "other-model.png", "failed.png", "new.png",
+         "s3-edited.png"]
+    )  # fmt: skip
+    assert todo.column_names == ["rel_path", "size", "etag", "mtime"]
+    assert todo["mtime"].type == pa.int64()
+
+    written, todo = job.split(images, None, outputs)  # --overwrite: only the listing errors
+    assert written["rel_path"].to_pylist() == ["link-dir"] and len(todo) == len(images) - 1
+
+
+def test_verify_redoes_rows_without_psnr(tmp_path: Path):
+    images = listing([("a.png", 10, T1, None, None)])
+    rows = manifest([{"rel_path": "a.png", "source_bytes": 10, "source_mtime": T1, "psnr": None}])
+    outputs = lr_files(["a.png"])
+    assert len(plan(tmp_path).split(images, rows, outputs)[1]) == 0
+    assert len(plan(tmp_path, verify=True).split(images, rows, outputs)[1]) == 1
+
+
+def test_kept_sources_and_the_quality_floor(tmp_path: Path):
+    images = listing([(p, 10, T1, None, None) for p in ("kept.txt", "gone.txt", "low.png")])
+    rows = manifest(
+        [
+            {"rel_path": "kept.txt", "status": "kept", "kept_uri": "k", "source_bytes": 10},
+            {"rel_path": "gone.txt", "status": "kept", "kept_uri": "k", "source_bytes": 10},
+            {"rel_path": "low.png", "source_bytes": 10, "psnr": 15.0},
+        ]
+    )
+    outputs = pa.concat_tables(
+        [
+            lr_files(["low.png"]),
+            pa.table({"rel_path": ["kept.txt"], "size": [10], "kind": ["kept"]}, OUTPUT_SCHEMA),
+        ]
+    )
+    job = plan(tmp_path)
+    written, todo = job.split(images, rows, outputs)
+    assert sorted(written["rel_path"].to_pylist()) == ["kept.txt", "low.png"]
+    assert todo["rel_path"].to_pylist() == ["gone.txt"]  # its kept file is not there
+    floor = ArchiveJob(**{**job.__dict__, "config": replace(job.config, min_psnr=18.0)})
+    assert sorted(floor.split(images, rows, outputs)[1]["rel_path"].to_pylist()) == [
+        "gone.txt",
+        "low.png",  # below the floor now asked for
+    ]

@@ -1,0 +1,64 @@
+"""Buckets: a stable hash of rel_path, rows kept in memory or spilled, and buckets that line up."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyarrow as pa
+
+import pipeline.buckets as buckets_module
+from pipeline.buckets import SPILL_BUCKETS, Buckets, bucket_of, string_hash
+
+SCHEMA = pa.schema([("rel_path", pa.string()), ("n", pa.int64())])
+
+
+def table(paths: list[str]) -> pa.Table:
+    return pa.table({"rel_path": paths, "n": list(range(len(paths)))}, schema=SCHEMA)
+
+
+def test_hash_is_stable_and_sees_every_byte():
+    paths = pa.array(["a.png", "b.png", "ab", "ba", "", None, "dir/" + "x" * 300])
+    assert string_hash(paths).tolist() == string_hash(pa.array(paths.to_pylist())).tolist()
+    assert string_hash(paths.slice(2, 2)).tolist() == string_hash(paths).tolist()[2:4]
+    assert len(set(string_hash(paths[:4]).tolist())) == 4
+    # a fixed value: the same in every process and run, so spilled buckets line up
+    assert int(string_hash(pa.array(["a/b.jpg"]))[0]) == 14435093907333827980
+
+
+def test_case_and_unicode_variants_share_a_bucket():
+    nfc, nfd = "caf\u00e9.png", "cafe\u0301.png"
+    buckets = bucket_of(pa.array(["A.png", "a.png", nfc, nfd]), SPILL_BUCKETS)
+    assert buckets[0] == buckets[1] and buckets[2] == buckets[3]
+
+
+def test_buckets_spread_evenly():
+    paths = pa.array([f"d{i % 97}/img_{i:07d}.jpg" for i in range(64_000)])
+    counts = np.bincount(bucket_of(paths, 64), minlength=64)
+    assert counts.min() > 800 and counts.max() < 1200
+
+
+def test_small_tables_stay_in_memory_and_split_on_demand():
+    with Buckets(SCHEMA) as buckets:
+        buckets.add(table(["a", "b", "c"]))
+        assert buckets.n == 1 and buckets.folder is None
+        assert buckets.bucket(0, 1)["rel_path"].to_pylist() == ["a", "b", "c"]
+        split = [buckets.bucket(k, 4)["rel_path"].to_pylist() for k in range(4)]
+        assert sorted(sum(split, [])) == ["a", "b", "c"]
+        assert split[int(bucket_of(pa.array(["b"]), 4)[0])].count("b") == 1
+
+
+def test_large_tables_spill_to_files_removed_on_close(monkeypatch):
+    monkeypatch.setattr(buckets_module, "STAGE_ROWS", 7)
+    paths = [f"img{i}.png" for i in range(50)]
+    buckets = Buckets(SCHEMA, memory_rows=10)
+    for start in range(0, 50, 5):
+        buckets.add(table(paths[start : start + 5]))
+    assert buckets.n == SPILL_BUCKETS and buckets.rows == 50
+    folder = buckets.folder
+    got = [buckets.bucket(k, buckets.n) for k in range(buckets.n)]
+    assert sorted(pa.concat_tables(got)["rel_path"].to_pylist()) == sorted(paths)
+    for k, part in enumerate(got):
+        assert set(bucket_of(part["rel_path"], SPILL_BUCKETS).tolist()) <= {k}
+    buckets.close()
+    assert not os.path.exists(folder)

@@ -1,0 +1,96 @@
+"""DST's lease: one job at a time, a dead job's lease taken over, released at the end."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+import pipeline.lease as lease_module
+from pipeline.lease import LEASE, Lease
+from pipeline.storage import Location
+
+
+@pytest.fixture(autouse=True)
+def quick(monkeypatch):
+    monkeypatch.setattr(lease_module, "SETTLE_S", 0.01)
+
+
+def test_a_second_job_is_refused_naming_the_holder(tmp_path: Path):
+    dst = Location.parse(str(tmp_path))
+    with Lease(dst, "archive") as first:
+        record = json.loads((tmp_path / LEASE).read_text())
+        assert record["pid"] == first.record["pid"] and record["job"] == "archive"
+        with pytest.raises(ValueError, match=r"in use by archive on host .* pid \d+"):
+            Lease(dst, "restore").acquire()
+    assert not (tmp_path / LEASE).exists()  # released
+    with Lease(dst, "restore"):  # free again
+        pass
+
+
+def test_a_lease_without_heartbeat_is_taken_over(tmp_path: Path):
+    dst = Location.parse(str(tmp_path))
+    old = datetime.fromtimestamp(time.time() - lease_module.TIMEOUT_S - 1, timezone.utc)
+    (tmp_path / "manifest").mkdir()
+    dead = {"job": "archive", "host": "gone", "pid": 1, "token": "x", "heartbeat": old.isoformat()}
+    (tmp_path / LEASE).write_text(json.dumps(dead))
+    with Lease(dst, "archive") as lease:
+        assert json.loads((tmp_path / LEASE).read_text())["token"] == lease.record["token"]
+
+
+def test_the_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path: Path):
+    dst = Location.parse(str(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True,
+                          capture_output=True, text=True)  # fmt: skip
+    (tmp_path / "manifest").mkdir()
+    now = datetime.now(timezone.utc).isoformat()
+    record = {"host": socket.gethostname(), "pid": int(dead.stdout), "heartbeat": now}
+    (tmp_path / LEASE).write_text(json.dumps(record))
+    with Lease(dst, "archive") as lease:
+        assert json.loads((tmp_path / LEASE).read_text())["token"] == lease.record["token"]
+    record["pid"] = os.getpid()  # alive: held until the timeout
+    (tmp_path / LEASE).write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="in use"):
+        Lease(dst, "archive").acquire()
+
+
+def test_a_fresh_lease_of_another_host_holds_until_the_timeout(tmp_path: Path):
+    dst = Location.parse(str(tmp_path))
+    (tmp_path / "manifest").mkdir()
+    now = datetime.now(timezone.utc).isoformat()
+    (tmp_path / LEASE).write_text(json.dumps({"host": "h", "pid": 7, "heartbeat": now}))
+    with pytest.raises(ValueError, match="pid 7"):
+        Lease(dst, "archive").acquire()
+
+
+def test_heartbeat_is_rewritten_while_held(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(lease_module, "HEARTBEAT_S", 0.05)
+    dst = Location.parse(str(tmp_path))
+    with Lease(dst, "archive"):
+        first = json.loads((tmp_path / LEASE).read_text())["heartbeat"]
+        deadline = time.monotonic() + 5
+        while json.loads((tmp_path / LEASE).read_text())["heartbeat"] == first:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+
+def test_a_race_for_a_free_lease_has_one_winner(tmp_path: Path):
+    dst = Location.parse(str(tmp_path))
+    a, b = Lease(dst, "archive"), Lease(dst, "archive")
+    write_a = a.write
+
+    def both_write() -> None:  # b writes its lease just after a, within a's settle time
+        write_a()
+        b.write()
+
+    a.write = both_write
+    with pytest.raises(ValueError, match="in use"):
+        a.acquire()
+    assert json.loads((tmp_path / LEASE).read_text())["token"] == b.record["token"]
