@@ -39,7 +39,8 @@ def job(args: argparse.Namespace) -> int:
         print(json.dumps(out))
     elif args.errors:
         failed = errors(table)
-        print("\n".join(f"{e['rel_path']}: {e['error']}" for e in failed) or "no errors")
+        lines = (f"{printable(e['rel_path'])}: {printable(e['error'])}" for e in failed)
+        print("\n".join(lines) or "no errors")
     else:
         print(f"archive: {archive.uri}")
         print("\n".join(summarize(table).lines()))
@@ -48,3 +49,8 @@ def job(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     return run_job(PROG, parser(), argv, job)
+
+
+def printable(text: str) -> str:
+    """`text` with control characters escaped (a name with a newline stays one line)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -111,9 +111,26 @@ class ArchiveJob(Plan):
         error_rows = conform(error_rows, ARCHIVE_SCHEMA)
         if done is None:
             return error_rows, graph_rows(images)
+        if not self.config.retry_errors:
+            error_rows = self.as_before(error_rows, done)
         settled = self.finished(images, done, outputs)
         todo = images.filter(pc.invert(pc.is_in(images["rel_path"], settled["rel_path"])))
         return pa.concat_tables([error_rows, settled]), graph_rows(todo)
+
+    def as_before(self, error_rows: pa.Table, done: pa.Table) -> pa.Table:
+        """`error_rows` with the written_at of an earlier run's row where that row is the same
+        error: an earlier permanent failure found again, which is not this run's."""
+        at = pc.index_in(error_rows["rel_path"], value_set=done["rel_path"].combine_chunks())
+        same = pc.fill_null(
+            pc.and_(
+                pc.equal(pc.take(done["status"], at), "error"),
+                pc.equal(pc.take(done["error"], at), error_rows["error"]),
+            ),
+            False,
+        )
+        written = pc.if_else(same, pc.take(done["written_at"], at), error_rows["written_at"])
+        index = ARCHIVE_SCHEMA.get_field_index("written_at")
+        return error_rows.set_column(index, "written_at", written)
 
     def finished(self, images: pa.Table, done: pa.Table, outputs: pa.Table) -> pa.Table:
         """The manifest rows of `images` an earlier run settled with this model and scale, from

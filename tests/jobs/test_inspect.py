@@ -100,6 +100,10 @@ def test_errors_lists_failed_images_and_why(tmp_path: Path, capsys):
         "b/c.jpg: empty file",
         "d.png: cannot identify image file",
     ]
+    hostile = {"rel_path": "new\nline.png", "status": "error", "error": "a\rb"}
+    write_manifest(tmp_path / "hostile", [hostile])
+    assert run_cli("inspect", tmp_path / "hostile", "--errors") == 0
+    assert capsys.readouterr().out == "new\\nline.png: a\\rb\n"  # one line, escaped
     write_manifest(tmp_path / "clean", [ROWS[0]])
     assert run_cli("inspect", tmp_path / "clean", "--errors") == 0
     assert capsys.readouterr().out == "no errors\n"

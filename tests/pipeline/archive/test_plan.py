@@ -156,3 +156,42 @@ def test_kept_sources_and_the_quality_floor(tmp_path: Path):
         "gone.txt",
         "low.png",  # below the floor now asked for
     ]
+
+
+def test_earlier_permanent_failures_are_carried_unless_retried(tmp_path: Path):
+    """A re-run writes an earlier permanent failure again as it was (with its written_at, so
+    the job counts it apart); a transient one, or any with --retry-errors, is done again."""
+    images = listing(
+        [
+            ("corrupt.png", 10, T1, None, None),
+            ("io.png", 10, T1, None, None),
+            ("edited.png", 11, T1, None, None),  # another size: a new input
+            ("link-dir", None, None, None, "symbolic link to a folder, not followed"),
+        ]
+    )
+    error = {"status": "error", "error_kind": "permanent", "source_bytes": 10, "lr_bytes": None}
+    rows = manifest(
+        [
+            error | {"rel_path": "corrupt.png", "error": "not a readable image"},
+            error | {"rel_path": "io.png", "error": "timeout", "error_kind": "transient"},
+            error | {"rel_path": "edited.png", "error": "not a readable image"},
+            error | {"rel_path": "link-dir", "error": "symbolic link to a folder, not followed"},
+        ]
+    )
+    rows = rows.set_column(
+        ARCHIVE_SCHEMA.get_field_index("written_at"),
+        "written_at",
+        pa.array([T1] * 4, pa.timestamp("us", tz="UTC")),
+    )
+    written, todo = plan(tmp_path).split(images, rows, lr_files([]))
+    carried = {r["rel_path"]: r for r in written.to_pylist()}
+    assert set(carried) == {"corrupt.png", "link-dir"}
+    assert all(r["status"] == "error" and r["written_at"] is not None for r in carried.values())
+    assert sorted(todo["rel_path"].to_pylist()) == ["edited.png", "io.png"]
+
+    retry = plan(tmp_path)
+    retry = replace(retry, config=replace(retry.config, retry_errors=True))
+    written, todo = retry.split(images, rows, lr_files([]))
+    assert written["rel_path"].to_pylist() == ["link-dir"]  # found again: this run's error
+    assert written["written_at"].to_pylist() == [None]
+    assert len(todo) == 3
