@@ -512,14 +512,21 @@ class TADM(nn.Module):
         if not todo:
             return [found[t] for t in tiles]  # type: ignore[misc]
         if self.tiling == "all":
-            crops = [self._tile_z_hat(y, t) for t in todo]
+            # Made per call: each crop is a view of its tile's z_hat with context, and holding
+            # every tile's would cost several times the HR image.
+            def crop(t: Tile) -> Tensor:
+                return self._tile_z_hat(y, t)
         else:
             by, bx, _, _ = box = bounding_box(todo)
             z_hat = self._z_hat(y, box)  # (B, C, box h, box w)
-            crops = [z_hat[..., t.y - by : t.y - by + t.h, t.x - bx : t.x - bx + t.w] for t in todo]
+
+            def crop(t: Tile) -> Tensor:
+                return z_hat[..., t.y - by : t.y - by + t.h, t.x - bx : t.x - bx + t.w]
+
         per_call, batch = self._tiles_per_call(todo[0]), y.shape[0]
         for i in range(0, len(todo), per_call):
-            z0_hat, t_step = self.enhance(torch.cat(crops[i : i + per_call]))  # tiles x images
+            group = torch.cat([crop(t) for t in todo[i : i + per_call]])  # tiles x images
+            z0_hat, t_step = self.enhance(group)
             for k, tile in enumerate(todo[i : i + per_call]):
                 part = slice(k * batch, (k + 1) * batch)
                 found[tile] = (z0_hat[part], t_step[part])
