@@ -25,7 +25,7 @@ from pipeline.archive.read import read_sources
 from pipeline.archive.write import write_lr
 from pipeline.buckets import Buckets, fold
 from pipeline.decode import MAX_PIXELS, decode_batch
-from pipeline.format import ARCHIVE_SCHEMA, DONE, KEPT, KEPT_DIR, LR_DIR, PERMANENT
+from pipeline.format import ARCHIVE_SCHEMA, DONE, KEPT, KEPT_DIR, LR_DIR, MANIFEST_DIR, PERMANENT
 from pipeline.inventory import scan_inventory
 from pipeline.job import OUTPUT_SCHEMA, Plan, Stages
 from pipeline.manifest import conform
@@ -306,6 +306,12 @@ def prepare_archive(config: ArchiveConfig) -> ArchiveJob:
     dst = Location.parse(config.dst, config.storage_options)
     if dst == src:
         raise ValueError(f"DST {dst.uri!r} is SRC: write the archive somewhere else")
+    for name in (LR_DIR, KEPT_DIR, MANIFEST_DIR):
+        if src.within(dst.child(name)):
+            raise ValueError(
+                f"SRC {src.uri!r} lies in DST's {name}/ folder: the archive would take in its "
+                "own files; archive from elsewhere"
+            )
     options = s3_options(config.storage_options)
     inventory = None
     if config.inventory is not None:

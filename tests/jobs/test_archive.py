@@ -202,6 +202,7 @@ def test_kill_9_midway_leaves_no_broken_file_and_a_rerun_completes(
         (["{photos}", "{dst}", "--storage-options", "{{nope"], "--storage-options"),
         (["{photos}"], "required: DST"),
         (["{photos}", "{photos}", "--model", "{model}"], "is SRC"),
+        (["{dst}/lr/photos", "{dst}", "--model", "{model}"], "lies in DST's lr/ folder"),
     ],
 )
 def test_bad_usage_exits_2_with_one_line(args, message, small_photos, tiny_model, tmp_path, capsys):
