@@ -393,7 +393,10 @@ def build_graph(
     )
     # I/O: reserves no CPU, or with --workers equal to the cluster's CPUs it would never run.
     io = {"num_cpus": 0, "compute": ray.data.TaskPoolStrategy(size=resources.io_tasks)}
-    ds = ds.map_batches(stages.write, fn_kwargs=stages.write_kwargs, batch_size=batch_size, **io)
+    # One model batch at a time (batch_size=None): joining two batches into one would make Ray
+    # unify their columns, and a column of None in one (NaN after the model stage) does not
+    # unify with the strings of another.
+    ds = ds.map_batches(stages.write, fn_kwargs=stages.write_kwargs, batch_size=None, **io)
     return ds.map_batches(
         send_rows, fn_kwargs={"sink": sink, "schema": plan.schema}, batch_size=None, **io
     )
