@@ -95,6 +95,7 @@ def add_job_options(parser: argparse.ArgumentParser, batch_size: int) -> None:
         "--workers", type=int, help="model actors (default: 1 per GPU, or 1 per core up to 4)"
     )
     parser.add_argument("--gpus-per-worker", type=float, help="GPUs per actor (default: 1, or 0)")
+    add_precision_option(parser)
     parser.add_argument(
         "--batch-size",
         type=int,
@@ -117,6 +118,16 @@ def add_job_options(parser: argparse.ArgumentParser, batch_size: int) -> None:
         "transient ones, I/O and model errors, are retried)",
     )
     add_storage_options(parser)
+
+
+def add_precision_option(parser: argparse.ArgumentParser, what: str = "the model") -> None:
+    from tadm.config import PRECISIONS
+
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help=f"what {what} runs in (default: fp16 on a GPU, fp32 on a CPU; fp16 needs a GPU)",
+    )
 
 
 def require_extra(extra: str) -> None:

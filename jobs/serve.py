@@ -12,7 +12,14 @@ import logging
 import signal
 import threading
 
-from jobs.common import Parser, add_storage_options, ray_session, require_extra, run_job
+from jobs.common import (
+    Parser,
+    add_precision_option,
+    add_storage_options,
+    ray_session,
+    require_extra,
+    run_job,
+)
 from pipeline.serve import config
 
 PROG = "tadm serve"
@@ -67,6 +74,7 @@ def parser() -> Parser:
         default=config.GPUS_PER_REPLICA,
         help=f"GPUs of each replica, e.g. 1 or 0.5 (default {config.GPUS_PER_REPLICA:g}: CPU)",
     )
+    add_precision_option(p, "each replica's model")
     add_storage_options(p)
     return p
 

@@ -152,6 +152,9 @@ ARCHIVE_SCHEMA = pa.schema(
         ("source_mtime", pa.timestamp("us", tz="UTC")),
         ("source_etag", pa.string()),  # S3 ETag without quotes; null for local files
         ("written_at", WRITTEN_AT),
+        # What the model ran in: fp32 | fp16 | bf16 (half precision moves a few % of LR pixels
+        # by a level: same model_id, not the same bytes); null where the model never ran.
+        ("precision", pa.string()),
     ]
 )
 
@@ -173,6 +176,7 @@ RESTORE_SCHEMA = pa.schema(
         ("conversion", pa.string()),  # --to-srgb: "ICC 'Display P3' -> sRGB"
         ("error_kind", pa.string()),  # PERMANENT | TRANSIENT for an error; else null
         ("written_at", WRITTEN_AT),
+        ("precision", pa.string()),  # what the model ran in, as in ARCHIVE_SCHEMA
     ]
 )
 

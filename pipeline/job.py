@@ -54,6 +54,7 @@ class JobOptions:
 
     workers: int | None = None  # model actors; None: one per GPU, or one per core up to 4
     gpus_per_worker: float | None = None  # None: 1 when the cluster has GPUs, else 0
+    precision: str | None = None  # fp32 | fp16 | bf16; None: fp16 on GPU actors, fp32 on CPU
     batch_size: int = 8  # images per batch (on a GPU same-size ones share one forward pass)
     overwrite: bool = False  # redo images an earlier run finished
     storage_options: dict[str, Any] = field(default_factory=dict)  # s3fs options
@@ -75,7 +76,7 @@ class Stages:
 
     read: Callable[..., Batch]  # CPU stage, fused into the model actors
     read_kwargs: dict[str, Any]
-    model: type[ModelStage]  # constructed once per actor, with torch_threads added
+    model: type[ModelStage]  # constructed once per actor, with torch_threads and precision
     model_kwargs: dict[str, Any]
     write: Callable[..., Batch]  # I/O stage: returns the manifest rows
     write_kwargs: dict[str, Any]
@@ -281,9 +282,15 @@ def block_rows(total: int, batch_size: int) -> int:
 
 
 def run(plan: Plan) -> JobResult:
-    """Run a prepared job on the running Ray cluster, holding DST's lease."""
-    with plan.images, Lease(plan.dst, plan.name):  # the images' spilled buckets are removed
-        return run_held(plan)
+    """Run a prepared job on the running Ray cluster, holding DST's lease; a request the
+    cluster cannot run is refused (ValueError) before DST is touched."""
+    from pipeline.resources import check_request
+
+    config = plan.config
+    with plan.images:  # its spilled buckets are removed
+        check_request(config.workers, config.gpus_per_worker, config.precision)
+        with Lease(plan.dst, plan.name):
+            return run_held(plan)
 
 
 def run_held(plan: Plan) -> JobResult:
@@ -313,13 +320,17 @@ def run_held(plan: Plan) -> JobResult:
         todo += len(images)
     writer.flush()
     resources = plan_resources(
-        config.workers, config.gpus_per_worker, batches=-(-todo // config.batch_size)
+        config.workers,
+        config.gpus_per_worker,
+        batches=-(-todo // config.batch_size),
+        precision=config.precision,
     )
     settings = plan.settings() | {
         "overwrite": config.overwrite,
         "batch_size": config.batch_size,
         "workers": resources.workers,
         "gpus_per_worker": resources.gpus_per_worker,
+        "precision": resources.precision,
         "torch_threads": resources.torch_threads,
         "storage_options": plan.dst.redacted_options(),
     }
@@ -386,7 +397,8 @@ def build_graph(
     )
     ds = ds.map_batches(
         stages.model,
-        fn_constructor_kwargs=stages.model_kwargs | {"torch_threads": resources.torch_threads},
+        fn_constructor_kwargs=stages.model_kwargs
+        | {"torch_threads": resources.torch_threads, "precision": resources.precision},
         batch_size=batch_size,
         compute=ray.data.ActorPoolStrategy(size=resources.workers),
         num_gpus=resources.gpus_per_worker,

@@ -20,6 +20,7 @@ from pipeline.rows import error_kind, error_text, model_calls, to_batch, to_rows
 from pipeline.storage import Location, write_atomic
 from tadm import TADM
 from tadm.images import to_images
+from tadm.precision import resolve_precision
 
 Row = dict[str, Any]
 
@@ -33,25 +34,39 @@ def load_model(ref: str, storage_options: dict[str, Any]) -> TADM:
         raise ValueError(f"model {ref!r} cannot be loaded: {e}") from None
 
 
+def inference_model(
+    ref: str, storage_options: dict[str, Any], device: torch.device, precision: str | None
+) -> TADM:
+    """`load_model(ref)` on `device`, for inference in `precision` (None: the device's default,
+    fp16 on CUDA and fp32 on a CPU; ValueError when the device does not run it)."""
+    precision = resolve_precision(precision, device)
+    return load_model(ref, storage_options).to(device).eval().to_precision(precision)
+
+
 class ModelStage(ABC):
     """Callable stage: rows whose status is "ok" go through the model, `run` on each group of
     rows one model call takes; the others pass through. A failed call becomes error rows for
     the images it held, and each row's "seconds" gets its share of its call's time.
 
-    Subclasses set `columns` (the output batch's) and define `size` (rows of the same size can
-    share a call), `run` (fill the rows of one call) and, if they need to, `every_row` (values
-    every output row carries).
+    Subclasses set `columns` (the output batch's, "precision" among them: what the model ran
+    in, on the rows it ran on) and define `size` (rows of the same size can share a call), `run`
+    (fill the rows of one call) and, if they need to, `every_row` (values every output row
+    carries).
     """
 
     columns: ClassVar[tuple[str, ...]]
 
     def __init__(
-        self, model: str, storage_options: dict[str, Any], torch_threads: int | None = None
+        self,
+        model: str,
+        storage_options: dict[str, Any],
+        torch_threads: int | None = None,
+        precision: str | None = None,
     ) -> None:
         if torch_threads is not None:
             torch.set_num_threads(torch_threads)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = load_model(model, storage_options).to(self.device).eval()
+        self.model = inference_model(model, storage_options, self.device, precision)
         self.model_id = self.model.model_id  # a hash of every weight: compute once
 
     def every_row(self) -> Row:
@@ -71,6 +86,8 @@ class ModelStage(ABC):
         for row in rows:
             row.update(self.every_row())
         ok = [row for row in rows if row["status"] == "ok"]
+        for row in ok:
+            row["precision"] = self.model.precision
         stack = self.device.type != "cpu"
         for group in model_calls(ok, self.size, stack):
             start = time.perf_counter()

@@ -258,7 +258,8 @@ def main() -> None:
         out = ROOT / "benchmarks/results" / f"{datetime.date.today()}-gpu-{slug}"
     out.mkdir(parents=True, exist_ok=True)
     command = "python scripts/gpu_bench.py " + " ".join(
-        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+        f"--{k.replace('_', '-')}"
+        + ("" if v is True else f" {' '.join(map(str, v)) if isinstance(v, list) else v}")
         for k, v in vars(args).items()
         if v not in (None, False)
     )

@@ -7,6 +7,7 @@ from typing import Any
 
 SCALES = (16, 32)
 TILINGS = ("unet", "all")  # how inference tiles an image: see tadm/model.py
+PRECISIONS = ("fp32", "fp16", "bf16")  # what inference runs in: see tadm/precision.py
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ cannot go back to fp32 (its weights were rounded): load it again instead.
 import torch
 from torch import nn
 
+# The dtype of each of tadm.config.PRECISIONS (which names them without torch, for the CLI).
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Parts (attribute paths on TADM) that run in the chosen dtype; everything else stays float32.
 HALF_PARTS = (
@@ -34,6 +35,14 @@ DECODER_PARTS = ("vae.decoder", "vae.post_quant_conv")  # half only with bf16
 def default_precision(device: torch.device | str) -> str:
     """fp16 on CUDA, fp32 elsewhere."""
     return "fp16" if torch.device(device).type == "cuda" else "fp32"
+
+
+def resolve_precision(precision: str | None, device: torch.device | str) -> str:
+    """`precision`, or the default of `device` when None; ValueError unless `device` allows it."""
+    device = torch.device(device)
+    precision = precision or default_precision(device)
+    check_precision(precision, device)
+    return precision
 
 
 def check_precision(precision: str, device: torch.device) -> None:
@@ -55,9 +64,11 @@ def part_names(precision: str) -> tuple[str, ...]:
 
 
 def cast_parts(model: nn.Module, precision: str) -> None:
-    """Cast the weights of `part_names(precision)` of `model` in place."""
+    """Cast the weights of `part_names(precision)` of `model` in place. Through nn.Module.to:
+    diffusers' override warns of modules to keep in float32 even where a model has none (the
+    UNet and the VAE have none)."""
     for name in part_names(precision):
-        model.get_submodule(name).to(PRECISIONS[precision])
+        nn.Module.to(model.get_submodule(name), PRECISIONS[precision])
 
 
 def dtype_of(module: nn.Module) -> torch.dtype:

@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from jobs.bench.images import SAMPLES
-from jobs.common import Parser, require_extra, run_job
+from jobs.common import Parser, add_precision_option, require_extra, run_job
 from tadm.config import TILINGS
 
 PROG = "tadm bench"
@@ -73,9 +73,7 @@ def parser() -> Parser:
         "100000)",
     )
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device of the cost")
-    p.add_argument(
-        "--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="of the cost"
-    )
+    add_precision_option(p, "the cost's model")
     p.add_argument("--tiling", choices=TILINGS, default="all", help="of the cost (TADM.tiling)")
     p.add_argument(
         "--threads",

@@ -30,6 +30,7 @@ from jobs.bench.throughput import run_throughput
 from jobs.common import ray_session
 from pipeline.stage import load_model
 from tadm.hub import default_model, shipped_names
+from tadm.precision import resolve_precision
 
 MEMORY_SIZES = {
     "full": "1024x1024,2048x2048,4096x4096,5120x2880",
@@ -65,6 +66,7 @@ def run(args: argparse.Namespace, command: str) -> int:
         raise ValueError(f"--cost-size must be at least 64 pixels, got {args.cost_size}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda but torch sees no CUDA device")
+    precision = resolve_precision(args.precision, args.device)
     out = Path(args.out)
     needs_model = {"rd", "throughput", "memory"} & set(args.sections)
     refs = model_refs(args) if needs_model else []
@@ -79,7 +81,7 @@ def run(args: argparse.Namespace, command: str) -> int:
         "cost_size": args.cost_size or COST_SIZES[mode],
         "plan_sizes": args.plan_sizes or counts(PLAN_SIZES[mode]),
         "device": args.device,
-        "precision": args.precision,
+        "precision": precision,
         "tiling": args.tiling,
         "threads": threads,
     }
@@ -159,7 +161,7 @@ def run(args: argparse.Namespace, command: str) -> int:
             progress=keep("memory"),
         ),
         "cost": lambda: run_cost(
-            config["cost_size"], args.device, args.precision, threads, tiling=args.tiling
+            config["cost_size"], args.device, precision, threads, tiling=args.tiling
         ),
         "plan": plan,
     }

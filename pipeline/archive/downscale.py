@@ -31,6 +31,7 @@ class Downscale(ModelStage):
         "lr_height",
         "scale",
         "model_id",
+        "precision",
         "psnr",
         "ssim",
         "timestep_mean",
@@ -45,8 +46,9 @@ class Downscale(ModelStage):
         min_psnr: float | None = None,
         min_ssim: float | None = None,
         torch_threads: int | None = None,
+        precision: str | None = None,
     ) -> None:
-        super().__init__(model, storage_options, torch_threads)
+        super().__init__(model, storage_options, torch_threads, precision)
         self.min_psnr = min_psnr
         self.min_ssim = min_ssim
         self.verify = verify or min_psnr is not None or min_ssim is not None

@@ -22,6 +22,7 @@ class Upscale(ModelStage):
     columns = (
         *(name for name in READ_COLUMNS if name not in READ_ONLY),
         "restored",
+        "precision",
         "psnr",
         "ssim",
     )
@@ -32,8 +33,9 @@ class Upscale(ModelStage):
         storage_options: dict[str, Any],
         region: Region | None,
         torch_threads: int | None = None,
+        precision: str | None = None,
     ) -> None:
-        super().__init__(model, storage_options, torch_threads)
+        super().__init__(model, storage_options, torch_threads, precision)
         self.region = region
 
     def every_row(self) -> Row:

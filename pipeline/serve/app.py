@@ -26,7 +26,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import torch
 from fastapi import FastAPI, Query, Request
@@ -47,6 +47,7 @@ from pipeline.serve.viewer import PAGE_SIZE, STATIC, image_id, index_page, viewe
 from pipeline.stage import load_model
 from pipeline.storage import Location, s3_options
 from tadm.hub import default_model
+from tadm.precision import default_precision
 
 logger = logging.getLogger("tadm")
 
@@ -75,6 +76,7 @@ class TileAppArgs(BaseModel):
     max_replicas: int = config.MAX_REPLICAS
     cpus_per_replica: float = config.CPUS_PER_REPLICA  # the replica's torch threads on a CPU
     gpus_per_replica: float = config.GPUS_PER_REPLICA  # 0: the model runs on CPU
+    precision: Literal["fp32", "fp16", "bf16"] | None = None  # None: fp16 on a GPU, else fp32
     storage_options: dict[str, Any] = {}  # s3fs options
 
 
@@ -108,6 +110,11 @@ def prepare_serve(args: TileAppArgs) -> ServeJob:
     for name, (value, ok, rule) in checks.items():
         if not ok:
             raise ValueError(f"{name} must be {rule}, got {value}")
+    if args.precision == "fp16" and args.gpus_per_replica == 0:
+        raise ValueError(
+            "--precision fp16 needs a GPU, and the replicas run the model on the CPU "
+            "(--gpus-per-replica 0): use fp32 (the CPU default) or bf16, or --gpus-per-replica 1"
+        )
     archive = Location.parse(args.archive, args.storage_options)
     options = s3_options(args.storage_options)
     try:
@@ -210,13 +217,14 @@ class TileServer:
         cache_bytes: int,
         cpus: float,
         gpus: float,
+        precision: str | None,
     ) -> None:
         use_gpu = gpus > 0 and torch.cuda.is_available()
         if not use_gpu:
             torch.set_num_threads(max(1, int(cpus)))
         device = torch.device("cuda" if use_gpu else "cpu")
         self.service = TileService(
-            archive, model, storage_options, max_region_pixels, cache_bytes, device
+            archive, model, storage_options, max_region_pixels, cache_bytes, device, precision
         )
         # answers (200) by route, for /healthz
         self.served = dict.fromkeys(("tile", "iiif_info", "iiif_image", "view", "index"), 0)
@@ -234,6 +242,7 @@ class TileServer:
         return {
             "status": "ok",
             "model_id": service.model_id,
+            "precision": service.model.precision,
             "archive": service.archive.uri,
             "scale": service.model.scale,
             "served": self.served,
@@ -348,6 +357,7 @@ def bind(job: ServeJob) -> serve.Application:
         args.cache_mb * 2**20,
         args.cpus_per_replica,
         args.gpus_per_replica,
+        args.precision,
     )
 
 
@@ -372,7 +382,7 @@ def run_serve(job: ServeJob, host: str, port: int) -> str:
     args = job.args
     logger.info(
         "serve: archive=%s model=%s (id %s) host=%s port=%d replicas=%d..%d "
-        "cpus_per_replica=%g gpus_per_replica=%g max_region_pixels=%d cache_mb=%d",
+        "cpus_per_replica=%g gpus_per_replica=%g precision=%s max_region_pixels=%d cache_mb=%d",
         job.archive.uri,
         job.model_ref,
         job.model_id,
@@ -382,6 +392,7 @@ def run_serve(job: ServeJob, host: str, port: int) -> str:
         args.max_replicas,
         args.cpus_per_replica,
         args.gpus_per_replica,
+        args.precision or default_precision("cuda" if args.gpus_per_replica > 0 else "cpu"),
         args.max_region_pixels,
         args.cache_mb,
     )

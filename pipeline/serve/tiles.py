@@ -35,7 +35,7 @@ from pipeline.format import (
     lr_key,
 )
 from pipeline.serve.cache import LRUCache
-from pipeline.stage import load_model
+from pipeline.stage import inference_model
 from pipeline.storage import Location
 from tadm.images import to_images, to_pixels, to_tensor
 
@@ -148,6 +148,7 @@ class TileService:
         cache_bytes: budget of each LRU cache: decoded LR images, enhanced latent tiles
             (z0_hat, so a region overlapping earlier ones only decodes again), rendered tiles.
         device: where the model runs.
+        precision: what the model runs in; None: the device's default (fp16 on CUDA, else fp32).
     """
 
     def __init__(
@@ -158,6 +159,7 @@ class TileService:
         max_region_pixels: int,
         cache_bytes: int,
         device: torch.device,
+        precision: str | None = None,
     ) -> None:
         self.archive = Location.parse(archive, storage_options)
         self.fs = self.archive.filesystem()
@@ -165,7 +167,7 @@ class TileService:
         local = self.archive.protocol == "file"
         self.real_lr_root = os.path.realpath(self.lr_root) if local else None
         self.device = device
-        self.model = load_model(model, storage_options).to(device).eval()
+        self.model = inference_model(model, storage_options, device, precision)
         self.model_id = self.model.model_id
         self.max_region_pixels = max_region_pixels
         self.lr_cache: LRUCache[tuple[torch.Tensor, LrHeader]] = LRUCache(cache_bytes)

@@ -67,6 +67,9 @@ def test_every_good_image_is_archived_and_the_manifest_matches_the_files(zoo_arc
         assert header.model_id == row["model_id"] and row["scale"] == 16
         assert row["psnr"] is None and row["ssim"] is None and row["timestep_mean"] is None
         assert row["seconds"] > 0
+        assert row["precision"] == "fp32"  # the CPU's default
+    for name in bad_images():
+        assert rows[name]["precision"] is None  # the model never saw it
 
 
 def test_conversions_are_recorded(zoo_archive):
@@ -203,6 +206,9 @@ def test_kill_9_midway_leaves_no_broken_file_and_a_rerun_completes(
         (["{photos}"], "required: DST"),
         (["{photos}", "{photos}", "--model", "{model}"], "is SRC"),
         (["{dst}/lr/photos", "{dst}", "--model", "{model}"], "lies in DST's lr/ folder"),
+        (["{photos}", "{dst}", "--model", "{model}", "--precision", "fp8"], "invalid choice"),
+        (["{photos}", "{dst}", "--model", "{model}", "--precision", "fp16"], "fp16 needs a GPU"),
+        (["{photos}", "{dst}", "--model", "{model}", "--gpus-per-worker", "1"], "has 0: drop"),
     ],
 )
 def test_bad_usage_exits_2_with_one_line(args, message, small_photos, tiny_model, tmp_path, capsys):
@@ -217,6 +223,21 @@ def test_bad_usage_exits_2_with_one_line(args, message, small_photos, tiny_model
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1] and err[-1].startswith("tadm archive: error: ")
     assert not (tmp_path / "out").exists()
+
+
+def test_precision_is_recorded_and_a_rerun_in_another_keeps_the_images(
+    ray_cluster, small_photos, tiny_model, tmp_path
+):
+    dst = tmp_path / "archive"
+    args = ("archive", small_photos, dst, "--model", tiny_model)
+    assert run_cli(*args, "--precision", "bf16") == 0
+    first = manifest_rows(dst)
+    assert {row["precision"] for row in first.values()} == {"bf16"}
+    assert len({row["model_id"] for row in first.values()}) == 1  # the fp32 weights' id
+    assert run_cli(*args) == 0  # fp32 now: same model, nothing to redo
+    second = manifest_rows(dst)
+    assert {row["status"] for row in second.values()} == {"skipped"}
+    assert {row["precision"] for row in second.values()} == {"bf16"}  # what made the LRs
 
 
 @pytest.mark.slow

@@ -75,6 +75,7 @@ def test_restore_manifest_values(restored, archive):
         assert (row["width"], row["height"]) == (width, height) and row["region"] is None
         assert row["seconds"] > 0
         assert 0 < row["ssim"] <= 1  # the sources are still there
+        assert row["precision"] == "fp32"  # the CPU's default
 
 
 def test_psnr_of_restore_equals_archive_verify(restored, archive):
@@ -84,6 +85,18 @@ def test_psnr_of_restore_equals_archive_verify(restored, archive):
     rows = restore_rows(restored[1])
     for rel_path in SIZES:
         assert rows[rel_path]["psnr"] == pytest.approx(verify[rel_path])
+
+
+def test_bf16_restores_close_to_fp32_and_says_so(restored, archive, tiny_model, tmp_path):
+    dst = tmp_path / "bf16"
+    assert run_cli("restore", archive, dst, "--model", tiny_model, "--precision", "bf16") == 0
+    rows, fp32 = restore_rows(dst), restore_rows(restored[1])
+    for rel_path in SIZES:
+        assert rows[rel_path]["precision"] == "bf16"
+        assert rows[rel_path]["psnr"] == pytest.approx(fp32[rel_path]["psnr"], abs=0.5)
+        half = np.asarray(Image.open(dst / f"{rel_path}.png"), dtype=np.int16)
+        full = np.asarray(Image.open(restored[1] / f"{rel_path}.png"), dtype=np.int16)
+        assert np.abs(half - full).mean() < 3  # levels of 255
 
 
 def test_region_restores_that_window_and_is_an_error_where_it_does_not_fit(

@@ -3,12 +3,21 @@ dtypes the API returns, the model id, and the rules per device (CPU: fp32 defaul
 request, fp16 refused)."""
 
 import dataclasses
+import logging
 
 import pytest
 import torch
 
-from tadm import TADM, build_config
-from tadm.precision import DECODER_PARTS, HALF_PARTS, cast_parts, default_precision, dtype_of
+from tadm import TADM, build_config, config
+from tadm.precision import (
+    DECODER_PARTS,
+    HALF_PARTS,
+    PRECISIONS,
+    cast_parts,
+    default_precision,
+    dtype_of,
+    resolve_precision,
+)
 
 SIZE = (48, 80)
 
@@ -70,6 +79,30 @@ def test_cpu_rules_and_one_way_casts():
     model.to_precision("bf16")
     with pytest.raises(ValueError, match="already cast to bf16: load it again"):
         model.to_precision("fp32")
+
+
+def test_resolve_precision_fills_the_device_default_and_checks_it():
+    assert tuple(PRECISIONS) == config.PRECISIONS  # the CLI's choices, named without torch
+    assert resolve_precision(None, "cpu") == "fp32"
+    assert resolve_precision(None, torch.device("cuda")) == "fp16"
+    assert resolve_precision("bf16", "cpu") == "bf16"
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        resolve_precision("fp16", "cpu")
+
+
+def test_a_cast_logs_nothing():
+    """diffusers' own `to(dtype)` warns (on its own logger, which does not propagate) about
+    float32 modules the UNet does not have."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    diffusers_logger = logging.getLogger("diffusers")
+    diffusers_logger.addHandler(handler)
+    try:
+        tiny().to_precision("bf16")
+    finally:
+        diffusers_logger.removeHandler(handler)
+    assert [r.getMessage() for r in records] == []
 
 
 def test_fp32_model_id_still_tracks_the_weights():

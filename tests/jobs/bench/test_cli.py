@@ -149,3 +149,6 @@ def test_bad_usage_is_exit_2(tmp_path: Path, capsys):
     )
     assert "nope" in capsys.readouterr().err
     assert main(["--out", str(tmp_path), "--memory-sizes", "12by4"]) == 2
+    capsys.readouterr()
+    assert main(["--out", str(tmp_path), "--sections", "cost", "--precision", "fp16"]) == 2
+    assert "fp16 needs a CUDA device" in capsys.readouterr().err

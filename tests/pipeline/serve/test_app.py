@@ -124,6 +124,13 @@ def test_tile_equals_the_region_of_a_full_restore(service, restored, rel_path, r
     assert 10 <= tile.timestep_mean <= 200  # TPM range of the tiny preset
 
 
+def test_a_bf16_service_serves_close_to_fp32(archive, tiled_model, restored):
+    half = TileService(str(archive), tiled_model, {}, LIMIT, 0, CPU, "bf16")
+    assert half.model.precision == "bf16" and half.model_id == half.model.model_id
+    got = pixels(half.tile("a.png", query(40, 8, 120, 50)).data)
+    assert psnr(got, restored["a.png"][8:58, 40:160]) >= 25
+
+
 def test_repeated_tiles_and_images_come_from_the_caches(service):
     params = query(8, 8, 16, 16)
     first = service.tile("sub/b.jpg", params)
@@ -244,6 +251,7 @@ def test_tiles_from_an_s3_archive(archive, service, tiled_model, s3_env):
         (["{missing}"], "has no lr/ folder"),
         (["{archive}", "--model", "no-such-model"], "no-such-model"),
         (["{archive}", "--port", "http"], "invalid int value"),
+        (["{archive}", "--precision", "fp16"], "--precision fp16 needs a GPU"),
     ],
 )
 def test_bad_usage_exits_2_before_starting_anything(args, message, archive, tmp_path, capsys):
@@ -312,6 +320,7 @@ def test_healthz(server, tiled_model):
     health = json.loads(body)
     assert health["status"] == "ok"
     assert health["model_id"] == TADM.from_pretrained(tiled_model).model_id
+    assert health["precision"] == "fp32"  # the CPU's default
 
 
 def test_http_tile_equals_restore_region(server, restored):
