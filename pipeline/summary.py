@@ -21,7 +21,7 @@ class Summary:
     mean_psnr: float | None  # over rows with psnr (archived with --verify)
     mean_ssim: float | None
     verified: int  # rows with psnr
-    models: dict[str, int]  # "model_id (xscale)" -> archived images
+    models: dict[str, int]  # "model_id (xscale, precision)" -> archived images
     kept: int = 0  # sources kept as they are (status kept, or skipped after a kept run)
     kept_bytes: int = 0  # their bytes, stored as they are
 
@@ -39,7 +39,10 @@ class Summary:
             lines.append(f"mean ssim: {number(self.mean_ssim, '.4f')}")
         else:
             lines.append("mean psnr: n/a (archived without --verify)")
-        lines += [f"model {model}: {n} images" for model, n in sorted(self.models.items())]
+        lines += [
+            f"model {model}: {n} image{'s' if n != 1 else ''}"
+            for model, n in sorted(self.models.items())
+        ]
         if self.kept:
             stored = self.lr_bytes + self.kept_bytes
             before = self.source_bytes + self.kept_bytes
@@ -73,10 +76,16 @@ def summarize(table: pa.Table) -> Summary:
         mean_psnr=mean(psnrs),
         mean_ssim=mean(ssims),
         verified=len(psnrs),
-        models=dict(Counter(f"{r['model_id']} (x{r['scale']})" for r in done)),
+        models=dict(Counter(model_name(r) for r in done)),
         kept=len(kept),
         kept_bytes=sum(r["source_bytes"] or 0 for r in kept),
     )
+
+
+def model_name(row: dict) -> str:
+    """ "model_id (x16, fp16)"; without the precision for rows written before its column."""
+    precision = f", {row['precision']}" if row.get("precision") else ""
+    return f"{row['model_id']} (x{row['scale']}{precision})"
 
 
 def errors(table: pa.Table) -> list[dict[str, str]]:

@@ -27,7 +27,7 @@ addEventListener("load", () => {
 
 STYLE = """\
 :root { --ink: #1c2330; --muted: #5f6b7d; --line: #dfe4eb; --bg: #f3f5f8; --card: #fff;
-  --accent: #2f6fd6; --bad: #c43c31; --ok: #2e8b57; --skip: #8a6d1d; }
+  --accent: #2f6fd6; --bad: #c43c31; --ok: #2e8b57; --skip: #8a6d1d; --kept: #5b57a6; }
 * { box-sizing: border-box; }
 body { margin: 0; background: var(--bg); color: var(--ink);
   font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; }
@@ -77,7 +77,7 @@ h2 { font-size: 16px; margin: 0 0 10px; }
 .card .path { font-family: ui-monospace, monospace; overflow-wrap: anywhere; flex: 1; }
 .status { font-size: 11px; font-weight: 600; padding: 1px 7px; border-radius: 9px; color: #fff; }
 .status.ok { background: var(--ok); } .status.skipped { background: var(--skip); }
-.status.error { background: var(--bad); }
+.status.error { background: var(--bad); } .status.kept { background: var(--kept); }
 .card .body { display: flex; gap: 14px; align-items: flex-start; flex-wrap: wrap; }
 .pictures { display: flex; gap: 10px; flex-wrap: wrap; }
 figure { margin: 0; }
@@ -94,5 +94,5 @@ img[data-loaded="no"] { outline: 3px solid var(--bad); }
 .metrics dd { margin: 0; font-variant-numeric: tabular-nums; }
 .message { color: var(--bad); margin: 8px 0 0; overflow-wrap: anywhere; }
 .note { color: var(--muted); font-size: 12px; margin: 6px 0 0; overflow-wrap: anywhere; }
-.bad { color: var(--bad); }
+a.error { color: var(--bad); } a.kept, .kept-reason { color: var(--kept); }
 """

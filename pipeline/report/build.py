@@ -29,6 +29,7 @@ from pipeline.decode import decode_image
 from pipeline.format import (
     ARCHIVE_SCHEMA,
     DONE,
+    KEPT,
     MANIFEST_DIR,
     Region,
     decode_lr_png,
@@ -87,10 +88,13 @@ class Written:
 
 
 def sort_key(row: dict[str, Any]) -> tuple[int, float, str]:
-    """Worst first: by PSNR, then rows without PSNR, then error rows; ties by rel_path."""
+    """Worst first: by PSNR, then rows without PSNR, then sources kept as they were, then error
+    rows; ties by rel_path."""
     rel_path = row["rel_path"] or ""
-    if row["status"] not in DONE:
+    if row["status"] == KEPT:
         return (2, 0.0, rel_path)
+    if row["status"] not in DONE:
+        return (3, 0.0, rel_path)
     psnr = row["psnr"]
     if psnr is None or math.isnan(psnr):
         return (1, 0.0, rel_path)
@@ -99,6 +103,14 @@ def sort_key(row: dict[str, Any]) -> tuple[int, float, str]:
 
 def ordered(rows: list[dict[str, Any]]) -> list[Entry]:
     return [Entry(rank, row) for rank, row in enumerate(sorted(rows, key=sort_key), start=1)]
+
+
+def first_ranks(entries: list[Entry]) -> dict[str, int]:
+    """The rank of the first entry of each status."""
+    first: dict[str, int] = {}
+    for entry in entries:
+        first.setdefault(entry.row["status"], entry.rank)
+    return first
 
 
 def paginate(entries: list[Entry], page_size: int) -> list[list[Entry]]:
@@ -306,7 +318,7 @@ def build_report(
         psnrs=[e.row["psnr"] for e in entries if sort_key(e.row)[0] == 0],
         pages=len(pages),
         page_size=page_size,
-        first_error=next((e.rank for e in entries if e.row["status"] not in DONE), None),
+        first=first_ranks(entries),
         linked=linked,
         worst=min(worst, len(entries)),
     )

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pipeline.format import DONE
+from pipeline.format import DONE, KEPT
 from pipeline.report.assets import SCRIPT_NAME, STYLE_NAME
 from pipeline.summary import Summary, human, number
 
@@ -33,7 +33,7 @@ class Context:
     psnrs: list[float]  # of the verified images (inf where restore was exact)
     pages: int
     page_size: int
-    first_error: int | None  # rank of the first error row, None without errors
+    first: dict[str, int]  # rank of the first row of each status
     linked: bool  # thumbnails link to the archive's files instead of copies
     worst: int  # the first `worst` entries got a restored crop where possible
 
@@ -105,15 +105,15 @@ def navigation(current: int, pages: int) -> str:
 def totals(context: Context) -> str:
     s = context.summary
     counts = []
-    for status in ("ok", "skipped", "error"):
+    for status in ("ok", KEPT, "skipped", "error"):
         n = s.counts.get(status, 0)
         if not n:
             continue
         text = f"{status} {n:,}"
-        if status == "error" and context.first_error is not None:
-            rank = context.first_error
+        if status in (KEPT, "error"):  # a link to the first of them
+            rank = context.first[status]
             href = f"{page_name(page_of(rank, context.page_size))}#rank-{rank}"
-            text = f'<a class="bad" href="{href}">{text}</a>'
+            text = f'<a class="{status}" href="{href}">{text}</a>'
         counts.append(text)
     if s.verified:
         psnr = f"{s.mean_psnr:.2f} dB", f"over {s.verified:,} verified images"
@@ -213,7 +213,7 @@ def fit(width: int, height: int, side: int) -> tuple[int, int]:
 
 def card(entry: Entry, context: Context) -> str:
     row = entry.row
-    status = row["status"] if row["status"] in (*DONE, "error") else "error"
+    status = row["status"] if row["status"] in (*DONE, KEPT, "error") else "error"
     wide = entry.crop is not None
     pictures = [thumbnail(entry)] if entry.thumbnail else []
     if entry.crop is not None:
@@ -233,11 +233,14 @@ def card(entry: Entry, context: Context) -> str:
         ("bytes", byte_sizes(row)),
         ("seconds", fixed(row["seconds"], ".2f")),
     ]
-    if row["status"] not in DONE:  # not archived: no LR, no measures
+    if row["status"] not in DONE:  # not archived: no LR; only the measures it has
         metrics = [(label, value) for label, value in metrics if value != "–"]
     dl = "".join(f"<dt>{label}</dt><dd>{esc(value)}</dd>" for label, value in metrics)
     extra = ""
-    if row["status"] not in DONE:
+    if row["status"] == KEPT:
+        reason = f": {row['kept_reason']}" if row["kept_reason"] else ""
+        extra += f'<p class="kept-reason">source kept as it was{esc(reason)}</p>'
+    elif row["status"] not in DONE:
         extra += f'<p class="message">{esc(row["error"] or "error (no message)")}</p>'
     if row["conversion"]:
         extra += f'<p class="note">decoded: {esc(row["conversion"])}</p>'

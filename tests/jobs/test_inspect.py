@@ -44,20 +44,22 @@ def test_counts_bytes_bpp_ratio_and_psnr(tmp_path: Path, capsys):
             }
             | common,
             {"rel_path": "c", "status": "error", "error": "empty file", "source_bytes": 0},
+            {"rel_path": "d", "status": "ok", "source_bytes": 0, "precision": "fp16"} | common,
         ],
     )
     assert run_cli("inspect", tmp_path) == 0
     out = capsys.readouterr().out.splitlines()
     assert out == [
         f"archive: {tmp_path}",
-        "images: 3 (error 1, ok 1, skipped 1)",
+        "images: 4 (error 1, ok 2, skipped 1)",
         "source bytes: 4,000 (3.9 KiB)",
         "LR bytes: 200 (200 B)",
         "compression ratio: 20.0x",
         "mean bpp: 0.0300",
         "mean psnr: 25.00 dB over 2 images",
         "mean ssim: 0.8000",
-        "model abc (x16): 2 images",
+        "model abc (x16): 2 images",  # rows written before the precision column
+        "model abc (x16, fp16): 1 image",
     ]
 
 

@@ -97,8 +97,9 @@ def cards(page: Path) -> list[str]:
     return [a["id"] for a in Tags(page.read_text()).find("article")]
 
 
-def test_order_is_lowest_psnr_first_then_unmeasured_then_errors():
+def test_order_is_lowest_psnr_first_then_unmeasured_then_kept_then_errors():
     rows = [
+        {"rel_path": "k", "status": "kept", "psnr": 9.0},
         {"rel_path": "b", "status": "ok", "psnr": 30.0},
         {"rel_path": "e", "status": "error", "psnr": None},
         {"rel_path": "c", "status": "ok", "psnr": None},
@@ -109,8 +110,8 @@ def test_order_is_lowest_psnr_first_then_unmeasured_then_errors():
         {"rel_path": None, "status": "error", "psnr": None},
     ]
     entries = ordered(rows)
-    assert [e.row["rel_path"] for e in entries] == ["a", "g", "b", "f", "c", "d", None, "e"]
-    assert [e.rank for e in entries] == list(range(1, 9))
+    assert [e.row["rel_path"] for e in entries] == ["a", "g", "b", "f", "c", "d", "k", None, "e"]
+    assert [e.rank for e in entries] == list(range(1, 10))
 
 
 def test_pages_hold_page_size_entries_in_order():
@@ -226,6 +227,24 @@ def test_hostile_rel_paths_are_listed_without_files(tmp_path: Path, model_id: st
     assert text.count("rel_path is not a plain relative path: no files written for it") == 5
     for rel_path in hostile:
         assert rel_path in text
+
+
+def test_kept_sources_show_why_and_are_not_errors(tmp_path: Path, model_id: str, tiny_model: str):
+    archive, out = tmp_path / "archive", tmp_path / "out"
+    reason = "psnr 10.11 dB below --min-psnr 18"
+    rows = [
+        archived(archive, "a.png", 40, 40, model_id, psnr=24.0),
+        {"rel_path": "text.png", "status": "kept", "kept_reason": reason, "psnr": 10.11},
+        {"rel_path": "bad.gif", "status": "error", "error": "animated: 3 frames"},
+    ]
+    write_manifest(archive, rows)
+    report(archive, out, tiny_model)
+    page = Tags((out / "index.html").read_text())
+    assert [a["data-status"] for a in page.find("article")] == ["ok", "kept", "error"]
+    assert f"source kept as it was: {reason}" in page.text
+    assert "10.11 dB" in page.text  # the measure that kept it
+    assert page.find("a", href="index.html#rank-2", **{"class": "kept"})  # "kept 1" links there
+    assert "ok 1 · kept 1 · error 1" in "".join(page.text)
 
 
 def test_error_rows_come_last_with_their_message(tmp_path: Path, model_id: str, tiny_model: str):
