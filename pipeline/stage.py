@@ -38,9 +38,14 @@ def inference_model(
     ref: str, storage_options: dict[str, Any], device: torch.device, precision: str | None
 ) -> TADM:
     """`load_model(ref)` on `device`, for inference in `precision` (None: the device's default,
-    fp16 on CUDA and fp32 on a CPU; ValueError when the device does not run it)."""
+    fp16 on CUDA and fp32 on a CPU; ValueError when the device does not run it). On a CPU the
+    weights are channels-last: the shipped models run 1.2 to 1.5x faster (benchmarks/README.md),
+    and an fp32 LR differs from a contiguous run's in at most 0.5% of its pixels, by one level."""
     precision = resolve_precision(precision, device)
-    return load_model(ref, storage_options).to(device).eval().to_precision(precision)
+    model = load_model(ref, storage_options).to(device).eval().to_precision(precision)
+    if device.type == "cpu":
+        model.to(memory_format=torch.channels_last)
+    return model
 
 
 class ModelStage(ABC):

@@ -39,7 +39,7 @@ from pipeline.format import (
 from pipeline.job import Progress
 from pipeline.manifest import read_manifest
 from pipeline.report import CROP, LINK_ABOVE, assets, html
-from pipeline.stage import load_model
+from pipeline.stage import inference_model
 from pipeline.storage import Location
 from pipeline.summary import summarize
 from tadm import TADM
@@ -195,7 +195,7 @@ class Models:
             self.loaded[ref] = self.load(ref)
 
     def load(self, ref: str) -> TADM:
-        return load_model(ref, self.storage_options).to(self.device).eval()
+        return inference_model(ref, self.storage_options, self.device, None)
 
     def for_scale(self, scale: int) -> TADM:
         ref = self.ref or default_model(scale)

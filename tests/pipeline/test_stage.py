@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import encode, photo
 from PIL import Image
 
@@ -128,6 +129,15 @@ def test_restore_region_and_wrong_model(archived, tiny_model):
     restored = Upscale(tiny_model, storage_options={}, region=Region(8, 4, 24, 20))(read)
     assert restored["restored"][0].shape == (20, 24, 3)
     assert list(restored["region"]) == ["8,4,24,20", "8,4,24,20"]
+
+
+def test_the_model_of_a_cpu_stage_is_channels_last(archived, tiny_model):
+    """Convolutions run channels-last on a CPU (faster there), in either precision."""
+    for precision in ("fp32", "bf16"):
+        model = Upscale(tiny_model, {}, None, precision=precision).model
+        assert model.precision == precision
+        weight = model.unet.conv_in.weight
+        assert weight.is_contiguous(memory_format=torch.channels_last) and weight.ndim == 4
 
 
 def test_restored_png_holds_exactly_the_model_output(archived, tiny_model, tmp_path: Path):
