@@ -202,7 +202,10 @@ class PartSink:
 class ManifestWriter:
     """Buffers rows and writes them as a part every `flush_rows` rows or `flush_seconds`.
     Each `add` stamps its rows' written_at with one time, later than the previous add's;
-    `taken` counts the rows added, by status."""
+    `taken` counts the rows added, by status. `close` writes the rest and refuses rows after
+    it (`add` returns False): as a Ray actor, rows that come while the driver closes it are
+    either written and counted or refused, never counted and left unwritten. A refused row's
+    image has no row, so a re-run does it again."""
 
     def __init__(
         self,
@@ -220,8 +223,12 @@ class ManifestWriter:
         self.stamp = 0  # the last written_at given, in microseconds since the epoch
         self.statuses: Counter[str] = Counter()
         self.last_flush = time.monotonic()
+        self.closed = False
 
-    def add(self, rows: list[dict[str, Any]] | pa.Table) -> None:
+    def add(self, rows: list[dict[str, Any]] | pa.Table) -> bool:
+        """Take `rows`; False, taking nothing, once closed."""
+        if self.closed:
+            return False
         table = rows if isinstance(rows, pa.Table) else to_table(rows, self.schema)
         if len(table):
             self.stamp = max(time.time_ns() // 1000, self.stamp + 1)
@@ -239,10 +246,17 @@ class ManifestWriter:
         waited = time.monotonic() - self.last_flush
         if self.rows >= self.flush_rows or waited >= self.flush_seconds:
             self.flush()
+        return True
 
     def taken(self) -> dict[str, int]:
         """The rows added so far, by status."""
         return dict(self.statuses)
+
+    def close(self) -> dict[str, int]:
+        """Write the rows buffered, refuse any after; every row taken, by status."""
+        self.flush()
+        self.closed = True
+        return self.taken()
 
     def flush(self) -> None:
         if self.tables:

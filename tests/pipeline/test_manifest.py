@@ -113,6 +113,19 @@ def test_newer_row_wins_over_an_older_row_in_a_later_part(tmp_path: Path):
     assert read_manifest(manifest, ARCHIVE_SCHEMA)["status"].to_pylist() == ["ok", "error"]
 
 
+def test_a_closed_writer_counts_exactly_the_rows_it_wrote(tmp_path: Path):
+    """The job reads its counts with close(): rows that come after are refused, not counted
+    and left unwritten (a send_rows task still running when a job stops early)."""
+    manifest = Location.parse(str(tmp_path / "manifest"))
+    writer = ManifestWriter(manifest, ARCHIVE_SCHEMA, flush_seconds=3600)
+    assert writer.add([{"rel_path": "a", "status": "error"}, {"rel_path": "b", "status": "ok"}])
+    assert writer.close() == {"error": 1, "ok": 1}
+    assert not writer.add([{"rel_path": "c", "status": "error"}])
+    assert writer.taken() == {"error": 1, "ok": 1}
+    writer.flush()
+    assert sorted(read_manifest(manifest, ARCHIVE_SCHEMA)["rel_path"].to_pylist()) == ["a", "b"]
+
+
 def test_writer_stamps_each_add_later_than_the_last(tmp_path: Path):
     manifest = Location.parse(str(tmp_path / "manifest"))
     writer = ManifestWriter(manifest, ARCHIVE_SCHEMA)
