@@ -51,10 +51,10 @@ ITEM_SCHEMA = pa.schema(
     [
         ("rel_path", pa.string()),
         ("lr_uri", pa.string()),  # ARCHIVE/lr/<rel_path>.png wherever the archive is; "" if kept
-        ("source_uri", pa.string()),  # from the archive manifest, for psnr/ssim when readable
+        ("source_uri", pa.string()),  # from the archive manifest, for psnr/ssim when unchanged
         ("scale", pa.int64()),  # from the archive manifest; null when restoring from files alone
         ("kept_uri", pa.string()),  # ARCHIVE/kept/<rel_path>, for a source kept as it was
-        ("source_sha256", pa.string()),  # of the source, from the archive manifest
+        ("source_sha256", pa.string()),  # of the source (a kept one, or the psnr/ssim reference)
         # From the archive manifest: the LR file read must have this size and SHA-256.
         ("lr_bytes", pa.int64()),
         ("lr_sha256", pa.string()),
@@ -299,7 +299,7 @@ def manifest_items(archive: Location, rows: pa.Table, only: str | None) -> pa.Ta
             "source_uri": rows["source_uri"],
             "scale": rows["scale"],
             "kept_uri": pc.if_else(kept, uris(archive, KEPT_DIR, rows["rel_path"], ""), None),
-            "source_sha256": pc.if_else(kept, rows["source_sha256"], None),
+            "source_sha256": rows["source_sha256"],
             "lr_bytes": pc.if_else(kept, None, rows["lr_bytes"]),
             "lr_sha256": pc.if_else(kept, None, rows["lr_sha256"]),
         },

@@ -1,6 +1,7 @@
 """Read stage of restore: LR PNG -> LR pixels, metadata and the size to restore, checked
-against the model; plus the source pixels, when the source is still readable, for psnr/ssim.
-A kept source is read as it is (and, for a region, decoded, cropped and encoded here)."""
+against the model; plus the source pixels, when the source is still readable and unchanged,
+for psnr/ssim. A kept source is read as it is (and, for a region, decoded, cropped and
+encoded here)."""
 
 from __future__ import annotations
 
@@ -51,11 +52,18 @@ READ_COLUMNS = (
 )
 
 
-def read_source(uri: str, options: dict[str, Any]) -> np.ndarray | None:
-    """The source image as decoded for archiving, or None when it can't be read any more."""
+def read_source(uri: str, sha256: str, options: dict[str, Any]) -> np.ndarray | None:
+    """The source image as decoded for archiving, or None when it can't be read any more or
+    its bytes are not those archived (SHA-256 `sha256`; None when that is unknown): psnr/ssim
+    against another image would be wrong, and a manifest's source_uri is read only when it
+    names the very file the archive took."""
+    if not uri or not sha256:
+        return None
     try:
         location = Location.parse(uri, options)
         data = location.filesystem().cat_file(location.root)
+        if hashlib.sha256(data).hexdigest() != sha256:
+            return None
         return decode_image(data).pixels
     except Exception:  # a source that no longer decodes is one that is gone: no psnr/ssim
         return None
@@ -73,9 +81,9 @@ def read_lr_batch(
 ) -> dict[str, np.ndarray]:
     """Ray Data stage: rows {"lr_uri", "rel_path", "source_uri", "kept_uri", "source_sha256",
     "lr_sha256" ("" when unknown) and "lr_bytes" (-1 when unknown)} -> rows with "lr_pixels",
-    the metadata, the HR size and "source_pixels" (empty when the source is gone); rows with
-    status "kept" and "kept_data" for a kept source; or an error row. Files are read from
-    ARCHIVE/lr/<rel_path>.png or ARCHIVE/kept/<rel_path>, a rel_path checked by
+    the metadata, the HR size and "source_pixels" (empty when the source is gone or changed);
+    rows with status "kept" and "kept_data" for a kept source; or an error row. Files are read
+    from ARCHIVE/lr/<rel_path>.png or ARCHIVE/kept/<rel_path>, a rel_path checked by
     check_rel_path; an LR file must have the size and SHA-256 its manifest row records."""
     rows = to_rows(batch)
     for row in rows:
@@ -109,7 +117,7 @@ def read_lr_batch(
             row.update(exif=m.exif or b"", icc=m.icc or b"", xmp=m.xmp or b"")
             x, y, w, h = region or (0, 0, header.width, header.height)
             row.update(width=w, height=h)
-            source = read_source(row["source_uri"], options) if row["source_uri"] else None
+            source = read_source(row["source_uri"], row["source_sha256"], options)
             if source is not None and source.shape[:2] == (header.height, header.width):
                 row["source_pixels"] = source[y : y + h, x : x + w]
         except Exception as e:  # one image must not stop the job: it becomes its row

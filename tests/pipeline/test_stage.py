@@ -3,6 +3,7 @@ hand-built batches: no Ray at all."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 from pathlib import Path
@@ -129,6 +130,40 @@ def test_restore_region_and_wrong_model(archived, tiny_model):
     restored = Upscale(tiny_model, storage_options={}, region=Region(8, 4, 24, 20))(read)
     assert restored["restored"][0].shape == (20, 24, 3)
     assert list(restored["region"]) == ["8,4,24,20", "8,4,24,20"]
+
+
+def test_psnr_reference_is_only_the_source_archived(archived, tmp_path: Path):
+    """The source is read for psnr/ssim only when its bytes are the archived ones (SHA-256): a
+    changed source, or a manifest whose source_uri names another file, gives no reference."""
+    decoded, _, rows, model_id, dst = archived
+    sources = {
+        name: encode(Image.fromarray(photo(64, 48, seed)), "PNG")
+        for name, seed in (("a.png", 1), ("b.png", 2))
+    }
+    for name, data in sources.items():
+        (tmp_path / name).write_bytes(data)
+    sha_a = decoded["source_sha256"][0]
+    assert sha_a == hashlib.sha256(sources["a.png"]).hexdigest()
+
+    def reference(source_uri: str, sha256: str) -> np.ndarray:
+        items = (
+            {
+                "rel_path": np.array(["a.png"], dtype=object),
+                "lr_uri": np.array(rows["lr_uri"][:1]),
+                "source_uri": np.array([source_uri], dtype=object),
+            }
+            | unrecorded(1)
+            | {"source_sha256": np.array([sha256], dtype=object)}
+        )
+        read = read_lr_batch(items, archive=dst, model_id=model_id, region=None, options={})
+        assert list(read["status"]) == ["ok"]
+        return read["source_pixels"][0]
+
+    assert reference(str(tmp_path / "a.png"), sha_a).shape == (48, 64, 3)
+    assert reference(str(tmp_path / "b.png"), sha_a).size == 0  # another image of the same size
+    assert reference(str(tmp_path / "a.png"), "").size == 0  # nothing to check it against
+    (tmp_path / "a.png").write_bytes(sources["b.png"])  # changed since it was archived
+    assert reference(str(tmp_path / "a.png"), sha_a).size == 0
 
 
 def test_the_model_of_a_cpu_stage_is_channels_last(archived, tiny_model):
