@@ -7,7 +7,8 @@ a local SRC is walked folder by folder (os.scandir), an S3 SRC page by page (Lis
 hidden ones, column by column.
 
 Symbolic links: a link to a file is listed as that file (its size and time); a link to a
-folder is not followed, and is listed as one row with an error saying so.
+folder is not followed, and is listed as one row with an error saying so. So are FIFOs, sockets
+and devices, and local names that are not UTF-8 (rel_path then shows the bytes as \\x escapes).
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ LISTING_THREADS = 8  # top-level folders (local) or prefixes (S3) listed at once
 PAGE_ROWS = 10_000  # rows of a local listing table
 SYMLINKED_FOLDER = "symbolic link to a folder, not followed (give its target as its own SRC)"
 BROKEN_LINK = "broken symbolic link"
+NOT_A_FILE = "not a regular file (a FIFO, socket or device): not read"
+NOT_UTF8 = (
+    "name is not valid UTF-8 (shown with \\x escapes; a folder's files are not listed): "
+    "rename it in UTF-8 to archive it"
+)
 
 LISTING_SCHEMA = pa.schema(
     [
@@ -240,7 +246,14 @@ def scan_folder(root: str, folder: str, rows: Rows, folders: list[str]) -> None:
                 continue
             rel_path = entry.path[start:]
             try:
-                if entry.is_symlink():
+                if not utf8(rel_path):
+                    rows.add(
+                        os.fsencode(rel_path).decode("utf-8", "backslashreplace"),
+                        None,
+                        None,
+                        NOT_UTF8,
+                    )
+                elif entry.is_symlink():
                     if entry.is_dir():
                         rows.add(rel_path, None, None, SYMLINKED_FOLDER)
                     elif entry.is_file():
@@ -253,8 +266,21 @@ def scan_folder(root: str, folder: str, rows: Rows, folders: list[str]) -> None:
                 elif entry.is_file(follow_symlinks=False):
                     info = entry.stat(follow_symlinks=False)
                     rows.add(rel_path, info.st_size, info.st_mtime_ns // 1000, None)
+                else:
+                    rows.add(rel_path, None, None, NOT_A_FILE)
             except FileNotFoundError:  # removed while listed
                 continue
+
+
+def utf8(name: str) -> bool:
+    """Whether a name os.scandir gave is UTF-8 (else it holds surrogate escapes of its bytes)."""
+    if name.isascii():
+        return True
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # ---- S3 --------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ rows. `write_files` is the body of both write stages: atomic writes, one error r
 
 from __future__ import annotations
 
+import errno
+import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable
@@ -15,7 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from pipeline.format import TRANSIENT
+from pipeline.format import PERMANENT, TRANSIENT
 from pipeline.rows import error_kind, error_text, model_calls, to_batch, to_rows
 from pipeline.storage import Location, write_atomic
 from tadm import TADM
@@ -116,6 +118,24 @@ def restored_images(x_hat: torch.Tensor) -> list[np.ndarray]:
     return to_images(x_hat.clamp_(0, 1).mul_(255).round_().to(torch.uint8))
 
 
+def name_problem(e: Exception, path: str) -> str | None:
+    """What to do when a write failed because of the file's name (a failure each re-run would
+    meet again: permanent); None for any other failure (I/O: transient)."""
+    code = getattr(e, "errno", None)
+    if code == errno.ENAMETOOLONG:
+        name = os.fsencode(os.path.basename(path))
+        return (
+            f" (the name is {len(name)} bytes with its suffix; this filesystem allows fewer, "
+            "most allow 255): rename the source"
+        )
+    if code in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+        return (
+            " (a file and a folder of one name: another image's output, or a folder of "
+            "sources, takes this path): rename one of them"
+        )
+    return None
+
+
 def write_files(
     rows: list[Row],
     dst: Location,
@@ -145,6 +165,8 @@ def write_files(
                 row[uri_column] = dst.uri_of(path)
             except Exception as e:
                 error = f"cannot write {dst.uri_of(path)}: {error_text(e)}"
-                row.update(status="error", error=error, error_kind=TRANSIENT)
+                hint = name_problem(e, path)
+                kind = TRANSIENT if hint is None else PERMANENT
+                row.update(status="error", error=error + (hint or ""), error_kind=kind)
         row["seconds"] += time.perf_counter() - start
     return rows

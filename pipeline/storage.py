@@ -212,6 +212,7 @@ def redact_url(url: str) -> str:
 
 
 TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")  # write_atomic's temporary files
+TEMP_NAME_BYTES = 64  # of the final name, in a temporary one
 STALE_TEMP_S = 600  # a temporary file lives for one write; one this old belongs to a dead job
 
 
@@ -244,7 +245,9 @@ def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     if isinstance(fs, LocalFileSystem):
         directory, name = os.path.split(path)
         os.makedirs(directory, exist_ok=True)
-        tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
+        # The name's first TEMP_NAME_BYTES only: a long name must not fail for its temporary.
+        stem = os.fsencode(name)[:TEMP_NAME_BYTES].decode(errors="ignore")
+        tmp = os.path.join(directory, f".{stem}.{uuid.uuid4().hex}.tmp")
         try:
             with open(tmp, "wb") as f:
                 f.write(data)

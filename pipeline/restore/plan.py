@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
-from pipeline.buckets import Buckets
+from pipeline.buckets import Buckets, bucket_of, fold
 from pipeline.format import (
     ARCHIVE_SCHEMA,
     DONE,
@@ -33,6 +33,7 @@ from pipeline.format import (
     decode_lr_png,
     is_rel_path,
     lr_key,
+    output_key,
 )
 from pipeline.job import OUTPUT_SCHEMA, Plan, Stages
 from pipeline.manifest import latest, list_parts, merged_buckets
@@ -71,6 +72,7 @@ class RestoreJob(Plan):
     config: RestoreConfig
     archive: Location
     items: Buckets  # of ITEM_SCHEMA
+    clashes: dict[str, str]  # rel_path -> why its output cannot be written (kept_clashes)
 
     @property
     def images(self) -> Buckets:
@@ -108,8 +110,13 @@ class RestoreJob(Plan):
     ) -> tuple[pa.Table, pa.Table]:
         """ "skipped" rows of the images an earlier restore into DST finished with this model,
         region, format and --to-srgb, whose output is still there, and, unless --retry-errors,
-        the rows of its permanent failures with this model and region; the rest to run."""
+        the rows of its permanent failures with this model and region; the rest to run, with
+        "clash" naming why an output cannot be written ("" for none)."""
         todo = images.select(ITEM_SCHEMA.names)
+        clashing = pa.array(list(self.clashes), pa.string())
+        at = pc.index_in(todo["rel_path"], value_set=clashing)
+        clash = pc.take(pa.array(list(self.clashes.values()), pa.string()), at)
+        todo = todo.append_column("clash", pc.fill_null(clash, ""))  # read_lr_batch refuses
         # "" and -1 for unknown: a column of nothing but None would reach the stage as NaN.
         for name, unknown in (
             ("source_uri", ""),
@@ -158,6 +165,7 @@ class RestoreJob(Plan):
             ),
             pc.if_else(pc.equal(kind, "kept"), present_kept, present_image),
             pc.or_(copied, pc.equal(srgb, config.to_srgb)),
+            pc.invert(pc.is_in(rows["rel_path"], value_set=clashing)),  # one file for both
         ]
         mask = keep[0]
         for condition in keep[1:]:
@@ -228,6 +236,43 @@ def prepare_restore(config: RestoreConfig) -> RestoreJob:
         model_id=model_id,
         archive=archive,
         items=items,
+        clashes={} if config.region else kept_clashes(items, config.image_format),
+    )
+
+
+def kept_clashes(items: Buckets, image_format: str) -> dict[str, str]:
+    """Why an image and a kept source cannot both be restored, by rel_path: the kept source
+    "a.jpg.png" is copied to DST/a.jpg.png, where the image "a.jpg" is restored (names compared
+    as a case-insensitive, normalising store does). Kept sources are few: their names are
+    gathered bucket by bucket, then only the buckets of the images they could clash with are
+    read again."""
+    suffix = "." + image_format
+    n = items.n
+    stems: dict[str, str] = {}  # the folded rel_path of a clashing image -> the kept one
+    for k in range(n):
+        table = items.bucket(k, n)
+        kept = table.filter(pc.is_valid(table["kept_uri"]))["rel_path"]
+        for rel_path, key in zip(kept.to_pylist(), fold(kept).to_pylist(), strict=True):
+            if key.endswith(suffix):
+                stems[key[: -len(suffix)]] = rel_path
+    clashes: dict[str, str] = {}
+    keys = pa.array(list(stems), pa.string())
+    for k in sorted(set(bucket_of(keys, n).tolist())):
+        table = items.bucket(k, n)
+        images = table.filter(pc.is_null(table["kept_uri"]))["rel_path"]
+        for rel_path, key in zip(images.to_pylist(), fold(images).to_pylist(), strict=True):
+            if key in stems:
+                kept = stems[key]
+                clashes[rel_path] = clash_message(rel_path, kept, image_format)
+                clashes[kept] = clash_message(rel_path, kept, image_format)
+    return clashes
+
+
+def clash_message(image: str, kept: str, image_format: str) -> str:
+    return (
+        f"the image {image!r} is restored to DST/{output_key(image, image_format)}, where the "
+        f"kept source {kept!r} is copied as it is: restore one of them into another DST "
+        "(--only)"
     )
 
 

@@ -14,6 +14,8 @@ import numpy as np
 from pipeline.decode import decode_image
 from pipeline.format import (
     KEPT,
+    KEPT_DIR,
+    LR_DIR,
     MANIFEST_DIR,
     Region,
     check_rel_path,
@@ -93,10 +95,13 @@ def read_lr_batch(
         row.update(exif=b"", icc=b"", xmp=b"")
         try:
             check_rel_path(row["rel_path"])
+            if row.get("clash"):
+                raise ValueError(row["clash"])
             if row.get("kept_uri"):
                 read_kept(row, archive, region, image_format, to_srgb)
                 row["seconds"] = time.perf_counter() - start
                 continue
+            check_not_in_manifest(output_key(row["rel_path"], image_format), LR_DIR)
             path = archive.join(lr_key(row["rel_path"]))
             try:
                 data = archive.filesystem().cat_file(path)
@@ -171,6 +176,16 @@ def read_kept(
         data, names, conversion = encode_restored(window, image_format, decoded.metadata, to_srgb)
         key = output_key(key, image_format)
         row.update(width=w, height=h, metadata=names, conversion=conversion)
-    if key.split("/", 1)[0] == MANIFEST_DIR:
-        raise ValueError(f"kept file {key!r} would be written into DST's manifest folder")
+    check_not_in_manifest(key, KEPT_DIR)
     row.update(kept_data=data, kept_key=key)
+
+
+def check_not_in_manifest(key: str, tree: str) -> None:
+    """ValueError unless DST/<key> lies outside DST's manifest/ folder, where readers of the
+    restore manifest would take it for a part of it (as a case-insensitive store names it)."""
+    top = key.split("/", 1)[0]
+    if top.casefold() == MANIFEST_DIR:
+        raise ValueError(
+            f"{key!r} would be written into DST's {top}/ folder, which holds the restore "
+            f"manifest: copy ARCHIVE/{tree}/{top}/ into a folder's {tree}/ and restore that"
+        )

@@ -269,7 +269,7 @@ def test_a_first_run_prints_only_its_own_lines(small_photos, tiny_model, tmp_pat
     assert result["lr_bytes"] == sum(p.stat().st_size for p in (dst / "lr").rglob("*.png"))
 
 
-def test_same_size_edits_symlinks_and_case_collisions(ray_cluster, tiny_model, tmp_path, capsys):
+def test_same_size_edits_odd_files_and_case_collisions(ray_cluster, tiny_model, tmp_path, capsys):
     elsewhere = write_tree(
         tmp_path / "elsewhere",
         {"t.png": encode(Image.fromarray(photo(64, 64, 3)), "PNG"), "sub/u.png": b"x"},
@@ -285,11 +285,23 @@ def test_same_size_edits_symlinks_and_case_collisions(ray_cluster, tiny_model, t
     )
     (src / "link.png").symlink_to(elsewhere / "t.png")
     (src / "folder").symlink_to(elsewhere / "sub")
+    os.mkfifo(src / "pipe.png")  # a read would block for ever
+    Path(os.fsdecode(os.fsencode(src) + b"/caf\xe9.png")).write_bytes(bmp)  # a Latin-1 name
     dst = tmp_path / "archive"
     args = ("archive", src, dst, "--model", tiny_model)
     assert run_cli(*args) == 1
     rows = manifest_rows(dst)
-    assert set(rows) == {"a.bmp", "B.png", "b.png", "link.png", "folder"}
+    assert set(rows) == {
+        "a.bmp",
+        "B.png",
+        "b.png",
+        "link.png",
+        "folder",
+        "pipe.png",
+        "caf\\xe9.png",
+    }
+    assert rows["pipe.png"]["error"].startswith("not a regular file")
+    assert rows["caf\\xe9.png"]["error"].startswith("name is not valid UTF-8")
     assert rows["link.png"]["status"] == "ok"
     assert rows["link.png"]["source_uri"] == str(src / "link.png")
     assert (dst / "lr" / "link.png.png").is_file()
@@ -310,7 +322,7 @@ def test_same_size_edits_symlinks_and_case_collisions(ray_cluster, tiny_model, t
     # failures, not this run's, so nothing new failed.
     assert run_cli(*args) == 0
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "3 permanent failures of an earlier run not retried" in last, last
+    assert "5 permanent failures of an earlier run not retried" in last, last
     rows = manifest_rows(dst)
     assert rows["a.bmp"]["status"] == "ok"  # archived again, not skipped
     assert rows["a.bmp"]["source_sha256"] == hashlib.sha256(edited).hexdigest()

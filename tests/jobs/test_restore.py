@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
-from conftest import bomb_png, cli_env, photo, run_cli
+from conftest import bomb_png, cli_env, photo, run_cli, write_tree
 from PIL import Image
 
 from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA, LrHeader, encode_lr_png
@@ -316,3 +317,47 @@ def test_lr_files_over_the_pixel_limit_are_error_rows_among_good_ones(
     assert "declares 20000x20000 = 400000000 pixels" in rows["huge.png"]["error"]
     for rel_path in SIZES:
         assert (dst / f"{rel_path}.png").is_file()
+
+
+def test_outputs_that_would_clash_or_enter_the_manifest_folder_are_error_rows(
+    ray_cluster, small_photos, tiny_model, tmp_path, capsys
+):
+    """A kept "a.jpg.png" and the image "a.jpg" would both be DST/a.jpg.png; "manifest/m.png"
+    would sit in the restore manifest's folder. Each is an error row saying what to do, the
+    others are restored, and any Parquet reader still reads DST/manifest."""
+    photo_png = (small_photos / "a.png").read_bytes()
+    src = write_tree(
+        tmp_path / "src",
+        {
+            "a.jpg": (small_photos / "b.jpg").read_bytes(),
+            "a.jpg.png": b"not a PNG",  # kept with --keep-failed
+            "manifest/m.png": photo_png,
+            "ok.png": photo_png,
+        },
+    )
+    archive = tmp_path / "archive"
+    assert run_cli("archive", src, archive, "--model", tiny_model, "--keep-failed") == 0
+    dst = tmp_path / "out"
+    args = ("restore", archive, dst, "--model", tiny_model)
+    assert run_cli(*args) == 1
+    rows = restore_rows(dst)
+    assert rows["ok.png"]["status"] == "ok"
+    for rel_path in ("a.jpg", "a.jpg.png"):
+        assert rows[rel_path]["status"] == "error", rows[rel_path]
+        assert rows[rel_path]["error_kind"] == "permanent"
+        assert (
+            "the image 'a.jpg' is restored to DST/a.jpg.png, where the kept source 'a.jpg.png' "
+            "is copied as it is: restore one of them into another DST (--only)"
+        ) in rows[rel_path]["error"]
+    assert not (dst / "a.jpg.png").exists()
+    error = rows["manifest/m.png"]["error"]
+    assert "'manifest/m.png.png' would be written into DST's manifest/ folder" in error
+    assert "copy ARCHIVE/lr/manifest/ into a folder's lr/ and restore that" in error
+    assert pq.read_table(dst / "manifest").num_rows == 4
+    assert sorted(p.relative_to(dst).as_posix() for p in dst.rglob("*.png")) == ["ok.png.png"]
+
+    capsys.readouterr()
+    assert run_cli(*args) == 0  # the same failures, carried over
+    assert "3 permanent failures of an earlier run not retried" in capsys.readouterr().err
+    assert run_cli(*args, "--only", "a.jpg", "--retry-errors") == 0  # alone: no clash
+    assert restore_rows(dst)["a.jpg"]["status"] == "ok" and (dst / "a.jpg.png").is_file()

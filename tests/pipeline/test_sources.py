@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pyarrow as pa
 from conftest import make_bucket, write_tree
 
 import pipeline.sources as sources_module
-from pipeline.sources import LISTING_SCHEMA, list_sources, scan
+from pipeline.sources import LISTING_SCHEMA, NOT_UTF8, list_sources, scan
 from pipeline.storage import Location
 
 
@@ -97,6 +98,21 @@ def test_symlinked_files_are_listed_symlinked_folders_are_error_rows(tmp_path: P
     assert "folder/u.png" not in rows
     sources, _ = list_sources(Location.parse(str(src)))  # objects: error rows left out
     assert [s.rel_path for s in sources] == ["a.png", "link.png"]
+
+
+def test_special_files_and_names_that_are_not_utf8_are_error_rows(tmp_path: Path):
+    src = write_tree(tmp_path / "src", {"a.png": b"1"})
+    os.mkfifo(src / "pipe.png")
+    os.makedirs(os.fsencode(src) + b"/old\xe9")  # Latin-1 folder name, its files unlisted
+    (Path(os.fsdecode(os.fsencode(src) + b"/old\xe9")) / "in.png").write_bytes(b"2")
+    Path(os.fsdecode(os.fsencode(src) + b"/bad\xffname.png")).write_bytes(b"3")
+    rows = listing(Location.parse(str(src)))
+    assert set(rows) == {"a.png", "pipe.png", "old\\xe9", "bad\\xffname.png"}
+    assert rows["pipe.png"]["error"].startswith("not a regular file")
+    assert rows["old\\xe9"]["error"] == rows["bad\\xffname.png"]["error"] == NOT_UTF8
+    pa.table({"rel_path": list(rows)})  # every rel_path is a string Arrow and Parquet take
+    sources, _ = list_sources(Location.parse(str(src)))
+    assert [s.rel_path for s in sources] == ["a.png"]
 
 
 def test_many_folders_are_listed_in_parallel_pages(tmp_path: Path, monkeypatch):

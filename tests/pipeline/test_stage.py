@@ -225,3 +225,33 @@ def test_write_stages_refuse_keys_out_of_dst_and_turn_any_failure_into_its_row(t
     assert "'/abs.png.png' is absolute" in out["error"][1]
     assert out["error"][2].startswith("TypeError: ")  # from the encoder, as the row's error
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["dst", "good.png.png"]
+
+
+def test_a_write_that_fails_for_its_name_is_a_permanent_error_saying_what_to_do(tmp_path: Path):
+    dst = Location.parse(str(tmp_path))
+    names = [
+        "x" * 247 + ".jpg",  # 255 bytes with ".png": the filesystem's limit, written
+        "y" * 248 + ".jpg",  # 256
+        "c.jpg",  # c.jpg.png, then the folder c.jpg.png/ is needed
+        "c.jpg.png/in.jpg",
+        "d.jpg.png/in.jpg",  # the folder d.jpg.png/, then the file d.jpg.png is needed
+        "d.jpg",
+    ]
+    rows = [
+        {
+            "rel_path": name,
+            "status": "ok",
+            "seconds": 0.0,
+            "restored": np.zeros((8, 8, 3), np.uint8),
+        }
+        | {"metadata": None, "conversion": None, "exif": b"", "icc": b"", "xmp": b""}
+        for name in names
+    ]
+    out = write_restored(to_batch(rows, rows[0]), dst=dst, image_format="png")
+    assert list(out["status"]) == ["ok", "error", "ok", "error", "ok", "error"]
+    assert list(out["error_kind"][[1, 3, 5]]) == ["permanent"] * 3
+    assert "the name is 256 bytes with its suffix" in out["error"][1]
+    assert "rename the source" in out["error"][1]
+    for i in (3, 5):
+        assert "a file and a folder of one name" in out["error"][i]
+    assert not [p for p in tmp_path.rglob(".*")]  # no temporary file left
