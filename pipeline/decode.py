@@ -67,17 +67,21 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Decoded:
                 "multi-frame images are not archived"
             )
         sixteen_bit = ";16" in raw_mode(img)
+        # Read before load(): Pillow's TIFF plugin turns a TIFF as it loads it and drops the tag.
+        orientation = img.getexif().get(EXIF_ORIENTATION, 1)
         img.load()
         metadata = source_metadata(img)
-        orientation = img.getexif().get(EXIF_ORIENTATION, 1)
         if orientation in range(2, 9):
-            img = ImageOps.exif_transpose(img)
+            img = ImageOps.exif_transpose(img)  # turns only what load() has not
             steps.append(f"EXIF orientation {orientation} applied")
         img, metadata, icc_note = match_profile(img, metadata)
         rgb, converted = to_rgb(img, sixteen_bit)
         steps += [note for note in (converted, icc_note) if note]
-    except Image.DecompressionBombError as e:
-        raise ValueError(f"decompression bomb: {e}") from None
+    except Image.DecompressionBombError:  # Pillow's own check, at twice its limit, came first
+        size = claimed_size(data)
+        if size and size[0] * size[1] > max_pixels:
+            raise ValueError(bomb_message(*size, max_pixels)) from None
+        raise ValueError(f"decompression bomb: over the limit of {max_pixels} pixels") from None
     except UnidentifiedImageError:
         raise ValueError(f"not a readable {'/'.join(PILLOW_FORMATS)} image") from None
     except (OSError, SyntaxError) as e:
@@ -93,9 +97,12 @@ def source_metadata(img: Image.Image) -> Metadata:
     """The EXIF, ICC profile and XMP of a source, orientation set to 1 (the pixels archived
     are turned already); an EXIF that is no TIFF structure is left out."""
     info = dict(img.info)
-    if img.format == "TIFF":  # a TIFF's EXIF is its own header, not a block to carry
+    if img.format == "TIFF":
+        # A TIFF's EXIF is its own header, not a block to carry. Its XMP comes from its tag,
+        # unwrapped as Pillow does for info["xmp"], where load() strips tiff:Orientation.
         info.pop("exif", None)
-        info.setdefault("xmp", img.tag_v2.get(TIFF_XMP))
+        xmp = img.tag_v2.get(TIFF_XMP)
+        info["xmp"] = xmp[0] if isinstance(xmp, tuple) and len(xmp) == 1 else xmp
     metadata = Metadata.from_info(info)
     exif = metadata.exif and reset_exif_orientation(metadata.exif)
     xmp = metadata.xmp and XMP_ORIENTATION.sub(rb"\g<1>1", metadata.xmp)
@@ -148,6 +155,24 @@ def match_profile(img: Image.Image, metadata: Metadata) -> tuple[Image.Image, Me
 def replace_icc(metadata: Metadata) -> Metadata:
     """`metadata` without its ICC profile."""
     return Metadata(exif=metadata.exif, xmp=metadata.xmp)
+
+
+def claimed_size(data: bytes) -> tuple[int, int] | None:
+    """The size the header of `data` claims, read by the plugin Image.open picks but without the
+    bomb check Image.open makes after it; None where the plugin checks while opening (a GIF
+    frame reaching past its screen)."""
+    Image.init()
+    for fmt in PILLOW_FORMATS:
+        factory, accept = Image.OPEN[fmt]
+        if accept and not accept(data[:16]):
+            continue
+        try:
+            return factory(io.BytesIO(data), None).size
+        except Image.DecompressionBombError:
+            return None
+        except Exception:  # not this format after all: Image.open tries the next one too
+            continue
+    return None
 
 
 def bomb_message(width: int, height: int, max_pixels: int) -> str:

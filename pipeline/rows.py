@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
@@ -41,14 +42,16 @@ def to_batch(rows: list[dict[str, Any]], columns: Iterable[str]) -> dict[str, np
 
 def column(values: list[Any]) -> np.ndarray:
     """A batch column: int64 or float64 when every value is a number, else an object array
-    (strings, None, bytes, or images of different shapes)."""
+    (strings, None, bytes, or images of different shapes) in which NaN is None: Ray hands a
+    column of nothing but None to the next stage as NaN, and strings beside NaN are no column
+    Arrow takes (Ray would pickle it, warning)."""
     if values and all(isinstance(v, (int, np.integer)) for v in values):
         return np.asarray(values, dtype=np.int64)
     if values and all(isinstance(v, (int, float, np.integer, np.floating)) for v in values):
         return np.asarray(values, dtype=np.float64)
     out = np.empty(len(values), dtype=object)
     for i, value in enumerate(values):
-        out[i] = value
+        out[i] = None if isinstance(value, float) and math.isnan(value) else value
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 
 from pipeline.rows import column, model_calls, to_batch, to_rows
 
@@ -24,3 +25,11 @@ def test_model_calls_stack_same_size_images_only_when_asked():
     assert [[row["n"] for row in call] for call in stacked] == [[0, 2], [1]]
     alone = model_calls(rows, lambda row: row["size"], stack=False)  # on a CPU
     assert [[row["n"] for row in call] for call in alone] == [[0], [1], [2]]
+
+
+def test_a_string_column_has_none_where_ray_handed_nan():
+    """A stage sets an error on one row of a batch whose error column came in as NaN."""
+    errors = column([np.float64("nan"), "cannot write x", float("nan")])
+    assert list(errors) == [None, "cannot write x", None]
+    pa.array(errors)  # a column Arrow takes: Ray need not pickle it
+    assert np.isnan(column([float("nan"), 1.5])[0])  # numbers stay numbers
