@@ -88,7 +88,8 @@ def select_images(
     and not under the rel_path folder `exclude` (an archive inside SRC); error rows are kept
     when not hidden."""
     paths = table["rel_path"]
-    hidden = pc.or_(pc.starts_with(paths, "."), pc.match_substring(paths, "/."))
+    # A name starting with "." (not a "." or ".." segment: those are the plan's error rows).
+    hidden = pc.match_substring_regex(paths, r"(^|/)\.([^./]|\.[^/])")
     keep = pc.invert(hidden)
     if not every_file:
         image = pc.match_substring_regex(paths, IMAGE_NAME, ignore_case=True)

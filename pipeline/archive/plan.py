@@ -25,7 +25,16 @@ from pipeline.archive.read import read_sources
 from pipeline.archive.write import write_lr
 from pipeline.buckets import Buckets, fold
 from pipeline.decode import MAX_PIXELS, decode_batch
-from pipeline.format import ARCHIVE_SCHEMA, DONE, KEPT, KEPT_DIR, LR_DIR, MANIFEST_DIR, PERMANENT
+from pipeline.format import (
+    ARCHIVE_SCHEMA,
+    DONE,
+    KEPT,
+    KEPT_DIR,
+    LR_DIR,
+    MANIFEST_DIR,
+    PERMANENT,
+    check_rel_path,
+)
 from pipeline.inventory import scan_inventory
 from pipeline.job import OUTPUT_SCHEMA, Plan, Stages
 from pipeline.manifest import conform
@@ -91,6 +100,8 @@ class ArchiveJob(Plan):
         file is still there with the recorded size (with --verify, rows that have psnr); the
         rest to run."""
         images = first_of_each(images)
+        errors = pc.coalesce(images["error"], path_errors(images["rel_path"]))
+        images = images.set_column(images.column_names.index("error"), "error", errors)
         images = images.append_column("error_", collisions(images))
         failed = pc.or_(pc.is_valid(images["error"]), pc.is_valid(images["error_"]))
         errors = images.filter(failed)
@@ -250,6 +261,24 @@ def graph_rows(images: pa.Table) -> pa.Table:
     """The columns read_sources takes: rel_path, size, mtime (microseconds), etag."""
     mtime = images["mtime"].cast(pa.int64())
     return images.select(["rel_path", "size", "etag"]).append_column("mtime", mtime)
+
+
+# Anything check_rel_path might refuse: a leading "/", a backslash, a control character, an
+# empty, "." or ".." segment. Only these rows are checked one by one.
+ODD_PATH = r"^/|\\|[\x00-\x1f\x7f]|(^|/)\.{0,2}(/|$)"
+
+
+def path_errors(rel_paths: pa.ChunkedArray) -> pa.Array:
+    """check_rel_path's message for each rel_path it refuses, else null: such a path is an
+    error row of the plan, never read (it could lead out of SRC)."""
+    odd = pc.match_substring_regex(rel_paths, ODD_PATH)
+    messages = [None] * len(rel_paths)
+    for i in np.flatnonzero(odd.to_numpy(zero_copy_only=False)):
+        try:
+            check_rel_path(rel_paths[int(i)].as_py())
+        except ValueError as e:
+            messages[i] = str(e)
+    return pa.array(messages, pa.string())
 
 
 def collisions(images: pa.Table) -> pa.Array:

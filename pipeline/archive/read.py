@@ -25,6 +25,6 @@ def read_sources(
             row["bytes"] = fs.cat_file(row["path"])
         except FileNotFoundError:
             row.update(bytes=b"", error=MISSING)
-        except OSError as e:
+        except (OSError, ValueError) as e:  # ValueError: a name the filesystem refuses
             row.update(bytes=b"", error=f"cannot read the source: {e}")
     return to_batch(rows, ("path", "bytes", "size", "mtime", "etag", "error"))

@@ -257,9 +257,11 @@ def test_real_world_files_kept_and_restored_on_s3(ray_cluster, s3_endpoint, s3_e
 
 def test_archive_from_an_s3_inventory_report(ray_cluster, bucket, s3_env, tiny_model, capsys):
     """A generated S3 Inventory report (manifest.json + gzipped CSV) names SRC's objects: one
-    that exists, one deleted since the report, one outside SRC, one not an image."""
+    that exists, one deleted since the report, one outside SRC, one not an image, and one
+    that leads out of SRC through a ".." segment."""
     fs = Location.parse("s3://photos").filesystem()
     keys = ["src/rgba.png", "src/gone.png", "src-elsewhere/x.png", "src/notes.txt"]
+    keys.append("src/../src-elsewhere/x.png")
     lines = "".join(f'"photos","{k}","{len(SOURCES.get(k[4:], b"1"))}"\n' for k in keys)
     fs.pipe_file("photos/inventory/photos/daily/data/a.csv.gz", gzip.compress(lines.encode()))
     manifest = {
@@ -278,15 +280,19 @@ def test_archive_from_an_s3_inventory_report(ray_cluster, bucket, s3_env, tiny_m
         r["rel_path"]: r
         for r in read_manifest(Location.parse(f"{archive}/manifest"), ARCHIVE_SCHEMA).to_pylist()
     }
-    assert set(rows) == {"rgba.png", "gone.png"}  # only what the report lists under SRC
+    # only what the report lists under SRC
+    assert set(rows) == {"rgba.png", "gone.png", "../src-elsewhere/x.png"}
     assert rows["rgba.png"]["status"] == "ok"
     assert rows["gone.png"]["error"] == "source file disappeared before it was read"
+    escape = rows["../src-elsewhere/x.png"]
+    assert escape["status"] == "error" and 'has an empty, "." or ".." segment' in escape["error"]
     assert "inventory=s3://" in capsys.readouterr().err
 
-    assert run_cli(*argv, "--inventory", f"s3://{report}") == 1
-    assert read_manifest(Location.parse(f"{archive}/manifest"), ARCHIVE_SCHEMA)[
-        "status"
-    ].to_pylist() == ["error", "skipped"]  # by size alone: no ETag, no LastModifiedDate
+    assert run_cli(*argv, "--inventory", f"s3://{report}") == 1  # gone.png is retried
+    table = read_manifest(Location.parse(f"{archive}/manifest"), ARCHIVE_SCHEMA)
+    statuses = dict(zip(table["rel_path"].to_pylist(), table["status"].to_pylist(), strict=True))
+    assert statuses["rgba.png"] == "skipped"  # by size alone: no ETag, no LastModifiedDate
+    assert statuses["gone.png"] == statuses["../src-elsewhere/x.png"] == "error"
 
 
 def test_etag_and_mtime_are_recorded_from_the_listing(ray_cluster, bucket, s3_env, tiny_model):

@@ -11,7 +11,14 @@ import pyarrow as pa
 from conftest import make_bucket, write_tree
 
 import pipeline.sources as sources_module
-from pipeline.sources import LISTING_SCHEMA, NOT_UTF8, list_sources, scan
+from pipeline.sources import (
+    LISTING_SCHEMA,
+    NOT_UTF8,
+    list_sources,
+    listing_table,
+    scan,
+    select_images,
+)
 from pipeline.storage import Location
 
 
@@ -148,3 +155,9 @@ def test_s3_listing_goes_page_by_page(s3_endpoint: str):
     assert rows["b/c.jpg"]["size"] == 2
     assert rows["b/c.jpg"]["etag"] == hashlib.md5(b"12").hexdigest()  # without quotes
     assert rows["b/c.jpg"]["mtime"] is not None
+
+
+def test_dot_segments_are_kept_for_the_plan_to_refuse_hidden_names_are_left_out():
+    paths = ["a.png", "../s.png", "d/./c.png", ".h.png", "x/.h.png", "..h.png", "x/.../b.png"]
+    kept = select_images(listing_table({"rel_path": paths}))["rel_path"].to_pylist()
+    assert kept == ["a.png", "../s.png", "d/./c.png"]

@@ -195,3 +195,18 @@ def test_earlier_permanent_failures_are_carried_unless_retried(tmp_path: Path):
     assert written["rel_path"].to_pylist() == ["link-dir"]  # found again: this run's error
     assert written["written_at"].to_pylist() == [None]
     assert len(todo) == 3
+
+
+def test_paths_that_could_leave_src_are_error_rows_never_read(tmp_path: Path):
+    """Listed paths (an inventory's keys) that are not plain relative paths: each is a
+    permanent error row of the plan with its listed size, so a re-run carries it."""
+    odd = ["../secret.png", "d/../../s.png", "./c.png", "a//b.png", "d\\b.png", "nul\x00.png"]
+    images = listing([(p, 5, T1, None, None) for p in ["a.png", *odd]])
+    written, todo = plan(tmp_path).split(images, None, lr_files([]))
+    assert todo["rel_path"].to_pylist() == ["a.png"]
+    rows = {r["rel_path"]: r for r in written.to_pylist()}
+    assert set(rows) == set(odd)
+    for rel_path, row in rows.items():
+        assert row["status"] == "error" and row["error_kind"] == "permanent"
+        assert row["error"].startswith(f"path {rel_path!r} ") and "refused" in row["error"]
+        assert row["source_bytes"] == 5  # as listed: a re-run sees the same input
