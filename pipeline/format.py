@@ -19,6 +19,7 @@ import struct
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +27,9 @@ from PIL import Image, PngImagePlugin
 
 from tadm.config import SCALES
 from tadm.png import png_bytes
+
+if TYPE_CHECKING:  # storage imports fsspec; the format needs only its type
+    from pipeline.storage import Location
 
 LR_DIR = "lr"
 KEPT_DIR = "kept"
@@ -76,6 +80,25 @@ def is_rel_path(rel_path: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def check_apart(archive: Location, out: Location, name: str) -> None:
+    """ValueError unless writing into `out` (a restore's DST, a report's OUT_DIR: `name`)
+    cannot overwrite `archive`: `out` must not hold ARCHIVE (its tree would cover the
+    archive's files) nor lie in ARCHIVE's lr/, kept/ or manifest/. Anywhere else, even inside
+    ARCHIVE, is apart."""
+    if archive.within(out):
+        where = "is" if out == archive else "holds"
+        raise ValueError(
+            f"{name} {out.uri!r} {where} ARCHIVE {archive.uri!r}: files written there could "
+            "overwrite the archive's; choose another folder"
+        )
+    for folder in (LR_DIR, KEPT_DIR, MANIFEST_DIR):
+        if out.within(archive.child(folder)):
+            raise ValueError(
+                f"{name} {out.uri!r} lies in ARCHIVE's {folder}/ folder: files written there "
+                "could overwrite the archive's; choose another folder"
+            )
 
 
 def lr_key(rel_path: str) -> str:

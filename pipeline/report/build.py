@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from fsspec.implementations.local import LocalFileSystem
 
 from pipeline.decode import decode_image
 from pipeline.format import (
@@ -32,6 +33,7 @@ from pipeline.format import (
     KEPT,
     MANIFEST_DIR,
     Region,
+    check_apart,
     decode_lr_png,
     is_rel_path,
     lr_key,
@@ -40,13 +42,14 @@ from pipeline.job import Progress
 from pipeline.manifest import read_manifest
 from pipeline.report import CROP, LINK_ABOVE, assets, html
 from pipeline.stage import inference_model
-from pipeline.storage import Location
+from pipeline.storage import Location, write_atomic
 from pipeline.summary import summarize
 from tadm import TADM
 from tadm.hub import default_model
 from tadm.images import to_images, to_pixels, to_tensor
 from tadm.png import png_bytes
 
+LOCAL = LocalFileSystem()  # OUT_DIR's
 READ_THREADS = 16  # LR files read at once (S3 latency)
 COPY_CHUNK = 256  # LR files read, then written, per step
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -130,10 +133,7 @@ def centre_window(width: int, height: int, side: int = CROP) -> Region:
 
 
 def write_file(out: str, rel: str, data: bytes) -> None:
-    path = os.path.join(out, rel)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(data)
+    write_atomic(LOCAL, os.path.join(out, rel), data)
 
 
 def read_files(archive: Location, paths: list[str]) -> list[bytes | OSError]:
@@ -295,7 +295,9 @@ def build_report(
     table = read_manifest(archive.child(MANIFEST_DIR), ARCHIVE_SCHEMA)
     if table is None:
         raise ValueError(f"ARCHIVE {archive.uri!r} has no manifest (no {MANIFEST_DIR}/part-*)")
-    out = Location.parse(out_dir).root
+    out_location = Location.parse(out_dir)
+    check_apart(archive, out_location, "OUT_DIR")
+    out = out_location.root
     os.makedirs(out, exist_ok=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     models = Models(model, storage_options, device)

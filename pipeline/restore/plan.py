@@ -30,6 +30,7 @@ from pipeline.format import (
     OUTPUT_FORMATS,
     PERMANENT,
     RESTORE_SCHEMA,
+    check_apart,
     decode_lr_png,
     is_rel_path,
     lr_key,
@@ -223,7 +224,7 @@ def prepare_restore(config: RestoreConfig) -> RestoreJob:
     config.check()
     archive = Location.parse(config.archive, config.storage_options)
     dst = Location.parse(config.dst, config.storage_options)
-    check_apart(archive, dst)
+    check_apart(archive, dst, "DST")
     options = s3_options(config.storage_options)
     items = list_items(archive, config.only)
     model_ref = config.model or default_model(archive_scale(archive, items))
@@ -296,24 +297,6 @@ def list_items(archive: Location, only: str | None) -> Buckets:
             raise ValueError(f"no input: --only {only!r} matches none of the images")
         raise ValueError(f"no input: ARCHIVE {archive.uri!r} has no manifest rows and no LR PNGs")
     return items
-
-
-def check_apart(archive: Location, dst: Location) -> None:
-    """ValueError unless a restore into `dst` cannot overwrite `archive`: DST must not hold
-    ARCHIVE (its output tree would cover the archive's files) nor lie in ARCHIVE's lr/, kept/
-    or manifest/. Anywhere else, even inside ARCHIVE, is apart."""
-    if archive.within(dst):
-        where = "is" if dst == archive else "holds"
-        raise ValueError(
-            f"DST {dst.uri!r} {where} ARCHIVE {archive.uri!r}: restored files could overwrite "
-            "the archive; restore elsewhere"
-        )
-    for name in (LR_DIR, KEPT_DIR, MANIFEST_DIR):
-        if dst.within(archive.child(name)):
-            raise ValueError(
-                f"DST {dst.uri!r} lies in ARCHIVE's {name}/ folder: restored files would "
-                "overwrite the archive; restore elsewhere"
-            )
 
 
 def list_items_any(archive: Location) -> bool:

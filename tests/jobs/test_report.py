@@ -131,3 +131,25 @@ def test_bad_archive_exits_2_with_one_line(tmp_path: Path, capsys):
     assert err.startswith("tadm report: error: ARCHIVE") and err.count("\n") == 1
     assert run_cli("report", tmp_path, tmp_path / "out", "--page-size", "x") == 2
     assert "--page-size: must be an integer, got 'x'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("{archive}", "is ARCHIVE"),
+        ("{archive}/..", "holds ARCHIVE"),
+        ("{archive}/lr", "lies in ARCHIVE's lr/ folder"),
+        ("{archive}/manifest", "lies in ARCHIVE's manifest/ folder"),
+    ],
+)
+def test_an_out_dir_that_could_overwrite_the_archive_is_refused(
+    out: str, message: str, zoo_report, capsys
+):
+    """OUT_DIR/lr/<rel_path>.png would be the archive's own LR file when OUT_DIR is ARCHIVE."""
+    archive, _ = zoo_report
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in archive.rglob("*") if p.is_file()}
+    assert run_cli("report", archive, out.format(archive=archive)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tadm report: error: OUT_DIR ") and message in err[0]
+    after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in archive.rglob("*") if p.is_file()}
+    assert after == before
