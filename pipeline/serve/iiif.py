@@ -117,7 +117,8 @@ def parse_size(text: str, w: int, h: int) -> tuple[int, int]:
 def parse_rotation(text: str) -> tuple[bool, int]:
     """(mirror, clockwise degrees in 0, 90, 180, 270) of the IIIF rotation `text`."""
     mirror = text.startswith("!")
-    angle = number(text[1:] if mirror else text, f"rotation {text!r}", decimal=True)
+    what = f"rotation {text!r}: angle" if mirror else "rotation"
+    angle = number(text[1:] if mirror else text, what, decimal=True)
     if angle > 360:
         raise TileError(400, f"rotation {text!r} must be between 0 and 360")
     if angle % 90:

@@ -12,6 +12,7 @@ checking the result still lies under ARCHIVE/lr/.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import threading
@@ -42,6 +43,9 @@ from tadm.images import to_images, to_pixels, to_tensor
 REGION_KEYS = ("x", "y", "w", "h")
 MAX_DIGITS = 9  # coordinates of up to 999,999,999 px; longer numbers are refused as text
 MAX_REL_PATH = 1024  # characters
+# Read errors that say the image is not there (404), not that storage failed (503): a folder
+# named in the path is a file, or a name is longer than the filesystem holds.
+NO_SUCH_NAME = {errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG}
 
 
 class TileError(Exception):
@@ -243,9 +247,9 @@ class TileService:
             if cached is not None:
                 return (*cached, version)
             data = self.fs.cat_file(path)
-        except FileNotFoundError:
-            raise unknown from None
         except OSError as e:
+            if isinstance(e, FileNotFoundError) or e.errno in NO_SUCH_NAME:
+                raise unknown from None  # no such file, whatever the name's folders hold
             raise TileError(503, f"cannot read {self.archive.uri_of(path)}: {e}") from None
         try:
             pixels, header = decode_lr_png(data)

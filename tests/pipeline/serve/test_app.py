@@ -193,6 +193,8 @@ def test_malformed_queries_are_400(params):
         ("", (0, 0, 8, 8), 400),
         ("escape.png", (0, 0, 8, 8), 404),  # a symlink out of the archive
         ("linked/secret.png", (0, 0, 8, 8), 404),  # a symlinked folder out of it
+        ("a.png/x.png", (0, 0, 8, 8), 404),  # lr/a.png.png is a file, not a folder
+        ("y" * 300 + ".png", (0, 0, 8, 8), 404),  # longer than a file name can be
     ],
 )
 def test_bad_requests(service, rel_path, region, status):

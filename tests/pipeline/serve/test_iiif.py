@@ -162,6 +162,19 @@ def test_bad_rotations_are_400(text):
 
 
 @pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("-90", "rotation '-90' is not a non-negative number"),
+        ("!", "rotation '!': angle '' is not a non-negative number"),
+    ],
+)
+def test_a_bad_rotation_is_named_once(text, message):
+    with pytest.raises(TileError) as e:
+        parse_rotation(text)
+    assert e.value.message == message
+
+
+@pytest.mark.parametrize(
     ("text", "image_format"),
     [("default.png", "png"), ("color.jpg", "jpeg"), ("default.webp", "webp")],
 )
