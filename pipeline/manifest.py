@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.buckets import Buckets
+from pipeline.format import MANIFEST_DIR
 from pipeline.storage import Location, write_atomic
 
 SEQ = "_seq"  # part index << 32 | row index: the order parts and rows were written in
@@ -77,25 +78,36 @@ def list_parts(manifest: Location) -> list[str]:
     fs = manifest.filesystem()
     if not fs.isdir(manifest.root):
         return []
-    names = sorted(posixpath.basename(p) for p in fs.ls(manifest.root, detail=False))
+    files = (e["name"] for e in fs.ls(manifest.root, detail=True) if e["type"] == "file")
+    names = sorted(posixpath.basename(p) for p in files)
     return [manifest.path(n) for n in names if n.startswith("part-") and n.endswith(".parquet")]
 
 
 def read_parts(
     manifest: Location, parts: list[str], schema: pa.Schema, batch_rows: int = 100_000
 ) -> Iterator[pa.Table]:
-    """The rows of `parts` as tables of `schema` plus SEQ, at most `batch_rows` rows each."""
+    """The rows of `parts` as tables of `schema` plus SEQ, at most `batch_rows` rows each;
+    ValueError naming the part when one is not a Parquet file or has a column of another
+    type."""
     fs = manifest.filesystem()
     for index, path in enumerate(parts):
-        with fs.open(path, "rb") as f:
-            parquet = pq.ParquetFile(f)
-            present = [n for n in schema.names if n in parquet.schema_arrow.names]
-            row = 0
-            for batch in parquet.iter_batches(batch_size=batch_rows, columns=present):
-                table = conform(pa.Table.from_batches([batch]), schema)
-                seq = (index << 32) + np.arange(row, row + len(table), dtype=np.int64)
-                row += len(table)
-                yield table.append_column(SEQ, pa.array(seq))
+        try:
+            with fs.open(path, "rb") as f:
+                parquet = pq.ParquetFile(f)
+                present = [n for n in schema.names if n in parquet.schema_arrow.names]
+                row = 0
+                for batch in parquet.iter_batches(batch_size=batch_rows, columns=present):
+                    table = conform(pa.Table.from_batches([batch]), schema)
+                    seq = (index << 32) + np.arange(row, row + len(table), dtype=np.int64)
+                    row += len(table)
+                    yield table.append_column(SEQ, pa.array(seq))
+        except (pa.ArrowException, ValueError) as e:
+            if isinstance(e, OSError):  # I/O (pa.ArrowIOError): not the part's fault
+                raise
+            raise ValueError(
+                f"manifest part {manifest.uri_of(path)} cannot be read ({e}): move it out of "
+                f"{MANIFEST_DIR}/, and a re-run does its images again"
+            ) from None
 
 
 def with_seq(schema: pa.Schema) -> pa.Schema:

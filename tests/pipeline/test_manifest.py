@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 import pipeline.buckets as buckets_module
 import pipeline.manifest as manifest_module
@@ -83,6 +84,22 @@ def test_no_manifest_reads_as_none(tmp_path: Path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / ".part-1.parquet.tmp").write_bytes(b"half")
     assert read_manifest(Location.parse(str(tmp_path / "empty")), ARCHIVE_SCHEMA) is None
+
+
+def test_a_damaged_part_is_named_and_a_folder_named_like_a_part_is_not_one(tmp_path: Path):
+    manifest = Location.parse(str(tmp_path / "manifest"))
+    write_part(manifest, pa.table({"rel_path": ["a"], "status": ["ok"]}))
+    (tmp_path / "manifest" / "part-99-folder.parquet").mkdir()
+    assert read_manifest(manifest, ARCHIVE_SCHEMA)["rel_path"].to_pylist() == ["a"]
+    for name, data in [("part-98-cut.parquet", b"PAR1 cut short"), ("part-97-type.parquet", None)]:
+        path = tmp_path / "manifest" / name
+        if data is None:  # a Parquet file whose width is text
+            pq.write_table(pa.table({"rel_path": ["b"], "width": ["wide"]}), path)
+        else:
+            path.write_bytes(data)
+        with pytest.raises(ValueError, match=rf"^manifest part {path} cannot be read \(.*\): move"):
+            read_manifest(manifest, ARCHIVE_SCHEMA)
+        path.unlink()
 
 
 def stamped(rel_path: str, status: str, written_us: int | None) -> pa.Table:
