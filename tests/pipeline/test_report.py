@@ -180,6 +180,7 @@ def test_strings_from_the_manifest_are_escaped(tmp_path: Path, model_id: str, ti
             "error": "<img src=y onerror=alert(3)> & co",
             "source_bytes": 3,
         },
+        {"rel_path": "photo\u202egnp.exe", "status": "error", "error": "x", "source_bytes": 1},
     ]
     write_manifest(archive, rows)
     report(archive, out, tiny_model)
@@ -197,6 +198,7 @@ def test_strings_from_the_manifest_are_escaped(tmp_path: Path, model_id: str, ti
     for shown in (evil, "<img src=y onerror=alert(3)> & co", "<b>RGBA</b> -> RGB"):
         assert shown in text  # shown as text, not markup
     assert "&lt;script&gt;alert(1)&lt;/script&gt;&amp;&quot;q&quot;" in page
+    assert "\u202e" not in page and "photo\\u202egnp.exe" in text  # shown, not obeyed
 
 
 def test_hostile_rel_paths_are_listed_without_files(tmp_path: Path, model_id: str, tiny_model: str):
