@@ -8,6 +8,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -27,6 +28,7 @@ SOME_FAILED = 1
 USAGE_ERROR = 2  # bad usage or configuration: bad URI, unknown model, no input
 CRASHED = 3  # the job itself failed: one line on stderr, the traceback in a log file
 INTERRUPTED = 130  # SIGINT or SIGTERM, after the manifest rows received so far were written
+ANSI_CODE = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours the text of its task errors
 
 # The extras of the package (pyproject.toml) that only some subcommands need: the modules each
 # subcommand cannot run without. JPEG XL (imagecodecs, also in bench) is optional: tadm bench
@@ -275,9 +277,12 @@ def crashed(prog: str, argv: list[str] | None, e: Exception) -> int:
     log = crash_log(prog)
     command = " ".join([prog, *(sys.argv[1:] if argv is None else argv)])
     log.write_text(f"{command}\n\n{traceback.format_exc()}")
-    first_line = next(iter(str(e).strip().splitlines()), "")
+    cause = getattr(e, "cause", None) if raised_in_ray(e) else None  # the task's own exception
+    shown, where = (e, "") if cause is None else (cause, " in a Ray task")
+    first_line = ANSI_CODE.sub("", next(iter(str(shown).strip().splitlines()), ""))
     print(
-        f"{prog}: crashed: {type(e).__name__}: {first_line} (traceback in {log})", file=sys.stderr
+        f"{prog}: crashed: {type(shown).__name__}: {first_line}{where} (traceback in {log})",
+        file=sys.stderr,
     )
     return CRASHED
 

@@ -25,6 +25,7 @@ from jobs.common import (
     SOME_FAILED,
     USAGE_ERROR,
     Parser,
+    crashed,
     run_job,
     setup_logging,
 )
@@ -115,6 +116,22 @@ def test_a_job_that_crashes_exits_3_with_one_line_and_a_log(
     log = Path(match[2]).read_text()
     assert log.startswith("tadm archive ") and "Traceback (most recent call last)" in log
     assert match[1] in log
+
+
+def test_a_crash_in_a_ray_task_names_the_tasks_own_exception(ray_cluster, capsys):
+    import ray
+
+    @ray.remote
+    def stage() -> None:
+        raise KeyError("the cause")
+
+    try:
+        ray.get(stage.remote())
+    except Exception as e:  # RayTaskError, its first line "ray::stage() (pid=..." in colour
+        assert crashed("tadm archive", [], e) == CRASHED
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("tadm archive: crashed: KeyError: 'the cause' in a Ray task (")
+    assert "\x1b" not in last
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
