@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import hashlib
 import io
 import json
 import logging
@@ -166,6 +167,7 @@ def probe_restore(
             "rel_path": np.array(["source.jpg"], dtype=object),
             "lr_uri": np.array([str(lr_file)], dtype=object),
             "source_uri": np.array([str(source)], dtype=object),
+            "source_sha256": np.array([hashlib.sha256(source.read_bytes()).hexdigest()]),
         }
         steps = Steps()
         read = steps.run(
