@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import struct
 import warnings
 from collections.abc import Iterator
@@ -34,6 +35,8 @@ if TYPE_CHECKING:  # storage imports fsspec; the format needs only its type
 LR_DIR = "lr"
 KEPT_DIR = "kept"
 MANIFEST_DIR = "manifest"
+# Marks, embeddings, overrides and isolates: they reorder the text around them.
+BIDI_CONTROLS = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 DONE = ("ok", "skipped")  # statuses of an image whose output exists
 # A source copied as it was: below the quality floor, or not archivable with --keep-failed.
 # Its output exists too, and re-runs skip it; a restore gives it back byte for byte.
@@ -71,6 +74,12 @@ def check_rel_path(rel_path: str) -> str:
     raise ValueError(
         f"path {str(rel_path)[:200]!r} {problem}: refused, paths must stay in their root"
     )
+
+
+def visible(text: str) -> str:
+    """`text` with its bidirectional controls shown as \\u escapes, for a page to show a name
+    as it is: U+202E would show "photo\\u202egnp.exe" as "photoexe.png"."""
+    return BIDI_CONTROLS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def is_rel_path(rel_path: str) -> bool:

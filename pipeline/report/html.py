@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import html
 import math
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pipeline.format import DONE, KEPT
+from pipeline.format import DONE, KEPT, visible
 from pipeline.report.assets import SCRIPT_NAME, STYLE_NAME
 from pipeline.summary import Summary, human, number
 
 if TYPE_CHECKING:
     from pipeline.report.build import Entry
 
-# Marks, embeddings, overrides and isolates: they reorder the text around them.
-BIDI_CONTROLS = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 THUMB = 160  # longest side of a thumbnail on the page, CSS pixels
 CROP_VIEW = 256  # longest side of a crop on the page, CSS pixels
 MAX_BINS = 30  # histogram bars
@@ -42,10 +39,7 @@ class Context:
 
 
 def esc(value: object) -> str:
-    """`value` as HTML text, its bidirectional controls shown as \\u escapes: U+202E would
-    show "photo\\u202egnp.exe" as "photoexe.png"."""
-    text = BIDI_CONTROLS.sub(lambda m: f"\\u{ord(m.group()):04x}", str(value))
-    return html.escape(text, quote=True)
+    return html.escape(visible(str(value)), quote=True)
 
 
 def page_name(page: int) -> str:

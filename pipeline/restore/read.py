@@ -56,7 +56,7 @@ READ_COLUMNS = (
 
 def read_source(uri: str, sha256: str, options: dict[str, Any]) -> np.ndarray | None:
     """The source image as decoded for archiving, or None when it can't be read any more or
-    its bytes are not those archived (SHA-256 `sha256`; None when that is unknown): psnr/ssim
+    its bytes are not those archived (SHA-256 `sha256`, "" when unknown): psnr/ssim
     against another image would be wrong, and a manifest's source_uri is read only when it
     names the very file the archive took."""
     if not uri or not sha256:

@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from urllib.parse import quote
 
+from pipeline.format import visible
+
 STATIC = Path(__file__).parent / "static"
 PAGE_SIZE = 100  # images listed per index page
 
@@ -30,7 +32,7 @@ main li { margin: 2px 0; }
 
 
 def esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    return html.escape(visible(str(value)), quote=True)
 
 
 def js(value: object) -> str:
