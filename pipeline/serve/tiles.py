@@ -13,6 +13,7 @@ checking the result still lies under ARCHIVE/lr/.
 from __future__ import annotations
 
 import errno
+import logging
 import math
 import os
 import threading
@@ -40,6 +41,7 @@ from pipeline.stage import inference_model
 from pipeline.storage import Location
 from tadm.images import to_images, to_pixels, to_tensor
 
+logger = logging.getLogger("tadm")  # where the archive is goes here, not in error bodies
 REGION_KEYS = ("x", "y", "w", "h")
 MAX_DIGITS = 9  # coordinates of up to 999,999,999 px; longer numbers are refused as text
 MAX_REL_PATH = 1024  # characters
@@ -231,13 +233,13 @@ class TileService:
             return path
         real = os.path.realpath(path)
         if not real.startswith(self.real_lr_root + os.sep):
-            raise TileError(404, f"no image {rel_path!r} in archive {self.archive.uri}")
+            raise TileError(404, f"no image {rel_path!r} in this archive")
         return real
 
     def read_lr(self, path: str, rel_path: str) -> tuple[torch.Tensor, LrHeader, Hashable]:
         """The LR pixels (1, 3, h, w) uint8, its header, and a key naming this version of the
         file (size and ETag or mtime: a re-archived image is read again)."""
-        unknown = TileError(404, f"no image {rel_path!r} in archive {self.archive.uri}")
+        unknown = TileError(404, f"no image {rel_path!r} in this archive")
         try:
             info = self.fs.info(path)
             if info.get("type") != "file":
@@ -250,13 +252,17 @@ class TileService:
         except OSError as e:
             if isinstance(e, FileNotFoundError) or e.errno in NO_SUCH_NAME:
                 raise unknown from None  # no such file, whatever the name's folders hold
-            raise TileError(503, f"cannot read {self.archive.uri_of(path)}: {e}") from None
+            logger.warning("serve: cannot read %s: %s", self.archive.uri_of(path), e)
+            raise TileError(
+                503, f"cannot read image {rel_path!r} from storage ({type(e).__name__}): retry"
+            ) from None
         try:
             pixels, header = decode_lr_png(data)
         except TooManyPixels as e:
-            raise TileError(413, f"{self.archive.uri_of(path)}: {e}") from None
+            raise TileError(413, f"image {rel_path!r}: {e}") from None
         except ValueError as e:
-            raise TileError(500, f"{self.archive.uri_of(path)}: {e}") from None
+            logger.error("serve: %s: %s", self.archive.uri_of(path), e)
+            raise TileError(500, f"image {rel_path!r}: {e}") from None
         lr = to_tensor([pixels])
         self.lr_cache.put(version, (lr, header), lr.numel())
         return lr, header, version

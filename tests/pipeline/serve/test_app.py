@@ -224,6 +224,18 @@ def test_lr_files_over_the_pixel_limit_are_413(archive, service):
         assert e.value.status == 413 and message in e.value.message
 
 
+def test_error_bodies_name_the_image_never_where_the_archive_is(archive, service, caplog):
+    add_oversized_lrs(archive, service.model_id)
+    (archive / "lr" / "corrupt.png.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    for rel_path, status in [("corrupt.png", 500), ("missing.png", 404), ("bomb.png", 413)]:
+        with pytest.raises(TileError) as e:
+            service.tile(rel_path, query(0, 0, 8, 8))
+        assert e.value.status == status and repr(rel_path) in e.value.message
+        assert str(archive) not in e.value.message
+    assert str(archive / "lr" / "corrupt.png.png") in caplog.text  # the operator's log has it
+    (archive / "lr" / "corrupt.png.png").unlink()
+
+
 def test_an_lr_of_another_model_is_409_naming_both(archive, service, other_model):
     other = TileService(str(archive), other_model, {}, LIMIT, 0, CPU)
     with pytest.raises(TileError) as e:
