@@ -118,22 +118,24 @@ def restored_images(x_hat: torch.Tensor) -> list[np.ndarray]:
     return to_images(x_hat.clamp_(0, 1).mul_(255).round_().to(torch.uint8))
 
 
-def name_problem(e: Exception, path: str) -> str | None:
-    """What to do when a write failed because of the file's name (a failure each re-run would
-    meet again: permanent); None for any other failure (I/O: transient)."""
+def write_failure(e: Exception, path: str) -> tuple[str, str]:
+    """The error_kind of a failed write and what to add to its message: a name longer than the
+    filesystem holds fails on every run (permanent); a file where a folder must be, or the
+    reverse, fails until the way is cleared (transient, with what is in the way); any other
+    failure is I/O a re-run may get past (transient)."""
     code = getattr(e, "errno", None)
     if code == errno.ENAMETOOLONG:
         name = os.fsencode(os.path.basename(path))
-        return (
+        return PERMANENT, (
             f" (the name is {len(name)} bytes with its suffix; this filesystem allows fewer, "
             "most allow 255): rename the source"
         )
     if code in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
-        return (
-            " (a file and a folder of one name: another image's output, or a folder of "
-            "sources, takes this path): rename one of them"
+        return TRANSIENT, (
+            " (a file and a folder of one name: another image's output, or a file left in "
+            "DST, is in the way): rename one image, or clear the way and run again"
         )
-    return None
+    return TRANSIENT, ""
 
 
 def write_files(
@@ -165,8 +167,7 @@ def write_files(
                 row[uri_column] = dst.uri_of(path)
             except Exception as e:
                 error = f"cannot write {dst.uri_of(path)}: {error_text(e)}"
-                hint = name_problem(e, path)
-                kind = TRANSIENT if hint is None else PERMANENT
-                row.update(status="error", error=error + (hint or ""), error_kind=kind)
+                kind, hint = write_failure(e, path)
+                row.update(status="error", error=error + hint, error_kind=kind)
         row["seconds"] += time.perf_counter() - start
     return rows

@@ -227,7 +227,7 @@ def test_write_stages_refuse_keys_out_of_dst_and_turn_any_failure_into_its_row(t
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["dst", "good.png.png"]
 
 
-def test_a_write_that_fails_for_its_name_is_a_permanent_error_saying_what_to_do(tmp_path: Path):
+def test_a_write_that_fails_for_its_name_is_an_error_saying_what_to_do(tmp_path: Path):
     dst = Location.parse(str(tmp_path))
     names = [
         "x" * 247 + ".jpg",  # 255 bytes with ".png": the filesystem's limit, written
@@ -249,7 +249,7 @@ def test_a_write_that_fails_for_its_name_is_a_permanent_error_saying_what_to_do(
     ]
     out = write_restored(to_batch(rows, rows[0]), dst=dst, image_format="png")
     assert list(out["status"]) == ["ok", "error", "ok", "error", "ok", "error"]
-    assert list(out["error_kind"][[1, 3, 5]]) == ["permanent"] * 3
+    assert list(out["error_kind"][[1, 3, 5]]) == ["permanent", "transient", "transient"]
     assert "the name is 256 bytes with its suffix" in out["error"][1]
     assert "rename the source" in out["error"][1]
     for i in (3, 5):
