@@ -149,6 +149,9 @@ def test_interrupted_exits_130_with_the_rows_so_far_and_a_rerun_finishes(
             env=cli_env(ray_cluster),
             stdout=subprocess.DEVNULL,
             stderr=err,
+            # SIGINT as a terminal sends it, also when the suite itself runs in the background
+            # (a shell's "&" makes its commands, and so this job, ignore SIGINT).
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         manifest = Location.parse(str(dst / "manifest"))
         deadline = time.monotonic() + 600  # a loaded 2-core machine starts a job slowly
