@@ -256,13 +256,42 @@ def interrupt_on_sigterm() -> None:
             signal.signal(signal.SIGTERM, on_sigterm)
 
 
-def crash_log(prog: str) -> Path:
-    """A new file for a crashed job's traceback: <temp dir>/tadm-logs/<command>-<time>-<pid>.log
-    (the job's DST may be what failed)."""
+def write_crash_log(prog: str, text: str) -> Path:
+    """Write `text` to a new file only this user can read, for a crashed job's traceback:
+    <temp dir>/tadm-logs/<command>-<time>-<pid>.log (the job's DST may be what failed), or a
+    file of its own in <temp dir> when another user owns that folder."""
     folder = Path(tempfile.gettempdir()) / "tadm-logs"
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return folder / f"{prog.replace(' ', '-')}-{stamp}-{os.getpid()}.log"
+    name = f"{prog.replace(' ', '-')}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = folder / f"{name}.log"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError:
+        fd, file = tempfile.mkstemp(prefix=f"tadm-{name}-", suffix=".log")
+        path = Path(file)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
+
+
+def hidden_texts(args: argparse.Namespace | None) -> set[str]:
+    """The secrets a job's log must not show: those of its --storage-options and of the AWS_*
+    variables it reads."""
+    from pipeline.storage import s3_options, secrets
+
+    options = getattr(args, "storage_options", None) or {}
+    try:
+        return secrets(s3_options(options))
+    except ValueError:  # a credential given twice, by an option and a variable: hide both
+        return secrets(options) | secrets(s3_options({}))
+
+
+def scrub(text: str, hidden: set[str]) -> str:
+    """`text` with each of `hidden`, as it is and as JSON escapes it, replaced by ***."""
+    for secret in sorted(hidden, key=len, reverse=True):
+        for form in {secret, json.dumps(secret)[1:-1]}:
+            text = text.replace(form, "***")
+    return text
 
 
 def raised_in_ray(e: BaseException) -> bool:
@@ -271,20 +300,38 @@ def raised_in_ray(e: BaseException) -> bool:
     return isinstance(e, RayError)
 
 
-def crashed(prog: str, argv: list[str] | None, e: Exception) -> int:
-    """Write the traceback of `e` to a new log file, print one line naming `e` and the file;
-    CRASHED."""
-    log = crash_log(prog)
+def crashed(prog: str, argv: list[str] | None, e: Exception, hidden: set[str] | None = None) -> int:
+    """Write the command and the traceback of `e` to a new log file, the `hidden` texts
+    masked, and print one line naming `e` (a Ray task's own exception, for a crash in a task)
+    and the file; CRASHED."""
+    hidden = hidden or set()
     command = " ".join([prog, *(sys.argv[1:] if argv is None else argv)])
-    log.write_text(f"{command}\n\n{traceback.format_exc()}")
-    cause = getattr(e, "cause", None) if raised_in_ray(e) else None  # the task's own exception
-    shown, where = (e, "") if cause is None else (cause, " in a Ray task")
-    first_line = ANSI_CODE.sub("", next(iter(str(shown).strip().splitlines()), ""))
+    log = write_crash_log(prog, scrub(f"{command}\n\n{traceback.format_exc()}", hidden))
+    name, message, where = type(e).__name__, str(e), ""
+    if raised_in_ray(e) and getattr(e, "cause", None) is not None:
+        name, message = task_exception(e)
+        where = " in a Ray task"
+    first_line = ANSI_CODE.sub("", next(iter(message.strip().splitlines()), ""))
     print(
-        f"{prog}: crashed: {type(shown).__name__}: {first_line}{where} (traceback in {log})",
+        scrub(f"{prog}: crashed: {name}: {first_line}{where} (traceback in {log})", hidden),
         file=sys.stderr,
     )
     return CRASHED
+
+
+def task_exception(e: Any) -> tuple[str, str]:
+    """The type name and message of the exception a Ray task raised (`e.cause`). Ray Data
+    wraps a stage's exception in a UserCodeException that keeps it only as text, in the task's
+    traceback: "KeyError: 'x'" before "The above exception was the direct cause ..."."""
+    cause = e.cause
+    if type(cause).__name__ != "UserCodeException":
+        return type(cause).__name__, str(cause)
+    text = ANSI_CODE.sub("", str(e)).split("The above exception was the direct cause")[0]
+    last = next((line for line in reversed(text.strip().splitlines()) if line.strip()), "")
+    match = re.fullmatch(r"([\w.]+): (.*)", last)
+    if match is None:
+        return type(cause).__name__, str(cause)
+    return match[1].rsplit(".", 1)[-1], match[2]
 
 
 def run_job(
@@ -310,7 +357,7 @@ def run_job(
         return job(args)
     except ValueError as e:
         if raised_in_ray(e):  # a stage's own ValueError, re-raised by Ray: not bad usage
-            return crashed(prog, argv, e)
+            return crashed(prog, argv, e, hidden_texts(args))
         print(f"{prog}: error: {e}", file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt:
@@ -321,7 +368,7 @@ def run_job(
         )
         return INTERRUPTED
     except Exception as e:
-        return crashed(prog, argv, e)
+        return crashed(prog, argv, e, hidden_texts(args))
     finally:
         with contextlib.suppress(ValueError, TypeError):
             signal.signal(signal.SIGTERM, previous)

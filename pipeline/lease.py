@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from pipeline.format import MANIFEST_DIR
+from pipeline.rows import error_text
 from pipeline.storage import Location, write_atomic
 
 LEASE = f"{MANIFEST_DIR}/.lease.json"
@@ -77,7 +78,8 @@ class Lease:
         write_atomic(self.fs, self.path, json.dumps(self.record).encode())
 
     def acquire(self) -> None:
-        """Take the lease, or raise ValueError naming the job that holds it."""
+        """Take the lease, or raise ValueError naming the job that holds it, or saying that
+        DST cannot be written at all."""
         held = self.read()
         if held:
             age = time.time() - heartbeat_time(held)
@@ -90,7 +92,13 @@ class Lease:
                 holder(held),
                 "its process is gone" if gone else f"no heartbeat for {age:.0f} s",
             )
-        self.write()
+        try:
+            self.write()
+        except (FileNotFoundError, PermissionError) as e:  # no such bucket, or no right to write
+            raise ValueError(
+                f"{self.dst.uri} cannot be written ({error_text(e)}): check that it exists and "
+                "that these credentials may write to it"
+            ) from None
         time.sleep(SETTLE_S)
         won = self.read()
         if not won or won.get("token") != self.record["token"]:
@@ -99,24 +107,31 @@ class Lease:
         self.thread.start()
 
     def beat(self) -> None:
+        """Rewrite the heartbeat every HEARTBEAT_S seconds until released or taken over. A
+        failed read or write (storage unreachable for a while) is logged and the next beat
+        tries again: only TIMEOUT_S without a heartbeat lets another job take over."""
         while not self.stop.wait(HEARTBEAT_S):
-            held = self.read()
-            if held and held.get("token") != self.record["token"]:
-                logger.error("lease: %s was taken over by %s", self.dst.uri, holder(held))
-                return
             try:
+                held = self.read()
+                if held and held.get("token") != self.record["token"]:
+                    logger.error("lease: %s was taken over by %s", self.dst.uri, holder(held))
+                    return
                 self.write()
-            except OSError as e:  # the next beat tries again
-                logger.warning("lease: heartbeat failed: %s", e)
+            except Exception as e:  # s3fs raises more than OSError for a lost connection
+                logger.warning("lease: heartbeat failed, trying again: %s", error_text(e))
 
     def release(self) -> None:
-        """Stop the heartbeat and delete the lease if it is still this job's."""
+        """Stop the heartbeat and delete the lease if it is still this job's; when the
+        storage cannot be reached, leave it (a later job takes it over) and log why."""
         self.stop.set()
         if self.thread is not None:
             self.thread.join()
-        held = self.read()
-        if held and held.get("token") == self.record["token"]:
-            self.fs.rm(self.path)
+        try:
+            held = self.read()
+            if held and held.get("token") == self.record["token"]:
+                self.fs.rm(self.path)
+        except Exception as e:
+            logger.warning("lease: %s cannot be removed: %s", self.dst.uri, error_text(e))
 
 
 def gone_here(record: dict[str, Any]) -> bool:

@@ -11,6 +11,10 @@ import numpy as np
 
 from pipeline.format import PERMANENT, TRANSIENT
 
+# botocore's EndpointConnectionError, ReadTimeoutError and the like, and aiohttp's: an S3 request
+# that did not get an answer.
+NETWORK_MODULES = frozenset({"botocore", "aiobotocore", "aiohttp", "urllib3"})
+
 NO_PIXELS = np.zeros((0, 0, 3), dtype=np.uint8)  # the image cell of a row that has none
 
 
@@ -23,9 +27,11 @@ def error_text(e: Exception) -> str:
 
 
 def error_kind(e: Exception) -> str:
-    """TRANSIENT for I/O (an OSError: a re-run may get past it), PERMANENT for anything else:
-    the stages' decoders turn every failure of the input itself into a ValueError."""
-    return TRANSIENT if isinstance(e, OSError) else PERMANENT
+    """TRANSIENT for I/O (an OSError, or an exception of the S3 client's network stack that
+    s3fs lets through: a re-run may get past it), PERMANENT for anything else: the stages'
+    decoders turn every failure of the input itself into a ValueError."""
+    network = any(kind.__module__.split(".")[0] in NETWORK_MODULES for kind in type(e).__mro__)
+    return TRANSIENT if isinstance(e, OSError) or network else PERMANENT
 
 
 def to_rows(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:

@@ -118,6 +118,11 @@ def restored_images(x_hat: torch.Tensor) -> list[np.ndarray]:
     return to_images(x_hat.clamp_(0, 1).mul_(255).round_().to(torch.uint8))
 
 
+def fail(row: Row, error: str, kind: str) -> None:
+    """Make `row` an error row: its quality figures go, as nothing they describe is written."""
+    row.update(status="error", error=error, error_kind=kind, psnr=None, ssim=None)
+
+
 def write_failure(e: Exception, path: str) -> tuple[str, str]:
     """The error_kind of a failed write and what to add to its message: a name longer than the
     filesystem holds fails on every run (permanent); a file where a folder must be, or the
@@ -148,8 +153,8 @@ def write_files(
     """Write the file of each row with `status` atomically: `output(row)` gives its key under
     `dst` (checked by Location.join: a key that would leave `dst` is never written) and its
     bytes. The row gets the file's URI in `uri_column`, or status "error" saying why, when the
-    key is refused or encoding or writing fails; the time, encoding included, is added to its
-    "seconds"."""
+    key is refused or encoding or writing fails (`fail`); the time, encoding included, is added
+    to its "seconds"."""
     fs = dst.filesystem()
     for row in rows:
         if row["status"] != status:
@@ -159,15 +164,13 @@ def write_files(
             key, data = output(row)
             path = dst.join(key)
         except Exception as e:  # one image must not stop the job: it becomes its row
-            error = f"cannot write: {error_text(e)}"
-            row.update(status="error", error=error, error_kind=error_kind(e))
+            fail(row, f"cannot write: {error_text(e)}", error_kind(e))
         else:
             try:
                 write_atomic(fs, path, data)
                 row[uri_column] = dst.uri_of(path)
             except Exception as e:
-                error = f"cannot write {dst.uri_of(path)}: {error_text(e)}"
                 kind, hint = write_failure(e, path)
-                row.update(status="error", error=error + hint, error_kind=kind)
+                fail(row, f"cannot write {dst.uri_of(path)}: {error_text(e)}{hint}", kind)
         row["seconds"] += time.perf_counter() - start
     return rows

@@ -202,6 +202,33 @@ def redact(options: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def secrets(options: dict[str, Any]) -> set[str]:
+    """The texts `redact` masks in `options`: every string value of a key not in PLAIN_OPTIONS
+    (nested dicts included) and the user and password of an endpoint URL; what must not appear
+    in a log."""
+    found: set[str] = set()
+    for key, value in options.items():
+        if key not in PLAIN_OPTIONS:
+            found |= strings(value)
+        elif isinstance(value, dict):
+            found |= secrets(value)
+        elif key == "endpoint_url" and isinstance(value, str):
+            parts = urllib.parse.urlsplit(value)
+            found |= {part for part in (parts.username, parts.password) if part}
+    return {text for text in found if text}
+
+
+def strings(value: Any) -> set[str]:
+    """The strings in `value`, in nested dicts and lists too."""
+    if isinstance(value, str):
+        return {value}
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return set().union(*(strings(item) for item in value))
+    return set()
+
+
 def redact_url(url: str) -> str:
     """`url` with any user:password@ replaced by MASK@."""
     parts = urllib.parse.urlsplit(url)

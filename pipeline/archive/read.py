@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.rows import to_batch, to_rows
+from pipeline.rows import error_text, to_batch, to_rows
 from pipeline.storage import Location
 
 MISSING = "source file disappeared before it was read"
@@ -15,7 +15,7 @@ def read_sources(
 ) -> dict[str, np.ndarray]:
     """Ray Data stage: the plan's rows (rel_path, size, mtime, etag) -> the same with "path"
     and "bytes"; a file gone since it was listed, or that cannot be read, gets "error" instead
-    of bytes."""
+    of bytes (a transient failure: a re-run reads it again)."""
     fs = src.filesystem()
     rows = to_rows(batch)
     for row in rows:
@@ -25,6 +25,6 @@ def read_sources(
             row["bytes"] = fs.cat_file(row["path"])
         except FileNotFoundError:
             row.update(bytes=b"", error=MISSING)
-        except (OSError, ValueError) as e:  # ValueError: a name the filesystem refuses
-            row.update(bytes=b"", error=f"cannot read the source: {e}")
+        except Exception as e:  # I/O, a name the filesystem refuses, a lost connection
+            row.update(bytes=b"", error=f"cannot read the source: {error_text(e)}")
     return to_batch(rows, ("path", "bytes", "size", "mtime", "etag", "error"))

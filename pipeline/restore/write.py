@@ -11,7 +11,7 @@ from PIL import Image, ImageCms
 
 from pipeline.format import KEPT, RESTORE_SCHEMA, Metadata, encode_output, output_key
 from pipeline.rows import error_kind, error_text, to_batch, to_rows
-from pipeline.stage import Row, write_files
+from pipeline.stage import Row, fail, write_files
 from pipeline.storage import Location
 
 SRGB = ImageCms.createProfile("sRGB")
@@ -68,7 +68,7 @@ def write_restored(
             )
             row.update(output_data=data, metadata=names, conversion=conversion)
         except Exception as e:  # one image must not stop the job: it becomes its row
-            row.update(status="error", error=error_text(e), error_kind=error_kind(e))
+            fail(row, error_text(e), error_kind(e))
         row["seconds"] += time.perf_counter() - start
 
     def output(row: Row) -> tuple[str, bytes]:

@@ -5,6 +5,7 @@ retries (error_kind, --retry-errors)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import signal
@@ -101,14 +102,18 @@ def pngs(n: int, size: tuple[int, int] = (96, 64), prefix: str = "img") -> dict[
 
 
 def test_a_job_that_crashes_exits_3_with_one_line_and_a_log(
-    ray_cluster, small_photos, tiny_model, tmp_path, capsys
+    ray_cluster, small_photos, tiny_model, tmp_path, capsys, monkeypatch
 ):
     """DST's manifest folder cannot be written (a file is in its way): not an image's failure
-    but the job's."""
+    but the job's. The log, only its user's to read, shows no secret of the command line or
+    the environment."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-SEKRIT")
+    options = {"key": "option-SEKRIT", "client_kwargs": {"aws_session_token": "SEKRIT\\/"}}
     dst = tmp_path / "archive"
     dst.mkdir()
     (dst / "manifest").write_text("in the way")
-    assert run_cli("archive", small_photos, dst, "--model", tiny_model) == CRASHED
+    argv = ("archive", small_photos, dst, "--model", tiny_model)
+    assert run_cli(*argv, "--storage-options", json.dumps(options)) == CRASHED
     last = capsys.readouterr().err.strip().splitlines()[-1]
     match = re.fullmatch(r"tadm archive: crashed: (\w+): .* \(traceback in (.+\.log)\)", last)
     assert match, last
@@ -116,6 +121,9 @@ def test_a_job_that_crashes_exits_3_with_one_line_and_a_log(
     log = Path(match[2]).read_text()
     assert log.startswith("tadm archive ") and "Traceback (most recent call last)" in log
     assert match[1] in log
+    assert '--storage-options {"key": "***", "client_kwargs": {"aws_session_token": "***"}}' in log
+    assert "SEKRIT" not in log
+    assert Path(match[2]).stat().st_mode & 0o777 == 0o600
 
 
 def test_a_crash_in_a_ray_task_names_the_tasks_own_exception(ray_cluster, capsys):
@@ -128,6 +136,21 @@ def test_a_crash_in_a_ray_task_names_the_tasks_own_exception(ray_cluster, capsys
     try:
         ray.get(stage.remote())
     except Exception as e:  # RayTaskError, its first line "ray::stage() (pid=..." in colour
+        assert crashed("tadm archive", [], e) == CRASHED
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("tadm archive: crashed: KeyError: 'the cause' in a Ray task (")
+
+
+def test_a_crash_in_a_ray_data_stage_names_the_stages_own_exception(ray_cluster, capsys):
+    """Ray Data keeps the stage's exception only as text, behind a UserCodeException."""
+    import ray
+
+    def stage(batch: dict) -> dict:
+        raise KeyError("the cause")
+
+    try:
+        ray.data.range(1).map_batches(stage).take_all()
+    except Exception as e:
         assert crashed("tadm archive", [], e) == CRASHED
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("tadm archive: crashed: KeyError: 'the cause' in a Ray task (")

@@ -118,6 +118,14 @@ def test_missing_bucket_is_bad_usage(bucket, s3_env, tiny_model, capsys):
     assert "no-such-bucket" in capsys.readouterr().err
 
 
+def test_a_dst_bucket_that_does_not_exist_is_bad_usage(
+    ray_cluster, small_photos, s3_env, tiny_model, capsys
+):
+    assert run_cli("archive", small_photos, "s3://no-such-bucket/x", "--model", tiny_model) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("tadm archive: error: s3://no-such-bucket/x cannot be written (")
+
+
 def test_keys_that_would_leave_their_roots_are_error_rows(
     ray_cluster, s3_env, tiny_model, tmp_path
 ):

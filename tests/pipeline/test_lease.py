@@ -94,3 +94,50 @@ def test_a_race_for_a_free_lease_has_one_winner(tmp_path: Path):
     with pytest.raises(ValueError, match="in use"):
         a.acquire()
     assert json.loads((tmp_path / LEASE).read_text())["token"] == b.record["token"]
+
+
+class ConnectionLost(Exception):
+    """Not an OSError, as botocore's EndpointConnectionError is not."""
+
+
+def test_the_heartbeat_goes_on_after_the_storage_fails_for_a_while(
+    tmp_path: Path, monkeypatch, caplog
+):
+    monkeypatch.setattr(lease_module, "HEARTBEAT_S", 0.02)
+    dst = Location.parse(str(tmp_path))
+    with Lease(dst, "archive") as lease:
+        read, failures, writes = lease.read, [3], []
+
+        def flaky_read() -> dict | None:
+            if failures[0]:
+                failures[0] -= 1
+                raise ConnectionLost("could not connect to the endpoint")
+            return read()
+
+        lease.read = flaky_read
+        lease.write = lambda: writes.append(1)
+        deadline = time.monotonic() + 5
+        while not writes:  # a beat after the failures
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert failures == [0] and lease.thread.is_alive()
+    assert caplog.text.count("heartbeat failed, trying again: ConnectionLost: could not") == 3
+
+
+def test_release_leaves_a_lease_it_cannot_reach(tmp_path: Path, caplog):
+    dst = Location.parse(str(tmp_path))
+    lease = Lease(dst, "archive")
+    lease.acquire()
+
+    def lost() -> None:
+        raise ConnectionLost("could not connect to the endpoint")
+
+    lease.read = lost
+    lease.release()  # does not hide the job's own outcome behind a storage error
+    assert "cannot be removed: ConnectionLost" in caplog.text
+    assert (tmp_path / LEASE).exists()
+
+
+def test_a_dst_bucket_that_does_not_exist_is_named(s3_env: str):
+    with pytest.raises(ValueError, match=r"s3://no-such-bucket/x cannot be written .*exists"):
+        Lease(Location.parse("s3://no-such-bucket/x"), "archive").acquire()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from pipeline.rows import column, model_calls, to_batch, to_rows
+from pipeline.format import PERMANENT, TRANSIENT
+from pipeline.rows import column, error_kind, model_calls, to_batch, to_rows
 
 
 def test_batch_columns_round_trip():
@@ -33,3 +34,13 @@ def test_a_string_column_has_none_where_ray_handed_nan():
     assert list(errors) == [None, "cannot write x", None]
     pa.array(errors)  # a column Arrow takes: Ray need not pickle it
     assert np.isnan(column([float("nan"), 1.5])[0])  # numbers stay numbers
+
+
+def test_a_lost_s3_connection_is_transient_a_bad_input_permanent():
+    from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
+
+    assert error_kind(EndpointConnectionError(endpoint_url="http://127.0.0.1:9")) == TRANSIENT
+    assert error_kind(ReadTimeoutError(endpoint_url="http://127.0.0.1:9")) == TRANSIENT
+    assert error_kind(TimeoutError("read")) == TRANSIENT
+    assert error_kind(ValueError("not an image")) == PERMANENT
+    assert error_kind(KeyError("a bug")) == PERMANENT

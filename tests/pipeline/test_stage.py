@@ -243,12 +243,17 @@ def test_a_write_that_fails_for_its_name_is_an_error_saying_what_to_do(tmp_path:
             "status": "ok",
             "seconds": 0.0,
             "restored": np.zeros((8, 8, 3), np.uint8),
+            "psnr": 30.0,
+            "ssim": 0.9,
         }
         | {"metadata": None, "conversion": None, "exif": b"", "icc": b"", "xmp": b""}
         for name in names
     ]
     out = write_restored(to_batch(rows, rows[0]), dst=dst, image_format="png")
     assert list(out["status"]) == ["ok", "error", "ok", "error", "ok", "error"]
+    # An error row has no figures of an image that was not written.
+    assert list(out["psnr"]) == [30.0, None, 30.0, None, 30.0, None]
+    assert list(out["ssim"]) == [0.9, None, 0.9, None, 0.9, None]
     assert list(out["error_kind"][[1, 3, 5]]) == ["permanent", "transient", "transient"]
     assert "the name is 256 bytes with its suffix" in out["error"][1]
     assert "rename the source" in out["error"][1]

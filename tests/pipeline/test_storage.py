@@ -14,6 +14,7 @@ from pipeline.storage import (
     check_s3_options,
     remove_stale_temps,
     s3_options,
+    secrets,
     write_atomic,
 )
 
@@ -107,6 +108,15 @@ def test_only_harmless_options_are_logged_in_clear():
         "new_option_of_a_later_s3fs": "***",
     } | {k: "***" for k in ("key", "secret", "token") if k in redacted}
     assert not any(secret in repr(redacted) for secret in SECRETS)
+    # What a crashed job's log must not show: exactly the texts masked above.
+    assert secrets(options) == {
+        "me",
+        "url-SECRET-VALUE",
+        "AKIA-USER-VALUE",
+        "pw-SECRET-VALUE",
+        "nested-SECRET-VALUE",
+        "anything",
+    }
 
 
 @pytest.mark.parametrize(
