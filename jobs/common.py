@@ -28,6 +28,11 @@ SOME_FAILED = 1
 USAGE_ERROR = 2  # bad usage or configuration: bad URI, unknown model, no input
 CRASHED = 3  # the job itself failed: one line on stderr, the traceback in a log file
 INTERRUPTED = 130  # SIGINT or SIGTERM, after the manifest rows received so far were written
+# What an interrupted archive or restore says (run_job's `interrupted`).
+RESUMABLE = (
+    "interrupted; the manifest keeps the rows received so far, run the same command again to "
+    "finish the rest"
+)
 ANSI_CODE = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours the text of its task errors
 
 # The extras of the package (pyproject.toml) that only some subcommands need: the modules each
@@ -339,11 +344,12 @@ def run_job(
     parser: argparse.ArgumentParser,
     argv: list[str] | None,
     job: Callable[[argparse.Namespace], int],
+    interrupted: str = "interrupted",
 ) -> int:
     """Parse `argv` and run `job(args)`, which returns the exit status. Bad usage (argparse's
     errors, or a ValueError from the job's checks) prints one line and returns 2; SIGINT or
-    SIGTERM returns 130; any other exception is a crash: one line naming it and a log file
-    with the traceback, and 3."""
+    SIGTERM prints "<prog>: <interrupted>" and returns 130; any other exception is a crash: one
+    line naming it and a log file with the traceback, and 3."""
     setup_logging()
     try:
         args = parser.parse_args(argv)
@@ -361,11 +367,7 @@ def run_job(
         print(f"{prog}: error: {e}", file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt:
-        print(
-            f"{prog}: interrupted; the manifest keeps the rows received so far, "
-            "run the same command again to finish the rest",
-            file=sys.stderr,
-        )
+        print(f"{prog}: {interrupted}", file=sys.stderr)
         return INTERRUPTED
     except Exception as e:
         return crashed(prog, argv, e, hidden_texts(args))

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.common import Parser, add_job_options, add_json_option, run_job, run_plan
+from jobs.common import (
+    RESUMABLE,
+    Parser,
+    add_job_options,
+    add_json_option,
+    run_job,
+    run_plan,
+)
 from pipeline.format import OUTPUT_FORMATS, Region
 from pipeline.restore.config import RestoreConfig
 
@@ -53,4 +60,4 @@ def job(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_job(PROG, parser(), argv, job)
+    return run_job(PROG, parser(), argv, job, interrupted=RESUMABLE)

@@ -31,14 +31,16 @@ class Summary:
             f"images: {sum(self.counts.values())} ({counts})",
             f"source bytes: {self.source_bytes:,} ({human(self.source_bytes)})",
             f"LR bytes: {self.lr_bytes:,} ({human(self.lr_bytes)})",
-            f"compression ratio: {number(self.compression_ratio, '.1f')}x",
+            f"compression ratio: {number(self.compression_ratio, '.1f', 'x')}",
             f"mean bpp: {number(self.mean_bpp, '.4f')}",
         ]
         if self.verified:
             lines.append(f"mean psnr: {self.mean_psnr:.2f} dB over {self.verified} images")
             lines.append(f"mean ssim: {number(self.mean_ssim, '.4f')}")
-        else:
+        elif self.models:
             lines.append("mean psnr: n/a (archived without --verify)")
+        else:
+            lines.append("mean psnr: n/a (no image archived as LR)")
         lines += [
             f"model {model}: {n} image{'s' if n != 1 else ''}"
             for model, n in sorted(self.models.items())
@@ -101,8 +103,8 @@ def mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def number(value: float | None, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
+def number(value: float | None, spec: str, unit: str = "") -> str:
+    return "n/a" if value is None else format(value, spec) + unit
 
 
 def human(n: int) -> str:

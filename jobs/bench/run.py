@@ -68,6 +68,8 @@ def run(args: argparse.Namespace, command: str) -> int:
         raise ValueError("--device cuda but torch sees no CUDA device")
     precision = resolve_precision(args.precision, args.device)
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {args.out} is a file: give a folder for the results")
     needs_model = {"rd", "throughput", "memory"} & set(args.sections)
     refs = model_refs(args) if needs_model else []
     config = {

@@ -10,6 +10,7 @@ Its graph, run by pipeline/job.py: read_binary_files -> decode_batch -> Downscal
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -331,6 +332,8 @@ def prepare_archive(config: ArchiveConfig) -> ArchiveJob:
     config.check()
     if config.min_ssim is not None and not 0 < config.min_ssim <= 1:
         raise ValueError(f"--min-ssim must be in (0, 1], got {config.min_ssim}")
+    if config.min_psnr is not None and not 0 < config.min_psnr < math.inf:
+        raise ValueError(f"--min-psnr must be a positive number of dB, got {config.min_psnr}")
     src = Location.parse(config.src, config.storage_options)
     dst = Location.parse(config.dst, config.storage_options)
     if dst == src:

@@ -209,6 +209,9 @@ def test_kill_9_midway_leaves_no_broken_file_and_a_rerun_completes(
         (["{photos}", "{dst}", "--model", "{model}", "--precision", "fp8"], "invalid choice"),
         (["{photos}", "{dst}", "--model", "{model}", "--precision", "fp16"], "fp16 needs a GPU"),
         (["{photos}", "{dst}", "--model", "{model}", "--gpus-per-worker", "1"], "has 0: drop"),
+        (["{photos}", "{dst}", "--min-psnr", "nan"], "--min-psnr must be a positive number"),
+        (["{photos}", "{dst}", "--min-psnr", "inf"], "--min-psnr must be a positive number"),
+        (["{photos}", "{dst}", "--min-ssim", "2"], "--min-ssim must be in (0, 1]"),
     ],
 )
 def test_bad_usage_exits_2_with_one_line(args, message, small_photos, tiny_model, tmp_path, capsys):

@@ -82,6 +82,17 @@ def test_quiet_keeps_errors_and_the_summary_verbose_adds_debug(capsys):
         setup_logging()
 
 
+def test_an_interrupted_command_without_a_manifest_says_only_that(capsys):
+    def job(args) -> int:
+        raise KeyboardInterrupt
+
+    try:
+        assert run_job("tadm x", Parser(prog="tadm x"), [], job) == INTERRUPTED
+    finally:
+        setup_logging()
+    assert capsys.readouterr().err.strip() == "tadm x: interrupted"
+
+
 def test_quiet_and_verbose_exclude_each_other(capsys):
     assert run_job("tadm x", Parser(prog="tadm x"), ["-q", "-v"], lambda args: 0) == 2
     assert "not allowed with argument" in capsys.readouterr().err

@@ -152,3 +152,19 @@ def test_kept_files_count_in_the_space_saved(tmp_path: Path, capsys):
         "archive bytes (LR + kept): 1,100 (1.1 KiB)",
         "space saved: 2,900 (2.8 KiB, 72.5% of 3.9 KiB)",
     ]
+
+
+def test_an_archive_that_kept_every_file_has_no_lr_figures(tmp_path: Path, capsys):
+    row = {"rel_path": "b", "status": "kept", "source_bytes": 900, "kept_uri": "k/b", "psnr": 9.0}
+    write_manifest(tmp_path, [row | {"model_id": "abc", "scale": 16}])
+    assert run_cli("inspect", tmp_path) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1:7] == [
+        "images: 1 (kept 1)",
+        "source bytes: 0 (0 B)",
+        "LR bytes: 0 (0 B)",
+        "compression ratio: n/a",
+        "mean bpp: n/a",
+        "mean psnr: n/a (no image archived as LR)",
+    ]
+    assert out[-1] == "space saved: 0 (0 B, 0.0% of 900 B)"

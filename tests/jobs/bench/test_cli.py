@@ -152,3 +152,6 @@ def test_bad_usage_is_exit_2(tmp_path: Path, capsys):
     capsys.readouterr()
     assert main(["--out", str(tmp_path), "--sections", "cost", "--precision", "fp16"]) == 2
     assert "fp16 needs a CUDA device" in capsys.readouterr().err
+    (tmp_path / "a-file").write_bytes(b"")
+    assert main(["--out", str(tmp_path / "a-file"), "--sections", "plan"]) == 2
+    assert capsys.readouterr().err.strip().endswith("is a file: give a folder for the results")
