@@ -13,6 +13,9 @@ import dataclasses
 import hashlib
 import json
 import math
+import operator
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,6 +23,7 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, UNet2DConditionModel
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -44,6 +48,75 @@ LR_CONTEXT = 4  # LR pixels of context around each tile for the inverse DFRM ("a
 MAX_LATENT_PIXELS = 256 * 256
 CHUNK_MARGIN = 16  # latent pixels of overlap on each side of E and D chunks (blended over)
 WEIGHTS_FILE = "model.safetensors"
+
+
+def int_tuple(value: Any, name: str, form: str) -> tuple[int, ...]:
+    """`value` as a tuple of ints of the length of `form` (how the message names the items,
+    e.g. "(H, W)"); ValueError naming `name` otherwise. Floats and bools are refused."""
+    length = form.count(",") + 1
+    try:
+        items = tuple(value)
+        if len(items) == length and not any(isinstance(v, bool) for v in items):
+            return tuple(operator.index(v) for v in items)
+    except TypeError:  # not iterable, or an item that is no integer
+        pass
+    raise ValueError(f"{name} must be {length} integers {form}, got {value!r}")
+
+
+def check_hr(hr: Any, scale: int) -> None:
+    """Raise unless `hr` is what `TADM.downscale` takes: a float tensor (B, 3, H, W), B >= 1,
+    H and W >= `scale`, every value in [0, 1]."""
+    if not isinstance(hr, Tensor):
+        raise TypeError(
+            f"hr must be a torch tensor (B, 3, H, W), got {type(hr).__name__}: convert it with "
+            "torch.from_numpy or torch.as_tensor"
+        )
+    if hr.ndim != 4 or hr.shape[1] != 3 or not hr.is_floating_point():
+        raise ValueError(
+            f"hr must be a float tensor (B, 3, H, W), got {tuple(hr.shape)} {hr.dtype}"
+        )
+    batch, _, height, width = hr.shape
+    if batch == 0:
+        raise ValueError("hr is an empty batch (B = 0): give at least one image")
+    if min(height, width) < scale:
+        raise ValueError(f"hr is {width}x{height}, smaller than the scale {scale}")
+    low, high = torch.aminmax(hr)  # NaN in hr makes both NaN
+    if not (low.isfinite() and high.isfinite()):
+        raise ValueError("hr has NaN or infinite values: give finite values in [0, 1]")
+    if low < 0 or high > 1:
+        raise ValueError(f"hr values must lie in [0, 1], got [{low:g}, {high:g}]")
+
+
+def check_lr(
+    lr: Any, size: Any, region: Any, scale: int
+) -> tuple[int, int, tuple[int, int, int, int]]:
+    """(H, W, region (x, y, w, h)) of the arguments of `TADM.upscale`, the region the whole
+    image when None; raise unless `lr` is a uint8 tensor (B, 3, ceil(H/scale), ceil(W/scale)),
+    B >= 1, and the region lies inside the image."""
+    if not isinstance(lr, Tensor):
+        raise TypeError(
+            f"lr must be a torch tensor (B, 3, h, w), got {type(lr).__name__}: convert it with "
+            "torch.from_numpy or torch.as_tensor"
+        )
+    if lr.ndim != 4 or lr.shape[1] != 3 or lr.dtype != torch.uint8:
+        raise ValueError(
+            f"lr must be a uint8 tensor (B, 3, h, w), got {tuple(lr.shape)} {lr.dtype}"
+        )
+    if lr.shape[0] == 0:
+        raise ValueError("lr is an empty batch (B = 0): give at least one image")
+    height, width = int_tuple(size, "size", "(H, W)")
+    expected = (math.ceil(height / scale), math.ceil(width / scale))
+    if min(height, width) < 1 or tuple(lr.shape[-2:]) != expected:
+        raise ValueError(
+            f"size {height}x{width} (H x W) needs an LR of {expected[0]}x{expected[1]} at "
+            f"scale {scale}, got {lr.shape[-2]}x{lr.shape[-1]}"
+        )
+    if region is None:
+        return height, width, (0, 0, width, height)
+    rx, ry, rw, rh = int_tuple(region, "region", "(x, y, w, h)")
+    if rw < 1 or rh < 1 or rx < 0 or ry < 0 or rx + rw > width or ry + rh > height:
+        raise ValueError(f"region {region} is not inside the {width}x{height} image")
+    return height, width, (rx, ry, rw, rh)
 
 
 class LatentStore(Protocol):
@@ -84,11 +157,75 @@ def pad_to(x: Tensor, height: int, width: int) -> Tensor:
 
 
 def read_config(directory: Path, name: str) -> TADMConfig:
-    """The config.json of checkpoint folder `directory` (`name`: what the user called it)."""
+    """The config.json of checkpoint folder `directory` (`name`: what the user called it);
+    ValueError naming the checkpoint when it is missing, not JSON or not a TADM config."""
     config_file = directory / "config.json"
     if not config_file.is_file():
         raise ValueError(f"{name!r} has no config.json: not a TADM checkpoint")
-    return TADMConfig.from_dict(json.loads(config_file.read_text()))
+    try:
+        data = json.loads(config_file.read_text())
+    except ValueError as e:  # not UTF-8, or not JSON
+        raise ValueError(f"checkpoint {name!r}: config.json is not valid JSON ({e})") from None
+    try:
+        return TADMConfig.from_dict(data)
+    except ValueError as e:
+        raise ValueError(f"checkpoint {name!r}: config.json is not a TADM config: {e}") from None
+
+
+@contextmanager
+def reading(directory: Path, file: str, name: str) -> Iterator[Path]:
+    """The path of safetensors `file` inside checkpoint folder `directory` (`name`: what the
+    user called the checkpoint), to read in the block; ValueError when the file is missing or
+    the block finds it unreadable."""
+    path = directory / file
+    if not path.is_file():
+        raise ValueError(f"checkpoint {name!r} has no {file}: save or copy the checkpoint again")
+    try:
+        yield path
+    except SafetensorError as e:
+        raise ValueError(
+            f"checkpoint {name!r}: {file} is truncated or not a safetensors file ({e}): "
+            "save or copy the checkpoint again"
+        ) from None
+
+
+def load_adapter(part: nn.Module, directory: Path, folder: str, rank: int, name: str) -> None:
+    """Load the LoRA adapter of `part` from `folder` of checkpoint folder `directory`;
+    ValueError naming the checkpoint when it is missing, unreadable or not of `rank` (the
+    rank config.json gives it)."""
+    with reading(directory, f"{folder}/adapter_model.safetensors", name):
+        try:
+            lora.load_adapter(part, directory / folder)
+        except RuntimeError as e:  # load_state_dict: "size mismatch for KEY: ..." per weight
+            lines = [line.strip() for line in str(e).splitlines()[1:] if line.strip()]
+            more = f", and {len(lines) - 1} more" if len(lines) > 1 else ""
+            raise ValueError(
+                f"checkpoint {name!r}: the adapter in {folder}/ does not fit the LoRA rank "
+                f"{rank} of config.json ({lines[0] if lines else e}{more})"
+            ) from None
+
+
+def state_mismatch(expected: dict[str, torch.Size], state: dict[str, Tensor]) -> str | None:
+    """What keeps the tensors `state` from loading into weights of the `expected` shapes (a
+    few names of each kind, with counts), or None when they fit: missing weights, unexpected
+    ones and ones of another shape."""
+    missing = sorted(expected.keys() - state.keys())
+    unexpected = sorted(state.keys() - expected.keys())
+    reshaped = [
+        f"{k} {list(state[k].shape)} in the file, {list(expected[k])} in the model"
+        for k in sorted(expected.keys() & state.keys())
+        if state[k].shape != expected[k]
+    ]
+    parts = [
+        f"{len(keys)} {kind} ({'; '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+        for kind, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("of another shape", reshaped),
+        )
+        if keys
+    ]
+    return ", ".join(parts) or None
 
 
 class TADM(nn.Module):
@@ -199,26 +336,58 @@ class TADM(nn.Module):
         A folder is a local path or a URI (file://, s3://, any fsspec protocol); a remote folder
         is read with `storage_options` (s3fs options: endpoint_url, key, secret, ...) and cached
         locally (tadm.hub.cached_copy).
+
+        A checkpoint that cannot be loaded (no or unreadable config.json or weights, weights
+        that do not fit the config) raises ValueError naming it and what is wrong.
         """
-        directory = hub.resolve(str(path_or_name), storage_options)
-        config = read_config(directory, path_or_name)
-        model = cls.from_config(config)
-        state = load_file(str(directory / WEIGHTS_FILE))
-        result = model.load_state_dict(state, strict=False)
-        missing = [k for k in result.missing_keys if not model._saved_elsewhere(k)]
-        if missing or result.unexpected_keys:
+        name = str(path_or_name)
+        directory = hub.resolve(name, storage_options)
+        config = read_config(directory, name)
+        try:
+            model = cls.from_config(config)
+        except (TypeError, KeyError, IndexError, RuntimeError) as e:
+            # Values the config's field checks cannot see (a negative width, a diffusers
+            # config diffusers cannot build) fail inside torch or diffusers.
             raise ValueError(
-                f"checkpoint {path_or_name!r} does not match its config: missing {missing[:5]}, "
-                f"unexpected {result.unexpected_keys[:5]}"
+                f"checkpoint {name!r}: config.json describes no model that can be built "
+                f"({type(e).__name__}: {e})"
+            ) from None
+        with reading(directory, WEIGHTS_FILE, name) as path:
+            state = load_file(str(path))
+        # Weights saved elsewhere (LoRA, a base model's) need not be in the file; they load
+        # from it when they are.
+        shapes = {
+            k: v.shape
+            for k, v in model.state_dict().items()
+            if k in state or not model._saved_elsewhere(k)
+        }
+        mismatch = state_mismatch(shapes, state)
+        if mismatch:
+            raise ValueError(
+                f"checkpoint {name!r}: {WEIGHTS_FILE} does not match config.json (scale "
+                f"{config.scale}): {mismatch}; the weights were saved from another config"
             )
-        if config.unet_lora_rank:
-            lora.load_adapter(model.unet, directory / "unet_lora")
-        if config.vae_lora_rank:
-            lora.load_adapter(model.vae, directory / "vae_decoder_lora")
+        model.load_state_dict(state, strict=False)
+        for rank, part, folder in (
+            (config.unet_lora_rank, model.unet, "unet_lora"),
+            (config.vae_lora_rank, model.vae, "vae_decoder_lora"),
+        ):
+            if rank:
+                load_adapter(part, directory, folder, rank, name)
         return model.eval()
 
     def save_pretrained(self, path: str | Path) -> None:
-        """Write config.json, model.safetensors and the LoRA adapters (peft layout)."""
+        """Write config.json, model.safetensors and the LoRA adapters (peft layout).
+
+        Only a float32 model: the weights of a model cast by `to_precision` are rounded, so
+        saved they would make a model of another model_id than the one it stamps on its LRs.
+        """
+        if self._precision != "fp32":
+            raise ValueError(
+                f"the model is cast to {self._precision}: its rounded weights would save as "
+                f"another model than {self.model_id}, the id its LRs carry; save it before "
+                "to_precision, or load the checkpoint again and save that"
+            )
         directory = Path(path)
         directory.mkdir(parents=True, exist_ok=True)
         state = {
@@ -274,7 +443,8 @@ class TADM(nn.Module):
     def to_precision(self, precision: str) -> "TADM":
         """Run inference in `precision` ('fp32', 'fp16' or 'bf16') on the model's device: casts
         the weights of the VAE, the UNet and the DFRM's CNNs (tadm/precision.py says which and
-        why; fp16 needs CUDA). One-way: a half model cannot go back to fp32. Returns the model.
+        why; fp16 needs CUDA). One-way: a half model cannot go back to fp32, nor be saved.
+        Returns the model.
         """
         check_precision(precision, self.device)
         if precision == self._precision:
@@ -384,17 +554,10 @@ class TADM(nn.Module):
         E, G_e and F run on the whole image, or on overlapping chunks (latent tiles with the
         "all" tiling) whose continuous y is blended with Gaussian weights; y is quantized once.
         """
-        if hr.ndim != 4 or hr.shape[1] != 3 or not hr.is_floating_point():
-            raise ValueError(
-                f"hr must be a float tensor (B, 3, H, W), got {tuple(hr.shape)} {hr.dtype}"
-            )
-        s, f = self.scale, self.config.vae_factor
-        _, _, height, width = hr.shape
-        if min(height, width) < s:
-            raise ValueError(f"hr is {width}x{height}, smaller than the scale {s}")
-        if hr.min() < 0 or hr.max() > 1:
-            raise ValueError("hr values must lie in [0, 1]")
+        check_hr(hr, self.scale)
         self._check_inference()
+        s, f = self.scale, self.config.vae_factor
+        height, width = hr.shape[-2:]
         hp, wp = self._padded(height, width)
         x = pad_to(hr.to(self.device, torch.float32).mul(2).sub_(1), hp, wp)
         r = s // f  # latent pixels per LR pixel
@@ -433,22 +596,9 @@ class TADM(nn.Module):
         this LR and size, e.g. a dict) skips G_d, TPM and the UNet for the tiles it holds and
         keeps the ones computed, so overlapping regions only decode again.
         """
-        height, width = (int(v) for v in size)
-        s, f = self.scale, self.config.vae_factor
-        if lr.ndim != 4 or lr.shape[1] != 3 or lr.dtype != torch.uint8:
-            raise ValueError(
-                f"lr must be a uint8 tensor (B, 3, h, w), got {tuple(lr.shape)} {lr.dtype}"
-            )
-        expected = (math.ceil(height / s), math.ceil(width / s))
-        if min(height, width) < 1 or tuple(lr.shape[-2:]) != expected:
-            raise ValueError(
-                f"size {height}x{width} (H x W) needs an LR of {expected[0]}x{expected[1]} at "
-                f"scale {s}, got {lr.shape[-2]}x{lr.shape[-1]}"
-            )
-        rx, ry, rw, rh = region if region is not None else (0, 0, width, height)
-        if rw < 1 or rh < 1 or rx < 0 or ry < 0 or rx + rw > width or ry + rh > height:
-            raise ValueError(f"region {region} is not inside the {width}x{height} image")
+        height, width, (rx, ry, rw, rh) = check_lr(lr, size, region, self.scale)
         self._check_inference()
+        s, f = self.scale, self.config.vae_factor
         hp, wp = self._padded(height, width)
         y = pad_to(from_uint8(lr.to(self.device)), hp // s, wp // s)
         rows, cols = grid_shape(hp // f, wp // f, self.config.tile, self.config.tile_stride)

@@ -11,7 +11,8 @@ Rules: CPU runs fp32 by default and refuses fp16 (slow or missing CPU kernels); 
 CPU when asked for (oneDNN kernels). CUDA defaults to fp16: its LR is closer to fp32's (on the
 shipped checkpoints 2-4% of LR pixels move by one level, against 17-47% with bf16).
 Casting is one-way: a half model keeps the model_id of the float32 weights it was cast from and
-cannot go back to fp32 (its weights were rounded): load it again instead.
+cannot go back to fp32 (its weights were rounded), nor be saved (`save_pretrained`: the saved
+weights would be another model than its id says): load it again instead.
 """
 
 import torch

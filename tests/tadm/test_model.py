@@ -3,8 +3,12 @@
 import dataclasses
 import json
 import math
+import re
 import shutil
+from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
@@ -110,6 +114,38 @@ def test_validation_errors_name_the_argument():
         TADM.from_pretrained("no-such-model-or-folder")
 
 
+def test_nan_or_infinite_pixels_are_refused():
+    """NaN passes a range check (every comparison with it is False): it would give a black LR."""
+    model = tiny()
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        hr = image(64, 64)
+        hr[0, 1, 5, 7] = bad
+        with pytest.raises(ValueError, match="hr has NaN or infinite values"):
+            model.downscale(hr)
+
+
+def test_empty_batches_arrays_and_non_integer_sizes_and_regions_are_refused():
+    model = tiny()
+    with pytest.raises(ValueError, match=r"hr is an empty batch \(B = 0\)"):
+        model.downscale(torch.rand(0, 3, 64, 64))
+    with pytest.raises(TypeError, match="hr must be a torch tensor .* got ndarray"):
+        model.downscale(image(64, 64).numpy())
+    lr = model.downscale(image(64, 80))
+    with pytest.raises(ValueError, match=r"lr is an empty batch \(B = 0\)"):
+        model.upscale(lr[:0], (64, 80))
+    with pytest.raises(TypeError, match="lr must be a torch tensor .* got ndarray"):
+        model.upscale(lr.numpy(), (64, 80))
+    for size in [(64.0, 80), (63.9, 79.5), (64,), (64, 80, 3), 64, "ab"]:
+        with pytest.raises(ValueError, match=r"size must be 2 integers \(H, W\), got "):
+            model.upscale(lr, size)
+    for region in [(10.5, 10, 20, 20), (10, 10, 20), (0, 0, 8, 8, 1), (0, 0, True, 8)]:
+        with pytest.raises(ValueError, match=r"region must be 4 integers \(x, y, w, h\), got "):
+            model.upscale(lr, (64, 80), region=region)
+    # Integers of any kind (numpy's, a list) are integers.
+    whole = model.upscale(lr, (np.int64(64), 80), region=[0, 0, np.int32(80), 64])
+    assert torch.equal(whole, model.upscale(lr, (64, 80)))
+
+
 # ---- checkpoints and identity ----------------------------------------------------------------
 
 
@@ -129,6 +165,140 @@ def test_save_load_round_trips_bit_exactly(tmp_path):
     lr = model.downscale(hr)
     assert torch.equal(reloaded.downscale(hr), lr)
     assert torch.equal(reloaded.upscale(lr, (48, 80)), model.upscale(lr, (48, 80)))
+
+
+def test_a_model_cast_to_half_precision_is_not_saved(tmp_path):
+    """Its weights are rounded: saved, they would be another model than the id on its LRs."""
+    model = tiny()
+    model_id = model.model_id
+    model.to_precision("bf16")
+    with pytest.raises(ValueError, match=f"cast to bf16: .* another model than {model_id}"):
+        model.save_pretrained(tmp_path / "half")
+    assert not (tmp_path / "half").exists()
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def edit_config(change: Callable[[dict], object]) -> Callable[[Path], None]:
+    """A breakage: config.json becomes `change(its parsed content)`."""
+
+    def edit(folder: Path) -> None:
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps(change(config)))
+
+    return edit
+
+
+def without(key: str) -> Callable[[dict], dict]:
+    return lambda config: {k: v for k, v in config.items() if k != key}
+
+
+BROKEN_CHECKPOINTS = {
+    "truncated weights": (
+        lambda folder: truncate(folder / "model.safetensors"),
+        r"model.safetensors is truncated or not a safetensors file \(.*incomplete metadata",
+    ),
+    "empty weights": (
+        lambda folder: (folder / "model.safetensors").write_bytes(b""),
+        "model.safetensors is truncated or not a safetensors file",
+    ),
+    "no weights": (
+        lambda folder: (folder / "model.safetensors").unlink(),
+        "has no model.safetensors",
+    ),
+    "x16 weights, scale 32 config": (
+        edit_config(lambda c: {**c, "scale": 32}),
+        r"model.safetensors does not match config.json \(scale 32\): \d+ missing \(dfrm\.",
+    ),
+    "weights of another width": (
+        edit_config(lambda c: {**c, "tpm": {**c["tpm"], "hidden": 32}}),
+        r"does not match config.json .*of another shape \(tpm\..* \[64\] in the file, \[32\]",
+    ),
+    "not JSON": (
+        lambda folder: (folder / "config.json").write_text("{scale: 16"),
+        "config.json is not valid JSON",
+    ),
+    "a JSON list": (
+        edit_config(lambda c: [1, 2]),
+        "config.json is not a TADM config: the config must be a JSON object, got list",
+    ),
+    "unknown nested key": (
+        edit_config(lambda c: {**c, "dfrm": {**c["dfrm"], "foo": 1}}),
+        r"unknown config fields \['dfrm.foo'\]; known: \['dfrm.decoder_keep_width', ",
+    ),
+    "nested section not an object": (
+        edit_config(lambda c: {**c, "tpm": [1]}),
+        "config section 'tpm' must be a JSON object, got list",
+    ),
+    "no scale": (
+        edit_config(without("scale")),
+        r"the config lacks the required fields \['scale'\]",
+    ),
+    "float scale": (edit_config(lambda c: {**c, "scale": 16.0}), "scale must be int, got 16.0"),
+    "string scale": (edit_config(lambda c: {**c, "scale": "16"}), "scale must be int, got '16'"),
+    "bool rank": (
+        edit_config(lambda c: {**c, "unet_lora_rank": True}),
+        "unet_lora_rank must be int, got True",
+    ),
+    "string nested value": (
+        edit_config(lambda c: {**c, "tpm": {**c["tpm"], "t_max": "200"}}),
+        "tpm.t_max must be float, got '200'",
+    ),
+    "vae config without its blocks": (
+        edit_config(lambda c: {**c, "vae": without("block_out_channels")(c["vae"])}),
+        r"the vae config lacks \['block_out_channels'\]",
+    ),
+    "negative width": (
+        edit_config(lambda c: {**c, "dfrm": {**c["dfrm"], "latent_width": -3}}),
+        "config.json describes no model that can be built .*negative dimension",
+    ),
+}
+
+
+@pytest.mark.parametrize("breakage", BROKEN_CHECKPOINTS, ids=list(BROKEN_CHECKPOINTS))
+def test_a_broken_checkpoint_is_a_value_error_naming_it_and_the_problem(
+    tiny_model, tmp_path, breakage
+):
+    folder = Path(shutil.copytree(tiny_model, tmp_path / "ckpt"))
+    TADM.from_pretrained(str(folder))  # it loads before it is broken
+    breaks, problem = BROKEN_CHECKPOINTS[breakage]
+    breaks(folder)
+    with pytest.raises(ValueError, match=f"checkpoint {re.escape(repr(str(folder)))}.*{problem}"):
+        TADM.from_pretrained(str(folder))
+
+
+@pytest.fixture(scope="module")
+def lora_checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("lora") / "ckpt"
+    tiny(unet_lora_rank=4, vae_lora_rank=2).save_pretrained(folder)
+    return folder
+
+
+BROKEN_ADAPTERS = {
+    "another rank": (
+        edit_config(lambda c: {**c, "unet_lora_rank": 8}),
+        r"the adapter in unet_lora/ does not fit the LoRA rank 8 of config.json \(size mismatch",
+    ),
+    "truncated adapter": (
+        lambda folder: truncate(folder / "vae_decoder_lora" / "adapter_model.safetensors"),
+        "vae_decoder_lora/adapter_model.safetensors is truncated or not a safetensors file",
+    ),
+    "no adapter": (
+        lambda folder: shutil.rmtree(folder / "unet_lora"),
+        "has no unet_lora/adapter_model.safetensors",
+    ),
+}
+
+
+@pytest.mark.parametrize("breakage", BROKEN_ADAPTERS, ids=list(BROKEN_ADAPTERS))
+def test_a_broken_lora_adapter_is_a_value_error_naming_it(lora_checkpoint, tmp_path, breakage):
+    folder = Path(shutil.copytree(lora_checkpoint, tmp_path / "ckpt"))
+    breaks, problem = BROKEN_ADAPTERS[breakage]
+    breaks(folder)
+    with pytest.raises(ValueError, match=f"checkpoint {re.escape(repr(str(folder)))}.*{problem}"):
+        TADM.from_pretrained(str(folder))
 
 
 def test_model_id_is_stable_and_tracks_every_weight(tmp_path):
