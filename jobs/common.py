@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 SOME_FAILED = 1
 USAGE_ERROR = 2  # bad usage or configuration: bad URI, unknown model, no input
 CRASHED = 3  # the job itself failed: one line on stderr, the traceback in a log file
-INTERRUPTED = 130  # SIGINT or SIGTERM, after the manifest rows received so far were written
+INTERRUPTED = 130  # SIGINT or SIGTERM (archive, restore: after writing the rows received so far)
 # What an interrupted archive or restore says (run_job's `interrupted`).
 RESUMABLE = (
     "interrupted; the manifest keeps the rows received so far, run the same command again to "

@@ -12,15 +12,51 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
+import os
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jobs.common import Parser, add_storage_options, ray_session, require_extra, run_job
+from jobs.common import (
+    Parser,
+    QuietFilter,
+    add_storage_options,
+    ray_session,
+    require_extra,
+    run_job,
+)
 from pipeline.storage import Location
 from tadm.train_config import PRESETS, STAGES, TrainConfig
 
+if TYPE_CHECKING:
+    from tadm.config import TADMConfig
+
 PROG = "tadm train"
 log = logging.getLogger("tadm.train")
+# The TrainConfig fields that name a file or folder: a local path, or a URI.
+PATH_FIELDS = ("data", "out", "val", "init", "base_model", "lpips")
+
+
+def worker_count(text: str) -> int:
+    """--workers: a whole number, 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def gpu_share(text: str) -> float:
+    """--gpus-per-worker: a finite number, 0 (CPU workers) or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be 0 (CPU workers) or more, got {text}")
+    return value
 
 
 def parser() -> Parser:
@@ -86,8 +122,10 @@ def parser() -> Parser:
     p.add_argument("--val-every", type=int, default=TrainConfig.val_every)
     p.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every)
     p.add_argument("--resume", action="store_true", help="continue from OUT/latest")
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--gpus-per-worker", type=float, default=0.0)
+    p.add_argument("--workers", type=worker_count, default=1, help="Ray Train workers (default 1)")
+    p.add_argument(
+        "--gpus-per-worker", type=gpu_share, default=0.0, help="GPUs per worker (default 0: CPU)"
+    )
     p.add_argument(
         "--threads", type=int, default=TrainConfig.threads, help="torch threads per worker (0: all)"
     )
@@ -101,44 +139,122 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
 
 
-def train_loop(loop_config: dict[str, Any]) -> None:
-    """One Ray Train worker."""
+def absolute_paths(config: TrainConfig) -> TrainConfig:
+    """`config` with each local path (data, out, val, init, base_model, lpips) made absolute
+    from this process's working folder, as the Ray Train workers run in folders of their own.
+    URIs (s3://, file://) and the names of shipped checkpoints ("tiny-x16") stay as they are."""
+    from tadm.hub import shipped_names
+
+    changes = {}
+    for name in PATH_FIELDS:
+        value = getattr(config, name)
+        if not value or "://" in value or (name == "init" and value in shipped_names()):
+            continue
+        changes[name] = os.path.abspath(os.path.expanduser(value))
+    return dataclasses.replace(config, **changes)
+
+
+def init_config(init: str, storage_options: dict[str, Any]) -> TADMConfig:
+    """The model config of the --init checkpoint, found as TADM.from_pretrained finds it
+    (tadm.hub.resolve); a ValueError saying what to give when it is no checkpoint."""
+    from tadm import hub
+    from tadm.model import WEIGHTS_FILE, read_config
+
+    try:
+        directory = hub.resolve(init, storage_options)
+        config = read_config(directory, init)
+        if not (directory / WEIGHTS_FILE).is_file():
+            raise ValueError(f"{init!r} has no {WEIGHTS_FILE}: not a TADM checkpoint")
+    except (ValueError, OSError) as e:
+        raise ValueError(
+            f"--init cannot be loaded: {e}; give a checkpoint folder (config.json and "
+            f"{WEIGHTS_FILE}), its URI, or a shipped checkpoint's name"
+        ) from None
+    return config
+
+
+def start_config(config: TrainConfig, storage_options: dict[str, Any]) -> tuple[TADMConfig, str]:
+    """The model config the stage starts from, as jobs.train_worker.start_model picks its
+    model, and what to call that model in a message: with --resume, the checkpoint OUT/latest
+    names; else the --init checkpoint (at --scale, with the LoRA ranks it can take); else the
+    preset at --scale. A ValueError when --init does not load or refuses the ranks."""
+    from jobs.train_worker import latest_checkpoint, lora_changes
+    from tadm.config import TADMConfig
+    from tadm.presets import build_config
+
+    out = Location.parse(config.out, storage_options)
+    name = latest_checkpoint(config, out)
+    if name is not None:
+        text = out.filesystem().cat_file(out.path(name, "config.json"))
+        what = f"the checkpoint {out.uri_of(out.path(name))} that --resume continues"
+        return TADMConfig.from_dict(json.loads(text)), what
+    if config.init:
+        model = init_config(config.init, storage_options)
+        lora_changes(model, config.unet_lora_rank, config.vae_lora_rank)
+        scale = config.scale or model.scale
+        return dataclasses.replace(model, scale=scale), f"--init {config.init} at scale {scale}"
+    preset, scale = config.preset or "tiny", config.scale or 16
+    return build_config(preset, scale), f"the {preset} preset at scale {scale}"
+
+
+def check_crop(config: TrainConfig, model: TADMConfig, what: str) -> None:
+    """Refuse a --crop the model cannot take: stage vae runs the VAE alone, which takes
+    multiples of its downscaling factor; the other stages also run the DFRM and the UNet,
+    which take multiples of TADM.size_multiple (latent multiple x VAE factor). `what` names
+    the model in the message."""
+    multiple = model.vae_factor
+    if config.stage != "vae":
+        multiple *= model.latent_multiple
+    if config.crop % multiple:
+        below = config.crop - config.crop % multiple
+        sizes = " or ".join(str(n) for n in (below, below + multiple) if n)
+        raise ValueError(
+            f"--crop must be a multiple of {multiple} for {what} in stage {config.stage}, got "
+            f"{config.crop}: give {sizes}"
+        )
+
+
+def worker_log_level() -> int:
+    """The level of the workers' tadm messages: the driver's (-v: DEBUG, else INFO), or
+    WARNING with -q, whose summary the driver prints."""
+    logger = logging.getLogger("tadm")
+    quiet = any(isinstance(f, QuietFilter) for h in logger.handlers for f in h.filters)
+    return logging.WARNING if quiet else logger.getEffectiveLevel()
+
+
+def train_loop(loop_config: dict[str, Any]) -> dict[str, Any]:
+    """One Ray Train worker; the record of its last step. Its tadm messages go at the driver's
+    level to Ray Train's console log, which Ray sends to the driver."""
     import ray.train.torch
 
     from jobs.train_worker import fit
 
+    logging.getLogger("tadm").setLevel(loop_config["log_level"])
     ctx = ray.train.get_context()
-    fit(
+    return fit(
         loop_config["config"],
         loop_config["storage_options"],
         rank=ctx.get_world_rank(),
         world_size=ctx.get_world_size(),
         device=ray.train.torch.get_device(),
         prepare=ray.train.torch.prepare_model,
-        report=ray.train.report,
     )
 
 
-def check_init_lora_ranks(config: TrainConfig) -> None:
-    """Refuse a LoRA rank that differs from the rank of the --init checkpoint's adapters."""
-    from jobs.train_worker import lora_changes
-    from tadm import hub
-    from tadm.model import read_config
-
-    ranks = (config.unet_lora_rank, config.vae_lora_rank)
-    if config.init and not config.resume and ranks != (None, None):
-        lora_changes(read_config(hub.resolve(config.init), config.init), *ranks)
-
-
 def job(args: argparse.Namespace) -> int:
+    """Check the options, the model the stage starts from and the crop it takes (before Ray
+    starts), then run the stage on Ray Train and log a summary line."""
     require_extra("train")
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    config = train_config(args)
-    Location.parse(config.out, args.storage_options)
-    Location.parse(config.data, args.storage_options)
-    check_init_lora_ranks(config)
+    config = absolute_paths(train_config(args))
+    options = args.storage_options
+    for uri in (config.out, config.data, config.val):
+        if uri is not None:
+            Location.parse(uri, options)
+    model, what = start_config(config, options)
+    check_crop(config, model, what)
     log.info("%s: %s", PROG, json.dumps(dataclasses.asdict(config)))
     use_gpu = args.gpus_per_worker > 0
     scaling = ray.train.ScalingConfig(
@@ -146,16 +262,35 @@ def job(args: argparse.Namespace) -> int:
         use_gpu=use_gpu,
         resources_per_worker={"GPU": args.gpus_per_worker} if use_gpu else {"CPU": 1},
     )
+    # Ray Train's own messages (resources, the worker group) only with -v
+    verbose = log.isEnabledFor(logging.DEBUG)
+    run_config = ray.train.RunConfig(
+        storage_path=tempfile.mkdtemp(prefix="tadm-train-"),
+        logging_config=ray.train.LoggingConfig("INFO" if verbose else "WARNING"),
+    )
+    loop_config = {"config": config, "storage_options": options, "log_level": worker_log_level()}
     with ray_session():
         trainer = TorchTrainer(
             train_loop,
-            train_loop_config={"config": config, "storage_options": args.storage_options},
+            train_loop_config=loop_config,
             scaling_config=scaling,
-            run_config=ray.train.RunConfig(storage_path=tempfile.mkdtemp(prefix="tadm-train-")),
+            run_config=run_config,
         )
-        trainer.fit()
+        last = trainer.fit().return_value or {}
+    out = Location.parse(config.out, options)
+    final = out.uri_of(out.path("final"))
+    at = f" at step {last['step']}, loss {last['loss']:.4g}" if "loss" in last else ""
+    summary = f"{PROG}: {config.stage} done{at}; the model is in {final}"
+    log.info("%s", summary, extra={"summary": True})
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_job(PROG, parser(), argv, job)
+    return run_job(
+        PROG,
+        parser(),
+        argv,
+        job,
+        interrupted="interrupted; the checkpoints written so far are kept: the same command "
+        "with --resume continues from OUT/latest",
+    )

@@ -15,7 +15,6 @@ import io
 import json
 import logging
 import math
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -61,9 +60,10 @@ def load_training_images(uri: str, storage_options: dict) -> list[np.ndarray]:
     return images
 
 
-def init_model(init: str, scale: int | None) -> TADM:
-    """The checkpoint `init`; at another scale, a new DFRM with every other weight kept."""
-    model = TADM.from_pretrained(init)
+def init_model(init: str, scale: int | None, storage_options: dict[str, Any]) -> TADM:
+    """The checkpoint `init` (a remote one read with `storage_options`); at another scale, a
+    new DFRM with every other weight kept."""
+    model = TADM.from_pretrained(init, storage_options=storage_options)
     if scale is None or scale == model.scale:
         return model
     other = TADM.from_config(dataclasses.replace(model.config, scale=scale))
@@ -150,19 +150,31 @@ def stage_progress(step: int, steps: int, elapsed_s: float, max_seconds: float |
     return max(by_steps, elapsed_s / max_seconds) if max_seconds else by_steps
 
 
-def start_model(config: TrainConfig, out: Location) -> tuple[TADM, dict | None]:
-    """The model the stage starts from, with the trainer state when it resumes OUT/latest."""
+def latest_checkpoint(config: TrainConfig, out: Location) -> str | None:
+    """The name of the checkpoint the stage resumes: the one OUT/latest names with --resume,
+    None without --resume or when OUT has no `latest` yet."""
     fs = out.filesystem()
     latest = out.path("latest")
     if config.resume and fs.exists(latest):
-        name = fs.cat_file(latest).decode().strip()
-        model = TADM.from_pretrained(out.uri_of(out.path(name)))
+        return fs.cat_file(latest).decode().strip()
+    return None
+
+
+def start_model(
+    config: TrainConfig, out: Location, storage_options: dict[str, Any]
+) -> tuple[TADM, dict | None]:
+    """The model the stage starts from, with the trainer state when it resumes OUT/latest;
+    remote checkpoints are read with `storage_options`."""
+    name = latest_checkpoint(config, out)
+    if name is not None:
+        model = TADM.from_pretrained(out.uri_of(out.path(name)), storage_options=storage_options)
         state = torch.load(
-            io.BytesIO(fs.cat_file(out.path(name, "trainer_state.pt"))), weights_only=True
+            io.BytesIO(out.filesystem().cat_file(out.path(name, "trainer_state.pt"))),
+            weights_only=True,
         )
         return model, state
     if config.init:
-        model = init_model(config.init, config.scale)
+        model = init_model(config.init, config.scale, storage_options)
         return with_lora_ranks(model, config.unet_lora_rank, config.vae_lora_rank), None
     ranks = {k: getattr(config, k) for k in LORA_RANKS if getattr(config, k) is not None}
     preset = config.preset or "tiny"
@@ -185,20 +197,21 @@ def fit(
     world_size: int = 1,
     device: torch.device | None = None,
     prepare: Callable[[nn.Module], nn.Module] | None = None,
-    report: Callable[[dict], None] | None = None,
-) -> None:
-    """Run one stage as worker `rank` of `world_size`.
+) -> dict[str, Any]:
+    """Run one stage as worker `rank` of `world_size`; the record of its last step ({} when
+    a resumed stage had no step left).
 
     `storage_options` (s3fs options) reach OUT and the images; unlike `config`, they are not
     saved with the checkpoints. `prepare` wraps the model for data-parallel training (DDP) when
-    world_size > 1; `report` receives each logged record (Ray Train's `report`)."""
+    world_size > 1. Rank 0 appends each logged record to OUT/log.jsonl and logs it (logger
+    tadm.train, INFO)."""
     device = device or torch.device("cpu")
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed + rank)
     options = storage_options or {}
     out = Location.parse(config.out, options)
-    model, state = start_model(config, out)
+    model, state = start_model(config, out, options)
     start_step = state["step"] if state is not None else 0
     stage = StageConfig(
         config.stage, config.lr, lambda_gui=config.lambda_gui, lambda_perc=config.lambda_perc
@@ -227,6 +240,7 @@ def fit(
     t_start = time.time()
     step = start_step
     last = start_step >= config.steps
+    record: dict[str, Any] = {}
     while not last:
         step += 1
         progress = stage_progress(step, config.steps, time.time() - t_start, max_seconds)
@@ -243,7 +257,7 @@ def fit(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
-        record: dict[str, Any] = {}
+        record = {}
         if step % config.log_every == 0 or last:
             elapsed = time.time() - t_start
             record = {
@@ -258,11 +272,10 @@ def fit(
             record.update({"step": step, **{f"val_{k}": v for k, v in val.items()}})
         if rank == 0 and record:
             append_log(out, {"stage": stage.stage, **record})
-            print(json.dumps(record), file=sys.stderr, flush=True)
+            log.info("%s", json.dumps(record))
         if rank == 0 and (step % config.checkpoint_every == 0 or last):
             trainer_state = {"step": step, "optimizer": optimizer.state_dict()}
             save_checkpoint(model, config, out, f"step-{step:06d}", trainer_state)
-        if record and report is not None:
-            report({k: v for k, v in record.items() if isinstance(v, int | float)})
     if rank == 0:
         save_checkpoint(model.eval(), config, out, "final", None)
+    return record

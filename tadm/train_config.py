@@ -3,6 +3,7 @@ checkpoint it writes (next to the model's `config.json`)."""
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,10 @@ class TrainConfig:
             raise ValueError("--stage vae is for the tiny preset (sd21 uses SD's VAE)")
         if self.scale not in (None, *SCALES):
             raise ValueError(f"--scale must be 16 or 32, got {self.scale}")
+        for name in ("max_minutes", "lr", "lambda_gui", "lambda_perc"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{flag(name)} must be a finite number, got {value}")
         at_least = {"unet_lora_rank": 0, "vae_lora_rank": 0, "steps": 1, "batch_size": 1,
                     "crop": 1, "lambda_gui": 0, "lambda_perc": 0, "log_every": 1, "val_every": 1,
                     "checkpoint_every": 1, "threads": 0}  # fmt: skip

@@ -2,6 +2,9 @@
 
 import dataclasses
 import json
+import logging
+import os
+import re
 import subprocess
 import sys
 
@@ -10,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from jobs.train import main, parser, train_config
+from jobs.train import absolute_paths, main, parser, train_config
 from jobs.train_worker import fit, schedule, stage_progress, with_lora_ranks
 from tadm import TADM
 from tadm.presets import build_config
@@ -112,6 +115,102 @@ def test_bad_arguments_exit_2(data, tmp_path, capsys):
     assert capsys.readouterr().err == "tadm train: error: --batch-size must be 1 or more, got 0\n"
 
 
+def test_relative_paths_are_the_working_folders_and_quiet_prints_the_summary_only(
+    ray_cluster, data, tmp_path, monkeypatch, capfd
+):
+    """The Ray Train workers run in folders of their own: relative --data and --out are the
+    driver's working folder's. -q leaves the workers' progress lines and Ray Train's notices
+    out, and prints the summary."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["-q", "--stage", "dfrm", "--preset", "tiny", "--data", os.path.relpath(data),
+            "--out", "relout", "--steps", "1", "--crop", "32", "--batch-size", "1",
+            "--threads", "1"]  # fmt: skip
+    assert main(argv) == 0
+    final = tmp_path / "relout" / "final"
+    assert TADM.from_pretrained(str(final)).scale == 16
+    saved = TrainConfig.from_json((final / "train_config.json").read_text())
+    assert (saved.data, saved.out) == (str(data), str(tmp_path / "relout"))
+    err = capfd.readouterr().err
+    where = re.escape(str(final))
+    summary = re.compile(
+        rf"tadm train: dfrm done at step 1, loss [\d.e-]+; the model is in {where}"
+    )
+    assert any(summary.fullmatch(line) for line in err.splitlines())
+    assert '"loss"' not in err and "Reporting training result" not in err
+
+
+def test_absolute_paths_leave_uris_and_shipped_names(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = TrainConfig("enhance", "s3://b/data", "file:///o", val="v", init="tiny-x16",
+                         base_model="sd/base", lpips="w.pth")  # fmt: skip
+    assert absolute_paths(config) == dataclasses.replace(
+        config, val=str(tmp_path / "v"), base_model=str(tmp_path / "sd" / "base"),
+        lpips=str(tmp_path / "w.pth"),
+    )  # fmt: skip
+    local = absolute_paths(TrainConfig("dfrm", "../d", "o", init="ck"))
+    assert (local.data, local.out, local.init) == (
+        str(tmp_path.parent / "d"), str(tmp_path / "o"), str(tmp_path / "ck"),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--init", "nonexistent"], "--init cannot be loaded: unknown model "),
+        (["--init", "photo.jpg"], "--init cannot be loaded: model folder "),
+        (
+            ["--init", "nocheckpoint"],
+            "--init cannot be loaded: '{tmp}/nocheckpoint' has no config.json: not a TADM "
+            "checkpoint; give a checkpoint folder (config.json and model.safetensors), its URI, "
+            "or a shipped checkpoint's name",
+        ),
+        (
+            ["--crop", "17"],
+            "--crop must be a multiple of 16 for the tiny preset at scale 16 in "
+            "stage dfrm, got 17: give 16 or 32",
+        ),
+        (
+            ["--crop", "48", "--scale", "32"],
+            "--crop must be a multiple of 32 for the tiny preset at scale 32 in stage dfrm, "
+            "got 48: give 32 or 64",
+        ),
+        (
+            ["--crop", "24", "--init", "tiny-x32"],
+            "--crop must be a multiple of 32 for --init tiny-x32 at scale 32",
+        ),
+        (
+            ["--crop", "96", "--preset", "sd21"],
+            "--crop must be a multiple of 64 for the sd21 preset at scale 16 in stage dfrm, "
+            "got 96: give 64 or 128",
+        ),
+        (["--lr", "nan"], "--lr must be a finite number, got nan"),
+        (["--lr", "inf"], "--lr must be a finite number, got inf"),
+        (["--lr", "0"], "--lr must be more than 0, got 0.0"),
+        (["--lambda-perc", "nan"], "--lambda-perc must be a finite number, got nan"),
+        (["--max-minutes", "inf"], "--max-minutes must be a finite number, got inf"),
+        (["--workers", "0"], "argument --workers: must be 1 or more, got 0"),
+        (["--workers", "-1"], "argument --workers: must be 1 or more, got -1"),
+        (
+            ["--gpus-per-worker", "-1"],
+            "argument --gpus-per-worker: must be 0 (CPU workers) or more, got -1",
+        ),
+    ],
+)
+def test_bad_usage_is_one_line_before_ray_starts(
+    extra, message, data, tmp_path, monkeypatch, capsys
+):
+    """Each is refused up front, exit 2, with one line naming the problem; relative paths are
+    the working folder's."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photo.jpg").write_bytes(b"\xff\xd8\xff")
+    (tmp_path / "nocheckpoint").mkdir()
+    monkeypatch.setattr("jobs.train.ray_session", None)  # calling it fails: Ray never starts
+    assert main(["--stage", "dfrm", "--data", str(data), "--out", "o", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tadm train: error: " + message.format(tmp=tmp_path))
+    assert err.count("\n") == 1
+
+
 def test_every_train_config_field_has_its_flag_and_default():
     args = parser().parse_args(["--stage", "dfrm", "--data", "d", "--out", "o"])
     assert train_config(args) == TrainConfig("dfrm", "d", "o")
@@ -153,6 +252,16 @@ def fit_config(data, out, **changes) -> TrainConfig:
                lr=1e-2, lambda_gui=1.0, lambda_perc=0.5, lpips=None, log_every=1, val_every=10,
                checkpoint_every=10, resume=False, threads=1, seed=0)  # fmt: skip
     return TrainConfig(**{**cfg, **changes})
+
+
+def test_fit_logs_each_record_and_returns_the_last(data, tmp_path, caplog):
+    """The records go to the tadm.train logger, which the driver's -q and -v set in each Ray
+    Train worker (a print there reaches the driver twice: Ray Train also logs what it prints)."""
+    with caplog.at_level(logging.INFO, logger="tadm.train"):
+        last = fit(fit_config(data, tmp_path / "o", stage="dfrm"))
+    records = [json.loads(m) for m in caplog.messages if m.startswith('{"step"')]
+    assert [r["step"] for r in records] == [1, 2]
+    assert last == records[-1] and last["loss"] > 0
 
 
 def test_vae_lora_rank_puts_adapters_on_a_trained_tiny_decoder(data, tmp_path):
