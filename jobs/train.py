@@ -214,6 +214,23 @@ def check_crop(config: TrainConfig, model: TADMConfig, what: str) -> None:
         )
 
 
+def check_inputs(config: TrainConfig, storage_options: dict[str, Any]) -> None:
+    """Refuse a --data or --val folder that holds no image file, and --lpips weights that are
+    no file. (The workers skip the image files that do not decode.)"""
+    from pipeline.sources import list_sources
+
+    for flag, uri in (("--data", config.data), ("--val", config.val)):
+        if uri is not None and not list_sources(Location.parse(uri, storage_options))[0]:
+            raise ValueError(
+                f"{flag} {uri} holds no image files (png, jpg, webp, tif, bmp, ...) or does not "
+                "exist: give the folder of the training images"
+            )
+    if config.lpips and not os.path.isfile(config.lpips):
+        raise ValueError(
+            f"--lpips {config.lpips} is not a file: give the LPIPS weights (VGG16 + LPIPS heads)"
+        )
+
+
 def worker_log_level() -> int:
     """The level of the workers' tadm messages: the driver's (-v: DEBUG, else INFO), or
     WARNING with -q, whose summary the driver prints."""
@@ -253,6 +270,7 @@ def job(args: argparse.Namespace) -> int:
     for uri in (config.out, config.data, config.val):
         if uri is not None:
             Location.parse(uri, options)
+    check_inputs(config, options)
     model, what = start_config(config, options)
     check_crop(config, model, what)
     log.info("%s: %s", PROG, json.dumps(dataclasses.asdict(config)))

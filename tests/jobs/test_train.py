@@ -183,6 +183,9 @@ def test_absolute_paths_leave_uris_and_shipped_names(tmp_path, monkeypatch):
             "--crop must be a multiple of 64 for the sd21 preset at scale 16 in stage dfrm, "
             "got 96: give 64 or 128",
         ),
+        (["--data", "empty"], "--data {tmp}/empty holds no image files (png, jpg, "),
+        (["--val", "empty"], "--val {tmp}/empty holds no image files (png, jpg, "),
+        (["--lpips", "vgg.pth"], "--lpips {tmp}/vgg.pth is not a file: give the LPIPS weights"),
         (["--lr", "nan"], "--lr must be a finite number, got nan"),
         (["--lr", "inf"], "--lr must be a finite number, got inf"),
         (["--lr", "0"], "--lr must be more than 0, got 0.0"),
@@ -204,6 +207,8 @@ def test_bad_usage_is_one_line_before_ray_starts(
     monkeypatch.chdir(tmp_path)
     (tmp_path / "photo.jpg").write_bytes(b"\xff\xd8\xff")
     (tmp_path / "nocheckpoint").mkdir()
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("not an image")
     monkeypatch.setattr("jobs.train.ray_session", None)  # calling it fails: Ray never starts
     assert main(["--stage", "dfrm", "--data", str(data), "--out", "o", *extra]) == 2
     err = capsys.readouterr().err
