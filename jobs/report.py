@@ -5,21 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 
-from jobs.common import Parser, add_storage_options, run_job
+from jobs.common import Parser, add_storage_options, run_job, whole_number
 from pipeline.report import CROP, LINK_ABOVE
 
 PROG = "tadm report"
 logger = logging.getLogger("tadm")
-
-
-def count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
-    return value
 
 
 def parser() -> Parser:
@@ -33,13 +23,17 @@ def parser() -> Parser:
     p.add_argument("out_dir", metavar="OUT_DIR", help="local folder to write the report into")
     p.add_argument(
         "--worst",
-        type=count,
+        type=whole_number(0),
         default=50,
         metavar="N",
         help=f"restore a {CROP}x{CROP} crop of the N worst images (lowest PSNR first; default 50)",
     )
     p.add_argument(
-        "--page-size", type=count, default=100, metavar="N", help="images per page (default 100)"
+        "--page-size",
+        type=whole_number(0),
+        default=100,
+        metavar="N",
+        help="images per page (default 100)",
     )
     p.add_argument(
         "--model",

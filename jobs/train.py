@@ -24,6 +24,7 @@ from jobs.common import (
     ray_session,
     require_extra,
     run_job,
+    whole_number,
 )
 from pipeline.storage import Location
 from tadm.train_config import PRESETS, STAGES, TrainConfig
@@ -35,17 +36,6 @@ PROG = "tadm train"
 log = logging.getLogger("tadm.train")
 # The TrainConfig fields that name a file or folder: a local path, or a URI.
 PATH_FIELDS = ("data", "out", "val", "init", "base_model", "lpips")
-
-
-def worker_count(text: str) -> int:
-    """--workers: a whole number, 1 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
 
 
 def gpu_share(text: str) -> float:
@@ -122,7 +112,9 @@ def parser() -> Parser:
     p.add_argument("--val-every", type=int, default=TrainConfig.val_every)
     p.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every)
     p.add_argument("--resume", action="store_true", help="continue from OUT/latest")
-    p.add_argument("--workers", type=worker_count, default=1, help="Ray Train workers (default 1)")
+    p.add_argument(
+        "--workers", type=whole_number(1), default=1, help="Ray Train workers (default 1)"
+    )
     p.add_argument(
         "--gpus-per-worker", type=gpu_share, default=0.0, help="GPUs per worker (default 0: CPU)"
     )
