@@ -207,9 +207,11 @@ def check_crop(config: TrainConfig, model: TADMConfig, what: str) -> None:
 
 
 def check_inputs(config: TrainConfig, storage_options: dict[str, Any]) -> None:
-    """Refuse a --data or --val folder that holds no image file, and --lpips weights that are
-    no file. (The workers skip the image files that do not decode.)"""
+    """Refuse a --data or --val folder that holds no image file, --lpips weights that are no
+    file and a local --base-model that is no diffusers folder. (The workers skip the image
+    files that do not decode.)"""
     from pipeline.sources import list_sources
+    from tadm import hub
 
     for flag, uri in (("--data", config.data), ("--val", config.val)):
         if uri is not None and not list_sources(Location.parse(uri, storage_options))[0]:
@@ -221,6 +223,13 @@ def check_inputs(config: TrainConfig, storage_options: dict[str, Any]) -> None:
         raise ValueError(
             f"--lpips {config.lpips} is not a file: give the LPIPS weights (VGG16 + LPIPS heads)"
         )
+    if config.base_model and "://" not in config.base_model:
+        try:
+            hub.check_base(hub.local_dir(config.base_model))
+        except ValueError as e:
+            raise ValueError(
+                f"--base-model: {e}; give the diffusers folder of SD 2.1-base (vae/, unet/)"
+            ) from None
 
 
 def worker_log_level() -> int:

@@ -69,11 +69,12 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Decoded:
         sixteen_bit = ";16" in raw_mode(img)
         # Read before load(): Pillow's TIFF plugin turns a TIFF as it loads it and drops the tag.
         orientation = img.getexif().get(EXIF_ORIENTATION, 1)
+        tagged = orientation_tagged(img)
         img.load()
         metadata = source_metadata(img)
         if orientation in range(2, 9):
             img = ImageOps.exif_transpose(img)  # turns only what load() has not
-            steps.append(f"EXIF orientation {orientation} applied")
+            steps.append(f"{'EXIF' if tagged else 'XMP'} orientation {orientation} applied")
         img, metadata, icc_note = match_profile(img, metadata)
         rgb, converted = to_rgb(img, sixteen_bit)
         steps += [note for note in (converted, icc_note) if note]
@@ -91,6 +92,16 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Decoded:
     except Exception as e:  # Pillow raises assorted errors on malformed files
         raise ValueError(f"corrupt image: {type(e).__name__}: {e}") from None
     return Decoded(pixels=rgb, conversion="; ".join(steps) or None, metadata=metadata)
+
+
+def orientation_tagged(img: Image.Image) -> bool:
+    """Whether the image's EXIF (a TIFF's own tags) has an orientation: Pillow's getexif()
+    takes one from the XMP when it has none, and that is the XMP's."""
+    if img.format == "TIFF":
+        return EXIF_ORIENTATION in img.tag_v2
+    exif = Image.Exif()
+    exif.load(img.info.get("exif") or b"")
+    return EXIF_ORIENTATION in exif
 
 
 def source_metadata(img: Image.Image) -> Metadata:
@@ -225,9 +236,10 @@ def decode_batch(
     max_pixels: int,
     keep: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Ray Data stage: {"path", "bytes", "size", "mtime", "etag", "error"} (read_sources'
-    rows) -> one row per file with its pixels, metadata and "exif", "icc", "xmp" bytes (b""
-    for none), or its error.
+    """Ray Data stage: {"path", "bytes", "size", "mtime", "etag", "outputs", "error"}
+    (read_sources' rows) -> one row per file with its pixels, metadata and "exif", "icc", "xmp"
+    bytes (b"" for none), or its error; "outputs" (the kinds of output DST holds for the image)
+    passes through to the write stage.
 
     `prefix` is stripped from each path to give rel_path; `uri_prefix` ("s3://" or "")
     turns a path into source_uri; mtime and etag, the source as listed, are recorded. With
@@ -247,6 +259,7 @@ def decode_batch(
             "source_sha256": hashlib.sha256(data).hexdigest(),
             "source_mtime": source.get("mtime"),
             "source_etag": source.get("etag"),
+            "outputs": source.get("outputs") or "",
             "pixels": NO_PIXELS,
             "source_data": data if keep else b"",
             **{name: b"" for name in METADATA_COLUMNS},
@@ -290,6 +303,7 @@ DECODE_COLUMNS = (
     "source_data",
     "source_mtime",
     "source_etag",
+    "outputs",
     "pixels",
     "seconds",
     "error_kind",

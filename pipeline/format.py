@@ -203,7 +203,7 @@ RESTORE_SCHEMA = pa.schema(
         ("region", pa.string()),  # "x,y,w,h" in HR pixels (Region.text), null for the whole image
         ("model_id", pa.string()),
         ("seconds", pa.float64()),
-        ("psnr", pa.float64()),  # vs the source, null when it is no longer readable
+        ("psnr", pa.float64()),  # restored pixels (before a lossy --format) vs the source, if any
         ("ssim", pa.float64()),
         ("metadata", pa.string()),  # what the output carries: "exif,icc,xmp"
         ("conversion", pa.string()),  # --to-srgb: "ICC 'Display P3' -> sRGB"

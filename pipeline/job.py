@@ -114,8 +114,9 @@ class Plan(ABC):
         """Every image of the job (a table with rel_path), finished by an earlier run or not."""
 
     @abstractmethod
-    def settings(self) -> dict[str, Any]:
-        """What to log about the job, before the options every job shares."""
+    def settings(self, images: int) -> dict[str, Any]:
+        """What to log about the job, before the options every job shares; `images`: how many
+        it has, one per rel_path (an inventory may list several versions of one)."""
 
     @abstractmethod
     def outputs(self) -> Iterator[pa.Table]:
@@ -259,9 +260,7 @@ def split_buckets(plan: Plan) -> Iterator[tuple[pa.Table, pa.Table]]:
     manifest = plan.dst.child(MANIFEST_DIR)
     with contextlib.ExitStack() as stack:
         done = None if overwrite else stack.enter_context(merged_buckets(manifest, plan.schema))
-        outputs = stack.enter_context(Buckets(OUTPUT_SCHEMA))
-        if not overwrite:
-            outputs.extend(plan.outputs())
+        outputs = stack.enter_context(Buckets(OUTPUT_SCHEMA)).extend(plan.outputs())
         n = max(images.n, outputs.n, 1 if done is None else done.n)
         for k in range(n):
             rows = None if done is None else latest(done.bucket(k, n), ordered=False)
@@ -307,7 +306,7 @@ def run_held(plan: Plan) -> JobResult:
     manifest = plan.dst.child(MANIFEST_DIR)
     writer = ManifestWriter(manifest, plan.schema, flush_rows=PLAN_PART_ROWS)
     tally = Tally()
-    blocks, todo = [], 0
+    blocks, todo, total = [], 0, 0
     size = block_rows(plan.images.rows, config.batch_size)
     permanent = 0  # an earlier run's permanent failures, carried over and not retried
     for rows, images in split_buckets(plan):
@@ -318,6 +317,7 @@ def run_held(plan: Plan) -> JobResult:
         for start_row in range(0, len(images), size):
             blocks.append(ray.put(images.slice(start_row, size)))
         todo += len(images)
+        total += len(rows) + len(images)
     writer.flush()
     resources = plan_resources(
         config.workers,
@@ -325,7 +325,7 @@ def run_held(plan: Plan) -> JobResult:
         batches=-(-todo // config.batch_size),
         precision=config.precision,
     )
-    settings = plan.settings() | {
+    settings = plan.settings(total) | {
         "overwrite": config.overwrite,
         "batch_size": config.batch_size,
         "workers": resources.workers,
@@ -340,7 +340,7 @@ def run_held(plan: Plan) -> JobResult:
             "%s: %d of %d images done by an earlier run, skipped",
             name,
             tally.counts["skipped"],
-            plan.images.rows,
+            total,
         )
     if permanent:
         logger.info("%s: %d permanent failures of an earlier run, not retried", name, permanent)

@@ -29,11 +29,12 @@ Row = dict[str, Any]
 
 def load_model(ref: str, storage_options: dict[str, Any]) -> TADM:
     """TADM from `ref`: a shipped name ("tiny-x16"), a local folder, file:// or s3:// URI (read
-    with `storage_options`). Raise ValueError naming `ref` when it does not load."""
+    with `storage_options`). Raise ValueError naming `ref` (once) when it does not load."""
     try:
         return TADM.from_pretrained(ref, storage_options=storage_options)
     except (ValueError, OSError) as e:
-        raise ValueError(f"model {ref!r} cannot be loaded: {e}") from None
+        named = "model" if ref in str(e) else f"model {ref!r}"
+        raise ValueError(f"{named} cannot be loaded: {e}") from None
 
 
 def inference_model(

@@ -37,7 +37,8 @@ def local_dir(uri: str, storage_options: dict | None = None) -> Path:
     if "://" not in uri or uri.startswith("file://"):
         path = Path(uri.removeprefix("file://")).expanduser()
         if not path.is_dir():
-            raise ValueError(f"model folder {uri!r} does not exist")
+            problem = "is a file, not a folder" if path.exists() else "does not exist"
+            raise ValueError(f"model folder {uri!r} {problem}")
         return path
     try:
         fs, root = fsspec.core.url_to_fs(uri, **(storage_options or {}))
@@ -114,9 +115,7 @@ def load_base(directory: Path) -> tuple[AutoencoderKL, UNet2DConditionModel, Ten
     The null-prompt embedding comes from `null_prompt.safetensors` when the folder has one, or
     else is computed once from its CLIP text encoder (needs `transformers`).
     """
-    for sub in ("vae", "unet"):
-        if not (directory / sub / "config.json").is_file():
-            raise ValueError(f"{directory} is not a diffusers model folder: no {sub}/config.json")
+    check_base(directory)
     vae = AutoencoderKL.from_pretrained(directory / "vae", local_files_only=True)
     unet = UNet2DConditionModel.from_pretrained(directory / "unet", local_files_only=True)
     scheduler_file = directory / "scheduler" / "scheduler_config.json"
@@ -127,6 +126,13 @@ def load_base(directory: Path) -> tuple[AutoencoderKL, UNet2DConditionModel, Ten
     else:
         null_prompt = encode_null_prompt(directory)
     return vae, unet, null_prompt, scheduler
+
+
+def check_base(directory: Path) -> None:
+    """ValueError unless `directory` is a diffusers model folder with a VAE and a UNet."""
+    for sub in ("vae", "unet"):
+        if not (directory / sub / "config.json").is_file():
+            raise ValueError(f"{directory} is not a diffusers model folder: no {sub}/config.json")
 
 
 @torch.no_grad()

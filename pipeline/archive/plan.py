@@ -4,8 +4,6 @@ sources kept as they are (quality floor, --keep-failed) -> DST/kept/<rel_path>.
 Its graph, run by pipeline/job.py: the plan's blocks -> read_sources (I/O tasks) -> decode_batch
 -> Downscale -> write_lr. The plan is columnar: the listing (or inventory) by bucket, joined
 against the manifest and the files in DST one bucket at a time.
-
-Its graph, run by pipeline/job.py: read_binary_files -> decode_batch -> Downscale -> write_lr.
 """
 
 from __future__ import annotations
@@ -70,11 +68,11 @@ class ArchiveJob(Plan):
     def images(self) -> Buckets:
         return self.sources
 
-    def settings(self) -> dict[str, Any]:
+    def settings(self, images: int) -> dict[str, Any]:
         return {
             "src": self.src.uri,
             "dst": self.dst.uri,
-            "images": self.sources.rows,
+            "images": images,
             "model": f"{self.model_ref} (id {self.model_id}, x{self.scale})",
             "verify": self.config.verify,
             "min_psnr": self.config.min_psnr,
@@ -122,12 +120,12 @@ class ArchiveJob(Plan):
         )
         error_rows = conform(error_rows, ARCHIVE_SCHEMA)
         if done is None:
-            return error_rows, graph_rows(images)
+            return error_rows, graph_rows(images, outputs)
         if not self.config.retry_errors:
             error_rows = self.as_before(error_rows, done)
         settled = self.finished(images, done, outputs)
         todo = images.filter(pc.invert(pc.is_in(images["rel_path"], settled["rel_path"])))
-        return pa.concat_tables([error_rows, settled]), graph_rows(todo)
+        return pa.concat_tables([error_rows, settled]), graph_rows(todo, outputs)
 
     def as_before(self, error_rows: pa.Table, done: pa.Table) -> pa.Table:
         """`error_rows` with the written_at of an earlier run's row where that row is the same
@@ -258,10 +256,22 @@ def first_of_each(images: pa.Table) -> pa.Table:
     return images.take(first["i_first"])
 
 
-def graph_rows(images: pa.Table) -> pa.Table:
-    """The columns read_sources takes: rel_path, size, mtime (microseconds), etag."""
+def graph_rows(images: pa.Table, outputs: pa.Table) -> pa.Table:
+    """The columns read_sources takes: rel_path, size, mtime (microseconds), etag, and
+    "outputs": the kinds of output DST holds for the image already ("lr", "kept", "lr kept" or
+    ""), so that the write stage removes the one an image no longer has."""
     mtime = images["mtime"].cast(pa.int64())
-    return images.select(["rel_path", "size", "etag"]).append_column("mtime", mtime)
+    kinds = pa.array([""] * len(images), pa.string())
+    for kind in ("lr", "kept"):
+        files = outputs.filter(pc.equal(outputs["kind"], kind))["rel_path"]
+        held = pc.is_in(images["rel_path"], value_set=files.combine_chunks())
+        kinds = pc.if_else(held, pc.binary_join_element_wise(kinds, kind, " "), kinds)
+    kinds = pc.utf8_trim_whitespace(kinds)
+    return (
+        images.select(["rel_path", "size", "etag"])
+        .append_column("mtime", mtime)
+        .append_column("outputs", kinds)
+    )
 
 
 # Anything check_rel_path might refuse: a leading "/", a backslash, a control character, an

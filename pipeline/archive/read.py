@@ -13,9 +13,9 @@ MISSING = "source file disappeared before it was read"
 def read_sources(
     batch: dict[str, np.ndarray], *, src: Location, prefix: str
 ) -> dict[str, np.ndarray]:
-    """Ray Data stage: the plan's rows (rel_path, size, mtime, etag) -> the same with "path"
-    and "bytes"; a file gone since it was listed, or that cannot be read, gets "error" instead
-    of bytes (a transient failure: a re-run reads it again)."""
+    """Ray Data stage: the plan's rows (rel_path, size, mtime, etag, outputs) -> the same with
+    "path" and "bytes"; a file gone since it was listed, or that cannot be read, gets "error"
+    instead of bytes (a transient failure: a re-run reads it again)."""
     fs = src.filesystem()
     rows = to_rows(batch)
     for row in rows:
@@ -27,4 +27,4 @@ def read_sources(
             row.update(bytes=b"", error=MISSING)
         except Exception as e:  # I/O, a name the filesystem refuses, a lost connection
             row.update(bytes=b"", error=f"cannot read the source: {error_text(e)}")
-    return to_batch(rows, ("path", "bytes", "size", "mtime", "etag", "error"))
+    return to_batch(rows, ("path", "bytes", "size", "mtime", "etag", "outputs", "error"))

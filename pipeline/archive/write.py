@@ -1,5 +1,7 @@
 """Write stage of archive: LR PNG bytes -> DST/lr/<rel_path>.png, and the row's sizes and
-the SHA-256 of the bytes written; a kept source -> DST/kept/<rel_path>, byte for byte."""
+the SHA-256 of the bytes written; a kept source -> DST/kept/<rel_path>, byte for byte. An image
+that was kept before and is archived now, or the reverse, loses its earlier output: an archive
+holds one output per image."""
 
 from __future__ import annotations
 
@@ -7,9 +9,9 @@ import hashlib
 
 import numpy as np
 
-from pipeline.format import ARCHIVE_SCHEMA, KEPT, PERMANENT, kept_key, lr_key
-from pipeline.rows import to_batch, to_rows
-from pipeline.stage import Row, write_files
+from pipeline.format import ARCHIVE_SCHEMA, KEPT, PERMANENT, TRANSIENT, kept_key, lr_key
+from pipeline.rows import error_text, to_batch, to_rows
+from pipeline.stage import Row, fail, write_files
 from pipeline.storage import Location
 
 
@@ -35,6 +37,7 @@ def write_lr(
             row["kept_reason"] = None
     rows = write_files(rows, dst, "kept_uri", kept, status=KEPT)
     rows = write_files(rows, dst, "lr_uri", output)
+    remove_earlier(rows, dst)
     for row in rows:
         if row["status"] == "ok":
             lr_bytes = len(row["lr_png"])
@@ -43,3 +46,26 @@ def write_lr(
             row["bpp"] = 8 * lr_bytes / (row["width"] * row["height"])
             row["compression_ratio"] = row["source_bytes"] / lr_bytes
     return to_batch(rows, ARCHIVE_SCHEMA.names)
+
+
+def remove_earlier(rows: list[Row], dst: Location) -> None:
+    """Remove the earlier output of each row written as the other kind: the LR of an image kept
+    now, the kept source of an image archived now ("outputs": the kinds DST held before the
+    run). A removal that fails makes the row a transient error, for a re-run to finish."""
+    fs = dst.filesystem()
+    for row in rows:
+        earlier = str(row.get("outputs") or "").split()
+        if row["status"] == "ok" and "kept" in earlier:
+            key, what = kept_key(row["rel_path"]), "kept source"
+        elif row["status"] == KEPT and "lr" in earlier:
+            key, what = lr_key(row["rel_path"]), "LR"
+        else:
+            continue
+        path = dst.join(key)
+        try:
+            fs.rm_file(path)
+        except FileNotFoundError:
+            pass
+        except Exception as e:
+            error = f"cannot remove the earlier {what} {dst.uri_of(path)}: {error_text(e)}"
+            fail(row, error, TRANSIENT)

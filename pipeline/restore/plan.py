@@ -79,12 +79,12 @@ class RestoreJob(Plan):
     def images(self) -> Buckets:
         return self.items
 
-    def settings(self) -> dict[str, Any]:
+    def settings(self, images: int) -> dict[str, Any]:
         config = self.config
         return {
             "archive": self.archive.uri,
             "dst": self.dst.uri,
-            "images": self.items.rows,
+            "images": images,
             "only": config.only,
             "region": None if config.region is None else config.region.text,
             "format": config.image_format,

@@ -150,6 +150,28 @@ def test_rerun_skips_done_images_overwrite_redoes_them(
     assert all(p.stat().st_mtime_ns != mtimes[p] for p in lr_files)
 
 
+def test_an_image_kept_now_or_archived_now_loses_its_earlier_output(
+    ray_cluster, small_photos, tiny_model, tmp_path
+):
+    dst = tmp_path / "archive"
+    args = ("archive", small_photos, dst, "--model", tiny_model)
+
+    def files(folder: str) -> list[str]:
+        return sorted(p.relative_to(dst / folder).as_posix() for p in (dst / folder).rglob("*.*"))
+
+    assert run_cli(*args) == 0
+    assert files("lr") == ["a.png.png", "b.jpg.png", "sub/c.png.png"]
+    # A floor no image reaches: each is kept as it is, and its LR goes.
+    assert run_cli(*args, "--min-psnr", "99") == 0
+    assert {r["status"] for r in manifest_rows(dst).values()} == {"kept"}
+    assert files("kept") == ["a.png", "b.jpg", "sub/c.png"] and files("lr") == []
+    assert (dst / "kept/b.jpg").read_bytes() == (small_photos / "b.jpg").read_bytes()
+    # Archived again without the floor: each is an LR again, and its kept copy goes.
+    assert run_cli(*args, "--overwrite") == 0
+    assert {r["status"] for r in manifest_rows(dst).values()} == {"ok"}
+    assert files("lr") == ["a.png.png", "b.jpg.png", "sub/c.png.png"] and files("kept") == []
+
+
 def test_kill_9_midway_leaves_no_broken_file_and_a_rerun_completes(
     ray_cluster, tiny_model, tmp_path
 ):
@@ -199,7 +221,14 @@ def test_kill_9_midway_leaves_no_broken_file_and_a_rerun_completes(
     [
         (["gs://bucket/x", "{dst}"], "unsupported scheme 'gs'"),
         (["{empty}", "{dst}", "--model", "{model}"], "no input"),
-        (["{photos}", "{dst}", "--model", "no-such-model"], "no-such-model"),
+        (
+            ["{photos}", "{dst}", "--model", "no-such-model"],
+            "model cannot be loaded: unknown model 'no-such-model': not a folder, not a URI",
+        ),
+        (
+            ["{photos}", "{dst}", "--model", "{photos}"],
+            "model cannot be loaded: '{photos}' has no config.json: not a TADM checkpoint",
+        ),
         (["{photos}", "{dst}", "--scale", "32", "--model", "{model}"], "--scale 32 does not"),
         (["{photos}", "{dst}", "--scale", "8"], "invalid choice: 8"),
         (["{photos}", "{dst}", "--storage-options", "{{nope"], "--storage-options"),
@@ -224,7 +253,7 @@ def test_bad_usage_exits_2_with_one_line(args, message, small_photos, tiny_model
     }
     assert run_cli("archive", *(a.format(**values) for a in args)) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert message in err[-1] and err[-1].startswith("tadm archive: error: ")
+    assert message.format(**values) in err[-1] and err[-1].startswith("tadm archive: error: ")
     assert not (tmp_path / "out").exists()
 
 

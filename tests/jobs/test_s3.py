@@ -265,11 +265,11 @@ def test_real_world_files_kept_and_restored_on_s3(ray_cluster, s3_endpoint, s3_e
 
 def test_archive_from_an_s3_inventory_report(ray_cluster, bucket, s3_env, tiny_model, capsys):
     """A generated S3 Inventory report (manifest.json + gzipped CSV) names SRC's objects: one
-    that exists, one deleted since the report, one outside SRC, one not an image, and one
-    that leads out of SRC through a ".." segment."""
+    that exists (twice: two versions of it), one deleted since the report, one outside SRC, one
+    not an image, and one that leads out of SRC through a ".." segment."""
     fs = Location.parse("s3://photos").filesystem()
     keys = ["src/rgba.png", "src/gone.png", "src-elsewhere/x.png", "src/notes.txt"]
-    keys.append("src/../src-elsewhere/x.png")
+    keys += ["src/../src-elsewhere/x.png", "src/rgba.png"]
     lines = "".join(f'"photos","{k}","{len(SOURCES.get(k[4:], b"1"))}"\n' for k in keys)
     fs.pipe_file("photos/inventory/photos/daily/data/a.csv.gz", gzip.compress(lines.encode()))
     manifest = {
@@ -294,7 +294,9 @@ def test_archive_from_an_s3_inventory_report(ray_cluster, bucket, s3_env, tiny_m
     assert rows["gone.png"]["error"] == "source file disappeared before it was read"
     escape = rows["../src-elsewhere/x.png"]
     assert escape["status"] == "error" and 'has an empty, "." or ".." segment' in escape["error"]
-    assert "inventory=s3://" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "inventory=s3://" in err
+    assert " images=3 " in err and "archive: 3 images: 1 ok, 2 errors" in err  # one per rel_path
 
     assert run_cli(*argv, "--inventory", f"s3://{report}") == 1  # gone.png is retried
     table = read_manifest(Location.parse(f"{archive}/manifest"), ARCHIVE_SCHEMA)

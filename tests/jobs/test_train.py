@@ -157,7 +157,19 @@ def test_absolute_paths_leave_uris_and_shipped_names(tmp_path, monkeypatch):
     ("extra", "message"),
     [
         (["--init", "nonexistent"], "--init cannot be loaded: unknown model "),
-        (["--init", "photo.jpg"], "--init cannot be loaded: model folder "),
+        (
+            ["--init", "photo.jpg"],
+            "--init cannot be loaded: model folder '{tmp}/photo.jpg' is a file, not a folder",
+        ),
+        (
+            ["--preset", "sd21", "--base-model", "nocheckpoint"],
+            "--base-model: {tmp}/nocheckpoint is not a diffusers model folder: no vae/config.json;"
+            " give the diffusers folder of SD 2.1-base (vae/, unet/)",
+        ),
+        (
+            ["--preset", "sd21", "--base-model", "absent"],
+            "--base-model: model folder '{tmp}/absent' does not exist; give the diffusers",
+        ),
         (
             ["--init", "nocheckpoint"],
             "--init cannot be loaded: '{tmp}/nocheckpoint' has no config.json: not a TADM "

@@ -109,6 +109,7 @@ def test_16_bit_rgb_keeps_the_high_byte():
 def test_exif_orientation_is_applied():
     decoded = decode_image(exif_rotated_jpeg(80, 64))
     assert decoded.pixels.shape == (80, 64, 3)  # stored 80 wide, shown 64 wide
+    assert decoded.conversion == "EXIF orientation 6 applied"
 
 
 @pytest.mark.parametrize("orientation", range(2, 9))
@@ -128,19 +129,19 @@ ELEMENT_XMP = xmp_packet(8).replace(
 
 
 @pytest.mark.parametrize(
-    ("orientation", "xmp", "carried"),
+    ("orientation", "xmp", "carried", "source"),
     [
-        (None, xmp_packet(8), xmp_packet(1)),
-        (None, ELEMENT_XMP, ELEMENT_XMP.replace(b">8<", b">1<")),
-        (8, xmp_packet(8), xmp_packet(1)),
+        (None, xmp_packet(8), xmp_packet(1), "XMP"),
+        (None, ELEMENT_XMP, ELEMENT_XMP.replace(b">8<", b">1<"), "XMP"),
+        (8, xmp_packet(8), xmp_packet(1), "EXIF"),
     ],
 )
 def test_tiff_xmp_orientation_is_applied_and_carried_as_1(
-    orientation: int | None, xmp: bytes, carried: bytes
+    orientation: int | None, xmp: bytes, carried: bytes, source: str
 ):
     pixels = photo(64, 48, 21)
     decoded = decode_image(tiff(pixels, orientation, xmp))
-    assert decoded.conversion == "EXIF orientation 8 applied"
+    assert decoded.conversion == f"{source} orientation 8 applied"
     np.testing.assert_array_equal(decoded.pixels, png_turned(pixels, 8))
     assert decoded.metadata == Metadata(xmp=carried)
 
@@ -235,6 +236,7 @@ def test_icc_profile_and_xmp_travel_and_xmp_orientation_is_reset():
     rotated = encode(Image.fromarray(photo(80, 64)), "JPEG", xmp=xmp_packet(6))
     decoded = decode_image(rotated)
     assert decoded.pixels.shape == (80, 64, 3)  # Pillow reads the orientation from XMP
+    assert decoded.conversion == "XMP orientation 6 applied"
     assert decoded.metadata.xmp == xmp_packet(1)
 
 

@@ -375,7 +375,7 @@ def test_bad_arguments_and_missing_manifest_raise(tmp_path: Path, tiny_model: st
         report(tmp_path, tmp_path / "out", tiny_model, worst=-1)
     with pytest.raises(ValueError, match="must be a local folder"):
         report(tmp_path, "s3://bucket/report", tiny_model)
-    with pytest.raises(ValueError, match="model 'no-such-model' cannot be loaded"):
+    with pytest.raises(ValueError, match="^model cannot be loaded: unknown model 'no-such-model'"):
         report(tmp_path, tmp_path / "out", "no-such-model")
 
 

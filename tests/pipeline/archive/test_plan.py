@@ -117,7 +117,10 @@ def test_split_skips_what_is_finished_and_redoes_what_changed(tmp_path: Path):
         ["edited.png", "resized.png", "no-lr.png", "other-model.png", "failed.png", "new.png",
          "s3-edited.png"]
     )  # fmt: skip
-    assert todo.column_names == ["rel_path", "size", "etag", "mtime"]
+    assert todo.column_names == ["rel_path", "size", "etag", "mtime", "outputs"]
+    # The kinds of output DST holds for each image to run: the write stage removes a stale one.
+    held = dict(zip(todo["rel_path"].to_pylist(), todo["outputs"].to_pylist(), strict=True))
+    assert held["edited.png"] == "lr" and held["no-lr.png"] == ""
     assert todo["mtime"].type == pa.int64()
 
     written, todo = job.split(images, None, outputs)  # --overwrite: only the listing errors
