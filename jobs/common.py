@@ -33,6 +33,11 @@ RESUMABLE = (
     "interrupted; the manifest keeps the rows received so far, run the same command again to "
     "finish the rest"
 )
+# What to check when S3 cannot be reached.
+REACH = (
+    "check the endpoint (AWS_ENDPOINT_URL, or endpoint_url in --storage-options) and the "
+    "credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or --storage-options)"
+)
 ANSI_CODE = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours the text of its task errors
 
 # The extras of the package (pyproject.toml) that only some subcommands need: the modules each
@@ -190,17 +195,17 @@ def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
     """Job messages (configuration, progress, summary) go to stderr, one line each; -q keeps
     errors and the summary, -v adds debug messages."""
     logger = logging.getLogger("tadm")
-    if not logger.handlers:
+    handler = next((h for h in logger.handlers if isinstance(h, StderrHandler)), None)
+    if handler is None:  # the first call; a handler someone else added does not replace it
         handler = StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
         logger.propagate = False
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
-    for handler in logger.handlers:
-        for f in [f for f in handler.filters if isinstance(f, QuietFilter)]:
-            handler.removeFilter(f)
-        if quiet:
-            handler.addFilter(QuietFilter())
+    for f in [f for f in handler.filters if isinstance(f, QuietFilter)]:
+        handler.removeFilter(f)
+    if quiet:
+        handler.addFilter(QuietFilter())
 
 
 # What Ray prints on every run that a user cannot act on; shown with -v. One line stays: Ray's
@@ -314,6 +319,14 @@ def scrub(text: str, hidden: set[str]) -> str:
     return text
 
 
+def unreachable(e: BaseException) -> bool:
+    """Whether `e`, raised in this process, says S3 cannot be reached with this configuration
+    (no credentials, no endpoint there): exit 2, not a crash."""
+    from pipeline.rows import from_storage_client
+
+    return from_storage_client(e) and not raised_in_ray(e)
+
+
 def raised_in_ray(e: BaseException) -> bool:
     from ray.exceptions import RayError
 
@@ -385,6 +398,10 @@ def run_job(
         print(f"{prog}: {interrupted}", file=sys.stderr)
         return INTERRUPTED
     except Exception as e:
+        if unreachable(e):
+            message = scrub(f"{type(e).__name__}: {e}", hidden_texts(args))
+            print(f"{prog}: error: storage cannot be reached: {message}; {REACH}", file=sys.stderr)
+            return USAGE_ERROR
         return crashed(prog, argv, e, hidden_texts(args))
     finally:
         with contextlib.suppress(ValueError, TypeError):

@@ -41,9 +41,9 @@ def job(args: argparse.Namespace) -> int:
         failed = errors(table)
         lines = (f"{printable(e['rel_path'])}: {printable(e['error'])}" for e in failed)
         print("\n".join(lines) or "no errors")
-    else:
-        print(f"archive: {archive.uri}")
-        print("\n".join(summarize(table).lines()))
+    else:  # a manifest is data: its model ids and statuses may hold control characters
+        print(printable(f"archive: {archive.uri}"))
+        print("\n".join(printable(line) for line in summarize(table).lines()))
     return 0
 
 

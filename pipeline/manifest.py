@@ -94,6 +94,7 @@ def read_parts(
         try:
             with fs.open(path, "rb") as f:
                 parquet = pq.ParquetFile(f)
+                check_job(manifest, parquet.schema_arrow, schema)
                 present = [n for n in schema.names if n in parquet.schema_arrow.names]
                 row = 0
                 for batch in parquet.iter_batches(batch_size=batch_rows, columns=present):
@@ -102,12 +103,38 @@ def read_parts(
                     row += len(table)
                     yield table.append_column(SEQ, pa.array(seq))
         except (pa.ArrowException, ValueError) as e:
-            if isinstance(e, OSError):  # I/O (pa.ArrowIOError): not the part's fault
+            if isinstance(e, (OSError, OtherJob)):  # I/O (pa.ArrowIOError): not the part's fault
                 raise
             raise ValueError(
                 f"manifest part {manifest.uri_of(path)} cannot be read ({e}): move it out of "
                 f"{MANIFEST_DIR}/, and a re-run does its images again"
             ) from None
+
+
+class OtherJob(ValueError):
+    """A manifest folder holds the manifest of the other job (archive, restore)."""
+
+
+def job_of(schema: pa.Schema) -> str:
+    """Which job writes manifests of `schema`: only restore's have output_uri."""
+    return "restore" if "output_uri" in schema.names else "archive"
+
+
+def check_job(manifest: Location, part: pa.Schema, schema: pa.Schema) -> None:
+    """OtherJob when the part was written by the other job than the one `schema` is of: an
+    archive's folder taken for a restore's output, or the reverse, would mix their rows."""
+    if job_of(part) == job_of(schema):
+        return
+    folder = manifest.uri_of(posixpath.dirname(manifest.root))
+    if job_of(schema) == "archive":
+        raise OtherJob(
+            f"{folder} is a restore's output (`tadm restore` wrote its manifest), not an "
+            "archive: give an archive's folder"
+        )
+    raise OtherJob(
+        f"{folder} is an archive (`tadm archive` wrote its manifest), not a restore's output: "
+        "restore into another folder"
+    )
 
 
 def with_seq(schema: pa.Schema) -> pa.Schema:

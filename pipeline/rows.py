@@ -26,12 +26,17 @@ def error_text(e: Exception) -> str:
     return f"{type(e).__name__}: {e}"
 
 
+def from_storage_client(e: BaseException) -> bool:
+    """Whether `e` is an exception of the S3 client's stack that s3fs lets through (no
+    credentials, no connection, a timeout), not an OSError."""
+    return any(kind.__module__.split(".")[0] in NETWORK_MODULES for kind in type(e).__mro__)
+
+
 def error_kind(e: Exception) -> str:
-    """TRANSIENT for I/O (an OSError, or an exception of the S3 client's network stack that
-    s3fs lets through: a re-run may get past it), PERMANENT for anything else: the stages'
-    decoders turn every failure of the input itself into a ValueError."""
-    network = any(kind.__module__.split(".")[0] in NETWORK_MODULES for kind in type(e).__mro__)
-    return TRANSIENT if isinstance(e, OSError) or network else PERMANENT
+    """TRANSIENT for I/O (an OSError, or an exception of the S3 client's stack: a re-run may
+    get past it), PERMANENT for anything else: the stages' decoders turn every failure of the
+    input itself into a ValueError."""
+    return TRANSIENT if isinstance(e, OSError) or from_storage_client(e) else PERMANENT
 
 
 def to_rows(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:

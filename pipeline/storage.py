@@ -9,6 +9,7 @@ AWS_ENDPOINT_URL) is never used; Ray reads S3 through s3fs wrapped in a pyarrow 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
 import re
@@ -241,6 +242,27 @@ def redact_url(url: str) -> str:
 TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")  # write_atomic's temporary files
 TEMP_NAME_BYTES = 64  # of the final name, in a temporary one
 STALE_TEMP_S = 600  # a temporary file lives for one write; one this old belongs to a dead job
+
+
+def read_recorded(uri: str, size: int | None, sha256: str, options: dict[str, Any]) -> bytes:
+    """The bytes of the file at `uri` (a manifest's source_uri) while it is the file the
+    manifest recorded: a regular file of `size` bytes (None: not recorded) whose SHA-256 is
+    `sha256`. Nothing else is read, as a manifest is data: its URI may name a FIFO, a device
+    or a file larger than memory. A ValueError says why not."""
+    try:
+        location = Location.parse(uri, options)
+        fs = location.filesystem()
+        info = fs.info(location.root)
+        if info.get("type") != "file":
+            raise ValueError(f"source {uri} is not a regular file")
+        if size is not None and info.get("size") != size:
+            raise ValueError(f"source {uri} changed since it was archived (its size)")
+        data = fs.cat_file(location.root)
+    except OSError as e:
+        raise ValueError(f"source {uri} cannot be read: {e}") from None
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ValueError(f"source {uri} changed since it was archived")
+    return data
 
 
 def remove_stale_temps(fs: fsspec.AbstractFileSystem, root: str) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -67,16 +68,15 @@ def summarize(table: pa.Table) -> Summary:
     done = [r for r in rows if r["status"] in DONE and not r["kept_uri"]]
     source_bytes = sum(r["source_bytes"] or 0 for r in done)
     lr_bytes = sum(r["lr_bytes"] or 0 for r in done)
-    psnrs = [r["psnr"] for r in done if r["psnr"] is not None and math.isfinite(r["psnr"])]
-    ssims = [r["ssim"] for r in done if r["ssim"] is not None]
+    psnrs = finite(r["psnr"] for r in done)
     return Summary(
-        counts=dict(Counter(r["status"] for r in rows)),
+        counts=dict(Counter(str(r["status"]) for r in rows)),
         source_bytes=source_bytes,
         lr_bytes=lr_bytes,
-        mean_bpp=mean([r["bpp"] for r in done if r["bpp"] is not None]),
+        mean_bpp=mean(finite(r["bpp"] for r in done)),
         compression_ratio=source_bytes / lr_bytes if lr_bytes else None,
         mean_psnr=mean(psnrs),
-        mean_ssim=mean(ssims),
+        mean_ssim=mean(finite(r["ssim"] for r in done)),
         verified=len(psnrs),
         models=dict(Counter(model_name(r) for r in done)),
         kept=len(kept),
@@ -93,10 +93,15 @@ def model_name(row: dict) -> str:
 def errors(table: pa.Table) -> list[dict[str, str]]:
     """The rel_path and error of every error row of a merged archive manifest."""
     return [
-        {"rel_path": r["rel_path"], "error": r["error"] or ""}
+        {"rel_path": r["rel_path"] or "", "error": r["error"] or ""}
         for r in table.select(["rel_path", "status", "error"]).to_pylist()
         if r["status"] == "error"
     ]
+
+
+def finite(values: Iterable[float | None]) -> list[float]:
+    """The values that are numbers (a manifest's NaN or null is no figure to average)."""
+    return [v for v in values if v is not None and math.isfinite(v)]
 
 
 def mean(values: list[float]) -> float | None:

@@ -14,9 +14,9 @@ relative paths (pipeline/format.py's check_rel_path); any other row is listed wi
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
+import re
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,7 +42,7 @@ from pipeline.job import Progress
 from pipeline.manifest import read_manifest
 from pipeline.report import CROP, LINK_ABOVE, assets, html
 from pipeline.stage import inference_model
-from pipeline.storage import Location, write_atomic
+from pipeline.storage import Location, read_recorded, write_atomic
 from pipeline.summary import summarize
 from tadm import TADM
 from tadm.hub import default_model
@@ -247,15 +247,18 @@ def source_window(
     uri = row["source_uri"]
     if not uri:
         raise ValueError("the manifest has no source_uri")
-    try:
-        location = Location.parse(uri, storage_options)
-        data = location.filesystem().cat_file(location.root)
-    except OSError as e:
-        raise ValueError(f"source {uri} cannot be read: {e}") from None
-    if hashlib.sha256(data).hexdigest() != row["source_sha256"]:
-        raise ValueError(f"source {uri} changed since it was archived")
+    data = read_recorded(uri, row["source_bytes"], row["source_sha256"], storage_options)
     x, y, w, h = region
     return decode_image(data).pixels[y : y + h, x : x + w]
+
+
+def remove_earlier_pages(out: str, pages: int) -> None:
+    """Remove the pages past the last one of an earlier report into `out` (a smaller
+    --page-size, or more images, made more): they would still link to one another."""
+    for name in os.listdir(out):
+        number = re.fullmatch(r"page-([0-9]+)\.html", name)
+        if number and int(number[1]) > pages:
+            os.remove(os.path.join(out, name))
 
 
 def restore_crops(
@@ -298,7 +301,10 @@ def build_report(
     out_location = Location.parse(out_dir)
     check_apart(archive, out_location, "OUT_DIR")
     out = out_location.root
-    os.makedirs(out, exist_ok=True)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"OUT_DIR {out!r} cannot be a folder ({e}): give a folder") from None
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     models = Models(model, storage_options, device)
 
@@ -328,6 +334,7 @@ def build_report(
     write_file(out, assets.SCRIPT_NAME, assets.SCRIPT.encode())
     for number, page in enumerate(pages, start=1):
         write_file(out, html.page_name(number), html.page(context, number, page).encode())
+    remove_earlier_pages(out, len(pages))
     return Written(
         index=os.path.join(out, "index.html"),
         pages=len(pages),

@@ -57,6 +57,7 @@ ITEM_SCHEMA = pa.schema(
         ("scale", pa.int64()),  # from the archive manifest; null when restoring from files alone
         ("kept_uri", pa.string()),  # ARCHIVE/kept/<rel_path>, for a source kept as it was
         ("source_sha256", pa.string()),  # of the source (a kept one, or the psnr/ssim reference)
+        ("source_bytes", pa.int64()),  # of the psnr/ssim reference: only a file this size is read
         # From the archive manifest: the LR file read must have this size and SHA-256.
         ("lr_bytes", pa.int64()),
         ("lr_sha256", pa.string()),
@@ -123,6 +124,7 @@ class RestoreJob(Plan):
             ("source_uri", ""),
             ("kept_uri", ""),
             ("source_sha256", ""),
+            ("source_bytes", -1),
             ("lr_bytes", -1),
             ("lr_sha256", ""),
         ):
@@ -328,6 +330,7 @@ def manifest_items(archive: Location, rows: pa.Table, only: str | None) -> pa.Ta
             "scale": rows["scale"],
             "kept_uri": pc.if_else(kept, uris(archive, KEPT_DIR, rows["rel_path"], ""), None),
             "source_sha256": rows["source_sha256"],
+            "source_bytes": rows["source_bytes"],
             "lr_bytes": pc.if_else(kept, None, rows["lr_bytes"]),
             "lr_sha256": pc.if_else(kept, None, rows["lr_sha256"]),
         },
@@ -365,6 +368,7 @@ def items_table(rel_paths: pa.ChunkedArray, lr: Any, kept: Any) -> pa.Table:
             "scale": pa.nulls(n, pa.int64()),
             "kept_uri": strings if kept is None else kept,
             "source_sha256": strings,
+            "source_bytes": pa.nulls(n, pa.int64()),
             "lr_bytes": pa.nulls(n, pa.int64()),
             "lr_sha256": strings,
         },

@@ -27,7 +27,7 @@ from pipeline.format import (
 from pipeline.restore.write import encode_restored
 from pipeline.rows import NO_PIXELS, error_kind, error_text, to_batch, to_rows
 from pipeline.stage import Row
-from pipeline.storage import Location
+from pipeline.storage import Location, read_recorded
 
 READ_COLUMNS = (
     "lr_uri",
@@ -54,18 +54,15 @@ READ_COLUMNS = (
 )
 
 
-def read_source(uri: str, sha256: str, options: dict[str, Any]) -> np.ndarray | None:
+def read_source(uri: str, size: int, sha256: str, options: dict[str, Any]) -> np.ndarray | None:
     """The source image as decoded for archiving, or None when it can't be read any more or
-    its bytes are not those archived (SHA-256 `sha256`, "" when unknown): psnr/ssim
-    against another image would be wrong, and a manifest's source_uri is read only when it
-    names the very file the archive took."""
+    it is not the file archived (`size` bytes, -1 when unknown, and SHA-256 `sha256`, "" when
+    unknown): psnr/ssim against another image would be wrong, and a manifest's source_uri is
+    read only when it names the very file the archive took (read_recorded)."""
     if not uri or not sha256:
         return None
     try:
-        location = Location.parse(uri, options)
-        data = location.filesystem().cat_file(location.root)
-        if hashlib.sha256(data).hexdigest() != sha256:
-            return None
+        data = read_recorded(uri, None if size < 0 else size, sha256, options)
         return decode_image(data).pixels
     except Exception:  # a source that no longer decodes is one that is gone: no psnr/ssim
         return None
@@ -82,10 +79,10 @@ def read_lr_batch(
     to_srgb: bool = False,
 ) -> dict[str, np.ndarray]:
     """Ray Data stage: rows {"lr_uri", "rel_path", "source_uri", "kept_uri", "source_sha256",
-    "lr_sha256" ("" when unknown) and "lr_bytes" (-1 when unknown)} -> rows with "lr_pixels",
-    the metadata, the HR size and "source_pixels" (empty when the source is gone or changed);
-    rows with status "kept" and "kept_data" for a kept source; or an error row. Files are read
-    from ARCHIVE/lr/<rel_path>.png or ARCHIVE/kept/<rel_path>, a rel_path checked by
+    "lr_sha256" ("" when unknown), "source_bytes" and "lr_bytes" (-1 when unknown)} -> rows with
+    "lr_pixels", the metadata, the HR size and "source_pixels" (empty when the source is gone or
+    changed); rows with status "kept" and "kept_data" for a kept source; or an error row. Files
+    are read from ARCHIVE/lr/<rel_path>.png or ARCHIVE/kept/<rel_path>, a rel_path checked by
     check_rel_path; an LR file must have the size and SHA-256 its manifest row records."""
     rows = to_rows(batch)
     for row in rows:
@@ -122,7 +119,9 @@ def read_lr_batch(
             row.update(exif=m.exif or b"", icc=m.icc or b"", xmp=m.xmp or b"")
             x, y, w, h = region or (0, 0, header.width, header.height)
             row.update(width=w, height=h)
-            source = read_source(row["source_uri"], row["source_sha256"], options)
+            source = read_source(
+                row["source_uri"], int(row["source_bytes"]), row["source_sha256"], options
+            )
             if source is not None and source.shape[:2] == (header.height, header.width):
                 row["source_pixels"] = source[y : y + h, x : x + w]
         except Exception as e:  # one image must not stop the job: it becomes its row

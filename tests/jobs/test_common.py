@@ -9,6 +9,7 @@ import json
 import logging
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -135,6 +136,40 @@ def test_a_job_that_crashes_exits_3_with_one_line_and_a_log(
     assert '--storage-options {"key": "***", "client_kwargs": {"aws_session_token": "***"}}' in log
     assert "SEKRIT" not in log
     assert Path(match[2]).stat().st_mode & 0o777 == 0o600
+
+
+def test_s3_out_of_reach_is_a_configuration_error(tmp_path, capsys, monkeypatch):
+    """No credentials, or no S3 endpoint where it is said to be: exit 2, one line saying what
+    to check, not a crash."""
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    assert run_cli("inspect", "s3://bucket/archive") == USAGE_ERROR
+    assert capsys.readouterr().err == (
+        "tadm inspect: error: storage cannot be reached: NoCredentialsError: Unable to locate "
+        "credentials; check the endpoint (AWS_ENDPOINT_URL, or endpoint_url in "
+        "--storage-options) and the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+        "or --storage-options)\n"
+    )
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIA-TEST")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-TEST")
+    closed = socket.socket()  # a port nothing listens on
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    options = {
+        "endpoint_url": f"http://127.0.0.1:{port}",
+        "config_kwargs": {"retries": {"max_attempts": 1}},
+    }
+    argv = ("report", "s3://bucket/archive", tmp_path / "report")
+    assert run_cli(*argv, "--storage-options", json.dumps(options)) == USAGE_ERROR
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "tadm report: error: storage cannot be reached: EndpointConnectionError: Could not "
+        f'connect to the endpoint URL: "http://127.0.0.1:{port}/bucket'
+    ), err
 
 
 def test_a_crash_in_a_ray_task_names_the_tasks_own_exception(ray_cluster, capsys):

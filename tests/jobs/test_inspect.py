@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from conftest import run_cli
 
-from pipeline.format import ARCHIVE_SCHEMA
+from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA
 from pipeline.manifest import ManifestWriter
 from pipeline.storage import Location
 
@@ -128,6 +129,42 @@ def test_json_is_one_object_with_the_summary_and_errors(tmp_path: Path, capsys):
     ]
     assert run_cli("inspect", tmp_path, "--json") == 0
     assert "errors" not in json.loads(capsys.readouterr().out)
+
+
+def test_a_hostile_manifest_reaches_the_terminal_escaped_and_json_strict(tmp_path: Path, capsys):
+    """A manifest is data: control characters in its model ids and statuses are printed
+    escaped, a NaN figure is no figure, and rows without a rel_path or status still print."""
+    ok = {"status": "ok", "source_bytes": 1000, "lr_bytes": 10, "scale": 16, "psnr": 20.0}
+    rows = [
+        ok | {"rel_path": "a.png", "model_id": "\x1b]0;PWNED\x07", "ssim": float("nan")},
+        ok | {"rel_path": "b.png", "model_id": "m", "ssim": 0.5, "bpp": float("nan")},
+        {"rel_path": "c.png", "status": "\x1b[2Jweird"},
+        {"rel_path": None, "status": "error", "error": "no name"},
+        {"rel_path": "d.png", "status": None},
+    ]
+    write_manifest(tmp_path, rows)
+    assert run_cli("inspect", tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "model \\x1b]0;PWNED\\x07 (x16): 1 image" in out
+    assert "\\x1b[2Jweird 1" in out and "None 1" in out
+    assert run_cli("inspect", tmp_path, "--json", "--errors") == 0
+    summary = json.loads(capsys.readouterr().out, parse_constant=pytest.fail)  # no NaN
+    assert summary["mean_ssim"] == 0.5 and summary["mean_bpp"] is None
+    assert summary["errors"] == [{"rel_path": "", "error": "no name"}]
+    assert run_cli("inspect", tmp_path, "--errors") == 0
+    assert capsys.readouterr().out == ": no name\n"
+
+
+def test_a_restore_output_is_not_an_archive(tmp_path: Path, capsys):
+    writer = ManifestWriter(Location.parse(str(tmp_path / "manifest")), RESTORE_SCHEMA)
+    writer.add([{"rel_path": "a.png", "status": "ok", "output_uri": str(tmp_path / "a.png.png")}])
+    writer.flush()
+    assert run_cli("inspect", tmp_path) == 2
+    assert capsys.readouterr().err == (
+        f"tadm inspect: error: {tmp_path} is a restore's output (`tadm restore` wrote its "
+        "manifest), not an archive: give an archive's folder\n"
+    )
 
 
 def test_kept_files_count_in_the_space_saved(tmp_path: Path, capsys):

@@ -10,7 +10,7 @@ import pytest
 
 import pipeline.buckets as buckets_module
 import pipeline.manifest as manifest_module
-from pipeline.format import ARCHIVE_SCHEMA, WRITTEN_AT
+from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA, WRITTEN_AT
 from pipeline.manifest import ManifestWriter, compact, list_parts, read_manifest, write_part
 from pipeline.storage import Location
 
@@ -100,6 +100,19 @@ def test_a_damaged_part_is_named_and_a_folder_named_like_a_part_is_not_one(tmp_p
         with pytest.raises(ValueError, match=rf"^manifest part {path} cannot be read \(.*\): move"):
             read_manifest(manifest, ARCHIVE_SCHEMA)
         path.unlink()
+
+
+def test_the_manifest_of_the_other_job_is_refused(tmp_path: Path):
+    """An archive's folder read as a restore's output, or the reverse, would mix their rows."""
+    restored = Location.parse(str(tmp_path / "restored" / "manifest"))
+    write_part(restored, pa.table({"rel_path": ["a"], "status": ["ok"], "output_uri": ["x"]}))
+    archive = Location.parse(str(tmp_path / "archive" / "manifest"))
+    write_part(archive, pa.table({"rel_path": ["a"], "status": ["ok"], "lr_uri": ["y"]}))
+    with pytest.raises(ValueError, match=rf"^{tmp_path}/restored is a restore's output "):
+        read_manifest(restored, ARCHIVE_SCHEMA)
+    with pytest.raises(ValueError, match=rf"^{tmp_path}/archive is an archive \(`tadm archive`"):
+        read_manifest(archive, RESTORE_SCHEMA)
+    assert read_manifest(restored, RESTORE_SCHEMA)["output_uri"].to_pylist() == ["x"]
 
 
 def stamped(rel_path: str, status: str, written_us: int | None) -> pa.Table:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
 import urllib.parse
 from html.parser import HTMLParser
@@ -268,6 +269,10 @@ def test_error_rows_come_last_with_their_message(tmp_path: Path, model_id: str, 
     assert first.find("a", href="page-2.html#rank-3")  # "error 2" in the totals links there
     assert "ok 2 · error 2" in "".join(first.text)
     assert not (out / "lr" / "bad").exists()
+    (out / "page-9.html").write_text("an earlier report's page")  # a smaller --page-size
+    (out / "notes.html").write_text("the user's own file")
+    report(archive, out, tiny_model, page_size=4)
+    assert sorted(p.name for p in out.glob("*.html")) == ["index.html", "notes.html"]
 
 
 def test_worst_images_get_a_restored_crop_and_the_source_crop(
@@ -310,14 +315,18 @@ def test_no_source_crop_when_the_source_changed_or_is_gone(
     rows = [
         archived(archive, "changed.png", 48, 48, model_id, psnr=20.0),
         archived(archive, "gone.png", 48, 48, model_id, psnr=21.0),
+        archived(archive, "fifo.png", 48, 48, model_id, psnr=22.0),
     ]
     write_manifest(archive, rows)
     (tmp_path / "src" / "changed.png").write_bytes(encode(Image.fromarray(photo(48, 48, 9)), "PNG"))
     (tmp_path / "src" / "gone.png").unlink()
-    assert report(archive, out, tiny_model, worst=2).crops == 2
+    (tmp_path / "src" / "fifo.png").unlink()
+    os.mkfifo(tmp_path / "src" / "fifo.png")  # reading it would block the report for good
+    assert report(archive, out, tiny_model, worst=3).crops == 3
     assert sorted(p.name for p in (out / "crops").iterdir()) == [
         "000001-restored.png",
         "000002-restored.png",
+        "000003-restored.png",
     ]
     text = "".join(Tags((out / "index.html").read_text()).text)
     assert (
@@ -325,6 +334,7 @@ def test_no_source_crop_when_the_source_changed_or_is_gone(
         in text
     )
     assert f"no source crop: source {tmp_path / 'src' / 'gone.png'} cannot be read" in text
+    assert f"no source crop: source {tmp_path / 'src' / 'fifo.png'} is not a regular file" in text
 
 
 def test_lr_of_another_model_or_missing_is_a_note(
@@ -377,6 +387,10 @@ def test_bad_arguments_and_missing_manifest_raise(tmp_path: Path, tiny_model: st
         report(tmp_path, "s3://bucket/report", tiny_model)
     with pytest.raises(ValueError, match="^model cannot be loaded: unknown model 'no-such-model'"):
         report(tmp_path, tmp_path / "out", "no-such-model")
+    (tmp_path / "file").write_text("")
+    for out in (tmp_path / "file", tmp_path / "file" / "out"):
+        with pytest.raises(ValueError, match=rf"^OUT_DIR '{out}' cannot be a folder \(.*\): give"):
+            report(tmp_path, out, tiny_model)
 
 
 def test_thumbnail_that_is_not_a_png_is_not_copied(tmp_path: Path, model_id: str, tiny_model: str):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -85,8 +86,10 @@ def unrecorded(n: int) -> dict[str, np.ndarray]:
     """The columns of n LR items whose manifest records nothing more: no kept file, no source
     hash, no LR size or hash."""
     empty = np.array([""] * n, dtype=object)
-    return {"kept_uri": empty, "source_sha256": empty, "lr_bytes": np.full(n, -1)} | {
-        "lr_sha256": empty
+    unknown = np.full(n, -1)
+    return {"kept_uri": empty, "source_sha256": empty, "lr_bytes": unknown} | {
+        "lr_sha256": empty,
+        "source_bytes": unknown,
     }
 
 
@@ -145,7 +148,7 @@ def test_psnr_reference_is_only_the_source_archived(archived, tmp_path: Path):
     sha_a = decoded["source_sha256"][0]
     assert sha_a == hashlib.sha256(sources["a.png"]).hexdigest()
 
-    def reference(source_uri: str, sha256: str) -> np.ndarray:
+    def reference(source_uri: str, sha256: str, size: int = -1) -> np.ndarray:
         items = (
             {
                 "rel_path": np.array(["a.png"], dtype=object),
@@ -153,7 +156,7 @@ def test_psnr_reference_is_only_the_source_archived(archived, tmp_path: Path):
                 "source_uri": np.array([source_uri], dtype=object),
             }
             | unrecorded(1)
-            | {"source_sha256": np.array([sha256], dtype=object)}
+            | {"source_sha256": np.array([sha256], dtype=object), "source_bytes": np.array([size])}
         )
         read = read_lr_batch(items, archive=dst, model_id=model_id, region=None, options={})
         assert list(read["status"]) == ["ok"]
@@ -162,6 +165,11 @@ def test_psnr_reference_is_only_the_source_archived(archived, tmp_path: Path):
     assert reference(str(tmp_path / "a.png"), sha_a).shape == (48, 64, 3)
     assert reference(str(tmp_path / "b.png"), sha_a).size == 0  # another image of the same size
     assert reference(str(tmp_path / "a.png"), "").size == 0  # nothing to check it against
+    size = len(sources["a.png"])
+    assert reference(str(tmp_path / "a.png"), sha_a, size).shape == (48, 64, 3)
+    assert reference(str(tmp_path / "a.png"), sha_a, size + 1).size == 0  # not read at all
+    os.mkfifo(tmp_path / "fifo")  # a manifest naming a FIFO: never opened (it would block)
+    assert reference(str(tmp_path / "fifo"), sha_a, size).size == 0
     (tmp_path / "a.png").write_bytes(sources["b.png"])  # changed since it was archived
     assert reference(str(tmp_path / "a.png"), sha_a).size == 0
 

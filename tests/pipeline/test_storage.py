@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from pipeline.storage import (
     STALE_TEMP_S,
     Location,
     check_s3_options,
+    read_recorded,
     remove_stale_temps,
     s3_options,
     secrets,
@@ -181,6 +184,30 @@ def test_s3_round_trip_through_the_moto_server(s3_env: str):
     arrow = location.arrow_filesystem()
     with arrow.open_input_file("storage-test/prefix/a/b.bin") as f:
         assert f.read() == b"payload"
+
+
+def test_a_recorded_source_is_read_only_while_it_is_the_file_recorded(tmp_path: Path):
+    """A manifest is data: its source_uri may name a FIFO (reading blocks), a device (endless)
+    or another file; only a regular file of the recorded size and SHA-256 is read whole."""
+    data = b"the source"
+    sha = hashlib.sha256(data).hexdigest()
+    (tmp_path / "a.png").write_bytes(data)
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "zero").symlink_to("/dev/zero")
+    assert read_recorded(str(tmp_path / "a.png"), len(data), sha, {}) == data
+    assert read_recorded(f"file://{tmp_path}/a.png", None, sha, {}) == data
+    for uri, size, message in [
+        (tmp_path / "fifo", len(data), "is not a regular file"),
+        (tmp_path / "zero", len(data), "is not a regular file"),
+        (tmp_path, len(data), "is not a regular file"),
+        (tmp_path / "a.png", len(data) + 1, "changed since it was archived (its size)"),
+        (tmp_path / "gone.png", len(data), "cannot be read: "),
+    ]:
+        with pytest.raises(ValueError, match=rf"^source {uri} {re.escape(message)}"):
+            read_recorded(str(uri), size, sha, {})
+    (tmp_path / "a.png").write_bytes(b"the-source")  # same size, other bytes
+    with pytest.raises(ValueError, match="changed since it was archived$"):
+        read_recorded(str(tmp_path / "a.png"), len(data), sha, {})
 
 
 def test_stale_temporary_files_of_a_killed_job_are_removed(tmp_path: Path):
