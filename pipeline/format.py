@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-from PIL import Image, PngImagePlugin
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from tadm.config import SCALES
 from tadm.png import png_bytes
@@ -36,7 +36,11 @@ LR_DIR = "lr"
 KEPT_DIR = "kept"
 MANIFEST_DIR = "manifest"
 # Marks, embeddings, overrides and isolates: they reorder the text around them.
-BIDI_CONTROLS = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# Characters a page shows as \u escapes: bidirectional controls, and control characters other
+# than tab and newline (an ESC from a terminal colour code would show as a blank box).
+HIDDEN_CHARACTERS = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
 DONE = ("ok", "skipped")  # statuses of an image whose output exists
 # A source copied as it was: below the quality floor, or not archivable with --keep-failed.
 # Its output exists too, and re-runs skip it; a restore gives it back byte for byte.
@@ -77,9 +81,9 @@ def check_rel_path(rel_path: str) -> str:
 
 
 def visible(text: str) -> str:
-    """`text` with its bidirectional controls shown as \\u escapes, for a page to show a name
-    as it is: U+202E would show "photo\\u202egnp.exe" as "photoexe.png"."""
-    return BIDI_CONTROLS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    """`text` with its bidirectional and other control characters shown as \\u escapes, for a
+    page to show a name as it is: U+202E would show "photo\\u202egnp.exe" as "photoexe.png"."""
+    return HIDDEN_CHARACTERS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def is_rel_path(rel_path: str) -> bool:
@@ -306,6 +310,8 @@ def decode_lr_png(data: bytes) -> tuple[np.ndarray, LrHeader]:
     except Image.DecompressionBombError:  # Pillow's own check, at twice the limit, came first
         check_pixels("the LR PNG is", *struct.unpack(">II", data[16:24]))  # IHDR's size
         raise
+    except UnidentifiedImageError:  # its message names a BytesIO object, nothing of the file
+        raise ValueError("corrupt LR PNG: not a PNG file") from None
     except (OSError, SyntaxError) as e:
         raise ValueError(f"corrupt LR PNG: {e}") from None
     try:

@@ -52,8 +52,11 @@ def test_a_png_without_chunks_is_not_an_lr_file():
 
 
 def test_garbage_is_a_corrupt_lr_file():
-    with pytest.raises(ValueError, match="corrupt LR PNG"):
+    with pytest.raises(ValueError, match="^corrupt LR PNG: not a PNG file$"):
         decode_lr_png(b"\x89PNG garbage")
+    truncated = encode(Image.fromarray(photo(64, 64)), "PNG")[:200]
+    with pytest.raises(ValueError, match="^corrupt LR PNG: .*truncated"):
+        decode_lr_png(truncated)
 
 
 def test_keys_under_the_archive_and_dst():

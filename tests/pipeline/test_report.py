@@ -182,6 +182,7 @@ def test_strings_from_the_manifest_are_escaped(tmp_path: Path, model_id: str, ti
             "source_bytes": 3,
         },
         {"rel_path": "photo\u202egnp.exe", "status": "error", "error": "x", "source_bytes": 1},
+        {"rel_path": "esc\x1b[31mred.png", "status": "error", "error": "y", "source_bytes": 1},
     ]
     write_manifest(archive, rows)
     report(archive, out, tiny_model)
@@ -200,6 +201,7 @@ def test_strings_from_the_manifest_are_escaped(tmp_path: Path, model_id: str, ti
         assert shown in text  # shown as text, not markup
     assert "&lt;script&gt;alert(1)&lt;/script&gt;&amp;&quot;q&quot;" in page
     assert "\u202e" not in page and "photo\\u202egnp.exe" in text  # shown, not obeyed
+    assert "\x1b" not in page and "esc\\u001b[31mred.png" in text
 
 
 def test_hostile_rel_paths_are_listed_without_files(tmp_path: Path, model_id: str, tiny_model: str):
