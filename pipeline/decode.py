@@ -20,7 +20,7 @@ import pillow_heif
 import pillow_jxl  # noqa: F401  (registers Pillow's JPEG XL plugin)
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from pipeline.format import MAX_PIXELS, Metadata, check_rel_path
+from pipeline.format import MAX_PIXELS, XMP_KEY, Metadata, check_rel_path
 from pipeline.rows import NO_PIXELS, error_kind, error_text, to_batch, to_rows
 from pipeline.sources import IMAGE_EXTENSIONS
 
@@ -33,6 +33,24 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 PILLOW_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "HEIF", "AVIF", "JXL")
 EXIF_ORIENTATION = 0x0112
 TIFF_XMP = 700  # the XMP tag of a TIFF file
+# A TIFF's tags that describe the image rather than its pixels: none is carried (its ICC
+# profile and XMP are), so a row names those its source had.
+TIFF_DESCRIPTIVE_TAGS = {
+    269: "DocumentName",
+    270: "ImageDescription",
+    271: "Make",
+    272: "Model",
+    285: "PageName",
+    305: "Software",
+    306: "DateTime",
+    315: "Artist",
+    316: "HostComputer",
+    33432: "Copyright",
+    33723: "IPTC",
+    34377: "Photoshop",
+    34665: "ExifIFD",
+    34853: "GPSIFD",
+}
 XMP_ORIENTATION = re.compile(rb'(tiff:Orientation(?:="|>))[2-8](?=["<])')
 SRGB = ImageCms.createProfile("sRGB")
 ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
@@ -71,13 +89,13 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Decoded:
         orientation = img.getexif().get(EXIF_ORIENTATION, 1)
         tagged = orientation_tagged(img)
         img.load()
-        metadata = source_metadata(img)
+        metadata, dropped = source_metadata(img), not_carried(img)
         if orientation in range(2, 9):
             img = ImageOps.exif_transpose(img)  # turns only what load() has not
             steps.append(f"{'EXIF' if tagged else 'XMP'} orientation {orientation} applied")
         img, metadata, icc_note = match_profile(img, metadata)
         rgb, converted = to_rgb(img, sixteen_bit)
-        steps += [note for note in (converted, icc_note) if note]
+        steps += [note for note in (converted, icc_note, dropped) if note]
     except Image.DecompressionBombError:  # Pillow's own check, at twice its limit, came first
         size = claimed_size(data)
         if size and size[0] * size[1] > max_pixels:
@@ -92,6 +110,32 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Decoded:
     except Exception as e:  # Pillow raises assorted errors on malformed files
         raise ValueError(f"corrupt image: {type(e).__name__}: {e}") from None
     return Decoded(pixels=rgb, conversion="; ".join(steps) or None, metadata=metadata)
+
+
+def not_carried(img: Image.Image) -> str | None:
+    """What the source holds beside its pixels that neither the LR nor a restore carries (only
+    EXIF, ICC and XMP travel): "not carried: IPTC/Photoshop (APP13), JPEG comment"; None when
+    nothing. `img` is the source as opened and loaded."""
+    kinds = []
+    if img.format in ("JPEG", "MPO"):
+        markers = {marker for marker, _ in getattr(img, "applist", [])}
+        if "APP13" in markers:
+            kinds.append("IPTC/Photoshop (APP13)")
+        if "COM" in markers:
+            kinds.append("JPEG comment")
+    elif img.format == "PNG":
+        keys = sorted(k for k in getattr(img, "text", {}) if k != XMP_KEY)
+        if keys:
+            listed = ", ".join(repr(k) for k in keys[:5])
+            more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
+            kinds.append(f"PNG text {listed}{more}")
+    elif img.format == "GIF" and img.info.get("comment"):
+        kinds.append("GIF comment")
+    elif img.format == "TIFF":
+        tags = [name for tag, name in TIFF_DESCRIPTIVE_TAGS.items() if tag in img.tag_v2]
+        if tags:
+            kinds.append(f"TIFF tags {', '.join(tags)}")
+    return f"not carried: {', '.join(kinds)}" if kinds else None
 
 
 def orientation_tagged(img: Image.Image) -> bool:

@@ -21,7 +21,7 @@ from conftest import (
     real_world_images,
     xmp_packet,
 )
-from PIL import Image, TiffImagePlugin
+from PIL import Image, PngImagePlugin, TiffImagePlugin
 
 from pipeline.decode import decode_batch, decode_image, reset_exif_orientation
 from pipeline.format import MAX_PIXELS, Metadata
@@ -288,3 +288,55 @@ def test_decode_batch_carries_metadata_and_with_keep_the_source_bytes():
     assert list(out["source_data"]) == list(files.values())
     plain = decode_batch(batch, prefix="/src/", uri_prefix="", scale=16, max_pixels=10**8)
     assert list(plain["source_data"]) == [b"", b""]
+
+
+def jpeg_with_iptc(pixels: np.ndarray) -> bytes:
+    """A JPEG with a comment and an IPTC caption in a Photoshop APP13 segment."""
+    data = encode(Image.fromarray(pixels), "JPEG", comment=b"scanned 1998")
+    iptc = b"\x1c\x02\x78\x00\x07caption"  # IPTC 2:120, Caption-Abstract
+    resource = b"8BIM\x04\x04\x00\x00" + struct.pack(">I", len(iptc)) + iptc + b"\x00"
+    payload = b"Photoshop 3.0\x00" + resource
+    return data[:2] + b"\xff\xed" + struct.pack(">H", len(payload) + 2) + payload + data[2:]
+
+
+def png_with_text(pixels: np.ndarray, keys: list[str]) -> bytes:
+    info = PngImagePlugin.PngInfo()
+    for key in keys:
+        info.add_text(key, "value")
+    return encode(Image.fromarray(pixels), "PNG", pnginfo=info)
+
+
+@pytest.mark.parametrize(
+    ("make", "note"),
+    [
+        (jpeg_with_iptc, "not carried: IPTC/Photoshop (APP13), JPEG comment"),
+        (
+            lambda p: png_with_text(p, ["Author", "Title"]),
+            "not carried: PNG text 'Author', 'Title'",
+        ),
+        (
+            lambda p: png_with_text(p, [f"k{i}" for i in range(7)]),
+            "not carried: PNG text 'k0', 'k1', 'k2', 'k3', 'k4' and 2 more",
+        ),
+        (
+            lambda p: encode(Image.fromarray(p), "TIFF", tiffinfo={270: "d", 33432: "(c) me"}),
+            "not carried: TIFF tags ImageDescription, Copyright",
+        ),
+        (
+            lambda p: encode(Image.fromarray(p), "GIF", comment=b"hi"),
+            "P -> RGB; not carried: GIF comment",
+        ),
+        (lambda p: encode(Image.fromarray(p), "JPEG"), None),
+        (lambda p: encode(Image.fromarray(p), "PNG", pnginfo=xmp_info()), None),
+    ],
+)
+def test_metadata_that_does_not_travel_is_named(make, note: str | None):
+    """Only EXIF, ICC and XMP travel: what else a source holds is said in its row, never
+    dropped without a word."""
+    assert decode_image(make(photo(64, 48, 3))).conversion == note
+
+
+def xmp_info() -> PngImagePlugin.PngInfo:
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", xmp_packet(1).decode())
+    return info
