@@ -33,7 +33,12 @@ def parser() -> Parser:
     """The arguments: --host, --port, and TileAppArgs' fields (defaults: pipeline.serve.config)."""
     p = Parser(prog=PROG, description=__doc__)
     p.add_argument("archive", metavar="ARCHIVE", help="archive root: path, file://... or s3://...")
-    p.add_argument("--host", default=HOST, help=f"address to listen on (default {HOST})")
+    p.add_argument(
+        "--host",
+        default=HOST,
+        help=f"address to listen on (default {HOST}; on loopback, only a Host of localhost, "
+        "127.x.x.x or [::1] is answered)",
+    )
     p.add_argument("--port", type=int, default=PORT, help=f"HTTP port (default {PORT})")
     p.add_argument("--model", help="shipped name, checkpoint folder or URI (default: tiny-xSCALE)")
     p.add_argument(

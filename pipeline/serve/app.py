@@ -8,10 +8,17 @@ queue, and each replica may take a GPU or a fraction of one. Routes (OpenAPI doc
     GET /iiif/<id>/<region>/<size>/<rotation>/<quality>.<format>
     GET /view/<id>, /view/                a deep-zoom viewer of one image; the list of images
 
-Errors are JSON {"error": message}: 400 bad path, region or parameter, 404 unknown image or
-route, 405 not GET, 409 LR of another model, 413 region over max_region_pixels or LR file
-declaring an image over the archive's pixel limit, 500 unreadable LR file or any other failure,
-501 IIIF feature not supported, 503 storage unreachable. Paths are percent-decoded once.
+HEAD answers as GET, without the body. IIIF answers carry CORS headers, and a CORS preflight
+(OPTIONS) under /iiif/ is answered, so browser viewers elsewhere can send IIIF's Accept header.
+Served on a loopback address (`tadm serve`'s default), the app answers only requests whose Host
+is a loopback name, so that a web page cannot read it through DNS rebinding; the viewer pages
+link with paths, never with the Host they were asked under.
+
+Errors are JSON {"error": message}: 400 bad path, region, parameter or Host, 404 unknown image
+or route, 405 not GET or HEAD, 409 LR of another model, 413 region over max_region_pixels or LR
+file declaring an image over the archive's pixel limit, 500 unreadable LR file or any other
+failure, 501 IIIF feature not supported, 503 storage or manifest unreadable. Paths are
+percent-decoded once.
 
 Three ways to run it, all through `build_app`: `tadm serve ARCHIVE` (jobs/serve.py), `serve run
 pipeline.serve.app:app archive=URI [model=...]`, and a Serve config file for `serve deploy` or
@@ -19,8 +26,11 @@ a KubeRay RayService (deploy/serve/, deploy/kuberay/).
 """
 
 import asyncio
+import functools
+import ipaddress
 import json
 import logging
+import re
 import time
 import urllib.error
 import urllib.request
@@ -58,6 +68,10 @@ MAX_ONGOING_REQUESTS = 8  # per replica; the model runs one request at a time, t
 HEALTH_TIMEOUT_S = 60.0  # how long the driver waits for the deployed app to answer /healthz
 JSON_LD = "application/ld+json"
 IIIF_JSON_LD = f'{JSON_LD};profile="http://iiif.io/api/image/3/context.json"'
+METHODS = "GET, HEAD"  # of every route; OPTIONS only as a CORS preflight under /iiif/
+PREFLIGHT_MAX_AGE_S = 86400  # how long a browser may keep a preflight's answer
+# Host headers that name this machine's loopback, with any port
+LOOPBACK_HOST = re.compile(r"(localhost|127(\.[0-9]{1,3}){3}|\[::1\])(:[0-9]{1,5})?", re.I)
 
 T = TypeVar("T")
 
@@ -171,13 +185,75 @@ async def failure(request: Request, e: Exception) -> JSONResponse:
     return error(500, f"{type(e).__name__}: {e}")
 
 
-@api.middleware("http")
-async def get_only(request: Request, call_next: Callable) -> Response:
-    """Every route is GET; IIIF answers carry CORS headers, so viewers elsewhere can use them."""
-    if request.method != "GET":
-        return error(405, f"method {request.method} not allowed: use GET", {"Allow": "GET"})
+def is_loopback(host: str) -> bool:
+    """Whether listening on `host` (an address or "localhost") listens on loopback only."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # another name: it reaches the network
+        return False
+
+
+@functools.cache
+def listens_on_loopback() -> bool:
+    """Whether Serve's HTTP proxies listen on a loopback address (`tadm serve --host`, `serve
+    run`'s default 127.0.0.1; a Serve config file's http_options.host, 0.0.0.0 in deploy/),
+    asked once of the Serve controller."""
+    from ray.serve.context import _get_global_client  # no public API gives http_options
+
+    return is_loopback(_get_global_client().http_config.host)
+
+
+def preflight(request: Request) -> Response:
+    """The answer to a CORS preflight: any origin may GET or HEAD, sending the headers it asks
+    for (IIIF viewers send Accept: application/ld+json;profile=...)."""
+    headers = {
+        "Access-Control-Allow-Origin": "*",
+        "Access-Control-Allow-Methods": f"{METHODS}, OPTIONS",
+        "Access-Control-Allow-Headers": request.headers.get(
+            "access-control-request-headers", "Accept"
+        ),
+        "Access-Control-Max-Age": str(PREFLIGHT_MAX_AGE_S),
+    }
+    return Response(status_code=204, headers=headers)
+
+
+async def head(request: Request, call_next: Callable) -> Response:
+    """The answer to a HEAD request: the GET answer's status and headers (its Content-Length
+    too), without its body."""
+    request.scope["method"] = "GET"
     response = await call_next(request)
-    if request.url.path.startswith("/iiif/"):
+    async for _ in response.body_iterator:  # the GET ran to its end
+        pass
+    answer = Response(status_code=response.status_code)
+    answer.raw_headers = response.raw_headers
+    return answer
+
+
+@api.middleware("http")
+async def http_rules(request: Request, call_next: Callable) -> Response:
+    """Who may ask what: on a loopback address, Host must be a loopback name (no DNS
+    rebinding); every route answers GET, and HEAD as GET without the body; under /iiif/ a CORS
+    preflight is answered and every answer carries CORS headers, for viewers elsewhere."""
+    host = request.headers.get("host", "")
+    if listens_on_loopback() and not LOOPBACK_HOST.fullmatch(host):
+        return error(
+            400,
+            f"Host {host[:200]!r} is not a loopback name, and this server listens on loopback "
+            "only: ask for http://127.0.0.1:<port>/ or http://localhost:<port>/ (to serve "
+            "other hosts, listen on another address, e.g. tadm serve --host 0.0.0.0)",
+        )
+    iiif = request.url.path.startswith("/iiif/")
+    cors = "origin" in request.headers and "access-control-request-method" in request.headers
+    if iiif and request.method == "OPTIONS" and cors:
+        return preflight(request)
+    if request.method not in ("GET", "HEAD"):
+        message = f"method {request.method} not allowed: use GET or HEAD"
+        return error(405, message, {"Allow": METHODS})
+    if request.method == "HEAD":
+        response = await head(request, call_next)
+    else:
+        response = await call_next(request)
+    if iiif:
         response.headers["Access-Control-Allow-Origin"] = "*"
     return response
 
@@ -193,12 +269,16 @@ IIIF_ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def image_response(tile: RenderedTile, image_format: str, model_id: str) -> Response:
+    """The encoded image and how it was made: X-TADM-Source lr (from the LR pixels) or model
+    (restored: X-TADM-Tiles, the latent tiles run of the image's, and their mean time step)."""
     headers = {
         "X-TADM-Model-Id": model_id,
-        "X-TADM-Tiles": f"{tile.tiles_run}/{tile.tiles_total}",
-        "X-TADM-Timestep-Mean": f"{tile.timestep_mean:.2f}",
+        "X-TADM-Source": "lr" if tile.from_lr else "model",
         "X-TADM-Cache": "hit" if tile.cached else "miss",
     }
+    if not tile.from_lr:
+        headers["X-TADM-Tiles"] = f"{tile.tiles_run}/{tile.tiles_total}"
+        headers["X-TADM-Timestep-Mean"] = f"{tile.timestep_mean:.2f}"
     return Response(tile.data, media_type=MEDIA_TYPES[image_format], headers=headers)
 
 
@@ -226,6 +306,7 @@ class TileServer:
         self.service = TileService(
             archive, model, storage_options, max_region_pixels, cache_bytes, device, precision
         )
+        listens_on_loopback()  # asked of the controller now, not on the first request
         # answers (200) by route, for /healthz
         self.served = dict.fromkeys(("tile", "iiif_info", "iiif_image", "view", "index"), 0)
 
@@ -265,8 +346,9 @@ class TileServer:
     async def iiif_info(self, request: Request, id: str) -> JSONResponse:
         """The IIIF Image API 3.0 info.json of image `id` (its rel_path, URL-encoded)."""
         header = await self.call("iiif_info", self.service.header, id)
-        base = f"{request.base_url}iiif/{image_id(id)}"
-        info = info_json(base, header.width, header.height, self.service.max_region_pixels)
+        base = f"{request.base_url}iiif/{image_id(id)}"  # IIIF wants an absolute id
+        limit = self.service.max_region_pixels
+        info = info_json(base, header.width, header.height, limit, header.scale)
         media = IIIF_JSON_LD if JSON_LD in request.headers.get("accept", "") else None
         return JSONResponse(info, media_type=media)
 
@@ -293,17 +375,18 @@ class TileServer:
 
     @api.get("/view/", response_class=HTMLResponse)
     async def index(self, request: Request, page: Annotated[int, Query(ge=1)] = 1) -> str:
-        """The archive's images, PAGE_SIZE a page, each linked to its viewer."""
-        rel_paths = await self.call("index", self.rel_paths)
+        """The archive's images that have an LR file, PAGE_SIZE a page, each linked to its
+        viewer; 503 when the manifest cannot be read."""
+        rel_paths = await self.call("index", self.service.images)
         if page > 1 and (page - 1) * PAGE_SIZE >= len(rel_paths):
             raise TileError(404, f"no page {page}: the archive has {len(rel_paths)} images")
-        return index_page(str(request.base_url), rel_paths, page)
+        return index_page(request.base_url.path, rel_paths, page)
 
     @api.get("/view/{id:path}", response_class=HTMLResponse, responses={404: IIIF_ERRORS[404]})
     async def view(self, request: Request, id: str) -> str:
         """A deep-zoom viewer (OpenSeadragon) of image `id`, tile by tile over IIIF."""
         header = await self.call("view", self.service.header, id)
-        return viewer_page(str(request.base_url), id, header.width, header.height)
+        return viewer_page(request.base_url.path, id, header.width, header.height)
 
     def iiif_tile(
         self, id: str, region: str, size: str, rotation: str, quality_format: str
@@ -317,19 +400,9 @@ class TileServer:
             header.width,
             header.height,
             self.service.max_region_pixels,
+            header.scale,
         )
         return self.service.view(id, view)
-
-    def rel_paths(self) -> list[str]:
-        try:
-            with list_items(self.service.archive, None) as items:
-                return sorted(
-                    path
-                    for k in range(items.n)
-                    for path in items.bucket(k, items.n)["rel_path"].to_pylist()
-                )
-        except ValueError:  # no images
-            return []
 
 
 # ---- the application -------------------------------------------------------------------------

@@ -13,9 +13,13 @@ the features in EXTRA_FEATURES:
     quality   default | color; gray, bitonal 501
     format    jpg | png | webp; tif, gif, pdf, jp2 501
 
-Every restore runs on an HR region: what a request costs follows its region, not its size, so
-regions (and upscaled sizes) over the server's max_region_pixels are 413, and info.json offers
-only tiles whose region fits.
+A request whose output is no larger than the LR's resolution of its region (output width <=
+ceil(region width / scale), the same for height) is made from the LR PNG alone: the DFRM's
+output is a real image, 16x or 32x smaller, so thumbnails and zoomed-out tiles cost no model
+call whatever their region. Every other request restores its HR region: what it costs follows
+its region, not its size, so such regions (and upscaled sizes) over the server's
+max_region_pixels are 413. info.json offers the LR's sizes, and tiles at the scale factors whose
+tiles are either made from the LR or have a region that fits.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from pipeline.serve.tiles import TileError, View
 
 TILE_WIDTH = 512  # HR-region side of a full-resolution tile, halved until it fits the limit
 FORMATS = {"jpg": "jpeg", "png": "png", "webp": "webp"}  # IIIF format -> encode_output's
+# the longest side each encoder writes: libjpeg's JPEG_MAX_DIMENSION, libwebp's
+# WEBP_MAX_DIMENSION, PNG's 2^31 - 1 (the spec's)
+MAX_SIDES = {"jpeg": 65500, "png": 2**31 - 1, "webp": 16383}
 MEDIA_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 UNSUPPORTED_FORMATS = ("tif", "gif", "pdf", "jp2")
 QUALITIES = ("default", "color")  # the same image: restored images are in colour
@@ -148,39 +155,73 @@ def parse_view(
     width: int,
     height: int,
     max_pixels: int,
+    scale: int,
 ) -> View:
-    """The View of a width x height image that an IIIF image request asks for: TileError 400
-    for a malformed or impossible parameter, 501 for an unsupported one, 413 for a region or
-    an output over `max_pixels`."""
+    """The View of a width x height image, archived at `scale`, that an IIIF image request asks
+    for, made from the LR where its output is no larger than the LR's resolution of its region:
+    TileError 400 for a malformed or impossible parameter or an output side over the format's
+    limit, 501 for an unsupported parameter, 413 for an output over `max_pixels`."""
     image_format = parse_quality_format(quality_format)
     mirror, degrees = parse_rotation(rotation)
     hr = parse_region(region, width, height)
     out_w, out_h = parse_size(size, hr.w, hr.h)
+    if max(out_w, out_h) > MAX_SIDES[image_format]:
+        raise TileError(
+            400,
+            f"size {out_w}x{out_h} is over the {image_format.upper()} limit of "
+            f"{MAX_SIDES[image_format]} pixels a side: ask for a smaller size or another format",
+        )
     if out_w * out_h > max_pixels:
         raise TileError(
             413,
             f"size {out_w}x{out_h} is over this server's limit of {max_pixels} pixels: "
             "ask for a smaller size",
         )
-    return View(hr, (out_w, out_h), mirror, degrees, image_format)
+    from_lr = out_w <= math.ceil(hr.w / scale) and out_h <= math.ceil(hr.h / scale)
+    return View(hr, (out_w, out_h), mirror, degrees, image_format, from_lr)
 
 
-def tiling(width: int, height: int, max_pixels: int) -> tuple[int, list[int]]:
-    """(tile width, scale factors): square tiles whose HR region is at most `max_pixels`,
-    scale factors doubling until one tile covers the image or the next would be too large."""
+def tiling(width: int, height: int, max_pixels: int, scale: int) -> tuple[int, list[int]]:
+    """(tile width, scale factors) of a width x height image archived at `scale`: square tiles
+    whose HR region is at most `max_pixels`. Below `scale`, the factors (1, 2, 4, ...) whose
+    tiles are restored: while one tile does not cover the image and its region fits
+    `max_pixels`. From `scale` on, tiles are made from the LR, whatever their region: `scale`,
+    then doubling until one tile covers the image."""
     tile = TILE_WIDTH
     while tile > 1 and tile * tile > max_pixels:
         tile //= 2
     factors = [1]
-    while tile * factors[-1] < max(width, height) and (2 * tile * factors[-1]) ** 2 <= max_pixels:
+    f = 2
+    while f < scale and tile * f // 2 < max(width, height) and (tile * f) ** 2 <= max_pixels:
+        factors.append(f)
+        f *= 2
+    factors.append(scale)
+    while tile * factors[-1] < max(width, height):
         factors.append(2 * factors[-1])
     return tile, factors
 
 
-def info_json(service_id: str, width: int, height: int, max_pixels: int) -> dict[str, Any]:
-    """The info.json of a width x height image served at the base URI `service_id`. `sizes`
-    (the whole image at each scale factor) only when the whole image is within `max_pixels`."""
-    tile, factors = tiling(width, height, max_pixels)
+def lr_sizes(width: int, height: int, scale: int, tile: int) -> list[tuple[int, int]]:
+    """The LR's size (ceil(width / scale) x ceil(height / scale)) and its halvings while the
+    last is larger than a tile: the whole image at the sizes made from the LR, largest first."""
+    sizes = [(math.ceil(width / scale), math.ceil(height / scale))]
+    while max(sizes[-1]) > tile:
+        w, h = sizes[-1]
+        sizes.append((math.ceil(w / 2), math.ceil(h / 2)))
+    return sizes
+
+
+def info_json(
+    service_id: str, width: int, height: int, max_pixels: int, scale: int
+) -> dict[str, Any]:
+    """The info.json of a width x height image archived at `scale`, served at the base URI
+    `service_id`. `sizes`, smallest first: the ones made from the LR (lr_sizes), then, when the
+    whole image is within `max_pixels`, the whole image at each restored scale factor."""
+    tile, factors = tiling(width, height, max_pixels, scale)
+    sizes = lr_sizes(width, height, scale, tile)[::-1]
+    if width * height <= max_pixels:
+        restored = (f for f in reversed(factors) if f < scale)
+        sizes += [(math.ceil(width / f), math.ceil(height / f)) for f in restored]
     info: dict[str, Any] = {
         "@context": CONTEXT,
         "id": service_id,
@@ -190,12 +231,8 @@ def info_json(service_id: str, width: int, height: int, max_pixels: int) -> dict
         "width": width,
         "height": height,
         "tiles": [{"width": tile, "scaleFactors": factors}],
+        "sizes": [{"width": w, "height": h} for w, h in sizes],
     }
-    if width * height <= max_pixels:
-        info["sizes"] = [
-            {"width": math.ceil(width / s), "height": math.ceil(height / s)}
-            for s in reversed(factors)
-        ]
     info["extraFormats"] = ["png", "webp"]
     info["extraQualities"] = ["color"]
     info["extraFeatures"] = EXTRA_FEATURES

@@ -1,8 +1,11 @@
 """The tile service behind `tadm serve`: one HR region of one archived image, on demand.
 
 A region is restored from only the latent tiles that cover it (TADM.upscale with region=...,
-paper Algorithm 1), so its cost follows the region, not the image. Plain Python, no Ray: the
-Serve deployment (pipeline/serve/app.py) calls `TileService.tile` from its request threads.
+paper Algorithm 1), so its cost follows the region, not the image. A view no larger than the
+LR's resolution of its region (View.from_lr, IIIF thumbnails and zoomed-out tiles) is made from
+the LR pixels instead, with no model call. Plain Python, no Ray: the Serve deployment
+(pipeline/serve/app.py) calls `TileService.tile` and `TileService.view` from its request
+threads.
 
 Requests name an image by its rel_path; its LR file is ARCHIVE/lr/<rel_path>.png. A rel_path
 is checked twice before anything is read: as text, by the archive format's one rule
@@ -22,6 +25,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from PIL import Image
 
@@ -36,6 +41,7 @@ from pipeline.format import (
     encode_output,
     lr_key,
 )
+from pipeline.restore.plan import list_items
 from pipeline.serve.cache import LRUCache
 from pipeline.stage import inference_model
 from pipeline.storage import Location
@@ -68,6 +74,7 @@ class View:
     mirror: bool = False  # flip left to right first
     rotation: int = 0  # then turn clockwise by 0, 90, 180 or 270 degrees
     image_format: str = "png"  # one of OUTPUT_FORMATS
+    from_lr: bool = False  # made from the LR pixels (size at most the LR's of the region)
 
     def finish(self, pixels: np.ndarray, icc: bytes | None = None) -> bytes:
         """The region's (h, w, 3) uint8 pixels -> the encoded image this view asks for, with the
@@ -75,6 +82,10 @@ class View:
         if self.size is not None and self.size != (self.region.w, self.region.h):
             resized = Image.fromarray(pixels).resize(self.size, Image.Resampling.LANCZOS)
             pixels = np.asarray(resized)
+        return self.encode(pixels, icc)
+
+    def encode(self, pixels: np.ndarray, icc: bytes | None = None) -> bytes:
+        """(h, w, 3) uint8 pixels of the view's size -> mirrored, rotated, encoded."""
         if self.mirror:
             pixels = pixels[:, ::-1]
         pixels = np.ascontiguousarray(np.rot90(pixels, k=-self.rotation // 90))
@@ -86,10 +97,11 @@ class RenderedTile:
     """The answer to a tile request, and how it was made."""
 
     data: bytes  # the encoded image: PNG unless its View asked for another format
-    tiles_run: int  # latent tiles the model ran for it (Algorithm 1)
-    tiles_total: int  # latent tiles of the whole image
-    timestep_mean: float  # mean TPM time step over the tiles run
+    tiles_run: int  # latent tiles the model ran for it (Algorithm 1); 0 when from_lr
+    tiles_total: int  # latent tiles of the whole image; 0 when from_lr
+    timestep_mean: float  # mean TPM time step over the tiles run; NaN when from_lr
     cached: bool  # served from the tile cache
+    from_lr: bool = False  # made from the LR pixels, no model call
 
 
 def parse_region(params: Sequence[tuple[str, str]]) -> Region:
@@ -189,9 +201,10 @@ class TileService:
         return self.view(rel_path, View(parse_region(params)))
 
     def view(self, rel_path: str, view: View) -> RenderedTile:
-        """The image `view` asks for of image `rel_path`; TileError as for `tile`."""
+        """The image `view` asks for of image `rel_path`; TileError as for `tile` (a view from
+        the LR has no region limit)."""
         w, h = view.region.w, view.region.h
-        if w * h > self.max_region_pixels:
+        if not view.from_lr and w * h > self.max_region_pixels:
             raise TileError(
                 413,
                 f"region {w}x{h} is {w * h} pixels, over this server's limit of "
@@ -206,9 +219,29 @@ class TileService:
         cached = self.tile_cache.get(key)
         if cached is not None:
             return replace(cached, cached=True)
-        tile = self.render(lr, header, view, ImageLatents(self.latent_cache, version))
+        if view.from_lr:
+            tile = render_lr(lr, header, view)
+        else:
+            tile = self.render(lr, header, view, ImageLatents(self.latent_cache, version))
         self.tile_cache.put(key, tile, len(tile.data))
         return tile
+
+    def images(self) -> list[str]:
+        """The rel_paths of the archive's images that have an LR file (not the sources kept as
+        they are, which have none), sorted; TileError 503 when the manifest or the archive
+        cannot be read, its message naming what (ARCHIVE for where the archive is)."""
+        try:
+            with list_items(self.archive, None) as items:
+                return sorted(
+                    rel_path
+                    for k in range(items.n)
+                    for rel_path in lr_rel_paths(items.bucket(k, items.n))
+                )
+        except ValueError as e:
+            logger.error("serve: cannot list the images of %s: %s", self.archive.uri, e)
+            uri = self.archive.uri
+            message = str(e).replace(f"ARCHIVE {uri!r}", "ARCHIVE").replace(uri, "ARCHIVE")
+            raise TileError(503, f"cannot list the archive's images: {message}") from None
 
     def header(self, rel_path: str) -> LrHeader:
         """The header of image `rel_path` (its HR size); TileError as for `tile`."""
@@ -288,3 +321,21 @@ class TileService:
         data = view.finish(to_images(to_pixels(x_hat))[0], header.metadata.icc)
         mean = float(t_map[ran].mean()) if ran.any() else math.nan
         return RenderedTile(data, int(ran.sum()), t_map.numel(), mean, cached=False)
+
+
+def lr_rel_paths(items: pa.Table) -> list[str]:
+    """The rel_paths of list_items rows that have an LR file."""
+    return items.filter(pc.not_equal(items["lr_uri"], ""))["rel_path"].to_pylist()
+
+
+def render_lr(lr: torch.Tensor, header: LrHeader, view: View) -> RenderedTile:
+    """The view made from the LR pixels alone: the region in LR pixels (HR / scale, as the DFRM
+    made them, not rounded, so neighbouring tiles meet) resized to the view's size with Lanczos;
+    no model call. decode_lr_png checked that the LR is ceil(HR / scale)."""
+    x, y, w, h = view.region
+    box = tuple(v / header.scale for v in (x, y, x + w, y + h))
+    image = Image.fromarray(to_images(lr)[0])
+    size = view.size or (w, h)
+    pixels = np.asarray(image.resize(size, Image.Resampling.LANCZOS, box=box))
+    data = view.encode(pixels, header.metadata.icc)
+    return RenderedTile(data, 0, 0, math.nan, cached=False, from_lr=True)

@@ -3,7 +3,8 @@ IIIF info.json) and an index of the archive's images.
 
 OpenSeadragon (BSD-3-Clause, static/openseadragon/LICENSE.txt) ships with the package under
 static/openseadragon/, so the pages need nothing from the internet. Every string from the
-archive goes through `esc`, and into the page's script through `js`.
+archive goes through `esc`, and into the page's script through `js`. Links are paths from the
+app's root (`root`: "/", or the route prefix), never URLs built from the request's Host.
 """
 
 from __future__ import annotations
@@ -53,33 +54,35 @@ def head(title: str) -> str:
     )
 
 
-def viewer_page(base_url: str, rel_path: str, width: int, height: int) -> str:
-    """The viewer of image `rel_path` (width x height HR pixels); `base_url` ends with "/"."""
-    info = f"{base_url}iiif/{image_id(rel_path)}/info.json"
+def viewer_page(root: str, rel_path: str, width: int, height: int) -> str:
+    """The viewer of image `rel_path` (width x height HR pixels); `root`, the app's root path,
+    ends with "/"."""
+    info = f"{root}iiif/{image_id(rel_path)}/info.json"
     options = {
         "id": "viewer",
-        "prefixUrl": f"{base_url}static/openseadragon/images/",
+        "prefixUrl": f"{root}static/openseadragon/images/",
         "tileSources": info,
         "showNavigator": True,
         "maxZoomPixelRatio": 2,
     }
     return (
         f"{head(f'{rel_path} — tadm')}<body>"
-        f'<header><a href="{esc(base_url)}view/">images</a>'
+        f'<header><a href="{esc(root)}view/">images</a>'
         f"<h1>{esc(rel_path)}</h1><span>{width} × {height}</span>"
         f'<a href="{esc(info)}">info.json</a></header>'
         f'<div id="viewer"></div>'
-        f'<script src="{esc(base_url)}static/openseadragon/openseadragon.min.js"></script>'
+        f'<script src="{esc(root)}static/openseadragon/openseadragon.min.js"></script>'
         f"<script>OpenSeadragon({js(options)});</script></body></html>\n"
     )
 
 
-def index_page(base_url: str, rel_paths: list[str], page: int) -> str:
-    """Page `page` (1-based) of the list of images, PAGE_SIZE a page."""
+def index_page(root: str, rel_paths: list[str], page: int) -> str:
+    """Page `page` (1-based) of the list of images, PAGE_SIZE a page; `root`, the app's root
+    path, ends with "/"."""
     pages = max(1, -(-len(rel_paths) // PAGE_SIZE))
     shown = rel_paths[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
     items = "".join(
-        f'<li><a href="{esc(base_url)}view/{esc(image_id(p))}">{esc(p)}</a></li>' for p in shown
+        f'<li><a href="{esc(root)}view/{esc(image_id(p))}">{esc(p)}</a></li>' for p in shown
     )
     nav = []
     if page > 1:

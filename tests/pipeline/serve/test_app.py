@@ -395,7 +395,7 @@ def test_http_lr_files_over_the_pixel_limit_are_json_413(server, archive, servic
 def test_http_post_is_405(server):
     _, port = server
     status, headers, _ = get(port, tile_path("a.png", 0, 0, 8, 8), method="POST")
-    assert status == 405 and headers["allow"] == "GET"
+    assert status == 405 and headers["allow"] == "GET, HEAD"
 
 
 def test_parallel_clients(server, restored):

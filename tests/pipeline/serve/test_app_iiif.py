@@ -18,7 +18,16 @@ import pytest
 from conftest import encode, photo, run_cli, write_tree
 from PIL import Image
 
-from pipeline.serve.app import APP_NAME, TileAppArgs, build_app, wait_healthy
+from pipeline.format import decode_lr_png
+from pipeline.serve.app import (
+    APP_NAME,
+    IIIF_JSON_LD,
+    TileAppArgs,
+    build_app,
+    is_loopback,
+    listens_on_loopback,
+    wait_healthy,
+)
 from tadm import TADM
 
 LIMIT = 512 * 512  # max_region_pixels: big.png (768 x 512) is over it, its 512-tiles are not
@@ -32,11 +41,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def get(port: int, path: str, headers: dict[str, str] | None = None):
-    """(status, headers, body) of GET `path`, sent exactly as given."""
+def get(port: int, path: str, headers: dict[str, str] | None = None, method: str = "GET"):
+    """(status, headers, body) of `method` `path`, sent exactly as given."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=180)
     try:
-        conn.request("GET", path, headers=headers or {})
+        conn.request(method, path, headers=headers or {})
         response = conn.getresponse()
         return response.status, dict(response.getheaders()), response.read()
     finally:
@@ -54,15 +63,19 @@ def resized(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def archive(ray_cluster, tiny_model, tmp_path_factory) -> Path:
+    """big.png and sub/b.jpg, and notes.txt kept as it is (--keep-failed): no LR."""
     root = tmp_path_factory.mktemp("iiif")
     src = write_tree(
         root / "src",
         {
             "big.png": encode(Image.fromarray(photo(768, 512, 40)), "PNG"),
             "sub/b.jpg": encode(Image.fromarray(photo(48, 40, 41)), "JPEG", quality=95),
+            "notes.txt": b"not an image",
         },
     )
-    assert run_cli("archive", src, root / "archive", "--model", tiny_model) == 0
+    args = ("--model", tiny_model, "--keep-failed")
+    assert run_cli("archive", src, root / "archive", *args) == 0
+    assert (root / "archive" / "kept" / "notes.txt").is_file()
     return root / "archive"
 
 
@@ -111,14 +124,14 @@ def test_info_json(port):
     info = json.loads(body)
     assert info["id"] == f"http://127.0.0.1:{port}/iiif/big.png"
     assert (info["width"], info["height"], info["profile"]) == (768, 512, "level1")
-    assert info["tiles"] == [{"width": 512, "scaleFactors": [1]}]
-    assert "sizes" not in info  # the whole image is over LIMIT
+    assert info["tiles"] == [{"width": 512, "scaleFactors": [1, 16]}]  # 16: from the LR
+    assert info["sizes"] == [{"width": 48, "height": 32}]  # the LR's; the image is over LIMIT
 
     _, headers, body = get(port, "/iiif/sub%2Fb.jpg/info.json", {"Accept": "application/ld+json"})
     assert headers["content-type"].startswith("application/ld+json;profile=")
     info = json.loads(body)
     assert info["id"] == f"http://127.0.0.1:{port}/iiif/sub%2Fb.jpg"
-    assert info["sizes"] == [{"width": 48, "height": 40}]
+    assert info["sizes"] == [{"width": 3, "height": 3}, {"width": 48, "height": 40}]
 
     status, headers, _ = iiif(port, "sub%2Fb.jpg")
     assert status == 303 and headers["location"] == f"{info['id']}/info.json"
@@ -139,7 +152,24 @@ def test_iiif_tiles_equal_the_tile_endpoint(port):
     assert np.array_equal(turned, np.rot90(tile(port, "sub/b.jpg", 0, 0, 48, 40)[:, ::-1], -1))
     status, headers, body = iiif(port, "sub%2Fb.jpg/full/!24,24/0/default.jpg")
     assert status == 200 and headers["content-type"] == "image/jpeg"
-    assert pixels(body).shape == (20, 24, 3)
+    assert pixels(body).shape == (20, 24, 3) and headers["x-tadm-source"] == "model"
+
+
+def test_thumbnails_and_zoomed_out_tiles_come_from_the_lr(port, archive):
+    """big.png is over LIMIT: restoring it whole is 413, but its LR (48 x 32) gives sizes up
+    to its own, whatever the region."""
+    lr, _ = decode_lr_png((archive / "lr" / "big.png.png").read_bytes())
+    image = Image.fromarray(lr)
+    for path, size, box in [
+        ("full/!40,40/0/default.png", (40, 27), (0, 0, 48, 32)),
+        ("full/48,32/0/default.png", (48, 32), (0, 0, 48, 32)),  # info.json's sizes
+        ("512,0,256,512/16,32/0/default.png", (16, 32), (32, 0, 48, 32)),
+    ]:
+        status, headers, body = iiif(port, f"big.png/{path}")
+        assert status == 200 and headers["x-tadm-source"] == "lr", body
+        expected = image.resize(size, Image.Resampling.LANCZOS, box=box)
+        assert np.array_equal(pixels(body), np.asarray(expected))
+    assert iiif(port, "big.png/full/49,/0/default.png")[0] == 413  # over the LR: restored
 
 
 @pytest.mark.parametrize(
@@ -154,6 +184,8 @@ def test_iiif_tiles_equal_the_tile_endpoint(port):
         ("big.png/0,0,64,64/max/0/gray.png", 501),
         ("big.png/0,0,64,64/max/0/default.tif", 501),
         ("big.png/0,0,64,64/max/0/default", 400),
+        ("big.png/full/^16384,1/0/default.webp", 400),  # over WebP's 16383 pixels a side
+        ("big.png/full/^65501,1/0/default.jpg", 400),  # over JPEG's 65500
         ("missing.png/info.json", 404),
         ("missing.png/full/max/0/default.png", 404),
         ("..%2Foutside.png/info.json", 400),
@@ -177,14 +209,137 @@ def test_openapi_docs(port):
     assert (schema["type"], schema["minimum"], schema["description"]) == ("integer", 0, "HR pixels")
 
 
-def test_index_page_links_every_image(port):
+def test_index_page_links_every_image_with_an_lr(port):
     status, headers, body = get(port, "/view/")
     assert status == 200 and headers["content-type"].startswith("text/html")
     page = body.decode()
-    assert f'href="http://127.0.0.1:{port}/view/big.png"' in page
-    assert "/view/sub%2Fb.jpg" in page and "2 images" in page
+    assert 'href="/view/big.png"' in page and 'href="/view/sub%2Fb.jpg"' in page
+    assert "2 images" in page and "notes.txt" not in page  # kept as it is: no LR to view
     assert get(port, "/view/?page=2")[0] == 404
     assert get(port, "/view/missing.png")[0] == 404
+
+
+def test_index_page_of_an_unreadable_manifest_is_503(port, archive):
+    junk = archive / "manifest" / "part-zzz.parquet"
+    junk.write_bytes(b"not parquet")
+    try:
+        status, headers, body = get(port, "/view/")
+    finally:
+        junk.unlink()
+    assert status == 503 and headers["content-type"] == "application/json"
+    message = json.loads(body)["error"]
+    assert "ARCHIVE/manifest/part-zzz.parquet cannot be read" in message
+    assert str(archive) not in message
+
+
+def test_viewer_page_links_with_paths(port):
+    status, _, body = get(port, "/view/big.png")
+    page = body.decode()
+    assert status == 200 and "http://" not in page
+    assert '<script src="/static/openseadragon/openseadragon.min.js">' in page
+
+
+# ---- HEAD, CORS preflight, Host ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/healthz",
+        "/tile/sub/b.jpg?x=0&y=0&w=8&h=8",
+        "/iiif/big.png/info.json",
+        "/iiif/big.png/full/!40,40/0/default.jpg",
+        "/view/",
+        "/view/big.png",
+        "/static/openseadragon/openseadragon.min.js",
+        "/openapi.json",
+        "/nope",
+    ],
+)
+def test_head_answers_as_get_without_the_body(port, path):
+    status, headers, body = get(port, path, method="HEAD")
+    got, got_headers, got_body = get(port, path)
+    assert (status, body) == (got, b"")
+    assert headers["content-type"] == got_headers["content-type"]
+    if path != "/healthz":  # its answer counts the requests
+        assert int(headers["content-length"]) == len(got_body)
+
+
+def test_a_cors_preflight_under_iiif_is_answered(port):
+    """What a browser sends before a cross-origin GET of info.json with IIIF's Accept."""
+    preflight = {
+        "Origin": "https://viewer.example",
+        "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "accept",
+    }
+    status, headers, body = get(port, "/iiif/big.png/info.json", preflight, "OPTIONS")
+    assert (status, body) == (204, b"")
+    assert headers["access-control-allow-origin"] == "*"
+    assert headers["access-control-allow-methods"] == "GET, HEAD, OPTIONS"
+    assert headers["access-control-allow-headers"] == "accept"
+    request = {"Origin": "https://viewer.example", "Accept": IIIF_JSON_LD}
+    status, headers, _ = get(port, "/iiif/big.png/info.json", request)
+    assert status == 200 and headers["access-control-allow-origin"] == "*"
+    assert headers["content-type"] == IIIF_JSON_LD
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers"),
+    [
+        ("OPTIONS", "/iiif/big.png/info.json", {}),  # not a preflight
+        ("OPTIONS", "/view/", {"Origin": "https://x", "Access-Control-Request-Method": "GET"}),
+        ("POST", "/iiif/big.png/info.json", {}),
+        ("PUT", "/view/", {}),
+        ("DELETE", "/tile/sub/b.jpg?x=0&y=0&w=8&h=8", {}),
+    ],
+)
+def test_other_methods_are_405(port, method, path, headers):
+    status, answer, body = get(port, path, headers, method)
+    assert status == 405 and answer["allow"] == "GET, HEAD"
+    assert method in json.loads(body)["error"]
+
+
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [
+        ("evil.example:1337", 400),  # DNS rebinding: a page of evil.example, on loopback
+        ("evil.example", 400),
+        ("127.0.0.1.evil.example", 400),
+        ("localhost.evil.example:{port}", 400),
+        ("", 400),
+        ("localhost:{port}", 200),
+        ("LOCALHOST", 200),
+        ("127.0.0.1:{port}", 200),
+        ("[::1]:{port}", 200),
+    ],
+)
+def test_on_loopback_only_loopback_host_names_are_answered(port, host, status):
+    for path in ("/view/big.png", "/iiif/big.png/info.json", "/healthz"):
+        got, _, body = get(port, path, {"Host": host.format(port=port)})
+        assert got == status, body
+        if status == 400:
+            assert "is not a loopback name" in json.loads(body)["error"]
+
+
+def test_the_app_knows_serve_listens_on_loopback(port):
+    assert listens_on_loopback()  # serve.start(http_options={"host": "127.0.0.1", ...})
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.2", True),
+        ("::1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),  # deploy/serve/tadm-tiles.yaml, KubeRay
+        ("::", False),
+        ("192.168.1.5", False),
+        ("tiles.example", False),
+    ],
+)
+def test_which_addresses_are_loopback(host, loopback):
+    assert is_loopback(host) is loopback
 
 
 # ---- the viewer in a browser -----------------------------------------------------------------

@@ -12,6 +12,7 @@ from PIL import Image
 from pipeline.format import Region
 from pipeline.serve.iiif import (
     info_json,
+    lr_sizes,
     parse_quality_format,
     parse_region,
     parse_rotation,
@@ -22,6 +23,7 @@ from pipeline.serve.iiif import (
 from pipeline.serve.tiles import TileError, View
 
 W, H = 300, 200  # the image of the region tests
+SCALE = 16  # of the archive, in the view and info.json tests
 
 
 def status(call, *args) -> int:
@@ -204,8 +206,58 @@ def test_unsupported_and_bad_quality_or_format(text, code):
 
 
 def test_a_view_of_an_image_request():
-    view = parse_view("pct:50,0,50,100", "!75,75", "!90", "color.jpg", 300, 200, 10_000)
+    view = parse_view("pct:50,0,50,100", "!75,75", "!90", "color.jpg", 300, 200, 10_000, SCALE)
     assert view == View(Region(150, 0, 150, 200), (56, 75), True, 90, "jpeg")
+
+
+@pytest.mark.parametrize(
+    ("region", "size", "from_lr"),
+    [
+        ("full", "!200,200", True),  # 200 x 133 of a 375 x 250 LR
+        ("full", ",100", True),
+        ("full", "375,", True),  # the LR's own size
+        ("full", "376,", False),
+        ("full", "375,251", False),
+        ("pct:0,0,50,50", "max", False),
+        ("0,0,4096,4096", "256,", True),  # a 256-tile at scale factor 16
+        ("0,0,2048,2048", "256,", False),  # at 8: restored
+        ("4096,0,1904,4000", "119,250", True),  # the last 256-tile of factor 16
+        ("0,0,17,17", "^2,2", True),  # ceil(17 / 16) = 2
+        ("0,0,16,16", "^2,2", False),
+    ],
+)
+def test_views_no_larger_than_the_lr_resolution_are_made_from_the_lr(region, size, from_lr):
+    view = parse_view(region, size, "0", "default.jpg", 6000, 4000, 4096 * 4096, SCALE)
+    assert view.from_lr is from_lr
+
+
+@pytest.mark.parametrize(
+    ("size", "quality_format", "limit"),
+    [
+        ("^16384,100", "default.webp", "WEBP limit of 16383"),
+        ("^100,16384", "default.webp", "WEBP limit of 16383"),
+        ("^65501,1", "default.jpg", "JPEG limit of 65500"),
+        ("^65535,1", "default.jpg", "JPEG limit of 65500"),
+        ("^1,65501", "color.jpg", "JPEG limit of 65500"),
+    ],
+)
+def test_sizes_over_the_encoders_limit_are_400(size, quality_format, limit):
+    with pytest.raises(TileError) as e:
+        parse_view("full", size, "0", quality_format, 300, 200, 10**8, SCALE)
+    assert e.value.status == 400 and limit in e.value.message
+
+
+@pytest.mark.parametrize(
+    ("size", "image_format"),
+    [((16383, 1), "webp"), ((1, 65500), "jpeg"), ((70000, 1), "png")],
+)
+def test_the_largest_sizes_allowed_encode(size, image_format):
+    w, h = size
+    text = f"^{w},{h}"
+    extension = {"jpeg": "jpg"}.get(image_format, image_format)
+    view = parse_view("0,0,1,1", text, "0", f"default.{extension}", 300, 200, 10**8, SCALE)
+    with Image.open(io.BytesIO(view.finish(photo(1, 1)))) as img:
+        assert img.size == size
 
 
 @pytest.mark.parametrize(
@@ -219,42 +271,56 @@ def test_a_view_of_an_image_request():
     ],
 )
 def test_bad_view_requests(request_, code):
-    assert status(parse_view, *request_, 300, 200, 100_000) == code
+    assert status(parse_view, *request_, 300, 200, 100_000, SCALE) == code
 
 
 # ---- info.json -------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("size", "limit", "tile", "factors"),
+    ("size", "limit", "scale", "tile", "factors"),
     [
-        ((4000, 3000), 4096 * 4096, 512, [1, 2, 4, 8]),  # one 512 tile covers it at 1/8
-        ((300, 200), 4096 * 4096, 512, [1]),
-        ((5000, 100), 2048 * 2048, 512, [1, 2, 4]),  # a 4096 region would be over the limit
-        ((5000, 100), 10_000, 64, [1]),  # tiles shrink to fit the limit
-        ((600, 400), 1, 1, [1]),
+        ((4000, 3000), 4096 * 4096, 16, 512, [1, 2, 4, 8, 16]),  # one tile covers it at 1/8
+        ((6000, 4000), 4096 * 4096, 16, 512, [1, 2, 4, 8, 16]),
+        ((6000, 4000), 4096 * 4096, 32, 512, [1, 2, 4, 8, 32]),  # 16: 8192-pixel regions
+        ((20000, 500), 4096 * 4096, 16, 512, [1, 2, 4, 8, 16, 32, 64]),  # LR tiles to 1/64
+        ((300, 200), 4096 * 4096, 16, 512, [1, 16]),
+        ((5000, 100), 2048 * 2048, 16, 512, [1, 2, 4, 16]),  # 4096 regions over the limit
+        ((5000, 100), 10_000, 16, 64, [1, 16, 32, 64, 128]),  # tiles shrink to fit the limit
+        ((600, 400), 1, 16, 1, [1, 16, 32, 64, 128, 256, 512, 1024]),
     ],
 )
-def test_tiling(size, limit, tile, factors):
-    assert tiling(*size, limit) == (tile, factors)
+def test_tiling(size, limit, scale, tile, factors):
+    assert tiling(*size, limit, scale) == (tile, factors)
+
+
+def test_lr_sizes_halve_down_to_a_tile():
+    assert lr_sizes(6000, 4000, 16, 512) == [(375, 250)]
+    assert lr_sizes(30000, 20000, 16, 512) == [(1875, 1250), (938, 625), (469, 313)]
 
 
 def test_info_json():
-    info = info_json("http://h:1/iiif/a%2Fb.jpg", 1000, 600, 1024 * 1024)
+    info = info_json("http://h:1/iiif/a%2Fb.jpg", 1000, 600, 1024 * 1024, SCALE)
     assert info["@context"] == "http://iiif.io/api/image/3/context.json"
     assert (info["id"], info["type"]) == ("http://h:1/iiif/a%2Fb.jpg", "ImageService3")
     assert info["protocol"] == "http://iiif.io/api/image" and info["profile"] == "level1"
     assert (info["width"], info["height"]) == (1000, 600)
-    assert info["tiles"] == [{"width": 512, "scaleFactors": [1, 2]}]
-    # the whole image at each scale factor, rounded up as OpenSeadragon computes its levels
-    assert info["sizes"] == [{"width": 500, "height": 300}, {"width": 1000, "height": 600}]
+    assert info["tiles"] == [{"width": 512, "scaleFactors": [1, 2, 16]}]
+    # the LR's size, then the whole image at each restored scale factor, rounded up as
+    # OpenSeadragon computes its levels
+    assert info["sizes"] == [
+        {"width": 63, "height": 38},
+        {"width": 500, "height": 300},
+        {"width": 1000, "height": 600},
+    ]
     assert set(info["extraFeatures"]) >= {"regionByPct", "sizeByPct", "sizeByConfinedWh"}
     assert info["extraFormats"] == ["png", "webp"] and info["extraQualities"] == ["color"]
 
 
-def test_info_json_offers_no_sizes_when_the_whole_image_is_over_the_limit():
-    info = info_json("http://h/iiif/x", 2000, 1000, 1024 * 1024)
-    assert "sizes" not in info and info["tiles"] == [{"width": 512, "scaleFactors": [1, 2]}]
+def test_info_json_offers_the_lr_sizes_when_the_whole_image_is_over_the_limit():
+    info = info_json("http://h/iiif/x", 6000, 4000, 4096 * 4096, SCALE)
+    assert info["sizes"] == [{"width": 375, "height": 250}]
+    assert info["tiles"] == [{"width": 512, "scaleFactors": [1, 2, 4, 8, 16]}]
 
 
 # ---- View.finish -----------------------------------------------------------------------------

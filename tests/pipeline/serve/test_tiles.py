@@ -1,29 +1,99 @@
-"""TileService without Ray: a tile carries its image's ICC profile."""
+"""TileService without Ray: a tile carries its image's ICC profile; views no larger than the
+LR are made from it; the list of images."""
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 from conftest import display_p3_icc, photo
 from PIL import Image
 
 from pipeline.format import LrHeader, Metadata, encode_lr_png
-from pipeline.serve.tiles import TileService
+from pipeline.serve.iiif import parse_view
+from pipeline.serve.tiles import TileError, TileService
 from tadm import TADM
+
+LIMIT = 10_000  # max_region_pixels of the services
+
+
+def decode(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def add_lr(archive: Path, rel_path: str, lr: np.ndarray, header: LrHeader) -> None:
+    path = archive / "lr" / f"{rel_path}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode_lr_png(lr, header))
+
+
+def service(archive: Path, model: str) -> TileService:
+    return TileService(str(archive), model, {}, LIMIT, 2**20, torch.device("cpu"))
 
 
 def test_png_tiles_carry_the_icc_profile(tiny_model: str, tmp_path: Path):
     model_id = TADM.from_pretrained(tiny_model).model_id
     lr = photo(4, 3)  # of a 64 x 48 image
     for name, metadata in (("p3.png", Metadata(icc=display_p3_icc())), ("plain.png", Metadata())):
-        header = LrHeader(64, 48, 16, model_id, metadata)
-        (tmp_path / "lr").mkdir(exist_ok=True)
-        (tmp_path / "lr" / f"{name}.png").write_bytes(encode_lr_png(lr, header))
-    service = TileService(str(tmp_path), tiny_model, {}, 10_000, 2**20, torch.device("cpu"))
+        add_lr(tmp_path, name, lr, LrHeader(64, 48, 16, model_id, metadata))
+    tiles = service(tmp_path, tiny_model)
     region = [("x", "8"), ("y", "8"), ("w", "32"), ("h", "24")]
-    with Image.open(io.BytesIO(service.tile("p3.png", region).data)) as img:
+    with Image.open(io.BytesIO(tiles.tile("p3.png", region).data)) as img:
         assert img.size == (32, 24) and img.info["icc_profile"] == display_p3_icc()
-    with Image.open(io.BytesIO(service.tile("plain.png", region).data)) as img:
+    with Image.open(io.BytesIO(tiles.tile("plain.png", region).data)) as img:
         assert "icc_profile" not in img.info
+
+
+def test_views_no_larger_than_the_lr_are_its_pixels_resized(tiny_model, tmp_path, monkeypatch):
+    """A 1600 x 1200 image (160 times max_region_pixels): thumbnails and zoomed-out tiles come
+    from its 100 x 75 LR, resized with Lanczos, without the model."""
+    model_id = TADM.from_pretrained(tiny_model).model_id
+    lr = photo(100, 75, 5)
+    add_lr(tmp_path, "big.png", lr, LrHeader(1600, 1200, 16, model_id))
+    tiles = service(tmp_path, tiny_model)
+    monkeypatch.setattr(tiles.model, "upscale", None)  # any model call fails
+    image = Image.fromarray(lr)
+    for region, size, box in [
+        ("full", "!50,50", (0, 0, 100, 75)),
+        ("0,0,400,400", "40,", None),  # over the LR's 25 x 25: restored, over the limit
+        ("0,0,512,512", "32,", (0, 0, 32, 32)),  # a tile at scale factor 16
+        ("1024,1024,576,176", "36,11", (64, 64, 100, 75)),  # the last one
+        ("40,24,100,80", "7,5", (2.5, 1.5, 8.75, 6.5)),  # between LR pixels
+    ]:
+        view = parse_view(region, size, "0", "default.png", 1600, 1200, LIMIT, 16)
+        if box is None:
+            with pytest.raises(TileError) as e:
+                tiles.view("big.png", view)
+            assert e.value.status == 413
+            continue
+        tile = tiles.view("big.png", view)
+        assert tile.from_lr and (tile.tiles_run, tile.tiles_total) == (0, 0)
+        expected = image.resize(view.size, Image.Resampling.LANCZOS, box=box)
+        assert np.array_equal(decode(tile.data), np.asarray(expected))
+
+
+def test_the_image_list_has_the_images_with_an_lr(tiny_model, tmp_path):
+    model_id = TADM.from_pretrained(tiny_model).model_id
+    for rel_path in ("b.png", "a/c.jpg"):
+        add_lr(tmp_path, rel_path, photo(4, 3), LrHeader(64, 48, 16, model_id))
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "notes.txt").write_text("kept as it is: no LR")
+    tiles = service(tmp_path, tiny_model)
+    assert tiles.images() == ["a/c.jpg", "b.png"]
+    assert tiles.view("b.png", parse_view("full", "4,", "0", "default.png", 64, 48, LIMIT, 16))
+
+
+def test_an_unreadable_manifest_makes_the_image_list_503(tiny_model, tmp_path):
+    model_id = TADM.from_pretrained(tiny_model).model_id
+    add_lr(tmp_path, "b.png", photo(4, 3), LrHeader(64, 48, 16, model_id))
+    (tmp_path / "manifest").mkdir()
+    (tmp_path / "manifest" / "part-zzz.parquet").write_bytes(b"not parquet")
+    with pytest.raises(TileError) as e:
+        service(tmp_path, tiny_model).images()
+    assert e.value.status == 503
+    assert "manifest part ARCHIVE/manifest/part-zzz.parquet cannot be read" in e.value.message
+    assert str(tmp_path) not in e.value.message  # where the archive is goes to the log only
