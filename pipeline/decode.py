@@ -7,6 +7,7 @@ EXIF, ICC profile and XMP come along (Metadata), for the LR PNG to carry.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import re
@@ -20,7 +21,16 @@ import pillow_heif
 import pillow_jxl  # noqa: F401  (registers Pillow's JPEG XL plugin)
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from pipeline.format import MAX_PIXELS, XMP_KEY, Metadata, check_rel_path
+from pipeline.format import (
+    COMMENT_KEY,
+    MAX_PIXELS,
+    METADATA_FIELDS,
+    PHOTOSHOP_HEADER,
+    PHOTOSHOP_KEY,
+    XMP_KEY,
+    Metadata,
+    check_rel_path,
+)
 from pipeline.rows import NO_PIXELS, error_kind, error_text, to_batch, to_rows
 from pipeline.sources import IMAGE_EXTENSIONS
 
@@ -89,13 +99,17 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Decoded:
         orientation = img.getexif().get(EXIF_ORIENTATION, 1)
         tagged = orientation_tagged(img)
         img.load()
-        metadata, dropped = source_metadata(img), not_carried(img)
+        metadata = source_metadata(img)
+        dropped = not_carried(img, metadata)
         if orientation in range(2, 9):
             img = ImageOps.exif_transpose(img)  # turns only what load() has not
             steps.append(f"{'EXIF' if tagged else 'XMP'} orientation {orientation} applied")
         img, metadata, icc_note = match_profile(img, metadata)
+        metadata, over = metadata.over_limits()
+        dropped += over
         rgb, converted = to_rgb(img, sixteen_bit)
-        steps += [note for note in (converted, icc_note, dropped) if note]
+        uncarried = f"not carried: {', '.join(dropped)}" if dropped else None
+        steps += [note for note in (converted, icc_note, uncarried) if note]
     except Image.DecompressionBombError:  # Pillow's own check, at twice its limit, came first
         size = claimed_size(data)
         if size and size[0] * size[1] > max_pixels:
@@ -112,30 +126,27 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Decoded:
     return Decoded(pixels=rgb, conversion="; ".join(steps) or None, metadata=metadata)
 
 
-def not_carried(img: Image.Image) -> str | None:
-    """What the source holds beside its pixels that neither the LR nor a restore carries (only
-    EXIF, ICC and XMP travel): "not carried: IPTC/Photoshop (APP13), JPEG comment"; None when
-    nothing. `img` is the source as opened and loaded."""
+def not_carried(img: Image.Image, metadata: Metadata) -> list[str]:
+    """What the source holds beside its pixels that its `metadata` (source_metadata's) does not
+    carry, by kind: ["PNG text 'Author'"]. `img` is the source as opened and loaded."""
     kinds = []
     if img.format in ("JPEG", "MPO"):
-        markers = {marker for marker, _ in getattr(img, "applist", [])}
-        if "APP13" in markers:
-            kinds.append("IPTC/Photoshop (APP13)")
-        if "COM" in markers:
-            kinds.append("JPEG comment")
+        segments = getattr(img, "applist", [])
+        if any(m == "APP13" and not d.startswith(PHOTOSHOP_HEADER) for m, d in segments):
+            kinds.append("APP13 segment that is no Photoshop 3.0 block")
     elif img.format == "PNG":
-        keys = sorted(k for k in getattr(img, "text", {}) if k != XMP_KEY)
+        carried = {XMP_KEY: metadata.xmp, PHOTOSHOP_KEY: metadata.photoshop}
+        carried[COMMENT_KEY] = metadata.comment
+        keys = sorted(k for k in getattr(img, "text", {}) if not carried.get(k))
         if keys:
             listed = ", ".join(repr(k) for k in keys[:5])
             more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
             kinds.append(f"PNG text {listed}{more}")
-    elif img.format == "GIF" and img.info.get("comment"):
-        kinds.append("GIF comment")
     elif img.format == "TIFF":
         tags = [name for tag, name in TIFF_DESCRIPTIVE_TAGS.items() if tag in img.tag_v2]
         if tags:
             kinds.append(f"TIFF tags {', '.join(tags)}")
-    return f"not carried: {', '.join(kinds)}" if kinds else None
+    return kinds
 
 
 def orientation_tagged(img: Image.Image) -> bool:
@@ -150,7 +161,9 @@ def orientation_tagged(img: Image.Image) -> bool:
 
 def source_metadata(img: Image.Image) -> Metadata:
     """The EXIF, ICC profile and XMP of a source, orientation set to 1 (the pixels archived
-    are turned already); an EXIF that is no TIFF structure is left out."""
+    are turned already; an EXIF that is no TIFF structure is left out); a JPEG's Photoshop
+    image resources (its APP13 segments joined) and comment, a GIF's comment, a PNG's
+    Photoshop and Comment text."""
     info = dict(img.info)
     if img.format == "TIFF":
         # A TIFF's EXIF is its own header, not a block to carry. Its XMP comes from its tag,
@@ -161,7 +174,21 @@ def source_metadata(img: Image.Image) -> Metadata:
     metadata = Metadata.from_info(info)
     exif = metadata.exif and reset_exif_orientation(metadata.exif)
     xmp = metadata.xmp and XMP_ORIENTATION.sub(rb"\g<1>1", metadata.xmp)
-    return Metadata(exif=exif, icc=metadata.icc, xmp=xmp)
+    metadata = dataclasses.replace(metadata, exif=exif, xmp=xmp)
+    if img.format in ("JPEG", "MPO"):
+        segments = getattr(img, "applist", [])
+        photoshop = b"".join(
+            data[len(PHOTOSHOP_HEADER) :]
+            for marker, data in segments
+            if marker == "APP13" and data.startswith(PHOTOSHOP_HEADER)
+        )
+        comment = b"\n".join(data for marker, data in segments if marker == "COM")
+        metadata = dataclasses.replace(
+            metadata, photoshop=photoshop or None, comment=comment or None
+        )
+    elif img.format == "GIF":
+        metadata = dataclasses.replace(metadata, comment=img.info.get("comment") or None)
+    return metadata
 
 
 def reset_exif_orientation(exif: bytes) -> bytes | None:
@@ -209,7 +236,7 @@ def match_profile(img: Image.Image, metadata: Metadata) -> tuple[Image.Image, Me
 
 def replace_icc(metadata: Metadata) -> Metadata:
     """`metadata` without its ICC profile."""
-    return Metadata(exif=metadata.exif, xmp=metadata.xmp)
+    return dataclasses.replace(metadata, icc=None)
 
 
 def claimed_size(data: bytes) -> tuple[int, int] | None:
@@ -306,7 +333,7 @@ def decode_batch(
             "outputs": source.get("outputs") or "",
             "pixels": NO_PIXELS,
             "source_data": data if keep else b"",
-            **{name: b"" for name in METADATA_COLUMNS},
+            **Metadata().row(),
         }
         try:
             check_rel_path(row["rel_path"])
@@ -319,7 +346,7 @@ def decode_batch(
             height, width = decoded.pixels.shape[:2]
             row.update(width=width, height=height, conversion=decoded.conversion)
             m = decoded.metadata
-            row.update(metadata=m.names, exif=m.exif or b"", icc=m.icc or b"", xmp=m.xmp or b"")
+            row.update(metadata=m.names, **m.row())
             if width < scale or height < scale:
                 raise ValueError(f"image is {width}x{height}, smaller than the scale {scale}")
             row["pixels"] = decoded.pixels
@@ -329,8 +356,6 @@ def decode_batch(
         rows.append(row)
     return to_batch(rows, DECODE_COLUMNS)
 
-
-METADATA_COLUMNS = ("exif", "icc", "xmp")  # a row's Metadata, b"" for none
 
 DECODE_COLUMNS = (
     "source_uri",
@@ -343,7 +368,7 @@ DECODE_COLUMNS = (
     "source_sha256",
     "conversion",
     "metadata",
-    *METADATA_COLUMNS,
+    *METADATA_FIELDS,  # a row's Metadata, b"" for none
     "source_data",
     "source_mtime",
     "source_etag",

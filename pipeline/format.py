@@ -13,6 +13,7 @@ each other.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import re
@@ -131,19 +132,23 @@ def output_key(rel_path: str, image_format: str) -> str:
 
 def encode_output(pixels: np.ndarray, image_format: str, metadata: Metadata | None = None) -> bytes:
     """(H, W, 3) uint8 -> the bytes of a restored image in one of OUTPUT_FORMATS, carrying
-    `metadata` (EXIF, ICC profile, XMP) where given."""
+    what the format holds of `metadata` (held_by) where given."""
     out = io.BytesIO()
     options: dict = {} if image_format == "png" else {"quality": QUALITY}
-    metadata = metadata or Metadata()
+    metadata = held_by(metadata or Metadata(), image_format)
     if metadata.icc:
         options["icc_profile"] = metadata.icc
     if metadata.exif:  # JPEG's APP1 segment starts with "Exif\0\0"; PNG and WebP take either
         options["exif"] = EXIF_HEADER + metadata.exif
-    if metadata.xmp and image_format == "png":
-        options["pnginfo"] = xmp_chunk(metadata.xmp)
+    if image_format == "png":
+        options["pnginfo"] = metadata.png_chunks()
     elif metadata.xmp:
         options["xmp"] = metadata.xmp
+    if image_format == "jpeg" and metadata.comment:
+        options["comment"] = metadata.comment
     Image.fromarray(pixels).save(out, format=image_format.upper(), **options)
+    if image_format == "jpeg" and metadata.photoshop:
+        return with_app13(out.getvalue(), metadata.photoshop)
     return out.getvalue()
 
 
@@ -222,40 +227,159 @@ RESTORE_SCHEMA = pa.schema(
 
 EXIF_HEADER = b"Exif\x00\x00"  # before the TIFF structure in JPEG's APP1 and Pillow's info
 XMP_KEY = "XML:com.adobe.xmp"  # the iTXt keyword of XMP in PNG
+PHOTOSHOP_HEADER = b"Photoshop 3.0\x00"  # before the image resources in a JPEG's APP13
+# The zTXt keyword of Photoshop image resources in PNG (ImageMagick's; ExifTool reads it)
+PHOTOSHOP_KEY = "Raw profile type 8bim"
+COMMENT_KEY = "Comment"  # PNG's keyword for a comment
+APP13_PAYLOAD = 65533 - len(PHOTOSHOP_HEADER)  # resource bytes one APP13 segment holds
+METADATA_FIELDS = ("exif", "icc", "xmp", "photoshop", "comment")
+# The most bytes of a block an LR carries, so that every LR reads back: Pillow reads at most
+# 1 MiB of one compressed PNG chunk (PngImagePlugin.MAX_TEXT_CHUNK), and Photoshop resources go
+# in hex (2 characters a byte); a comment is what one JPEG COM segment holds.
+CARRY_LIMITS = {"icc": 1_000_000, "photoshop": 500_000, "comment": 65533}
+RAW_PROFILE = re.compile(r"\s*\S+\s+([0-9]{1,9})\s+([0-9a-fA-F\s]*)")
 
 
 @dataclass(frozen=True)
 class Metadata:
-    """What a source image carries beside its pixels, kept in its LR PNG (eXIf, iCCP, iTXt
-    XML:com.adobe.xmp chunks) and written back into restored files. None where absent."""
+    """What a source image carries beside its pixels, kept in its LR PNG and written back into
+    restored files: the eXIf, iCCP and iTXt XML:com.adobe.xmp chunks; Photoshop image
+    resources (IPTC among them) and the comment in zTXt chunks (PHOTOSHOP_KEY, COMMENT_KEY).
+    None where absent."""
 
     exif: bytes | None = None  # the TIFF structure ("II*\0..." or "MM\0*..."), orientation 1
     icc: bytes | None = None  # ICC profile of the pixels as stored
     xmp: bytes | None = None  # XMP packet (XML), orientation 1
+    photoshop: bytes | None = None  # image resource blocks ("8BIM...") of a JPEG's APP13
+    comment: bytes | None = None  # a JPEG's COM or a GIF's comment, byte for byte
 
     @property
     def names(self) -> str | None:
-        """ "exif,icc,xmp" for what there is, as the manifests' `metadata`; None for nothing."""
-        return ",".join(n for n in ("exif", "icc", "xmp") if getattr(self, n)) or None
+        """ "exif,icc,xmp,photoshop,comment" for what there is, as the manifests' `metadata`;
+        None for nothing."""
+        return ",".join(n for n in METADATA_FIELDS if getattr(self, n)) or None
 
     @classmethod
     def from_info(cls, info: dict) -> Metadata:
         """From a Pillow image's info: "exif" (with or without its "Exif\0\0"),
-        "icc_profile", "xmp"."""
+        "icc_profile", "xmp", and a PNG's PHOTOSHOP_KEY and COMMENT_KEY text."""
         exif = info.get("exif") or None
         if exif is not None and exif.startswith(EXIF_HEADER):
             exif = exif[len(EXIF_HEADER) :] or None
         xmp = info.get("xmp") or None
+        photoshop = info.get(PHOTOSHOP_KEY)
+        comment = info.get(COMMENT_KEY)
+        if isinstance(comment, str):  # iTXt is UTF-8; tEXt and zTXt are Latin-1, a byte each
+            comment = comment.encode(
+                "utf-8" if isinstance(comment, PngImagePlugin.iTXt) else "latin-1"
+            )
         return cls(
-            exif, info.get("icc_profile") or None, xmp.encode() if isinstance(xmp, str) else xmp
+            exif,
+            info.get("icc_profile") or None,
+            xmp.encode() if isinstance(xmp, str) else xmp,
+            photoshop=from_raw_profile(photoshop) if isinstance(photoshop, str) else None,
+            comment=comment or None,
         )
 
+    @classmethod
+    def from_row(cls, row: dict) -> Metadata:
+        """From a batch row's METADATA_FIELDS columns (b"" for none)."""
+        return cls(**{name: bytes(row[name]) or None for name in METADATA_FIELDS})
 
-def xmp_chunk(xmp: bytes) -> PngImagePlugin.PngInfo:
-    """PNG chunks holding `xmp` as an uncompressed iTXt, where XMP readers look for it."""
-    info = PngImagePlugin.PngInfo()
-    info.add_itxt(XMP_KEY, xmp.decode("utf-8", "replace"), zip=False)
-    return info
+    def row(self) -> dict[str, bytes]:
+        """The METADATA_FIELDS columns of a batch row (b"" for none)."""
+        return {name: getattr(self, name) or b"" for name in METADATA_FIELDS}
+
+    def png_chunks(self) -> PngImagePlugin.PngInfo:
+        """The PNG chunks of the XMP (uncompressed iTXt, where XMP readers look for it), the
+        Photoshop resources and the comment (zTXt); EXIF and ICC go through Pillow's options."""
+        info = PngImagePlugin.PngInfo()
+        if self.xmp:
+            info.add_itxt(XMP_KEY, self.xmp.decode("utf-8", "replace"), zip=False)
+        if self.photoshop:
+            info.add_text(PHOTOSHOP_KEY, raw_profile("8bim", self.photoshop), zip=True)
+        if self.comment:  # UTF-8 as readers expect it (iTXt); other bytes as Latin-1 (zTXt)
+            text = utf8_text(self.comment)
+            if text is not None:
+                info.add_itxt(COMMENT_KEY, text, zip=True)
+            else:
+                info.add_text(COMMENT_KEY, self.comment.decode("latin-1"), zip=True)
+        return info
+
+    def over_limits(self) -> tuple[Metadata, list[str]]:
+        """This metadata less its blocks over CARRY_LIMITS, and what they are ("Photoshop
+        resources of 612,000 bytes, over the 500,000 an LR carries")."""
+        over = {
+            name: len(getattr(self, name))
+            for name, limit in CARRY_LIMITS.items()
+            if getattr(self, name) and len(getattr(self, name)) > limit
+        }
+        kinds = [
+            f"{BLOCK_NAMES[name]} of {size:,} bytes, over the {CARRY_LIMITS[name]:,} an LR carries"
+            for name, size in over.items()
+        ]
+        return dataclasses.replace(self, **dict.fromkeys(over)), kinds
+
+
+BLOCK_NAMES = {"icc": "ICC profile", "photoshop": "Photoshop resources", "comment": "comment"}
+
+
+def held_by(metadata: Metadata, image_format: str) -> Metadata:
+    """What a file of `image_format` holds of `metadata`: PNG and JPEG all of it; WebP no
+    Photoshop resources and no comment (it has no place for them)."""
+    if image_format == "webp":
+        return dataclasses.replace(metadata, photoshop=None, comment=None)
+    return metadata
+
+
+def utf8_text(data: bytes) -> str | None:
+    """`data` as UTF-8 text, or None when it is not that (or holds a NUL, which PNG text may
+    not)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return None if "\x00" in text else text
+
+
+def raw_profile(name: str, data: bytes) -> str:
+    """ImageMagick's "Raw profile type" text: a line with the name, one with the length, then
+    the bytes in hex, 72 digits a line."""
+    digits = data.hex()
+    lines = "\n".join(digits[i : i + 72] for i in range(0, len(digits), 72))
+    return f"\n{name}\n{len(data):8d}\n{lines}\n"
+
+
+def from_raw_profile(text: str) -> bytes | None:
+    """The bytes of a "Raw profile type" text (name, byte count, hex digits); None when it is
+    not one, or its count is not its length."""
+    match = RAW_PROFILE.fullmatch(text)
+    if match is None:
+        return None
+    digits = "".join(match[2].split())
+    if len(digits) % 2:
+        return None
+    data = bytes.fromhex(digits)
+    return data if len(data) == int(match[1]) else None
+
+
+def with_app13(jpeg: bytes, photoshop: bytes) -> bytes:
+    """JPEG bytes with Photoshop image resources in APP13 segments after its other APPn
+    segments (several when they are over one segment's size; readers join them)."""
+    at = 2  # after SOI
+    while jpeg[at] == 0xFF and 0xE0 <= jpeg[at + 1] <= 0xEF:  # APP0 .. APP15
+        (length,) = struct.unpack(">H", jpeg[at + 2 : at + 4])
+        at += 2 + length
+    segments = b"".join(
+        b"\xff\xed"
+        + struct.pack(">H", 2 + len(PHOTOSHOP_HEADER) + len(part))
+        + PHOTOSHOP_HEADER
+        + part
+        for part in (
+            photoshop[i : i + APP13_PAYLOAD] for i in range(0, len(photoshop), APP13_PAYLOAD)
+        )
+    )
+    return jpeg[:at] + segments + jpeg[at:]
 
 
 @dataclass(frozen=True)
@@ -281,8 +405,7 @@ def encode_lr_png(lr: np.ndarray, header: LrHeader) -> bytes:
         "tadm:model_id": header.model_id,
     }
     m = header.metadata
-    itxt = {XMP_KEY: m.xmp.decode("utf-8", "replace")} if m.xmp else None
-    return png_bytes(lr, text, itxt=itxt, icc_profile=m.icc, exif=m.exif)
+    return png_bytes(lr, text, chunks=m.png_chunks(), icc_profile=m.icc, exif=m.exif)
 
 
 class TooManyPixels(ValueError):
@@ -325,7 +448,19 @@ def decode_lr_png(data: bytes) -> tuple[np.ndarray, LrHeader]:
     except (KeyError, ValueError) as e:
         raise ValueError(f"not a TADM LR PNG: missing or bad text chunk {e}") from None
     check_header(header, pixels.shape[1], pixels.shape[0])
+    check_lr_metadata(text, metadata)
     return pixels, header
+
+
+def check_lr_metadata(text: dict[str, str], metadata: Metadata) -> None:
+    """ValueError unless the LR's Photoshop resources and comment are ones archive writes: a
+    raw profile that reads, blocks within CARRY_LIMITS (a restore writes them into files that
+    must read back too)."""
+    if text.get(PHOTOSHOP_KEY) is not None and metadata.photoshop is None:
+        raise ValueError(f"corrupt LR PNG: its {PHOTOSHOP_KEY!r} chunk is no raw profile")
+    _, over = Metadata(photoshop=metadata.photoshop, comment=metadata.comment).over_limits()
+    if over:
+        raise ValueError(f"corrupt LR PNG: {over[0]}")
 
 
 def check_pixels(what: str, width: int, height: int) -> None:

@@ -334,8 +334,30 @@ def real_world_images() -> dict[str, bytes]:
             xmp=xmp_packet(),
         ),
         "web/still.gif": encode(Image.fromarray(photo(96, 80, 36)).convert("P"), "GIF"),
+        "news/iptc.jpg": newsroom_jpeg(Image.fromarray(photo(112, 96, 37))),
         "screenshot.png": encode(text_image(160, 96), "PNG"),
     }
+
+
+IPTC_FIELDS = {  # IPTC-IIM record 2: dataset -> value, as newsroom JPEGs carry them
+    120: b"Harbour at dawn",  # Caption-Abstract
+    80: b"Ada Photographer",  # By-line
+    116: b"(c) Ada Photographer",  # CopyrightNotice
+    25: b"harbour",  # Keywords
+}
+
+
+def newsroom_jpeg(img: Image.Image) -> bytes:
+    """A JPEG as newsroom tools write it: camera EXIF, IPTC in Photoshop's APP13 image
+    resources, and a comment."""
+    iptc = b"".join(
+        b"\x1c\x02" + struct.pack(">BH", tag, len(value)) + value
+        for tag, value in IPTC_FIELDS.items()
+    )
+    resource = b"8BIM\x04\x04\x00\x00" + struct.pack(">I", len(iptc)) + iptc
+    payload = b"Photoshop 3.0\x00" + resource + b"\x00" * (len(iptc) % 2)
+    data = encode(img, "JPEG", quality=92, exif=camera_exif(1), comment=b"desk 4, roll 12")
+    return data[:2] + b"\xff\xed" + struct.pack(">H", len(payload) + 2) + payload + data[2:]
 
 
 def text_image(width: int, height: int) -> Image.Image:

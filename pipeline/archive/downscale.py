@@ -7,8 +7,15 @@ from typing import Any
 
 import torch
 
-from pipeline.decode import DECODE_COLUMNS, METADATA_COLUMNS
-from pipeline.format import KEPT, LrHeader, Metadata, decode_lr_png, encode_lr_png
+from pipeline.decode import DECODE_COLUMNS
+from pipeline.format import (
+    KEPT,
+    METADATA_FIELDS,
+    LrHeader,
+    Metadata,
+    decode_lr_png,
+    encode_lr_png,
+)
 from pipeline.stage import ModelStage, Row, restored_images
 from tadm.images import to_images, to_tensor
 from tadm.metrics import psnr, ssim
@@ -25,7 +32,7 @@ class Downscale(ModelStage):
 
     # The decoded row, less its pixels and metadata (now in the LR), and what the model adds.
     columns = (
-        *(name for name in DECODE_COLUMNS if name not in ("pixels", *METADATA_COLUMNS)),
+        *(name for name in DECODE_COLUMNS if name not in ("pixels", *METADATA_FIELDS)),
         "lr_png",
         "lr_width",
         "lr_height",
@@ -67,7 +74,7 @@ class Downscale(ModelStage):
         del hr
         for row, lr_image in zip(group, to_images(lr), strict=True):
             # Ray turns an int column with nulls (error rows) into floats: cast back.
-            metadata = Metadata(*(bytes(row[name]) or None for name in METADATA_COLUMNS))
+            metadata = Metadata.from_row(row)
             header = LrHeader(
                 int(row["width"]), int(row["height"]), self.model.scale, self.model_id, metadata
             )

@@ -17,6 +17,8 @@ from pipeline.format import (
     KEPT_DIR,
     LR_DIR,
     MANIFEST_DIR,
+    METADATA_FIELDS,
+    Metadata,
     Region,
     check_rel_path,
     decode_lr_png,
@@ -42,9 +44,7 @@ READ_COLUMNS = (
     "model_id",
     "lr_pixels",
     "source_pixels",
-    "exif",  # the LR's Metadata, b"" for none
-    "icc",
-    "xmp",
+    *METADATA_FIELDS,  # the LR's Metadata, b"" for none
     "kept_data",  # a kept source's bytes, or its region encoded; b"" for an LR row
     "kept_key",  # where they go under DST
     "metadata",
@@ -89,7 +89,7 @@ def read_lr_batch(
         start = time.perf_counter()
         row.update(status="ok", model_id=model_id, region=None if region is None else region.text)
         row.update(lr_pixels=NO_PIXELS, source_pixels=NO_PIXELS, kept_data=b"", kept_key="")
-        row.update(exif=b"", icc=b"", xmp=b"")
+        row.update(Metadata().row())
         try:
             check_rel_path(row["rel_path"])
             if row.get("clash"):
@@ -115,8 +115,7 @@ def read_lr_batch(
             if region is not None:
                 region.check_inside(header.width, header.height)
             row.update(lr_pixels=lr, hr_width=header.width, hr_height=header.height)
-            m = header.metadata
-            row.update(exif=m.exif or b"", icc=m.icc or b"", xmp=m.xmp or b"")
+            row.update(header.metadata.row())
             x, y, w, h = region or (0, 0, header.width, header.height)
             row.update(width=w, height=h)
             source = read_source(

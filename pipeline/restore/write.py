@@ -3,13 +3,22 @@ written atomically; a kept source -> DST/<rel_path> as it was."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import time
 
 import numpy as np
 from PIL import Image, ImageCms
 
-from pipeline.format import KEPT, RESTORE_SCHEMA, Metadata, encode_output, output_key
+from pipeline.format import (
+    KEPT,
+    METADATA_FIELDS,
+    RESTORE_SCHEMA,
+    Metadata,
+    encode_output,
+    held_by,
+    output_key,
+)
 from pipeline.rows import error_kind, error_text, to_batch, to_rows
 from pipeline.stage import Row, fail, write_files
 from pipeline.storage import Location
@@ -32,21 +41,22 @@ def to_srgb(pixels: np.ndarray, icc: bytes) -> tuple[np.ndarray, str]:
 def encode_restored(
     pixels: np.ndarray, image_format: str, metadata: Metadata, srgb: bool
 ) -> tuple[bytes, str | None, str | None]:
-    """A restored image's bytes carrying `metadata`, what it carries ("exif,icc,xmp") and the
-    colour conversion done. With `srgb`, pixels with a profile are converted to sRGB and the
-    profile left out; pixels without one are taken as sRGB already."""
-    conversion = None
+    """A restored image's bytes carrying `metadata`, what it carries ("exif,icc,xmp") and what
+    was done: the colour conversion, metadata the format has no place for. With `srgb`, pixels
+    with a profile are converted to sRGB and the profile left out; pixels without one are
+    taken as sRGB already."""
+    notes = []
     if srgb and metadata.icc:
-        pixels, conversion = to_srgb(pixels, metadata.icc)
-        metadata = Metadata(exif=metadata.exif, xmp=metadata.xmp)
+        pixels, converted = to_srgb(pixels, metadata.icc)
+        metadata = dataclasses.replace(metadata, icc=None)
+        notes.append(converted)
     elif srgb:
-        conversion = "no ICC profile: taken as sRGB"
-    return encode_output(pixels, image_format, metadata), metadata.names, conversion
-
-
-def row_metadata(row: Row) -> Metadata:
-    """The Metadata of a row's "exif", "icc", "xmp" bytes (b"" for none)."""
-    return Metadata(*(bytes(row[name]) or None for name in ("exif", "icc", "xmp")))
+        notes.append("no ICC profile: taken as sRGB")
+    held = held_by(metadata, image_format)
+    left = [n for n in METADATA_FIELDS if getattr(metadata, n) and not getattr(held, n)]
+    if left:
+        notes.append(f"{image_format} holds no {', '.join(left)}: not carried")
+    return encode_output(pixels, image_format, held), held.names, "; ".join(notes) or None
 
 
 def write_restored(
@@ -64,7 +74,7 @@ def write_restored(
         start = time.perf_counter()
         try:
             data, names, conversion = encode_restored(
-                row["restored"], image_format, row_metadata(row), to_srgb
+                row["restored"], image_format, Metadata.from_row(row), to_srgb
             )
             row.update(output_data=data, metadata=names, conversion=conversion)
         except Exception as e:  # one image must not stop the job: it becomes its row

@@ -45,6 +45,7 @@ METADATA = {
     "phone/photo.heic": "exif,icc",
     "phone/photo.avif": "exif,xmp",
     "web/still.gif": None,
+    "news/iptc.jpg": "exif,photoshop,comment",
 }
 
 
@@ -156,6 +157,25 @@ def test_exiftool_reads_the_restored_metadata(restored):
     assert avif["XMP-dc:Creator"] == "Ada Photographer"
     assert avif["XMP-xmpRights:UsageTerms"] == "CC BY 4.0"
     assert avif["XMP-tiff:Orientation"] == "Horizontal (normal)"
+
+
+def test_exiftool_reads_iptc_and_the_comment_restored_to_png_and_jpeg(archive, restored, tmp_path):
+    """A newsroom JPEG's IPTC (Photoshop APP13) and comment come back where readers look:
+    in PNG, ImageMagick's raw profile zTXt and a Comment chunk; in JPEG, APP13 and COM."""
+    assert run_cli("restore", archive, tmp_path, "--only", "news/*", "--format", "jpeg") == 0
+    files = [restored / "news/iptc.jpg.png", tmp_path / "news/iptc.jpg.jpeg"]
+    out = subprocess.run(
+        [exiftool(), "-j", "-G1", *map(str, files)], check=True, capture_output=True, text=True
+    ).stdout
+    png, jpeg = json.loads(out)
+    for tags in (png, jpeg):
+        assert tags["IPTC:Caption-Abstract"] == "Harbour at dawn"
+        assert tags["IPTC:By-line"] == "Ada Photographer"
+        assert tags["IPTC:CopyrightNotice"] == "(c) Ada Photographer"
+        assert tags["IPTC:Keywords"] == "harbour"
+        assert tags["IFD0:Make"] == "TADM Camera Co."
+    assert png["PNG:Comment"] == "desk 4, roll 12"
+    assert jpeg["File:Comment"] == "desk 4, roll 12"
 
 
 def test_to_srgb_converts_through_the_profile(archive, restored, tmp_path):

@@ -290,13 +290,27 @@ def test_decode_batch_carries_metadata_and_with_keep_the_source_bytes():
     assert list(plain["source_data"]) == [b"", b""]
 
 
-def jpeg_with_iptc(pixels: np.ndarray) -> bytes:
-    """A JPEG with a comment and an IPTC caption in a Photoshop APP13 segment."""
-    data = encode(Image.fromarray(pixels), "JPEG", comment=b"scanned 1998")
-    iptc = b"\x1c\x02\x78\x00\x07caption"  # IPTC 2:120, Caption-Abstract
-    resource = b"8BIM\x04\x04\x00\x00" + struct.pack(">I", len(iptc)) + iptc + b"\x00"
-    payload = b"Photoshop 3.0\x00" + resource
-    return data[:2] + b"\xff\xed" + struct.pack(">H", len(payload) + 2) + payload + data[2:]
+IPTC = b"\x1c\x02\x78\x00\x07caption"  # IPTC 2:120, Caption-Abstract
+
+
+def photoshop_resources(iptc: bytes = IPTC) -> bytes:
+    """Photoshop image resources holding one IPTC block (resource 0x0404)."""
+    return b"8BIM\x04\x04\x00\x00" + struct.pack(">I", len(iptc)) + iptc + b"\x00" * (len(iptc) % 2)
+
+
+def jpeg_with_app13(pixels: np.ndarray, payload: bytes, comment: bytes = b"scanned 1998") -> bytes:
+    """A JPEG with a comment and `payload` in an APP13 segment."""
+    return jpeg_with_segments(pixels, [(0xED, payload), (0xFE, comment)])
+
+
+def jpeg_with_segments(pixels: np.ndarray, segments: list[tuple[int, bytes]]) -> bytes:
+    """A JPEG with these (marker, payload) segments after its SOI."""
+    data = encode(Image.fromarray(pixels), "JPEG")
+    spliced = b"".join(
+        bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
+        for marker, payload in segments
+    )
+    return data[:2] + spliced + data[2:]
 
 
 def png_with_text(pixels: np.ndarray, keys: list[str]) -> bytes:
@@ -306,10 +320,45 @@ def png_with_text(pixels: np.ndarray, keys: list[str]) -> bytes:
     return encode(Image.fromarray(pixels), "PNG", pnginfo=info)
 
 
+def test_a_jpegs_photoshop_resources_and_comment_travel():
+    """IPTC (in Photoshop's APP13 resources) and the comment, byte for byte."""
+    comment = b"scanned 1998 \xe9\x00"  # not UTF-8, and a NUL: bytes, not text
+    data = jpeg_with_app13(photo(64, 48, 3), b"Photoshop 3.0\x00" + photoshop_resources(), comment)
+    decoded = decode_image(data)
+    assert decoded.metadata == Metadata(photoshop=photoshop_resources(), comment=comment)
+    assert decoded.metadata.names == "photoshop,comment" and decoded.conversion is None
+    gif = decode_image(encode(Image.fromarray(photo(64, 48, 3)), "GIF", comment=b"hi"))
+    assert gif.metadata.comment == b"hi" and gif.conversion == "P -> RGB"
+
+
+def test_a_pngs_unicode_comment_travels_as_utf8():
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("Comment", "日本語 comment")
+    decoded = decode_image(encode(Image.fromarray(photo(64, 48, 3)), "PNG", pnginfo=info))
+    assert decoded.metadata.comment == "日本語 comment".encode() and decoded.conversion is None
+
+
 @pytest.mark.parametrize(
     ("make", "note"),
     [
-        (jpeg_with_iptc, "not carried: IPTC/Photoshop (APP13), JPEG comment"),
+        (  # 8 APP13 segments of Photoshop resources, joined
+            lambda p: jpeg_with_segments(
+                p, [(0xED, b"Photoshop 3.0\x00" + b"8BIM" * 16_000) for _ in range(8)]
+            ),
+            "not carried: Photoshop resources of 512,000 bytes, over the 500,000 an LR carries",
+        ),
+        (  # two comments, joined by a newline: more than one COM segment holds
+            lambda p: jpeg_with_segments(p, [(0xFE, b"c" * 40_000), (0xFE, b"d" * 40_000)]),
+            "not carried: comment of 80,001 bytes, over the 65,533 an LR carries",
+        ),
+        (
+            lambda p: png_with_text(p, ["Raw profile type 8bim"]),  # "value": no raw profile
+            "not carried: PNG text 'Raw profile type 8bim'",
+        ),
+        (
+            lambda p: jpeg_with_app13(p, b"Adobe_Photoshop2.5:" + IPTC),
+            "not carried: APP13 segment that is no Photoshop 3.0 block",
+        ),
         (
             lambda p: png_with_text(p, ["Author", "Title"]),
             "not carried: PNG text 'Author', 'Title'",
@@ -318,21 +367,18 @@ def png_with_text(pixels: np.ndarray, keys: list[str]) -> bytes:
             lambda p: png_with_text(p, [f"k{i}" for i in range(7)]),
             "not carried: PNG text 'k0', 'k1', 'k2', 'k3', 'k4' and 2 more",
         ),
+        (lambda p: png_with_text(p, ["Comment"]), None),
         (
             lambda p: encode(Image.fromarray(p), "TIFF", tiffinfo={270: "d", 33432: "(c) me"}),
             "not carried: TIFF tags ImageDescription, Copyright",
-        ),
-        (
-            lambda p: encode(Image.fromarray(p), "GIF", comment=b"hi"),
-            "P -> RGB; not carried: GIF comment",
         ),
         (lambda p: encode(Image.fromarray(p), "JPEG"), None),
         (lambda p: encode(Image.fromarray(p), "PNG", pnginfo=xmp_info()), None),
     ],
 )
 def test_metadata_that_does_not_travel_is_named(make, note: str | None):
-    """Only EXIF, ICC and XMP travel: what else a source holds is said in its row, never
-    dropped without a word."""
+    """What a source holds beside its pixels and metadata that travels is said in its row,
+    never dropped without a word."""
     assert decode_image(make(photo(64, 48, 3))).conversion == note
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -10,6 +11,7 @@ import pytest
 from conftest import bomb_png, display_p3_icc, encode, photo, xmp_packet
 from PIL import Image
 
+from pipeline.decode import decode_image
 from pipeline.format import (
     ARCHIVE_SCHEMA,
     MAX_PIXELS,
@@ -22,6 +24,7 @@ from pipeline.format import (
     decode_lr_png,
     encode_lr_png,
     encode_output,
+    held_by,
     is_rel_path,
     kept_key,
     lr_key,
@@ -169,6 +172,52 @@ def test_restored_files_carry_the_metadata(image_format: str):
         assert Metadata.from_info(img.info) == metadata
         assert img.getexif()[0x010F] == "TADM Camera Co."
     assert Metadata.from_info({}) == Metadata() and Metadata().names is None
+
+
+RESOURCES = b"8BIM\x04\x04\x00\x00" + bytes(range(256)) * 280  # over one APP13 segment
+COMMENT = b"scanned 1998 \xe9\x00 end"  # not UTF-8, and a NUL: bytes, not text
+
+
+def test_photoshop_resources_and_the_comment_travel_byte_for_byte():
+    """Through the LR PNG (zTXt chunks ExifTool reads), and into restored PNG and JPEG files
+    (APP13 segments, several when one is too small; COM); WebP has no place for them."""
+    metadata = Metadata(xmp=xmp_packet(), photoshop=RESOURCES, comment=COMMENT)
+    header = LrHeader(width=200, height=141, scale=16, model_id="0123abcd", metadata=metadata)
+    _, decoded = decode_lr_png(encode_lr_png(photo(13, 9), header))
+    assert decoded.metadata == metadata
+    assert decoded.metadata.names == "xmp,photoshop,comment"
+    for image_format in ("png", "jpeg"):
+        restored = decode_image(encode_output(photo(40, 30), image_format, metadata))
+        assert restored.metadata == metadata, image_format
+    with Image.open(io.BytesIO(encode_output(photo(40, 30), "jpeg", metadata))) as img:
+        assert [m for m, _ in img.applist].count("APP13") == 2
+    webp = encode_output(photo(40, 30), "webp", metadata)
+    assert decode_image(webp).metadata == Metadata(xmp=xmp_packet())
+    assert held_by(metadata, "webp") == Metadata(xmp=xmp_packet())
+
+
+@pytest.mark.parametrize(
+    ("chunks", "message"),
+    [
+        ({"Raw profile type 8bim": "\n8bim\n       4\nzz00zz00\n"}, "chunk is no raw profile"),
+        ({"Raw profile type 8bim": "\n8bim\n" + "9" * 5000 + "\n00\n"}, "chunk is no raw profile"),
+        ({"Raw profile type 8bim": "\n8bim\n       9\n00\n"}, "chunk is no raw profile"),
+        ({"Comment": "c" * 65534}, "comment of 65,534 bytes, over the 65,533 an LR carries"),
+    ],
+)
+def test_an_lr_with_metadata_archive_never_writes_is_corrupt(chunks: dict, message: str):
+    """A restore would write it into files that do not read back, or drop it silently."""
+    text = {"tadm:width": "32", "tadm:height": "32", "tadm:scale": "16", "tadm:model_id": "m"}
+    data = png_bytes(photo(2, 2), text | chunks)
+    with pytest.raises(ValueError, match=f"^corrupt LR PNG: .*{re.escape(message)}"):
+        decode_lr_png(data)
+
+
+def test_a_utf8_comment_is_itxt_for_readers_and_other_bytes_latin1():
+    for comment, chunk in ((b"caf\xc3\xa9", b"iTXtComment"), (b"caf\xe9\x00", b"zTXtComment")):
+        header = LrHeader(32, 32, 16, "m", Metadata(comment=comment))
+        data = encode_lr_png(photo(2, 2), header)
+        assert chunk in data and decode_lr_png(data)[1].metadata.comment == comment
 
 
 def test_kept_key():

@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import encode, photo
+from conftest import encode, photo, xmp_packet
 from PIL import Image
 
 from pipeline.archive.downscale import Downscale
 from pipeline.archive.write import write_lr
 from pipeline.decode import decode_batch
-from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA, Region, decode_lr_png
+from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA, Metadata, Region, decode_lr_png
 from pipeline.restore.read import read_lr_batch
 from pipeline.restore.upscale import Upscale
-from pipeline.restore.write import write_restored
+from pipeline.restore.write import encode_restored, write_restored
 from pipeline.rows import to_batch
 from pipeline.storage import Location
 
@@ -219,7 +219,8 @@ def test_write_stages_refuse_keys_out_of_dst_and_turn_any_failure_into_its_row(t
     dst = Location.parse(str(tmp_path / "dst"))
     rows = [
         {"rel_path": rel_path, "status": "ok", "seconds": 0.0, "restored": pixels}
-        | {"metadata": None, "conversion": None, "exif": b"", "icc": b"", "xmp": b""}
+        | {"metadata": None, "conversion": None}
+        | Metadata().row()
         for rel_path, pixels in [
             ("../up.png", np.zeros((8, 8, 3), np.uint8)),
             ("/abs.png", np.zeros((8, 8, 3), np.uint8)),
@@ -254,7 +255,8 @@ def test_a_write_that_fails_for_its_name_is_an_error_saying_what_to_do(tmp_path:
             "psnr": 30.0,
             "ssim": 0.9,
         }
-        | {"metadata": None, "conversion": None, "exif": b"", "icc": b"", "xmp": b""}
+        | {"metadata": None, "conversion": None}
+        | Metadata().row()
         for name in names
     ]
     out = write_restored(to_batch(rows, rows[0]), dst=dst, image_format="png")
@@ -268,3 +270,11 @@ def test_a_write_that_fails_for_its_name_is_an_error_saying_what_to_do(tmp_path:
     for i in (3, 5):
         assert "a file and a folder of one name" in out["error"][i]
     assert not [p for p in tmp_path.rglob(".*")]  # no temporary file left
+
+
+def test_a_restore_names_the_metadata_its_format_cannot_hold():
+    metadata = Metadata(xmp=xmp_packet(), photoshop=b"8BIM\x04\x04\x00\x00", comment=b"c")
+    _, names, conversion = encode_restored(photo(40, 30), "webp", metadata, srgb=False)
+    assert (names, conversion) == ("xmp", "webp holds no photoshop, comment: not carried")
+    _, names, conversion = encode_restored(photo(40, 30), "jpeg", metadata, srgb=True)
+    assert (names, conversion) == ("xmp,photoshop,comment", "no ICC profile: taken as sRGB")
