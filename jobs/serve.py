@@ -8,8 +8,10 @@ docs at /docs. The same application runs with `serve run pipeline.serve.app:app 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import signal
+import socket
 import threading
 
 from jobs.common import (
@@ -96,11 +98,30 @@ def wait_for_stop() -> None:
             signal.signal(s, handler)
 
 
+def check_port(host: str, port: int) -> None:
+    """Refuse (ValueError) an address Serve's HTTP proxy could not listen on: bind a socket to
+    (host, port) as the proxy does (IPv6 for a host with a colon, no SO_REUSEADDR), then
+    release it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((host, port))
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise ValueError(
+                f"port {port} on {host} is in use (by another server): give another --port"
+            ) from None
+        raise ValueError(
+            f"cannot listen on port {port} of {host} ({e.strerror or e}): give another --host "
+            "(an address of this machine) or --port"
+        ) from None
+
+
 def job(args: argparse.Namespace) -> int:
     require_extra("serve")
     from ray import serve
 
-    from pipeline.serve.app import APP_NAME, TileAppArgs, prepare_serve, run_serve
+    from pipeline.serve.app import APP_NAME, TileAppArgs, prepare_serve, run_serve, serve_running
 
     options = vars(args)
     host, port = options.pop("host"), options.pop("port")
@@ -108,6 +129,8 @@ def job(args: argparse.Namespace) -> int:
         raise ValueError(f"--port must be between 1 and 65535, got {port}")
     prepared = prepare_serve(TileAppArgs(**options))
     with ray_session():
+        if not serve_running():  # else its proxy may hold the port already: wait_healthy checks
+            check_port(host, port)
         try:
             url = run_serve(prepared, host, port)
             logger.info(

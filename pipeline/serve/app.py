@@ -63,8 +63,11 @@ logger = logging.getLogger("tadm")
 
 APP_NAME = "tadm-tiles"
 TARGET_ONGOING_REQUESTS = 2  # autoscaling: add replicas when each has more requests than this
-MAX_ONGOING_REQUESTS = 8  # per replica; the model runs one request at a time, the rest read
-# LR files, encode images or hit the caches meanwhile
+# Per replica, the requests Serve lets in at once; the rest, /healthz too, wait in the proxy.
+# The model runs one request at a time (TileService.model_lock) and the others wait for it in
+# the replica, so /healthz is answered beside up to this many requests instead of behind them.
+# The cost: requests already in a replica stay there when the autoscaler adds replicas.
+MAX_ONGOING_REQUESTS = 32
 HEALTH_TIMEOUT_S = 60.0  # how long the driver waits for the deployed app to answer /healthz
 JSON_LD = "application/ld+json"
 IIIF_JSON_LD = f'{JSON_LD};profile="http://iiif.io/api/image/3/context.json"'
@@ -447,6 +450,14 @@ def local_url(host: str, port: int) -> str:
     """Where this machine reaches the proxy: a wildcard host is reached on loopback."""
     host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def serve_running() -> bool:
+    """Whether Serve, hence its HTTP proxy, already runs in the connected Ray cluster (a
+    previous `tadm serve` leaves it there)."""
+    from ray.serve.context import _get_global_client  # no public API asks without starting it
+
+    return _get_global_client(raise_if_no_controller_running=False) is not None
 
 
 def run_serve(job: ServeJob, host: str, port: int) -> str:

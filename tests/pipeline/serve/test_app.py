@@ -21,8 +21,10 @@ import torch
 from conftest import bomb_png, cli_env, encode, make_bucket, photo, run_cli, write_tree
 from PIL import Image
 
+from jobs.serve import check_port
 from jobs.serve import main as serve_main
 from pipeline.format import LrHeader, encode_lr_png
+from pipeline.serve.app import serve_running
 from pipeline.serve.tiles import TileError, TileService, parse_region
 from tadm import TADM
 from tadm.metrics import psnr
@@ -276,6 +278,26 @@ def test_bad_usage_exits_2_before_starting_anything(args, message, archive, tmp_
     assert serve_main([a.format(**values) for a in args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("tadm serve: error:") and message in err[-1]
+
+
+def test_a_port_in_use_exits_2_before_serve_starts(archive, tiled_model, capsys):
+    """Another server listens on the port: one line naming it, and Serve never starts."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        assert serve_main([str(archive), "--model", tiled_model, "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"tadm serve: error: port {port} on 127.0.0.1 is in use (by another server): "
+        "give another --port"
+    ]
+    assert not serve_running()
+
+
+def test_an_address_of_another_machine_is_refused():
+    with pytest.raises(ValueError, match="cannot listen on port 8000 of 198.51.100.1 .*--host"):
+        check_port("198.51.100.1", 8000)  # TEST-NET-2: no machine's own address
 
 
 # ---- Ray Serve over loopback -----------------------------------------------------------------

@@ -11,6 +11,8 @@ import os
 import shutil
 import socket
 import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -323,6 +325,25 @@ def test_on_loopback_only_loopback_host_names_are_answered(port, host, status):
 
 def test_the_app_knows_serve_listens_on_loopback(port):
     assert listens_on_loopback()  # serve.start(http_options={"host": "127.0.0.1", ...})
+
+
+def test_healthz_answers_while_the_model_is_busy(port):
+    """/healthz sent after 16 tile requests (one model, one request at a time) is answered
+    beside them, not queued behind them: when it answers, fewer than half are done."""
+    regions = [(x, y) for x in (0, 192, 384, 576) for y in (0, 128, 256, 384)]  # 128 x 128, apart
+    before = served(port)["tile"]
+    with ThreadPoolExecutor(len(regions)) as pool:
+        tiles = [
+            pool.submit(get, port, f"/tile/big.png?x={x}&y={y}&w=128&h=128") for x, y in regions
+        ]
+        time.sleep(0.5)  # the tile requests reach Serve first
+        start = time.monotonic()
+        status, _, body = get(port, "/healthz")
+        waited = time.monotonic() - start
+        assert all(t.result()[0] == 200 for t in tiles)
+    done = json.loads(body)["served"]["tile"] - before
+    assert status == 200
+    assert done < len(regions) // 2, f"/healthz answered after {waited:.1f} s, {done} tiles done"
 
 
 @pytest.mark.parametrize(
