@@ -168,6 +168,7 @@ def probe_restore(
             "lr_uri": np.array([str(lr_file)], dtype=object),
             "source_uri": np.array([str(source)], dtype=object),
             "source_sha256": np.array([hashlib.sha256(source.read_bytes()).hexdigest()]),
+            "source_bytes": np.array([source.stat().st_size]),
         }
         steps = Steps()
         read = steps.run(
