@@ -135,8 +135,8 @@ def not_carried(img: Image.Image, metadata: Metadata) -> list[str]:
         if any(m == "APP13" and not d.startswith(PHOTOSHOP_HEADER) for m, d in segments):
             kinds.append("APP13 segment that is no Photoshop 3.0 block")
     elif img.format == "PNG":
-        carried = {XMP_KEY: metadata.xmp, PHOTOSHOP_KEY: metadata.photoshop}
-        carried[COMMENT_KEY] = metadata.comment
+        m = metadata
+        carried = {XMP_KEY: m.xmp, PHOTOSHOP_KEY: m.photoshop, COMMENT_KEY: m.comment}
         keys = sorted(k for k in getattr(img, "text", {}) if not carried.get(k))
         if keys:
             listed = ", ".join(repr(k) for k in keys[:5])
@@ -308,9 +308,9 @@ def decode_batch(
     keep: bool = False,
 ) -> dict[str, np.ndarray]:
     """Ray Data stage: {"path", "bytes", "size", "mtime", "etag", "outputs", "error"}
-    (read_sources' rows) -> one row per file with its pixels, metadata and "exif", "icc", "xmp"
-    bytes (b"" for none), or its error; "outputs" (the kinds of output DST holds for the image)
-    passes through to the write stage.
+    (read_sources' rows) -> one row per file with its pixels, metadata and the bytes of its
+    Metadata (METADATA_FIELDS, b"" for none), or its error; "outputs" (the kinds of output DST
+    holds for the image) passes through to the write stage.
 
     `prefix` is stripped from each path to give rel_path; `uri_prefix` ("s3://" or "")
     turns a path into source_uri; mtime and etag, the source as listed, are recorded. With

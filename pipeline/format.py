@@ -244,14 +244,14 @@ RAW_PROFILE = re.compile(r"\s*\S+\s+([0-9]{1,9})\s+([0-9a-fA-F\s]*)")
 class Metadata:
     """What a source image carries beside its pixels, kept in its LR PNG and written back into
     restored files: the eXIf, iCCP and iTXt XML:com.adobe.xmp chunks; Photoshop image
-    resources (IPTC among them) and the comment in zTXt chunks (PHOTOSHOP_KEY, COMMENT_KEY).
-    None where absent."""
+    resources (IPTC among them) in a zTXt PHOTOSHOP_KEY chunk, the comment in an iTXt or zTXt
+    COMMENT_KEY chunk. None where absent."""
 
     exif: bytes | None = None  # the TIFF structure ("II*\0..." or "MM\0*..."), orientation 1
     icc: bytes | None = None  # ICC profile of the pixels as stored
     xmp: bytes | None = None  # XMP packet (XML), orientation 1
     photoshop: bytes | None = None  # image resource blocks ("8BIM...") of a JPEG's APP13
-    comment: bytes | None = None  # a JPEG's COM or a GIF's comment, byte for byte
+    comment: bytes | None = None  # a JPEG's COM, a GIF's or a PNG's comment, byte for byte
 
     @property
     def names(self) -> str | None:
@@ -292,7 +292,8 @@ class Metadata:
 
     def png_chunks(self) -> PngImagePlugin.PngInfo:
         """The PNG chunks of the XMP (uncompressed iTXt, where XMP readers look for it), the
-        Photoshop resources and the comment (zTXt); EXIF and ICC go through Pillow's options."""
+        Photoshop resources (zTXt) and the comment (iTXt or zTXt); EXIF and ICC go through
+        Pillow's options."""
         info = PngImagePlugin.PngInfo()
         if self.xmp:
             info.add_itxt(XMP_KEY, self.xmp.decode("utf-8", "replace"), zip=False)

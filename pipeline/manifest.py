@@ -103,7 +103,8 @@ def read_parts(
                     row += len(table)
                     yield table.append_column(SEQ, pa.array(seq))
         except (pa.ArrowException, ValueError) as e:
-            if isinstance(e, (OSError, OtherJob)):  # I/O (pa.ArrowIOError): not the part's fault
+            # I/O (pa.ArrowIOError), or the other job's folder: not the part's fault
+            if isinstance(e, (OSError, OtherJob)):
                 raise
             raise ValueError(
                 f"manifest part {manifest.uri_of(path)} cannot be read ({e}): move it out of "
