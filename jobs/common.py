@@ -261,10 +261,15 @@ def ray_session() -> Iterator[None]:
 def run_plan(plan: Plan, as_json: bool = False) -> int:
     """Run a prepared archive or restore job (pipeline/job.py) in a Ray session; its exit
     status. With `as_json`, its result as one JSON object on stdout (for scripts)."""
-    from pipeline.job import run
+    from pipeline.job import Interrupted, run
 
-    with ray_session():
-        result = run(plan)
+    try:
+        with ray_session():
+            result = run(plan)
+    except Interrupted as e:
+        if as_json:  # what was done until then; run_job says "interrupted" and exits 130
+            print(json.dumps(e.result.to_json()))
+        raise
     if as_json:
         print(json.dumps(result.to_json()))
     return result.exit_code

@@ -156,9 +156,12 @@ class JobResult:
     permanent: int = 0  # an earlier run's permanent failures, not retried
     not_attempted: int | None = None  # stopped early at --max-errors: images left undone
     max_errors: int | None = None  # the --max-errors it stopped at
+    interrupted: bool = False  # by SIGINT or SIGTERM: the counts are of the images done until then
 
     @property
     def exit_code(self) -> int:
+        if self.interrupted:
+            return 130  # as a shell reports SIGINT
         return 1 if self.counts.get("error") else 0
 
     @property
@@ -184,6 +187,8 @@ class JobResult:
             )
         if self.compression_ratio is not None:
             parts.append(f"{self.compression_ratio:.1f}x smaller")
+        if self.interrupted:
+            parts.append("interrupted")
         return f"{self.job}: {', '.join(parts)}, {duration(self.seconds)}"
 
     def to_json(self) -> dict[str, Any]:
@@ -197,9 +202,18 @@ class JobResult:
             "seconds": round(self.seconds, 3),
             "permanent_not_retried": self.permanent,
             "not_attempted": self.not_attempted,
+            "interrupted": self.interrupted,
             "exit_code": self.exit_code,
             "manifest": self.manifest,
         }
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped a job: `result` is what it did until then."""
+
+    def __init__(self, result: JobResult) -> None:
+        super().__init__(result.line())
+        self.result = result
 
 
 @dataclass
@@ -293,6 +307,8 @@ def run(plan: Plan) -> JobResult:
 
 
 def run_held(plan: Plan) -> JobResult:
+    """`run`, DST's lease held. SIGINT or SIGTERM raises Interrupted with the rows written
+    until then (the manifest keeps them)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -300,85 +316,98 @@ def run_held(plan: Plan) -> JobResult:
 
     start = time.monotonic()
     config, name = plan.config, plan.name
-    stale = remove_stale_temps(plan.dst.filesystem(), plan.dst.root)
-    if stale:
-        logger.info("%s: removed %d temporary files of an interrupted run", name, stale)
     manifest = plan.dst.child(MANIFEST_DIR)
-    writer = ManifestWriter(manifest, plan.schema, flush_rows=PLAN_PART_ROWS)
     tally = Tally()
-    blocks, todo, total = [], 0, 0
-    size = block_rows(plan.images.rows, config.batch_size)
+    todo, taken, stopped = 0, 0, False
     permanent = 0  # an earlier run's permanent failures, carried over and not retried
-    for rows, images in split_buckets(plan):
-        writer.add(rows)
-        earlier = carried_failures(rows)
-        permanent += pc.sum(earlier).as_py() or 0
-        tally.add(summarize(rows.filter(pc.invert(earlier))))
-        for start_row in range(0, len(images), size):
-            blocks.append(ray.put(images.slice(start_row, size)))
-        todo += len(images)
-        total += len(rows) + len(images)
-    writer.flush()
-    resources = plan_resources(
-        config.workers,
-        config.gpus_per_worker,
-        batches=-(-todo // config.batch_size),
-        precision=config.precision,
-    )
-    settings = plan.settings(total) | {
-        "overwrite": config.overwrite,
-        "batch_size": config.batch_size,
-        "workers": resources.workers,
-        "gpus_per_worker": resources.gpus_per_worker,
-        "precision": resources.precision,
-        "torch_threads": resources.torch_threads,
-        "storage_options": plan.dst.redacted_options(),
-    }
-    logger.info("%s: %s", name, " ".join(f"{k}={v}" for k, v in settings.items()))
-    if tally.counts["skipped"]:
-        logger.info(
-            "%s: %d of %d images done by an earlier run, skipped",
-            name,
-            tally.counts["skipped"],
-            total,
+
+    def result(interrupted: bool = False) -> JobResult:
+        has_bytes = "lr_bytes" in plan.schema.names
+        return JobResult(
+            job=name,
+            counts=dict(tally.counts),
+            manifest=manifest.uri,
+            seconds=time.monotonic() - start,
+            errors_hint=plan.errors_hint.format(dst=plan.dst.uri, manifest=manifest.uri),
+            source_bytes=tally.source_bytes if has_bytes else None,
+            lr_bytes=tally.lr_bytes if has_bytes else None,
+            permanent=permanent,
+            not_attempted=todo - taken if stopped else None,
+            max_errors=config.max_errors,
+            interrupted=interrupted,
         )
-    if permanent:
-        logger.info("%s: %d permanent failures of an earlier run, not retried", name, permanent)
-    if tally.counts["error"]:
-        logger.info("%s: %d images are errors before reading them", name, tally.counts["error"])
-    planned, stopped, taken = Counter(tally.counts), False, 0
-    if blocks:
-        # On the driver's node: a node lost mid-job must not take the rows received with it.
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        sink = (
-            ray.remote(ManifestWriter)
-            .options(num_cpus=0, scheduling_strategy=here)
-            .remote(manifest, plan.schema)
+
+    try:
+        stale = remove_stale_temps(plan.dst.filesystem(), plan.dst.root)
+        if stale:
+            logger.info("%s: removed %d temporary files of an interrupted run", name, stale)
+        writer = ManifestWriter(manifest, plan.schema, flush_rows=PLAN_PART_ROWS)
+        blocks, total = [], 0
+        size = block_rows(plan.images.rows, config.batch_size)
+        for rows, images in split_buckets(plan):
+            writer.add(rows)
+            earlier = carried_failures(rows)
+            permanent += pc.sum(earlier).as_py() or 0
+            tally.add(summarize(rows.filter(pc.invert(earlier))))
+            for start_row in range(0, len(images), size):
+                blocks.append(ray.put(images.slice(start_row, size)))
+            todo += len(images)
+            total += len(rows) + len(images)
+        writer.flush()
+        resources = plan_resources(
+            config.workers,
+            config.gpus_per_worker,
+            batches=-(-todo // config.batch_size),
+            precision=config.precision,
         )
-        try:
-            stopped = stream(plan, build_graph(plan, resources, blocks, sink), todo, tally)
-        finally:  # also when interrupted or crashed: the rows received are kept, a re-run resumes
-            statuses = ray.get(sink.close.remote())  # one call: no row in between
-            ray.kill(sink)
-        # What the writer took: after an early stop, rows of batches in flight too.
-        tally.counts = planned + Counter(statuses)
-        taken = sum(statuses.values())
-    compact(manifest, plan.schema)
-    has_bytes = "lr_bytes" in plan.schema.names
-    result = JobResult(
-        job=name,
-        counts=dict(tally.counts),
-        manifest=manifest.uri,
-        seconds=time.monotonic() - start,
-        errors_hint=plan.errors_hint.format(dst=plan.dst.uri, manifest=manifest.uri),
-        source_bytes=tally.source_bytes if has_bytes else None,
-        lr_bytes=tally.lr_bytes if has_bytes else None,
-        permanent=permanent,
-        not_attempted=todo - taken if stopped else None,
-        max_errors=config.max_errors,
-    )
-    logger.info("%s", result.line(), extra={"summary": True})
-    return result
+        settings = plan.settings(total) | {
+            "overwrite": config.overwrite,
+            "batch_size": config.batch_size,
+            "workers": resources.workers,
+            "gpus_per_worker": resources.gpus_per_worker,
+            "precision": resources.precision,
+            "torch_threads": resources.torch_threads,
+            "storage_options": plan.dst.redacted_options(),
+        }
+        logger.info("%s: %s", name, " ".join(f"{k}={v}" for k, v in settings.items()))
+        if tally.counts["skipped"]:
+            logger.info(
+                "%s: %d of %d images done by an earlier run, skipped",
+                name,
+                tally.counts["skipped"],
+                total,
+            )
+        if permanent:
+            logger.info("%s: %d permanent failures of an earlier run, not retried", name, permanent)
+        if tally.counts["error"]:
+            logger.info("%s: %d images are errors before reading them", name, tally.counts["error"])
+        planned = Counter(tally.counts)
+        if blocks:
+            # On the driver's node: a node lost mid-job must not take the rows received with it.
+            here = NodeAffinitySchedulingStrategy(
+                ray.get_runtime_context().get_node_id(), soft=False
+            )
+            sink = (
+                ray.remote(ManifestWriter)
+                .options(num_cpus=0, scheduling_strategy=here)
+                .remote(manifest, plan.schema)
+            )
+            try:
+                stopped = stream(plan, build_graph(plan, resources, blocks, sink), todo, tally)
+            finally:  # also when interrupted or crashed: the rows received are kept
+                statuses = ray.get(sink.close.remote())  # one call: no row in between
+                ray.kill(sink)
+                # What the writer took: after an early stop, rows of batches in flight too.
+                tally.counts = planned + Counter(statuses)
+                taken = sum(statuses.values())
+        compact(manifest, plan.schema)
+    except KeyboardInterrupt:
+        interrupted = result(interrupted=True)
+        logger.info("%s", interrupted.line(), extra={"summary": True})
+        raise Interrupted(interrupted) from None
+    done = result()
+    logger.info("%s", done.line(), extra={"summary": True})
+    return done
 
 
 def build_graph(

@@ -211,12 +211,12 @@ def test_interrupted_exits_130_with_the_rows_so_far_and_a_rerun_finishes(
     src = write_tree(tmp_path / "src", pngs(n, (256, 192)))
     dst = tmp_path / "archive"
     args = ["archive", str(src), str(dst), "--model", tiny_model, "--batch-size", "1"]
-    log = tmp_path / "stderr.log"
-    with log.open("w") as err:
+    log, out = tmp_path / "stderr.log", tmp_path / "stdout.json"
+    with log.open("w") as err, out.open("w") as stdout:
         job = subprocess.Popen(
-            [sys.executable, "-m", "jobs.cli", *args],
+            [sys.executable, "-m", "jobs.cli", *args, "--json"],
             env=cli_env(ray_cluster),
-            stdout=subprocess.DEVNULL,
+            stdout=stdout,
             stderr=err,
             # SIGINT as a terminal sends it, also when the suite itself runs in the background
             # (a shell's "&" makes its commands, and so this job, ignore SIGINT).
@@ -234,10 +234,15 @@ def test_interrupted_exits_130_with_the_rows_so_far_and_a_rerun_finishes(
             job.kill()
     stderr = log.read_text()
     assert job.returncode == INTERRUPTED, stderr[-3000:]
-    assert "tadm archive: interrupted;" in stderr.strip().splitlines()[-1]
+    lines = stderr.strip().splitlines()
+    assert "tadm archive: interrupted;" in lines[-1]
+    assert any(line.startswith("archive: ") and ", interrupted, " in line for line in lines)
 
     before = manifest_rows(dst)
     assert 0 < len(before) < n
+    result = json.loads(out.read_text())  # what a script reads: the images done until then
+    assert result["interrupted"] is True and result["exit_code"] == INTERRUPTED
+    assert result["counts"]["ok"] == len(before) and result["images"] == len(before)
     assert run_cli(*args) == 0
     table = pq.read_table(dst / "manifest")  # any Parquet reader: one row per image
     assert sorted(table["rel_path"].to_pylist()) == sorted(pngs(n))
