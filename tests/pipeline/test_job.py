@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 
@@ -121,10 +122,19 @@ def test_json_has_counts_bytes_ratio_exit_code_and_manifest():
         "seconds": 192.4,
         "permanent_not_retried": 0,
         "not_attempted": None,
+        "interrupted": False,
         "exit_code": 1,
         "manifest": "/a/manifest",
     }
     assert archive_result(ok=1).exit_code == 0
+
+
+def test_an_interrupted_job_says_so_and_exits_130():
+    result = JobResult("restore", {"ok": 2, "error": 1}, "/r/manifest", 3.0, "see /r")
+    result = dataclasses.replace(result, interrupted=True)
+    assert result.exit_code == 130
+    assert result.line() == "restore: 3 images: 2 ok, 1 errors (see /r), interrupted, 3.0s"
+    assert result.to_json()["interrupted"] is True and result.to_json()["exit_code"] == 130
 
 
 def test_earlier_permanent_failures_are_counted_apart_and_exit_0():
