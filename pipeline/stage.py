@@ -2,7 +2,8 @@
 
 `ModelStage` is the base of Downscale and Upscale: one TADM per instance (Ray runs it as an
 actor pool, one model per actor), rows grouped into model calls, a failed call turned into error
-rows. `write_files` is the body of both write stages: atomic writes, one error row per failure.
+rows. `write_files` is the body of both write stages: atomic writes, one error row per failure;
+`remove_earlier` takes away an image's output of the other kind (LR or kept) a run replaced.
 """
 
 from __future__ import annotations
@@ -122,6 +123,28 @@ def restored_images(x_hat: torch.Tensor) -> list[np.ndarray]:
 def fail(row: Row, error: str, kind: str) -> None:
     """Make `row` an error row: its quality figures go, as nothing they describe is written."""
     row.update(status="error", error=error, error_kind=kind, psnr=None, ssim=None)
+
+
+def remove_earlier(
+    rows: list[Row], dst: Location, earlier: Callable[[Row], tuple[str, str] | None]
+) -> None:
+    """Remove the earlier output of each row written now as another kind of output:
+    `earlier(row)` gives its key under `dst` and what it is ("LR", "kept source"), or None.
+    A removal that fails makes the row a transient error, for a re-run to finish."""
+    fs = dst.filesystem()
+    for row in rows:
+        found = earlier(row)
+        if found is None:
+            continue
+        key, what = found
+        try:
+            fs.rm_file(dst.join(key))  # join refuses a key that would leave dst
+        except FileNotFoundError:
+            pass
+        except Exception as e:
+            error = f"cannot remove the earlier {what} {dst.uri_of(dst.path(key))}: "
+            error += error_text(e)
+            fail(row, error, TRANSIENT)
 
 
 def write_failure(e: Exception, path: str) -> tuple[str, str]:

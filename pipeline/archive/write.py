@@ -9,9 +9,9 @@ import hashlib
 
 import numpy as np
 
-from pipeline.format import ARCHIVE_SCHEMA, KEPT, PERMANENT, TRANSIENT, kept_key, lr_key
-from pipeline.rows import error_text, to_batch, to_rows
-from pipeline.stage import Row, fail, write_files
+from pipeline.format import ARCHIVE_SCHEMA, KEPT, PERMANENT, kept_key, lr_key
+from pipeline.rows import to_batch, to_rows
+from pipeline.stage import Row, remove_earlier, write_files
 from pipeline.storage import Location
 
 
@@ -37,7 +37,7 @@ def write_lr(
             row["kept_reason"] = None
     rows = write_files(rows, dst, "kept_uri", kept, status=KEPT)
     rows = write_files(rows, dst, "lr_uri", output)
-    remove_earlier(rows, dst)
+    remove_earlier(rows, dst, earlier_output)
     for row in rows:
         if row["status"] == "ok":
             lr_bytes = len(row["lr_png"])
@@ -48,24 +48,13 @@ def write_lr(
     return to_batch(rows, ARCHIVE_SCHEMA.names)
 
 
-def remove_earlier(rows: list[Row], dst: Location) -> None:
-    """Remove the earlier output of each row written as the other kind: the LR of an image kept
-    now, the kept source of an image archived now ("outputs": the kinds DST held before the
-    run). A removal that fails makes the row a transient error, for a re-run to finish."""
-    fs = dst.filesystem()
-    for row in rows:
-        earlier = str(row.get("outputs") or "").split()
-        if row["status"] == "ok" and "kept" in earlier:
-            key, what = kept_key(row["rel_path"]), "kept source"
-        elif row["status"] == KEPT and "lr" in earlier:
-            key, what = lr_key(row["rel_path"]), "LR"
-        else:
-            continue
-        path = dst.join(key)
-        try:
-            fs.rm_file(path)
-        except FileNotFoundError:
-            pass
-        except Exception as e:
-            error = f"cannot remove the earlier {what} {dst.uri_of(path)}: {error_text(e)}"
-            fail(row, error, TRANSIENT)
+def earlier_output(row: Row) -> tuple[str, str] | None:
+    """The earlier output of a row written as the other kind (stage.remove_earlier): the LR of
+    an image kept now, the kept source of an image archived now ("outputs": the kinds DST held
+    before the run)."""
+    earlier = str(row.get("outputs") or "").split()
+    if row["status"] == "ok" and "kept" in earlier:
+        return kept_key(row["rel_path"]), "kept source"
+    if row["status"] == KEPT and "lr" in earlier:
+        return lr_key(row["rel_path"]), "LR"
+    return None

@@ -131,7 +131,7 @@ class RestoreJob(Plan):
             column = pc.fill_null(todo[name], unknown)
             todo = todo.set_column(todo.column_names.index(name), name, column)
         if done is None:
-            return RESTORE_SCHEMA.empty_table(), todo
+            return RESTORE_SCHEMA.empty_table(), todo.append_column("earlier", blank(len(todo)))
         config, dst = self.config, self.dst
         at = pc.index_in(done["rel_path"], value_set=images["rel_path"].combine_chunks())
         rows, at = done.filter(pc.is_valid(at)), at.filter(pc.is_valid(at))
@@ -186,7 +186,69 @@ class RestoreJob(Plan):
             status, "status", pc.if_else(failed, rows["status"], pa.scalar("skipped"))
         )
         todo = todo.filter(pc.invert(pc.is_in(todo["rel_path"], rows["rel_path"])))
-        return rows, todo
+        return rows, todo.append_column("earlier", self.earlier_outputs(todo, done, outputs))
+
+    def earlier_outputs(self, todo: pa.Table, done: pa.Table, outputs: pa.Table) -> pa.Array:
+        """For each image to restore, the key in DST of the output an earlier restore gave it
+        as the other kind, for the write stage to remove ("" for none): the copy of a source
+        the archive kept then and holds as an LR now, or the restored image of one it keeps
+        now. Only whole restores switch kind, and a key another image of the archive is
+        restored to is left alone."""
+        none = blank(len(todo))
+        if self.config.region is not None or not len(todo):
+            return none
+        suffix = "." + self.config.image_format
+        root = self.dst.uri_of(self.dst.root + "/")
+        at = pc.index_in(todo["rel_path"], value_set=done["rel_path"].combine_chunks())
+        status, uri = pc.take(done["status"], at), pc.take(done["output_uri"], at)
+        rel_path = todo["rel_path"]
+        image_key = pc.binary_join_element_wise(rel_path, suffix, "")
+        kept_now = pc.not_equal(todo["kept_uri"], "")
+        copy_then = pc.and_(
+            pc.equal(status, KEPT), pc.equal(uri, pc.binary_join_element_wise(root, rel_path, ""))
+        )
+        image_then = pc.and_(
+            pc.equal(status, "ok"), pc.equal(uri, pc.binary_join_element_wise(root, image_key, ""))
+        )
+        held = {
+            kind: pc.is_in(rel_path, value_set=names.combine_chunks())
+            for kind in ("image", "kept")
+            for names in [outputs.filter(pc.equal(outputs["kind"], kind))["rel_path"]]
+        }
+        key = pc.if_else(
+            pc.and_(pc.and_(copy_then, pc.invert(kept_now)), held["kept"]),
+            rel_path,
+            pc.if_else(pc.and_(pc.and_(image_then, kept_now), held["image"]), image_key, ""),
+        )
+        key = pc.fill_null(key, "")
+        candidates = pc.not_equal(key, "")
+        if not pc.any(candidates).as_py():
+            return none
+        taken = self.restored_to(key.filter(candidates).to_pylist())
+        return pc.if_else(pc.is_in(fold(key), value_set=pa.array(taken, pa.string())), "", key)
+
+    def restored_to(self, keys: list[str]) -> list[str]:
+        """The folded ones of `keys` (under DST) that an image of the archive is restored to:
+        "a.png" is the copy of a kept source "a.png", or the image "a" restored as PNG."""
+        suffix = "." + self.config.image_format
+        # folded name of an item -> (the folded key it takes, whether as a kept source)
+        wanted: dict[str, list[tuple[str, bool]]] = {}
+        for key in fold(pa.array(keys, pa.string())).to_pylist():
+            wanted.setdefault(key, []).append((key, True))
+            if key.endswith(suffix):
+                wanted.setdefault(key[: -len(suffix)], []).append((key, False))
+        names = pa.array(list(wanted), pa.string())
+        n, taken = self.items.n, []
+        for k in sorted(set(bucket_of(names, n).tolist())):
+            table = self.items.bucket(k, n)
+            found = table.filter(pc.is_in(fold(table["rel_path"]), value_set=names))
+            for name, kept in zip(
+                fold(found["rel_path"]).to_pylist(),
+                pc.is_valid(found["kept_uri"]).to_pylist(),
+                strict=True,
+            ):
+                taken += [key for key, as_kept in wanted[name] if as_kept == kept]
+        return taken
 
     def source(self, blocks: list[ray.ObjectRef], resources: Resources) -> ray.data.Dataset:
         return ray.data.from_arrow_refs(blocks)
@@ -269,6 +331,11 @@ def kept_clashes(items: Buckets, image_format: str) -> dict[str, str]:
                 clashes[rel_path] = clash_message(rel_path, kept, image_format)
                 clashes[kept] = clash_message(rel_path, kept, image_format)
     return clashes
+
+
+def blank(n: int) -> pa.Array:
+    """n empty strings: "no such value" in a string column that must not be all null."""
+    return pa.array([""] * n, pa.string())
 
 
 def clash_message(image: str, kept: str, image_format: str) -> str:

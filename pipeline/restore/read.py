@@ -47,6 +47,7 @@ READ_COLUMNS = (
     *METADATA_FIELDS,  # the LR's Metadata, b"" for none
     "kept_data",  # a kept source's bytes, or its region encoded; b"" for an LR row
     "kept_key",  # where they go under DST
+    "earlier",  # the key in DST of an earlier output of the other kind, to remove; "" if none
     "metadata",
     "conversion",
     "seconds",

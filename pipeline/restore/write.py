@@ -1,5 +1,6 @@
 """Write stage of restore: HR pixels -> DST/<rel_path>.<format> with the source's metadata,
-written atomically; a kept source -> DST/<rel_path> as it was."""
+written atomically; a kept source -> DST/<rel_path> as it was. An image the archive kept before
+and holds as an LR now, or the reverse, loses the output an earlier restore gave it."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pipeline.format import (
     output_key,
 )
 from pipeline.rows import error_kind, error_text, to_batch, to_rows
-from pipeline.stage import Row, fail, write_files
+from pipeline.stage import Row, fail, remove_earlier, write_files
 from pipeline.storage import Location
 
 SRGB = ImageCms.createProfile("sRGB")
@@ -89,4 +90,14 @@ def write_restored(
 
     rows = write_files(rows, dst, "output_uri", output)
     rows = write_files(rows, dst, "output_uri", kept, status=KEPT)
+    remove_earlier(rows, dst, earlier_output)
     return to_batch(rows, RESTORE_SCHEMA.names)
+
+
+def earlier_output(row: Row) -> tuple[str, str] | None:
+    """An earlier restore's output of the image as the other kind, which this row's replaces
+    (stage.remove_earlier): "earlier" is its key in DST, "" for none (restore/plan.py)."""
+    key = row.get("earlier")
+    if row["status"] not in ("ok", KEPT) or not isinstance(key, str) or not key:
+        return None
+    return key, "copy of the kept source" if row["status"] == "ok" else "restored image"

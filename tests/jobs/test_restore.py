@@ -168,6 +168,33 @@ def test_only_format_and_rerun_skip(archive, tiny_model, tmp_path):
     assert restore_rows(dst)["sub/c.png"]["status"] == "ok"
 
 
+def test_an_image_kept_now_or_archived_now_loses_its_earlier_restore(
+    ray_cluster, small_photos, tiny_model, tmp_path
+):
+    archive, dst = tmp_path / "archive", tmp_path / "restored"
+    archive_args = ("archive", small_photos, archive, "--model", tiny_model)
+    restore_args = ("restore", archive, dst, "--model", tiny_model)
+    dst.mkdir()
+    (dst / "notes.txt").write_text("mine")  # no restore wrote it: it stays
+
+    def files() -> list[str]:
+        names = (p.relative_to(dst).as_posix() for p in dst.rglob("*.*"))
+        return sorted(name for name in names if not name.startswith("manifest/"))
+
+    assert run_cli(*archive_args) == 0 and run_cli(*restore_args) == 0
+    assert files() == ["a.png.png", "b.jpg.png", "notes.txt", "sub/c.png.png"]
+    # Archived again with a floor no image reaches: each is kept, and restored as its copy.
+    assert run_cli(*archive_args, "--min-psnr", "99") == 0
+    assert run_cli(*restore_args) == 0
+    assert files() == ["a.png", "b.jpg", "notes.txt", "sub/c.png"]
+    assert (dst / "b.jpg").read_bytes() == (small_photos / "b.jpg").read_bytes()
+    # An LR again: the copies go.
+    assert run_cli(*archive_args, "--overwrite") == 0
+    assert run_cli(*restore_args) == 0
+    assert files() == ["a.png.png", "b.jpg.png", "notes.txt", "sub/c.png.png"]
+    assert {row["status"] for row in restore_rows(dst).values()} == {"ok"}
+
+
 def test_two_model_actors_on_a_two_cpu_cluster_finish(
     ray_cluster, small_photos, tiny_model, tmp_path
 ):

@@ -1,11 +1,17 @@
-"""The restore plan's checks that look across buckets."""
+"""The restore plan's checks that look across buckets: clashes, earlier outputs to remove."""
 
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.buckets import Buckets
-from pipeline.restore.plan import ITEM_SCHEMA, kept_clashes
+from pipeline.format import RESTORE_SCHEMA
+from pipeline.job import OUTPUT_SCHEMA
+from pipeline.manifest import to_table
+from pipeline.restore.config import RestoreConfig
+from pipeline.restore.plan import ITEM_SCHEMA, RestoreJob, kept_clashes
+from pipeline.storage import Location
 
 
 def items(rel_paths: list[str], kept: set[str], memory_rows: int) -> Buckets:
@@ -28,3 +34,61 @@ def test_a_kept_source_named_as_an_images_output_clashes_with_it_in_any_bucket()
             assert clashes["img7.jpg"] == clashes["Img7.JPG.png"]
             assert "DST/img7.jpg.png, where the kept source 'Img7.JPG.png'" in clashes["img7.jpg"]
             assert set(kept_clashes(buckets, "webp")) == {"img8.jpg", "img8.jpg.webp"}
+
+
+def restore_job(buckets: Buckets, dst: str, image_format: str = "png") -> RestoreJob:
+    config = RestoreConfig(archive="/archive", dst=dst, image_format=image_format)
+    location = Location.parse(dst)
+    return RestoreJob(config, location, {}, "tiny", "m1", Location.parse("/archive"), buckets, {})
+
+
+def earlier_rows(dst: str, outputs: dict[str, str]) -> pa.Table:
+    """An earlier restore's manifest rows: rel_path -> the key it wrote ("kept" rows for keys
+    equal to their rel_path, the copy of a kept source)."""
+    rows = [
+        {
+            "rel_path": rel_path,
+            "output_uri": f"{dst}/{key}",
+            "status": "kept" if key == rel_path else "ok",
+            "model_id": "m1",
+        }
+        for rel_path, key in outputs.items()
+    ]
+    return to_table(rows, RESTORE_SCHEMA)
+
+
+def test_an_image_that_changed_kind_in_the_archive_names_its_earlier_output_to_remove():
+    dst = "/restored"
+    # Then: "a.jpg" and "b.jpg" kept (copied), "c.jpg" and "d.jpg" restored; now the reverse.
+    # "x.png" was kept and is an LR now, but "x" is an image restored to x.png: left alone.
+    names = [f"img{i}.jpg" for i in range(300)] + ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "x.png", "x"]
+    kept_now = {"c.jpg", "d.jpg"}
+    then = {"a.jpg": "a.jpg", "b.jpg": "b.jpg", "c.jpg": "c.jpg.png", "d.jpg": "d.jpg.png"}
+    then["x.png"] = "x.png"
+    held = {"a.jpg": "kept", "c.jpg": "image", "d.jpg": "image", "x.png": "kept"}  # b.jpg: gone
+    for memory_rows in (10**6, 50):  # one bucket in memory; spilled to 64 buckets
+        with items(names, kept_now, memory_rows) as buckets:
+            job = restore_job(buckets, dst)
+            n = buckets.n
+            earlier = {}
+            for k in range(n):
+                bucket = buckets.bucket(k, n)
+                done = earlier_rows(dst, then)
+                done = done.filter(pc.is_in(done["rel_path"], value_set=bucket["rel_path"]))
+                outputs = pa.table(
+                    {
+                        "rel_path": list(held),
+                        "size": [1] * len(held),
+                        "kind": list(held.values()),
+                    },
+                    schema=OUTPUT_SCHEMA,
+                )
+                _, todo = job.split(bucket, done, outputs)
+                pairs = zip(todo["rel_path"].to_pylist(), todo["earlier"].to_pylist(), strict=True)
+                earlier |= dict(pairs)
+            assert {k: v for k, v in earlier.items() if v} == {
+                "a.jpg": "a.jpg",
+                "c.jpg": "c.jpg.png",
+                "d.jpg": "d.jpg.png",
+            }
+            assert len(earlier) == len(names)
