@@ -228,12 +228,12 @@ def restore_crop(
         x_hat = model.upscale(
             to_tensor([lr]).to(models.device), size=(header.height, header.width), region=region
         )  # (1, 3, h, w) in [0, 1]
-    restored = f"crops/{entry.rank:06d}-restored.png"
+    restored = crop_name(entry.rank, "restored")
     write_file(out, restored, png_bytes(to_images(to_pixels(x_hat))[0]))
     source = None
     try:
         window = source_window(entry.row, region, storage_options)
-        source = f"crops/{entry.rank:06d}-source.png"
+        source = crop_name(entry.rank, "source")
         write_file(out, source, png_bytes(window))
     except ValueError as e:
         entry.notes.append(f"no source crop: {e}")
@@ -252,13 +252,28 @@ def source_window(
     return decode_image(data).pixels[y : y + h, x : x + w]
 
 
-def remove_earlier_pages(out: str, pages: int) -> None:
-    """Remove the pages past the last one of an earlier report into `out` (a smaller
-    --page-size, or more images, made more): they would still link to one another."""
+def crop_name(rank: int, kind: str) -> str:
+    """The file of the entry at `rank`'s crop, "restored" or "source", under OUT_DIR."""
+    return f"crops/{rank:06d}-{kind}.png"
+
+
+def remove_earlier_files(out: str, pages: int, entries: list[Entry]) -> None:
+    """Remove what an earlier report into `out` wrote that this one did not: pages past the
+    last (a smaller --page-size, or more images, made more; they would still link to one
+    another), and crops of ranks that have none now (a smaller --worst, a source gone)."""
     for name in os.listdir(out):
         number = re.fullmatch(r"page-([0-9]+)\.html", name)
         if number and int(number[1]) > pages:
             os.remove(os.path.join(out, name))
+    crops = os.path.join(out, "crops")
+    if not os.path.isdir(crops):
+        return
+    written = {crop_name(e.rank, "restored") for e in entries if e.crop}
+    written |= {crop_name(e.rank, "source") for e in entries if e.crop and e.crop.source}
+    for name in os.listdir(crops):
+        path = f"crops/{name}"
+        if re.fullmatch(r"[0-9]{6}-(restored|source)\.png", name) and path not in written:
+            os.remove(os.path.join(out, path))
 
 
 def restore_crops(
@@ -334,7 +349,7 @@ def build_report(
     write_file(out, assets.SCRIPT_NAME, assets.SCRIPT.encode())
     for number, page in enumerate(pages, start=1):
         write_file(out, html.page_name(number), html.page(context, number, page).encode())
-    remove_earlier_pages(out, len(pages))
+    remove_earlier_files(out, len(pages), entries)
     return Written(
         index=os.path.join(out, "index.html"),
         pages=len(pages),

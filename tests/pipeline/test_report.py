@@ -308,6 +308,11 @@ def test_worst_images_get_a_restored_crop_and_the_source_crop(
         "crops/000001-restored.png",
         "crops/000002-restored.png",
     ]
+    # Again with a smaller --worst: the second entry's crops, linked from nowhere now, go.
+    (out / "crops" / "mine.png").write_bytes(b"the user's own file")
+    (tmp_path / "src" / "big.png").unlink()  # and the first one's source crop
+    assert report(archive, out, tiny_model, worst=1).crops == 1
+    assert sorted(p.name for p in (out / "crops").iterdir()) == ["000001-restored.png", "mine.png"]
 
 
 def test_no_source_crop_when_the_source_changed_or_is_gone(
