@@ -215,8 +215,9 @@ def info_json(
     service_id: str, width: int, height: int, max_pixels: int, scale: int
 ) -> dict[str, Any]:
     """The info.json of a width x height image archived at `scale`, served at the base URI
-    `service_id`. `sizes`, smallest first: the ones made from the LR (lr_sizes), then, when the
-    whole image is within `max_pixels`, the whole image at each restored scale factor."""
+    `service_id`, with outputs up to `max_pixels` (maxArea). `sizes`, smallest first: the ones
+    made from the LR (lr_sizes), then, when the whole image is within `max_pixels`, the whole
+    image at each restored scale factor."""
     tile, factors = tiling(width, height, max_pixels, scale)
     sizes = lr_sizes(width, height, scale, tile)[::-1]
     if width * height <= max_pixels:
@@ -230,6 +231,7 @@ def info_json(
         "profile": "level1",
         "width": width,
         "height": height,
+        "maxArea": max_pixels,  # a larger output (w * h) is 413
         "tiles": [{"width": tile, "scaleFactors": factors}],
         "sizes": [{"width": w, "height": h} for w, h in sizes],
     }

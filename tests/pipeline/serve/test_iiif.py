@@ -305,6 +305,7 @@ def test_info_json():
     assert (info["id"], info["type"]) == ("http://h:1/iiif/a%2Fb.jpg", "ImageService3")
     assert info["protocol"] == "http://iiif.io/api/image" and info["profile"] == "level1"
     assert (info["width"], info["height"]) == (1000, 600)
+    assert info["maxArea"] == 1024 * 1024  # parse_view's 413 above it
     assert info["tiles"] == [{"width": 512, "scaleFactors": [1, 2, 16]}]
     # the LR's size, then the whole image at each restored scale factor, rounded up as
     # OpenSeadragon computes its levels
