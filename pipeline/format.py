@@ -132,7 +132,9 @@ def output_key(rel_path: str, image_format: str) -> str:
 
 def encode_output(pixels: np.ndarray, image_format: str, metadata: Metadata | None = None) -> bytes:
     """(H, W, 3) uint8 -> the bytes of a restored image in one of OUTPUT_FORMATS, carrying
-    what the format holds of `metadata` (held_by) where given."""
+    what the format holds of `metadata` (held_by) where given. TooLargeForFormat, before
+    encoding, for an image over the format's MAX_SIDES."""
+    check_sides(pixels.shape[1], pixels.shape[0], image_format)
     out = io.BytesIO()
     options: dict = {} if image_format == "png" else {"quality": QUALITY}
     metadata = held_by(metadata or Metadata(), image_format)
@@ -150,6 +152,29 @@ def encode_output(pixels: np.ndarray, image_format: str, metadata: Metadata | No
     if image_format == "jpeg" and metadata.photoshop:
         return with_app13(out.getvalue(), metadata.photoshop)
     return out.getvalue()
+
+
+# The longest side each output format's encoder writes: libjpeg's JPEG_MAX_DIMENSION, libwebp's
+# WEBP_MAX_DIMENSION, PNG's 2^31 - 1 (the spec's).
+MAX_SIDES = {"jpeg": 65500, "png": 2**31 - 1, "webp": 16383}
+
+
+class TooLargeForFormat(ValueError):
+    """An image with a side over its output format's MAX_SIDES: it can never be encoded in it."""
+
+
+def check_sides(
+    width: int, height: int, image_format: str, remedy: str = "write it as PNG"
+) -> None:
+    """TooLargeForFormat, naming the limit and `remedy`, unless a width x height image fits a
+    file of `image_format` ("JPEG holds at most 65500 pixels a side, this image is 16x70000:
+    write it as PNG")."""
+    limit = MAX_SIDES[image_format]
+    if max(width, height) > limit:
+        raise TooLargeForFormat(
+            f"{image_format.upper()} holds at most {limit} pixels a side, this image is "
+            f"{width}x{height}: {remedy}"
+        )
 
 
 # ---- manifests -------------------------------------------------------------------------------
@@ -325,12 +350,42 @@ class Metadata:
 BLOCK_NAMES = {"icc": "ICC profile", "photoshop": "Photoshop resources", "comment": "comment"}
 
 
-def held_by(metadata: Metadata, image_format: str) -> Metadata:
-    """What a file of `image_format` holds of `metadata`: PNG and JPEG all of it; WebP no
-    Photoshop resources and no comment (it has no place for them)."""
+# The most bytes of a block a JPEG holds where it must go in one segment (65533 bytes after the
+# length), less the segment's header: EXIF's APP1 starts with EXIF_HEADER, XMP's with
+# XMP_NAMESPACE (Pillow refuses more: "EXIF data is too long"). The ICC profile goes over
+# several APP2 segments (Pillow's) and Photoshop resources over several APP13 (with_app13);
+# PNG and WebP hold blocks of any size.
+JPEG_SEGMENT = 65533
+XMP_NAMESPACE = b"http://ns.adobe.com/xap/1.0/\x00"  # before the XMP packet in a JPEG's APP1
+JPEG_LIMITS = {
+    "exif": JPEG_SEGMENT - len(EXIF_HEADER),  # 65527
+    "xmp": JPEG_SEGMENT - len(XMP_NAMESPACE),  # 65504
+    "comment": JPEG_SEGMENT,  # one COM segment
+}
+
+
+def not_held(metadata: Metadata, image_format: str) -> dict[str, str]:
+    """The blocks of `metadata` a file of `image_format` cannot hold, in METADATA_FIELDS
+    order, each with why: "" where the format has no place for it (WebP: Photoshop resources,
+    the comment), "over 65,527 bytes (70,000 here)" for one over JPEG_LIMITS."""
+    present = [n for n in METADATA_FIELDS if getattr(metadata, n)]
     if image_format == "webp":
-        return dataclasses.replace(metadata, photoshop=None, comment=None)
-    return metadata
+        return {n: "" for n in present if n in ("photoshop", "comment")}
+    if image_format == "jpeg":
+        sizes = {n: len(getattr(metadata, n)) for n in present if n in JPEG_LIMITS}
+        return {
+            n: f"over {JPEG_LIMITS[n]:,} bytes ({size:,} here)"
+            for n, size in sizes.items()
+            if size > JPEG_LIMITS[n]
+        }
+    return {}
+
+
+def held_by(metadata: Metadata, image_format: str) -> Metadata:
+    """What a file of `image_format` holds of `metadata`: PNG all of it; JPEG all but an EXIF,
+    XMP or comment over JPEG_LIMITS; WebP no Photoshop resources and no comment (it has no
+    place for them). not_held says what is left out."""
+    return dataclasses.replace(metadata, **dict.fromkeys(not_held(metadata, image_format)))
 
 
 def utf8_text(data: bytes) -> str | None:

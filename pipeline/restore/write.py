@@ -13,11 +13,12 @@ from PIL import Image, ImageCms
 
 from pipeline.format import (
     KEPT,
-    METADATA_FIELDS,
     RESTORE_SCHEMA,
     Metadata,
+    check_sides,
     encode_output,
     held_by,
+    not_held,
     output_key,
 )
 from pipeline.rows import error_kind, error_text, to_batch, to_rows
@@ -43,9 +44,11 @@ def encode_restored(
     pixels: np.ndarray, image_format: str, metadata: Metadata, srgb: bool
 ) -> tuple[bytes, str | None, str | None]:
     """A restored image's bytes carrying `metadata`, what it carries ("exif,icc,xmp") and what
-    was done: the colour conversion, metadata the format has no place for. With `srgb`, pixels
-    with a profile are converted to sRGB and the profile left out; pixels without one are
-    taken as sRGB already."""
+    was done: the colour conversion, metadata the format has no place for (or none so big:
+    JPEG_LIMITS). With `srgb`, pixels with a profile are converted to sRGB and the profile left
+    out; pixels without one are taken as sRGB already. TooLargeForFormat (permanent), before
+    any work, for an image with a side over the format's MAX_SIDES."""
+    check_sides(pixels.shape[1], pixels.shape[0], image_format, "restore it with --format png")
     notes = []
     if srgb and metadata.icc:
         pixels, converted = to_srgb(pixels, metadata.icc)
@@ -54,9 +57,10 @@ def encode_restored(
     elif srgb:
         notes.append("no ICC profile: taken as sRGB")
     held = held_by(metadata, image_format)
-    left = [n for n in METADATA_FIELDS if getattr(metadata, n) and not getattr(held, n)]
-    if left:
-        notes.append(f"{image_format} holds no {', '.join(left)}: not carried")
+    left = not_held(metadata, image_format)
+    if no_place := [n for n, why in left.items() if not why]:
+        notes.append(f"{image_format} holds no {', '.join(no_place)}: not carried")
+    notes += [f"{image_format} holds no {n} {why}: not carried" for n, why in left.items() if why]
     return encode_output(pixels, image_format, held), held.names, "; ".join(notes) or None
 
 

@@ -28,14 +28,11 @@ import math
 import re
 from typing import Any
 
-from pipeline.format import Region
+from pipeline.format import MAX_SIDES, Region
 from pipeline.serve.tiles import TileError, View
 
 TILE_WIDTH = 512  # HR-region side of a full-resolution tile, halved until it fits the limit
 FORMATS = {"jpg": "jpeg", "png": "png", "webp": "webp"}  # IIIF format -> encode_output's
-# the longest side each encoder writes: libjpeg's JPEG_MAX_DIMENSION, libwebp's
-# WEBP_MAX_DIMENSION, PNG's 2^31 - 1 (the spec's)
-MAX_SIDES = {"jpeg": 65500, "png": 2**31 - 1, "webp": 16383}
 MEDIA_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 UNSUPPORTED_FORMATS = ("tif", "gif", "pdf", "jp2")
 QUALITIES = ("default", "color")  # the same image: restored images are in colour

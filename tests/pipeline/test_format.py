@@ -14,11 +14,14 @@ from PIL import Image
 from pipeline.decode import decode_image
 from pipeline.format import (
     ARCHIVE_SCHEMA,
+    JPEG_LIMITS,
     MAX_PIXELS,
+    MAX_SIDES,
     OUTPUT_FORMATS,
     LrHeader,
     Metadata,
     Region,
+    TooLargeForFormat,
     TooManyPixels,
     check_rel_path,
     decode_lr_png,
@@ -28,8 +31,10 @@ from pipeline.format import (
     is_rel_path,
     kept_key,
     lr_key,
+    not_held,
     output_key,
 )
+from pipeline.rows import error_kind
 from tadm.png import png_bytes
 
 
@@ -194,6 +199,73 @@ def test_photoshop_resources_and_the_comment_travel_byte_for_byte():
     webp = encode_output(photo(40, 30), "webp", metadata)
     assert decode_image(webp).metadata == Metadata(xmp=xmp_packet())
     assert held_by(metadata, "webp") == Metadata(xmp=xmp_packet())
+
+
+def exif_of(size: int) -> bytes:
+    """EXIF of `size` bytes: a TIFF structure with a Make tag, then padding."""
+    exif = Image.Exif()
+    exif[0x010F] = "TADM Camera Co."
+    data = exif.tobytes()[6:]
+    return data + bytes(size - len(data))
+
+
+def xmp_of(size: int) -> bytes:
+    """An XMP packet of `size` bytes, padded with spaces as XMP writers pad theirs."""
+    packet = xmp_packet()
+    end = b"<?xpacket end"
+    return packet.replace(end, b" " * (size - len(packet)) + end)
+
+
+@pytest.mark.parametrize(("block", "make"), [("exif", exif_of), ("xmp", xmp_of)])
+def test_a_jpeg_leaves_out_an_exif_or_xmp_over_one_app1_segment(block: str, make):
+    """One APP1 segment holds 65533 bytes with its header ("Exif\0\0", XMP's namespace);
+    Pillow refuses more, which failed the image. PNG and WebP hold the block at any size."""
+    assert JPEG_LIMITS == {"exif": 65527, "xmp": 65504, "comment": 65533}
+    limit = JPEG_LIMITS[block]
+    for size in (limit, limit + 1, 70_000):
+        metadata = Metadata(icc=display_p3_icc(), comment=b"c", **{block: make(size)})
+        assert len(getattr(metadata, block)) == size
+        for image_format in OUTPUT_FORMATS:
+            data = encode_output(photo(40, 30), image_format, metadata)
+            held = held_by(metadata, image_format)
+            assert decode_image(data).metadata == held, (size, image_format)
+            carried = image_format != "jpeg" or size == limit
+            assert (getattr(held, block) is not None) == carried, (size, image_format)
+        expected = f"over {limit:,} bytes ({size:,} here)"
+        assert not_held(metadata, "jpeg") == ({} if size == limit else {block: expected})
+        assert held_by(metadata, "jpeg").icc == display_p3_icc()
+
+
+def test_a_big_icc_profile_goes_into_a_jpeg_in_several_app2_segments():
+    icc = display_p3_icc() + bytes(300_000)  # over four APP2 segments
+    data = encode_output(photo(40, 30), "jpeg", Metadata(icc=icc))
+    with Image.open(io.BytesIO(data)) as img:
+        assert img.info["icc_profile"] == icc
+        assert [m for m, _ in img.applist].count("APP2") == 5
+    assert not_held(Metadata(icc=icc), "jpeg") == {}
+
+
+@pytest.mark.parametrize(
+    ("image_format", "width", "height"),
+    [("jpeg", 16, 70_000), ("jpeg", 70_000, 16), ("jpeg", 65_501, 8), ("webp", 16, 16_384)],
+)
+def test_an_image_over_a_formats_sides_is_refused_before_encoding(
+    image_format: str, width: int, height: int
+):
+    """libjpeg failed such an image with "broken data stream" (an OSError: transient, so every
+    re-run tried again); now a permanent error names the limit, for any caller."""
+    limit = MAX_SIDES[image_format]
+    pixels = np.zeros((height, width, 3), np.uint8)
+    with pytest.raises(TooLargeForFormat) as raised:
+        encode_output(pixels, image_format)
+    assert str(raised.value) == (
+        f"{image_format.upper()} holds at most {limit} pixels a side, this image is "
+        f"{width}x{height}: write it as PNG"
+    )
+    assert error_kind(raised.value) == "permanent"
+    side = np.zeros((min(height, limit), min(width, limit), 3), np.uint8)  # at the limit: fine
+    with Image.open(io.BytesIO(encode_output(side, image_format))) as img:
+        assert img.size == (min(width, limit), min(height, limit))
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,105 @@
+"""The restore's write stage: what a restored file carries, and the images a format cannot hold."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from conftest import display_p3_icc, photo, xmp_packet
+from PIL import Image
+
+from pipeline.decode import decode_image
+from pipeline.format import JPEG_LIMITS, METADATA_FIELDS, RESTORE_SCHEMA, Metadata
+from pipeline.restore.write import encode_restored, write_restored
+from pipeline.rows import error_kind
+from pipeline.storage import Location
+
+
+def big_exif(size: int = 70_000) -> bytes:
+    """EXIF of `size` bytes: a TIFF structure with a Make tag, then padding."""
+    exif = Image.Exif()
+    exif[0x010F] = "TADM Camera Co."
+    data = exif.tobytes()[6:]
+    return data + bytes(size - len(data))
+
+
+def big_xmp(size: int = 70_000) -> bytes:
+    """An XMP packet of `size` bytes, padded with spaces."""
+    packet = xmp_packet()
+    return packet.replace(b"<?xpacket end", b" " * (size - len(packet)) + b"<?xpacket end")
+
+
+def test_a_jpeg_restore_leaves_out_exif_and_xmp_over_one_segment_and_says_so():
+    metadata = Metadata(exif=big_exif(), icc=display_p3_icc(), xmp=big_xmp(), comment=b"c")
+    data, names, conversion = encode_restored(photo(40, 30), "jpeg", metadata, srgb=False)
+    assert names == "icc,comment"
+    assert conversion == (
+        f"jpeg holds no exif over {JPEG_LIMITS['exif']:,} bytes (70,000 here): not carried; "
+        f"jpeg holds no xmp over {JPEG_LIMITS['xmp']:,} bytes (70,000 here): not carried"
+    )
+    with Image.open(io.BytesIO(data)) as img:
+        assert img.format == "JPEG" and img.size == (40, 30)
+    assert decode_image(data).metadata == Metadata(icc=display_p3_icc(), comment=b"c")
+    for image_format in ("png", "webp"):  # they hold both at any size
+        _, names, _ = encode_restored(photo(40, 30), image_format, metadata, srgb=False)
+        assert names.startswith("exif,icc,xmp"), image_format
+
+
+def test_webp_notes_what_it_has_no_place_for_beside_what_is_too_big_for_jpeg():
+    metadata = Metadata(exif=big_exif(), photoshop=b"8BIM\x04\x04\x00\x00", comment=b"c")
+    _, names, conversion = encode_restored(photo(40, 30), "webp", metadata, srgb=False)
+    assert (names, conversion) == ("exif", "webp holds no photoshop, comment: not carried")
+    _, names, conversion = encode_restored(photo(40, 30), "jpeg", metadata, srgb=True)
+    assert names == "photoshop,comment"
+    assert conversion == (
+        "no ICC profile: taken as sRGB; "
+        "jpeg holds no exif over 65,527 bytes (70,000 here): not carried"
+    )
+
+
+@pytest.mark.parametrize(
+    ("image_format", "width", "height", "limit"),
+    [("jpeg", 16, 70_000, 65500), ("jpeg", 70_000, 16, 65500), ("webp", 16, 20_000, 16383)],
+)
+def test_an_image_over_the_formats_sides_is_a_permanent_error_saying_what_to_do(
+    image_format: str, width: int, height: int, limit: int
+):
+    pixels = np.zeros((height, width, 3), np.uint8)
+    with pytest.raises(ValueError) as raised:
+        encode_restored(pixels, image_format, Metadata(icc=display_p3_icc()), srgb=True)
+    assert str(raised.value) == (
+        f"{image_format.upper()} holds at most {limit} pixels a side, this image is "
+        f"{width}x{height}: restore it with --format png"
+    )
+    assert error_kind(raised.value) == "permanent"
+
+
+def test_write_restored_makes_an_image_too_large_for_jpeg_a_permanent_error_row(tmp_path):
+    """...and writes the image beside it, without the EXIF a JPEG cannot hold."""
+    images = [np.zeros((70_000, 16, 3), np.uint8), photo(40, 30)]
+    metadata = [Metadata(), Metadata(exif=big_exif())]
+    batch = {
+        "rel_path": np.array(["tall.png", "a.png"], dtype=object),
+        "status": np.array(["ok", "ok"], dtype=object),
+        "restored": np.array([None, None], dtype=object),
+        "metadata": np.array([None, "exif"], dtype=object),
+        "conversion": np.array([None, None], dtype=object),
+        "seconds": np.array([0.0, 0.0]),
+    }
+    batch["restored"][:] = images
+    for name in METADATA_FIELDS:
+        batch[name] = np.array([m.row()[name] for m in metadata], dtype=object)
+    out = write_restored(batch, dst=Location.parse(str(tmp_path)), image_format="jpeg")
+    assert list(out) == RESTORE_SCHEMA.names
+    assert list(out["status"]) == ["error", "ok"]
+    assert list(out["error_kind"]) == ["permanent", None]
+    assert out["error"][0] == (
+        "JPEG holds at most 65500 pixels a side, this image is 16x70000: "
+        "restore it with --format png"
+    )
+    assert not (tmp_path / "tall.png.jpeg").exists()
+    assert out["metadata"][1] is None
+    assert out["conversion"][1] == "jpeg holds no exif over 65,527 bytes (70,000 here): not carried"
+    with Image.open(tmp_path / "a.png.jpeg") as img:
+        assert img.size == (40, 30) and "exif" not in img.info
