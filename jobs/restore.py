@@ -32,7 +32,12 @@ def parser() -> Parser:
     p.add_argument("archive", metavar="ARCHIVE", help="archive root: path, file://... or s3://...")
     p.add_argument("dst", metavar="DST", help="where to write: path, file://... or s3://...")
     p.add_argument("--region", type=region, help="X,Y,W,H: restore only this HR window")
-    p.add_argument("--only", metavar="GLOB", help="restore rel_paths matching GLOB ('*' spans '/')")
+    p.add_argument(
+        "--only",
+        metavar="GLOB",
+        help="restore rel_paths matching GLOB ('*' spans '/'; '[1]' is a set of characters: "
+        "write '[[]' for a '[')",
+    )
     p.add_argument("--model", help="shipped name, checkpoint folder or URI (default: tiny-xSCALE)")
     p.add_argument(
         "--format",

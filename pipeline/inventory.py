@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from pipeline.sources import LISTING_SCHEMA, select_images
+from pipeline.sources import LISTING_SCHEMA, NotImages, select_images
 from pipeline.storage import Location
 
 BATCH_ROWS = 200_000
@@ -171,11 +171,16 @@ def listing(table: pa.Table, src: Location, prefix: str) -> pa.Table:
 
 
 def scan_inventory(
-    inventory: Location, src: Location, prefix: str, exclude: str | None, every_file: bool = False
+    inventory: Location,
+    src: Location,
+    prefix: str,
+    exclude: str | None,
+    every_file: bool = False,
+    not_images: NotImages | None = None,
 ) -> Iterator[pa.Table]:
     """The inventory's image files (with `every_file`, any file) under SRC, as listing
-    tables, file by file."""
+    tables, file by file; the others counted in `not_images`."""
     kind, files, names = inventory_files(inventory)
     for path in files:
         for table in read_batches(inventory, kind, path, names):
-            yield select_images(listing(table, src, prefix), exclude, every_file)
+            yield select_images(listing(table, src, prefix), exclude, every_file, not_images)

@@ -19,12 +19,13 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.format import KEPT_DIR, LR_DIR, MANIFEST_DIR
 from pipeline.storage import Location
 
 IMAGE_EXTENSIONS = (
@@ -36,6 +37,7 @@ LISTING_THREADS = 8  # top-level folders (local) or prefixes (S3) listed at once
 PAGE_ROWS = 10_000  # rows of a local listing table
 SYMLINKED_FOLDER = "symbolic link to a folder, not followed (give its target as its own SRC)"
 BROKEN_LINK = "broken symbolic link"
+FOLDER_UNREADABLE = "folder cannot be listed, its files are not archived"
 NOT_A_FILE = "not a regular file (a FIFO, socket or device): not read"
 NOT_UTF8 = (
     "name is not valid UTF-8 (shown with \\x escapes; a folder's files are not listed): "
@@ -81,26 +83,55 @@ def listing_table(columns: dict[str, list[Any]]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=LISTING_SCHEMA)
 
 
+@dataclass
+class NotImages:
+    """What a listing held that is no image file, left out (without --keep-failed)."""
+
+    count: int = 0
+    examples: list[str] = field(default_factory=list)  # the first few rel_paths
+
+    def add(self, rel_paths: pa.ChunkedArray | pa.Array) -> None:
+        self.count += len(rel_paths)
+        self.examples += rel_paths.slice(0, 3 - len(self.examples)).to_pylist()
+
+
 def select_images(
-    table: pa.Table, exclude: str | None = None, every_file: bool = False
+    table: pa.Table,
+    exclude: str | None = None,
+    every_file: bool = False,
+    not_images: NotImages | None = None,
 ) -> pa.Table:
     """Rows of image files (by extension, any case; with `every_file`, any file) not hidden
-    and not under the rel_path folder `exclude` (an archive inside SRC); error rows are kept
-    when not hidden."""
+    and not in the folders an archive writes (lr/, kept/, manifest/) under the rel_path folder
+    `exclude` (an archive inside SRC: the other files there are SRC's); error rows are kept
+    when not hidden. Files left out for their name alone are added to `not_images`."""
     paths = table["rel_path"]
     # A name starting with "." (not a "." or ".." segment: those are the plan's error rows).
     hidden = pc.match_substring_regex(paths, r"(^|/)\.([^./]|\.[^/])")
     keep = pc.invert(hidden)
-    if not every_file:
-        image = pc.match_substring_regex(paths, IMAGE_NAME, ignore_case=True)
-        keep = pc.and_(keep, pc.or_(pc.is_valid(table["error"]), image))
     if exclude is not None:
-        keep = pc.and_(keep, pc.invert(pc.starts_with(paths, exclude.rstrip("/") + "/")))
+        base = exclude.rstrip("/") + "/" if exclude.strip("/") else ""
+        for folder in (LR_DIR, KEPT_DIR, MANIFEST_DIR):
+            written = pc.or_(
+                pc.starts_with(paths, f"{base}{folder}/"), pc.equal(paths, f"{base}{folder}")
+            )
+            keep = pc.and_(keep, pc.invert(written))
+    if not every_file:
+        image = pc.or_(
+            pc.is_valid(table["error"]),
+            pc.match_substring_regex(paths, IMAGE_NAME, ignore_case=True),
+        )
+        if not_images is not None:
+            not_images.add(paths.filter(pc.and_(keep, pc.invert(image))))
+        keep = pc.and_(keep, image)
     return table.filter(keep)
 
 
 def scan(
-    src: Location, exclude: Location | None = None, every_file: bool = False
+    src: Location,
+    exclude: Location | None = None,
+    every_file: bool = False,
+    not_images: NotImages | None = None,
 ) -> tuple[Iterator[pa.Table], str]:
     """The listing of SRC as tables of LISTING_SCHEMA (images only, or with `every_file` any
     file; unsorted), and the prefix that rel paths are relative to. SRC may also be a single
@@ -117,14 +148,18 @@ def scan(
         pages = walk_s3(fs, src.root)
     else:
         pages = walk_local(src.root)
-    return (select_images(page, excluded, every_file) for page in pages), prefix
+    return (select_images(page, excluded, every_file, not_images) for page in pages), prefix
 
 
 def excluded_folder(src: Location, prefix: str, exclude: Location | None) -> str | None:
-    """The rel_path of `exclude` when it lies inside SRC, else None."""
-    if exclude is not None and exclude.protocol == src.protocol and src.contains(exclude.root):
-        return exclude.root[len(prefix) :]
-    return None
+    """The rel_path of `exclude` when it lies inside SRC (local paths compared with symlinks
+    resolved), else None."""
+    if exclude is None or not exclude.within(src):
+        return None
+    if src.protocol == "file":
+        real_src, real = os.path.realpath(src.root), os.path.realpath(exclude.root)
+        return real[len(real_src) :].lstrip("/")
+    return exclude.root[len(prefix) :]
 
 
 def list_sources(
@@ -239,9 +274,19 @@ def walk_tree(root: str, top: str) -> Iterator[pa.Table]:
 
 
 def scan_folder(root: str, folder: str, rows: Rows, folders: list[str]) -> None:
-    """Add `folder`'s files to `rows` and its subfolders to `folders` (hidden ones skipped)."""
+    """Add `folder`'s files to `rows` and its subfolders to `folders` (hidden ones skipped).
+    A name that cannot be looked at (a symbolic link loop, a path too long) is a row with its
+    error, and so is a subfolder that cannot be listed (no permission): one bad entry must not
+    stop the listing. `root` itself must be listable (OSError)."""
     start = len(root.rstrip("/")) + 1
-    with os.scandir(folder) as entries:
+    try:
+        entries = os.scandir(folder)
+    except OSError as e:
+        if folder == root:
+            raise
+        rows.add(folder[start:], None, None, f"{FOLDER_UNREADABLE}: {e.strerror or e}")
+        return
+    with entries:
         for entry in entries:
             if entry.name.startswith("."):
                 continue
@@ -260,6 +305,8 @@ def scan_folder(root: str, folder: str, rows: Rows, folders: list[str]) -> None:
                     elif entry.is_file():
                         info = entry.stat()
                         rows.add(rel_path, info.st_size, info.st_mtime_ns // 1000, None)
+                    elif os.path.exists(entry.path):  # to a FIFO, socket or device
+                        rows.add(rel_path, None, None, NOT_A_FILE)
                     else:
                         rows.add(rel_path, None, None, BROKEN_LINK)
                 elif entry.is_dir(follow_symlinks=False):
@@ -271,6 +318,8 @@ def scan_folder(root: str, folder: str, rows: Rows, folders: list[str]) -> None:
                     rows.add(rel_path, None, None, NOT_A_FILE)
             except FileNotFoundError:  # removed while listed
                 continue
+            except OSError as e:
+                rows.add(rel_path, None, None, f"cannot be looked at: {e.strerror or e}")
 
 
 def utf8(name: str) -> bool:

@@ -20,7 +20,7 @@ import torch
 
 from pipeline.format import PERMANENT, TRANSIENT
 from pipeline.rows import error_kind, error_text, model_calls, to_batch, to_rows
-from pipeline.storage import Location, write_atomic
+from pipeline.storage import Location, check_inside, write_atomic
 from tadm import TADM
 from tadm.images import to_images
 from tadm.precision import resolve_precision
@@ -138,7 +138,10 @@ def remove_earlier(
             continue
         key, what = found
         try:
-            fs.rm_file(dst.join(key))  # join refuses a key that would leave dst
+            path = dst.join(key)  # join refuses a key that would leave dst
+            if dst.protocol == "file":
+                check_inside(dst.root, os.path.dirname(path))
+            fs.rm_file(path)
         except FileNotFoundError:
             pass
         except Exception as e:
@@ -191,7 +194,7 @@ def write_files(
             fail(row, f"cannot write: {error_text(e)}", error_kind(e))
         else:
             try:
-                write_atomic(fs, path, data)
+                write_atomic(fs, path, data, root=dst.root)
                 row[uri_column] = dst.uri_of(path)
             except Exception as e:
                 kind, hint = write_failure(e, path)

@@ -283,8 +283,27 @@ def remove_stale_temps(fs: fsspec.AbstractFileSystem, root: str) -> int:
     return removed
 
 
-def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
-    """Write `data` so that `path` is never seen half-written.
+def check_inside(root: str, path: str) -> None:
+    """OSError unless local `path` stays in the folder `root` with symlinks resolved: a link
+    planted in a folder on the way (DST/lr/sub -> /elsewhere) must not take a write or a
+    removal outside the root. The deepest part of `path` that exists is resolved, so nothing
+    is created before the check."""
+    existing = path
+    while existing != root and not os.path.lexists(existing) and existing != "/":
+        existing = os.path.dirname(existing)
+    real_root, real = os.path.realpath(root), os.path.realpath(existing)
+    if real != real_root and not real.startswith(real_root.rstrip("/") + "/"):
+        raise OSError(
+            f"{existing} leads outside {root} (to {real}) through a symbolic link: remove the "
+            "link"
+        )
+
+
+def write_atomic(
+    fs: fsspec.AbstractFileSystem, path: str, data: bytes, root: str | None = None
+) -> None:
+    """Write `data` so that `path` is never seen half-written; with `root`, a local `path`
+    must stay in it (check_inside).
 
     On S3 a single PUT (or a completed multipart upload) is atomic. On a local disk the data
     goes to a hidden temporary file beside `path`, then os.replace renames it into place; a
@@ -293,6 +312,8 @@ def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     """
     if isinstance(fs, LocalFileSystem):
         directory, name = os.path.split(path)
+        if root is not None:
+            check_inside(root, directory)
         os.makedirs(directory, exist_ok=True)
         # The name's first TEMP_NAME_BYTES only: a long name must not fail for its temporary.
         stem = os.fsencode(name)[:TEMP_NAME_BYTES].decode(errors="ignore")

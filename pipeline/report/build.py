@@ -133,7 +133,7 @@ def centre_window(width: int, height: int, side: int = CROP) -> Region:
 
 
 def write_file(out: str, rel: str, data: bytes) -> None:
-    write_atomic(LOCAL, os.path.join(out, rel), data)
+    write_atomic(LOCAL, os.path.join(out, rel), data, root=out)
 
 
 def read_files(archive: Location, paths: list[str]) -> list[bytes | OSError]:

@@ -350,18 +350,26 @@ def list_items(archive: Location, only: str | None) -> Buckets:
     """The images to restore, from the archive manifest or else from ARCHIVE/lr/*.png and
     ARCHIVE/kept/, by bucket."""
     items = Buckets(ITEM_SCHEMA)
+    recorded = 0  # images the manifest has rows of, restorable or not
     try:
         manifest = archive.child(MANIFEST_DIR)
         if list_parts(manifest):
             with merged_buckets(manifest, ARCHIVE_SCHEMA) as rows:
                 for k in range(rows.n):
-                    items.add(manifest_items(archive, latest(rows.bucket(k, rows.n)), only))
+                    bucket = latest(rows.bucket(k, rows.n))
+                    recorded += len(matching(bucket, only))
+                    items.add(manifest_items(archive, bucket, only))
         else:
             items.extend(lr_items(archive, t, only) for t in walk(archive.child(LR_DIR)))
             items.extend(kept_items(archive, t, only) for t in walk(archive.child(KEPT_DIR)))
     except OSError as e:
         raise ValueError(f"ARCHIVE {archive.uri!r} cannot be read: {e}") from None
     if not items.rows:
+        if recorded:
+            raise ValueError(
+                f"no input: none of the {recorded} images of ARCHIVE {archive.uri!r}'s manifest "
+                f"was archived (`tadm inspect {archive.uri} --errors` says why)"
+            )
         if only is not None and list_items_any(archive):
             raise ValueError(f"no input: --only {only!r} matches none of the images")
         raise ValueError(f"no input: ARCHIVE {archive.uri!r} has no manifest rows and no LR PNGs")

@@ -12,8 +12,10 @@ from conftest import make_bucket, write_tree
 
 import pipeline.sources as sources_module
 from pipeline.sources import (
+    FOLDER_UNREADABLE,
     LISTING_SCHEMA,
     NOT_UTF8,
+    NotImages,
     list_sources,
     listing_table,
     scan,
@@ -67,10 +69,18 @@ def test_lists_images_recursively_with_relative_paths(tmp_path: Path):
 
 
 def test_an_archive_inside_src_is_not_read_back(tmp_path: Path):
-    write_tree(tmp_path, {"a.jpg": b"1", "out/lr/a.jpg.png": b"2", "outside.png": b"3"})
+    tree = {"a.jpg": b"1", "out/lr/a.jpg.png": b"2", "out/kept/k.png": b"2", "outside.png": b"3"}
+    tree |= {"out/manifest/part.png": b"4", "out/b.jpg": b"5", "out/lrx/c.png": b"6"}
+    write_tree(tmp_path, tree)
     src = Location.parse(str(tmp_path))
     sources, _ = list_sources(src, exclude=src.child("out"))
-    assert [s.rel_path for s in sources] == ["a.jpg", "outside.png"]
+    # Only the folders the archive writes are left out: the photos beside them are SRC's.
+    assert [s.rel_path for s in sources] == ["a.jpg", "out/b.jpg", "out/lrx/c.png", "outside.png"]
+    (tmp_path.parent / f"{tmp_path.name}-link").symlink_to(tmp_path / "out")  # DST given so
+    linked = Location.parse(str(tmp_path.parent / f"{tmp_path.name}-link"))
+    assert [s.rel_path for s in list_sources(src, exclude=linked)[0]] == [
+        s.rel_path for s in sources
+    ]
 
 
 def test_src_may_be_one_file(tmp_path: Path):
@@ -96,8 +106,10 @@ def test_symlinked_files_are_listed_symlinked_folders_are_error_rows(tmp_path: P
     (src / "link.png").symlink_to(target / "t.png")
     (src / "folder").symlink_to(target / "sub")
     (src / "broken.jpg").symlink_to(tmp_path / "missing.jpg")
+    (src / "zero.png").symlink_to("/dev/zero")  # not broken: not a file either
     rows = listing(Location.parse(str(src)))
-    assert set(rows) == {"a.png", "link.png", "folder", "broken.jpg"}
+    assert set(rows) == {"a.png", "link.png", "folder", "broken.jpg", "zero.png"}
+    assert rows["zero.png"]["error"].startswith("not a regular file")
     assert rows["link.png"]["size"] == 5 and rows["link.png"]["error"] is None
     assert rows["link.png"]["mtime"] is not None
     assert "symbolic link to a folder, not followed" in rows["folder"]["error"]
@@ -120,6 +132,26 @@ def test_special_files_and_names_that_are_not_utf8_are_error_rows(tmp_path: Path
     pa.table({"rel_path": list(rows)})  # every rel_path is a string Arrow and Parquet take
     sources, _ = list_sources(Location.parse(str(src)))
     assert [s.rel_path for s in sources] == ["a.png"]
+
+
+def test_a_link_loop_or_a_folder_that_cannot_be_listed_is_an_error_row(tmp_path: Path, monkeypatch):
+    src = write_tree(tmp_path / "src", {"a.png": b"1", "locked/b.png": b"2", "open/c.png": b"3"})
+    (src / "l1.png").symlink_to(src / "l2.png")
+    (src / "l2.png").symlink_to(src / "l1.png")
+    scandir = os.scandir
+
+    def refusing(path):  # as for a folder of another user's, mode 700 (root reads them all)
+        if str(path).endswith("/locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(sources_module.os, "scandir", refusing)
+    rows = listing(Location.parse(str(src)))
+    assert set(rows) == {"a.png", "l1.png", "l2.png", "locked", "open/c.png"}
+    assert rows["l1.png"]["error"] == "cannot be looked at: Too many levels of symbolic links"
+    assert rows["locked"]["error"] == f"{FOLDER_UNREADABLE}: Permission denied"
+    sources, _ = list_sources(Location.parse(str(src)))
+    assert [s.rel_path for s in sources] == ["a.png", "open/c.png"]
 
 
 def test_many_folders_are_listed_in_parallel_pages(tmp_path: Path, monkeypatch):
@@ -161,3 +193,16 @@ def test_dot_segments_are_kept_for_the_plan_to_refuse_hidden_names_are_left_out(
     paths = ["a.png", "../s.png", "d/./c.png", ".h.png", "x/.h.png", "..h.png", "x/.../b.png"]
     kept = select_images(listing_table({"rel_path": paths}))["rel_path"].to_pylist()
     assert kept == ["a.png", "../s.png", "d/./c.png"]
+
+
+def test_files_left_out_for_their_name_are_counted():
+    paths = ["a.png", "clip.mov", "raw/b.CR2", "b.xmp", ".hidden.txt", "c.jpg", "out/lr/a.png.png"]
+    seen = NotImages()
+    kept = select_images(listing_table({"rel_path": paths}), "out", not_images=seen)
+    assert kept["rel_path"].to_pylist() == ["a.png", "c.jpg"]
+    assert (seen.count, seen.examples) == (3, ["clip.mov", "raw/b.CR2", "b.xmp"])
+    select_images(listing_table({"rel_path": ["d.mp4", "e.mp4"]}), not_images=seen)
+    assert (seen.count, seen.examples) == (5, ["clip.mov", "raw/b.CR2", "b.xmp"])
+    every = NotImages()
+    select_images(listing_table({"rel_path": paths}), every_file=True, not_images=every)
+    assert every.count == 0  # --keep-failed: every file is a source

@@ -236,6 +236,31 @@ def test_write_stages_refuse_keys_out_of_dst_and_turn_any_failure_into_its_row(t
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["dst", "good.png.png"]
 
 
+def test_a_symlinked_folder_in_dst_takes_no_write_or_removal_out_of_it(tmp_path: Path):
+    """DST/sub -> elsewhere, planted before the run: the row is an error (a re-run retries
+    once the link is gone), and nothing is written or removed elsewhere."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "a.jpg").write_bytes(b"a file of someone else's")
+    (tmp_path / "dst").mkdir()
+    (tmp_path / "dst" / "sub").symlink_to(elsewhere)
+    dst = Location.parse(str(tmp_path / "dst"))
+    rows = [
+        {"rel_path": "sub/a.jpg", "status": "ok", "seconds": 0.0, "restored": pixels}
+        | {"metadata": None, "conversion": None, "earlier": "sub/a.jpg"}  # a kept copy before
+        | Metadata().row()
+        for pixels in [np.zeros((8, 8, 3), np.uint8)]
+    ]
+    out = write_restored(to_batch(rows, rows[0]), dst=dst, image_format="png")
+    assert list(out["status"]) == ["error"] and list(out["error_kind"]) == ["transient"]
+    assert "through a symbolic link: remove the link" in out["error"][0]
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["a.jpg"]
+    rows[0]["rel_path"] = "b.jpg"  # written in DST itself; the earlier copy to remove is not
+    out = write_restored(to_batch(rows, rows[0]), dst=dst, image_format="png")
+    assert list(out["status"]) == ["error"] and "cannot remove the earlier" in out["error"][0]
+    assert (elsewhere / "a.jpg").exists() and (tmp_path / "dst" / "b.jpg.png").exists()
+
+
 def test_a_write_that_fails_for_its_name_is_an_error_saying_what_to_do(tmp_path: Path):
     dst = Location.parse(str(tmp_path))
     names = [

@@ -13,6 +13,7 @@ from conftest import make_bucket
 from pipeline.storage import (
     STALE_TEMP_S,
     Location,
+    check_inside,
     check_s3_options,
     read_recorded,
     remove_stale_temps,
@@ -173,6 +174,29 @@ def test_local_atomic_write_leaves_no_temporary(tmp_path: Path):
     write_atomic(location.filesystem(), path, b"second")
     assert Path(path).read_bytes() == b"second"
     assert sorted(p.name for p in Path(path).parent.iterdir()) == ["file.png"]
+
+
+def test_a_symlink_planted_in_dst_takes_no_write_or_removal_outside(tmp_path: Path):
+    dst, elsewhere = tmp_path / "dst", tmp_path / "elsewhere"
+    (dst / "lr").mkdir(parents=True)
+    elsewhere.mkdir()
+    (elsewhere / "victim.png").write_bytes(b"not the archive's")
+    (dst / "lr" / "sub").symlink_to(elsewhere)
+    (dst / "lr" / "gone").symlink_to(tmp_path / "nowhere")  # dangling: still outside
+    location = Location.parse(str(dst))
+    fs = location.filesystem()
+    for key in ("lr/sub/a.png", "lr/sub/deeper/a.png", "lr/gone/a.png"):
+        with pytest.raises(OSError, match="leads outside .* through a symbolic link"):
+            write_atomic(fs, location.join(key), b"lr", root=location.root)
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["victim.png"]  # nothing created
+    assert not (tmp_path / "nowhere").exists()
+    with pytest.raises(OSError, match="through a symbolic link"):
+        check_inside(location.root, str(dst / "lr" / "sub"))
+    # A root that is itself a link is fine: its own target is inside it.
+    link = tmp_path / "link"
+    link.symlink_to(dst)
+    write_atomic(fs, str(link / "lr" / "b.png"), b"lr", root=str(link))
+    assert (dst / "lr" / "b.png").read_bytes() == b"lr"
 
 
 def test_s3_round_trip_through_the_moto_server(s3_env: str):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pytest
 
 from pipeline.buckets import Buckets
-from pipeline.format import RESTORE_SCHEMA
+from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA
 from pipeline.job import OUTPUT_SCHEMA
-from pipeline.manifest import to_table
+from pipeline.manifest import to_table, write_part
 from pipeline.restore.config import RestoreConfig
-from pipeline.restore.plan import ITEM_SCHEMA, RestoreJob, kept_clashes
+from pipeline.restore.plan import ITEM_SCHEMA, RestoreJob, kept_clashes, list_items
 from pipeline.storage import Location
 
 
@@ -92,3 +93,13 @@ def test_an_image_that_changed_kind_in_the_archive_names_its_earlier_output_to_r
                 "d.jpg": "d.jpg.png",
             }
             assert len(earlier) == len(names)
+
+
+def test_an_archive_whose_images_all_failed_says_so(tmp_path):
+    archive = Location.parse(str(tmp_path / "archive"))
+    rows = [{"rel_path": "a.jpg", "status": "error", "error": "not a readable image"}]
+    write_part(archive.child("manifest"), to_table(rows, ARCHIVE_SCHEMA))
+    with pytest.raises(ValueError, match="none of the 1 images of ARCHIVE .* was archived"):
+        list_items(archive, None)
+    with pytest.raises(ValueError, match="has no manifest rows and no LR PNGs"):
+        list_items(Location.parse(str(tmp_path / "empty")), None)
