@@ -42,6 +42,12 @@ def parser() -> Parser:
         help="keep every file that cannot be archived (any file under SRC) as it is",
     )
     p.add_argument(
+        "--drop-thumbnails",
+        action="store_true",
+        help="leave the source's embedded thumbnails (EXIF's, Photoshop's) out of its LR, which "
+        "is a thumbnail itself; the rest of the metadata is carried as it is",
+    )
+    p.add_argument(
         "--inventory",
         metavar="URI",
         help="take SRC's files from an S3 Inventory report (its manifest.json) or a Parquet/CSV "

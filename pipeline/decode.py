@@ -33,6 +33,7 @@ from pipeline.format import (
 )
 from pipeline.rows import NO_PIXELS, error_kind, error_text, to_batch, to_rows
 from pipeline.sources import IMAGE_EXTENSIONS
+from pipeline.thumbnails import drop_exif_thumbnail, drop_photoshop_thumbnails
 
 pillow_heif.register_heif_opener()  # HEIC/HEIF; Pillow reads AVIF itself
 
@@ -64,7 +65,19 @@ TIFF_DESCRIPTIVE_TAGS = {
 XMP_ORIENTATION = re.compile(rb'(tiff:Orientation(?:="|>))[2-8](?=["<])')
 SRGB = ImageCms.createProfile("sRGB")
 ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
-SIXTEEN_BIT_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+SIXTEEN_BIT_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+EXIF_HEADERS = (b"II*\x00", b"MM\x00*")
+XMP_SEGMENT = b"http://ns.adobe.com/xap/1.0/\x00"
+EXTENDED_XMP_SEGMENT = b"http://ns.adobe.com/xmp/extension/\x00"
+# JPEG APPn segments that hold no metadata archive drops: JFIF and its thumbnail extension,
+# EXIF and XMP, the ICC profile and an MPO's index, Adobe's colour transform. (APP13 is
+# carried when it is Photoshop's, named apart when not.)
+JPEG_KEPT_SEGMENTS = {
+    "APP0": (b"JFIF", b"JFXX"),
+    "APP1": (b"Exif\x00\x00", XMP_SEGMENT),
+    "APP2": (b"ICC_PROFILE\x00", b"MPF\x00"),
+    "APP14": (b"Adobe",),
+}
 
 
 @dataclass(frozen=True)
@@ -74,8 +87,11 @@ class Decoded:
     metadata: Metadata = Metadata()  # EXIF and XMP with orientation 1, ICC of `pixels`
 
 
-def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Decoded:
-    """Decode one image file to 8-bit RGB; raise ValueError with a clear message if it can't."""
+def decode_image(
+    data: bytes, max_pixels: int = MAX_PIXELS, drop_thumbnails: bool = False
+) -> Decoded:
+    """Decode one image file to 8-bit RGB, with the metadata to carry (without its embedded
+    thumbnails, with `drop_thumbnails`); raise ValueError with a clear message if it can't."""
     if not data:
         raise ValueError("empty file (0 bytes)")
     try:
@@ -95,12 +111,17 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Decoded:
                 "multi-frame images are not archived"
             )
         sixteen_bit = ";16" in raw_mode(img)
+        exif_note = drop_unreadable_exif(img)
         # Read before load(): Pillow's TIFF plugin turns a TIFF as it loads it and drops the tag.
         orientation = img.getexif().get(EXIF_ORIENTATION, 1)
         tagged = orientation_tagged(img)
         img.load()
+        exif_note = exif_note or drop_unreadable_exif(img)  # a PNG's eXIf after its pixels
         metadata = source_metadata(img)
         dropped = not_carried(img, metadata)
+        if drop_thumbnails:
+            metadata, thumbnails = without_thumbnails(metadata)
+            steps += [thumbnails] if thumbnails else []
         if orientation in range(2, 9):
             img = ImageOps.exif_transpose(img)  # turns only what load() has not
             steps.append(f"{'EXIF' if tagged else 'XMP'} orientation {orientation} applied")
@@ -109,7 +130,7 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Decoded:
         dropped += over
         rgb, converted = to_rgb(img, sixteen_bit)
         uncarried = f"not carried: {', '.join(dropped)}" if dropped else None
-        steps += [note for note in (converted, icc_note, uncarried) if note]
+        steps += [note for note in (converted, exif_note, icc_note, uncarried) if note]
     except Image.DecompressionBombError:  # Pillow's own check, at twice its limit, came first
         size = claimed_size(data)
         if size and size[0] * size[1] > max_pixels:
@@ -134,6 +155,9 @@ def not_carried(img: Image.Image, metadata: Metadata) -> list[str]:
         segments = getattr(img, "applist", [])
         if any(m == "APP13" and not d.startswith(PHOTOSHOP_HEADER) for m, d in segments):
             kinds.append("APP13 segment that is no Photoshop 3.0 block")
+        uncarried = jpeg_segments_not_carried(segments)
+        if uncarried:
+            kinds.append(f"JPEG {', '.join(uncarried)}")
     elif img.format == "PNG":
         m = metadata
         carried = {XMP_KEY: m.xmp, PHOTOSHOP_KEY: m.photoshop, COMMENT_KEY: m.comment}
@@ -147,6 +171,57 @@ def not_carried(img: Image.Image, metadata: Metadata) -> list[str]:
         if tags:
             kinds.append(f"TIFF tags {', '.join(tags)}")
     return kinds
+
+
+def jpeg_segments_not_carried(segments: list[tuple[str, bytes]]) -> list[str]:
+    """The kinds of a JPEG's APPn segments (Pillow's applist) that hold metadata archive does
+    not carry, once each, by marker: ["APP11 (JUMBF)", "APP12", "extended XMP"]. APP13 is
+    not_carried's own."""
+    markers, extended_xmp = set(), False
+    for marker, data in segments:
+        if not marker.startswith("APP") or marker == "APP13":
+            continue
+        if marker == "APP1" and data.startswith(EXTENDED_XMP_SEGMENT):
+            extended_xmp = True
+        elif not data.startswith(JPEG_KEPT_SEGMENTS.get(marker, ())):
+            jumbf = marker == "APP11" and data.startswith(b"JP")  # ISO 19566-5: C2PA lives here
+            markers.add((int(marker[3:]), f"{marker} (JUMBF)" if jumbf else marker))
+    return [name for _, name in sorted(markers)] + (["extended XMP"] if extended_xmp else [])
+
+
+def drop_unreadable_exif(img: Image.Image) -> str | None:
+    """Take an EXIF that cannot be read (no TIFF structure, or its first IFD cut short) out of
+    `img`'s info, so that nothing reads an orientation from it (the XMP's still counts), and
+    say so: "EXIF unreadable (not a TIFF structure), dropped"; None when its EXIF is readable
+    or it has none (a TIFF's EXIF is its own tags)."""
+    if img.format == "TIFF":
+        return None
+    exif = Metadata.from_info(img.info).exif
+    if not exif or reset_exif_orientation(exif) is not None:
+        return None
+    del img.info["exif"]
+    img._exif = None  # Pillow's JPEG plugin read it while opening: read again, from the XMP
+    why = "its first IFD cut short" if exif[:4] in EXIF_HEADERS else "not a TIFF structure"
+    return f"EXIF unreadable ({why}), dropped"
+
+
+def without_thumbnails(metadata: Metadata) -> tuple[Metadata, str | None]:
+    """`metadata` without the EXIF's and Photoshop resources' embedded thumbnails, and what
+    went: "thumbnails dropped: EXIF 12804 bytes, Photoshop 14211 bytes" (None for nothing)."""
+    exif = metadata.exif and drop_exif_thumbnail(metadata.exif)
+    photoshop = metadata.photoshop and drop_photoshop_thumbnails(metadata.photoshop)
+    saved = [
+        f"{name} {len(before) - len(after)} bytes"
+        for name, before, after in (
+            ("EXIF", metadata.exif, exif),
+            ("Photoshop", metadata.photoshop, photoshop),
+        )
+        if before and after is not None and len(after) < len(before)
+    ]
+    if not saved:
+        return metadata, None
+    stripped = dataclasses.replace(metadata, exif=exif, photoshop=photoshop or None)
+    return stripped, f"thumbnails dropped: {', '.join(saved)}"
 
 
 def orientation_tagged(img: Image.Image) -> bool:
@@ -275,11 +350,20 @@ def raw_mode(img: Image.Image) -> str:
 def to_rgb(img: Image.Image, sixteen_bit: bool) -> tuple[np.ndarray, str | None]:
     """(H, W, 3) uint8 RGB from any Pillow mode, and a note on what was converted."""
     mode = img.mode
-    if mode in SIXTEEN_BIT_GRAY_MODES:
+    if mode == "I":  # 32-bit signed integers: a 16-bit range is scaled as 16-bit, no other
+        values = np.asarray(img)
+        low, high = int(values.min()), int(values.max())
+        if low < 0 or high > 65535:
+            raise ValueError(
+                f"unsupported image: 32-bit integer pixels (mode I) with values from {low} "
+                f"to {high}, outside 0-65535"
+            )
+    if mode in SIXTEEN_BIT_GRAY_MODES or mode == "I":
         # Pillow's convert("L") clips 16-bit values at 255; scale the 0..65535 range instead.
         gray = np.clip(np.asarray(img, dtype=np.float64), 0, 65535) / 257.0
         gray = np.round(gray).astype(np.uint8)
-        return np.repeat(gray[:, :, None], 3, axis=2), f"{mode} 16-bit grayscale -> 8-bit RGB"
+        bits = 32 if mode == "I" and not sixteen_bit else 16
+        return np.repeat(gray[:, :, None], 3, axis=2), f"{mode} {bits}-bit grayscale -> 8-bit RGB"
     if mode == "F":
         raise ValueError("unsupported image: 32-bit floating-point pixels (mode F)")
     if mode == "RGB":
@@ -306,6 +390,7 @@ def decode_batch(
     scale: int,
     max_pixels: int,
     keep: bool = False,
+    drop_thumbnails: bool = False,
 ) -> dict[str, np.ndarray]:
     """Ray Data stage: {"path", "bytes", "size", "mtime", "etag", "outputs", "error"}
     (read_sources' rows) -> one row per file with its pixels, metadata and the bytes of its
@@ -315,7 +400,8 @@ def decode_batch(
     `prefix` is stripped from each path to give rel_path; `uri_prefix` ("s3://" or "")
     turns a path into source_uri; mtime and etag, the source as listed, are recorded. With
     `keep`, each row carries the file's bytes in "source_data", for the write stage to keep
-    the source as it is.
+    the source as it is. With `drop_thumbnails`, the metadata carried leaves out the source's
+    embedded thumbnails (pipeline/thumbnails.py).
     """
     rows = []
     for source in to_rows(batch):
@@ -342,7 +428,7 @@ def decode_batch(
                 raise OSError(source["error"])
             if not row["rel_path"].lower().endswith(IMAGE_EXTENSIONS):
                 raise ValueError("not an image file: only images are archived")
-            decoded = decode_image(data, max_pixels)
+            decoded = decode_image(data, max_pixels, drop_thumbnails)
             height, width = decoded.pixels.shape[:2]
             row.update(width=width, height=height, conversion=decoded.conversion)
             m = decoded.metadata

@@ -305,6 +305,86 @@ def camera_exif(orientation: int) -> Image.Exif:
     return exif
 
 
+THUMBNAIL = encode(Image.fromarray(photo(40, 30, 1)), "JPEG")
+MAKER_NOTE = b"Nikon\x00" + bytes(range(200))  # opaque bytes that must stay where they are
+
+
+def exif_entry(order: str, tag: int, kind: int, count: int, value: bytes | int) -> bytes:
+    """One 12-byte IFD entry: an inline value (bytes padded, or a LONG) or an offset."""
+    if isinstance(value, int):
+        return struct.pack(order + "HHII", tag, kind, count, value)
+    return struct.pack(order + "HHI", tag, kind, count) + value.ljust(4, b"\x00")
+
+
+def exif_ifd(order: str, entries: list[bytes], next_ifd: int) -> bytes:
+    """An IFD: its entry count, entries and the offset of the next IFD (0: none)."""
+    return (
+        struct.pack(order + "H", len(entries))
+        + b"".join(entries)
+        + struct.pack(order + "I", next_ifd)
+    )
+
+
+def thumbnail_exif(
+    order: str = "<", maker_note_last: bool = False, thumbnail: bool = True
+) -> bytes:
+    """A camera's EXIF: IFD0 (Make, orientation, a link to the Exif IFD), the Exif IFD (a
+    maker note stored apart), then IFD1 and its JPEG thumbnail; with `maker_note_last`, the
+    maker note after the thumbnail."""
+    header = (b"II*\x00" if order == "<" else b"MM\x00*") + struct.pack(order + "I", 8)
+    ifd0_at, ifd0_size = 8, 2 + 3 * 12 + 4
+    exif_at, exif_size = ifd0_at + ifd0_size, 2 + 2 * 12 + 4
+    values_at = exif_at + exif_size
+    ifd1_at = values_at + (0 if maker_note_last else len(MAKER_NOTE))
+    ifd1_size = 2 + 2 * 12 + 4
+    thumbnail_at = ifd1_at + ifd1_size
+    note_at = thumbnail_at + len(THUMBNAIL) if maker_note_last else values_at
+    ifd0 = exif_ifd(
+        order,
+        [
+            exif_entry(order, 0x010F, 2, 4, b"Cam\x00"),  # Make
+            exif_entry(order, 0x0112, 3, 1, struct.pack(order + "H", 6)),  # Orientation
+            exif_entry(order, 0x8769, 4, 1, exif_at),  # ExifIFD
+        ],
+        ifd1_at if thumbnail else 0,
+    )
+    exif_table = exif_ifd(
+        order,
+        [
+            exif_entry(order, 0x9000, 7, 4, b"0232"),  # ExifVersion
+            exif_entry(order, 0x927C, 7, len(MAKER_NOTE), note_at),  # MakerNote
+        ],
+        0,
+    )
+    ifd1 = exif_ifd(
+        order,
+        [
+            exif_entry(order, 0x0201, 4, 1, thumbnail_at),  # JPEGInterchangeFormat
+            exif_entry(order, 0x0202, 4, 1, len(THUMBNAIL)),  # JPEGInterchangeFormatLength
+        ],
+        0,
+    )
+    if not thumbnail:
+        return header + ifd0 + exif_table + MAKER_NOTE
+    if maker_note_last:
+        return header + ifd0 + exif_table + ifd1 + THUMBNAIL + MAKER_NOTE
+    return header + ifd0 + exif_table + MAKER_NOTE + ifd1 + THUMBNAIL
+
+
+def photoshop_resource(resource_id: int, data: bytes, name: bytes = b"") -> bytes:
+    """One Photoshop image resource: 8BIM, id, Pascal name padded even, size, data padded."""
+    pascal = bytes([len(name)]) + name
+    pascal += b"\x00" * (len(pascal) % 2)
+    return (
+        b"8BIM"
+        + struct.pack(">H", resource_id)
+        + pascal
+        + struct.pack(">I", len(data))
+        + data
+        + b"\x00" * (len(data) % 2)
+    )
+
+
 def real_world_images() -> dict[str, bytes]:
     """rel_path -> bytes of files as cameras, phones and apps write them, 96-160 px."""
     import pillow_heif
@@ -354,8 +434,7 @@ def newsroom_jpeg(img: Image.Image) -> bytes:
         b"\x1c\x02" + struct.pack(">BH", tag, len(value)) + value
         for tag, value in IPTC_FIELDS.items()
     )
-    resource = b"8BIM\x04\x04\x00\x00" + struct.pack(">I", len(iptc)) + iptc
-    payload = b"Photoshop 3.0\x00" + resource + b"\x00" * (len(iptc) % 2)
+    payload = b"Photoshop 3.0\x00" + photoshop_resource(0x0404, iptc)
     data = encode(img, "JPEG", quality=92, exif=camera_exif(1), comment=b"desk 4, roll 12")
     return data[:2] + b"\xff\xed" + struct.pack(">H", len(payload) + 2) + payload + data[2:]
 

@@ -18,6 +18,7 @@ class ArchiveConfig(JobOptions):
     min_ssim: float | None = None
     keep_failed: bool = False  # keep the source of every file that cannot be archived
     inventory: str | None = None  # S3 Inventory manifest.json or a listing, instead of listing
+    drop_thumbnails: bool = False  # leave EXIF's and Photoshop's embedded thumbnails out of LRs
 
     @property
     def keeps(self) -> bool:

@@ -8,6 +8,7 @@ against the manifest and the files in DST one bucket at a time.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from pipeline.resources import Resources
 from pipeline.sources import (
     IMAGE_EXTENSIONS,
     LISTING_SCHEMA,
+    NotImages,
     excluded_folder,
     rel_prefix,
     scan,
@@ -50,6 +52,8 @@ from pipeline.stage import load_model
 from pipeline.storage import Location, s3_options
 from tadm.config import SCALES
 from tadm.hub import default_model
+
+logger = logging.getLogger("tadm")
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class ArchiveJob(Plan):
             "min_psnr": self.config.min_psnr,
             "min_ssim": self.config.min_ssim,
             "keep_failed": self.config.keep_failed,
+            "drop_thumbnails": self.config.drop_thumbnails,
         } | ({"inventory": self.config.inventory} if self.config.inventory else {})
 
     def outputs(self) -> Iterator[pa.Table]:
@@ -101,7 +106,10 @@ class ArchiveJob(Plan):
         images = first_of_each(images)
         errors = pc.coalesce(images["error"], path_errors(images["rel_path"]))
         images = images.set_column(images.column_names.index("error"), "error", errors)
-        images = images.append_column("error_", collisions(images))
+        archived = None
+        if done is not None:
+            archived = done.filter(pc.is_in(done["status"], pa.array([*DONE, KEPT])))["rel_path"]
+        images = images.append_column("error_", collisions(images, archived))
         failed = pc.or_(pc.is_valid(images["error"]), pc.is_valid(images["error_"]))
         errors = images.filter(failed)
         images = images.filter(pc.invert(failed)).drop_columns(["error_"])
@@ -150,7 +158,7 @@ class ArchiveJob(Plan):
         failures, as they were."""
         config = self.config
         finished = pc.is_in(done["status"], pa.array([*DONE, KEPT]))
-        if not config.retry_errors:
+        if not (config.retry_errors or config.keep_failed):  # --keep-failed keeps them now
             failed = pc.and_(
                 pc.equal(done["status"], "error"), pc.equal(done["error_kind"], PERMANENT)
             )
@@ -228,6 +236,7 @@ class ArchiveJob(Plan):
                 "scale": self.scale,
                 "max_pixels": MAX_PIXELS,
                 "keep": self.config.keeps,
+                "drop_thumbnails": self.config.drop_thumbnails,
             },
             model=Downscale,
             model_kwargs={
@@ -292,10 +301,11 @@ def path_errors(rel_paths: pa.ChunkedArray) -> pa.Array:
     return pa.array(messages, pa.string())
 
 
-def collisions(images: pa.Table) -> pa.Array:
+def collisions(images: pa.Table, archived: pa.Array | None = None) -> pa.Array:
     """For each image, an error naming the others when its rel_path and theirs are one name to
     a case-insensitive or Unicode-normalising store (A.png and a.png; NFC and NFD forms);
-    else null. Only rows without a listing error count."""
+    else null. Only rows without a listing error count. A name an earlier run archived (in
+    `archived`) keeps its place: only the names that came after it are errors."""
     names = images.filter(pc.is_null(images["error"]))["rel_path"]
     keys = fold(names)
     if pc.count_distinct(keys).as_py() == len(keys):  # the usual case: nothing collides
@@ -307,8 +317,19 @@ def collisions(images: pa.Table) -> pa.Array:
     )
     clashing = groups.filter(pc.greater(pc.list_value_length(groups["rel_path_list"]), 1))
     message: dict[str, str] = {}
+    before = set() if archived is None else set(archived.to_pylist())
     for paths in clashing["rel_path_list"].to_pylist():  # only the colliding names
+        first = sorted(p for p in paths if p in before)
         for path in paths:
+            if path in first:
+                continue
+            if first:
+                message[path] = (
+                    f"rel_path collides with {', '.join(map(repr, first))}, archived already, on "
+                    "a case-insensitive or Unicode-normalising store (one LR file for both): "
+                    "rename this one"
+                )
+                continue
             others = ", ".join(repr(p) for p in sorted(paths) if p != path)
             message[path] = (
                 f"rel_path collides with {others} on a case-insensitive or Unicode-normalising "
@@ -321,16 +342,20 @@ def collisions(images: pa.Table) -> pa.Array:
 
 
 def source_buckets(
-    src: Location, dst: Location, inventory: Location | None, every_file: bool = False
+    src: Location,
+    dst: Location,
+    inventory: Location | None,
+    every_file: bool = False,
+    not_images: NotImages | None = None,
 ) -> tuple[Buckets, str]:
     """SRC's images (from its listing, or from `inventory`) by bucket, and their prefix; with
-    `every_file`, files of any extension too."""
+    `every_file`, files of any extension too; the files left out counted in `not_images`."""
     if inventory is None:
-        pages, prefix = scan(src, exclude=dst, every_file=every_file)
+        pages, prefix = scan(src, exclude=dst, every_file=every_file, not_images=not_images)
     else:
         prefix = rel_prefix(src, single_file=False)
         excluded = excluded_folder(src, prefix, dst)
-        pages = scan_inventory(inventory, src, prefix, excluded, every_file)
+        pages = scan_inventory(inventory, src, prefix, excluded, every_file, not_images)
     return Buckets(LISTING_SCHEMA).extend(pages), prefix
 
 
@@ -346,7 +371,7 @@ def prepare_archive(config: ArchiveConfig) -> ArchiveJob:
         raise ValueError(f"--min-psnr must be a positive number of dB, got {config.min_psnr}")
     src = Location.parse(config.src, config.storage_options)
     dst = Location.parse(config.dst, config.storage_options)
-    if dst == src:
+    if dst.within(src) and src.within(dst):  # the same folder, maybe through a symlink
         raise ValueError(f"DST {dst.uri!r} is SRC: write the archive somewhere else")
     for name in (LR_DIR, KEPT_DIR, MANIFEST_DIR):
         if src.within(dst.child(name)):
@@ -358,13 +383,23 @@ def prepare_archive(config: ArchiveConfig) -> ArchiveJob:
     inventory = None
     if config.inventory is not None:
         inventory = Location.parse(config.inventory, config.storage_options)
+    not_images = NotImages()
     try:
-        sources, prefix = source_buckets(src, dst, inventory, config.keep_failed)
+        sources, prefix = source_buckets(src, dst, inventory, config.keep_failed, not_images)
     except OSError as e:
         where = f"--inventory {inventory.uri!r}" if inventory else f"SRC {src.uri!r}"
         raise ValueError(f"{where} cannot be read: {e}") from None
     except pa.ArrowInvalid as e:
         raise ValueError(f"--inventory {config.inventory!r} cannot be read: {e}") from None
+    if not_images.count:  # a team that deletes SRC after archiving must know of these
+        examples = ", ".join(repr(p) for p in not_images.examples)
+        logger.warning(
+            "archive: %d files under SRC are not images (%s%s) and are not archived: "
+            "--keep-failed keeps every file as it is",
+            not_images.count,
+            examples,
+            ", ..." if not_images.count > len(not_images.examples) else "",
+        )
     if not sources.rows:
         kinds = ", ".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
         given = f" in --inventory {inventory.uri!r}" if inventory else ""

@@ -20,8 +20,9 @@ def write_lr(
 ) -> dict[str, np.ndarray]:
     """Ray Data stage: write each ok row's "lr_png" and each kept row's "source_data"
     atomically; return manifest rows. With `keep_failed`, a permanent failure (a file read
-    but not archivable) is kept too, its error becoming its kept_reason; a transient one (I/O,
-    the model) stays an error that a re-run retries."""
+    but not archivable, or whose LR cannot be written, such as a name too long with ".png") is
+    kept too, its error becoming its kept_reason; a transient one (I/O, the model) stays an
+    error that a re-run retries."""
 
     def output(row: Row) -> tuple[str, bytes]:
         return lr_key(row["rel_path"]), bytes(row["lr_png"])
@@ -29,14 +30,19 @@ def write_lr(
     def kept(row: Row) -> tuple[str, bytes]:
         return kept_key(row["rel_path"]), bytes(row["source_data"])
 
-    rows = to_rows(batch)
+    rows = write_files(to_rows(batch), dst, "lr_uri", output)
     for row in rows:
-        if keep_failed and row["status"] == "error" and row["error_kind"] == PERMANENT:
+        permanent = row["status"] == "error" and row["error_kind"] == PERMANENT
+        if permanent and "lr" in str(row.get("outputs") or "").split():
+            # A source archived before that fails now (a truncated copy, bit rot) may be worse
+            # than the LR made of it: that LR stays, and the row says where.
+            row["error"] += f"; the LR of an earlier version stays at {lr_key(row['rel_path'])}"
+            row["outputs"] = ""
+        if keep_failed and permanent:
             row.update(status=KEPT, kept_reason=row["error"], error=None, error_kind=None)
         elif row["status"] != KEPT:  # Ray may have turned a column of None into NaN
             row["kept_reason"] = None
     rows = write_files(rows, dst, "kept_uri", kept, status=KEPT)
-    rows = write_files(rows, dst, "lr_uri", output)
     remove_earlier(rows, dst, earlier_output)
     for row in rows:
         if row["status"] == "ok":

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -16,8 +17,19 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import bad_images, cli_env, encode, good_images, photo, run_cli, write_tree
-from PIL import Image
+from conftest import (
+    THUMBNAIL,
+    bad_images,
+    cli_env,
+    encode,
+    good_images,
+    photo,
+    photoshop_resource,
+    run_cli,
+    thumbnail_exif,
+    write_tree,
+)
+from PIL import ExifTags, Image
 
 from pipeline.decode import decode_image
 from pipeline.format import ARCHIVE_SCHEMA, decode_lr_png
@@ -172,6 +184,98 @@ def test_an_image_kept_now_or_archived_now_loses_its_earlier_output(
     assert files("lr") == ["a.png.png", "b.jpg.png", "sub/c.png.png"] and files("kept") == []
 
 
+def test_keep_failed_keeps_earlier_failures_and_files_whose_lr_cannot_be_written(
+    ray_cluster, tiny_model, tmp_path
+):
+    """The usual course: a run reports errors, the next adds --keep-failed. The failures of
+    the first are kept then, and so is an image whose LR name is too long to write."""
+    long_name = "x" * 251 + ".jpg"  # 255 bytes; its LR, with ".png", 259: too long
+    files = {
+        "ok.png": encode(Image.fromarray(photo(64, 64, 1)), "PNG"),
+        "bad/truncated.png": bad_images()["bad/truncated.png"],
+        long_name: encode(Image.fromarray(photo(64, 64, 2)), "JPEG"),
+    }
+    src = write_tree(tmp_path / "src", files)
+    dst = tmp_path / "archive"
+    args = ("archive", src, dst, "--model", tiny_model)
+    assert run_cli(*args) == 1
+    rows = manifest_rows(dst)
+    assert [rows[n]["error_kind"] for n in ("bad/truncated.png", long_name)] == ["permanent"] * 2
+    assert run_cli(*args, "--keep-failed") == 0
+    rows = manifest_rows(dst)
+    assert {n: r["status"] for n, r in rows.items()} == {
+        "ok.png": "skipped",
+        "bad/truncated.png": "kept",
+        long_name: "kept",
+    }
+    assert "File name too long" in rows[long_name]["kept_reason"]
+    for name in ("bad/truncated.png", long_name):
+        assert (dst / "kept" / name).read_bytes() == files[name]
+
+
+def test_a_source_that_fails_after_it_was_archived_leaves_the_earlier_lr(
+    ray_cluster, tiny_model, tmp_path
+):
+    """Bit rot or a half-copied file after a good run: its LR may be the only good copy left."""
+    good = encode(Image.fromarray(photo(96, 64, 3)), "JPEG")
+    src = write_tree(
+        tmp_path / "src",
+        {"good.jpg": good, "other.png": encode(Image.fromarray(photo(64, 64, 4)), "PNG")},
+    )
+    dst = tmp_path / "archive"
+    args = ("archive", src, dst, "--model", tiny_model)
+    assert run_cli(*args) == 0
+    lr = (dst / "lr" / "good.jpg.png").read_bytes()
+    (src / "good.jpg").write_bytes(good[:300])  # truncated
+    assert run_cli(*args) == 1
+    row = manifest_rows(dst)["good.jpg"]
+    assert row["status"] == "error" and row["error_kind"] == "permanent"
+    assert row["error"].endswith("; the LR of an earlier version stays at lr/good.jpg.png")
+    assert (dst / "lr" / "good.jpg.png").read_bytes() == lr
+    (src / "good.jpg").write_bytes(good[:200])  # worse still, and kept as it is now
+    assert run_cli(*args, "--keep-failed") == 0
+    row = manifest_rows(dst)["good.jpg"]
+    assert row["status"] == "kept" and "stays at lr/good.jpg.png" in row["kept_reason"]
+    assert (dst / "kept" / "good.jpg").read_bytes() == good[:200]
+    assert (dst / "lr" / "good.jpg.png").read_bytes() == lr
+
+
+def test_drop_thumbnails_leaves_the_embedded_previews_out_of_the_lr(
+    ray_cluster, tiny_model, tmp_path
+):
+    iptc = photoshop_resource(0x0404, b"\x1c\x02\x78\x00\x07harbour")  # a caption
+    app13 = b"Photoshop 3.0\x00" + iptc + photoshop_resource(0x040C, THUMBNAIL)
+    data = encode(
+        Image.fromarray(photo(256, 192, 5)), "JPEG", exif=b"Exif\x00\x00" + thumbnail_exif()
+    )
+    data = data[:2] + b"\xff\xed" + struct.pack(">H", len(app13) + 2) + app13 + data[2:]
+    src = write_tree(tmp_path / "src", {"cam.jpg": data})
+    dst = tmp_path / "archive"
+    args = ("archive", src, dst, "--model", tiny_model)
+
+    def lr() -> tuple[int, Image.Exif, bytes]:
+        with Image.open(dst / "lr" / "cam.jpg.png") as img:
+            header = decode_lr_png((dst / "lr" / "cam.jpg.png").read_bytes())[1]
+            return (
+                (dst / "lr" / "cam.jpg.png").stat().st_size,
+                img.getexif(),
+                header.metadata.photoshop,
+            )
+
+    assert run_cli(*args) == 0  # by default the thumbnails travel with the rest
+    size, exif, photoshop = lr()
+    assert exif.get_ifd(ExifTags.IFD.IFD1) and photoshop == app13[len(b"Photoshop 3.0\x00") :]
+    assert run_cli(*args, "--drop-thumbnails", "--overwrite") == 0
+    row = manifest_rows(dst)["cam.jpg"]
+    assert re.search(r"thumbnails dropped: EXIF \d+ bytes, Photoshop \d+ bytes", row["conversion"])
+    small, exif_now, photoshop_now = lr()
+    assert exif_now.get_ifd(ExifTags.IFD.IFD1) == {} and exif_now[0x010F] == exif[0x010F]
+    assert exif_now.get_ifd(ExifTags.IFD.Exif) == exif.get_ifd(ExifTags.IFD.Exif)  # maker note
+    assert photoshop_now == iptc and row["metadata"] == "exif,photoshop"
+    # both thumbnails went: the EXIF's, and the Photoshop one (hex in a compressed zTXt)
+    assert size - small > 1.5 * len(THUMBNAIL) and row["lr_bytes"] == small
+
+
 def test_kill_9_midway_leaves_no_broken_file_and_a_rerun_completes(
     ray_cluster, tiny_model, tmp_path
 ):
@@ -234,6 +338,7 @@ def test_kill_9_midway_leaves_no_broken_file_and_a_rerun_completes(
         (["{photos}", "{dst}", "--storage-options", "{{nope"], "--storage-options"),
         (["{photos}"], "required: DST"),
         (["{photos}", "{photos}", "--model", "{model}"], "is SRC"),
+        (["{photos}", "{link}", "--model", "{model}"], "is SRC"),  # a symlink to SRC
         (["{dst}/lr/photos", "{dst}", "--model", "{model}"], "lies in DST's lr/ folder"),
         (["{photos}", "{dst}", "--model", "{model}", "--precision", "fp8"], "invalid choice"),
         (["{photos}", "{dst}", "--model", "{model}", "--precision", "fp16"], "fp16 needs a GPU"),
@@ -245,7 +350,9 @@ def test_kill_9_midway_leaves_no_broken_file_and_a_rerun_completes(
 )
 def test_bad_usage_exits_2_with_one_line(args, message, small_photos, tiny_model, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
+    (tmp_path / "link").symlink_to(small_photos)
     values = {
+        "link": tmp_path / "link",
         "dst": tmp_path / "out",
         "empty": tmp_path / "empty",
         "photos": small_photos,
@@ -255,6 +362,20 @@ def test_bad_usage_exits_2_with_one_line(args, message, small_photos, tiny_model
     err = capsys.readouterr().err.strip().splitlines()
     assert message.format(**values) in err[-1] and err[-1].startswith("tadm archive: error: ")
     assert not (tmp_path / "out").exists()
+
+
+def test_files_that_are_not_images_are_named_before_anything_runs(tiny_model, tmp_path, capsys):
+    """A team deletes SRC after archiving: what an archive leaves out must be said."""
+    src = write_tree(tmp_path / "src", {"notes.txt": b"1", "clip.mov": b"2", "raw/a.CR2": b"3"})
+    assert run_cli("archive", src, tmp_path / "out", "--model", tiny_model) == 2
+    err = capsys.readouterr().err
+    found = re.search(
+        r"archive: 3 files under SRC are not images \((.*)\) and are not archived: "
+        r"--keep-failed keeps every file as it is",
+        err,
+    )
+    assert found and sorted(found[1].split(", ")) == ["'clip.mov'", "'notes.txt'", "'raw/a.CR2'"]
+    assert err.strip().splitlines()[-1].startswith("tadm archive: error: no input")
 
 
 def test_precision_is_recorded_and_a_rerun_in_another_keeps_the_images(

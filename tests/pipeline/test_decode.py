@@ -386,3 +386,139 @@ def xmp_info() -> PngImagePlugin.PngInfo:
     info = PngImagePlugin.PngInfo()
     info.add_itxt("XML:com.adobe.xmp", xmp_packet(1).decode())
     return info
+
+
+def int32_tiff(values: np.ndarray) -> bytes:
+    """A TIFF of 32-bit signed integer pixels (Pillow mode I)."""
+    return encode(Image.fromarray(values.astype(np.int32), "I"), "TIFF")
+
+
+@pytest.mark.parametrize(
+    ("values", "low", "high"),
+    [
+        (np.arange(256 * 256).reshape(256, 256) * 16, 0, 1048560),
+        (np.full((40, 40), -5), -5, -5),
+    ],
+)
+def test_32_bit_integer_pixels_beyond_16_bits_are_a_permanent_error_not_white(
+    values: np.ndarray, low: int, high: int
+):
+    data = int32_tiff(values)
+    message = (
+        f"unsupported image: 32-bit integer pixels (mode I) with values from {low} to {high}, "
+        "outside 0-65535"
+    )
+    with pytest.raises(ValueError) as raised:
+        decode_image(data)
+    assert str(raised.value) == message
+    batch = {"path": np.array(["/src/deep.tif"], dtype=object), "bytes": np.array([data], object)}
+    out = decode_batch(batch, prefix="/src/", uri_prefix="", scale=16, max_pixels=10**8, keep=True)
+    assert (out["status"][0], out["error"][0], out["error_kind"][0]) == (
+        "error",
+        message,
+        "permanent",
+    )
+    assert out["source_data"][0] == data  # --keep-failed keeps it as it is
+
+
+def test_integer_pixels_within_16_bits_are_scaled_as_16_bit():
+    values = np.array([[0, 257, 32896, 65535]] * 20)
+    decoded = decode_image(int32_tiff(values))
+    np.testing.assert_array_equal(decoded.pixels[0, :, 0], [0, 1, 128, 255])
+    assert decoded.conversion == "I 32-bit grayscale -> 8-bit RGB"
+    unsigned = encode(Image.fromarray(values.astype(np.uint16)), "TIFF")  # Pillow's I;16
+    decoded = decode_image(unsigned)
+    np.testing.assert_array_equal(decoded.pixels[0, :, 0], [0, 1, 128, 255])
+    assert decoded.conversion == "I;16 16-bit grayscale -> 8-bit RGB"
+    signed = encode(Image.fromarray(values.astype(np.uint16) // 2), "TIFF", tiffinfo={339: 2})
+    decoded = decode_image(signed)  # SampleFormat 2: signed 16-bit, Pillow's mode I
+    np.testing.assert_array_equal(decoded.pixels[0, :, 0], [0, 0, 64, 127])
+    assert decoded.conversion == "I 16-bit grayscale -> 8-bit RGB"
+    with pytest.raises(ValueError, match="values from -32640 to 257, outside 0-65535"):
+        decode_image(encode(Image.fromarray(values.astype(np.uint16)), "TIFF", tiffinfo={339: 2}))
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")  # Pillow's, reading the cut short
+@pytest.mark.parametrize(
+    ("exif", "why"),
+    [
+        (b"garbage bytes, no TIFF structure", "not a TIFF structure"),
+        (b"II*\x00\xff\xff\xff\xff", "its first IFD cut short"),
+        (b"MM\x00*\x00\x00\x00\x08\x00\x05", "its first IFD cut short"),
+    ],
+)
+def test_an_unreadable_exif_is_dropped_with_a_word_and_the_pixels_archived(exif: bytes, why: str):
+    pixels = photo(64, 48, 4)
+    plain = decode_image(encode(Image.fromarray(pixels), "JPEG")).pixels
+    note = f"EXIF unreadable ({why}), dropped"
+    jpeg = decode_image(jpeg_with_segments(pixels, [(0xE1, b"Exif\x00\x00" + exif)]))
+    np.testing.assert_array_equal(jpeg.pixels, plain)
+    assert (jpeg.conversion, jpeg.metadata) == (note, Metadata())
+    png = decode_image(encode(Image.fromarray(pixels), "PNG", exif=exif))
+    np.testing.assert_array_equal(png.pixels, pixels)
+    assert (png.conversion, png.metadata) == (note, Metadata())
+
+
+def test_an_unreadable_exif_beside_a_readable_xmp_keeps_the_xmp_and_its_orientation():
+    data = jpeg_with_segments(
+        photo(80, 64, 5),
+        [
+            (0xE1, b"Exif\x00\x00not TIFF"),
+            (0xE1, b"http://ns.adobe.com/xap/1.0/\x00" + xmp_packet(6)),
+        ],
+    )
+    decoded = decode_image(data)
+    assert decoded.pixels.shape == (80, 64, 3)
+    assert decoded.conversion == (
+        "XMP orientation 6 applied; EXIF unreadable (not a TIFF structure), dropped"
+    )
+    assert decoded.metadata == Metadata(xmp=xmp_packet(1))
+
+
+JUMBF = b"JP\x00\x01\x00\x00\x00\x01\x00\x00\x00\x20jumbc2pa"  # a C2PA manifest's first box
+EXTENDED_XMP = b"http://ns.adobe.com/xmp/extension/\x00" + b"0" * 32 + b"<x:xmpmeta/>"
+
+
+@pytest.mark.parametrize(
+    ("segments", "note"),
+    [
+        ([(0xEB, JUMBF)], "not carried: JPEG APP11 (JUMBF)"),
+        ([(0xEC, b"Ducky\x00\x01\x00\x04\x00\x00\x00\x50")], "not carried: JPEG APP12"),
+        ([(0xE1, EXTENDED_XMP)], "not carried: JPEG extended XMP"),
+        ([(0xE3, b"Meta\x00"), (0xE2, b"FPXR\x00\x00")], "not carried: JPEG APP2, APP3"),
+        (  # each kind once, in marker order, beside what travels
+            [
+                (0xE1, EXTENDED_XMP),
+                (0xEC, b"Ducky\x00"),
+                (0xEB, JUMBF),
+                (0xEB, JUMBF),
+                (0xE1, EXTENDED_XMP),
+                (0xE1, b"http://ns.adobe.com/xap/1.0/\x00" + xmp_packet(1)),
+                (0xED, b"Photoshop 3.0\x00" + photoshop_resources()),
+            ],
+            "not carried: JPEG APP11 (JUMBF), APP12, extended XMP",
+        ),
+        (
+            [(0xEB, JUMBF), (0xED, b"Adobe_Photoshop2.5:" + IPTC)],
+            "not carried: APP13 segment that is no Photoshop 3.0 block, JPEG APP11 (JUMBF)",
+        ),
+    ],
+)
+def test_jpeg_segments_that_do_not_travel_are_named(segments: list[tuple[int, bytes]], note: str):
+    assert decode_image(jpeg_with_segments(photo(64, 48, 6), segments)).conversion == note
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        real_world_images()["camera/exif.jpg"],
+        real_world_images()["news/iptc.jpg"],
+        real_world_images()["xmp.jpg"],
+        real_world_images()["colour/p3.jpg"],
+        good_images()["cmyk.jpg"],  # APP14 Adobe
+        jpeg_with_segments(photo(64, 48, 7), [(0xE0, b"JFXX\x00\x10")]),
+    ],
+    ids=["camera", "news", "xmp", "icc", "adobe", "jfxx"],
+)
+def test_ordinary_jpegs_have_no_segments_named(data: bytes):
+    assert "not carried" not in (decode_image(data).conversion or "")

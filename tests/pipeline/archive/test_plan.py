@@ -70,6 +70,25 @@ def test_collisions_name_each_other_and_nothing_else_collides():
     assert collisions(table.slice(4)).to_pylist() == [None, None]
 
 
+def test_a_name_archived_before_keeps_its_place_beside_one_that_collides_with_it(
+    tmp_path: Path,
+):
+    """Photo.jpg was archived; photo.jpg appears beside it. Photo.jpg stays archived (its row
+    is not made an error), photo.jpg is the error."""
+    job = plan(tmp_path)
+    images = listing([("Photo.jpg", 10, T1, None, None), ("photo.jpg", 10, T1, None, None)])
+    done = manifest([{"rel_path": "Photo.jpg", "source_bytes": 10, "source_mtime": T1}])
+    written, todo = job.split(images, done, lr_files(["Photo.jpg"]))
+    rows = {r["rel_path"]: r for r in written.to_pylist()}
+    assert rows["Photo.jpg"]["status"] == "skipped" and todo.num_rows == 0
+    assert rows["photo.jpg"]["status"] == "error"
+    assert "collides with 'Photo.jpg', archived already" in rows["photo.jpg"]["error"]
+    assert "rename this one" in rows["photo.jpg"]["error"]
+    # Neither archived before: both are errors, as ever.
+    written, todo = job.split(images, None, lr_files([]))
+    assert written["status"].to_pylist() == ["error", "error"] and todo.num_rows == 0
+
+
 def test_split_skips_what_is_finished_and_redoes_what_changed(tmp_path: Path):
     job = plan(tmp_path)
     images = listing(

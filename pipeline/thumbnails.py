@@ -1,0 +1,106 @@
+"""Embedded thumbnails in a source's metadata: EXIF's (its second IFD, a small JPEG) and
+Photoshop's image resources 0x0409 and 0x040C. They are previews of the original that an LR,
+itself a thumbnail, does not need; `tadm archive --drop-thumbnails` leaves them out, and every
+other byte of the EXIF and the Photoshop block as it was (maker notes keep their offsets).
+Plain bytes in, bytes out: no Pillow, no torch."""
+
+from __future__ import annotations
+
+import struct
+
+TIFF_ORDERS = {b"II*\x00": "<", b"MM\x00*": ">"}
+# Tags whose value is the offset of another IFD: ExifIFD, GPSIFD, InteroperabilityIFD.
+SUB_IFDS = (0x8769, 0x8825, 0xA005)
+THUMBNAIL_OFFSET, THUMBNAIL_LENGTH = 0x0201, 0x0202  # JPEGInterchangeFormat(Length), in IFD1
+TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
+PHOTOSHOP_THUMBNAILS = (0x0409, 0x040C)  # Photoshop 4.0 and 5.0+ thumbnail resources
+RESOURCE = b"8BIM"
+
+
+def drop_exif_thumbnail(exif: bytes) -> bytes:
+    """`exif` (a TIFF structure) without its thumbnail: IFD0's link to IFD1 cleared and the
+    bytes cut from where the thumbnail begins (from IFD1, when IFD1 and its values come right
+    before it). `exif` as it is unless the JPEG thumbnail is the last thing in it (up to 3 zero
+    bytes of padding) and everything the other IFDs use lies before the cut: maker notes may
+    point at bytes no IFD names (a camera's preview image), so no byte between two things
+    stays unaccounted for."""
+    order = TIFF_ORDERS.get(exif[:4])
+    if order is None:
+        return exif
+    try:
+        (ifd0,) = struct.unpack_from(order + "I", exif, 4)
+        entries, link = read_ifd(exif, order, ifd0)
+        (ifd1,) = struct.unpack_from(order + "I", exif, link)
+        if ifd1 == 0:
+            return exif
+        thumbnail_entries, thumbnail_link = read_ifd(exif, order, ifd1)
+        thumbnail = {tag: value for tag, value, _, _ in thumbnail_entries}
+        start, length = thumbnail.get(THUMBNAIL_OFFSET), thumbnail.get(THUMBNAIL_LENGTH)
+        if start is None or not length or start + length > len(exif):
+            return exif
+        tail = exif[start + length :]
+        if len(tail) > 3 or tail.strip(b"\x00"):
+            return exif
+        used = link + 4  # the end of what IFD0 and the IFDs it links to use
+        tables, seen = [entries], {ifd0}
+        while tables:
+            for tag, value, kind, end in tables.pop():
+                used = max(used, end)
+                if tag in SUB_IFDS and kind in (4, 13) and value not in seen:
+                    seen.add(value)
+                    sub, sub_link = read_ifd(exif, order, value)
+                    used = max(used, sub_link + 4)
+                    tables.append(sub)
+    except struct.error:
+        return exif
+    ifd1_end = max(end for _, _, _, end in [*thumbnail_entries, (0, 0, 0, thumbnail_link + 4)])
+    cut = ifd1 if used <= ifd1 and ifd1_end <= start <= ifd1_end + 3 else start
+    if cut < used:
+        return exif
+    return exif[:link] + b"\x00\x00\x00\x00" + exif[link + 4 : cut]
+
+
+def read_ifd(exif: bytes, order: str, offset: int) -> tuple[list[tuple[int, int, int, int]], int]:
+    """The entries of the IFD at `offset`, each (tag, value, type, end of the bytes it uses):
+    the value is the first number, or the offset of the values stored apart. And the position
+    of the IFD's link to the next one."""
+    (count,) = struct.unpack_from(order + "H", exif, offset)
+    link = offset + 2 + 12 * count
+    if link + 4 > len(exif):
+        raise struct.error("IFD past the end of the EXIF")
+    entries = []
+    for entry in range(offset + 2, link, 12):
+        tag, kind, n = struct.unpack_from(order + "HHI", exif, entry)
+        size = TYPE_SIZES.get(kind, 1) * n
+        if size > 4:
+            (where,) = struct.unpack_from(order + "I", exif, entry + 8)
+            entries.append((tag, where, kind, where + size))
+        else:
+            fmt = {1: "B", 3: "H", 6: "b", 7: "B", 8: "h"}.get(kind, "I")
+            (value,) = struct.unpack_from(order + fmt, exif, entry + 8)
+            entries.append((tag, value, kind, link + 4))
+    return entries, link
+
+
+def drop_photoshop_thumbnails(resources: bytes) -> bytes:
+    """Photoshop image resources (a JPEG's APP13 block after "Photoshop 3.0\\0") without the
+    thumbnail resources; the others byte for byte. `resources` as it is when it does not parse
+    as a sequence of 8BIM resources."""
+    kept, at = [], 0
+    while at < len(resources):
+        if resources[at : at + 4] != RESOURCE:
+            return resources
+        try:
+            (resource_id, name_length) = struct.unpack_from(">HB", resources, at + 4)
+            name_end = at + 6 + 1 + name_length
+            name_end += (name_end - at) % 2  # the name is padded to an even length
+            (size,) = struct.unpack_from(">I", resources, name_end)
+        except struct.error:
+            return resources
+        end = name_end + 4 + size + size % 2  # data padded to an even length
+        if end > len(resources) + size % 2:
+            return resources
+        if resource_id not in PHOTOSHOP_THUMBNAILS:
+            kept.append(resources[at:end])
+        at = end
+    return b"".join(kept)

@@ -1,0 +1,110 @@
+"""Embedded thumbnails left out of the metadata an LR carries (pipeline/thumbnails.py), every
+other byte kept: EXIF built here tag by tag, read back with Pillow."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import pytest
+from conftest import MAKER_NOTE, THUMBNAIL, photo, photoshop_resource, thumbnail_exif
+from PIL import ExifTags, Image
+
+from pipeline.decode import decode_image
+from pipeline.thumbnails import drop_exif_thumbnail, drop_photoshop_thumbnails
+
+
+def read(exif: bytes) -> tuple[dict, dict, dict]:
+    """IFD0, the Exif IFD and IFD1 as Pillow reads them."""
+    tags = Image.Exif()
+    tags.load(b"Exif\x00\x00" + exif)
+    return dict(tags), tags.get_ifd(ExifTags.IFD.Exif), tags.get_ifd(ExifTags.IFD.IFD1)
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_the_exif_thumbnail_goes_and_every_other_byte_stays(order):
+    exif = thumbnail_exif(order)
+    ifd0, exif_ifd, ifd1 = read(exif)
+    assert ifd1[0x0202] == len(THUMBNAIL) and exif_ifd[0x927C] == MAKER_NOTE
+    dropped = drop_exif_thumbnail(exif)
+    assert len(dropped) == len(exif) - len(THUMBNAIL) - (2 + 2 * 12 + 4)  # IFD1 went too
+    assert read(dropped) == (ifd0, exif_ifd, {})
+    link = 8 + 2 + 3 * 12  # IFD0's link to IFD1, now 0: the only byte changed before the cut
+    assert dropped[:link] == exif[:link] and dropped[link + 4 :] == exif[link + 4 : len(dropped)]
+    assert drop_exif_thumbnail(dropped) == dropped
+
+
+def test_an_exif_whose_data_lies_after_the_thumbnail_stays_as_it_is():
+    exif = thumbnail_exif(maker_note_last=True)
+    assert read(exif)[1][0x927C] == MAKER_NOTE
+    assert drop_exif_thumbnail(exif) == exif  # cutting at the thumbnail would lose the note
+    # Bytes no IFD names, such as a preview image only a maker note points at: kept too.
+    preview = thumbnail_exif() + THUMBNAIL
+    assert drop_exif_thumbnail(preview) == preview
+    padded = thumbnail_exif() + b"\x00\x00"  # padding to an even length: cut with it
+    assert drop_exif_thumbnail(padded) == drop_exif_thumbnail(thumbnail_exif())
+
+
+@pytest.mark.parametrize(
+    "exif",
+    [
+        thumbnail_exif(thumbnail=False),  # no IFD1
+        thumbnail_exif()[:-10],  # the thumbnail reaches past the end
+        thumbnail_exif()[:30],  # IFD0 cut short
+        b"Exif\x00\x00II*\x00",  # not a bare TIFF structure
+        b"",
+    ],
+)
+def test_exif_without_a_thumbnail_to_drop_stays_as_it_is(exif):
+    assert drop_exif_thumbnail(exif) == exif
+
+
+def test_photoshop_thumbnail_resources_go_and_the_others_stay():
+    iptc = photoshop_resource(0x0404, b"\x1c\x02\x78\x00\x05hello")  # IPTC caption, odd length
+    resolution = photoshop_resource(0x03ED, bytes(16), name=b"res")
+    resources = (
+        iptc
+        + photoshop_resource(0x040C, THUMBNAIL)
+        + resolution
+        + photoshop_resource(0x0409, THUMBNAIL)
+    )
+    assert drop_photoshop_thumbnails(resources) == iptc + resolution
+    assert drop_photoshop_thumbnails(iptc + resolution) == iptc + resolution
+    assert drop_photoshop_thumbnails(photoshop_resource(0x040C, THUMBNAIL)) == b""
+
+
+@pytest.mark.parametrize(
+    "resources",
+    [
+        b"8BIM\x04\x0c\x00\x00\x00\x00\x00\x10abc",  # a thumbnail shorter than its size
+        b"8BIM\x04\x0c",  # cut inside the header
+        b"junk" + photoshop_resource(0x040C, THUMBNAIL),  # no 8BIM where a resource must start
+    ],
+)
+def test_photoshop_resources_that_do_not_parse_stay_as_they_are(resources):
+    assert drop_photoshop_thumbnails(resources) == resources
+
+
+def test_decode_drops_thumbnails_only_when_asked():
+    """A camera JPEG (EXIF with a thumbnail, a Photoshop block with one): its metadata keeps
+    them by default; with drop_thumbnails, the conversion note says what went."""
+    iptc = photoshop_resource(0x0404, b"\x1c\x02\x78\x00\x05hello")
+    photoshop = iptc + photoshop_resource(0x040C, THUMBNAIL)
+    out = io.BytesIO()
+    Image.fromarray(photo(64, 48, 3)).save(out, "JPEG", exif=b"Exif\x00\x00" + thumbnail_exif())
+    data = out.getvalue()
+    app13 = b"Photoshop 3.0\x00" + photoshop
+    data = data[:2] + b"\xff\xed" + struct.pack(">H", len(app13) + 2) + app13 + data[2:]
+    kept = decode_image(data)
+    assert kept.metadata.photoshop == photoshop and read(kept.metadata.exif)[2]
+    assert "thumbnails" not in (kept.conversion or "")
+    dropped = decode_image(data, drop_thumbnails=True)
+    assert dropped.metadata.photoshop == iptc
+    assert read(dropped.metadata.exif) == read(kept.metadata.exif)[:2] + ({},)
+    saved = len(kept.metadata.exif) - len(dropped.metadata.exif)
+    assert (
+        f"thumbnails dropped: EXIF {saved} bytes, Photoshop {len(photoshop) - len(iptc)} bytes"
+        in dropped.conversion
+    )
+    assert "EXIF orientation 6 applied" in dropped.conversion  # the pixels turned as before
+    assert dropped.pixels.shape == kept.pixels.shape == (64, 48, 3)
