@@ -13,6 +13,7 @@ and devices, and local names that are not UTF-8 (rel_path then shows the bytes a
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import queue
@@ -37,6 +38,7 @@ LISTING_THREADS = 8  # top-level folders (local) or prefixes (S3) listed at once
 PAGE_ROWS = 10_000  # rows of a local listing table
 SYMLINKED_FOLDER = "symbolic link to a folder, not followed (give its target as its own SRC)"
 BROKEN_LINK = "broken symbolic link"
+LINK_LOOP = "symbolic link loop"
 FOLDER_UNREADABLE = "folder cannot be listed, its files are not archived"
 NOT_A_FILE = "not a regular file (a FIFO, socket or device): not read"
 NOT_UTF8 = (
@@ -305,10 +307,8 @@ def scan_folder(root: str, folder: str, rows: Rows, folders: list[str]) -> None:
                     elif entry.is_file():
                         info = entry.stat()
                         rows.add(rel_path, info.st_size, info.st_mtime_ns // 1000, None)
-                    elif os.path.exists(entry.path):  # to a FIFO, socket or device
-                        rows.add(rel_path, None, None, NOT_A_FILE)
                     else:
-                        rows.add(rel_path, None, None, BROKEN_LINK)
+                        rows.add(rel_path, None, None, link_error(entry.path))
                 elif entry.is_dir(follow_symlinks=False):
                     folders.append(entry.path)
                 elif entry.is_file(follow_symlinks=False):
@@ -319,7 +319,17 @@ def scan_folder(root: str, folder: str, rows: Rows, folders: list[str]) -> None:
             except FileNotFoundError:  # removed while listed
                 continue
             except OSError as e:
-                rows.add(rel_path, None, None, f"cannot be looked at: {e.strerror or e}")
+                why = LINK_LOOP if e.errno == errno.ELOOP else f"cannot be looked at: {e.strerror}"
+                rows.add(rel_path, None, None, why)
+
+
+def link_error(path: str) -> str:
+    """Why the symbolic link `path`, to neither a file nor a folder, is not read."""
+    try:
+        os.stat(path)
+    except OSError as e:
+        return LINK_LOOP if e.errno == errno.ELOOP else BROKEN_LINK
+    return NOT_A_FILE  # a FIFO, socket or device
 
 
 def utf8(name: str) -> bool:

@@ -9,11 +9,12 @@ rows. `write_files` is the body of both write stages: atomic writes, one error r
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -125,22 +126,41 @@ def fail(row: Row, error: str, kind: str) -> None:
     row.update(status="error", error=error, error_kind=kind, psnr=None, ssim=None)
 
 
+class Earlier(NamedTuple):
+    """An output a row's new one replaces: its key under DST, what it is ("LR"), and what
+    tells it is still as written: the time the run that wrote it recorded it (seconds since
+    the epoch), the SHA-256 of its bytes; None: remove it as it is."""
+
+    key: str
+    what: str
+    written_at: float | None = None
+    sha256: str | None = None
+
+
 def remove_earlier(
-    rows: list[Row], dst: Location, earlier: Callable[[Row], tuple[str, str] | None]
+    rows: list[Row], dst: Location, earlier: Callable[[Row], Earlier | None]
 ) -> None:
-    """Remove the earlier output of each row written now as another kind of output:
-    `earlier(row)` gives its key under `dst` and what it is ("LR", "kept source"), or None.
-    A removal that fails makes the row a transient error, for a re-run to finish."""
+    """Remove the earlier output of each row written now as another kind of output
+    (`earlier(row)`, or None). One modified after its `written_at`, or whose bytes are not
+    its `sha256` (a user's edit), stays, and the row's conversion says so. A removal that
+    fails makes the row a transient error, for a re-run to finish."""
     fs = dst.filesystem()
     for row in rows:
         found = earlier(row)
         if found is None:
             continue
-        key, what = found
+        key, what, written_at, sha256 = found
         try:
             path = dst.join(key)  # join refuses a key that would leave dst
             if dst.protocol == "file":
                 check_inside(dst.root, os.path.dirname(path))
+            changed = written_at is not None and modified_at(fs.info(path)) > written_at
+            if sha256 and not changed:
+                changed = hashlib.sha256(fs.cat_file(path)).hexdigest() != sha256
+            if changed:
+                note = f"the earlier {what} {key} was changed since it was written: left there"
+                row["conversion"] = "; ".join(filter(None, [row.get("conversion"), note]))
+                continue
             fs.rm_file(path)
         except FileNotFoundError:
             pass
@@ -148,6 +168,14 @@ def remove_earlier(
             error = f"cannot remove the earlier {what} {dst.uri_of(dst.path(key))}: "
             error += error_text(e)
             fail(row, error, TRANSIENT)
+
+
+def modified_at(info: dict[str, Any]) -> float:
+    """When a file was last written, in seconds since the epoch, from fsspec's info: a local
+    file's "mtime", an S3 object's "LastModified"."""
+    if "mtime" in info:
+        return float(info["mtime"])
+    return info["LastModified"].timestamp()
 
 
 def write_failure(e: Exception, path: str) -> tuple[str, str]:

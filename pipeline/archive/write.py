@@ -9,9 +9,9 @@ import hashlib
 
 import numpy as np
 
-from pipeline.format import ARCHIVE_SCHEMA, KEPT, PERMANENT, kept_key, lr_key
+from pipeline.format import ARCHIVE_SCHEMA, KEPT, PERMANENT, decode_lr_png, kept_key, lr_key
 from pipeline.rows import to_batch, to_rows
-from pipeline.stage import Row, remove_earlier, write_files
+from pipeline.stage import Earlier, Row, remove_earlier, write_files
 from pipeline.storage import Location
 
 
@@ -38,6 +38,8 @@ def write_lr(
             # than the LR made of it: that LR stays, and the row says where.
             row["error"] += f"; the LR of an earlier version stays at {lr_key(row['rel_path'])}"
             row["outputs"] = ""
+            if not keep_failed:
+                record_earlier_lr(row, dst)
         if keep_failed and permanent:
             row.update(status=KEPT, kept_reason=row["error"], error=None, error_kind=None)
         elif row["status"] != KEPT:  # Ray may have turned a column of None into NaN
@@ -54,13 +56,28 @@ def write_lr(
     return to_batch(rows, ARCHIVE_SCHEMA.names)
 
 
-def earlier_output(row: Row) -> tuple[str, str] | None:
+def record_earlier_lr(row: Row, dst: Location) -> None:
+    """Give an error row the record of the LR an earlier version of its source left in DST
+    (its URI, size, SHA-256, and the image size, scale and model its header names), so that a
+    restore still gives that version back; as it is when that LR cannot be read."""
+    path = dst.join(lr_key(row["rel_path"]))
+    try:
+        data = dst.filesystem().cat_file(path)
+        header = decode_lr_png(data)[1]
+    except (OSError, ValueError):
+        return
+    row.update(lr_uri=dst.uri_of(path), lr_bytes=len(data))
+    row.update(lr_sha256=hashlib.sha256(data).hexdigest(), model_id=header.model_id)
+    row.update(width=header.width, height=header.height, scale=header.scale)
+
+
+def earlier_output(row: Row) -> Earlier | None:
     """The earlier output of a row written as the other kind (stage.remove_earlier): the LR of
     an image kept now, the kept source of an image archived now ("outputs": the kinds DST held
     before the run)."""
     earlier = str(row.get("outputs") or "").split()
     if row["status"] == "ok" and "kept" in earlier:
-        return kept_key(row["rel_path"]), "kept source"
+        return Earlier(kept_key(row["rel_path"]), "kept source")
     if row["status"] == KEPT and "lr" in earlier:
-        return lr_key(row["rel_path"]), "LR"
+        return Earlier(lr_key(row["rel_path"]), "LR")
     return None

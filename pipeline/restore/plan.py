@@ -131,7 +131,7 @@ class RestoreJob(Plan):
             column = pc.fill_null(todo[name], unknown)
             todo = todo.set_column(todo.column_names.index(name), name, column)
         if done is None:
-            return RESTORE_SCHEMA.empty_table(), todo.append_column("earlier", blank(len(todo)))
+            return RESTORE_SCHEMA.empty_table(), with_earlier(todo, None)
         config, dst = self.config, self.dst
         at = pc.index_in(done["rel_path"], value_set=images["rel_path"].combine_chunks())
         rows, at = done.filter(pc.is_valid(at)), at.filter(pc.is_valid(at))
@@ -186,7 +186,7 @@ class RestoreJob(Plan):
             status, "status", pc.if_else(failed, rows["status"], pa.scalar("skipped"))
         )
         todo = todo.filter(pc.invert(pc.is_in(todo["rel_path"], rows["rel_path"])))
-        return rows, todo.append_column("earlier", self.earlier_outputs(todo, done, outputs))
+        return rows, with_earlier(todo, self.earlier_outputs(todo, done, outputs), done)
 
     def earlier_outputs(self, todo: pa.Table, done: pa.Table, outputs: pa.Table) -> pa.Array:
         """For each image to restore, the key in DST of the output an earlier restore gave it
@@ -204,11 +204,14 @@ class RestoreJob(Plan):
         rel_path = todo["rel_path"]
         image_key = pc.binary_join_element_wise(rel_path, suffix, "")
         kept_now = pc.not_equal(todo["kept_uri"], "")
+        # A "skipped" row of a restore in between stands for the one that wrote the output.
         copy_then = pc.and_(
-            pc.equal(status, KEPT), pc.equal(uri, pc.binary_join_element_wise(root, rel_path, ""))
+            pc.is_in(status, pa.array([KEPT, "skipped"])),
+            pc.equal(uri, pc.binary_join_element_wise(root, rel_path, "")),
         )
         image_then = pc.and_(
-            pc.equal(status, "ok"), pc.equal(uri, pc.binary_join_element_wise(root, image_key, ""))
+            pc.is_in(status, pa.array(["ok", "skipped"])),
+            pc.equal(uri, pc.binary_join_element_wise(root, image_key, "")),
         )
         held = {
             kind: pc.is_in(rel_path, value_set=names.combine_chunks())
@@ -333,6 +336,23 @@ def kept_clashes(items: Buckets, image_format: str) -> dict[str, str]:
     return clashes
 
 
+def with_earlier(
+    todo: pa.Table, earlier: pa.Array | None, done: pa.Table | None = None
+) -> pa.Table:
+    """`todo` with "earlier" (RestoreJob.earlier_outputs; "" for none) and "earlier_at": when
+    the earlier restore recorded that output, in microseconds (its row's written_at; -1 for
+    none), so that the write stage leaves a file changed since."""
+    n = len(todo)
+    if earlier is None or done is None:
+        return todo.append_column("earlier", blank(n)).append_column(
+            "earlier_at", pa.array([-1] * n, pa.int64())
+        )
+    at = pc.index_in(todo["rel_path"], value_set=done["rel_path"].combine_chunks())
+    written = pc.take(done["written_at"], at).cast(pa.int64())
+    written = pc.if_else(pc.equal(earlier, ""), -1, pc.fill_null(written, -1))
+    return todo.append_column("earlier", earlier).append_column("earlier_at", written)
+
+
 def blank(n: int) -> pa.Array:
     """n empty strings: "no such value" in a string column that must not be all null."""
     return pa.array([""] * n, pa.string())
@@ -394,8 +414,11 @@ def matching(table: pa.Table, only: str | None) -> pa.Table:
 
 
 def manifest_items(archive: Location, rows: pa.Table, only: str | None) -> pa.Table:
-    """The items of archive manifest rows: their LR files, or their kept sources."""
-    rows = matching(rows.filter(pc.is_in(rows["status"], pa.array([*DONE, KEPT]))), only)
+    """The items of archive manifest rows: their LR files, or their kept sources; and the LR
+    an error row records (of an earlier version of a source that fails now)."""
+    earlier = pc.and_(pc.equal(rows["status"], "error"), pc.is_valid(rows["lr_sha256"]))
+    done = pc.is_in(rows["status"], pa.array([*DONE, KEPT]))
+    rows = matching(rows.filter(pc.or_(done, pc.fill_null(earlier, False))), only)
     kept = pc.is_valid(rows["kept_uri"])
     return pa.table(
         {

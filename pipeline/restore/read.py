@@ -48,6 +48,8 @@ READ_COLUMNS = (
     "kept_data",  # a kept source's bytes, or its region encoded; b"" for an LR row
     "kept_key",  # where they go under DST
     "earlier",  # the key in DST of an earlier output of the other kind, to remove; "" if none
+    "earlier_at",  # when the restore that wrote it recorded it (microseconds); -1 if none
+    "source_sha256",  # of the source, "" if unknown: an earlier copy of it must have these bytes
     "metadata",
     "conversion",
     "seconds",

@@ -22,7 +22,7 @@ from pipeline.format import (
     output_key,
 )
 from pipeline.rows import error_kind, error_text, to_batch, to_rows
-from pipeline.stage import Row, fail, remove_earlier, write_files
+from pipeline.stage import Earlier, Row, fail, remove_earlier, write_files
 from pipeline.storage import Location
 
 SRGB = ImageCms.createProfile("sRGB")
@@ -98,10 +98,17 @@ def write_restored(
     return to_batch(rows, RESTORE_SCHEMA.names)
 
 
-def earlier_output(row: Row) -> tuple[str, str] | None:
+def earlier_output(row: Row) -> Earlier | None:
     """An earlier restore's output of the image as the other kind, which this row's replaces
-    (stage.remove_earlier): "earlier" is its key in DST, "" for none (restore/plan.py)."""
+    (stage.remove_earlier): "earlier" is its key in DST ("" for none), "earlier_at" when that
+    restore recorded it, in microseconds (restore/plan.py; -1 or none: unknown): a file
+    changed after stays, and so does a copy whose bytes are not the source's any more."""
     key = row.get("earlier")
     if row["status"] not in ("ok", KEPT) or not isinstance(key, str) or not key:
         return None
-    return key, "copy of the kept source" if row["status"] == "ok" else "restored image"
+    at = row.get("earlier_at")
+    written_at = at / 1e6 if isinstance(at, (int, np.integer)) and at >= 0 else None
+    if row["status"] == "ok":  # the copy of a kept source: its bytes are the source's
+        sha256 = row.get("source_sha256")
+        return Earlier(key, "copy of the kept source", written_at, sha256 or None)
+    return Earlier(key, "restored image", written_at)

@@ -232,6 +232,11 @@ def test_a_source_that_fails_after_it_was_archived_leaves_the_earlier_lr(
     assert row["status"] == "error" and row["error_kind"] == "permanent"
     assert row["error"].endswith("; the LR of an earlier version stays at lr/good.jpg.png")
     assert (dst / "lr" / "good.jpg.png").read_bytes() == lr
+    assert row["lr_sha256"] == hashlib.sha256(lr).hexdigest() and row["width"] == 96
+    # The row records that LR: a restore still gives the image back.
+    restored = tmp_path / "restored"
+    assert run_cli("restore", dst, restored, "--model", tiny_model) == 0
+    assert Image.open(restored / "good.jpg.png").size == (96, 64)
     (src / "good.jpg").write_bytes(good[:200])  # worse still, and kept as it is now
     assert run_cli(*args, "--keep-failed") == 0
     row = manifest_rows(dst)["good.jpg"]

@@ -188,11 +188,24 @@ def test_an_image_kept_now_or_archived_now_loses_its_earlier_restore(
     assert run_cli(*restore_args) == 0
     assert files() == ["a.png", "b.jpg", "notes.txt", "sub/c.png"]
     assert (dst / "b.jpg").read_bytes() == (small_photos / "b.jpg").read_bytes()
-    # An LR again: the copies go.
+    (dst / "b.jpg").write_bytes(b"edited by hand")  # edits of the copies: they stay
+    assert run_cli(*restore_args) == 0  # a nightly run in between: all skipped
+    (dst / "sub/c.png").write_bytes(b"edited by hand, later")
+    # An LR again: the copies go, but those changed since.
     assert run_cli(*archive_args, "--overwrite") == 0
     assert run_cli(*restore_args) == 0
-    assert files() == ["a.png.png", "b.jpg.png", "notes.txt", "sub/c.png.png"]
-    assert {row["status"] for row in restore_rows(dst).values()} == {"ok"}
+    assert files() == [
+        "a.png.png",
+        "b.jpg",
+        "b.jpg.png",
+        "notes.txt",
+        "sub/c.png",
+        "sub/c.png.png",
+    ]
+    rows = restore_rows(dst)
+    assert {row["status"] for row in rows.values()} == {"ok"}
+    for name in ("b.jpg", "sub/c.png"):
+        assert f"{name} was changed since it was written: left there" in rows[name]["conversion"]
 
 
 def test_two_model_actors_on_a_two_cpu_cluster_finish(
