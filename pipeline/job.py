@@ -129,7 +129,8 @@ class Plan(ABC):
         """One bucket of images -> (manifest rows to write now: "skipped" for images an
         earlier run finished, its permanent failures as they were unless --retry-errors,
         errors the plan finds; the images to run). `done`: the latest manifest rows of the
-        bucket (None with --overwrite); `outputs`: its outputs in DST."""
+        bucket, also with --overwrite, which skips nothing but must know what earlier runs
+        wrote (None: no manifest at all); `outputs`: its outputs in DST."""
 
     @abstractmethod
     def source(self, blocks: list[ray.ObjectRef], resources: Resources) -> ray.data.Dataset:
@@ -270,14 +271,13 @@ def summarize(rows: pa.Table) -> Batch:
 def split_buckets(plan: Plan) -> Iterator[tuple[pa.Table, pa.Table]]:
     """plan.split of each bucket of the plan's images, the manifest and the outputs lined up:
     memory bounded by one bucket of each."""
-    overwrite, images = plan.config.overwrite, plan.images
-    manifest = plan.dst.child(MANIFEST_DIR)
+    images, manifest = plan.images, plan.dst.child(MANIFEST_DIR)
     with contextlib.ExitStack() as stack:
-        done = None if overwrite else stack.enter_context(merged_buckets(manifest, plan.schema))
+        done = stack.enter_context(merged_buckets(manifest, plan.schema))
         outputs = stack.enter_context(Buckets(OUTPUT_SCHEMA)).extend(plan.outputs())
-        n = max(images.n, outputs.n, 1 if done is None else done.n)
+        n = max(images.n, outputs.n, done.n)
         for k in range(n):
-            rows = None if done is None else latest(done.bucket(k, n), ordered=False)
+            rows = latest(done.bucket(k, n), ordered=False)
             yield plan.split(images.bucket(k, n), rows, outputs.bucket(k, n))
 
 

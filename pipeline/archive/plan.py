@@ -127,7 +127,7 @@ class ArchiveJob(Plan):
             }
         )
         error_rows = conform(error_rows, ARCHIVE_SCHEMA)
-        if done is None:
+        if done is None or self.config.overwrite:
             return error_rows, graph_rows(images, outputs)
         if not self.config.retry_errors:
             error_rows = self.as_before(error_rows, done)

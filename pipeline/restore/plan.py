@@ -132,6 +132,9 @@ class RestoreJob(Plan):
             todo = todo.set_column(todo.column_names.index(name), name, column)
         if done is None:
             return RESTORE_SCHEMA.empty_table(), with_earlier(todo, None)
+        if self.config.overwrite:
+            earlier = self.earlier_outputs(todo, done, outputs)
+            return RESTORE_SCHEMA.empty_table(), with_earlier(todo, earlier, done)
         config, dst = self.config, self.dst
         at = pc.index_in(done["rel_path"], value_set=images["rel_path"].combine_chunks())
         rows, at = done.filter(pc.is_valid(at)), at.filter(pc.is_valid(at))

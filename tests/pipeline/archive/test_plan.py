@@ -84,6 +84,11 @@ def test_a_name_archived_before_keeps_its_place_beside_one_that_collides_with_it
     assert rows["photo.jpg"]["status"] == "error"
     assert "collides with 'Photo.jpg', archived already" in rows["photo.jpg"]["error"]
     assert "rename this one" in rows["photo.jpg"]["error"]
+    # --overwrite redoes Photo.jpg, and it keeps its place still.
+    again = replace(job, config=replace(job.config, overwrite=True))
+    written, todo = again.split(images, done, lr_files(["Photo.jpg"]))
+    assert written["rel_path"].to_pylist() == ["photo.jpg"]
+    assert todo["rel_path"].to_pylist() == ["Photo.jpg"]
     # Neither archived before: both are errors, as ever.
     written, todo = job.split(images, None, lr_files([]))
     assert written["status"].to_pylist() == ["error", "error"] and todo.num_rows == 0

@@ -37,8 +37,8 @@ def test_a_kept_source_named_as_an_images_output_clashes_with_it_in_any_bucket()
             assert set(kept_clashes(buckets, "webp")) == {"img8.jpg", "img8.jpg.webp"}
 
 
-def restore_job(buckets: Buckets, dst: str, image_format: str = "png") -> RestoreJob:
-    config = RestoreConfig(archive="/archive", dst=dst, image_format=image_format)
+def restore_job(buckets: Buckets, dst: str, overwrite: bool = False) -> RestoreJob:
+    config = RestoreConfig(archive="/archive", dst=dst, overwrite=overwrite)
     location = Location.parse(dst)
     return RestoreJob(config, location, {}, "tiny", "m1", Location.parse("/archive"), buckets, {})
 
@@ -68,9 +68,10 @@ def test_an_image_that_changed_kind_in_the_archive_names_its_earlier_output_to_r
     then = {"a.jpg": "a.jpg", "b.jpg": "b.jpg", "c.jpg": "c.jpg.png", "d.jpg": "d.jpg.png"}
     then["x.png"] = "x.png"
     held = {"a.jpg": "kept", "c.jpg": "image", "d.jpg": "image", "x.png": "kept"}  # b.jpg: gone
-    for memory_rows in (10**6, 50):  # one bucket in memory; spilled to 64 buckets
+    # One bucket in memory, or spilled to 64 buckets; with --overwrite too, which skips nothing.
+    for memory_rows, overwrite in ((10**6, False), (50, False), (50, True)):
         with items(names, kept_now, memory_rows) as buckets:
-            job = restore_job(buckets, dst)
+            job = restore_job(buckets, dst, overwrite)
             n = buckets.n
             earlier = {}
             for k in range(n):
