@@ -291,11 +291,10 @@ def check_inside(root: str, path: str) -> None:
     existing = path
     while existing != root and not os.path.lexists(existing) and existing != "/":
         existing = os.path.dirname(existing)
-    real_root, real = os.path.realpath(root), os.path.realpath(existing)
-    if real != real_root and not real.startswith(real_root.rstrip("/") + "/"):
+    if not Location("file", existing).within(Location("file", root)):
         raise OSError(
-            f"{existing} leads outside {root} (to {real}) through a symbolic link: remove the "
-            "link"
+            f"{existing} leads outside {root} (to {os.path.realpath(existing)}) through a "
+            "symbolic link: remove the link"
         )
 
 

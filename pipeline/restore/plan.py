@@ -130,11 +130,8 @@ class RestoreJob(Plan):
         ):
             column = pc.fill_null(todo[name], unknown)
             todo = todo.set_column(todo.column_names.index(name), name, column)
-        if done is None:
-            return RESTORE_SCHEMA.empty_table(), with_earlier(todo, None)
-        if self.config.overwrite:
-            earlier = self.earlier_outputs(todo, done, outputs)
-            return RESTORE_SCHEMA.empty_table(), with_earlier(todo, earlier, done)
+        if done is None or self.config.overwrite:
+            return RESTORE_SCHEMA.empty_table(), self.with_earlier(todo, done, outputs)
         config, dst = self.config, self.dst
         at = pc.index_in(done["rel_path"], value_set=images["rel_path"].combine_chunks())
         rows, at = done.filter(pc.is_valid(at)), at.filter(pc.is_valid(at))
@@ -189,49 +186,53 @@ class RestoreJob(Plan):
             status, "status", pc.if_else(failed, rows["status"], pa.scalar("skipped"))
         )
         todo = todo.filter(pc.invert(pc.is_in(todo["rel_path"], rows["rel_path"])))
-        return rows, with_earlier(todo, self.earlier_outputs(todo, done, outputs), done)
+        return rows, self.with_earlier(todo, done, outputs)
 
-    def earlier_outputs(self, todo: pa.Table, done: pa.Table, outputs: pa.Table) -> pa.Array:
-        """For each image to restore, the key in DST of the output an earlier restore gave it
-        as the other kind, for the write stage to remove ("" for none): the copy of a source
-        the archive kept then and holds as an LR now, or the restored image of one it keeps
-        now. Only whole restores switch kind, and a key another image of the archive is
-        restored to is left alone."""
-        none = blank(len(todo))
-        if self.config.region is not None or not len(todo):
-            return none
-        suffix = "." + self.config.image_format
-        root = self.dst.uri_of(self.dst.root + "/")
-        at = pc.index_in(todo["rel_path"], value_set=done["rel_path"].combine_chunks())
-        status, uri = pc.take(done["status"], at), pc.take(done["output_uri"], at)
-        rel_path = todo["rel_path"]
-        image_key = pc.binary_join_element_wise(rel_path, suffix, "")
-        kept_now = pc.not_equal(todo["kept_uri"], "")
-        # A "skipped" row of a restore in between stands for the one that wrote the output.
-        copy_then = pc.and_(
-            pc.is_in(status, pa.array([KEPT, "skipped"])),
-            pc.equal(uri, pc.binary_join_element_wise(root, rel_path, "")),
-        )
-        image_then = pc.and_(
-            pc.is_in(status, pa.array(["ok", "skipped"])),
-            pc.equal(uri, pc.binary_join_element_wise(root, image_key, "")),
-        )
-        held = {
-            kind: pc.is_in(rel_path, value_set=names.combine_chunks())
-            for kind in ("image", "kept")
-            for names in [outputs.filter(pc.equal(outputs["kind"], kind))["rel_path"]]
-        }
-        key = pc.if_else(
-            pc.and_(pc.and_(copy_then, pc.invert(kept_now)), held["kept"]),
-            rel_path,
-            pc.if_else(pc.and_(pc.and_(image_then, kept_now), held["image"]), image_key, ""),
-        )
-        key = pc.fill_null(key, "")
-        candidates = pc.not_equal(key, "")
-        if not pc.any(candidates).as_py():
-            return none
-        taken = self.restored_to(key.filter(candidates).to_pylist())
-        return pc.if_else(pc.is_in(fold(key), value_set=pa.array(taken, pa.string())), "", key)
+    def with_earlier(self, todo: pa.Table, done: pa.Table | None, outputs: pa.Table) -> pa.Table:
+        """`todo` with "earlier", the key in DST of the output an earlier restore gave each
+        image as the other kind, for the write stage to remove ("" for none): the copy of a
+        source the archive kept then and holds as an LR now, or the restored image of one it
+        keeps now; and "earlier_at", when that restore recorded it (its row's written_at, in
+        microseconds; -1 for none), so that the write stage leaves a file changed since. Only
+        whole restores switch kind, and a key another image of the archive is restored to is
+        left alone."""
+        n = len(todo)
+        key, written = blank(n), pa.array([-1] * n, pa.int64())
+        if done is not None and self.config.region is None and n:
+            suffix = "." + self.config.image_format
+            root = self.dst.uri_of(self.dst.root + "/")
+            at = pc.index_in(todo["rel_path"], value_set=done["rel_path"].combine_chunks())
+            status, uri = pc.take(done["status"], at), pc.take(done["output_uri"], at)
+            rel_path = todo["rel_path"]
+            image_key = pc.binary_join_element_wise(rel_path, suffix, "")
+            kept_now = pc.not_equal(todo["kept_uri"], "")
+            # A "skipped" row of a restore in between stands for the one that wrote the output.
+            copy_then = pc.and_(
+                pc.is_in(status, pa.array([KEPT, "skipped"])),
+                pc.equal(uri, pc.binary_join_element_wise(root, rel_path, "")),
+            )
+            image_then = pc.and_(
+                pc.is_in(status, pa.array(["ok", "skipped"])),
+                pc.equal(uri, pc.binary_join_element_wise(root, image_key, "")),
+            )
+            held = {
+                kind: pc.is_in(rel_path, value_set=names.combine_chunks())
+                for kind in ("image", "kept")
+                for names in [outputs.filter(pc.equal(outputs["kind"], kind))["rel_path"]]
+            }
+            found = pc.if_else(
+                pc.and_(pc.and_(copy_then, pc.invert(kept_now)), held["kept"]),
+                rel_path,
+                pc.if_else(pc.and_(pc.and_(image_then, kept_now), held["image"]), image_key, ""),
+            )
+            found = pc.fill_null(found, "")
+            candidates = pc.not_equal(found, "")
+            if pc.any(candidates).as_py():
+                taken = self.restored_to(found.filter(candidates).to_pylist())
+                key = pc.if_else(pc.is_in(fold(found), pa.array(taken, pa.string())), "", found)
+                recorded = pc.fill_null(pc.take(done["written_at"], at).cast(pa.int64()), -1)
+                written = pc.if_else(pc.equal(key, ""), -1, recorded)
+        return todo.append_column("earlier", key).append_column("earlier_at", written)
 
     def restored_to(self, keys: list[str]) -> list[str]:
         """The folded ones of `keys` (under DST) that an image of the archive is restored to:
@@ -337,23 +338,6 @@ def kept_clashes(items: Buckets, image_format: str) -> dict[str, str]:
                 clashes[rel_path] = clash_message(rel_path, kept, image_format)
                 clashes[kept] = clash_message(rel_path, kept, image_format)
     return clashes
-
-
-def with_earlier(
-    todo: pa.Table, earlier: pa.Array | None, done: pa.Table | None = None
-) -> pa.Table:
-    """`todo` with "earlier" (RestoreJob.earlier_outputs; "" for none) and "earlier_at": when
-    the earlier restore recorded that output, in microseconds (its row's written_at; -1 for
-    none), so that the write stage leaves a file changed since."""
-    n = len(todo)
-    if earlier is None or done is None:
-        return todo.append_column("earlier", blank(n)).append_column(
-            "earlier_at", pa.array([-1] * n, pa.int64())
-        )
-    at = pc.index_in(todo["rel_path"], value_set=done["rel_path"].combine_chunks())
-    written = pc.take(done["written_at"], at).cast(pa.int64())
-    written = pc.if_else(pc.equal(earlier, ""), -1, pc.fill_null(written, -1))
-    return todo.append_column("earlier", earlier).append_column("earlier_at", written)
 
 
 def blank(n: int) -> pa.Array:

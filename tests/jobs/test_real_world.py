@@ -66,6 +66,12 @@ def exiftool() -> str:
     return path
 
 
+def exiftool_tags(paths: list[Path]) -> list[dict]:
+    """Each file's tags as exiftool reads them, by group ("IFD0:Make")."""
+    command = [exiftool(), "-j", "-G1", *map(str, paths)]
+    return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+
+
 @pytest.fixture(scope="module")
 def src(tmp_path_factory) -> Path:
     return write_tree(tmp_path_factory.mktemp("real-world-src"), SOURCES)
@@ -139,13 +145,7 @@ def test_restore_gives_kept_files_back_byte_for_byte_and_images_their_metadata(r
 
 def test_exiftool_reads_the_restored_metadata(restored):
     names = ["camera/exif.jpg", "phone/photo.heic", "phone/photo.avif", "colour/p3.jpg"]
-    out = subprocess.run(
-        [exiftool(), "-j", "-G1", *(str(restored / f"{n}.png") for n in names)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    camera, heic, avif, p3 = json.loads(out)
+    camera, heic, avif, p3 = exiftool_tags([restored / f"{n}.png" for n in names])
     for tags in (camera, heic):
         assert tags["IFD0:Make"] == "TADM Camera Co."
         assert tags["IFD0:Orientation"] == "Horizontal (normal)"
@@ -164,10 +164,7 @@ def test_exiftool_reads_iptc_and_the_comment_restored_to_png_and_jpeg(archive, r
     in PNG, ImageMagick's raw profile zTXt and a Comment chunk; in JPEG, APP13 and COM."""
     assert run_cli("restore", archive, tmp_path, "--only", "news/*", "--format", "jpeg") == 0
     files = [restored / "news/iptc.jpg.png", tmp_path / "news/iptc.jpg.jpeg"]
-    out = subprocess.run(
-        [exiftool(), "-j", "-G1", *map(str, files)], check=True, capture_output=True, text=True
-    ).stdout
-    png, jpeg = json.loads(out)
+    png, jpeg = exiftool_tags(files)
     for tags in (png, jpeg):
         assert tags["IPTC:Caption-Abstract"] == "Harbour at dawn"
         assert tags["IPTC:By-line"] == "Ada Photographer"
