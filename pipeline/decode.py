@@ -32,7 +32,7 @@ from pipeline.format import (
     check_rel_path,
 )
 from pipeline.rows import NO_PIXELS, error_kind, error_text, to_batch, to_rows
-from pipeline.sources import IMAGE_EXTENSIONS
+from pipeline.sources import is_image_name
 from pipeline.thumbnails import drop_exif_thumbnail, drop_photoshop_thumbnails
 
 pillow_heif.register_heif_opener()  # HEIC/HEIF; Pillow reads AVIF itself
@@ -389,7 +389,6 @@ def decode_batch(
     uri_prefix: str,
     scale: int,
     max_pixels: int,
-    keep: bool = False,
     drop_thumbnails: bool = False,
 ) -> dict[str, np.ndarray]:
     """Ray Data stage: {"path", "bytes", "size", "mtime", "etag", "outputs", "error"}
@@ -398,10 +397,10 @@ def decode_batch(
     holds for the image) passes through to the write stage.
 
     `prefix` is stripped from each path to give rel_path; `uri_prefix` ("s3://" or "")
-    turns a path into source_uri; mtime and etag, the source as listed, are recorded. With
-    `keep`, each row carries the file's bytes in "source_data", for the write stage to keep
-    the source as it is. With `drop_thumbnails`, the metadata carried leaves out the source's
-    embedded thumbnails (pipeline/thumbnails.py).
+    turns a path into source_uri; mtime and etag, the source as listed, are recorded, and the
+    size and SHA-256 of the bytes read (a file not read, which has no image name, has its
+    listed size and no SHA-256 until the write stage copies it). With `drop_thumbnails`, the
+    metadata carried leaves out the source's embedded thumbnails (pipeline/thumbnails.py).
     """
     rows = []
     for source in to_rows(batch):
@@ -418,16 +417,16 @@ def decode_batch(
             "source_etag": source.get("etag"),
             "outputs": source.get("outputs") or "",
             "pixels": NO_PIXELS,
-            "source_data": data if keep else b"",
             **Metadata().row(),
         }
         try:
             check_rel_path(row["rel_path"])
+            if not is_image_name(row["rel_path"].rsplit("/", 1)[-1]):
+                row.update(source_bytes=source["size"], source_sha256=None)
+                raise ValueError("not an image file: only images are archived")
             if source.get("error"):  # not read: gone since it was listed, or I/O failed
                 row.update(source_bytes=source["size"], source_sha256=None)
                 raise OSError(source["error"])
-            if not row["rel_path"].lower().endswith(IMAGE_EXTENSIONS):
-                raise ValueError("not an image file: only images are archived")
             decoded = decode_image(data, max_pixels, drop_thumbnails)
             height, width = decoded.pixels.shape[:2]
             row.update(width=width, height=height, conversion=decoded.conversion)
@@ -455,7 +454,6 @@ DECODE_COLUMNS = (
     "conversion",
     "metadata",
     *METADATA_FIELDS,  # a row's Metadata, b"" for none
-    "source_data",
     "source_mtime",
     "source_etag",
     "outputs",

@@ -244,6 +244,7 @@ RESTORE_SCHEMA = pa.schema(
         ("error_kind", pa.string()),  # PERMANENT | TRANSIENT for an error; else null
         ("written_at", WRITTEN_AT),
         ("precision", pa.string()),  # what the model ran in, as in ARCHIVE_SCHEMA
+        ("output_sha256", pa.string()),  # of the file written (a kept source's are the source's)
     ]
 )
 

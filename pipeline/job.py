@@ -87,9 +87,18 @@ OUTPUT_SCHEMA = pa.schema(
     [
         ("rel_path", pa.string()),  # of the image the file is the output of
         ("size", pa.int64()),
-        ("kind", pa.string()),  # which output: archive "lr" or "kept"; restore "image" or "kept"
+        # which output: archive "lr" or "kept"; restore "image", "kept" or another format
+        ("kind", pa.string()),
     ]
 )
+
+
+def output_table(rel_paths: pa.ChunkedArray, sizes: pa.ChunkedArray, kind: str) -> pa.Table:
+    """Outputs of one `kind` in DST, by the rel_path of their image (OUTPUT_SCHEMA)."""
+    kinds = pa.array([kind] * len(rel_paths), pa.string())
+    return pa.table({"rel_path": rel_paths, "size": sizes, "kind": kinds}, schema=OUTPUT_SCHEMA)
+
+
 PLAN_PART_ROWS = 100_000  # rows of a manifest part the driver writes (skipped, plan errors)
 
 

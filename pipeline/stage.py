@@ -16,12 +16,20 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable
 from typing import Any, ClassVar, NamedTuple
 
+import fsspec
 import numpy as np
 import torch
 
 from pipeline.format import PERMANENT, TRANSIENT
 from pipeline.rows import error_kind, error_text, model_calls, to_batch, to_rows
-from pipeline.storage import Location, check_inside, write_atomic
+from pipeline.storage import (
+    Location,
+    NotAsRecorded,
+    check_inside,
+    copy_atomic,
+    file_sha256,
+    write_atomic,
+)
 from tadm import TADM
 from tadm.images import to_images
 from tadm.precision import resolve_precision
@@ -128,8 +136,8 @@ def fail(row: Row, error: str, kind: str) -> None:
 
 class Earlier(NamedTuple):
     """An output a row's new one replaces: its key under DST, what it is ("LR"), and what
-    tells it is still as written: the time the run that wrote it recorded it (seconds since
-    the epoch), the SHA-256 of its bytes; None: remove it as it is."""
+    tells it is still as written: the SHA-256 of its bytes, or else the time the run that
+    wrote it recorded it (seconds since the epoch); None: remove it as it is."""
 
     key: str
     what: str
@@ -140,9 +148,9 @@ class Earlier(NamedTuple):
 def remove_earlier(
     rows: list[Row], dst: Location, earlier: Callable[[Row], Earlier | None]
 ) -> None:
-    """Remove the earlier output of each row written now as another kind of output
-    (`earlier(row)`, or None). One modified after its `written_at`, or whose bytes are not
-    its `sha256` (a user's edit), stays, and the row's conversion says so. A removal that
+    """Remove the earlier output of each row written now under another key (`earlier(row)`,
+    or None). One whose bytes are not its `sha256`, or without one, modified after its
+    `written_at` (a user's edit), stays, and the row's conversion says so. A removal that
     fails makes the row a transient error, for a re-run to finish."""
     fs = dst.filesystem()
     for row in rows:
@@ -154,9 +162,10 @@ def remove_earlier(
             path = dst.join(key)  # join refuses a key that would leave dst
             if dst.protocol == "file":
                 check_inside(dst.root, os.path.dirname(path))
-            changed = written_at is not None and modified_at(fs.info(path)) > written_at
-            if sha256 and not changed:
-                changed = hashlib.sha256(fs.cat_file(path)).hexdigest() != sha256
+            if sha256:
+                changed = file_sha256(fs, path) != sha256
+            else:
+                changed = written_at is not None and modified_at(fs.info(path)) > written_at
             if changed:
                 note = f"the earlier {what} {key} was changed since it was written: left there"
                 row["conversion"] = "; ".join(filter(None, [row.get("conversion"), note]))
@@ -198,18 +207,34 @@ def write_failure(e: Exception, path: str) -> tuple[str, str]:
     return TRANSIENT, ""
 
 
+class Copy(NamedTuple):
+    """A file to copy as it is, for `write_files`, where others give the bytes to write: its
+    filesystem and path, the SHA-256 and size it must have (None: any; storage.copy_atomic),
+    and, for a file that has others, what to say and the error_kind."""
+
+    fs: fsspec.AbstractFileSystem
+    path: str
+    sha256: str | None
+    size: int | None
+    changed: Callable[[str], str]  # what differs -> the error
+    kind: str
+
+
 def write_files(
     rows: list[Row],
     dst: Location,
     uri_column: str,
-    output: Callable[[Row], tuple[str, bytes]],
+    output: Callable[[Row], tuple[str, bytes | Copy]],
     status: str = "ok",
+    sha_column: str | None = None,
+    size_column: str | None = None,
 ) -> list[Row]:
     """Write the file of each row with `status` atomically: `output(row)` gives its key under
     `dst` (checked by Location.join: a key that would leave `dst` is never written) and its
-    bytes. The row gets the file's URI in `uri_column`, or status "error" saying why, when the
-    key is refused or encoding or writing fails (`fail`); the time, encoding included, is added
-    to its "seconds"."""
+    bytes, or the file to copy. The row gets the file's URI in `uri_column`, and its SHA-256
+    and size in `sha_column` and `size_column` if given; or status "error" saying why, when
+    the key is refused, or encoding, copying or writing fails (`fail`). The time, encoding
+    included, is added to its "seconds"."""
     fs = dst.filesystem()
     for row in rows:
         if row["status"] != status:
@@ -222,8 +247,21 @@ def write_files(
             fail(row, f"cannot write: {error_text(e)}", error_kind(e))
         else:
             try:
-                write_atomic(fs, path, data, root=dst.root)
+                if isinstance(data, Copy):
+                    size, sha256 = copy_atomic(
+                        data.fs, data.path, fs, path, data.sha256, data.size, root=dst.root
+                    )
+                else:
+                    write_atomic(fs, path, data, root=dst.root)
+                    size, sha256 = len(data), sha_column and hashlib.sha256(data).hexdigest()
                 row[uri_column] = dst.uri_of(path)
+                if sha_column:
+                    row[sha_column] = sha256
+                if size_column:
+                    row[size_column] = size
+            except NotAsRecorded as e:
+                assert isinstance(data, Copy)
+                fail(row, data.changed(str(e)), data.kind)
             except Exception as e:
                 kind, hint = write_failure(e, path)
                 fail(row, f"cannot write {dst.uri_of(path)}: {error_text(e)}{hint}", kind)

@@ -9,6 +9,7 @@ AWS_ENDPOINT_URL) is never used; Ray reads S3 through s3fs wrapped in a pyarrow 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import posixpath
@@ -16,8 +17,9 @@ import re
 import time
 import urllib.parse
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import fsspec
 import pyarrow.fs
@@ -241,6 +243,7 @@ def redact_url(url: str) -> str:
 
 TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")  # write_atomic's temporary files
 TEMP_NAME_BYTES = 64  # of the final name, in a temporary one
+COPY_CHUNK = 8 * 2**20  # bytes a copy holds at a time
 STALE_TEMP_S = 600  # a temporary file lives for one write; one this old belongs to a dead job
 
 
@@ -298,31 +301,98 @@ def check_inside(root: str, path: str) -> None:
         )
 
 
+@contextlib.contextmanager
+def local_temp(path: str, root: str | None) -> Iterator[BinaryIO]:
+    """A file to write whose bytes become the local file `path` only when the block ends
+    without an exception: they go to a hidden temporary file beside `path`, which os.replace
+    renames into place; a job killed in between leaves only that hidden ".*.tmp" file, never
+    a truncated `path` (the next run's remove_stale_temps deletes it). With `root`, `path`
+    must stay in it (check_inside)."""
+    directory, name = os.path.split(path)
+    if root is not None:
+        check_inside(root, directory)
+    os.makedirs(directory, exist_ok=True)
+    # The name's first TEMP_NAME_BYTES only: a long name must not fail for its temporary.
+    stem = os.fsencode(name)[:TEMP_NAME_BYTES].decode(errors="ignore")
+    tmp = os.path.join(directory, f".{stem}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def write_atomic(
     fs: fsspec.AbstractFileSystem, path: str, data: bytes, root: str | None = None
 ) -> None:
-    """Write `data` so that `path` is never seen half-written; with `root`, a local `path`
-    must stay in it (check_inside).
-
-    On S3 a single PUT (or a completed multipart upload) is atomic. On a local disk the data
-    goes to a hidden temporary file beside `path`, then os.replace renames it into place; a
-    job killed in between leaves only that hidden ".*.tmp" file, never a truncated `path`
-    (the next run's remove_stale_temps deletes it).
-    """
+    """Write `data` so that `path` is never seen half-written: on S3 a single PUT (or a
+    completed multipart upload) is atomic; on a local disk, through local_temp (with `root`,
+    a local `path` must stay in it)."""
     if isinstance(fs, LocalFileSystem):
-        directory, name = os.path.split(path)
-        if root is not None:
-            check_inside(root, directory)
-        os.makedirs(directory, exist_ok=True)
-        # The name's first TEMP_NAME_BYTES only: a long name must not fail for its temporary.
-        stem = os.fsencode(name)[:TEMP_NAME_BYTES].decode(errors="ignore")
-        tmp = os.path.join(directory, f".{stem}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        with local_temp(path, root) as f:
+            f.write(data)
     else:
         fs.pipe_file(path, data)
+
+
+def file_sha256(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """The SHA-256 of a file of any size, read COPY_CHUNK bytes at a time."""
+    digest = hashlib.sha256()
+    with fs.open(path, "rb") as f:
+        while chunk := f.read(COPY_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class NotAsRecorded(ValueError):
+    """The file copied is not the one recorded: its SHA-256 differs."""
+
+
+def copy_atomic(
+    source_fs: fsspec.AbstractFileSystem,
+    source: str,
+    fs: fsspec.AbstractFileSystem,
+    path: str,
+    sha256: str | None = None,
+    size: int | None = None,
+    root: str | None = None,
+) -> tuple[int, str]:
+    """Copy the file `source` of `source_fs` to `path` as write_atomic writes, COPY_CHUNK
+    bytes at a time, so that a file of any size takes that much memory; return its size and
+    SHA-256. With `sha256` (and `size`), only those bytes are copied: for others nothing is
+    written and NotAsRecorded says what was found; a source longer than `size` is read no
+    further. On S3 the parts are uploaded without a commit, and completed only when the whole
+    file is there and right (aborted otherwise)."""
+    digest, copied = hashlib.sha256(), 0
+
+    def pump(out: BinaryIO) -> None:
+        nonlocal copied
+        with source_fs.open(source, "rb") as f:
+            while chunk := f.read(COPY_CHUNK):
+                digest.update(chunk)
+                copied += len(chunk)
+                if size is not None and copied > size:
+                    raise NotAsRecorded(f"it has more than the {size} bytes recorded")
+                out.write(chunk)
+        if size is not None and copied != size:
+            raise NotAsRecorded(f"it has {copied} bytes, not the {size} recorded")
+        if sha256 is not None and digest.hexdigest() != sha256:
+            raise NotAsRecorded(f"its SHA-256 is {digest.hexdigest()}, not the one recorded")
+
+    if isinstance(fs, LocalFileSystem):
+        with local_temp(path, root) as out:
+            pump(out)
+    else:
+        upload = fs.open(path, "wb", autocommit=False)
+        try:
+            try:
+                pump(upload)
+            finally:
+                upload.close()  # uploads the last part; nothing is visible before commit
+        except BaseException:
+            upload.discard()
+            raise
+        upload.commit()
+    return copied, digest.hexdigest()

@@ -19,8 +19,3 @@ class ArchiveConfig(JobOptions):
     keep_failed: bool = False  # keep the source of every file that cannot be archived
     inventory: str | None = None  # S3 Inventory manifest.json or a listing, instead of listing
     drop_thumbnails: bool = False  # leave EXIF's and Photoshop's embedded thumbnails out of LRs
-
-    @property
-    def keeps(self) -> bool:
-        """Whether sources may be kept as they are (their bytes then travel with the rows)."""
-        return self.keep_failed or self.min_psnr is not None or self.min_ssim is not None

@@ -36,7 +36,7 @@ from pipeline.format import (
     check_rel_path,
 )
 from pipeline.inventory import scan_inventory
-from pipeline.job import OUTPUT_SCHEMA, Plan, Stages
+from pipeline.job import Plan, Stages, output_table
 from pipeline.manifest import conform
 from pipeline.resources import Resources
 from pipeline.sources import (
@@ -235,7 +235,6 @@ class ArchiveJob(Plan):
                 "uri_prefix": self.src.uri_of(""),
                 "scale": self.scale,
                 "max_pixels": MAX_PIXELS,
-                "keep": self.config.keeps,
                 "drop_thumbnails": self.config.drop_thumbnails,
             },
             model=Downscale,
@@ -247,13 +246,13 @@ class ArchiveJob(Plan):
                 "min_ssim": self.config.min_ssim,
             },
             write=write_lr,
-            write_kwargs={"dst": self.dst, "keep_failed": self.config.keep_failed},
+            write_kwargs={
+                "dst": self.dst,
+                "src": self.src,
+                "prefix": self.prefix,
+                "keep_failed": self.config.keep_failed,
+            },
         )
-
-
-def output_table(rel_paths: pa.ChunkedArray, sizes: pa.ChunkedArray, kind: str) -> pa.Table:
-    kinds = pa.array([kind] * len(rel_paths), pa.string())
-    return pa.table({"rel_path": rel_paths, "size": sizes, "kind": kinds}, schema=OUTPUT_SCHEMA)
 
 
 def first_of_each(images: pa.Table) -> pa.Table:

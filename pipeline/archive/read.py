@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.rows import error_text, to_batch, to_rows
+from pipeline.sources import is_image_name
 from pipeline.storage import Location
 
 MISSING = "source file disappeared before it was read"
@@ -15,16 +16,19 @@ def read_sources(
 ) -> dict[str, np.ndarray]:
     """Ray Data stage: the plan's rows (rel_path, size, mtime, etag, outputs) -> the same with
     "path" and "bytes"; a file gone since it was listed, or that cannot be read, gets "error"
-    instead of bytes (a transient failure: a re-run reads it again)."""
+    instead of bytes (a transient failure: a re-run reads it again). A file without an image
+    name (listed for --keep-failed) is not read: it is copied as it is by the write stage."""
     fs = src.filesystem()
     rows = to_rows(batch)
     for row in rows:
         row["path"] = prefix + row["rel_path"]
-        row["error"] = ""
+        row.update(error="", bytes=b"")
+        if not is_image_name(row["rel_path"].rsplit("/", 1)[-1]):
+            continue
         try:
             row["bytes"] = fs.cat_file(row["path"])
         except FileNotFoundError:
-            row.update(bytes=b"", error=MISSING)
+            row["error"] = MISSING
         except Exception as e:  # I/O, a name the filesystem refuses, a lost connection
-            row.update(bytes=b"", error=f"cannot read the source: {error_text(e)}")
+            row["error"] = f"cannot read the source: {error_text(e)}"
     return to_batch(rows, ("path", "bytes", "size", "mtime", "etag", "outputs", "error"))

@@ -9,26 +9,52 @@ import hashlib
 
 import numpy as np
 
-from pipeline.format import ARCHIVE_SCHEMA, KEPT, PERMANENT, decode_lr_png, kept_key, lr_key
+from pipeline.format import (
+    ARCHIVE_SCHEMA,
+    KEPT,
+    PERMANENT,
+    TRANSIENT,
+    decode_lr_png,
+    kept_key,
+    lr_key,
+)
 from pipeline.rows import to_batch, to_rows
-from pipeline.stage import Earlier, Row, remove_earlier, write_files
+from pipeline.stage import Copy, Earlier, Row, remove_earlier, write_files
 from pipeline.storage import Location
 
 
 def write_lr(
-    batch: dict[str, np.ndarray], *, dst: Location, keep_failed: bool = False
+    batch: dict[str, np.ndarray],
+    *,
+    dst: Location,
+    src: Location,
+    prefix: str,
+    keep_failed: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Ray Data stage: write each ok row's "lr_png" and each kept row's "source_data"
-    atomically; return manifest rows. With `keep_failed`, a permanent failure (a file read
-    but not archivable, or whose LR cannot be written, such as a name too long with ".png") is
-    kept too, its error becoming its kept_reason; a transient one (I/O, the model) stays an
-    error that a re-run retries."""
+    """Ray Data stage: write each ok row's "lr_png" atomically, and copy the source of each
+    kept row (at `prefix` + rel_path in `src`) as it is, a chunk at a time; return manifest
+    rows. A copy must have the size and SHA-256 the read stage found (a file without an image
+    name, never read before, gets them from the copy); one that changed meanwhile is a
+    transient error. With `keep_failed`, a permanent failure (a file read but not
+    archivable, or whose LR cannot be written, such as a name too long with ".png") is kept
+    too, its error becoming its kept_reason; a transient one (I/O, the model) stays an error
+    that a re-run retries."""
+    src_fs = src.filesystem()
 
     def output(row: Row) -> tuple[str, bytes]:
         return lr_key(row["rel_path"]), bytes(row["lr_png"])
 
-    def kept(row: Row) -> tuple[str, bytes]:
-        return kept_key(row["rel_path"]), bytes(row["source_data"])
+    def kept(row: Row) -> tuple[str, Copy]:
+        sha256 = row["source_sha256"] if isinstance(row["source_sha256"], str) else None
+        source = Copy(
+            src_fs,
+            prefix + row["rel_path"],
+            sha256,
+            int(row["source_bytes"]),
+            lambda why: f"the source changed while it was archived ({why}): run again",
+            TRANSIENT,
+        )
+        return kept_key(row["rel_path"]), source
 
     rows = write_files(to_rows(batch), dst, "lr_uri", output)
     for row in rows:
@@ -44,7 +70,9 @@ def write_lr(
             row.update(status=KEPT, kept_reason=row["error"], error=None, error_kind=None)
         elif row["status"] != KEPT:  # Ray may have turned a column of None into NaN
             row["kept_reason"] = None
-    rows = write_files(rows, dst, "kept_uri", kept, status=KEPT)
+    rows = write_files(
+        rows, dst, "kept_uri", kept, KEPT, sha_column="source_sha256", size_column="source_bytes"
+    )
     remove_earlier(rows, dst, earlier_output)
     for row in rows:
         if row["status"] == "ok":

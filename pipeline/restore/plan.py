@@ -36,7 +36,7 @@ from pipeline.format import (
     lr_key,
     output_key,
 )
-from pipeline.job import OUTPUT_SCHEMA, Plan, Stages
+from pipeline.job import Plan, Stages, output_table
 from pipeline.manifest import latest, list_parts, merged_buckets
 from pipeline.resources import Resources
 from pipeline.restore.config import RestoreConfig
@@ -95,17 +95,16 @@ class RestoreJob(Plan):
 
     def outputs(self) -> Iterator[pa.Table]:
         """The files in DST, by the rel_path of the image each would be: "<rel_path>.<format>"
-        is a restored image ("image"), any file may be a kept source copied as is ("kept")."""
-        suffix = "." + self.config.image_format
+        is a restored image ("image"; of another --format: that format, "jpeg"), any file may
+        be a kept source copied as is ("kept")."""
         for table in walk(self.dst):
-            images = table.filter(pc.ends_with(table["rel_path"], suffix))
-            for kind, part, names in (
-                ("image", images, pc.utf8_slice_codeunits(images["rel_path"], 0, -len(suffix))),
-                ("kept", table, table["rel_path"]),
-            ):
-                kinds = pa.array([kind] * len(part), pa.string())
-                columns = {"rel_path": names, "size": part["size"], "kind": kinds}
-                yield pa.table(columns, schema=OUTPUT_SCHEMA)
+            for image_format in OUTPUT_FORMATS:
+                suffix = "." + image_format
+                images = table.filter(pc.ends_with(table["rel_path"], suffix))
+                names = pc.utf8_slice_codeunits(images["rel_path"], 0, -len(suffix))
+                kind = "image" if image_format == self.config.image_format else image_format
+                yield output_table(names, images["size"], kind)
+            yield output_table(table["rel_path"], table["size"], "kept")
 
     def split(
         self, images: pa.Table, done: pa.Table | None, outputs: pa.Table
@@ -190,49 +189,57 @@ class RestoreJob(Plan):
 
     def with_earlier(self, todo: pa.Table, done: pa.Table | None, outputs: pa.Table) -> pa.Table:
         """`todo` with "earlier", the key in DST of the output an earlier restore gave each
-        image as the other kind, for the write stage to remove ("" for none): the copy of a
-        source the archive kept then and holds as an LR now, or the restored image of one it
-        keeps now; and "earlier_at", when that restore recorded it (its row's written_at, in
-        microseconds; -1 for none), so that the write stage leaves a file changed since. Only
-        whole restores switch kind, and a key another image of the archive is restored to is
-        left alone."""
+        image, when this run writes it under another key, for the write stage to remove ("" for
+        none): the copy of a source the archive kept then and holds as an LR now, the restored
+        image of one it keeps now, or a restored image in another --format. With it
+        "earlier_at", when that restore recorded it (its row's written_at, in microseconds; -1
+        for none), and "earlier_sha256", the SHA-256 it recorded of the file ("" for none), so
+        that the write stage leaves a file changed since. A key another image of the archive
+        is restored to is left alone."""
         n = len(todo)
-        key, written = blank(n), pa.array([-1] * n, pa.int64())
-        if done is not None and self.config.region is None and n:
-            suffix = "." + self.config.image_format
+        key, written, sha256 = blank(n), pa.array([-1] * n, pa.int64()), blank(n)
+        if done is not None and n:
             root = self.dst.uri_of(self.dst.root + "/")
             at = pc.index_in(todo["rel_path"], value_set=done["rel_path"].combine_chunks())
-            status, uri = pc.take(done["status"], at), pc.take(done["output_uri"], at)
-            rel_path = todo["rel_path"]
-            image_key = pc.binary_join_element_wise(rel_path, suffix, "")
-            kept_now = pc.not_equal(todo["kept_uri"], "")
             # A "skipped" row of a restore in between stands for the one that wrote the output.
-            copy_then = pc.and_(
-                pc.is_in(status, pa.array([KEPT, "skipped"])),
-                pc.equal(uri, pc.binary_join_element_wise(root, rel_path, "")),
-            )
-            image_then = pc.and_(
-                pc.is_in(status, pa.array(["ok", "skipped"])),
-                pc.equal(uri, pc.binary_join_element_wise(root, image_key, "")),
-            )
-            held = {
-                kind: pc.is_in(rel_path, value_set=names.combine_chunks())
-                for kind in ("image", "kept")
-                for names in [outputs.filter(pc.equal(outputs["kind"], kind))["rel_path"]]
-            }
-            found = pc.if_else(
-                pc.and_(pc.and_(copy_then, pc.invert(kept_now)), held["kept"]),
+            written_then = pc.is_in(pc.take(done["status"], at), pa.array([*DONE, KEPT]))
+            uri = pc.take(done["output_uri"], at)
+            under = pc.and_(written_then, pc.starts_with(uri, root))
+            then = pc.if_else(under, pc.utf8_slice_codeunits(uri, len(root)), "")
+            rel_path = todo["rel_path"]
+            copied = pc.and_(pc.not_equal(todo["kept_uri"], ""), self.config.region is None)
+            now = pc.if_else(
+                copied,
                 rel_path,
-                pc.if_else(pc.and_(pc.and_(image_then, kept_now), held["image"]), image_key, ""),
+                pc.binary_join_element_wise(rel_path, "." + self.config.image_format, ""),
             )
-            found = pc.fill_null(found, "")
+            held = pc.is_in(then, value_set=self.output_keys(outputs))
+            found = pc.fill_null(pc.if_else(pc.and_(pc.not_equal(then, now), held), then, ""), "")
             candidates = pc.not_equal(found, "")
             if pc.any(candidates).as_py():
                 taken = self.restored_to(found.filter(candidates).to_pylist())
                 key = pc.if_else(pc.is_in(fold(found), pa.array(taken, pa.string())), "", found)
                 recorded = pc.fill_null(pc.take(done["written_at"], at).cast(pa.int64()), -1)
                 written = pc.if_else(pc.equal(key, ""), -1, recorded)
-        return todo.append_column("earlier", key).append_column("earlier_at", written)
+                recorded = pc.fill_null(pc.take(done["output_sha256"], at), "")
+                sha256 = pc.if_else(pc.equal(key, ""), "", recorded)
+        return (
+            todo.append_column("earlier", key)
+            .append_column("earlier_at", written)
+            .append_column("earlier_sha256", sha256)
+        )
+
+    def output_keys(self, outputs: pa.Table) -> pa.Array:
+        """The keys in DST of the files `outputs` lists (as `outputs` gives them)."""
+        kind = outputs["kind"]
+        suffix = pc.if_else(
+            pc.equal(kind, "kept"),
+            "",
+            pc.binary_join_element_wise(
+                ".", pc.if_else(pc.equal(kind, "image"), self.config.image_format, kind), ""
+            ),
+        )
+        return pc.binary_join_element_wise(outputs["rel_path"], suffix, "").combine_chunks()
 
     def restored_to(self, keys: list[str]) -> list[str]:
         """The folded ones of `keys` (under DST) that an image of the archive is restored to:
@@ -281,6 +288,7 @@ class RestoreJob(Plan):
             write=write_restored,
             write_kwargs={
                 "dst": self.dst,
+                "archive": self.archive,
                 "image_format": config.image_format,
                 "to_srgb": config.to_srgb,
             },

@@ -28,6 +28,7 @@ from pipeline.format import (
 )
 from pipeline.restore.write import encode_restored
 from pipeline.rows import NO_PIXELS, error_kind, error_text, to_batch, to_rows
+from pipeline.sources import is_image_name
 from pipeline.stage import Row
 from pipeline.storage import Location, read_recorded
 
@@ -45,11 +46,14 @@ READ_COLUMNS = (
     "lr_pixels",
     "source_pixels",
     *METADATA_FIELDS,  # the LR's Metadata, b"" for none
-    "kept_data",  # a kept source's bytes, or its region encoded; b"" for an LR row
-    "kept_key",  # where they go under DST
-    "earlier",  # the key in DST of an earlier output of the other kind, to remove; "" if none
+    "kept_data",  # a kept source's region, encoded; b"" for an LR row or a copy
+    "kept_path",  # the kept source to copy as it is (archive's filesystem); "" for none
+    "kept_key",  # where kept_data or the copy go under DST
+    "earlier",  # the key in DST of an earlier output of the image, to remove; "" if none
     "earlier_at",  # when the restore that wrote it recorded it (microseconds); -1 if none
-    "source_sha256",  # of the source, "" if unknown: an earlier copy of it must have these bytes
+    "earlier_sha256",  # the SHA-256 that restore recorded of it; "" if none
+    "source_sha256",  # of the source, "" if unknown: a copy of it must have these bytes
+    "source_bytes",  # of the source, -1 if unknown
     "metadata",
     "conversion",
     "seconds",
@@ -91,7 +95,8 @@ def read_lr_batch(
     for row in rows:
         start = time.perf_counter()
         row.update(status="ok", model_id=model_id, region=None if region is None else region.text)
-        row.update(lr_pixels=NO_PIXELS, source_pixels=NO_PIXELS, kept_data=b"", kept_key="")
+        row.update(lr_pixels=NO_PIXELS, source_pixels=NO_PIXELS, kept_data=b"", kept_path="")
+        row["kept_key"] = ""
         row.update(Metadata().row())
         try:
             check_rel_path(row["rel_path"])
@@ -153,19 +158,27 @@ def check_recorded(data: bytes, row: dict[str, Any]) -> None:
 def read_kept(
     row: Row, archive: Location, region: Region | None, image_format: str, to_srgb: bool
 ) -> None:
-    """Fill a kept source's row: its bytes, checked against the source's SHA-256, to go to
-    DST/<rel_path>; with a region, that window of the decoded image, encoded as a restored
-    one. ValueError when it changed or (for a region) is not a readable image; OSError
+    """Fill a kept source's row: the file to copy to DST/<rel_path> as it is (the write stage
+    copies it a chunk at a time, checked against the source's size and SHA-256); with a
+    region, that window of the decoded image, encoded as a restored one. ValueError when it
+    is not a regular file, changed or (for a region) is not a readable image; OSError
     (transient) when it is missing."""
+    path = archive.join(kept_key(row["rel_path"]))
+    fs = archive.filesystem()
     try:
-        data = archive.filesystem().cat_file(archive.join(kept_key(row["rel_path"])))
+        kind = fs.info(path)["type"]
     except FileNotFoundError:
         raise OSError(f"kept file {row['kept_uri']} is missing") from None
-    if row["source_sha256"] and hashlib.sha256(data).hexdigest() != row["source_sha256"]:
-        raise ValueError(f"kept file {row['kept_uri']} differs from the source it kept (SHA-256)")
+    if kind != "file":
+        raise ValueError(f"kept file {row['kept_uri']} is not a regular file")
     key = str(row["rel_path"])
     row["status"] = KEPT
     if region is not None:
+        if not is_image_name(key.rsplit("/", 1)[-1]):  # a video may be larger than memory
+            raise ValueError("kept file cannot be decoded for --region: not an image file")
+        data = fs.cat_file(path)
+        if row["source_sha256"] and hashlib.sha256(data).hexdigest() != row["source_sha256"]:
+            raise ValueError(f"kept file {row['kept_uri']} differs from the source it kept")
         try:
             decoded = decode_image(data)
         except ValueError as e:
@@ -176,9 +189,11 @@ def read_kept(
         window = np.ascontiguousarray(decoded.pixels[y : y + h, x : x + w])
         data, names, conversion = encode_restored(window, image_format, decoded.metadata, to_srgb)
         key = output_key(key, image_format)
-        row.update(width=w, height=h, metadata=names, conversion=conversion)
+        row.update(width=w, height=h, metadata=names, conversion=conversion, kept_data=data)
+    else:
+        row["kept_path"] = path
     check_not_in_manifest(key, KEPT_DIR)
-    row.update(kept_data=data, kept_key=key)
+    row["kept_key"] = key
 
 
 def check_not_in_manifest(key: str, tree: str) -> None:

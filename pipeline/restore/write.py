@@ -1,6 +1,7 @@
 """Write stage of restore: HR pixels -> DST/<rel_path>.<format> with the source's metadata,
-written atomically; a kept source -> DST/<rel_path> as it was. An image the archive kept before
-and holds as an LR now, or the reverse, loses the output an earlier restore gave it."""
+written atomically; a kept source -> DST/<rel_path> as it was. An image restored to another
+key than before (the archive kept it then and holds it as an LR now, or the reverse, or another
+--format) loses the output an earlier restore gave it."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from PIL import Image, ImageCms
 
 from pipeline.format import (
     KEPT,
+    PERMANENT,
     RESTORE_SCHEMA,
     Metadata,
     check_sides,
@@ -22,7 +24,7 @@ from pipeline.format import (
     output_key,
 )
 from pipeline.rows import error_kind, error_text, to_batch, to_rows
-from pipeline.stage import Earlier, Row, fail, remove_earlier, write_files
+from pipeline.stage import Copy, Earlier, Row, fail, remove_earlier, write_files
 from pipeline.storage import Location
 
 SRGB = ImageCms.createProfile("sRGB")
@@ -65,10 +67,17 @@ def encode_restored(
 
 
 def write_restored(
-    batch: dict[str, np.ndarray], *, dst: Location, image_format: str, to_srgb: bool = False
+    batch: dict[str, np.ndarray],
+    *,
+    dst: Location,
+    archive: Location,
+    image_format: str,
+    to_srgb: bool = False,
 ) -> dict[str, np.ndarray]:
     """Ray Data stage: encode and write each ok row's "restored" with its metadata, and each
-    kept row's "kept_data" at its "kept_key"; return manifest rows."""
+    kept row's "kept_data" at its "kept_key", or copy its "kept_path" (in `archive`) there a
+    chunk at a time, checked against the source's size and SHA-256; return manifest rows,
+    with the SHA-256 of each file written."""
     rows = to_rows(batch)
     for row in rows:
         for name in ("metadata", "conversion"):  # Ray may have turned a column of None into NaN
@@ -85,30 +94,46 @@ def write_restored(
         except Exception as e:  # one image must not stop the job: it becomes its row
             fail(row, error_text(e), error_kind(e))
         row["seconds"] += time.perf_counter() - start
+    archive_fs = archive.filesystem()
 
     def output(row: Row) -> tuple[str, bytes]:
         return output_key(row["rel_path"], image_format), row["output_data"]
 
-    def kept(row: Row) -> tuple[str, bytes]:
-        return str(row["kept_key"]), bytes(row["kept_data"])
+    def kept(row: Row) -> tuple[str, bytes | Copy]:
+        if not row["kept_path"]:  # a region, encoded
+            return str(row["kept_key"]), bytes(row["kept_data"])
+        size = int(row["source_bytes"])
+        uri = archive.uri_of(row["kept_path"])
+        copy = Copy(
+            archive_fs,
+            str(row["kept_path"]),
+            row["source_sha256"] or None,
+            size if size >= 0 else None,
+            lambda why: f"kept file {uri} differs from the source it kept ({why})",
+            PERMANENT,
+        )
+        return str(row["kept_key"]), copy
 
-    rows = write_files(rows, dst, "output_uri", output)
-    rows = write_files(rows, dst, "output_uri", kept, status=KEPT)
+    rows = write_files(rows, dst, "output_uri", output, sha_column="output_sha256")
+    rows = write_files(rows, dst, "output_uri", kept, KEPT, sha_column="output_sha256")
     remove_earlier(rows, dst, earlier_output)
     return to_batch(rows, RESTORE_SCHEMA.names)
 
 
 def earlier_output(row: Row) -> Earlier | None:
-    """An earlier restore's output of the image as the other kind, which this row's replaces
-    (stage.remove_earlier): "earlier" is its key in DST ("" for none), "earlier_at" when that
-    restore recorded it, in microseconds (restore/plan.py; -1 or none: unknown): a file
-    changed after stays, and so does a copy whose bytes are not the source's any more."""
+    """The output an earlier restore gave the image, which this row's replaces under another
+    key (stage.remove_earlier): "earlier" is its key in DST ("" for none), "earlier_at" when
+    that restore recorded it, in microseconds, and "earlier_sha256" the SHA-256 it recorded
+    of the file (restore/plan.py; -1 or "": unknown). A file whose bytes are not those stays;
+    without a SHA-256 recorded, a file modified after that time stays, and so does a copy
+    whose bytes are not the source's any more."""
     key = row.get("earlier")
     if row["status"] not in ("ok", KEPT) or not isinstance(key, str) or not key:
         return None
     at = row.get("earlier_at")
     written_at = at / 1e6 if isinstance(at, (int, np.integer)) and at >= 0 else None
-    if row["status"] == "ok":  # the copy of a kept source: its bytes are the source's
-        sha256 = row.get("source_sha256")
-        return Earlier(key, "copy of the kept source", written_at, sha256 or None)
-    return Earlier(key, "restored image", written_at)
+    sha256 = row.get("earlier_sha256") or None
+    if key == row["rel_path"]:  # the copy of a kept source: its bytes are the source's
+        sha256 = sha256 or row.get("source_sha256") or None
+        return Earlier(key, "copy of the kept source", written_at, sha256)
+    return Earlier(key, "restored image", written_at, sha256)

@@ -274,20 +274,21 @@ def test_multi_frame_images_are_errors_naming_their_frames(name: str):
         decode_image(multi_frame_images()[name])
 
 
-def test_decode_batch_carries_metadata_and_with_keep_the_source_bytes():
-    files = {"camera/exif.jpg": real_world_images()["camera/exif.jpg"], "notes.txt": b"hi"}
+def test_decode_batch_carries_metadata_and_decodes_no_file_without_an_image_name():
+    files = {"camera/exif.jpg": real_world_images()["camera/exif.jpg"], "notes.txt": b""}
     batch = {
         "path": np.array([f"/src/{k}" for k in files], dtype=object),
-        "bytes": np.array(list(files.values()), dtype=object),
+        "bytes": np.array(list(files.values()), dtype=object),  # read_sources reads no .txt
+        "size": np.array([len(files["camera/exif.jpg"]), 7]),
     }
-    out = decode_batch(batch, prefix="/src/", uri_prefix="", scale=16, max_pixels=10**8, keep=True)
+    out = decode_batch(batch, prefix="/src/", uri_prefix="", scale=16, max_pixels=10**8)
     assert list(out["status"]) == ["ok", "error"]
     assert out["metadata"][0] == "exif" and out["exif"][0].startswith(b"MM\x00*")
     assert out["icc"][0] == b"" and out["xmp"][0] == b""
+    assert out["source_sha256"][0] == hashlib.sha256(files["camera/exif.jpg"]).hexdigest()
     assert out["error"][1] == "not an image file: only images are archived"
-    assert list(out["source_data"]) == list(files.values())
-    plain = decode_batch(batch, prefix="/src/", uri_prefix="", scale=16, max_pixels=10**8)
-    assert list(plain["source_data"]) == [b"", b""]
+    # Its listed size; its SHA-256 comes from the copy --keep-failed makes (archive/write.py).
+    assert (out["source_bytes"][1], out["source_sha256"][1]) == (7, None)
 
 
 IPTC = b"\x1c\x02\x78\x00\x07caption"  # IPTC 2:120, Caption-Abstract
@@ -412,13 +413,12 @@ def test_32_bit_integer_pixels_beyond_16_bits_are_a_permanent_error_not_white(
         decode_image(data)
     assert str(raised.value) == message
     batch = {"path": np.array(["/src/deep.tif"], dtype=object), "bytes": np.array([data], object)}
-    out = decode_batch(batch, prefix="/src/", uri_prefix="", scale=16, max_pixels=10**8, keep=True)
+    out = decode_batch(batch, prefix="/src/", uri_prefix="", scale=16, max_pixels=10**8)
     assert (out["status"][0], out["error"][0], out["error_kind"][0]) == (
         "error",
         message,
-        "permanent",
+        "permanent",  # --keep-failed keeps it as it is
     )
-    assert out["source_data"][0] == data  # --keep-failed keeps it as it is
 
 
 def test_integer_pixels_within_16_bits_are_scaled_as_16_bit():

@@ -25,6 +25,8 @@ from pipeline.restore.write import encode_restored, write_restored
 from pipeline.rows import to_batch
 from pipeline.storage import Location
 
+NO_ARCHIVE = Location.parse("/nonexistent/archive")  # for rows that copy nothing from it
+
 
 @pytest.fixture(scope="module")
 def archived(tiny_model: str, tmp_path_factory: pytest.TempPathFactory):
@@ -43,7 +45,8 @@ def archived(tiny_model: str, tmp_path_factory: pytest.TempPathFactory):
     model_stage = Downscale(tiny_model, storage_options={}, verify=True, torch_threads=2)
     lr = model_stage(decoded)
     dst = Location.parse(str(tmp_path_factory.mktemp("archive")))
-    return decoded, lr, write_lr(lr, dst=dst), model_stage.model_id, dst
+    written = write_lr(lr, dst=dst, src=Location.parse("/src"), prefix="/src/")
+    return decoded, lr, written, model_stage.model_id, dst
 
 
 def test_downscale_stage_makes_lr_pngs(archived):
@@ -104,7 +107,9 @@ def test_restore_stages_give_back_the_original_size(archived, tiny_model, tmp_pa
     assert list(read["status"]) == ["ok", "ok", "error"]
     assert "is missing" in read["error"][2] and read["error_kind"][2] == "transient"
     restored = Upscale(tiny_model, storage_options={}, region=None, torch_threads=2)(read)
-    out = write_restored(restored, dst=Location.parse(str(tmp_path)), image_format="webp")
+    out = write_restored(
+        restored, dst=Location.parse(str(tmp_path)), archive=dst, image_format="webp"
+    )
     assert list(out) == RESTORE_SCHEMA.names
     with Image.open(tmp_path / "c/d.png.webp") as img:
         assert img.size == (40, 33)
@@ -193,7 +198,9 @@ def test_restored_png_holds_exactly_the_model_output(archived, tiny_model, tmp_p
     restored = Upscale(tiny_model, {}, None)(
         read_lr_batch(items, archive=dst, model_id=model_id, region=None, options={})
     )
-    out = write_restored(restored, dst=Location.parse(str(tmp_path)), image_format="png")
+    out = write_restored(
+        restored, dst=Location.parse(str(tmp_path)), archive=dst, image_format="png"
+    )
     pixels = np.asarray(Image.open(io.BytesIO((tmp_path / "a.png.png").read_bytes())))
     np.testing.assert_array_equal(pixels, restored["restored"][0])
     assert out["status"][0] == "ok"
@@ -228,7 +235,7 @@ def test_write_stages_refuse_keys_out_of_dst_and_turn_any_failure_into_its_row(t
             ("good.png", np.zeros((8, 8, 3), np.uint8)),
         ]
     ]
-    out = write_restored(to_batch(rows, rows[0]), dst=dst, image_format="png")
+    out = write_restored(to_batch(rows, rows[0]), dst=dst, archive=NO_ARCHIVE, image_format="png")
     assert list(out["status"]) == ["error", "error", "error", "ok"]
     assert "'../up.png.png'" in out["error"][0] and "refused" in out["error"][0]
     assert "'/abs.png.png' is absolute" in out["error"][1]
@@ -251,12 +258,12 @@ def test_a_symlinked_folder_in_dst_takes_no_write_or_removal_out_of_it(tmp_path:
         | Metadata().row()
         for pixels in [np.zeros((8, 8, 3), np.uint8)]
     ]
-    out = write_restored(to_batch(rows, rows[0]), dst=dst, image_format="png")
+    out = write_restored(to_batch(rows, rows[0]), dst=dst, archive=NO_ARCHIVE, image_format="png")
     assert list(out["status"]) == ["error"] and list(out["error_kind"]) == ["transient"]
     assert "through a symbolic link: remove the link" in out["error"][0]
     assert sorted(p.name for p in elsewhere.iterdir()) == ["a.jpg"]
     rows[0]["rel_path"] = "b.jpg"  # written in DST itself; the earlier copy to remove is not
-    out = write_restored(to_batch(rows, rows[0]), dst=dst, image_format="png")
+    out = write_restored(to_batch(rows, rows[0]), dst=dst, archive=NO_ARCHIVE, image_format="png")
     assert list(out["status"]) == ["error"] and "cannot remove the earlier" in out["error"][0]
     assert (elsewhere / "a.jpg").exists() and (tmp_path / "dst" / "b.jpg.png").exists()
 
@@ -284,7 +291,7 @@ def test_a_write_that_fails_for_its_name_is_an_error_saying_what_to_do(tmp_path:
         | Metadata().row()
         for name in names
     ]
-    out = write_restored(to_batch(rows, rows[0]), dst=dst, image_format="png")
+    out = write_restored(to_batch(rows, rows[0]), dst=dst, archive=NO_ARCHIVE, image_format="png")
     assert list(out["status"]) == ["ok", "error", "ok", "error", "ok", "error"]
     # An error row has no figures of an image that was not written.
     assert list(out["psnr"]) == [30.0, None, 30.0, None, 30.0, None]

@@ -5,16 +5,20 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import tracemalloc
 from pathlib import Path
 
 import pytest
 from conftest import make_bucket
 
 from pipeline.storage import (
+    COPY_CHUNK,
     STALE_TEMP_S,
     Location,
+    NotAsRecorded,
     check_inside,
     check_s3_options,
+    copy_atomic,
     read_recorded,
     remove_stale_temps,
     s3_options,
@@ -208,6 +212,69 @@ def test_s3_round_trip_through_the_moto_server(s3_env: str):
     arrow = location.arrow_filesystem()
     with arrow.open_input_file("storage-test/prefix/a/b.bin") as f:
         assert f.read() == b"payload"
+
+
+def test_a_copy_goes_a_chunk_at_a_time_and_only_with_the_bytes_recorded(tmp_path: Path):
+    source = tmp_path / "video.mp4"
+    data = os.urandom(2 * COPY_CHUNK + 5)  # three chunks, the last one short
+    source.write_bytes(data)
+    sha256 = hashlib.sha256(data).hexdigest()
+    location = Location.parse(str(tmp_path / "dst"))
+    fs, path = location.filesystem(), location.path("kept/video.mp4")
+    assert copy_atomic(fs, str(source), fs, path, sha256, len(data)) == (len(data), sha256)
+    assert Path(path).read_bytes() == data
+    assert copy_atomic(fs, str(source), fs, path) == (len(data), sha256)  # any bytes
+    source.write_bytes(data[:-1] + b"x")  # changed since it was recorded
+    with pytest.raises(NotAsRecorded, match="its SHA-256 is [0-9a-f]{64}, not the one recorded"):
+        copy_atomic(fs, str(source), fs, path, sha256, len(data))
+    with pytest.raises(NotAsRecorded, match=f"has {len(data)} bytes, not the {len(data) + 1} "):
+        copy_atomic(fs, str(source), fs, path, None, len(data) + 1)
+    endless = "/dev/zero"  # a source longer than recorded is read no further
+    with pytest.raises(NotAsRecorded, match="more than the 10 bytes recorded"):
+        copy_atomic(fs, endless, fs, path, None, 10)
+    assert Path(path).read_bytes() == data  # the copy made before stays whole
+    assert sorted(p.name for p in Path(path).parent.iterdir()) == ["video.mp4"]
+
+
+def test_a_copy_holds_a_chunk_at_a_time_whatever_the_files_size(tmp_path: Path):
+    source = tmp_path / "big.bin"
+    with open(source, "wb") as f:
+        f.truncate(8 * COPY_CHUNK)  # 64 MiB of zeros, sparse on disk
+    fs = Location.parse(str(tmp_path)).filesystem()
+    tracemalloc.start()
+    try:
+        copy_atomic(fs, str(source), fs, str(tmp_path / "copy.bin"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * COPY_CHUNK
+    assert os.path.getsize(tmp_path / "copy.bin") == 8 * COPY_CHUNK
+
+
+def test_an_s3_copy_is_committed_only_when_whole_and_right(s3_env: str, tmp_path: Path):
+    import boto3
+
+    make_bucket(s3_env, "copy-test")
+    source = tmp_path / "big.bin"
+    data = os.urandom(COPY_CHUNK + 7)  # more than one part of the upload
+    source.write_bytes(data)
+    sha256 = hashlib.sha256(data).hexdigest()
+    location = Location.parse("s3://copy-test/dst")
+    fs, local = location.filesystem(), Location.parse(str(tmp_path)).filesystem()
+    path = location.path("kept/big.bin")
+    assert copy_atomic(local, str(source), fs, path, sha256, len(data)) == (len(data), sha256)
+    assert fs.cat_file(path) == data
+    fs.invalidate_cache()
+    with pytest.raises(NotAsRecorded):
+        copy_atomic(local, str(source), fs, location.path("kept/other.bin"), "0" * 64)
+    empty = tmp_path / "empty.bin"
+    empty.write_bytes(b"")
+    copy_atomic(local, str(empty), fs, location.path("kept/empty.bin"))
+    fs.invalidate_cache()
+    assert sorted(fs.ls(location.path("kept"))) == [path, location.path("kept/empty.bin")]
+    assert fs.cat_file(location.path("kept/empty.bin")) == b""
+    client = boto3.client("s3", endpoint_url=s3_env, region_name="us-east-1")
+    assert client.list_multipart_uploads(Bucket="copy-test").get("Uploads", []) == []
 
 
 def test_a_recorded_source_is_read_only_while_it_is_the_file_recorded(tmp_path: Path):

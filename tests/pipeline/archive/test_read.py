@@ -28,6 +28,17 @@ def test_a_file_gone_since_the_listing_is_its_rows_error(tmp_path):
     assert list(out["error"]) == ["", MISSING]
 
 
+def test_a_file_without_an_image_name_is_not_read(tmp_path):
+    """It can only be kept (--keep-failed), and the write stage copies it a chunk at a time:
+    a video larger than memory must not be read whole here."""
+    (tmp_path / "a.png").write_bytes(b"A")
+    (tmp_path / "clip.mp4").write_bytes(b"a video")
+    src = Location.parse(str(tmp_path))
+    out = read_sources(plan_rows("a.png", "clip.mp4"), src=src, prefix=f"{tmp_path}/")
+    assert list(out["bytes"]) == [b"A", b""]
+    assert list(out["error"]) == ["", ""]
+
+
 def test_an_s3_endpoint_that_stops_answering_gives_error_rows_not_a_crash(monkeypatch):
     """botocore's EndpointConnectionError is not an OSError: it becomes the row's error too."""
     with socket.socket() as s:  # a port nothing listens on

@@ -1,7 +1,9 @@
-"""Archive's write stage: one output per image, the earlier one of the other kind removed."""
+"""Archive's write stage: one output per image, the earlier one of the other kind removed;
+kept sources copied as they are, only while they are the bytes the job read."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -9,17 +11,20 @@ import numpy as np
 from pipeline.archive.write import write_lr
 from pipeline.storage import Location
 
+SOURCE = b"source bytes"
 
-def kept_rows(outputs: str) -> dict[str, np.ndarray]:
-    """One image below the quality floor, to be kept; DST held `outputs` for it before."""
+
+def kept_rows(outputs: str, rel_path: str = "a.png", sha256: str | None = None) -> dict:
+    """One file to keep (an image below the quality floor, read as SOURCE by default); DST
+    held `outputs` for it before."""
     row = {
-        "rel_path": "a.png",
+        "rel_path": rel_path,
         "status": "kept",
         "kept_reason": "psnr 20.00 dB below --min-psnr 30",
         "error": None,
         "error_kind": None,
-        "source_data": b"source bytes",
-        "source_bytes": 12,
+        "source_bytes": len(SOURCE),
+        "source_sha256": sha256 if sha256 is not None else hashlib.sha256(SOURCE).hexdigest(),
         "lr_png": None,
         "outputs": outputs,
         "seconds": 0.0,
@@ -27,19 +32,70 @@ def kept_rows(outputs: str) -> dict[str, np.ndarray]:
     return {name: np.array([value], dtype=object) for name, value in row.items()}
 
 
+def write(tmp_path: Path, batch: dict) -> dict:
+    """write_lr into tmp_path/dst, the sources under tmp_path/src."""
+    src = tmp_path / "src"
+    return write_lr(
+        batch,
+        dst=Location.parse(str(tmp_path / "dst")),
+        src=Location.parse(str(src)),
+        prefix=f"{src}/",
+    )
+
+
+def source(tmp_path: Path, rel_path: str = "a.png", data: bytes = SOURCE) -> None:
+    (tmp_path / "src" / rel_path).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "src" / rel_path).write_bytes(data)
+
+
 def test_an_image_kept_now_loses_its_earlier_lr(tmp_path: Path):
-    (tmp_path / "lr").mkdir()
-    (tmp_path / "lr/a.png.png").write_bytes(b"old LR")
-    out = write_lr(kept_rows("lr"), dst=Location.parse(str(tmp_path)))
+    source(tmp_path)
+    (tmp_path / "dst/lr").mkdir(parents=True)
+    (tmp_path / "dst/lr/a.png.png").write_bytes(b"old LR")
+    out = write(tmp_path, kept_rows("lr"))
     assert out["status"][0] == "kept"
-    assert (tmp_path / "kept/a.png").read_bytes() == b"source bytes"
-    assert not (tmp_path / "lr/a.png.png").exists()
+    assert (tmp_path / "dst/kept/a.png").read_bytes() == SOURCE
+    assert not (tmp_path / "dst/lr/a.png.png").exists()
 
 
 def test_an_earlier_lr_that_cannot_be_removed_is_a_transient_error(tmp_path: Path):
-    (tmp_path / "lr/a.png.png").mkdir(parents=True)  # a folder in the way
-    (tmp_path / "lr/a.png.png/x").write_bytes(b"")
-    out = write_lr(kept_rows("lr"), dst=Location.parse(str(tmp_path)))
+    source(tmp_path)
+    (tmp_path / "dst/lr/a.png.png").mkdir(parents=True)  # a folder in the way
+    (tmp_path / "dst/lr/a.png.png/x").write_bytes(b"")
+    out = write(tmp_path, kept_rows("lr"))
     assert (out["status"][0], out["error_kind"][0]) == ("error", "transient")
-    assert out["error"][0].startswith(f"cannot remove the earlier LR {tmp_path}/lr/a.png.png: ")
-    assert (tmp_path / "kept/a.png").read_bytes() == b"source bytes"  # a re-run finishes it
+    lr = tmp_path / "dst/lr/a.png.png"
+    assert out["error"][0].startswith(f"cannot remove the earlier LR {lr}: ")
+    assert (tmp_path / "dst/kept/a.png").read_bytes() == SOURCE  # a re-run finishes it
+
+
+def test_a_source_changed_since_it_was_read_is_not_kept(tmp_path: Path):
+    """The copy is made from SRC, a chunk at a time: only the bytes the read stage hashed
+    become the kept copy; a file changed in between is a transient error, and the copy an
+    earlier run kept stays as it was."""
+    source(tmp_path, data=b"source bytez")  # same size, other bytes
+    (tmp_path / "dst/kept").mkdir(parents=True)
+    (tmp_path / "dst/kept/a.png").write_bytes(b"kept before")
+    out = write(tmp_path, kept_rows(""))
+    assert (out["status"][0], out["error_kind"][0]) == ("error", "transient")
+    assert out["error"][0] == (
+        "the source changed while it was archived (its SHA-256 is "
+        f"{hashlib.sha256(b'source bytez').hexdigest()}, not the one recorded): run again"
+    )
+    assert (tmp_path / "dst/kept/a.png").read_bytes() == b"kept before"
+    assert sorted(p.name for p in (tmp_path / "dst/kept").iterdir()) == ["a.png"]
+
+
+def test_a_file_without_an_image_name_gets_its_size_and_sha256_from_the_copy(tmp_path: Path):
+    """read_sources reads no such file (a video may be larger than memory): the copy is the
+    first read, and the row records what it copied."""
+    data = b"\x00video" * 1000
+    source(tmp_path, "clips/v.mp4", data)
+    batch = kept_rows("", "clips/v.mp4", sha256="")
+    batch["source_sha256"] = np.array([None], dtype=object)
+    batch["source_bytes"] = np.array([len(data)], dtype=object)  # as listed
+    out = write(tmp_path, batch)
+    assert out["status"][0] == "kept"
+    assert out["source_sha256"][0] == hashlib.sha256(data).hexdigest()
+    assert out["source_bytes"][0] == len(data)
+    assert (tmp_path / "dst/kept/clips/v.mp4").read_bytes() == data

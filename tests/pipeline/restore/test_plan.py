@@ -59,15 +59,18 @@ def earlier_rows(dst: str, outputs: dict[str, str], skipped: set[str]) -> pa.Tab
     return to_table(rows, RESTORE_SCHEMA)
 
 
-def test_an_image_that_changed_kind_in_the_archive_names_its_earlier_output_to_remove():
+def test_an_image_restored_to_another_key_names_its_earlier_output_to_remove():
     dst = "/restored"
     # Then: "a.jpg" and "b.jpg" kept (copied), "c.jpg" and "d.jpg" restored; now the reverse.
     # "x.png" was kept and is an LR now, but "x" is an image restored to x.png: left alone.
+    # "e.jpg" and "f.jpg" were restored as WebP and JPEG; now as PNG.
     names = [f"img{i}.jpg" for i in range(300)] + ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "x.png", "x"]
+    names += ["e.jpg", "f.jpg"]
     kept_now = {"c.jpg", "d.jpg"}
     then = {"a.jpg": "a.jpg", "b.jpg": "b.jpg", "c.jpg": "c.jpg.png", "d.jpg": "d.jpg.png"}
-    then["x.png"] = "x.png"
-    held = {"a.jpg": "kept", "c.jpg": "image", "d.jpg": "image", "x.png": "kept"}  # b.jpg: gone
+    then |= {"x.png": "x.png", "e.jpg": "e.jpg.webp", "f.jpg": "f.jpg.jpeg"}
+    # b.jpg and f.jpg.jpeg: gone
+    held = {"a.jpg": "kept", "c.jpg": "image", "d.jpg": "image", "x.png": "kept", "e.jpg": "webp"}
     # One bucket in memory, or spilled to 64 buckets; with --overwrite too, which skips nothing.
     for memory_rows, overwrite in ((10**6, False), (50, False), (50, True)):
         with items(names, kept_now, memory_rows) as buckets:
@@ -93,6 +96,7 @@ def test_an_image_that_changed_kind_in_the_archive_names_its_earlier_output_to_r
                 "a.jpg": "a.jpg",
                 "c.jpg": "c.jpg.png",
                 "d.jpg": "d.jpg.png",
+                "e.jpg": "e.jpg.webp",
             }
             assert len(earlier) == len(names)
 

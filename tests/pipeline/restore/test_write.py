@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 
 import numpy as np
@@ -90,7 +91,12 @@ def test_write_restored_makes_an_image_too_large_for_jpeg_a_permanent_error_row(
     batch["restored"][:] = images
     for name in METADATA_FIELDS:
         batch[name] = np.array([m.row()[name] for m in metadata], dtype=object)
-    out = write_restored(batch, dst=Location.parse(str(tmp_path)), image_format="jpeg")
+    out = write_restored(
+        batch,
+        dst=Location.parse(str(tmp_path)),
+        archive=Location.parse(str(tmp_path)),
+        image_format="jpeg",
+    )
     assert list(out) == RESTORE_SCHEMA.names
     assert list(out["status"]) == ["error", "ok"]
     assert list(out["error_kind"]) == ["permanent", None]
@@ -103,3 +109,42 @@ def test_write_restored_makes_an_image_too_large_for_jpeg_a_permanent_error_row(
     assert out["conversion"][1] == "jpeg holds no exif over 65,527 bytes (70,000 here): not carried"
     with Image.open(tmp_path / "a.png.jpeg") as img:
         assert img.size == (40, 30) and "exif" not in img.info
+
+
+def test_a_kept_source_is_copied_only_with_the_bytes_it_was_kept_with(tmp_path):
+    """A kept file is copied a chunk at a time (a video may be larger than memory), and only
+    while it is the source the archive kept; the manifest records each output's SHA-256."""
+    archive = tmp_path / "archive"
+    (archive / "kept").mkdir(parents=True)
+    video = b"frames" * 10_000
+    (archive / "kept/v.mp4").write_bytes(video)
+    (archive / "kept/w.mp4").write_bytes(b"bit rot")
+    kept = {"v.mp4": video, "w.mp4": b"the one"}  # as the archive manifest records them
+    batch = {
+        "rel_path": np.array(list(kept), dtype=object),
+        "status": np.array(["kept", "kept"], dtype=object),
+        "kept_path": np.array([str(archive / "kept" / name) for name in kept], dtype=object),
+        "kept_key": np.array(list(kept), dtype=object),
+        "kept_data": np.array([b"", b""], dtype=object),
+        "source_sha256": np.array([hashlib.sha256(d).hexdigest() for d in kept.values()]),
+        "source_bytes": np.array([len(d) for d in kept.values()]),
+        "metadata": np.array([None, None], dtype=object),
+        "conversion": np.array([None, None], dtype=object),
+        "seconds": np.array([0.0, 0.0]),
+    }
+    dst = tmp_path / "restored"
+    out = write_restored(
+        batch,
+        dst=Location.parse(str(dst)),
+        archive=Location.parse(str(archive)),
+        image_format="png",
+    )
+    assert list(out["status"]) == ["kept", "error"]
+    assert out["output_sha256"][0] == hashlib.sha256(video).hexdigest()
+    assert (dst / "v.mp4").read_bytes() == video
+    assert out["error_kind"][1] == "permanent"
+    assert out["error"][1] == (
+        f"kept file {archive}/kept/w.mp4 differs from the source it kept (its SHA-256 is "
+        f"{hashlib.sha256(b'bit rot').hexdigest()}, not the one recorded)"
+    )
+    assert sorted(p.name for p in dst.iterdir()) == ["v.mp4"]
