@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from jobs.common import (
     RESUMABLE,
@@ -13,6 +14,9 @@ from jobs.common import (
     run_plan,
 )
 from pipeline.archive.config import ArchiveConfig
+
+if TYPE_CHECKING:
+    from pipeline.job import Plan
 from tadm.config import SCALES
 
 PROG = "tadm archive"
@@ -58,11 +62,18 @@ def parser() -> Parser:
 
 
 def job(args: argparse.Namespace) -> int:
-    from pipeline.archive.plan import prepare_archive
-
     options = vars(args)
     as_json = options.pop("json")
-    return run_plan(prepare_archive(ArchiveConfig(**options)), as_json)
+    config = ArchiveConfig(**options)
+
+    def prepare() -> Plan:
+        from pipeline.archive.plan import (
+            prepare_archive,  # torch and Ray: seconds, in which a signal may come
+        )
+
+        return prepare_archive(config)
+
+    return run_plan(prepare, as_json, "archive", config.dst, config.storage_options)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -240,10 +240,16 @@ def ray_session() -> Iterator[None]:
         # driver; on a small machine the model actors then lose their cores to them. A local
         # Ray runs this job alone: its workers get the default priority (RAY_worker_niceness).
         os.environ.setdefault("RAY_worker_niceness", "0")
-        ray.init(
-            logging_level=logging.INFO if verbose else logging.WARNING, include_dashboard=False
-        )
-    interrupt_on_sigterm()  # ray.init sets its own handler, which exits at once
+        try:
+            ray.init(
+                logging_level=logging.INFO if verbose else logging.WARNING,
+                include_dashboard=False,
+            )
+        except SystemExit as e:  # SIGTERM while Ray starts: its own handler exits so
+            if e.code != signal.SIGTERM:
+                raise
+            raise KeyboardInterrupt("signal SIGTERM") from None
+    interrupt_on_signals()  # ray.init sets its own SIGTERM handler, which exits at once
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = verbose
@@ -258,32 +264,64 @@ def ray_session() -> Iterator[None]:
             ray.shutdown()
 
 
-def run_plan(plan: Plan, as_json: bool = False) -> int:
-    """Run a prepared archive or restore job (pipeline/job.py) in a Ray session; its exit
-    status. With `as_json`, its result as one JSON object on stdout (for scripts)."""
-    from pipeline.job import Interrupted, run
+def run_plan(
+    prepare: Callable[[], Plan], as_json: bool, job: str, dst: str, options: dict[str, Any]
+) -> int:
+    """Prepare an archive or restore job (pipeline/job.py) and run it in a Ray session; its
+    exit status. With `as_json`, its result as one JSON object on stdout (for scripts), also
+    when SIGINT or SIGTERM stops it: then with what was done until then, none while DST's
+    listing ran or Ray started (`job` and `dst`, with its storage `options`, name it)."""
+    from pipeline.format import MANIFEST_DIR
+    from pipeline.job import Interrupted, JobResult, run
+    from pipeline.storage import Location
 
+    start = time.monotonic()
     try:
+        plan = prepare()
+        check_signalled()
         with ray_session():
+            check_signalled()
             result = run(plan)
     except Interrupted as e:
         if as_json:  # what was done until then; run_job says "interrupted" and exits 130
             print(json.dumps(e.result.to_json()))
+        raise
+    except KeyboardInterrupt:
+        if as_json:  # before the first image: nothing done
+            manifest = Location.parse(dst, options).child(MANIFEST_DIR).uri
+            seconds = time.monotonic() - start
+            nothing = JobResult(job, {}, manifest, seconds, "", interrupted=True)
+            print(json.dumps(nothing.to_json()))
         raise
     if as_json:
         print(json.dumps(result.to_json()))
     return result.exit_code
 
 
-def on_sigterm(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+# The signals a job received. A library that loads with a bare `except:` around an optional
+# import (seen while torch and Ray load) can swallow the KeyboardInterrupt a signal raises.
+SIGNALLED: list[str] = []
 
 
-def interrupt_on_sigterm() -> None:
-    """SIGTERM (a scheduler stopping the job) interrupts it as Ctrl-C does."""
-    if signal.getsignal(signal.SIGTERM) is not on_sigterm:
-        with contextlib.suppress(ValueError):  # not the main thread: leave it
-            signal.signal(signal.SIGTERM, on_sigterm)
+def on_signal(signum: int, frame: Any) -> None:
+    name = signal.Signals(signum).name
+    SIGNALLED.append(name)
+    raise KeyboardInterrupt(f"signal {name}")
+
+
+def check_signalled() -> None:
+    """KeyboardInterrupt if the job received a signal whose KeyboardInterrupt was swallowed."""
+    if SIGNALLED:
+        raise KeyboardInterrupt(f"signal {SIGNALLED[-1]}")
+
+
+def interrupt_on_signals() -> None:
+    """SIGINT (Ctrl-C) and SIGTERM (a scheduler stopping the job) interrupt it, and are
+    remembered (check_signalled)."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is not on_signal:
+            with contextlib.suppress(ValueError):  # not the main thread: leave it
+                signal.signal(signum, on_signal)
 
 
 def write_crash_log(prog: str, text: str) -> Path:
@@ -317,10 +355,12 @@ def hidden_texts(args: argparse.Namespace | None) -> set[str]:
 
 
 def scrub(text: str, hidden: set[str]) -> str:
-    """`text` with each of `hidden`, as it is and as JSON escapes it, replaced by ***."""
+    """`text` with each of `hidden`, as it is and as JSON escapes it, replaced by *** where it
+    stands whole: not inside a word, so that a short value ("x") neither garbles the text
+    ("une***pected") nor shows where it stood."""
     for secret in sorted(hidden, key=len, reverse=True):
         for form in {secret, json.dumps(secret)[1:-1]}:
-            text = text.replace(form, "***")
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(form)}(?![A-Za-z0-9])", "***", text)
     return text
 
 
@@ -390,8 +430,9 @@ def run_job(
         return int(e.code or 0)
     setup_logging(quiet=args.quiet, verbose=args.verbose)
     del args.quiet, args.verbose
-    previous = signal.getsignal(signal.SIGTERM)
-    interrupt_on_sigterm()
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    SIGNALLED.clear()
+    interrupt_on_signals()
     try:
         return job(args)
     except ValueError as e:
@@ -409,5 +450,6 @@ def run_job(
             return USAGE_ERROR
         return crashed(prog, argv, e, hidden_texts(args))
     finally:
-        with contextlib.suppress(ValueError, TypeError):
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(signum, handler)

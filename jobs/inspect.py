@@ -29,7 +29,13 @@ def parser() -> Parser:
 
 def job(args: argparse.Namespace) -> int:
     archive = Location.parse(args.archive, args.storage_options)
-    table = read_manifest(archive.child(MANIFEST_DIR), ARCHIVE_SCHEMA)
+    try:  # no right to read it (wrong credentials), or I/O
+        table = read_manifest(archive.child(MANIFEST_DIR), ARCHIVE_SCHEMA)
+        missing = table is None and not archive.filesystem().exists(archive.root)
+    except OSError as e:
+        raise ValueError(f"ARCHIVE {archive.uri!r} cannot be read: {e}") from None
+    if missing:
+        raise ValueError(f"ARCHIVE {archive.uri!r} does not exist")
     if table is None:
         raise ValueError(f"ARCHIVE {archive.uri!r} has no manifest (no {MANIFEST_DIR}/part-*)")
     if args.json:

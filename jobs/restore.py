@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from jobs.common import (
     RESUMABLE,
@@ -14,6 +15,9 @@ from jobs.common import (
 )
 from pipeline.format import OUTPUT_FORMATS, Region
 from pipeline.restore.config import RestoreConfig
+
+if TYPE_CHECKING:
+    from pipeline.job import Plan
 
 PROG = "tadm restore"
 
@@ -57,11 +61,18 @@ def parser() -> Parser:
 
 
 def job(args: argparse.Namespace) -> int:
-    from pipeline.restore.plan import prepare_restore
-
     options = vars(args)
     as_json = options.pop("json")
-    return run_plan(prepare_restore(RestoreConfig(**options)), as_json)
+    config = RestoreConfig(**options)
+
+    def prepare() -> Plan:
+        from pipeline.restore.plan import (
+            prepare_restore,  # torch and Ray: seconds, in which a signal may come
+        )
+
+        return prepare_restore(config)
+
+    return run_plan(prepare, as_json, "restore", config.dst, config.storage_options)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -68,9 +68,15 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 def write_part(manifest: Location, table: pa.Table) -> None:
+    """Write `table` as a new part; an OSError names the part that could not be written (a
+    crash must say which object the credentials may not write, say)."""
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
-    write_atomic(manifest.filesystem(), manifest.path(part_name()), buffer.getvalue())
+    path = manifest.path(part_name())
+    try:
+        write_atomic(manifest.filesystem(), path, buffer.getvalue())
+    except OSError as e:
+        raise type(e)(f"manifest part {manifest.uri_of(path)} cannot be written: {e}") from e
 
 
 def list_parts(manifest: Location) -> list[str]:

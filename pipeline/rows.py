@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import math
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable
@@ -15,6 +16,7 @@ from pipeline.format import PERMANENT, TRANSIENT
 # that did not get an answer.
 NETWORK_MODULES = frozenset({"botocore", "aiobotocore", "aiohttp", "urllib3"})
 
+ZERO = datetime.timedelta(0)
 NO_PIXELS = np.zeros((0, 0, 3), dtype=np.uint8)  # the image cell of a row that has none
 
 
@@ -37,6 +39,16 @@ def error_kind(e: Exception) -> str:
     get past it), PERMANENT for anything else: the stages' decoders turn every failure of the
     input itself into a ValueError."""
     return TRANSIENT if isinstance(e, OSError) or from_storage_client(e) else PERMANENT
+
+
+def nanoseconds(value: Any) -> int | None:
+    """A time a row holds (numpy's datetime64 or a datetime, as Ray hands a timestamp column
+    over) in nanoseconds since the epoch; None for none."""
+    if isinstance(value, np.datetime64):
+        return None if np.isnat(value) else int(value.astype("datetime64[ns]").astype(np.int64))
+    if isinstance(value, datetime.datetime) and value == value:  # pandas' NaT is one too
+        return int(np.datetime64(value.replace(tzinfo=None) - (value.utcoffset() or ZERO), "ns"))
+    return None
 
 
 def to_rows(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ and devices, and local names that are not UTF-8 (rel_path then shows the bytes a
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import posixpath
 import queue
@@ -34,6 +35,7 @@ IMAGE_EXTENSIONS = (
     *(".heic", ".heif", ".avif", ".jxl"),
 )
 IMAGE_NAME = r"\.(" + "|".join(e.lstrip(".") for e in IMAGE_EXTENSIONS) + r")\z"
+logger = logging.getLogger("tadm")
 LISTING_THREADS = 8  # top-level folders (local) or prefixes (S3) listed at once
 PAGE_ROWS = 10_000  # rows of a local listing table
 SYMLINKED_FOLDER = "symbolic link to a folder, not followed (give its target as its own SRC)"
@@ -41,6 +43,10 @@ BROKEN_LINK = "broken symbolic link"
 LINK_LOOP = "symbolic link loop"
 FOLDER_UNREADABLE = "folder cannot be listed, its files are not archived"
 NOT_A_FILE = "not a regular file (a FIFO, socket or device): not read"
+FOLDER_MARKER = (
+    "an object whose key ends in '/' holds bytes, and no file can have its name: copy it to a "
+    "key without the '/' to archive it"
+)
 NOT_UTF8 = (
     "name is not valid UTF-8 (shown with \\x escapes; a folder's files are not listed): "
     "rename it in UTF-8 to archive it"
@@ -141,6 +147,16 @@ def scan(
     folder lists nothing."""
     fs = src.filesystem()
     single_file = fs.isfile(src.root)
+    if single_file and src.protocol == "s3" and has_objects_under(fs, src.root):
+        size = int(fs.info(src.root)["size"])
+        if size:  # a folder marker without "/" (some tools make them) holds nothing to lose
+            logger.warning(
+                "SRC %s is an object (%d bytes) and a folder: the folder's files are archived, "
+                "not the object; archive the folder above to take both",
+                src.uri,
+                size,
+            )
+        single_file = False
     prefix = rel_prefix(src, single_file)
     excluded = excluded_folder(src, prefix, exclude)
     if single_file:
@@ -379,16 +395,29 @@ def list_pages(fs: Any, bucket: str, prefix: str, delimiter: str = "") -> Iterat
 
 
 def page_table(page: dict, start: int) -> pa.Table:
-    """One ListObjectsV2 page as a listing table (folder markers, keys ending in "/", left out)."""
-    objects = [c for c in page.get("Contents", []) if not c["Key"].endswith("/")]
+    """One ListObjectsV2 page as a listing table. Folder markers, keys ending in "/", are left
+    out, unless they hold bytes: no file can have such a name, so they are error rows."""
+    objects = [
+        c
+        for c in page.get("Contents", [])
+        if not c["Key"].endswith("/") or (c["Size"] and len(c["Key"]) > start)
+    ]
     return listing_table(
         {
             "rel_path": [c["Key"][start:] for c in objects],
             "size": [c["Size"] for c in objects],
             "mtime": [c["LastModified"] for c in objects],
             "etag": [c.get("ETag", "").strip('"') or None for c in objects],
+            "error": [FOLDER_MARKER if c["Key"].endswith("/") else None for c in objects],
         }
     )
+
+
+def has_objects_under(fs: Any, root: str) -> bool:
+    """Whether the S3 folder `root` ("bucket/key") holds any object ("bucket/key/...")."""
+    bucket, _, key = root.partition("/")
+    page = fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=f"{key}/", MaxKeys=1)
+    return bool(page.get("KeyCount"))
 
 
 def walk(location: Location) -> Iterator[pa.Table]:

@@ -228,13 +228,15 @@ def write_files(
     status: str = "ok",
     sha_column: str | None = None,
     size_column: str | None = None,
+    mtime_of: Callable[[Row], int | None] | None = None,
 ) -> list[Row]:
     """Write the file of each row with `status` atomically: `output(row)` gives its key under
     `dst` (checked by Location.join: a key that would leave `dst` is never written) and its
     bytes, or the file to copy. The row gets the file's URI in `uri_column`, and its SHA-256
     and size in `sha_column` and `size_column` if given; or status "error" saying why, when
     the key is refused, or encoding, copying or writing fails (`fail`). The time, encoding
-    included, is added to its "seconds"."""
+    included, is added to its "seconds". A local file gets the modification time
+    `mtime_of(row)` (nanoseconds since the epoch; None: now, or a copied file's)."""
     fs = dst.filesystem()
     for row in rows:
         if row["status"] != status:
@@ -246,13 +248,14 @@ def write_files(
         except Exception as e:  # one image must not stop the job: it becomes its row
             fail(row, f"cannot write: {error_text(e)}", error_kind(e))
         else:
+            mtime_ns = None if mtime_of is None else mtime_of(row)
             try:
                 if isinstance(data, Copy):
                     size, sha256 = copy_atomic(
-                        data.fs, data.path, fs, path, data.sha256, data.size, root=dst.root
+                        data.fs, data.path, fs, path, data.sha256, data.size, dst.root, mtime_ns
                     )
                 else:
-                    write_atomic(fs, path, data, root=dst.root)
+                    write_atomic(fs, path, data, dst.root, mtime_ns)
                     size, sha256 = len(data), sha_column and hashlib.sha256(data).hexdigest()
                 row[uri_column] = dst.uri_of(path)
                 if sha_column:

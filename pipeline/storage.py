@@ -132,6 +132,11 @@ class Location:
             root = rest.strip("/")
             if not root or root.startswith("."):
                 raise ValueError(f"URI {uri!r}: an s3:// URI needs a bucket name")
+            if {"", ".", ".."} & set(root.split("/")):
+                # S3 keeps them in keys, where a path would not: "s3://b/a/." is not "s3://b/a"
+                raise ValueError(
+                    f"URI {uri!r}: an s3:// URI must not have empty, '.' or '..' segments"
+                )
             return cls("s3", root, s3_options(storage_options or {}))
         raise ValueError(
             f"URI {uri!r}: unsupported scheme {scheme!r} (use a path, file:// or s3://)"
@@ -302,12 +307,15 @@ def check_inside(root: str, path: str) -> None:
 
 
 @contextlib.contextmanager
-def local_temp(path: str, root: str | None) -> Iterator[BinaryIO]:
+def local_temp(
+    path: str, root: str | None, mode: int | None = None, mtime_ns: int | None = None
+) -> Iterator[BinaryIO]:
     """A file to write whose bytes become the local file `path` only when the block ends
     without an exception: they go to a hidden temporary file beside `path`, which os.replace
     renames into place; a job killed in between leaves only that hidden ".*.tmp" file, never
     a truncated `path` (the next run's remove_stale_temps deletes it). With `root`, `path`
-    must stay in it (check_inside)."""
+    must stay in it (check_inside); with `mode` and `mtime_ns`, the file has these permission
+    bits and modification time when it appears."""
     directory, name = os.path.split(path)
     if root is not None:
         check_inside(root, directory)
@@ -318,6 +326,10 @@ def local_temp(path: str, root: str | None) -> Iterator[BinaryIO]:
     try:
         with open(tmp, "wb") as f:
             yield f
+        if mode is not None:
+            os.chmod(tmp, mode)
+        if mtime_ns is not None:
+            os.utime(tmp, ns=(mtime_ns, mtime_ns))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -325,13 +337,18 @@ def local_temp(path: str, root: str | None) -> Iterator[BinaryIO]:
 
 
 def write_atomic(
-    fs: fsspec.AbstractFileSystem, path: str, data: bytes, root: str | None = None
+    fs: fsspec.AbstractFileSystem,
+    path: str,
+    data: bytes,
+    root: str | None = None,
+    mtime_ns: int | None = None,
 ) -> None:
     """Write `data` so that `path` is never seen half-written: on S3 a single PUT (or a
     completed multipart upload) is atomic; on a local disk, through local_temp (with `root`,
-    a local `path` must stay in it)."""
+    a local `path` must stay in it; with `mtime_ns`, its modification time: S3 has none to
+    set)."""
     if isinstance(fs, LocalFileSystem):
-        with local_temp(path, root) as f:
+        with local_temp(path, root, mtime_ns=mtime_ns) as f:
             f.write(data)
     else:
         fs.pipe_file(path, data)
@@ -358,41 +375,49 @@ def copy_atomic(
     sha256: str | None = None,
     size: int | None = None,
     root: str | None = None,
+    mtime_ns: int | None = None,
 ) -> tuple[int, str]:
     """Copy the file `source` of `source_fs` to `path` as write_atomic writes, COPY_CHUNK
     bytes at a time, so that a file of any size takes that much memory; return its size and
     SHA-256. With `sha256` (and `size`), only those bytes are copied: for others nothing is
     written and NotAsRecorded says what was found; a source longer than `size` is read no
-    further. On S3 the parts are uploaded without a commit, and completed only when the whole
-    file is there and right (aborted otherwise)."""
+    further. A local copy has the modification time `mtime_ns`, or else a local source's, and
+    a local source's permission bits, as `cp -p` copies them. On S3 the parts are uploaded
+    without a commit, and completed only when the whole file is there and right (aborted
+    otherwise)."""
     digest, copied = hashlib.sha256(), 0
 
-    def pump(out: BinaryIO) -> None:
+    def pump(f: BinaryIO, out: BinaryIO) -> None:
         nonlocal copied
-        with source_fs.open(source, "rb") as f:
-            while chunk := f.read(COPY_CHUNK):
-                digest.update(chunk)
-                copied += len(chunk)
-                if size is not None and copied > size:
-                    raise NotAsRecorded(f"it has more than the {size} bytes recorded")
-                out.write(chunk)
+        while chunk := f.read(COPY_CHUNK):
+            digest.update(chunk)
+            copied += len(chunk)
+            if size is not None and copied > size:
+                raise NotAsRecorded(f"it has more than the {size} bytes recorded")
+            out.write(chunk)
         if size is not None and copied != size:
             raise NotAsRecorded(f"it has {copied} bytes, not the {size} recorded")
         if sha256 is not None and digest.hexdigest() != sha256:
             raise NotAsRecorded(f"its SHA-256 is {digest.hexdigest()}, not the one recorded")
 
-    if isinstance(fs, LocalFileSystem):
-        with local_temp(path, root) as out:
-            pump(out)
-    else:
-        upload = fs.open(path, "wb", autocommit=False)
-        try:
+    with source_fs.open(source, "rb") as f:
+        if isinstance(fs, LocalFileSystem):
+            mode = None
+            if isinstance(source_fs, LocalFileSystem):  # as `cp -p` copies
+                found = os.fstat(f.fileno())
+                mode = found.st_mode & 0o777  # no set-user-ID bit in an archive
+                mtime_ns = found.st_mtime_ns if mtime_ns is None else mtime_ns
+            with local_temp(path, root, mode, mtime_ns) as out:
+                pump(f, out)
+        else:
+            upload = fs.open(path, "wb", autocommit=False)
             try:
-                pump(upload)
-            finally:
-                upload.close()  # uploads the last part; nothing is visible before commit
-        except BaseException:
-            upload.discard()
-            raise
-        upload.commit()
+                try:
+                    pump(f, upload)
+                finally:
+                    upload.close()  # uploads the last part; nothing is visible before commit
+            except BaseException:
+                upload.discard()
+                raise
+            upload.commit()
     return copied, digest.hexdigest()

@@ -18,7 +18,7 @@ from pipeline.format import (
     kept_key,
     lr_key,
 )
-from pipeline.rows import to_batch, to_rows
+from pipeline.rows import nanoseconds, to_batch, to_rows
 from pipeline.stage import Copy, Earlier, Row, remove_earlier, write_files
 from pipeline.storage import Location
 
@@ -32,13 +32,13 @@ def write_lr(
     keep_failed: bool = False,
 ) -> dict[str, np.ndarray]:
     """Ray Data stage: write each ok row's "lr_png" atomically, and copy the source of each
-    kept row (at `prefix` + rel_path in `src`) as it is, a chunk at a time; return manifest
-    rows. A copy must have the size and SHA-256 the read stage found (a file without an image
-    name, never read before, gets them from the copy); one that changed meanwhile is a
-    transient error. With `keep_failed`, a permanent failure (a file read but not
-    archivable, or whose LR cannot be written, such as a name too long with ".png") is kept
-    too, its error becoming its kept_reason; a transient one (I/O, the model) stays an error
-    that a re-run retries."""
+    kept row (at `prefix` + rel_path in `src`) as it is, a chunk at a time, with its
+    modification time (and a local source's permission bits); return manifest rows. A copy
+    must have the size and SHA-256 the read stage found (a file without an image name, never
+    read before, gets them from the copy); one that changed meanwhile is a transient error.
+    With `keep_failed`, a permanent failure (a file read but not archivable, or whose LR
+    cannot be written, such as a name too long with ".png") is kept too, its error becoming
+    its kept_reason; a transient one (I/O, the model) stays an error that a re-run retries."""
     src_fs = src.filesystem()
 
     def output(row: Row) -> tuple[str, bytes]:
@@ -70,9 +70,24 @@ def write_lr(
             row.update(status=KEPT, kept_reason=row["error"], error=None, error_kind=None)
         elif row["status"] != KEPT:  # Ray may have turned a column of None into NaN
             row["kept_reason"] = None
+
+    def listed_mtime(row: Row) -> int | None:  # a local source's own is copied exactly
+        return None if src.protocol == "file" else nanoseconds(row.get("source_mtime"))
+
     rows = write_files(
-        rows, dst, "kept_uri", kept, KEPT, sha_column="source_sha256", size_column="source_bytes"
+        rows,
+        dst,
+        "kept_uri",
+        kept,
+        KEPT,
+        sha_column="source_sha256",
+        size_column="source_bytes",
+        mtime_of=listed_mtime,
     )
+    for row in rows:
+        if row["status"] == "error" and row["kept_reason"]:  # not kept after all: say both
+            row["error"] = f"{row['kept_reason']}; not kept either: {row['error']}"
+            row["kept_reason"] = None
     remove_earlier(rows, dst, earlier_output)
     for row in rows:
         if row["status"] == "ok":

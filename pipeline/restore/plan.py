@@ -58,6 +58,7 @@ ITEM_SCHEMA = pa.schema(
         ("kept_uri", pa.string()),  # ARCHIVE/kept/<rel_path>, for a source kept as it was
         ("source_sha256", pa.string()),  # of the source (a kept one, or the psnr/ssim reference)
         ("source_bytes", pa.int64()),  # of the psnr/ssim reference: only a file this size is read
+        ("source_mtime", pa.timestamp("us", tz="UTC")),  # as listed when archived: the output's
         # From the archive manifest: the LR file read must have this size and SHA-256.
         ("lr_bytes", pa.int64()),
         ("lr_sha256", pa.string()),
@@ -112,7 +113,8 @@ class RestoreJob(Plan):
         """ "skipped" rows of the images an earlier restore into DST finished with this model,
         region, format and --to-srgb, whose output is still there, and, unless --retry-errors,
         the rows of its permanent failures with this model and region; the rest to run, with
-        "clash" naming why an output cannot be written ("" for none)."""
+        "clash" naming why an output cannot be written and "in_the_way" why it must not be
+        ("" for none), and the earlier output to remove (with_earlier)."""
         todo = images.select(ITEM_SCHEMA.names)
         clashing = pa.array(list(self.clashes), pa.string())
         at = pc.index_in(todo["rel_path"], value_set=clashing)
@@ -129,8 +131,12 @@ class RestoreJob(Plan):
         ):
             column = pc.fill_null(todo[name], unknown)
             todo = todo.set_column(todo.column_names.index(name), name, column)
-        if done is None or self.config.overwrite:
-            return RESTORE_SCHEMA.empty_table(), self.with_earlier(todo, done, outputs)
+        if self.config.overwrite:  # replaces any file in the way
+            todo = self.with_earlier(todo, done, outputs)
+            return RESTORE_SCHEMA.empty_table(), todo.append_column("in_the_way", blank(len(todo)))
+        if done is None:
+            todo = self.with_earlier(todo, done, outputs)
+            return RESTORE_SCHEMA.empty_table(), self.with_in_the_way(todo, done, outputs)
         config, dst = self.config, self.dst
         at = pc.index_in(done["rel_path"], value_set=images["rel_path"].combine_chunks())
         rows, at = done.filter(pc.is_valid(at)), at.filter(pc.is_valid(at))
@@ -185,7 +191,39 @@ class RestoreJob(Plan):
             status, "status", pc.if_else(failed, rows["status"], pa.scalar("skipped"))
         )
         todo = todo.filter(pc.invert(pc.is_in(todo["rel_path"], rows["rel_path"])))
-        return rows, self.with_earlier(todo, done, outputs)
+        return rows, self.with_in_the_way(self.with_earlier(todo, done, outputs), done, outputs)
+
+    def keys_now(self, todo: pa.Table) -> pa.ChunkedArray:
+        """The key in DST each image of `todo` is restored to now: a kept source given back
+        whole is copied to its rel_path, anything else is <rel_path>.<format>."""
+        copied = pc.and_(pc.not_equal(todo["kept_uri"], ""), self.config.region is None)
+        suffix = "." + self.config.image_format
+        rel_path = todo["rel_path"]
+        return pc.if_else(copied, rel_path, pc.binary_join_element_wise(rel_path, suffix, ""))
+
+    def with_in_the_way(self, todo: pa.Table, done: pa.Table | None, outputs: pa.Table) -> pa.Table:
+        """`todo` with "in_the_way": why an image is not restored ("" for none) when a file is
+        at its key in DST that no restore of it wrote (as its latest row records): a user's
+        file, never replaced without --overwrite. A restore killed before it recorded what it
+        wrote leaves such files too; the message says so."""
+        now = self.keys_now(todo)
+        held = pc.is_in(now, value_set=self.output_keys(outputs))
+        if done is not None:
+            at = pc.index_in(todo["rel_path"], value_set=done["rel_path"].combine_chunks())
+            root = self.dst.uri_of(self.dst.root + "/")
+            wrote = pc.equal(
+                pc.take(done["output_uri"], at), pc.binary_join_element_wise(root, now, "")
+            )
+            held = pc.and_(held, pc.invert(pc.fill_null(wrote, False)))
+        message = pc.binary_join_element_wise(
+            "DST/",
+            now,
+            " exists and no restore of this image into DST wrote it: it is left as it is "
+            "(--overwrite replaces it, as it does what a restore killed before recording it "
+            "wrote; or restore into another DST)",
+            "",
+        )
+        return todo.append_column("in_the_way", pc.if_else(held, message, ""))
 
     def with_earlier(self, todo: pa.Table, done: pa.Table | None, outputs: pa.Table) -> pa.Table:
         """`todo` with "earlier", the key in DST of the output an earlier restore gave each
@@ -206,13 +244,7 @@ class RestoreJob(Plan):
             uri = pc.take(done["output_uri"], at)
             under = pc.and_(written_then, pc.starts_with(uri, root))
             then = pc.if_else(under, pc.utf8_slice_codeunits(uri, len(root)), "")
-            rel_path = todo["rel_path"]
-            copied = pc.and_(pc.not_equal(todo["kept_uri"], ""), self.config.region is None)
-            now = pc.if_else(
-                copied,
-                rel_path,
-                pc.binary_join_element_wise(rel_path, "." + self.config.image_format, ""),
-            )
+            now = self.keys_now(todo)
             held = pc.is_in(then, value_set=self.output_keys(outputs))
             found = pc.fill_null(pc.if_else(pc.and_(pc.not_equal(then, now), held), then, ""), "")
             candidates = pc.not_equal(found, "")
@@ -424,6 +456,7 @@ def manifest_items(archive: Location, rows: pa.Table, only: str | None) -> pa.Ta
             "kept_uri": pc.if_else(kept, uris(archive, KEPT_DIR, rows["rel_path"], ""), None),
             "source_sha256": rows["source_sha256"],
             "source_bytes": rows["source_bytes"],
+            "source_mtime": rows["source_mtime"],
             "lr_bytes": pc.if_else(kept, None, rows["lr_bytes"]),
             "lr_sha256": pc.if_else(kept, None, rows["lr_sha256"]),
         },
@@ -462,6 +495,7 @@ def items_table(rel_paths: pa.ChunkedArray, lr: Any, kept: Any) -> pa.Table:
             "kept_uri": strings if kept is None else kept,
             "source_sha256": strings,
             "source_bytes": pa.nulls(n, pa.int64()),
+            "source_mtime": pa.nulls(n, pa.timestamp("us", tz="UTC")),
             "lr_bytes": pa.nulls(n, pa.int64()),
             "lr_sha256": strings,
         },

@@ -23,7 +23,7 @@ from pipeline.format import (
     not_held,
     output_key,
 )
-from pipeline.rows import error_kind, error_text, to_batch, to_rows
+from pipeline.rows import error_kind, error_text, nanoseconds, to_batch, to_rows
 from pipeline.stage import Copy, Earlier, Row, fail, remove_earlier, write_files
 from pipeline.storage import Location
 
@@ -77,7 +77,8 @@ def write_restored(
     """Ray Data stage: encode and write each ok row's "restored" with its metadata, and each
     kept row's "kept_data" at its "kept_key", or copy its "kept_path" (in `archive`) there a
     chunk at a time, checked against the source's size and SHA-256; return manifest rows,
-    with the SHA-256 of each file written."""
+    with the SHA-256 of each file written. A whole image, or copy, on a local disk gets the
+    source's modification time as archived ("source_mtime")."""
     rows = to_rows(batch)
     for row in rows:
         for name in ("metadata", "conversion"):  # Ray may have turned a column of None into NaN
@@ -114,8 +115,13 @@ def write_restored(
         )
         return str(row["kept_key"]), copy
 
-    rows = write_files(rows, dst, "output_uri", output, sha_column="output_sha256")
-    rows = write_files(rows, dst, "output_uri", kept, KEPT, sha_column="output_sha256")
+    def source_mtime(row: Row) -> int | None:  # of a whole image; a region is not the image
+        region = isinstance(row.get("region"), str)  # Ray may turn a column of None into NaN
+        return None if region else nanoseconds(row.get("source_mtime"))
+
+    sha, mtime = "output_sha256", source_mtime
+    rows = write_files(rows, dst, "output_uri", output, sha_column=sha, mtime_of=mtime)
+    rows = write_files(rows, dst, "output_uri", kept, KEPT, sha_column=sha, mtime_of=mtime)
     remove_earlier(rows, dst, earlier_output)
     return to_batch(rows, RESTORE_SCHEMA.names)
 

@@ -5,6 +5,7 @@ retries (error_kind, --retry-errors)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -29,6 +30,8 @@ from jobs.common import (
     Parser,
     crashed,
     run_job,
+    run_plan,
+    scrub,
     setup_logging,
 )
 from pipeline.format import ARCHIVE_SCHEMA
@@ -94,6 +97,44 @@ def test_an_interrupted_command_without_a_manifest_says_only_that(capsys):
     assert capsys.readouterr().err.strip() == "tadm x: interrupted"
 
 
+def test_an_interrupt_before_the_first_image_still_gives_scripts_their_json(tmp_path, capsys):
+    """SIGTERM while SRC is listed (hours at millions of images) or Ray starts: --json prints
+    an object saying nothing was done, and the job exits 130."""
+
+    def listing() -> None:
+        raise KeyboardInterrupt("signal SIGTERM")
+
+    def job(args) -> int:
+        return run_plan(listing, True, "archive", str(tmp_path / "a"), {})
+
+    try:
+        assert run_job("tadm archive", Parser(prog="tadm archive"), [], job) == INTERRUPTED
+    finally:
+        setup_logging()
+    result = json.loads(capsys.readouterr().out)
+    assert (result["job"], result["images"], result["counts"]["ok"]) == ("archive", 0, 0)
+    assert result["interrupted"] is True and result["exit_code"] == INTERRUPTED
+    assert result["manifest"] == str(tmp_path / "a" / "manifest")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_whose_interrupt_a_library_swallowed_still_stops_the_job(sig, tmp_path, capsys):
+    def prepare() -> object:
+        # As an optional import inside a bare `except:` while torch or Ray load.
+        with contextlib.suppress(BaseException):
+            signal.raise_signal(sig)
+        return object()  # never run: the interrupt comes back first
+
+    def job(args) -> int:
+        return run_plan(prepare, True, "restore", str(tmp_path), {})
+
+    try:
+        assert run_job("tadm restore", Parser(prog="tadm restore"), [], job) == INTERRUPTED
+    finally:
+        setup_logging()
+    assert json.loads(capsys.readouterr().out)["interrupted"] is True
+
+
 def test_quiet_and_verbose_exclude_each_other(capsys):
     assert run_job("tadm x", Parser(prog="tadm x"), ["-q", "-v"], lambda args: 0) == 2
     assert "not allowed with argument" in capsys.readouterr().err
@@ -136,6 +177,14 @@ def test_a_job_that_crashes_exits_3_with_one_line_and_a_log(
     assert '--storage-options {"key": "***", "client_kwargs": {"aws_session_token": "***"}}' in log
     assert "SEKRIT" not in log
     assert Path(match[2]).stat().st_mode & 0o777 == 0o600
+
+
+def test_a_short_secret_is_hidden_where_it_stands_whole_not_inside_words():
+    hidden = {"x", "u", "SECRETzzz123"}
+    text = "unexpected argument at http://u:SECRETzzz123@127.0.0.1 for key x, x/y"
+    assert (
+        scrub(text, hidden) == "unexpected argument at http://***:***@127.0.0.1 for key ***, ***/y"
+    )
 
 
 def test_s3_out_of_reach_is_a_configuration_error(tmp_path, capsys, monkeypatch):

@@ -85,7 +85,22 @@ def test_without_verify_psnr_is_not_available(tmp_path: Path, capsys):
 
 def test_no_manifest_exits_2(tmp_path: Path, capsys):
     assert run_cli("inspect", tmp_path) == 2
-    assert capsys.readouterr().err.startswith("tadm inspect: error: ARCHIVE")
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"tadm inspect: error: ARCHIVE {str(tmp_path)!r} has no manifest (no manifest/part-*)\n"
+    )
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_an_archive_that_is_not_there_says_so(where: str, request, tmp_path: Path, capsys):
+    if where == "s3":
+        request.getfixturevalue("s3_env")
+        uri = "s3://no-such-bucket/archive"
+    else:
+        uri = str(tmp_path / "nowhere")
+    assert run_cli("inspect", uri) == 2
+    assert capsys.readouterr().err == f"tadm inspect: error: ARCHIVE {uri!r} does not exist\n"
 
 
 ROWS = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -420,3 +421,45 @@ def test_outputs_that_would_clash_or_enter_the_manifest_folder_are_error_rows(
     assert "3 permanent failures of an earlier run not retried" in capsys.readouterr().err
     assert run_cli(*args, "--only", "a.jpg", "--retry-errors") == 0  # alone: no clash
     assert restore_rows(dst)["a.jpg"]["status"] == "ok" and (dst / "a.jpg.png").is_file()
+
+
+def test_a_file_in_dst_that_no_restore_wrote_is_left_unless_overwrite(
+    archive, tiny_model, tmp_path
+):
+    """Restoring into a folder of one's own files (the originals' folder, say) never replaces
+    one without --overwrite: the image's row is a transient error saying so."""
+    dst = tmp_path / "mine"
+    dst.mkdir()
+    (dst / "a.png.png").write_bytes(b"a file of mine")
+    args = ("restore", archive, dst, "--model", tiny_model)
+    assert run_cli(*args) == 1
+    row = restore_rows(dst)["a.png"]
+    assert (row["status"], row["error_kind"]) == ("error", "transient")
+    assert row["error"].startswith("DST/a.png.png exists and no restore of this image into DST")
+    assert (dst / "a.png.png").read_bytes() == b"a file of mine"
+    assert {r["status"] for name, r in restore_rows(dst).items() if name != "a.png"} == {"ok"}
+    assert run_cli(*args, "--overwrite") == 0
+    with Image.open(dst / "a.png.png") as img:
+        assert img.size == SIZES["a.png"]
+
+
+def test_restored_files_get_their_sources_modification_time(
+    ray_cluster, small_photos, tiny_model, tmp_path
+):
+    """A team that deletes its originals gets their dates back: a kept copy keeps the
+    source's modification time and permission bits, and a restore gives each output the
+    source's modification time as the archive manifest records it (to the microsecond)."""
+    src, archive, dst = tmp_path / "src", tmp_path / "archive", tmp_path / "restored"
+    shutil.copytree(small_photos, src)
+    (src / "notes.txt").write_text("a note")
+    os.chmod(src / "notes.txt", 0o600)
+    then = 1_500_000_000_123_456_789
+    for path in src.rglob("*.*"):
+        os.utime(path, ns=(then, then))
+    assert run_cli("archive", src, archive, "--model", tiny_model, "--keep-failed") == 0
+    kept = (archive / "kept/notes.txt").stat()
+    assert (kept.st_mtime_ns, kept.st_mode & 0o777) == (then, 0o600)
+    assert run_cli("restore", archive, dst, "--model", tiny_model) == 0
+    for name in ("a.png.png", "b.jpg.png", "sub/c.png.png", "notes.txt"):
+        assert (dst / name).stat().st_mtime_ns == then // 1000 * 1000, name
+    assert (dst / "notes.txt").stat().st_mode & 0o777 == 0o600

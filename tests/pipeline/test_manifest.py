@@ -11,7 +11,14 @@ import pytest
 import pipeline.buckets as buckets_module
 import pipeline.manifest as manifest_module
 from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA, WRITTEN_AT
-from pipeline.manifest import ManifestWriter, compact, list_parts, read_manifest, write_part
+from pipeline.manifest import (
+    ManifestWriter,
+    compact,
+    list_parts,
+    read_manifest,
+    to_table,
+    write_part,
+)
 from pipeline.storage import Location
 
 DESIGN_COLUMNS = [
@@ -201,3 +208,10 @@ def test_large_manifest_compacts_bucket_by_bucket_into_several_parts(tmp_path: P
         "status",
         "written_at",
     ]
+
+
+def test_a_part_that_cannot_be_written_names_itself(tmp_path):
+    (tmp_path / "manifest").write_text("a file in the way")
+    table = to_table([{"rel_path": "a.png", "status": "ok"}], ARCHIVE_SCHEMA)
+    with pytest.raises(OSError, match=r"^manifest part .*/manifest/part-.*\.parquet cannot be "):
+        write_part(Location.parse(str(tmp_path / "manifest")), table)

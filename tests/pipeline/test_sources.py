@@ -12,6 +12,7 @@ from conftest import make_bucket, write_tree
 
 import pipeline.sources as sources_module
 from pipeline.sources import (
+    FOLDER_MARKER,
     FOLDER_UNREADABLE,
     LISTING_SCHEMA,
     NOT_UTF8,
@@ -175,19 +176,50 @@ def test_s3_listing_goes_page_by_page(s3_endpoint: str):
     src = Location.parse("s3://listing/src", options)
     fs = src.filesystem()
     keys = [f"src/a/img{i:04d}.png" for i in range(1005)] + ["src/b/c.jpg", "src/top.png"]
-    keys += ["src/.hidden/x.png", "src/a/notes.txt", "src-other/x.png", "src/d/"]
+    keys += ["src/.hidden/x.png", "src/a/notes.txt", "src-other/x.png", "src/d/", "src/e/"]
+    data = {"src/b/c.jpg": b"12", "src/d/": b""}  # src/d/: a folder marker; src/e/: not one
     for key in keys:
-        fs.pipe_file(f"listing/{key}", b"12" if key.endswith("c.jpg") else b"1")
+        fs.pipe_file(f"listing/{key}", data.get(key, b"1"))
     pages, prefix = scan(src)
     pages = list(pages)
     assert prefix == "listing/src/"
     assert max(len(p) for p in pages) <= 1000  # one table per ListObjectsV2 page
     table = pa.concat_tables(pages)
     rows = {r["rel_path"]: r for r in table.to_pylist()}
-    assert len(rows) == 1007 and "b/c.jpg" in rows and "top.png" in rows
+    assert len(rows) == 1008 and "b/c.jpg" in rows and "top.png" in rows
+    assert rows["e/"]["error"] == FOLDER_MARKER  # its byte named, never dropped silently
     assert rows["b/c.jpg"]["size"] == 2
     assert rows["b/c.jpg"]["etag"] == hashlib.md5(b"12").hexdigest()  # without quotes
     assert rows["b/c.jpg"]["mtime"] is not None
+
+
+def test_an_s3_src_that_is_an_object_and_a_folder_is_the_folder(s3_endpoint: str, caplog):
+    """Some tools mark a folder with an object of its name: SRC s3://b/zdir lists zdir/...
+    A non-empty object beside the folder is not archived, and a warning says so."""
+    make_bucket(s3_endpoint, "dual")
+    options = {"endpoint_url": s3_endpoint, "key": "testing", "secret": "testing"}
+    fs = Location.parse("s3://dual", options).filesystem()
+    for key, data in {
+        "zdir": b"",
+        "zdir/a.png": b"1",
+        "pic.png": b"12",
+        "pic.png/b.png": b"3",
+    }.items():
+        fs.pipe_file(f"dual/{key}", data)
+    for name, expected in (("zdir", "a.png"), ("pic.png", "b.png")):
+        caplog.clear()
+        pages, prefix = scan(Location.parse(f"s3://dual/{name}", options))
+        assert [r["rel_path"] for p in pages for r in p.to_pylist()] == [expected]
+        assert prefix == f"dual/{name}/"
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert warned == (
+            []
+            if name == "zdir"
+            else [
+                "SRC s3://dual/pic.png is an object (2 bytes) and a folder: the folder's files are "
+                "archived, not the object; archive the folder above to take both"
+            ]
+        )
 
 
 def test_dot_segments_are_kept_for_the_plan_to_refuse_hidden_names_are_left_out():

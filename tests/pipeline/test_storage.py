@@ -47,6 +47,16 @@ def test_s3_uris():
 
 
 @pytest.mark.parametrize(
+    "uri", ["s3://arch/h1/.", "s3://arch/h1/x/..", "s3://arch//h1", "s3://b/./x"]
+)
+def test_s3_uris_with_dot_or_empty_segments_are_refused(uri: str):
+    """S3 keeps "." and ".." in keys: "s3://arch/h1/." would be another tree than
+    "s3://arch/h1", past the checks that keep DST out of ARCHIVE."""
+    with pytest.raises(ValueError, match="must not have empty, '.' or '..' segments"):
+        Location.parse(uri)
+
+
+@pytest.mark.parametrize(
     ("uri", "message"),
     [
         ("", "empty"),
@@ -234,6 +244,21 @@ def test_a_copy_goes_a_chunk_at_a_time_and_only_with_the_bytes_recorded(tmp_path
         copy_atomic(fs, endless, fs, path, None, 10)
     assert Path(path).read_bytes() == data  # the copy made before stays whole
     assert sorted(p.name for p in Path(path).parent.iterdir()) == ["video.mp4"]
+
+
+def test_a_local_copy_keeps_the_permission_bits_and_modification_time(tmp_path: Path):
+    source = tmp_path / "private.mov"
+    source.write_bytes(b"clip")
+    os.chmod(source, 0o4640)  # a set-user-ID bit is not copied
+    os.utime(source, ns=(1_500_000_000_123_456_789,) * 2)
+    fs = Location.parse(str(tmp_path)).filesystem()
+    copy_atomic(fs, str(source), fs, str(tmp_path / "copy.mov"))
+    copied = (tmp_path / "copy.mov").stat()
+    assert (copied.st_mode & 0o7777, copied.st_mtime_ns) == (0o640, 1_500_000_000_123_456_789)
+    copy_atomic(fs, str(source), fs, str(tmp_path / "dated.mov"), mtime_ns=10**18)
+    assert (tmp_path / "dated.mov").stat().st_mtime_ns == 10**18
+    write_atomic(fs, str(tmp_path / "image.png"), b"png", mtime_ns=10**18)
+    assert (tmp_path / "image.png").stat().st_mtime_ns == 10**18
 
 
 def test_a_copy_holds_a_chunk_at_a_time_whatever_the_files_size(tmp_path: Path):

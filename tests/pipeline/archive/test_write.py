@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+from conftest import make_bucket
 
 from pipeline.archive.write import write_lr
 from pipeline.storage import Location
@@ -79,8 +80,9 @@ def test_a_source_changed_since_it_was_read_is_not_kept(tmp_path: Path):
     out = write(tmp_path, kept_rows(""))
     assert (out["status"][0], out["error_kind"][0]) == ("error", "transient")
     assert out["error"][0] == (
-        "the source changed while it was archived (its SHA-256 is "
-        f"{hashlib.sha256(b'source bytez').hexdigest()}, not the one recorded): run again"
+        "psnr 20.00 dB below --min-psnr 30; not kept either: the source changed while it was "
+        f"archived (its SHA-256 is {hashlib.sha256(b'source bytez').hexdigest()}, not the one "
+        "recorded): run again"
     )
     assert (tmp_path / "dst/kept/a.png").read_bytes() == b"kept before"
     assert sorted(p.name for p in (tmp_path / "dst/kept").iterdir()) == ["a.png"]
@@ -99,3 +101,26 @@ def test_a_file_without_an_image_name_gets_its_size_and_sha256_from_the_copy(tmp
     assert out["source_sha256"][0] == hashlib.sha256(data).hexdigest()
     assert out["source_bytes"][0] == len(data)
     assert (tmp_path / "dst/kept/clips/v.mp4").read_bytes() == data
+
+
+def test_a_file_that_cannot_be_kept_either_is_an_error_saying_both(s3_env: str, tmp_path: Path):
+    """--keep-failed keeps a permanent failure; when its copy cannot be made either (an S3 key
+    whose name is too long for a local DST), the row is an error with both reasons, and no
+    kept_reason."""
+    make_bucket(s3_env, "long-names")
+    name = "n" * 256 + ".txt"  # over the 255 bytes a local name may have
+    src = Location.parse("s3://long-names/src")
+    src.filesystem().pipe_file(src.path(name), SOURCE)
+    batch = kept_rows("", name)
+    batch["kept_reason"] = np.array(["not an image file: only images are archived"], object)
+    dst = Location.parse(str(tmp_path / "dst"))
+    out = write_lr(batch, dst=dst, src=src, prefix=src.path(""))
+    assert (out["status"][0], out["kept_reason"][0], out["error_kind"][0]) == (
+        "error",
+        None,
+        "permanent",
+    )
+    assert out["error"][0].startswith(
+        "not an image file: only images are archived; not kept either: cannot write "
+    )
+    assert "the name is 260 bytes" in out["error"][0]

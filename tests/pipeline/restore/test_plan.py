@@ -109,3 +109,35 @@ def test_an_archive_whose_images_all_failed_says_so(tmp_path):
         list_items(archive, None)
     with pytest.raises(ValueError, match="has no manifest rows and no LR PNGs"):
         list_items(Location.parse(str(tmp_path / "empty")), None)
+
+
+def test_a_file_no_restore_of_the_image_wrote_is_in_the_way_unless_overwrite():
+    """A user's file at an image's key in DST is never replaced without --overwrite: a first
+    restore into a folder of files, or one whose file the image's latest row does not name."""
+    dst = "/restored"
+    names = ["a.jpg", "b.jpg", "c.jpg", "k.txt"]
+    outputs = pa.table(
+        {
+            "rel_path": ["a.jpg", "b.jpg", "k.txt"],
+            "size": [1, 1, 1],
+            "kind": ["image", "image", "kept"],
+        },
+        schema=OUTPUT_SCHEMA,
+    )
+    done = earlier_rows(dst, {"b.jpg": "b.jpg.png"}, skipped=set())
+    done = done.set_column(done.column_names.index("model_id"), "model_id", pa.array(["m0"]))
+    with items(names, {"k.txt"}, 10**6) as buckets:
+        bucket = buckets.bucket(0, 1)
+        for earlier, overwrite, in_the_way in (
+            (None, False, {"a.jpg", "b.jpg", "k.txt"}),  # no restore into DST before
+            (done, False, {"a.jpg", "k.txt"}),  # b.jpg.png: b.jpg's restore wrote it
+            (done, True, set()),
+        ):
+            _, todo = restore_job(buckets, dst, overwrite).split(bucket, earlier, outputs)
+            pairs = zip(todo["rel_path"].to_pylist(), todo["in_the_way"].to_pylist(), strict=True)
+            found = dict(pairs)
+            assert {name for name, why in found.items() if why} == in_the_way
+            if in_the_way:
+                assert found["a.jpg"].startswith(
+                    "DST/a.jpg.png exists and no restore of this image into DST wrote it"
+                )
