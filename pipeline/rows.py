@@ -17,6 +17,8 @@ from pipeline.format import PERMANENT, TRANSIENT
 NETWORK_MODULES = frozenset({"botocore", "aiobotocore", "aiohttp", "urllib3"})
 
 ZERO = datetime.timedelta(0)
+EPOCH = datetime.datetime(1970, 1, 1)
+NO_TIME = -(2**63)  # microseconds since the epoch: none (-1 is a time, before 1970)
 NO_PIXELS = np.zeros((0, 0, 3), dtype=np.uint8)  # the image cell of a row that has none
 
 
@@ -43,11 +45,17 @@ def error_kind(e: Exception) -> str:
 
 def nanoseconds(value: Any) -> int | None:
     """A time a row holds (numpy's datetime64 or a datetime, as Ray hands a timestamp column
-    over) in nanoseconds since the epoch; None for none."""
+    over; microseconds as an int, NO_TIME for none) in nanoseconds since the epoch, a Python
+    int (after 2262 it would not fit numpy's int64); None for none."""
     if isinstance(value, np.datetime64):
-        return None if np.isnat(value) else int(value.astype("datetime64[ns]").astype(np.int64))
+        return (
+            None if np.isnat(value) else int(value.astype("datetime64[us]").astype(np.int64)) * 1000
+        )
     if isinstance(value, datetime.datetime) and value == value:  # pandas' NaT is one too
-        return int(np.datetime64(value.replace(tzinfo=None) - (value.utcoffset() or ZERO), "ns"))
+        utc = value.replace(tzinfo=None) - (value.utcoffset() or ZERO)
+        return (utc - EPOCH) // datetime.timedelta(microseconds=1) * 1000
+    if isinstance(value, (int, np.integer)) and value != NO_TIME:
+        return int(value) * 1000
     return None
 
 

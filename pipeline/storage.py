@@ -14,6 +14,7 @@ import hashlib
 import os
 import posixpath
 import re
+import stat
 import time
 import urllib.parse
 import uuid
@@ -354,10 +355,45 @@ def write_atomic(
         fs.pipe_file(path, data)
 
 
+@contextlib.contextmanager
+def open_file(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[BinaryIO]:
+    """The file at `path`, open to read; a local one only while it is a regular file (a FIFO
+    put in its place would block the job forever: NotAsRecorded says so)."""
+    if not isinstance(fs, LocalFileSystem):
+        with fs.open(path, "rb") as f:
+            yield f
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotAsRecorded("it is not a regular file")
+        yield f
+
+
+def read_file(fs: fsspec.AbstractFileSystem, path: str) -> bytes:
+    """The bytes of the file at `path` (open_file: a local one only while it is a regular
+    file; an S3 object in one GET)."""
+    if not isinstance(fs, LocalFileSystem):
+        return fs.cat_file(path)
+    with open_file(fs, path) as f:
+        return f.read()
+
+
+def version(fs: fsspec.AbstractFileSystem, path: str, f: BinaryIO) -> tuple[Any, ...]:
+    """What changes when the open file `f` at `path` is written: a local file's size and
+    modification time, an S3 object's size and ETag."""
+    if isinstance(fs, LocalFileSystem):
+        found = os.fstat(f.fileno())
+        return found.st_size, found.st_mtime_ns
+    fs.invalidate_cache(path)
+    info = fs.info(path)
+    return info["size"], info.get("ETag")
+
+
 def file_sha256(fs: fsspec.AbstractFileSystem, path: str) -> str:
     """The SHA-256 of a file of any size, read COPY_CHUNK bytes at a time."""
     digest = hashlib.sha256()
-    with fs.open(path, "rb") as f:
+    with open_file(fs, path) as f:
         while chunk := f.read(COPY_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
@@ -381,10 +417,11 @@ def copy_atomic(
     bytes at a time, so that a file of any size takes that much memory; return its size and
     SHA-256. With `sha256` (and `size`), only those bytes are copied: for others nothing is
     written and NotAsRecorded says what was found; a source longer than `size` is read no
-    further. A local copy has the modification time `mtime_ns`, or else a local source's, and
-    a local source's permission bits, as `cp -p` copies them. On S3 the parts are uploaded
-    without a commit, and completed only when the whole file is there and right (aborted
-    otherwise)."""
+    further; one written while it was copied (its size, and modification time or ETag, differ
+    after), or that is not a regular file, too. A local copy has the modification time
+    `mtime_ns`, or else a local source's, and a local source's permission bits, as `cp -p`
+    copies them. On S3 the parts are uploaded without a commit, and completed only when the
+    whole file is there and right (aborted otherwise)."""
     digest, copied = hashlib.sha256(), 0
 
     def pump(f: BinaryIO, out: BinaryIO) -> None:
@@ -399,8 +436,11 @@ def copy_atomic(
             raise NotAsRecorded(f"it has {copied} bytes, not the {size} recorded")
         if sha256 is not None and digest.hexdigest() != sha256:
             raise NotAsRecorded(f"its SHA-256 is {digest.hexdigest()}, not the one recorded")
+        if version(source_fs, source, f) != before:
+            raise NotAsRecorded("it was written to while it was copied")
 
-    with source_fs.open(source, "rb") as f:
+    with open_file(source_fs, source) as f:
+        before = version(source_fs, source, f)
         if isinstance(fs, LocalFileSystem):
             mode = None
             if isinstance(source_fs, LocalFileSystem):  # as `cp -p` copies

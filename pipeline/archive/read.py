@@ -6,7 +6,7 @@ import numpy as np
 
 from pipeline.rows import error_text, to_batch, to_rows
 from pipeline.sources import is_image_name
-from pipeline.storage import Location
+from pipeline.storage import Location, read_file
 
 MISSING = "source file disappeared before it was read"
 
@@ -26,7 +26,7 @@ def read_sources(
         if not is_image_name(row["rel_path"].rsplit("/", 1)[-1]):
             continue
         try:
-            row["bytes"] = fs.cat_file(row["path"])
+            row["bytes"] = read_file(fs, row["path"])  # a FIFO put in its place is not read
         except FileNotFoundError:
             row["error"] = MISSING
         except Exception as e:  # I/O, a name the filesystem refuses, a lost connection

@@ -43,6 +43,7 @@ from pipeline.restore.config import RestoreConfig
 from pipeline.restore.read import read_lr_batch
 from pipeline.restore.upscale import Upscale
 from pipeline.restore.write import write_restored
+from pipeline.rows import NO_TIME
 from pipeline.sources import IMAGE_NAME, walk
 from pipeline.stage import load_model
 from pipeline.storage import Location, s3_options
@@ -58,7 +59,8 @@ ITEM_SCHEMA = pa.schema(
         ("kept_uri", pa.string()),  # ARCHIVE/kept/<rel_path>, for a source kept as it was
         ("source_sha256", pa.string()),  # of the source (a kept one, or the psnr/ssim reference)
         ("source_bytes", pa.int64()),  # of the psnr/ssim reference: only a file this size is read
-        ("source_mtime", pa.timestamp("us", tz="UTC")),  # as listed when archived: the output's
+        # As listed when archived, for the output: microseconds since the epoch; NO_TIME: none
+        ("source_mtime", pa.int64()),
         # From the archive manifest: the LR file read must have this size and SHA-256.
         ("lr_bytes", pa.int64()),
         ("lr_sha256", pa.string()),
@@ -133,7 +135,8 @@ class RestoreJob(Plan):
             todo = todo.set_column(todo.column_names.index(name), name, column)
         if self.config.overwrite:  # replaces any file in the way
             todo = self.with_earlier(todo, done, outputs)
-            return RESTORE_SCHEMA.empty_table(), todo.append_column("in_the_way", blank(len(todo)))
+            todo = todo.append_column("in_the_way", blank(len(todo)))
+            return RESTORE_SCHEMA.empty_table(), todo.append_column("replaces", blank(len(todo)))
         if done is None:
             todo = self.with_earlier(todo, done, outputs)
             return RESTORE_SCHEMA.empty_table(), self.with_in_the_way(todo, done, outputs)
@@ -205,16 +208,22 @@ class RestoreJob(Plan):
         """`todo` with "in_the_way": why an image is not restored ("" for none) when a file is
         at its key in DST that no restore of it wrote (as its latest row records): a user's
         file, never replaced without --overwrite. A restore killed before it recorded what it
-        wrote leaves such files too; the message says so."""
+        wrote leaves such files too; the message says so. And "replaces": the SHA-256 a
+        restore recorded of the file it wrote there ("" for none), which the write stage
+        replaces only while the file still has it."""
         now = self.keys_now(todo)
         held = pc.is_in(now, value_set=self.output_keys(outputs))
+        replaces = blank(len(todo))
         if done is not None:
             at = pc.index_in(todo["rel_path"], value_set=done["rel_path"].combine_chunks())
             root = self.dst.uri_of(self.dst.root + "/")
             wrote = pc.equal(
                 pc.take(done["output_uri"], at), pc.binary_join_element_wise(root, now, "")
             )
-            held = pc.and_(held, pc.invert(pc.fill_null(wrote, False)))
+            wrote = pc.fill_null(wrote, False)
+            held = pc.and_(held, pc.invert(wrote))
+            recorded = pc.fill_null(pc.take(done["output_sha256"], at), "")
+            replaces = pc.if_else(wrote, recorded, "")
         message = pc.binary_join_element_wise(
             "DST/",
             now,
@@ -223,7 +232,8 @@ class RestoreJob(Plan):
             "wrote; or restore into another DST)",
             "",
         )
-        return todo.append_column("in_the_way", pc.if_else(held, message, ""))
+        todo = todo.append_column("in_the_way", pc.if_else(held, message, ""))
+        return todo.append_column("replaces", replaces)
 
     def with_earlier(self, todo: pa.Table, done: pa.Table | None, outputs: pa.Table) -> pa.Table:
         """`todo` with "earlier", the key in DST of the output an earlier restore gave each
@@ -456,7 +466,7 @@ def manifest_items(archive: Location, rows: pa.Table, only: str | None) -> pa.Ta
             "kept_uri": pc.if_else(kept, uris(archive, KEPT_DIR, rows["rel_path"], ""), None),
             "source_sha256": rows["source_sha256"],
             "source_bytes": rows["source_bytes"],
-            "source_mtime": rows["source_mtime"],
+            "source_mtime": pc.fill_null(rows["source_mtime"].cast(pa.int64()), NO_TIME),
             "lr_bytes": pc.if_else(kept, None, rows["lr_bytes"]),
             "lr_sha256": pc.if_else(kept, None, rows["lr_sha256"]),
         },
@@ -495,7 +505,7 @@ def items_table(rel_paths: pa.ChunkedArray, lr: Any, kept: Any) -> pa.Table:
             "kept_uri": strings if kept is None else kept,
             "source_sha256": strings,
             "source_bytes": pa.nulls(n, pa.int64()),
-            "source_mtime": pa.nulls(n, pa.timestamp("us", tz="UTC")),
+            "source_mtime": pa.array([NO_TIME] * n, pa.int64()),
             "lr_bytes": pa.nulls(n, pa.int64()),
             "lr_sha256": strings,
         },

@@ -52,9 +52,10 @@ READ_COLUMNS = (
     "earlier",  # the key in DST of an earlier output of the image, to remove; "" if none
     "earlier_at",  # when the restore that wrote it recorded it (microseconds); -1 if none
     "earlier_sha256",  # the SHA-256 that restore recorded of it; "" if none
+    "replaces",  # the SHA-256 a restore recorded of the file now at the output's key; "" if none
     "source_sha256",  # of the source, "" if unknown: a copy of it must have these bytes
     "source_bytes",  # of the source, -1 if unknown
-    "source_mtime",  # of the source as archived, for the output; null if unknown
+    "source_mtime",  # of the source as archived, for the output (microseconds); NO_TIME: none
     "metadata",
     "conversion",
     "seconds",

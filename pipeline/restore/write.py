@@ -16,6 +16,7 @@ from pipeline.format import (
     KEPT,
     PERMANENT,
     RESTORE_SCHEMA,
+    TRANSIENT,
     Metadata,
     check_sides,
     encode_output,
@@ -25,7 +26,7 @@ from pipeline.format import (
 )
 from pipeline.rows import error_kind, error_text, nanoseconds, to_batch, to_rows
 from pipeline.stage import Copy, Earlier, Row, fail, remove_earlier, write_files
-from pipeline.storage import Location
+from pipeline.storage import Location, file_sha256
 
 SRGB = ImageCms.createProfile("sRGB")
 
@@ -119,11 +120,38 @@ def write_restored(
         region = isinstance(row.get("region"), str)  # Ray may turn a column of None into NaN
         return None if region else nanoseconds(row.get("source_mtime"))
 
+    leave_changed(rows, dst, image_format)
     sha, mtime = "output_sha256", source_mtime
     rows = write_files(rows, dst, "output_uri", output, sha_column=sha, mtime_of=mtime)
     rows = write_files(rows, dst, "output_uri", kept, KEPT, sha_column=sha, mtime_of=mtime)
     remove_earlier(rows, dst, earlier_output)
     return to_batch(rows, RESTORE_SCHEMA.names)
+
+
+def leave_changed(rows: list[Row], dst: Location, image_format: str) -> None:
+    """Make a transient error of each row whose output would replace a file a restore wrote
+    and someone changed since: its bytes are not the SHA-256 that restore recorded
+    ("replaces"; "" for none). --overwrite replaces it."""
+    fs = dst.filesystem()
+    for row in rows:
+        recorded = row.get("replaces")
+        if row["status"] not in ("ok", KEPT) or not isinstance(recorded, str) or not recorded:
+            continue
+        key = (
+            output_key(row["rel_path"], image_format) if row["status"] == "ok" else row["kept_key"]
+        )
+        try:
+            changed = file_sha256(fs, dst.join(key)) != recorded
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError):  # a folder or a FIFO in its place
+            changed = True
+        if changed:
+            error = (
+                f"DST/{key} was changed since a restore wrote it: it is left as it is "
+                "(--overwrite replaces it)"
+            )
+            fail(row, error, TRANSIENT)
 
 
 def earlier_output(row: Row) -> Earlier | None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
+
 import numpy as np
 import pyarrow as pa
 
 from pipeline.format import PERMANENT, TRANSIENT
-from pipeline.rows import column, error_kind, model_calls, to_batch, to_rows
+from pipeline.rows import NO_TIME, column, error_kind, model_calls, nanoseconds, to_batch, to_rows
 
 
 def test_batch_columns_round_trip():
@@ -44,3 +46,19 @@ def test_a_lost_s3_connection_is_transient_a_bad_input_permanent():
     assert error_kind(TimeoutError("read")) == TRANSIENT
     assert error_kind(ValueError("not an image")) == PERMANENT
     assert error_kind(KeyError("a bug")) == PERMANENT
+
+
+def test_times_as_ray_hands_them_over_in_nanoseconds_past_2262_too():
+    """int64 nanoseconds end in 2262: a file dated 2300 must not come back dated 1901."""
+    in_2300 = 10_413_792_000_000_000_000
+    for value in (
+        np.datetime64("2300-01-01", "us"),
+        datetime.datetime(2300, 1, 1, tzinfo=datetime.timezone.utc),
+        datetime.datetime(2300, 1, 1, 1, tzinfo=datetime.timezone(datetime.timedelta(hours=1))),
+        in_2300 // 1000,  # microseconds
+    ):
+        assert nanoseconds(value) == in_2300, value
+    assert nanoseconds(np.datetime64("1969-12-31T23:59:59.5", "us")) == -500_000_000
+    assert nanoseconds(-1) == -1000  # a time, before 1970
+    for none in (None, NO_TIME, np.datetime64("NaT", "us"), float("nan")):
+        assert nanoseconds(none) is None

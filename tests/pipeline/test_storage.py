@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -239,9 +240,10 @@ def test_a_copy_goes_a_chunk_at_a_time_and_only_with_the_bytes_recorded(tmp_path
         copy_atomic(fs, str(source), fs, path, sha256, len(data))
     with pytest.raises(NotAsRecorded, match=f"has {len(data)} bytes, not the {len(data) + 1} "):
         copy_atomic(fs, str(source), fs, path, None, len(data) + 1)
-    endless = "/dev/zero"  # a source longer than recorded is read no further
     with pytest.raises(NotAsRecorded, match="more than the 10 bytes recorded"):
-        copy_atomic(fs, endless, fs, path, None, 10)
+        copy_atomic(fs, str(source), fs, path, None, 10)  # read no further than that
+    with pytest.raises(NotAsRecorded, match="it is not a regular file"):
+        copy_atomic(fs, "/dev/zero", fs, path, None, 10)  # endless
     assert Path(path).read_bytes() == data  # the copy made before stays whole
     assert sorted(p.name for p in Path(path).parent.iterdir()) == ["video.mp4"]
 
@@ -259,6 +261,34 @@ def test_a_local_copy_keeps_the_permission_bits_and_modification_time(tmp_path: 
     assert (tmp_path / "dated.mov").stat().st_mtime_ns == 10**18
     write_atomic(fs, str(tmp_path / "image.png"), b"png", mtime_ns=10**18)
     assert (tmp_path / "image.png").stat().st_mtime_ns == 10**18
+
+
+def test_a_copy_refuses_a_fifo_and_a_file_written_while_it_is_copied(tmp_path: Path):
+    """A listed file replaced by a FIFO would block the job forever; one rewritten in place
+    (same size, no SHA-256 recorded: a file without an image name) would be a torn copy."""
+    fs = Location.parse(str(tmp_path)).filesystem()
+    os.mkfifo(tmp_path / "a.txt")
+    with pytest.raises(NotAsRecorded, match="it is not a regular file"):
+        copy_atomic(fs, str(tmp_path / "a.txt"), fs, str(tmp_path / "copy.txt"))
+    source = tmp_path / "torn.bin"
+    source.write_bytes(bytes(32 * 2**20))
+    stop = threading.Event()
+
+    def rewrite() -> None:  # dd conv=notrunc, over and over
+        fd = os.open(source, os.O_WRONLY)
+        while not stop.is_set():
+            os.pwrite(fd, b"B" * 4096, 0)
+        os.close(fd)
+
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    try:
+        with pytest.raises(NotAsRecorded, match="it was written to while it was copied"):
+            copy_atomic(fs, str(source), fs, str(tmp_path / "copy.bin"))
+    finally:
+        stop.set()
+        writer.join()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "torn.bin"]
 
 
 def test_a_copy_holds_a_chunk_at_a_time_whatever_the_files_size(tmp_path: Path):

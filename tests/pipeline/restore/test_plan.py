@@ -126,6 +126,8 @@ def test_a_file_no_restore_of_the_image_wrote_is_in_the_way_unless_overwrite():
     )
     done = earlier_rows(dst, {"b.jpg": "b.jpg.png"}, skipped=set())
     done = done.set_column(done.column_names.index("model_id"), "model_id", pa.array(["m0"]))
+    i = done.column_names.index("output_sha256")
+    done = done.set_column(i, "output_sha256", pa.array(["sha of b.jpg.png"]))
     with items(names, {"k.txt"}, 10**6) as buckets:
         bucket = buckets.bucket(0, 1)
         for earlier, overwrite, in_the_way in (
@@ -137,6 +139,11 @@ def test_a_file_no_restore_of_the_image_wrote_is_in_the_way_unless_overwrite():
             pairs = zip(todo["rel_path"].to_pylist(), todo["in_the_way"].to_pylist(), strict=True)
             found = dict(pairs)
             assert {name for name, why in found.items() if why} == in_the_way
+            # b.jpg.png is replaced only while it has the bytes b.jpg's restore recorded.
+            pairs = zip(todo["rel_path"].to_pylist(), todo["replaces"].to_pylist(), strict=True)
+            replaces = dict(pairs)
+            sha = "sha of b.jpg.png" if earlier is not None and not overwrite else ""
+            assert replaces == {"a.jpg": "", "b.jpg": sha, "c.jpg": "", "k.txt": ""}
             if in_the_way:
                 assert found["a.jpg"].startswith(
                     "DST/a.jpg.png exists and no restore of this image into DST wrote it"

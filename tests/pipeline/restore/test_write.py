@@ -148,3 +148,62 @@ def test_a_kept_source_is_copied_only_with_the_bytes_it_was_kept_with(tmp_path):
         f"{hashlib.sha256(b'bit rot').hexdigest()}, not the one recorded)"
     )
     assert sorted(p.name for p in dst.iterdir()) == ["v.mp4"]
+
+
+def test_a_restored_file_changed_since_is_not_replaced_by_a_redo(tmp_path):
+    """A redo under the same name (--region, another model) replaces what a restore wrote only
+    while it has the bytes that restore recorded: a user's edit stays."""
+    dst = tmp_path / "restored"
+    dst.mkdir()
+    (dst / "a.png.png").write_bytes(b"as restored")
+    (dst / "b.png.png").write_bytes(b"as restored, then edited")
+    recorded = hashlib.sha256(b"as restored").hexdigest()
+    batch = {
+        "rel_path": np.array(["a.png", "b.png"], dtype=object),
+        "status": np.array(["ok", "ok"], dtype=object),
+        "restored": np.array([None, None], dtype=object),
+        "replaces": np.array([recorded, recorded], dtype=object),
+        "metadata": np.array([None, None], dtype=object),
+        "conversion": np.array([None, None], dtype=object),
+        "seconds": np.array([0.0, 0.0]),
+    }
+    batch["restored"][:] = [photo(40, 30), photo(40, 30)]
+    for name in METADATA_FIELDS:
+        batch[name] = np.array([b"", b""], dtype=object)
+    location = Location.parse(str(dst))
+    out = write_restored(batch, dst=location, archive=location, image_format="png")
+    assert list(out["status"]) == ["ok", "error"] and out["error_kind"][1] == "transient"
+    assert out["error"][1] == (
+        "DST/b.png.png was changed since a restore wrote it: it is left as it is "
+        "(--overwrite replaces it)"
+    )
+    assert (dst / "b.png.png").read_bytes() == b"as restored, then edited"
+    with Image.open(dst / "a.png.png") as img:
+        assert img.size == (40, 30)
+
+
+def test_a_link_at_an_earlier_output_is_left_even_to_the_bytes_recorded(tmp_path):
+    """No restore writes a symbolic link: one at the earlier output's name is a user's, left
+    with its target, whatever bytes the target has."""
+    dst = tmp_path / "restored"
+    dst.mkdir()
+    (tmp_path / "mine.png").write_bytes(b"as restored")
+    (dst / "a.jpg.png").symlink_to(tmp_path / "mine.png")
+    batch = {
+        "rel_path": np.array(["a.jpg"], dtype=object),
+        "status": np.array(["ok"], dtype=object),
+        "restored": np.array([None], dtype=object),
+        "earlier": np.array(["a.jpg.png"], dtype=object),
+        "earlier_sha256": np.array([hashlib.sha256(b"as restored").hexdigest()], dtype=object),
+        "metadata": np.array([None], dtype=object),
+        "conversion": np.array([None], dtype=object),
+        "seconds": np.array([0.0]),
+    }
+    batch["restored"][:] = [photo(40, 30)]
+    for name in METADATA_FIELDS:
+        batch[name] = np.array([b""], dtype=object)
+    location = Location.parse(str(dst))
+    out = write_restored(batch, dst=location, archive=location, image_format="jpeg")
+    assert out["status"][0] == "ok"
+    assert "the earlier restored image a.jpg.png was changed since" in out["conversion"][0]
+    assert (dst / "a.jpg.png").is_symlink() and (dst / "a.jpg.jpeg").is_file()
