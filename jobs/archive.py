@@ -67,9 +67,8 @@ def job(args: argparse.Namespace) -> int:
     config = ArchiveConfig(**options)
 
     def prepare() -> Plan:
-        from pipeline.archive.plan import (
-            prepare_archive,  # torch and Ray: seconds, in which a signal may come
-        )
+        # torch and Ray load here: seconds, in which a signal may come (run_plan handles it)
+        from pipeline.archive.plan import prepare_archive
 
         return prepare_archive(config)
 

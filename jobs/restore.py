@@ -66,9 +66,8 @@ def job(args: argparse.Namespace) -> int:
     config = RestoreConfig(**options)
 
     def prepare() -> Plan:
-        from pipeline.restore.plan import (
-            prepare_restore,  # torch and Ray: seconds, in which a signal may come
-        )
+        # torch and Ray load here: seconds, in which a signal may come (run_plan handles it)
+        from pipeline.restore.plan import prepare_restore
 
         return prepare_restore(config)
 

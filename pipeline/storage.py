@@ -400,7 +400,8 @@ def file_sha256(fs: fsspec.AbstractFileSystem, path: str) -> str:
 
 
 class NotAsRecorded(ValueError):
-    """The file copied is not the one recorded: its SHA-256 differs."""
+    """The file read is not the one recorded: its size or SHA-256 differs, it was written to
+    while it was read, or it is not a regular file."""
 
 
 def copy_atomic(

@@ -134,12 +134,13 @@ class RestoreJob(Plan):
             column = pc.fill_null(todo[name], unknown)
             todo = todo.set_column(todo.column_names.index(name), name, column)
         if self.config.overwrite:  # replaces any file in the way
-            todo = self.with_earlier(todo, done, outputs)
+            todo = self.with_earlier(todo, done, self.output_keys(outputs))
             todo = todo.append_column("in_the_way", blank(len(todo)))
             return RESTORE_SCHEMA.empty_table(), todo.append_column("replaces", blank(len(todo)))
         if done is None:
-            todo = self.with_earlier(todo, done, outputs)
-            return RESTORE_SCHEMA.empty_table(), self.with_in_the_way(todo, done, outputs)
+            files = self.output_keys(outputs)
+            todo = self.with_earlier(todo, done, files)
+            return RESTORE_SCHEMA.empty_table(), self.with_in_the_way(todo, done, files)
         config, dst = self.config, self.dst
         at = pc.index_in(done["rel_path"], value_set=images["rel_path"].combine_chunks())
         rows, at = done.filter(pc.is_valid(at)), at.filter(pc.is_valid(at))
@@ -194,7 +195,8 @@ class RestoreJob(Plan):
             status, "status", pc.if_else(failed, rows["status"], pa.scalar("skipped"))
         )
         todo = todo.filter(pc.invert(pc.is_in(todo["rel_path"], rows["rel_path"])))
-        return rows, self.with_in_the_way(self.with_earlier(todo, done, outputs), done, outputs)
+        files = self.output_keys(outputs)
+        return rows, self.with_in_the_way(self.with_earlier(todo, done, files), done, files)
 
     def keys_now(self, todo: pa.Table) -> pa.ChunkedArray:
         """The key in DST each image of `todo` is restored to now: a kept source given back
@@ -204,15 +206,15 @@ class RestoreJob(Plan):
         rel_path = todo["rel_path"]
         return pc.if_else(copied, rel_path, pc.binary_join_element_wise(rel_path, suffix, ""))
 
-    def with_in_the_way(self, todo: pa.Table, done: pa.Table | None, outputs: pa.Table) -> pa.Table:
+    def with_in_the_way(self, todo: pa.Table, done: pa.Table | None, files: pa.Array) -> pa.Table:
         """`todo` with "in_the_way": why an image is not restored ("" for none) when a file is
         at its key in DST that no restore of it wrote (as its latest row records): a user's
         file, never replaced without --overwrite. A restore killed before it recorded what it
         wrote leaves such files too; the message says so. And "replaces": the SHA-256 a
         restore recorded of the file it wrote there ("" for none), which the write stage
-        replaces only while the file still has it."""
+        replaces only while the file still has it. `files`: the keys in DST (output_keys)."""
         now = self.keys_now(todo)
-        held = pc.is_in(now, value_set=self.output_keys(outputs))
+        held = pc.is_in(now, value_set=files)
         replaces = blank(len(todo))
         if done is not None:
             at = pc.index_in(todo["rel_path"], value_set=done["rel_path"].combine_chunks())
@@ -235,7 +237,7 @@ class RestoreJob(Plan):
         todo = todo.append_column("in_the_way", pc.if_else(held, message, ""))
         return todo.append_column("replaces", replaces)
 
-    def with_earlier(self, todo: pa.Table, done: pa.Table | None, outputs: pa.Table) -> pa.Table:
+    def with_earlier(self, todo: pa.Table, done: pa.Table | None, files: pa.Array) -> pa.Table:
         """`todo` with "earlier", the key in DST of the output an earlier restore gave each
         image, when this run writes it under another key, for the write stage to remove ("" for
         none): the copy of a source the archive kept then and holds as an LR now, the restored
@@ -243,7 +245,7 @@ class RestoreJob(Plan):
         "earlier_at", when that restore recorded it (its row's written_at, in microseconds; -1
         for none), and "earlier_sha256", the SHA-256 it recorded of the file ("" for none), so
         that the write stage leaves a file changed since. A key another image of the archive
-        is restored to is left alone."""
+        is restored to is left alone. `files`: the keys in DST (output_keys)."""
         n = len(todo)
         key, written, sha256 = blank(n), pa.array([-1] * n, pa.int64()), blank(n)
         if done is not None and n:
@@ -255,7 +257,7 @@ class RestoreJob(Plan):
             under = pc.and_(written_then, pc.starts_with(uri, root))
             then = pc.if_else(under, pc.utf8_slice_codeunits(uri, len(root)), "")
             now = self.keys_now(todo)
-            held = pc.is_in(then, value_set=self.output_keys(outputs))
+            held = pc.is_in(then, value_set=files)
             found = pc.fill_null(pc.if_else(pc.and_(pc.not_equal(then, now), held), then, ""), "")
             candidates = pc.not_equal(found, "")
             if pc.any(candidates).as_py():
