@@ -48,8 +48,8 @@ def parser() -> Parser:
     p.add_argument(
         "--drop-thumbnails",
         action="store_true",
-        help="leave the source's embedded thumbnails (EXIF's, Photoshop's) out of its LR, which "
-        "is a thumbnail itself; the rest of the metadata is carried as it is",
+        help="leave the source's embedded thumbnails (EXIF's, Photoshop's, XMP's) out of its LR, "
+        "which is a thumbnail itself; the rest of the metadata is carried as it is",
     )
     p.add_argument(
         "--inventory",

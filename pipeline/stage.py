@@ -189,12 +189,16 @@ def modified_at(info: dict[str, Any]) -> float:
     return info["LastModified"].timestamp()
 
 
-def write_failure(e: Exception, path: str) -> tuple[str, str]:
+def write_failure(e: Exception, path: str, protocol: str) -> tuple[str, str]:
     """The error_kind of a failed write and what to add to its message: a name longer than the
-    filesystem holds fails on every run (permanent); a file where a folder must be, or the
-    reverse, fails until the way is cleared (transient, with what is in the way); any other
-    failure is I/O a re-run may get past (transient)."""
+    filesystem holds (a local file name over its limit, an S3 key over 1024 bytes) fails on
+    every run (permanent); a file where a folder must be, or the reverse, fails until the way
+    is cleared (transient, with what is in the way); any other failure is I/O a re-run may get
+    past (transient)."""
     code = getattr(e, "errno", None)
+    if code == errno.ENAMETOOLONG and protocol == "s3":
+        key = os.fsencode(path.partition("/")[2])
+        return PERMANENT, f" (the key is {len(key)} bytes; S3 allows 1024): rename the source"
     if code == errno.ENAMETOOLONG:
         name = os.fsencode(os.path.basename(path))
         return PERMANENT, (
@@ -268,7 +272,7 @@ def write_files(
                 assert isinstance(data, Copy)
                 fail(row, data.changed(str(e)), data.kind)
             except Exception as e:
-                kind, hint = write_failure(e, path)
+                kind, hint = write_failure(e, path, dst.protocol)
                 fail(row, f"cannot write {dst.uri_of(path)}: {error_text(e)}{hint}", kind)
         row["seconds"] += time.perf_counter() - start
     return rows

@@ -1,11 +1,13 @@
-"""Embedded thumbnails in a source's metadata: EXIF's (its second IFD, a small JPEG) and
-Photoshop's image resources 0x0409 and 0x040C. They are previews of the original that an LR,
-itself a thumbnail, does not need; `tadm archive --drop-thumbnails` leaves them out, and every
-other byte of the EXIF and the Photoshop block as it was (maker notes keep their offsets).
-Plain bytes in, bytes out: no Pillow, no torch."""
+"""Embedded thumbnails in a source's metadata: EXIF's (its second IFD, a small JPEG),
+Photoshop's image resources 0x0409 and 0x040C, and the XMP's xmp:Thumbnails (base64 JPEGs).
+They are previews of the original that an LR, itself a thumbnail, does not need;
+`tadm archive --drop-thumbnails` leaves them out, and every other byte of the EXIF, the
+Photoshop block and the XMP as it was (maker notes keep their offsets). Plain bytes in, bytes
+out: no Pillow, no torch."""
 
 from __future__ import annotations
 
+import re
 import struct
 
 TIFF_ORDERS = {b"II*\x00": "<", b"MM\x00*": ">"}
@@ -15,6 +17,10 @@ THUMBNAIL_OFFSET, THUMBNAIL_LENGTH = 0x0201, 0x0202  # JPEGInterchangeFormat(Len
 TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
 PHOTOSHOP_THUMBNAILS = (0x0409, 0x040C)  # Photoshop 4.0 and 5.0+ thumbnail resources
 RESOURCE = b"8BIM"
+# The prefixes an XMP packet binds to the XMP basic namespace (xmp:, or xap: in older files).
+XMP_BASIC = re.compile(
+    rb"""xmlns:([A-Za-z_][\w.-]*)\s*=\s*["']http://ns\.adobe\.com/xap/1\.0/["']"""
+)
 
 
 def drop_exif_thumbnail(exif: bytes) -> bytes:
@@ -104,3 +110,13 @@ def drop_photoshop_thumbnails(resources: bytes) -> bytes:
             kept.append(resources[at:end])
         at = end
     return b"".join(kept)
+
+
+def drop_xmp_thumbnails(xmp: bytes) -> bytes:
+    """An XMP packet without its Thumbnails property (of the XMP basic namespace, whatever
+    its prefix), every other byte as it was."""
+    for prefix in set(XMP_BASIC.findall(xmp)):
+        name = re.escape(prefix + b":Thumbnails")
+        element = rb"<%s(?:\s[^>]*)?(?:/>|>.*?</%s\s*>)" % (name, name)
+        xmp = re.sub(rb"[ \t]*" + element + rb"[ \t]*\r?\n?", b"", xmp, flags=re.DOTALL)
+    return xmp

@@ -18,4 +18,4 @@ class ArchiveConfig(JobOptions):
     min_ssim: float | None = None
     keep_failed: bool = False  # keep the source of every file that cannot be archived
     inventory: str | None = None  # S3 Inventory manifest.json or a listing, instead of listing
-    drop_thumbnails: bool = False  # leave EXIF's and Photoshop's embedded thumbnails out of LRs
+    drop_thumbnails: bool = False  # leave EXIF's, Photoshop's, XMP's thumbnails out of LRs

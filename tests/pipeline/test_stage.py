@@ -3,6 +3,7 @@ hand-built batches: no Ray at all."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import math
@@ -23,6 +24,7 @@ from pipeline.restore.read import read_lr_batch
 from pipeline.restore.upscale import Upscale
 from pipeline.restore.write import encode_restored, write_restored
 from pipeline.rows import to_batch
+from pipeline.stage import write_failure
 from pipeline.storage import Location
 
 NO_ARCHIVE = Location.parse("/nonexistent/archive")  # for rows that copy nothing from it
@@ -302,6 +304,19 @@ def test_a_write_that_fails_for_its_name_is_an_error_saying_what_to_do(tmp_path:
     for i in (3, 5):
         assert "a file and a folder of one name" in out["error"][i]
     assert not [p for p in tmp_path.rglob(".*")]  # no temporary file left
+
+
+def test_an_s3_key_too_long_is_told_with_s3s_limit():
+    """S3 refuses a key over 1024 bytes (KeyTooLongError, which s3fs raises as ENAMETOOLONG);
+    the error gives S3's limit, not a local filesystem's. The moto server takes longer keys,
+    so the error is built here as s3fs builds it."""
+    key = "a" * 1030 + ".jpg.png"
+    error = OSError(errno.ENAMETOOLONG, "Your key is too long")
+    kind, hint = write_failure(error, f"bucket/{key}", "s3")
+    assert kind == "permanent"
+    assert hint == " (the key is 1038 bytes; S3 allows 1024): rename the source"
+    kind, hint = write_failure(error, f"/dst/{key}", "file")
+    assert "this filesystem allows fewer" in hint
 
 
 def test_a_restore_names_the_metadata_its_format_cannot_hold():

@@ -3,15 +3,27 @@ other byte kept: EXIF built here tag by tag, read back with Pillow."""
 
 from __future__ import annotations
 
+import base64
 import io
 import struct
 
 import pytest
-from conftest import MAKER_NOTE, THUMBNAIL, photo, photoshop_resource, thumbnail_exif
+from conftest import (
+    MAKER_NOTE,
+    THUMBNAIL,
+    photo,
+    photoshop_resource,
+    thumbnail_exif,
+    xmp_packet,
+)
 from PIL import ExifTags, Image
 
 from pipeline.decode import decode_image
-from pipeline.thumbnails import drop_exif_thumbnail, drop_photoshop_thumbnails
+from pipeline.thumbnails import (
+    drop_exif_thumbnail,
+    drop_photoshop_thumbnails,
+    drop_xmp_thumbnails,
+)
 
 
 def read(exif: bytes) -> tuple[dict, dict, dict]:
@@ -85,26 +97,63 @@ def test_photoshop_resources_that_do_not_parse_stay_as_they_are(resources):
     assert drop_photoshop_thumbnails(resources) == resources
 
 
+def xmp_with_thumbnails(prefix: str = "xmp") -> bytes:
+    """An XMP packet as Adobe's tools write it: a rating, then Thumbnails holding a base64
+    JPEG, under `prefix` bound to the XMP basic namespace."""
+    image = base64.b64encode(THUMBNAIL).decode()
+    return (
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/">\n'
+        '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">\n'
+        f' <rdf:Description rdf:about="" xmlns:{prefix}="http://ns.adobe.com/xap/1.0/"\n'
+        '   xmlns:xmpGImg="http://ns.adobe.com/xap/1.0/g/img/">\n'
+        f"  <{prefix}:Rating>4</{prefix}:Rating>\n"
+        f"  <{prefix}:Thumbnails>\n"
+        '   <rdf:Alt><rdf:li rdf:parseType="Resource"><xmpGImg:width>40</xmpGImg:width>'
+        f"<xmpGImg:image>{image}</xmpGImg:image></rdf:li></rdf:Alt>\n"
+        f"  </{prefix}:Thumbnails>\n"
+        f"  <{prefix}:CreatorTool>TADM</{prefix}:CreatorTool>\n"
+        " </rdf:Description>\n</rdf:RDF>\n</x:xmpmeta>"
+    ).encode()
+
+
+@pytest.mark.parametrize("prefix", ["xmp", "xap"])
+def test_the_xmp_thumbnails_go_and_every_other_byte_stays(prefix):
+    xmp = xmp_with_thumbnails(prefix)
+    dropped = drop_xmp_thumbnails(xmp)
+    start = xmp.index(f"  <{prefix}:Thumbnails>".encode())
+    end = xmp.index(f"</{prefix}:Thumbnails>\n".encode()) + len(f"</{prefix}:Thumbnails>\n")
+    assert dropped == xmp[:start] + xmp[end:]
+    assert drop_xmp_thumbnails(dropped) == dropped
+    # Thumbnails of another namespace, or no XMP basic namespace at all: nothing goes.
+    other = xmp.replace(b'http://ns.adobe.com/xap/1.0/"', b'http://example.com/ns/"')
+    assert drop_xmp_thumbnails(other) == other
+    assert drop_xmp_thumbnails(xmp_packet()) == xmp_packet()
+
+
 def test_decode_drops_thumbnails_only_when_asked():
-    """A camera JPEG (EXIF with a thumbnail, a Photoshop block with one): its metadata keeps
-    them by default; with drop_thumbnails, the conversion note says what went."""
+    """A camera JPEG (EXIF with a thumbnail, a Photoshop block with one, an XMP with one): its
+    metadata keeps them by default; with drop_thumbnails, the conversion note says what went."""
     iptc = photoshop_resource(0x0404, b"\x1c\x02\x78\x00\x05hello")
     photoshop = iptc + photoshop_resource(0x040C, THUMBNAIL)
     out = io.BytesIO()
-    Image.fromarray(photo(64, 48, 3)).save(out, "JPEG", exif=b"Exif\x00\x00" + thumbnail_exif())
+    xmp = xmp_with_thumbnails()
+    exif = b"Exif\x00\x00" + thumbnail_exif()
+    Image.fromarray(photo(64, 48, 3)).save(out, "JPEG", exif=exif, xmp=xmp)
     data = out.getvalue()
     app13 = b"Photoshop 3.0\x00" + photoshop
     data = data[:2] + b"\xff\xed" + struct.pack(">H", len(app13) + 2) + app13 + data[2:]
     kept = decode_image(data)
     assert kept.metadata.photoshop == photoshop and read(kept.metadata.exif)[2]
+    assert kept.metadata.xmp == xmp
     assert "thumbnails" not in (kept.conversion or "")
     dropped = decode_image(data, drop_thumbnails=True)
     assert dropped.metadata.photoshop == iptc
+    assert dropped.metadata.xmp == drop_xmp_thumbnails(xmp) != xmp
     assert read(dropped.metadata.exif) == read(kept.metadata.exif)[:2] + ({},)
     saved = len(kept.metadata.exif) - len(dropped.metadata.exif)
     assert (
-        f"thumbnails dropped: EXIF {saved} bytes, Photoshop {len(photoshop) - len(iptc)} bytes"
-        in dropped.conversion
+        f"thumbnails dropped: EXIF {saved} bytes, Photoshop {len(photoshop) - len(iptc)} bytes, "
+        f"XMP {len(xmp) - len(dropped.metadata.xmp)} bytes" in dropped.conversion
     )
     assert "EXIF orientation 6 applied" in dropped.conversion  # the pixels turned as before
     assert dropped.pixels.shape == kept.pixels.shape == (64, 48, 3)
