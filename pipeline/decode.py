@@ -14,12 +14,14 @@ import re
 import struct
 import time
 import warnings
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pillow_heif
 import pillow_jxl  # noqa: F401  (registers Pillow's JPEG XL plugin)
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from pipeline.format import (
     COMMENT_KEY,
@@ -37,6 +39,7 @@ from pipeline.thumbnails import (
     drop_exif_thumbnail,
     drop_photoshop_thumbnails,
     drop_xmp_thumbnails,
+    has_exif_thumbnail,
 )
 
 pillow_heif.register_heif_opener()  # HEIC/HEIF; Pillow reads AVIF itself
@@ -55,7 +58,10 @@ TIFF_DESCRIPTIVE_TAGS = {
     270: "ImageDescription",
     271: "Make",
     272: "Model",
+    282: "XResolution",
+    283: "YResolution",
     285: "PageName",
+    296: "ResolutionUnit",
     305: "Software",
     306: "DateTime",
     315: "Artist",
@@ -73,12 +79,20 @@ SIXTEEN_BIT_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 EXIF_HEADERS = (b"II*\x00", b"MM\x00*")
 XMP_SEGMENT = b"http://ns.adobe.com/xap/1.0/\x00"
 EXTENDED_XMP_SEGMENT = b"http://ns.adobe.com/xmp/extension/\x00"
+EXIF_SEGMENT = b"Exif\x00\x00"
+INTEGER_TYPES = {3: "H", 4: "I", 8: "h", 9: "i"}  # TIFF SHORT, LONG, SSHORT, SLONG
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+# A PNG's chunks of pixels, or of metadata an LR carries (text chunks are looked at apart).
+PNG_CARRIED_CHUNKS = ("IHDR", "PLTE", "IDAT", "IEND", "eXIf", "iCCP")
+# A GIF's application extensions that say how to animate it, not what it shows.
+GIF_ANIMATION_EXTENSIONS = (b"NETSCAPE2.0", b"ANIMEXTS1.0")
 # JPEG APPn segments that hold no metadata archive drops: JFIF and its thumbnail extension,
 # EXIF and XMP, the ICC profile and an MPO's index, Adobe's colour transform. (APP13 is
 # carried when it is Photoshop's, named apart when not.)
 JPEG_KEPT_SEGMENTS = {
     "APP0": (b"JFIF", b"JFXX"),
-    "APP1": (b"Exif\x00\x00", XMP_SEGMENT),
+    "APP1": (EXIF_SEGMENT, XMP_SEGMENT),
     "APP2": (b"ICC_PROFILE\x00", b"MPF\x00"),
     "APP14": (b"Adobe",),
 }
@@ -122,19 +136,25 @@ def decode_image(
         img.load()
         exif_note = exif_note or drop_unreadable_exif(img)  # a PNG's eXIf after its pixels
         metadata = source_metadata(img)
-        dropped = not_carried(img, metadata)
+        dropped = not_carried(img, metadata, data)
         if drop_thumbnails:
             metadata, thumbnails = without_thumbnails(metadata)
             steps += [thumbnails] if thumbnails else []
         if orientation in range(2, 9):
             img = ImageOps.exif_transpose(img)  # turns only what load() has not
             steps.append(f"{'EXIF' if tagged else 'XMP'} orientation {orientation} applied")
+        mode = img.mode
         img, metadata, icc_note = match_profile(img, metadata)
         metadata, over = metadata.over_limits()
         dropped += over
-        rgb, converted = to_rgb(img, sixteen_bit)
+        # A 16-bit image a profile converted is 8-bit RGB now, and its note says so.
+        rgb, converted = to_rgb(img, sixteen_bit and img.mode == mode)
         uncarried = f"not carried: {', '.join(dropped)}" if dropped else None
-        steps += [note for note in (converted, exif_note, icc_note, uncarried) if note]
+        xmp_note = None
+        if metadata.xmp and not is_utf8(metadata.xmp):
+            xmp_note = "XMP not UTF-8: its invalid bytes carried as U+FFFD"
+        notes = (converted, exif_note, icc_note, xmp_note, uncarried)
+        steps += [note for note in notes if note]
     except Image.DecompressionBombError:  # Pillow's own check, at twice its limit, came first
         size = claimed_size(data)
         if size and size[0] * size[1] > max_pixels:
@@ -151,9 +171,10 @@ def decode_image(
     return Decoded(pixels=rgb, conversion="; ".join(steps) or None, metadata=metadata)
 
 
-def not_carried(img: Image.Image, metadata: Metadata) -> list[str]:
+def not_carried(img: Image.Image, metadata: Metadata, data: bytes) -> list[str]:
     """What the source holds beside its pixels that its `metadata` (source_metadata's) does not
-    carry, by kind: ["PNG text 'Author'"]. `img` is the source as opened and loaded."""
+    carry, by kind: ["PNG text 'Author'", "PNG gAMA, pHYs"]. `img` is the source as opened
+    and loaded, from the file's `data`."""
     kinds = []
     if img.format in ("JPEG", "MPO"):
         segments = getattr(img, "applist", [])
@@ -162,26 +183,83 @@ def not_carried(img: Image.Image, metadata: Metadata) -> list[str]:
         uncarried = jpeg_segments_not_carried(segments)
         if uncarried:
             kinds.append(f"JPEG {', '.join(uncarried)}")
+        if img.info.get("jfif_unit") in (1, 2):
+            x, y = img.info["jfif_density"]
+            unit = "dpi" if img.info["jfif_unit"] == 1 else "dots per cm"
+            kinds.append(f"JFIF density {x}x{y} {unit}")
     elif img.format == "PNG":
-        m = metadata
-        carried = {XMP_KEY: m.xmp, PHOTOSHOP_KEY: m.photoshop, COMMENT_KEY: m.comment}
-        keys = sorted(k for k in getattr(img, "text", {}) if not carried.get(k))
-        if keys:
-            listed = ", ".join(repr(k) for k in keys[:5])
-            more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
-            kinds.append(f"PNG text {listed}{more}")
+        kinds += png_not_carried(img, metadata, data)
     elif img.format == "TIFF":
         tags = [name for tag, name in TIFF_DESCRIPTIVE_TAGS.items() if tag in img.tag_v2]
         if tags:
             kinds.append(f"TIFF tags {', '.join(tags)}")
+    elif img.format == "GIF":
+        extension = img.info.get("extension")
+        if extension and extension[0] not in GIF_ANIMATION_EXTENSIONS:
+            name = "XMP" if extension[0] == b"XMP DataXMP" else repr(extension[0].decode("latin-1"))
+            kinds.append(f"GIF application extension {name}")
     return kinds
+
+
+def png_not_carried(img: Image.Image, metadata: Metadata, data: bytes) -> list[str]:
+    """not_carried's kinds for a PNG: its text chunks other than those carried, all but the
+    last chunk of a carried keyword (Pillow keeps the last), the comment's language tag, and
+    every ancillary chunk that is neither text nor carried (gAMA, cHRM, sRGB, pHYs, tIME...;
+    tRNS unless the pixels' note says the alpha went)."""
+    kinds = []
+    m = metadata
+    carried = {XMP_KEY: m.xmp, PHOTOSHOP_KEY: m.photoshop, COMMENT_KEY: m.comment}
+    text = getattr(img, "text", {})
+    keys = sorted(k for k in text if not carried.get(k))
+    if keys:
+        listed = ", ".join(repr(k) for k in keys[:5])
+        more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
+        kinds.append(f"PNG text {listed}{more}")
+    chunks = list(png_chunks(data))
+    repeated = Counter(key for _, key in chunks if key is not None and carried.get(key))
+    for key, n in sorted(repeated.items()):
+        if n > 1:
+            kinds.append(f"PNG text {key!r} but the last of its {n} chunks")
+    comment = text.get(COMMENT_KEY)
+    if isinstance(comment, PngImagePlugin.iTXt) and (comment.lang or comment.tkey):
+        kinds.append(f"PNG text {COMMENT_KEY!r} language tag")
+    skipped = (*PNG_CARRIED_CHUNKS, "tRNS") if img.mode == "P" else PNG_CARRIED_CHUNKS
+    others = [kind for kind, key in chunks if key is None and kind not in skipped]
+    if others:
+        kinds.append(f"PNG {', '.join(dict.fromkeys(others))}")
+    return kinds
+
+
+def png_chunks(data: bytes) -> Iterator[tuple[str, str | None]]:
+    """The type of each chunk of a PNG file, in order, and a text chunk's keyword (None for
+    other chunks); up to the first chunk that does not fit in `data`."""
+    at = len(PNG_SIGNATURE)
+    while at + 12 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, at)
+        if at + 12 + length > len(data):
+            return
+        keyword = None
+        if kind in PNG_TEXT_CHUNKS:  # a keyword is 1 to 79 bytes, then NUL
+            keyword = data[at + 8 : at + 8 + min(length, 80)].split(b"\x00", 1)[0]
+            keyword = keyword.decode("latin-1")
+        yield kind.decode("latin-1"), keyword
+        at += 12 + length
+
+
+def is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def jpeg_segments_not_carried(segments: list[tuple[str, bytes]]) -> list[str]:
     """The kinds of a JPEG's APPn segments (Pillow's applist) that hold metadata archive does
-    not carry, once each, by marker: ["APP11 (JUMBF)", "APP12", "extended XMP"]. APP13 is
-    not_carried's own."""
-    markers, extended_xmp = set(), False
+    not carry, once each, by marker: ["APP11 (JUMBF)", "APP12", "extended XMP"]; and the EXIF
+    segments but the first, the XMP segments but the last (Pillow reads one of each). APP13
+    is not_carried's own."""
+    markers, extended_xmp, exif, xmp = set(), False, 0, 0
     for marker, data in segments:
         if not marker.startswith("APP") or marker == "APP13":
             continue
@@ -190,7 +268,11 @@ def jpeg_segments_not_carried(segments: list[tuple[str, bytes]]) -> list[str]:
         elif not data.startswith(JPEG_KEPT_SEGMENTS.get(marker, ())):
             jumbf = marker == "APP11" and data.startswith(b"JP")  # ISO 19566-5: C2PA lives here
             markers.add((int(marker[3:]), f"{marker} (JUMBF)" if jumbf else marker))
-    return [name for _, name in sorted(markers)] + (["extended XMP"] if extended_xmp else [])
+        exif += marker == "APP1" and data.startswith(EXIF_SEGMENT)
+        xmp += marker == "APP1" and data.startswith(XMP_SEGMENT)
+    kinds = [name for _, name in sorted(markers)] + (["extended XMP"] if extended_xmp else [])
+    kinds += ["EXIF segments after the first"] if exif > 1 else []
+    return kinds + (["XMP segments before the last"] if xmp > 1 else [])
 
 
 def drop_unreadable_exif(img: Image.Image) -> str | None:
@@ -224,10 +306,14 @@ def without_thumbnails(metadata: Metadata) -> tuple[Metadata, str | None]:
         )
         if before and after is not None and len(after) < len(before)
     ]
+    note = f"thumbnails dropped: {', '.join(saved)}" if saved else None
+    if exif and exif == metadata.exif and has_exif_thumbnail(exif):
+        kept = "EXIF thumbnail kept: other EXIF data lies after it"
+        note = f"{note}; {kept}" if note else kept
     if not saved:
-        return metadata, None
+        return metadata, note
     stripped = dataclasses.replace(metadata, exif=exif, photoshop=photoshop or None, xmp=xmp)
-    return stripped, f"thumbnails dropped: {', '.join(saved)}"
+    return stripped, note
 
 
 def orientation_tagged(img: Image.Image) -> bool:
@@ -273,8 +359,9 @@ def source_metadata(img: Image.Image) -> Metadata:
 
 
 def reset_exif_orientation(exif: bytes) -> bytes | None:
-    """`exif` with the orientation of its first IFD set to 1, every other byte as it was (maker
-    notes keep their offsets); None when `exif` is not a TIFF structure."""
+    """`exif` with the orientation of its first IFD set to 1 (a SHORT, as the standard has it,
+    or another integer type, as Pillow reads it too), every other byte as it was (maker notes
+    keep their offsets); None when `exif` is not a TIFF structure."""
     order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(exif[:4])
     if order is None:
         return None
@@ -283,8 +370,10 @@ def reset_exif_orientation(exif: bytes) -> bytes | None:
         (count,) = struct.unpack_from(order + "H", exif, ifd)
         for entry in range(ifd + 2, ifd + 2 + 12 * count, 12):
             tag, kind, n = struct.unpack_from(order + "HHI", exif, entry)
-            if tag == EXIF_ORIENTATION and kind == 3 and n == 1:  # one SHORT, stored inline
-                return exif[: entry + 8] + struct.pack(order + "H", 1) + exif[entry + 10 :]
+            code = INTEGER_TYPES.get(kind)
+            if tag == EXIF_ORIENTATION and code and n == 1:  # one number, stored inline
+                one = struct.pack(order + code, 1)
+                return exif[: entry + 8] + one + exif[entry + 8 + len(one) :]
     except struct.error:
         return None
     return exif
@@ -303,6 +392,10 @@ def match_profile(img: Image.Image, metadata: Metadata) -> tuple[Image.Image, Me
     except (OSError, ImageCms.PyCMSError) as e:
         return img, replace_icc(metadata), f"ICC profile unreadable ({e}), dropped"
     modes = {"RGB": ("RGB", "RGBA", "RGBX", "P", "PA"), "CMYK": ("CMYK",), "GRAY": ("L",)}
+    mode = img.mode
+    if space == "GRAY" and mode in SIXTEEN_BIT_GRAY_MODES:  # the profile converts 8-bit gray
+        img = Image.fromarray(gray_to_8_bit(img))
+        mode = f"{mode} 16-bit grayscale"
     if img.mode not in modes.get(space, ()):
         return img, replace_icc(metadata), f"{space} ICC profile of {img.mode} pixels dropped"
     if space == "RGB":
@@ -312,7 +405,7 @@ def match_profile(img: Image.Image, metadata: Metadata) -> tuple[Image.Image, Me
     except ImageCms.PyCMSError as e:
         return img, replace_icc(metadata), f"{space} ICC profile unusable ({e}), dropped"
     description = ImageCms.getProfileDescription(profile).strip()
-    return rgb, replace_icc(metadata), f"{img.mode} -> sRGB through ICC profile {description!r}"
+    return rgb, replace_icc(metadata), f"{mode} -> sRGB through ICC profile {description!r}"
 
 
 def replace_icc(metadata: Metadata) -> Metadata:
@@ -365,9 +458,7 @@ def to_rgb(img: Image.Image, sixteen_bit: bool) -> tuple[np.ndarray, str | None]
                 f"to {high}, outside 0-65535"
             )
     if mode in SIXTEEN_BIT_GRAY_MODES or mode == "I":
-        # Pillow's convert("L") clips 16-bit values at 255; scale the 0..65535 range instead.
-        gray = np.clip(np.asarray(img, dtype=np.float64), 0, 65535) / 257.0
-        gray = np.round(gray).astype(np.uint8)
+        gray = gray_to_8_bit(img)
         bits = 32 if mode == "I" and not sixteen_bit else 16
         return np.repeat(gray[:, :, None], 3, axis=2), f"{mode} {bits}-bit grayscale -> 8-bit RGB"
     if mode == "F":
@@ -386,6 +477,13 @@ def to_rgb(img: Image.Image, sixteen_bit: bool) -> tuple[np.ndarray, str | None]
     except ValueError as e:
         raise ValueError(f"unsupported image: cannot convert mode {mode} to RGB ({e})") from None
     return np.asarray(rgb, dtype=np.uint8), note
+
+
+def gray_to_8_bit(img: Image.Image) -> np.ndarray:
+    """The 0..65535 values of a 16-bit gray image as 0..255: Pillow's convert("L") clips
+    them at 255 instead."""
+    gray = np.clip(np.asarray(img, dtype=np.float64), 0, 65535) / 257.0
+    return np.round(gray).astype(np.uint8)
 
 
 def decode_batch(

@@ -34,12 +34,10 @@ def drop_exif_thumbnail(exif: bytes) -> bytes:
     if order is None:
         return exif
     try:
-        (ifd0,) = struct.unpack_from(order + "I", exif, 4)
-        entries, link = read_ifd(exif, order, ifd0)
-        (ifd1,) = struct.unpack_from(order + "I", exif, link)
-        if ifd1 == 0:
+        found = thumbnail_ifd(exif, order)
+        if found is None:
             return exif
-        thumbnail_entries, thumbnail_link = read_ifd(exif, order, ifd1)
+        ifd0, entries, link, ifd1, thumbnail_entries, thumbnail_link = found
         thumbnail = {tag: value for tag, value, _, _ in thumbnail_entries}
         start, length = thumbnail.get(THUMBNAIL_OFFSET), thumbnail.get(THUMBNAIL_LENGTH)
         if start is None or not length or start + length > len(exif):
@@ -64,6 +62,31 @@ def drop_exif_thumbnail(exif: bytes) -> bytes:
     if cut < used:
         return exif
     return exif[:link] + b"\x00\x00\x00\x00" + exif[link + 4 : cut]
+
+
+def has_exif_thumbnail(exif: bytes) -> bool:
+    """Whether `exif` (a TIFF structure) links to a JPEG thumbnail in its IFD1."""
+    order = TIFF_ORDERS.get(exif[:4])
+    try:
+        found = order and thumbnail_ifd(exif, order)
+    except struct.error:
+        return False
+    if not found:
+        return False
+    thumbnail = {tag: value for tag, value, _, _ in found[4]}
+    return THUMBNAIL_OFFSET in thumbnail and bool(thumbnail.get(THUMBNAIL_LENGTH))
+
+
+def thumbnail_ifd(exif: bytes, order: str) -> tuple | None:
+    """IFD0's offset, entries and link position, and IFD1's offset, entries and link
+    position (read_ifd's); None when IFD0 links to no IFD1. struct.error when they do not
+    fit in `exif`."""
+    (ifd0,) = struct.unpack_from(order + "I", exif, 4)
+    entries, link = read_ifd(exif, order, ifd0)
+    (ifd1,) = struct.unpack_from(order + "I", exif, link)
+    if ifd1 == 0:
+        return None
+    return ifd0, entries, link, ifd1, *read_ifd(exif, order, ifd1)
 
 
 def read_ifd(exif: bytes, order: str, offset: int) -> tuple[list[tuple[int, int, int, int]], int]:

@@ -227,6 +227,28 @@ def s15f16(*values: float) -> bytes:
 def icc_profile(description: str, primaries: tuple[tuple[float, float, float], ...]) -> bytes:
     """An ICC v2 RGB display profile: `primaries` are the red, green and blue colourants (XYZ,
     D50), the tone curve is sRGB's (a parametric curve). LittleCMS and exiftool read it."""
+    # sRGB's curve: Y = ((aX + b)^g for X >= d, else cX), type 3 parametric
+    curve = b"para\0\0\0\0\0\x03\0\0" + s15f16(2.4, 1 / 1.055, 0.055 / 1.055, 1 / 12.92, 0.04045)
+    tags = {
+        b"rXYZ": b"XYZ \0\0\0\0" + s15f16(*primaries[0]),
+        b"gXYZ": b"XYZ \0\0\0\0" + s15f16(*primaries[1]),
+        b"bXYZ": b"XYZ \0\0\0\0" + s15f16(*primaries[2]),
+        b"rTRC": curve,
+        b"gTRC": curve,
+        b"bTRC": curve,
+    }
+    return display_profile(description, b"RGB ", tags)
+
+
+def gray_icc(description: str, gamma: float) -> bytes:
+    """An ICC v2 gray display profile whose tone curve is a plain `gamma`."""
+    curve = b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256))  # u8Fixed8
+    return display_profile(description, b"GRAY", {b"kTRC": curve})
+
+
+def display_profile(description: str, space: bytes, tags: dict[bytes, bytes]) -> bytes:
+    """An ICC v2 display profile of colour `space` with these tags, and a description, a
+    copyright and D50 as its white point."""
     text = description.encode("ascii") + b"\0"
     tags = {
         b"desc": b"desc\0\0\0\0"
@@ -237,14 +259,7 @@ def icc_profile(description: str, primaries: tuple[tuple[float, float, float], .
         + b"\0" * 67,  # no ScriptCode description
         b"cprt": b"text\0\0\0\0No copyright, use freely\0",
         b"wtpt": b"XYZ \0\0\0\0" + s15f16(0.9642, 1.0, 0.8249),
-        b"rXYZ": b"XYZ \0\0\0\0" + s15f16(*primaries[0]),
-        b"gXYZ": b"XYZ \0\0\0\0" + s15f16(*primaries[1]),
-        b"bXYZ": b"XYZ \0\0\0\0" + s15f16(*primaries[2]),
-        # sRGB's curve: Y = ((aX + b)^g for X >= d, else cX), type 3 parametric
-        b"rTRC": b"para\0\0\0\0\0\x03\0\0"
-        + s15f16(2.4, 1 / 1.055, 0.055 / 1.055, 1 / 12.92, 0.04045),
-    }
-    tags[b"gTRC"] = tags[b"bTRC"] = tags[b"rTRC"]
+    } | tags
     table_end = 128 + 4 + 12 * len(tags)
     body, entries = b"", b""
     for signature, data in tags.items():
@@ -256,7 +271,9 @@ def icc_profile(description: str, primaries: tuple[tuple[float, float, float], .
         struct.pack(">I", size)
         + b"\0" * 4
         + bytes([2, 0x10, 0, 0])  # version 2.1
-        + b"mntrRGB XYZ "
+        + b"mntr"
+        + space
+        + b"XYZ "
         + struct.pack(">6H", 2024, 1, 1, 0, 0, 0)
         + b"acsp"
         + b"\0" * 24  # platform, flags, manufacturer, model, attributes

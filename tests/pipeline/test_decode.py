@@ -5,19 +5,25 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
+import zlib
 
 import numpy as np
 import pytest
 from conftest import (
     bad_images,
     bomb_png,
+    camera_exif,
     display_p3_icc,
     encode,
+    exif_entry,
+    exif_ifd,
     exif_rotated_jpeg,
     good_images,
+    gray_icc,
     multi_frame_images,
     photo,
     png16,
+    png_chunk,
     real_world_images,
     xmp_packet,
 )
@@ -369,6 +375,42 @@ def test_a_pngs_unicode_comment_travels_as_utf8():
             "not carried: PNG text 'k0', 'k1', 'k2', 'k3', 'k4' and 2 more",
         ),
         (lambda p: png_with_text(p, ["Comment"]), None),
+        (  # Pillow keeps the last of one keyword
+            lambda p: png_with_text(p, ["Comment", "Comment"]),
+            "not carried: PNG text 'Comment' but the last of its 2 chunks",
+        ),
+        (
+            lambda p: png_with_info(p, lambda i: i.add_itxt("Comment", "Привет", "ru", "Отзыв")),
+            "not carried: PNG text 'Comment' language tag",
+        ),
+        (  # how to show the pixels and when they were made: not carried, so named
+            lambda p: png_with_info(
+                p,
+                lambda i: [
+                    i.add(b"gAMA", struct.pack(">I", 100000)),
+                    i.add(b"cHRM", struct.pack(">8I", *[31270, 32900] * 4)),
+                    i.add(b"tIME", struct.pack(">HBBBBB", 2021, 7, 4, 12, 34, 56)),
+                ],
+            ),
+            "not carried: PNG gAMA, cHRM, tIME",
+        ),
+        (
+            lambda p: encode(Image.fromarray(p), "PNG", dpi=(300, 300)),
+            "not carried: PNG pHYs",
+        ),
+        (  # a transparent colour of RGB pixels (a palette's says "alpha dropped" already)
+            lambda p: encode(Image.fromarray(p), "PNG", transparency=(0, 0, 0)),
+            "not carried: PNG tRNS",
+        ),
+        (
+            lambda p: encode(Image.fromarray(p), "JPEG", dpi=(300, 300)),
+            "not carried: JFIF density 300x300 dpi",
+        ),
+        (
+            lambda p: encode(Image.fromarray(p), "TIFF", dpi=(300, 300)),
+            "not carried: TIFF tags XResolution, YResolution, ResolutionUnit",
+        ),
+        (lambda p: gif_with_xmp(p), "P -> RGB; not carried: GIF application extension XMP"),
         (
             lambda p: encode(Image.fromarray(p), "TIFF", tiffinfo={270: "d", 33432: "(c) me"}),
             "not carried: TIFF tags ImageDescription, Copyright",
@@ -381,6 +423,22 @@ def test_metadata_that_does_not_travel_is_named(make, note: str | None):
     """What a source holds beside its pixels and metadata that travels is said in its row,
     never dropped without a word."""
     assert decode_image(make(photo(64, 48, 3))).conversion == note
+
+
+def png_with_info(pixels: np.ndarray, add) -> bytes:
+    """A PNG with the chunks `add(info)` puts in its PngInfo."""
+    info = PngImagePlugin.PngInfo()
+    add(info)
+    return encode(Image.fromarray(pixels), "PNG", pnginfo=info)
+
+
+def gif_with_xmp(pixels: np.ndarray) -> bytes:
+    """A GIF with an XMP application extension after its global colour table."""
+    data = encode(Image.fromarray(pixels).convert("P"), "GIF")
+    flags = data[10]
+    at = 13 + (3 * 2 ** ((flags & 7) + 1) if flags & 0x80 else 0)
+    extension = b"\x21\xff\x0bXMP DataXMP" + b"\x0c<x:xmpmeta/>" + b"\x00"
+    return data[:at] + extension + data[at:]
 
 
 def xmp_info() -> PngImagePlugin.PngInfo:
@@ -477,6 +535,7 @@ def test_an_unreadable_exif_beside_a_readable_xmp_keeps_the_xmp_and_its_orientat
 
 JUMBF = b"JP\x00\x01\x00\x00\x00\x01\x00\x00\x00\x20jumbc2pa"  # a C2PA manifest's first box
 EXTENDED_XMP = b"http://ns.adobe.com/xmp/extension/\x00" + b"0" * 32 + b"<x:xmpmeta/>"
+XMP_SEGMENT = b"http://ns.adobe.com/xap/1.0/\x00"
 
 
 @pytest.mark.parametrize(
@@ -497,6 +556,14 @@ EXTENDED_XMP = b"http://ns.adobe.com/xmp/extension/\x00" + b"0" * 32 + b"<x:xmpm
                 (0xED, b"Photoshop 3.0\x00" + photoshop_resources()),
             ],
             "not carried: JPEG APP11 (JUMBF), APP12, extended XMP",
+        ),
+        (  # Pillow reads the first EXIF segment and the last XMP one
+            [(0xE1, camera_exif(1).tobytes()), (0xE1, camera_exif(1).tobytes())],
+            "not carried: JPEG EXIF segments after the first",
+        ),
+        (
+            [(0xE1, XMP_SEGMENT + xmp_packet(1)), (0xE1, XMP_SEGMENT + xmp_packet(1))],
+            "not carried: JPEG XMP segments before the last",
         ),
         (
             [(0xEB, JUMBF), (0xED, b"Adobe_Photoshop2.5:" + IPTC)],
@@ -522,3 +589,48 @@ def test_jpeg_segments_that_do_not_travel_are_named(segments: list[tuple[int, by
 )
 def test_ordinary_jpegs_have_no_segments_named(data: bytes):
     assert "not carried" not in (decode_image(data).conversion or "")
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+@pytest.mark.parametrize("kind", [3, 4, 8, 9])  # SHORT, LONG, SSHORT, SLONG
+def test_an_orientation_of_any_integer_type_is_applied_once_and_reset(order: str, kind: int):
+    """The standard says SHORT; Pillow reads others too, and turns the pixels by them: the
+    EXIF carried must then say 1, or viewers turn the image twice."""
+    code = {3: "H", 4: "I", 8: "h", 9: "i"}[kind]
+    value = struct.pack(order + code, 6)
+    entry = exif_entry(order, 0x0112, kind, 1, value)
+    exif = (b"II*\x00" if order == "<" else b"MM\x00*") + struct.pack(order + "I", 8)
+    exif += exif_ifd(order, [entry], 0)
+    data = encode(Image.fromarray(photo(80, 64, 2)), "JPEG", exif=b"Exif\x00\x00" + exif)
+    decoded = decode_image(data)
+    assert decoded.pixels.shape == (80, 64, 3)  # stored 80 wide, shown 64 wide
+    assert decoded.conversion == "EXIF orientation 6 applied"
+    read = Image.Exif()
+    read.load(decoded.metadata.exif)
+    assert read[0x0112] == 1
+    assert len(decoded.metadata.exif) == len(exif)
+
+
+def test_16_bit_gray_with_a_gray_profile_is_converted_as_its_8_bit_version_is():
+    """A gray profile describes the gray values, whatever their bit depth: 16-bit gray goes
+    to sRGB through it as 8-bit gray does, not as if it had none."""
+    values = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (20, 1))
+    icc = gray_icc("Linear Gray", 1.0)
+    iccp = png_chunk(b"iCCP", b"Linear Gray\x00\x00" + zlib.compress(icc))
+    plain = png16(values)
+    with_profile = plain[:33] + iccp + plain[33:]  # after the signature and IHDR
+    eight_bit = encode(
+        Image.fromarray(np.round(values / 257).astype(np.uint8)), "PNG", icc_profile=icc
+    )
+    decoded = decode_image(with_profile)
+    assert decoded.conversion == "I;16 16-bit grayscale -> sRGB through ICC profile 'Linear Gray'"
+    np.testing.assert_array_equal(decoded.pixels, decode_image(eight_bit).pixels)
+    assert decoded.pixels[0, 16, 0] > decode_image(plain).pixels[0, 16, 0] + 40  # linear: lighter
+    assert decoded.metadata.icc is None
+
+
+def test_an_xmp_that_is_not_utf8_is_said_to_lose_its_invalid_bytes():
+    xmp = xmp_packet(1).replace(b"Ada", b"Jos\xe9")
+    decoded = decode_image(encode(Image.fromarray(photo(64, 48, 4)), "JPEG", xmp=xmp))
+    assert decoded.metadata.xmp == xmp
+    assert decoded.conversion == "XMP not UTF-8: its invalid bytes carried as U+FFFD"

@@ -18,11 +18,12 @@ from conftest import (
 )
 from PIL import ExifTags, Image
 
-from pipeline.decode import decode_image
+from pipeline.decode import decode_image, reset_exif_orientation
 from pipeline.thumbnails import (
     drop_exif_thumbnail,
     drop_photoshop_thumbnails,
     drop_xmp_thumbnails,
+    has_exif_thumbnail,
 )
 
 
@@ -157,3 +158,22 @@ def test_decode_drops_thumbnails_only_when_asked():
     )
     assert "EXIF orientation 6 applied" in dropped.conversion  # the pixels turned as before
     assert dropped.pixels.shape == kept.pixels.shape == (64, 48, 3)
+
+
+def test_an_exif_thumbnail_that_must_stay_is_said_to_stay():
+    """With --drop-thumbnails, an EXIF whose thumbnail cannot be cut out (a maker note lies
+    after it) keeps it, and the row says so."""
+    exif = thumbnail_exif(maker_note_last=True)
+    assert has_exif_thumbnail(exif) and has_exif_thumbnail(thumbnail_exif())
+    assert not has_exif_thumbnail(thumbnail_exif(thumbnail=False))
+    assert not has_exif_thumbnail(drop_exif_thumbnail(thumbnail_exif()))
+    assert not has_exif_thumbnail(b"not a TIFF structure")
+    assert not has_exif_thumbnail(thumbnail_exif()[:30])
+    out = io.BytesIO()
+    Image.fromarray(photo(64, 48, 3)).save(out, "JPEG", exif=b"Exif\x00\x00" + exif)
+    decoded = decode_image(out.getvalue(), drop_thumbnails=True)
+    assert decoded.metadata.exif == reset_exif_orientation(exif)
+    assert decoded.conversion == (
+        "EXIF thumbnail kept: other EXIF data lies after it; EXIF orientation 6 applied"
+    )
+    assert "thumbnail" not in (decode_image(out.getvalue()).conversion or "")
