@@ -29,7 +29,11 @@ def parser() -> Parser:
     p.add_argument("dst", metavar="DST", help="archive root: path, file://... or s3://...")
     p.add_argument("--scale", type=int, choices=SCALES, help="16 or 32 (default: the model's)")
     p.add_argument("--model", help="shipped name, checkpoint folder or URI (default: tiny-xSCALE)")
-    p.add_argument("--verify", action="store_true", help="restore each image: psnr, ssim")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="restore each image from its LR: its psnr, ssim and timestep_mean in the manifest",
+    )
     add_json_option(p)
     p.add_argument(
         "--min-psnr",

@@ -57,7 +57,9 @@ def parser() -> Parser:
     p.add_argument("--out", required=True, help="URI for checkpoints and logs")
     p.add_argument("--val", help="URI of held-out validation images (never trained on)")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--preset", choices=PRESETS, help="start from a fresh preset")
+    group.add_argument(
+        "--preset", choices=PRESETS, help="start from a fresh preset (the default: tiny)"
+    )
     group.add_argument("--init", help="start from a checkpoint (path, URI or shipped name)")
     p.add_argument(
         "--scale",
@@ -78,7 +80,12 @@ def parser() -> Parser:
         help="LoRA rank on the VAE decoder (default as --unet-lora-rank; sd21 16, tiny 0); a "
         "checkpoint without adapters gets fresh ones over its weights",
     )
-    p.add_argument("--steps", type=int, default=TrainConfig.steps)
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=TrainConfig.steps,
+        help=f"optimizer steps of the stage (default {TrainConfig.steps})",
+    )
     p.add_argument(
         "--max-minutes",
         type=float,
@@ -96,7 +103,12 @@ def parser() -> Parser:
         "that the model learns to carry colour rather than the palettes of its photos",
     )
     p.add_argument("--lr", type=float, default=TrainConfig.lr, help="learning rate (joint: x0.1)")
-    p.add_argument("--lambda-gui", type=float, default=TrainConfig.lambda_gui)
+    p.add_argument(
+        "--lambda-gui",
+        type=float,
+        default=TrainConfig.lambda_gui,
+        help="weight of L_gui: the LR against the bicubic downscale of the HR (Eq. 8)",
+    )
     p.add_argument(
         "--lambda-perc",
         type=float,
@@ -108,10 +120,19 @@ def parser() -> Parser:
         help="LPIPS weights file (VGG16 features + lin heads); without "
         "it a weight-free substitute is used",
     )
-    p.add_argument("--log-every", type=int, default=TrainConfig.log_every)
-    p.add_argument("--val-every", type=int, default=TrainConfig.val_every)
-    p.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every)
-    p.add_argument("--resume", action="store_true", help="continue from OUT/latest")
+    for name, what in (
+        ("log_every", "steps between log lines"),
+        ("val_every", "steps between validations on --val"),
+        ("checkpoint_every", "steps between checkpoints (OUT/step-N/, named by OUT/latest)"),
+    ):
+        default = getattr(TrainConfig, name)
+        flag = "--" + name.replace("_", "-")
+        p.add_argument(flag, type=int, default=default, help=f"{what} (default {default})")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUT/latest (none yet: the stage starts over, with a warning)",
+    )
     p.add_argument(
         "--workers", type=whole_number(1), default=1, help="Ray Train workers (default 1)"
     )
@@ -121,7 +142,12 @@ def parser() -> Parser:
     p.add_argument(
         "--threads", type=int, default=TrainConfig.threads, help="torch threads per worker (0: all)"
     )
-    p.add_argument("--seed", type=int, default=TrainConfig.seed)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=TrainConfig.seed,
+        help="worker N seeds torch and its crops with SEED + N (default 0)",
+    )
     add_storage_options(p)
     return p
 
@@ -180,6 +206,10 @@ def start_config(config: TrainConfig, storage_options: dict[str, Any]) -> tuple[
         text = out.filesystem().cat_file(out.path(name, "config.json"))
         what = f"the checkpoint {out.uri_of(out.path(name))} that --resume continues"
         return TADMConfig.from_dict(json.loads(text)), what
+    if config.resume:
+        log.warning(
+            "--resume: %s has no checkpoint yet (no `latest`): the stage starts over", out.uri
+        )
     if config.init:
         model = init_config(config.init, storage_options)
         lora_changes(model, config.unet_lora_rank, config.vae_lora_rank)
@@ -310,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         parser(),
         argv,
         job,
-        interrupted="interrupted; the checkpoints written so far are kept: the same command "
-        "with --resume continues from OUT/latest",
+        interrupted="interrupted; the checkpoints written so far (every --checkpoint-every "
+        "steps) are kept in OUT: the same command with --resume continues from the last, and "
+        "starts over when there is none",
     )

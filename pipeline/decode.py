@@ -183,10 +183,10 @@ def not_carried(img: Image.Image, metadata: Metadata, data: bytes) -> list[str]:
         uncarried = jpeg_segments_not_carried(segments)
         if uncarried:
             kinds.append(f"JPEG {', '.join(uncarried)}")
-        if img.info.get("jfif_unit") in (1, 2):
+        unit = img.info.get("jfif_unit")
+        if unit in (1, 2) and not exif_says_density(metadata.exif, unit, img.info["jfif_density"]):
             x, y = img.info["jfif_density"]
-            unit = "dpi" if img.info["jfif_unit"] == 1 else "dots per cm"
-            kinds.append(f"JFIF density {x}x{y} {unit}")
+            kinds.append(f"JFIF density {x}x{y} {'dpi' if unit == 1 else 'dots per cm'}")
     elif img.format == "PNG":
         kinds += png_not_carried(img, metadata, data)
     elif img.format == "TIFF":
@@ -199,6 +199,19 @@ def not_carried(img: Image.Image, metadata: Metadata, data: bytes) -> list[str]:
             name = "XMP" if extension[0] == b"XMP DataXMP" else repr(extension[0].decode("latin-1"))
             kinds.append(f"GIF application extension {name}")
     return kinds
+
+
+def exif_says_density(exif: bytes | None, jfif_unit: int, density: tuple[int, int]) -> bool:
+    """Whether the EXIF carried holds the JFIF header's density: the same X and YResolution
+    in the same unit (JFIF's 1, inches, is EXIF's 2; its 2, centimetres, EXIF's 3)."""
+    if not exif:
+        return False
+    tags = Image.Exif()
+    tags.load(exif)
+    resolution = (tags.get(282), tags.get(283))
+    if tags.get(296, 2) != jfif_unit + 1 or None in resolution:
+        return False
+    return all(float(r) == d for r, d in zip(resolution, density, strict=True))
 
 
 def png_not_carried(img: Image.Image, metadata: Metadata, data: bytes) -> list[str]:

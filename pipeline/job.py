@@ -34,6 +34,7 @@ from pipeline.lease import Lease
 from pipeline.manifest import ManifestWriter, compact, latest, merged_buckets, to_table
 from pipeline.rows import to_rows
 from pipeline.storage import Location, remove_stale_temps
+from pipeline.summary import plural
 
 # Ray and torch are imported where a job runs: the CLI builds its parsers from JobOptions
 # without them.
@@ -163,6 +164,7 @@ class JobResult:
     errors_hint: str  # where to read the errors
     source_bytes: int | None = None  # of the images shrunk (ok or skipped); archive only
     lr_bytes: int | None = None  # of their LR PNGs; archive only
+    kept_bytes: int | None = None  # of the sources kept as they are (kept or skipped); archive
     permanent: int = 0  # an earlier run's permanent failures, not retried
     not_attempted: int | None = None  # stopped early at --max-errors: images left undone
     max_errors: int | None = None  # the --max-errors it stopped at
@@ -183,20 +185,28 @@ class JobResult:
         done = ("ok", KEPT, "skipped")
         counts = [f"{self.counts[s]} {s}" for s in done if self.counts.get(s)]
         errors = self.counts.get("error", 0)
-        counts.append(f"{errors} errors ({self.errors_hint})" if errors else "no errors")
-        parts = [f"{sum(self.counts.values()) + self.permanent} images: {', '.join(counts)}"]
+        counts.append(f"{plural(errors, 'error')} ({self.errors_hint})" if errors else "no errors")
+        total = sum(self.counts.values()) + self.permanent
+        parts = [f"{plural(total, 'image')}: {', '.join(counts)}"]
         if self.permanent:
             parts.append(
-                f"{self.permanent} permanent failures of an earlier run not retried "
+                f"{plural(self.permanent, 'permanent failure')} of an earlier run not retried "
                 "(--retry-errors retries them)"
             )
-        if self.not_attempted is not None:
+        if self.not_attempted:
             parts.append(
                 f"stopped early: more than --max-errors {self.max_errors} images failed, "
-                f"{self.not_attempted} images not attempted (a re-run does them)"
+                f"{plural(self.not_attempted, 'image')} not attempted (a re-run does them)"
             )
+        elif self.not_attempted == 0:  # the last batches were in flight when it stopped
+            parts.append(f"more than --max-errors {self.max_errors} images failed")
         if self.compression_ratio is not None:
-            parts.append(f"{self.compression_ratio:.1f}x smaller")
+            ratio = f"{self.compression_ratio:.1f}x smaller"
+            if self.kept_bytes:  # the kept files take as much room as before
+                assert self.source_bytes is not None and self.lr_bytes is not None
+                stored = self.lr_bytes + self.kept_bytes
+                ratio += f" ({(self.source_bytes + self.kept_bytes) / stored:.1f}x with kept files)"
+            parts.append(ratio)
         if self.interrupted:
             parts.append("interrupted")
         return f"{self.job}: {', '.join(parts)}, {duration(self.seconds)}"
@@ -208,6 +218,7 @@ class JobResult:
             "counts": {s: self.counts.get(s, 0) for s in ("ok", KEPT, "skipped", "error")},
             "source_bytes": self.source_bytes,
             "lr_bytes": self.lr_bytes,
+            "kept_bytes": self.kept_bytes,
             "compression_ratio": self.compression_ratio,
             "seconds": round(self.seconds, 3),
             "permanent_not_retried": self.permanent,
@@ -233,32 +244,39 @@ class Tally:
     counts: Counter = field(default_factory=Counter)
     source_bytes: int = 0
     lr_bytes: int = 0
+    kept_bytes: int = 0
 
     def add(self, summary: Batch) -> None:
         """Add a `summarize` of rows."""
-        for status, count, source_bytes, lr_bytes in zip(
+        for status, count, source_bytes, lr_bytes, kept_bytes in zip(
             summary["status"].tolist(),
             summary["count"].tolist(),
             summary["source_bytes"].tolist(),
             summary["lr_bytes"].tolist(),
+            summary["kept_bytes"].tolist(),
             strict=True,
         ):
             self.counts[status] += count
-            if status in DONE:
+            if status in DONE or status == KEPT:
                 self.source_bytes += source_bytes
                 self.lr_bytes += lr_bytes
+                self.kept_bytes += kept_bytes
 
 
 def summarize(rows: pa.Table) -> Batch:
-    """Rows by status: how many, and the sums of their source_bytes and lr_bytes (0 where the
-    schema has none; kept files are not shrunk, so 0 for them too): what the driver sees of
-    the rows the workers write."""
+    """Rows by status: how many, and the sums of their source_bytes and lr_bytes, and of
+    kept_bytes, the source_bytes of kept files (0 where the schema has none; kept files are
+    not shrunk, so their source_bytes and lr_bytes count 0): what the driver sees of the rows
+    the workers write."""
     sums = [c for c in ("source_bytes", "lr_bytes") if c in rows.column_names]
     if "kept_uri" in rows.column_names:
         kept = pc.fill_null(pc.not_equal(rows["kept_uri"], ""), False)
+        kept_bytes = pc.if_else(kept, rows["source_bytes"], 0).cast(pa.int64())
         for c in sums:
             shrunk = pc.if_else(kept, 0, rows[c]).cast(pa.int64())
             rows = rows.set_column(rows.column_names.index(c), c, shrunk)
+        rows = rows.append_column("kept_bytes", kept_bytes)
+        sums.append("kept_bytes")
     groups = (
         rows.select(["status", *sums])
         .group_by("status", use_threads=False)
@@ -272,7 +290,7 @@ def summarize(rows: pa.Table) -> Batch:
             c: pc.fill_null(groups[f"{c}_sum"], 0).to_numpy().astype(np.int64)
             if c in sums
             else np.zeros(n, dtype=np.int64)
-            for c in ("source_bytes", "lr_bytes")
+            for c in ("source_bytes", "lr_bytes", "kept_bytes")
         },
     }
 
@@ -340,6 +358,7 @@ def run_held(plan: Plan) -> JobResult:
             errors_hint=plan.errors_hint.format(dst=plan.dst.uri, manifest=manifest.uri),
             source_bytes=tally.source_bytes if has_bytes else None,
             lr_bytes=tally.lr_bytes if has_bytes else None,
+            kept_bytes=tally.kept_bytes if has_bytes else None,
             permanent=permanent,
             not_attempted=todo - taken if stopped else None,
             max_errors=config.max_errors,
@@ -501,7 +520,8 @@ class Progress:
         rate = self.done / elapsed if elapsed > 0 else 0.0
         percent = 100 * self.done // self.total if self.total else 100
         line = (
-            f"{self.job}: {self.done}/{self.total} images ({percent}%), {self.errors} errors, "
+            f"{self.job}: {self.done}/{self.total} images ({percent}%), "
+            f"{plural(self.errors, 'error')}, "
             f"{rate:.2f} images/s"
         )
         if 0 < self.done < self.total:

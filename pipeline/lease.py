@@ -68,7 +68,7 @@ class Lease:
     def read(self) -> dict[str, Any] | None:
         try:
             return json.loads(self.fs.cat_file(self.path))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no lease, or no folder for one
             return None
         except ValueError:  # unreadable: treated as a dead job's
             return {}
@@ -98,6 +98,11 @@ class Lease:
             raise ValueError(
                 f"{self.dst.uri} cannot be written ({error_text(e)}): check that it exists and "
                 "that these credentials may write to it"
+            ) from None
+        except (NotADirectoryError, FileExistsError) as e:  # a file where a folder must be
+            raise ValueError(
+                f"{self.dst.uri} cannot be written ({error_text(e)}): a file stands where a "
+                f"folder of the {self.record['job']}'s must be; give another DST, or move the file"
             ) from None
         time.sleep(SETTLE_S)
         won = self.read()

@@ -2,9 +2,10 @@
 
 A job appends part files as it goes (`ManifestWriter`, run by the job's writer actor and by the
 driver), so a killed job keeps every row it flushed, and a part is never half-written (see
-storage.write_atomic). Every row carries `written_at`, the time the writer took it, strictly
-increasing within a job; of the rows of one rel_path the one with the latest written_at wins
-(then the later part, then the later row). `read_manifest` merges the parts so; `compact`
+storage.write_atomic). Every row carries `written_at`, the time the writer took it: one time
+for the rows it takes together, later than the time of those it took before; of the rows of
+one rel_path the one with the latest written_at wins (then the later part, then the later
+row). `read_manifest` merges the parts so; `compact`
 rewrites the merged rows as a few parts, keeping each row's written_at, so a compaction can
 never put an older row over a newer one. Both work one bucket of rel_paths at a time
 (pipeline/buckets.py), in memory bounded by a bucket. The schemas are part of the archive format

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import ray
 
+from pipeline.summary import plural
 from tadm.precision import resolve_precision
 
 logger = logging.getLogger("tadm")
@@ -61,9 +62,9 @@ def check_request(
     can_grow = cluster_can_grow() if can_grow is None else can_grow
     if gpus_per_worker > 0 and wanted > gpus and not can_grow:
         raise ValueError(
-            f"--gpus-per-worker {gpus_per_worker:g} x {workers or 1} workers needs "
-            f"{wanted:g} GPUs but this local Ray has {gpus:g}: drop --gpus-per-worker to "
-            "run on CPU, or submit the job to a GPU cluster (RAY_ADDRESS)"
+            f"--gpus-per-worker {gpus_per_worker:g} x {plural(workers or 1, 'worker')} needs "
+            f"{wanted:g} GPU{'s' * (wanted != 1)} but this local Ray has {gpus:g}: drop "
+            "--gpus-per-worker to run on CPU, or submit the job to a GPU cluster (RAY_ADDRESS)"
         )
     if precision == "fp16" and gpus_per_worker == 0:
         raise ValueError(
@@ -97,9 +98,10 @@ def plan_resources(
     wanted = gpus_per_worker * (workers or 1)
     if gpus_per_worker > 0 and wanted > gpus:
         logger.warning(
-            "the Ray cluster has %g GPUs now and the job needs %g: its model actors wait for "
-            "the autoscaler to start GPU nodes",
+            "the Ray cluster has %g GPU%s now and the job needs %g: its model actors wait "
+            "for the autoscaler to start GPU nodes",
             gpus,
+            "s" * (gpus != 1),
             wanted,
         )
     if workers is None:

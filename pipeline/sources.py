@@ -91,16 +91,30 @@ def listing_table(columns: dict[str, list[Any]]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=LISTING_SCHEMA)
 
 
+# A manifest part file (pipeline/manifest.py's part_name) in a folder's manifest/: that folder
+# may be an archive inside SRC.
+MANIFEST_PART = rf"^(?P<folder>(?:.*/)?){MANIFEST_DIR}/part-[0-9]{{20}}-[0-9a-f]{{8}}\.parquet\z"
+
+
 @dataclass
 class NotImages:
-    """What a listing held that is no image file, left out (without --keep-failed)."""
+    """What a listing held that is no image file, left out (without --keep-failed); and the
+    folders (rel_path with "/", "" for SRC) whose manifest/ holds a part file, with the
+    rel_path of one: the archive plan leaves out those that are archives."""
 
     count: int = 0
     examples: list[str] = field(default_factory=list)  # the first few rel_paths
+    manifests: dict[str, str] = field(default_factory=dict)
 
     def add(self, rel_paths: pa.ChunkedArray | pa.Array) -> None:
         self.count += len(rel_paths)
         self.examples += rel_paths.slice(0, 3 - len(self.examples)).to_pylist()
+
+    def add_manifests(self, rel_paths: pa.ChunkedArray | pa.Array) -> None:
+        parts = rel_paths.filter(pc.match_substring_regex(rel_paths, MANIFEST_PART))
+        for rel_path in parts.to_pylist():
+            folder = rel_path[: -len(posixpath.basename(rel_path))][: -len(MANIFEST_DIR) - 1]
+            self.manifests.setdefault(folder, rel_path)
 
 
 def select_images(
@@ -112,7 +126,8 @@ def select_images(
     """Rows of image files (by extension, any case; with `every_file`, any file) not hidden
     and not in the folders an archive writes (lr/, kept/, manifest/) under the rel_path folder
     `exclude` (an archive inside SRC: the other files there are SRC's); error rows are kept
-    when not hidden. Files left out for their name alone are added to `not_images`."""
+    when not hidden. Files left out for their name alone are added to `not_images`, and the
+    folders of manifest parts among those not left out to its `manifests`."""
     paths = table["rel_path"]
     # A name starting with "." (not a "." or ".." segment: those are the plan's error rows).
     hidden = pc.match_substring_regex(paths, r"(^|/)\.([^./]|\.[^/])")
@@ -124,6 +139,8 @@ def select_images(
                 pc.starts_with(paths, f"{base}{folder}/"), pc.equal(paths, f"{base}{folder}")
             )
             keep = pc.and_(keep, pc.invert(written))
+    if not_images is not None:
+        not_images.add_manifests(paths.filter(keep))
     if not every_file:
         image = pc.or_(
             pc.is_valid(table["error"]),

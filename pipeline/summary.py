@@ -12,6 +12,11 @@ import pyarrow as pa
 from pipeline.format import DONE, KEPT
 
 
+def plural(n: int, noun: str) -> str:
+    """ "1 image", "2 images"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 @dataclass(frozen=True)
 class Summary:
     counts: dict[str, int]  # rows by status

@@ -19,3 +19,8 @@ class ArchiveConfig(JobOptions):
     keep_failed: bool = False  # keep the source of every file that cannot be archived
     inventory: str | None = None  # S3 Inventory manifest.json or a listing, instead of listing
     drop_thumbnails: bool = False  # leave EXIF's, Photoshop's, XMP's thumbnails out of LRs
+
+    @property
+    def verifies(self) -> bool:
+        """Whether each image is reconstructed: with --verify, or to check a quality floor."""
+        return self.verify or self.min_psnr is not None or self.min_ssim is not None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -17,6 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import ray
 
 from pipeline.archive.config import ArchiveConfig
@@ -50,6 +52,7 @@ from pipeline.sources import (
 )
 from pipeline.stage import load_model
 from pipeline.storage import Location, s3_options
+from pipeline.summary import plural
 from tadm.config import SCALES
 from tadm.hub import default_model
 
@@ -78,7 +81,7 @@ class ArchiveJob(Plan):
             "dst": self.dst.uri,
             "images": images,
             "model": f"{self.model_ref} (id {self.model_id}, x{self.scale})",
-            "verify": self.config.verify,
+            "verify": self.config.verifies,
             "min_psnr": self.config.min_psnr,
             "min_ssim": self.config.min_ssim,
             "keep_failed": self.config.keep_failed,
@@ -340,6 +343,38 @@ def collisions(images: pa.Table, archived: pa.Array | None = None) -> pa.Array:
     return pc.take(pa.array(list(message.values()), pa.string()), at)
 
 
+def archives_in(src: Location, prefix: str, manifests: dict[str, str]) -> list[str]:
+    """The folders under SRC (rel_path with "/"; "" for SRC) that are archives: of those whose
+    manifest/ holds a part file (`manifests`, with one part's rel_path), the ones whose part
+    has the archive manifest's columns (a restore's DST has a manifest too)."""
+    fs = src.filesystem()
+    archives = []
+    for folder, part in sorted(manifests.items()):
+        try:
+            with fs.open(prefix + part, "rb") as f:
+                names = pq.read_schema(f).names
+        except Exception:  # an unreadable part tells nothing: the folder's files are SRC's
+            continue
+        if "lr_sha256" in names and "kept_uri" in names:
+            archives.append(folder)
+    return archives
+
+
+def without_archives(sources: Buckets, archives: list[str]) -> Buckets:
+    """`sources` without the files in the lr/, kept/ and manifest/ folders of `archives`
+    (rel_paths with "/"), bucket by bucket (`sources` is closed)."""
+    folders = [f"{a}{name}/" for a in archives for name in (LR_DIR, KEPT_DIR, MANIFEST_DIR)]
+    kept = Buckets(LISTING_SCHEMA)
+    with sources:
+        for k in range(sources.n):
+            table = sources.bucket(k, sources.n)
+            inside = pc.starts_with(table["rel_path"], folders[0])
+            for folder in folders[1:]:
+                inside = pc.or_(inside, pc.starts_with(table["rel_path"], folder))
+            kept.add(table.filter(pc.invert(inside)))
+    return kept
+
+
 def source_buckets(
     src: Location,
     dst: Location,
@@ -382,6 +417,13 @@ def prepare_archive(config: ArchiveConfig) -> ArchiveJob:
     inventory = None
     if config.inventory is not None:
         inventory = Location.parse(config.inventory, config.storage_options)
+    # The model first: a wrong one is said before a listing of millions of files.
+    model_ref = config.model or default_model(config.scale or 16)
+    model = load_model(model_ref, options)
+    model_id, scale = model.model_id, model.scale
+    del model
+    if config.scale is not None and config.scale != scale:
+        raise ValueError(f"--scale {config.scale} does not match model {model_ref!r} (x{scale})")
     not_images = NotImages()
     try:
         sources, prefix = source_buckets(src, dst, inventory, config.keep_failed, not_images)
@@ -390,25 +432,33 @@ def prepare_archive(config: ArchiveConfig) -> ArchiveJob:
         raise ValueError(f"{where} cannot be read: {e}") from None
     except pa.ArrowInvalid as e:
         raise ValueError(f"--inventory {config.inventory!r} cannot be read: {e}") from None
+    archives = archives_in(src, prefix, not_images.manifests)
+    if archives:
+        sources = without_archives(sources, archives)
+        logger.warning(
+            "archive: SRC holds %s (%s): %s lr/, kept/ and manifest/ folders are not archived",
+            plural(len(archives), "other archive"),
+            ", ".join(repr(a or ".") for a in archives[:3])
+            + (", ..." if len(archives) > 3 else ""),
+            "its" if len(archives) == 1 else "their",
+        )
     if not_images.count:  # a team that deletes SRC after archiving must know of these
         examples = ", ".join(repr(p) for p in not_images.examples)
         logger.warning(
-            "archive: %d files under SRC are not images (%s%s) and are not archived: "
+            "archive: %s under SRC %s not images (%s%s) and %s not archived: "
             "--keep-failed keeps every file as it is",
-            not_images.count,
+            plural(not_images.count, "file"),
+            "is" if not_images.count == 1 else "are",
             examples,
             ", ..." if not_images.count > len(not_images.examples) else "",
+            "is" if not_images.count == 1 else "are",
         )
     if not sources.rows:
+        if inventory is None and src.protocol == "file" and not os.path.exists(src.root):
+            raise ValueError(f"SRC {src.uri!r} does not exist")
         kinds = ", ".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
         given = f" in --inventory {inventory.uri!r}" if inventory else ""
         raise ValueError(f"no input: no {kinds} images under SRC {src.uri!r}{given}")
-    model_ref = config.model or default_model(config.scale or 16)
-    model = load_model(model_ref, options)
-    model_id, scale = model.model_id, model.scale
-    del model
-    if config.scale is not None and config.scale != scale:
-        raise ValueError(f"--scale {config.scale} does not match model {model_ref!r} (x{scale})")
     return ArchiveJob(
         config=config,
         dst=dst,

@@ -11,6 +11,8 @@ pass the model by).
 from __future__ import annotations
 
 import fnmatch
+import posixpath
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -47,6 +49,7 @@ from pipeline.rows import NO_TIME
 from pipeline.sources import IMAGE_NAME, walk
 from pipeline.stage import load_model
 from pipeline.storage import Location, s3_options
+from pipeline.summary import plural
 from tadm.hub import default_model
 
 # The images to restore: one row each.
@@ -64,6 +67,7 @@ ITEM_SCHEMA = pa.schema(
         # From the archive manifest: the LR file read must have this size and SHA-256.
         ("lr_bytes", pa.int64()),
         ("lr_sha256", pa.string()),
+        ("model_id", pa.string()),  # of the model that made the LR; null when not recorded
     ]
 )
 
@@ -130,6 +134,7 @@ class RestoreJob(Plan):
             ("source_bytes", -1),
             ("lr_bytes", -1),
             ("lr_sha256", ""),
+            ("model_id", ""),
         ):
             column = pc.fill_null(todo[name], unknown)
             todo = todo.set_column(todo.column_names.index(name), name, column)
@@ -352,6 +357,7 @@ def prepare_restore(config: RestoreConfig) -> RestoreJob:
     items = list_items(archive, config.only)
     model_ref = config.model or default_model(archive_scale(archive, items))
     model_id = load_model(model_ref, options).model_id
+    check_model(items, archive, model_ref, model_id)
     return RestoreJob(
         config=config,
         dst=dst,
@@ -362,6 +368,23 @@ def prepare_restore(config: RestoreConfig) -> RestoreJob:
         items=items,
         clashes={} if config.region else kept_clashes(items, config.image_format),
     )
+
+
+def check_model(items: Buckets, archive: Location, model_ref: str, model_id: str) -> None:
+    """Refuse a model that made none of the LRs to restore, when the manifest names the models
+    that did (a model restores only its own LRs: each image would be an error row)."""
+    made_by: Counter = Counter()
+    for k in range(items.n):
+        counts = items.bucket(k, items.n)["model_id"].drop_null().value_counts()
+        made_by.update({c["values"]: c["counts"] for c in counts.to_pylist()})
+    if made_by and model_id not in made_by:
+        models = ", ".join(f"{m} ({plural(n, 'image')})" for m, n in made_by.most_common(3))
+        more = f" and {len(made_by) - 3} more" if len(made_by) > 3 else ""
+        raise ValueError(
+            f"model {model_ref!r} (id {model_id}) made none of the LRs of ARCHIVE "
+            f"{archive.uri!r}: they were made by {models}{more}; pass --model with the model "
+            "that archived them"
+        )
 
 
 def kept_clashes(items: Buckets, image_format: str) -> dict[str, str]:
@@ -431,8 +454,25 @@ def list_items(archive: Location, only: str | None) -> Buckets:
             )
         if only is not None and list_items_any(archive):
             raise ValueError(f"no input: --only {only!r} matches none of the images")
-        raise ValueError(f"no input: ARCHIVE {archive.uri!r} has no manifest rows and no LR PNGs")
+        raise ValueError(not_an_archive(archive))
     return items
+
+
+def not_an_archive(archive: Location) -> str:
+    """Why ARCHIVE, with no manifest rows and no LR PNGs, has nothing to restore: it does not
+    exist, or it is no archive (the archive's own lr/, kept/ or manifest/ folder given, maybe),
+    or it is an archive with nothing in it."""
+    fs = archive.filesystem()
+    if not fs.exists(archive.root):
+        return f"ARCHIVE {archive.uri!r} does not exist"
+    folders = (LR_DIR, KEPT_DIR, MANIFEST_DIR)
+    if not any(fs.isdir(archive.child(name).root) for name in folders):
+        name = posixpath.basename(archive.root.rstrip("/"))
+        hint = "give the folder that holds them"
+        if name in folders:
+            hint = f"this is an archive's {name}/ folder: give the folder above it"
+        return f"ARCHIVE {archive.uri!r} is not an archive: it has no lr/ or manifest/ ({hint})"
+    return f"no input: ARCHIVE {archive.uri!r} has no manifest rows and no LR PNGs"
 
 
 def list_items_any(archive: Location) -> bool:
@@ -471,6 +511,7 @@ def manifest_items(archive: Location, rows: pa.Table, only: str | None) -> pa.Ta
             "source_mtime": pc.fill_null(rows["source_mtime"].cast(pa.int64()), NO_TIME),
             "lr_bytes": pc.if_else(kept, None, rows["lr_bytes"]),
             "lr_sha256": pc.if_else(kept, None, rows["lr_sha256"]),
+            "model_id": pc.if_else(kept, None, rows["model_id"]),
         },
         schema=ITEM_SCHEMA,
     )
@@ -510,6 +551,7 @@ def items_table(rel_paths: pa.ChunkedArray, lr: Any, kept: Any) -> pa.Table:
             "source_mtime": pa.array([NO_TIME] * n, pa.int64()),
             "lr_bytes": pa.nulls(n, pa.int64()),
             "lr_sha256": strings,
+            "model_id": strings,
         },
         schema=ITEM_SCHEMA,
     )

@@ -370,7 +370,7 @@ def test_transient_failures_are_retried(ray_cluster, tiny_model, tmp_path, capsy
         row = manifest_rows(dst)["sub/c.png"]
         assert row["status"] == "error" and row["error_kind"] == "transient"
         assert row["error"].startswith("cannot write ")
-    assert "archive: 1/1 images (100%), 1 errors" in capsys.readouterr().err  # retried, alone
+    assert "archive: 1/1 images (100%), 1 error" in capsys.readouterr().err  # retried, alone
 
     (dst / "lr" / "sub").unlink()
     assert run_cli(*args) == 0

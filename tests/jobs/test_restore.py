@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -127,12 +128,14 @@ def test_a_permanent_failure_is_not_retried_unless_asked(archive, tiny_model, tm
     capsys.readouterr()
     assert run_cli(*args) == 0  # nothing new failed
     err = capsys.readouterr().err
-    assert "restore: 3 images: 2 skipped, no errors, 1 permanent failures of an earlier" in err
+    assert "restore: 3 images: 2 skipped, no errors, 1 permanent failure of an earlier" in err
     assert run_cli(*args, "--retry-errors") == 1
-    assert "restore: 1/1 images (100%), 1 errors" in capsys.readouterr().err
+    assert "restore: 1/1 images (100%), 1 error" in capsys.readouterr().err
 
 
-def test_from_lr_pngs_alone_and_with_another_model(archive, tiny_model, other_model, tmp_path):
+def test_from_lr_pngs_alone_and_with_another_model(
+    archive, tiny_model, other_model, tmp_path, capsys
+):
     bare = tmp_path / "bare"
     shutil.copytree(archive / "lr", bare / "lr")
     dst = tmp_path / "out"
@@ -152,6 +155,15 @@ def test_from_lr_pngs_alone_and_with_another_model(archive, tiny_model, other_mo
         assert row["status"] == "error"
         assert archived_id in row["error"] and other_id in row["error"]
     assert not list(wrong.glob("*.png"))
+    # With the manifest, which names the model of each LR, the wrong one is refused at once.
+    capsys.readouterr()
+    assert run_cli("restore", archive, tmp_path / "refused", "--model", other_model) == 2
+    assert re.search(
+        f"made none of the LRs of ARCHIVE '{archive}': they were made by {archived_id} "
+        r"\(\d+ images\); pass --model with the model that archived them$",
+        capsys.readouterr().err.strip(),
+    )
+    assert not (tmp_path / "refused").exists()
 
 
 def test_only_format_and_rerun_skip(archive, tiny_model, tmp_path):
@@ -254,7 +266,7 @@ def test_two_model_actors_on_a_two_cpu_cluster_finish(
     [
         (["{archive}", "{dst}", "--only", "nothing*"], "--only 'nothing*' matches none"),
         (["{archive}", "{archive}"], "is ARCHIVE"),
-        (["{empty}", "{dst}"], "no input"),
+        (["{empty}", "{dst}"], "is not an archive: it has no lr/ or manifest/"),
         (["{archive}", "{dst}", "--region", "1,2,3"], "X,Y,W,H"),
         (["{archive}", "{dst}", "--region", "0,0,0,5"], "W, H >= 1"),
         (["{archive}", "{dst}", "--format", "gif"], "invalid choice: 'gif'"),

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from jobs.train import absolute_paths, main, parser, train_config
+from jobs.train import absolute_paths, main, parser, start_config, train_config
 from jobs.train_worker import fit, schedule, stage_progress, with_lora_ranks
 from tadm import TADM
 from tadm.presets import build_config
@@ -320,3 +320,14 @@ def test_lora_ranks_refuse_a_negative_rank_or_a_trained_adapters_other_rank(data
     model = TADM.from_config(config)
     assert with_lora_ranks(model, 2, 3).config.vae_lora_rank == 3
     assert any("lora_" in n for n, _ in model.vae.named_parameters())
+
+
+def test_resume_without_a_checkpoint_says_the_stage_starts_over(tmp_path, caplog):
+    """--resume on a first run (a scheduled command) starts from the preset, and says so."""
+    config = TrainConfig(stage="dfrm", data=str(tmp_path), out=str(tmp_path / "out"), resume=True)
+    with caplog.at_level(logging.WARNING, logger="tadm.train"):
+        model, what = start_config(config, {})
+    assert what == "the tiny preset at scale 16"
+    assert caplog.messages == [
+        f"--resume: {tmp_path / 'out'} has no checkpoint yet (no `latest`): the stage starts over"
+    ]

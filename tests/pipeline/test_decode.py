@@ -406,6 +406,8 @@ def test_a_pngs_unicode_comment_travels_as_utf8():
             lambda p: encode(Image.fromarray(p), "JPEG", dpi=(300, 300)),
             "not carried: JFIF density 300x300 dpi",
         ),
+        (lambda p: jpeg_with_densities(p, 300, 72), "not carried: JFIF density 300x300 dpi"),
+        (lambda p: jpeg_with_densities(p, 72, 72), None),  # the EXIF carried says it too
         (
             lambda p: encode(Image.fromarray(p), "TIFF", dpi=(300, 300)),
             "not carried: TIFF tags XResolution, YResolution, ResolutionUnit",
@@ -423,6 +425,13 @@ def test_metadata_that_does_not_travel_is_named(make, note: str | None):
     """What a source holds beside its pixels and metadata that travels is said in its row,
     never dropped without a word."""
     assert decode_image(make(photo(64, 48, 3))).conversion == note
+
+
+def jpeg_with_densities(pixels: np.ndarray, jfif_dpi: int, exif_dpi: int) -> bytes:
+    """A JPEG whose JFIF header and EXIF give these resolutions, in dots per inch."""
+    exif = Image.Exif()
+    exif.update({282: exif_dpi, 283: exif_dpi, 296: 2})
+    return encode(Image.fromarray(pixels), "JPEG", dpi=(jfif_dpi, jfif_dpi), exif=exif.tobytes())
 
 
 def png_with_info(pixels: np.ndarray, add) -> bytes:

@@ -26,10 +26,10 @@ def test_progress_has_percent_rate_and_eta(monkeypatch):
     progress = Progress("archive", total=40)
     now[0] = 110.0
     progress.update(10, 1)  # 1 image/s, 30 left
-    assert progress.line() == "archive: 10/40 images (25%), 1 errors, 1.00 images/s, ETA 30.0s"
+    assert progress.line() == "archive: 10/40 images (25%), 1 error, 1.00 images/s, ETA 30.0s"
     now[0] = 130.0
     progress.update(30, 0)  # done: no ETA
-    assert progress.line() == "archive: 40/40 images (100%), 1 errors, 1.33 images/s"
+    assert progress.line() == "archive: 40/40 images (100%), 1 error, 1.33 images/s"
 
 
 def test_tally_counts_statuses_and_bytes_of_images_done():
@@ -56,7 +56,7 @@ def test_tally_counts_statuses_and_bytes_of_images_done():
     assert (tally.counts["ok"], tally.source_bytes) == (3, 1500)
 
 
-def test_tally_leaves_kept_files_out_of_the_bytes_shrunk():
+def test_tally_counts_kept_files_apart_from_the_bytes_shrunk():
     tally = Tally()
     rows = pa.table(
         {
@@ -67,7 +67,7 @@ def test_tally_leaves_kept_files_out_of_the_bytes_shrunk():
         }
     )
     tally.add(summarize(rows))
-    assert (tally.source_bytes, tally.lr_bytes) == (1000, 10)
+    assert (tally.source_bytes, tally.lr_bytes, tally.kept_bytes) == (1000, 10, 800)
 
 
 def test_carried_failures_are_errors_read_back_from_the_manifest():
@@ -105,6 +105,11 @@ def test_summary_line_in_words():
     assert archive_result(ok=3, kept=2).line() == (
         "archive: 5 images: 3 ok, 2 kept, no errors, 54.1x smaller, 3m12s"
     )
+    # Kept files take as much room as their sources: the ratio with them is said too.
+    with_kept = dataclasses.replace(archive_result(ok=3, kept=2), kept_bytes=900)
+    assert with_kept.line() == (
+        "archive: 5 images: 3 ok, 2 kept, no errors, 54.1x smaller (6.3x with kept files), 3m12s"
+    )
     assert archive_result(kept=2).exit_code == 0
     restore = JobResult("restore", {"ok": 2}, "/r/manifest", 3.0, "their rows in /r say why")
     assert restore.line() == "restore: 2 images: 2 ok, no errors, 3.0s"
@@ -118,6 +123,7 @@ def test_json_has_counts_bytes_ratio_exit_code_and_manifest():
         "counts": {"ok": 118, "kept": 0, "skipped": 0, "error": 2},
         "source_bytes": 5410,
         "lr_bytes": 100,
+        "kept_bytes": None,
         "compression_ratio": 54.1,
         "seconds": 192.4,
         "permanent_not_retried": 0,
@@ -133,7 +139,7 @@ def test_an_interrupted_job_says_so_and_exits_130():
     result = JobResult("restore", {"ok": 2, "error": 1}, "/r/manifest", 3.0, "see /r")
     result = dataclasses.replace(result, interrupted=True)
     assert result.exit_code == 130
-    assert result.line() == "restore: 3 images: 2 ok, 1 errors (see /r), interrupted, 3.0s"
+    assert result.line() == "restore: 3 images: 2 ok, 1 error (see /r), interrupted, 3.0s"
     assert result.to_json()["interrupted"] is True and result.to_json()["exit_code"] == 130
 
 
@@ -161,6 +167,11 @@ def test_stopped_early_says_what_was_not_attempted():
     assert result.line() == (
         "restore: 4 images: 1 ok, 3 errors (see /r), stopped early: more than --max-errors 2 "
         "images failed, 6 images not attempted (a re-run does them), 3.0s"
+    )
+    # Every image was in a batch in flight when it stopped: none is left to say.
+    all_attempted = dataclasses.replace(result, not_attempted=0, max_errors=0)
+    assert all_attempted.line() == (
+        "restore: 4 images: 1 ok, 3 errors (see /r), more than --max-errors 0 images failed, 3.0s"
     )
 
 

@@ -141,3 +141,15 @@ def test_release_leaves_a_lease_it_cannot_reach(tmp_path: Path, caplog):
 def test_a_dst_bucket_that_does_not_exist_is_named(s3_env: str):
     with pytest.raises(ValueError, match=r"s3://no-such-bucket/x cannot be written .*exists"):
         Lease(Location.parse("s3://no-such-bucket/x"), "archive").acquire()
+
+
+@pytest.mark.parametrize("blocked", ["manifest", ""])
+def test_a_file_where_dst_or_its_manifest_folder_must_be_is_named(tmp_path: Path, blocked: str):
+    (tmp_path / "dst").mkdir()
+    (tmp_path / "dst" / blocked if blocked else tmp_path / "file").write_bytes(b"x")
+    dst = Location.parse(str(tmp_path / "dst" if blocked else tmp_path / "file"))
+    with pytest.raises(
+        ValueError,
+        match=r"cannot be written .*: a file stands where a folder of the archive's must be",
+    ):
+        Lease(dst, "archive").acquire()

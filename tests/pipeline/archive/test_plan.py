@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import write_tree
 
-from pipeline.archive.plan import ArchiveConfig, ArchiveJob, collisions
+from pipeline.archive.plan import ArchiveConfig, ArchiveJob, collisions, prepare_archive
 from pipeline.buckets import Buckets
-from pipeline.format import ARCHIVE_SCHEMA
+from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA
 from pipeline.job import OUTPUT_SCHEMA
 from pipeline.manifest import to_table
 from pipeline.sources import LISTING_SCHEMA
@@ -237,3 +241,46 @@ def test_paths_that_could_leave_src_are_error_rows_never_read(tmp_path: Path):
         assert row["status"] == "error" and row["error_kind"] == "permanent"
         assert row["error"].startswith(f"path {rel_path!r} ") and "refused" in row["error"]
         assert row["source_bytes"] == 5  # as listed: a re-run sees the same input
+
+
+def test_other_archives_inside_src_are_not_archived_again(tiny_model, tmp_path: Path, caplog):
+    """An archive written inside SRC by an earlier run (to another DST) holds LR PNGs, kept
+    copies and manifests: none is a source. A restore's DST inside SRC is the user's images
+    (its manifest apart: that is no image either way)."""
+    part = "manifest/part-00000000000000000001-0123abcd.parquet"
+    src = write_tree(
+        tmp_path / "src",
+        {
+            "a.png": b"1",
+            "old/lr/a.png.png": b"2",
+            "old/kept/b.png": b"3",
+            "old/notes.png": b"4",  # beside the archive's folders: SRC's own
+            "restored/lr/c.png.png": b"5",  # a restore of an image in SRC's lr/ folder
+        },
+    )
+    for folder, schema in (("old", ARCHIVE_SCHEMA), ("restored", RESTORE_SCHEMA)):
+        (src / folder / "manifest").mkdir()
+        pq.write_table(schema.empty_table(), src / folder / part)
+    config = ArchiveConfig(src=str(src), dst=str(tmp_path / "dst"), model=tiny_model)
+    with caplog.at_level(logging.WARNING, logger="tadm"):
+        job = prepare_archive(config)
+    rel_paths = job.sources.bucket(0, job.sources.n)["rel_path"].to_pylist()
+    assert sorted(rel_paths) == ["a.png", "old/notes.png", "restored/lr/c.png.png"]
+    assert (
+        "archive: SRC holds 1 other archive ('old/'): its lr/, kept/ and manifest/ folders are "
+        "not archived" in caplog.messages
+    )
+    with_every_file = prepare_archive(replace(config, keep_failed=True))
+    rel_paths = with_every_file.sources.bucket(0, with_every_file.sources.n)["rel_path"]
+    assert sorted(rel_paths.to_pylist()) == [
+        "a.png",
+        "old/notes.png",
+        "restored/lr/c.png.png",
+        f"restored/{part}",
+    ]
+
+
+def test_a_src_that_does_not_exist_is_said_so(tiny_model, tmp_path: Path):
+    config = ArchiveConfig(src=str(tmp_path / "nope"), dst=str(tmp_path / "dst"), model=tiny_model)
+    with pytest.raises(ValueError, match=r"^SRC '.*/nope' does not exist$"):
+        prepare_archive(config)

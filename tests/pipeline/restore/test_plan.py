@@ -107,8 +107,28 @@ def test_an_archive_whose_images_all_failed_says_so(tmp_path):
     write_part(archive.child("manifest"), to_table(rows, ARCHIVE_SCHEMA))
     with pytest.raises(ValueError, match="none of the 1 images of ARCHIVE .* was archived"):
         list_items(archive, None)
+    (tmp_path / "empty" / "lr").mkdir(parents=True)
     with pytest.raises(ValueError, match="has no manifest rows and no LR PNGs"):
         list_items(Location.parse(str(tmp_path / "empty")), None)
+
+
+def test_a_path_that_is_no_archive_is_said_so(tmp_path):
+    """A user who gives the archive's lr/ folder, or a folder of images, is told what to
+    give instead; a path that does not exist is said not to."""
+    (tmp_path / "archive" / "lr").mkdir(parents=True)
+    (tmp_path / "archive" / "lr" / "a.jpg.png").write_bytes(b"1")
+    (tmp_path / "photos").mkdir()
+    cases = {
+        "nope": "ARCHIVE '{}/nope' does not exist",
+        "photos": "ARCHIVE '{}/photos' is not an archive: it has no lr/ or manifest/ (give the "
+        "folder that holds them)",
+        "archive/lr": "ARCHIVE '{}/archive/lr' is not an archive: it has no lr/ or manifest/ "
+        "(this is an archive's lr/ folder: give the folder above it)",
+    }
+    for path, message in cases.items():
+        with pytest.raises(ValueError) as raised:
+            list_items(Location.parse(str(tmp_path / path)), None)
+        assert str(raised.value) == message.format(tmp_path)
 
 
 def test_a_file_no_restore_of_the_image_wrote_is_in_the_way_unless_overwrite():
