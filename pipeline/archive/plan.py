@@ -434,13 +434,18 @@ def prepare_archive(config: ArchiveConfig) -> ArchiveJob:
         raise ValueError(f"--inventory {config.inventory!r} cannot be read: {e}") from None
     archives = archives_in(src, prefix, not_images.manifests)
     if archives:
-        sources = without_archives(sources, archives)
+        named = ", ".join(repr(a or ".") for a in archives[:3]) + ", ..." * (len(archives) > 3)
+        # --keep-failed keeps every file: an earlier archive's kept/ may hold the only copies.
+        if not config.keep_failed:
+            sources = without_archives(sources, archives)
         logger.warning(
-            "archive: SRC holds %s (%s): %s lr/, kept/ and manifest/ folders are not archived",
+            "archive: SRC holds %s (%s): %s lr/, kept/ and manifest/ folders are %s",
             plural(len(archives), "other archive"),
-            ", ".join(repr(a or ".") for a in archives[:3])
-            + (", ..." if len(archives) > 3 else ""),
+            named,
             "its" if len(archives) == 1 else "their",
+            "taken in as SRC's own files (--keep-failed)"
+            if config.keep_failed
+            else "not archived (--keep-failed takes them in)",
         )
     if not_images.count:  # a team that deletes SRC after archiving must know of these
         examples = ", ".join(repr(p) for p in not_images.examples)

@@ -268,15 +268,20 @@ def test_other_archives_inside_src_are_not_archived_again(tiny_model, tmp_path: 
     assert sorted(rel_paths) == ["a.png", "old/notes.png", "restored/lr/c.png.png"]
     assert (
         "archive: SRC holds 1 other archive ('old/'): its lr/, kept/ and manifest/ folders are "
-        "not archived" in caplog.messages
+        "not archived (--keep-failed takes them in)" in caplog.messages
     )
-    with_every_file = prepare_archive(replace(config, keep_failed=True))
+    # --keep-failed keeps every file: the earlier archive's kept/ may hold the only copies.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="tadm"):
+        with_every_file = prepare_archive(replace(config, keep_failed=True))
     rel_paths = with_every_file.sources.bucket(0, with_every_file.sources.n)["rel_path"]
-    assert sorted(rel_paths.to_pylist()) == [
-        "a.png",
-        "old/notes.png",
-        "restored/lr/c.png.png",
-        f"restored/{part}",
+    assert sorted(rel_paths.to_pylist()) == sorted(
+        ["a.png", "old/lr/a.png.png", "old/kept/b.png", f"old/{part}", "old/notes.png"]
+        + ["restored/lr/c.png.png", f"restored/{part}"]
+    )
+    assert caplog.messages == [
+        "archive: SRC holds 1 other archive ('old/'): its lr/, kept/ and manifest/ folders are "
+        "taken in as SRC's own files (--keep-failed)"
     ]
 
 
