@@ -207,11 +207,14 @@ def exif_says_density(exif: bytes | None, jfif_unit: int, density: tuple[int, in
     if not exif:
         return False
     tags = Image.Exif()
-    tags.load(exif)
-    resolution = (tags.get(282), tags.get(283))
-    if tags.get(296, 2) != jfif_unit + 1 or None in resolution:
+    try:
+        tags.load(exif)
+        resolution = (tags.get(282), tags.get(283))
+        if tags.get(296, 2) != jfif_unit + 1 or None in resolution:
+            return False
+        return all(float(r) == d for r, d in zip(resolution, density, strict=True))
+    except Exception:  # an EXIF Pillow cannot read through says nothing
         return False
-    return all(float(r) == d for r, d in zip(resolution, density, strict=True))
 
 
 def png_not_carried(img: Image.Image, metadata: Metadata, data: bytes) -> list[str]:
