@@ -225,10 +225,11 @@ TASK_POOL_WARNING = r"The maximum number of concurrent tasks for .* is set to"
 
 
 @contextlib.contextmanager
-def ray_session() -> Iterator[None]:
+def ray_session(dashboard: bool = False) -> Iterator[None]:
     """Use the running Ray (a test's, or RAY_ADDRESS's cluster) or start a local one for the
-    job; Ray Data's own progress bars are off, the job logs its own progress. Unless -v, Ray
-    says only what needs the user (warnings and errors), without the notices above."""
+    job, with its dashboard (which serves Ray's state API) only when asked; Ray Data's own
+    progress bars are off, the job logs its own progress. Unless -v, Ray says only what needs
+    the user (warnings and errors), without the notices above."""
     import ray
 
     verbose = logging.getLogger("tadm").isEnabledFor(logging.DEBUG)
@@ -243,7 +244,7 @@ def ray_session() -> Iterator[None]:
         try:
             ray.init(
                 logging_level=logging.INFO if verbose else logging.WARNING,
-                include_dashboard=False,
+                include_dashboard=dashboard,
             )
         except SystemExit as e:  # SIGTERM while Ray starts: its own handler exits so
             if e.code != signal.SIGTERM:
