@@ -191,6 +191,12 @@ class QuietFilter(logging.Filter):
         return record.levelno >= logging.WARNING or getattr(record, "summary", False)
 
 
+def quiet_logging() -> bool:
+    """Whether the job runs with -q (setup_logging's QuietFilter on the tadm handler)."""
+    handlers = logging.getLogger("tadm").handlers
+    return any(isinstance(f, QuietFilter) for h in handlers for f in h.filters)
+
+
 def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
     """Job messages (configuration, progress, summary) go to stderr, one line each; -q keeps
     errors and the summary, -v adds debug messages."""

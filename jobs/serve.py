@@ -18,6 +18,7 @@ from jobs.common import (
     Parser,
     add_precision_option,
     add_storage_options,
+    quiet_logging,
     ray_session,
     require_extra,
     run_job,
@@ -132,7 +133,7 @@ def job(args: argparse.Namespace) -> int:
         if not serve_running():  # else its proxy may hold the port already: wait_healthy checks
             check_port(host, port)
         try:
-            url = run_serve(prepared, host, port)
+            url = run_serve(prepared, host, port, quiet=quiet_logging())
             logger.info(
                 "serve: ready at %s (viewer: %s/view/, API docs: %s/docs)",
                 url,

@@ -460,9 +460,10 @@ def serve_running() -> bool:
     return _get_global_client(raise_if_no_controller_running=False) is not None
 
 
-def run_serve(job: ServeJob, host: str, port: int) -> str:
+def run_serve(job: ServeJob, host: str, port: int, quiet: bool = False) -> str:
     """Deploy the app on the running Ray cluster, its HTTP proxy on host:port; return its URL
-    once /healthz answers."""
+    once /healthz answers. `quiet` (-q): Serve logs warnings and errors only, no line per
+    request."""
     args = job.args
     logger.info(
         "serve: archive=%s model=%s (id %s) host=%s port=%d replicas=%d..%d "
@@ -480,9 +481,13 @@ def run_serve(job: ServeJob, host: str, port: int) -> str:
         args.max_region_pixels,
         args.cache_mb,
     )
-    serve.start(http_options={"host": host, "port": port})
+    logging_config = None
+    if quiet:  # Serve's actors, and its logger in this process
+        logging_config = {"log_level": "WARNING", "enable_access_log": False}
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    serve.start(http_options={"host": host, "port": port}, logging_config=logging_config)
     try:
-        serve.run(bind(job), name=APP_NAME, route_prefix="/")
+        serve.run(bind(job), name=APP_NAME, route_prefix="/", logging_config=logging_config)
     except RuntimeError as e:
         raise ValueError(f"the tile server did not deploy: {e}") from None
     url = local_url(host, port)

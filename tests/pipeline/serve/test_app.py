@@ -325,11 +325,17 @@ def tile_path(rel_path: str, x: int, y: int, w: int, h: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(ray_cluster, archive, tiled_model, tmp_path_factory):
-    """`tadm serve` as a process of its own on the session's Ray; yields (process, port)."""
+def serve_log(tmp_path_factory) -> Path:
+    """Where the server's stderr goes."""
+    return tmp_path_factory.mktemp("serve-log") / "stderr.log"
+
+
+@pytest.fixture(scope="module")
+def server(ray_cluster, archive, tiled_model, serve_log):
+    """`tadm serve -q` as a process of its own on the session's Ray; yields (process, port)."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("serve-log") / "stderr.log"
-    args = [str(archive), "--model", tiled_model, "--port", str(port)]
+    log_path = serve_log
+    args = [str(archive), "--model", tiled_model, "--port", str(port), "-q"]
     args += ["--max-region-pixels", str(LIMIT), "--min-replicas", "1", "--max-replicas", "2"]
     with log_path.open("w") as log:
         process = subprocess.Popen(
@@ -431,6 +437,17 @@ def test_parallel_clients(server, restored):
     for (rel_path, (x, y, w, h)), (status, _, body) in zip(regions, answers, strict=True):
         assert status == 200, body
         assert psnr(pixels(body), restored[rel_path][y : y + h, x : x + w]) >= 35
+
+
+def test_a_quiet_server_logs_no_line_per_request(server, serve_log):
+    """-q: the ready line, warnings and errors; not Serve's INFO lines nor one per request."""
+    _, port = server
+    for path in ("/healthz", tile_path("a.png", 0, 0, 8, 8)):
+        assert get(port, path)[0] == 200
+    time.sleep(2)  # Serve's logs reach the driver a moment after the answer
+    lines = serve_log.read_text().splitlines()
+    assert any(line.startswith("serve: ready at") for line in lines)
+    assert not [line for line in lines if "INFO" in line or "GET /" in line]
 
 
 def test_sigterm_stops_the_server_and_removes_the_app(server):
