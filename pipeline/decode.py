@@ -15,7 +15,7 @@ import struct
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -142,7 +142,7 @@ def decode_image(
             steps += [thumbnails] if thumbnails else []
         if orientation in range(2, 9):
             img = ImageOps.exif_transpose(img)  # turns only what load() has not
-            steps.append(f"{'EXIF' if tagged else 'XMP'} orientation {orientation} applied")
+            steps.append(f"{'EXIF' if tagged else 'XMP'} orientation {int(orientation)} applied")
         mode = img.mode
         img, metadata, icc_note = match_profile(img, metadata)
         metadata, over = metadata.over_limits()
@@ -194,10 +194,13 @@ def not_carried(img: Image.Image, metadata: Metadata, data: bytes) -> list[str]:
         if tags:
             kinds.append(f"TIFF tags {', '.join(tags)}")
     elif img.format == "GIF":
-        extension = img.info.get("extension")
-        if extension and extension[0] not in GIF_ANIMATION_EXTENSIONS:
-            name = "XMP" if extension[0] == b"XMP DataXMP" else repr(extension[0].decode("latin-1"))
-            kinds.append(f"GIF application extension {name}")
+        names = [
+            "XMP" if identifier == b"XMP DataXMP" else repr(identifier.decode("latin-1"))
+            for identifier in dict.fromkeys(gif_application_extensions(data))
+            if identifier not in GIF_ANIMATION_EXTENSIONS
+        ]
+        if names:
+            kinds.append(f"GIF application extension{'s' * (len(names) > 1)} {', '.join(names)}")
     return kinds
 
 
@@ -218,20 +221,19 @@ def exif_says_density(exif: bytes | None, jfif_unit: int, density: tuple[int, in
 
 
 def png_not_carried(img: Image.Image, metadata: Metadata, data: bytes) -> list[str]:
-    """not_carried's kinds for a PNG: its text chunks other than those carried, all but the
-    last chunk of a carried keyword (Pillow keeps the last), the comment's language tag, and
-    every ancillary chunk that is neither text nor carried (gAMA, cHRM, sRGB, pHYs, tIME...;
-    tRNS unless the pixels' note says the alpha went)."""
+    """not_carried's kinds for a PNG: its text chunks other than those carried (and those
+    Pillow cannot read), all but the last chunk of a carried keyword (Pillow keeps the last),
+    the comment's language tag, and every ancillary chunk that is neither text nor carried
+    (gAMA, cHRM, sRGB, pHYs, tIME...; tRNS unless the pixels' note says the alpha went)."""
     kinds = []
     m = metadata
     carried = {XMP_KEY: m.xmp, PHOTOSHOP_KEY: m.photoshop, COMMENT_KEY: m.comment}
     text = getattr(img, "text", {})
-    keys = sorted(k for k in text if not carried.get(k))
-    if keys:
-        listed = ", ".join(repr(k) for k in keys[:5])
-        more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
-        kinds.append(f"PNG text {listed}{more}")
     chunks = list(png_chunks(data))
+    keys = sorted(k for k in text if not carried.get(k))
+    keys += sorted({k for _, k in chunks if k is not None and k not in text} - set(keys))
+    if keys:
+        kinds.append(f"PNG text {some(repr(k) for k in keys)}")
     repeated = Counter(key for _, key in chunks if key is not None and carried.get(key))
     for key, n in sorted(repeated.items()):
         if n > 1:
@@ -242,17 +244,47 @@ def png_not_carried(img: Image.Image, metadata: Metadata, data: bytes) -> list[s
     skipped = (*PNG_CARRIED_CHUNKS, "tRNS") if img.mode == "P" else PNG_CARRIED_CHUNKS
     others = [kind for kind, key in chunks if key is None and kind not in skipped]
     if others:
-        kinds.append(f"PNG {', '.join(dict.fromkeys(others))}")
+        kinds.append(f"PNG {some(dict.fromkeys(others))}")
     return kinds
+
+
+def some(names: Iterable[str], most: int = 5) -> str:
+    """ "a, b, c, d, e and 2 more": the first `most` names, then how many others."""
+    names = list(names)
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
+
+
+def gif_application_extensions(data: bytes) -> Iterator[bytes]:
+    """The identifier (with its authentication code: b"XMP DataXMP") of each application
+    extension of a GIF file, in order (Pillow's info keeps the last); up to the trailer, or
+    the first block that does not fit in `data`."""
+    flags = data[10] if len(data) > 10 else 0
+    at = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)  # header, screen, colour table
+    while at < len(data):
+        introducer = data[at]
+        if introducer == 0x21 and at + 1 < len(data):  # an extension: label, then sub-blocks
+            if data[at + 1] == 0xFF and data[at + 2 : at + 3] == b"\x0b":
+                yield data[at + 3 : at + 14]
+            at += 2
+        elif introducer == 0x2C and at + 10 < len(data):  # an image: descriptor, colours, LZW
+            flags = data[at + 9]
+            at += 10 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0) + 1
+        else:  # the trailer, or bytes that are no block
+            return
+        while at < len(data) and data[at]:  # sub-blocks, to the empty one
+            at += data[at] + 1
+        at += 1
 
 
 def png_chunks(data: bytes) -> Iterator[tuple[str, str | None]]:
     """The type of each chunk of a PNG file, in order, and a text chunk's keyword (None for
-    other chunks); up to the first chunk that does not fit in `data`."""
+    other chunks); up to IEND (what follows it is no part of the image), or the first chunk
+    that does not fit in `data`."""
     at = len(PNG_SIGNATURE)
     while at + 12 <= len(data):
         length, kind = struct.unpack_from(">I4s", data, at)
-        if at + 12 + length > len(data):
+        if at + 12 + length > len(data) or kind == b"IEND":
             return
         keyword = None
         if kind in PNG_TEXT_CHUNKS:  # a keyword is 1 to 79 bytes, then NUL
@@ -275,7 +307,7 @@ def jpeg_segments_not_carried(segments: list[tuple[str, bytes]]) -> list[str]:
     not carry, once each, by marker: ["APP11 (JUMBF)", "APP12", "extended XMP"]; and the EXIF
     segments but the first, the XMP segments but the last (Pillow reads one of each). APP13
     is not_carried's own."""
-    markers, extended_xmp, exif, xmp = set(), False, 0, 0
+    markers, extended_xmp, exif, xmp = set(), False, [], []
     for marker, data in segments:
         if not marker.startswith("APP") or marker == "APP13":
             continue
@@ -284,11 +316,17 @@ def jpeg_segments_not_carried(segments: list[tuple[str, bytes]]) -> list[str]:
         elif not data.startswith(JPEG_KEPT_SEGMENTS.get(marker, ())):
             jumbf = marker == "APP11" and data.startswith(b"JP")  # ISO 19566-5: C2PA lives here
             markers.add((int(marker[3:]), f"{marker} (JUMBF)" if jumbf else marker))
-        exif += marker == "APP1" and data.startswith(EXIF_SEGMENT)
-        xmp += marker == "APP1" and data.startswith(XMP_SEGMENT)
+        if marker == "APP1" and data.startswith(EXIF_SEGMENT):
+            exif.append(data)
+        elif marker == "APP1" and data.startswith(XMP_SEGMENT):
+            xmp.append(data)
     kinds = [name for _, name in sorted(markers)] + (["extended XMP"] if extended_xmp else [])
-    kinds += ["EXIF segments after the first"] if exif > 1 else []
-    return kinds + (["XMP segments before the last"] if xmp > 1 else [])
+    # Only those that hold something the one read does not (an empty or same one: nothing).
+    if any(d not in (exif[0], EXIF_SEGMENT) for d in exif[1:]):
+        kinds.append("EXIF segments after the first")
+    if any(d not in (xmp[-1], XMP_SEGMENT) for d in xmp[:-1]):
+        kinds.append("XMP segments before the last")
+    return kinds
 
 
 def drop_unreadable_exif(img: Image.Image) -> str | None:
@@ -375,9 +413,10 @@ def source_metadata(img: Image.Image) -> Metadata:
 
 
 def reset_exif_orientation(exif: bytes) -> bytes | None:
-    """`exif` with the orientation of its first IFD set to 1 (a SHORT, as the standard has it,
-    or another integer type, as Pillow reads it too), every other byte as it was (maker notes
-    keep their offsets); None when `exif` is not a TIFF structure."""
+    """`exif` with the orientation of its first IFD set to 1, every other byte as it was (maker
+    notes keep their offsets): in its own integer type when it is one number (the standard's
+    SHORT, or LONG, SSHORT, SLONG), else as one SHORT (a RATIONAL, FLOAT or several numbers,
+    which Pillow reads too); None when `exif` is not a TIFF structure."""
     order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(exif[:4])
     if order is None:
         return None
@@ -386,10 +425,16 @@ def reset_exif_orientation(exif: bytes) -> bytes | None:
         (count,) = struct.unpack_from(order + "H", exif, ifd)
         for entry in range(ifd + 2, ifd + 2 + 12 * count, 12):
             tag, kind, n = struct.unpack_from(order + "HHI", exif, entry)
+            if tag != EXIF_ORIENTATION:
+                continue
             code = INTEGER_TYPES.get(kind)
-            if tag == EXIF_ORIENTATION and code and n == 1:  # one number, stored inline
+            if code and n == 1:  # one number, stored inline
                 one = struct.pack(order + code, 1)
                 return exif[: entry + 8] + one + exif[entry + 8 + len(one) :]
+            # Another type or count, which Pillow reads too: one SHORT now (a value stored
+            # apart stays where it was, unread).
+            one = struct.pack(order + "HIH", 3, 1, 1) + b"\x00\x00"
+            return exif[: entry + 2] + one + exif[entry + 12 :]
     except struct.error:
         return None
     return exif

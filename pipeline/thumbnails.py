@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import struct
+from xml.etree import ElementTree
 
 TIFF_ORDERS = {b"II*\x00": "<", b"MM\x00*": ">"}
 # Tags whose value is the offset of another IFD: ExifIFD, GPSIFD, InteroperabilityIFD.
@@ -18,6 +19,7 @@ TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4
 PHOTOSHOP_THUMBNAILS = (0x0409, 0x040C)  # Photoshop 4.0 and 5.0+ thumbnail resources
 RESOURCE = b"8BIM"
 # The prefixes an XMP packet binds to the XMP basic namespace (xmp:, or xap: in older files).
+XMP_THUMBNAILS = "{http://ns.adobe.com/xap/1.0/}Thumbnails"
 XMP_BASIC = re.compile(
     rb"""xmlns:([A-Za-z_][\w.-]*)\s*=\s*["']http://ns\.adobe\.com/xap/1\.0/["']"""
 )
@@ -136,10 +138,62 @@ def drop_photoshop_thumbnails(resources: bytes) -> bytes:
 
 
 def drop_xmp_thumbnails(xmp: bytes) -> bytes:
-    """An XMP packet without its Thumbnails property (of the XMP basic namespace, whatever
-    its prefix), every other byte as it was."""
+    """An XMP packet without its Thumbnails properties (of the XMP basic namespace, whatever
+    prefix binds it), every other byte as it was: each element is cut from the bytes, and the
+    cut is kept only when the packet parses as XML before and after it with exactly those
+    elements gone (a nested one, one in a CDATA section or a comment, or a prefix bound to
+    another namespace in some scope leaves the packet as it is). Linear in the packet's size."""
+    before = parse_xml(xmp)
+    if before is None:
+        return xmp
+    found = list(before.iter(XMP_THUMBNAILS))
+    if not found:
+        return xmp
+    gone = sum(len(list(element.iter())) for element in found)
+    cut = xmp
     for prefix in set(XMP_BASIC.findall(xmp)):
-        name = re.escape(prefix + b":Thumbnails")
-        element = rb"<%s(?:\s[^>]*)?(?:/>|>.*?</%s\s*>)" % (name, name)
-        xmp = re.sub(rb"[ \t]*" + element + rb"[ \t]*\r?\n?", b"", xmp, flags=re.DOTALL)
-    return xmp
+        cut = cut_elements(cut, prefix + b":Thumbnails")
+    after = parse_xml(cut)
+    if after is None or next(after.iter(XMP_THUMBNAILS), None) is not None:
+        return xmp
+    if len(list(after.iter())) != len(list(before.iter())) - gone:
+        return xmp
+    return cut
+
+
+def parse_xml(data: bytes) -> ElementTree.Element | None:
+    """The root element of `data`, or None when it is not well-formed XML."""
+    try:
+        return ElementTree.fromstring(data)
+    except ElementTree.ParseError:
+        return None
+
+
+def cut_elements(data: bytes, name: bytes) -> bytes:
+    """`data` without each element `name` (from its start tag to the first end tag of that
+    name after it), and with it the blanks before it on its line and the line end after it.
+    Each byte is looked at a bounded number of times."""
+    opening, closing = b"<" + name, b"</" + name
+    kept, at = [], 0
+    while (start := data.find(opening, at)) >= 0:
+        follows = data[start + len(opening) : start + len(opening) + 1]
+        tag_end = data.find(b">", start)
+        if follows not in (b" ", b"\t", b"\r", b"\n", b">", b"/") or tag_end < 0:
+            kept.append(data[at : start + len(opening)])  # a longer name, or no tag at all
+            at = start + len(opening)
+            continue
+        end = tag_end + 1
+        if data[tag_end - 1 : tag_end] != b"/":  # not an empty-element tag: to its end tag
+            close = data.find(closing, tag_end)
+            end = data.find(b">", close) + 1 if close >= 0 else 0
+            if end <= 0:
+                break
+        while start > at and data[start - 1 : start] in (b" ", b"\t"):
+            start -= 1
+        while data[end : end + 1] in (b" ", b"\t"):
+            end += 1
+        end += 2 if data[end : end + 2] == b"\r\n" else data[end : end + 1] == b"\n"
+        kept.append(data[at:start])
+        at = end
+    kept.append(data[at:])
+    return b"".join(kept)

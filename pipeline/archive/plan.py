@@ -343,6 +343,10 @@ def collisions(images: pa.Table, archived: pa.Array | None = None) -> pa.Array:
     return pc.take(pa.array(list(message.values()), pa.string()), at)
 
 
+# Columns only an archive manifest has, beside those every manifest has.
+ARCHIVE_COLUMNS = {"rel_path", "status", "written_at", "lr_uri", "lr_sha256", "kept_uri", "scale"}
+
+
 def archives_in(src: Location, prefix: str, manifests: dict[str, str]) -> list[str]:
     """The folders under SRC (rel_path with "/"; "" for SRC) that are archives: of those whose
     manifest/ holds a part file (`manifests`, with one part's rel_path), the ones whose part
@@ -355,7 +359,7 @@ def archives_in(src: Location, prefix: str, manifests: dict[str, str]) -> list[s
                 names = pq.read_schema(f).names
         except Exception:  # an unreadable part tells nothing: the folder's files are SRC's
             continue
-        if "lr_sha256" in names and "kept_uri" in names:
+        if set(names) >= ARCHIVE_COLUMNS:
             archives.append(folder)
     return archives
 
@@ -434,7 +438,8 @@ def prepare_archive(config: ArchiveConfig) -> ArchiveJob:
         raise ValueError(f"--inventory {config.inventory!r} cannot be read: {e}") from None
     archives = archives_in(src, prefix, not_images.manifests)
     if archives:
-        named = ", ".join(repr(a or ".") for a in archives[:3]) + ", ..." * (len(archives) > 3)
+        named = ", ".join(repr(a or "SRC itself") for a in archives[:3])
+        named += ", ..." * (len(archives) > 3)
         # --keep-failed keeps every file: an earlier archive's kept/ may hold the only copies.
         if not config.keep_failed:
             sources = without_archives(sources, archives)
@@ -450,10 +455,10 @@ def prepare_archive(config: ArchiveConfig) -> ArchiveJob:
     if not_images.count:  # a team that deletes SRC after archiving must know of these
         examples = ", ".join(repr(p) for p in not_images.examples)
         logger.warning(
-            "archive: %s under SRC %s not images (%s%s) and %s not archived: "
+            "archive: %s under SRC %s (%s%s) and %s not archived: "
             "--keep-failed keeps every file as it is",
             plural(not_images.count, "file"),
-            "is" if not_images.count == 1 else "are",
+            "is not an image" if not_images.count == 1 else "are not images",
             examples,
             ", ..." if not_images.count > len(not_images.examples) else "",
             "is" if not_images.count == 1 else "are",

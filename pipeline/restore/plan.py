@@ -11,6 +11,7 @@ pass the model by).
 from __future__ import annotations
 
 import fnmatch
+import logging
 import posixpath
 from collections import Counter
 from collections.abc import Iterator
@@ -51,6 +52,8 @@ from pipeline.stage import load_model
 from pipeline.storage import Location, s3_options
 from pipeline.summary import plural
 from tadm.hub import default_model
+
+logger = logging.getLogger("tadm")
 
 # The images to restore: one row each.
 ITEM_SCHEMA = pa.schema(
@@ -372,19 +375,32 @@ def prepare_restore(config: RestoreConfig) -> RestoreJob:
 
 def check_model(items: Buckets, archive: Location, model_ref: str, model_id: str) -> None:
     """Refuse a model that made none of the LRs to restore, when the manifest names the models
-    that did (a model restores only its own LRs: each image would be an error row)."""
+    that did (a model restores only its own LRs: each image would be an error row); warn when
+    it made only some."""
     made_by: Counter = Counter()
     for k in range(items.n):
         counts = items.bucket(k, items.n)["model_id"].drop_null().value_counts()
         made_by.update({c["values"]: c["counts"] for c in counts.to_pylist()})
-    if made_by and model_id not in made_by:
-        models = ", ".join(f"{m} ({plural(n, 'image')})" for m, n in made_by.most_common(3))
-        more = f" and {len(made_by) - 3} more" if len(made_by) > 3 else ""
+    others = Counter({m: n for m, n in made_by.items() if m != model_id})
+    if not others:
+        return
+    models = ", ".join(f"{m} ({plural(n, 'image')})" for m, n in others.most_common(3))
+    models += f" and {len(others) - 3} more" if len(others) > 3 else ""
+    if model_id not in made_by:
         raise ValueError(
             f"model {model_ref!r} (id {model_id}) made none of the LRs of ARCHIVE "
-            f"{archive.uri!r}: they were made by {models}{more}; pass --model with the model "
+            f"{archive.uri!r}: they were made by {models}; pass --model with the model "
             "that archived them"
         )
+    logger.warning(
+        "restore: %s of the %d LRs to restore were made by other models than %r (id %s): "
+        "%s; they will be error rows (restore them with --model and --only)",
+        sum(others.values()),
+        made_by.total(),
+        model_ref,
+        model_id,
+        models,
+    )
 
 
 def kept_clashes(items: Buckets, image_format: str) -> dict[str, str]:
@@ -449,8 +465,10 @@ def list_items(archive: Location, only: str | None) -> Buckets:
     if not items.rows:
         if recorded:
             raise ValueError(
-                f"no input: none of the {recorded} images of ARCHIVE {archive.uri!r}'s manifest "
-                f"was archived (`tadm inspect {archive.uri} --errors` says why)"
+                f"no input: {'the image' if recorded == 1 else f'none of the {recorded} images'} "
+                f"in the manifest of ARCHIVE {archive.uri!r} "
+                f"{'was not' if recorded == 1 else 'was'} archived "
+                f"(`tadm inspect {archive.uri} --errors` says why)"
             )
         if only is not None and list_items_any(archive):
             raise ValueError(f"no input: --only {only!r} matches none of the images")
@@ -465,6 +483,8 @@ def not_an_archive(archive: Location) -> str:
     fs = archive.filesystem()
     if not fs.exists(archive.root):
         return f"ARCHIVE {archive.uri!r} does not exist"
+    if fs.isfile(archive.root):
+        return f"ARCHIVE {archive.uri!r} is a file: give the archive's folder"
     folders = (LR_DIR, KEPT_DIR, MANIFEST_DIR)
     if not any(fs.isdir(archive.child(name).root) for name in folders):
         name = posixpath.basename(archive.root.rstrip("/"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -398,6 +399,22 @@ def test_a_pngs_unicode_comment_travels_as_utf8():
             lambda p: encode(Image.fromarray(p), "PNG", dpi=(300, 300)),
             "not carried: PNG pHYs",
         ),
+        (  # what follows IEND is no part of the image
+            lambda p: png_with_chunks(
+                p, [], after=png_chunk(b"tEXt", b"Comment\x00late") + b"junk"
+            ),
+            None,
+        ),
+        (  # an iTXt that is not UTF-8: Pillow leaves it out of its text
+            lambda p: png_with_chunks(
+                p, [png_chunk(b"iTXt", b"Comment\x00\x00\x00\x00\x00\xff\xfe")]
+            ),
+            "not carried: PNG text 'Comment'",
+        ),
+        (
+            lambda p: png_with_chunks(p, [png_chunk(b"prV" + bytes([c]), b"") for c in b"abcdefg"]),
+            "not carried: PNG prVa, prVb, prVc, prVd, prVe and 2 more",
+        ),
         (  # a transparent colour of RGB pixels (a palette's says "alpha dropped" already)
             lambda p: encode(Image.fromarray(p), "PNG", transparency=(0, 0, 0)),
             "not carried: PNG tRNS",
@@ -413,6 +430,14 @@ def test_a_pngs_unicode_comment_travels_as_utf8():
             "not carried: TIFF tags XResolution, YResolution, ResolutionUnit",
         ),
         (lambda p: gif_with_xmp(p), "P -> RGB; not carried: GIF application extension XMP"),
+        (  # Pillow keeps the last application extension it reads
+            lambda p: gif_with_xmp(p, then=b"NETSCAPE2.0"),
+            "P -> RGB; not carried: GIF application extension XMP",
+        ),
+        (
+            lambda p: gif_with_xmp(p, then=b"ICCRGBG1012"),
+            "P -> RGB; not carried: GIF application extensions XMP, 'ICCRGBG1012'",
+        ),
         (
             lambda p: encode(Image.fromarray(p), "TIFF", tiffinfo={270: "d", 33432: "(c) me"}),
             "not carried: TIFF tags ImageDescription, Copyright",
@@ -434,6 +459,13 @@ def jpeg_with_densities(pixels: np.ndarray, jfif_dpi: int, exif_dpi: int) -> byt
     return encode(Image.fromarray(pixels), "JPEG", dpi=(jfif_dpi, jfif_dpi), exif=exif.tobytes())
 
 
+def png_with_chunks(pixels: np.ndarray, chunks: list[bytes], after: bytes = b"") -> bytes:
+    """A PNG with these chunks before its IEND, and the bytes `after` after it."""
+    data = encode(Image.fromarray(pixels), "PNG")
+    iend = len(data) - 12
+    return data[:iend] + b"".join(chunks) + data[iend:] + after
+
+
 def png_with_info(pixels: np.ndarray, add) -> bytes:
     """A PNG with the chunks `add(info)` puts in its PngInfo."""
     info = PngImagePlugin.PngInfo()
@@ -441,12 +473,15 @@ def png_with_info(pixels: np.ndarray, add) -> bytes:
     return encode(Image.fromarray(pixels), "PNG", pnginfo=info)
 
 
-def gif_with_xmp(pixels: np.ndarray) -> bytes:
-    """A GIF with an XMP application extension after its global colour table."""
+def gif_with_xmp(pixels: np.ndarray, then: bytes = b"") -> bytes:
+    """A GIF with an XMP application extension after its global colour table, and the
+    application extension `then` (identifier) after it."""
     data = encode(Image.fromarray(pixels).convert("P"), "GIF")
     flags = data[10]
     at = 13 + (3 * 2 ** ((flags & 7) + 1) if flags & 0x80 else 0)
     extension = b"\x21\xff\x0bXMP DataXMP" + b"\x0c<x:xmpmeta/>" + b"\x00"
+    if then:
+        extension += b"\x21\xff\x0b" + then + b"\x03\x01\x00\x00\x00"
     return data[:at] + extension + data[at:]
 
 
@@ -547,6 +582,15 @@ EXTENDED_XMP = b"http://ns.adobe.com/xmp/extension/\x00" + b"0" * 32 + b"<x:xmpm
 XMP_SEGMENT = b"http://ns.adobe.com/xap/1.0/\x00"
 
 
+def other_exif() -> bytes:
+    exif = Image.Exif()
+    exif[0x013B] = "Another Artist"
+    return exif.tobytes()
+
+
+OTHER_XMP = xmp_packet(1).replace(b"Ada", b"Bob")
+
+
 @pytest.mark.parametrize(
     ("segments", "note"),
     [
@@ -567,11 +611,11 @@ XMP_SEGMENT = b"http://ns.adobe.com/xap/1.0/\x00"
             "not carried: JPEG APP11 (JUMBF), APP12, extended XMP",
         ),
         (  # Pillow reads the first EXIF segment and the last XMP one
-            [(0xE1, camera_exif(1).tobytes()), (0xE1, camera_exif(1).tobytes())],
+            [(0xE1, camera_exif(1).tobytes()), (0xE1, other_exif())],
             "not carried: JPEG EXIF segments after the first",
         ),
         (
-            [(0xE1, XMP_SEGMENT + xmp_packet(1)), (0xE1, XMP_SEGMENT + xmp_packet(1))],
+            [(0xE1, XMP_SEGMENT + OTHER_XMP), (0xE1, XMP_SEGMENT + xmp_packet(1))],
             "not carried: JPEG XMP segments before the last",
         ),
         (
@@ -582,6 +626,19 @@ XMP_SEGMENT = b"http://ns.adobe.com/xap/1.0/\x00"
 )
 def test_jpeg_segments_that_do_not_travel_are_named(segments: list[tuple[int, bytes]], note: str):
     assert decode_image(jpeg_with_segments(photo(64, 48, 6), segments)).conversion == note
+
+
+@pytest.mark.parametrize(
+    "segments",
+    [
+        [(0xE1, camera_exif(1).tobytes()), (0xE1, camera_exif(1).tobytes())],
+        [(0xE1, camera_exif(1).tobytes()), (0xE1, b"Exif\x00\x00")],
+        [(0xE1, XMP_SEGMENT + xmp_packet(1)), (0xE1, XMP_SEGMENT + xmp_packet(1))],
+    ],
+    ids=["same-exif", "empty-exif", "same-xmp"],
+)
+def test_a_segment_that_repeats_the_one_read_loses_nothing(segments):
+    assert decode_image(jpeg_with_segments(photo(64, 48, 6), segments)).conversion is None
 
 
 @pytest.mark.parametrize(
@@ -643,3 +700,26 @@ def test_an_xmp_that_is_not_utf8_is_said_to_lose_its_invalid_bytes():
     decoded = decode_image(encode(Image.fromarray(photo(64, 48, 4)), "JPEG", xmp=xmp))
     assert decoded.metadata.xmp == xmp
     assert decoded.conversion == "XMP not UTF-8: its invalid bytes carried as U+FFFD"
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+@pytest.mark.parametrize("form", ["rational", "two shorts"])
+def test_an_orientation_pillow_reads_in_another_form_is_reset_as_one_short(order: str, form: str):
+    """A RATIONAL 6/1 or a SHORT of count 2 (6, 6): Pillow turns the pixels by it, so the EXIF
+    carried must say 1 however it was stored."""
+    header = (b"II*\x00" if order == "<" else b"MM\x00*") + struct.pack(order + "I", 8)
+    if form == "rational":  # stored apart, after the IFD (8 + 2 + 12 + 4 = 26)
+        entry = exif_entry(order, 0x0112, 5, 1, 26)
+        exif = header + exif_ifd(order, [entry], 0) + struct.pack(order + "II", 6, 1)
+    else:
+        entry = exif_entry(order, 0x0112, 3, 2, struct.pack(order + "HH", 6, 6))
+        exif = header + exif_ifd(order, [entry], 0)
+    data = encode(Image.fromarray(photo(80, 64, 3)), "JPEG", exif=b"Exif\x00\x00" + exif)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Pillow: "tag 274 had too many entries"
+        decoded = decode_image(data)
+        read = Image.Exif()
+        read.load(decoded.metadata.exif)
+    assert decoded.pixels.shape == (80, 64, 3)
+    assert decoded.conversion == "EXIF orientation 6 applied"
+    assert read[0x0112] == 1 and len(decoded.metadata.exif) == len(exif)

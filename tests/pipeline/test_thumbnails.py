@@ -177,3 +177,40 @@ def test_an_exif_thumbnail_that_must_stay_is_said_to_stay():
         "EXIF thumbnail kept: other EXIF data lies after it; EXIF orientation 6 applied"
     )
     assert "thumbnail" not in (decode_image(out.getvalue()).conversion or "")
+
+
+XMP_HEAD = (
+    b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+    b'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" '
+    b'xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmlns:dc="http://purl.org/dc/elements/1.1/">'
+)
+XMP_TAIL = b"</rdf:Description></rdf:RDF></x:xmpmeta>"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [  # what only looks like a Thumbnails element of the XMP basic namespace stays
+        b"<dc:description><rdf:Alt><rdf:li><![CDATA[how to: <xmp:Thumbnails>...</xmp:Thumbnails>"
+        b" in XMP]]></rdf:li></rdf:Alt></dc:description>",
+        b"<!-- <xmp:Thumbnails/> -->",
+        b'<rdf:Description xmlns:xmp="http://example.com/other/"><xmp:Thumbnails>mine'
+        b"</xmp:Thumbnails></rdf:Description>",
+        b"<dc:title>&lt;xmp:Thumbnails/&gt;</dc:title>",
+        # nested: cutting to the first end tag would break the packet
+        b"<xmp:Thumbnails><rdf:Alt><rdf:li><xmp:Thumbnails>x</xmp:Thumbnails></rdf:li></rdf:Alt>"
+        b"</xmp:Thumbnails>",
+        b"<xmp:Thumbnails><dc:title>not XML: never closed</dc:title>",
+        b"<xmp:Thumbnails>" * 4000,  # not XML either
+    ],
+    ids=["cdata", "comment", "other-namespace", "escaped-text", "nested", "unclosed", "openings"],
+)
+def test_an_xmp_whose_thumbnails_cannot_be_cut_cleanly_stays_as_it_is(body: bytes):
+    xmp = XMP_HEAD + body + XMP_TAIL
+    assert drop_xmp_thumbnails(xmp) == xmp
+
+
+def test_a_thumbnails_element_beside_text_that_names_it_goes_alone():
+    body = b'<dc:title>&lt;xmp:Thumbnails/&gt;</dc:title> <xmp:Thumbnails note="a>b"><rdf:Alt/>'
+    xmp = XMP_HEAD + body + b"</xmp:Thumbnails>" + XMP_TAIL
+    expected = XMP_HEAD + b"<dc:title>&lt;xmp:Thumbnails/&gt;</dc:title>" + XMP_TAIL
+    assert drop_xmp_thumbnails(xmp) == expected

@@ -256,16 +256,18 @@ def test_other_archives_inside_src_are_not_archived_again(tiny_model, tmp_path: 
             "old/kept/b.png": b"3",
             "old/notes.png": b"4",  # beside the archive's folders: SRC's own
             "restored/lr/c.png.png": b"5",  # a restore of an image in SRC's lr/ folder
+            "mine/lr/d.png": b"6",  # beside a Parquet file of the user's, named as a part
         },
     )
-    for folder, schema in (("old", ARCHIVE_SCHEMA), ("restored", RESTORE_SCHEMA)):
+    mine = pa.schema([("lr_sha256", pa.string()), ("kept_uri", pa.string())])
+    for folder, schema in (("old", ARCHIVE_SCHEMA), ("restored", RESTORE_SCHEMA), ("mine", mine)):
         (src / folder / "manifest").mkdir()
         pq.write_table(schema.empty_table(), src / folder / part)
     config = ArchiveConfig(src=str(src), dst=str(tmp_path / "dst"), model=tiny_model)
     with caplog.at_level(logging.WARNING, logger="tadm"):
         job = prepare_archive(config)
     rel_paths = job.sources.bucket(0, job.sources.n)["rel_path"].to_pylist()
-    assert sorted(rel_paths) == ["a.png", "old/notes.png", "restored/lr/c.png.png"]
+    assert sorted(rel_paths) == ["a.png", "mine/lr/d.png", "old/notes.png", "restored/lr/c.png.png"]
     assert (
         "archive: SRC holds 1 other archive ('old/'): its lr/, kept/ and manifest/ folders are "
         "not archived (--keep-failed takes them in)" in caplog.messages
@@ -277,7 +279,7 @@ def test_other_archives_inside_src_are_not_archived_again(tiny_model, tmp_path: 
     rel_paths = with_every_file.sources.bucket(0, with_every_file.sources.n)["rel_path"]
     assert sorted(rel_paths.to_pylist()) == sorted(
         ["a.png", "old/lr/a.png.png", "old/kept/b.png", f"old/{part}", "old/notes.png"]
-        + ["restored/lr/c.png.png", f"restored/{part}"]
+        + ["restored/lr/c.png.png", f"restored/{part}", "mine/lr/d.png", f"mine/{part}"]
     )
     assert caplog.messages == [
         "archive: SRC holds 1 other archive ('old/'): its lr/, kept/ and manifest/ folders are "

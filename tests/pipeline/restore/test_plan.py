@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -11,7 +13,7 @@ from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA
 from pipeline.job import OUTPUT_SCHEMA
 from pipeline.manifest import to_table, write_part
 from pipeline.restore.config import RestoreConfig
-from pipeline.restore.plan import ITEM_SCHEMA, RestoreJob, kept_clashes, list_items
+from pipeline.restore.plan import ITEM_SCHEMA, RestoreJob, check_model, kept_clashes, list_items
 from pipeline.storage import Location
 
 
@@ -105,7 +107,9 @@ def test_an_archive_whose_images_all_failed_says_so(tmp_path):
     archive = Location.parse(str(tmp_path / "archive"))
     rows = [{"rel_path": "a.jpg", "status": "error", "error": "not a readable image"}]
     write_part(archive.child("manifest"), to_table(rows, ARCHIVE_SCHEMA))
-    with pytest.raises(ValueError, match="none of the 1 images of ARCHIVE .* was archived"):
+    with pytest.raises(
+        ValueError, match="the image in the manifest of ARCHIVE .* was not archived"
+    ):
         list_items(archive, None)
     (tmp_path / "empty" / "lr").mkdir(parents=True)
     with pytest.raises(ValueError, match="has no manifest rows and no LR PNGs"):
@@ -118,8 +122,10 @@ def test_a_path_that_is_no_archive_is_said_so(tmp_path):
     (tmp_path / "archive" / "lr").mkdir(parents=True)
     (tmp_path / "archive" / "lr" / "a.jpg.png").write_bytes(b"1")
     (tmp_path / "photos").mkdir()
+    (tmp_path / "photo.jpg").write_bytes(b"1")
     cases = {
         "nope": "ARCHIVE '{}/nope' does not exist",
+        "photo.jpg": "ARCHIVE '{}/photo.jpg' is a file: give the archive's folder",
         "photos": "ARCHIVE '{}/photos' is not an archive: it has no lr/ or manifest/ (give the "
         "folder that holds them)",
         "archive/lr": "ARCHIVE '{}/archive/lr' is not an archive: it has no lr/ or manifest/ "
@@ -168,3 +174,28 @@ def test_a_file_no_restore_of_the_image_wrote_is_in_the_way_unless_overwrite():
                 assert found["a.jpg"].startswith(
                     "DST/a.jpg.png exists and no restore of this image into DST wrote it"
                 )
+
+
+def test_a_model_that_made_none_of_the_lrs_is_refused_and_one_that_made_some_warns(caplog):
+    archive = Location.parse("/archive")
+    table = pa.table(
+        {f.name: pa.nulls(4, f.type) for f in ITEM_SCHEMA}
+        | {"rel_path": ["a", "b", "c", "k"], "model_id": ["m1", "m1", "m2", None]},
+        schema=ITEM_SCHEMA,
+    )
+    recorded = Buckets(ITEM_SCHEMA).extend([table])
+    with pytest.raises(ValueError) as refused:
+        check_model(recorded, archive, "other", "m3")
+    assert str(refused.value) == (
+        "model 'other' (id m3) made none of the LRs of ARCHIVE '/archive': they were made by "
+        "m1 (2 images), m2 (1 image); pass --model with the model that archived them"
+    )
+    with caplog.at_level(logging.WARNING, logger="tadm"):
+        check_model(recorded, archive, "first", "m1")
+    assert caplog.messages == [
+        "restore: 1 of the 3 LRs to restore were made by other models than 'first' (id m1): "
+        "m2 (1 image); they will be error rows (restore them with --model and --only)"
+    ]
+    nulls = pa.table({f.name: pa.nulls(4, f.type) for f in ITEM_SCHEMA}, schema=ITEM_SCHEMA)
+    none_recorded = Buckets(ITEM_SCHEMA).extend([nulls])
+    check_model(none_recorded, archive, "any", "m9")  # LR files alone: nothing to go by
