@@ -231,11 +231,12 @@ TASK_POOL_WARNING = r"The maximum number of concurrent tasks for .* is set to"
 
 
 @contextlib.contextmanager
-def ray_session(dashboard: bool = False) -> Iterator[None]:
+def ray_session(dashboard: bool | None = False) -> Iterator[None]:
     """Use the running Ray (a test's, or RAY_ADDRESS's cluster) or start a local one for the
-    job, with its dashboard (which serves Ray's state API) only when asked; Ray Data's own
-    progress bars are off, the job logs its own progress. Unless -v, Ray says only what needs
-    the user (warnings and errors), without the notices above."""
+    job, without its dashboard (which serves Ray's state API) unless asked (None: with it
+    when its packages are installed); Ray Data's own progress bars are off, the job logs its
+    own progress. Unless -v, Ray says only what needs the user (warnings and errors), without
+    the notices above."""
     import ray
 
     verbose = logging.getLogger("tadm").isEnabledFor(logging.DEBUG)

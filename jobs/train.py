@@ -318,7 +318,9 @@ def job(args: argparse.Namespace) -> int:
         logging_config=ray.train.LoggingConfig("INFO" if verbose else "WARNING"),
     )
     loop_config = {"config": config, "storage_options": options, "log_level": worker_log_level()}
-    with ray_session(dashboard=True):  # Ray Train's placement group cleaner polls the state API
+    # Ray Train's placement group cleaner polls the state API the dashboard serves: without
+    # it, a warning a second. The dashboard needs ray[default]'s packages (serve brings them).
+    with ray_session(dashboard=None):
         trainer = TorchTrainer(
             train_loop,
             train_loop_config=loop_config,
