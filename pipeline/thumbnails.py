@@ -18,8 +18,8 @@ THUMBNAIL_OFFSET, THUMBNAIL_LENGTH = 0x0201, 0x0202  # JPEGInterchangeFormat(Len
 TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
 PHOTOSHOP_THUMBNAILS = (0x0409, 0x040C)  # Photoshop 4.0 and 5.0+ thumbnail resources
 RESOURCE = b"8BIM"
+XMP_THUMBNAILS = "{http://ns.adobe.com/xap/1.0/}Thumbnails"  # as ElementTree names it
 # The prefixes an XMP packet binds to the XMP basic namespace (xmp:, or xap: in older files).
-XMP_THUMBNAILS = "{http://ns.adobe.com/xap/1.0/}Thumbnails"
 XMP_BASIC = re.compile(
     rb"""xmlns:([A-Za-z_][\w.-]*)\s*=\s*["']http://ns\.adobe\.com/xap/1\.0/["']"""
 )
@@ -177,11 +177,13 @@ def cut_elements(data: bytes, name: bytes) -> bytes:
     kept, at = [], 0
     while (start := data.find(opening, at)) >= 0:
         follows = data[start + len(opening) : start + len(opening) + 1]
-        tag_end = data.find(b">", start)
-        if follows not in (b" ", b"\t", b"\r", b"\n", b">", b"/") or tag_end < 0:
-            kept.append(data[at : start + len(opening)])  # a longer name, or no tag at all
+        if follows not in (b" ", b"\t", b"\r", b"\n", b">", b"/"):  # a longer name
+            kept.append(data[at : start + len(opening)])
             at = start + len(opening)
             continue
+        tag_end = data.find(b">", start)
+        if tag_end < 0:
+            break
         end = tag_end + 1
         if data[tag_end - 1 : tag_end] != b"/":  # not an empty-element tag: to its end tag
             close = data.find(closing, tag_end)

@@ -464,10 +464,10 @@ def list_items(archive: Location, only: str | None) -> Buckets:
         raise ValueError(f"ARCHIVE {archive.uri!r} cannot be read: {e}") from None
     if not items.rows:
         if recorded:
+            what = "the image" if recorded == 1 else f"none of the {recorded} images"
+            was = "was not" if recorded == 1 else "was"
             raise ValueError(
-                f"no input: {'the image' if recorded == 1 else f'none of the {recorded} images'} "
-                f"in the manifest of ARCHIVE {archive.uri!r} "
-                f"{'was not' if recorded == 1 else 'was'} archived "
+                f"no input: {what} in the manifest of ARCHIVE {archive.uri!r} {was} archived "
                 f"(`tadm inspect {archive.uri} --errors` says why)"
             )
         if only is not None and list_items_any(archive):
