@@ -20,7 +20,7 @@ from pipeline.format import (
 )
 from pipeline.rows import nanoseconds, to_batch, to_rows
 from pipeline.stage import Copy, Earlier, Row, remove_earlier, write_files
-from pipeline.storage import Location
+from pipeline.storage import Location, file_sha256
 
 
 def write_lr(
@@ -59,13 +59,16 @@ def write_lr(
     rows = write_files(to_rows(batch), dst, "lr_uri", output)
     for row in rows:
         permanent = row["status"] == "error" and row["error_kind"] == PERMANENT
-        if permanent and "lr" in str(row.get("outputs") or "").split():
+        earlier = str(row.get("outputs") or "").split()
+        if permanent and "lr" in earlier:
             # A source archived before that fails now (a truncated copy, bit rot) may be worse
             # than the LR made of it: that LR stays, and the row says where.
             row["error"] += f"; the LR of an earlier version stays at {lr_key(row['rel_path'])}"
             row["outputs"] = ""
             if not keep_failed:
                 record_earlier_lr(row, dst)
+        elif permanent and "kept" in earlier and not keep_failed:
+            record_earlier_kept(row, dst)  # which stays: no output of this run replaces it
         if keep_failed and permanent:
             row.update(status=KEPT, kept_reason=row["error"], error=None, error_kind=None)
         elif row["status"] != KEPT:  # Ray may have turned a column of None into NaN
@@ -112,6 +115,26 @@ def record_earlier_lr(row: Row, dst: Location) -> None:
     row.update(lr_uri=dst.uri_of(path), lr_bytes=len(data))
     row.update(lr_sha256=hashlib.sha256(data).hexdigest(), model_id=header.model_id)
     row.update(width=header.width, height=header.height, scale=header.scale)
+
+
+def record_earlier_kept(row: Row, dst: Location) -> None:
+    """Give an error row the record of the source an earlier run kept in DST (a file kept by
+    --keep-failed that a run without it redoes, for another model or a changed source), so
+    that a restore still gives it back: its URI, and, when it is not the source as it is now,
+    its size and SHA-256 in place of the source's. As it is when that copy cannot be read."""
+    fs, path = dst.filesystem(), dst.join(kept_key(row["rel_path"]))
+    try:
+        size, sha256 = fs.size(path), file_sha256(fs, path)
+    except (OSError, ValueError):
+        return
+    where = f"stays at {kept_key(row['rel_path'])}"
+    if sha256 == row.get("source_sha256") and size == row["source_bytes"]:
+        row["error"] += f"; the source kept earlier {where}"
+    else:
+        described = f"{size} bytes: this row's source_bytes and source_sha256 are its"
+        row["error"] += f"; the source kept earlier ({described}) {where}"
+        row.update(source_bytes=size, source_sha256=sha256)
+    row["kept_uri"] = dst.uri_of(path)
 
 
 def earlier_output(row: Row) -> Earlier | None:

@@ -514,8 +514,10 @@ def matching(table: pa.Table, only: str | None) -> pa.Table:
 
 def manifest_items(archive: Location, rows: pa.Table, only: str | None) -> pa.Table:
     """The items of archive manifest rows: their LR files, or their kept sources; and the LR
-    an error row records (of an earlier version of a source that fails now)."""
-    earlier = pc.and_(pc.equal(rows["status"], "error"), pc.is_valid(rows["lr_sha256"]))
+    or kept source an error row records (of a source that fails now, archived or kept by an
+    earlier run)."""
+    recorded = pc.or_(pc.is_valid(rows["lr_sha256"]), pc.is_valid(rows["kept_uri"]))
+    earlier = pc.and_(pc.equal(rows["status"], "error"), recorded)
     done = pc.is_in(rows["status"], pa.array([*DONE, KEPT]))
     rows = matching(rows.filter(pc.or_(done, pc.fill_null(earlier, False))), only)
     kept = pc.is_valid(rows["kept_uri"])

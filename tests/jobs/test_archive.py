@@ -245,6 +245,37 @@ def test_a_source_that_fails_after_it_was_archived_leaves_the_earlier_lr(
     assert (dst / "lr" / "good.jpg.png").read_bytes() == lr
 
 
+def test_a_kept_source_that_fails_again_stays_restorable(
+    ray_cluster, tiny_model, other_model, tmp_path
+):
+    """A file kept by --keep-failed, redone by a run without it (another model), is an error
+    row again; its kept copy stays, and the row records it, so a restore still gives it back:
+    the originals may be gone by then."""
+    bad = encode(Image.fromarray(photo(96, 64, 3)), "PNG")[:400]
+    src = write_tree(tmp_path / "src", {"bad.png": bad, "cat.txt": b"meow"})
+    dst = tmp_path / "archive"
+    assert run_cli("archive", src, dst, "--model", tiny_model, "--keep-failed") == 0
+    assert run_cli("archive", src, dst, "--model", other_model) == 1
+    row = manifest_rows(dst)["bad.png"]
+    assert row["status"] == "error" and row["error_kind"] == "permanent"
+    assert row["error"].endswith("; the source kept earlier stays at kept/bad.png")
+    assert row["kept_uri"].endswith("/archive/kept/bad.png")
+    assert row["source_sha256"] == hashlib.sha256(bad).hexdigest()
+    (src / "bad.png").write_bytes(bad[:300])  # worse still: the kept copy is the better one
+    assert run_cli("archive", src, dst, "--model", other_model) == 1
+    row = manifest_rows(dst)["bad.png"]
+    assert row["error"].endswith(
+        "; the source kept earlier (400 bytes: this row's source_bytes and source_sha256 are"
+        " its) stays at kept/bad.png"
+    )
+    assert row["source_bytes"] == 400 and row["source_sha256"] == hashlib.sha256(bad).hexdigest()
+    assert (dst / "kept" / "bad.png").read_bytes() == bad
+    restored = tmp_path / "restored"
+    assert run_cli("restore", dst, restored, "--model", other_model) == 0
+    assert (restored / "bad.png").read_bytes() == bad
+    assert (restored / "cat.txt").read_bytes() == b"meow"
+
+
 def test_drop_thumbnails_leaves_the_embedded_previews_out_of_the_lr(
     ray_cluster, tiny_model, tmp_path
 ):
