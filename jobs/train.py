@@ -319,7 +319,7 @@ def job(args: argparse.Namespace) -> int:
     )
     loop_config = {"config": config, "storage_options": options, "log_level": worker_log_level()}
     # Ray Train's placement group cleaner polls the state API the dashboard serves: without
-    # it, a warning a second. The dashboard needs ray[default]'s packages (serve brings them).
+    # it, a warning a second. The dashboard needs ray[default]'s packages (the train extra's).
     with ray_session(dashboard=None):
         trainer = TorchTrainer(
             train_loop,
