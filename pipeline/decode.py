@@ -25,6 +25,7 @@ from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageErro
 
 from pipeline.format import (
     COMMENT_KEY,
+    JFIF_UNITS,
     MAX_PIXELS,
     METADATA_FIELDS,
     PHOTOSHOP_HEADER,
@@ -32,6 +33,9 @@ from pipeline.format import (
     XMP_KEY,
     Metadata,
     check_rel_path,
+    colour_chunks,
+    density_text,
+    parse_density,
 )
 from pipeline.rows import NO_PIXELS, error_kind, error_text, to_batch, to_rows
 from pipeline.sources import is_image_name
@@ -51,8 +55,12 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 PILLOW_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "HEIF", "AVIF", "JXL")
 EXIF_ORIENTATION = 0x0112
 TIFF_XMP = 700  # the XMP tag of a TIFF file
+TIFF_RESOLUTION = (282, 283, 296)  # XResolution, YResolution, ResolutionUnit
+TIFF_UNITS = {2: "in", 3: "cm"}  # ResolutionUnit's codes (1: none, an aspect ratio only)
+JFIF_UNIT_NAMES = {code: unit for unit, code in JFIF_UNITS.items()}
 # A TIFF's tags that describe the image rather than its pixels: none is carried (its ICC
-# profile and XMP are), so a row names those its source had.
+# profile, XMP and resolution in inches or centimetres are), so a row names those its source
+# had.
 TIFF_DESCRIPTIVE_TAGS = {
     269: "DocumentName",
     270: "ImageDescription",
@@ -143,6 +151,9 @@ def decode_image(
         if orientation in range(2, 9):
             img = ImageOps.exif_transpose(img)  # turns only what load() has not
             steps.append(f"{'EXIF' if tagged else 'XMP'} orientation {int(orientation)} applied")
+            if orientation in range(5, 9) and metadata.density:  # turned a quarter: y is x now
+                x, y, unit = parse_density(metadata.density)
+                metadata = dataclasses.replace(metadata, density=density_text(y, x, unit))
         mode = img.mode
         img, metadata, icc_note = match_profile(img, metadata)
         metadata, over = metadata.over_limits()
@@ -183,14 +194,15 @@ def not_carried(img: Image.Image, metadata: Metadata, data: bytes) -> list[str]:
         uncarried = jpeg_segments_not_carried(segments)
         if uncarried:
             kinds.append(f"JPEG {', '.join(uncarried)}")
-        unit = img.info.get("jfif_unit")
-        if unit in (1, 2) and not exif_says_density(metadata.exif, unit, img.info["jfif_density"]):
-            x, y = img.info["jfif_density"]
-            kinds.append(f"JFIF density {x}x{y} {'dpi' if unit == 1 else 'dots per cm'}")
     elif img.format == "PNG":
         kinds += png_not_carried(img, metadata, data)
     elif img.format == "TIFF":
-        tags = [name for tag, name in TIFF_DESCRIPTIVE_TAGS.items() if tag in img.tag_v2]
+        carried = TIFF_RESOLUTION if metadata.density else ()
+        tags = [
+            name
+            for tag, name in TIFF_DESCRIPTIVE_TAGS.items()
+            if tag in img.tag_v2 and tag not in carried
+        ]
         if tags:
             kinds.append(f"TIFF tags {', '.join(tags)}")
     elif img.format == "GIF":
@@ -204,27 +216,12 @@ def not_carried(img: Image.Image, metadata: Metadata, data: bytes) -> list[str]:
     return kinds
 
 
-def exif_says_density(exif: bytes | None, jfif_unit: int, density: tuple[int, int]) -> bool:
-    """Whether the EXIF carried holds the JFIF header's density: the same X and YResolution
-    in the same unit (JFIF's 1, inches, is EXIF's 2; its 2, centimetres, EXIF's 3)."""
-    if not exif:
-        return False
-    tags = Image.Exif()
-    try:
-        tags.load(exif)
-        resolution = (tags.get(282), tags.get(283))
-        if tags.get(296, 2) != jfif_unit + 1 or None in resolution:
-            return False
-        return all(float(r) == d for r, d in zip(resolution, density, strict=True))
-    except Exception:  # an EXIF Pillow cannot read through says nothing
-        return False
-
-
 def png_not_carried(img: Image.Image, metadata: Metadata, data: bytes) -> list[str]:
     """not_carried's kinds for a PNG: its text chunks other than those carried (and those
     Pillow cannot read), all but the last chunk of a carried keyword (Pillow keeps the last),
     the comment's language tag, and every ancillary chunk that is neither text nor carried
-    (gAMA, cHRM, sRGB, pHYs, tIME...; tRNS unless the pixels' note says the alpha went)."""
+    (tIME, sBIT...; pHYs unless in metres, the density carried; sRGB beside an ICC profile;
+    tRNS unless the pixels' note says the alpha went)."""
     kinds = []
     m = metadata
     carried = {XMP_KEY: m.xmp, PHOTOSHOP_KEY: m.photoshop, COMMENT_KEY: m.comment}
@@ -241,7 +238,8 @@ def png_not_carried(img: Image.Image, metadata: Metadata, data: bytes) -> list[s
     comment = text.get(COMMENT_KEY)
     if isinstance(comment, PngImagePlugin.iTXt) and (comment.lang or comment.tkey):
         kinds.append(f"PNG text {COMMENT_KEY!r} language tag")
-    skipped = (*PNG_CARRIED_CHUNKS, "tRNS") if img.mode == "P" else PNG_CARRIED_CHUNKS
+    skipped = PNG_CARRIED_CHUNKS + ("tRNS",) * (img.mode == "P") + ("pHYs",) * bool(m.density)
+    skipped += tuple(kind.decode() for kind, _ in colour_chunks(m.png_colour or b""))
     others = [kind for kind, key in chunks if key is None and kind not in skipped]
     if others:
         kinds.append(f"PNG {some(dict.fromkeys(others))}")
@@ -384,7 +382,7 @@ def source_metadata(img: Image.Image) -> Metadata:
     """The EXIF, ICC profile and XMP of a source, orientation set to 1 (the pixels archived
     are turned already; an EXIF that is no TIFF structure is left out); a JPEG's Photoshop
     image resources (its APP13 segments joined) and comment, a GIF's comment, a PNG's
-    Photoshop and Comment text."""
+    Photoshop and Comment text; the pixel density it states (source_density)."""
     info = dict(img.info)
     if img.format == "TIFF":
         # A TIFF's EXIF is its own header, not a block to carry. Its XMP comes from its tag,
@@ -395,7 +393,7 @@ def source_metadata(img: Image.Image) -> Metadata:
     metadata = Metadata.from_info(info)
     exif = metadata.exif and reset_exif_orientation(metadata.exif)
     xmp = metadata.xmp and XMP_ORIENTATION.sub(rb"\g<1>1", metadata.xmp)
-    metadata = dataclasses.replace(metadata, exif=exif, xmp=xmp)
+    metadata = dataclasses.replace(metadata, exif=exif, xmp=xmp, density=source_density(img))
     if img.format in ("JPEG", "MPO"):
         segments = getattr(img, "applist", [])
         photoshop = b"".join(
@@ -410,6 +408,26 @@ def source_metadata(img: Image.Image) -> Metadata:
     elif img.format == "GIF":
         metadata = dataclasses.replace(metadata, comment=img.info.get("comment") or None)
     return metadata
+
+
+def source_density(img: Image.Image) -> bytes | None:
+    """The pixel density a source states, as Metadata's density: a JPEG's JFIF header (its
+    EXIF's travels in the EXIF), a PNG's or BMP's pixels per metre, a TIFF's resolution in
+    inches or centimetres; None where it states none, or an aspect ratio only."""
+    info = img.info
+    if img.format in ("JPEG", "MPO"):
+        unit = JFIF_UNIT_NAMES.get(info.get("jfif_unit"))
+        return density_text(*info["jfif_density"], unit) if unit else None
+    if img.format in ("PNG", "BMP") and "dpi" in info:  # Pillow's, of its pixels per metre
+        return density_text(*(round(v / 0.0254) for v in info["dpi"]), "m")
+    if img.format == "TIFF":
+        tags = img.tag_v2
+        unit = TIFF_UNITS.get(tags.get(296, 2))  # the standard's default unit is the inch
+        try:
+            return density_text(float(tags[282]), float(tags[283]), unit) if unit else None
+        except (KeyError, TypeError, ValueError):  # missing, or not one number
+            return None
+    return None
 
 
 def reset_exif_orientation(exif: bytes) -> bytes | None:
@@ -466,7 +484,8 @@ def match_profile(img: Image.Image, metadata: Metadata) -> tuple[Image.Image, Me
     except ImageCms.PyCMSError as e:
         return img, replace_icc(metadata), f"{space} ICC profile unusable ({e}), dropped"
     description = ImageCms.getProfileDescription(profile).strip()
-    return rgb, replace_icc(metadata), f"{mode} -> sRGB through ICC profile {description!r}"
+    metadata = dataclasses.replace(replace_icc(metadata), png_colour=None)  # sRGB pixels now
+    return rgb, metadata, f"{mode} -> sRGB through ICC profile {description!r}"
 
 
 def replace_icc(metadata: Metadata) -> Metadata:

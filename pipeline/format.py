@@ -148,10 +148,19 @@ def encode_output(pixels: np.ndarray, image_format: str, metadata: Metadata | No
         options["xmp"] = metadata.xmp
     if image_format == "jpeg" and metadata.comment:
         options["comment"] = metadata.comment
+    jfif = None
+    if image_format == "png" and metadata.density:
+        options["dpi"] = density_dpi(metadata.density)  # pHYs, in pixels per metre
+    elif image_format == "jpeg" and metadata.density:
+        jfif = jfif_density(metadata.density)
+        options["dpi"] = jfif[:2]
     Image.fromarray(pixels).save(out, format=image_format.upper(), **options)
+    data = out.getvalue()
+    if jfif is not None and jfif[2] != JFIF_UNITS["in"]:
+        data = with_jfif_unit(data, jfif[2])
     if image_format == "jpeg" and metadata.photoshop:
-        return with_app13(out.getvalue(), metadata.photoshop)
-    return out.getvalue()
+        return with_app13(data, metadata.photoshop)
+    return data
 
 
 # The longest side each output format's encoder writes: libjpeg's JPEG_MAX_DIMENSION, libwebp's
@@ -258,7 +267,12 @@ PHOTOSHOP_HEADER = b"Photoshop 3.0\x00"  # before the image resources in a JPEG'
 PHOTOSHOP_KEY = "Raw profile type 8bim"
 COMMENT_KEY = "Comment"  # PNG's keyword for a comment
 APP13_PAYLOAD = 65533 - len(PHOTOSHOP_HEADER)  # resource bytes one APP13 segment holds
-METADATA_FIELDS = ("exif", "icc", "xmp", "photoshop", "comment")
+METADATA_FIELDS = ("exif", "icc", "xmp", "photoshop", "comment", "density", "png_colour")
+# The PNG chunks that say how to show the pixels without an ICC profile, and their sizes
+PNG_COLOUR_CHUNKS = {b"gAMA": 4, b"cHRM": 32, b"sRGB": 1}
+DENSITY_KEY = "tadm:density"  # the LR's text chunk of the source's pixel density
+DENSITY_UNITS = {"in": 0.0254, "cm": 0.01, "m": 1.0}  # a density's units, in metres
+JFIF_UNITS = {"in": 1, "cm": 2}  # the JFIF header's codes of its units
 # The most bytes of a block an LR carries, so that every LR reads back: Pillow reads at most
 # 1 MiB of one compressed PNG chunk (PngImagePlugin.MAX_TEXT_CHUNK), and Photoshop resources go
 # in hex (2 characters a byte); a comment is what one JPEG COM segment holds.
@@ -271,24 +285,31 @@ class Metadata:
     """What a source image carries beside its pixels, kept in its LR PNG and written back into
     restored files: the eXIf, iCCP and iTXt XML:com.adobe.xmp chunks; Photoshop image
     resources (IPTC among them) in a zTXt PHOTOSHOP_KEY chunk, the comment in an iTXt or zTXt
-    COMMENT_KEY chunk. None where absent."""
+    COMMENT_KEY chunk, the pixel density in a DENSITY_KEY text chunk (a restored file states it
+    as its format does: pHYs, the JFIF header), a PNG's gAMA, cHRM and sRGB chunks as they were.
+    None where absent."""
 
     exif: bytes | None = None  # the TIFF structure ("II*\0..." or "MM\0*..."), orientation 1
     icc: bytes | None = None  # ICC profile of the pixels as stored
     xmp: bytes | None = None  # XMP packet (XML), orientation 1
     photoshop: bytes | None = None  # image resource blocks ("8BIM...") of a JPEG's APP13
     comment: bytes | None = None  # a JPEG's COM, a GIF's or a PNG's comment, byte for byte
+    # Pixels per unit, x then y, and the unit (DENSITY_UNITS): b"300 300 in" (density_text)
+    density: bytes | None = None
+    # A PNG's PNG_COLOUR_CHUNKS, each its type then its data: b"gAMA\x00\x00\xb1\x8f..."
+    png_colour: bytes | None = None
 
     @property
     def names(self) -> str | None:
-        """ "exif,icc,xmp,photoshop,comment" for what there is, as the manifests' `metadata`;
-        None for nothing."""
+        """ "exif,icc,xmp,photoshop,comment,density,png_colour" for what there is, as the
+        manifests' `metadata`; None for nothing."""
         return ",".join(n for n in METADATA_FIELDS if getattr(self, n)) or None
 
     @classmethod
     def from_info(cls, info: dict) -> Metadata:
         """From a Pillow image's info: "exif" (with or without its "Exif\0\0"),
-        "icc_profile", "xmp", and a PNG's PHOTOSHOP_KEY and COMMENT_KEY text."""
+        "icc_profile", "xmp", and a PNG's PHOTOSHOP_KEY and COMMENT_KEY text and colour chunks
+        (png_colour)."""
         exif = info.get("exif") or None
         if exif is not None and exif.startswith(EXIF_HEADER):
             exif = exif[len(EXIF_HEADER) :] or None
@@ -305,6 +326,7 @@ class Metadata:
             xmp.encode() if isinstance(xmp, str) else xmp,
             photoshop=from_raw_profile(photoshop) if isinstance(photoshop, str) else None,
             comment=comment or None,
+            png_colour=png_colour(info),
         )
 
     @classmethod
@@ -331,6 +353,8 @@ class Metadata:
                 info.add_itxt(COMMENT_KEY, text, zip=True)
             else:
                 info.add_text(COMMENT_KEY, self.comment.decode("latin-1"), zip=True)
+        for kind, data in colour_chunks(self.png_colour or b""):
+            info.add(kind, data)
         return info
 
     def over_limits(self) -> tuple[Metadata, list[str]]:
@@ -368,25 +392,103 @@ JPEG_LIMITS = {
 def not_held(metadata: Metadata, image_format: str) -> dict[str, str]:
     """The blocks of `metadata` a file of `image_format` cannot hold, in METADATA_FIELDS
     order, each with why: "" where the format has no place for it (WebP: Photoshop resources,
-    the comment), "over 65,527 bytes (70,000 here)" for one over JPEG_LIMITS."""
+    the comment, the density; neither JPEG nor WebP PNG's colour chunks), "over 65,527 bytes
+    (70,000 here)" for one over JPEG_LIMITS."""
     present = [n for n in METADATA_FIELDS if getattr(metadata, n)]
     if image_format == "webp":
-        return {n: "" for n in present if n in ("photoshop", "comment")}
+        return {n: "" for n in present if n in ("photoshop", "comment", "density", "png_colour")}
     if image_format == "jpeg":
         sizes = {n: len(getattr(metadata, n)) for n in present if n in JPEG_LIMITS}
-        return {
+        left = {
             n: f"over {JPEG_LIMITS[n]:,} bytes ({size:,} here)"
             for n, size in sizes.items()
             if size > JPEG_LIMITS[n]
         }
+        if metadata.density and jfif_density(metadata.density) is None:
+            left["density"] = f"of {metadata.density.decode()} (JFIF's are 1 to 65535)"
+        return left | ({"png_colour": ""} if metadata.png_colour else {})
     return {}
 
 
 def held_by(metadata: Metadata, image_format: str) -> Metadata:
     """What a file of `image_format` holds of `metadata`: PNG all of it; JPEG all but an EXIF,
-    XMP or comment over JPEG_LIMITS; WebP no Photoshop resources and no comment (it has no
-    place for them). not_held says what is left out."""
+    XMP or comment over JPEG_LIMITS, a density out of its header's range and PNG's colour
+    chunks; WebP no Photoshop resources, comment, density or PNG colour chunks (it has no place
+    for them). not_held says what is left out."""
     return dataclasses.replace(metadata, **dict.fromkeys(not_held(metadata, image_format)))
+
+
+def png_colour(info: dict) -> bytes | None:
+    """Metadata's png_colour of a Pillow image's info: a PNG's gAMA and cHRM chunks, and its
+    sRGB chunk unless it has an ICC profile too (which PNG says overrides it, and Pillow writes
+    instead), from the values Pillow read (hundred-thousandths: exact)."""
+    chunks = b""
+    if isinstance(info.get("gamma"), float):
+        chunks += b"gAMA" + struct.pack(">I", round(info["gamma"] * 100000))
+    chromaticity = info.get("chromaticity")
+    if isinstance(chromaticity, tuple) and len(chromaticity) == 8:
+        chunks += b"cHRM" + struct.pack(">8I", *(round(v * 100000) for v in chromaticity))
+    if isinstance(info.get("srgb"), int) and not info.get("icc_profile"):
+        chunks += b"sRGB" + bytes([info["srgb"]])
+    return chunks or None
+
+
+def colour_chunks(png_colour: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """The (type, data) of each chunk of a png_colour."""
+    at = 0
+    while at < len(png_colour):
+        kind = png_colour[at : at + 4]
+        size = PNG_COLOUR_CHUNKS[kind]
+        yield kind, png_colour[at + 4 : at + 4 + size]
+        at += 4 + size
+
+
+def density_text(x: float, y: float, unit: str) -> bytes | None:
+    """Metadata's density: pixels per `unit` (DENSITY_UNITS) across and down, b"300 300 in";
+    None unless both are positive numbers (a density of 0 states none)."""
+    if not all(math.isfinite(v) and v > 0 for v in (x, y)):
+        return None
+    return f"{x:.10g} {y:.10g} {unit}".encode()
+
+
+def parse_density(density: bytes) -> tuple[float, float, str]:
+    """(x, y, unit) of a density_text; ValueError naming one that is not."""
+    try:
+        x, y, unit = density.decode("ascii").split(" ")
+        values = float(x), float(y)
+    except ValueError:  # UnicodeDecodeError among them
+        raise ValueError(f"bad pixel density {density!r}") from None
+    if unit not in DENSITY_UNITS or density_text(*values, unit) is None:
+        raise ValueError(f"bad pixel density {density!r}")
+    return *values, unit
+
+
+def density_dpi(density: bytes) -> tuple[float, float]:
+    """A density in pixels per inch, as Pillow's `dpi` option takes it."""
+    x, y, unit = parse_density(density)
+    per_inch = DENSITY_UNITS["in"] / DENSITY_UNITS[unit]
+    return x * per_inch, y * per_inch
+
+
+def jfif_density(density: bytes) -> tuple[int, int, int] | None:
+    """A density as a JPEG's JFIF header states it: whole pixels per inch or centimetre (one in
+    metres goes in inches), and the unit's code (JFIF_UNITS); None when it rounds out of the
+    header's 1 to 65535."""
+    x, y, unit = parse_density(density)
+    if unit not in JFIF_UNITS:
+        (x, y), unit = density_dpi(density), "in"
+    values = round(x), round(y)
+    if not all(1 <= v <= 65535 for v in values):
+        return None
+    return *values, JFIF_UNITS[unit]
+
+
+def with_jfif_unit(jpeg: bytes, code: int) -> bytes:
+    """JPEG bytes whose JFIF header (the APP0 segment Pillow writes first) states its density in
+    the unit of JFIF code `code` (Pillow writes 1, inches)."""
+    if jpeg[2:4] != b"\xff\xe0" or jpeg[6:11] != b"JFIF\x00":
+        raise ValueError("the JPEG has no JFIF header first")
+    return jpeg[:13] + bytes([code]) + jpeg[14:]
 
 
 def utf8_text(data: bytes) -> str | None:
@@ -443,7 +545,7 @@ def with_app13(jpeg: bytes, photoshop: bytes) -> bytes:
 class LrHeader:
     """The LR PNG's text chunks: tadm:width, tadm:height (the HR size to restore), tadm:scale
     and tadm:model_id (the model that wrote the file, and must restore it); and the source's
-    metadata (eXIf, iCCP, XMP chunks)."""
+    metadata (eXIf, iCCP, XMP chunks; its density in tadm:density)."""
 
     width: int  # HR width to restore
     height: int  # HR height to restore
@@ -462,6 +564,8 @@ def encode_lr_png(lr: np.ndarray, header: LrHeader) -> bytes:
         "tadm:model_id": header.model_id,
     }
     m = header.metadata
+    if m.density:
+        text[DENSITY_KEY] = m.density.decode()
     return png_bytes(lr, text, chunks=m.png_chunks(), icc_profile=m.icc, exif=m.exif)
 
 
@@ -494,6 +598,13 @@ def decode_lr_png(data: bytes) -> tuple[np.ndarray, LrHeader]:
         raise ValueError("corrupt LR PNG: not a PNG file") from None
     except (OSError, SyntaxError) as e:
         raise ValueError(f"corrupt LR PNG: {e}") from None
+    if DENSITY_KEY in text:
+        density = text[DENSITY_KEY].encode("utf-8")
+        try:
+            parse_density(density)
+        except ValueError as e:
+            raise ValueError(f"corrupt LR PNG: {e}") from None
+        metadata = dataclasses.replace(metadata, density=density)
     try:
         header = LrHeader(
             width=int(text["tadm:width"]),

@@ -446,13 +446,15 @@ IPTC_FIELDS = {  # IPTC-IIM record 2: dataset -> value, as newsroom JPEGs carry 
 
 def newsroom_jpeg(img: Image.Image) -> bytes:
     """A JPEG as newsroom tools write it: camera EXIF, IPTC in Photoshop's APP13 image
-    resources, and a comment."""
+    resources, a comment, and the density of a 300 dpi scan."""
     iptc = b"".join(
         b"\x1c\x02" + struct.pack(">BH", tag, len(value)) + value
         for tag, value in IPTC_FIELDS.items()
     )
     payload = b"Photoshop 3.0\x00" + photoshop_resource(0x0404, iptc)
-    data = encode(img, "JPEG", quality=92, exif=camera_exif(1), comment=b"desk 4, roll 12")
+    data = encode(
+        img, "JPEG", quality=92, exif=camera_exif(1), comment=b"desk 4, roll 12", dpi=(300, 300)
+    )
     return data[:2] + b"\xff\xed" + struct.pack(">H", len(payload) + 2) + payload + data[2:]
 
 

@@ -5,6 +5,7 @@ byte where it can be, and restored metadata is read by exiftool, independently o
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -45,7 +46,7 @@ METADATA = {
     "phone/photo.heic": "exif,icc",
     "phone/photo.avif": "exif,xmp",
     "web/still.gif": None,
-    "news/iptc.jpg": "exif,photoshop,comment",
+    "news/iptc.jpg": "exif,photoshop,comment,density",
 }
 
 
@@ -139,8 +140,11 @@ def test_restore_gives_kept_files_back_byte_for_byte_and_images_their_metadata(r
         row = rows[rel_path]
         assert row["status"] == "ok" and row["metadata"] == names and row["conversion"] is None
         with Image.open(restored / f"{rel_path}.png") as img:
-            written = Metadata.from_info(img.info)
-        assert written == decode_image(SOURCES[rel_path]).metadata  # byte for byte
+            written, dpi = Metadata.from_info(img.info), img.info.get("dpi")
+        source = decode_image(SOURCES[rel_path]).metadata
+        # Byte for byte; the density as PNG states one, in whole pixels per metre.
+        assert written == dataclasses.replace(source, density=None)
+        assert dpi == (pytest.approx((300, 300), abs=0.01) if source.density else None)
 
 
 def test_exiftool_reads_the_restored_metadata(restored):
@@ -160,8 +164,9 @@ def test_exiftool_reads_the_restored_metadata(restored):
 
 
 def test_exiftool_reads_iptc_and_the_comment_restored_to_png_and_jpeg(archive, restored, tmp_path):
-    """A newsroom JPEG's IPTC (Photoshop APP13) and comment come back where readers look:
-    in PNG, ImageMagick's raw profile zTXt and a Comment chunk; in JPEG, APP13 and COM."""
+    """A newsroom JPEG's IPTC (Photoshop APP13), comment and 300 dpi come back where readers
+    look: in PNG, ImageMagick's raw profile zTXt, a Comment chunk and pHYs; in JPEG, APP13, COM
+    and the JFIF header."""
     assert run_cli("restore", archive, tmp_path, "--only", "news/*", "--format", "jpeg") == 0
     files = [restored / "news/iptc.jpg.png", tmp_path / "news/iptc.jpg.jpeg"]
     png, jpeg = exiftool_tags(files)
@@ -173,6 +178,8 @@ def test_exiftool_reads_iptc_and_the_comment_restored_to_png_and_jpeg(archive, r
         assert tags["IFD0:Make"] == "TADM Camera Co."
     assert png["PNG:Comment"] == "desk 4, roll 12"
     assert jpeg["File:Comment"] == "desk 4, roll 12"
+    assert (png["PNG-pHYs:PixelsPerUnitX"], png["PNG-pHYs:PixelUnits"]) == (11811, "meters")
+    assert (jpeg["JFIF:XResolution"], jpeg["JFIF:ResolutionUnit"]) == (300, "inches")
 
 
 def test_to_srgb_converts_through_the_profile(archive, restored, tmp_path):

@@ -31,7 +31,15 @@ from conftest import (
 from PIL import Image, PngImagePlugin, TiffImagePlugin
 
 from pipeline.decode import decode_batch, decode_image, reset_exif_orientation
-from pipeline.format import MAX_PIXELS, Metadata
+from pipeline.format import (
+    MAX_PIXELS,
+    LrHeader,
+    Metadata,
+    decode_lr_png,
+    encode_lr_png,
+    encode_output,
+    not_held,
+)
 
 
 def tiff(pixels: np.ndarray, orientation: int | None = None, xmp: bytes | None = None) -> bytes:
@@ -384,7 +392,7 @@ def test_a_pngs_unicode_comment_travels_as_utf8():
             lambda p: png_with_info(p, lambda i: i.add_itxt("Comment", "Привет", "ru", "Отзыв")),
             "not carried: PNG text 'Comment' language tag",
         ),
-        (  # how to show the pixels and when they were made: not carried, so named
+        (  # how to show the pixels travels; when they were made does not, so it is named
             lambda p: png_with_info(
                 p,
                 lambda i: [
@@ -393,10 +401,17 @@ def test_a_pngs_unicode_comment_travels_as_utf8():
                     i.add(b"tIME", struct.pack(">HBBBBB", 2021, 7, 4, 12, 34, 56)),
                 ],
             ),
-            "not carried: PNG gAMA, cHRM, tIME",
+            "not carried: PNG tIME",
         ),
-        (
-            lambda p: encode(Image.fromarray(p), "PNG", dpi=(300, 300)),
+        (  # an ICC profile overrides the sRGB chunk: the profile travels
+            lambda p: with_chunk(
+                encode(Image.fromarray(p), "PNG", icc_profile=display_p3_icc()),
+                png_chunk(b"sRGB", b"\x00"),
+            ),
+            "not carried: PNG sRGB",
+        ),
+        (  # an aspect ratio alone (unit 0): no density to carry
+            lambda p: png_with_chunks(p, [png_chunk(b"pHYs", struct.pack(">IIB", 2, 1, 0))]),
             "not carried: PNG pHYs",
         ),
         (  # what follows IEND is no part of the image
@@ -419,15 +434,13 @@ def test_a_pngs_unicode_comment_travels_as_utf8():
             lambda p: encode(Image.fromarray(p), "PNG", transparency=(0, 0, 0)),
             "not carried: PNG tRNS",
         ),
-        (
-            lambda p: encode(Image.fromarray(p), "JPEG", dpi=(300, 300)),
-            "not carried: JFIF density 300x300 dpi",
-        ),
-        (lambda p: jpeg_with_densities(p, 300, 72), "not carried: JFIF density 300x300 dpi"),
-        (lambda p: jpeg_with_densities(p, 72, 72), None),  # the EXIF carried says it too
-        (
-            lambda p: encode(Image.fromarray(p), "TIFF", dpi=(300, 300)),
+        (  # a resolution in no unit (1): an aspect ratio alone
+            lambda p: encode(Image.fromarray(p), "TIFF", tiffinfo={282: 2, 283: 1, 296: 1}),
             "not carried: TIFF tags XResolution, YResolution, ResolutionUnit",
+        ),
+        (  # half a density
+            lambda p: encode(Image.fromarray(p), "TIFF", tiffinfo={282: 300, 296: 2}),
+            "not carried: TIFF tags XResolution, ResolutionUnit",
         ),
         (lambda p: gif_with_xmp(p), "P -> RGB; not carried: GIF application extension XMP"),
         (  # Pillow keeps the last application extension it reads
@@ -452,11 +465,65 @@ def test_metadata_that_does_not_travel_is_named(make, note: str | None):
     assert decode_image(make(photo(64, 48, 3))).conversion == note
 
 
-def jpeg_with_densities(pixels: np.ndarray, jfif_dpi: int, exif_dpi: int) -> bytes:
-    """A JPEG whose JFIF header and EXIF give these resolutions, in dots per inch."""
+@pytest.mark.parametrize(
+    ("make", "density"),
+    [
+        (lambda p: encode(Image.fromarray(p), "JPEG", dpi=(300, 150)), b"300 150 in"),
+        (lambda p: jfif_in_cm(encode(Image.fromarray(p), "JPEG", dpi=(118, 118))), b"118 118 cm"),
+        (lambda p: encode(Image.fromarray(p), "JPEG"), None),  # JFIF's 1:1 aspect ratio
+        (lambda p: encode(Image.fromarray(p), "PNG", dpi=(300, 300)), b"11811 11811 m"),
+        (lambda p: encode(Image.fromarray(p), "BMP", dpi=(96, 96)), b"3780 3780 m"),
+        (lambda p: encode(Image.fromarray(p), "TIFF", dpi=(300, 300)), b"300 300 in"),
+        (
+            lambda p: encode(Image.fromarray(p), "TIFF", tiffinfo={282: 118.5, 283: 59, 296: 3}),
+            b"118.5 59 cm",
+        ),
+        (lambda p: encode(Image.fromarray(p), "WEBP"), None),
+    ],
+)
+def test_the_pixel_density_a_source_states_is_carried(make, density: bytes | None):
+    """A scan's 300 dpi says how large the paper was: the LR carries it, without a note."""
+    decoded = decode_image(make(photo(64, 48, 3)))
+    assert decoded.metadata.density == density and decoded.conversion is None
+
+
+def test_a_pngs_colour_chunks_travel_as_they_were():
+    """A gamma-1.0 PNG shown without its gAMA is far too dark: the LR (the thumbnail) and a
+    restored PNG keep it; a JPEG or WebP has no place for it, and its restore says so."""
+    chunks = [
+        png_chunk(b"gAMA", struct.pack(">I", 100000)),
+        png_chunk(
+            b"cHRM", struct.pack(">8I", 31270, 32900, 64000, 33000, 30000, 60000, 15000, 6000)
+        ),
+        png_chunk(b"sRGB", b"\x01"),
+    ]
+    data = encode(Image.fromarray(photo(64, 48, 3)), "PNG")
+    data = data[:33] + b"".join(chunks) + data[33:]  # after IHDR, before the pixels
+    decoded = decode_image(data)
+    colour = b"".join(c[4:-4] for c in chunks)  # each chunk's type and data
+    assert decoded.metadata.png_colour == colour and decoded.conversion is None
+    header = LrHeader(64, 48, 16, "m", decoded.metadata)
+    lr = encode_lr_png(photo(4, 3), header)
+    assert all(c in lr for c in chunks) and decode_lr_png(lr)[1] == header
+    with Image.open(io.BytesIO(encode_output(decoded.pixels, "png", decoded.metadata))) as img:
+        assert (img.info["gamma"], img.info["srgb"]) == (1.0, 1)
+        assert img.info["chromaticity"][:2] == (0.3127, 0.329)
+    assert not_held(decoded.metadata, "jpeg") == not_held(decoded.metadata, "webp")
+    assert not_held(decoded.metadata, "jpeg") == {"png_colour": ""}
+
+
+def test_the_density_of_an_image_turned_a_quarter_is_turned_too():
     exif = Image.Exif()
-    exif.update({282: exif_dpi, 283: exif_dpi, 296: 2})
-    return encode(Image.fromarray(pixels), "JPEG", dpi=(jfif_dpi, jfif_dpi), exif=exif.tobytes())
+    exif[0x0112] = 6
+    data = encode(Image.fromarray(photo(64, 48, 3)), "JPEG", dpi=(300, 150), exif=exif)
+    decoded = decode_image(data)
+    assert decoded.pixels.shape[:2] == (64, 48) and decoded.metadata.density == b"150 300 in"
+
+
+def jfif_in_cm(jpeg: bytes) -> bytes:
+    """A JPEG whose JFIF header states its density in pixels per centimetre (unit 2)."""
+    assert jpeg[6:11] == b"JFIF\x00"
+    return jpeg[:13] + b"\x02" + jpeg[14:]
 
 
 def png_with_chunks(pixels: np.ndarray, chunks: list[bytes], after: bytes = b"") -> bytes:
@@ -464,6 +531,11 @@ def png_with_chunks(pixels: np.ndarray, chunks: list[bytes], after: bytes = b"")
     data = encode(Image.fromarray(pixels), "PNG")
     iend = len(data) - 12
     return data[:iend] + b"".join(chunks) + data[iend:] + after
+
+
+def with_chunk(png: bytes, chunk: bytes) -> bytes:
+    """PNG bytes with `chunk` before the IEND chunk."""
+    return png[:-12] + chunk + png[-12:]
 
 
 def png_with_info(pixels: np.ndarray, add) -> bytes:
@@ -683,8 +755,9 @@ def test_16_bit_gray_with_a_gray_profile_is_converted_as_its_8_bit_version_is():
     values = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (20, 1))
     icc = gray_icc("Linear Gray", 1.0)
     iccp = png_chunk(b"iCCP", b"Linear Gray\x00\x00" + zlib.compress(icc))
+    gama = png_chunk(b"gAMA", struct.pack(">I", 100000))  # of the gray values, not of sRGB
     plain = png16(values)
-    with_profile = plain[:33] + iccp + plain[33:]  # after the signature and IHDR
+    with_profile = plain[:33] + iccp + gama + plain[33:]  # after the signature and IHDR
     eight_bit = encode(
         Image.fromarray(np.round(values / 257).astype(np.uint8)), "PNG", icc_profile=icc
     )
@@ -692,7 +765,7 @@ def test_16_bit_gray_with_a_gray_profile_is_converted_as_its_8_bit_version_is():
     assert decoded.conversion == "I;16 16-bit grayscale -> sRGB through ICC profile 'Linear Gray'"
     np.testing.assert_array_equal(decoded.pixels, decode_image(eight_bit).pixels)
     assert decoded.pixels[0, 16, 0] > decode_image(plain).pixels[0, 16, 0] + 40  # linear: lighter
-    assert decoded.metadata.icc is None
+    assert decoded.metadata == Metadata()  # neither the profile nor gAMA describes sRGB pixels
 
 
 def test_an_xmp_that_is_not_utf8_is_said_to_lose_its_invalid_bytes():

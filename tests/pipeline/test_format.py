@@ -179,6 +179,46 @@ def test_restored_files_carry_the_metadata(image_format: str):
     assert Metadata.from_info({}) == Metadata() and Metadata().names is None
 
 
+@pytest.mark.parametrize(
+    ("density", "png_dpi", "jpeg"),
+    [
+        (b"300 150 in", (299.9994, 150.0124), (1, (300, 150))),  # PNG states pixels per metre
+        (b"118 118 cm", (299.7196, 299.7196), (2, (118, 118))),
+        (b"11811 3780 m", (299.9994, 96.012), (1, (300, 96))),  # JFIF has no metres
+    ],
+)
+def test_the_pixel_density_travels_as_each_format_states_one(density, png_dpi, jpeg):
+    """Through the LR PNG (its own text chunk: the LR is 16x smaller, its pixels are not that
+    dense), into a restored PNG's pHYs and a JPEG's JFIF header; WebP has none."""
+    metadata = Metadata(density=density)
+    header = LrHeader(width=32, height=32, scale=16, model_id="m", metadata=metadata)
+    data = encode_lr_png(photo(2, 2), header)
+    assert b"tEXttadm:density\x00" + density in data and b"pHYs" not in data
+    assert decode_lr_png(data)[1] == header and metadata.names == "density"
+    with Image.open(io.BytesIO(encode_output(photo(8, 8), "png", metadata))) as img:
+        assert img.info["dpi"] == pytest.approx(png_dpi, abs=1e-3)
+    with Image.open(io.BytesIO(encode_output(photo(8, 8), "jpeg", metadata))) as img:
+        assert (img.info["jfif_unit"], img.info["jfif_density"]) == jpeg
+    assert not_held(metadata, "webp") == {"density": ""}
+    with Image.open(io.BytesIO(encode_output(photo(8, 8), "webp", metadata))) as img:
+        assert "dpi" not in img.info
+
+
+def test_a_density_no_jfif_header_states_is_left_out_of_a_jpeg():
+    metadata = Metadata(density=b"0.2 300 in")  # 0.2 rounds to 0: no density
+    assert not_held(metadata, "jpeg") == {"density": "of 0.2 300 in (JFIF's are 1 to 65535)"}
+    with Image.open(io.BytesIO(encode_output(photo(8, 8), "jpeg", metadata))) as img:
+        assert img.info["jfif_unit"] == 0
+
+
+@pytest.mark.parametrize("density", ["300 300", "300 300 ft", "0 300 in", "nan 1 in", "x 1 in"])
+def test_an_lr_with_a_bad_density_is_corrupt(density: str):
+    text = {"tadm:width": "32", "tadm:height": "32", "tadm:scale": "16", "tadm:model_id": "m"}
+    data = png_bytes(photo(2, 2), text | {"tadm:density": density})
+    with pytest.raises(ValueError, match="^corrupt LR PNG: bad pixel density"):
+        decode_lr_png(data)
+
+
 RESOURCES = b"8BIM\x04\x04\x00\x00" + bytes(range(256)) * 280  # over one APP13 segment
 COMMENT = b"scanned 1998 \xe9\x00 end"  # not UTF-8, and a NUL: bytes, not text
 
