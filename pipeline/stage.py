@@ -189,12 +189,13 @@ def modified_at(info: dict[str, Any]) -> float:
     return info["LastModified"].timestamp()
 
 
-def write_failure(e: Exception, path: str, protocol: str) -> tuple[str, str]:
+def write_failure(e: Exception, path: str, protocol: str, clash: str) -> tuple[str, str]:
     """The error_kind of a failed write and what to add to its message: a name longer than the
     filesystem holds (a local file name over its limit, an S3 key over 1024 bytes) fails on
-    every run (permanent); a file where a folder must be, or the reverse, fails until the way
-    is cleared (transient, with what is in the way); any other failure is I/O a re-run may get
-    past (transient)."""
+    every run (permanent); so does a local file where a folder must be, or the reverse (the
+    outputs of two names such as "a.png" and "a.png.png/b.png", or a file left in DST): what is
+    in the way, then `clash`, what to do about two outputs; any other failure is I/O a re-run
+    may get past (transient)."""
     code = getattr(e, "errno", None)
     if code == errno.ENAMETOOLONG and protocol == "s3":
         key = os.fsencode(path.partition("/")[2])
@@ -205,12 +206,23 @@ def write_failure(e: Exception, path: str, protocol: str) -> tuple[str, str]:
             f" (the name is {len(name)} bytes with its suffix; this filesystem allows fewer, "
             "most allow 255): rename the source"
         )
-    if code in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
-        return TRANSIENT, (
-            " (a file and a folder of one name: another image's output, or a file left in "
-            "DST, is in the way): rename one image, or clear the way and run again"
+    if code in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR) and protocol == "file":
+        return PERMANENT, (
+            f" ({in_the_way(path)}: a file and a folder of one name): {clash}; or remove what "
+            "is in the way and run again with --retry-errors"
         )
     return TRANSIENT, ""
+
+
+def in_the_way(path: str) -> str:
+    """What stops the local file `path` from being written: a folder of its name, or the file
+    that stands where one of its folders must be."""
+    if os.path.isdir(path):
+        return f"{path} is a folder"
+    folder = os.path.dirname(path)
+    while folder != os.path.dirname(folder) and not os.path.lexists(folder):
+        folder = os.path.dirname(folder)
+    return f"{folder} is a file, where a folder must be"
 
 
 class Copy(NamedTuple):
@@ -235,6 +247,8 @@ def write_files(
     sha_column: str | None = None,
     size_column: str | None = None,
     mtime_of: Callable[[Row], int | None] | None = None,
+    *,
+    clash: str,
 ) -> list[Row]:
     """Write the file of each row with `status` atomically: `output(row)` gives its key under
     `dst` (checked by Location.join: a key that would leave `dst` is never written) and its
@@ -242,7 +256,8 @@ def write_files(
     and size in `sha_column` and `size_column` if given; or status "error" saying why, when
     the key is refused, or encoding, copying or writing fails (`fail`). The time, encoding
     included, is added to its "seconds". A local file gets the modification time
-    `mtime_of(row)` (nanoseconds since the epoch; None: now, or a copied file's)."""
+    `mtime_of(row)` (nanoseconds since the epoch; None: now, or a copied file's). `clash`:
+    what to do when a file and a folder of one name clash (write_failure)."""
     fs = dst.filesystem()
     for row in rows:
         if row["status"] != status:
@@ -272,7 +287,7 @@ def write_files(
                 assert isinstance(data, Copy)
                 fail(row, data.changed(str(e)), data.kind)
             except Exception as e:
-                kind, hint = write_failure(e, path, dst.protocol)
+                kind, hint = write_failure(e, path, dst.protocol, clash)
                 fail(row, f"cannot write {dst.uri_of(path)}: {error_text(e)}{hint}", kind)
         row["seconds"] += time.perf_counter() - start
     return rows

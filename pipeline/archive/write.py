@@ -22,6 +22,8 @@ from pipeline.rows import nanoseconds, to_batch, to_rows
 from pipeline.stage import Copy, Earlier, Row, remove_earlier, write_files
 from pipeline.storage import Location, file_sha256
 
+CLASH = "rename one of the two sources"  # whose outputs are a file and a folder of one name
+
 
 def write_lr(
     batch: dict[str, np.ndarray],
@@ -56,7 +58,7 @@ def write_lr(
         )
         return kept_key(row["rel_path"]), source
 
-    rows = write_files(to_rows(batch), dst, "lr_uri", output)
+    rows = write_files(to_rows(batch), dst, "lr_uri", output, clash=CLASH)
     for row in rows:
         permanent = row["status"] == "error" and row["error_kind"] == PERMANENT
         earlier = str(row.get("outputs") or "").split()
@@ -86,6 +88,7 @@ def write_lr(
         sha_column="source_sha256",
         size_column="source_bytes",
         mtime_of=listed_mtime,
+        clash=CLASH,
     )
     for row in rows:
         if row["status"] == "error" and row["kept_reason"]:  # not kept after all: say both

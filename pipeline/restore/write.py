@@ -122,8 +122,11 @@ def write_restored(
 
     leave_changed(rows, dst, image_format)
     sha, mtime = "output_sha256", source_mtime
-    rows = write_files(rows, dst, "output_uri", output, sha_column=sha, mtime_of=mtime)
-    rows = write_files(rows, dst, "output_uri", kept, KEPT, sha_column=sha, mtime_of=mtime)
+    clash = "restore one of the two into another DST (--only)"
+    rows = write_files(rows, dst, "output_uri", output, sha_column=sha, mtime_of=mtime, clash=clash)
+    rows = write_files(
+        rows, dst, "output_uri", kept, KEPT, sha_column=sha, mtime_of=mtime, clash=clash
+    )
     remove_earlier(rows, dst, earlier_output)
     return to_batch(rows, RESTORE_SCHEMA.names)
 

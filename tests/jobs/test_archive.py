@@ -245,6 +245,30 @@ def test_a_source_that_fails_after_it_was_archived_leaves_the_earlier_lr(
     assert (dst / "lr" / "good.jpg.png").read_bytes() == lr
 
 
+def test_outputs_that_clash_as_a_file_and_a_folder_fail_once_and_can_be_kept(
+    ray_cluster, tiny_model, tmp_path
+):
+    """The LR of "a.png" is lr/a.png.png, a folder that "a.png.png/b.png" needs too: one of
+    them fails on every run, so it is a permanent error, not redone by each re-run, and
+    --keep-failed keeps it (its kept copy does not clash)."""
+    png = encode(Image.fromarray(photo(64, 64, 3)), "PNG")
+    src = write_tree(tmp_path / "src", {"a.png": png, "a.png.png/b.png": png})
+    dst = tmp_path / "archive"
+    args = ("archive", src, dst, "--model", tiny_model)
+    assert run_cli(*args) == 1
+    rows = manifest_rows(dst)
+    failed = [name for name, row in rows.items() if row["status"] == "error"]
+    assert len(failed) == 1 and rows[failed[0]]["error_kind"] == "permanent"
+    assert "a file and a folder of one name): rename one of the two sources" in (
+        rows[failed[0]]["error"]
+    )
+    assert run_cli(*args) == 0  # an earlier permanent failure, not redone
+    assert manifest_rows(dst)[failed[0]]["seconds"] == rows[failed[0]]["seconds"]
+    assert run_cli(*args, "--keep-failed") == 0
+    assert manifest_rows(dst)[failed[0]]["status"] == "kept"
+    assert (dst / "kept" / failed[0]).read_bytes() == png
+
+
 def test_a_kept_source_that_fails_again_stays_restorable(
     ray_cluster, tiny_model, other_model, tmp_path
 ):
