@@ -1,5 +1,6 @@
 """tadm inspect ARCHIVE: counts by status, bytes, bpp, compression ratio and psnr; or, with
---errors, the images that failed and why."""
+--errors, the images that failed and why. With --check, every file the manifest records is
+read back and compared with its recorded size and SHA-256 (exit 1 if one differs)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import dataclasses
 import json
 
 from jobs.common import Parser, add_json_option, add_storage_options, run_job
+from pipeline.fixity import check_archive
 from pipeline.format import ARCHIVE_SCHEMA, MANIFEST_DIR
 from pipeline.manifest import read_manifest
 from pipeline.storage import Location
@@ -21,6 +23,13 @@ def parser() -> Parser:
     p.add_argument("archive", metavar="ARCHIVE", help="archive root: path, file://... or s3://...")
     p.add_argument(
         "--errors", action="store_true", help="list the images that failed: rel_path: error"
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="read back every LR and kept file the manifest records and compare its size and "
+        "SHA-256 with the manifest's (a fixity check: run it before deleting the originals); "
+        "exit 1 if one is missing or differs",
     )
     add_json_option(p)
     add_storage_options(p)
@@ -38,19 +47,25 @@ def job(args: argparse.Namespace) -> int:
         raise ValueError(f"ARCHIVE {archive.uri!r} does not exist")
     if table is None:
         raise ValueError(f"ARCHIVE {archive.uri!r} has no manifest (no {MANIFEST_DIR}/part-*)")
+    fixity = check_archive(archive, table) if args.check else None
     if args.json:
         out = {"archive": archive.uri} | dataclasses.asdict(summarize(table))
         if args.errors:
             out["errors"] = errors(table)
+        if fixity is not None:
+            out["check"] = dataclasses.asdict(fixity)
         print(json.dumps(out))
-    elif args.errors:
+        return 1 if fixity is not None and fixity.problems else 0
+    if args.errors:
         failed = errors(table)
         lines = (f"{printable(e['rel_path'])}: {printable(e['error'])}" for e in failed)
         print("\n".join(lines) or "no errors")
     else:  # a manifest is data: its model ids and statuses may hold control characters
         print(printable(f"archive: {archive.uri}"))
         print("\n".join(printable(line) for line in summarize(table).lines()))
-    return 0
+    if fixity is not None:
+        print("\n".join(printable(line) for line in fixity.lines()))
+    return 1 if fixity is not None and fixity.problems else 0
 
 
 def main(argv: list[str] | None = None) -> int:

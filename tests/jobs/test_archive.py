@@ -259,8 +259,9 @@ def test_outputs_that_clash_as_a_file_and_a_folder_fail_once_and_can_be_kept(
     rows = manifest_rows(dst)
     failed = [name for name, row in rows.items() if row["status"] == "error"]
     assert len(failed) == 1 and rows[failed[0]]["error_kind"] == "permanent"
-    assert "a file and a folder of one name): rename one of the two sources" in (
-        rows[failed[0]]["error"]
+    assert (
+        "a file and a folder of one name): rename one of the two sources"
+        in (rows[failed[0]]["error"])
     )
     assert run_cli(*args) == 0  # an earlier permanent failure, not redone
     assert manifest_rows(dst)[failed[0]]["seconds"] == rows[failed[0]]["seconds"]

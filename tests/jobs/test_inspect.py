@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -220,3 +222,62 @@ def test_an_archive_that_kept_every_file_has_no_lr_figures(tmp_path: Path, capsy
         "mean psnr: n/a (no image archived as LR)",
     ]
     assert out[-1] == "space saved: 0 (0 B, 0.0% of 900 B)"
+
+
+def test_check_reads_back_every_recorded_file(tmp_path: Path, capsys):
+    """--check: each LR, kept copy and earlier LR an error row records is read whole and
+    compared with the manifest; what is missing or differs is named, and the exit is 1."""
+    files = {f"lr/{n}.png": f"LR of {n}".encode() for n in ("good", "edited", "gone", "short")}
+    files |= {"kept/notes.txt": b"shot list", "kept/pipe.txt": b"fifo", "lr/old.jpg.png": b"v1"}
+    for key, data in files.items():
+        (tmp_path / key).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / key).write_bytes(data)
+
+    def lr(name: str) -> dict:
+        data = files[f"lr/{name}.png"]
+        digest = hashlib.sha256(data).hexdigest()
+        return {"rel_path": name, "status": "ok", "lr_bytes": len(data), "lr_sha256": digest}
+
+    def kept(name: str) -> dict:
+        data = files[f"kept/{name}"]
+        digest = hashlib.sha256(data).hexdigest()
+        uri = str(tmp_path / "kept" / name)
+        return {"rel_path": name, "status": "kept", "source_bytes": len(data)} | {
+            "source_sha256": digest,
+            "kept_uri": uri,
+        }
+
+    rows = [lr(n) for n in ("good", "edited", "gone", "short")]
+    rows += [kept("notes.txt"), kept("pipe.txt"), lr("old.jpg") | {"status": "error"}]
+    rows += [{"rel_path": "bad.png", "status": "error", "error": "empty file"}]  # no file
+    rows += [lr("good") | {"rel_path": "../good", "status": "skipped"}]  # a hostile row
+    write_manifest(tmp_path, rows)
+    assert run_cli("inspect", tmp_path, "--check") == 1
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        "check: 8 files, 58 bytes read: 1 problem",
+        '  lr/../good.png: not read: path \'lr/../good.png\' has an empty, "." or ".." '
+        "segment: refused, paths must stay in their root",
+    ]
+    write_manifest(tmp_path, [rows[-1] | {"status": "error", "lr_sha256": None}])  # ignored now
+    assert run_cli("inspect", tmp_path, "--check") == 0
+    assert (
+        capsys.readouterr().out.splitlines()[-1] == "check: 7 files, 58 bytes read: all as recorded"
+    )
+
+    (tmp_path / "lr/edited.png").write_bytes(b"LR of EDITED")
+    (tmp_path / "lr/gone.png").unlink()
+    (tmp_path / "lr/short.png").write_bytes(b"LR of")
+    (tmp_path / "kept/pipe.txt").unlink()
+    os.mkfifo(tmp_path / "kept/pipe.txt")  # read as it is, it would hang the check
+    assert run_cli("inspect", tmp_path, "--check") == 1
+    assert capsys.readouterr().out.splitlines()[-5:] == [
+        "check: 7 files, 38 bytes read: 4 problems",  # in rel_path order
+        "  lr/edited.png: not the bytes recorded (the same size, another SHA-256)",
+        "  lr/gone.png: missing",
+        "  kept/pipe.txt: it is not a regular file",
+        "  lr/short.png: 5 bytes, not the 11 recorded",
+    ]
+    assert run_cli("inspect", tmp_path, "--check", "--json") == 1
+    check = json.loads(capsys.readouterr().out)["check"]
+    assert (check["files"], check["bytes"], len(check["problems"])) == (7, 38, 4)
+    assert check["problems"][1] == {"rel_path": "gone", "file": "lr/gone.png", "problem": "missing"}

@@ -97,6 +97,17 @@ def test_archive_restore_inspect_on_s3(ray_cluster, bucket, s3_env, tiny_model, 
     statuses = read_manifest(Location.parse(f"{archive}/manifest"), ARCHIVE_SCHEMA)["status"]
     assert sorted(statuses.to_pylist()) == ["error", "skipped", "skipped", "skipped"]
 
+    # The fixity check reads every LR back from the bucket; one changed there is named.
+    capsys.readouterr()
+    assert run_cli("inspect", archive, "--check") == 0
+    assert capsys.readouterr().out.endswith(" bytes read: all as recorded\n")
+    key = f"{bucket}/archive/lr/rgba.png.png"
+    fs.pipe_file(key, fs.cat_file(key)[:-1] + b"\x00")  # one byte rots
+    assert run_cli("inspect", archive, "--check") == 1
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "  lr/rgba.png.png: not the bytes recorded (the same size, another SHA-256)"
+    )
+
 
 def test_storage_options_json_instead_of_the_environment(
     ray_cluster, bucket, s3_endpoint, tiny_model, monkeypatch

@@ -1,0 +1,140 @@
+"""The fixity check of `tadm inspect --check`: every file an archive's manifest records (the LR
+of each archived image, the copy of each kept source, and what an error row records of an
+earlier run), read back whole and compared with the size and SHA-256 the manifest holds. What
+a team runs before it deletes its originals, and now and then after, against bit rot."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import fsspec
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.format import kept_key, lr_key
+from pipeline.storage import COPY_CHUNK, Location, NotAsRecorded, open_file
+from pipeline.summary import plural
+
+logger = logging.getLogger("tadm")
+
+CHECK_THREADS = 16  # files read at once: object storage answers each read after a round trip
+SLICE_ROWS = 10_000  # manifest rows whose files are checked, then forgotten, at a time
+PROGRESS_SECONDS = 10.0  # between two progress lines
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A file the manifest records: its key under the archive root, size and SHA-256 (None
+    where the manifest has none)."""
+
+    rel_path: str
+    key: str
+    size: int | None
+    sha256: str | None
+
+
+@dataclass
+class Fixity:
+    """What a check found: how many files and bytes it read, and each file not as recorded
+    (rel_path, key, what is wrong)."""
+
+    files: int = 0
+    bytes: int = 0
+    problems: list[dict[str, str]] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        found = "all as recorded" if not self.problems else plural(len(self.problems), "problem")
+        lines = [f"check: {plural(self.files, 'file')}, {self.bytes:,} bytes read: {found}"]
+        return lines + [f"  {p['file']}: {p['problem']}" for p in self.problems]
+
+
+def check_archive(archive: Location, table: pa.Table) -> Fixity:
+    """Read back every file the merged manifest `table` records under `archive`
+    (recorded_files), CHECK_THREADS at a time, logging progress on long checks."""
+    fs = archive.filesystem()
+    fixity = Fixity()
+    total = count_recorded(table)
+    last = time.monotonic()
+    with ThreadPoolExecutor(CHECK_THREADS) as pool:
+        for start in range(0, len(table), SLICE_ROWS):
+            files = list(recorded_files(table.slice(start, SLICE_ROWS)))
+            for file, (size, problem) in zip(
+                files, pool.map(lambda f: check_file(fs, archive, f), files), strict=True
+            ):
+                fixity.files += 1
+                fixity.bytes += size
+                if problem:
+                    fixity.problems.append(
+                        {"rel_path": file.rel_path, "file": file.key, "problem": problem}
+                    )
+            if time.monotonic() - last > PROGRESS_SECONDS:
+                last = time.monotonic()
+                logger.info(
+                    "inspect: checked %d of %d files (%s bytes), %s",
+                    fixity.files,
+                    total,
+                    f"{fixity.bytes:,}",
+                    plural(len(fixity.problems), "problem"),
+                )
+    return fixity
+
+
+def recorded(table: pa.Table) -> tuple[pa.Array, pa.Array]:
+    """Which rows of a merged archive manifest record an LR file (an archived image, or an
+    error row's LR of an earlier version) and which a kept copy (a kept source, or an error
+    row's kept copy of an earlier run)."""
+    kept = pc.fill_null(pc.not_equal(table["kept_uri"], ""), False)
+    lr = pc.and_(pc.invert(kept), pc.is_valid(table["lr_sha256"]))
+    return lr, kept
+
+
+def count_recorded(table: pa.Table) -> int:
+    lr, kept = recorded(table)
+    return pc.sum(lr).as_py() + pc.sum(kept).as_py() if len(table) else 0
+
+
+def recorded_files(table: pa.Table) -> Iterator[Recorded]:
+    """The files rows of a merged archive manifest record: an LR under lr/ (its lr_bytes and
+    lr_sha256), a kept copy under kept/ (the source's size and SHA-256)."""
+    lr, kept = recorded(table)
+    columns = ["rel_path", "lr_bytes", "lr_sha256", "source_bytes", "source_sha256"]
+    rows = table.select(columns)
+    for row, is_lr, is_kept in zip(rows.to_pylist(), lr.to_pylist(), kept.to_pylist(), strict=True):
+        rel_path = row["rel_path"] or ""
+        if is_lr:
+            yield Recorded(rel_path, lr_key(rel_path), row["lr_bytes"], row["lr_sha256"])
+        elif is_kept:
+            yield Recorded(rel_path, kept_key(rel_path), row["source_bytes"], row["source_sha256"])
+
+
+def check_file(
+    fs: fsspec.AbstractFileSystem, archive: Location, file: Recorded
+) -> tuple[int, str | None]:
+    """Read `file` whole: the bytes read, and what is wrong with it, None when it has the
+    recorded size and SHA-256."""
+    try:
+        path = archive.join(file.key)  # a rel_path is data: never read outside the archive
+    except ValueError as e:
+        return 0, f"not read: {e}"
+    digest, size = hashlib.sha256(), 0
+    try:
+        with open_file(fs, path) as f:
+            while chunk := f.read(COPY_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+    except FileNotFoundError:
+        return 0, "missing"
+    except NotAsRecorded as e:  # a folder, a FIFO...
+        return 0, str(e)
+    except OSError as e:
+        return size, f"cannot be read: {e}"
+    if file.size is not None and size != file.size:
+        return size, f"{size:,} bytes, not the {file.size:,} recorded"
+    if file.sha256 is not None and digest.hexdigest() != file.sha256:
+        return size, "not the bytes recorded (the same size, another SHA-256)"
+    return size, None
