@@ -155,7 +155,10 @@ def decode_image(
                 x, y, unit = parse_density(metadata.density)
                 metadata = dataclasses.replace(metadata, density=density_text(y, x, unit))
         mode = img.mode
+        colour = metadata.png_colour
         img, metadata, icc_note = match_profile(img, metadata)
+        if colour and not metadata.png_colour:  # the profile, which overrides them, went too
+            dropped.append(f"PNG {', '.join(k.decode() for k, _ in colour_chunks(colour))}")
         metadata, over = metadata.over_limits()
         dropped += over
         # A 16-bit image a profile converted is 8-bit RGB now, and its note says so.
@@ -418,8 +421,11 @@ def source_density(img: Image.Image) -> bytes | None:
     if img.format in ("JPEG", "MPO"):
         unit = JFIF_UNIT_NAMES.get(info.get("jfif_unit"))
         return density_text(*info["jfif_density"], unit) if unit else None
-    if img.format in ("PNG", "BMP") and "dpi" in info:  # Pillow's, of its pixels per metre
+    if img.format == "PNG" and "dpi" in info:  # Pillow's, of pixels per metre * 0.0254
         return density_text(*(round(v / 0.0254) for v in info["dpi"]), "m")
+    if img.format == "BMP" and "dpi" in info:  # Pillow's, of pixels per metre / 39.3701
+        ppm = [round(v * 39.3701) for v in info["dpi"]]
+        return density_text(*ppm, "m") if max(ppm) <= 2**31 - 1 else None  # signed numbers
     if img.format == "TIFF":
         tags = img.tag_v2
         unit = TIFF_UNITS.get(tags.get(296, 2))  # the standard's default unit is the inch

@@ -100,16 +100,18 @@ def count_recorded(table: pa.Table) -> int:
 
 def recorded_files(table: pa.Table) -> Iterator[Recorded]:
     """The files rows of a merged archive manifest record: an LR under lr/ (its lr_bytes and
-    lr_sha256), a kept copy under kept/ (the source's size and SHA-256)."""
+    lr_sha256), a kept copy under kept/ (the source's size and SHA-256; an error row's copy,
+    maybe of an earlier version, its SHA-256 alone)."""
     lr, kept = recorded(table)
-    columns = ["rel_path", "lr_bytes", "lr_sha256", "source_bytes", "source_sha256"]
+    columns = ["rel_path", "status", "lr_bytes", "lr_sha256", "source_bytes", "source_sha256"]
     rows = table.select(columns)
     for row, is_lr, is_kept in zip(rows.to_pylist(), lr.to_pylist(), kept.to_pylist(), strict=True):
         rel_path = row["rel_path"] or ""
         if is_lr:
             yield Recorded(rel_path, lr_key(rel_path), row["lr_bytes"], row["lr_sha256"])
         elif is_kept:
-            yield Recorded(rel_path, kept_key(rel_path), row["source_bytes"], row["source_sha256"])
+            size = None if row["status"] == "error" else row["source_bytes"]
+            yield Recorded(rel_path, kept_key(rel_path), size, row["source_sha256"])
 
 
 def check_file(

@@ -149,8 +149,8 @@ def encode_output(pixels: np.ndarray, image_format: str, metadata: Metadata | No
     if image_format == "jpeg" and metadata.comment:
         options["comment"] = metadata.comment
     jfif = None
-    if image_format == "png" and metadata.density:
-        options["dpi"] = density_dpi(metadata.density)  # pHYs, in pixels per metre
+    if image_format == "png" and metadata.density:  # pHYs: Pillow takes dots per inch
+        options["dpi"] = tuple(v * DENSITY_UNITS["in"] for v in png_density(metadata.density))
     elif image_format == "jpeg" and metadata.density:
         jfif = jfif_density(metadata.density)
         options["dpi"] = jfif[:2]
@@ -273,6 +273,8 @@ PNG_COLOUR_CHUNKS = {b"gAMA": 4, b"cHRM": 32, b"sRGB": 1}
 DENSITY_KEY = "tadm:density"  # the LR's text chunk of the source's pixel density
 DENSITY_UNITS = {"in": 0.0254, "cm": 0.01, "m": 1.0}  # a density's units, in metres
 JFIF_UNITS = {"in": 1, "cm": 2}  # the JFIF header's codes of its units
+PNG_MAX_NUMBER = 2**31 - 1  # the largest of PNG's four-byte numbers: pHYs's pixels per metre
+DENSITY_TEXT = 64  # the longest density text an LR may hold
 # The most bytes of a block an LR carries, so that every LR reads back: Pillow reads at most
 # 1 MiB of one compressed PNG chunk (PngImagePlugin.MAX_TEXT_CHUNK), and Photoshop resources go
 # in hex (2 characters a byte); a comment is what one JPEG COM segment holds.
@@ -393,8 +395,13 @@ def not_held(metadata: Metadata, image_format: str) -> dict[str, str]:
     """The blocks of `metadata` a file of `image_format` cannot hold, in METADATA_FIELDS
     order, each with why: "" where the format has no place for it (WebP: Photoshop resources,
     the comment, the density; neither JPEG nor WebP PNG's colour chunks), "over 65,527 bytes
-    (70,000 here)" for one over JPEG_LIMITS."""
+    (70,000 here)" for one over JPEG_LIMITS, and a density out of the format's range."""
     present = [n for n in METADATA_FIELDS if getattr(metadata, n)]
+    if image_format == "png":
+        if metadata.density and png_density(metadata.density) is None:
+            why = f"(pHYs's are 1 to {PNG_MAX_NUMBER:,} a metre)"
+            return {"density": f"of {metadata.density.decode()} {why}"}
+        return {}
     if image_format == "webp":
         return {n: "" for n in present if n in ("photoshop", "comment", "density", "png_colour")}
     if image_format == "jpeg":
@@ -411,7 +418,8 @@ def not_held(metadata: Metadata, image_format: str) -> dict[str, str]:
 
 
 def held_by(metadata: Metadata, image_format: str) -> Metadata:
-    """What a file of `image_format` holds of `metadata`: PNG all of it; JPEG all but an EXIF,
+    """What a file of `image_format` holds of `metadata`: PNG all but a density out of pHYs's
+    range; JPEG all but an EXIF,
     XMP or comment over JPEG_LIMITS, a density out of its header's range and PNG's colour
     chunks; WebP no Photoshop resources, comment, density or PNG colour chunks (it has no place
     for them). not_held says what is left out."""
@@ -452,7 +460,10 @@ def density_text(x: float, y: float, unit: str) -> bytes | None:
 
 
 def parse_density(density: bytes) -> tuple[float, float, str]:
-    """(x, y, unit) of a density_text; ValueError naming one that is not."""
+    """(x, y, unit) of a density_text; ValueError naming one that is not (or is over
+    DENSITY_TEXT bytes)."""
+    if len(density) > DENSITY_TEXT:
+        raise ValueError(f"bad pixel density: {len(density):,} bytes of text")
     try:
         x, y, unit = density.decode("ascii").split(" ")
         values = float(x), float(y)
@@ -463,11 +474,12 @@ def parse_density(density: bytes) -> tuple[float, float, str]:
     return *values, unit
 
 
-def density_dpi(density: bytes) -> tuple[float, float]:
-    """A density in pixels per inch, as Pillow's `dpi` option takes it."""
+def png_density(density: bytes) -> tuple[int, int] | None:
+    """A density as PNG's pHYs states it: whole pixels per metre; None when it rounds out of
+    1 to PNG_MAX_NUMBER."""
     x, y, unit = parse_density(density)
-    per_inch = DENSITY_UNITS["in"] / DENSITY_UNITS[unit]
-    return x * per_inch, y * per_inch
+    values = round(x / DENSITY_UNITS[unit]), round(y / DENSITY_UNITS[unit])
+    return values if all(1 <= v <= PNG_MAX_NUMBER for v in values) else None
 
 
 def jfif_density(density: bytes) -> tuple[int, int, int] | None:
@@ -475,8 +487,8 @@ def jfif_density(density: bytes) -> tuple[int, int, int] | None:
     metres goes in inches), and the unit's code (JFIF_UNITS); None when it rounds out of the
     header's 1 to 65535."""
     x, y, unit = parse_density(density)
-    if unit not in JFIF_UNITS:
-        (x, y), unit = density_dpi(density), "in"
+    if unit not in JFIF_UNITS:  # metres: in inches
+        x, y, unit = x * DENSITY_UNITS["in"], y * DENSITY_UNITS["in"], "in"
     values = round(x), round(y)
     if not all(1 <= v <= 65535 for v in values):
         return None
@@ -596,7 +608,9 @@ def decode_lr_png(data: bytes) -> tuple[np.ndarray, LrHeader]:
         raise
     except UnidentifiedImageError:  # its message names a BytesIO object, nothing of the file
         raise ValueError("corrupt LR PNG: not a PNG file") from None
-    except (OSError, SyntaxError) as e:
+    except TooManyPixels:
+        raise
+    except (OSError, SyntaxError, ValueError) as e:  # ValueError: "Truncated gAMA chunk"...
         raise ValueError(f"corrupt LR PNG: {e}") from None
     if DENSITY_KEY in text:
         density = text[DENSITY_KEY].encode("utf-8")

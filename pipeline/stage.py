@@ -194,8 +194,8 @@ def write_failure(e: Exception, path: str, protocol: str, clash: str) -> tuple[s
     filesystem holds (a local file name over its limit, an S3 key over 1024 bytes) fails on
     every run (permanent); so does a local file where a folder must be, or the reverse (the
     outputs of two names such as "a.png" and "a.png.png/b.png", or a file left in DST): what is
-    in the way, then `clash`, what to do about two outputs; any other failure is I/O a re-run
-    may get past (transient)."""
+    in the way, then `clash`, what to do; any other failure is I/O a re-run may get past
+    (transient)."""
     code = getattr(e, "errno", None)
     if code == errno.ENAMETOOLONG and protocol == "s3":
         key = os.fsencode(path.partition("/")[2])
@@ -207,10 +207,7 @@ def write_failure(e: Exception, path: str, protocol: str, clash: str) -> tuple[s
             "most allow 255): rename the source"
         )
     if code in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR) and protocol == "file":
-        return PERMANENT, (
-            f" ({in_the_way(path)}: a file and a folder of one name): {clash}; or remove what "
-            "is in the way and run again with --retry-errors"
-        )
+        return PERMANENT, f" ({in_the_way(path)}: a file and a folder of one name): {clash}"
     return TRANSIENT, ""
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from pipeline.format import DONE, KEPT
+from pipeline.format import DONE
 
 
 def plural(n: int, noun: str) -> str:
@@ -28,8 +28,10 @@ class Summary:
     mean_ssim: float | None
     verified: int  # rows with psnr
     models: dict[str, int]  # "model_id (xscale, precision)" -> archived images
-    kept: int = 0  # sources kept as they are (status kept, or skipped after a kept run)
-    kept_bytes: int = 0  # their bytes, stored as they are
+    # Sources kept as they are (status kept, skipped after a kept run, or an error row's copy
+    # of an earlier run), and their bytes (an error row's: its source's as it is now)
+    kept: int = 0
+    kept_bytes: int = 0
 
     def lines(self) -> list[str]:
         counts = ", ".join(f"{status} {n}" for status, n in sorted(self.counts.items()))
@@ -69,7 +71,7 @@ class Summary:
 def summarize(table: pa.Table) -> Summary:
     """Summary of a merged archive manifest (see manifest.read_manifest)."""
     rows = table.to_pylist()
-    kept = [r for r in rows if r["status"] in (*DONE, KEPT) and r["kept_uri"]]
+    kept = [r for r in rows if r["kept_uri"]]  # an error row's too: an earlier run's copy
     done = [r for r in rows if r["status"] in DONE and not r["kept_uri"]]
     source_bytes = sum(r["source_bytes"] or 0 for r in done)
     lr_bytes = sum(r["lr_bytes"] or 0 for r in done)

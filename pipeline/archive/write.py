@@ -22,7 +22,11 @@ from pipeline.rows import nanoseconds, to_batch, to_rows
 from pipeline.stage import Copy, Earlier, Row, remove_earlier, write_files
 from pipeline.storage import Location, file_sha256
 
-CLASH = "rename one of the two sources"  # whose outputs are a file and a folder of one name
+# What to do when outputs clash as a file and a folder of one name (stage.write_failure)
+CLASH = (
+    "if two sources clash, rename one; if DST holds a file or folder of its own there, remove "
+    "it and run again with --retry-errors"
+)
 
 
 def write_lr(
@@ -124,19 +128,21 @@ def record_earlier_kept(row: Row, dst: Location) -> None:
     """Give an error row the record of the source an earlier run kept in DST (a file kept by
     --keep-failed that a run without it redoes, for another model or a changed source), so
     that a restore still gives it back: its URI, and, when it is not the source as it is now,
-    its size and SHA-256 in place of the source's. As it is when that copy cannot be read."""
+    its SHA-256 in place of the source's (the size stays the source's, which tells a re-run
+    that the source is unchanged). As it is when that copy cannot be read."""
     fs, path = dst.filesystem(), dst.join(kept_key(row["rel_path"]))
     try:
-        size, sha256 = fs.size(path), file_sha256(fs, path)
+        sha256 = file_sha256(fs, path)
     except (OSError, ValueError):
         return
-    where = f"stays at {kept_key(row['rel_path'])}"
-    if sha256 == row.get("source_sha256") and size == row["source_bytes"]:
-        row["error"] += f"; the source kept earlier {where}"
+    if sha256 == row.get("source_sha256"):
+        row["error"] += f"; the source kept earlier stays at {kept_key(row['rel_path'])}"
     else:
-        described = f"{size} bytes: this row's source_bytes and source_sha256 are its"
-        row["error"] += f"; the source kept earlier ({described}) {where}"
-        row.update(source_bytes=size, source_sha256=sha256)
+        row["error"] += (
+            f"; an earlier version of the source, kept, stays at {kept_key(row['rel_path'])} "
+            "(this row's source_sha256 is that version's)"
+        )
+        row["source_sha256"] = sha256
     row["kept_uri"] = dst.uri_of(path)
 
 

@@ -521,6 +521,9 @@ def manifest_items(archive: Location, rows: pa.Table, only: str | None) -> pa.Ta
     done = pc.is_in(rows["status"], pa.array([*DONE, KEPT]))
     rows = matching(rows.filter(pc.or_(done, pc.fill_null(earlier, False))), only)
     kept = pc.is_valid(rows["kept_uri"])
+    # An error row's kept copy may be an earlier version: its SHA-256 is recorded, its size
+    # and modification time (the copy's own, given back with it) are not the source's.
+    failed = pc.equal(rows["status"], "error")
     return pa.table(
         {
             "rel_path": rows["rel_path"],
@@ -529,8 +532,10 @@ def manifest_items(archive: Location, rows: pa.Table, only: str | None) -> pa.Ta
             "scale": rows["scale"],
             "kept_uri": pc.if_else(kept, uris(archive, KEPT_DIR, rows["rel_path"], ""), None),
             "source_sha256": rows["source_sha256"],
-            "source_bytes": rows["source_bytes"],
-            "source_mtime": pc.fill_null(rows["source_mtime"].cast(pa.int64()), NO_TIME),
+            "source_bytes": pc.if_else(failed, None, rows["source_bytes"]),
+            "source_mtime": pc.if_else(
+                failed, NO_TIME, pc.fill_null(rows["source_mtime"].cast(pa.int64()), NO_TIME)
+            ),
             "lr_bytes": pc.if_else(kept, None, rows["lr_bytes"]),
             "lr_sha256": pc.if_else(kept, None, rows["lr_sha256"]),
             "model_id": pc.if_else(kept, None, rows["model_id"]),

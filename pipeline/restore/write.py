@@ -19,6 +19,7 @@ from pipeline.format import (
     TRANSIENT,
     Metadata,
     check_sides,
+    colour_chunks,
     encode_output,
     held_by,
     not_held,
@@ -49,16 +50,21 @@ def encode_restored(
     """A restored image's bytes carrying `metadata`, what it carries ("exif,icc,xmp") and what
     was done: the colour conversion, metadata the format has no place for (or none so big:
     JPEG_LIMITS). With `srgb`, pixels with a profile are converted to sRGB and the profile left
-    out; pixels without one are taken as sRGB already. TooLargeForFormat (permanent), before
-    any work, for an image with a side over the format's MAX_SIDES."""
+    out, with a PNG's colour chunks, which it overrides; pixels without one are taken as sRGB
+    already, and their PNG gAMA and cHRM, not converted through, are left out and named.
+    TooLargeForFormat (permanent), before any work, for an image with a side over the format's
+    MAX_SIDES."""
     check_sides(pixels.shape[1], pixels.shape[0], image_format, "restore it with --format png")
     notes = []
     if srgb and metadata.icc:
         pixels, converted = to_srgb(pixels, metadata.icc)
-        metadata = dataclasses.replace(metadata, icc=None)
         notes.append(converted)
-    elif srgb:
-        notes.append("no ICC profile: taken as sRGB")
+    elif srgb:  # a PNG's gAMA and cHRM are not converted through
+        kinds = [k.decode() for k, _ in colour_chunks(metadata.png_colour or b"") if k != b"sRGB"]
+        chunks = f", its PNG {', '.join(kinds)} left out" if kinds else ""
+        notes.append(f"no ICC profile: taken as sRGB{chunks}")
+    if srgb:  # sRGB pixels: the profile and the chunks that described the others go
+        metadata = dataclasses.replace(metadata, icc=None, png_colour=None)
     held = held_by(metadata, image_format)
     left = not_held(metadata, image_format)
     if no_place := [n for n, why in left.items() if not why]:
@@ -122,7 +128,10 @@ def write_restored(
 
     leave_changed(rows, dst, image_format)
     sha, mtime = "output_sha256", source_mtime
-    clash = "restore one of the two into another DST (--only)"
+    clash = (
+        "if two outputs clash, restore one of them into another DST (--only); if DST holds a "
+        "file or folder of its own there, remove it and run again with --retry-errors"
+    )
     rows = write_files(rows, dst, "output_uri", output, sha_column=sha, mtime_of=mtime, clash=clash)
     rows = write_files(
         rows, dst, "output_uri", kept, KEPT, sha_column=sha, mtime_of=mtime, clash=clash

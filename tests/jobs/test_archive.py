@@ -260,7 +260,7 @@ def test_outputs_that_clash_as_a_file_and_a_folder_fail_once_and_can_be_kept(
     failed = [name for name, row in rows.items() if row["status"] == "error"]
     assert len(failed) == 1 and rows[failed[0]]["error_kind"] == "permanent"
     assert (
-        "a file and a folder of one name): rename one of the two sources"
+        "a file and a folder of one name): if two sources clash, rename one;"
         in (rows[failed[0]]["error"])
     )
     assert run_cli(*args) == 0  # an earlier permanent failure, not redone
@@ -290,14 +290,19 @@ def test_a_kept_source_that_fails_again_stays_restorable(
     assert run_cli("archive", src, dst, "--model", other_model) == 1
     row = manifest_rows(dst)["bad.png"]
     assert row["error"].endswith(
-        "; the source kept earlier (400 bytes: this row's source_bytes and source_sha256 are"
-        " its) stays at kept/bad.png"
+        "; an earlier version of the source, kept, stays at kept/bad.png (this row's"
+        " source_sha256 is that version's)"
     )
-    assert row["source_bytes"] == 400 and row["source_sha256"] == hashlib.sha256(bad).hexdigest()
+    assert row["source_bytes"] == 300 and row["source_sha256"] == hashlib.sha256(bad).hexdigest()
     assert (dst / "kept" / "bad.png").read_bytes() == bad
+    assert run_cli("archive", src, dst, "--model", other_model) == 0  # not redone
+    assert manifest_rows(dst)["bad.png"]["seconds"] == row["seconds"]
+    assert run_cli("inspect", dst, "--check") == 0  # the copy, against its SHA-256
     restored = tmp_path / "restored"
     assert run_cli("restore", dst, restored, "--model", other_model) == 0
     assert (restored / "bad.png").read_bytes() == bad
+    # The copy's own modification time, not that of the source as it is now
+    assert (restored / "bad.png").stat().st_mtime_ns == (dst / "kept/bad.png").stat().st_mtime_ns
     assert (restored / "cat.txt").read_bytes() == b"meow"
 
 

@@ -192,19 +192,21 @@ def test_kept_files_count_in_the_space_saved(tmp_path: Path, capsys):
             {"rel_path": "a", "status": "ok", "source_bytes": 3000, "lr_bytes": 100} | common,
             {"rel_path": "b", "status": "kept", "source_bytes": 900, "kept_uri": "k/b"} | common,
             {"rel_path": "c", "status": "skipped", "source_bytes": 100, "kept_uri": "k/c"} | common,
+            # failing now, its copy kept by an earlier run: stored too
+            {"rel_path": "d", "status": "error", "source_bytes": 50, "kept_uri": "k/d"} | common,
         ],
     )
     assert run_cli("inspect", tmp_path) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[1:4] == [
-        "images: 3 (kept 1, ok 1, skipped 1)",
+        "images: 4 (error 1, kept 1, ok 1, skipped 1)",
         "source bytes: 3,000 (2.9 KiB)",
         "LR bytes: 100 (100 B)",
     ]
     assert out[-3:] == [
-        "kept as is: 2 files, 1,000 bytes (1000 B)",
-        "archive bytes (LR + kept): 1,100 (1.1 KiB)",
-        "space saved: 2,900 (2.8 KiB, 72.5% of 3.9 KiB)",
+        "kept as is: 3 files, 1,050 bytes (1.0 KiB)",
+        "archive bytes (LR + kept): 1,150 (1.1 KiB)",
+        "space saved: 2,900 (2.8 KiB, 71.6% of 4.0 KiB)",
     ]
 
 

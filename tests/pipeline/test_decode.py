@@ -473,6 +473,11 @@ def test_metadata_that_does_not_travel_is_named(make, note: str | None):
         (lambda p: encode(Image.fromarray(p), "JPEG"), None),  # JFIF's 1:1 aspect ratio
         (lambda p: encode(Image.fromarray(p), "PNG", dpi=(300, 300)), b"11811 11811 m"),
         (lambda p: encode(Image.fromarray(p), "BMP", dpi=(96, 96)), b"3780 3780 m"),
+        (
+            lambda p: encode(Image.fromarray(p), "BMP", dpi=(1e6 / 39.3701,) * 2),
+            b"1000000 1000000 m",
+        ),
+        (lambda p: bmp_density(encode(Image.fromarray(p), "BMP"), -1), None),  # signed
         (lambda p: encode(Image.fromarray(p), "TIFF", dpi=(300, 300)), b"300 300 in"),
         (
             lambda p: encode(Image.fromarray(p), "TIFF", tiffinfo={282: 118.5, 283: 59, 296: 3}),
@@ -518,6 +523,11 @@ def test_the_density_of_an_image_turned_a_quarter_is_turned_too():
     data = encode(Image.fromarray(photo(64, 48, 3)), "JPEG", dpi=(300, 150), exif=exif)
     decoded = decode_image(data)
     assert decoded.pixels.shape[:2] == (64, 48) and decoded.metadata.density == b"150 300 in"
+
+
+def bmp_density(bmp: bytes, ppm: int) -> bytes:
+    """A BMP whose header states `ppm` pixels per metre across and down (signed numbers)."""
+    return bmp[:38] + struct.pack("<ii", ppm, ppm) + bmp[46:]
 
 
 def jfif_in_cm(jpeg: bytes) -> bytes:
@@ -762,7 +772,9 @@ def test_16_bit_gray_with_a_gray_profile_is_converted_as_its_8_bit_version_is():
         Image.fromarray(np.round(values / 257).astype(np.uint8)), "PNG", icc_profile=icc
     )
     decoded = decode_image(with_profile)
-    assert decoded.conversion == "I;16 16-bit grayscale -> sRGB through ICC profile 'Linear Gray'"
+    assert decoded.conversion == (
+        "I;16 16-bit grayscale -> sRGB through ICC profile 'Linear Gray'; not carried: PNG gAMA"
+    )
     np.testing.assert_array_equal(decoded.pixels, decode_image(eight_bit).pixels)
     assert decoded.pixels[0, 16, 0] > decode_image(plain).pixels[0, 16, 0] + 40  # linear: lighter
     assert decoded.metadata == Metadata()  # neither the profile nor gAMA describes sRGB pixels

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import bomb_png, display_p3_icc, encode, photo, xmp_packet
+from conftest import bomb_png, display_p3_icc, encode, photo, png_chunk, xmp_packet
 from PIL import Image
 
 from pipeline.decode import decode_image
@@ -211,7 +211,23 @@ def test_a_density_no_jfif_header_states_is_left_out_of_a_jpeg():
         assert img.info["jfif_unit"] == 0
 
 
-@pytest.mark.parametrize("density", ["300 300", "300 300 ft", "0 300 in", "nan 1 in", "x 1 in"])
+@pytest.mark.parametrize(
+    ("density", "why"),
+    [
+        (b"1e9 1e9 in", "of 1e9 1e9 in (pHYs's are 1 to 2,147,483,647 a metre)"),
+        (b"0.001 0.001 in", "of 0.001 0.001 in (pHYs's are 1 to 2,147,483,647 a metre)"),
+    ],
+)
+def test_a_density_no_phys_chunk_states_is_left_out_of_a_png(density: bytes, why: str):
+    metadata = Metadata(density=density)
+    assert not_held(metadata, "png") == {"density": why}
+    with Image.open(io.BytesIO(encode_output(photo(8, 8), "png", metadata))) as img:
+        assert "dpi" not in img.info
+
+
+@pytest.mark.parametrize(
+    "density", ["300 300", "300 300 ft", "0 300 in", "nan 1 in", "x 1 in", "1" * 62 + " 1 in"]
+)
 def test_an_lr_with_a_bad_density_is_corrupt(density: str):
     text = {"tadm:width": "32", "tadm:height": "32", "tadm:scale": "16", "tadm:model_id": "m"}
     data = png_bytes(photo(2, 2), text | {"tadm:density": density})
@@ -322,6 +338,14 @@ def test_an_lr_with_metadata_archive_never_writes_is_corrupt(chunks: dict, messa
     text = {"tadm:width": "32", "tadm:height": "32", "tadm:scale": "16", "tadm:model_id": "m"}
     data = png_bytes(photo(2, 2), text | chunks)
     with pytest.raises(ValueError, match=f"^corrupt LR PNG: .*{re.escape(message)}"):
+        decode_lr_png(data)
+
+
+def test_an_lr_with_a_truncated_colour_chunk_is_corrupt():
+    text = {"tadm:width": "32", "tadm:height": "32", "tadm:scale": "16", "tadm:model_id": "m"}
+    data = png_bytes(photo(2, 2), text)
+    data = data[:33] + png_chunk(b"gAMA", b"\x00\x01") + data[33:]  # after IHDR
+    with pytest.raises(ValueError, match="^corrupt LR PNG: Truncated gAMA chunk$"):
         decode_lr_png(data)
 
 

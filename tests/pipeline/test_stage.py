@@ -304,8 +304,8 @@ def test_a_write_that_fails_for_its_name_is_an_error_saying_what_to_do(tmp_path:
     assert "rename the source" in out["error"][1]
     assert out["error"][3].endswith(
         f"({tmp_path}/c.jpg.png is a file, where a folder must be: a file and a folder of one "
-        "name): restore one of the two into another DST (--only); or remove what is in the way "
-        "and run again with --retry-errors"
+        "name): if two outputs clash, restore one of them into another DST (--only); if DST "
+        "holds a file or folder of its own there, remove it and run again with --retry-errors"
     )
     assert f"({tmp_path}/d.jpg.png is a folder: a file and a folder" in out["error"][5]
     assert not [p for p in tmp_path.rglob(".*")]  # no temporary file left

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import struct
 
 import numpy as np
 import pytest
@@ -57,6 +58,28 @@ def test_webp_notes_what_it_has_no_place_for_beside_what_is_too_big_for_jpeg():
         "no ICC profile: taken as sRGB; "
         "jpeg holds no exif over 65,527 bytes (70,000 here): not carried"
     )
+
+
+GAMMA_1 = b"gAMA" + struct.pack(">I", 100000)  # linear pixels
+P3_PRIMARIES = b"cHRM" + struct.pack(">8I", 31270, 32900, 68000, 32000, 26500, 69000, 15000, 6000)
+
+
+def test_to_srgb_leaves_out_the_png_chunks_that_described_the_pixels_before():
+    """The pixels written are sRGB: a profile's conversion makes them so (its chunks went with
+    it); pixels without a profile are taken as sRGB, and their gAMA and cHRM, which say they
+    are not, are named as left out."""
+    metadata = Metadata(icc=display_p3_icc(), png_colour=GAMMA_1 + P3_PRIMARIES, density=b"1 1 m")
+    data, names, conversion = encode_restored(photo(40, 30), "png", metadata, srgb=True)
+    assert (names, conversion) == ("density", "ICC 'Display P3' -> sRGB")
+    assert b"gAMA" not in data and b"cHRM" not in data
+    metadata = Metadata(png_colour=GAMMA_1 + P3_PRIMARIES + b"sRGB\x00")
+    _, names, conversion = encode_restored(photo(40, 30), "png", metadata, srgb=True)
+    assert (names, conversion) == (
+        None,
+        "no ICC profile: taken as sRGB, its PNG gAMA, cHRM left out",
+    )
+    _, names, conversion = encode_restored(photo(40, 30), "png", metadata, srgb=False)
+    assert (names, conversion) == ("png_colour", None)
 
 
 @pytest.mark.parametrize(
