@@ -362,12 +362,13 @@ def test_permanent_failures_are_not_retried_unless_asked(ray_cluster, tiny_model
 
 
 def test_transient_failures_are_retried(ray_cluster, tiny_model, tmp_path, capsys):
-    """An LR that cannot be written (a file where its folder should be) fails on every run
-    until the way is clear, then succeeds."""
+    """An LR that cannot be written (a link to a folder outside DST where its folder should
+    be: never written through) fails on every run until the way is clear, then succeeds."""
     src = write_tree(tmp_path / "src", pngs(2) | {"sub/c.png": pngs(1)["img00.png"]})
     dst = tmp_path / "archive"
     (dst / "lr").mkdir(parents=True)
-    (dst / "lr" / "sub").write_text("in the way")
+    (tmp_path / "elsewhere").mkdir()
+    (dst / "lr" / "sub").symlink_to(tmp_path / "elsewhere")
     args = ["archive", src, dst, "--model", tiny_model]
     for _ in range(2):
         assert run_cli(*args) == SOME_FAILED
@@ -375,6 +376,7 @@ def test_transient_failures_are_retried(ray_cluster, tiny_model, tmp_path, capsy
         assert row["status"] == "error" and row["error_kind"] == "transient"
         assert row["error"].startswith("cannot write ")
     assert "archive: 1/1 images (100%), 1 error" in capsys.readouterr().err  # retried, alone
+    assert not any((tmp_path / "elsewhere").iterdir())
 
     (dst / "lr" / "sub").unlink()
     assert run_cli(*args) == 0
