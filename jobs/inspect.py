@@ -48,6 +48,7 @@ def job(args: argparse.Namespace) -> int:
     if table is None:
         raise ValueError(f"ARCHIVE {archive.uri!r} has no manifest (no {MANIFEST_DIR}/part-*)")
     fixity = check_archive(archive, table) if args.check else None
+    status = 1 if fixity is not None and fixity.problems else 0
     if args.json:
         out = {"archive": archive.uri} | dataclasses.asdict(summarize(table))
         if args.errors:
@@ -55,7 +56,7 @@ def job(args: argparse.Namespace) -> int:
         if fixity is not None:
             out["check"] = dataclasses.asdict(fixity)
         print(json.dumps(out))
-        return 1 if fixity is not None and fixity.problems else 0
+        return status
     if args.errors:
         failed = errors(table)
         lines = (f"{printable(e['rel_path'])}: {printable(e['error'])}" for e in failed)
@@ -65,7 +66,7 @@ def job(args: argparse.Namespace) -> int:
         print("\n".join(printable(line) for line in summarize(table).lines()))
     if fixity is not None:
         print("\n".join(printable(line) for line in fixity.lines()))
-    return 1 if fixity is not None and fixity.problems else 0
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,7 +58,7 @@ def check_archive(archive: Location, table: pa.Table) -> Fixity:
     (recorded_files), CHECK_THREADS at a time, logging progress on long checks."""
     fs = archive.filesystem()
     fixity = Fixity()
-    total = count_recorded(table)
+    total = pc.sum(pc.or_(*recorded(table))).as_py() or 0
     last = time.monotonic()
     with ThreadPoolExecutor(CHECK_THREADS) as pool:
         for start in range(0, len(table), SLICE_ROWS):
@@ -91,11 +91,6 @@ def recorded(table: pa.Table) -> tuple[pa.Array, pa.Array]:
     kept = pc.fill_null(pc.not_equal(table["kept_uri"], ""), False)
     lr = pc.and_(pc.invert(kept), pc.is_valid(table["lr_sha256"]))
     return lr, kept
-
-
-def count_recorded(table: pa.Table) -> int:
-    lr, kept = recorded(table)
-    return pc.sum(lr).as_py() + pc.sum(kept).as_py() if len(table) else 0
 
 
 def recorded_files(table: pa.Table) -> Iterator[Recorded]:

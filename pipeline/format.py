@@ -419,10 +419,9 @@ def not_held(metadata: Metadata, image_format: str) -> dict[str, str]:
 
 def held_by(metadata: Metadata, image_format: str) -> Metadata:
     """What a file of `image_format` holds of `metadata`: PNG all but a density out of pHYs's
-    range; JPEG all but an EXIF,
-    XMP or comment over JPEG_LIMITS, a density out of its header's range and PNG's colour
-    chunks; WebP no Photoshop resources, comment, density or PNG colour chunks (it has no place
-    for them). not_held says what is left out."""
+    range; JPEG all but an EXIF, XMP or comment over JPEG_LIMITS, a density out of its header's
+    range and PNG's colour chunks; WebP no Photoshop resources, comment, density or PNG colour
+    chunks (it has no place for them). not_held says what is left out."""
     return dataclasses.replace(metadata, **dict.fromkeys(not_held(metadata, image_format)))
 
 

@@ -50,15 +50,14 @@ class Summary:
         else:
             lines.append("mean psnr: n/a (no image archived as LR)")
         lines += [
-            f"model {model}: {n} image{'s' if n != 1 else ''}"
-            for model, n in sorted(self.models.items())
+            f"model {model}: {plural(n, 'image')}" for model, n in sorted(self.models.items())
         ]
         if self.kept:
             stored = self.lr_bytes + self.kept_bytes
             before = self.source_bytes + self.kept_bytes
             saved = before - stored
             lines += [
-                f"kept as is: {self.kept} file{'s' if self.kept != 1 else ''}, "
+                f"kept as is: {plural(self.kept, 'file')}, "
                 f"{self.kept_bytes:,} bytes "
                 f"({human(self.kept_bytes)})",
                 f"archive bytes (LR + kept): {stored:,} ({human(stored)})",

@@ -30,6 +30,11 @@ from pipeline.stage import Copy, Earlier, Row, fail, remove_earlier, write_files
 from pipeline.storage import Location, file_sha256
 
 SRGB = ImageCms.createProfile("sRGB")
+# What to do when outputs clash as a file and a folder of one name (stage.write_failure)
+CLASH = (
+    "if two outputs clash, restore one of them into another DST (--only); if DST holds a file "
+    "or folder of its own there, remove it and run again with --retry-errors"
+)
 
 
 def to_srgb(pixels: np.ndarray, icc: bytes) -> tuple[np.ndarray, str]:
@@ -128,13 +133,9 @@ def write_restored(
 
     leave_changed(rows, dst, image_format)
     sha, mtime = "output_sha256", source_mtime
-    clash = (
-        "if two outputs clash, restore one of them into another DST (--only); if DST holds a "
-        "file or folder of its own there, remove it and run again with --retry-errors"
-    )
-    rows = write_files(rows, dst, "output_uri", output, sha_column=sha, mtime_of=mtime, clash=clash)
+    rows = write_files(rows, dst, "output_uri", output, sha_column=sha, mtime_of=mtime, clash=CLASH)
     rows = write_files(
-        rows, dst, "output_uri", kept, KEPT, sha_column=sha, mtime_of=mtime, clash=clash
+        rows, dst, "output_uri", kept, KEPT, sha_column=sha, mtime_of=mtime, clash=CLASH
     )
     remove_earlier(rows, dst, earlier_output)
     return to_batch(rows, RESTORE_SCHEMA.names)
