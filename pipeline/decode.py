@@ -40,6 +40,8 @@ from pipeline.format import (
 from pipeline.rows import NO_PIXELS, error_kind, error_text, to_batch, to_rows
 from pipeline.sources import is_image_name
 from pipeline.thumbnails import (
+    TIFF_ORDERS,
+    TYPE_SIZES,
     drop_exif_thumbnail,
     drop_photoshop_thumbnails,
     drop_xmp_thumbnails,
@@ -56,7 +58,11 @@ PILLOW_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "HEIF", "AVIF", "
 EXIF_ORIENTATION = 0x0112
 TIFF_XMP = 700  # the XMP tag of a TIFF file
 TIFF_RESOLUTION = (282, 283, 296)  # XResolution, YResolution, ResolutionUnit
-TIFF_UNITS = {2: "in", 3: "cm"}  # ResolutionUnit's codes (1: none, an aspect ratio only)
+TIFF_UNITS = {2: "in", 3: "cm"}
+EXIF_IFD = 0x8769
+# Tag pairs of one axis each, in IFD0 and the Exif IFD: XResolution and YResolution,
+# PixelXDimension and PixelYDimension. Turning pixels a quarter swaps each pair's values.
+EXIF_AXES = ((282, 283), (0xA002, 0xA003))  # ResolutionUnit's codes (1: none, an aspect ratio only)
 JFIF_UNIT_NAMES = {code: unit for unit, code in JFIF_UNITS.items()}
 # A TIFF's tags that describe the image rather than its pixels: none is carried (its ICC
 # profile, XMP and resolution in inches or centimetres are), so a row names those its source
@@ -151,9 +157,8 @@ def decode_image(
         if orientation in range(2, 9):
             img = ImageOps.exif_transpose(img)  # turns only what load() has not
             steps.append(f"{'EXIF' if tagged else 'XMP'} orientation {int(orientation)} applied")
-            if orientation in range(5, 9) and metadata.density:  # turned a quarter: y is x now
-                x, y, unit = parse_density(metadata.density)
-                metadata = dataclasses.replace(metadata, density=density_text(y, x, unit))
+            if orientation in range(5, 9):  # turned a quarter: y is x now
+                metadata = turned_axes(metadata)
         mode = img.mode
         colour = metadata.png_colour
         img, metadata, icc_note = match_profile(img, metadata)
@@ -346,6 +351,16 @@ def drop_unreadable_exif(img: Image.Image) -> str | None:
     return f"EXIF unreadable ({why}), dropped"
 
 
+def turned_axes(metadata: Metadata) -> Metadata:
+    """`metadata` of pixels turned a quarter: its density's and EXIF's x and y swapped."""
+    density = metadata.density
+    if density:
+        x, y, unit = parse_density(density)
+        density = density_text(y, x, unit)
+    exif = metadata.exif and swap_exif_axes(metadata.exif)
+    return dataclasses.replace(metadata, density=density, exif=exif)
+
+
 def without_thumbnails(metadata: Metadata) -> tuple[Metadata, str | None]:
     """`metadata` without the EXIF's, Photoshop resources' and XMP's embedded thumbnails, and
     what went: "thumbnails dropped: EXIF 12804 bytes, XMP 5120 bytes" (None for nothing)."""
@@ -441,7 +456,7 @@ def reset_exif_orientation(exif: bytes) -> bytes | None:
     notes keep their offsets): in its own integer type when it is one number (the standard's
     SHORT, or LONG, SSHORT, SLONG), else as one SHORT (a RATIONAL, FLOAT or several numbers,
     which Pillow reads too); None when `exif` is not a TIFF structure."""
-    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(exif[:4])
+    order = TIFF_ORDERS.get(exif[:4])
     if order is None:
         return None
     try:
@@ -462,6 +477,60 @@ def reset_exif_orientation(exif: bytes) -> bytes | None:
     except struct.error:
         return None
     return exif
+
+
+def swap_exif_axes(exif: bytes) -> bytes:
+    """`exif` (a TIFF structure) with the values of each EXIF_AXES pair swapped, for pixels
+    turned a quarter (orientation 5-8): values of one type and count trade places where they
+    are stored, so equal ones leave every byte as it was; others trade entries. `exif` as it
+    is where it does not parse."""
+    order = TIFF_ORDERS.get(exif[:4])
+    if order is None:
+        return exif
+    out = bytearray(exif)
+    try:
+        (ifd0,) = struct.unpack_from(order + "I", exif, 4)
+        entries = ifd_entries(exif, order, ifd0)
+        ifds = [entries]
+        if EXIF_IFD in entries:
+            (exif_ifd,) = struct.unpack_from(order + "I", exif, entries[EXIF_IFD] + 8)
+            ifds.append(ifd_entries(exif, order, exif_ifd))
+        for ifd, (x, y) in zip(ifds, EXIF_AXES, strict=False):
+            if x in ifd and y in ifd:
+                swap_entry_values(out, order, ifd[x], ifd[y])
+    except struct.error:
+        return exif
+    return bytes(out)
+
+
+def ifd_entries(exif: bytes, order: str, offset: int) -> dict[int, int]:
+    """Tag -> position of its 12-byte entry, of the IFD at `offset`."""
+    (count,) = struct.unpack_from(order + "H", exif, offset)
+    if offset + 2 + 12 * count > len(exif):
+        raise struct.error("IFD past the end of the EXIF")
+    positions = range(offset + 2, offset + 2 + 12 * count, 12)
+    return {struct.unpack_from(order + "H", exif, at)[0]: at for at in positions}
+
+
+def swap_entry_values(exif: bytearray, order: str, a: int, b: int) -> None:
+    """Swap the values of the IFD entries at positions `a` and `b` in place."""
+    kind_a, n_a = struct.unpack_from(order + "HI", exif, a + 2)
+    kind_b, n_b = struct.unpack_from(order + "HI", exif, b + 2)
+    if (kind_a, n_a) != (kind_b, n_b):  # each entry's type, count and value go together
+        exif[a + 2 : a + 12], exif[b + 2 : b + 12] = exif[b + 2 : b + 12], exif[a + 2 : a + 12]
+        return
+    size = TYPE_SIZES.get(kind_a, 1) * n_a
+    if size <= 4:  # stored in the entries
+        exif[a + 8 : a + 12], exif[b + 8 : b + 12] = exif[b + 8 : b + 12], exif[a + 8 : a + 12]
+        return
+    (at_a,) = struct.unpack_from(order + "I", exif, a + 8)
+    (at_b,) = struct.unpack_from(order + "I", exif, b + 8)
+    if max(at_a, at_b) + size > len(exif) or abs(at_a - at_b) < size:
+        raise struct.error("values past the end of the EXIF, or overlapping")
+    exif[at_a : at_a + size], exif[at_b : at_b + size] = (
+        exif[at_b : at_b + size],
+        exif[at_a : at_a + size],
+    )
 
 
 def match_profile(img: Image.Image, metadata: Metadata) -> tuple[Image.Image, Metadata, str | None]:

@@ -30,7 +30,7 @@ from conftest import (
 )
 from PIL import Image, PngImagePlugin, TiffImagePlugin
 
-from pipeline.decode import decode_batch, decode_image, reset_exif_orientation
+from pipeline.decode import decode_batch, decode_image, reset_exif_orientation, swap_exif_axes
 from pipeline.format import (
     MAX_PIXELS,
     LrHeader,
@@ -243,6 +243,51 @@ def test_exif_travels_with_its_orientation_reset_and_every_other_byte_kept():
     assert read.get_ifd(0x8769)[0x9003] == "2024:05:17 10:30:00"
     assert read.get_ifd(0x8825)[1] == "N"
     assert reset_exif_orientation(b"not a TIFF structure") is None
+
+
+@pytest.mark.parametrize("orientation", [2, 6])
+def test_exif_resolution_and_dimensions_turn_with_the_pixels(orientation: int):
+    """A fax's 204x98 dpi, stored 128x96 pixels: turned a quarter, the EXIF says 98x204 dpi
+    and 96x128 pixels, as the pixels archived are; mirrored only, as it was."""
+    exif = camera_exif(orientation)
+    exif.update({282: 204.0, 283: 98.0, 296: 2})
+    exif.get_ifd(0x8769).update({0xA002: 128, 0xA003: 96})
+    image = Image.fromarray(photo(128, 96, 3))
+    decoded = decode_image(encode(image, "JPEG", exif=exif))
+    read = Image.Exif()
+    read.load(decoded.metadata.exif)
+    turned = orientation == 6
+    assert decoded.pixels.shape == ((128, 96, 3) if turned else (96, 128, 3))
+    assert (read[282], read[283]) == ((98.0, 204.0) if turned else (204.0, 98.0))
+    dimensions = read.get_ifd(0x8769)
+    assert (dimensions[0xA002], dimensions[0xA003]) == ((96, 128) if turned else (128, 96))
+    assert read[0x0112] == 1 and read[0x010F] == "TADM Camera Co."
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_exif_axes_of_other_types_trade_entries_and_equal_ones_keep_every_byte(order: str):
+    header = (b"II*\x00" if order == "<" else b"MM\x00*") + struct.pack(order + "I", 8)
+    rational = struct.pack(order + "II", 300, 1)
+    ifd0 = exif_ifd(
+        order,
+        [
+            exif_entry(order, 282, 5, 1, 8 + 2 + 12 * 2 + 4),  # XResolution, stored apart
+            exif_entry(order, 283, 5, 1, 8 + 2 + 12 * 2 + 4 + 8),  # YResolution, equal
+        ],
+        0,
+    )
+    equal = header + ifd0 + rational + rational
+    assert swap_exif_axes(equal) == equal
+    dimensions = [
+        exif_entry(order, 0xA002, 3, 1, struct.pack(order + "H", 4000)),  # SHORT
+        exif_entry(order, 0xA003, 4, 1, 3000),  # LONG
+    ]
+    ifd0 = exif_ifd(order, [exif_entry(order, 0x8769, 4, 1, 8 + 2 + 12 + 4)], 0)
+    mixed = header + ifd0 + exif_ifd(order, dimensions, 0)
+    read = Image.Exif()
+    read.load(swap_exif_axes(mixed))
+    assert (read.get_ifd(0x8769)[0xA002], read.get_ifd(0x8769)[0xA003]) == (3000, 4000)
+    assert swap_exif_axes(mixed[:30]) == mixed[:30]  # cut short: as it was
 
 
 def test_icc_profile_and_xmp_travel_and_xmp_orientation_is_reset():
