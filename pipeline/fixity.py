@@ -16,7 +16,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.format import kept_key, lr_key
+from pipeline.format import DONE, kept_key, lr_key
 from pipeline.storage import COPY_CHUNK, Location, NotAsRecorded, open_file
 from pipeline.summary import plural
 
@@ -46,9 +46,12 @@ class Fixity:
     files: int = 0
     bytes: int = 0
     problems: list[dict[str, str]] = field(default_factory=list)
+    size_only: int = 0  # files compared by size alone: their rows record no SHA-256
 
     def lines(self) -> list[str]:
         found = "all as recorded" if not self.problems else plural(len(self.problems), "problem")
+        if self.size_only:
+            found += f" ({self.size_only:,} by size alone: their rows record no SHA-256)"
         lines = [f"check: {plural(self.files, 'file')}, {self.bytes:,} bytes read: {found}"]
         return lines + [f"  {p['file']}: {p['problem']}" for p in self.problems]
 
@@ -68,6 +71,7 @@ def check_archive(archive: Location, table: pa.Table) -> Fixity:
             ):
                 fixity.files += 1
                 fixity.bytes += size
+                fixity.size_only += file.sha256 is None
                 if problem:
                     fixity.problems.append(
                         {"rel_path": file.rel_path, "file": file.key, "problem": problem}
@@ -87,9 +91,12 @@ def check_archive(archive: Location, table: pa.Table) -> Fixity:
 def recorded(table: pa.Table) -> tuple[pa.Array, pa.Array]:
     """Which rows of a merged archive manifest record an LR file (an archived image, or an
     error row's LR of an earlier version) and which a kept copy (a kept source, or an error
-    row's kept copy of an earlier run)."""
+    row's kept copy of an earlier run). An archived image's row written before manifests held
+    lr_sha256 records its LR by size."""
     kept = pc.fill_null(pc.not_equal(table["kept_uri"], ""), False)
-    lr = pc.and_(pc.invert(kept), pc.is_valid(table["lr_sha256"]))
+    done = pc.is_in(table["status"], pa.array(DONE))
+    archived = pc.and_(done, pc.is_valid(table["lr_bytes"]))
+    lr = pc.and_(pc.invert(kept), pc.or_(pc.is_valid(table["lr_sha256"]), archived))
     return lr, kept
 
 

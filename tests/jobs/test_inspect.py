@@ -265,6 +265,20 @@ def test_check_reads_back_every_recorded_file(tmp_path: Path, capsys):
     assert (
         capsys.readouterr().out.splitlines()[-1] == "check: 7 files, 58 bytes read: all as recorded"
     )
+    # A row written before manifests recorded lr_sha256: its LR is compared by size.
+    old = lr("good") | {"rel_path": "old", "lr_sha256": None}
+    (tmp_path / "lr/old.png").write_bytes(b"LR of good")
+    write_manifest(tmp_path, [old])
+    assert run_cli("inspect", tmp_path, "--check") == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "check: 8 files, 68 bytes read: all as recorded (1 by size alone: their rows record no "
+        "SHA-256)"
+    )
+    (tmp_path / "lr/old.png").write_bytes(b"LR")
+    assert run_cli("inspect", tmp_path, "--check") == 1
+    assert capsys.readouterr().out.splitlines()[-1] == "  lr/old.png: 2 bytes, not the 10 recorded"
+    (tmp_path / "lr/old.png").unlink()
+    write_manifest(tmp_path, [old | {"lr_bytes": None, "status": "error"}])
 
     (tmp_path / "lr/edited.png").write_bytes(b"LR of EDITED")
     (tmp_path / "lr/gone.png").unlink()
