@@ -217,10 +217,11 @@ class RestoreJob(Plan):
     def with_in_the_way(self, todo: pa.Table, done: pa.Table | None, files: pa.Array) -> pa.Table:
         """`todo` with "in_the_way": why an image is not restored ("" for none) when a file is
         at its key in DST that no restore of it wrote (as its latest row records): a user's
-        file, never replaced without --overwrite. A restore killed before it recorded what it
-        wrote leaves such files too; the message says so. And "replaces": the SHA-256 a
-        restore recorded of the file it wrote there ("" for none), which the write stage
-        replaces only while the file still has it. `files`: the keys in DST (output_keys)."""
+        file, never replaced without --overwrite, unless it holds the bytes restored now (the
+        write stage's leave_others): what a restore killed before recording it wrote. And
+        "replaces": the SHA-256 a restore recorded of the file it wrote there ("" for none),
+        which the write stage replaces only while the file still has it. `files`: the keys in
+        DST (output_keys)."""
         now = self.keys_now(todo)
         held = pc.is_in(now, value_set=files)
         replaces = blank(len(todo))
@@ -237,9 +238,9 @@ class RestoreJob(Plan):
         message = pc.binary_join_element_wise(
             "DST/",
             now,
-            " exists and no restore of this image into DST wrote it: it is left as it is "
-            "(--overwrite replaces it, as it does what a restore killed before recording it "
-            "wrote; or restore into another DST)",
+            " exists, no restore of this image into DST recorded it, and it is not what this "
+            "restore gives: it is left as it is (--overwrite replaces it; or restore into "
+            "another DST)",
             "",
         )
         todo = todo.append_column("in_the_way", pc.if_else(held, message, ""))

@@ -53,6 +53,7 @@ READ_COLUMNS = (
     "earlier_at",  # when the restore that wrote it recorded it (microseconds); -1 if none
     "earlier_sha256",  # the SHA-256 that restore recorded of it; "" if none
     "replaces",  # the SHA-256 a restore recorded of the file now at the output's key; "" if none
+    "in_the_way",  # why a file at the output's key that no restore recorded stays; "" if none
     "source_sha256",  # of the source, "" if unknown: a copy of it must have these bytes
     "source_bytes",  # of the source, -1 if unknown
     "source_mtime",  # of the source as archived, for the output (microseconds); NO_TIME: none
@@ -104,8 +105,6 @@ def read_lr_batch(
             check_rel_path(row["rel_path"])
             if row.get("clash"):
                 raise ValueError(row["clash"])
-            if row.get("in_the_way"):  # transient: a re-run restores it once the way is clear
-                raise FileExistsError(row["in_the_way"])
             if row.get("kept_uri"):
                 read_kept(row, archive, region, image_format, to_srgb)
                 row["seconds"] = time.perf_counter() - start

@@ -6,6 +6,7 @@ key than before (the archive kept it then and holds it as an LR now, or the reve
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import time
 
@@ -132,6 +133,7 @@ def write_restored(
         return None if region else nanoseconds(row.get("source_mtime"))
 
     leave_changed(rows, dst, image_format)
+    leave_others(rows, dst, image_format)
     sha, mtime = "output_sha256", source_mtime
     rows = write_files(rows, dst, "output_uri", output, sha_column=sha, mtime_of=mtime, clash=CLASH)
     rows = write_files(
@@ -165,6 +167,34 @@ def leave_changed(rows: list[Row], dst: Location, image_format: str) -> None:
                 "(--overwrite replaces it)"
             )
             fail(row, error, TRANSIENT)
+
+
+def leave_others(rows: list[Row], dst: Location, image_format: str) -> None:
+    """Make a transient error of each row whose output would replace a file that no restore
+    recorded ("in_the_way", which says so), unless that file holds the very bytes this row
+    writes: what a restore killed before recording it wrote, taken as it is (a re-run
+    writes it again). A kept source's copy is compared by its recorded SHA-256."""
+    fs = dst.filesystem()
+    for row in rows:
+        why = row.get("in_the_way")
+        if row["status"] not in ("ok", KEPT) or not isinstance(why, str) or not why:
+            continue
+        if row["status"] == "ok":
+            key = output_key(row["rel_path"], image_format)
+            expected = hashlib.sha256(row["output_data"]).hexdigest()
+        else:
+            key, data = str(row["kept_key"]), bytes(row["kept_data"])
+            expected = (
+                row["source_sha256"] if row["kept_path"] else hashlib.sha256(data).hexdigest()
+            )
+        try:
+            same = bool(expected) and file_sha256(fs, dst.join(key)) == expected
+        except FileNotFoundError:  # gone since the plan: the way is clear
+            continue
+        except (OSError, ValueError):  # a folder or a FIFO in its place
+            same = False
+        if not same:
+            fail(row, why, TRANSIENT)
 
 
 def earlier_output(row: Row) -> Earlier | None:

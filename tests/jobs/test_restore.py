@@ -447,12 +447,31 @@ def test_a_file_in_dst_that_no_restore_wrote_is_left_unless_overwrite(
     assert run_cli(*args) == 1
     row = restore_rows(dst)["a.png"]
     assert (row["status"], row["error_kind"]) == ("error", "transient")
-    assert row["error"].startswith("DST/a.png.png exists and no restore of this image into DST")
+    assert row["error"].startswith("DST/a.png.png exists, no restore of this image into DST")
     assert (dst / "a.png.png").read_bytes() == b"a file of mine"
     assert {r["status"] for name, r in restore_rows(dst).items() if name != "a.png"} == {"ok"}
     assert run_cli(*args, "--overwrite") == 0
     with Image.open(dst / "a.png.png") as img:
         assert img.size == SIZES["a.png"]
+
+
+def test_a_rerun_takes_what_a_restore_killed_before_recording_it_wrote(
+    archive, tiny_model, tmp_path
+):
+    """`kill -9` between writing outputs and recording them leaves files no row names: the
+    re-run takes each one holding the bytes it restores now, and no other."""
+    dst = tmp_path / "restored"
+    args = ("restore", archive, dst, "--model", tiny_model)
+    assert run_cli(*args) == 0
+    shutil.rmtree(dst / "manifest")  # killed before recording any of them
+    written = lr_files(dst)
+    (dst / "a.png.png").write_bytes(b"edited since")
+    assert run_cli(*args) == 1
+    rows = restore_rows(dst)
+    assert (rows["a.png"]["status"], rows["a.png"]["error_kind"]) == ("error", "transient")
+    assert {r["status"] for name, r in rows.items() if name != "a.png"} == {"ok"}
+    now = {k: v for k, v in lr_files(dst).items() if not k.startswith("manifest/")}
+    assert now == written | {"a.png.png": b"edited since"}
 
 
 def test_restored_files_get_their_sources_modification_time(

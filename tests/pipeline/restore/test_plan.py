@@ -172,7 +172,7 @@ def test_a_file_no_restore_of_the_image_wrote_is_in_the_way_unless_overwrite():
             assert replaces == {"a.jpg": "", "b.jpg": sha, "c.jpg": "", "k.txt": ""}
             if in_the_way:
                 assert found["a.jpg"].startswith(
-                    "DST/a.jpg.png exists and no restore of this image into DST wrote it"
+                    "DST/a.jpg.png exists, no restore of this image into DST recorded it, and "
                 )
 
 

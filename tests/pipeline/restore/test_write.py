@@ -205,6 +205,52 @@ def test_a_restored_file_changed_since_is_not_replaced_by_a_redo(tmp_path):
         assert img.size == (40, 30)
 
 
+def test_a_file_no_restore_recorded_is_taken_only_with_the_bytes_restored_now(tmp_path):
+    """What a restore killed before recording it wrote is taken as it is by the re-run (its
+    bytes are the ones restored now); any other file in the way stays, a transient error."""
+    dst, archive = tmp_path / "restored", tmp_path / "archive"
+    (archive / "kept").mkdir(parents=True)
+    (archive / "kept/v.mp4").write_bytes(b"frames")
+    pixels = photo(40, 30)
+    written, _, _ = encode_restored(pixels, "png", Metadata(), False)
+    dst.mkdir()
+    (dst / "a.png.png").write_bytes(written)  # a killed restore's output
+    (dst / "b.png.png").write_bytes(b"a file of mine")
+    (dst / "v.mp4").write_bytes(b"frames")  # a killed restore's copy
+    (dst / "w.mp4").write_bytes(b"frames, edited")
+    why = "DST/... exists, no restore of this image into DST recorded it"
+    names = ["a.png", "b.png", "v.mp4", "w.mp4"]
+    batch = {
+        "rel_path": np.array(names, dtype=object),
+        "status": np.array(["ok", "ok", "kept", "kept"], dtype=object),
+        "restored": np.array([None] * 4, dtype=object),
+        "in_the_way": np.array([why] * 4, dtype=object),
+        "kept_path": np.array(["", ""] + [str(archive / "kept/v.mp4")] * 2, dtype=object),
+        "kept_key": np.array(["", "", "v.mp4", "w.mp4"], dtype=object),
+        "kept_data": np.array([b""] * 4, dtype=object),
+        "source_sha256": np.array(["", ""] + [hashlib.sha256(b"frames").hexdigest()] * 2),
+        "source_bytes": np.array([-1, -1, 6, 6]),
+        "metadata": np.array([None] * 4, dtype=object),
+        "conversion": np.array([None] * 4, dtype=object),
+        "seconds": np.array([0.0] * 4),
+    }
+    batch["restored"][:] = [pixels, pixels, None, None]
+    for name in METADATA_FIELDS:
+        batch[name] = np.array([b""] * 4, dtype=object)
+    out = write_restored(
+        batch,
+        dst=Location.parse(str(dst)),
+        archive=Location.parse(str(archive)),
+        image_format="png",
+    )
+    assert list(out["status"]) == ["ok", "error", "kept", "error"]
+    assert list(out["error_kind"]) == [None, "transient", None, "transient"]
+    assert out["error"][1] == out["error"][3] == why
+    assert out["output_sha256"][0] == hashlib.sha256(written).hexdigest()
+    assert (dst / "b.png.png").read_bytes() == b"a file of mine"
+    assert (dst / "w.mp4").read_bytes() == b"frames, edited"
+
+
 def test_a_link_at_an_earlier_output_is_left_even_to_the_bytes_recorded(tmp_path):
     """No restore writes a symbolic link: one at the earlier output's name is a user's, left
     with its target, whatever bytes the target has."""
