@@ -285,25 +285,42 @@ def run_plan(
 
     start = time.monotonic()
     try:
-        plan = prepare()
-        check_signalled()
-        with ray_session():
+        with stdout_to_stderr() if as_json else contextlib.nullcontext():
+            plan = prepare()
             check_signalled()
-            result = run(plan)
+            with ray_session():
+                check_signalled()
+                result = run(plan)
     except Interrupted as e:
         if as_json:  # what was done until then; run_job says "interrupted" and exits 130
-            print(json.dumps(e.result.to_json()))
+            print(json.dumps(e.result.to_json()), flush=True)
         raise
     except KeyboardInterrupt:
         if as_json:  # before the first image: nothing done
             manifest = Location.parse(dst, options).child(MANIFEST_DIR).uri
             seconds = time.monotonic() - start
             nothing = JobResult(job, {}, manifest, seconds, "", interrupted=True)
-            print(json.dumps(nothing.to_json()))
+            print(json.dumps(nothing.to_json()), flush=True)
         raise
-    if as_json:
-        print(json.dumps(result.to_json()))
+    if as_json:  # flushed: a signal while the process ends must not lose it
+        print(json.dumps(result.to_json()), flush=True)
     return result.exit_code
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send what is written to this process's stdout (file descriptor 1) to stderr until the
+    block ends, so that --json's stdout holds its JSON object alone: Ray prints the lines it
+    forwards from its workers and raylet there, and the processes it starts inherit it."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 # The signals a job received. A library that loads with a bare `except:` around an optional

@@ -9,6 +9,7 @@ import contextlib
 import errno
 import json
 import logging
+import os
 import re
 import signal
 import socket
@@ -97,6 +98,30 @@ def test_an_interrupted_command_without_a_manifest_says_only_that(capsys):
     finally:
         setup_logging()
     assert capsys.readouterr().err.strip() == "tadm x: interrupted"
+
+
+def test_json_stdout_holds_the_object_alone_whatever_else_writes_to_stdout(tmp_path, capfd):
+    """Ray prints lines it forwards from its processes on the driver's stdout (an actor
+    killed at the end of an interrupted job, say): with --json they go to stderr."""
+
+    def listing() -> None:
+        # Written to the file descriptor, as any print is in the tadm process (pytest
+        # captures a print in this one before it reaches there).
+        os.write(1, b"(raylet) Task MapWorker.submit failed\n")
+        raise KeyboardInterrupt("signal SIGTERM")
+
+    def job(args) -> int:
+        return run_plan(listing, True, "archive", str(tmp_path / "a"), {})
+
+    try:
+        assert run_job("tadm archive", Parser(prog="tadm archive"), [], job) == INTERRUPTED
+    finally:
+        setup_logging()
+    out, err = capfd.readouterr()
+    assert json.loads(out)["interrupted"] is True
+    assert "(raylet) Task MapWorker.submit failed\n" in err
+    print("stdout is stdout again")
+    assert capfd.readouterr().out == "stdout is stdout again\n"
 
 
 def test_an_interrupt_before_the_first_image_still_gives_scripts_their_json(tmp_path, capsys):
