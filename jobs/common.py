@@ -58,7 +58,10 @@ class Parser(argparse.ArgumentParser):
         super().__init__(**kwargs)
         output = self.add_mutually_exclusive_group()
         output.add_argument(
-            "-q", "--quiet", action="store_true", help="print only errors and the final summary"
+            "-q",
+            "--quiet",
+            action="store_true",
+            help="print only warnings, errors and the final summary",
         )
         output.add_argument(
             "-v", "--verbose", action="store_true", help="also debug messages and Ray's own logs"
@@ -199,7 +202,7 @@ def quiet_logging() -> bool:
 
 def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
     """Job messages (configuration, progress, summary) go to stderr, one line each; -q keeps
-    errors and the summary, -v adds debug messages."""
+    warnings, errors and the summary, -v adds debug messages."""
     logger = logging.getLogger("tadm")
     handler = next((h for h in logger.handlers if isinstance(h, StderrHandler)), None)
     if handler is None:  # the first call; a handler someone else added does not replace it

@@ -7,6 +7,7 @@ import logging
 
 from jobs.common import Parser, add_storage_options, run_job, whole_number
 from pipeline.report import CROP, LINK_ABOVE
+from pipeline.summary import plural
 
 PROG = "tadm report"
 logger = logging.getLogger("tadm")
@@ -55,12 +56,8 @@ def job(args: argparse.Namespace) -> int:
         model=args.model,
         storage_options=args.storage_options,
     )
-    logger.info(
-        "report: %d page(s), thumbnails %s, %d restored crop(s)",
-        written.pages,
-        written.thumbnails,
-        written.crops,
-    )
+    pages, crops = plural(written.pages, "page"), plural(written.crops, "restored crop")
+    logger.info("report: %s, thumbnails %s, %s", pages, written.thumbnails, crops)
     print(written.index)
     return 0
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.format import DONE, KEPT, visible
 from pipeline.report.assets import SCRIPT_NAME, STYLE_NAME
-from pipeline.summary import Summary, human, number
+from pipeline.summary import Summary, human, number, plural
 
 if TYPE_CHECKING:
     from pipeline.report.build import Entry
@@ -163,7 +163,7 @@ def histogram(psnrs: list[float], mean: float | None) -> str:
         shapes.append(
             f'<rect x="{left + i * bar_w + 1:.1f}" y="{top + plot_h - h:.1f}" '
             f'width="{max(bar_w - 2, 1):.1f}" height="{h:.1f}" class="col">'
-            f"<title>{a}–{a + step} dB: {n} images</title></rect>"
+            f"<title>{a}–{a + step} dB: {plural(n, 'image')}</title></rect>"
         )
     every = math.ceil((bins + 1) / 12)
     for i in range(0, bins + 1, every):
@@ -196,7 +196,8 @@ def histogram(psnrs: list[float], mean: float | None) -> str:
     return (
         '<section class="histogram"><h2>PSNR of the verified images</h2>'
         f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
-        f'aria-label="histogram of PSNR over {len(values)} images">{"".join(shapes)}</svg>'
+        f'aria-label="histogram of PSNR over {plural(len(values), "image")}">'
+        f"{''.join(shapes)}</svg>"
         "</section>"
     )
 
