@@ -13,7 +13,7 @@ from pipeline.fixity import check_archive
 from pipeline.format import ARCHIVE_SCHEMA, MANIFEST_DIR
 from pipeline.manifest import read_manifest
 from pipeline.storage import Location
-from pipeline.summary import errors, summarize
+from pipeline.summary import SUMMARY_COLUMNS, errors, summarize
 
 PROG = "tadm inspect"
 
@@ -39,7 +39,7 @@ def parser() -> Parser:
 def job(args: argparse.Namespace) -> int:
     archive = Location.parse(args.archive, args.storage_options)
     try:  # no right to read it (wrong credentials), or I/O
-        table = read_manifest(archive.child(MANIFEST_DIR), ARCHIVE_SCHEMA)
+        table = read_manifest(archive.child(MANIFEST_DIR), ARCHIVE_SCHEMA, SUMMARY_COLUMNS)
         missing = table is None and not archive.filesystem().exists(archive.root)
     except OSError as e:
         raise ValueError(f"ARCHIVE {archive.uri!r} cannot be read: {e}") from None

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
-from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.format import DONE
 
@@ -67,26 +65,46 @@ class Summary:
         return lines
 
 
+# The manifest columns summarize, errors and inspect --check read: a merged manifest of
+# millions of rows fits in memory with these alone (read_manifest's `columns`).
+SUMMARY_COLUMNS = [
+    "status",
+    "error",
+    "kept_uri",
+    "source_bytes",
+    "source_sha256",
+    "lr_bytes",
+    "lr_sha256",
+    "bpp",
+    "psnr",
+    "ssim",
+    "model_id",
+    "scale",
+    "precision",
+]
+
+
 def summarize(table: pa.Table) -> Summary:
-    """Summary of a merged archive manifest (see manifest.read_manifest)."""
-    rows = table.to_pylist()
-    kept = [r for r in rows if r["kept_uri"]]  # an error row's too: an earlier run's copy
-    done = [r for r in rows if r["status"] in DONE and not r["kept_uri"]]
-    source_bytes = sum(r["source_bytes"] or 0 for r in done)
-    lr_bytes = sum(r["lr_bytes"] or 0 for r in done)
-    psnrs = finite(r["psnr"] for r in done)
+    """Summary of a merged archive manifest (see manifest.read_manifest), column by column."""
+    kept = pc.fill_null(pc.not_equal(table["kept_uri"], ""), False)  # an error row's too
+    done = table.filter(pc.and_(pc.is_in(table["status"], pa.array(DONE)), pc.invert(kept)))
+    source_bytes = total(done["source_bytes"])
+    lr_bytes = total(done["lr_bytes"])
+    psnrs = finite(done["psnr"])
+    statuses = pc.value_counts(table["status"]).to_pylist()
+    groups = done.group_by(["model_id", "scale", "precision"]).aggregate([([], "count_all")])
     return Summary(
-        counts=dict(Counter(str(r["status"]) for r in rows)),
+        counts={str(c["values"]): c["counts"] for c in statuses},
         source_bytes=source_bytes,
         lr_bytes=lr_bytes,
-        mean_bpp=mean(finite(r["bpp"] for r in done)),
+        mean_bpp=mean(finite(done["bpp"])),
         compression_ratio=source_bytes / lr_bytes if lr_bytes else None,
         mean_psnr=mean(psnrs),
-        mean_ssim=mean(finite(r["ssim"] for r in done)),
+        mean_ssim=mean(finite(done["ssim"])),
         verified=len(psnrs),
-        models=dict(Counter(model_name(r) for r in done)),
-        kept=len(kept),
-        kept_bytes=sum(r["source_bytes"] or 0 for r in kept),
+        models={model_name(g): g["count_all"] for g in groups.to_pylist()},
+        kept=pc.sum(kept).as_py() or 0,
+        kept_bytes=total(table.filter(kept)["source_bytes"]),
     )
 
 
@@ -105,13 +123,18 @@ def errors(table: pa.Table) -> list[dict[str, str]]:
     ]
 
 
-def finite(values: Iterable[float | None]) -> list[float]:
+def finite(values: pa.ChunkedArray) -> pa.ChunkedArray:
     """The values that are numbers (a manifest's NaN or null is no figure to average)."""
-    return [v for v in values if v is not None and math.isfinite(v)]
+    return values.filter(pc.fill_null(pc.is_finite(values), False))
 
 
-def mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
+def total(values: pa.ChunkedArray) -> int:
+    """The sum of integers, nulls left out; 0 for none."""
+    return pc.sum(values).as_py() or 0
+
+
+def mean(values: pa.ChunkedArray) -> float | None:
+    return pc.mean(values).as_py() if len(values) else None
 
 
 def number(value: float | None, spec: str, unit: str = "") -> str:
