@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+import select
 import signal
 import sys
 import tempfile
@@ -28,6 +29,7 @@ SOME_FAILED = 1
 USAGE_ERROR = 2  # bad usage or configuration: bad URI, unknown model, no input
 CRASHED = 3  # the job itself failed: one line on stderr, the traceback in a log file
 INTERRUPTED = 130  # SIGINT or SIGTERM (archive, restore: after writing the rows received so far)
+READER_GONE = 141  # stdout's reader closed it (`| head`), as for a command SIGPIPE killed
 # What an interrupted archive or restore says (run_job's `interrupted`).
 RESUMABLE = (
     "interrupted; the manifest keeps the rows received so far, run the same command again to "
@@ -352,6 +354,13 @@ def interrupt_on_signals() -> None:
                 signal.signal(signum, on_signal)
 
 
+def reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader closed it."""
+    poll = select.poll()
+    poll.register(sys.stdout.fileno(), select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poll.poll(0))
+
+
 def write_crash_log(prog: str, text: str) -> Path:
     """Write `text` to a new file only this user can read, for a crashed job's traceback:
     <temp dir>/tadm-logs/<command>-<time>-<pid>.log (the job's DST may be what failed), or a
@@ -462,7 +471,14 @@ def run_job(
     SIGNALLED.clear()
     interrupt_on_signals()
     try:
-        return job(args)
+        status = job(args)
+        sys.stdout.flush()  # a reader gone shows here, not as Python exits
+        return status
+    except BrokenPipeError as e:
+        if not reader_gone():  # a socket's: storage, say
+            return crashed(prog, argv, e, hidden_texts(args))
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is left unsaid
+        return READER_GONE
     except ValueError as e:
         if raised_in_ray(e):  # a stage's own ValueError, re-raised by Ray: not bad usage
             return crashed(prog, argv, e, hidden_texts(args))

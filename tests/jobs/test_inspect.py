@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from conftest import run_cli
 
+from jobs.common import READER_GONE
 from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA
 from pipeline.manifest import ManifestWriter
 from pipeline.storage import Location
@@ -297,3 +300,17 @@ def test_check_reads_back_every_recorded_file(tmp_path: Path, capsys):
     check = json.loads(capsys.readouterr().out)["check"]
     assert (check["files"], check["bytes"], len(check["problems"])) == (7, 38, 4)
     assert check["problems"][1] == {"rel_path": "gone", "file": "lr/gone.png", "problem": "missing"}
+
+
+def test_a_reader_that_closes_the_pipe_ends_inspect_quietly(tmp_path: Path):
+    """`tadm inspect ARCHIVE --errors | head -1`: no crash, no traceback log; the status a
+    command SIGPIPE killed would give."""
+    error = "x" * 200
+    rows = [{"rel_path": f"{i:05d}.png", "status": "error", "error": error} for i in range(2000)]
+    write_manifest(tmp_path, rows)
+    command = [sys.executable, "-m", "jobs.cli", "inspect", str(tmp_path), "--errors"]
+    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert job.stdout.readline() == f"00000.png: {error}\n".encode()
+    job.stdout.close()  # as head does, with 400 KB still to come
+    assert job.wait(timeout=120) == READER_GONE
+    assert job.stderr.read() == b""
