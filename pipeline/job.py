@@ -496,7 +496,9 @@ def stream(plan: Plan, ds: ray.data.Dataset, total: int, tally: Tally) -> bool:
 
 class Progress:
     """Logs "<job>: 40/120 images (33%), 2 errors, 3.10 images/s, ETA 26s" on stderr (the
-    "tadm" logger) at most every `every` seconds, and always when the last image is done."""
+    "tadm" logger) at most every `every` seconds, and always when the last image is done. The
+    ETA is at the rate since the first images came back: before them, the model actors
+    start and warm up, which the images left do not wait for again."""
 
     def __init__(self, job: str, total: int, every: float = 2.0) -> None:
         self.job = job
@@ -506,17 +508,21 @@ class Progress:
         self.errors = 0
         self.start = time.monotonic()
         self.last = 0.0
+        self.first: tuple[float, int] | None = None  # when the first images came back, how many
 
     def update(self, done: int, errors: int) -> None:
         self.done += done
         self.errors += errors
         now = time.monotonic()
+        if self.first is None:
+            self.first = now, self.done
         if now - self.last >= self.every or self.done == self.total:
             self.last = now
             logger.info("%s", self.line())
 
     def line(self) -> str:
-        elapsed = time.monotonic() - self.start
+        now = time.monotonic()
+        elapsed = now - self.start
         rate = self.done / elapsed if elapsed > 0 else 0.0
         percent = 100 * self.done // self.total if self.total else 100
         line = (
@@ -524,8 +530,9 @@ class Progress:
             f"{plural(self.errors, 'error')}, "
             f"{rate:.2f} images/s"
         )
-        if 0 < self.done < self.total:
-            line += f", ETA {duration((self.total - self.done) / rate)}"
+        if self.first and 0 < self.done < self.total and self.done > self.first[1]:
+            since = (self.done - self.first[1]) / (now - self.first[0])
+            line += f", ETA {duration((self.total - self.done) / since)}"
         return line
 
 

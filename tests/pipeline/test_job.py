@@ -20,16 +20,19 @@ def test_duration(seconds, text):
     assert duration(seconds) == text
 
 
-def test_progress_has_percent_rate_and_eta(monkeypatch):
+def test_progress_has_percent_rate_and_an_eta_at_the_rate_after_warm_up(monkeypatch):
     now = [100.0]
     monkeypatch.setattr("pipeline.job.time.monotonic", lambda: now[0])
-    progress = Progress("archive", total=40)
-    now[0] = 110.0
-    progress.update(10, 1)  # 1 image/s, 30 left
-    assert progress.line() == "archive: 10/40 images (25%), 1 error, 1.00 images/s, ETA 30.0s"
+    progress = Progress("archive", total=400)
     now[0] = 130.0
-    progress.update(30, 0)  # done: no ETA
-    assert progress.line() == "archive: 40/40 images (100%), 1 error, 1.33 images/s"
+    progress.update(10, 1)  # 30 s of actors starting and warming up: no rate to go by yet
+    assert progress.line() == "archive: 10/400 images (2%), 1 error, 0.33 images/s"
+    now[0] = 140.0
+    progress.update(20, 0)  # 2 images/s since the first came back, 370 left
+    assert progress.line() == "archive: 30/400 images (7%), 1 error, 0.75 images/s, ETA 3m05s"
+    now[0] = 325.0
+    progress.update(370, 0)  # done: no ETA
+    assert progress.line() == "archive: 400/400 images (100%), 1 error, 1.78 images/s"
 
 
 def test_tally_counts_statuses_and_bytes_of_images_done():
