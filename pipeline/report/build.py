@@ -14,7 +14,6 @@ relative paths (pipeline/format.py's check_rel_path); any other row is listed wi
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import urllib.parse
@@ -23,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from fsspec.implementations.local import LocalFileSystem
 
@@ -43,7 +44,7 @@ from pipeline.manifest import read_manifest
 from pipeline.report import CROP, LINK_ABOVE, assets, html
 from pipeline.stage import inference_model
 from pipeline.storage import Location, read_recorded, write_atomic
-from pipeline.summary import summarize
+from pipeline.summary import SUMMARY_COLUMNS, summarize
 from tadm import TADM
 from tadm.hub import default_model
 from tadm.images import to_images, to_pixels, to_tensor
@@ -53,6 +54,19 @@ LOCAL = LocalFileSystem()  # OUT_DIR's
 READ_THREADS = 16  # LR files read at once (S3 latency)
 COPY_CHUNK = 256  # LR files read, then written, per step
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# The manifest columns the pages, the crops and the totals (summarize) read.
+REPORT_COLUMNS = [
+    *SUMMARY_COLUMNS,
+    "source_uri",
+    "width",
+    "height",
+    "lr_width",
+    "lr_height",
+    "conversion",
+    "kept_reason",
+    "seconds",
+    "timestep_mean",
+]
 
 
 @dataclass(frozen=True)
@@ -90,35 +104,47 @@ class Written:
     crops: int  # restored crops written
 
 
-def sort_key(row: dict[str, Any]) -> tuple[int, float, str]:
-    """Worst first: by PSNR, then rows without PSNR, then sources kept as they were, then error
-    rows; ties by rel_path."""
-    rel_path = row["rel_path"] or ""
-    if row["status"] == KEPT:
-        return (2, 0.0, rel_path)
-    if row["status"] not in DONE:
-        return (3, 0.0, rel_path)
-    psnr = row["psnr"]
-    if psnr is None or math.isnan(psnr):
-        return (1, 0.0, rel_path)
-    return (0, psnr, rel_path)
+def groups(table: pa.Table) -> pa.Array:
+    """The order's first key for each row of a manifest `table`: 0 for an image with a PSNR
+    (a number: inf too), 1 for one without (archived without --verify), 2 for a source kept
+    as it was, 3 for an error row."""
+    status, psnr = table["status"], table["psnr"]
+    kept = pc.fill_null(pc.equal(status, KEPT), False)
+    done = pc.is_in(status, pa.array(DONE))
+    scored = pc.fill_null(pc.invert(pc.is_nan(psnr)), False)
+    group = pc.if_else(scored, 0, 1)
+    return pc.if_else(kept, 2, pc.if_else(done, group, 3))
 
 
-def ordered(rows: list[dict[str, Any]]) -> list[Entry]:
-    return [Entry(rank, row) for rank, row in enumerate(sorted(rows, key=sort_key), start=1)]
+def ranked(table: pa.Table) -> pa.Table:
+    """The rows of a merged manifest worst first: by group (groups), then by PSNR, ties by
+    rel_path. Sorted by Arrow: millions of rows stay columns, and a page's rows become Python
+    rows only when it is written."""
+    group = groups(table)
+    keys = pa.table(
+        {
+            "group": group,
+            "psnr": pc.if_else(pc.equal(group, 0), table["psnr"], 0.0),
+            "rel_path": pc.fill_null(table["rel_path"], ""),
+        }
+    )
+    order = [("group", "ascending"), ("psnr", "ascending"), ("rel_path", "ascending")]
+    return table.take(pc.sort_indices(keys, sort_keys=order))
 
 
-def first_ranks(entries: list[Entry]) -> dict[str, int]:
-    """The rank of the first entry of each status."""
-    first: dict[str, int] = {}
+def entries_of(table: pa.Table, first_rank: int) -> list[Entry]:
+    """The entries of the ranked rows `table`, the first at `first_rank`."""
+    entries = [Entry(rank, row) for rank, row in enumerate(table.to_pylist(), start=first_rank)]
     for entry in entries:
-        first.setdefault(entry.row["status"], entry.rank)
-    return first
+        if not is_rel_path(entry.rel_path):
+            entry.notes.append("rel_path is not a plain relative path: no files written for it")
+    return entries
 
 
-def paginate(entries: list[Entry], page_size: int) -> list[list[Entry]]:
-    """Consecutive pages of `page_size` entries; one empty page when there is none."""
-    return [entries[i : i + page_size] for i in range(0, len(entries), page_size)] or [[]]
+def first_ranks(table: pa.Table) -> dict[str, int]:
+    """The rank of the first row of each status of the ranked rows `table`."""
+    statuses = pc.unique(table["status"]).drop_null().to_pylist()
+    return {status: pc.index(table["status"], status).as_py() + 1 for status in statuses}
 
 
 def url(path: str) -> str:
@@ -150,10 +176,9 @@ def read_files(archive: Location, paths: list[str]) -> list[bytes | OSError]:
         return list(pool.map(read, paths))
 
 
-def copy_thumbnails(entries: list[Entry], archive: Location, out: str) -> None:
+def copy_thumbnails(entries: list[Entry], archive: Location, out: str, progress: Progress) -> None:
     """Copy each LR file to OUT_DIR/lr/<rel_path>.png, as the archive names it."""
     todo = [e for e in entries if e.has_lr]
-    progress = Progress("report: thumbnails", len(todo))
     for start in range(0, len(todo), COPY_CHUNK):
         chunk = todo[start : start + COPY_CHUNK]
         keys = [lr_key(e.rel_path) for e in chunk]
@@ -310,7 +335,7 @@ def build_report(
     if "://" in out_dir and not out_dir.startswith("file://"):
         raise ValueError(f"OUT_DIR {out_dir!r} must be a local folder (the report opens from disk)")
     archive = Location.parse(archive_uri, storage_options)
-    table = read_manifest(archive.child(MANIFEST_DIR), ARCHIVE_SCHEMA)
+    table = read_manifest(archive.child(MANIFEST_DIR), ARCHIVE_SCHEMA, REPORT_COLUMNS)
     if table is None:
         raise ValueError(f"ARCHIVE {archive.uri!r} has no manifest (no {MANIFEST_DIR}/part-*)")
     out_location = Location.parse(out_dir)
@@ -323,36 +348,53 @@ def build_report(
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     models = Models(model, storage_options, device)
 
-    entries = ordered(table.to_pylist())
-    for entry in entries:
-        if not is_rel_path(entry.rel_path):
-            entry.notes.append("rel_path is not a plain relative path: no files written for it")
-    linked = archive.protocol == "file" and len(entries) > LINK_ABOVE
-    if linked:
-        link_thumbnails(entries, archive, out)
-    else:
-        copy_thumbnails(entries, archive, out)
-    crops = restore_crops(entries[:worst], archive, out, models, storage_options)
+    table = ranked(table)
+    n = len(table)
+    linked = archive.protocol == "file" and n > LINK_ABOVE
+    thumbnails = Progress("report: thumbnails", lr_rows(table))
 
-    pages = paginate(entries, page_size)
+    def add_thumbnails(entries: list[Entry]) -> None:
+        if linked:
+            link_thumbnails(entries, archive, out)
+        else:
+            copy_thumbnails(entries, archive, out, thumbnails)
+
+    # The worst first, with their crops; then page by page, a page's rows at a time.
+    worst_entries = entries_of(table.slice(0, worst), 1)
+    add_thumbnails(worst_entries)
+    crops = restore_crops(worst_entries, archive, out, models, storage_options)
+    pages = max(1, -(-n // page_size))
     context = html.Context(
         archive=archive.uri,
         summary=summarize(table),
-        psnrs=[e.row["psnr"] for e in entries if sort_key(e.row)[0] == 0],
-        pages=len(pages),
+        psnrs=table.filter(pc.equal(groups(table), 0))["psnr"].to_pylist(),
+        pages=pages,
         page_size=page_size,
-        first=first_ranks(entries),
+        first=first_ranks(table),
         linked=linked,
-        worst=min(worst, len(entries)),
+        worst=min(worst, n),
     )
     write_file(out, assets.STYLE_NAME, assets.STYLE.encode())
     write_file(out, assets.SCRIPT_NAME, assets.SCRIPT.encode())
-    for number, page in enumerate(pages, start=1):
-        write_file(out, html.page_name(number), html.page(context, number, page).encode())
-    remove_earlier_files(out, len(pages), entries)
+    for number in range(1, pages + 1):
+        start = (number - 1) * page_size
+        entries = worst_entries[start : start + page_size]
+        if start + len(entries) < min(start + page_size, n):  # past the worst
+            rest = start + len(entries)
+            more = entries_of(table.slice(rest, start + page_size - rest), rest + 1)
+            add_thumbnails(more)
+            entries += more
+        write_file(out, html.page_name(number), html.page(context, number, entries).encode())
+    remove_earlier_files(out, pages, worst_entries)
     return Written(
         index=os.path.join(out, "index.html"),
-        pages=len(pages),
+        pages=pages,
         thumbnails="linked" if linked else "copied",
         crops=crops,
     )
+
+
+def lr_rows(table: pa.Table) -> int:
+    """How many rows of a manifest have an LR file to show (Entry.has_lr)."""
+    done = table.filter(pc.is_in(table["status"], pa.array(DONE)))["rel_path"]
+    return sum(is_rel_path(rel_path or "") for rel_path in done.to_pylist())

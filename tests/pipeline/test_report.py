@@ -12,6 +12,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from conftest import encode, photo
 from PIL import Image
@@ -19,7 +20,7 @@ from PIL import Image
 from pipeline.format import ARCHIVE_SCHEMA, LrHeader, encode_lr_png
 from pipeline.manifest import ManifestWriter
 from pipeline.report import build, html
-from pipeline.report.build import build_report, centre_window, ordered, paginate
+from pipeline.report.build import build_report, centre_window, entries_of, first_ranks, ranked
 from pipeline.storage import Location
 from tadm import TADM
 
@@ -109,18 +110,16 @@ def test_order_is_lowest_psnr_first_then_unmeasured_then_kept_then_errors():
         {"rel_path": "f", "status": "ok", "psnr": math.inf},
         {"rel_path": "g", "status": "ok", "psnr": 25.0},
         {"rel_path": None, "status": "error", "psnr": None},
+        {"rel_path": "n", "status": None, "psnr": 1.0},
     ]
-    entries = ordered(rows)
-    assert [e.row["rel_path"] for e in entries] == ["a", "g", "b", "f", "c", "d", "k", None, "e"]
-    assert [e.rank for e in entries] == list(range(1, 10))
-
-
-def test_pages_hold_page_size_entries_in_order():
-    entries = ordered([{"rel_path": f"{i:03d}", "status": "ok", "psnr": None} for i in range(250)])
-    pages = paginate(entries, 100)
-    assert [len(p) for p in pages] == [100, 100, 50]
-    assert [e.rank for p in pages for e in p] == list(range(1, 251))
-    assert paginate([], 100) == [[]]
+    table = ranked(pa.Table.from_pylist(rows))
+    entries = entries_of(table, 1)
+    order = ["a", "g", "b", "f", "c", "d", "k", None, "e", "n"]
+    assert [e.row["rel_path"] for e in entries] == order
+    assert [e.rank for e in entries] == list(range(1, 11))
+    assert entries[7].notes == ["rel_path is not a plain relative path: no files written for it"]
+    assert first_ranks(table) == {"skipped": 1, "ok": 2, "kept": 7, "error": 8}
+    assert [e.rank for e in entries_of(table.slice(4, 3), 5)] == [5, 6, 7]
     assert [html.page_name(p) for p in (1, 2, 3)] == ["index.html", "page-2.html", "page-3.html"]
 
 
@@ -132,7 +131,7 @@ def test_centre_window_is_clipped_to_the_image():
 
 def test_histogram_counts_psnr_per_db_and_leaves_out_inf():
     svg = html.histogram([20.2, 20.7, 21.5, 23.9, math.inf], mean=21.6)
-    counts = [int(n) for n in re.findall(r"<title>\d+–\d+ dB: (\d+) images</title>", svg)]
+    counts = [int(n) for n in re.findall(r"<title>\d+–\d+ dB: (\d+) images?</title>", svg)]
     assert counts == [2, 1, 0, 1]
     assert "over 4 images" in svg and "mean 21.60 dB" in svg
     assert html.histogram([], None) == ""
