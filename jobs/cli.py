@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
+import signal
 import sys
+from typing import NoReturn
 
 from jobs.common import USAGE_ERROR
 from tadm import __version__
@@ -63,5 +67,17 @@ def main(argv: list[str] | None = None) -> int:
     return module.main(rest)
 
 
+def run() -> NoReturn:
+    """The `tadm` program: main, then exit with its status. A signal that comes once the job
+    is done, while Python tears down (Ray's and torch's exit hooks: a second or more), ends
+    the process at once with that status, not as killed by the signal."""
+    status = main()  # jobs flush what they print to stdout before they return
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: os._exit(status))
+    with contextlib.suppress(BrokenPipeError):  # what --help or --version printed
+        sys.stdout.flush()
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

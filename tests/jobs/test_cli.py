@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 
@@ -53,6 +54,25 @@ def test_console_script_runs_as_a_process():
         timeout=120,
     )
     assert done.returncode == 0 and "--region" in done.stdout
+
+
+def test_a_signal_while_the_process_ends_keeps_the_jobs_status():
+    """Once a job is done, Python's exit hooks run for a second or more (Ray's, torch's): a
+    SIGTERM then ends the process with the job's status, not as killed by it (143)."""
+    program = (
+        "import atexit, sys, time\n"
+        "import jobs.cli\n"
+        "jobs.cli.main = lambda: print('done') or 1  # a job that had some images fail\n"
+        "atexit.register(time.sleep, 60)  # a slow exit hook\n"
+        "jobs.cli.run()\n"
+    )
+    job = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)
+    try:
+        assert job.stdout.readline() == "done\n"
+        job.send_signal(signal.SIGTERM)
+        assert job.wait(timeout=30) == 1
+    finally:
+        job.kill()
 
 
 HEAVY = ("torch", "ray", "diffusers", "transformers", "peft")
