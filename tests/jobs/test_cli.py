@@ -62,13 +62,14 @@ def test_a_signal_while_the_process_ends_keeps_the_jobs_status():
     program = (
         "import atexit, sys, time\n"
         "import jobs.cli\n"
-        "jobs.cli.main = lambda: print('done') or 1  # a job that had some images fail\n"
-        "atexit.register(time.sleep, 60)  # a slow exit hook\n"
+        "jobs.cli.main = lambda: 1  # a job that had some images fail\n"
+        "atexit.register(lambda: [time.sleep(0.1) for _ in range(600)])  # a slow hook, after\n"
+        "atexit.register(print, 'exiting', flush=True)  # this one (the last runs first)\n"
         "jobs.cli.run()\n"
     )
     job = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)
     try:
-        assert job.stdout.readline() == "done\n"
+        assert job.stdout.readline() == "exiting\n"
         job.send_signal(signal.SIGTERM)
         assert job.wait(timeout=30) == 1
     finally:
