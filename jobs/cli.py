@@ -75,7 +75,8 @@ def run() -> NoReturn:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: os._exit(status))
     with contextlib.suppress(BrokenPipeError):  # what --help or --version printed
-        sys.stdout.flush()
+        if sys.stdout:  # None when the process started with it closed
+            sys.stdout.flush()
     sys.exit(status)
 
 

@@ -290,7 +290,7 @@ def run_plan(
 
     start = time.monotonic()
     try:
-        with stdout_to_stderr() if as_json else contextlib.nullcontext():
+        with stdout_to_stderr() if as_json and sys.stdout else contextlib.nullcontext():
             plan = prepare()
             check_signalled()
             with ray_session():
@@ -316,7 +316,8 @@ def run_plan(
 def stdout_to_stderr() -> Iterator[None]:
     """Send what is written to this process's stdout (file descriptor 1) to stderr until the
     block ends, so that --json's stdout holds its JSON object alone: Ray prints the lines it
-    forwards from its workers and raylet there, and the processes it starts inherit it."""
+    forwards from its workers and raylet there, and the processes it starts inherit it. Not
+    for a process started with stdout closed: descriptor 1 may be a file it opened since."""
     sys.stdout.flush()
     saved = os.dup(1)
     os.dup2(2, 1)
@@ -472,7 +473,8 @@ def run_job(
     interrupt_on_signals()
     try:
         status = job(args)
-        sys.stdout.flush()  # a reader gone shows here, not as Python exits
+        if sys.stdout:  # None when the process started with it closed
+            sys.stdout.flush()  # a reader gone shows here, not as Python exits
         return status
     except BrokenPipeError as e:
         if not reader_gone():  # a socket's: storage, say

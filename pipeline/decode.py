@@ -483,21 +483,28 @@ def swap_exif_axes(exif: bytes) -> bytes:
     """`exif` (a TIFF structure) with the values of each EXIF_AXES pair swapped, for pixels
     turned a quarter (orientation 5-8): values of one type and count trade places where they
     are stored, so equal ones leave every byte as it was; others trade entries. `exif` as it
-    is where it does not parse."""
+    is where it does not parse, or a value would overlap the header or an IFD it reads."""
     order = TIFF_ORDERS.get(exif[:4])
     if order is None:
         return exif
     out = bytearray(exif)
     try:
         (ifd0,) = struct.unpack_from(order + "I", exif, 4)
+        offsets = [ifd0]
         entries = ifd_entries(exif, order, ifd0)
         ifds = [entries]
         if EXIF_IFD in entries:
             (exif_ifd,) = struct.unpack_from(order + "I", exif, entries[EXIF_IFD] + 8)
+            offsets.append(exif_ifd)
             ifds.append(ifd_entries(exif, order, exif_ifd))
+        # The header, and each IFD from its count to its link: no value may lie there.
+        structure = [(0, 8)]
+        for offset in offsets:
+            (count,) = struct.unpack_from(order + "H", exif, offset)
+            structure.append((offset, offset + 2 + 12 * count + 4))
         for ifd, (x, y) in zip(ifds, EXIF_AXES, strict=False):
             if x in ifd and y in ifd:
-                swap_entry_values(out, order, ifd[x], ifd[y])
+                swap_entry_values(out, order, ifd[x], ifd[y], structure)
     except struct.error:
         return exif
     return bytes(out)
@@ -512,8 +519,11 @@ def ifd_entries(exif: bytes, order: str, offset: int) -> dict[int, int]:
     return {struct.unpack_from(order + "H", exif, at)[0]: at for at in positions}
 
 
-def swap_entry_values(exif: bytearray, order: str, a: int, b: int) -> None:
-    """Swap the values of the IFD entries at positions `a` and `b` in place."""
+def swap_entry_values(
+    exif: bytearray, order: str, a: int, b: int, structure: list[tuple[int, int]]
+) -> None:
+    """Swap the values of the IFD entries at positions `a` and `b` in place; struct.error
+    when values stored apart overlap each other or a `structure` span (start, end)."""
     kind_a, n_a = struct.unpack_from(order + "HI", exif, a + 2)
     kind_b, n_b = struct.unpack_from(order + "HI", exif, b + 2)
     if (kind_a, n_a) != (kind_b, n_b):  # each entry's type, count and value go together
@@ -525,8 +535,11 @@ def swap_entry_values(exif: bytearray, order: str, a: int, b: int) -> None:
         return
     (at_a,) = struct.unpack_from(order + "I", exif, a + 8)
     (at_b,) = struct.unpack_from(order + "I", exif, b + 8)
+    spans = [(at_a, at_a + size), (at_b, at_b + size)]
     if max(at_a, at_b) + size > len(exif) or abs(at_a - at_b) < size:
         raise struct.error("values past the end of the EXIF, or overlapping")
+    if any(start < e and s < end for start, end in spans for s, e in structure):
+        raise struct.error("values inside the TIFF header or an IFD")
     exif[at_a : at_a + size], exif[at_b : at_b + size] = (
         exif[at_b : at_b + size],
         exif[at_a : at_a + size],

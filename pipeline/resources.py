@@ -88,7 +88,10 @@ def plan_resources(
     Ray Data actor the model's many small ops run slower than in a bare process
     (benchmarks/README.md). Each actor holds its own model, so the count stays small; `workers=1`
     keeps one model in memory (a large preset on CPUs). A default plan starts no more actors
-    than the job has `batches` (when given): an actor with nothing to do costs its start-up.
+    than the job has `batches` (when given): an actor with nothing to do costs its start-up;
+    the cores are still shared out as for the whole pool, so that the job's outputs are the
+    same bytes whatever is left to do (a model's float sums depend on its torch threads, and a
+    re-run takes what a killed restore wrote only when it restores the same bytes).
     `precision` defaults to fp16 for GPU actors and fp32 for CPU ones.
     """
     check_request(workers, gpus_per_worker, precision, can_grow)
@@ -104,13 +107,13 @@ def plan_resources(
             "s" * (gpus != 1),
             wanted,
         )
+    pool = workers  # the actors whose cores the torch threads share
     if workers is None:
         if gpus_per_worker > 0:
-            workers = max(1, int(gpus // gpus_per_worker))
+            pool = max(1, int(gpus // gpus_per_worker))
         else:
-            workers = max(1, min(cpus, CPU_ACTORS))
-        if batches is not None:
-            workers = max(1, min(workers, batches))
-    torch_threads = None if gpus_per_worker > 0 else max(1, cpus // workers)
+            pool = max(1, min(cpus, CPU_ACTORS))
+        workers = pool if batches is None else max(1, min(pool, batches))
+    torch_threads = None if gpus_per_worker > 0 else max(1, cpus // pool)
     precision = resolve_precision(precision, "cuda" if gpus_per_worker > 0 else "cpu")
     return Resources(workers, gpus_per_worker, torch_threads, precision)

@@ -93,6 +93,9 @@ def summarize(table: pa.Table) -> Summary:
     psnrs = finite(done["psnr"])
     statuses = pc.value_counts(table["status"]).to_pylist()
     groups = done.group_by(["model_id", "scale", "precision"]).aggregate([([], "count_all")])
+    models: dict[str, int] = {}
+    for group in groups.to_pylist():  # a null and an empty precision read the same
+        models[model_name(group)] = models.get(model_name(group), 0) + group["count_all"]
     return Summary(
         counts={str(c["values"]): c["counts"] for c in statuses},
         source_bytes=source_bytes,
@@ -102,7 +105,7 @@ def summarize(table: pa.Table) -> Summary:
         mean_psnr=mean(psnrs),
         mean_ssim=mean(finite(done["ssim"])),
         verified=len(psnrs),
-        models={model_name(g): g["count_all"] for g in groups.to_pylist()},
+        models=models,
         kept=pc.sum(kept).as_py() or 0,
         kept_bytes=total(table.filter(kept)["source_bytes"]),
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import os
 import time
 
 import numpy as np
@@ -187,8 +188,12 @@ def leave_others(rows: list[Row], dst: Location, image_format: str) -> None:
             expected = (
                 row["source_sha256"] if row["kept_path"] else hashlib.sha256(data).hexdigest()
             )
+        path = dst.join(key)
+        if dst.protocol == "file" and os.path.islink(path):  # no restore writes a link
+            fail(row, why, TRANSIENT)
+            continue
         try:
-            same = bool(expected) and file_sha256(fs, dst.join(key)) == expected
+            same = bool(expected) and file_sha256(fs, path) == expected
         except FileNotFoundError:  # gone since the plan: the way is clear
             continue
         except (OSError, ValueError):  # a folder or a FIFO in its place

@@ -302,6 +302,25 @@ def test_check_reads_back_every_recorded_file(tmp_path: Path, capsys):
     assert check["problems"][1] == {"rel_path": "gone", "file": "lr/gone.png", "problem": "missing"}
 
 
+def test_model_counts_of_rows_that_read_the_same_add_up(tmp_path: Path, capsys):
+    common = {"status": "ok", "model_id": "m1", "scale": 16, "source_bytes": 10, "lr_bytes": 1}
+    rows = [{"rel_path": "a", "precision": None}, {"rel_path": "b", "precision": ""}]
+    write_manifest(tmp_path, [row | common for row in rows])
+    assert run_cli("inspect", tmp_path) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "model m1 (x16): 2 images"
+
+
+def test_inspect_with_stdout_closed_from_the_start_is_no_crash(tmp_path: Path):
+    write_manifest(tmp_path, [{"rel_path": "a", "status": "error", "error": "empty file"}])
+    command = [sys.executable, "-m", "jobs.cli", "inspect", str(tmp_path)]
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+    assert done.returncode == 0
+    closed = subprocess.run(
+        " ".join(command) + " >&-", shell=True, stderr=subprocess.PIPE, timeout=120
+    )
+    assert (closed.returncode, closed.stderr) == (0, b"")
+
+
 def test_a_reader_that_closes_the_pipe_ends_inspect_quietly(tmp_path: Path):
     """`tadm inspect ARCHIVE --errors | head -1`: no crash, no traceback log; the status a
     command SIGPIPE killed would give."""

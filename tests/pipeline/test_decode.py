@@ -278,6 +278,13 @@ def test_exif_axes_of_other_types_trade_entries_and_equal_ones_keep_every_byte(o
     )
     equal = header + ifd0 + rational + rational
     assert swap_exif_axes(equal) == equal
+    # Hostile offsets, into the header and into IFD0's entries: left as they are.
+    for x, y in ((0, 8), (10, 22)):
+        ifd0 = exif_ifd(
+            order, [exif_entry(order, 282, 5, 1, x), exif_entry(order, 283, 5, 1, y)], 0
+        )
+        hostile = header + ifd0 + rational + struct.pack(order + "II", 72, 1)
+        assert swap_exif_axes(hostile) == hostile
     dimensions = [
         exif_entry(order, 0xA002, 3, 1, struct.pack(order + "H", 4000)),  # SHORT
         exif_entry(order, 0xA003, 4, 1, 3000),  # LONG

@@ -16,9 +16,11 @@ def test_cpu_defaults_one_actor_per_core_up_to_four(ray_cluster, monkeypatch):
 
 
 def test_a_default_plan_starts_no_more_actors_than_batches(ray_cluster):
-    assert plan_resources(None, None, batches=1) == Resources(1, 0.0, 2, "fp32")
+    """...and gives each the torch threads of a whole pool: the same bytes out, whatever is
+    left to do."""
+    assert plan_resources(None, None, batches=1) == Resources(1, 0.0, 1, "fp32")
     assert plan_resources(None, None, batches=5) == Resources(2, 0.0, 1, "fp32")
-    assert plan_resources(None, None, batches=0) == Resources(1, 0.0, 2, "fp32")
+    assert plan_resources(None, None, batches=0) == Resources(1, 0.0, 1, "fp32")
     assert plan_resources(2, None, batches=1) == Resources(2, 0.0, 1, "fp32")  # asked for: kept
 
 

@@ -218,34 +218,37 @@ def test_a_file_no_restore_recorded_is_taken_only_with_the_bytes_restored_now(tm
     (dst / "b.png.png").write_bytes(b"a file of mine")
     (dst / "v.mp4").write_bytes(b"frames")  # a killed restore's copy
     (dst / "w.mp4").write_bytes(b"frames, edited")
+    (tmp_path / "mine.png").write_bytes(written)
+    (dst / "c.png.png").symlink_to(tmp_path / "mine.png")  # a user's link, to those bytes
     why = "DST/... exists, no restore of this image into DST recorded it"
-    names = ["a.png", "b.png", "v.mp4", "w.mp4"]
+    names = ["a.png", "b.png", "v.mp4", "w.mp4", "c.png"]
     batch = {
         "rel_path": np.array(names, dtype=object),
-        "status": np.array(["ok", "ok", "kept", "kept"], dtype=object),
-        "restored": np.array([None] * 4, dtype=object),
-        "in_the_way": np.array([why] * 4, dtype=object),
-        "kept_path": np.array(["", ""] + [str(archive / "kept/v.mp4")] * 2, dtype=object),
-        "kept_key": np.array(["", "", "v.mp4", "w.mp4"], dtype=object),
-        "kept_data": np.array([b""] * 4, dtype=object),
-        "source_sha256": np.array(["", ""] + [hashlib.sha256(b"frames").hexdigest()] * 2),
-        "source_bytes": np.array([-1, -1, 6, 6]),
-        "metadata": np.array([None] * 4, dtype=object),
-        "conversion": np.array([None] * 4, dtype=object),
-        "seconds": np.array([0.0] * 4),
+        "status": np.array(["ok", "ok", "kept", "kept", "ok"], dtype=object),
+        "restored": np.array([None] * 5, dtype=object),
+        "in_the_way": np.array([why] * 5, dtype=object),
+        "kept_path": np.array(["", ""] + [str(archive / "kept/v.mp4")] * 2 + [""], dtype=object),
+        "kept_key": np.array(["", "", "v.mp4", "w.mp4", ""], dtype=object),
+        "kept_data": np.array([b""] * 5, dtype=object),
+        "source_sha256": np.array(["", ""] + [hashlib.sha256(b"frames").hexdigest()] * 2 + [""]),
+        "source_bytes": np.array([-1, -1, 6, 6, -1]),
+        "metadata": np.array([None] * 5, dtype=object),
+        "conversion": np.array([None] * 5, dtype=object),
+        "seconds": np.array([0.0] * 5),
     }
-    batch["restored"][:] = [pixels, pixels, None, None]
+    batch["restored"][:] = [pixels, pixels, None, None, pixels]
     for name in METADATA_FIELDS:
-        batch[name] = np.array([b""] * 4, dtype=object)
+        batch[name] = np.array([b""] * 5, dtype=object)
     out = write_restored(
         batch,
         dst=Location.parse(str(dst)),
         archive=Location.parse(str(archive)),
         image_format="png",
     )
-    assert list(out["status"]) == ["ok", "error", "kept", "error"]
-    assert list(out["error_kind"]) == [None, "transient", None, "transient"]
-    assert out["error"][1] == out["error"][3] == why
+    assert list(out["status"]) == ["ok", "error", "kept", "error", "error"]
+    assert list(out["error_kind"]) == [None, "transient", None, "transient", "transient"]
+    assert out["error"][1] == out["error"][3] == out["error"][4] == why
+    assert (dst / "c.png.png").is_symlink()
     assert out["output_sha256"][0] == hashlib.sha256(written).hexdigest()
     assert (dst / "b.png.png").read_bytes() == b"a file of mine"
     assert (dst / "w.mp4").read_bytes() == b"frames, edited"
