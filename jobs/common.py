@@ -364,7 +364,7 @@ def reader_gone() -> bool:
 
 def write_crash_log(prog: str, text: str) -> Path:
     """Write `text` to a new file only this user can read, for a crashed job's traceback:
-    <temp dir>/tadm-logs/<command>-<time>-<pid>.log (the job's DST may be what failed), or a
+    <temp dir>/tadm-logs/tadm-<command>-<time>-<pid>.log (the job's DST may be what failed), or a
     file of its own in <temp dir> when another user owns that folder."""
     folder = Path(tempfile.gettempdir()) / "tadm-logs"
     name = f"{prog.replace(' ', '-')}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
