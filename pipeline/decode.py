@@ -46,6 +46,7 @@ from pipeline.thumbnails import (
     drop_photoshop_thumbnails,
     drop_xmp_thumbnails,
     has_exif_thumbnail,
+    read_ifd,
 )
 
 pillow_heif.register_heif_opener()  # HEIC/HEIF; Pillow reads AVIF itself
@@ -58,11 +59,11 @@ PILLOW_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "HEIF", "AVIF", "
 EXIF_ORIENTATION = 0x0112
 TIFF_XMP = 700  # the XMP tag of a TIFF file
 TIFF_RESOLUTION = (282, 283, 296)  # XResolution, YResolution, ResolutionUnit
-TIFF_UNITS = {2: "in", 3: "cm"}
+TIFF_UNITS = {2: "in", 3: "cm"}  # ResolutionUnit's codes (1: none, an aspect ratio only)
 EXIF_IFD = 0x8769
 # Tag pairs of one axis each, in IFD0 and the Exif IFD: XResolution and YResolution,
 # PixelXDimension and PixelYDimension. Turning pixels a quarter swaps each pair's values.
-EXIF_AXES = ((282, 283), (0xA002, 0xA003))  # ResolutionUnit's codes (1: none, an aspect ratio only)
+EXIF_AXES = ((282, 283), (0xA002, 0xA003))
 JFIF_UNIT_NAMES = {code: unit for unit, code in JFIF_UNITS.items()}
 # A TIFF's tags that describe the image rather than its pixels: none is carried (its ICC
 # profile, XMP and resolution in inches or centimetres are), so a row names those its source
@@ -490,18 +491,13 @@ def swap_exif_axes(exif: bytes) -> bytes:
     out = bytearray(exif)
     try:
         (ifd0,) = struct.unpack_from(order + "I", exif, 4)
-        offsets = [ifd0]
-        entries = ifd_entries(exif, order, ifd0)
-        ifds = [entries]
+        entries, span = ifd_entries(exif, order, ifd0)
+        ifds, structure = [entries], [(0, 8), span]  # no value may lie in the header or an IFD
         if EXIF_IFD in entries:
             (exif_ifd,) = struct.unpack_from(order + "I", exif, entries[EXIF_IFD] + 8)
-            offsets.append(exif_ifd)
-            ifds.append(ifd_entries(exif, order, exif_ifd))
-        # The header, and each IFD from its count to its link: no value may lie there.
-        structure = [(0, 8)]
-        for offset in offsets:
-            (count,) = struct.unpack_from(order + "H", exif, offset)
-            structure.append((offset, offset + 2 + 12 * count + 4))
+            entries, span = ifd_entries(exif, order, exif_ifd)
+            ifds.append(entries)
+            structure.append(span)
         for ifd, (x, y) in zip(ifds, EXIF_AXES, strict=False):
             if x in ifd and y in ifd:
                 swap_entry_values(out, order, ifd[x], ifd[y], structure)
@@ -510,13 +506,12 @@ def swap_exif_axes(exif: bytes) -> bytes:
     return bytes(out)
 
 
-def ifd_entries(exif: bytes, order: str, offset: int) -> dict[int, int]:
-    """Tag -> position of its 12-byte entry, of the IFD at `offset`."""
-    (count,) = struct.unpack_from(order + "H", exif, offset)
-    if offset + 2 + 12 * count > len(exif):
-        raise struct.error("IFD past the end of the EXIF")
-    positions = range(offset + 2, offset + 2 + 12 * count, 12)
-    return {struct.unpack_from(order + "H", exif, at)[0]: at for at in positions}
+def ifd_entries(exif: bytes, order: str, offset: int) -> tuple[dict[int, int], tuple[int, int]]:
+    """Tag -> position of its 12-byte entry, of the IFD at `offset` (thumbnails.read_ifd), and
+    the IFD's span (start, end): from its count to the end of its link."""
+    entries, link = read_ifd(exif, order, offset)
+    positions = {tag: offset + 2 + 12 * i for i, (tag, *_) in enumerate(entries)}
+    return positions, (offset, link + 4)
 
 
 def swap_entry_values(

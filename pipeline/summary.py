@@ -95,7 +95,8 @@ def summarize(table: pa.Table) -> Summary:
     groups = done.group_by(["model_id", "scale", "precision"]).aggregate([([], "count_all")])
     models: dict[str, int] = {}
     for group in groups.to_pylist():  # a null and an empty precision read the same
-        models[model_name(group)] = models.get(model_name(group), 0) + group["count_all"]
+        name = model_name(group)
+        models[name] = models.get(name, 0) + group["count_all"]
     return Summary(
         counts={str(c["values"]): c["counts"] for c in statuses},
         source_bytes=source_bytes,
