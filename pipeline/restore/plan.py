@@ -44,6 +44,7 @@ from pipeline.manifest import latest, list_parts, merged_buckets
 from pipeline.resources import Resources
 from pipeline.restore.config import RestoreConfig
 from pipeline.restore.read import read_lr_batch
+from pipeline.restore.srgb import SRGB_NOTE
 from pipeline.restore.upscale import Upscale
 from pipeline.restore.write import write_restored
 from pipeline.rows import NO_TIME
@@ -173,7 +174,7 @@ class RestoreJob(Plan):
         )
         n = len(rows)
         present_image, present_kept = present.slice(0, n), present.slice(n)
-        srgb = pc.fill_null(pc.ends_with(rows["conversion"], "sRGB"), False)
+        srgb = pc.fill_null(pc.match_substring_regex(rows["conversion"], SRGB_NOTE), False)
         region = "" if config.region is None else config.region.text
         keep = [
             pc.is_in(rows["status"], pa.array([*DONE, KEPT])),
@@ -589,11 +590,6 @@ def uris(archive: Location, folder: str, rel_paths: pa.ChunkedArray, suffix: str
     """ARCHIVE/<folder>/<rel_path><suffix> of each rel_path, as URIs."""
     root = archive.uri_of(archive.path(folder) + "/")
     return pc.binary_join_element_wise(root, rel_paths, suffix, "")
-
-
-def srgb_note(conversion: str | None) -> bool:
-    """Whether a restore row's conversion says --to-srgb made it (restore/write.py)."""
-    return conversion is not None and conversion.endswith("sRGB")
 
 
 def archive_scale(archive: Location, items: Buckets) -> int:

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import os
 import time
 
 import numpy as np
-from PIL import Image, ImageCms
 
 from pipeline.format import (
     KEPT,
@@ -21,34 +19,21 @@ from pipeline.format import (
     TRANSIENT,
     Metadata,
     check_sides,
-    colour_chunks,
     encode_output,
     held_by,
     not_held,
     output_key,
 )
+from pipeline.restore.srgb import icc_to_srgb, png_colour_to_srgb
 from pipeline.rows import error_kind, error_text, nanoseconds, to_batch, to_rows
 from pipeline.stage import Copy, Earlier, Row, fail, remove_earlier, write_files
 from pipeline.storage import Location, file_sha256
 
-SRGB = ImageCms.createProfile("sRGB")
 # What to do when outputs clash as a file and a folder of one name (stage.write_failure)
 CLASH = (
     "if two outputs clash, restore one of them into another DST (--only); if DST holds a file "
     "or folder of its own there, remove it and run again with --retry-errors"
 )
-
-
-def to_srgb(pixels: np.ndarray, icc: bytes) -> tuple[np.ndarray, str]:
-    """Pixels in the colour space of the ICC profile `icc` -> sRGB (LittleCMS, perceptual
-    intent), and the note "ICC '<description>' -> sRGB"; ValueError for an unusable profile."""
-    try:
-        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        srgb = ImageCms.profileToProfile(Image.fromarray(pixels), profile, SRGB, outputMode="RGB")
-        description = ImageCms.getProfileDescription(profile).strip()
-    except (OSError, ImageCms.PyCMSError) as e:
-        raise ValueError(f"--to-srgb: the image's ICC profile is unusable: {e}") from None
-    return np.asarray(srgb, dtype=np.uint8), f"ICC {description!r} -> sRGB"
 
 
 def encode_restored(
@@ -57,19 +42,18 @@ def encode_restored(
     """A restored image's bytes carrying `metadata`, what it carries ("exif,icc,xmp") and what
     was done: the colour conversion, metadata the format has no place for (or none so big:
     JPEG_LIMITS). With `srgb`, pixels with a profile are converted to sRGB and the profile left
-    out, with a PNG's colour chunks, which it overrides; pixels without one are taken as sRGB
-    already, and their PNG gAMA and cHRM, not converted through, are left out and named.
+    out, with a PNG's colour chunks, which it overrides; pixels without one are converted as
+    their PNG gAMA and cHRM say (pipeline.restore.srgb), and those chunks left out.
     TooLargeForFormat (permanent), before any work, for an image with a side over the format's
     MAX_SIDES."""
     check_sides(pixels.shape[1], pixels.shape[0], image_format, "restore it with --format png")
     notes = []
     if srgb and metadata.icc:
-        pixels, converted = to_srgb(pixels, metadata.icc)
+        pixels, converted = icc_to_srgb(pixels, metadata.icc)
         notes.append(converted)
-    elif srgb:  # a PNG's gAMA and cHRM are not converted through
-        kinds = [k.decode() for k, _ in colour_chunks(metadata.png_colour or b"") if k != b"sRGB"]
-        chunks = f", its PNG {', '.join(kinds)} left out" if kinds else ""
-        notes.append(f"no ICC profile: taken as sRGB{chunks}")
+    elif srgb:
+        pixels, converted = png_colour_to_srgb(pixels, metadata.png_colour)
+        notes.append(converted)
     if srgb:  # sRGB pixels: the profile and the chunks that described the others go
         metadata = dataclasses.replace(metadata, icc=None, png_colour=None)
     held = held_by(metadata, image_format)

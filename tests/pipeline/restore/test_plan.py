@@ -39,8 +39,10 @@ def test_a_kept_source_named_as_an_images_output_clashes_with_it_in_any_bucket()
             assert set(kept_clashes(buckets, "webp")) == {"img8.jpg", "img8.jpg.webp"}
 
 
-def restore_job(buckets: Buckets, dst: str, overwrite: bool = False) -> RestoreJob:
-    config = RestoreConfig(archive="/archive", dst=dst, overwrite=overwrite)
+def restore_job(
+    buckets: Buckets, dst: str, overwrite: bool = False, to_srgb: bool = False
+) -> RestoreJob:
+    config = RestoreConfig(archive="/archive", dst=dst, overwrite=overwrite, to_srgb=to_srgb)
     location = Location.parse(dst)
     return RestoreJob(config, location, {}, "tiny", "m1", Location.parse("/archive"), buckets, {})
 
@@ -174,6 +176,37 @@ def test_a_file_no_restore_of_the_image_wrote_is_in_the_way_unless_overwrite():
                 assert found["a.jpg"].startswith(
                     "DST/a.jpg.png exists, no restore of this image into DST recorded it, and "
                 )
+
+
+def test_a_rerun_skips_what_an_earlier_restore_made_with_the_same_to_srgb():
+    """Whatever notes follow the colour conversion's (a WebP's metadata not carried), a row
+    --to-srgb made is that restore's, and only that."""
+    dst = "/restored"
+    conversions = {
+        "p3.jpg": "ICC 'Display P3' -> sRGB",
+        "gamma.png": "PNG gAMA 1, cHRM -> sRGB; webp holds no comment: not carried",
+        "plain.jpg": "no ICC profile: taken as sRGB; webp holds no photoshop: not carried",
+        "chunk.png": "no ICC profile: taken as sRGB, as its PNG sRGB chunk says",
+        "kept.jpg": "webp holds no photoshop: not carried",  # restored without --to-srgb
+        "none.jpg": None,
+    }
+    done = earlier_rows(dst, {name: f"{name}.png" for name in conversions}, skipped=set())
+    i = done.column_names.index("conversion")
+    done = done.set_column(i, "conversion", pa.array(list(conversions.values()), pa.string()))
+    outputs = pa.table(
+        {"rel_path": list(conversions), "size": [1] * 6, "kind": ["image"] * 6},
+        schema=OUTPUT_SCHEMA,
+    )
+    with items(list(conversions), set(), 10**6) as buckets:
+        bucket = buckets.bucket(0, 1)
+        for to_srgb, skipped in (
+            (True, {"p3.jpg", "gamma.png", "plain.jpg", "chunk.png"}),
+            (False, {"kept.jpg", "none.jpg"}),
+        ):
+            job = restore_job(buckets, dst, to_srgb=to_srgb)
+            done_now, todo = job.split(bucket, done, outputs)
+            assert set(done_now["rel_path"].to_pylist()) == skipped
+            assert set(todo["rel_path"].to_pylist()) == set(conversions) - skipped
 
 
 def test_a_model_that_made_none_of_the_lrs_is_refused_and_one_that_made_some_warns(caplog):

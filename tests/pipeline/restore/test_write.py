@@ -64,22 +64,15 @@ GAMMA_1 = b"gAMA" + struct.pack(">I", 100000)  # linear pixels
 P3_PRIMARIES = b"cHRM" + struct.pack(">8I", 31270, 32900, 68000, 32000, 26500, 69000, 15000, 6000)
 
 
-def test_to_srgb_leaves_out_the_png_chunks_that_described_the_pixels_before():
-    """The pixels written are sRGB: a profile's conversion makes them so (its chunks went with
-    it); pixels without a profile are taken as sRGB, and their gAMA and cHRM, which say they
-    are not, are named as left out."""
+def test_to_srgb_converts_through_the_profile_which_overrides_the_png_chunks():
+    """A profile's conversion makes the pixels sRGB; the PNG chunks it overrides go with it
+    (tests/pipeline/restore/test_srgb.py: pixels with those chunks alone)."""
     metadata = Metadata(icc=display_p3_icc(), png_colour=GAMMA_1 + P3_PRIMARIES, density=b"1 1 m")
     data, names, conversion = encode_restored(photo(40, 30), "png", metadata, srgb=True)
     assert (names, conversion) == ("density", "ICC 'Display P3' -> sRGB")
     assert b"gAMA" not in data and b"cHRM" not in data
-    metadata = Metadata(png_colour=GAMMA_1 + P3_PRIMARIES + b"sRGB\x00")
-    _, names, conversion = encode_restored(photo(40, 30), "png", metadata, srgb=True)
-    assert (names, conversion) == (
-        None,
-        "no ICC profile: taken as sRGB, its PNG gAMA, cHRM left out",
-    )
     _, names, conversion = encode_restored(photo(40, 30), "png", metadata, srgb=False)
-    assert (names, conversion) == ("png_colour", None)
+    assert (names, conversion) == ("icc,density,png_colour", None)
 
 
 @pytest.mark.parametrize(
