@@ -44,11 +44,11 @@ from pipeline.manifest import latest, list_parts, merged_buckets
 from pipeline.resources import Resources
 from pipeline.restore.config import RestoreConfig
 from pipeline.restore.read import read_lr_batch
-from pipeline.restore.srgb import SRGB_NOTE
 from pipeline.restore.upscale import Upscale
 from pipeline.restore.write import write_restored
 from pipeline.rows import NO_TIME
 from pipeline.sources import IMAGE_NAME, walk
+from pipeline.srgb import SRGB_NOTE
 from pipeline.stage import load_model
 from pipeline.storage import Location, s3_options
 from pipeline.summary import plural

@@ -24,8 +24,8 @@ from pipeline.format import (
     not_held,
     output_key,
 )
-from pipeline.restore.srgb import icc_to_srgb, png_colour_to_srgb
 from pipeline.rows import error_kind, error_text, nanoseconds, to_batch, to_rows
+from pipeline.srgb import icc_to_srgb, png_colour_to_srgb
 from pipeline.stage import Copy, Earlier, Row, fail, remove_earlier, write_files
 from pipeline.storage import Location, file_sha256
 
@@ -43,7 +43,7 @@ def encode_restored(
     was done: the colour conversion, metadata the format has no place for (or none so big:
     JPEG_LIMITS). With `srgb`, pixels with a profile are converted to sRGB and the profile left
     out, with a PNG's colour chunks, which it overrides; pixels without one are converted as
-    their PNG gAMA and cHRM say (pipeline.restore.srgb), and those chunks left out.
+    their PNG gAMA and cHRM say (pipeline.srgb), and those chunks left out.
     TooLargeForFormat (permanent), before any work, for an image with a side over the format's
     MAX_SIDES."""
     check_sides(pixels.shape[1], pixels.shape[0], image_format, "restore it with --format png")

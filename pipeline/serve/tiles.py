@@ -43,6 +43,7 @@ from pipeline.format import (
 )
 from pipeline.restore.plan import list_items
 from pipeline.serve.cache import LRUCache
+from pipeline.srgb import png_colour_to_srgb
 from pipeline.stage import inference_model
 from pipeline.storage import Location
 from tadm.images import to_images, to_pixels, to_tensor
@@ -76,19 +77,24 @@ class View:
     image_format: str = "png"  # one of OUTPUT_FORMATS
     from_lr: bool = False  # made from the LR pixels (size at most the LR's of the region)
 
-    def finish(self, pixels: np.ndarray, icc: bytes | None = None) -> bytes:
-        """The region's (h, w, 3) uint8 pixels -> the encoded image this view asks for, with the
-        ICC profile `icc` where given."""
+    def finish(self, pixels: np.ndarray, colour: Metadata | None = None) -> bytes:
+        """The region's (h, w, 3) uint8 pixels -> the encoded image this view asks for, in the
+        colours its image's metadata `colour` states (encode)."""
         if self.size is not None and self.size != (self.region.w, self.region.h):
             resized = Image.fromarray(pixels).resize(self.size, Image.Resampling.LANCZOS)
             pixels = np.asarray(resized)
-        return self.encode(pixels, icc)
+        return self.encode(pixels, colour)
 
-    def encode(self, pixels: np.ndarray, icc: bytes | None = None) -> bytes:
-        """(h, w, 3) uint8 pixels of the view's size -> mirrored, rotated, encoded."""
+    def encode(self, pixels: np.ndarray, colour: Metadata | None = None) -> bytes:
+        """(h, w, 3) uint8 pixels of the view's size -> mirrored, rotated, encoded, so that a
+        browser shows the colours of the image: with its ICC profile, or else converted to sRGB
+        as its PNG gAMA and cHRM say (a JPEG or WebP has no place for those)."""
         if self.mirror:
             pixels = pixels[:, ::-1]
         pixels = np.ascontiguousarray(np.rot90(pixels, k=-self.rotation // 90))
+        if colour is not None and not colour.icc and colour.png_colour:
+            pixels, _ = png_colour_to_srgb(pixels, colour.png_colour)
+        icc = colour.icc if colour is not None else None
         return encode_output(pixels, self.image_format, Metadata(icc=icc))
 
 
@@ -317,8 +323,7 @@ class TileService:
         except ValueError as e:  # the LR pixels disagree with the size in its header
             raise TileError(500, f"LR file does not match its header: {e}") from None
         ran = ~torch.isnan(t_map)
-        # the image's ICC profile rides along, so a tile shows the colours of its image
-        data = view.finish(to_images(to_pixels(x_hat))[0], header.metadata.icc)
+        data = view.finish(to_images(to_pixels(x_hat))[0], header.metadata)
         mean = float(t_map[ran].mean()) if ran.any() else math.nan
         return RenderedTile(data, int(ran.sum()), t_map.numel(), mean, cached=False)
 
@@ -337,5 +342,5 @@ def render_lr(lr: torch.Tensor, header: LrHeader, view: View) -> RenderedTile:
     image = Image.fromarray(to_images(lr)[0])
     size = view.size or (w, h)
     pixels = np.asarray(image.resize(size, Image.Resampling.LANCZOS, box=box))
-    data = view.encode(pixels, header.metadata.icc)
+    data = view.encode(pixels, header.metadata)
     return RenderedTile(data, 0, 0, math.nan, cached=False, from_lr=True)

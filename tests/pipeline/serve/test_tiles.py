@@ -4,6 +4,7 @@ LR are made from it; the list of images."""
 from __future__ import annotations
 
 import io
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from PIL import Image
 from pipeline.format import LrHeader, Metadata, encode_lr_png
 from pipeline.serve.iiif import parse_view
 from pipeline.serve.tiles import TileError, TileService
+from pipeline.srgb import png_colour_to_srgb
 from tadm import TADM
 
 LIMIT = 10_000  # max_region_pixels of the services
@@ -46,6 +48,27 @@ def test_png_tiles_carry_the_icc_profile(tiny_model: str, tmp_path: Path):
         assert img.size == (32, 24) and img.info["icc_profile"] == display_p3_icc()
     with Image.open(io.BytesIO(tiles.tile("plain.png", region).data)) as img:
         assert "icc_profile" not in img.info
+
+
+def test_tiles_of_a_png_with_gama_alone_are_converted_to_srgb(tiny_model: str, tmp_path: Path):
+    """A PNG that states its colours with gAMA (and cHRM) but no ICC profile: its tiles, in any
+    format, hold sRGB pixels (a JPEG or WebP has no place for the chunks), restored or made
+    from the LR."""
+    model_id = TADM.from_pretrained(tiny_model).model_id
+    lr = photo(4, 3)
+    linear = Metadata(png_colour=b"gAMA" + struct.pack(">I", 100000))
+    add_lr(tmp_path, "plain.png", lr, LrHeader(64, 48, 16, model_id))
+    add_lr(tmp_path, "linear.png", lr, LrHeader(64, 48, 16, model_id, linear))
+    tiles = service(tmp_path, tiny_model)
+    for region, size in (("8,8,32,24", "max"), ("full", "4,")):  # restored; from the LR
+        view = parse_view(region, size, "0", "default.png", 64, 48, LIMIT, 16)
+        plain = decode(tiles.view("plain.png", view).data)
+        expected, _ = png_colour_to_srgb(plain, linear.png_colour)
+        assert np.abs(expected.astype(int) - plain).max() > 20  # linear light looks different
+        data = tiles.view("linear.png", view).data
+        assert np.array_equal(decode(data), expected)
+        with Image.open(io.BytesIO(data)) as img:
+            assert "gamma" not in img.info
 
 
 def test_views_no_larger_than_the_lr_are_its_pixels_resized(tiny_model, tmp_path, monkeypatch):

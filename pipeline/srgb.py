@@ -1,4 +1,5 @@
-"""restore --to-srgb: pixels in the colour space their metadata states -> plain sRGB.
+"""Pixels in the colour space their metadata states -> plain sRGB: restore --to-srgb, and the
+tiles `tadm serve` makes of PNGs that state their colours with gAMA and cHRM.
 
 An ICC profile goes through LittleCMS (PIL.ImageCms). A PNG without one states its colour space
 with gAMA (the transfer: sample = light ** gamma) and cHRM (the primaries' and the white's

@@ -12,8 +12,8 @@ from conftest import display_p3_icc, display_profile, photo, s15f16
 from PIL import Image, ImageCms
 
 from pipeline.format import Metadata
-from pipeline.restore.srgb import SRGB_CHROMATICITIES, png_colour_to_srgb, to_srgb_matrix
 from pipeline.restore.write import encode_restored
+from pipeline.srgb import SRGB_CHROMATICITIES, png_colour_to_srgb, to_srgb_matrix
 
 P3 = (0.3127, 0.3290, 0.680, 0.320, 0.265, 0.690, 0.150, 0.060)  # D65 white, P3 primaries
 # The same primaries as ICC colourants: XYZ adapted to D50 (Bradford), as profiles store them
@@ -88,7 +88,7 @@ def test_srgb_chromaticities_and_a_d50_white_keep_grey_grey():
 def test_strips_give_what_one_pass_gives(monkeypatch):
     pixels = every_level()
     whole, _ = png_colour_to_srgb(pixels, gama(0.5) + chrm(P3))
-    monkeypatch.setattr("pipeline.restore.srgb.STRIP_PIXELS", 1000)
+    monkeypatch.setattr("pipeline.srgb.STRIP_PIXELS", 1000)
     stripped, _ = png_colour_to_srgb(pixels, gama(0.5) + chrm(P3))
     np.testing.assert_array_equal(stripped, whole)
 
