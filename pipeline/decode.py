@@ -23,16 +23,15 @@ import pillow_heif
 import pillow_jxl  # noqa: F401  (registers Pillow's JPEG XL plugin)
 from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from pipeline.format import (
+from pipeline.format import MAX_PIXELS, check_rel_path
+from pipeline.metadata import (
     COMMENT_KEY,
     JFIF_UNITS,
-    MAX_PIXELS,
     METADATA_FIELDS,
     PHOTOSHOP_HEADER,
     PHOTOSHOP_KEY,
     XMP_KEY,
     Metadata,
-    check_rel_path,
     colour_chunks,
     density_text,
     parse_density,

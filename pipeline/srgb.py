@@ -18,7 +18,7 @@ import struct
 import numpy as np
 from PIL import Image, ImageCms
 
-from pipeline.format import colour_chunks
+from pipeline.metadata import colour_chunks
 
 SRGB = ImageCms.createProfile("sRGB")
 # The chromaticities (x, y) of sRGB's white (D65), red, green and blue: cHRM's order
@@ -45,7 +45,7 @@ def icc_to_srgb(pixels: np.ndarray, icc: bytes) -> tuple[np.ndarray, str]:
 
 def png_colour_to_srgb(pixels: np.ndarray, png_colour: bytes | None) -> tuple[np.ndarray, str]:
     """(H, W, 3) uint8 pixels of a PNG with no ICC profile, whose colour chunks are
-    `png_colour` (pipeline.format.png_colour) -> sRGB, and the note saying what was done:
+    `png_colour` (pipeline.metadata.png_colour) -> sRGB, and the note saying what was done:
     "PNG gAMA 1, cHRM -> sRGB", or "no ICC profile: taken as sRGB" when no chunk says otherwise
     (an sRGB chunk, or none), naming the chunks left out as unusable."""
     chunks = dict(colour_chunks(png_colour or b""))

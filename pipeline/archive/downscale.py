@@ -8,14 +8,8 @@ from typing import Any
 import torch
 
 from pipeline.decode import DECODE_COLUMNS
-from pipeline.format import (
-    KEPT,
-    METADATA_FIELDS,
-    LrHeader,
-    Metadata,
-    decode_lr_png,
-    encode_lr_png,
-)
+from pipeline.format import KEPT, LrHeader, decode_lr_png, encode_lr_png
+from pipeline.metadata import METADATA_FIELDS, Metadata
 from pipeline.stage import ModelStage, Row, restored_images
 from tadm.images import to_images, to_tensor
 from tadm.metrics import psnr, ssim

@@ -17,8 +17,6 @@ from pipeline.format import (
     KEPT_DIR,
     LR_DIR,
     MANIFEST_DIR,
-    METADATA_FIELDS,
-    Metadata,
     Region,
     check_rel_path,
     decode_lr_png,
@@ -26,6 +24,7 @@ from pipeline.format import (
     lr_key,
     output_key,
 )
+from pipeline.metadata import METADATA_FIELDS, Metadata
 from pipeline.restore.write import encode_restored
 from pipeline.rows import NO_PIXELS, error_kind, error_text, to_batch, to_rows
 from pipeline.sources import is_image_name

@@ -17,13 +17,11 @@ from pipeline.format import (
     PERMANENT,
     RESTORE_SCHEMA,
     TRANSIENT,
-    Metadata,
     check_sides,
     encode_output,
-    held_by,
-    not_held,
     output_key,
 )
+from pipeline.metadata import Metadata, held_by, not_held
 from pipeline.rows import error_kind, error_text, nanoseconds, to_batch, to_rows
 from pipeline.srgb import icc_to_srgb, png_colour_to_srgb
 from pipeline.stage import Copy, Earlier, Row, fail, remove_earlier, write_files

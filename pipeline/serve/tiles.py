@@ -33,7 +33,6 @@ from PIL import Image
 from pipeline.format import (
     LR_DIR,
     LrHeader,
-    Metadata,
     Region,
     TooManyPixels,
     check_rel_path,
@@ -41,6 +40,7 @@ from pipeline.format import (
     encode_output,
     lr_key,
 )
+from pipeline.metadata import Metadata
 from pipeline.restore.plan import list_items
 from pipeline.serve.cache import LRUCache
 from pipeline.srgb import png_colour_to_srgb

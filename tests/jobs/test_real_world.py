@@ -27,8 +27,9 @@ from conftest import (
 from PIL import Image, ImageCms
 
 from pipeline.decode import decode_image
-from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA, Metadata, decode_lr_png
+from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA, decode_lr_png
 from pipeline.manifest import read_manifest
+from pipeline.metadata import Metadata
 from pipeline.storage import Location
 
 FLOOR = "16"  # dB: the shipped model gives these photos 20-30 dB, the screenshot about 10

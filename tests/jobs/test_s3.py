@@ -23,8 +23,9 @@ from conftest import (
 from PIL import Image
 
 from pipeline.decode import decode_image
-from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA, Metadata, decode_lr_png
+from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA, decode_lr_png
 from pipeline.manifest import read_manifest, to_table, write_part
+from pipeline.metadata import Metadata
 from pipeline.storage import Location
 
 SECRETS = ("AKIA-USER-VALUE", "pw-SECRET-VALUE")

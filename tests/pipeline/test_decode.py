@@ -31,15 +31,8 @@ from conftest import (
 from PIL import Image, PngImagePlugin, TiffImagePlugin
 
 from pipeline.decode import decode_batch, decode_image, reset_exif_orientation, swap_exif_axes
-from pipeline.format import (
-    MAX_PIXELS,
-    LrHeader,
-    Metadata,
-    decode_lr_png,
-    encode_lr_png,
-    encode_output,
-    not_held,
-)
+from pipeline.format import MAX_PIXELS, LrHeader, decode_lr_png, encode_lr_png, encode_output
+from pipeline.metadata import Metadata, not_held
 
 
 def tiff(pixels: np.ndarray, orientation: int | None = None, xmp: bytes | None = None) -> bytes:

@@ -14,12 +14,10 @@ from PIL import Image
 from pipeline.decode import decode_image
 from pipeline.format import (
     ARCHIVE_SCHEMA,
-    JPEG_LIMITS,
     MAX_PIXELS,
     MAX_SIDES,
     OUTPUT_FORMATS,
     LrHeader,
-    Metadata,
     Region,
     TooLargeForFormat,
     TooManyPixels,
@@ -27,13 +25,12 @@ from pipeline.format import (
     decode_lr_png,
     encode_lr_png,
     encode_output,
-    held_by,
     is_rel_path,
     kept_key,
     lr_key,
-    not_held,
     output_key,
 )
+from pipeline.metadata import JPEG_LIMITS, Metadata, held_by, not_held
 from pipeline.rows import error_kind
 from tadm.png import png_bytes
 

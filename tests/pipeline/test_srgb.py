@@ -11,7 +11,7 @@ import pytest
 from conftest import display_p3_icc, display_profile, photo, s15f16
 from PIL import Image, ImageCms
 
-from pipeline.format import Metadata
+from pipeline.metadata import Metadata
 from pipeline.restore.write import encode_restored
 from pipeline.srgb import SRGB_CHROMATICITIES, png_colour_to_srgb, to_srgb_matrix
 

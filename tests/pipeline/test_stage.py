@@ -19,7 +19,8 @@ from PIL import Image
 from pipeline.archive.downscale import Downscale
 from pipeline.archive.write import write_lr
 from pipeline.decode import decode_batch
-from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA, Metadata, Region, decode_lr_png
+from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA, Region, decode_lr_png
+from pipeline.metadata import Metadata
 from pipeline.restore.read import read_lr_batch
 from pipeline.restore.upscale import Upscale
 from pipeline.restore.write import encode_restored, write_restored

@@ -12,7 +12,8 @@ from conftest import display_p3_icc, photo, xmp_packet
 from PIL import Image
 
 from pipeline.decode import decode_image
-from pipeline.format import JPEG_LIMITS, METADATA_FIELDS, RESTORE_SCHEMA, Metadata
+from pipeline.format import RESTORE_SCHEMA
+from pipeline.metadata import JPEG_LIMITS, METADATA_FIELDS, Metadata
 from pipeline.restore.write import encode_restored, write_restored
 from pipeline.rows import error_kind
 from pipeline.storage import Location

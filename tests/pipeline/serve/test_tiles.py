@@ -13,7 +13,8 @@ import torch
 from conftest import display_p3_icc, photo
 from PIL import Image
 
-from pipeline.format import LrHeader, Metadata, encode_lr_png
+from pipeline.format import LrHeader, encode_lr_png
+from pipeline.metadata import Metadata
 from pipeline.serve.iiif import parse_view
 from pipeline.serve.tiles import TileError, TileService
 from pipeline.srgb import png_colour_to_srgb
