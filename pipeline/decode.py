@@ -23,6 +23,7 @@ import pillow_heif
 import pillow_jxl  # noqa: F401  (registers Pillow's JPEG XL plugin)
 from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageError
 
+from pipeline.exif import EXIF_ORIENTATION, reset_exif_orientation, swap_exif_axes
 from pipeline.format import MAX_PIXELS, check_rel_path
 from pipeline.metadata import (
     COMMENT_KEY,
@@ -39,13 +40,10 @@ from pipeline.metadata import (
 from pipeline.rows import NO_PIXELS, error_kind, error_text, to_batch, to_rows
 from pipeline.sources import is_image_name
 from pipeline.thumbnails import (
-    TIFF_ORDERS,
-    TYPE_SIZES,
     drop_exif_thumbnail,
     drop_photoshop_thumbnails,
     drop_xmp_thumbnails,
     has_exif_thumbnail,
-    read_ifd,
 )
 
 pillow_heif.register_heif_opener()  # HEIC/HEIF; Pillow reads AVIF itself
@@ -55,14 +53,9 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 # The formats archive reads; a PSD or ICO renamed to .png is an error, not a surprise.
 PILLOW_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "HEIF", "AVIF", "JXL")
-EXIF_ORIENTATION = 0x0112
 TIFF_XMP = 700  # the XMP tag of a TIFF file
 TIFF_RESOLUTION = (282, 283, 296)  # XResolution, YResolution, ResolutionUnit
 TIFF_UNITS = {2: "in", 3: "cm"}  # ResolutionUnit's codes (1: none, an aspect ratio only)
-EXIF_IFD = 0x8769
-# Tag pairs of one axis each, in IFD0 and the Exif IFD: XResolution and YResolution,
-# PixelXDimension and PixelYDimension. Turning pixels a quarter swaps each pair's values.
-EXIF_AXES = ((282, 283), (0xA002, 0xA003))
 JFIF_UNIT_NAMES = {code: unit for unit, code in JFIF_UNITS.items()}
 # A TIFF's tags that describe the image rather than its pixels: none is carried (its ICC
 # profile, XMP and resolution in inches or centimetres are), so a row names those its source
@@ -94,7 +87,6 @@ EXIF_HEADERS = (b"II*\x00", b"MM\x00*")
 XMP_SEGMENT = b"http://ns.adobe.com/xap/1.0/\x00"
 EXTENDED_XMP_SEGMENT = b"http://ns.adobe.com/xmp/extension/\x00"
 EXIF_SEGMENT = b"Exif\x00\x00"
-INTEGER_TYPES = {3: "H", 4: "I", 8: "h", 9: "i"}  # TIFF SHORT, LONG, SSHORT, SLONG
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
 # A PNG's chunks of pixels, or of metadata an LR carries (text chunks are looked at apart).
@@ -449,95 +441,6 @@ def source_density(img: Image.Image) -> bytes | None:
         except (KeyError, TypeError, ValueError):  # missing, or not one number
             return None
     return None
-
-
-def reset_exif_orientation(exif: bytes) -> bytes | None:
-    """`exif` with the orientation of its first IFD set to 1, every other byte as it was (maker
-    notes keep their offsets): in its own integer type when it is one number (the standard's
-    SHORT, or LONG, SSHORT, SLONG), else as one SHORT (a RATIONAL, FLOAT or several numbers,
-    which Pillow reads too); None when `exif` is not a TIFF structure."""
-    order = TIFF_ORDERS.get(exif[:4])
-    if order is None:
-        return None
-    try:
-        (ifd,) = struct.unpack_from(order + "I", exif, 4)
-        (count,) = struct.unpack_from(order + "H", exif, ifd)
-        for entry in range(ifd + 2, ifd + 2 + 12 * count, 12):
-            tag, kind, n = struct.unpack_from(order + "HHI", exif, entry)
-            if tag != EXIF_ORIENTATION:
-                continue
-            code = INTEGER_TYPES.get(kind)
-            if code and n == 1:  # one number, stored inline
-                one = struct.pack(order + code, 1)
-                return exif[: entry + 8] + one + exif[entry + 8 + len(one) :]
-            # Another type or count, which Pillow reads too: one SHORT now (a value stored
-            # apart stays where it was, unread).
-            one = struct.pack(order + "HIH", 3, 1, 1) + b"\x00\x00"
-            return exif[: entry + 2] + one + exif[entry + 12 :]
-    except struct.error:
-        return None
-    return exif
-
-
-def swap_exif_axes(exif: bytes) -> bytes:
-    """`exif` (a TIFF structure) with the values of each EXIF_AXES pair swapped, for pixels
-    turned a quarter (orientation 5-8): values of one type and count trade places where they
-    are stored, so equal ones leave every byte as it was; others trade entries. `exif` as it
-    is where it does not parse, or a value would overlap the header or an IFD it reads."""
-    order = TIFF_ORDERS.get(exif[:4])
-    if order is None:
-        return exif
-    out = bytearray(exif)
-    try:
-        (ifd0,) = struct.unpack_from(order + "I", exif, 4)
-        entries, span = ifd_entries(exif, order, ifd0)
-        ifds, structure = [entries], [(0, 8), span]  # no value may lie in the header or an IFD
-        if EXIF_IFD in entries:
-            (exif_ifd,) = struct.unpack_from(order + "I", exif, entries[EXIF_IFD] + 8)
-            entries, span = ifd_entries(exif, order, exif_ifd)
-            ifds.append(entries)
-            structure.append(span)
-        for ifd, (x, y) in zip(ifds, EXIF_AXES, strict=False):
-            if x in ifd and y in ifd:
-                swap_entry_values(out, order, ifd[x], ifd[y], structure)
-    except struct.error:
-        return exif
-    return bytes(out)
-
-
-def ifd_entries(exif: bytes, order: str, offset: int) -> tuple[dict[int, int], tuple[int, int]]:
-    """Tag -> position of its 12-byte entry, of the IFD at `offset` (thumbnails.read_ifd), and
-    the IFD's span (start, end): from its count to the end of its link."""
-    entries, link = read_ifd(exif, order, offset)
-    positions = {tag: offset + 2 + 12 * i for i, (tag, *_) in enumerate(entries)}
-    return positions, (offset, link + 4)
-
-
-def swap_entry_values(
-    exif: bytearray, order: str, a: int, b: int, structure: list[tuple[int, int]]
-) -> None:
-    """Swap the values of the IFD entries at positions `a` and `b` in place; struct.error
-    when values stored apart overlap each other or a `structure` span (start, end)."""
-    kind_a, n_a = struct.unpack_from(order + "HI", exif, a + 2)
-    kind_b, n_b = struct.unpack_from(order + "HI", exif, b + 2)
-    if (kind_a, n_a) != (kind_b, n_b):  # each entry's type, count and value go together
-        exif[a + 2 : a + 12], exif[b + 2 : b + 12] = exif[b + 2 : b + 12], exif[a + 2 : a + 12]
-        return
-    size = TYPE_SIZES.get(kind_a, 1) * n_a
-    if size <= 4:  # stored in the entries
-        exif[a + 8 : a + 12], exif[b + 8 : b + 12] = exif[b + 8 : b + 12], exif[a + 8 : a + 12]
-        return
-    (at_a,) = struct.unpack_from(order + "I", exif, a + 8)
-    (at_b,) = struct.unpack_from(order + "I", exif, b + 8)
-    spans = [(at_a, at_a + size), (at_b, at_b + size)]
-    if max(at_a, at_b) + size > len(exif) or abs(at_a - at_b) < size:
-        raise struct.error("values past the end of the EXIF, or overlapping")
-    if any(start < e and s < end for start, end in spans for s, e in structure):
-        raise struct.error("values inside the TIFF header or an IFD")
-    exif[at_a : at_a + size], exif[at_b : at_b + size] = (
-        exif[at_b : at_b + size],
-        exif[at_a : at_a + size],
-    )
 
 
 def match_profile(img: Image.Image, metadata: Metadata) -> tuple[Image.Image, Metadata, str | None]:

@@ -11,11 +11,11 @@ import re
 import struct
 from xml.etree import ElementTree
 
-TIFF_ORDERS = {b"II*\x00": "<", b"MM\x00*": ">"}
+from pipeline.exif import TIFF_ORDERS, read_ifd
+
 # Tags whose value is the offset of another IFD: ExifIFD, GPSIFD, InteroperabilityIFD.
 SUB_IFDS = (0x8769, 0x8825, 0xA005)
 THUMBNAIL_OFFSET, THUMBNAIL_LENGTH = 0x0201, 0x0202  # JPEGInterchangeFormat(Length), in IFD1
-TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
 PHOTOSHOP_THUMBNAILS = (0x0409, 0x040C)  # Photoshop 4.0 and 5.0+ thumbnail resources
 RESOURCE = b"8BIM"
 XMP_THUMBNAILS = "{http://ns.adobe.com/xap/1.0/}Thumbnails"  # as ElementTree names it
@@ -89,28 +89,6 @@ def thumbnail_ifd(exif: bytes, order: str) -> tuple | None:
     if ifd1 == 0:
         return None
     return ifd0, entries, link, ifd1, *read_ifd(exif, order, ifd1)
-
-
-def read_ifd(exif: bytes, order: str, offset: int) -> tuple[list[tuple[int, int, int, int]], int]:
-    """The entries of the IFD at `offset`, each (tag, value, type, end of the bytes it uses):
-    the value is the first number, or the offset of the values stored apart. And the position
-    of the IFD's link to the next one."""
-    (count,) = struct.unpack_from(order + "H", exif, offset)
-    link = offset + 2 + 12 * count
-    if link + 4 > len(exif):
-        raise struct.error("IFD past the end of the EXIF")
-    entries = []
-    for entry in range(offset + 2, link, 12):
-        tag, kind, n = struct.unpack_from(order + "HHI", exif, entry)
-        size = TYPE_SIZES.get(kind, 1) * n
-        if size > 4:
-            (where,) = struct.unpack_from(order + "I", exif, entry + 8)
-            entries.append((tag, where, kind, where + size))
-        else:
-            fmt = {1: "B", 3: "H", 6: "b", 7: "B", 8: "h"}.get(kind, "I")
-            (value,) = struct.unpack_from(order + fmt, exif, entry + 8)
-            entries.append((tag, value, kind, link + 4))
-    return entries, link
 
 
 def drop_photoshop_thumbnails(resources: bytes) -> bytes:

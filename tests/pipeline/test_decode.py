@@ -30,7 +30,8 @@ from conftest import (
 )
 from PIL import Image, PngImagePlugin, TiffImagePlugin
 
-from pipeline.decode import decode_batch, decode_image, reset_exif_orientation, swap_exif_axes
+from pipeline.decode import decode_batch, decode_image
+from pipeline.exif import reset_exif_orientation
 from pipeline.format import MAX_PIXELS, LrHeader, decode_lr_png, encode_lr_png, encode_output
 from pipeline.metadata import Metadata, not_held
 
@@ -255,39 +256,6 @@ def test_exif_resolution_and_dimensions_turn_with_the_pixels(orientation: int):
     dimensions = read.get_ifd(0x8769)
     assert (dimensions[0xA002], dimensions[0xA003]) == ((96, 128) if turned else (128, 96))
     assert read[0x0112] == 1 and read[0x010F] == "TADM Camera Co."
-
-
-@pytest.mark.parametrize("order", ["<", ">"])
-def test_exif_axes_of_other_types_trade_entries_and_equal_ones_keep_every_byte(order: str):
-    header = (b"II*\x00" if order == "<" else b"MM\x00*") + struct.pack(order + "I", 8)
-    rational = struct.pack(order + "II", 300, 1)
-    ifd0 = exif_ifd(
-        order,
-        [
-            exif_entry(order, 282, 5, 1, 8 + 2 + 12 * 2 + 4),  # XResolution, stored apart
-            exif_entry(order, 283, 5, 1, 8 + 2 + 12 * 2 + 4 + 8),  # YResolution, equal
-        ],
-        0,
-    )
-    equal = header + ifd0 + rational + rational
-    assert swap_exif_axes(equal) == equal
-    # Hostile offsets, into the header and into IFD0's entries: left as they are.
-    for x, y in ((0, 8), (10, 22)):
-        ifd0 = exif_ifd(
-            order, [exif_entry(order, 282, 5, 1, x), exif_entry(order, 283, 5, 1, y)], 0
-        )
-        hostile = header + ifd0 + rational + struct.pack(order + "II", 72, 1)
-        assert swap_exif_axes(hostile) == hostile
-    dimensions = [
-        exif_entry(order, 0xA002, 3, 1, struct.pack(order + "H", 4000)),  # SHORT
-        exif_entry(order, 0xA003, 4, 1, 3000),  # LONG
-    ]
-    ifd0 = exif_ifd(order, [exif_entry(order, 0x8769, 4, 1, 8 + 2 + 12 + 4)], 0)
-    mixed = header + ifd0 + exif_ifd(order, dimensions, 0)
-    read = Image.Exif()
-    read.load(swap_exif_axes(mixed))
-    assert (read.get_ifd(0x8769)[0xA002], read.get_ifd(0x8769)[0xA003]) == (3000, 4000)
-    assert swap_exif_axes(mixed[:30]) == mixed[:30]  # cut short: as it was
 
 
 def test_icc_profile_and_xmp_travel_and_xmp_orientation_is_reset():

@@ -18,7 +18,8 @@ from conftest import (
 )
 from PIL import ExifTags, Image
 
-from pipeline.decode import decode_image, reset_exif_orientation
+from pipeline.decode import decode_image
+from pipeline.exif import reset_exif_orientation
 from pipeline.thumbnails import (
     drop_exif_thumbnail,
     drop_photoshop_thumbnails,
