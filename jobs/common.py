@@ -356,10 +356,11 @@ def interrupt_on_signals() -> None:
 
 
 def reader_gone() -> bool:
-    """Whether stdout is a pipe whose reader closed it."""
+    """Whether stdout's reader is gone: a pipe whose reader closed it (POLLERR), a socket
+    whose peer did, or a terminal hung up (POLLHUP)."""
     poll = select.poll()
     poll.register(sys.stdout.fileno(), select.POLLOUT)
-    return any(events & select.POLLERR for _, events in poll.poll(0))
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0))
 
 
 def write_crash_log(prog: str, text: str) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -331,5 +332,21 @@ def test_a_reader_that_closes_the_pipe_ends_inspect_quietly(tmp_path: Path):
     job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert job.stdout.readline() == f"00000.png: {error}\n".encode()
     job.stdout.close()  # as head does, with 400 KB still to come
+    assert job.wait(timeout=120) == READER_GONE
+    assert job.stderr.read() == b""
+
+
+def test_a_socket_reader_that_closes_ends_inspect_quietly(tmp_path: Path):
+    """stdout a socket (a service reading the command's output) whose peer closes."""
+    rows = [
+        {"rel_path": f"{i:05d}.png", "status": "error", "error": "x" * 200} for i in range(2000)
+    ]
+    write_manifest(tmp_path, rows)
+    ours, theirs = socket.socketpair()
+    command = [sys.executable, "-m", "jobs.cli", "inspect", str(tmp_path), "--errors"]
+    job = subprocess.Popen(command, stdout=theirs, stderr=subprocess.PIPE)
+    theirs.close()
+    assert ours.recv(9) == b"00000.png"
+    ours.close()
     assert job.wait(timeout=120) == READER_GONE
     assert job.stderr.read() == b""
