@@ -1,4 +1,5 @@
-# make demo: set up .venv, archive + restore samples/ with the shipped model, print the summary.
+# make demo: set up .venv, archive + restore samples/ with the shipped model, print the summary
+#   and the checks to run before deleting originals (every file read back; every source held).
 # make test: set up .venv, run the whole test suite (real local Ray, moto S3 server, CPU);
 #   as root, it first installs the Debian packages some tests use (apt-get): chromium and
 #   exiftool.
@@ -22,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/tadm archive samples $(DEMO)/archive --verify
 	$(BIN)/tadm restore $(DEMO)/archive $(DEMO)/restored
-	$(BIN)/tadm inspect $(DEMO)/archive
+	$(BIN)/tadm inspect $(DEMO)/archive --check --source samples
 	@echo "LR thumbnails: $(DEMO)/archive/lr/   restored images: $(DEMO)/restored/"
 
 test: setup system-packages

@@ -1,6 +1,8 @@
 """tadm inspect ARCHIVE: counts by status, bytes, bpp, compression ratio and psnr; or, with
 --errors, the images that failed and why. With --check, every file the manifest records is
-read back and compared with its recorded size and SHA-256 (exit 1 if one differs)."""
+read back and compared with its recorded size and SHA-256 (exit 1 if one differs); with
+--source SRC, every file under SRC with the manifest (exit 1 if one is not archived as it is
+now). Both are what to run before deleting SRC."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import dataclasses
 import json
 
 from jobs.common import Parser, add_json_option, add_storage_options, run_job
+from pipeline.coverage import COVERAGE_COLUMNS, check_source
 from pipeline.fixity import check_archive
 from pipeline.format import ARCHIVE_SCHEMA, MANIFEST_DIR
 from pipeline.manifest import read_manifest
@@ -31,6 +34,14 @@ def parser() -> Parser:
         "SHA-256 with the manifest's (a fixity check: run it before deleting the originals); "
         "exit 1 if one is missing or differs",
     )
+    p.add_argument(
+        "--source",
+        metavar="SRC",
+        help="list SRC, the folder the archive was made from, and check that the manifest "
+        "holds every file under it as it is now (archived or kept from a file of the same "
+        "size, and ETag or modification time); exit 1 naming each file it does not (not "
+        "archived, failed, changed since): run it with --check before deleting SRC",
+    )
     add_json_option(p)
     add_storage_options(p)
     return p
@@ -39,7 +50,8 @@ def parser() -> Parser:
 def job(args: argparse.Namespace) -> int:
     archive = Location.parse(args.archive, args.storage_options)
     try:  # no right to read it (wrong credentials), or I/O
-        table = read_manifest(archive.child(MANIFEST_DIR), ARCHIVE_SCHEMA, SUMMARY_COLUMNS)
+        columns = list(dict.fromkeys(SUMMARY_COLUMNS + (COVERAGE_COLUMNS if args.source else [])))
+        table = read_manifest(archive.child(MANIFEST_DIR), ARCHIVE_SCHEMA, columns)
         missing = table is None and not archive.filesystem().exists(archive.root)
     except OSError as e:
         raise ValueError(f"ARCHIVE {archive.uri!r} cannot be read: {e}") from None
@@ -48,13 +60,19 @@ def job(args: argparse.Namespace) -> int:
     if table is None:
         raise ValueError(f"ARCHIVE {archive.uri!r} has no manifest (no {MANIFEST_DIR}/part-*)")
     fixity = check_archive(archive, table) if args.check else None
-    status = 1 if fixity is not None and fixity.problems else 0
+    coverage = None
+    if args.source:
+        coverage = check_source(Location.parse(args.source, args.storage_options), archive, table)
+    found = [c for c in (fixity, coverage) if c is not None]
+    status = 1 if any(c.problems for c in found) else 0
     if args.json:
         out = {"archive": archive.uri} | dataclasses.asdict(summarize(table))
         if args.errors:
             out["errors"] = errors(table)
         if fixity is not None:
             out["check"] = dataclasses.asdict(fixity)
+        if coverage is not None:
+            out["source"] = dataclasses.asdict(coverage)
         print(json.dumps(out))
         return status
     if args.errors:
@@ -64,8 +82,8 @@ def job(args: argparse.Namespace) -> int:
     else:  # a manifest is data: its model ids and statuses may hold control characters
         print(printable(f"archive: {archive.uri}"))
         print("\n".join(printable(line) for line in summarize(table).lines()))
-    if fixity is not None:
-        print("\n".join(printable(line) for line in fixity.lines()))
+    for check in found:
+        print("\n".join(printable(line) for line in check.lines()))
     return status
 
 

@@ -98,6 +98,26 @@ def test_archive_restore_inspect_on_s3(ray_cluster, bucket, s3_env, tiny_model, 
     statuses = read_manifest(Location.parse(f"{archive}/manifest"), ARCHIVE_SCHEMA)["status"]
     assert sorted(statuses.to_pylist()) == ["error", "skipped", "skipped", "skipped"]
 
+    # Before deleting SRC: every object under it is held as it is now, but the failed one;
+    # an object rewritten since (the same size, another ETag) is named too.
+    capsys.readouterr()
+    assert run_cli("inspect", archive, "--source", src) == 1
+    failed = f"  bad/truncated.png: failed: {rows['bad/truncated.png']['error']}"
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        f"source: {src}: 4 files: 3 archived as they are now, 1 not",
+        failed,
+    ]
+    rotated = SOURCES["rotated.jpg"]
+    fs.pipe_file(f"{bucket}/src/rotated.jpg", rotated[::-1])
+    try:
+        assert run_cli("inspect", archive, "--source", src) == 1
+        assert capsys.readouterr().out.splitlines()[-2:] == [
+            failed,
+            "  rotated.jpg: changed since it was archived: archive SRC again",
+        ]
+    finally:
+        fs.pipe_file(f"{bucket}/src/rotated.jpg", rotated)
+
     # The fixity check reads every LR back from the bucket; one changed there is named.
     capsys.readouterr()
     assert run_cli("inspect", archive, "--check") == 0

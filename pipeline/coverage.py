@@ -1,0 +1,126 @@
+"""The source check of `tadm inspect --source SRC`: whether every file under SRC is in the
+archive as it is now, what a team checks before it deletes SRC. Each file listed (as archive
+lists SRC, with --keep-failed's every file) needs a row of the archive's manifest that archived
+or kept it from the same file: the same size, and the same ETag (S3) or else modification time,
+as the archive's skip rule compares. A file no row covers, a failed one and one changed since
+are named. The archive's own files are read back by the fixity check (inspect --check)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.buckets import Buckets
+from pipeline.format import DONE, KEPT
+from pipeline.sources import IMAGE_NAME, LISTING_SCHEMA, scan
+from pipeline.storage import Location
+from pipeline.summary import plural
+
+logger = logging.getLogger("tadm")
+
+# The manifest columns the check compares, beside rel_path
+COVERAGE_COLUMNS = ["status", "error", "source_bytes", "source_mtime", "source_etag"]
+PROGRESS_SECONDS = 10.0  # between two progress lines of a long listing
+
+
+@dataclass
+class Coverage:
+    """What the check found under SRC (`source`): how many files it listed, how many the
+    archive holds as they are now, and each other file (rel_path, problem)."""
+
+    source: str
+    files: int = 0
+    archived: int = 0
+    problems: list[dict[str, str]] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        found = "all archived as they are now"
+        if self.problems:
+            found = f"{self.archived:,} archived as they are now, {len(self.problems):,} not"
+        lines = [f"source: {self.source}: {plural(self.files, 'file')}: {found}"]
+        return lines + [f"  {p['rel_path']}: {p['problem']}" for p in self.problems]
+
+
+def check_source(src: Location, archive: Location, table: pa.Table) -> Coverage:
+    """List SRC (every file; the archive left out where it lies inside) and compare each
+    file with the merged manifest `table`'s row of its rel_path (COVERAGE_COLUMNS)."""
+    try:
+        pages, _ = scan(src, exclude=archive, every_file=True)
+        listing = Buckets(LISTING_SCHEMA).extend(logged(pages, src))
+    except OSError as e:
+        raise ValueError(f"--source {src.uri!r} cannot be listed: {e}") from None
+    if not listing.rows:
+        raise ValueError(
+            f"--source {src.uri!r} holds no files: give the folder ARCHIVE was made from"
+        )
+    coverage = Coverage(src.uri)
+    names = table["rel_path"].combine_chunks()
+    with listing:
+        for k in range(listing.n):
+            files = listing.bucket(k, listing.n)
+            at = pc.index_in(files["rel_path"], value_set=names)
+            problems = why_not(files, table.select(COVERAGE_COLUMNS).take(at))
+            coverage.files += len(files)
+            coverage.archived += pc.sum(pc.is_null(problems)).as_py() or 0
+            flagged = files["rel_path"].filter(pc.is_valid(problems))
+            for rel_path, problem in zip(
+                flagged.to_pylist(), problems.drop_null().to_pylist(), strict=True
+            ):
+                coverage.problems.append({"rel_path": rel_path, "problem": problem})
+    coverage.problems.sort(key=lambda p: p["rel_path"])
+    return coverage
+
+
+def why_not(files: pa.Table, rows: pa.Table) -> pa.Array:
+    """For each listed file (LISTING_SCHEMA) and the manifest row of its rel_path (null where
+    none), why the archive does not hold it as it is now; null where it does."""
+    image = pc.match_substring_regex(files["rel_path"], IMAGE_NAME, ignore_case=True)
+    no_row = pc.if_else(
+        image,
+        "not archived: no manifest row (archive SRC again)",
+        "not archived: not an image (archive with --keep-failed keeps it)",
+    )
+    failed = pc.binary_join_element_wise("failed: ", pc.fill_null(rows["error"], "no reason"), "")
+    held = pc.is_in(rows["status"], pa.array([*DONE, KEPT]))
+    # The archive's skip rule: the same size, and the same ETag, or else modification time,
+    # where the row records one (rows written before those columns: the size alone).
+    etag_same = pc.or_kleene(
+        pc.is_null(rows["source_etag"]), pc.equal(files["etag"], rows["source_etag"])
+    )
+    mtime_same = pc.or_kleene(
+        pc.is_null(rows["source_mtime"]), pc.equal(files["mtime"], rows["source_mtime"])
+    )
+    same_source = pc.fill_null(pc.if_else(pc.is_valid(files["etag"]), etag_same, mtime_same), True)
+    changed = pc.or_kleene(
+        pc.not_equal(files["size"], rows["source_bytes"]), pc.invert(same_source)
+    )
+    listing_error = pc.binary_join_element_wise("not archived: ", files["error"], "")
+    return pc.case_when(
+        pc.make_struct(
+            pc.is_valid(files["error"]),
+            pc.is_null(rows["status"]),
+            pc.invert(pc.fill_null(held, False)),
+            pc.fill_null(changed, True),
+            field_names=["listing", "no_row", "failed", "changed"],
+        ),
+        listing_error,
+        no_row,
+        failed,
+        pa.scalar("changed since it was archived: archive SRC again"),
+    )
+
+
+def logged(pages: Iterator[pa.Table], src: Location) -> Iterator[pa.Table]:
+    """`pages` of a listing, logging how many files it has listed every PROGRESS_SECONDS."""
+    listed, last = 0, time.monotonic()
+    for page in pages:
+        listed += len(page)
+        if time.monotonic() - last > PROGRESS_SECONDS:
+            last = time.monotonic()
+            logger.info("inspect: listed %s under %s", plural(listed, "file"), src.uri)
+        yield page
