@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from pipeline.buckets import Buckets
 from pipeline.format import DONE, KEPT
-from pipeline.sources import IMAGE_NAME, LISTING_SCHEMA, scan
+from pipeline.sources import IMAGE_NAME, LISTING_SCHEMA, scan, unchanged
 from pipeline.storage import Location
 from pipeline.summary import plural
 
@@ -87,18 +87,7 @@ def why_not(files: pa.Table, rows: pa.Table) -> pa.Array:
     )
     failed = pc.binary_join_element_wise("failed: ", pc.fill_null(rows["error"], "no reason"), "")
     held = pc.is_in(rows["status"], pa.array([*DONE, KEPT]))
-    # The archive's skip rule: the same size, and the same ETag, or else modification time,
-    # where the row records one (rows written before those columns: the size alone).
-    etag_same = pc.or_kleene(
-        pc.is_null(rows["source_etag"]), pc.equal(files["etag"], rows["source_etag"])
-    )
-    mtime_same = pc.or_kleene(
-        pc.is_null(rows["source_mtime"]), pc.equal(files["mtime"], rows["source_mtime"])
-    )
-    same_source = pc.fill_null(pc.if_else(pc.is_valid(files["etag"]), etag_same, mtime_same), True)
-    changed = pc.or_kleene(
-        pc.not_equal(files["size"], rows["source_bytes"]), pc.invert(same_source)
-    )
+    changed = pc.invert(unchanged(files, rows))  # as the archive's skip rule has it
     listing_error = pc.binary_join_element_wise("not archived: ", files["error"], "")
     return pc.case_when(
         pc.make_struct(

@@ -75,6 +75,21 @@ def is_image_name(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
+def unchanged(listed: pa.Table, rows: pa.Table) -> pa.Array:
+    """Whether each listed file (LISTING_SCHEMA's size, mtime and etag) is the one its
+    manifest row (source_bytes, source_mtime, source_etag) was made from: the same size, and
+    the same ETag where the listing has one, else the same modification time (a row written
+    before those columns: the size alone). The skip rule of a re-run; null for a null row."""
+    etag_same = pc.or_kleene(
+        pc.is_null(rows["source_etag"]), pc.equal(listed["etag"], rows["source_etag"])
+    )
+    mtime_same = pc.or_kleene(
+        pc.is_null(rows["source_mtime"]), pc.equal(listed["mtime"], rows["source_mtime"])
+    )
+    same = pc.fill_null(pc.if_else(pc.is_valid(listed["etag"]), etag_same, mtime_same), True)
+    return pc.and_kleene(pc.equal(listed["size"], rows["source_bytes"]), same)
+
+
 def rel_prefix(src: Location, single_file: bool) -> str:
     """What to strip from a path to get its rel_path: the folder, with its trailing "/"."""
     folder = posixpath.dirname(src.root) if single_file else src.root

@@ -48,6 +48,7 @@ from pipeline.sources import (
     excluded_folder,
     rel_prefix,
     scan,
+    unchanged,
     walk,
 )
 from pipeline.stage import load_model
@@ -193,17 +194,7 @@ class ArchiveJob(Plan):
         )
         failed = pc.equal(rows["status"], "error")
         output_good = pc.or_(failed, pc.fill_null(output_good, False))
-        etag_same = pc.or_kleene(
-            pc.is_null(rows["source_etag"]), pc.equal(rows["source_etag"], rows["etag"])
-        )
-        mtime_same = pc.or_kleene(
-            pc.is_null(rows["source_mtime"]), pc.equal(rows["source_mtime"], rows["mtime"])
-        )
-        same_source = pc.if_else(pc.is_valid(rows["etag"]), etag_same, mtime_same)
-        keep = pc.and_(
-            pc.and_(pc.equal(rows["source_bytes"], rows["size"]), output_good),
-            pc.fill_null(same_source, True),
-        )
+        keep = pc.and_(pc.fill_null(unchanged(rows, rows), False), output_good)
         rows = rows.filter(pc.fill_null(keep, False))
         failed = pc.equal(rows["status"], "error")
         rows = rows.set_column(
