@@ -329,13 +329,14 @@ def run(plan: Plan) -> JobResult:
     config = plan.config
     with plan.images:  # its spilled buckets are removed
         check_request(config.workers, config.gpus_per_worker, config.precision)
-        with Lease(plan.dst, plan.name):
-            return run_held(plan)
+        with Lease(plan.dst, plan.name) as lease:
+            return run_held(plan, lease)
 
 
-def run_held(plan: Plan) -> JobResult:
-    """`run`, DST's lease held. SIGINT or SIGTERM raises Interrupted with the rows written
-    until then (the manifest keeps them)."""
+def run_held(plan: Plan, lease: Lease) -> JobResult:
+    """`run`, DST's `lease` held. SIGINT or SIGTERM raises Interrupted with the rows written
+    until then (the manifest keeps them); so does losing the lease raise LeaseLost, before
+    the manifest is compacted."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -421,13 +422,15 @@ def run_held(plan: Plan) -> JobResult:
                 .remote(manifest, plan.schema)
             )
             try:
-                stopped = stream(plan, build_graph(plan, resources, blocks, sink), todo, tally)
+                graph = build_graph(plan, resources, blocks, sink)
+                stopped = stream(plan, graph, todo, tally, lease)
             finally:  # also when interrupted or crashed: the rows received are kept
                 statuses = ray.get(sink.close.remote())  # one call: no row in between
                 ray.kill(sink)
                 # What the writer took: after an early stop, rows of batches in flight too.
                 tally.counts = planned + Counter(statuses)
                 taken = sum(statuses.values())
+        lease.check()  # another job may be writing DST's manifest now: no compaction
         compact(manifest, plan.schema)
     except KeyboardInterrupt:
         interrupted = result(interrupted=True)
@@ -480,12 +483,14 @@ def send_rows(batch: Batch, *, sink: ray.actor.ActorHandle, schema: pa.Schema) -
     return summarize(table)
 
 
-def stream(plan: Plan, ds: ray.data.Dataset, total: int, tally: Tally) -> bool:
+def stream(plan: Plan, ds: ray.data.Dataset, total: int, tally: Tally, lease: Lease) -> bool:
     """Run the graph, whose rows go to the manifest from the workers, adding their summaries
-    to `tally`; True when it stopped early because more images than --max-errors failed."""
+    to `tally`; True when it stopped early because more images than --max-errors failed.
+    LeaseLost when DST's `lease` is lost meanwhile."""
     progress = Progress(plan.name, total=total)
     max_errors = plan.config.max_errors
     for summary in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        lease.check()
         tally.add(summary)
         counts = dict(zip(summary["status"].tolist(), summary["count"].tolist(), strict=True))
         progress.update(sum(counts.values()), counts.get("error", 0))

@@ -9,6 +9,9 @@ the holder (exit status 2). A lease whose heartbeat is older than TIMEOUT_S belo
 that died (kill -9, a lost node) and is taken over; so is, at once, the lease of a job on this
 host whose process is gone. Both jobs may race for a free lease: each
 writes its own, waits SETTLE_S and reads it back, and the one whose token is not there stops.
+A job whose heartbeat has not been written for LOST_S (the storage out of reach), or whose
+lease another job holds now, has lost it: `check` raises LeaseLost, and the job stops before
+another could take over and write beside it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ LEASE = f"{MANIFEST_DIR}/.lease.json"
 HEARTBEAT_S = 15.0
 TIMEOUT_S = 120.0  # no heartbeat for this long: the holder is gone
 SETTLE_S = 0.5
+LOST_S = TIMEOUT_S - HEARTBEAT_S  # no heartbeat written for this long: the lease is lost
 
 logger = logging.getLogger("tadm")
 
@@ -57,6 +61,8 @@ class Lease:
         }
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
+        self.renewed = time.monotonic()  # when the heartbeat was last written
+        self.taken_by: str | None = None  # the job that took the lease over, once one has
 
     def __enter__(self) -> Lease:
         self.acquire()
@@ -94,6 +100,7 @@ class Lease:
             )
         try:
             self.write()
+            self.renewed = time.monotonic()
         except (FileNotFoundError, PermissionError) as e:  # no such bucket, or no right to write
             raise ValueError(
                 f"{self.dst.uri} cannot be written ({error_text(e)}): check that it exists and "
@@ -114,16 +121,31 @@ class Lease:
     def beat(self) -> None:
         """Rewrite the heartbeat every HEARTBEAT_S seconds until released or taken over. A
         failed read or write (storage unreachable for a while) is logged and the next beat
-        tries again: only TIMEOUT_S without a heartbeat lets another job take over."""
+        tries again; after LOST_S without one, `check` says the lease is lost."""
         while not self.stop.wait(HEARTBEAT_S):
             try:
                 held = self.read()
                 if held and held.get("token") != self.record["token"]:
-                    logger.error("lease: %s was taken over by %s", self.dst.uri, holder(held))
+                    self.taken_by = holder(held)
+                    logger.error("lease: %s was taken over by %s", self.dst.uri, self.taken_by)
                     return
                 self.write()
+                self.renewed = time.monotonic()
             except Exception as e:  # s3fs raises more than OSError for a lost connection
                 logger.warning("lease: heartbeat failed, trying again: %s", error_text(e))
+
+    def check(self) -> None:
+        """LeaseLost when another job holds the lease now, or when no heartbeat has been
+        written for LOST_S: another job may take it over at TIMEOUT_S."""
+        if self.taken_by is not None:
+            raise LeaseLost(f"the lease of DST {self.dst.uri!r} was taken over by {self.taken_by}")
+        silent = time.monotonic() - self.renewed
+        if silent > LOST_S:
+            raise LeaseLost(
+                f"the lease of DST {self.dst.uri!r} could not be renewed for {silent:.0f} s "
+                f"(the storage out of reach?): another job may take it over after "
+                f"{TIMEOUT_S:.0f} s"
+            )
 
     def release(self) -> None:
         """Stop the heartbeat and delete the lease if it is still this job's; when the
@@ -137,6 +159,17 @@ class Lease:
                 self.fs.rm(self.path)
         except Exception as e:
             logger.warning("lease: %s cannot be removed: %s", self.dst.uri, error_text(e))
+
+
+class LeaseLost(RuntimeError):
+    """A job lost DST's lease (Lease.check): it stops, keeping the rows of the images it did,
+    without compacting the manifest, which another job may be writing."""
+
+    def __str__(self) -> str:
+        return (
+            f"{super().__str__()}; the job stopped, the rows of the images it did are kept: "
+            "run it again once no other job writes DST"
+        )
 
 
 def gone_here(record: dict[str, Any]) -> bool:

@@ -459,6 +459,29 @@ def test_precision_is_recorded_and_a_rerun_in_another_keeps_the_images(
     assert {row["precision"] for row in second.values()} == {"bf16"}  # what made the LRs
 
 
+def test_a_job_that_loses_its_lease_stops_keeps_its_rows_and_does_not_compact(
+    ray_cluster, small_photos, tiny_model, tmp_path, monkeypatch, capsys
+):
+    """No heartbeat written for LOST_S (here at once): another job may take DST over, so this
+    one stops (exit 3, saying why), its rows kept in part files, the manifest not compacted."""
+    dst = tmp_path / "archive"
+    args = ("archive", small_photos, dst, "--model", tiny_model, "--workers", 1)
+    assert run_cli(*args) == 0  # one part, compacted
+    monkeypatch.setattr("pipeline.lease.LOST_S", -1.0)
+    assert run_cli(*args, "--overwrite") == 3
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(
+        f"tadm archive: crashed: LeaseLost: the lease of DST '{dst}' could not be renewed for "
+    )
+    assert "run it again once no other job writes DST" in err
+    assert len(list((dst / "manifest").glob("part-*.parquet"))) == 2  # its rows: not compacted
+    assert not (dst / "manifest" / ".lease.json").exists()  # its own: released
+    monkeypatch.undo()
+    assert run_cli(*args) == 0
+    assert len(manifest_rows(dst)) == 3
+    assert len(list((dst / "manifest").glob("part-*.parquet"))) == 1
+
+
 @pytest.mark.slow
 def test_a_first_run_prints_only_its_own_lines(small_photos, tiny_model, tmp_path):
     """As a new user runs it: a fresh local Ray (not the session's). stderr holds the job's

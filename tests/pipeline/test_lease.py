@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import pipeline.lease as lease_module
-from pipeline.lease import LEASE, Lease
+from pipeline.lease import LEASE, Lease, LeaseLost
 from pipeline.storage import Location
 
 
@@ -153,3 +153,36 @@ def test_a_file_where_dst_or_its_manifest_folder_must_be_is_named(tmp_path: Path
         match=r"cannot be written .*: a file stands where a folder of the archive's must be",
     ):
         Lease(dst, "archive").acquire()
+
+
+def test_a_lease_not_renewed_for_lost_s_or_taken_over_is_lost(tmp_path: Path, monkeypatch):
+    """The job stops before another job may take its lease over (TIMEOUT_S), and at once when
+    one has."""
+    monkeypatch.setattr(lease_module, "HEARTBEAT_S", 0.02)
+    monkeypatch.setattr(lease_module, "LOST_S", 0.3)
+    dst = Location.parse(str(tmp_path))
+    with Lease(dst, "archive") as lease:
+
+        def failing_write() -> None:
+            raise ConnectionLost("could not connect to the endpoint")
+
+        lease.write = failing_write
+        lease.check()  # renewed a moment ago
+        time.sleep(0.5)
+        with pytest.raises(LeaseLost) as lost:
+            lease.check()
+        assert f"the lease of DST {dst.uri!r} could not be renewed for " in str(lost.value)
+        assert str(lost.value).endswith(
+            "the job stopped, the rows of the images it did are kept: run it again once no "
+            "other job writes DST"
+        )
+    with Lease(dst, "archive") as lease:
+        other = json.loads((tmp_path / LEASE).read_text()) | {"token": "other", "pid": 4121}
+        (tmp_path / LEASE).write_text(json.dumps(other))
+        deadline = time.monotonic() + 5
+        while lease.taken_by is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        with pytest.raises(LeaseLost, match=r"was taken over by archive on host .* pid 4121"):
+            lease.check()
+    assert json.loads((tmp_path / LEASE).read_text())["token"] == "other"  # left to its holder
