@@ -32,7 +32,7 @@ from pipeline.buckets import Buckets
 from pipeline.format import DONE, KEPT, MANIFEST_DIR
 from pipeline.lease import Lease
 from pipeline.manifest import ManifestWriter, compact, latest, merged_buckets, to_table
-from pipeline.rows import to_rows
+from pipeline.rows import error_text, to_rows
 from pipeline.storage import Location, remove_stale_temps
 from pipeline.summary import plural
 
@@ -431,7 +431,17 @@ def run_held(plan: Plan, lease: Lease) -> JobResult:
                 tally.counts = planned + Counter(statuses)
                 taken = sum(statuses.values())
         lease.check()  # another job may be writing DST's manifest now: no compaction
-        compact(manifest, plan.schema)
+        try:
+            compact(manifest, plan.schema)
+        except Exception as e:  # the rows are in their parts: a re-run compacts them
+            logger.warning(
+                "%s: the manifest %s was not compacted (%s): its rows are all in its part "
+                "files, which readers merge (pipeline.manifest.read_manifest); the next run "
+                "compacts them",
+                name,
+                manifest.uri,
+                error_text(e),
+            )
     except KeyboardInterrupt:
         interrupted = result(interrupted=True)
         logger.info("%s", interrupted.line(), extra={"summary": True})

@@ -482,6 +482,28 @@ def test_a_job_that_loses_its_lease_stops_keeps_its_rows_and_does_not_compact(
     assert len(list((dst / "manifest").glob("part-*.parquet"))) == 1
 
 
+def test_a_manifest_that_cannot_be_compacted_is_a_warning_not_the_jobs_failure(
+    ray_cluster, small_photos, tiny_model, tmp_path, monkeypatch, capsys
+):
+    """Every image done, then the storage fails the compaction (pass 19: a truncated read, a
+    DELETE refused): the rows are in their parts, so the job's status is its images'."""
+    dst = tmp_path / "archive"
+
+    def refused(*_) -> None:
+        raise OSError(121, "We encountered an internal error. Please try again.")
+
+    monkeypatch.setattr("pipeline.job.compact", refused)
+    args = ("archive", small_photos, dst, "--model", tiny_model, "--workers", 1)
+    assert run_cli(*args, "--overwrite", "--json") == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["counts"]["ok"] == 3
+    assert (
+        f"archive: the manifest {dst}/manifest was not compacted ([Errno 121] We encountered "
+        in (captured.err)
+    )
+    assert len(manifest_rows(dst)) == 3
+
+
 @pytest.mark.slow
 def test_a_first_run_prints_only_its_own_lines(small_photos, tiny_model, tmp_path):
     """As a new user runs it: a fresh local Ray (not the session's). stderr holds the job's
