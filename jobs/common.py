@@ -405,10 +405,19 @@ def scrub(text: str, hidden: set[str]) -> str:
 
 def unreachable(e: BaseException) -> bool:
     """Whether `e`, raised in this process, says S3 cannot be reached with this configuration
-    (no credentials, no endpoint there): exit 2, not a crash."""
-    from pipeline.rows import from_storage_client
+    (no credentials, no endpoint there: no connection is made): exit 2, not a crash. A
+    failure once connected (a response cut short, a server error after every retry) is a
+    crash that names it."""
+    import aiohttp
+    import botocore.exceptions as boto
 
-    return from_storage_client(e) and not raised_in_ray(e)
+    kinds = (
+        boto.ConnectionError,  # no endpoint there: refused, timed out, no such host
+        boto.NoCredentialsError,
+        boto.PartialCredentialsError,
+        aiohttp.ClientConnectorError,
+    )
+    return isinstance(e, kinds) and not raised_in_ray(e)
 
 
 def raised_in_ray(e: BaseException) -> bool:

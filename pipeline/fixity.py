@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.format import DONE, kept_key, lr_key
+from pipeline.rows import error_text, from_storage_client
 from pipeline.storage import COPY_CHUNK, Location, NotAsRecorded, open_file
 from pipeline.summary import plural
 
@@ -135,8 +136,10 @@ def check_file(
         return 0, "missing"
     except NotAsRecorded as e:  # a folder, a FIFO...
         return 0, str(e)
-    except OSError as e:
-        return size, f"cannot be read: {e}"
+    except Exception as e:  # OSError, or the S3 client's own (a response cut short)
+        if not (isinstance(e, OSError) or from_storage_client(e)):
+            raise
+        return size, f"cannot be read: {error_text(e)}"
     if file.size is not None and size != file.size:
         return size, f"{size:,} bytes, not the {file.size:,} recorded"
     if file.sha256 is not None and digest.hexdigest() != file.sha256:

@@ -36,6 +36,7 @@ from jobs.common import (
     run_plan,
     scrub,
     setup_logging,
+    unreachable,
 )
 from pipeline.format import ARCHIVE_SCHEMA
 from pipeline.manifest import list_parts, read_manifest
@@ -233,6 +234,26 @@ def test_s3_out_of_reach_is_a_configuration_error(tmp_path, capsys, monkeypatch)
         "tadm report: error: storage cannot be reached: EndpointConnectionError: Could not "
         f'connect to the endpoint URL: "http://127.0.0.1:{port}/bucket'
     ), err
+
+
+def test_only_a_connection_never_made_is_storage_out_of_reach():
+    """No credentials or no endpoint: the configuration (exit 2). A response cut short or a
+    server error after every retry, once connected, is no configuration problem (pass 19: a
+    truncated body said "check the endpoint and the credentials")."""
+    import aiohttp
+    import botocore.exceptions as boto
+
+    reach = boto.EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
+    for e in (reach, boto.ConnectTimeoutError(endpoint_url="x"), boto.NoCredentialsError()):
+        assert unreachable(e), e
+    connected = (
+        aiohttp.ClientPayloadError("Response payload is not completed"),
+        aiohttp.ServerDisconnectedError(),
+        boto.ReadTimeoutError(endpoint_url="x"),
+        boto.ClientError({"Error": {"Code": "InternalError"}}, "PutObject"),
+    )
+    for e in connected:
+        assert not unreachable(e), e
 
 
 def test_a_crash_in_a_ray_task_names_the_tasks_own_exception(ray_cluster, capsys):

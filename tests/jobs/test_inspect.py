@@ -411,3 +411,35 @@ def test_source_names_each_file_the_archive_does_not_hold_as_it_is_now(tmp_path:
     )
     assert run_cli("inspect", archive, "--source", tmp_path / "nothing") == 2
     assert "holds no files: give the folder ARCHIVE was made from" in capsys.readouterr().err
+
+
+def test_check_names_a_file_whose_read_is_cut_short_and_goes_on(
+    tmp_path: Path, monkeypatch, capsys
+):
+    """The S3 client's own error mid-read (aiohttp's ClientPayloadError, no OSError) is that
+    file's problem, not the end of the check (pass 19)."""
+    import aiohttp
+
+    import pipeline.fixity as fixity
+
+    data = {name: f"LR of {name}".encode() for name in ("a", "b")}
+    rows = []
+    for name, lr in data.items():
+        (tmp_path / "lr").mkdir(exist_ok=True)
+        (tmp_path / "lr" / f"{name}.png").write_bytes(lr)
+        digest = hashlib.sha256(lr).hexdigest()
+        rows.append({"rel_path": name, "status": "ok", "lr_bytes": len(lr), "lr_sha256": digest})
+    write_manifest(tmp_path, rows)
+    opened = fixity.open_file
+
+    def cut_short(fs, path):
+        if path.endswith("a.png"):
+            raise aiohttp.ClientPayloadError("Response payload is not completed")
+        return opened(fs, path)
+
+    monkeypatch.setattr(fixity, "open_file", cut_short)
+    assert run_cli("inspect", tmp_path, "--check") == 1
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        "check: 2 files, 7 bytes read: 1 problem",
+        "  lr/a.png: cannot be read: ClientPayloadError: Response payload is not completed",
+    ]
