@@ -382,7 +382,7 @@ def run_held(plan: Plan, lease: Lease) -> JobResult:
                 blocks.append(ray.put(images.slice(start_row, size)))
             todo += len(images)
             total += len(rows) + len(images)
-        writer.flush()
+        writer.close()
         resources = plan_resources(
             config.workers,
             config.gpus_per_worker,

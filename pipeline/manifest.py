@@ -15,6 +15,7 @@ never put an older row over a newer one. Both work one bucket of rel_paths at a 
 from __future__ import annotations
 
 import io
+import logging
 import math
 import os
 import posixpath
@@ -32,10 +33,17 @@ import pyarrow.parquet as pq
 
 from pipeline.buckets import Buckets
 from pipeline.format import MANIFEST_DIR
+from pipeline.rows import error_text, from_storage_client
 from pipeline.storage import Location, write_atomic
+
+logger = logging.getLogger("tadm")
 
 SEQ = "_seq"  # part index << 32 | row index: the order parts and rows were written in
 PART_ROWS = 1_000_000  # rows of a compacted part at most
+# How long a ManifestWriter keeps trying to write a part the storage refuses (a burst of server
+# errors, an outage) before the job gives up, and its first wait between tries at the end
+WRITE_PATIENCE_S = 600.0
+RETRY_WAIT_S = 5.0
 
 
 def part_name() -> str:
@@ -78,6 +86,11 @@ def write_part(manifest: Location, table: pa.Table) -> None:
         write_atomic(manifest.filesystem(), path, buffer.getvalue())
     except OSError as e:
         raise type(e)(f"manifest part {manifest.uri_of(path)} cannot be written: {e}") from e
+    except Exception as e:  # the S3 client's own, after its retries: a server error
+        if not from_storage_client(e):
+            raise
+        message = f"manifest part {manifest.uri_of(path)} cannot be written: {error_text(e)}"
+        raise OSError(message) from e
 
 
 def list_parts(manifest: Location) -> list[str]:
@@ -252,7 +265,9 @@ class ManifestWriter:
     `taken` counts the rows added, by status. `close` writes the rest and refuses rows after
     it (`add` returns False): as a Ray actor, rows that come while the driver closes it are
     either written and counted or refused, never counted and left unwritten. A refused row's
-    image has no row, so a re-run does it again."""
+    image has no row, so a re-run does it again. A part the storage fails to write keeps its
+    rows buffered, written with the next flush (`close` waits and tries again); only after
+    WRITE_PATIENCE_S of failures does the OSError reach the job."""
 
     def __init__(
         self,
@@ -271,6 +286,7 @@ class ManifestWriter:
         self.statuses: Counter[str] = Counter()
         self.last_flush = time.monotonic()
         self.closed = False
+        self.failing_since: float | None = None  # when writes began to fail, until one works
 
     def add(self, rows: list[dict[str, Any]] | pa.Table) -> bool:
         """Take `rows`; False, taking nothing, once closed."""
@@ -300,13 +316,36 @@ class ManifestWriter:
         return dict(self.statuses)
 
     def close(self) -> dict[str, int]:
-        """Write the rows buffered, refuse any after; every row taken, by status."""
-        self.flush()
+        """Write the rows buffered, trying again while the storage fails (flush), refuse any
+        after; every row taken, by status."""
         self.closed = True
+        wait = RETRY_WAIT_S
+        while not self.flush():
+            time.sleep(wait)
+            wait = min(2 * wait, 60.0)
         return self.taken()
 
-    def flush(self) -> None:
-        if self.tables:
-            write_part(self.manifest, pa.concat_tables(self.tables))
-            self.tables, self.rows = [], 0
+    def flush(self) -> bool:
+        """Write the rows buffered as a part; whether they are written. A failed write keeps
+        them for the next flush and logs why; OSError once writes have failed for
+        WRITE_PATIENCE_S, or at once when the storage refuses them (no right to write, no such
+        bucket, a file where the folder must be)."""
         self.last_flush = time.monotonic()
+        if not self.tables:
+            return True
+        try:
+            write_part(self.manifest, pa.concat_tables(self.tables))
+        except OSError as e:
+            now = time.monotonic()
+            self.failing_since = self.failing_since or now
+            refused = isinstance(e, (PermissionError, FileNotFoundError, NotADirectoryError))
+            if refused or now - self.failing_since >= WRITE_PATIENCE_S:  # no use waiting
+                raise
+            logger.warning(
+                "manifest: %s rows kept, to be written again: %s",
+                f"{self.rows:,}",
+                error_text(e),
+            )
+            return False
+        self.tables, self.rows, self.failing_since = [], 0, None
+        return True

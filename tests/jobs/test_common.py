@@ -170,14 +170,14 @@ def pngs(n: int, size: tuple[int, int] = (96, 64), prefix: str = "img") -> dict[
 def test_a_job_that_crashes_exits_3_with_one_line_and_a_log(
     ray_cluster, small_photos, tiny_model, tmp_path, capsys, monkeypatch
 ):
-    """The manifest cannot be compacted at the end (the disk gave out): not an image's
-    failure but the job's. The log, only its user's to read, shows no secret of the command
-    line or the environment."""
+    """DST cannot be read as the job starts (the disk gave out): not an image's failure but
+    the job's. The log, only its user's to read, shows no secret of the command line or the
+    environment."""
 
-    def compact(*args: object) -> None:
+    def gave_out(*args: object) -> None:
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(job_module, "compact", compact)
+    monkeypatch.setattr(job_module, "remove_stale_temps", gave_out)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-SEKRIT")
     options = {"key": "option-SEKRIT", "client_kwargs": {"aws_session_token": "SEKRIT\\/"}}
     argv = ("archive", small_photos, tmp_path / "archive", "--model", tiny_model)

@@ -66,6 +66,46 @@ def test_writer_flushes_parts_and_reader_keeps_latest_row(tmp_path: Path):
     assert rows["b"]["psnr"] is None  # NaN is stored as null
 
 
+def test_a_part_the_storage_fails_keeps_its_rows_for_the_next_flush(
+    tmp_path: Path, monkeypatch, caplog
+):
+    """A burst of server errors (pass 19: five 500s on one PUT crashed the job): the rows
+    stay buffered and go with a later part; close waits and tries again; only a refusal, or
+    failures for WRITE_PATIENCE_S, reach the job."""
+    manifest = Location.parse(str(tmp_path / "manifest"))
+    failures = [3]
+
+    def flaky(manifest_: Location, table: pa.Table) -> None:
+        if failures[0]:
+            failures[0] -= 1
+            raise OSError("manifest part cannot be written: InternalError (reached max retries)")
+        write_part(manifest_, table)
+
+    monkeypatch.setattr(manifest_module, "write_part", flaky)
+    monkeypatch.setattr(manifest_module, "RETRY_WAIT_S", 0.01)
+    writer = ManifestWriter(manifest, ARCHIVE_SCHEMA, flush_rows=1)
+    assert writer.add([{"rel_path": "a", "status": "ok"}])  # its part fails
+    assert writer.add([{"rel_path": "b", "status": "ok"}])  # fails again, a and b kept
+    assert list_parts(manifest) == []
+    assert writer.close() == {"ok": 2}  # a third failure, then written
+    assert sorted(read_manifest(manifest, ARCHIVE_SCHEMA)["rel_path"].to_pylist()) == ["a", "b"]
+    assert caplog.text.count("rows kept, to be written again: manifest part cannot be") == 3
+
+    monkeypatch.setattr(manifest_module, "WRITE_PATIENCE_S", 0.0)
+    failures[0] = 1
+    writer = ManifestWriter(manifest, ARCHIVE_SCHEMA, flush_rows=1)
+    with pytest.raises(OSError, match="InternalError"):
+        writer.add([{"rel_path": "c", "status": "ok"}])
+
+    def refused(*_) -> None:
+        raise PermissionError("manifest part cannot be written: Access Denied")
+
+    monkeypatch.setattr(manifest_module, "WRITE_PATIENCE_S", 600.0)
+    monkeypatch.setattr(manifest_module, "write_part", refused)
+    with pytest.raises(PermissionError):
+        ManifestWriter(manifest, ARCHIVE_SCHEMA, flush_rows=1).add([{"rel_path": "d"}])
+
+
 def test_compact_leaves_one_part_with_the_merged_rows(tmp_path: Path):
     manifest = Location.parse(str(tmp_path / "manifest"))
     for status in ("error", "ok", "skipped"):
