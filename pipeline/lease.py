@@ -10,8 +10,8 @@ that died (kill -9, a lost node) and is taken over; so is, at once, the lease of
 host whose process is gone. Both jobs may race for a free lease: each
 writes its own, waits SETTLE_S and reads it back, and the one whose token is not there stops.
 A job whose heartbeat has not been written for LOST_S (the storage out of reach), or whose
-lease another job holds now, has lost it: `check` raises LeaseLost, and the job stops before
-another could take over and write beside it.
+lease another job holds now, has lost it: `check` raises LeaseLost, and the job stops at its
+next batch (pipeline/job.py), before another may take over unless a batch takes over a beat.
 """
 
 from __future__ import annotations
