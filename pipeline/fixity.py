@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.format import DONE, kept_key, lr_key
-from pipeline.rows import error_text, from_storage_client
+from pipeline.rows import error_text, io_failure
 from pipeline.storage import COPY_CHUNK, Location, NotAsRecorded, open_file
 from pipeline.summary import plural
 
@@ -136,8 +136,8 @@ def check_file(
         return 0, "missing"
     except NotAsRecorded as e:  # a folder, a FIFO...
         return 0, str(e)
-    except Exception as e:  # OSError, or the S3 client's own (a response cut short)
-        if not (isinstance(e, OSError) or from_storage_client(e)):
+    except Exception as e:
+        if not io_failure(e):
             raise
         return size, f"cannot be read: {error_text(e)}"
     if file.size is not None and size != file.size:

@@ -36,11 +36,16 @@ def from_storage_client(e: BaseException) -> bool:
     return any(kind.__module__.split(".")[0] in NETWORK_MODULES for kind in type(e).__mro__)
 
 
+def io_failure(e: BaseException) -> bool:
+    """Whether `e` is a failure of I/O: an OSError, or an exception of the S3 client's stack
+    (a response cut short, a server error after its retries)."""
+    return isinstance(e, OSError) or from_storage_client(e)
+
+
 def error_kind(e: Exception) -> str:
-    """TRANSIENT for I/O (an OSError, or an exception of the S3 client's stack: a re-run may
-    get past it), PERMANENT for anything else: the stages' decoders turn every failure of the
-    input itself into a ValueError."""
-    return TRANSIENT if isinstance(e, OSError) or from_storage_client(e) else PERMANENT
+    """TRANSIENT for I/O (io_failure: a re-run may get past it), PERMANENT for anything else:
+    the stages' decoders turn every failure of the input itself into a ValueError."""
+    return TRANSIENT if io_failure(e) else PERMANENT
 
 
 def nanoseconds(value: Any) -> int | None:

@@ -73,10 +73,9 @@ def png_colour_to_srgb(pixels: np.ndarray, png_colour: bytes | None) -> tuple[np
         converted.append("cHRM")
         out = np.empty_like(pixels)
         flat, done = pixels.reshape(-1, 3), out.reshape(-1, 3)
+        to_linear_srgb = matrix.T.astype(np.float32)
         for start in range(0, len(flat), STRIP_PIXELS):
-            linear = light[flat[start : start + STRIP_PIXELS]] @ matrix.T.astype(
-                np.float32
-            )  # (N, 3)
+            linear = light[flat[start : start + STRIP_PIXELS]] @ to_linear_srgb  # (N, 3)
             done[start : start + STRIP_PIXELS] = srgb_encode(np.clip(linear, 0, 1))
     return out, f"PNG {', '.join(converted)} -> sRGB" + unused
 
