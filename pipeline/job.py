@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 
 from pipeline.buckets import Buckets
 from pipeline.format import DONE, KEPT, MANIFEST_DIR
-from pipeline.lease import Lease
+from pipeline.lease import Fence, Lease
 from pipeline.manifest import ManifestWriter, compact, latest, merged_buckets, to_table
 from pipeline.rows import error_text, to_rows
 from pipeline.storage import Location, remove_stale_temps
@@ -422,7 +422,7 @@ def run_held(plan: Plan, lease: Lease) -> JobResult:
                 .remote(manifest, plan.schema)
             )
             try:
-                graph = build_graph(plan, resources, blocks, sink)
+                graph = build_graph(plan, resources, blocks, sink, lease.fence())
                 stopped = stream(plan, graph, todo, tally, lease)
             finally:  # also when interrupted or crashed: the rows received are kept
                 statuses = ray.get(sink.close.remote())  # one call: no row in between
@@ -452,9 +452,14 @@ def run_held(plan: Plan, lease: Lease) -> JobResult:
 
 
 def build_graph(
-    plan: Plan, resources: Resources, blocks: list[ray.ObjectRef], sink: ray.actor.ActorHandle
+    plan: Plan,
+    resources: Resources,
+    blocks: list[ray.ObjectRef],
+    sink: ray.actor.ActorHandle,
+    fence: Fence,
 ) -> ray.data.Dataset:
-    """The Ray Data graph; the one place that picks actors, GPUs and batch sizes."""
+    """The Ray Data graph; the one place that picks actors, GPUs and batch sizes. Its write
+    stage writes a batch only while DST's lease is the job's (`fence`)."""
     import ray
 
     stages, batch_size = plan.stages(), plan.config.batch_size
@@ -477,10 +482,19 @@ def build_graph(
     # One model batch at a time (batch_size=None): joining two batches into one would make Ray
     # unify their columns, and a column of None in one (NaN after the model stage) does not
     # unify with the strings of another.
-    ds = ds.map_batches(stages.write, fn_kwargs=stages.write_kwargs, batch_size=None, **io)
+    write = stages.write_kwargs | {"write": stages.write, "fence": fence}
+    ds = ds.map_batches(write_fenced, fn_kwargs=write, batch_size=None, **io)
     return ds.map_batches(
         send_rows, fn_kwargs={"sink": sink, "schema": plan.schema}, batch_size=None, **io
     )
+
+
+def write_fenced(
+    batch: Batch, *, write: Callable[..., Batch], fence: Fence, **kwargs: Any
+) -> Batch:
+    """Write stage: `write(batch, **kwargs)`, or LeaseLost if another job took DST over."""
+    fence.check()
+    return write(batch, **kwargs)
 
 
 def send_rows(batch: Batch, *, sink: ray.actor.ActorHandle, schema: pa.Schema) -> Batch:

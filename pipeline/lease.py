@@ -12,6 +12,9 @@ writes its own, waits SETTLE_S and reads it back, and the one whose token is not
 A job whose heartbeat has not been written for LOST_S (the storage out of reach), or whose
 lease another job holds now, has lost it: `check` raises LeaseLost, and the job stops at its
 next batch (pipeline/job.py), before another may take over unless a batch takes over a beat.
+Its write stages hold a `Fence`, the lease's token: each batch reads the lease before writing
+into DST and raises LeaseLost when another job's token is there, so that a job taken over
+stops writing within a batch, whenever its driver next looks.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import socket
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -134,6 +138,9 @@ class Lease:
             except Exception as e:  # s3fs raises more than OSError for a lost connection
                 logger.warning("lease: heartbeat failed, trying again: %s", error_text(e))
 
+    def fence(self) -> Fence:
+        return Fence(self.dst, self.record["token"])
+
     def check(self) -> None:
         """LeaseLost when another job holds the lease now, or when no heartbeat has been
         written for LOST_S: another job may take it over at TIMEOUT_S."""
@@ -159,6 +166,26 @@ class Lease:
                 self.fs.rm(self.path)
         except Exception as e:
             logger.warning("lease: %s cannot be removed: %s", self.dst.uri, error_text(e))
+
+
+@dataclass(frozen=True)
+class Fence:
+    """What a write stage checks before each batch it writes into `dst` (in Ray workers, so
+    picklable): that no other job's `token` is in the lease."""
+
+    dst: Location
+    token: str
+
+    def check(self) -> None:
+        """LeaseLost when the lease holds another job's token. A lease that cannot be read now,
+        or none, stops nothing: the job's own heartbeat rewrites it, and its driver stops the
+        job when it cannot (Lease.check)."""
+        try:
+            held = json.loads(self.dst.filesystem().cat_file(self.dst.path(LEASE)))
+        except Exception:  # s3fs raises more than OSError; ValueError: half a JSON object
+            return
+        if isinstance(held, dict) and held.get("token") not in (None, self.token):
+            raise LeaseLost(f"the lease of DST {self.dst.uri!r} was taken over by {holder(held)}")
 
 
 class LeaseLost(RuntimeError):

@@ -33,6 +33,7 @@ from PIL import ExifTags, Image
 
 from pipeline.decode import decode_image
 from pipeline.format import ARCHIVE_SCHEMA, decode_lr_png
+from pipeline.lease import LEASE, Lease
 from pipeline.manifest import list_parts, read_manifest
 from pipeline.storage import Location
 
@@ -601,3 +602,30 @@ def test_same_size_edits_odd_files_and_case_collisions(ray_cluster, tiny_model, 
     err = capsys.readouterr().err.strip()
     assert "in use by archive on host other-host pid 42" in err and len(err.splitlines()) == 1
     assert manifest_rows(dst)["link.png"]["status"] == "skipped"  # nothing written
+
+
+def test_a_job_taken_over_writes_nothing_more(
+    ray_cluster, small_photos, tiny_model, tmp_path, monkeypatch, capsys
+):
+    """Another job takes DST's lease over just after this one took it (its storage slow, say):
+    the write stage sees the other token before its first batch, long before the driver's next
+    heartbeat would, and the job stops without writing an LR."""
+    dst = tmp_path / "archive"
+    acquire = Lease.acquire
+
+    def taken_over_at_once(lease: Lease) -> None:
+        acquire(lease)
+        other = lease.record | {"token": "other", "pid": 4121}
+        (dst / LEASE).write_text(json.dumps(other))
+
+    monkeypatch.setattr(Lease, "acquire", taken_over_at_once)
+    args = ("archive", small_photos, dst, "--model", tiny_model, "--workers", 1)
+    assert run_cli(*args) == 3
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.match(
+        rf"tadm archive: crashed: LeaseLost: the lease of DST '{dst}' was taken over by archive "
+        r"on host .* pid 4121 .*run it again once no other job writes DST",
+        err,
+    )
+    assert not (dst / "lr").exists()
+    assert json.loads((dst / LEASE).read_text())["token"] == "other"  # left to its holder

@@ -186,3 +186,19 @@ def test_a_lease_not_renewed_for_lost_s_or_taken_over_is_lost(tmp_path: Path, mo
         with pytest.raises(LeaseLost, match=r"was taken over by archive on host .* pid 4121"):
             lease.check()
     assert json.loads((tmp_path / LEASE).read_text())["token"] == "other"  # left to its holder
+
+
+def test_a_fence_stops_a_write_once_another_job_holds_the_lease(tmp_path: Path):
+    """What a write stage checks per batch: its job's token, whenever the driver next looks."""
+    dst = Location.parse(str(tmp_path))
+    with Lease(dst, "archive") as lease:
+        fence = lease.fence()
+        fence.check()  # its own
+        (tmp_path / LEASE).write_text('{"tok')  # half written, or being replaced: go on
+        fence.check()
+        (tmp_path / LEASE).unlink()  # none: its own heartbeat writes it again
+        fence.check()
+        other = lease.record | {"token": "other", "pid": 4121}
+        (tmp_path / LEASE).write_text(json.dumps(other))
+        with pytest.raises(LeaseLost, match=r"was taken over by archive on host .* pid 4121"):
+            fence.check()
