@@ -133,11 +133,43 @@ class ArchiveJob(Plan):
         error_rows = conform(error_rows, ARCHIVE_SCHEMA)
         if done is None or self.config.overwrite:
             return error_rows, graph_rows(images, outputs)
+        self.refuse_other_sources(images, done)
         if not self.config.retry_errors:
             error_rows = self.as_before(error_rows, done)
         settled = self.finished(images, done, outputs)
         todo = images.filter(pc.invert(pc.is_in(images["rel_path"], settled["rel_path"])))
         return pa.concat_tables([error_rows, settled]), graph_rows(todo, outputs)
+
+    def refuse_other_sources(self, images: pa.Table, done: pa.Table) -> None:
+        """ValueError when DST holds, at the rel_path of one of `images`, the output of another
+        source's file (another SRC archived into this DST) that this one is not: archiving it
+        would replace that image. The same file under another name of SRC (a moved folder,
+        the same size and ETag or modification time) is not another's: finished() skips it."""
+        rows = done.filter(pc.is_in(done["status"], pa.array([*DONE, KEPT])))
+        at = pc.index_in(rows["rel_path"], value_set=images["rel_path"].combine_chunks())
+        rows, at = rows.filter(pc.is_valid(at)), at.filter(pc.is_valid(at))
+        listed = images.take(at)
+        other = pc.and_(
+            pc.not_equal(rows["source_uri"], self.source_uris(rows["rel_path"])),
+            pc.invert(pc.fill_null(unchanged(listed, rows), False)),
+        )
+        clashing = rows.filter(pc.fill_null(other, False))
+        if len(clashing):
+            examples = ", ".join(
+                f"{rel_path!r} (from {uri})"
+                for rel_path, uri in zip(
+                    clashing["rel_path"].to_pylist()[:3],
+                    clashing["source_uri"].to_pylist()[:3],
+                    strict=True,
+                )
+            )
+            raise ValueError(
+                f"DST {self.dst.uri!r} holds images of another SRC at paths where SRC "
+                f"{self.src.uri!r} has other files: {examples}"
+                f"{' and more' if len(clashing) > 3 else ''}; archiving SRC would replace them. "
+                "Archive it into a DST of its own, or the folder above both SRCs into a new "
+                "DST; if SRC is the other SRC moved and its files changed, --overwrite redoes it"
+            )
 
     def as_before(self, error_rows: pa.Table, done: pa.Table) -> pa.Table:
         """`error_rows` with the written_at of an earlier run's row where that row is the same

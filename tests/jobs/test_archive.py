@@ -629,3 +629,38 @@ def test_a_job_taken_over_writes_nothing_more(
     )
     assert not (dst / "lr").exists()
     assert json.loads((dst / LEASE).read_text())["token"] == "other"  # left to its holder
+
+
+def test_another_src_into_the_same_dst_never_replaces_its_images(
+    ray_cluster, small_photos, tiny_model, tmp_path, capsys
+):
+    """A second SRC whose file has the path of the first's image (IMG_0001.JPG of two memory
+    cards) is refused before anything is written; a copy of the first SRC (a moved folder) is
+    the same images, skipped; --overwrite replaces them when asked."""
+    dst, other, moved = tmp_path / "archive", tmp_path / "other", tmp_path / "moved"
+    shutil.copytree(small_photos, moved)  # copy2: the same sizes and modification times
+    other.mkdir()
+    (other / "b.jpg").write_bytes(encode(Image.fromarray(photo(64, 80, 30)), "JPEG"))
+    (other / "d.png").write_bytes(encode(Image.fromarray(photo(64, 64, 31)), "PNG"))
+    options = ("--model", tiny_model, "--workers", 1)
+    assert run_cli("archive", small_photos, dst, *options) == 0
+    before = manifest_rows(dst)
+    lr = (dst / "lr" / "b.jpg.png").read_bytes()
+    capsys.readouterr()
+    assert run_cli("archive", other, dst, *options) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (
+        f"tadm archive: error: DST '{dst}' holds images of another SRC at paths where SRC "
+        f"'{other}' has other files: 'b.jpg' (from {small_photos}/b.jpg); archiving SRC would "
+        "replace them. Archive it into a DST of its own, or the folder above both SRCs into a "
+        "new DST; if SRC is the other SRC moved and its files changed, --overwrite redoes it"
+    )
+    assert manifest_rows(dst) == before and (dst / "lr" / "b.jpg.png").read_bytes() == lr
+    assert not (dst / "lr" / "d.png.png").exists()
+    assert run_cli("archive", moved, dst, *options) == 0
+    rows = manifest_rows(dst)
+    assert {row["status"] for row in rows.values()} == {"skipped"}
+    assert rows["b.jpg"]["source_uri"] == f"{moved}/b.jpg"
+    assert run_cli("archive", other, dst, *options, "--overwrite") == 0
+    assert manifest_rows(dst)["b.jpg"]["source_uri"] == f"{other}/b.jpg"
+    assert (dst / "lr" / "b.jpg.png").read_bytes() != lr
