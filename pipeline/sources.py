@@ -1,10 +1,11 @@
 """The images under SRC: which files archive reads, their relative paths, sizes and versions.
 
 A listing is a stream of Arrow tables of LISTING_SCHEMA, never one Python object per file kept:
-a local SRC is walked folder by folder (os.scandir), an S3 SRC page by page (ListObjectsV2,
-1000 keys a page), in both cases the top-level folders in parallel threads; an inventory
-(pipeline/inventory.py) is read file by file. `select_images` keeps image files and drops
-hidden ones, column by column.
+a local SRC is walked folder by folder (os.scandir), the top-level folders in parallel
+threads; an S3 SRC page by page (ListObjectsV2, 1000 keys a page), runs of top-level folders in
+parallel threads; small tables are joined (a folder per file is not a table per file); an
+inventory (pipeline/inventory.py) is read file by file. `select_images` keeps image files and
+drops hidden ones, column by column.
 
 Symbolic links: a link to a file is listed as that file (its size and time); a link to a
 folder is not followed, and is listed as one row with an error saying so. So are FIFOs, sockets
@@ -14,12 +15,13 @@ and devices, and local names that are not UTF-8 (rel_path then shows the bytes a
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
 import os
 import posixpath
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +38,8 @@ IMAGE_EXTENSIONS = (
 )
 IMAGE_NAME = r"\.(" + "|".join(e.lstrip(".") for e in IMAGE_EXTENSIONS) + r")\z"
 logger = logging.getLogger("tadm")
-LISTING_THREADS = 8  # top-level folders (local) or prefixes (S3) listed at once
+LISTING_THREADS = 8  # top-level folders (local) or runs of them (S3) listed at once
+S3_RANGES = 4 * LISTING_THREADS  # runs of top-level folders an S3 listing is cut into
 PAGE_ROWS = 10_000  # rows of a local listing table
 SYMLINKED_FOLDER = "symbolic link to a folder, not followed (give its target as its own SRC)"
 BROKEN_LINK = "broken symbolic link"
@@ -198,7 +201,24 @@ def scan(
         pages = walk_s3(fs, src.root)
     else:
         pages = walk_local(src.root)
+    pages = coalesced(pages, PAGE_ROWS)
     return (select_images(page, excluded, every_file, not_images) for page in pages), prefix
+
+
+def coalesced(tables: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
+    """`tables` joined into tables of at least `rows` rows (the last one what is left), empty
+    ones dropped: a tree of a folder per file lists as few tables, not one per file."""
+    held: list[pa.Table] = []
+    count = 0
+    for table in tables:
+        if len(table):
+            held.append(table)
+            count += len(table)
+        if count >= rows:
+            yield pa.concat_tables(held).combine_chunks()
+            held, count = [], 0
+    if held:
+        yield pa.concat_tables(held).combine_chunks()
 
 
 def excluded_folder(src: Location, prefix: str, exclude: Location | None) -> str | None:
@@ -245,11 +265,10 @@ def one_file(src: Location, info: dict[str, Any], prefix: str) -> pa.Table:
     )
 
 
-def in_threads(tasks: list[Callable[[], Iterator[pa.Table]]]) -> Iterator[pa.Table]:
-    """The tables of every task, each run in a thread (LISTING_THREADS at once), as they come;
-    a task's exception is raised here."""
-    if not tasks:
-        return
+def in_threads(tasks: Iterable[Callable[[], Iterator[pa.Table]]]) -> Iterator[pa.Table]:
+    """The tables of every task, each run in a thread (LISTING_THREADS at once, the next
+    started as one ends), as they come; a task's exception is raised here."""
+    tasks = iter(tasks)
     out: queue.Queue = queue.Queue(maxsize=2 * LISTING_THREADS)
     done = object()
     stop = threading.Event()
@@ -266,14 +285,19 @@ def in_threads(tasks: list[Callable[[], Iterator[pa.Table]]]) -> Iterator[pa.Tab
             out.put(done)
 
     with ThreadPoolExecutor(LISTING_THREADS) as pool:
-        for task in tasks:
+        left = 0
+        for task in itertools.islice(tasks, LISTING_THREADS):
             pool.submit(run, task)
-        left = len(tasks)
+            left += 1
         try:
             while left:
                 item = out.get()
                 if item is done:
                     left -= 1
+                    task = next(tasks, None)
+                    if task is not None and not stop.is_set():
+                        pool.submit(run, task)
+                        left += 1
                 elif isinstance(item, BaseException):
                     raise item
                 else:
@@ -296,7 +320,7 @@ def walk_local(root: str) -> Iterator[pa.Table]:
     rows = Rows()
     scan_folder(root, root, rows, folders)
     yield from rows.tables(final=True)
-    yield from in_threads([lambda f=f: walk_tree(root, f) for f in folders])
+    yield from in_threads(lambda f=f: walk_tree(root, f) for f in folders)
 
 
 class Rows:
@@ -395,29 +419,53 @@ def utf8(name: str) -> bool:
 
 
 def walk_s3(fs: Any, root: str) -> Iterator[pa.Table]:
-    """Tables of the objects under the S3 folder `root` ("bucket/prefix"): the top level with
-    a delimiter, then each top-level prefix in a thread, one table per page of 1000 keys."""
+    """Tables of the objects under the S3 folder `root` ("bucket/prefix"), a page of up to
+    1000 keys each: the top level with a delimiter, which names its folders; then the keys
+    in those folders, without one, in up to S3_RANGES runs of consecutive folders listed in
+    threads. So a listing takes a request per 1000 keys (and per 1000 folders), however the
+    keys are spread over folders (photos/<id>/original.jpg has a folder per image)."""
     bucket, _, key = root.partition("/")
     prefix = f"{key}/" if key else ""
     folders: list[str] = []
-
-    def top() -> Iterator[pa.Table]:
-        for page in list_pages(fs, bucket, prefix, delimiter="/"):
-            folders.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
-            yield page_table(page, len(prefix))
-
-    yield from top()
+    for page in list_pages(fs, bucket, prefix, delimiter="/"):
+        folders.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
+        yield page_table(page.get("Contents", []), len(prefix))
+    starts = folders[:: -(-len(folders) // S3_RANGES)] if folders else []
     yield from in_threads(
-        [
-            lambda p=p: (page_table(page, len(prefix)) for page in list_pages(fs, bucket, p))
-            for p in folders
-        ]
+        lambda first=first, end=end: folder_run(fs, bucket, prefix, first, end)
+        for first, end in itertools.zip_longest(starts, starts[1:])
     )
 
 
-def list_pages(fs: Any, bucket: str, prefix: str, delimiter: str = "") -> Iterator[dict]:
-    """The ListObjectsV2 responses under `prefix`, one page at a time."""
+def folder_run(
+    fs: Any, bucket: str, prefix: str, first: str, end: str | None
+) -> Iterator[pa.Table]:
+    """Tables of the keys in the top-level folders from `first` up to `end` (None: the last)
+    under `prefix`. Folders are listed in key order and no folder name holds "/", so their
+    keys are the keys from `first` up to `end` that hold a "/" after `prefix` (the others
+    are top-level objects between two folders' names, walk_s3's own)."""
+    for page in list_pages(fs, bucket, prefix, start_after=first[:-1]):
+        contents = page.get("Contents", [])
+        keys = [
+            c
+            for c in contents
+            if first <= c["Key"]
+            and (end is None or c["Key"] < end)
+            and "/" in c["Key"][len(prefix) :]
+        ]
+        yield page_table(keys, len(prefix))
+        if end is not None and contents and contents[-1]["Key"] >= end:
+            return
+
+
+def list_pages(
+    fs: Any, bucket: str, prefix: str, delimiter: str = "", start_after: str = ""
+) -> Iterator[dict]:
+    """The ListObjectsV2 responses under `prefix` (after the key `start_after`), a page at a
+    time."""
     kwargs = {"Bucket": bucket, "Prefix": prefix, "Delimiter": delimiter}
+    if start_after:
+        kwargs["StartAfter"] = start_after
     while True:
         page = fs.call_s3("list_objects_v2", **kwargs)
         yield page
@@ -426,13 +474,12 @@ def list_pages(fs: Any, bucket: str, prefix: str, delimiter: str = "") -> Iterat
         kwargs["ContinuationToken"] = page["NextContinuationToken"]
 
 
-def page_table(page: dict, start: int) -> pa.Table:
-    """One ListObjectsV2 page as a listing table. Folder markers, keys ending in "/", are left
-    out, unless they hold bytes: no file can have such a name, so they are error rows."""
+def page_table(contents: list[dict], start: int) -> pa.Table:
+    """A ListObjectsV2 page's `contents` as a listing table, keys without their first `start`
+    characters. Folder markers, keys ending in "/", are left out, unless they hold bytes: no
+    file can have such a name, so they are error rows."""
     objects = [
-        c
-        for c in page.get("Contents", [])
-        if not c["Key"].endswith("/") or (c["Size"] and len(c["Key"]) > start)
+        c for c in contents if not c["Key"].endswith("/") or (c["Size"] and len(c["Key"]) > start)
     ]
     return listing_table(
         {
@@ -455,5 +502,5 @@ def has_objects_under(fs: Any, root: str) -> bool:
 def walk(location: Location) -> Iterator[pa.Table]:
     """Every file under a folder (hidden ones too on S3), as listing tables: outputs in DST."""
     if location.protocol == "s3":
-        return walk_s3(location.filesystem(), location.root)
-    return walk_local(location.root)
+        return coalesced(walk_s3(location.filesystem(), location.root), PAGE_ROWS)
+    return coalesced(walk_local(location.root), PAGE_ROWS)
