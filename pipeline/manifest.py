@@ -14,6 +14,7 @@ never put an older row over a newer one. Both work one bucket of rel_paths at a 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
@@ -22,8 +23,9 @@ import posixpath
 import tempfile
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -40,6 +42,8 @@ logger = logging.getLogger("tadm")
 
 SEQ = "_seq"  # part index << 32 | row index: the order parts and rows were written in
 PART_ROWS = 1_000_000  # rows of a compacted part at most
+PART_READERS = 16  # parts fetched at once (on S3 each is a few requests: latency, not work)
+SMALL_PART_BYTES = 16 << 20  # a part fetched whole; larger ones are streamed
 # How long a ManifestWriter keeps trying to write a part the storage refuses (a burst of server
 # errors, an outage) before the job gives up, and its first wait between tries at the end
 WRITE_PATIENCE_S = 600.0
@@ -106,30 +110,61 @@ def list_parts(manifest: Location) -> list[str]:
 def read_parts(
     manifest: Location, parts: list[str], schema: pa.Schema, batch_rows: int = 100_000
 ) -> Iterator[pa.Table]:
-    """The rows of `parts` as tables of `schema` plus SEQ, at most `batch_rows` rows each;
-    ValueError naming the part when one is not a Parquet file or has a column of another
-    type."""
+    """The rows of `parts` as tables of `schema` plus SEQ, at most about `batch_rows` rows
+    each; ValueError naming the part when one is not a Parquet file or has a column of
+    another type. The bytes of small parts (a job's, flushed every few seconds) are fetched
+    PART_READERS at once, their rows joined; larger ones (compacted) are streamed."""
     fs = manifest.filesystem()
-    for index, path in enumerate(parts):
-        try:
-            with fs.open(path, "rb") as f:
-                parquet = pq.ParquetFile(f)
-                check_job(manifest, parquet.schema_arrow, schema)
-                present = [n for n in schema.names if n in parquet.schema_arrow.names]
-                row = 0
-                for batch in parquet.iter_batches(batch_size=batch_rows, columns=present):
-                    table = conform(pa.Table.from_batches([batch]), schema)
-                    seq = (index << 32) + np.arange(row, row + len(table), dtype=np.int64)
-                    row += len(table)
-                    yield table.append_column(SEQ, pa.array(seq))
-        except (pa.ArrowException, ValueError) as e:
-            # I/O (pa.ArrowIOError), or the other job's folder: not the part's fault
-            if isinstance(e, (OSError, OtherJob)):
-                raise
-            raise ValueError(
-                f"manifest part {manifest.uri_of(path)} cannot be read ({e}): move it out of "
-                f"{MANIFEST_DIR}/, and a re-run does its images again"
-            ) from None
+
+    def fetch(path: str) -> bytes | None:
+        """The part's bytes, or None when it is too large to hold."""
+        return fs.cat_file(path) if fs.size(path) <= SMALL_PART_BYTES else None
+
+    def rows(index: int, f: Any) -> Iterator[pa.Table]:
+        parquet = pq.ParquetFile(f)
+        found = parquet.schema_arrow
+        check_job(manifest, found, schema)
+        present = [n for n in schema.names if n in found.names]
+        row = 0
+        for batch in parquet.iter_batches(batch_size=batch_rows, columns=present):
+            table = conform(pa.Table.from_batches([batch]), schema)
+            seq = (index << 32) + np.arange(row, row + len(table), dtype=np.int64)
+            row += len(table)
+            yield table.append_column(SEQ, pa.array(seq))
+
+    held: list[pa.Table] = []
+    with ThreadPoolExecutor(PART_READERS) as pool:
+        fetching = deque(pool.submit(fetch, path) for path in parts[:PART_READERS])
+        for index, path in enumerate(parts):
+            with naming_part(manifest, path):
+                data = fetching.popleft().result()
+                if index + PART_READERS < len(parts):
+                    fetching.append(pool.submit(fetch, parts[index + PART_READERS]))
+                if data is None:
+                    with fs.open(path, "rb") as f:
+                        yield from rows(index, f)
+                    continue
+                held += rows(index, pa.BufferReader(data))
+            if sum(map(len, held)) >= batch_rows:
+                yield pa.concat_tables(held)
+                held = []
+    if held:
+        yield pa.concat_tables(held)
+
+
+@contextlib.contextmanager
+def naming_part(manifest: Location, path: str) -> Iterator[None]:
+    """ValueError naming the part at `path` for what makes it unreadable as a part; I/O
+    errors, and the other job's folder, are not the part's fault and go through."""
+    try:
+        yield
+    except (pa.ArrowException, ValueError) as e:
+        if isinstance(e, (OSError, OtherJob)):
+            raise
+        raise ValueError(
+            f"manifest part {manifest.uri_of(path)} cannot be read ({e}): move it out of "
+            f"{MANIFEST_DIR}/, and a re-run does its images again"
+        ) from None
 
 
 class OtherJob(ValueError):

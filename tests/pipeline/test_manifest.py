@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -255,3 +256,24 @@ def test_a_part_that_cannot_be_written_names_itself(tmp_path):
     table = to_table([{"rel_path": "a.png", "status": "ok"}], ARCHIVE_SCHEMA)
     with pytest.raises(OSError, match=r"^manifest part .*/manifest/part-.*\.parquet cannot be "):
         write_part(Location.parse(str(tmp_path / "manifest")), table)
+
+
+def test_many_small_parts_are_read_together_in_order(tmp_path: Path, monkeypatch):
+    """A killed job's many small parts are read PART_READERS at once and joined into tables
+    of batch_rows; a compacted part larger than that is streamed; the order parts and rows
+    were written in (SEQ) is kept, so the latest row of a rel_path still wins."""
+    monkeypatch.setattr(manifest_module, "PART_READERS", 3)
+    manifest = Location.parse(str(tmp_path / "manifest"))
+    write_part(manifest, pa.table({"rel_path": [f"r{i}" for i in range(12)], "width": [0] * 12}))
+    for part in range(1, 30):  # r<part % 12> rewritten by each: the last part's wins
+        rel_paths = [f"r{part % 12}", f"s{part}"]
+        write_part(manifest, pa.table({"rel_path": rel_paths, "width": [part, part]}))
+    parts = list_parts(manifest)
+    small = max(os.path.getsize(part) for part in parts[1:])
+    monkeypatch.setattr(manifest_module, "SMALL_PART_BYTES", small)  # the first is large
+    tables = list(manifest_module.read_parts(manifest, parts, ARCHIVE_SCHEMA, batch_rows=10))
+    assert [len(t) for t in tables] == [10, 2] + [10] * 5 + [8]  # streamed, then joined
+    seq = pa.concat_tables(tables)[manifest_module.SEQ].to_pylist()
+    assert seq == sorted(seq) and seq[:12] == list(range(12)) and seq[12] == 1 << 32
+    rows = {r["rel_path"]: r["width"] for r in read_manifest(manifest, ARCHIVE_SCHEMA).to_pylist()}
+    assert rows["r5"] == 29 and rows["r0"] == 24 and rows["s7"] == 7 and len(rows) == 12 + 29
