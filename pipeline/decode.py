@@ -2,7 +2,9 @@
 
 Not Ray's read_images, which stops the whole job on one corrupt file: this stage catches every
 per-image failure and turns it into a row with status "error" and a message. The source's
-EXIF, ICC profile and XMP come along (Metadata), for the LR PNG to carry.
+EXIF, ICC profile and XMP come along (Metadata), for the LR PNG to carry. A file that holds
+what an LR cannot (bytes after its image, such as a Motion Photo's video) is a row with
+status "kept" and its kept_reason instead, for the write stage to keep as it is.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import pillow_jxl  # noqa: F401  (registers Pillow's JPEG XL plugin)
 from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from pipeline.exif import EXIF_ORIENTATION, reset_exif_orientation, swap_exif_axes
-from pipeline.format import MAX_PIXELS, check_rel_path
+from pipeline.format import KEPT, MAX_PIXELS, check_rel_path
 from pipeline.metadata import (
     COMMENT_KEY,
     JFIF_UNITS,
@@ -102,6 +104,14 @@ JPEG_KEPT_SEGMENTS = {
     "APP2": (b"ICC_PROFILE\x00", b"MPF\x00"),
     "APP14": (b"Adobe",),
 }
+# What a kept_reason calls where the image in a file of a format ends (image_end).
+IMAGE_ENDS = {
+    "JPEG": "the JPEG's end (a Motion Photo's video, say)",
+    "PNG": "the PNG's IEND chunk",
+    "WEBP": "the WebP's RIFF chunk",
+}
+CANNOT_HOLD = "which an LR cannot hold: kept as it is"  # a kept_reason's end
+PADDING = b"\x00\xff"  # the bytes some cameras pad a file with after its image
 
 
 @dataclass(frozen=True)
@@ -109,13 +119,15 @@ class Decoded:
     pixels: np.ndarray  # (H, W, 3) uint8 RGB, EXIF orientation applied
     conversion: str | None  # what was done to get there, e.g. "RGBA -> RGB, alpha dropped"
     metadata: Metadata = Metadata()  # EXIF and XMP with orientation 1, ICC of `pixels`
+    kept_reason: str | None = None  # why the source must be kept as it is, not shrunk
 
 
 def decode_image(
     data: bytes, max_pixels: int = MAX_PIXELS, drop_thumbnails: bool = False
 ) -> Decoded:
     """Decode one image file to 8-bit RGB, with the metadata to carry (without its embedded
-    thumbnails, with `drop_thumbnails`); raise ValueError with a clear message if it can't."""
+    thumbnails, with `drop_thumbnails`) and what it holds that an LR cannot (kept_reason); raise
+    ValueError with a clear message if it can't."""
     if not data:
         raise ValueError("empty file (0 bytes)")
     try:
@@ -143,6 +155,7 @@ def decode_image(
         exif_note = exif_note or drop_unreadable_exif(img)  # a PNG's eXIf after its pixels
         metadata = source_metadata(img)
         dropped = not_carried(img, metadata, data)
+        kept = kept_reason(img, data)
         if drop_thumbnails:
             metadata, thumbnails = without_thumbnails(metadata)
             steps += [thumbnails] if thumbnails else []
@@ -179,7 +192,76 @@ def decode_image(
         raise
     except Exception as e:  # Pillow raises assorted errors on malformed files
         raise ValueError(f"corrupt image: {type(e).__name__}: {e}") from None
-    return Decoded(pixels=rgb, conversion="; ".join(steps) or None, metadata=metadata)
+    conversion = "; ".join(steps) or None
+    return Decoded(pixels=rgb, conversion=conversion, metadata=metadata, kept_reason=kept)
+
+
+def kept_reason(img: Image.Image, data: bytes) -> str | None:
+    """Why the file `data`, opened as `img`, must be kept as it is rather than shrunk: bytes
+    after its image (a Motion Photo's video), which no decoder reads; None when an LR holds
+    what matters."""
+    end = image_end(data, img.format)
+    if end is None or not data[end:].strip(PADDING):
+        return None
+    return f"{len(data) - end:,} bytes after {IMAGE_ENDS[img.format]}, {CANNOT_HOLD}"
+
+
+def image_end(data: bytes, fmt: str) -> int | None:
+    """Where the image in the file `data` of Pillow format `fmt` ends: a JPEG's EOI marker, a
+    PNG's IEND chunk, a WebP's RIFF chunk; None for other formats (an MPO's further images
+    follow its first's EOI), or when `data` ends first."""
+    if fmt == "JPEG":
+        return jpeg_end(data)
+    if fmt == "PNG":
+        at = len(PNG_SIGNATURE)
+        while at + 12 <= len(data):
+            length, kind = struct.unpack_from(">I4s", data, at)
+            at += 12 + length  # length, type, data, CRC
+            if kind == b"IEND":
+                return at if at <= len(data) else None
+        return None
+    if fmt == "WEBP":  # RIFF's size counts what follows its first 8 bytes
+        end = 8 + int.from_bytes(data[4:8], "little")
+        return end if end <= len(data) else None
+    return None
+
+
+def jpeg_end(data: bytes) -> int | None:
+    """Where a JPEG's EOI marker ends: its segments followed by their lengths, the
+    entropy-coded data after each SOS (a progressive JPEG has several) up to the next marker;
+    bytes that are no marker skipped, as libjpeg does. None when `data` ends first."""
+    at = 2  # after SOI
+    while True:
+        at = data.find(b"\xff", at)
+        if at < 0 or at + 1 >= len(data):
+            return None
+        marker = data[at + 1]
+        if marker == 0xFF:  # a fill byte before a marker
+            at += 1
+        elif marker == 0xD9:  # EOI
+            return at + 2
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD7:  # TEM, RST0-7: no length
+            at += 2
+        else:
+            at += 2 + int.from_bytes(data[at + 2 : at + 4], "big")
+            if marker == 0xDA:  # SOS: entropy-coded data to the next marker
+                at = entropy_coded_end(data, at)
+
+
+def entropy_coded_end(data: bytes, at: int) -> int:
+    """Where the entropy-coded data from `at` ends: at the first 0xFF followed by neither
+    0x00 (a stuffed 0xFF), RST0-7 nor another 0xFF (a fill byte); len(data) if none does."""
+    while True:
+        at = data.find(b"\xff", at)
+        if at < 0 or at + 1 >= len(data):
+            return len(data)
+        following = data[at + 1]
+        if following == 0x00 or 0xD0 <= following <= 0xD7:
+            at += 2
+        elif following == 0xFF:
+            at += 1
+        else:
+            return at
 
 
 def not_carried(img: Image.Image, metadata: Metadata, data: bytes) -> list[str]:
@@ -562,8 +644,9 @@ def decode_batch(
 ) -> dict[str, np.ndarray]:
     """Ray Data stage: {"path", "bytes", "size", "mtime", "etag", "outputs", "error"}
     (read_sources' rows) -> one row per file with its pixels, metadata and the bytes of its
-    Metadata (METADATA_FIELDS, b"" for none), or its error; "outputs" (the kinds of output DST
-    holds for the image) passes through to the write stage.
+    Metadata (METADATA_FIELDS, b"" for none), or its error, or status "kept" and its
+    kept_reason, without pixels (decode_image's kept_reason); "outputs" (the kinds of output
+    DST holds for the image) passes through to the write stage.
 
     `prefix` is stripped from each path to give rel_path; `uri_prefix` ("s3://" or "")
     turns a path into source_uri; mtime and etag, the source as listed, are recorded, and the
@@ -580,6 +663,7 @@ def decode_batch(
             "source_uri": uri_prefix + path,
             "rel_path": path[len(prefix) :],
             "status": "ok",
+            "kept_reason": None,
             "source_bytes": len(data),
             "source_sha256": hashlib.sha256(data).hexdigest(),
             "source_mtime": source.get("mtime"),
@@ -601,9 +685,12 @@ def decode_batch(
             row.update(width=width, height=height, conversion=decoded.conversion)
             m = decoded.metadata
             row.update(metadata=m.names, **m.row())
-            if width < scale or height < scale:
+            if decoded.kept_reason:  # the write stage copies the source as it is
+                row.update(status=KEPT, kept_reason=decoded.kept_reason)
+            elif width < scale or height < scale:
                 raise ValueError(f"image is {width}x{height}, smaller than the scale {scale}")
-            row["pixels"] = decoded.pixels
+            else:
+                row["pixels"] = decoded.pixels
         except Exception as e:  # one image must not stop the job: it becomes its row
             row.update(status="error", error=error_text(e), error_kind=error_kind(e))
         row["seconds"] = time.perf_counter() - start
@@ -616,6 +703,7 @@ DECODE_COLUMNS = (
     "rel_path",
     "status",
     "error",
+    "kept_reason",
     "width",
     "height",
     "source_bytes",

@@ -21,7 +21,8 @@ class Downscale(ModelStage):
     With `verify`, the LR is decoded back from those bytes and upscaled again (a real
     reconstruction) to fill psnr, ssim and timestep_mean (the mean TPM time step over tiles).
     With a quality floor (`min_psnr`, `min_ssim`), so it is too, and an image below the floor
-    gets status "kept" and its kept_reason: the write stage keeps its source as it is.
+    gets status "kept" and its kept_reason: the write stage keeps its source as it is, as it
+    does for the rows the decode stage made "kept", which pass through.
     """
 
     # The decoded row, less its pixels and metadata (now in the LR), and what the model adds.
@@ -36,7 +37,6 @@ class Downscale(ModelStage):
         "psnr",
         "ssim",
         "timestep_mean",
-        "kept_reason",
     )
 
     def __init__(

@@ -185,6 +185,33 @@ def test_an_image_kept_now_or_archived_now_loses_its_earlier_output(
     assert files("lr") == ["a.png.png", "b.jpg.png", "sub/c.png.png"] and files("kept") == []
 
 
+def test_a_motion_photo_is_kept_as_it_is_and_restored_whole(ray_cluster, tiny_model, tmp_path):
+    """A Motion Photo's video follows its JPEG's end, where no decoder reads: an LR would lose
+    it, so the file is kept byte for byte, without --keep-failed, and restored as it was."""
+    video = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(range(256)) * 64
+    motion = encode(Image.fromarray(photo(96, 64, 5)), "JPEG") + video
+    name = "PXL_20240101_120000000.MP.jpg"
+    src = write_tree(
+        tmp_path / "src",
+        {name: motion, "still.jpg": encode(Image.fromarray(photo(96, 64, 6)), "JPEG")},
+    )
+    dst = tmp_path / "archive"
+    assert run_cli("archive", src, dst, "--model", tiny_model) == 0
+    rows = manifest_rows(dst)
+    row = rows[name]
+    assert row["status"] == "kept" and row["error"] is None
+    assert row["kept_reason"] == (
+        f"{len(video):,} bytes after the JPEG's end (a Motion Photo's video, say), which an LR "
+        "cannot hold: kept as it is"
+    )
+    assert row["kept_uri"] == str(dst / "kept" / name) and row["lr_uri"] is None
+    assert (dst / "kept" / name).read_bytes() == motion
+    assert not (dst / "lr" / f"{name}.png").exists() and rows["still.jpg"]["status"] == "ok"
+    restored = tmp_path / "restored"
+    assert run_cli("restore", dst, restored, "--model", tiny_model) == 0
+    assert (restored / name).read_bytes() == motion
+
+
 def test_keep_failed_keeps_earlier_failures_and_files_whose_lr_cannot_be_written(
     ray_cluster, tiny_model, tmp_path
 ):

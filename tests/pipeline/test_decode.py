@@ -26,11 +26,12 @@ from conftest import (
     png16,
     png_chunk,
     real_world_images,
+    thumbnail_exif,
     xmp_packet,
 )
 from PIL import Image, PngImagePlugin, TiffImagePlugin
 
-from pipeline.decode import decode_batch, decode_image
+from pipeline.decode import decode_batch, decode_image, image_end
 from pipeline.exif import reset_exif_orientation
 from pipeline.format import MAX_PIXELS, LrHeader, decode_lr_png, encode_lr_png, encode_output
 from pipeline.metadata import Metadata, not_held
@@ -427,7 +428,7 @@ def test_a_pngs_unicode_comment_travels_as_utf8():
             lambda p: png_with_chunks(p, [png_chunk(b"pHYs", struct.pack(">IIB", 2, 1, 0))]),
             "not carried: PNG pHYs",
         ),
-        (  # what follows IEND is no part of the image
+        (  # what follows IEND is no part of the image (the file is kept as it is for it)
             lambda p: png_with_chunks(
                 p, [], after=png_chunk(b"tEXt", b"Comment\x00late") + b"junk"
             ),
@@ -821,3 +822,72 @@ def test_an_orientation_pillow_reads_in_another_form_is_reset_as_one_short(order
     assert decoded.pixels.shape == (80, 64, 3)
     assert decoded.conversion == "EXIF orientation 6 applied"
     assert read[0x0112] == 1 and len(decoded.metadata.exif) == len(exif)
+
+
+# The start of an MP4 file (its ftyp box), as a Motion Photo's video follows its JPEG
+VIDEO = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(range(256)) * 4
+
+
+@pytest.mark.parametrize(
+    ("fmt", "options", "end"),
+    [
+        ("JPEG", {}, "the JPEG's end (a Motion Photo's video, say)"),
+        ("JPEG", {"progressive": True}, "the JPEG's end (a Motion Photo's video, say)"),
+        (  # RST markers in its entropy-coded data
+            "JPEG",
+            {"restart_marker_rows": 1},
+            "the JPEG's end (a Motion Photo's video, say)",
+        ),
+        (  # an EOI inside its EXIF segment, ending the thumbnail
+            "JPEG",
+            {"exif": b"Exif\x00\x00" + thumbnail_exif()},
+            "the JPEG's end (a Motion Photo's video, say)",
+        ),
+        ("PNG", {}, "the PNG's IEND chunk"),
+        ("WEBP", {}, "the WebP's RIFF chunk"),
+        ("WEBP", {"lossless": True}, "the WebP's RIFF chunk"),
+    ],
+)
+def test_bytes_after_the_image_keep_the_file_as_it_is(fmt: str, options: dict, end: str):
+    """A Motion Photo's video follows its JPEG's EOI, where no decoder reads: an LR would lose
+    it, so the file is to be kept as it is. Padding (0x00 and 0xFF bytes) loses nothing."""
+    data = encode(Image.fromarray(photo(64, 48, 3)), fmt, **options)
+    assert image_end(data, fmt) == image_end(data + VIDEO, fmt) == len(data)
+    assert decode_image(data).kept_reason is None
+    decoded = decode_image(data + VIDEO)
+    assert decoded.kept_reason == (
+        f"1,048 bytes after {end}, which an LR cannot hold: kept as it is"
+    )
+    np.testing.assert_array_equal(decoded.pixels, decode_image(data).pixels)
+    assert decode_image(data + b"\x00" * 100 + b"\xff" * 7).kept_reason is None
+
+
+def test_a_progressive_jpegs_end_is_found_after_its_last_scan():
+    data = encode(Image.fromarray(photo(64, 48, 3)), "JPEG", progressive=True)
+    assert data.count(b"\xff\xda") > 1  # SOS: several scans
+    assert image_end(data + VIDEO, "JPEG") == len(data)
+
+
+def test_an_mpos_further_images_are_no_tail():
+    """An MPO's previews follow its first image's EOI: archived as its first, as it says."""
+    first, second = (Image.fromarray(photo(64, 48, seed)) for seed in (3, 4))
+    decoded = decode_image(encode(first, "MPO", save_all=True, append_images=[second]))
+    assert decoded.conversion == "MPO: first of 2 images archived, the others not"
+    assert decoded.kept_reason is None
+
+
+def test_decode_batch_makes_a_file_with_a_tail_a_kept_row_without_pixels():
+    jpeg = encode(Image.fromarray(photo(64, 48, 3)), "JPEG")
+    files = {"PXL_20240101_MP.jpg": jpeg + VIDEO, "still.jpg": jpeg}
+    batch = {
+        "path": np.array([f"/src/{k}" for k in files], dtype=object),
+        "bytes": np.array(list(files.values()), dtype=object),
+    }
+    out = decode_batch(batch, prefix="/src/", uri_prefix="", scale=16, max_pixels=10**8)
+    assert list(out["status"]) == ["kept", "ok"]
+    assert out["kept_reason"][0].startswith("1,048 bytes after the JPEG's end")
+    assert out["kept_reason"][1] is None and out["error"][0] is None
+    assert out["pixels"][0].size == 0 and out["pixels"][1].shape == (48, 64, 3)
+    assert (out["width"][0], out["height"][0]) == (64, 48)
+    assert out["source_bytes"][0] == len(jpeg + VIDEO)
+    assert out["source_sha256"][0] == hashlib.sha256(jpeg + VIDEO).hexdigest()
