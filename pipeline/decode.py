@@ -3,8 +3,9 @@
 Not Ray's read_images, which stops the whole job on one corrupt file: this stage catches every
 per-image failure and turns it into a row with status "error" and a message. The source's
 EXIF, ICC profile and XMP come along (Metadata), for the LR PNG to carry. A file that holds
-what an LR cannot (bytes after its image, such as a Motion Photo's video) is a row with
-status "kept" and its kept_reason instead, for the write stage to keep as it is.
+what an LR cannot (bytes after its image, such as a Motion Photo's video; GeoTIFF
+georeferencing) is a row with status "kept" and its kept_reason instead, for the write stage to
+keep as it is.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pillow_heif
 import pillow_jxl  # noqa: F401  (registers Pillow's JPEG XL plugin)
-from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, PngImagePlugin, TiffTags, UnidentifiedImageError
 
 from pipeline.exif import EXIF_ORIENTATION, reset_exif_orientation, swap_exif_axes
 from pipeline.format import KEPT, MAX_PIXELS, check_rel_path
@@ -56,30 +57,54 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 # The formats archive reads; a PSD or ICO renamed to .png is an error, not a surprise.
 PILLOW_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "HEIF", "AVIF", "JXL")
 TIFF_XMP = 700  # the XMP tag of a TIFF file
+TIFF_ICC = 34675  # the ICC profile tag of a TIFF file
 TIFF_RESOLUTION = (282, 283, 296)  # XResolution, YResolution, ResolutionUnit
 TIFF_UNITS = {2: "in", 3: "cm"}  # ResolutionUnit's codes (1: none, an aspect ratio only)
 JFIF_UNIT_NAMES = {code: unit for unit, code in JFIF_UNITS.items()}
-# A TIFF's tags that describe the image rather than its pixels: none is carried (its ICC
-# profile, XMP and resolution in inches or centimetres are), so a row names those its source
-# had.
-TIFF_DESCRIPTIVE_TAGS = {
-    269: "DocumentName",
-    270: "ImageDescription",
-    271: "Make",
-    272: "Model",
-    282: "XResolution",
-    283: "YResolution",
-    285: "PageName",
-    296: "ResolutionUnit",
-    305: "Software",
-    306: "DateTime",
-    315: "Artist",
-    316: "HostComputer",
-    33432: "Copyright",
-    33723: "IPTC",
-    34377: "Photoshop",
-    34665: "ExifIFD",
-    34853: "GPSIFD",
+# The tags of a TIFF's first IFD that only lay out the pixels the decode reads (Orientation is
+# applied): an image restored from the LR lays its pixels out anew, so nothing of them is lost.
+# Every other tag is named in the row unless what it holds is carried (not_carried).
+TIFF_LAYOUT_TAGS = frozenset(
+    {
+        254,  # NewSubfileType
+        255,  # SubfileType
+        256,  # ImageWidth
+        257,  # ImageLength
+        258,  # BitsPerSample
+        259,  # Compression
+        262,  # PhotometricInterpretation
+        266,  # FillOrder
+        273,  # StripOffsets
+        274,  # Orientation
+        277,  # SamplesPerPixel
+        278,  # RowsPerStrip
+        279,  # StripByteCounts
+        284,  # PlanarConfiguration
+        292,  # T4Options
+        293,  # T6Options
+        317,  # Predictor
+        320,  # ColorMap
+        322,  # TileWidth
+        323,  # TileLength
+        324,  # TileOffsets
+        325,  # TileByteCounts
+        338,  # ExtraSamples
+        339,  # SampleFormat
+        347,  # JPEGTables
+        529,  # YCbCrCoefficients
+        530,  # YCbCrSubSampling
+        531,  # YCbCrPositioning
+        532,  # ReferenceBlackWhite
+    }
+)
+# GeoTIFF's tags, by the names its standard gives them (Pillow's end in "Tag").
+GEOTIFF_TAGS = {
+    33550: "ModelPixelScale",
+    33922: "ModelTiepoint",
+    34264: "ModelTransformation",
+    34735: "GeoKeyDirectory",
+    34736: "GeoDoubleParams",
+    34737: "GeoAsciiParams",
 }
 XMP_ORIENTATION = re.compile(rb'(tiff:Orientation(?:="|>))[2-8](?=["<])')
 SRGB = ImageCms.createProfile("sRGB")
@@ -198,8 +223,13 @@ def decode_image(
 
 def kept_reason(img: Image.Image, data: bytes) -> str | None:
     """Why the file `data`, opened as `img`, must be kept as it is rather than shrunk: bytes
-    after its image (a Motion Photo's video), which no decoder reads; None when an LR holds
-    what matters."""
+    after its image (a Motion Photo's video), which no decoder reads, or a TIFF's GeoTIFF
+    georeferencing; None when an LR holds what matters."""
+    if img.format == "TIFF":
+        # Georeferencing places the pixels on the earth: a scanned map or an aerial photo
+        # restored without it is of no use to GIS software, and an LR cannot hold it.
+        geo = ", ".join(name for tag, name in GEOTIFF_TAGS.items() if tag in img.tag_v2)
+        return f"GeoTIFF georeferencing ({geo}), {CANNOT_HOLD}" if geo else None
     end = image_end(data, img.format)
     if end is None or not data[end:].strip(PADDING):
         return None
@@ -279,14 +309,13 @@ def not_carried(img: Image.Image, metadata: Metadata, data: bytes) -> list[str]:
     elif img.format == "PNG":
         kinds += png_not_carried(img, metadata, data)
     elif img.format == "TIFF":
-        carried = TIFF_RESOLUTION if metadata.density else ()
-        tags = [
-            name
-            for tag, name in TIFF_DESCRIPTIVE_TAGS.items()
-            if tag in img.tag_v2 and tag not in carried
-        ]
+        carried = set(TIFF_LAYOUT_TAGS)
+        carried.update(TIFF_RESOLUTION if metadata.density else ())
+        carried.update((TIFF_ICC,) if metadata.icc else ())
+        carried.update((TIFF_XMP,) if metadata.xmp else ())
+        tags = [tiff_tag_name(tag) for tag in sorted(img.tag_v2) if tag not in carried]
         if tags:
-            kinds.append(f"TIFF tags {', '.join(tags)}")
+            kinds.append(f"TIFF tags {some(tags)}")
     elif img.format == "GIF":
         names = [
             "XMP" if identifier == b"XMP DataXMP" else repr(identifier.decode("latin-1"))
@@ -296,6 +325,12 @@ def not_carried(img: Image.Image, metadata: Metadata, data: bytes) -> list[str]:
         if names:
             kinds.append(f"GIF application extension{'s' * (len(names) > 1)} {', '.join(names)}")
     return kinds
+
+
+def tiff_tag_name(tag: int) -> str:
+    """A TIFF tag's name: GeoTIFF's, else Pillow's (TiffTags), else its number."""
+    name = GEOTIFF_TAGS.get(tag) or TiffTags.lookup(tag).name
+    return str(tag) if name == "unknown" else name
 
 
 def png_not_carried(img: Image.Image, metadata: Metadata, data: bytes) -> list[str]:

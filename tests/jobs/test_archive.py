@@ -29,7 +29,7 @@ from conftest import (
     thumbnail_exif,
     write_tree,
 )
-from PIL import ExifTags, Image
+from PIL import ExifTags, Image, TiffImagePlugin, TiffTags
 
 from pipeline.decode import decode_image
 from pipeline.format import ARCHIVE_SCHEMA, decode_lr_png
@@ -185,15 +185,26 @@ def test_an_image_kept_now_or_archived_now_loses_its_earlier_output(
     assert files("lr") == ["a.png.png", "b.jpg.png", "sub/c.png.png"] and files("kept") == []
 
 
-def test_a_motion_photo_is_kept_as_it_is_and_restored_whole(ray_cluster, tiny_model, tmp_path):
-    """A Motion Photo's video follows its JPEG's end, where no decoder reads: an LR would lose
-    it, so the file is kept byte for byte, without --keep-failed, and restored as it was."""
+def test_what_an_lr_cannot_hold_is_kept_as_it_is_and_restored_whole(
+    ray_cluster, tiny_model, tmp_path
+):
+    """A Motion Photo's video follows its JPEG's end, where no decoder reads, and a GeoTIFF's
+    georeferencing places a map on the earth: an LR would lose them, so these files are kept
+    byte for byte, without --keep-failed, and restored as they were."""
     video = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(range(256)) * 64
     motion = encode(Image.fromarray(photo(96, 64, 5)), "JPEG") + video
     name = "PXL_20240101_120000000.MP.jpg"
+    geo = TiffImagePlugin.ImageFileDirectory_v2()
+    geo[34264] = (0.5, 0.0, 0.0, 500000.0) + (0.0,) * 12  # ModelTransformation
+    geo.tagtype[34264] = TiffTags.DOUBLE
+    geotiff = encode(Image.fromarray(photo(96, 64, 7)), "TIFF", tiffinfo=geo)
     src = write_tree(
         tmp_path / "src",
-        {name: motion, "still.jpg": encode(Image.fromarray(photo(96, 64, 6)), "JPEG")},
+        {
+            name: motion,
+            "map.tif": geotiff,
+            "still.jpg": encode(Image.fromarray(photo(96, 64, 6)), "JPEG"),
+        },
     )
     dst = tmp_path / "archive"
     assert run_cli("archive", src, dst, "--model", tiny_model) == 0
@@ -207,9 +218,14 @@ def test_a_motion_photo_is_kept_as_it_is_and_restored_whole(ray_cluster, tiny_mo
     assert row["kept_uri"] == str(dst / "kept" / name) and row["lr_uri"] is None
     assert (dst / "kept" / name).read_bytes() == motion
     assert not (dst / "lr" / f"{name}.png").exists() and rows["still.jpg"]["status"] == "ok"
+    assert rows["map.tif"]["status"] == "kept"
+    assert rows["map.tif"]["kept_reason"] == (
+        "GeoTIFF georeferencing (ModelTransformation), which an LR cannot hold: kept as it is"
+    )
     restored = tmp_path / "restored"
     assert run_cli("restore", dst, restored, "--model", tiny_model) == 0
     assert (restored / name).read_bytes() == motion
+    assert (restored / "map.tif").read_bytes() == geotiff
 
 
 def test_keep_failed_keeps_earlier_failures_and_files_whose_lr_cannot_be_written(

@@ -29,7 +29,7 @@ from conftest import (
     thumbnail_exif,
     xmp_packet,
 )
-from PIL import Image, PngImagePlugin, TiffImagePlugin
+from PIL import Image, PngImagePlugin, TiffImagePlugin, TiffTags
 
 from pipeline.decode import decode_batch, decode_image, image_end
 from pipeline.exif import reset_exif_orientation
@@ -469,6 +469,42 @@ def test_a_pngs_unicode_comment_travels_as_utf8():
             lambda p: encode(Image.fromarray(p), "TIFF", tiffinfo={270: "d", 33432: "(c) me"}),
             "not carried: TIFF tags ImageDescription, Copyright",
         ),
+        (  # Photoshop's layers, a date in IFD0, a private tag: every tag not carried is named
+            lambda p: tiff_with_tags(
+                p,
+                {
+                    37724: (TiffTags.UNDEFINED, b"Adobe Photoshop Document Data Block\x00"),
+                    36867: (TiffTags.ASCII, "2024:01:02 03:04:05"),
+                    65000: (TiffTags.UNDEFINED, b"private"),
+                },
+            ),
+            "not carried: TIFF tags DateTimeOriginal, ImageSourceData, 65000",
+        ),
+        (
+            lambda p: encode(
+                Image.fromarray(p),
+                "TIFF",
+                tiffinfo={tag: "x" for tag in (269, 270, 271, 272, 285, 305, 315)},
+            ),
+            "not carried: TIFF tags DocumentName, ImageDescription, Make, Model, PageName "
+            "and 2 more",
+        ),
+        (  # what lays the pixels out, and a profile, XMP and density that are carried
+            lambda p: encode(
+                Image.fromarray(p),
+                "TIFF",
+                compression="jpeg",
+                icc_profile=display_p3_icc(),
+                tiffinfo={700: xmp_packet(1)},
+                dpi=(300, 300),
+            ),
+            None,
+        ),
+        (lambda p: encode(Image.fromarray(p).convert("P"), "TIFF"), "P -> RGB"),  # ColorMap
+        (  # ExtraSamples
+            lambda p: encode(Image.fromarray(p).convert("RGBA"), "TIFF"),
+            "RGBA -> RGB, alpha dropped",
+        ),
         (lambda p: encode(Image.fromarray(p), "JPEG"), None),
         (lambda p: encode(Image.fromarray(p), "PNG", pnginfo=xmp_info()), None),
     ],
@@ -874,6 +910,42 @@ def test_an_mpos_further_images_are_no_tail():
     decoded = decode_image(encode(first, "MPO", save_all=True, append_images=[second]))
     assert decoded.conversion == "MPO: first of 2 images archived, the others not"
     assert decoded.kept_reason is None
+
+
+def tiff_with_tags(pixels: np.ndarray, tags: dict[int, tuple[int, object]]) -> bytes:
+    """A TIFF of `pixels` with these tags in its IFD: {tag: (TiffTags type, value)}."""
+    ifd = TiffImagePlugin.ImageFileDirectory_v2()
+    for tag, (kind, value) in tags.items():
+        ifd[tag] = value
+        ifd.tagtype[tag] = kind
+    return encode(Image.fromarray(pixels), "TIFF", tiffinfo=ifd)
+
+
+GEOREFERENCING = {  # 0.5 units a pixel, its corner at (500000, 4000000) of one projection
+    33550: (TiffTags.DOUBLE, (0.5, 0.5, 0.0)),
+    33922: (TiffTags.DOUBLE, (0.0, 0.0, 0.0, 500000.0, 4000000.0, 0.0)),
+    34735: (TiffTags.SHORT, (1, 1, 0, 1, 1024, 0, 1, 1)),
+}
+
+
+@pytest.mark.parametrize(
+    ("tags", "names"),
+    [
+        (GEOREFERENCING, "ModelPixelScale, ModelTiepoint, GeoKeyDirectory"),
+        (  # a 4x4 matrix in place of the scale and tie point
+            {34264: (TiffTags.DOUBLE, (0.5, 0.0, 0.0, 500000.0) + (0.0,) * 12)},
+            "ModelTransformation",
+        ),
+    ],
+)
+def test_a_geotiffs_georeferencing_keeps_the_file_as_it_is(tags: dict, names: str):
+    """A scanned map or aerial photo restored without its georeferencing is of no use to GIS
+    software: such a file is kept as it is, and its tags are named."""
+    decoded = decode_image(tiff_with_tags(photo(64, 48, 3), tags))
+    assert decoded.kept_reason == (
+        f"GeoTIFF georeferencing ({names}), which an LR cannot hold: kept as it is"
+    )
+    assert decoded.conversion == f"not carried: TIFF tags {names}"
 
 
 def test_decode_batch_makes_a_file_with_a_tail_a_kept_row_without_pixels():
