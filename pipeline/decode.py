@@ -129,6 +129,22 @@ JPEG_KEPT_SEGMENTS = {
     "APP2": (b"ICC_PROFILE\x00", b"MPF\x00"),
     "APP14": (b"Adobe",),
 }
+# nclx code points (ISO/IEC 23091-2) an LR shows right without a profile: BT.709 primaries
+# (sRGB's) or unspecified; the sRGB or BT.709 transfer curves (BT.601 and BT.2020's are the
+# latter), or unspecified.
+SRGB_PRIMARIES = (1, 2)
+SRGB_TRANSFERS = (1, 2, 6, 13, 14, 15)
+NCLX_PRIMARIES = {9: "BT.2020 primaries", 11: "DCI-P3 primaries", 12: "Display P3 primaries"}
+NCLX_TRANSFERS = {
+    1: "BT.709 transfer",
+    8: "linear transfer",
+    13: "sRGB transfer",
+    16: "PQ (HDR) transfer",
+    18: "HLG (HDR) transfer",
+}
+JXL_CONTAINER = b"\x00\x00\x00\x0cJXL \r\n\x87\n"
+# The boxes of a JPEG XL container Pillow's plugin gives nothing of (its Exif it does).
+JXL_BOXES = {"xml ": "XMP", "jumb": "JUMBF (C2PA) box", "jbrd": "JPEG reconstruction data"}
 # What a kept_reason calls where the image in a file of a format ends (image_end).
 IMAGE_ENDS = {
     "JPEG": "the JPEG's end (a Motion Photo's video, say)",
@@ -316,6 +332,13 @@ def not_carried(img: Image.Image, metadata: Metadata, data: bytes) -> list[str]:
         tags = [tiff_tag_name(tag) for tag in sorted(img.tag_v2) if tag not in carried]
         if tags:
             kinds.append(f"TIFF tags {some(tags)}")
+    elif img.format == "HEIF":
+        kinds += heif_colour_not_carried(img, metadata)
+    elif img.format == "JXL":
+        boxes = [JXL_BOXES[kind] for kind in jxl_boxes(data) if kind in JXL_BOXES]
+        boxes = [b for b in dict.fromkeys(boxes) if not (b == "XMP" and metadata.xmp)]
+        if boxes:
+            kinds.append(f"JPEG XL {', '.join(boxes)}")
     elif img.format == "GIF":
         names = [
             "XMP" if identifier == b"XMP DataXMP" else repr(identifier.decode("latin-1"))
@@ -325,6 +348,41 @@ def not_carried(img: Image.Image, metadata: Metadata, data: bytes) -> list[str]:
         if names:
             kinds.append(f"GIF application extension{'s' * (len(names) > 1)} {', '.join(names)}")
     return kinds
+
+
+def heif_colour_not_carried(img: Image.Image, metadata: Metadata) -> list[str]:
+    """A HEIF's colour description (nclx) when it is not sRGB's and no ICC profile says it
+    instead: the LR's pixels are then read as sRGB (a Display P3 photo's colours duller, an
+    HDR one's wrong)."""
+    nclx = img.info.get("nclx_profile") or {}
+    primaries = nclx.get("color_primaries", 2)
+    transfer = nclx.get("transfer_characteristics", 2)
+    if metadata.icc or (primaries in SRGB_PRIMARIES and transfer in SRGB_TRANSFERS):
+        return []
+    said = NCLX_PRIMARIES.get(primaries, f"primaries {primaries}")
+    said += ", " + NCLX_TRANSFERS.get(transfer, f"transfer {transfer}")
+    return [f"HEIF colour description (nclx: {said}; the LR's colours read as sRGB)"]
+
+
+def jxl_boxes(data: bytes) -> Iterator[str]:
+    """The types of the boxes of a JPEG XL container (a bare codestream has none); a
+    Brotli-compressed box ("brob") by the type of what it holds."""
+    if not data.startswith(JXL_CONTAINER):
+        return
+    at = 0
+    while at + 8 <= len(data):
+        size, kind = struct.unpack_from(">I4s", data, at)
+        header = 8
+        if size == 1 and at + 16 <= len(data):  # a 64-bit size follows
+            size, header = struct.unpack_from(">Q", data, at + 8)[0], 16
+        elif size == 0:  # to the end of the file
+            size = len(data) - at
+        if kind == b"brob":
+            kind = data[at + header : at + header + 4]
+        yield kind.decode("latin-1")
+        if size < header:
+            return
+        at += size
 
 
 def tiff_tag_name(tag: int) -> str:

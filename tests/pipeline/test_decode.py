@@ -296,6 +296,44 @@ def test_jpeg_xl():
     np.testing.assert_array_equal(decoded.pixels, pixels)
 
 
+XMP = (
+    b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-'
+    b'syntax-ns#"><rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/" dc:creator="A"/>'
+    b"</rdf:RDF></x:xmpmeta>"
+)
+
+
+@pytest.mark.parametrize(
+    ("nclx", "note"),
+    [
+        ({}, None),  # sRGB's: BT.709 primaries, sRGB transfer
+        ({"color_primaries": 12, "transfer_characteristics": 13}, "Display P3 primaries, sRGB"),
+        ({"color_primaries": 9, "transfer_characteristics": 16}, "BT.2020 primaries, PQ (HDR)"),
+    ],
+)
+def test_a_heif_colour_description_not_srgb_is_named(nclx: dict, note: str | None):
+    """A phone's HEIC can say its colours by code points (nclx) rather than by an ICC profile:
+    the LR, without a profile, is read as sRGB, so other colours are named."""
+    heic = encode(Image.fromarray(photo(64, 48)), "HEIF", matrix_coefficients=6, **nclx)
+    conversion = decode_image(heic).conversion
+    if note is None:
+        assert conversion is None
+    else:
+        assert conversion == (
+            f"not carried: HEIF colour description (nclx: {note} transfer; the LR's colours "
+            "read as sRGB)"
+        )
+
+
+def test_a_jpeg_xl_box_its_plugin_does_not_read_is_named():
+    """Pillow's JPEG XL plugin gives the Exif box, not the XMP one ("xml ")."""
+    image = Image.fromarray(photo(64, 48))
+    assert decode_image(encode(image, "JXL", lossless=True, xmp=XMP)).conversion == (
+        "not carried: JPEG XL XMP"
+    )
+    assert decode_image(encode(image, "JXL", lossless=True)).conversion is None
+
+
 @pytest.mark.parametrize("name", sorted(multi_frame_images()))
 def test_multi_frame_images_are_errors_naming_their_frames(name: str):
     frames = {"gif": 3, "png": 2, "webp": 3, "tif": 2}[name.rsplit(".", 1)[1]]
