@@ -47,7 +47,8 @@ def parser() -> Parser:
     p.add_argument(
         "--keep-failed",
         action="store_true",
-        help="keep every file that cannot be archived (any file under SRC) as it is",
+        help="keep every file that cannot be archived (any file under SRC, hidden ones too) as "
+        "it is",
     )
     p.add_argument(
         "--drop-thumbnails",

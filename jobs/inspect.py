@@ -38,9 +38,10 @@ def parser() -> Parser:
         "--source",
         metavar="SRC",
         help="list SRC, the folder the archive was made from, and check that the manifest "
-        "holds every file under it as it is now (archived or kept from a file of the same "
-        "size, and ETag or modification time); exit 1 naming each file it does not (not "
-        "archived, failed, changed since): run it with --check before deleting SRC",
+        "holds every file under it, hidden ones too, as it is now (archived or kept from a "
+        "file of the same size, and ETag or modification time); exit 1 naming each file it "
+        "does not (not archived, hidden, failed, changed since): run it with --check before "
+        "deleting SRC",
     )
     add_json_option(p)
     add_storage_options(p)

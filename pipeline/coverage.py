@@ -1,9 +1,10 @@
 """The source check of `tadm inspect --source SRC`: whether every file under SRC is in the
 archive as it is now, what a team checks before it deletes SRC. Each file listed (as archive
-lists SRC, with --keep-failed's every file) needs a row of the archive's manifest that archived
-or kept it from the same file: the same size, and the same ETag (S3) or else modification time,
-as the archive's skip rule compares. A file no row covers, a failed one and one changed since
-are named. The archive's own files are read back by the fixity check (inspect --check)."""
+lists SRC, with --keep-failed's every file, hidden ones too) needs a row of the archive's
+manifest that archived or kept it from the same file: the same size, and the same ETag (S3) or
+else modification time, as the archive's skip rule compares. A file no row covers, a failed
+one and one changed since are named. The archive's own files are read back by the fixity
+check (inspect --check)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pyarrow.compute as pc
 
 from pipeline.buckets import Buckets
 from pipeline.format import DONE, KEPT
-from pipeline.sources import IMAGE_NAME, LISTING_SCHEMA, scan, unchanged
+from pipeline.sources import HIDDEN, IMAGE_NAME, LISTING_SCHEMA, scan, unchanged
 from pipeline.storage import Location
 from pipeline.summary import plural
 
@@ -47,8 +48,9 @@ class Coverage:
 
 
 def check_source(src: Location, archive: Location, table: pa.Table) -> Coverage:
-    """List SRC (every file; the archive left out where it lies inside) and compare each
-    file with the merged manifest `table`'s row of its rel_path (COVERAGE_COLUMNS)."""
+    """List SRC (every file, hidden ones too; the archive left out where it lies inside) and
+    compare each file with the merged manifest `table`'s row of its rel_path
+    (COVERAGE_COLUMNS)."""
     try:
         pages, _ = scan(src, exclude=archive, every_file=True)
         listing = Buckets(LISTING_SCHEMA).extend(logged(pages, src))
@@ -81,9 +83,13 @@ def why_not(files: pa.Table, rows: pa.Table) -> pa.Array:
     none), why the archive does not hold it as it is now; null where it does."""
     image = pc.match_substring_regex(files["rel_path"], IMAGE_NAME, ignore_case=True)
     no_row = pc.if_else(
-        image,
-        "not archived: no manifest row (archive SRC again)",
-        "not archived: not an image (archive with --keep-failed keeps it)",
+        pc.match_substring_regex(files["rel_path"], HIDDEN),
+        "not archived: hidden file (archive with --keep-failed keeps it)",
+        pc.if_else(
+            image,
+            "not archived: no manifest row (archive SRC again)",
+            "not archived: not an image (archive with --keep-failed keeps it)",
+        ),
     )
     failed = pc.binary_join_element_wise("failed: ", pc.fill_null(rows["error"], "no reason"), "")
     held = pc.is_in(rows["status"], pa.array([*DONE, KEPT]))

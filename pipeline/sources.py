@@ -4,8 +4,9 @@ A listing is a stream of Arrow tables of LISTING_SCHEMA, never one Python object
 a local SRC is walked folder by folder (os.scandir), the top-level folders in parallel
 threads; an S3 SRC page by page (ListObjectsV2, 1000 keys a page), runs of top-level folders in
 parallel threads; small tables are joined (a folder per file is not a table per file); an
-inventory (pipeline/inventory.py) is read file by file. `select_images` keeps image files and
-drops hidden ones, column by column.
+inventory (pipeline/inventory.py) is read file by file. Listings hold hidden files too:
+`select_images` keeps image files that are not hidden (with --keep-failed, every file), column
+by column.
 
 Symbolic links: a link to a file is listed as that file (its size and time); a link to a
 folder is not followed, and is listed as one row with an error saying so. So are FIFOs, sockets
@@ -37,6 +38,9 @@ IMAGE_EXTENSIONS = (
     *(".heic", ".heif", ".avif", ".jxl"),
 )
 IMAGE_NAME = r"\.(" + "|".join(e.lstrip(".") for e in IMAGE_EXTENSIONS) + r")\z"
+# A file or folder on the path whose name starts with "." (not a "." or ".." segment: those are
+# the plan's error rows): "._IMG.jpg", ".picasa.ini", ".darktable/a.png.xmp".
+HIDDEN = r"(^|/)\.([^./]|\.[^/])"
 logger = logging.getLogger("tadm")
 LISTING_THREADS = 8  # top-level folders (local) or runs of them (S3) listed at once
 S3_RANGES = 4 * LISTING_THREADS  # runs of top-level folders an S3 listing is cut into
@@ -116,9 +120,9 @@ MANIFEST_PART = rf"^(?P<folder>(?:.*/)?){MANIFEST_DIR}/part-[0-9]{{20}}-[0-9a-f]
 
 @dataclass
 class NotImages:
-    """What a listing held that is no image file, left out (without --keep-failed); and the
-    folders (rel_path with "/", "" for SRC) whose manifest/ holds a part file, with the
-    rel_path of one: the archive plan leaves out those that are archives."""
+    """What a listing held that is no image file or is hidden, left out (without
+    --keep-failed); and the folders (rel_path with "/", "" for SRC) whose manifest/ holds a
+    part file, with the rel_path of one: the archive plan leaves out those that are archives."""
 
     count: int = 0
     examples: list[str] = field(default_factory=list)  # the first few rel_paths
@@ -141,15 +145,14 @@ def select_images(
     every_file: bool = False,
     not_images: NotImages | None = None,
 ) -> pa.Table:
-    """Rows of image files (by extension, any case; with `every_file`, any file) not hidden
-    and not in the folders an archive writes (lr/, kept/, manifest/) under the rel_path folder
-    `exclude` (an archive inside SRC: the other files there are SRC's); error rows are kept
-    when not hidden. Files left out for their name alone are added to `not_images`, and the
-    folders of manifest parts among those not left out to its `manifests`."""
+    """Rows of image files (by extension, any case) not hidden, and error rows not hidden;
+    with `every_file`, every row, hidden or not. Either way, not those in the folders an
+    archive writes (lr/, kept/, manifest/, with their hidden temporaries) under the rel_path
+    folder `exclude` (an archive inside SRC: the other files there are SRC's). Files left out
+    for their name alone are added to `not_images`, and the folders of manifest parts among
+    those not in `exclude`'s to its `manifests`."""
     paths = table["rel_path"]
-    # A name starting with "." (not a "." or ".." segment: those are the plan's error rows).
-    hidden = pc.match_substring_regex(paths, r"(^|/)\.([^./]|\.[^/])")
-    keep = pc.invert(hidden)
+    keep = pc.is_valid(paths)
     if exclude is not None:
         base = exclude.rstrip("/") + "/" if exclude.strip("/") else ""
         for folder in (LR_DIR, KEPT_DIR, MANIFEST_DIR):
@@ -160,9 +163,12 @@ def select_images(
     if not_images is not None:
         not_images.add_manifests(paths.filter(keep))
     if not every_file:
-        image = pc.or_(
-            pc.is_valid(table["error"]),
-            pc.match_substring_regex(paths, IMAGE_NAME, ignore_case=True),
+        image = pc.and_(
+            pc.invert(pc.match_substring_regex(paths, HIDDEN)),
+            pc.or_(
+                pc.is_valid(table["error"]),
+                pc.match_substring_regex(paths, IMAGE_NAME, ignore_case=True),
+            ),
         )
         if not_images is not None:
             not_images.add(paths.filter(pc.and_(keep, pc.invert(image))))
@@ -348,7 +354,7 @@ def walk_tree(root: str, top: str) -> Iterator[pa.Table]:
 
 
 def scan_folder(root: str, folder: str, rows: Rows, folders: list[str]) -> None:
-    """Add `folder`'s files to `rows` and its subfolders to `folders` (hidden ones skipped).
+    """Add `folder`'s files to `rows` and its subfolders to `folders`, hidden ones too.
     A name that cannot be looked at (a symbolic link loop, a path too long) is a row with its
     error, and so is a subfolder that cannot be listed (no permission): one bad entry must not
     stop the listing. `root` itself must be listable (OSError)."""
@@ -362,8 +368,6 @@ def scan_folder(root: str, folder: str, rows: Rows, folders: list[str]) -> None:
         return
     with entries:
         for entry in entries:
-            if entry.name.startswith("."):
-                continue
             rel_path = entry.path[start:]
             try:
                 if not utf8(rel_path):
@@ -500,7 +504,7 @@ def has_objects_under(fs: Any, root: str) -> bool:
 
 
 def walk(location: Location) -> Iterator[pa.Table]:
-    """Every file under a folder (hidden ones too on S3), as listing tables: outputs in DST."""
+    """Every file under a folder, hidden ones too, as listing tables: outputs in DST."""
     if location.protocol == "s3":
         return coalesced(walk_s3(location.filesystem(), location.root), PAGE_ROWS)
     return coalesced(walk_local(location.root), PAGE_ROWS)

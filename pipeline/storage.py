@@ -248,6 +248,7 @@ def redact_url(url: str) -> str:
 
 
 TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")  # write_atomic's temporary files
+TEMP_PATH = r"(^|/)\.[^/]+\.[0-9a-f]{32}\.tmp\z"  # a "/"-separated path to one, for Arrow
 TEMP_NAME_BYTES = 64  # of the final name, in a temporary one
 COPY_CHUNK = 8 * 2**20  # bytes a copy holds at a time
 STALE_TEMP_S = 600  # a temporary file lives for one write; one this old belongs to a dead job

@@ -50,7 +50,7 @@ from pipeline.rows import NO_TIME
 from pipeline.sources import IMAGE_NAME, walk
 from pipeline.srgb import SRGB_NOTE
 from pipeline.stage import load_model
-from pipeline.storage import Location, s3_options
+from pipeline.storage import TEMP_PATH, Location, s3_options
 from pipeline.summary import plural
 from tadm.hub import default_model
 
@@ -557,10 +557,11 @@ def lr_items(archive: Location, listing: pa.Table, only: str | None) -> pa.Table
 
 
 def kept_items(archive: Location, listing: pa.Table, only: str | None) -> pa.Table:
-    """Sources kept under ARCHIVE/kept/ (a hidden name is a temporary file of a write)."""
+    """Sources kept under ARCHIVE/kept/, hidden ones too, but for the temporary files of
+    writes (TEMP_PATH)."""
     names = listing["rel_path"]
-    visible = pc.invert(pc.or_(pc.starts_with(names, "."), pc.match_substring(names, "/.")))
-    table = matching(pa.table({"rel_path": names.filter(visible)}), only)
+    temporary = pc.match_substring_regex(names, TEMP_PATH)
+    table = matching(pa.table({"rel_path": names.filter(pc.invert(temporary))}), only)
     return items_table(table["rel_path"], None, uris(archive, KEPT_DIR, table["rel_path"], ""))
 
 

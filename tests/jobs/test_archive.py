@@ -488,6 +488,60 @@ def test_files_that_are_not_images_are_named_before_anything_runs(tiny_model, tm
     assert err.strip().splitlines()[-1].startswith("tadm archive: error: no input")
 
 
+def test_hidden_files_are_named_without_keep_failed_and_kept_with_it(
+    ray_cluster, tiny_model, tmp_path, capsys
+):
+    """Sidecars such as .picasa.ini or .darktable/*.xmp go with SRC when it is deleted:
+    without --keep-failed the warning counts them and inspect --source names them; with it
+    they are kept byte for byte (an AppleDouble "._a.jpg" too, not shrunk), skipped by a
+    re-run and given back by restore. The archive's own files inside SRC are never sources."""
+    hidden = {
+        "._a.jpg": b"\x00\x05\x16\x07 AppleDouble resource fork",
+        ".picasa.ini": b"[a.jpg]\nstar=yes\n",
+        ".darktable/a.jpg.xmp": b"<x:xmpmeta/>",
+    }
+    src = write_tree(tmp_path / "src", {"a.jpg": encode(Image.fromarray(photo(64, 64)), "JPEG")})
+    write_tree(src, hidden)
+    dst = src / ".archive"
+    args = ("archive", src, dst, "--model", tiny_model)
+    assert run_cli(*args) == 0
+    found = re.search(
+        r"archive: 3 files under SRC are not images \((.*)\) and are not archived: "
+        r"--keep-failed keeps every file as it is",
+        capsys.readouterr().err,
+    )
+    assert found and sorted(found[1].split(", ")) == sorted(repr(name) for name in hidden)
+    assert set(manifest_rows(dst)) == {"a.jpg"}
+    assert run_cli("inspect", dst, "--check", "--source", src) == 1
+    assert capsys.readouterr().out.splitlines()[-4:] == [
+        f"source: {src}: 4 files: 1 archived as they are now, 3 not",
+        "  ._a.jpg: not archived: hidden file (archive with --keep-failed keeps it)",
+        "  .darktable/a.jpg.xmp: not archived: hidden file (archive with --keep-failed keeps it)",
+        "  .picasa.ini: not archived: hidden file (archive with --keep-failed keeps it)",
+    ]
+    assert run_cli(*args, "--keep-failed") == 0
+    rows = manifest_rows(dst)
+    assert {name: row["status"] for name, row in rows.items()} == {
+        "a.jpg": "skipped",
+        **{name: "kept" for name in hidden},
+    }
+    for name, data in hidden.items():
+        assert (dst / "kept" / name).read_bytes() == data
+    assert not (dst / "lr/._a.jpg.png").exists()
+    assert run_cli("inspect", dst, "--check", "--source", src) == 0
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        "check: 4 files, " + f"{sum(map(len, hidden.values())) + rows['a.jpg']['lr_bytes']:,}"
+        " bytes read: all as recorded",
+        f"source: {src}: 4 files: all archived as they are now",
+    ]
+    assert run_cli(*args, "--keep-failed") == 0
+    assert {row["status"] for row in manifest_rows(dst).values()} == {"skipped"}
+    restored = tmp_path / "restored"
+    assert run_cli("restore", dst, restored, "--model", tiny_model) == 0
+    for name, data in hidden.items():
+        assert (restored / name).read_bytes() == data
+
+
 def test_precision_is_recorded_and_a_rerun_in_another_keeps_the_images(
     ray_cluster, small_photos, tiny_model, tmp_path
 ):

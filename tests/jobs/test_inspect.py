@@ -355,12 +355,15 @@ def test_a_socket_reader_that_closes_ends_inspect_quietly(tmp_path: Path):
 def test_source_names_each_file_the_archive_does_not_hold_as_it_is_now(tmp_path: Path, capsys):
     """inspect --source SRC before deleting SRC: a file archived or kept from the same bytes
     (size, modification time) is held; one changed since, failed, never archived (no row, not
-    an image) or not a file the listing could take is named, and the exit status is 1."""
+    an image, hidden) or not a file the listing could take is named, and the exit status is 1."""
     src, archive = tmp_path / "src", tmp_path / "archive"
     (src / "sub").mkdir(parents=True)
+    (src / ".darktable").mkdir()
     for name in ("a.png", "b.png", "c.png", "d.png", "e.png", "notes.txt", "k.mov", "sub/f.jpg"):
         (src / name).write_bytes(b"x" * 10)
-    (src / ".hidden.png").write_bytes(b"x")  # hidden, as archive leaves it out
+    # Hidden: archive leaves them out, but for --keep-failed, which kept .picasa.ini
+    for name in (".hidden.png", ".picasa.ini", ".darktable/a.png.xmp"):
+        (src / name).write_bytes(b"x")
     (src / "linked").symlink_to(src / "sub")
 
     def row(name: str, status: str = "ok", **changes) -> dict:
@@ -383,13 +386,16 @@ def test_source_names_each_file_the_archive_does_not_hold_as_it_is_now(tmp_path:
         row("c.png", source_mtime=os.stat(src / "c.png").st_mtime_ns // 1000 - 1),
         row("e.png", "error", error="empty file"),
         row("k.mov", "kept"),
+        row(".picasa.ini", "kept"),
         row("sub/f.jpg", "skipped"),
         {"rel_path": "gone.png", "status": "ok", "source_bytes": 3},  # deleted since: fine
     ]
     write_manifest(archive, rows)
     assert run_cli("inspect", archive, "--source", src) == 1
-    assert capsys.readouterr().out.splitlines()[-7:] == [
-        f"source: {src}: 9 files: 3 archived as they are now, 6 not",
+    assert capsys.readouterr().out.splitlines()[-9:] == [
+        f"source: {src}: 12 files: 4 archived as they are now, 8 not",
+        "  .darktable/a.png.xmp: not archived: hidden file (archive with --keep-failed keeps it)",
+        "  .hidden.png: not archived: hidden file (archive with --keep-failed keeps it)",
         "  b.png: changed since it was archived: archive SRC again",
         "  c.png: changed since it was archived: archive SRC again",
         "  d.png: not archived: no manifest row (archive SRC again)",
@@ -400,14 +406,19 @@ def test_source_names_each_file_the_archive_does_not_hold_as_it_is_now(tmp_path:
     ]
     assert run_cli("inspect", archive, "--source", src, "--json") == 1
     found = json.loads(capsys.readouterr().out)["source"]
-    assert (found["files"], found["archived"], len(found["problems"])) == (9, 3, 6)
-    assert found["problems"][3] == {"rel_path": "e.png", "problem": "failed: empty file"}
-    for name in ("b.png", "c.png", "d.png", "e.png", "notes.txt", "linked"):
+    assert (found["files"], found["archived"], len(found["problems"])) == (12, 4, 8)
+    assert found["problems"][0] == {
+        "rel_path": ".darktable/a.png.xmp",
+        "problem": "not archived: hidden file (archive with --keep-failed keeps it)",
+    }
+    assert found["problems"][5] == {"rel_path": "e.png", "problem": "failed: empty file"}
+    for name in ("b.png", "c.png", "d.png", "e.png", "notes.txt", "linked", ".hidden.png"):
         (src / name).unlink()
+    (src / ".darktable/a.png.xmp").unlink()
     capsys.readouterr()
     assert run_cli("inspect", archive, "--source", src) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
-        f"source: {src}: 3 files: all archived as they are now"
+        f"source: {src}: 4 files: all archived as they are now"
     )
     assert run_cli("inspect", archive, "--source", tmp_path / "nothing") == 2
     assert "holds no files: give the folder ARCHIVE was made from" in capsys.readouterr().err

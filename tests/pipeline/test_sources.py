@@ -65,7 +65,13 @@ def test_lists_images_recursively_with_relative_paths(tmp_path: Path):
     ]
     assert {s.rel_path: s.size for s in sources}["x/y/c.png"] == 3
     every, _ = list_sources(Location.parse(str(tmp_path)), every_file=True)
-    assert {s.rel_path for s in every} - {s.rel_path for s in sources} == {"notes.txt"}
+    # --keep-failed's every file: hidden ones too, in hidden folders too
+    assert {s.rel_path for s in every} - {s.rel_path for s in sources} == {
+        "notes.txt",
+        ".hidden.jpg",
+        ".cache/i.jpg",
+        "x/._j.jpg",
+    }
     assert all(s.path == f"{tmp_path}/{s.rel_path}" for s in sources)
 
 
@@ -256,14 +262,16 @@ def test_dot_segments_are_kept_for_the_plan_to_refuse_hidden_names_are_left_out(
     assert kept == ["a.png", "../s.png", "d/./c.png"]
 
 
-def test_files_left_out_for_their_name_are_counted():
-    paths = ["a.png", "clip.mov", "raw/b.CR2", "b.xmp", ".hidden.txt", "c.jpg", "out/lr/a.png.png"]
+def test_files_left_out_for_their_name_are_counted_hidden_ones_too():
+    paths = [".hidden.txt", "a.png", "clip.mov", "raw/b.CR2", "b.xmp", "c.jpg", "out/lr/a.png.png"]
+    paths += [".d/x.xmp", "._e.jpg", "out/lr/.a.png.png.0123456789abcdef0123456789abcdef.tmp"]
     seen = NotImages()
     kept = select_images(listing_table({"rel_path": paths}), "out", not_images=seen)
     assert kept["rel_path"].to_pylist() == ["a.png", "c.jpg"]
-    assert (seen.count, seen.examples) == (3, ["clip.mov", "raw/b.CR2", "b.xmp"])
+    assert (seen.count, seen.examples) == (6, [".hidden.txt", "clip.mov", "raw/b.CR2"])
     select_images(listing_table({"rel_path": ["d.mp4", "e.mp4"]}), not_images=seen)
-    assert (seen.count, seen.examples) == (5, ["clip.mov", "raw/b.CR2", "b.xmp"])
+    assert (seen.count, seen.examples) == (8, [".hidden.txt", "clip.mov", "raw/b.CR2"])
     every = NotImages()
-    select_images(listing_table({"rel_path": paths}), every_file=True, not_images=every)
-    assert every.count == 0  # --keep-failed: every file is a source
+    kept = select_images(listing_table({"rel_path": paths}), "out", True, every)
+    assert every.count == 0  # --keep-failed: every file is a source, but the archive's own
+    assert kept["rel_path"].to_pylist() == [p for p in paths if not p.startswith("out/")]

@@ -13,7 +13,14 @@ from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA
 from pipeline.job import OUTPUT_SCHEMA
 from pipeline.manifest import to_table, write_part
 from pipeline.restore.config import RestoreConfig
-from pipeline.restore.plan import ITEM_SCHEMA, RestoreJob, check_model, kept_clashes, list_items
+from pipeline.restore.plan import (
+    ITEM_SCHEMA,
+    RestoreJob,
+    check_model,
+    kept_clashes,
+    kept_items,
+    list_items,
+)
 from pipeline.storage import Location
 
 
@@ -232,3 +239,17 @@ def test_a_model_that_made_none_of_the_lrs_is_refused_and_one_that_made_some_war
     nulls = pa.table({f.name: pa.nulls(4, f.type) for f in ITEM_SCHEMA}, schema=ITEM_SCHEMA)
     none_recorded = Buckets(ITEM_SCHEMA).extend([nulls])
     check_model(none_recorded, archive, "any", "m9")  # LR files alone: nothing to go by
+
+
+def test_kept_files_of_an_archive_without_manifest_are_hidden_ones_too_not_temporaries():
+    """--keep-failed keeps hidden files (.picasa.ini, an AppleDouble "._a.jpg"): restored
+    from ARCHIVE/kept/ alone, they come back; a write's temporary file does not."""
+    names = [".picasa.ini", "d/._a.jpg", ".darktable/a.xmp", "notes.txt"]
+    names += [
+        ".notes.txt.0123456789abcdef0123456789abcdef.tmp",
+        "d/.x.0123456789abcdef0123456789abcdef.tmp",
+    ]
+    archive = Location.parse("/archive")
+    items = kept_items(archive, pa.table({"rel_path": names}), None)
+    assert items["rel_path"].to_pylist() == names[:4]
+    assert items["kept_uri"].to_pylist()[0] == "/archive/kept/.picasa.ini"
