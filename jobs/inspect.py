@@ -1,5 +1,7 @@
-"""tadm inspect ARCHIVE: counts by status, bytes, bpp, compression ratio and psnr; or, with
---errors, the images that failed and why. With --check, every file the manifest records is
+"""tadm inspect ARCHIVE: counts by status, bytes, bpp, compression ratio and psnr, and how many
+images were archived with something not carried (alpha, 16-bit, metadata...); or, with
+--errors, the images that failed and why, with --conversions, those archived with such a loss
+and what their conversion says. With --check, every file the manifest records is
 read back and compared with its recorded size and SHA-256 (exit 1 if one differs); with
 --source SRC, every file under SRC with the manifest (exit 1 if one is not archived as it is
 now). Both are what to run before deleting SRC."""
@@ -16,7 +18,7 @@ from pipeline.fixity import check_archive
 from pipeline.format import ARCHIVE_SCHEMA, MANIFEST_DIR
 from pipeline.manifest import read_manifest
 from pipeline.storage import Location
-from pipeline.summary import SUMMARY_COLUMNS, errors, summarize
+from pipeline.summary import SUMMARY_COLUMNS, conversions, errors, summarize
 
 PROG = "tadm inspect"
 
@@ -24,8 +26,15 @@ PROG = "tadm inspect"
 def parser() -> Parser:
     p = Parser(prog=PROG, description=__doc__)
     p.add_argument("archive", metavar="ARCHIVE", help="archive root: path, file://... or s3://...")
-    p.add_argument(
+    listing = p.add_mutually_exclusive_group()
+    listing.add_argument(
         "--errors", action="store_true", help="list the images that failed: rel_path: error"
+    )
+    listing.add_argument(
+        "--conversions",
+        action="store_true",
+        help="list the images archived with something not carried (alpha dropped, 16-bit to "
+        "8-bit, metadata not carried...): rel_path: conversion",
     )
     p.add_argument(
         "--check",
@@ -70,6 +79,8 @@ def job(args: argparse.Namespace) -> int:
         out = {"archive": archive.uri} | dataclasses.asdict(summarize(table))
         if args.errors:
             out["errors"] = errors(table)
+        if args.conversions:
+            out["conversions"] = conversions(table)
         if fixity is not None:
             out["check"] = dataclasses.asdict(fixity)
         if coverage is not None:
@@ -80,6 +91,10 @@ def job(args: argparse.Namespace) -> int:
         failed = errors(table)
         lines = (f"{printable(e['rel_path'])}: {printable(e['error'])}" for e in failed)
         print("\n".join(lines) or "no errors")
+    elif args.conversions:
+        lossy = conversions(table)
+        lines = (f"{printable(c['rel_path'])}: {printable(c['conversion'])}" for c in lossy)
+        print("\n".join(lines) or "no image archived with something not carried")
     else:  # a manifest is data: its model ids and statuses may hold control characters
         print(printable(f"archive: {archive.uri}"))
         print("\n".join(printable(line) for line in summarize(table).lines()))

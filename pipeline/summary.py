@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,6 +30,9 @@ class Summary:
     # of an earlier run), and their bytes (an error row's: its source's as it is now)
     kept: int = 0
     kept_bytes: int = 0
+    # Archived images whose conversion notes a loss (LOSSES), and images by kind of loss
+    with_losses: int = 0
+    losses: dict[str, int] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         counts = ", ".join(f"{status} {n}" for status, n in sorted(self.counts.items()))
@@ -50,6 +53,12 @@ class Summary:
         lines += [
             f"model {model}: {plural(n, 'image')}" for model, n in sorted(self.models.items())
         ]
+        if self.with_losses:
+            kinds = ", ".join(f"{kind} {n}" for kind, n in self.losses.items())
+            lines.append(
+                f"conversion: {plural(self.with_losses, 'image')} archived with something not "
+                f"carried ({kinds}): --conversions lists them"
+            )
         if self.kept:
             stored = self.lr_bytes + self.kept_bytes
             before = self.source_bytes + self.kept_bytes
@@ -70,6 +79,7 @@ class Summary:
 SUMMARY_COLUMNS = [
     "status",
     "error",
+    "conversion",
     "kept_uri",
     "source_bytes",
     "source_sha256",
@@ -84,10 +94,48 @@ SUMMARY_COLUMNS = [
 ]
 
 
+# The notes of an archive row's conversion (pipeline/decode.py's, "; "-separated) that say
+# something of the source is not in its LR, by kind of loss. The other notes lose nothing of
+# the source: an orientation applied (the metadata's reset to 1), a conversion to RGB of pixels
+# that are not (gray, palette, CMYK) or to sRGB through the source's ICC profile, an EXIF
+# thumbnail kept.
+LOSSES = {
+    "alpha dropped": r" -> RGB, alpha dropped(; |\z)",
+    "16-bit to 8-bit": r"(^|; )(16-bit |I\S* (16|32)-bit grayscale -> )",
+    "metadata not carried": r"(^|; )not carried: ",
+    "unreadable EXIF dropped": r"(^|; )EXIF unreadable ",
+    "ICC profile dropped": r"(^|; )(\w+ )?ICC profile (unreadable|unusable|of )",
+    "XMP not UTF-8": r"(^|; )XMP not UTF-8",
+    "MPO's other images": r"(^|; )MPO: first of ",
+    "thumbnails dropped": r"(^|; )thumbnails dropped: ",
+}
+
+
+def archived(table: pa.Table) -> pa.Table:
+    """The rows of a merged archive manifest whose image the archive holds as an LR: ok or
+    skipped, and not kept."""
+    kept = pc.fill_null(pc.not_equal(table["kept_uri"], ""), False)
+    return table.filter(pc.and_(pc.is_in(table["status"], pa.array(DONE)), pc.invert(kept)))
+
+
+def losses(conversion: pa.ChunkedArray) -> dict[str, pa.ChunkedArray]:
+    """For each kind of loss (LOSSES), whether each conversion notes one (false for null)."""
+    return {
+        kind: pc.fill_null(pc.match_substring_regex(conversion, pattern), False)
+        for kind, pattern in LOSSES.items()
+    }
+
+
+def any_loss(conversion: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Whether each conversion notes a loss of any kind (false for null)."""
+    pattern = "|".join(f"(?:{p})" for p in LOSSES.values())
+    return pc.fill_null(pc.match_substring_regex(conversion, pattern), False)
+
+
 def summarize(table: pa.Table) -> Summary:
     """Summary of a merged archive manifest (see manifest.read_manifest), column by column."""
     kept = pc.fill_null(pc.not_equal(table["kept_uri"], ""), False)  # an error row's too
-    done = table.filter(pc.and_(pc.is_in(table["status"], pa.array(DONE)), pc.invert(kept)))
+    done = archived(table)
     source_bytes = total(done["source_bytes"])
     lr_bytes = total(done["lr_bytes"])
     psnrs = finite(done["psnr"])
@@ -109,6 +157,12 @@ def summarize(table: pa.Table) -> Summary:
         models=models,
         kept=pc.sum(kept).as_py() or 0,
         kept_bytes=total(table.filter(kept)["source_bytes"]),
+        with_losses=pc.sum(any_loss(done["conversion"])).as_py() or 0,
+        losses={
+            kind: n
+            for kind, hit in losses(done["conversion"]).items()
+            if (n := pc.sum(hit).as_py() or 0)
+        },
     )
 
 
@@ -124,6 +178,16 @@ def errors(table: pa.Table) -> list[dict[str, str]]:
         {"rel_path": r["rel_path"] or "", "error": r["error"] or ""}
         for r in table.select(["rel_path", "status", "error"]).to_pylist()
         if r["status"] == "error"
+    ]
+
+
+def conversions(table: pa.Table) -> list[dict[str, str]]:
+    """The rel_path and conversion of every image of a merged archive manifest archived with
+    a loss its conversion notes (LOSSES)."""
+    done = archived(table)
+    lossy = done.filter(any_loss(done["conversion"])).select(["rel_path", "conversion"])
+    return [
+        {"rel_path": r["rel_path"] or "", "conversion": r["conversion"]} for r in lossy.to_pylist()
     ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import socket
@@ -10,10 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import run_cli
+from PIL import Image, PngImagePlugin
 
 from jobs.common import READER_GONE
+from pipeline.decode import decode_image
 from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA
 from pipeline.manifest import ManifestWriter
 from pipeline.storage import Location
@@ -454,3 +458,106 @@ def test_check_names_a_file_whose_read_is_cut_short_and_goes_on(
         "check: 2 files, 7 bytes read: 1 problem",
         "  lr/a.png: cannot be read: ClientPayloadError: Response payload is not completed",
     ]
+
+
+def test_images_archived_with_something_not_carried_are_counted_and_listed(tmp_path: Path, capsys):
+    """What an archived image's conversion notes as not carried (alpha, 16-bit, metadata...)
+    is counted by kind, the pre-deletion check included, and --conversions lists those
+    images; an orientation applied or a conversion to RGB loses nothing, and a kept source
+    or an error row is no archived image. The exit status stays 0: the archive recorded it."""
+
+    def noted(img: Image.Image, image_format: str = "PNG", **kwargs) -> str | None:
+        """The conversion decoding notes for `img` saved in `image_format`."""
+        out = io.BytesIO()
+        img.save(out, image_format, **kwargs)
+        return decode_image(out.getvalue()).conversion
+
+    author = PngImagePlugin.PngInfo()
+    author.add_text("Author", "Ada")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    conversions = {
+        "alpha.png": noted(Image.new("RGBA", (32, 32)), pnginfo=author),
+        "gray16.png": noted(Image.fromarray(np.full((32, 32), 9, np.uint16))),
+        "gray.png": noted(Image.new("L", (32, 32))),
+        "turned.jpg": noted(Image.new("RGB", (32, 16)), "JPEG", exif=exif.tobytes()),
+    }
+    conversions |= {
+        "rgba16.png": "16-bit RGBA -> RGB, alpha dropped",
+        "int32.tif": "I 32-bit grayscale -> 8-bit RGB",
+        "cmyk.jpg": "CMYK -> sRGB through ICC profile 'U.S. Web Coated (SWOP) v2'",
+        "camera.mpo": "MPO: first of 3 images archived, the others not; not carried: JPEG APP11",
+        "latin1.jpg": "XMP not UTF-8: its invalid bytes carried as U+FFFD",
+        "badexif.jpg": "EXIF unreadable (not a TIFF structure), dropped",
+        "gray-icc.png": "GRAY ICC profile of RGB pixels dropped",
+        "small.jpg": "thumbnails dropped: EXIF 12804 bytes",
+        "long.jpg": "EXIF thumbnail kept: other EXIF data lies after it",
+    }
+    assert conversions["alpha.png"] == "RGBA -> RGB, alpha dropped; not carried: PNG text 'Author'"
+    assert conversions["gray16.png"] == "I;16 16-bit grayscale -> 8-bit RGB"
+    src, archive = tmp_path / "src", tmp_path / "archive"
+    src.mkdir()
+    rows = []
+    for name, conversion in conversions.items():
+        (src / name).write_bytes(b"x")
+        stat = os.stat(src / name)
+        rows.append(
+            {
+                "rel_path": name,
+                "status": "ok",
+                "conversion": conversion,
+                "source_bytes": 1,
+                "source_mtime": stat.st_mtime_ns // 1000,
+            }
+        )
+    alpha = "RGBA -> RGB, alpha dropped"
+    rows += [
+        {"rel_path": "floor.png", "status": "kept", "conversion": alpha, "kept_uri": "k"}
+        | {"source_bytes": 1},
+        {"rel_path": "bad.png", "status": "error", "conversion": alpha, "error": "too small"},
+    ]
+    write_manifest(archive, rows)
+    (archive / "kept").mkdir()
+    (archive / "kept/floor.png").write_bytes(b"x")
+    line = (
+        "conversion: 9 images archived with something not carried (alpha dropped 2, 16-bit "
+        "to 8-bit 3, metadata not carried 2, unreadable EXIF dropped 1, ICC profile dropped 1, "
+        "XMP not UTF-8 1, MPO's other images 1, thumbnails dropped 1): --conversions lists them"
+    )
+    assert run_cli("inspect", archive) == 0
+    assert line in capsys.readouterr().out.splitlines()
+    assert run_cli("inspect", archive, "--check", "--source", src) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert line in out and out[-1] == f"source: {src}: 13 files: all archived as they are now"
+    assert run_cli("inspect", archive, "--conversions") == 0
+    lossy = ["alpha.png", "gray16.png", "rgba16.png", "int32.tif", "camera.mpo", "latin1.jpg"]
+    lossy += ["badexif.jpg", "gray-icc.png", "small.jpg"]
+    assert capsys.readouterr().out.splitlines() == [
+        f"{name}: {conversions[name]}" for name in sorted(lossy)
+    ]
+    assert run_cli("inspect", archive, "--json", "--conversions") == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["with_losses"] == 9 and summary["losses"]["16-bit to 8-bit"] == 3
+    assert list(summary["losses"]) == [
+        "alpha dropped",
+        "16-bit to 8-bit",
+        "metadata not carried",
+        "unreadable EXIF dropped",
+        "ICC profile dropped",
+        "XMP not UTF-8",
+        "MPO's other images",
+        "thumbnails dropped",
+    ]
+    first = {"rel_path": "alpha.png", "conversion": conversions["alpha.png"]}
+    assert summary["conversions"][0] == first
+    assert len(summary["conversions"]) == 9
+    write_manifest(archive, [row | {"conversion": None} for row in rows])
+    assert run_cli("inspect", archive) == 0
+    assert not any(line.startswith("conversion") for line in capsys.readouterr().out.splitlines())
+    assert run_cli("inspect", archive, "--conversions") == 0
+    assert capsys.readouterr().out == "no image archived with something not carried\n"
+    assert run_cli("inspect", archive, "--json") == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["with_losses"], summary["losses"]) == (0, {})
+    assert run_cli("inspect", archive, "--errors", "--conversions") == 2
+    assert "not allowed with argument" in capsys.readouterr().err
