@@ -52,6 +52,13 @@ def parser() -> Parser:
         "does not (not archived, hidden, failed, changed since): run it with --check before "
         "deleting SRC",
     )
+    p.add_argument(
+        "--sha256",
+        action="store_true",
+        help="with --source, also read every file under SRC the archive holds and compare its "
+        "SHA-256 with the manifest's: a file rewritten in place at the same size and "
+        "modification time (exiftool -P) is found changed",
+    )
     add_json_option(p)
     add_storage_options(p)
     return p
@@ -60,7 +67,11 @@ def parser() -> Parser:
 def job(args: argparse.Namespace) -> int:
     archive = Location.parse(args.archive, args.storage_options)
     try:  # no right to read it (wrong credentials), or I/O
-        columns = list(dict.fromkeys(SUMMARY_COLUMNS + (COVERAGE_COLUMNS if args.source else [])))
+        if args.sha256 and not args.source:
+            raise ValueError("--sha256 compares the files under --source SRC: give --source")
+        coverage_columns = COVERAGE_COLUMNS + ["source_sha256"] * args.sha256
+        columns = SUMMARY_COLUMNS + (coverage_columns if args.source else [])
+        columns = list(dict.fromkeys(columns))
         table = read_manifest(archive.child(MANIFEST_DIR), ARCHIVE_SCHEMA, columns)
         missing = table is None and not archive.filesystem().exists(archive.root)
     except OSError as e:
@@ -72,7 +83,8 @@ def job(args: argparse.Namespace) -> int:
     fixity = check_archive(archive, table) if args.check else None
     coverage = None
     if args.source:
-        coverage = check_source(Location.parse(args.source, args.storage_options), archive, table)
+        src = Location.parse(args.source, args.storage_options)
+        coverage = check_source(src, archive, table, sha256=args.sha256)
     found = [c for c in (fixity, coverage) if c is not None]
     status = 1 if any(c.problems for c in found) else 0
     if args.json:

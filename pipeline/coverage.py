@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.buckets import Buckets
+from pipeline.fixity import CHECK_THREADS, Recorded, check_file
 from pipeline.format import DONE, KEPT
 from pipeline.sources import HIDDEN, IMAGE_NAME, LISTING_SCHEMA, scan, unchanged
 from pipeline.storage import Location
@@ -24,6 +26,14 @@ from pipeline.summary import plural
 
 logger = logging.getLogger("tadm")
 
+# What check_file's finding means for a source the manifest says is unchanged
+HASH_PROBLEMS = {
+    "not the bytes recorded (the same size, another SHA-256)": (
+        "changed since it was archived (the same size and time, another SHA-256): touch it "
+        "and archive SRC again"
+    ),
+    "missing": "gone while it was compared",
+}
 # The manifest columns the check compares, beside rel_path
 COVERAGE_COLUMNS = ["status", "error", "source_bytes", "source_mtime", "source_etag"]
 PROGRESS_SECONDS = 10.0  # between two progress lines of a long listing
@@ -38,21 +48,27 @@ class Coverage:
     files: int = 0
     archived: int = 0
     problems: list[dict[str, str]] = field(default_factory=list)
+    hashed: int | None = None  # with --sha256: the files whose bytes were compared
 
     def lines(self) -> list[str]:
         found = "all archived as they are now"
         if self.problems:
             found = f"{self.archived:,} archived as they are now, {len(self.problems):,} not"
+        if self.hashed is not None:
+            found += f" ({self.hashed:,} compared by SHA-256)"
         lines = [f"source: {self.source}: {plural(self.files, 'file')}: {found}"]
         return lines + [f"  {p['rel_path']}: {p['problem']}" for p in self.problems]
 
 
-def check_source(src: Location, archive: Location, table: pa.Table) -> Coverage:
+def check_source(
+    src: Location, archive: Location, table: pa.Table, sha256: bool = False
+) -> Coverage:
     """List SRC (every file, hidden ones too; the archive left out where it lies inside) and
     compare each file with the merged manifest `table`'s row of its rel_path
-    (COVERAGE_COLUMNS)."""
+    (COVERAGE_COLUMNS); with `sha256` (and the table's source_sha256), also read each file
+    the archive holds and compare its SHA-256, CHECK_THREADS at once."""
     try:
-        pages, _ = scan(src, exclude=archive, every_file=True)
+        pages, prefix = scan(src, exclude=archive, every_file=True)
         listing = Buckets(LISTING_SCHEMA).extend(logged(pages, src))
     except OSError as e:
         raise ValueError(f"--source {src.uri!r} cannot be listed: {e}") from None
@@ -60,13 +76,18 @@ def check_source(src: Location, archive: Location, table: pa.Table) -> Coverage:
         raise ValueError(
             f"--source {src.uri!r} holds no files: give the folder ARCHIVE was made from"
         )
-    coverage = Coverage(src.uri)
+    coverage = Coverage(src.uri, hashed=0 if sha256 else None)
     names = table["rel_path"].combine_chunks()
-    with listing:
+    folder = Location(src.protocol, prefix.rstrip("/"), src.options)  # of the rel_paths
+    with listing, ThreadPoolExecutor(CHECK_THREADS) as pool:
         for k in range(listing.n):
             files = listing.bucket(k, listing.n)
             at = pc.index_in(files["rel_path"], value_set=names)
-            problems = why_not(files, table.select(COVERAGE_COLUMNS).take(at))
+            rows = table.take(at)
+            problems = why_not(files, rows.select(COVERAGE_COLUMNS))
+            if sha256:
+                problems, hashed = hash_problems(pool, folder, files, rows, problems)
+                coverage.hashed += hashed
             coverage.files += len(files)
             coverage.archived += pc.sum(pc.is_null(problems)).as_py() or 0
             flagged = files["rel_path"].filter(pc.is_valid(problems))
@@ -76,6 +97,31 @@ def check_source(src: Location, archive: Location, table: pa.Table) -> Coverage:
                 coverage.problems.append({"rel_path": rel_path, "problem": problem})
     coverage.problems.sort(key=lambda p: p["rel_path"])
     return coverage
+
+
+def hash_problems(
+    pool: ThreadPoolExecutor, folder: Location, files: pa.Table, rows: pa.Table, problems: pa.Array
+) -> tuple[pa.Array, int]:
+    """`problems` (why_not's) with each file held as it is read from `folder` and compared
+    with its row's source_sha256 (a file rewritten in place at the same size and time, as
+    `exiftool -P` leaves it, is changed); and how many files were compared."""
+    held = pc.and_(pc.is_null(problems), pc.is_valid(rows["source_sha256"]))
+    fs = folder.filesystem()
+    recorded = [
+        Recorded(rel_path, rel_path, None, sha256)
+        for rel_path, sha256 in zip(
+            files["rel_path"].filter(held).to_pylist(),
+            rows["source_sha256"].filter(held).to_pylist(),
+            strict=True,
+        )
+    ]
+    found = iter(pool.map(lambda file: check_file(fs, folder, file)[1], recorded))
+    out = problems.to_pylist()
+    for i in pc.indices_nonzero(held).to_pylist():
+        problem = next(found)
+        if problem is not None:
+            out[i] = HASH_PROBLEMS.get(problem, f"cannot be compared: {problem}")
+    return pa.array(out, pa.string()), len(recorded)
 
 
 def why_not(files: pa.Table, rows: pa.Table) -> pa.Array:

@@ -481,7 +481,7 @@ def prepare_archive(config: ArchiveConfig) -> ArchiveJob:
             "archive: %s under SRC %s (%s%s) and %s not archived: "
             "--keep-failed keeps every file as it is",
             plural(not_images.count, "file"),
-            "is not an image" if not_images.count == 1 else "are not images",
+            "is hidden or not an image" if not_images.count == 1 else "are hidden or not images",
             examples,
             ", ..." if not_images.count > len(not_images.examples) else "",
             "is" if not_images.count == 1 else "are",

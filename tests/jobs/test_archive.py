@@ -480,7 +480,7 @@ def test_files_that_are_not_images_are_named_before_anything_runs(tiny_model, tm
     assert run_cli("archive", src, tmp_path / "out", "--model", tiny_model) == 2
     err = capsys.readouterr().err
     found = re.search(
-        r"archive: 3 files under SRC are not images \((.*)\) and are not archived: "
+        r"archive: 3 files under SRC are hidden or not images \((.*)\) and are not archived: "
         r"--keep-failed keeps every file as it is",
         err,
     )
@@ -506,7 +506,7 @@ def test_hidden_files_are_named_without_keep_failed_and_kept_with_it(
     args = ("archive", src, dst, "--model", tiny_model)
     assert run_cli(*args) == 0
     found = re.search(
-        r"archive: 3 files under SRC are not images \((.*)\) and are not archived: "
+        r"archive: 3 files under SRC are hidden or not images \((.*)\) and are not archived: "
         r"--keep-failed keeps every file as it is",
         capsys.readouterr().err,
     )

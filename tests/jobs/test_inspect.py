@@ -428,6 +428,43 @@ def test_source_names_each_file_the_archive_does_not_hold_as_it_is_now(tmp_path:
     assert "holds no files: give the folder ARCHIVE was made from" in capsys.readouterr().err
 
 
+def test_source_sha256_finds_a_file_rewritten_at_the_same_size_and_time(tmp_path: Path, capsys):
+    """`exiftool -P` edits a photo in place and keeps its size and modification time: the skip
+    rule cannot see it, --sha256 reads every file the archive holds and does."""
+    src, archive = tmp_path / "src", tmp_path / "archive"
+    src.mkdir()
+    rows = []
+    for name in ("a.png", "b.png", "c.png"):
+        (src / name).write_bytes(f"pixels of {name}".encode())
+        stat = os.stat(src / name)
+        rows.append(
+            {
+                "rel_path": name,
+                "status": "ok",
+                "source_bytes": stat.st_size,
+                "source_mtime": stat.st_mtime_ns // 1000,
+                "source_sha256": hashlib.sha256((src / name).read_bytes()).hexdigest(),
+            }
+        )
+    rows[2]["source_sha256"] = None  # a row written before the column: compared by time
+    stat = os.stat(src / "b.png")
+    (src / "b.png").write_bytes(b"Pixels of b.png")  # Artist=Bobby, in place
+    os.utime(src / "b.png", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    write_manifest(archive, rows)
+    assert run_cli("inspect", archive, "--source", src) == 0
+    capsys.readouterr()
+    assert run_cli("inspect", archive, "--source", src, "--sha256") == 1
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        f"source: {src}: 3 files: 2 archived as they are now, 1 not (2 compared by SHA-256)",
+        "  b.png: changed since it was archived (the same size and time, another SHA-256): "
+        "touch it and archive SRC again",
+    ]
+    assert run_cli("inspect", archive, "--sha256") == 2
+    assert "--sha256 compares the files under --source SRC: give --source" in (
+        capsys.readouterr().err
+    )
+
+
 def test_check_names_a_file_whose_read_is_cut_short_and_goes_on(
     tmp_path: Path, monkeypatch, capsys
 ):
