@@ -330,17 +330,25 @@ def walk_local(root: str) -> Iterator[pa.Table]:
 
 
 class Rows:
-    """Columns of listing rows, cut into tables of PAGE_ROWS rows."""
+    """Columns of listing rows, cut into tables of PAGE_ROWS rows as they come (a folder of
+    millions of files is held as tables, not as Python objects)."""
 
     def __init__(self) -> None:
         self.columns: dict[str, list[Any]] = {"rel_path": [], "size": [], "mtime": [], "error": []}
+        self.cut: list[pa.Table] = []
 
     def add(self, rel_path: str, size: int | None, mtime: int | None, error: str | None) -> None:
         for name, value in zip(self.columns, (rel_path, size, mtime, error), strict=True):
             self.columns[name].append(value)
+        if len(self.columns["rel_path"]) >= PAGE_ROWS:
+            self.cut.append(listing_table(self.columns))
+            self.columns = {name: [] for name in self.columns}
 
     def tables(self, final: bool = False) -> Iterator[pa.Table]:
-        if len(self.columns["rel_path"]) >= (1 if final else PAGE_ROWS):
+        """The tables cut so far, and with `final` the rows left."""
+        yield from self.cut
+        self.cut = []
+        if final and self.columns["rel_path"]:
             yield listing_table(self.columns)
             self.columns = {name: [] for name in self.columns}
 
