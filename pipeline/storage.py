@@ -356,6 +356,19 @@ def write_atomic(
         fs.pipe_file(path, data)
 
 
+def object_headers(source_fs: fsspec.AbstractFileSystem, source: str, f: Any) -> dict[str, Any]:
+    """What an S3 copy of the S3 object `source` (open as `f`) carries of it beside its bytes:
+    its Content-Type and its user metadata (a HEAD of its own: a listing or GET through s3fs
+    does not give it). Nothing for a local source."""
+    if isinstance(source_fs, LocalFileSystem):
+        return {}
+    details = getattr(f, "details", None) or {}
+    headers: dict[str, Any] = {"Metadata": source_fs.metadata(source)}
+    if details.get("ContentType"):
+        headers["ContentType"] = details["ContentType"]
+    return {k: v for k, v in headers.items() if v}
+
+
 @contextlib.contextmanager
 def open_file(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[BinaryIO]:
     """The file at `path`, open to read; a local one only while it is a regular file (a FIFO
@@ -423,7 +436,8 @@ def copy_atomic(
     after), or that is not a regular file, too. A local copy has the modification time
     `mtime_ns`, or else a local source's, and a local source's permission bits, as `cp -p`
     copies them. On S3 the parts are uploaded without a commit, and completed only when the
-    whole file is there and right (aborted otherwise)."""
+    whole file is there and right (aborted otherwise); an S3 source's Content-Type and user
+    metadata (x-amz-meta-*) go with it (object_headers)."""
     digest, copied = hashlib.sha256(), 0
 
     def pump(f: BinaryIO, out: BinaryIO) -> None:
@@ -452,7 +466,7 @@ def copy_atomic(
             with local_temp(path, root, mode, mtime_ns) as out:
                 pump(f, out)
         else:
-            upload = fs.open(path, "wb", autocommit=False)
+            upload = fs.open(path, "wb", autocommit=False, **object_headers(source_fs, source, f))
             try:
                 try:
                     pump(f, upload)

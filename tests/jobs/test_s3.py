@@ -270,6 +270,9 @@ def test_real_world_files_kept_and_restored_on_s3(ray_cluster, s3_endpoint, s3_e
     fs = Location.parse("s3://phone").filesystem()
     for rel_path, data in sources.items():
         fs.pipe_file(f"phone/src/{rel_path}", data)
+    # An object's own headers: a kept copy, and what a restore gives back, carry them.
+    headers = {"ContentType": "text/plain; charset=utf-8", "Metadata": {"owner": "team-a"}}
+    fs.pipe_file("phone/src/notes.txt", sources["notes.txt"], **headers)
     archive, restored = "s3://phone/archive", "s3://phone/restored"
     assert run_cli("archive", "s3://phone/src", archive, "--min-psnr", "16", "--keep-failed") == 0
     rows = {
@@ -286,6 +289,9 @@ def test_real_world_files_kept_and_restored_on_s3(ray_cluster, s3_endpoint, s3_e
     assert run_cli("restore", archive, restored, "--format", "jpeg") == 0
     for rel_path in kept:
         assert fs.cat_file(f"phone/restored/{rel_path}") == sources[rel_path]
+    for copy in ("phone/archive/kept/notes.txt", "phone/restored/notes.txt"):
+        assert fs.info(copy, refresh=True)["ContentType"] == headers["ContentType"]
+        assert fs.metadata(copy, refresh=True) == headers["Metadata"]
     for rel_path in ("camera/exif.jpg", "colour/p3.png", "phone/photo.heic"):
         data = fs.cat_file(f"phone/restored/{rel_path}.jpeg")
         with Image.open(io.BytesIO(data)) as img:
