@@ -87,7 +87,7 @@ def column(values: list[Any]) -> np.ndarray:
         return np.asarray(values, dtype=np.float64)
     out = np.empty(len(values), dtype=object)
     for i, value in enumerate(values):
-        out[i] = None if isinstance(value, float) and math.isnan(value) else value
+        out[i] = None if isinstance(value, (float, np.floating)) and math.isnan(value) else value
     return out
 
 

@@ -31,9 +31,10 @@ def test_model_calls_stack_same_size_images_only_when_asked():
 
 
 def test_a_string_column_has_none_where_ray_handed_nan():
-    """A stage sets an error on one row of a batch whose error column came in as NaN."""
-    errors = column([np.float64("nan"), "cannot write x", float("nan")])
-    assert list(errors) == [None, "cannot write x", None]
+    """A stage sets an error on one row of a batch whose error column came in as NaN (Ray
+    hands a column of None from a fused stage as float32: np.float32 is no Python float)."""
+    errors = column([np.float64("nan"), "cannot write x", float("nan"), np.float32("nan")])
+    assert list(errors) == [None, "cannot write x", None, None]
     pa.array(errors)  # a column Arrow takes: Ray need not pickle it
     assert np.isnan(column([float("nan"), 1.5])[0])  # numbers stay numbers
 
