@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -166,3 +166,19 @@ def split(table: pa.Table, n: int) -> list[pa.Table]:
 
 def concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
     return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def coalesced(tables: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
+    """`tables` joined into tables of at least `rows` rows (the last one what is left), empty
+    ones dropped: a listing of a folder per file, or many small manifest parts, are few tables."""
+    held: list[pa.Table] = []
+    count = 0
+    for table in tables:
+        if len(table):
+            held.append(table)
+            count += len(table)
+        if count >= rows:
+            yield pa.concat_tables(held).combine_chunks()
+            held, count = [], 0
+    if held:
+        yield pa.concat_tables(held).combine_chunks()

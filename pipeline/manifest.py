@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.buckets import Buckets
+from pipeline.buckets import Buckets, coalesced
 from pipeline.format import MANIFEST_DIR
 from pipeline.rows import error_text, from_storage_client
 from pipeline.storage import Location, write_atomic
@@ -110,10 +110,10 @@ def list_parts(manifest: Location) -> list[str]:
 def read_parts(
     manifest: Location, parts: list[str], schema: pa.Schema, batch_rows: int = 100_000
 ) -> Iterator[pa.Table]:
-    """The rows of `parts` as tables of `schema` plus SEQ, at most about `batch_rows` rows
-    each; ValueError naming the part when one is not a Parquet file or has a column of
-    another type. The bytes of small parts (a job's, flushed every few seconds) are fetched
-    PART_READERS at once, their rows joined; larger ones (compacted) are streamed."""
+    """The rows of `parts` as tables of `schema` plus SEQ, about `batch_rows` rows each;
+    ValueError naming the part when one is not a Parquet file or has a column of another
+    type. The bytes of small parts (a job's, flushed every few seconds) are fetched
+    PART_READERS at once, larger ones (compacted) streamed, and their rows joined."""
     fs = manifest.filesystem()
 
     def fetch(path: str) -> bytes | None:
@@ -132,24 +132,21 @@ def read_parts(
             row += len(table)
             yield table.append_column(SEQ, pa.array(seq))
 
-    held: list[pa.Table] = []
-    with ThreadPoolExecutor(PART_READERS) as pool:
-        fetching = deque(pool.submit(fetch, path) for path in parts[:PART_READERS])
-        for index, path in enumerate(parts):
-            with naming_part(manifest, path):
-                data = fetching.popleft().result()
-                if index + PART_READERS < len(parts):
-                    fetching.append(pool.submit(fetch, parts[index + PART_READERS]))
-                if data is None:
-                    with fs.open(path, "rb") as f:
-                        yield from rows(index, f)
-                    continue
-                held += rows(index, pa.BufferReader(data))
-            if sum(map(len, held)) >= batch_rows:
-                yield pa.concat_tables(held)
-                held = []
-    if held:
-        yield pa.concat_tables(held)
+    def tables() -> Iterator[pa.Table]:
+        with ThreadPoolExecutor(PART_READERS) as pool:
+            fetching = deque(pool.submit(fetch, path) for path in parts[:PART_READERS])
+            for index, path in enumerate(parts):
+                with naming_part(manifest, path):
+                    data = fetching.popleft().result()
+                    if index + PART_READERS < len(parts):
+                        fetching.append(pool.submit(fetch, parts[index + PART_READERS]))
+                    if data is None:
+                        with fs.open(path, "rb") as f:
+                            yield from rows(index, f)
+                    else:
+                        yield from rows(index, pa.BufferReader(data))
+
+    return coalesced(tables(), batch_rows)
 
 
 @contextlib.contextmanager

@@ -30,6 +30,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.buckets import coalesced
 from pipeline.format import KEPT_DIR, LR_DIR, MANIFEST_DIR
 from pipeline.storage import Location
 
@@ -209,22 +210,6 @@ def scan(
         pages = walk_local(src.root)
     pages = coalesced(pages, PAGE_ROWS)
     return (select_images(page, excluded, every_file, not_images) for page in pages), prefix
-
-
-def coalesced(tables: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
-    """`tables` joined into tables of at least `rows` rows (the last one what is left), empty
-    ones dropped: a tree of a folder per file lists as few tables, not one per file."""
-    held: list[pa.Table] = []
-    count = 0
-    for table in tables:
-        if len(table):
-            held.append(table)
-            count += len(table)
-        if count >= rows:
-            yield pa.concat_tables(held).combine_chunks()
-            held, count = [], 0
-    if held:
-        yield pa.concat_tables(held).combine_chunks()
 
 
 def excluded_folder(src: Location, prefix: str, exclude: Location | None) -> str | None:

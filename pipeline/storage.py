@@ -247,8 +247,9 @@ def redact_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{MASK}@{host}"))
 
 
-TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")  # write_atomic's temporary files
-TEMP_PATH = r"(^|/)\.[^/]+\.[0-9a-f]{32}\.tmp\z"  # a "/"-separated path to one, for Arrow
+TEMP = r"\.[^/]+\.[0-9a-f]{32}\.tmp"  # write_atomic's temporary files' names
+TEMP_NAME = re.compile(rf"^{TEMP}\Z")
+TEMP_PATH = rf"(^|/){TEMP}\z"  # a "/"-separated path to one, for Arrow
 TEMP_NAME_BYTES = 64  # of the final name, in a temporary one
 COPY_CHUNK = 8 * 2**20  # bytes a copy holds at a time
 STALE_TEMP_S = 600  # a temporary file lives for one write; one this old belongs to a dead job
@@ -363,9 +364,7 @@ def object_headers(source_fs: fsspec.AbstractFileSystem, source: str, f: Any) ->
     if isinstance(source_fs, LocalFileSystem):
         return {}
     details = getattr(f, "details", None) or {}
-    headers: dict[str, Any] = {"Metadata": source_fs.metadata(source)}
-    if details.get("ContentType"):
-        headers["ContentType"] = details["ContentType"]
+    headers = {"Metadata": source_fs.metadata(source), "ContentType": details.get("ContentType")}
     return {k: v for k, v in headers.items() if v}
 
 
