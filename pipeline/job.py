@@ -34,7 +34,7 @@ from pipeline.lease import Fence, Lease
 from pipeline.manifest import ManifestWriter, compact, latest, merged_buckets, to_table
 from pipeline.rows import error_text, to_rows
 from pipeline.storage import Location, remove_stale_temps
-from pipeline.summary import plural
+from pipeline.summary import any_loss, plural
 
 # Ray and torch are imported where a job runs: the CLI builds its parsers from JobOptions
 # without them.
@@ -111,6 +111,9 @@ class Plan(ABC):
     name: ClassVar[str]  # "archive" or "restore": the log lines' prefix
     schema: ClassVar[pa.Schema]  # of the manifest under dst
     errors_hint: ClassVar[str]  # where to read the errors; {dst}, {manifest}: their URIs
+    # Where to read the images archived with a loss their conversion notes; None: the job
+    # counts none (a restore's conversions lose nothing of the archive)
+    losses_hint: ClassVar[str | None] = None
 
     config: JobOptions
     dst: Location
@@ -165,6 +168,8 @@ class JobResult:
     source_bytes: int | None = None  # of the images shrunk (ok or skipped); archive only
     lr_bytes: int | None = None  # of their LR PNGs; archive only
     kept_bytes: int | None = None  # of the sources kept as they are (kept or skipped); archive
+    with_losses: int | None = None  # ok images whose conversion notes a loss; archive only
+    losses_hint: str = ""  # where to read them
     permanent: int = 0  # an earlier run's permanent failures, not retried
     not_attempted: int | None = None  # stopped early at --max-errors: images left undone
     max_errors: int | None = None  # the --max-errors it stopped at
@@ -186,6 +191,10 @@ class JobResult:
         counts = [f"{self.counts[s]} {s}" for s in done if self.counts.get(s)]
         errors = self.counts.get("error", 0)
         counts.append(f"{plural(errors, 'error')} ({self.errors_hint})" if errors else "no errors")
+        if self.with_losses:
+            counts.append(
+                f"{self.with_losses} archived with something not carried ({self.losses_hint})"
+            )
         total = sum(self.counts.values()) + self.permanent
         parts = [f"{plural(total, 'image')}: {', '.join(counts)}"]
         if self.permanent:
@@ -220,6 +229,7 @@ class JobResult:
             "lr_bytes": self.lr_bytes,
             "kept_bytes": self.kept_bytes,
             "compression_ratio": self.compression_ratio,
+            "with_losses": self.with_losses,
             "seconds": round(self.seconds, 3),
             "permanent_not_retried": self.permanent,
             "not_attempted": self.not_attempted,
@@ -239,24 +249,29 @@ class Interrupted(KeyboardInterrupt):
 
 @dataclass
 class Tally:
-    """A run's rows by status, and the bytes of the images done where its rows have them."""
+    """A run's rows by status, the bytes of the images done where its rows have them, and the
+    images it archived with a loss."""
 
     counts: Counter = field(default_factory=Counter)
     source_bytes: int = 0
     lr_bytes: int = 0
     kept_bytes: int = 0
+    with_losses: int = 0
 
     def add(self, summary: Batch) -> None:
         """Add a `summarize` of rows."""
-        for status, count, source_bytes, lr_bytes, kept_bytes in zip(
+        for status, count, source_bytes, lr_bytes, kept_bytes, with_losses in zip(
             summary["status"].tolist(),
             summary["count"].tolist(),
             summary["source_bytes"].tolist(),
             summary["lr_bytes"].tolist(),
             summary["kept_bytes"].tolist(),
+            summary["with_losses"].tolist(),
             strict=True,
         ):
             self.counts[status] += count
+            if status == "ok":
+                self.with_losses += with_losses
             if status in DONE or status == KEPT:
                 self.source_bytes += source_bytes
                 self.lr_bytes += lr_bytes
@@ -264,10 +279,10 @@ class Tally:
 
 
 def summarize(rows: pa.Table) -> Batch:
-    """Rows by status: how many, and the sums of their source_bytes and lr_bytes, and of
+    """Rows by status: how many, and the sums of their source_bytes and lr_bytes, of
     kept_bytes, the source_bytes of kept files (0 where the schema has none; kept files are
-    not shrunk, so their source_bytes and lr_bytes count 0): what the driver sees of the rows
-    the workers write."""
+    not shrunk, so their source_bytes and lr_bytes count 0), and of with_losses, the images
+    shrunk whose conversion notes a loss: what the driver sees of the rows the workers write."""
     sums = [c for c in ("source_bytes", "lr_bytes") if c in rows.column_names]
     if "kept_uri" in rows.column_names:
         kept = pc.fill_null(pc.not_equal(rows["kept_uri"], ""), False)
@@ -277,6 +292,10 @@ def summarize(rows: pa.Table) -> Batch:
             rows = rows.set_column(rows.column_names.index(c), c, shrunk)
         rows = rows.append_column("kept_bytes", kept_bytes)
         sums.append("kept_bytes")
+        if "conversion" in rows.column_names:
+            lossy = pc.and_(any_loss(rows["conversion"]), pc.invert(kept)).cast(pa.int64())
+            rows = rows.append_column("with_losses", lossy)
+            sums.append("with_losses")
     groups = (
         rows.select(["status", *sums])
         .group_by("status", use_threads=False)
@@ -290,7 +309,7 @@ def summarize(rows: pa.Table) -> Batch:
             c: pc.fill_null(groups[f"{c}_sum"], 0).to_numpy().astype(np.int64)
             if c in sums
             else np.zeros(n, dtype=np.int64)
-            for c in ("source_bytes", "lr_bytes", "kept_bytes")
+            for c in ("source_bytes", "lr_bytes", "kept_bytes", "with_losses")
         },
     }
 
@@ -360,6 +379,8 @@ def run_held(plan: Plan, lease: Lease) -> JobResult:
             source_bytes=tally.source_bytes if has_bytes else None,
             lr_bytes=tally.lr_bytes if has_bytes else None,
             kept_bytes=tally.kept_bytes if has_bytes else None,
+            with_losses=tally.with_losses if plan.losses_hint else None,
+            losses_hint=(plan.losses_hint or "").format(dst=plan.dst.uri),
             permanent=permanent,
             not_attempted=todo - taken if stopped else None,
             max_errors=config.max_errors,

@@ -65,6 +65,7 @@ class ArchiveJob(Plan):
     name: ClassVar[str] = "archive"
     schema: ClassVar[pa.Schema] = ARCHIVE_SCHEMA
     errors_hint: ClassVar[str] = "see `tadm inspect {dst} --errors`"
+    losses_hint: ClassVar[str | None] = "see `tadm inspect {dst} --conversions`"
 
     config: ArchiveConfig
     src: Location

@@ -602,6 +602,24 @@ def test_a_manifest_that_cannot_be_compacted_is_a_warning_not_the_jobs_failure(
     assert len(manifest_rows(dst)) == 3
 
 
+def test_the_summary_counts_images_archived_with_a_loss(ray_cluster, tiny_model, tmp_path, capsys):
+    """An alpha channel dropped is said on the summary line and in --json, not only in the
+    manifest's conversion column."""
+    rgba = Image.fromarray(photo(64, 64, 4)).convert("RGBA")
+    src = write_tree(
+        tmp_path / "src",
+        {"rgba.png": encode(rgba, "PNG"), "rgb.png": encode(Image.fromarray(photo(64, 64)), "PNG")},
+    )
+    dst = tmp_path / "archive"
+    assert run_cli("archive", src, dst, "--model", tiny_model, "--json") == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["with_losses"] == 1
+    assert (
+        f"2 ok, no errors, 1 archived with something not carried (see `tadm inspect {dst} "
+        "--conversions`), " in captured.err
+    )
+
+
 @pytest.mark.slow
 def test_a_first_run_prints_only_its_own_lines(small_photos, tiny_model, tmp_path):
     """As a new user runs it: a fresh local Ray (not the session's). stderr holds the job's

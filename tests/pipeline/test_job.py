@@ -73,6 +73,31 @@ def test_tally_counts_kept_files_apart_from_the_bytes_shrunk():
     assert (tally.source_bytes, tally.lr_bytes, tally.kept_bytes) == (1000, 10, 800)
 
 
+def test_tally_counts_images_archived_with_a_loss():
+    """An ok image whose conversion notes a loss counts; a lossless conversion, a kept file
+    and a skipped image (an earlier run's) do not."""
+    tally = Tally()
+    rows = pa.table(
+        {
+            "status": ["ok", "ok", "ok", "kept", "skipped"],
+            "source_bytes": [10, 10, 10, 10, 10],
+            "lr_bytes": [1, 1, 1, None, 1],
+            "kept_uri": [None, None, None, "/a/kept/x", None],
+            "conversion": [
+                "RGBA -> RGB, alpha dropped",
+                "P -> RGB",
+                None,
+                "not carried: PNG tIME",
+                "16-bit -> 8-bit",
+            ],
+        }
+    )
+    tally.add(summarize(rows))
+    assert tally.with_losses == 1
+    tally.add(summarize(rows.slice(0, 1)))
+    assert tally.with_losses == 2
+
+
 def test_carried_failures_are_errors_read_back_from_the_manifest():
     """An earlier run's permanent failures come back from the manifest with their written_at;
     the error rows a plan makes now have none yet, and count as this run's."""
@@ -114,6 +139,16 @@ def test_summary_line_in_words():
         "archive: 5 images: 3 ok, 2 kept, no errors, 54.1x smaller (6.3x with kept files), 3m12s"
     )
     assert archive_result(kept=2).exit_code == 0
+    # Images archived with a loss their conversion notes are counted, and where to read them.
+    lossy = dataclasses.replace(
+        archive_result(ok=3),
+        with_losses=2,
+        losses_hint="see `tadm inspect /a --conversions`",
+    )
+    assert lossy.line() == (
+        "archive: 3 images: 3 ok, no errors, 2 archived with something not carried "
+        "(see `tadm inspect /a --conversions`), 54.1x smaller, 3m12s"
+    )
     restore = JobResult("restore", {"ok": 2}, "/r/manifest", 3.0, "their rows in /r say why")
     assert restore.line() == "restore: 2 images: 2 ok, no errors, 3.0s"
 
@@ -128,6 +163,7 @@ def test_json_has_counts_bytes_ratio_exit_code_and_manifest():
         "lr_bytes": 100,
         "kept_bytes": None,
         "compression_ratio": 54.1,
+        "with_losses": None,
         "seconds": 192.4,
         "permanent_not_retried": 0,
         "not_attempted": None,
