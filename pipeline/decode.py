@@ -26,6 +26,17 @@ import pillow_heif
 import pillow_jxl  # noqa: F401  (registers Pillow's JPEG XL plugin)
 from PIL import Image, ImageCms, ImageOps, PngImagePlugin, TiffTags, UnidentifiedImageError
 
+from pipeline.containers import (
+    JXL_CONTAINER,
+    MP_ENTRIES,
+    boxes_end,
+    foreign_boxes,
+    heif_images_not_carried,
+    heif_items,
+    jxl_animated,
+    jxl_metadata_boxes,
+    mpo_end,
+)
 from pipeline.exif import EXIF_ORIENTATION, reset_exif_orientation, swap_exif_axes
 from pipeline.format import KEPT, MAX_PIXELS, check_rel_path
 from pipeline.metadata import (
@@ -142,15 +153,18 @@ NCLX_TRANSFERS = {
     16: "PQ (HDR) transfer",
     18: "HLG (HDR) transfer",
 }
-JXL_CONTAINER = b"\x00\x00\x00\x0cJXL \r\n\x87\n"
-# The boxes of a JPEG XL container Pillow's plugin gives nothing of (its Exif it does).
-JXL_BOXES = {"xml ": "XMP", "jumb": "JUMBF (C2PA) box", "jbrd": "JPEG reconstruction data"}
 # What a kept_reason calls where the image in a file of a format ends (image_end).
 IMAGE_ENDS = {
     "JPEG": "the JPEG's end (a Motion Photo's video, say)",
     "PNG": "the PNG's IEND chunk",
     "WEBP": "the WebP's RIFF chunk",
+    "MPO": "the MPO's last image",
+    "HEIF": "the HEIF's last box",
+    "AVIF": "the AVIF's last box",
+    "JXL": "the JPEG XL container's last box",
 }
+# The formats whose files are ISO base media boxes (a JPEG XL's, when in a container), by name.
+BOX_FORMATS = {"HEIF": "HEIF", "AVIF": "AVIF", "JXL": "JPEG XL"}
 CANNOT_HOLD = "which an LR cannot hold: kept as it is"  # a kept_reason's end
 PADDING = b"\x00\xff"  # the bytes some cameras pad a file with after its image
 
@@ -180,6 +194,12 @@ def decode_image(
             raise ValueError(bomb_message(img.width, img.height, max_pixels))
         steps = []
         frames = getattr(img, "n_frames", 1)
+        if img.format == "AVIF":  # Pillow's plugin counts an AVIF's frames, not its images
+            frames = max(frames, heif_items(data).images)
+        elif img.format == "JXL" and jxl_animated(data):  # Pillow's plugin reads one frame
+            raise ValueError(
+                "JXL image with an animation (several frames): multi-frame images are not archived"
+            )
         if frames > 1 and img.format == "MPO":  # the first is the photo; then previews, depth
             steps.append(f"MPO: first of {frames} images archived, the others not")
         elif frames > 1:
@@ -239,14 +259,26 @@ def decode_image(
 
 def kept_reason(img: Image.Image, data: bytes) -> str | None:
     """Why the file `data`, opened as `img`, must be kept as it is rather than shrunk: bytes
-    after its image (a Motion Photo's video), which no decoder reads, or a TIFF's GeoTIFF
-    georeferencing; None when an LR holds what matters."""
+    after its image (a Motion Photo's video), which no decoder reads, a box beside its image
+    that holds something else (a HEIF Motion Photo's), or a TIFF's GeoTIFF georeferencing;
+    None when an LR holds what matters."""
     if img.format == "TIFF":
         # Georeferencing places the pixels on the earth: a scanned map or an aerial photo
         # restored without it is of no use to GIS software, and an LR cannot hold it.
         geo = ", ".join(name for tag, name in GEOTIFF_TAGS.items() if tag in img.tag_v2)
         return f"GeoTIFF georeferencing ({geo}), {CANNOT_HOLD}" if geo else None
-    end = image_end(data, img.format)
+    if img.format in BOX_FORMATS:
+        foreign = foreign_boxes(img.format, data)
+        if foreign:
+            box = foreign[0]
+            return (
+                f"a {box.kind!r} box of {box.end - box.start:,} bytes beside the "
+                f"{BOX_FORMATS[img.format]}'s image (a Motion Photo's video, say), {CANNOT_HOLD}"
+            )
+    if img.format == "MPO":
+        end = mpo_end(data, img.mpinfo[MP_ENTRIES])
+    else:
+        end = image_end(data, img.format)
     if end is None or not data[end:].strip(PADDING):
         return None
     return f"{len(data) - end:,} bytes after {IMAGE_ENDS[img.format]}, {CANNOT_HOLD}"
@@ -254,8 +286,9 @@ def kept_reason(img: Image.Image, data: bytes) -> str | None:
 
 def image_end(data: bytes, fmt: str) -> int | None:
     """Where the image in the file `data` of Pillow format `fmt` ends: a JPEG's EOI marker, a
-    PNG's IEND chunk, a WebP's RIFF chunk; None for other formats (an MPO's further images
-    follow its first's EOI), or when `data` ends first."""
+    PNG's IEND chunk, a WebP's RIFF chunk, the last box of a HEIF, an AVIF or a JPEG XL
+    container; None for other formats (a bare JPEG XL codestream's end is not read), or when
+    `data` ends first."""
     if fmt == "JPEG":
         return jpeg_end(data)
     if fmt == "PNG":
@@ -269,6 +302,8 @@ def image_end(data: bytes, fmt: str) -> int | None:
     if fmt == "WEBP":  # RIFF's size counts what follows its first 8 bytes
         end = 8 + int.from_bytes(data[4:8], "little")
         return end if end <= len(data) else None
+    if fmt in ("HEIF", "AVIF") or (fmt == "JXL" and data.startswith(JXL_CONTAINER)):
+        return boxes_end(data)
     return None
 
 
@@ -332,11 +367,12 @@ def not_carried(img: Image.Image, metadata: Metadata, data: bytes) -> list[str]:
         tags = [tiff_tag_name(tag) for tag in sorted(img.tag_v2) if tag not in carried]
         if tags:
             kinds.append(f"TIFF tags {some(tags)}")
-    elif img.format == "HEIF":
-        kinds += heif_colour_not_carried(img, metadata)
+    elif img.format in ("HEIF", "AVIF"):
+        items = heif_items(data)
+        kinds += heif_colour_not_carried(img.format, items.info or img.info, metadata)
+        kinds += [f"{img.format} {kind}" for kind in heif_images_not_carried(items)]
     elif img.format == "JXL":
-        boxes = [JXL_BOXES[kind] for kind in jxl_boxes(data) if kind in JXL_BOXES]
-        boxes = [b for b in dict.fromkeys(boxes) if not (b == "XMP" and metadata.xmp)]
+        boxes = [b for b in jxl_metadata_boxes(data) if not (b == "XMP" and metadata.xmp)]
         if boxes:
             kinds.append(f"JPEG XL {', '.join(boxes)}")
     elif img.format == "GIF":
@@ -350,39 +386,18 @@ def not_carried(img: Image.Image, metadata: Metadata, data: bytes) -> list[str]:
     return kinds
 
 
-def heif_colour_not_carried(img: Image.Image, metadata: Metadata) -> list[str]:
-    """A HEIF's colour description (nclx) when it is not sRGB's and no ICC profile says it
-    instead: the LR's pixels are then read as sRGB (a Display P3 photo's colours duller, an
-    HDR one's wrong)."""
-    nclx = img.info.get("nclx_profile") or {}
+def heif_colour_not_carried(fmt: str, info: dict, metadata: Metadata) -> list[str]:
+    """A HEIF's or AVIF's colour description (nclx, in the primary image's `info`) when it is
+    not sRGB's and no ICC profile says it instead: the LR's pixels are then read as sRGB (a
+    Display P3 photo's colours duller, an HDR one's wrong)."""
+    nclx = info.get("nclx_profile") or {}
     primaries = nclx.get("color_primaries", 2)
     transfer = nclx.get("transfer_characteristics", 2)
     if metadata.icc or (primaries in SRGB_PRIMARIES and transfer in SRGB_TRANSFERS):
         return []
     said = NCLX_PRIMARIES.get(primaries, f"primaries {primaries}")
     said += ", " + NCLX_TRANSFERS.get(transfer, f"transfer {transfer}")
-    return [f"HEIF colour description (nclx: {said}; the LR's colours read as sRGB)"]
-
-
-def jxl_boxes(data: bytes) -> Iterator[str]:
-    """The types of the boxes of a JPEG XL container (a bare codestream has none); a
-    Brotli-compressed box ("brob") by the type of what it holds."""
-    if not data.startswith(JXL_CONTAINER):
-        return
-    at = 0
-    while at + 8 <= len(data):
-        size, kind = struct.unpack_from(">I4s", data, at)
-        header = 8
-        if size == 1 and at + 16 <= len(data):  # a 64-bit size follows
-            size, header = struct.unpack_from(">Q", data, at + 8)[0], 16
-        elif size == 0:  # to the end of the file
-            size = len(data) - at
-        if kind == b"brob":
-            kind = data[at + header : at + header + 4]
-        yield kind.decode("latin-1")
-        if size < header:
-            return
-        at += size
+    return [f"{fmt} colour description (nclx: {said}; the LR's colours read as sRGB)"]
 
 
 def tiff_tag_name(tag: int) -> str:

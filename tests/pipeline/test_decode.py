@@ -7,7 +7,9 @@ import io
 import struct
 import warnings
 import zlib
+from pathlib import Path
 
+import imagecodecs
 import numpy as np
 import pytest
 from conftest import (
@@ -35,6 +37,8 @@ from pipeline.decode import decode_batch, decode_image, image_end
 from pipeline.exif import reset_exif_orientation
 from pipeline.format import MAX_PIXELS, LrHeader, decode_lr_png, encode_lr_png, encode_output
 from pipeline.metadata import Metadata, not_held
+
+CONTAINERS = Path(__file__).parent.parent / "data" / "containers"
 
 
 def tiff(pixels: np.ndarray, orientation: int | None = None, xmp: bytes | None = None) -> bytes:
@@ -920,6 +924,9 @@ VIDEO = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(range(256)) 
         ("PNG", {}, "the PNG's IEND chunk"),
         ("WEBP", {}, "the WebP's RIFF chunk"),
         ("WEBP", {"lossless": True}, "the WebP's RIFF chunk"),
+        ("HEIF", {}, "the HEIF's last box"),
+        ("AVIF", {}, "the AVIF's last box"),
+        ("JXL", {"lossless": True, "xmp": b"<x/>"}, "the JPEG XL container's last box"),
     ],
 )
 def test_bytes_after_the_image_keep_the_file_as_it_is(fmt: str, options: dict, end: str):
@@ -948,6 +955,76 @@ def test_an_mpos_further_images_are_no_tail():
     decoded = decode_image(encode(first, "MPO", save_all=True, append_images=[second]))
     assert decoded.conversion == "MPO: first of 2 images archived, the others not"
     assert decoded.kept_reason is None
+
+
+def test_a_video_after_an_mpos_last_image_keeps_the_file():
+    """A Pixel's Ultra HDR Motion Photo: the photo, its gain map (an MPO's second image), then
+    the video."""
+    first, second = (Image.fromarray(photo(64, 48, seed)) for seed in (3, 4))
+    decoded = decode_image(encode(first, "MPO", save_all=True, append_images=[second]) + VIDEO)
+    assert decoded.conversion == "MPO: first of 2 images archived, the others not"
+    assert decoded.kept_reason == (
+        "1,048 bytes after the MPO's last image, which an LR cannot hold: kept as it is"
+    )
+
+
+@pytest.mark.parametrize(
+    ("fmt", "options", "name"),
+    [
+        ("HEIF", {}, "HEIF"),
+        ("AVIF", {}, "AVIF"),
+        ("JXL", {"lossless": True, "xmp": b"<x/>"}, "JPEG XL"),
+    ],
+)
+def test_a_box_beside_the_image_keeps_the_file(fmt: str, options: dict, name: str):
+    """A Samsung or Google Motion Photo in HEIC keeps its video in a top-level "mpvd" box,
+    which no image decoder reads."""
+    data = encode(Image.fromarray(photo(64, 48, 3)), fmt, **options)
+    video = struct.pack(">I4s", 8 + len(VIDEO), b"mpvd") + VIDEO
+    assert decode_image(data + video).kept_reason == (
+        f"a 'mpvd' box of 1,056 bytes beside the {name}'s image (a Motion Photo's video, say), "
+        "which an LR cannot hold: kept as it is"
+    )
+
+
+def test_an_animated_jpeg_xl_is_an_error_not_its_first_frame():
+    """Pillow's JPEG XL plugin decodes an animation as one frame: the header says more."""
+    frames = np.stack([photo(64, 48, seed) for seed in range(2)])
+    with pytest.raises(ValueError, match="JXL image with an animation .* not archived"):
+        decode_image(imagecodecs.jpegxl_encode(frames, photometric="rgb"))
+    assert decode_image(imagecodecs.jpegxl_encode(frames[0], photometric="rgb")).conversion is None
+
+
+def test_an_avif_of_two_images_is_an_error_not_its_primary_one():
+    """Pillow's AVIF plugin counts frames of an animation, not the images of a collection."""
+    with pytest.raises(ValueError, match="AVIF image with 2 frames .* not archived"):
+        decode_image((CONTAINERS / "collection.avif").read_bytes())
+
+
+@pytest.mark.parametrize(
+    ("name", "conversion"),
+    [
+        ("depth.heic", "not carried: HEIF depth image"),
+        ("apple_gainmap.heic", "not carried: HEIF HDR gain map"),
+        ("depth.avif", "not carried: AVIF depth image"),
+    ],
+)
+def test_a_heifs_images_beside_the_primary_one_are_named(name: str, conversion: str):
+    """An iPhone's portrait photo holds a depth map, its HDR photos a gain map: an LR holds the
+    primary image alone."""
+    assert decode_image((CONTAINERS / name).read_bytes()).conversion == conversion
+
+
+def test_an_avif_colour_description_not_srgb_is_named():
+    """Pillow's AVIF plugin reads no nclx: libheif reads the colr box for it."""
+    avif = encode(Image.fromarray(photo(64, 48)), "AVIF")
+    assert decode_image(avif).conversion is None
+    at = avif.index(b"colrnclx") + 8
+    p3 = avif[:at] + struct.pack(">HHH", 12, 13, 6) + avif[at + 6 :]
+    assert decode_image(p3).conversion == (
+        "not carried: AVIF colour description (nclx: Display P3 primaries, sRGB transfer; the "
+        "LR's colours read as sRGB)"
+    )
 
 
 def tiff_with_tags(pixels: np.ndarray, tags: dict[int, tuple[int, object]]) -> bytes:
