@@ -131,6 +131,23 @@ PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
 PNG_CARRIED_CHUNKS = ("IHDR", "PLTE", "IDAT", "IEND", "eXIf", "iCCP")
 # A GIF's application extensions that say how to animate it, not what it shows.
 GIF_ANIMATION_EXTENSIONS = (b"NETSCAPE2.0", b"ANIMEXTS1.0")
+# How a GIF's blocks start (gif_blocks): an extension's introducer and label, an image's
+# descriptor, the trailer.
+GIF_APPLICATION = b"\x21\xff"
+GIF_COMMENT = b"\x21\xfe"
+GIF_PLAIN_TEXT = b"\x21\x01"
+GIF_IMAGE = b"\x2c"
+GIF_TRAILER = b"\x3b"
+# A WebP's chunks of pixels or animation, or of metadata an LR carries (ICC profile, EXIF, XMP).
+WEBP_CHUNKS = ("VP8 ", "VP8L", "VP8X", "ALPH", "ANIM", "ANMF", "ICCP", "EXIF", "XMP ")
+# The BMP headers that state a colour space (BITMAPV4HEADER) and can embed an ICC profile
+# (BITMAPV5HEADER), by their size; their colour space types (bV4CSType, at byte 70).
+BMP_V4_HEADER = 108
+BMP_V5_HEADER = 124
+BMP_CALIBRATED = 0  # LCS_CALIBRATED_RGB: the endpoints and gammas that follow say the colours
+BMP_LINKED = 0x4C494E4B  # PROFILE_LINKED ("LINK"): the file name of a profile
+BMP_EMBEDDED = 0x4D424544  # PROFILE_EMBEDDED ("MBED"): an ICC profile in the file
+TIFF_SUBIFDS = 330  # the tag of a TIFF's further images beside its IFD chain's (a DNG's raw)
 # JPEG APPn segments that hold no metadata archive drops: JFIF and its thumbnail extension,
 # EXIF and XMP, the ICC profile and an MPO's index, Adobe's colour transform. (APP13 is
 # carried when it is Photoshop's, named apart when not.)
@@ -155,6 +172,8 @@ NCLX_TRANSFERS = {
 }
 # What a kept_reason calls where the image in a file of a format ends (image_end).
 IMAGE_ENDS = {
+    "GIF": "the GIF's trailer",
+    "BMP": "the size the BMP's header states",
     "JPEG": "the JPEG's end (a Motion Photo's video, say)",
     "PNG": "the PNG's IEND chunk",
     "WEBP": "the WebP's RIFF chunk",
@@ -207,6 +226,12 @@ def decode_image(
                 f"{img.format} image with {frames} frames (animated or multi-page): "
                 "multi-frame images are not archived"
             )
+        sub_images = tiff_sub_images(img)
+        if sub_images:
+            raise ValueError(
+                f"TIFF image with {sub_images} SubIFD image{'s' * (sub_images > 1)} beside its "
+                "first: multi-frame images are not archived"
+            )
         sixteen_bit = ";16" in raw_mode(img)
         exif_note = drop_unreadable_exif(img)
         # Read before load(): Pillow's TIFF plugin turns a TIFF as it loads it and drops the tag.
@@ -214,7 +239,7 @@ def decode_image(
         tagged = orientation_tagged(img)
         img.load()
         exif_note = exif_note or drop_unreadable_exif(img)  # a PNG's eXIf after its pixels
-        metadata = source_metadata(img)
+        metadata = source_metadata(img, data)
         dropped = not_carried(img, metadata, data)
         kept = kept_reason(img, data)
         if drop_thumbnails:
@@ -286,8 +311,9 @@ def kept_reason(img: Image.Image, data: bytes) -> str | None:
 
 def image_end(data: bytes, fmt: str) -> int | None:
     """Where the image in the file `data` of Pillow format `fmt` ends: a JPEG's EOI marker, a
-    PNG's IEND chunk, a WebP's RIFF chunk, the last box of a HEIF, an AVIF or a JPEG XL
-    container; None for other formats (a bare JPEG XL codestream's end is not read), or when
+    PNG's IEND chunk, a GIF's trailer, the size a BMP's header states (bmp_end), a WebP's RIFF
+    chunk, the last box of a HEIF, an AVIF or a JPEG XL container; None for other formats (a
+    bare JPEG XL codestream's end is not read), or when
     `data` ends first."""
     if fmt == "JPEG":
         return jpeg_end(data)
@@ -299,12 +325,37 @@ def image_end(data: bytes, fmt: str) -> int | None:
             if kind == b"IEND":
                 return at if at <= len(data) else None
         return None
+    if fmt == "GIF":
+        return next((end for kind, _, end in gif_blocks(data) if kind == GIF_TRAILER), None)
+    if fmt == "BMP":
+        return bmp_end(data)
     if fmt == "WEBP":  # RIFF's size counts what follows its first 8 bytes
         end = 8 + int.from_bytes(data[4:8], "little")
         return end if end <= len(data) else None
     if fmt in ("HEIF", "AVIF") or (fmt == "JXL" and data.startswith(JXL_CONTAINER)):
         return boxes_end(data)
     return None
+
+
+def bmp_end(data: bytes) -> int | None:
+    """Where a BMP ends: at the file size its header states (bfSize), when that size holds its
+    pixels (some writers state 0, or a wrong size: then None); None for a BMP whose pixels'
+    size its header does not say (compressed, biSizeImage 0), or when `data` ends first."""
+    if len(data) < 26:
+        return None
+    size, offset, header = struct.unpack_from("<I4xII", data, 2)
+    if header == 12:  # BITMAPCOREHEADER: 16-bit sizes, no compression
+        width, height, bits = struct.unpack_from("<HH2xH", data, 18)
+        compression = pixel_bytes = 0
+    elif len(data) >= 38:
+        width, height, bits, compression, pixel_bytes = struct.unpack_from("<ii2xHII", data, 18)
+    else:
+        return None
+    if compression in (0, 3, 6):  # RGB, BITFIELDS, ALPHABITFIELDS: rows of 4-byte multiples
+        pixel_bytes = (abs(width) * bits + 31) // 32 * 4 * abs(height)  # negative: top-down
+    if not pixel_bytes or size < offset + pixel_bytes or size > len(data):
+        return None
+    return size
 
 
 def jpeg_end(data: bytes) -> int | None:
@@ -376,13 +427,15 @@ def not_carried(img: Image.Image, metadata: Metadata, data: bytes) -> list[str]:
         if boxes:
             kinds.append(f"JPEG XL {', '.join(boxes)}")
     elif img.format == "GIF":
-        names = [
-            "XMP" if identifier == b"XMP DataXMP" else repr(identifier.decode("latin-1"))
-            for identifier in dict.fromkeys(gif_application_extensions(data))
-            if identifier not in GIF_ANIMATION_EXTENSIONS
+        kinds += gif_not_carried(data)
+    elif img.format == "BMP":
+        kinds += bmp_not_carried(metadata, data)
+    elif img.format == "WEBP":
+        chunks = [
+            repr(kind) for kind in dict.fromkeys(webp_chunks(data)) if kind not in WEBP_CHUNKS
         ]
-        if names:
-            kinds.append(f"GIF application extension{'s' * (len(names) > 1)} {', '.join(names)}")
+        if chunks:
+            kinds.append(f"WebP chunk{'s' * (len(chunks) > 1)} {some(chunks)}")
     return kinds
 
 
@@ -398,6 +451,15 @@ def heif_colour_not_carried(fmt: str, info: dict, metadata: Metadata) -> list[st
     said = NCLX_PRIMARIES.get(primaries, f"primaries {primaries}")
     said += ", " + NCLX_TRANSFERS.get(transfer, f"transfer {transfer}")
     return [f"{fmt} colour description (nclx: {said}; the LR's colours read as sRGB)"]
+
+
+def tiff_sub_images(img: Image.Image) -> int:
+    """How many images a TIFF holds in SubIFDs (tag 330) beside those of its IFD chain, which
+    Pillow counts as frames: a DNG's full-size raw, a pyramid's reduced levels; 0 for any
+    other format."""
+    if img.format != "TIFF":
+        return 0
+    return sum(1 for offset in img.tag_v2.get(TIFF_SUBIFDS, ()) if offset)
 
 
 def tiff_tag_name(tag: int) -> str:
@@ -443,26 +505,104 @@ def some(names: Iterable[str], most: int = 5) -> str:
     return ", ".join(names[:most]) + more
 
 
-def gif_application_extensions(data: bytes) -> Iterator[bytes]:
-    """The identifier (with its authentication code: b"XMP DataXMP") of each application
-    extension of a GIF file, in order (Pillow's info keeps the last); up to the trailer, or
-    the first block that does not fit in `data`."""
+def gif_blocks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """Each block of a GIF file after its header and global colour table, in order: how it
+    starts (GIF_APPLICATION, GIF_COMMENT, another extension's introducer and label, GIF_IMAGE,
+    GIF_TRAILER), where it starts and where it ends; up to the trailer, or the first block that
+    does not fit in `data` or bytes that are no block."""
     flags = data[10] if len(data) > 10 else 0
     at = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)  # header, screen, colour table
     while at < len(data):
-        introducer = data[at]
+        start, introducer = at, data[at]
+        if introducer == GIF_TRAILER[0]:
+            yield GIF_TRAILER, at, at + 1
+            return
         if introducer == 0x21 and at + 1 < len(data):  # an extension: label, then sub-blocks
-            if data[at + 1] == 0xFF and data[at + 2 : at + 3] == b"\x0b":
-                yield data[at + 3 : at + 14]
+            kind = data[at : at + 2]
             at += 2
-        elif introducer == 0x2C and at + 10 < len(data):  # an image: descriptor, colours, LZW
-            flags = data[at + 9]
+        elif introducer == GIF_IMAGE[0] and at + 10 < len(data):  # descriptor, colours, LZW
+            kind, flags = GIF_IMAGE, data[at + 9]
             at += 10 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0) + 1
-        else:  # the trailer, or bytes that are no block
+        else:
             return
         while at < len(data) and data[at]:  # sub-blocks, to the empty one
             at += data[at] + 1
         at += 1
+        if at > len(data):
+            return
+        yield kind, start, at
+
+
+def gif_not_carried(data: bytes) -> list[str]:
+    """not_carried's kinds for a GIF: its application extensions but those that animate it
+    (an XMP; Pillow's info keeps the last of them), comments after its image (Pillow reads
+    those before it, which are carried) and plain text extensions (text to draw over the
+    image, which Pillow does not draw)."""
+    identifiers, kinds = [], []
+    after_image = False
+    for kind, start, _ in gif_blocks(data):
+        if kind == GIF_APPLICATION and data[start + 2] == 11:  # identifier, authentication
+            identifiers.append(data[start + 3 : start + 14])
+        elif kind == GIF_COMMENT and after_image and data[start + 2]:  # not an empty one
+            kinds.append("GIF comment after the image")
+        elif kind == GIF_PLAIN_TEXT:
+            kinds.append("GIF plain text extension")
+        after_image = after_image or kind == GIF_IMAGE
+    names = [
+        "XMP" if identifier == b"XMP DataXMP" else repr(identifier.decode("latin-1"))
+        for identifier in dict.fromkeys(identifiers)
+        if identifier not in GIF_ANIMATION_EXTENSIONS
+    ]
+    if names:
+        kinds.insert(0, f"GIF application extension{'s' * (len(names) > 1)} {', '.join(names)}")
+    return list(dict.fromkeys(kinds))
+
+
+def webp_chunks(data: bytes) -> Iterator[str]:
+    """The FourCC of each chunk of a WebP file, in order; up to the end of its RIFF chunk (what
+    follows is no part of the image), or the first chunk that does not fit in it."""
+    end = min(8 + int.from_bytes(data[4:8], "little"), len(data))
+    at = 12  # after "RIFF", its size and "WEBP"
+    while at + 8 <= end:
+        kind, size = struct.unpack_from("<4sI", data, at)
+        if at + 8 + size > end:
+            return
+        yield kind.decode("latin-1")
+        at += 8 + size + size % 2  # a chunk of odd size is padded to an even one
+
+
+def bmp_colour_space(data: bytes) -> int | None:
+    """The colour space type a BMP's BITMAPV4HEADER or BITMAPV5HEADER states (bV4CSType:
+    BMP_CALIBRATED, BMP_LINKED, BMP_EMBEDDED, or sRGB's and Windows' own); None for an older
+    header, which states none."""
+    if len(data) < 74 or int.from_bytes(data[14:18], "little") < BMP_V4_HEADER:
+        return None
+    return int.from_bytes(data[70:74], "little")
+
+
+def bmp_icc_profile(data: bytes) -> bytes | None:
+    """The ICC profile a BMP's BITMAPV5HEADER embeds (colour space BMP_EMBEDDED), which
+    Pillow does not read: the bytes at the offset the header states from its own start (byte
+    14); None for none, or one that does not lie in `data`."""
+    if bmp_colour_space(data) != BMP_EMBEDDED or len(data) < 14 + BMP_V5_HEADER:
+        return None
+    offset, size = struct.unpack_from("<II", data, 14 + 112)  # bV5ProfileData, bV5ProfileSize
+    start = 14 + offset
+    return data[start : start + size] if size and start + size <= len(data) else None
+
+
+def bmp_not_carried(metadata: Metadata, data: bytes) -> list[str]:
+    """not_carried's kinds for a BMP: the colour space its header states where no ICC profile
+    carried says it: calibrated endpoints and gammas (all 0 say nothing), a linked profile
+    (a file name), an embedded profile that does not lie in the file."""
+    space = bmp_colour_space(data)
+    if space == BMP_CALIBRATED and any(data[74:122]):  # 3 endpoints of 3 numbers, 3 gammas
+        return ["BMP calibrated colour endpoints"]
+    if space == BMP_LINKED:
+        return ["BMP linked ICC profile"]
+    if space == BMP_EMBEDDED and not metadata.icc:
+        return ["BMP ICC profile"]
+    return []
 
 
 def png_chunks(data: bytes) -> Iterator[tuple[str, str | None]]:
@@ -578,11 +718,12 @@ def orientation_tagged(img: Image.Image) -> bool:
     return EXIF_ORIENTATION in exif
 
 
-def source_metadata(img: Image.Image) -> Metadata:
+def source_metadata(img: Image.Image, data: bytes) -> Metadata:
     """The EXIF, ICC profile and XMP of a source, orientation set to 1 (the pixels archived
     are turned already; an EXIF that is no TIFF structure is left out); a JPEG's Photoshop
     image resources (its APP13 segments joined) and comment, a GIF's comment, a PNG's
-    Photoshop and Comment text; the pixel density it states (source_density)."""
+    Photoshop and Comment text; a BMP's ICC profile, read from the file's `data`; the pixel
+    density it states (source_density)."""
     info = dict(img.info)
     if img.format == "TIFF":
         # A TIFF's EXIF is its own header, not a block to carry. Its XMP comes from its tag,
@@ -607,6 +748,8 @@ def source_metadata(img: Image.Image) -> Metadata:
         )
     elif img.format == "GIF":
         metadata = dataclasses.replace(metadata, comment=img.info.get("comment") or None)
+    elif img.format == "BMP":
+        metadata = dataclasses.replace(metadata, icc=bmp_icc_profile(data))
     return metadata
 
 

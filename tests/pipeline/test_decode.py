@@ -507,6 +507,57 @@ def test_a_pngs_unicode_comment_travels_as_utf8():
             lambda p: gif_with_xmp(p, then=b"ICCRGBG1012"),
             "P -> RGB; not carried: GIF application extensions XMP, 'ICCRGBG1012'",
         ),
+        (  # Pillow reads the comments before the image only
+            lambda p: gif_with_blocks(p, after=GIF_COMMENT),
+            "P -> RGB; not carried: GIF comment after the image",
+        ),
+        (lambda p: gif_with_blocks(p, after=b"\x21\xfe\x00"), "P -> RGB"),  # an empty one
+        (lambda p: gif_with_blocks(p, before=GIF_COMMENT), "P -> RGB"),  # carried
+        (  # text drawn over the image, which Pillow does not draw
+            lambda p: gif_with_blocks(p, after=GIF_PLAIN_TEXT),
+            "P -> RGB; not carried: GIF plain text extension",
+        ),
+        (
+            lambda p: gif_with_blocks(p, before=GIF_PLAIN_TEXT + GIF_COMMENT, after=GIF_COMMENT),
+            "P -> RGB; not carried: GIF plain text extension, GIF comment after the image",
+        ),
+        (
+            lambda p: webp_with_chunks(p, [webp_chunk(b"XTRA", b"secret")]),
+            "not carried: WebP chunk 'XTRA'",
+        ),
+        (
+            lambda p: webp_with_chunks(p, [webp_chunk(b"XTRA", b"odd"), webp_chunk(b"C2PA", b"")]),
+            "not carried: WebP chunks 'XTRA', 'C2PA'",
+        ),
+        (  # a chunk after the RIFF chunk is no part of the image (the file is kept for it)
+            lambda p: webp_with_chunks(p, []) + webp_chunk(b"XTRA", b"secret"),
+            None,
+        ),
+        (  # its pixels and their alpha (ALPH), ICC profile, EXIF and XMP
+            lambda p: encode(
+                Image.fromarray(np.dstack([p, np.full(p.shape[:2], 128, np.uint8)])),
+                "WEBP",
+                icc_profile=display_p3_icc(),
+                exif=camera_exif(1),
+                xmp=xmp_packet(1),
+            ),
+            "RGBA -> RGB, alpha dropped",
+        ),
+        (
+            lambda p: bmp_v5(p, BMP_CALIBRATED, endpoints=SRGB_ENDPOINTS),
+            "not carried: BMP calibrated colour endpoints",
+        ),
+        (lambda p: bmp_v5(p, BMP_CALIBRATED), None),  # no endpoints nor gammas: nothing said
+        (
+            lambda p: bmp_v5(p, b"LINK", profile=b"C:\\Windows\\color\\P3.icc\x00"),
+            "not carried: BMP linked ICC profile",
+        ),
+        (lambda p: bmp_v5(p, b"sRGB"), None),
+        (lambda p: bmp_v5(p, b"Win "), None),
+        (  # its offset beyond the file's end
+            lambda p: bmp_v5(p, b"MBED", profile=display_p3_icc())[:-100],
+            "not carried: BMP ICC profile",
+        ),
         (
             lambda p: encode(Image.fromarray(p), "TIFF", tiffinfo={270: "d", 33432: "(c) me"}),
             "not carried: TIFF tags ImageDescription, Copyright",
@@ -650,13 +701,88 @@ def png_with_info(pixels: np.ndarray, add) -> bytes:
 def gif_with_xmp(pixels: np.ndarray, then: bytes = b"") -> bytes:
     """A GIF with an XMP application extension after its global colour table, and the
     application extension `then` (identifier) after it."""
-    data = encode(Image.fromarray(pixels).convert("P"), "GIF")
-    flags = data[10]
-    at = 13 + (3 * 2 ** ((flags & 7) + 1) if flags & 0x80 else 0)
     extension = b"\x21\xff\x0bXMP DataXMP" + b"\x0c<x:xmpmeta/>" + b"\x00"
     if then:
         extension += b"\x21\xff\x0b" + then + b"\x03\x01\x00\x00\x00"
-    return data[:at] + extension + data[at:]
+    return gif_with_blocks(pixels, before=extension)
+
+
+GIF_COMMENT = b"\x21\xfe\x0bafter image\x00"  # a comment extension: one sub-block of 11 bytes
+GIF_PLAIN_TEXT = (  # a grid of 8x16 cells at 0, 0, its colours, and its text
+    b"\x21\x01\x0c" + struct.pack("<4H4B", 0, 0, 64, 16, 8, 16, 1, 0) + b"\x0bHello world\x00"
+)
+
+
+def gif_with_blocks(pixels: np.ndarray, before: bytes = b"", after: bytes = b"") -> bytes:
+    """A GIF with the extension blocks `before` after its global colour table, before its
+    image, and `after` after its image, before its trailer."""
+    data = encode(Image.fromarray(pixels).convert("P"), "GIF")
+    flags = data[10]
+    at = 13 + (3 * 2 ** ((flags & 7) + 1) if flags & 0x80 else 0)
+    assert data.endswith(b"\x3b")
+    return data[:at] + before + data[at:-1] + after + data[-1:]
+
+
+def webp_chunk(kind: bytes, data: bytes) -> bytes:
+    """One RIFF chunk: its FourCC, size and data, padded to an even size."""
+    return kind + struct.pack("<I", len(data)) + data + b"\x00" * (len(data) % 2)
+
+
+def webp_with_chunks(pixels: np.ndarray, chunks: list[bytes]) -> bytes:
+    """An extended WebP (VP8X, as its EXIF asks) with these chunks at the end of its RIFF
+    chunk."""
+    data = encode(Image.fromarray(pixels), "WEBP", exif=camera_exif(1)) + b"".join(chunks)
+    assert data[12:16] == b"VP8X"
+    return data[:4] + struct.pack("<I", len(data) - 8) + data[8:]
+
+
+BMP_CALIBRATED = bytes(4)  # LCS_CALIBRATED_RGB
+# sRGB's red, green and blue in CIE XYZ (2.30 fixed point), and gammas of 2.2 (16.16)
+SRGB_ENDPOINTS = struct.pack(
+    "<9I",
+    *(
+        round(v * 2**30)
+        for v in (0.4124, 0.2126, 0.0193, 0.3576, 0.7152, 0.1192, 0.1805, 0.0722, 0.9505)
+    ),
+) + struct.pack("<3I", *[round(2.2 * 2**16)] * 3)
+
+
+def bmp_v5(
+    pixels: np.ndarray, space: bytes, profile: bytes = b"", endpoints: bytes = bytes(48)
+) -> bytes:
+    """A 24-bit BMP of `pixels` whose BITMAPV5HEADER states the colour space `space` (as its
+    name is spelled, b"MBED", b"sRGB": stored as a little-endian number, reversed), these
+    `endpoints` and gammas, and `profile` after the pixels, at the offset it states from the
+    header's start."""
+    height, width = pixels.shape[:2]
+    row = (width * 3 + 3) // 4 * 4
+    rows = b"".join(
+        pixels[y, :, ::-1].tobytes().ljust(row, b"\x00") for y in reversed(range(height))
+    )
+    header = struct.pack("<IiiHHIIiiII", 124, width, height, 1, 24, 0, len(rows), 0, 0, 0, 0)
+    header += bytes(16) + space[::-1] + endpoints  # no bit masks
+    header += struct.pack("<4I", 4, 124 + len(rows), len(profile), 0)  # intent, profile
+    size = 14 + len(header) + len(rows) + len(profile)
+    return b"BM" + struct.pack("<IHHI", size, 0, 0, 14 + len(header)) + header + rows + profile
+
+
+def tiff_with_subifd(pixels: np.ndarray) -> bytes:
+    """A TIFF of `pixels` whose second image, `pixels` upside down, lies in a SubIFD (tag 330)
+    of its first IFD, as a DNG's full-size raw does, not in its IFD chain."""
+    ifd = TiffImagePlugin.ImageFileDirectory_v2()
+    ifd[330] = 0
+    ifd.tagtype[330] = TiffTags.LONG
+    first, second = Image.fromarray(pixels), Image.fromarray(pixels[::-1])
+    data = bytearray(encode(first, "TIFF", save_all=True, append_images=[second], tiffinfo=ifd))
+    assert data[:4] == b"II*\x00"
+    first_ifd = struct.unpack_from("<I", data, 4)[0]
+    count = struct.unpack_from("<H", data, first_ifd)[0]
+    entries = range(first_ifd + 2, first_ifd + 2 + 12 * count, 12)
+    entry = next(at for at in entries if struct.unpack_from("<H", data, at)[0] == 330)
+    chain = first_ifd + 2 + 12 * count  # the offset of the next IFD
+    data[entry + 8 : entry + 12] = data[chain : chain + 4]  # the second IFD, as a SubIFD
+    data[chain : chain + 4] = bytes(4)  # and none after the first
+    return bytes(data)
 
 
 def xmp_info() -> PngImagePlugin.PngInfo:
@@ -922,6 +1048,9 @@ VIDEO = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(range(256)) 
             "the JPEG's end (a Motion Photo's video, say)",
         ),
         ("PNG", {}, "the PNG's IEND chunk"),
+        ("GIF", {}, "the GIF's trailer"),
+        ("GIF", {"comment": b"scanned 1998"}, "the GIF's trailer"),  # a block first
+        ("BMP", {}, "the size the BMP's header states"),
         ("WEBP", {}, "the WebP's RIFF chunk"),
         ("WEBP", {"lossless": True}, "the WebP's RIFF chunk"),
         ("HEIF", {}, "the HEIF's last box"),
@@ -941,6 +1070,58 @@ def test_bytes_after_the_image_keep_the_file_as_it_is(fmt: str, options: dict, e
     )
     np.testing.assert_array_equal(decoded.pixels, decode_image(data).pixels)
     assert decode_image(data + b"\x00" * 100 + b"\xff" * 7).kept_reason is None
+
+
+def bmp_size(bmp: bytes, size: int) -> bytes:
+    """A BMP whose header states `size` as its file size (bfSize)."""
+    return bmp[:2] + struct.pack("<I", size) + bmp[6:]
+
+
+@pytest.mark.parametrize(
+    ("make", "holds"),
+    [
+        (lambda p: encode(Image.fromarray(p), "BMP"), True),
+        (lambda p: encode(Image.fromarray(p).convert("P"), "BMP"), True),  # a palette first
+        (lambda p: encode(Image.fromarray(p).convert("1"), "BMP"), True),  # rows of 1 bit
+        (  # top-down rows: a negative height
+            lambda p: (lambda b: b[:22] + struct.pack("<i", -p.shape[0]) + b[26:])(
+                encode(Image.fromarray(p), "BMP")
+            ),
+            True,
+        ),
+        (lambda p: bmp_v5(p, b"MBED", profile=display_p3_icc()), True),  # the profile last
+        (lambda p: bmp_size(encode(Image.fromarray(p), "BMP"), 0), False),  # some writers' 0
+        (lambda p: bmp_size(encode(Image.fromarray(p), "BMP"), 54 + 100), False),
+    ],
+)
+def test_a_bmps_end_is_the_size_its_header_states_when_that_holds_its_pixels(make, holds: bool):
+    """Bytes after the size a BMP's header states keep it as it is; a size that cannot hold
+    its pixels (0, as some writers state, or less) says nothing of where it ends."""
+    data = make(photo(61, 47, 3))  # rows padded to 4 bytes
+    assert image_end(data + VIDEO, "BMP") == (len(data) if holds else None)
+    assert (decode_image(data + VIDEO).kept_reason is not None) == holds
+
+
+def test_a_bmps_embedded_icc_profile_travels():
+    """A BMP's BITMAPV5HEADER can embed an ICC profile, which Pillow does not read: it
+    travels with the pixels as any source's profile does."""
+    pixels = photo(64, 48, 3)
+    decoded = decode_image(bmp_v5(pixels, b"MBED", profile=display_p3_icc()))
+    assert decoded.metadata.icc == display_p3_icc() and decoded.metadata.names == "icc"
+    assert decoded.conversion is None and decoded.kept_reason is None
+    np.testing.assert_array_equal(decoded.pixels, pixels)
+
+
+def test_a_tiffs_subifd_images_make_it_a_multi_frame_image():
+    """Images in a TIFF's SubIFDs (a DNG's full-size raw, a pyramid's levels) are no frames to
+    Pillow, which reads the first IFD only: such a TIFF is a multi-frame image all the same,
+    an error row as a multi-page TIFF is, never archived as its first image alone."""
+    data = tiff_with_subifd(photo(64, 48, 3))
+    with Image.open(io.BytesIO(data)) as img:
+        assert img.n_frames == 1
+    message = "TIFF image with 1 SubIFD image beside its first: multi-frame images are not archived"
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        decode_image(data)
 
 
 def test_a_progressive_jpegs_end_is_found_after_its_last_scan():
