@@ -313,8 +313,8 @@ def image_end(data: bytes, fmt: str) -> int | None:
     """Where the image in the file `data` of Pillow format `fmt` ends: a JPEG's EOI marker, a
     PNG's IEND chunk, a GIF's trailer, the size a BMP's header states (bmp_end), a WebP's RIFF
     chunk, the last box of a HEIF, an AVIF or a JPEG XL container; None for other formats (a
-    bare JPEG XL codestream's end is not read), or when
-    `data` ends first."""
+    TIFF's data may lie anywhere; a bare JPEG XL codestream's end is not read), or when `data`
+    ends first."""
     if fmt == "JPEG":
         return jpeg_end(data)
     if fmt == "PNG":
