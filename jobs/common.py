@@ -11,6 +11,7 @@ import os
 import re
 import select
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -230,6 +231,14 @@ RAY_NOTICES = (
     # "Progress bars disabled": the job logs its own progress
     "ray.data._internal.progress",
 )
+# What Ray Data logs when a task fails, before the job's own one line and its log file say it
+# all: "An exception was raised from a task of operator ... set DataContext.max_errored_blocks"
+# (advice for Ray Data's users, not the job's) and "Exception occurred in user code, with the
+# abbreviated stack trace below ...". Shown with -v.
+RAY_TASK_ERRORS = (
+    "ray.data._internal.execution.streaming_executor_state",
+    "ray.data.exceptions",
+)
 # Ray Data warns when a task pool may run more tasks than it has blocks (a job of few batches):
 # it then runs fewer, which is what the job wants.
 TASK_POOL_WARNING = r"The maximum number of concurrent tasks for .* is set to"
@@ -241,14 +250,18 @@ def ray_session(dashboard: bool | None = False) -> Iterator[None]:
     job, without its dashboard (which serves Ray's state API) unless asked (None: with it
     when its packages are installed); Ray Data's own progress bars are off, the job logs its
     own progress. Unless -v, Ray says only what needs the user (warnings and errors), without
-    the notices above."""
+    the notices and task errors above. A RAY_ADDRESS where nothing answers is a ValueError
+    (check_ray_address)."""
     import ray
 
     verbose = logging.getLogger("tadm").isEnabledFor(logging.DEBUG)
     for name in RAY_NOTICES:
         logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.ERROR)
+    for name in RAY_TASK_ERRORS:
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.CRITICAL)
     started = not ray.is_initialized()
     if started:
+        check_ray_address(os.environ.get("RAY_ADDRESS", ""))
         # Ray starts its workers at niceness 15, below its own helper processes and the
         # driver; on a small machine the model actors then lose their cores to them. A local
         # Ray runs this job alone: its workers get the default priority (RAY_worker_niceness).
@@ -275,6 +288,26 @@ def ray_session(dashboard: bool | None = False) -> Iterator[None]:
     finally:
         if started:
             ray.shutdown()
+
+
+RAY_ADDRESS_PROBE_S = 5.0  # how long check_ray_address waits for a connection
+
+
+def check_ray_address(address: str) -> None:
+    """ValueError naming RAY_ADDRESS when it is a host:port that takes no TCP connection within
+    RAY_ADDRESS_PROBE_S: ray.init would wait there for minutes, saying nothing. Anything else
+    ("auto", "ray://...", no address) is left to ray.init."""
+    match = re.fullmatch(r"\[?([^\[\]/]+?)\]?:(\d+)", address.strip())
+    if match is None:
+        return
+    try:
+        socket.create_connection((match[1], int(match[2])), timeout=RAY_ADDRESS_PROBE_S).close()
+    except OSError as e:
+        raise ValueError(
+            f"RAY_ADDRESS={address!r}: no Ray cluster answers there ({e.strerror or e}): "
+            "start the cluster, or check the address it printed (`ray start --head`), or unset "
+            "RAY_ADDRESS to run the job on a local Ray"
+        ) from None
 
 
 def run_plan(

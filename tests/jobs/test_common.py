@@ -32,6 +32,7 @@ from jobs.common import (
     USAGE_ERROR,
     Parser,
     crashed,
+    ray_session,
     run_job,
     run_plan,
     scrub,
@@ -413,3 +414,55 @@ def test_transient_failures_are_retried(ray_cluster, tiny_model, tmp_path, capsy
     assert run_cli(*args) == 0
     assert manifest_rows(dst)["sub/c.png"]["status"] == "ok"
     assert (dst / "lr" / "sub" / "c.png.png").is_file()
+
+
+def test_a_ray_address_where_nothing_listens_is_a_usage_error_at_once(small_photos, tmp_path):
+    """ray.init would wait there for minutes, saying nothing, then crash."""
+    with socket.socket() as s:  # a port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = ["archive", str(small_photos), str(tmp_path / "archive")]
+    start = time.monotonic()
+    job = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", *argv],
+        env=cli_env(f"127.0.0.1:{port}"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert job.returncode == USAGE_ERROR, job.stderr[-3000:]
+    assert (
+        job.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"tadm archive: error: RAY_ADDRESS='127.0.0.1:{port}': no Ray cluster answers there ("
+        )
+    )
+    assert "unset RAY_ADDRESS to run the job on a local Ray" in job.stderr
+    assert time.monotonic() - start < 60
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_ray_datas_own_lines_on_a_failed_task_only_with_verbose(
+    ray_cluster, verbose, capfd, monkeypatch
+):
+    """The job's crash line and its log file say it all; Ray Data's advice is for its users."""
+    import ray
+
+    monkeypatch.setattr("ray.util.debug._logged", set())  # "Exception occurred" is logged once
+
+    def stage(batch: dict) -> dict:
+        raise KeyError("the cause")
+
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    setup_logging(verbose=verbose)
+    try:
+        with ray_session(), pytest.raises(Exception, match="the cause"):
+            ray.data.range(1).map_batches(stage).take_all()
+    finally:
+        setup_logging()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    err = capfd.readouterr().err
+    assert ("set DataContext.max_errored_blocks" in err) == verbose, err
+    assert ("Exception occurred in user code" in err) == verbose, err
