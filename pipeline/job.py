@@ -16,7 +16,9 @@ does, on the running Ray cluster, holding DST's lease (pipeline/lease.py):
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -152,6 +154,19 @@ class Plan(ABC):
     @abstractmethod
     def stages(self) -> Stages:
         """The read, model and write stages."""
+
+    def local_files(self) -> list[tuple[str, str, str]]:
+        """(what, as given, a file of it) for each local path other than DST that the job's
+        tasks read, for check_nodes: here a local --model folder (its weights file); the plans
+        add SRC's or ARCHIVE's. A shipped model is in every node's install."""
+        from tadm.hub import shipped_names
+        from tadm.model import WEIGHTS_FILE
+
+        ref = self.model_ref
+        if ("://" in ref and not ref.startswith("file://")) or ref in shipped_names():
+            return []
+        folder = os.path.abspath(os.path.expanduser(ref.removeprefix("file://")))
+        return [("--model", ref, os.path.join(folder, WEIGHTS_FILE))]
 
 
 @dataclass(frozen=True)
@@ -353,9 +368,10 @@ def run(plan: Plan) -> JobResult:
 
 
 def run_held(plan: Plan, lease: Lease) -> JobResult:
-    """`run`, DST's `lease` held. SIGINT or SIGTERM raises Interrupted with the rows written
-    until then (the manifest keeps them); so does losing the lease raise LeaseLost, before
-    the manifest is compacted."""
+    """`run`, DST's `lease` held. A local path that some node of the Ray cluster does not see
+    is refused (check_nodes) before anything but the lease is written to DST. SIGINT or SIGTERM
+    raises Interrupted with the rows written until then (the manifest keeps them); so does
+    losing the lease raise LeaseLost, before the manifest is compacted."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -388,6 +404,7 @@ def run_held(plan: Plan, lease: Lease) -> JobResult:
         )
 
     try:
+        check_nodes(plan, lease)
         stale = remove_stale_temps(plan.dst.filesystem(), plan.dst.root)
         if stale:
             logger.info("%s: removed %d temporary files of an interrupted run", name, stale)
@@ -470,6 +487,102 @@ def run_held(plan: Plan, lease: Lease) -> JobResult:
     done = result()
     logger.info("%s", done.line(), extra={"summary": True})
     return done
+
+
+NODE_CHECK_S = 60.0  # how long check_nodes waits for every node's answer
+
+
+def check_nodes(plan: Plan, lease: Lease) -> None:
+    """ValueError naming the node and the path when a node of the Ray cluster does not see the
+    job's local paths as this machine does: any node runs the job's tasks, which would read,
+    and write, that node's own disk. One zero-CPU task pinned to each alive node reads there
+    the token of DST's `lease` (this job's, written by now) and the size of each of
+    plan.local_files; a node that has not answered within NODE_CHECK_S is named too. A
+    single-node cluster, or a job without local paths, is not asked."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [node for node in ray.nodes() if node["Alive"]]
+    if len(nodes) < 2:
+        return
+    files = []  # (what, as given, path, its size here)
+    for what, given, path in plan.local_files():
+        size = size_of(path)
+        if size is not None:  # only a file seen here can tell: a restore's first LR may be gone
+            files.append((what, given, path, size))
+    lease_path = lease.path if plan.dst.protocol == "file" else None
+    if lease_path is None and not files:
+        return
+    view, paths = ray.remote(node_view), [path for _, _, path, _ in files]
+    asked = {
+        view.options(
+            num_cpus=0,
+            max_retries=0,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False),
+        ).remote(lease_path, paths): node["NodeManagerAddress"]
+        for node in nodes
+    }
+    ready, late = ray.wait(list(asked), num_returns=len(asked), timeout=NODE_CHECK_S)
+    for ref in late:
+        ray.cancel(ref)
+    local = ", ".join(
+        ([f"DST {plan.dst.uri!r}"] if lease_path else []) + [f"{w} {g!r}" for w, g, _, _ in files]
+    )
+    if late:
+        why = f"no answer within {NODE_CHECK_S:.0f} s"
+        raise ValueError(unanswered(asked[late[0]], local, why))
+    for ref in ready:
+        node = asked[ref]
+        try:
+            token, sizes = ray.get(ref)
+        except ray.exceptions.RayError as e:  # the node died since, say
+            raise ValueError(unanswered(node, local, error_text(e))) from None
+        if lease_path is not None and token != lease.record["token"]:
+            raise ValueError(unseen("DST", plan.dst.uri, node, "write", "no lease of this job"))
+        for (what, given, path, size), seen in zip(files, sizes, strict=True):
+            if seen != size:
+                there = "missing there" if seen is None else f"{seen} bytes there, {size} here"
+                raise ValueError(unseen(what, given, node, "read", f"{path}: {there}"))
+    logger.debug("%s: the %d nodes of the Ray cluster see %s", plan.name, len(nodes), local)
+
+
+def unseen(what: str, given: str, node: str, verb: str, detail: str) -> str:
+    """Why a job refuses a local path (`what`: "DST", "SRC", ...) that `node` does not see."""
+    return (
+        f"{what} {given!r} is a local path that node {node} of the Ray cluster does not see "
+        f"({detail}): every node runs the job's tasks, so each would {verb} its own disk. "
+        "Give s3:// URIs, or a folder every node mounts at the same path"
+    )
+
+
+def unanswered(node: str, local: str, why: str) -> str:
+    """Why a job stops when `node` could not say whether it sees the `local` paths."""
+    return (
+        f"node {node} of the Ray cluster could not say whether it sees {local}, local paths "
+        f"that every node must see ({why}): check the node (`ray status`) and run the job "
+        "again, or give s3:// URIs"
+    )
+
+
+def size_of(path: str) -> int | None:
+    """The size of the file at `path`, None when there is none."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
+
+
+def node_view(lease: str | None, paths: list[str]) -> tuple[str | None, list[int | None]]:
+    """What the node this runs on sees of a job's local paths (a check_nodes task): the token
+    in the lease file at `lease` (None: no lease, or none readable there), and the size of
+    each of `paths` (None where it has no such file)."""
+    token = None
+    if lease is not None:
+        with contextlib.suppress(OSError, ValueError):
+            with open(lease, "rb") as f:
+                held = json.load(f)
+            token = held.get("token") if isinstance(held, dict) else None
+    return token, [size_of(path) for path in paths]
 
 
 def build_graph(

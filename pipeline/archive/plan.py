@@ -245,6 +245,18 @@ class ArchiveJob(Plan):
     def source_uris(self, rel_paths: pa.ChunkedArray) -> pa.ChunkedArray:
         return pc.binary_join_element_wise(self.src.uri_of(self.prefix), rel_paths, "")
 
+    def local_files(self) -> list[tuple[str, str, str]]:
+        """The --model folder's file, and a local SRC's first image."""
+        files = super().local_files()
+        if self.src.protocol == "file":
+            for k in range(self.sources.n):
+                table = self.sources.bucket(k, self.sources.n)
+                listed = table.filter(pc.is_null(table["error"]))["rel_path"]
+                if len(listed):
+                    files.append(("SRC", self.src.uri, self.prefix + listed[0].as_py()))
+                    break
+        return files
+
     def source(self, blocks: list[ray.ObjectRef], resources: Resources) -> ray.data.Dataset:
         return ray.data.from_arrow_refs(blocks).map_batches(
             read_sources,

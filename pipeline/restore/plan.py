@@ -36,6 +36,7 @@ from pipeline.format import (
     check_apart,
     decode_lr_png,
     is_rel_path,
+    kept_key,
     lr_key,
     output_key,
 )
@@ -317,6 +318,19 @@ class RestoreJob(Plan):
             ):
                 taken += [key for key, as_kept in wanted[name] if as_kept == kept]
         return taken
+
+    def local_files(self) -> list[tuple[str, str, str]]:
+        """The --model folder's file, and a local ARCHIVE's first LR file or kept source."""
+        files = super().local_files()
+        if self.archive.protocol == "file":
+            for k in range(self.items.n):
+                items = self.items.bucket(k, self.items.n).slice(0, 1).to_pylist()
+                if items:
+                    (item,) = items
+                    key = (kept_key if item["kept_uri"] else lr_key)(item["rel_path"])
+                    files.append(("ARCHIVE", self.archive.uri, self.archive.path(key)))
+                    break
+        return files
 
     def source(self, blocks: list[ray.ObjectRef], resources: Resources) -> ray.data.Dataset:
         return ray.data.from_arrow_refs(blocks)

@@ -5,19 +5,24 @@ them: `tadm` in a process of its own, joined to the session's Ray through RAY_AD
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 import yaml
-from conftest import cli_env, encode, make_bucket, photo
+from conftest import cli_env, encode, make_bucket, photo, write_tree
 from PIL import Image
+from ray._raylet import GcsClient
 from ray.autoscaler._private.util import prepare_config, validate_config
+from ray.cluster_utils import Cluster
 from ray.dashboard.modules.job.cli import submit
 
 from jobs import archive, restore, serve
@@ -207,3 +212,76 @@ def test_every_manifest_example_is_a_copy_of_the_checked_ones():
     checked = {"rayjob-archive.yaml", "cronjob-archive.yaml", "serviceaccount.yaml"}
     checked.add("rayservice-tiles.yaml")
     assert {p.name for p in KUBERAY.glob("*.yaml")} == checked
+
+
+# ---- local paths on a multi-node cluster -------------------------------------------------------
+
+
+def can_hide_a_folder() -> bool:
+    """Whether this process may start one in a mount namespace of its own (`unshare -m`: root,
+    as a test container often is), where a tmpfs hides a folder from that process alone."""
+    probe = ["unshare", "-m", "--propagation", "private", "true"]
+    try:
+        return subprocess.run(probe, capture_output=True).returncode == 0
+    except OSError:  # no unshare
+        return False
+
+
+def alive_nodes(address: str) -> int:
+    return sum(node.state == 0 for node in GcsClient(address=address).get_all_node_info().values())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not can_hide_a_folder(), reason="needs `unshare -m` (root)")
+def test_a_local_path_one_node_does_not_see_is_refused_before_anything_is_written(
+    tiny_model, tmp_path
+):
+    """A two-node cluster whose worker node runs in a mount namespace of its own with an empty
+    tmpfs over `private`, so that a folder there is on the driver's node only, as a local disk
+    is on a real cluster: a DST there, then a SRC there, is refused (exit 2) naming the node,
+    before any image is read or anything but the lease is written."""
+    private = tmp_path / "private"
+    photos = {f"{i}.png": encode(Image.fromarray(photo(64, 48, i)), "PNG") for i in range(4)}
+    src, hidden_src = write_tree(tmp_path / "src", photos), write_tree(private / "src", photos)
+    dst, hidden_dst = tmp_path / "archive", private / "archive"
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    node = None
+    try:
+        ray_cli = Path(sys.executable).with_name("ray")
+        start = (
+            f"mount -t tmpfs tmpfs {private} && exec {ray_cli} start --block "
+            f"--address={cluster.address} --num-cpus=1 --disable-usage-stats"
+        )
+        node = subprocess.Popen(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c", start],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while alive_nodes(cluster.address) < 2:
+            assert node.poll() is None and time.monotonic() < deadline, "no second node"
+            time.sleep(0.5)
+        env = cli_env(cluster.address)
+        for given_src, given_dst, refused in [(src, hidden_dst, "DST"), (hidden_src, dst, "SRC")]:
+            argv = ["archive", str(given_src), str(given_dst), "--model", tiny_model]
+            job = subprocess.run(
+                [sys.executable, "-m", "jobs.cli", *argv],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert job.returncode == 2, job.stderr[-3000:]
+            given = given_dst if refused == "DST" else given_src
+            assert re.search(
+                rf"tadm archive: error: {refused} '{given}' is a local path that node [\d.]+ "
+                r"of the Ray cluster does not see \(.*\): every node runs the job's tasks",
+                job.stderr,
+            ), job.stderr[-3000:]
+            assert sorted(p.name for p in given_dst.rglob("*")) == ["manifest"]  # lease gone
+    finally:
+        if node is not None:
+            os.killpg(node.pid, signal.SIGTERM)  # `ray start --block` stops the node's processes
+            node.wait(60)
+        cluster.shutdown()
