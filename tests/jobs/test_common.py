@@ -28,6 +28,7 @@ from jobs.cli import main
 from jobs.common import (
     CRASHED,
     INTERRUPTED,
+    RAY_TASK_ERRORS,
     SOME_FAILED,
     USAGE_ERROR,
     Parser,
@@ -443,26 +444,37 @@ def test_a_ray_address_where_nothing_listens_is_a_usage_error_at_once(small_phot
 
 
 @pytest.mark.parametrize("verbose", [False, True])
-def test_ray_datas_own_lines_on_a_failed_task_only_with_verbose(
-    ray_cluster, verbose, capfd, monkeypatch
-):
-    """The job's crash line and its log file say it all; Ray Data's advice is for its users."""
+def test_ray_datas_own_lines_on_a_failed_task_only_with_verbose(ray_cluster, verbose, monkeypatch):
+    """The job's crash line and its log file say it all; Ray Data's advice is for its users.
+    The records are taken where their loggers hand them on: Ray Data's console handler writes
+    to the sys.stderr it found when it was made, which under pytest may be an earlier test's."""
     import ray
 
     monkeypatch.setattr("ray.util.debug._logged", set())  # "Exception occurred" is logged once
+    messages = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
 
     def stage(batch: dict) -> dict:
         raise KeyError("the cause")
 
+    keep = Keep()
+    loggers = [logging.getLogger(name) for name in RAY_TASK_ERRORS]
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     setup_logging(verbose=verbose)
+    for logger in loggers:
+        logger.addHandler(keep)
     try:
         with ray_session(), pytest.raises(Exception, match="the cause"):
             ray.data.range(1).map_batches(stage).take_all()
     finally:
+        for logger in loggers:
+            logger.removeHandler(keep)
         setup_logging()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    err = capfd.readouterr().err
-    assert ("set DataContext.max_errored_blocks" in err) == verbose, err
-    assert ("Exception occurred in user code" in err) == verbose, err
+    said = "\n".join(messages)
+    assert ("set DataContext.max_errored_blocks" in said) == verbose, said
+    assert ("Exception occurred in user code" in said) == verbose, said
