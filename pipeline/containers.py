@@ -152,9 +152,16 @@ def skip_size_header(bits: Bits) -> None:
     """Skip a SizeHeader: a flag for sizes in multiples of 8 (5 bits each, else a U32), the
     height, a ratio code, and the width unless the ratio gives it."""
     small = bits.read(1)
-    bits.read(5) if small else bits.u32(SIZE_WIDTHS)
+
+    def side() -> None:
+        if small:
+            bits.read(5)
+        else:
+            bits.u32(SIZE_WIDTHS)
+
+    side()
     if bits.read(3) == 0:
-        bits.read(5) if small else bits.u32(SIZE_WIDTHS)
+        side()
 
 
 def skip_preview_header(bits: Bits) -> None:
@@ -235,15 +242,15 @@ def heif_items(data: bytes) -> HeifItems:
         return HeifItems()
 
 
-def heif_images_not_carried(items: HeifItems) -> list[str]:
-    """The images of a HEIF or AVIF file besides the primary one that an LR does not carry:
-    depth images, auxiliary images (an iPhone's HDR gain map, its portrait mattes) and
-    thumbnails, by kind."""
+def heif_images_not_carried(info: dict[str, Any]) -> list[str]:
+    """The images of a HEIF or AVIF file besides the primary one that an LR does not carry, by
+    kind, from the primary image's `info` (pillow-heif's): depth images, auxiliary images (an
+    iPhone's HDR gain map, its portrait mattes) and thumbnails."""
     kinds = []
-    if items.info.get("depth_images"):
+    if info.get("depth_images"):
         kinds.append("depth image")
-    for urn in items.info.get("aux") or {}:
+    for urn in info.get("aux") or {}:
         kinds.append(AUXILIARY_IMAGES.get(urn, f"auxiliary image {urn!r}"))
-    if items.info.get("thumbnails"):
+    if info.get("thumbnails"):
         kinds.append("thumbnail")
     return kinds

@@ -419,9 +419,10 @@ def not_carried(img: Image.Image, metadata: Metadata, data: bytes) -> list[str]:
         if tags:
             kinds.append(f"TIFF tags {some(tags)}")
     elif img.format in ("HEIF", "AVIF"):
-        items = heif_items(data)
-        kinds += heif_colour_not_carried(img.format, items.info or img.info, metadata)
-        kinds += [f"{img.format} {kind}" for kind in heif_images_not_carried(items)]
+        # pillow-heif's HEIF image holds libheif's info; Pillow's AVIF plugin reads none of it
+        info = img.info if img.format == "HEIF" else heif_items(data).info
+        kinds += heif_colour_not_carried(img.format, info, metadata)
+        kinds += [f"{img.format} {kind}" for kind in heif_images_not_carried(info)]
     elif img.format == "JXL":
         boxes = [b for b in jxl_metadata_boxes(data) if not (b == "XMP" and metadata.xmp)]
         if boxes:

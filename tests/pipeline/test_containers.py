@@ -98,14 +98,14 @@ def test_an_mpos_last_image_ends_where_its_index_says():
 def test_heif_items_read_what_beside_the_primary_image():
     assert heif_items((DATA / "collection.avif").read_bytes()).images == 2
     depth = heif_items((DATA / "depth.heic").read_bytes())
-    assert depth.images == 1 and heif_images_not_carried(depth) == ["depth image"]
-    assert heif_images_not_carried(heif_items((DATA / "depth.avif").read_bytes())) == [
+    assert depth.images == 1 and heif_images_not_carried(depth.info) == ["depth image"]
+    assert heif_images_not_carried(heif_items((DATA / "depth.avif").read_bytes()).info) == [
         "depth image"
     ]
     gain_map = heif_items((DATA / "apple_gainmap.heic").read_bytes())
-    assert heif_images_not_carried(gain_map) == ["HDR gain map"]
+    assert heif_images_not_carried(gain_map.info) == ["HDR gain map"]
     thumbnail = encode(Image.fromarray(photo(256, 192)), "HEIF", thumbnails=[64])
-    assert heif_images_not_carried(heif_items(thumbnail)) == ["thumbnail"]
-    other = HeifItems(info={"aux": {"urn:example:aux:x": [3]}})
+    assert heif_images_not_carried(heif_items(thumbnail).info) == ["thumbnail"]
+    other = {"aux": {"urn:example:aux:x": [3]}}
     assert heif_images_not_carried(other) == ["auxiliary image 'urn:example:aux:x'"]
     assert heif_items(b"not a heif") == HeifItems()
