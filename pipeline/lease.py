@@ -14,7 +14,8 @@ lease another job holds now, has lost it: `check` raises LeaseLost, and the job 
 next batch (pipeline/job.py), before another may take over unless a batch takes over a beat.
 Its write stages hold a `Fence`, the lease's token: each batch reads the lease before writing
 into DST and raises LeaseLost when another job's token is there, so that a job taken over
-stops writing within a batch, whenever its driver next looks.
+stops writing within a batch, whenever its driver next looks; in a local DST where no lease is,
+the node does not see the driver's folder, and the batch raises DstNotSeen.
 """
 
 from __future__ import annotations
@@ -177,15 +178,36 @@ class Fence:
     token: str
 
     def check(self) -> None:
-        """LeaseLost when the lease holds another job's token. A lease that cannot be read now,
-        or none, stops nothing: the job's own heartbeat rewrites it, and its driver stops the
-        job when it cannot (Lease.check)."""
+        """LeaseLost when the lease holds another job's token. DstNotSeen when a local DST has
+        no lease where this runs: the job wrote it before any task, and rewrites it in place
+        (os.replace), so this node does not see the driver's folder (a node that joined the
+        Ray cluster after check_nodes, say) and would write its own disk. Otherwise a lease that
+        cannot be read now, or none on S3, stops nothing: the job's own heartbeat rewrites it,
+        and its driver stops the job when it cannot (Lease.check)."""
         try:
             held = json.loads(self.dst.filesystem().cat_file(self.dst.path(LEASE)))
+        except (FileNotFoundError, NotADirectoryError):
+            if self.dst.protocol == "file":
+                raise DstNotSeen(self.dst.uri, socket.gethostname()) from None
+            return
         except Exception:  # s3fs raises more than OSError; ValueError: half a JSON object
             return
         if isinstance(held, dict) and held.get("token") not in (None, self.token):
             raise LeaseLost(f"the lease of DST {self.dst.uri!r} was taken over by {holder(held)}")
+
+
+class DstNotSeen(RuntimeError):
+    """A write task found no lease in a local DST (Fence.check): the node it runs on does not
+    see the folder the job's driver writes; nothing was written there."""
+
+    def __init__(self, uri: str, host: str) -> None:
+        super().__init__(
+            f"DST {uri!r} is a local path that host {host} of the Ray cluster does not see (no "
+            "lease of this job there; it joined after the job started, or DST's lease was "
+            "deleted): it would write its own disk, so the job stopped, keeping the rows of "
+            "the images it did. Give s3:// URIs, or a folder every node mounts at the same "
+            "path, and run it again"
+        )
 
 
 class LeaseLost(RuntimeError):

@@ -12,9 +12,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from conftest import make_bucket
 
 import pipeline.lease as lease_module
-from pipeline.lease import LEASE, Lease, LeaseLost
+from pipeline.lease import LEASE, DstNotSeen, Fence, Lease, LeaseLost
 from pipeline.storage import Location
 
 
@@ -196,9 +197,34 @@ def test_a_fence_stops_a_write_once_another_job_holds_the_lease(tmp_path: Path):
         fence.check()  # its own
         (tmp_path / LEASE).write_text('{"tok')  # half written, or being replaced: go on
         fence.check()
-        (tmp_path / LEASE).unlink()  # none: its own heartbeat writes it again
-        fence.check()
         other = lease.record | {"token": "other", "pid": 4121}
         (tmp_path / LEASE).write_text(json.dumps(other))
         with pytest.raises(LeaseLost, match=r"was taken over by archive on host .* pid 4121"):
             fence.check()
+
+
+def test_a_fence_in_a_local_dst_without_the_lease_stops_the_write(tmp_path: Path):
+    """A node that does not see a local DST (one that joined the cluster after the job's
+    node check) finds no lease there, and must not write its own disk."""
+    with Lease(Location.parse(str(tmp_path)), "archive") as lease:
+        elsewhere = Fence(Location.parse(str(tmp_path / "other-node")), lease.record["token"])
+        with pytest.raises(DstNotSeen) as stopped:
+            elsewhere.check()
+        assert str(stopped.value) == (
+            f"DST '{tmp_path / 'other-node'}' is a local path that host {socket.gethostname()} "
+            "of the Ray cluster does not see (no lease of this job there; it joined after the "
+            "job started, or DST's lease was deleted): it would write its own disk, so the job "
+            "stopped, keeping the rows of the images it did. Give s3:// URIs, or a folder every "
+            "node mounts at the same path, and run it again"
+        )
+        lease.fence().check()
+
+
+def test_a_fence_on_s3_goes_on_without_the_lease(s3_env: str):
+    """On S3 every node sees the same DST: a lease deleted by hand is written again by the
+    job's heartbeat, and a write goes on meanwhile."""
+    make_bucket(s3_env, "fence")
+    dst = Location.parse("s3://fence/dst")
+    with Lease(dst, "archive") as lease:
+        dst.filesystem().rm(dst.path(LEASE))
+        lease.fence().check()
