@@ -894,11 +894,12 @@ def decode_batch(
     max_pixels: int,
     drop_thumbnails: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Ray Data stage: {"path", "bytes", "size", "mtime", "etag", "outputs", "error"}
-    (read_sources' rows) -> one row per file with its pixels, metadata and the bytes of its
-    Metadata (METADATA_FIELDS, b"" for none), or its error, or status "kept" and its
-    kept_reason, without pixels (decode_image's kept_reason); "outputs" (the kinds of output
-    DST holds for the image) passes through to the write stage.
+    """Ray Data stage: {"path", "bytes", "s3_metadata", "size", "mtime", "etag", "outputs",
+    "error"} (read_sources' rows) -> one row per file with its pixels, metadata and the bytes of
+    its Metadata (METADATA_FIELDS, b"" for none; an S3 object's user metadata among them), or
+    its error, or status "kept" and its kept_reason, without pixels (decode_image's
+    kept_reason); "outputs" (the kinds of output DST holds for the image) passes through to
+    the write stage.
 
     `prefix` is stripped from each path to give rel_path; `uri_prefix` ("s3://" or "")
     turns a path into source_uri; mtime and etag, the source as listed, are recorded, and the
@@ -935,7 +936,8 @@ def decode_batch(
             decoded = decode_image(data, max_pixels, drop_thumbnails)
             height, width = decoded.pixels.shape[:2]
             row.update(width=width, height=height, conversion=decoded.conversion)
-            m = decoded.metadata
+            s3_metadata = bytes(source.get("s3_metadata") or b"") or None
+            m = dataclasses.replace(decoded.metadata, s3_metadata=s3_metadata)
             row.update(metadata=m.names, **m.row())
             if decoded.kept_reason:  # the write stage copies the source as it is
                 row.update(status=KEPT, kept_reason=decoded.kept_reason)

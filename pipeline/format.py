@@ -33,10 +33,12 @@ from pipeline.metadata import (
     EXIF_HEADER,
     JFIF_UNITS,
     PHOTOSHOP_KEY,
+    S3_METADATA_KEY,
     Metadata,
     held_by,
     jfif_density,
     parse_density,
+    parse_s3_metadata,
     png_density,
     with_app13,
     with_jfif_unit,
@@ -279,7 +281,8 @@ RESTORE_SCHEMA = pa.schema(
 class LrHeader:
     """The LR PNG's text chunks: tadm:width, tadm:height (the HR size to restore), tadm:scale
     and tadm:model_id (the model that wrote the file, and must restore it); and the source's
-    metadata (eXIf, iCCP, XMP chunks; its density in tadm:density)."""
+    metadata (eXIf, iCCP, XMP chunks; its density in tadm:density, an S3 source's user
+    metadata in tadm:s3-metadata)."""
 
     width: int  # HR width to restore
     height: int  # HR height to restore
@@ -300,6 +303,8 @@ def encode_lr_png(lr: np.ndarray, header: LrHeader) -> bytes:
     m = header.metadata
     if m.density:
         text[DENSITY_KEY] = m.density.decode()
+    if m.s3_metadata:
+        text[S3_METADATA_KEY] = m.s3_metadata.decode("ascii")
     return png_bytes(lr, text, chunks=m.png_chunks(), icc_profile=m.icc, exif=m.exif)
 
 
@@ -341,6 +346,13 @@ def decode_lr_png(data: bytes) -> tuple[np.ndarray, LrHeader]:
         except ValueError as e:
             raise ValueError(f"corrupt LR PNG: {e}") from None
         metadata = dataclasses.replace(metadata, density=density)
+    if S3_METADATA_KEY in text:
+        user = text[S3_METADATA_KEY].encode("utf-8")
+        try:
+            parse_s3_metadata(user)
+        except ValueError as e:
+            raise ValueError(f"corrupt LR PNG: {e}") from None
+        metadata = dataclasses.replace(metadata, s3_metadata=user)
     try:
         header = LrHeader(
             width=int(text["tadm:width"]),

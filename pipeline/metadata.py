@@ -1,10 +1,11 @@
 """What a source image carries beside its pixels (Metadata: EXIF, ICC profile, XMP, Photoshop
-resources, comment, pixel density, a PNG's colour chunks), how an LR PNG holds it, and what of
-it each restored format holds."""
+resources, comment, pixel density, a PNG's colour chunks; an S3 object's user metadata), how an
+LR PNG holds it, and what of it each restored format holds."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 import struct
@@ -20,7 +21,16 @@ PHOTOSHOP_HEADER = b"Photoshop 3.0\x00"  # before the image resources in a JPEG'
 PHOTOSHOP_KEY = "Raw profile type 8bim"
 COMMENT_KEY = "Comment"  # PNG's keyword for a comment
 APP13_PAYLOAD = 65533 - len(PHOTOSHOP_HEADER)  # resource bytes one APP13 segment holds
-METADATA_FIELDS = ("exif", "icc", "xmp", "photoshop", "comment", "density", "png_colour")
+METADATA_FIELDS = (
+    "exif",
+    "icc",
+    "xmp",
+    "photoshop",
+    "comment",
+    "density",
+    "png_colour",
+    "s3_metadata",
+)
 # The PNG chunks that say how to show the pixels without an ICC profile, and their sizes
 PNG_COLOUR_CHUNKS = {b"gAMA": 4, b"cHRM": 32, b"sRGB": 1}
 DENSITY_KEY = "tadm:density"  # the LR's text chunk of the source's pixel density
@@ -28,6 +38,8 @@ DENSITY_UNITS = {"in": 0.0254, "cm": 0.01, "m": 1.0}  # a density's units, in me
 JFIF_UNITS = {"in": 1, "cm": 2}  # the JFIF header's codes of its units
 PNG_MAX_NUMBER = 2**31 - 1  # the largest of PNG's four-byte numbers: pHYs's pixels per metre
 DENSITY_TEXT = 64  # the longest density text an LR may hold
+S3_METADATA_KEY = "tadm:s3-metadata"  # the LR's text chunk of an S3 source's user metadata
+S3_METADATA_LIMIT = 2048  # the most bytes of user metadata S3 holds on one object
 # The most bytes of a block an LR carries, so that every LR reads back: Pillow reads at most
 # 1 MiB of one compressed PNG chunk (PngImagePlugin.MAX_TEXT_CHUNK), and Photoshop resources go
 # in hex (2 characters a byte); a comment is what one JPEG COM segment holds.
@@ -53,6 +65,9 @@ class Metadata:
     density: bytes | None = None
     # A PNG's PNG_COLOUR_CHUNKS, each its type then its data: b"gAMA\x00\x00\xb1\x8f..."
     png_colour: bytes | None = None
+    # An S3 source object's user metadata (x-amz-meta-*) as s3_metadata_text writes it; the LR
+    # holds it in a S3_METADATA_KEY text chunk, and a restore to S3 puts it on the object.
+    s3_metadata: bytes | None = None
 
     @property
     def names(self) -> str | None:
@@ -174,8 +189,35 @@ def held_by(metadata: Metadata, image_format: str) -> Metadata:
     """What a file of `image_format` holds of `metadata`: PNG all but a density out of pHYs's
     range; JPEG all but an EXIF, XMP or comment over JPEG_LIMITS, a density out of its header's
     range and PNG's colour chunks; WebP no Photoshop resources, comment, density or PNG colour
-    chunks (it has no place for them). not_held says what is left out."""
-    return dataclasses.replace(metadata, **dict.fromkeys(not_held(metadata, image_format)))
+    chunks (it has no place for them). not_held says what is left out. None holds the S3 user
+    metadata, which is the object's, not the file's."""
+    left = dict.fromkeys(not_held(metadata, image_format))
+    return dataclasses.replace(metadata, s3_metadata=None, **left)
+
+
+def s3_metadata_text(user: dict[str, str]) -> bytes | None:
+    """Metadata's s3_metadata of an S3 object's user metadata ({"mtime": "1700000000"}, the
+    names without x-amz-meta-): JSON in ASCII, keys sorted; None for none."""
+    return json.dumps(user, sort_keys=True).encode("ascii") if user else None
+
+
+def parse_s3_metadata(text: bytes) -> dict[str, str]:
+    """The user metadata of an s3_metadata_text; ValueError naming text that is not one (over
+    S3_METADATA_LIMIT bytes, or not an object of strings)."""
+    if len(text) > S3_METADATA_LIMIT * 6:  # JSON's escapes: at most 6 bytes a character
+        raise ValueError(f"bad S3 user metadata: {len(text):,} bytes of text")
+    try:
+        user = json.loads(text)
+    except ValueError:
+        raise ValueError("bad S3 user metadata: not JSON") from None
+    if not isinstance(user, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in user.items()
+    ):
+        raise ValueError("bad S3 user metadata: not names and texts")
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in user.items())
+    if size > S3_METADATA_LIMIT:
+        raise ValueError(f"bad S3 user metadata: {size:,} bytes, over S3's {S3_METADATA_LIMIT:,}")
+    return user
 
 
 def png_colour(info: dict) -> bytes | None:

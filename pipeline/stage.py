@@ -246,6 +246,7 @@ def write_files(
     mtime_of: Callable[[Row], int | None] | None = None,
     *,
     clash: str,
+    user_metadata_of: Callable[[Row], dict[str, str] | None] | None = None,
 ) -> list[Row]:
     """Write the file of each row with `status` atomically: `output(row)` gives its key under
     `dst` (checked by Location.join: a key that would leave `dst` is never written) and its
@@ -253,8 +254,9 @@ def write_files(
     and size in `sha_column` and `size_column` if given; or status "error" saying why, when
     the key is refused, or encoding, copying or writing fails (`fail`). The time, encoding
     included, is added to its "seconds". A local file gets the modification time
-    `mtime_of(row)` (nanoseconds since the epoch; None: now, or a copied file's). `clash`:
-    what to do when a file and a folder of one name clash (write_failure)."""
+    `mtime_of(row)` (nanoseconds since the epoch; None: now, or a copied file's), an S3 one
+    written from bytes the user metadata `user_metadata_of(row)`. `clash`: what to do when a
+    file and a folder of one name clash (write_failure)."""
     fs = dst.filesystem()
     for row in rows:
         if row["status"] != status:
@@ -273,7 +275,8 @@ def write_files(
                         data.fs, data.path, fs, path, data.sha256, data.size, dst.root, mtime_ns
                     )
                 else:
-                    write_atomic(fs, path, data, dst.root, mtime_ns)
+                    user = None if user_metadata_of is None else user_metadata_of(row)
+                    write_atomic(fs, path, data, dst.root, mtime_ns, user)
                     size, sha256 = len(data), sha_column and hashlib.sha256(data).hexdigest()
                 row[uri_column] = dst.uri_of(path)
                 if sha_column:

@@ -345,26 +345,36 @@ def write_atomic(
     data: bytes,
     root: str | None = None,
     mtime_ns: int | None = None,
+    user_metadata: dict[str, str] | None = None,
 ) -> None:
     """Write `data` so that `path` is never seen half-written: on S3 a single PUT (or a
-    completed multipart upload) is atomic; on a local disk, through local_temp (with `root`,
-    a local `path` must stay in it; with `mtime_ns`, its modification time: S3 has none to
-    set)."""
+    completed multipart upload) is atomic, with `user_metadata` (x-amz-meta-*) if given; on a
+    local disk, through local_temp (with `root`, a local `path` must stay in it; with
+    `mtime_ns`, its modification time: S3 has none to set)."""
     if isinstance(fs, LocalFileSystem):
         with local_temp(path, root, mtime_ns=mtime_ns) as f:
             f.write(data)
     else:
-        fs.pipe_file(path, data)
+        fs.pipe_file(path, data, **({"Metadata": user_metadata} if user_metadata else {}))
+
+
+def user_metadata(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, str]:
+    """The user metadata (x-amz-meta-*, names without that prefix) of the S3 object at `path`,
+    in a HEAD of its own: a listing or GET through s3fs does not give it. Nothing for a local
+    file."""
+    return {} if isinstance(fs, LocalFileSystem) else fs.metadata(path)
 
 
 def object_headers(source_fs: fsspec.AbstractFileSystem, source: str, f: Any) -> dict[str, Any]:
     """What an S3 copy of the S3 object `source` (open as `f`) carries of it beside its bytes:
-    its Content-Type and its user metadata (a HEAD of its own: a listing or GET through s3fs
-    does not give it). Nothing for a local source."""
+    its Content-Type and its user metadata. Nothing for a local source."""
     if isinstance(source_fs, LocalFileSystem):
         return {}
     details = getattr(f, "details", None) or {}
-    headers = {"Metadata": source_fs.metadata(source), "ContentType": details.get("ContentType")}
+    headers = {
+        "Metadata": user_metadata(source_fs, source),
+        "ContentType": details.get("ContentType"),
+    }
     return {k: v for k, v in headers.items() if v}
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.metadata import s3_metadata_text
 from pipeline.rows import error_text, to_batch, to_rows
 from pipeline.sources import is_image_name
-from pipeline.storage import Location, read_file
+from pipeline.storage import Location, read_file, user_metadata
 
 MISSING = "source file disappeared before it was read"
 
@@ -15,20 +16,23 @@ def read_sources(
     batch: dict[str, np.ndarray], *, src: Location, prefix: str
 ) -> dict[str, np.ndarray]:
     """Ray Data stage: the plan's rows (rel_path, size, mtime, etag, outputs) -> the same with
-    "path" and "bytes"; a file gone since it was listed, or that cannot be read, gets "error"
-    instead of bytes (a transient failure: a re-run reads it again). A file without an image
-    name (listed for --keep-failed) is not read: it is copied as it is by the write stage."""
+    "path", "bytes" and an S3 object's user metadata ("s3_metadata", s3_metadata_text's; b""
+    for none); a file gone since it was listed, or that cannot be read, gets "error" instead
+    of bytes (a transient failure: a re-run reads it again). A file without an image name
+    (listed for --keep-failed) is not read: it is copied as it is by the write stage."""
     fs = src.filesystem()
     rows = to_rows(batch)
     for row in rows:
         row["path"] = prefix + row["rel_path"]
-        row.update(error="", bytes=b"")
+        row.update(error="", bytes=b"", s3_metadata=b"")
         if not is_image_name(row["rel_path"].rsplit("/", 1)[-1]):
             continue
         try:
             row["bytes"] = read_file(fs, row["path"])  # a FIFO put in its place is not read
+            row["s3_metadata"] = s3_metadata_text(user_metadata(fs, row["path"])) or b""
         except FileNotFoundError:
             row["error"] = MISSING
         except Exception as e:  # I/O, a name the filesystem refuses, a lost connection
             row["error"] = f"cannot read the source: {error_text(e)}"
-    return to_batch(rows, ("path", "bytes", "size", "mtime", "etag", "outputs", "error"))
+    columns = ("path", "bytes", "s3_metadata", "size", "mtime", "etag", "outputs", "error")
+    return to_batch(rows, columns)

@@ -21,7 +21,7 @@ from pipeline.format import (
     encode_output,
     output_key,
 )
-from pipeline.metadata import Metadata, held_by, not_held
+from pipeline.metadata import Metadata, held_by, not_held, parse_s3_metadata
 from pipeline.rows import error_kind, error_text, nanoseconds, to_batch, to_rows
 from pipeline.srgb import icc_to_srgb, png_colour_to_srgb
 from pipeline.stage import Copy, Earlier, Row, fail, remove_earlier, write_files
@@ -74,7 +74,15 @@ def write_restored(
     kept row's "kept_data" at its "kept_key", or copy its "kept_path" (in `archive`) there a
     chunk at a time, checked against the source's size and SHA-256; return manifest rows,
     with the SHA-256 of each file written. A whole image, or copy, on a local disk gets the
-    source's modification time as archived ("source_mtime")."""
+    source's modification time as archived ("source_mtime"); a whole image on S3, the S3 user
+    metadata its LR holds of an S3 source (s3_metadata), which its `metadata` then names."""
+    on_s3 = dst.protocol != "file"
+
+    def user_metadata(row: Row) -> dict[str, str] | None:  # of a whole image, on S3
+        if not on_s3 or is_region(row) or not row.get("s3_metadata"):
+            return None
+        return parse_s3_metadata(bytes(row["s3_metadata"]))
+
     rows = to_rows(batch)
     for row in rows:
         for name in ("metadata", "conversion"):  # Ray may have turned a column of None into NaN
@@ -87,6 +95,8 @@ def write_restored(
             data, names, conversion = encode_restored(
                 row["restored"], image_format, Metadata.from_row(row), to_srgb
             )
+            if user_metadata(row) is not None:
+                names = ",".join(filter(None, (names, "s3_metadata")))
             row.update(output_data=data, metadata=names, conversion=conversion)
         except Exception as e:  # one image must not stop the job: it becomes its row
             fail(row, error_text(e), error_kind(e))
@@ -112,18 +122,32 @@ def write_restored(
         return str(row["kept_key"]), copy
 
     def source_mtime(row: Row) -> int | None:  # of a whole image; a region is not the image
-        region = isinstance(row.get("region"), str)  # Ray may turn a column of None into NaN
-        return None if region else nanoseconds(row.get("source_mtime"))
+        return None if is_region(row) else nanoseconds(row.get("source_mtime"))
 
     leave_changed(rows, dst, image_format)
     leave_others(rows, dst, image_format)
     sha, mtime = "output_sha256", source_mtime
-    rows = write_files(rows, dst, "output_uri", output, sha_column=sha, mtime_of=mtime, clash=CLASH)
+    rows = write_files(
+        rows,
+        dst,
+        "output_uri",
+        output,
+        sha_column=sha,
+        mtime_of=mtime,
+        clash=CLASH,
+        user_metadata_of=user_metadata,
+    )
     rows = write_files(
         rows, dst, "output_uri", kept, KEPT, sha_column=sha, mtime_of=mtime, clash=CLASH
     )
     remove_earlier(rows, dst, earlier_output)
     return to_batch(rows, RESTORE_SCHEMA.names)
+
+
+def is_region(row: Row) -> bool:
+    """Whether the row restores a region of its image (Ray may turn a column of None into
+    NaN)."""
+    return isinstance(row.get("region"), str)
 
 
 def leave_changed(rows: list[Row], dst: Location, image_format: str) -> None:

@@ -270,9 +270,12 @@ def test_real_world_files_kept_and_restored_on_s3(ray_cluster, s3_endpoint, s3_e
     fs = Location.parse("s3://phone").filesystem()
     for rel_path, data in sources.items():
         fs.pipe_file(f"phone/src/{rel_path}", data)
-    # An object's own headers: a kept copy, and what a restore gives back, carry them.
+    # An object's own headers: a kept copy, and what a restore gives back, carry them; an
+    # archived image's user metadata (rclone's mtime, say) rides in its LR.
     headers = {"ContentType": "text/plain; charset=utf-8", "Metadata": {"owner": "team-a"}}
     fs.pipe_file("phone/src/notes.txt", sources["notes.txt"], **headers)
+    user = {"mtime": "1700000000.25", "owner": "team-b"}
+    fs.pipe_file("phone/src/camera/exif.jpg", sources["camera/exif.jpg"], Metadata=user)
     archive, restored = "s3://phone/archive", "s3://phone/restored"
     assert run_cli("archive", "s3://phone/src", archive, "--min-psnr", "16", "--keep-failed") == 0
     rows = {
@@ -282,6 +285,9 @@ def test_real_world_files_kept_and_restored_on_s3(ray_cluster, s3_endpoint, s3_e
     kept = {"screenshot.png", "anim/animated.gif", "notes.txt"}
     assert {r for r, row in rows.items() if row["status"] == "kept"} == kept
     assert rows["phone/photo.heic"]["metadata"] == "exif,icc"
+    assert rows["camera/exif.jpg"]["metadata"] == "exif,s3_metadata"
+    lr_metadata = decode_lr_png(fs.cat_file("phone/archive/lr/camera/exif.jpg.png"))[1].metadata
+    assert json.loads(lr_metadata.s3_metadata) == user
     for rel_path in kept:
         assert rows[rel_path]["kept_uri"] == f"s3://phone/archive/kept/{rel_path}"
         assert fs.cat_file(f"phone/archive/kept/{rel_path}") == sources[rel_path]
@@ -297,6 +303,13 @@ def test_real_world_files_kept_and_restored_on_s3(ray_cluster, s3_endpoint, s3_e
         with Image.open(io.BytesIO(data)) as img:
             assert img.format == "JPEG"
             assert Metadata.from_info(img.info) == decode_image(sources[rel_path]).metadata
+    assert fs.metadata("phone/restored/camera/exif.jpg.jpeg", refresh=True) == user
+    assert fs.metadata("phone/restored/colour/p3.png.jpeg", refresh=True) == {}
+    restore = {
+        r["rel_path"]: r
+        for r in read_manifest(Location.parse(f"{restored}/manifest"), RESTORE_SCHEMA).to_pylist()
+    }
+    assert restore["camera/exif.jpg"]["metadata"] == "exif,s3_metadata"
     with Image.open(io.BytesIO(fs.cat_file("phone/restored/colour/p3.png.jpeg"))) as img:
         assert img.info["icc_profile"] == display_p3_icc()
 

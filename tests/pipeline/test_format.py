@@ -30,7 +30,14 @@ from pipeline.format import (
     lr_key,
     output_key,
 )
-from pipeline.metadata import JPEG_LIMITS, Metadata, held_by, not_held
+from pipeline.metadata import (
+    JPEG_LIMITS,
+    Metadata,
+    held_by,
+    not_held,
+    parse_s3_metadata,
+    s3_metadata_text,
+)
 from pipeline.rows import error_kind
 from tadm.png import png_bytes
 
@@ -229,6 +236,43 @@ def test_an_lr_with_a_bad_density_is_corrupt(density: str):
     text = {"tadm:width": "32", "tadm:height": "32", "tadm:scale": "16", "tadm:model_id": "m"}
     data = png_bytes(photo(2, 2), text | {"tadm:density": density})
     with pytest.raises(ValueError, match="^corrupt LR PNG: bad pixel density"):
+        decode_lr_png(data)
+
+
+def test_an_s3_sources_user_metadata_travels_in_the_lr_and_into_no_image_file():
+    """The LR holds it in its own text chunk, in ASCII; no restored file holds it: a restore to
+    S3 puts it on the object (pipeline/restore/write.py)."""
+    user = {"mtime": "1700000000.25", "owner": "équipe-a"}  # names as S3 gives them
+    metadata = Metadata(exif=b"MM\x00*\x00\x00\x00\x08\x00\x00", s3_metadata=s3_metadata_text(user))
+    header = LrHeader(width=32, height=32, scale=16, model_id="m", metadata=metadata)
+    data = encode_lr_png(photo(2, 2), header)
+    assert b'tEXttadm:s3-metadata\x00{"mtime": "1700000000.25", "owner": "\\u00e9quipe-a"}' in data
+    decoded = decode_lr_png(data)[1]
+    assert decoded == header and decoded.metadata.names == "exif,s3_metadata"
+    assert parse_s3_metadata(decoded.metadata.s3_metadata) == user
+    for image_format in OUTPUT_FORMATS:
+        assert held_by(metadata, image_format).s3_metadata is None
+        assert not_held(metadata, image_format) == {}
+        assert b"s3-metadata" not in encode_output(photo(8, 8), image_format, metadata)
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("[1, 2]", "not names and texts"),
+        ('{"a": 1}', "not names and texts"),
+        ("{", "not JSON"),
+        ('{"a": "' + "x" * 2048 + '"}', "2,049 bytes, over S3's 2,048"),
+        ('{"a": "' + "x" * 13000 + '"}', "13,009 bytes of text"),
+    ],
+)
+def test_an_lr_with_s3_metadata_s3_could_not_hold_is_corrupt(text: str, why: str):
+    """A restore to S3 would fail on every such image, or put something else on it."""
+    header = {"tadm:width": "32", "tadm:height": "32", "tadm:scale": "16", "tadm:model_id": "m"}
+    data = png_bytes(photo(2, 2), header | {"tadm:s3-metadata": text})
+    with pytest.raises(
+        ValueError, match=f"^corrupt LR PNG: bad S3 user metadata: {re.escape(why)}$"
+    ):
         decode_lr_png(data)
 
 
