@@ -1,6 +1,7 @@
 """What the containers of HEIF, AVIF, JPEG XL and MPO files hold besides the image Pillow
 decodes: where their images end, the boxes that follow, the images beside the primary one, and
-whether a JPEG XL codestream is an animation.
+whether a JPEG XL codestream is an animation; where the data a TIFF's or a BMP's headers
+reference ends, and a BMP's colour space and profile.
 
 No Pillow here but for the MPO's index, which its JPEG plugin reads: the decode stage
 (pipeline/decode.py) turns these into a row's kept_reason, conversion or error.
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pillow_heif
 
 # The top-level boxes of a HEIF or AVIF file that hold its images and their metadata; any
@@ -43,6 +45,33 @@ AUXILIARY_IMAGES = {
 JXL_KNOWN_BOXES = JXL_IMAGE_BOXES | set(JXL_METADATA_BOXES) | {"brob"}
 MPF_SEGMENT = b"MPF\x00"
 MP_ENTRIES = 0xB002  # the MP index's tag of its images' entries (Pillow's mpinfo key)
+# The size of one value of each TIFF field type.
+TIFF_TYPE_SIZES = {
+    1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8,  # TIFF 6.0's
+    13: 4, 16: 8, 17: 8, 18: 8,  # IFD; BigTIFF's LONG8, SLONG8, IFD8
+}  # fmt: skip
+# The TIFF field types of unsigned integers (BYTE, SHORT, LONG, IFD, LONG8, IFD8), by the dtype
+# numpy reads them with.
+TIFF_INTEGERS = {1: "u1", 3: "u2", 4: "u4", 13: "u4", 16: "u8", 18: "u8"}
+# A TIFF's tags of offsets to data, by the tag of their byte counts: strips, tiles, an old-style
+# JPEG's stream, free space.
+TIFF_DATA_TAGS = {273: 279, 324: 325, 513: 514, 288: 289}
+# A TIFF's tags of offsets to further IFDs: SubIFDs, Exif, GPS, Interoperability.
+TIFF_IFD_TAGS = (330, 34665, 34853, 40965)
+# The most IFDs, and entries in all, a TIFF's walk reads (a loop, a hostile file): none has
+# near so many.
+MAX_TIFF_IFDS = 1024
+MAX_TIFF_ENTRIES = 65536
+# The BMP headers that state a colour space (BITMAPV4HEADER) and can embed an ICC profile
+# (BITMAPV5HEADER), by their size; their colour space types (bV4CSType, at byte 70).
+BMP_V4_HEADER = 108
+BMP_V5_HEADER = 124
+BMP_CALIBRATED = 0  # LCS_CALIBRATED_RGB: the endpoints and gammas that follow say the colours
+BMP_LINKED = 0x4C494E4B  # PROFILE_LINKED ("LINK"): the file name of a profile
+BMP_EMBEDDED = 0x4D424544  # PROFILE_EMBEDDED ("MBED"): an ICC profile in the file
+# A BMP's compressions whose pixels are rows of 4-byte multiples: RGB, BITFIELDS,
+# ALPHABITFIELDS.
+BMP_ROWS = (0, 3, 6)
 
 
 @dataclass(frozen=True)
@@ -254,3 +283,190 @@ def heif_images_not_carried(info: dict[str, Any]) -> list[str]:
     if info.get("thumbnails"):
         kinds.append("thumbnail")
     return kinds
+
+
+@dataclass(frozen=True)
+class TiffEntry:
+    tag: int
+    kind: int  # its field type (TIFF_TYPE_SIZES)
+    count: int  # how many values it holds
+    at: int  # where its values lie: in the entry itself, or apart at the offset it holds
+    end: int  # where they end
+
+
+@dataclass(frozen=True)
+class TiffIfd:
+    entries: list[TiffEntry]
+    next: int  # the offset of the next IFD in its chain; 0 for none
+    end: int  # where the IFD ends
+
+
+def tiff_header(data: bytes) -> tuple[str, bool, int] | None:
+    """A TIFF's byte order (struct's "<" or ">"), whether it is a BigTIFF (8-byte offsets and
+    counts) and the offset of its first IFD; None when `data` starts with no TIFF header."""
+    order = {b"II": "<", b"MM": ">"}.get(data[:2])
+    if order is None or len(data) < 8:
+        return None
+    magic = struct.unpack_from(order + "H", data, 2)[0]
+    if magic == 42:
+        return order, False, struct.unpack_from(order + "I", data, 4)[0]
+    if magic == 43 and len(data) >= 16 and struct.unpack_from(order + "HH", data, 4) == (8, 0):
+        return order, True, struct.unpack_from(order + "Q", data, 8)[0]
+    return None
+
+
+def tiff_ifd(data: bytes, at: int, order: str, big: bool) -> TiffIfd | None:
+    """The IFD at offset `at` of a TIFF (a BigTIFF's when `big`): its entries, of a field type
+    TIFF_TYPE_SIZES knows (others, which readers skip, left out); None when it, or the values of
+    an entry stored apart, do not lie in `data`, or it has more than MAX_TIFF_ENTRIES entries."""
+    width, number = (8, "Q") if big else (4, "I")  # of an offset, a count, a value field
+    head = 8 if big else 2  # the IFD's number of entries
+    if at + head > len(data):
+        return None
+    count = struct.unpack_from(order + ("Q" if big else "H"), data, at)[0]
+    entry_size = 4 + 2 * width  # tag, field type, count, value or offset
+    entries_end = at + head + count * entry_size
+    if count > MAX_TIFF_ENTRIES or entries_end + width > len(data):
+        return None
+    entries = []
+    for entry in range(at + head, entries_end, entry_size):
+        tag, kind, n = struct.unpack_from(f"{order}HH{number}", data, entry)
+        if kind not in TIFF_TYPE_SIZES:
+            continue
+        size = n * TIFF_TYPE_SIZES[kind]
+        values = entry + 4 + width
+        if size > width:  # stored apart
+            values = struct.unpack_from(order + number, data, values)[0]
+            if values + size > len(data):
+                return None
+        entries.append(TiffEntry(tag, kind, n, values, values + size))
+    next_ifd = struct.unpack_from(order + number, data, entries_end)[0]
+    return TiffIfd(entries, next_ifd, entries_end + width)
+
+
+def tiff_numbers(data: bytes, entry: TiffEntry, order: str) -> np.ndarray | None:
+    """The values of a TIFF entry of unsigned integers (TIFF_INTEGERS), as uint64; None for an
+    entry of another field type."""
+    dtype = TIFF_INTEGERS.get(entry.kind)
+    if dtype is None:
+        return None
+    values = np.frombuffer(data, np.dtype(order + dtype), entry.count, entry.at)
+    return values.astype(np.uint64)
+
+
+def tiff_data_end(data: bytes, tags: dict[int, TiffEntry], order: str) -> int | None:
+    """Where the last of the strips, tiles, old-style JPEG stream and free space an IFD's
+    entries (`tags`, by tag) give the offsets and byte counts of ends; 0 for none; None when
+    their offsets and counts are not unsigned integers in pairs, or one ends past `data`."""
+    end = 0
+    for offsets_tag, counts_tag in TIFF_DATA_TAGS.items():
+        if offsets_tag not in tags:
+            continue
+        if counts_tag not in tags:
+            return None
+        offsets = tiff_numbers(data, tags[offsets_tag], order)
+        counts = tiff_numbers(data, tags[counts_tag], order)
+        if offsets is None or counts is None or len(offsets) != len(counts):
+            return None
+        held = counts > 0  # an empty strip or tile's offset says nothing
+        offsets, counts = offsets[held], counts[held]
+        if len(counts) and max(offsets.max(), counts.max()) > len(data):
+            return None
+        end = max(end, int((offsets + counts).max(initial=0)))
+    return end if end <= len(data) else None
+
+
+def tiff_end(data: bytes) -> int | None:
+    """Where the last of what a TIFF's structure references ends: its header; its IFDs (the
+    chain from its header, and the SubIFDs, Exif, GPS and Interoperability IFDs they point to,
+    with their own chains); their entries' values stored apart (a MakerNote, an ICC profile,
+    XMP, Photoshop's layers); the strips, tiles, old-style JPEG stream and free space they give
+    the offsets and byte counts of. None when `data` is no TIFF, when one of these does not lie
+    in `data` or cannot be read (offsets without byte counts), or when it has more than
+    MAX_TIFF_IFDS IFDs or MAX_TIFF_ENTRIES entries: a broken or hostile file, of which no end
+    is claimed."""
+    header = tiff_header(data)
+    if header is None:
+        return None
+    order, big, first = header
+    end = 16 if big else 8
+    pending, seen, entries = [first], set(), 0
+    while pending:
+        at = pending.pop()
+        if not at or at in seen:
+            continue
+        seen.add(at)
+        ifd = tiff_ifd(data, at, order, big) if len(seen) <= MAX_TIFF_IFDS else None
+        if ifd is None:
+            return None
+        entries += len(ifd.entries)
+        if entries > MAX_TIFF_ENTRIES:
+            return None
+        tags = {entry.tag: entry for entry in ifd.entries}
+        data_end = tiff_data_end(data, tags, order)
+        if data_end is None:
+            return None
+        end = max(end, ifd.end, data_end, *(entry.end for entry in ifd.entries))
+        pending.append(ifd.next)
+        for tag in TIFF_IFD_TAGS:
+            if tag in tags:
+                offsets = tiff_numbers(data, tags[tag], order)
+                if offsets is None:
+                    return None
+                pending.extend(int(offset) for offset in offsets)
+    return end
+
+
+def bmp_colour_space(data: bytes) -> int | None:
+    """The colour space type a BMP's BITMAPV4HEADER or BITMAPV5HEADER states (bV4CSType:
+    BMP_CALIBRATED, BMP_LINKED, BMP_EMBEDDED, or sRGB's and Windows' own); None for an older
+    header, which states none."""
+    if len(data) < 74 or int.from_bytes(data[14:18], "little") < BMP_V4_HEADER:
+        return None
+    return int.from_bytes(data[70:74], "little")
+
+
+def bmp_profile(data: bytes) -> tuple[int, int] | None:
+    """Where the profile a BMP's BITMAPV5HEADER embeds (colour space BMP_EMBEDDED: an ICC
+    profile) or links (BMP_LINKED: its file name) starts and ends in the file: at the offset
+    the header states from its own start (byte 14), of the size it states; None for none."""
+    if bmp_colour_space(data) not in (BMP_EMBEDDED, BMP_LINKED):
+        return None
+    if len(data) < 14 + BMP_V5_HEADER or int.from_bytes(data[14:18], "little") < BMP_V5_HEADER:
+        return None
+    offset, size = struct.unpack_from("<II", data, 14 + 112)  # bV5ProfileData, bV5ProfileSize
+    return (14 + offset, 14 + offset + size) if size else None
+
+
+def bmp_pixels_end(data: bytes) -> int | None:
+    """Where a BMP's pixels end: at the offset its file header states (bfOffBits) plus their
+    size, which its sides and bits per pixel give for rows (BMP_ROWS) and its header states for
+    compressed pixels (biSizeImage); None when it does not (0), or its header is cut short."""
+    if len(data) < 26:
+        return None
+    offset, header = struct.unpack_from("<II", data, 10)
+    if header == 12:  # BITMAPCOREHEADER: 16-bit sizes, no compression
+        width, height, bits = struct.unpack_from("<HH2xH", data, 18)
+        compression = pixel_bytes = 0
+    elif len(data) >= 38:
+        width, height, bits, compression, pixel_bytes = struct.unpack_from("<ii2xHII", data, 18)
+    else:
+        return None
+    if compression in BMP_ROWS:
+        pixel_bytes = (abs(width) * bits + 31) // 32 * 4 * abs(height)  # negative: top-down
+    return offset + pixel_bytes if pixel_bytes else None
+
+
+def bmp_end(data: bytes) -> int | None:
+    """Where a BMP ends: at the file size its header states (bfSize) when that size holds its
+    pixels and profile; else (some writers state 0, or a wrong size) where the last of them
+    ends. None when its header does not say the size of its pixels (bmp_pixels_end), or when
+    they or its profile end past `data`."""
+    pixels = bmp_pixels_end(data)
+    if pixels is None:
+        return None
+    end = max(pixels, (bmp_profile(data) or (0, 0))[1])
+    if end > len(data):
+        return None
+    size = int.from_bytes(data[2:6], "little")
+    return size if end <= size <= len(data) else end

@@ -27,8 +27,14 @@ import pillow_jxl  # noqa: F401  (registers Pillow's JPEG XL plugin)
 from PIL import Image, ImageCms, ImageOps, PngImagePlugin, TiffTags, UnidentifiedImageError
 
 from pipeline.containers import (
+    BMP_CALIBRATED,
+    BMP_EMBEDDED,
+    BMP_LINKED,
     JXL_CONTAINER,
     MP_ENTRIES,
+    bmp_colour_space,
+    bmp_end,
+    bmp_profile,
     boxes_end,
     foreign_boxes,
     heif_images_not_carried,
@@ -36,6 +42,7 @@ from pipeline.containers import (
     jxl_animated,
     jxl_metadata_boxes,
     mpo_end,
+    tiff_end,
 )
 from pipeline.exif import EXIF_ORIENTATION, reset_exif_orientation, swap_exif_axes
 from pipeline.format import KEPT, MAX_PIXELS, check_rel_path
@@ -140,13 +147,6 @@ GIF_IMAGE = b"\x2c"
 GIF_TRAILER = b"\x3b"
 # A WebP's chunks of pixels or animation, or of metadata an LR carries (ICC profile, EXIF, XMP).
 WEBP_CHUNKS = ("VP8 ", "VP8L", "VP8X", "ALPH", "ANIM", "ANMF", "ICCP", "EXIF", "XMP ")
-# The BMP headers that state a colour space (BITMAPV4HEADER) and can embed an ICC profile
-# (BITMAPV5HEADER), by their size; their colour space types (bV4CSType, at byte 70).
-BMP_V4_HEADER = 108
-BMP_V5_HEADER = 124
-BMP_CALIBRATED = 0  # LCS_CALIBRATED_RGB: the endpoints and gammas that follow say the colours
-BMP_LINKED = 0x4C494E4B  # PROFILE_LINKED ("LINK"): the file name of a profile
-BMP_EMBEDDED = 0x4D424544  # PROFILE_EMBEDDED ("MBED"): an ICC profile in the file
 TIFF_SUBIFDS = 330  # the tag of a TIFF's further images beside its IFD chain's (a DNG's raw)
 # JPEG APPn segments that hold no metadata archive drops: JFIF and its thumbnail extension,
 # EXIF and XMP, the ICC profile and an MPO's index, Adobe's colour transform. (APP13 is
@@ -173,7 +173,8 @@ NCLX_TRANSFERS = {
 # What a kept_reason calls where the image in a file of a format ends (image_end).
 IMAGE_ENDS = {
     "GIF": "the GIF's trailer",
-    "BMP": "the size the BMP's header states",
+    "BMP": "the BMP's data",
+    "TIFF": "the TIFF's data",
     "JPEG": "the JPEG's end (a Motion Photo's video, say)",
     "PNG": "the PNG's IEND chunk",
     "WEBP": "the WebP's RIFF chunk",
@@ -291,7 +292,8 @@ def kept_reason(img: Image.Image, data: bytes) -> str | None:
         # Georeferencing places the pixels on the earth: a scanned map or an aerial photo
         # restored without it is of no use to GIS software, and an LR cannot hold it.
         geo = ", ".join(name for tag, name in GEOTIFF_TAGS.items() if tag in img.tag_v2)
-        return f"GeoTIFF georeferencing ({geo}), {CANNOT_HOLD}" if geo else None
+        if geo:
+            return f"GeoTIFF georeferencing ({geo}), {CANNOT_HOLD}"
     if img.format in BOX_FORMATS:
         foreign = foreign_boxes(img.format, data)
         if foreign:
@@ -311,10 +313,10 @@ def kept_reason(img: Image.Image, data: bytes) -> str | None:
 
 def image_end(data: bytes, fmt: str) -> int | None:
     """Where the image in the file `data` of Pillow format `fmt` ends: a JPEG's EOI marker, a
-    PNG's IEND chunk, a GIF's trailer, the size a BMP's header states (bmp_end), a WebP's RIFF
-    chunk, the last box of a HEIF, an AVIF or a JPEG XL container; None for other formats (a
-    TIFF's data may lie anywhere; a bare JPEG XL codestream's end is not read), or when `data`
-    ends first."""
+    PNG's IEND chunk, a GIF's trailer, the end of a BMP's data (bmp_end), a WebP's RIFF chunk,
+    the last of what a TIFF's structure references (tiff_end), the last box of a HEIF, an AVIF
+    or a JPEG XL container; None for other formats (a bare JPEG XL codestream's end is not
+    read), or when `data` ends first."""
     if fmt == "JPEG":
         return jpeg_end(data)
     if fmt == "PNG":
@@ -329,33 +331,14 @@ def image_end(data: bytes, fmt: str) -> int | None:
         return next((end for kind, _, end in gif_blocks(data) if kind == GIF_TRAILER), None)
     if fmt == "BMP":
         return bmp_end(data)
+    if fmt == "TIFF":
+        return tiff_end(data)
     if fmt == "WEBP":  # RIFF's size counts what follows its first 8 bytes
         end = 8 + int.from_bytes(data[4:8], "little")
         return end if end <= len(data) else None
     if fmt in ("HEIF", "AVIF") or (fmt == "JXL" and data.startswith(JXL_CONTAINER)):
         return boxes_end(data)
     return None
-
-
-def bmp_end(data: bytes) -> int | None:
-    """Where a BMP ends: at the file size its header states (bfSize), when that size holds its
-    pixels (some writers state 0, or a wrong size: then None); None for a BMP whose pixels'
-    size its header does not say (compressed, biSizeImage 0), or when `data` ends first."""
-    if len(data) < 26:
-        return None
-    size, offset, header = struct.unpack_from("<I4xII", data, 2)
-    if header == 12:  # BITMAPCOREHEADER: 16-bit sizes, no compression
-        width, height, bits = struct.unpack_from("<HH2xH", data, 18)
-        compression = pixel_bytes = 0
-    elif len(data) >= 38:
-        width, height, bits, compression, pixel_bytes = struct.unpack_from("<ii2xHII", data, 18)
-    else:
-        return None
-    if compression in (0, 3, 6):  # RGB, BITFIELDS, ALPHABITFIELDS: rows of 4-byte multiples
-        pixel_bytes = (abs(width) * bits + 31) // 32 * 4 * abs(height)  # negative: top-down
-    if not pixel_bytes or size < offset + pixel_bytes or size > len(data):
-        return None
-    return size
 
 
 def jpeg_end(data: bytes) -> int | None:
@@ -572,24 +555,13 @@ def webp_chunks(data: bytes) -> Iterator[str]:
         at += 8 + size + size % 2  # a chunk of odd size is padded to an even one
 
 
-def bmp_colour_space(data: bytes) -> int | None:
-    """The colour space type a BMP's BITMAPV4HEADER or BITMAPV5HEADER states (bV4CSType:
-    BMP_CALIBRATED, BMP_LINKED, BMP_EMBEDDED, or sRGB's and Windows' own); None for an older
-    header, which states none."""
-    if len(data) < 74 or int.from_bytes(data[14:18], "little") < BMP_V4_HEADER:
-        return None
-    return int.from_bytes(data[70:74], "little")
-
-
 def bmp_icc_profile(data: bytes) -> bytes | None:
     """The ICC profile a BMP's BITMAPV5HEADER embeds (colour space BMP_EMBEDDED), which
-    Pillow does not read: the bytes at the offset the header states from its own start (byte
-    14); None for none, or one that does not lie in `data`."""
-    if bmp_colour_space(data) != BMP_EMBEDDED or len(data) < 14 + BMP_V5_HEADER:
+    Pillow does not read (bmp_profile); None for none, or one that does not lie in `data`."""
+    profile = bmp_profile(data)
+    if bmp_colour_space(data) != BMP_EMBEDDED or profile is None or profile[1] > len(data):
         return None
-    offset, size = struct.unpack_from("<II", data, 14 + 112)  # bV5ProfileData, bV5ProfileSize
-    start = 14 + offset
-    return data[start : start + size] if size and start + size <= len(data) else None
+    return data[profile[0] : profile[1]]
 
 
 def bmp_not_carried(metadata: Metadata, data: bytes) -> list[str]:

@@ -1,5 +1,6 @@
-"""What the containers of HEIF, AVIF, JPEG XL and MPO files hold (pipeline/containers.py), on
-files Pillow, pillow-heif and libjxl write and on the edited ones in tests/data/containers."""
+"""What the containers of HEIF, AVIF, JPEG XL and MPO files hold and where a TIFF's and a BMP's
+data end (pipeline/containers.py), on files Pillow, pillow-heif, libjxl and tifffile write and
+on the edited ones in tests/data/containers."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from pathlib import Path
 import imagecodecs
 import numpy as np
 import pytest
-from conftest import encode, photo
-from PIL import Image
+import tifffile
+from conftest import encode, exif_entry, exif_ifd, photo
+from PIL import Image, TiffImagePlugin, TiffTags
 
 import pipeline.decode  # noqa: F401  (registers Pillow's HEIF and JPEG XL plugins)
 from pipeline.containers import (
     HeifItems,
+    bmp_end,
     boxes,
     boxes_end,
     foreign_boxes,
@@ -24,6 +27,7 @@ from pipeline.containers import (
     jxl_animated,
     jxl_codestream,
     mpo_end,
+    tiff_end,
 )
 
 DATA = Path(__file__).parent.parent / "data" / "containers"
@@ -109,3 +113,111 @@ def test_heif_items_read_what_beside_the_primary_image():
     other = {"aux": {"urn:example:aux:x": [3]}}
     assert heif_images_not_carried(other) == ["auxiliary image 'urn:example:aux:x'"]
     assert heif_items(b"not a heif") == HeifItems()
+
+
+def tiff_with_exif_ifds(pixels: np.ndarray) -> bytes:
+    """A TIFF of `pixels` whose first IFD points to an Exif IFD (with a MakerNote stored apart)
+    and a GPS IFD, as a camera's TIFF does."""
+    ifd = TiffImagePlugin.ImageFileDirectory_v2()
+    ifd[34665] = {36867: "2024:01:01 12:00:00", 37500: b"MakerNote" * 10}
+    ifd[34853] = {1: "N"}
+    return encode(Image.fromarray(pixels), "TIFF", tiffinfo=ifd)
+
+
+def tifffile_tiff(pixels: np.ndarray, **options) -> bytes:
+    out = io.BytesIO()
+    tifffile.imwrite(out, pixels, photometric="rgb", **options)
+    return out.getvalue()
+
+
+def tiff_entry(data: bytes, tag: int) -> int:
+    """Where the entry of `tag` lies in the first IFD of a little-endian TIFF."""
+    first = struct.unpack_from("<I", data, 4)[0]
+    count = struct.unpack_from("<H", data, first)[0]
+    entries = range(first + 2, first + 2 + 12 * count, 12)
+    return next(at for at in entries if struct.unpack_from("<H", data, at)[0] == tag)
+
+
+def tiff_edited(data: bytes, at: int, value: int) -> bytes:
+    """`data` with the 4-byte little-endian number at `at` set to `value`."""
+    return data[:at] + struct.pack("<I", value) + data[at + 4 :]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: encode(Image.fromarray(p), "TIFF"),  # strips
+        lambda p: encode(Image.fromarray(p), "TIFF", compression="tiff_lzw"),
+        tiff_with_exif_ifds,
+        lambda p: tifffile_tiff(p, tile=(16, 16), compression="zlib"),
+        lambda p: tifffile_tiff(p, byteorder=">"),
+        lambda p: tifffile_tiff(p, tile=(16, 16), bigtiff=True),
+        lambda p: tifffile_tiff(p, tile=(16, 16), bigtiff=True, byteorder=">"),
+    ],
+)
+def test_a_tiffs_end_is_the_last_of_what_its_structure_references(make):
+    data = make(photo(64, 48))
+    assert tiff_end(data) == tiff_end(data + b"a video" * 100) == len(data)
+
+
+def tiff_with_exif_ifd_last(pixels: np.ndarray) -> bytes:
+    """A TIFF of `pixels` whose Exif IFD, and the MakerNote it stores apart, follow its pixels."""
+    ifd = TiffImagePlugin.ImageFileDirectory_v2()
+    ifd[34665] = 0
+    ifd.tagtype[34665] = TiffTags.LONG
+    data = encode(Image.fromarray(pixels), "TIFF", tiffinfo=ifd)
+    exif = len(data)
+    maker_note = exif + 2 + 12 + 4  # after the Exif IFD of one entry
+    data = tiff_edited(data, tiff_entry(data, 34665) + 8, exif)
+    return data + exif_ifd("<", [exif_entry("<", 0x927C, 7, 100, maker_note)], 0) + bytes(100)
+
+
+def test_a_tiffs_exif_ifd_and_the_values_it_stores_apart_are_part_of_it():
+    data = tiff_with_exif_ifd_last(photo(64, 48))
+    assert tiff_end(data) == len(data)
+    unlinked = tiff_edited(data, tiff_entry(data, 34665) + 8, 0)
+    assert tiff_end(unlinked) == len(data) - (2 + 12 + 4) - 100
+
+
+def test_a_broken_or_hostile_tiff_claims_no_end():
+    """Offsets past the end of the file, a strip without its byte count, a loop of IFDs: no
+    end is claimed where one cannot be read, and the walk ends."""
+    data = tiff_with_exif_ifds(photo(64, 48))
+    first = struct.unpack_from("<I", data, 4)[0]
+    chain = first + 2 + 12 * struct.unpack_from("<H", data, first)[0]  # the next IFD's offset
+    exif = tiff_entry(data, 34665) + 8
+    assert tiff_end(tiff_edited(data, 4, len(data))) is None  # the first IFD
+    assert tiff_end(tiff_edited(data, chain, len(data) + 8)) is None
+    assert tiff_end(tiff_edited(data, exif, len(data) + 100)) is None
+    assert tiff_end(tiff_edited(data, tiff_entry(data, 273) + 8, len(data))) is None
+    assert tiff_end(tiff_edited(data, tiff_entry(data, 279) + 8, 1 << 31)) is None
+    no_counts = data[: tiff_entry(data, 279)] + b"\xff\xff" + data[tiff_entry(data, 279) + 2 :]
+    assert tiff_end(no_counts) is None
+    assert tiff_end(tiff_edited(data, chain, first)) == len(data)  # a loop
+    assert tiff_end(tiff_edited(data, exif, first)) == len(data)
+    assert tiff_end(data[:100]) is None
+    assert tiff_end(b"II*\x00") is None and tiff_end(b"not a TIFF") is None
+    pixels = struct.unpack_from("<I", data, tiff_entry(data, 273) + 8)[0]
+    for at in range(pixels):  # every byte of its header, IFDs and values, at its worst
+        for byte in (0x00, 0x7F, 0xFF):
+            end = tiff_end(data[:at] + bytes([byte]) + data[at + 1 :])
+            assert end is None or end <= len(data)
+
+
+def bmp_header(bmp: bytes, at: int, fmt: str, *values: int) -> bytes:
+    """`bmp` with `values` packed in little-endian `fmt` at `at`."""
+    return bmp[:at] + struct.pack("<" + fmt, *values) + bmp[at + struct.calcsize("<" + fmt) :]
+
+
+def test_a_bmps_end_is_read_from_its_header_when_its_size_is_wrong():
+    """A BMP whose header states a file size of 0 (some writers do), or one too small for its
+    pixels, ends where its pixels do: bfOffBits and rows of 4-byte multiples, or the size of
+    its compressed pixels (biSizeImage)."""
+    bmp = encode(Image.fromarray(photo(61, 47)), "BMP")
+    assert bmp_end(bmp + b"a video") == len(bmp)
+    for size in (0, 54, len(bmp) + 100):
+        assert bmp_end(bmp_header(bmp, 2, "I", size) + b"a video") == len(bmp)
+    rle = bmp_header(bmp, 30, "II", 1, 1000)  # RLE8: 1,000 bytes of pixels
+    assert bmp_end(bmp_header(rle, 2, "I", 0)) == 54 + 1000
+    assert bmp_end(bmp_header(rle, 30, "II", 1, 0)) is None  # their size not said
+    assert bmp_end(bmp[:-1]) is None and bmp_end(bmp[:20]) is None

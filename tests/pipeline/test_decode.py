@@ -12,6 +12,7 @@ from pathlib import Path
 import imagecodecs
 import numpy as np
 import pytest
+import tifffile
 from conftest import (
     bad_images,
     bomb_png,
@@ -1028,6 +1029,11 @@ def test_an_orientation_pillow_reads_in_another_form_is_reset_as_one_short(order
     assert read[0x0112] == 1 and len(decoded.metadata.exif) == len(exif)
 
 
+# A camera TIFF's Exif IFD (a date, a MakerNote stored apart) and GPS IFD, as Pillow writes them
+CAMERA_TIFF_TAGS = {
+    34665: {36867: "2024:01:01 12:00:00", 37500: b"MakerNote" * 10},
+    34853: {1: "N"},
+}
 # The start of an MP4 file (its ftyp box), as a Motion Photo's video follows its JPEG
 VIDEO = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(range(256)) * 4
 
@@ -1050,7 +1056,10 @@ VIDEO = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(range(256)) 
         ("PNG", {}, "the PNG's IEND chunk"),
         ("GIF", {}, "the GIF's trailer"),
         ("GIF", {"comment": b"scanned 1998"}, "the GIF's trailer"),  # a block first
-        ("BMP", {}, "the size the BMP's header states"),
+        ("BMP", {}, "the BMP's data"),
+        ("TIFF", {}, "the TIFF's data"),
+        ("TIFF", {"compression": "tiff_lzw"}, "the TIFF's data"),
+        ("TIFF", {"tiffinfo": CAMERA_TIFF_TAGS}, "the TIFF's data"),  # an Exif and a GPS IFD
         ("WEBP", {}, "the WebP's RIFF chunk"),
         ("WEBP", {"lossless": True}, "the WebP's RIFF chunk"),
         ("HEIF", {}, "the HEIF's last box"),
@@ -1077,29 +1086,48 @@ def bmp_size(bmp: bytes, size: int) -> bytes:
     return bmp[:2] + struct.pack("<I", size) + bmp[6:]
 
 
+def bmp_rle8(bmp: bytes, pixel_bytes: int) -> bytes:
+    """A BMP whose header says its pixels are RLE8-compressed, of `pixel_bytes` bytes."""
+    return bmp[:30] + struct.pack("<II", 1, pixel_bytes) + bmp[38:]
+
+
 @pytest.mark.parametrize(
-    ("make", "holds"),
+    ("make", "end"),
     [
-        (lambda p: encode(Image.fromarray(p), "BMP"), True),
-        (lambda p: encode(Image.fromarray(p).convert("P"), "BMP"), True),  # a palette first
-        (lambda p: encode(Image.fromarray(p).convert("1"), "BMP"), True),  # rows of 1 bit
+        (lambda p: encode(Image.fromarray(p), "BMP"), len),
+        (lambda p: encode(Image.fromarray(p).convert("P"), "BMP"), len),  # a palette first
+        (lambda p: encode(Image.fromarray(p).convert("1"), "BMP"), len),  # rows of 1 bit
         (  # top-down rows: a negative height
             lambda p: (lambda b: b[:22] + struct.pack("<i", -p.shape[0]) + b[26:])(
                 encode(Image.fromarray(p), "BMP")
             ),
-            True,
+            len,
         ),
-        (lambda p: bmp_v5(p, b"MBED", profile=display_p3_icc()), True),  # the profile last
-        (lambda p: bmp_size(encode(Image.fromarray(p), "BMP"), 0), False),  # some writers' 0
-        (lambda p: bmp_size(encode(Image.fromarray(p), "BMP"), 54 + 100), False),
+        (lambda p: bmp_v5(p, b"MBED", profile=display_p3_icc()), len),  # the profile last
+        # A size of 0, as some writers state, or a wrong one: the end of the pixels and profile
+        (lambda p: bmp_size(encode(Image.fromarray(p), "BMP"), 0), len),
+        (lambda p: bmp_size(encode(Image.fromarray(p), "BMP"), 54 + 100), len),
+        (lambda p: bmp_size(bmp_v5(p, b"MBED", profile=display_p3_icc()), 0), len),
+        (lambda p: bmp_size(bmp_rle8(encode(Image.fromarray(p), "BMP"), 1000), 0), lambda d: 1054),
+        (lambda p: bmp_rle8(encode(Image.fromarray(p), "BMP"), 0), lambda d: None),  # not said
     ],
 )
-def test_a_bmps_end_is_the_size_its_header_states_when_that_holds_its_pixels(make, holds: bool):
-    """Bytes after the size a BMP's header states keep it as it is; a size that cannot hold
-    its pixels (0, as some writers state, or less) says nothing of where it ends."""
+def test_a_bmps_end_is_the_size_its_header_states_or_where_its_pixels_end(make, end):
+    """Bytes after the size a BMP's header states keep it as it is; where that size cannot hold
+    its pixels and profile, they end where its header says they do."""
     data = make(photo(61, 47, 3))  # rows padded to 4 bytes
-    assert image_end(data + VIDEO, "BMP") == (len(data) if holds else None)
-    assert (decode_image(data + VIDEO).kept_reason is not None) == holds
+    assert image_end(data + VIDEO, "BMP") == end(data)
+
+
+@pytest.mark.parametrize("size", [None, 0, 54 + 100])
+def test_a_bmp_whose_header_states_a_wrong_size_is_kept_for_a_tail_alone(size: int | None):
+    data = encode(Image.fromarray(photo(61, 47, 3)), "BMP")
+    data = data if size is None else bmp_size(data, size)
+    assert decode_image(data).kept_reason is None
+    assert decode_image(data + b"\x00" * 10).kept_reason is None
+    assert decode_image(data + VIDEO).kept_reason == (
+        "1,048 bytes after the BMP's data, which an LR cannot hold: kept as it is"
+    )
 
 
 def test_a_bmps_embedded_icc_profile_travels():
@@ -1122,6 +1150,53 @@ def test_a_tiffs_subifd_images_make_it_a_multi_frame_image():
     message = "TIFF image with 1 SubIFD image beside its first: multi-frame images are not archived"
     with pytest.raises(ValueError, match=f"^{message}$"):
         decode_image(data)
+
+
+def tifffile_tiff(pixels: np.ndarray, **options) -> bytes:
+    out = io.BytesIO()
+    tifffile.imwrite(out, pixels, photometric="rgb", **options)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"tile": (16, 16)}, {"tile": (16, 16), "compression": "zlib"}, {"bigtiff": True}],
+)
+def test_bytes_after_a_tiled_or_big_tiffs_data_keep_it_as_it_is(options: dict):
+    data = tifffile_tiff(photo(64, 48, 3), **options)
+    assert decode_image(data).kept_reason is None
+    assert decode_image(data + b"\x00" * 100).kept_reason is None
+    assert decode_image(data + VIDEO).kept_reason == (
+        "1,048 bytes after the TIFF's data, which an LR cannot hold: kept as it is"
+    )
+
+
+def tiff_entry_value(data: bytes, tag: int, value: int) -> bytes:
+    """A little-endian TIFF whose first IFD's entry of `tag` holds `value`."""
+    first = struct.unpack_from("<I", data, 4)[0]
+    count = struct.unpack_from("<H", data, first)[0]
+    entries = range(first + 2, first + 2 + 12 * count, 12)
+    entry = next(at for at in entries if struct.unpack_from("<H", data, at)[0] == tag)
+    return data[: entry + 8] + struct.pack("<I", value) + data[entry + 12 :]
+
+
+def test_a_tiff_whose_structure_points_past_its_end_or_loops_claims_no_tail():
+    """An Exif IFD past the end of the file: Pillow reads the image without it, and where the
+    TIFF's data end cannot be said, bytes after them are not claimed; an Exif IFD that points
+    back to the first IFD is read once."""
+    data = encode(Image.fromarray(photo(64, 48, 3)), "TIFF", tiffinfo=CAMERA_TIFF_TAGS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Pillow: "Corrupt EXIF data"
+        past = decode_image(tiff_entry_value(data, 34665, len(data) + 100) + VIDEO)
+    assert past.kept_reason is None and past.pixels.shape == (48, 64, 3)
+    loop = tiff_entry_value(data, 34665, struct.unpack_from("<I", data, 4)[0])
+    assert image_end(loop, "TIFF") == len(loop)
+    assert decode_image(loop).kept_reason is None
+
+
+def test_a_geotiffs_georeferencing_is_said_before_a_tail():
+    decoded = decode_image(tiff_with_tags(photo(64, 48, 3), GEOREFERENCING) + VIDEO)
+    assert decoded.kept_reason.startswith("GeoTIFF georeferencing (ModelPixelScale")
 
 
 def test_a_progressive_jpegs_end_is_found_after_its_last_scan():
