@@ -18,7 +18,6 @@ import contextlib
 import io
 import logging
 import math
-import os
 import posixpath
 import tempfile
 import time
@@ -36,7 +35,7 @@ import pyarrow.parquet as pq
 from pipeline.buckets import Buckets, coalesced
 from pipeline.format import MANIFEST_DIR
 from pipeline.rows import error_text, from_storage_client
-from pipeline.storage import Location, write_atomic
+from pipeline.storage import Location, local_temp, write_atomic
 
 logger = logging.getLogger("tadm")
 
@@ -245,28 +244,40 @@ def compact(manifest: Location, schema: pa.Schema) -> None:
     parts = list_parts(manifest)
     if len(parts) <= 1:
         return
-    with merged_buckets(manifest, schema, parts) as buckets:
-        out = PartSink(manifest, schema)
+    with merged_buckets(manifest, schema, parts) as buckets, PartSink(manifest, schema) as out:
         for k in range(buckets.n):
             out.write(latest(buckets.bucket(k, buckets.n)))
-        out.close()
     manifest.filesystem().rm(parts)
 
 
 class PartSink:
-    """Streams tables into parts of at most PART_ROWS rows, each spooled to a local temporary
-    file and then written atomically into the manifest."""
+    """Streams tables into parts of at most PART_ROWS rows, each written atomically into the
+    manifest as it is spooled (part_spool); a context manager, which publishes the last part
+    when its block ends, and leaves no part nor spool behind when it raises."""
 
     def __init__(self, manifest: Location, schema: pa.Schema) -> None:
         self.manifest = manifest
         self.schema = schema
-        self.folder = tempfile.mkdtemp(prefix="tadm-compact-")
+        self.spool = contextlib.ExitStack()  # the part being written: its spool file
         self.writer: pq.ParquetWriter | None = None
         self.rows = 0
 
+    def __enter__(self) -> PartSink:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if exc[0] is None:
+            self.publish()
+            return
+        if self.writer is not None:
+            with contextlib.suppress(Exception):  # its own error, as the disk's, is exc's
+                self.writer.close()
+        self.spool.__exit__(*exc)  # the spool is removed, nothing published
+
     def write(self, table: pa.Table) -> None:
         if self.writer is None:
-            self.writer = pq.ParquetWriter(os.path.join(self.folder, "part"), self.schema)
+            f = self.spool.enter_context(part_spool(self.manifest))
+            self.writer = pq.ParquetWriter(f, self.schema)
         self.writer.write_table(table.cast(self.schema))
         self.rows += len(table)
         if self.rows >= PART_ROWS:
@@ -277,18 +288,25 @@ class PartSink:
             return
         self.writer.close()
         self.writer, self.rows = None, 0
-        local = os.path.join(self.folder, "part")
-        fs, target = self.manifest.filesystem(), self.manifest.path(part_name())
-        if self.manifest.protocol == "file":
-            os.makedirs(self.manifest.root, exist_ok=True)
-            os.replace(local, target)
-        else:  # one PUT, or a multipart upload that appears when complete
-            fs.put_file(local, target)
-            os.remove(local)
+        self.spool.close()
 
-    def close(self) -> None:
-        self.publish()
-        os.rmdir(self.folder)
+
+@contextlib.contextmanager
+def part_spool(manifest: Location) -> Iterator[Any]:
+    """A file to write a new part into, which becomes the part when the block ends without an
+    exception, and is removed otherwise: in a local manifest a hidden temporary beside the
+    parts, renamed into place (storage.local_temp: one disk, so a manifest on another disk than
+    the temporary folder's compacts too); for S3 a local temporary file, then one PUT, or a
+    multipart upload that appears when complete."""
+    path = manifest.path(part_name())
+    if manifest.protocol == "file":
+        with local_temp(path, manifest.root) as f:
+            yield f
+        return
+    with tempfile.NamedTemporaryFile(prefix="tadm-part-") as f:
+        yield f
+        f.flush()
+        manifest.filesystem().put_file(f.name, path)
 
 
 class ManifestWriter:

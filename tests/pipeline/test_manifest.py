@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import make_bucket
 
 import pipeline.buckets as buckets_module
 import pipeline.manifest as manifest_module
@@ -249,6 +251,68 @@ def test_large_manifest_compacts_bucket_by_bucket_into_several_parts(tmp_path: P
         "status",
         "written_at",
     ]
+
+
+def test_a_manifest_on_another_disk_than_the_temporary_folder_compacts(tmp_path, monkeypatch):
+    """A DST on its own disk (an NFS or EBS mount) is the rule: a compacted part is spooled
+    beside the parts, not in the temporary folder, from which a rename fails across disks."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on another filesystem than the test's folder")
+    with tempfile.TemporaryDirectory(dir=shm) as elsewhere:
+        monkeypatch.setattr(tempfile, "tempdir", elsewhere)
+        manifest = Location.parse(str(tmp_path / "manifest"))
+        for status in ("error", "ok"):
+            writer = ManifestWriter(manifest, ARCHIVE_SCHEMA)
+            writer.add([{"rel_path": "x", "status": status}])
+            writer.flush()
+        compact(manifest, ARCHIVE_SCHEMA)
+        assert os.listdir(elsewhere) == []
+    (part,) = list_parts(manifest)
+    assert pq.read_table(part)["status"].to_pylist() == ["ok"]
+    assert sorted(os.listdir(tmp_path / "manifest")) == [os.path.basename(part)]
+
+
+def test_an_s3_manifest_compacts_through_a_local_spool(s3_env: str):
+    make_bucket(s3_env, "compact")
+    manifest = Location.parse("s3://compact/archive/manifest")
+    for status in ("error", "ok"):
+        writer = ManifestWriter(manifest, ARCHIVE_SCHEMA)
+        writer.add([{"rel_path": "x", "status": status}])
+        writer.flush()
+    compact(manifest, ARCHIVE_SCHEMA)
+    (part,) = list_parts(manifest)
+    assert read_manifest(manifest, ARCHIVE_SCHEMA)["status"].to_pylist() == ["ok"]
+    assert manifest.filesystem().ls(manifest.root) == [part]
+
+
+def test_a_compaction_that_fails_midway_leaves_the_rows_and_no_temporary(tmp_path, monkeypatch):
+    """The disk full halfway: the parts it replaces stay, with a part it published, whose
+    duplicates read_manifest resolves; the part it was writing leaves no temporary file."""
+    monkeypatch.setattr(buckets_module, "MEMORY_ROWS", 50)
+    monkeypatch.setattr(manifest_module, "PART_ROWS", 120)
+    manifest = Location.parse(str(tmp_path / "manifest"))
+    writer = ManifestWriter(manifest, ARCHIVE_SCHEMA, flush_rows=40)
+    for i in range(300):
+        writer.add([{"rel_path": f"img{i:03d}.png", "status": "ok"}])
+    writer.flush()
+    before = read_manifest(manifest, ARCHIVE_SCHEMA).drop_columns(["written_at"])
+    buckets, real = [], manifest_module.latest
+
+    def latest(table: pa.Table) -> pa.Table:
+        buckets.append(table)
+        if sum(map(len, buckets)) > 200:  # after a part of 120 rows was published
+            raise OSError(28, "No space left on device")
+        return real(table)
+
+    monkeypatch.setattr(manifest_module, "latest", latest)
+    with pytest.raises(OSError, match="No space left on device"):
+        compact(manifest, ARCHIVE_SCHEMA)
+    monkeypatch.setattr(manifest_module, "latest", real)
+    assert len(list_parts(manifest)) == 8 + 1  # 300 rows in parts of 40, and one new part
+    assert [name for name in os.listdir(tmp_path / "manifest") if name.startswith(".")] == []
+    after = read_manifest(manifest, ARCHIVE_SCHEMA).drop_columns(["written_at"])
+    assert after.equals(before)
 
 
 def test_a_part_that_cannot_be_written_names_itself(tmp_path):
