@@ -481,11 +481,13 @@ def crashed(prog: str, argv: list[str] | None, e: Exception, hidden: set[str] | 
 def task_exception(e: Any) -> tuple[str, str]:
     """The type name and message of the exception a Ray task raised (`e.cause`). Ray Data
     wraps a stage's exception in a UserCodeException that keeps it only as text, in the task's
-    traceback: "KeyError: 'x'" before "The above exception was the direct cause ..."."""
+    traceback: "KeyError: 'x'" before the last "The above exception was the direct cause ...",
+    after the exceptions it was raised from, if any."""
     cause = e.cause
     if type(cause).__name__ != "UserCodeException":
         return type(cause).__name__, str(cause)
-    text = ANSI_CODE.sub("", str(e)).split("The above exception was the direct cause")[0]
+    chain = ANSI_CODE.sub("", str(e)).split("The above exception was the direct cause")
+    text = chain[-2] if len(chain) > 1 else chain[0]
     last = next((line for line in reversed(text.strip().splitlines()) if line.strip()), "")
     match = re.fullmatch(r"([\w.]+): (.*)", last)
     if match is None:

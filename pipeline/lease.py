@@ -33,7 +33,7 @@ from typing import Any
 
 from pipeline.format import MANIFEST_DIR
 from pipeline.rows import error_text
-from pipeline.storage import Location, write_atomic
+from pipeline.storage import Location, no_room, write_atomic
 
 LEASE = f"{MANIFEST_DIR}/.lease.json"
 HEARTBEAT_S = 15.0
@@ -90,7 +90,8 @@ class Lease:
 
     def acquire(self) -> None:
         """Take the lease, or raise ValueError naming the job that holds it, or saying that
-        DST cannot be written at all."""
+        DST cannot be written at all (no such bucket, no right to write, a file in the way, a
+        disk full or read-only)."""
         held = self.read()
         if held:
             age = time.time() - heartbeat_time(held)
@@ -115,6 +116,13 @@ class Lease:
             raise ValueError(
                 f"{self.dst.uri} cannot be written ({error_text(e)}): a file stands where a "
                 f"folder of the {self.record['job']}'s must be; give another DST, or move the file"
+            ) from None
+        except OSError as e:
+            if not no_room(e):
+                raise
+            raise ValueError(
+                f"{self.dst.uri} cannot be written ({error_text(e)}): free space on its disk, "
+                "or make it writable, or give another DST"
             ) from None
         time.sleep(SETTLE_S)
         won = self.read()
@@ -201,7 +209,11 @@ class DstNotSeen(RuntimeError):
     see the folder the job's driver writes; nothing was written there."""
 
     def __init__(self, uri: str, host: str) -> None:
-        super().__init__(
+        super().__init__(uri, host)  # as Ray makes it again from its args on the driver
+
+    def __str__(self) -> str:
+        uri, host = self.args
+        return (
             f"DST {uri!r} is a local path that host {host} of the Ray cluster does not see (no "
             "lease of this job there; it joined after the job started, or DST's lease was "
             "deleted): it would write its own disk, so the job stopped, keeping the rows of "

@@ -35,7 +35,8 @@ import pyarrow.parquet as pq
 from pipeline.buckets import Buckets, coalesced
 from pipeline.format import MANIFEST_DIR
 from pipeline.rows import error_text, from_storage_client
-from pipeline.storage import Location, local_temp, write_atomic
+from pipeline.storage import DstFull, Location, local_temp, no_room, write_atomic
+from pipeline.summary import plural
 
 logger = logging.getLogger("tadm")
 
@@ -88,12 +89,19 @@ def write_part(manifest: Location, table: pa.Table) -> None:
     try:
         write_atomic(manifest.filesystem(), path, buffer.getvalue())
     except OSError as e:
-        raise type(e)(f"manifest part {manifest.uri_of(path)} cannot be written: {e}") from e
+        raise with_text(e, f"manifest part {manifest.uri_of(path)} cannot be written: {e}") from e
     except Exception as e:  # the S3 client's own, after its retries: a server error
         if not from_storage_client(e):
             raise
         message = f"manifest part {manifest.uri_of(path)} cannot be written: {error_text(e)}"
         raise OSError(message) from e
+
+
+def with_text(e: OSError, text: str) -> OSError:
+    """An OSError of `e`'s type and errno that says `text`."""
+    error = type(e)(text)
+    error.errno = e.errno
+    return error
 
 
 def list_parts(manifest: Location) -> list[str]:
@@ -317,7 +325,8 @@ class ManifestWriter:
     either written and counted or refused, never counted and left unwritten. A refused row's
     image has no row, so a re-run does it again. A part the storage fails to write keeps its
     rows buffered, written with the next flush (`close` waits and tries again); only after
-    WRITE_PATIENCE_S of failures does the OSError reach the job."""
+    WRITE_PATIENCE_S of failures does the OSError reach the job, naming the rows not written,
+    or at once when the storage refuses them, or its disk takes no more."""
 
     def __init__(
         self,
@@ -379,7 +388,8 @@ class ManifestWriter:
         """Write the rows buffered as a part; whether they are written. A failed write keeps
         them for the next flush and logs why; OSError once writes have failed for
         WRITE_PATIENCE_S, or at once when the storage refuses them (no right to write, no such
-        bucket, a file where the folder must be)."""
+        bucket, a file where the folder must be) or its disk takes no more (full, read-only:
+        storage.no_room: DstFull), saying how many rows were not written."""
         self.last_flush = time.monotonic()
         if not self.tables:
             return True
@@ -389,8 +399,12 @@ class ManifestWriter:
             now = time.monotonic()
             self.failing_since = self.failing_since or now
             refused = isinstance(e, (PermissionError, FileNotFoundError, NotADirectoryError))
-            if refused or now - self.failing_since >= WRITE_PATIENCE_S:  # no use waiting
-                raise
+            if refused or no_room(e) or now - self.failing_since >= WRITE_PATIENCE_S:
+                # no use waiting
+                failed = f"{e} ({plural(self.rows, 'row')} not written)"
+                if no_room(e):
+                    raise DstFull(failed) from e
+                raise with_text(e, f"{failed}: the next run does their images again") from e
             logger.warning(
                 "manifest: %s rows kept, to be written again: %s",
                 f"{self.rows:,}",

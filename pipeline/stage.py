@@ -23,11 +23,13 @@ import torch
 from pipeline.format import PERMANENT, TRANSIENT
 from pipeline.rows import error_kind, error_text, model_calls, to_batch, to_rows
 from pipeline.storage import (
+    DstFull,
     Location,
     NotAsRecorded,
     check_inside,
     copy_atomic,
     file_sha256,
+    no_room,
     write_atomic,
 )
 from tadm import TADM
@@ -256,7 +258,8 @@ def write_files(
     included, is added to its "seconds". A local file gets the modification time
     `mtime_of(row)` (nanoseconds since the epoch; None: now, or a copied file's), an S3 one
     written from bytes the user metadata `user_metadata_of(row)`. `clash`: what to do when a
-    file and a folder of one name clash (write_failure)."""
+    file and a folder of one name clash (write_failure). DstFull, stopping the job, when DST's
+    disk takes no more files (full, or read-only)."""
     fs = dst.filesystem()
     for row in rows:
         if row["status"] != status:
@@ -287,6 +290,8 @@ def write_files(
                 assert isinstance(data, Copy)
                 fail(row, data.changed(str(e)), data.kind)
             except Exception as e:
+                if no_room(e):  # so would every file after it
+                    raise DstFull(f"cannot write {dst.uri_of(path)}: {error_text(e)}") from e
                 kind, hint = write_failure(e, path, dst.protocol, clash)
                 fail(row, f"cannot write {dst.uri_of(path)}: {error_text(e)}{hint}", kind)
         row["seconds"] += time.perf_counter() - start

@@ -10,6 +10,7 @@ AWS_ENDPOINT_URL) is never used; Ray reads S3 through s3fs wrapped in a pyarrow 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import posixpath
@@ -253,6 +254,25 @@ TEMP_PATH = rf"(^|/){TEMP}\z"  # a "/"-separated path to one, for Arrow
 TEMP_NAME_BYTES = 64  # of the final name, in a temporary one
 COPY_CHUNK = 8 * 2**20  # bytes a copy holds at a time
 STALE_TEMP_S = 600  # a temporary file lives for one write; one this old belongs to a dead job
+# A local write that fails so fails for every file after it: the disk (or the user's quota)
+# is full, or it is read-only.
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def no_room(e: BaseException) -> bool:
+    """Whether `e` says that the disk written takes no more files (NO_ROOM)."""
+    return getattr(e, "errno", None) in NO_ROOM
+
+
+class DstFull(RuntimeError):
+    """A file of the job could not be written into DST because its disk takes no more
+    (no_room): every file after it would fail too, so the job stops. `failed` says which."""
+
+    def __str__(self) -> str:
+        return (
+            f"{super().__str__()}: DST's disk takes no more files: free space on it, or make it "
+            "writable, and run the job again, which does the images not done yet"
+        )
 
 
 def read_recorded(uri: str, size: int | None, sha256: str, options: dict[str, Any]) -> bytes:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import subprocess
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -203,6 +204,16 @@ def small_photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "sub/c.png": encode(Image.fromarray(photo(96, 64, 22)), "PNG"),
         },
     )
+
+
+def can_hide_a_folder() -> bool:
+    """Whether this process may start a process in a mount namespace of its own (`unshare -m`: root,
+    as a test container often is), where a tmpfs hides a folder from that process alone."""
+    probe = ["unshare", "-m", "--propagation", "private", "true"]
+    try:
+        return subprocess.run(probe, capture_output=True).returncode == 0
+    except OSError:  # no unshare
+        return False
 
 
 def run_cli(*argv: str) -> int:

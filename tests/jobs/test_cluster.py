@@ -18,7 +18,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from conftest import cli_env, encode, make_bucket, photo, write_tree
+from conftest import can_hide_a_folder, cli_env, encode, make_bucket, photo, write_tree
 from PIL import Image
 from ray._raylet import GcsClient
 from ray.autoscaler._private.util import prepare_config, validate_config
@@ -215,16 +215,6 @@ def test_every_manifest_example_is_a_copy_of_the_checked_ones():
 
 
 # ---- local paths on a multi-node cluster -------------------------------------------------------
-
-
-def can_hide_a_folder() -> bool:
-    """Whether this process may start one in a mount namespace of its own (`unshare -m`: root,
-    as a test container often is), where a tmpfs hides a folder from that process alone."""
-    probe = ["unshare", "-m", "--propagation", "private", "true"]
-    try:
-        return subprocess.run(probe, capture_output=True).returncode == 0
-    except OSError:  # no unshare
-        return False
 
 
 def alive_nodes(address: str) -> int:

@@ -273,12 +273,19 @@ def test_a_crash_in_a_ray_task_names_the_tasks_own_exception(ray_cluster, capsys
     assert last.startswith("tadm archive: crashed: KeyError: 'the cause' in a Ray task (")
 
 
-def test_a_crash_in_a_ray_data_stage_names_the_stages_own_exception(ray_cluster, capsys):
-    """Ray Data keeps the stage's exception only as text, behind a UserCodeException."""
+@pytest.mark.parametrize("chained", [False, True])
+def test_a_crash_in_a_ray_data_stage_names_the_stages_own_exception(ray_cluster, capsys, chained):
+    """Ray Data keeps the stage's exception only as text, behind a UserCodeException; one
+    raised from another (DstFull from the OSError of a full disk) is named, not its cause."""
     import ray
 
     def stage(batch: dict) -> dict:
-        raise KeyError("the cause")
+        if not chained:
+            raise KeyError("the cause")
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError as e:
+            raise KeyError("the cause") from e
 
     try:
         ray.data.range(1).map_batches(stage).take_all()

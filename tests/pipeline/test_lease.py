@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -228,3 +229,17 @@ def test_a_fence_on_s3_goes_on_without_the_lease(s3_env: str):
     with Lease(dst, "archive") as lease:
         dst.filesystem().rm(dst.path(LEASE))
         lease.fence().check()
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
+def test_a_dst_on_a_full_or_read_only_disk_is_named(tmp_path, monkeypatch, code):
+    def no_room(*_) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(lease_module, "write_atomic", no_room)
+    with pytest.raises(ValueError) as refused:
+        Lease(Location.parse(str(tmp_path)), "archive").acquire()
+    assert str(refused.value) == (
+        f"{tmp_path} cannot be written ([Errno {code}] {os.strerror(code)}): free space on its "
+        "disk, or make it writable, or give another DST"
+    )

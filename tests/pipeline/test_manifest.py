@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -22,7 +23,7 @@ from pipeline.manifest import (
     to_table,
     write_part,
 )
-from pipeline.storage import Location
+from pipeline.storage import DstFull, Location
 
 DESIGN_COLUMNS = [
     "source_uri",
@@ -107,6 +108,20 @@ def test_a_part_the_storage_fails_keeps_its_rows_for_the_next_flush(
     monkeypatch.setattr(manifest_module, "write_part", refused)
     with pytest.raises(PermissionError):
         ManifestWriter(manifest, ARCHIVE_SCHEMA, flush_rows=1).add([{"rel_path": "d"}])
+
+    def full(*_) -> None:  # a disk full, or read-only: no use waiting
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(manifest_module, "write_part", full)
+    writer = ManifestWriter(manifest, ARCHIVE_SCHEMA, flush_rows=3)
+    writer.add([{"rel_path": "e"}, {"rel_path": "f"}])
+    with pytest.raises(DstFull) as stopped:
+        writer.close()
+    assert str(stopped.value) == (
+        "[Errno 28] No space left on device (2 rows not written): DST's disk takes no more "
+        "files: free space on it, or make it writable, and run the job again, which does the "
+        "images not done yet"
+    )
 
 
 def test_compact_leaves_one_part_with_the_merged_rows(tmp_path: Path):

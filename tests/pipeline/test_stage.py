@@ -26,7 +26,7 @@ from pipeline.restore.upscale import Upscale
 from pipeline.restore.write import encode_restored, write_restored
 from pipeline.rows import to_batch
 from pipeline.stage import write_failure
-from pipeline.storage import Location
+from pipeline.storage import DstFull, Location
 
 NO_ARCHIVE = Location.parse("/nonexistent/archive")  # for rows that copy nothing from it
 
@@ -86,6 +86,26 @@ def test_write_stage_writes_atomically_and_fills_sizes(archived):
         "c",
         "d.png.png",
     ]
+
+
+def test_a_disk_that_takes_no_more_stops_the_write_stage(archived, tmp_path, monkeypatch):
+    """Full or read-only: every image after it would fail too, each its own error row."""
+    import pipeline.stage as stage_module
+
+    _, lr, _, _, _ = archived
+
+    def full(fs, path, *_) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(stage_module, "write_atomic", full)
+    dst = Location.parse(str(tmp_path))
+    with pytest.raises(DstFull) as stopped:
+        write_lr(lr, dst=dst, src=Location.parse("/src"), prefix="/src/")
+    assert str(stopped.value) == (
+        f"cannot write {tmp_path}/lr/a.png.png: [Errno 28] No space left on device: DST's disk "
+        "takes no more files: free space on it, or make it writable, and run the job again, "
+        "which does the images not done yet"
+    )
 
 
 def unrecorded(n: int) -> dict[str, np.ndarray]:
