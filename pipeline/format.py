@@ -339,20 +339,18 @@ def decode_lr_png(data: bytes) -> tuple[np.ndarray, LrHeader]:
         raise
     except (OSError, SyntaxError, ValueError) as e:  # ValueError: "Truncated gAMA chunk"...
         raise ValueError(f"corrupt LR PNG: {e}") from None
-    if DENSITY_KEY in text:
-        density = text[DENSITY_KEY].encode("utf-8")
-        try:
-            parse_density(density)
-        except ValueError as e:
-            raise ValueError(f"corrupt LR PNG: {e}") from None
-        metadata = dataclasses.replace(metadata, density=density)
-    if S3_METADATA_KEY in text:
-        user = text[S3_METADATA_KEY].encode("utf-8")
-        try:
-            parse_s3_metadata(user)
-        except ValueError as e:
-            raise ValueError(f"corrupt LR PNG: {e}") from None
-        metadata = dataclasses.replace(metadata, s3_metadata=user)
+    # The Metadata fields the LR holds in text chunks of its own, each checked as it parses.
+    for key, name, parse in (
+        (DENSITY_KEY, "density", parse_density),
+        (S3_METADATA_KEY, "s3_metadata", parse_s3_metadata),
+    ):
+        if key in text:
+            value = text[key].encode("utf-8")
+            try:
+                parse(value)
+            except ValueError as e:
+                raise ValueError(f"corrupt LR PNG: {e}") from None
+            metadata = dataclasses.replace(metadata, **{name: value})
     try:
         header = LrHeader(
             width=int(text["tadm:width"]),
