@@ -266,7 +266,8 @@ def no_room(e: BaseException) -> bool:
 
 class DstFull(RuntimeError):
     """A file of the job could not be written into DST because its disk takes no more
-    (no_room): every file after it would fail too, so the job stops. `failed` says which."""
+    (no_room): every file after it would fail too, so the job stops. Its message says which
+    file failed, and how."""
 
     def __str__(self) -> str:
         return (

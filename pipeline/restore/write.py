@@ -78,10 +78,11 @@ def write_restored(
     metadata its LR holds of an S3 source (s3_metadata), which its `metadata` then names."""
     on_s3 = dst.protocol != "file"
 
-    def user_metadata(row: Row) -> dict[str, str] | None:  # of a whole image, on S3
-        if not on_s3 or is_region(row) or not row.get("s3_metadata"):
-            return None
-        return parse_s3_metadata(bytes(row["s3_metadata"]))
+    def carries_user_metadata(row: Row) -> bool:  # a whole image, on S3
+        return on_s3 and not is_region(row) and bool(row.get("s3_metadata"))
+
+    def user_metadata(row: Row) -> dict[str, str] | None:
+        return parse_s3_metadata(bytes(row["s3_metadata"])) if carries_user_metadata(row) else None
 
     rows = to_rows(batch)
     for row in rows:
@@ -95,7 +96,7 @@ def write_restored(
             data, names, conversion = encode_restored(
                 row["restored"], image_format, Metadata.from_row(row), to_srgb
             )
-            if user_metadata(row) is not None:
+            if carries_user_metadata(row):
                 names = ",".join(filter(None, (names, "s3_metadata")))
             row.update(output_data=data, metadata=names, conversion=conversion)
         except Exception as e:  # one image must not stop the job: it becomes its row

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import encode, photo, xmp_packet
+from conftest import encode, photo, write_tree, xmp_packet
 from PIL import Image
 
 from pipeline.archive.downscale import Downscale
@@ -86,6 +86,24 @@ def test_write_stage_writes_atomically_and_fills_sizes(archived):
         "c",
         "d.png.png",
     ]
+
+
+def test_a_local_copy_of_a_kept_source_does_not_claim_its_s3_user_metadata(archived, tmp_path):
+    """The row of a source kept as it is names what the copy holds: into a local DST, the
+    file's metadata, not the S3 object's user metadata the read stage found."""
+    _, lr, _, _, _ = archived
+    src = write_tree(tmp_path / "src", {"a.png": encode(Image.fromarray(photo(64, 48, 1)), "PNG")})
+    batch = {name: column[:1].copy() for name, column in lr.items()}
+    batch["status"][0], batch["kept_reason"][0] = "kept", "psnr below --min-psnr"
+    batch["metadata"][0] = "s3_metadata"
+    batch["lr_png"][0] = None
+    out = write_lr(
+        batch,
+        dst=Location.parse(str(tmp_path / "dst")),
+        src=Location.parse(str(src)),
+        prefix=f"{src}/",
+    )
+    assert list(out["status"]) == ["kept"] and out["metadata"][0] is None
 
 
 def test_a_disk_that_takes_no_more_stops_the_write_stage(archived, tmp_path, monkeypatch):
