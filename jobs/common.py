@@ -29,11 +29,11 @@ if TYPE_CHECKING:
 SOME_FAILED = 1
 USAGE_ERROR = 2  # bad usage or configuration: bad URI, unknown model, no input
 CRASHED = 3  # the job itself failed: one line on stderr, the traceback in a log file
-INTERRUPTED = 130  # SIGINT or SIGTERM (archive, restore: after writing the rows received so far)
+INTERRUPTED = 130  # SIGINT or SIGTERM (archive, restore: after writing the rows of the images done)
 READER_GONE = 141  # stdout's reader closed it (`| head`), as for a command SIGPIPE killed
 # What an interrupted archive or restore says (run_job's `interrupted`).
 RESUMABLE = (
-    "interrupted; the manifest keeps the rows received so far, run the same command again to "
+    "interrupted; the manifest keeps the rows written so far, run the same command again to "
     "finish the rest"
 )
 # What to check when S3 cannot be reached.

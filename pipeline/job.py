@@ -189,6 +189,9 @@ class JobResult:
     not_attempted: int | None = None  # stopped early at --max-errors: images left undone
     max_errors: int | None = None  # the --max-errors it stopped at
     interrupted: bool = False  # by SIGINT or SIGTERM: the counts are of the images done until then
+    # A second signal stopped the job while it wrote the manifest rows of the images done: the
+    # manifest may lack some of them, whose images a re-run does again.
+    rows_unwritten: bool = False
 
     @property
     def exit_code(self) -> int:
@@ -231,7 +234,12 @@ class JobResult:
                 stored = self.lr_bytes + self.kept_bytes
                 ratio += f" ({(self.source_bytes + self.kept_bytes) / stored:.1f}x with kept files)"
             parts.append(ratio)
-        if self.interrupted:
+        if self.rows_unwritten:
+            parts.append(
+                "interrupted before the manifest rows of the last images were written "
+                "(a re-run does those images again)"
+            )
+        elif self.interrupted:
             parts.append("interrupted")
         return f"{self.job}: {', '.join(parts)}, {duration(self.seconds)}"
 
@@ -249,6 +257,7 @@ class JobResult:
             "permanent_not_retried": self.permanent,
             "not_attempted": self.not_attempted,
             "interrupted": self.interrupted,
+            "rows_unwritten": self.rows_unwritten,
             "exit_code": self.exit_code,
             "manifest": self.manifest,
         }
@@ -382,6 +391,7 @@ def run_held(plan: Plan, lease: Lease) -> JobResult:
     manifest = plan.dst.child(MANIFEST_DIR)
     tally = Tally()
     todo, taken, stopped = 0, 0, False
+    unwritten = False  # a second signal stopped the writing of the last rows
     permanent = 0  # an earlier run's permanent failures, carried over and not retried
 
     def result(interrupted: bool = False) -> JobResult:
@@ -401,6 +411,7 @@ def run_held(plan: Plan, lease: Lease) -> JobResult:
             not_attempted=todo - taken if stopped else None,
             max_errors=config.max_errors,
             interrupted=interrupted,
+            rows_unwritten=unwritten,
         )
 
     try:
@@ -462,9 +473,21 @@ def run_held(plan: Plan, lease: Lease) -> JobResult:
             try:
                 graph = build_graph(plan, resources, blocks, sink, lease.fence())
                 stopped = stream(plan, graph, todo, tally, lease)
+            except KeyboardInterrupt:
+                logger.info(
+                    "%s: interrupted: writing the manifest rows of the images done (a second "
+                    "signal stops without them, and a re-run does those images again)",
+                    name,
+                )
+                raise
             finally:  # also when interrupted or crashed: the rows received are kept
-                statuses = ray.get(sink.close.remote())  # one call: no row in between
-                ray.kill(sink)
+                try:
+                    statuses = ray.get(sink.close.remote())  # one call: no row in between
+                except KeyboardInterrupt:
+                    unwritten = True
+                    raise
+                finally:  # no row written after the lease is given back
+                    ray.kill(sink)
                 # What the writer took: after an early stop, rows of batches in flight too.
                 tally.counts = planned + Counter(statuses)
                 taken = sum(statuses.values())

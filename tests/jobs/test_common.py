@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -41,7 +42,7 @@ from jobs.common import (
     unreachable,
 )
 from pipeline.format import ARCHIVE_SCHEMA
-from pipeline.manifest import list_parts, read_manifest
+from pipeline.manifest import ManifestWriter, list_parts, read_manifest
 from pipeline.storage import Location
 
 
@@ -340,6 +341,63 @@ def test_interrupted_exits_130_with_the_rows_so_far_and_a_rerun_finishes(
     table = pq.read_table(dst / "manifest")  # any Parquet reader: one row per image
     assert sorted(table["rel_path"].to_pylist()) == sorted(pngs(n))
     assert {row["status"] for row in manifest_rows(dst).values()} <= {"ok", "skipped"}
+
+
+def test_a_second_signal_while_the_last_rows_are_written_says_they_may_be_missing(
+    ray_cluster, tiny_model, tmp_path, capsys, monkeypatch
+):
+    """The first signal lets the manifest writer write the rows of the images done (here on a
+    storage that takes a minute); a second stops the job at once, and its summary and JSON
+    say that the manifest may lack rows of images counted, which a re-run does again."""
+    import ray
+
+    closing = tmp_path / "closing"
+
+    class SlowStorage(ManifestWriter):
+        def close(self) -> dict[str, int]:
+            if ray.get_runtime_context().get_actor_id():  # the job's writer, not the plan's
+                closing.touch()
+                time.sleep(120)
+            return super().close()
+
+    def signals() -> None:
+        deadline = time.monotonic() + 600  # a loaded 2-core machine starts a job slowly
+        while not any((dst / "lr").glob("*.png")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+        while not closing.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    n = 24
+    src = write_tree(tmp_path / "src", pngs(n, (256, 192)))
+    dst = tmp_path / "archive"
+    args = ["archive", src, dst, "--model", tiny_model, "--batch-size", "1"]
+    monkeypatch.setattr(job_module, "ManifestWriter", SlowStorage)
+    sender = threading.Thread(target=signals, daemon=True)
+    sender.start()
+    try:
+        assert run_cli(*args, "--json") == INTERRUPTED
+    finally:
+        sender.join(timeout=60)
+        setup_logging()
+    assert closing.exists()
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert "interrupted: writing the manifest rows of the images done (a second" in err
+    assert lines[-1].endswith(
+        "the manifest keeps the rows written so far, run the same command again to finish the rest"
+    )
+    assert (
+        ", interrupted before the manifest rows of the last images were written (a re-run does "
+        "those images again), " in lines[-2]
+    )
+    result = json.loads(out)
+    assert result["interrupted"] is True and result["rows_unwritten"] is True
+
+    monkeypatch.undo()
+    assert run_cli(*args) == 0
+    assert set(manifest_rows(dst)) == set(pngs(n))
 
 
 def test_max_errors_stops_early_and_keeps_the_rows(ray_cluster, tiny_model, tmp_path, capsys):

@@ -168,6 +168,7 @@ def test_json_has_counts_bytes_ratio_exit_code_and_manifest():
         "permanent_not_retried": 0,
         "not_attempted": None,
         "interrupted": False,
+        "rows_unwritten": False,
         "exit_code": 1,
         "manifest": "/a/manifest",
     }
@@ -180,6 +181,13 @@ def test_an_interrupted_job_says_so_and_exits_130():
     assert result.exit_code == 130
     assert result.line() == "restore: 3 images: 2 ok, 1 error (see /r), interrupted, 3.0s"
     assert result.to_json()["interrupted"] is True and result.to_json()["exit_code"] == 130
+    # A second signal stopped it while it wrote the manifest rows of the images done.
+    unwritten = dataclasses.replace(result, rows_unwritten=True)
+    assert unwritten.line() == (
+        "restore: 3 images: 2 ok, 1 error (see /r), interrupted before the manifest rows of the "
+        "last images were written (a re-run does those images again), 3.0s"
+    )
+    assert unwritten.to_json()["rows_unwritten"] is True
 
 
 def test_earlier_permanent_failures_are_counted_apart_and_exit_0():
