@@ -39,6 +39,19 @@ from tadm.precision import resolve_precision
 Row = dict[str, Any]
 
 
+def model_location(given: str) -> str:
+    """A --model as every node of a cluster reads it: a local folder's absolute path, with `~`
+    expanded (a relative path names the driver's working folder, which the model actors on
+    another node do not run in); a shipped checkpoint's name, a URI, or a path to nothing (which
+    load_model names as given) as given."""
+    from tadm.hub import shipped_names
+
+    path = os.path.expanduser(given)
+    if "://" in given or given in shipped_names() or not os.path.exists(path):
+        return given
+    return os.path.abspath(path)
+
+
 def load_model(ref: str, storage_options: dict[str, Any]) -> TADM:
     """TADM from `ref`: a shipped name ("tiny-x16"), a local folder, file:// or s3:// URI (read
     with `storage_options`). Raise ValueError naming `ref` (once) when it does not load."""

@@ -51,7 +51,7 @@ from pipeline.sources import (
     unchanged,
     walk,
 )
-from pipeline.stage import load_model
+from pipeline.stage import load_model, model_location
 from pipeline.storage import Location, s3_options
 from pipeline.summary import plural
 from tadm.config import SCALES
@@ -458,7 +458,7 @@ def prepare_archive(config: ArchiveConfig) -> ArchiveJob:
     if config.inventory is not None:
         inventory = Location.parse(config.inventory, config.storage_options)
     # The model first: a wrong one is said before a listing of millions of files.
-    model_ref = config.model or default_model(config.scale or 16)
+    model_ref = model_location(config.model or default_model(config.scale or 16))
     model = load_model(model_ref, options)
     model_id, scale = model.model_id, model.scale
     del model

@@ -50,7 +50,7 @@ from pipeline.restore.write import write_restored
 from pipeline.rows import NO_TIME
 from pipeline.sources import IMAGE_NAME, walk
 from pipeline.srgb import SRGB_NOTE
-from pipeline.stage import load_model
+from pipeline.stage import load_model, model_location
 from pipeline.storage import TEMP_PATH, Location, s3_options
 from pipeline.summary import plural
 from tadm.hub import default_model
@@ -374,7 +374,7 @@ def prepare_restore(config: RestoreConfig) -> RestoreJob:
     check_apart(archive, dst, "DST")
     options = s3_options(config.storage_options)
     items = list_items(archive, config.only)
-    model_ref = config.model or default_model(archive_scale(archive, items))
+    model_ref = model_location(config.model or default_model(archive_scale(archive, items)))
     model_id = load_model(model_ref, options).model_id
     check_model(items, archive, model_ref, model_id)
     return RestoreJob(

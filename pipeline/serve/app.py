@@ -54,7 +54,7 @@ from pipeline.serve import config
 from pipeline.serve.iiif import MEDIA_TYPES, info_json, parse_quality_format, parse_view
 from pipeline.serve.tiles import RenderedTile, TileError, TileService
 from pipeline.serve.viewer import PAGE_SIZE, STATIC, image_id, index_page, viewer_page
-from pipeline.stage import load_model
+from pipeline.stage import load_model, model_location
 from pipeline.storage import Location, s3_options
 from tadm.hub import default_model
 from tadm.precision import default_precision
@@ -141,7 +141,7 @@ def prepare_serve(args: TileAppArgs) -> ServeJob:
     if not is_archive:
         raise ValueError(f"ARCHIVE {archive.uri!r} has no lr/ folder: not an archive")
     if args.model:
-        model_ref = args.model
+        model_ref = model_location(args.model)
     else:
         with list_items(archive, None) as items:
             model_ref = default_model(archive_scale(archive, items))

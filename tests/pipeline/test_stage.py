@@ -369,3 +369,18 @@ def test_a_restore_names_the_metadata_its_format_cannot_hold():
     assert (names, conversion) == ("xmp", "webp holds no photoshop, comment: not carried")
     _, names, conversion = encode_restored(photo(40, 30), "jpeg", metadata, srgb=True)
     assert (names, conversion) == ("xmp,photoshop,comment", "no ICC profile: taken as sRGB")
+
+
+def test_a_model_location_is_what_every_node_reads(tmp_path: Path, monkeypatch):
+    from pipeline.stage import model_location
+
+    (tmp_path / "models" / "mine").mkdir(parents=True)
+    (tmp_path / "home" / "mine").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert model_location("models/mine") == str(tmp_path / "models" / "mine")
+    assert model_location("~/mine") == str(tmp_path / "home" / "mine")
+    assert model_location("s3://bucket/models/mine") == "s3://bucket/models/mine"
+    assert model_location("file:///models/mine") == "file:///models/mine"
+    assert model_location("tiny-x16") == "tiny-x16"  # a shipped checkpoint's name
+    assert model_location("no-such-model") == "no-such-model"  # load_model names it as given

@@ -291,3 +291,17 @@ def test_a_src_that_does_not_exist_is_said_so(tiny_model, tmp_path: Path):
     config = ArchiveConfig(src=str(tmp_path / "nope"), dst=str(tmp_path / "dst"), model=tiny_model)
     with pytest.raises(ValueError, match=r"^SRC '.*/nope' does not exist$"):
         prepare_archive(config)
+
+
+def test_a_relative_model_folder_is_given_to_the_model_actors_as_an_absolute_path(
+    tiny_model, tmp_path: Path, monkeypatch
+):
+    """On a cluster the model actors run in another working folder than the driver's."""
+    write_tree(tmp_path / "src", {"a.png": b"1"})
+    monkeypatch.chdir(Path(tiny_model).parent)
+    config = ArchiveConfig(
+        src=str(tmp_path / "src"), dst=str(tmp_path / "dst"), model=Path(tiny_model).name
+    )
+    job = prepare_archive(config)
+    assert job.model_ref == tiny_model
+    assert job.stages().model_kwargs["model"] == tiny_model
