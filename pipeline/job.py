@@ -6,7 +6,7 @@ rows to write now (skipped, errors) and images to run, and its Ray Data stages. 
 does, on the running Ray cluster, holding DST's lease (pipeline/lease.py):
 
     split bucket by bucket (columnar joins against the manifest) -> blocks of images put in
-    the object store -> source -> read (fused into the model actors) -> model (actor pool, one
+    the object store -> source -> read and model in one actor pool (crashes.Guarded, one
     TADM each) -> write (tasks) -> manifest rows to the writer actor, which appends parts ->
     counts by status back to the driver -> compact
 
@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.buckets import Buckets
+from pipeline.crashes import Attempts, Guarded
 from pipeline.format import DONE, KEPT, MANIFEST_DIR
 from pipeline.lease import Fence, Lease
 from pipeline.manifest import ManifestWriter, compact, latest, merged_buckets, to_table
@@ -77,7 +78,7 @@ class JobOptions:
 class Stages:
     """A job's Ray Data graph after its source: functions and the keyword arguments they take."""
 
-    read: Callable[..., Batch]  # CPU stage, fused into the model actors
+    read: Callable[..., Batch]  # CPU stage, run in the model actors (crashes.Guarded)
     read_kwargs: dict[str, Any]
     model: type[ModelStage]  # constructed once per actor, with torch_threads and precision
     model_kwargs: dict[str, Any]
@@ -470,8 +471,9 @@ def run_held(plan: Plan, lease: Lease) -> JobResult:
                 .options(num_cpus=0, scheduling_strategy=here)
                 .remote(manifest, plan.schema)
             )
+            attempts = ray.remote(Attempts).options(num_cpus=0, scheduling_strategy=here).remote()
             try:
-                graph = build_graph(plan, resources, blocks, sink, lease.fence())
+                graph = build_graph(plan, resources, blocks, sink, attempts, lease.fence())
                 stopped = stream(plan, graph, todo, tally, lease)
             except KeyboardInterrupt:
                 logger.info(
@@ -488,6 +490,7 @@ def run_held(plan: Plan, lease: Lease) -> JobResult:
                     raise
                 finally:  # no row written after the lease is given back
                     ray.kill(sink)
+                    ray.kill(attempts)
                 # What the writer took: after an early stop, rows of batches in flight too.
                 tally.counts = planned + Counter(statuses)
                 taken = sum(statuses.values())
@@ -613,23 +616,31 @@ def build_graph(
     resources: Resources,
     blocks: list[ray.ObjectRef],
     sink: ray.actor.ActorHandle,
+    attempts: ray.actor.ActorHandle,
     fence: Fence,
 ) -> ray.data.Dataset:
-    """The Ray Data graph; the one place that picks actors, GPUs and batch sizes. Its write
+    """The Ray Data graph; the one place that picks actors, GPUs and batch sizes. Its model
+    actors tell `attempts` (a crashes.Attempts actor) what they begin and finish; its write
     stage writes a batch only while DST's lease is the job's (`fence`)."""
     import ray
 
     stages, batch_size = plan.stages(), plan.config.batch_size
-    # The read stage has no compute strategy of its own: Ray Data fuses it into the model
-    # actors. As a separate stage it would need a CPU, and with --workers equal to the
-    # cluster's CPUs never run.
+    # The read stage runs in the model actors: as a stage of its own it would need a CPU, and
+    # with --workers equal to the cluster's CPUs never run. An image that kills an actor's
+    # process is found and not run again (pipeline/crashes.py).
+    model = stages.model_kwargs | {
+        "torch_threads": resources.torch_threads,
+        "precision": resources.precision,
+    }
     ds = plan.source(blocks, resources).map_batches(
-        stages.read, fn_kwargs=stages.read_kwargs, batch_size=batch_size
-    )
-    ds = ds.map_batches(
-        stages.model,
-        fn_constructor_kwargs=stages.model_kwargs
-        | {"torch_threads": resources.torch_threads, "precision": resources.precision},
+        Guarded,
+        fn_constructor_kwargs={
+            "read": stages.read,
+            "read_kwargs": stages.read_kwargs,
+            "model": stages.model,
+            "model_kwargs": model,
+            "attempts": attempts,
+        },
         batch_size=batch_size,
         compute=ray.data.ActorPoolStrategy(size=resources.workers),
         num_gpus=resources.gpus_per_worker,

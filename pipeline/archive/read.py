@@ -34,5 +34,6 @@ def read_sources(
             row["error"] = MISSING
         except Exception as e:  # I/O, a name the filesystem refuses, a lost connection
             row["error"] = f"cannot read the source: {error_text(e)}"
-    columns = ("path", "bytes", "s3_metadata", "size", "mtime", "etag", "outputs", "error")
+    columns = ("rel_path", "path", "bytes", "s3_metadata", "size", "mtime", "etag", "outputs")
+    columns += ("error",)
     return to_batch(rows, columns)

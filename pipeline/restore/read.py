@@ -88,7 +88,8 @@ def read_lr_batch(
     to_srgb: bool = False,
 ) -> dict[str, np.ndarray]:
     """Ray Data stage: rows {"lr_uri", "rel_path", "source_uri", "kept_uri", "source_sha256",
-    "lr_sha256" ("" when unknown), "source_bytes" and "lr_bytes" (-1 when unknown)} -> rows with
+    "lr_sha256" ("" when unknown), "source_bytes" and "lr_bytes" (-1 when unknown), and an
+    "error" that makes the row an error row without reading it} -> rows with
     "lr_pixels", the metadata, the HR size and "source_pixels" (empty when the source is gone or
     changed); rows with status "kept" and "kept_data" for a kept source; or an error row. Files
     are read from ARCHIVE/lr/<rel_path>.png or ARCHIVE/kept/<rel_path>, a rel_path checked by
@@ -101,6 +102,8 @@ def read_lr_batch(
         row["kept_key"] = ""
         row.update(Metadata().row())
         try:
+            if row.get("error"):  # the model actor died on it (pipeline/crashes.py): not read
+                raise OSError(row["error"])
             check_rel_path(row["rel_path"])
             if row.get("clash"):
                 raise ValueError(row["clash"])
