@@ -4,6 +4,7 @@ LR PNG holds it, and what of it each restored format holds."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import math
@@ -202,10 +203,9 @@ def s3_metadata_text(user: dict[str, str]) -> bytes | None:
 
 
 def parse_s3_metadata(text: bytes) -> dict[str, str]:
-    """The user metadata of an s3_metadata_text; ValueError naming text that is not one (over
-    S3_METADATA_LIMIT bytes, or not an object of strings)."""
-    if len(text) > S3_METADATA_LIMIT * 6:  # JSON's escapes: at most 6 bytes a character
-        raise ValueError(f"bad S3 user metadata: {len(text):,} bytes of text")
+    """The user metadata of an s3_metadata_text; ValueError naming text that is not one (not
+    an object of strings). It may be larger than S3 holds (s3_put_metadata): S3-compatible
+    stores hold more, and a local restore does not put it anywhere."""
     try:
         user = json.loads(text)
     except ValueError:
@@ -214,10 +214,27 @@ def parse_s3_metadata(text: bytes) -> dict[str, str]:
         isinstance(k, str) and isinstance(v, str) for k, v in user.items()
     ):
         raise ValueError("bad S3 user metadata: not names and texts")
-    size = sum(len(k.encode()) + len(v.encode()) for k, v in user.items())
-    if size > S3_METADATA_LIMIT:
-        raise ValueError(f"bad S3 user metadata: {size:,} bytes, over S3's {S3_METADATA_LIMIT:,}")
     return user
+
+
+def s3_put_metadata(user: dict[str, str]) -> tuple[dict[str, str], str | None]:
+    """What of the user metadata `user` an S3 PUT takes, and a note of what it does not take:
+    a value that is not ASCII in RFC 2047's encoding (=?UTF-8?B?...?=, which S3 itself gives
+    for such a value, and boto refuses to send any other), none of it when it is then over
+    S3_METADATA_LIMIT bytes (a store other than AWS's may have held more) or a name is not
+    ASCII (no HTTP header holds it)."""
+    if not all(name.isascii() for name in user):
+        return {}, "S3 user metadata: a name that is not ASCII, which S3 does not hold"
+    put = {
+        name: value
+        if value.isascii()
+        else "=?UTF-8?B?" + base64.b64encode(value.encode()).decode() + "?="
+        for name, value in user.items()
+    }
+    size = sum(len(name) + len(value) for name, value in put.items())
+    if size > S3_METADATA_LIMIT:
+        return {}, f"S3 user metadata: {size:,} bytes, over S3's {S3_METADATA_LIMIT:,}"
+    return put, None
 
 
 def png_colour(info: dict) -> bytes | None:

@@ -28,6 +28,7 @@ import pyarrow.fs
 from fsspec.implementations.local import LocalFileSystem
 
 from pipeline.format import check_rel_path
+from pipeline.metadata import s3_put_metadata
 
 # Storage options logged in clear; every other value, at any depth, is logged as MASK.
 PLAIN_OPTIONS = frozenset(
@@ -380,10 +381,15 @@ def write_atomic(
 
 
 def user_metadata(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, str]:
-    """The user metadata (x-amz-meta-*, names without that prefix) of the S3 object at `path`,
-    in a HEAD of its own: a listing or GET through s3fs does not give it. Nothing for a local
-    file."""
-    return {} if isinstance(fs, LocalFileSystem) else fs.metadata(path)
+    """The user metadata (x-amz-meta-*, names without that prefix, as S3 gives them) of the S3
+    object at `path`, in a HEAD of its own: a listing or GET through s3fs does not give it
+    (and s3fs's own `metadata` turns each "_" of a name into "-"). Nothing for a local file."""
+    if isinstance(fs, LocalFileSystem):
+        return {}
+    bucket, key, version = fs.split_path(path)
+    versioned = {"VersionId": version} if version else {}
+    head = fs.call_s3("head_object", Bucket=bucket, Key=key, **versioned)
+    return dict(head.get("Metadata") or {})
 
 
 def object_headers(source_fs: fsspec.AbstractFileSystem, source: str, f: Any) -> dict[str, Any]:
@@ -393,7 +399,8 @@ def object_headers(source_fs: fsspec.AbstractFileSystem, source: str, f: Any) ->
         return {}
     details = getattr(f, "details", None) or {}
     headers = {
-        "Metadata": user_metadata(source_fs, source),
+        # An S3-compatible source may hold what S3 does not take: then the copy has none.
+        "Metadata": s3_put_metadata(user_metadata(source_fs, source))[0],
         "ContentType": details.get("ContentType"),
     }
     return {k: v for k, v in headers.items() if v}

@@ -27,13 +27,15 @@ def read_sources(
         row.update(error="", bytes=b"", s3_metadata=b"")
         if not is_image_name(row["rel_path"].rsplit("/", 1)[-1]):
             continue
+        what = "the source"
         try:
             row["bytes"] = read_file(fs, row["path"])  # a FIFO put in its place is not read
+            what = "the source's S3 user metadata"
             row["s3_metadata"] = s3_metadata_text(user_metadata(fs, row["path"])) or b""
         except FileNotFoundError:
             row["error"] = MISSING
         except Exception as e:  # I/O, a name the filesystem refuses, a lost connection
-            row["error"] = f"cannot read the source: {error_text(e)}"
+            row["error"] = f"cannot read {what}: {error_text(e)}"
     columns = ("rel_path", "path", "bytes", "s3_metadata", "size", "mtime", "etag", "outputs")
     columns += ("error",)
     return to_batch(rows, columns)

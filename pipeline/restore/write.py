@@ -21,7 +21,7 @@ from pipeline.format import (
     encode_output,
     output_key,
 )
-from pipeline.metadata import Metadata, held_by, not_held, parse_s3_metadata
+from pipeline.metadata import Metadata, held_by, not_held, parse_s3_metadata, s3_put_metadata
 from pipeline.rows import error_kind, error_text, nanoseconds, to_batch, to_rows
 from pipeline.srgb import icc_to_srgb, png_colour_to_srgb
 from pipeline.stage import Copy, Earlier, Row, fail, remove_earlier, write_files
@@ -82,7 +82,7 @@ def write_restored(
         return on_s3 and not is_region(row) and bool(row.get("s3_metadata"))
 
     def user_metadata(row: Row) -> dict[str, str] | None:
-        return parse_s3_metadata(bytes(row["s3_metadata"])) if carries_user_metadata(row) else None
+        return row.get("user_metadata") or None
 
     rows = to_rows(batch)
     for row in rows:
@@ -97,7 +97,12 @@ def write_restored(
                 row["restored"], image_format, Metadata.from_row(row), to_srgb
             )
             if carries_user_metadata(row):
-                names = ",".join(filter(None, (names, "s3_metadata")))
+                user = parse_s3_metadata(bytes(row["s3_metadata"]))
+                row["user_metadata"], note = s3_put_metadata(user)
+                if note:
+                    conversion = "; ".join(filter(None, (conversion, f"not carried: {note}")))
+                else:
+                    names = ",".join(filter(None, (names, "s3_metadata")))
             row.update(output_data=data, metadata=names, conversion=conversion)
         except Exception as e:  # one image must not stop the job: it becomes its row
             fail(row, error_text(e), error_kind(e))
