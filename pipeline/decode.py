@@ -82,6 +82,9 @@ JFIF_UNIT_NAMES = {code: unit for unit, code in JFIF_UNITS.items()}
 # The tags of a TIFF's first IFD that only lay out the pixels the decode reads (Orientation is
 # applied): an image restored from the LR lays its pixels out anew, so nothing of them is lost.
 # Every other tag is named in the row unless what it holds is carried (not_carried).
+# A TIFF's blocks of metadata that an LR does not carry (its tags move with Pillow's rewrite,
+# and a maker note's offsets with them), by what a user knows them as.
+TIFF_BLOCKS = {33723: "IPTC", 34665: "EXIF", 34853: "GPS"}
 TIFF_LAYOUT_TAGS = frozenset(
     {
         254,  # NewSubfileType
@@ -398,6 +401,10 @@ def not_carried(img: Image.Image, metadata: Metadata, data: bytes) -> list[str]:
         carried.update(TIFF_RESOLUTION if metadata.density else ())
         carried.update((TIFF_ICC,) if metadata.icc else ())
         carried.update((TIFF_XMP,) if metadata.xmp else ())
+        blocks = [TIFF_BLOCKS[tag] for tag in sorted(img.tag_v2) if tag in TIFF_BLOCKS]
+        if blocks:  # said first, by what they hold: no list of names hides them
+            kinds.append(f"TIFF {', '.join(blocks)}")
+        carried.update(TIFF_BLOCKS)
         tags = [tiff_tag_name(tag) for tag in sorted(img.tag_v2) if tag not in carried]
         if tags:
             kinds.append(f"TIFF tags {some(tags)}")
@@ -482,8 +489,9 @@ def png_not_carried(img: Image.Image, metadata: Metadata, data: bytes) -> list[s
     return kinds
 
 
-def some(names: Iterable[str], most: int = 5) -> str:
-    """ "a, b, c, d, e and 2 more": the first `most` names, then how many others."""
+def some(names: Iterable[str], most: int = 50) -> str:
+    """ "a, b, c and 2 more": the first `most` names (all of a real file's, a bound for a
+    hostile one's), then how many others."""
     names = list(names)
     more = f" and {len(names) - most} more" if len(names) > most else ""
     return ", ".join(names[:most]) + more
