@@ -48,6 +48,8 @@ from pipeline.exif import EXIF_ORIENTATION, reset_exif_orientation, swap_exif_ax
 from pipeline.format import KEPT, MAX_PIXELS, check_rel_path
 from pipeline.metadata import (
     COMMENT_KEY,
+    EXIF_RAW_KEY,
+    IPTC_RAW_KEY,
     JFIF_UNITS,
     METADATA_FIELDS,
     PHOTOSHOP_HEADER,
@@ -57,6 +59,8 @@ from pipeline.metadata import (
     colour_chunks,
     density_text,
     parse_density,
+    raw_exif,
+    raw_iptc,
 )
 from pipeline.rows import NO_PIXELS, error_kind, error_text, to_batch, to_rows
 from pipeline.sources import is_image_name
@@ -467,8 +471,10 @@ def png_not_carried(img: Image.Image, metadata: Metadata, data: bytes) -> list[s
     tRNS unless the pixels' note says the alpha went)."""
     kinds = []
     m = metadata
-    carried = {XMP_KEY: m.xmp, PHOTOSHOP_KEY: m.photoshop, COMMENT_KEY: m.comment}
     text = getattr(img, "text", {})
+    carried = {XMP_KEY: m.xmp, PHOTOSHOP_KEY: m.photoshop, COMMENT_KEY: m.comment}
+    carried[EXIF_RAW_KEY] = m.exif and not img.info.get("exif") and raw_exif(text.get(EXIF_RAW_KEY))
+    carried[IPTC_RAW_KEY] = PHOTOSHOP_KEY not in text and raw_iptc(text.get(IPTC_RAW_KEY))
     chunks = list(png_chunks(data))
     keys = sorted(k for k in text if not carried.get(k))
     keys += sorted({k for _, k in chunks if k is not None and k not in text} - set(keys))
@@ -690,12 +696,13 @@ def without_thumbnails(metadata: Metadata) -> tuple[Metadata, str | None]:
 
 
 def orientation_tagged(img: Image.Image) -> bool:
-    """Whether the image's EXIF (a TIFF's own tags) has an orientation: Pillow's getexif()
-    takes one from the XMP when it has none, and that is the XMP's."""
+    """Whether the image's EXIF (a TIFF's own tags; a PNG's EXIF_RAW_KEY text when it has no
+    eXIf) has an orientation: Pillow's getexif() takes one from the XMP when it has none, and
+    that is the XMP's."""
     if img.format == "TIFF":
         return EXIF_ORIENTATION in img.tag_v2
     exif = Image.Exif()
-    exif.load(img.info.get("exif") or b"")
+    exif.load(img.info.get("exif") or raw_exif(img.info.get(EXIF_RAW_KEY)) or b"")
     return EXIF_ORIENTATION in exif
 
 

@@ -21,6 +21,11 @@ PHOTOSHOP_HEADER = b"Photoshop 3.0\x00"  # before the image resources in a JPEG'
 # The zTXt keyword of Photoshop image resources in PNG (ImageMagick's; ExifTool reads it)
 PHOTOSHOP_KEY = "Raw profile type 8bim"
 COMMENT_KEY = "Comment"  # PNG's keyword for a comment
+# Older ImageMagick's PNG text of EXIF (an APP1 segment's content) and IPTC (IPTC-IIM records),
+# from before PNG had eXIf: carried when the PNG has no eXIf, or no PHOTOSHOP_KEY, of its own.
+EXIF_RAW_KEY = "Raw profile type exif"
+IPTC_RAW_KEY = "Raw profile type iptc"
+IPTC_RESOURCE = 0x0404  # the Photoshop image resource that holds IPTC-IIM records
 APP13_PAYLOAD = 65533 - len(PHOTOSHOP_HEADER)  # resource bytes one APP13 segment holds
 METADATA_FIELDS = (
     "exif",
@@ -81,11 +86,12 @@ class Metadata:
         """From a Pillow image's info: "exif" (with or without its "Exif\0\0"),
         "icc_profile", "xmp", and a PNG's PHOTOSHOP_KEY and COMMENT_KEY text and colour chunks
         (png_colour)."""
-        exif = info.get("exif") or None
+        exif = info.get("exif") or raw_exif(info.get(EXIF_RAW_KEY)) or None
         if exif is not None and exif.startswith(EXIF_HEADER):
             exif = exif[len(EXIF_HEADER) :] or None
         xmp = info.get("xmp") or None
         photoshop = info.get(PHOTOSHOP_KEY)
+        iptc = None if isinstance(photoshop, str) else raw_iptc(info.get(IPTC_RAW_KEY))
         comment = info.get(COMMENT_KEY)
         if isinstance(comment, str):  # iTXt is UTF-8; tEXt and zTXt are Latin-1, a byte each
             comment = comment.encode(
@@ -95,7 +101,7 @@ class Metadata:
             exif,
             info.get("icc_profile") or None,
             xmp.encode() if isinstance(xmp, str) else xmp,
-            photoshop=from_raw_profile(photoshop) if isinstance(photoshop, str) else None,
+            photoshop=from_raw_profile(photoshop) if isinstance(photoshop, str) else iptc,
             comment=comment or None,
             png_colour=png_colour(info),
         )
@@ -343,6 +349,24 @@ def from_raw_profile(text: str) -> bytes | None:
         return None
     data = bytes.fromhex(digits)
     return data if len(data) == int(match[1]) else None
+
+
+def raw_exif(text: object) -> bytes | None:
+    """The EXIF (a TIFF structure) of an EXIF_RAW_KEY text; None when it holds none."""
+    data = from_raw_profile(text) if isinstance(text, str) else None
+    if data is not None and data.startswith(EXIF_HEADER):
+        data = data[len(EXIF_HEADER) :]
+    return data if data is not None and data[:4] in (b"II*\x00", b"MM\x00*") else None
+
+
+def raw_iptc(text: object) -> bytes | None:
+    """An IPTC_RAW_KEY text's IPTC-IIM records as Photoshop image resources (how JPEG's APP13
+    and PHOTOSHOP_KEY hold IPTC); None when it holds none."""
+    data = from_raw_profile(text) if isinstance(text, str) else None
+    if not data or data[0] != 0x1C:  # an IIM record starts with its tag marker
+        return None
+    resource = b"8BIM" + struct.pack(">HHI", IPTC_RESOURCE, 0, len(data)) + data
+    return resource + b"\x00" * (len(data) % 2)  # resources are padded to an even size
 
 
 def with_app13(jpeg: bytes, photoshop: bytes) -> bytes:

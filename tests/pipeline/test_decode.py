@@ -37,7 +37,7 @@ from PIL import Image, PngImagePlugin, TiffImagePlugin, TiffTags
 from pipeline.decode import decode_batch, decode_image, image_end
 from pipeline.exif import reset_exif_orientation
 from pipeline.format import MAX_PIXELS, LrHeader, decode_lr_png, encode_lr_png, encode_output
-from pipeline.metadata import Metadata, not_held
+from pipeline.metadata import Metadata, not_held, raw_profile
 
 CONTAINERS = Path(__file__).parent.parent / "data" / "containers"
 
@@ -391,6 +391,40 @@ def png_with_text(pixels: np.ndarray, keys: list[str]) -> bytes:
     for key in keys:
         info.add_text(key, "value")
     return encode(Image.fromarray(pixels), "PNG", pnginfo=info)
+
+
+def test_a_pngs_exif_and_iptc_in_imagemagicks_raw_profile_text_travel():
+    """Older ImageMagick wrote EXIF and IPTC as PNG text before PNG had eXIf: they travel as
+    the EXIF (orientation applied, then set to 1) and IPTC of any other source."""
+    exif = Image.Exif()
+    exif.update({271: "Sony", 274: 6})
+    exif.get_ifd(0x8825)[1] = "N"
+    iptc = b"\x1c\x02\x19\x00\x04dune"
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Raw profile type exif", raw_profile("exif", exif.tobytes()), zip=True)
+    info.add_text("Raw profile type iptc", raw_profile("iptc", iptc), zip=True)
+    data = encode(Image.fromarray(photo(48, 32)), "PNG", pnginfo=info)
+    decoded = decode_image(data)
+    assert decoded.pixels.shape == (48, 32, 3)
+    assert decoded.conversion == "EXIF orientation 6 applied"
+    assert decoded.metadata.names == "exif,photoshop"
+    carried = Image.Exif()
+    carried.load(decoded.metadata.exif)
+    assert carried[274] == 1 and carried[271] == "Sony" and carried.get_ifd(0x8825) == {1: "N"}
+    assert decoded.metadata.photoshop == b"8BIM\x04\x04\x00\x00\x00\x00\x00\x09" + iptc + b"\x00"
+    # Beside a PNG's own eXIf and Photoshop text, they are not carried, and said so.
+    info.add_text(
+        "Raw profile type 8bim", raw_profile("8bim", b"8BIM\x04\x0c\x00\x00\x00\x00\x00\x00")
+    )
+    both = encode(
+        Image.fromarray(photo(48, 32)),
+        "PNG",
+        pnginfo=info,
+        exif=b"Exif\x00\x00" + exif.tobytes()[6:],
+    )
+    assert (
+        "PNG text 'Raw profile type exif', 'Raw profile type iptc'" in decode_image(both).conversion
+    )
 
 
 def test_a_jpegs_photoshop_resources_and_comment_travel():
