@@ -391,6 +391,7 @@ def not_carried(img: Image.Image, metadata: Metadata, data: bytes) -> list[str]:
     carry, by kind: ["PNG text 'Author'", "PNG gAMA, pHYs"]. `img` is the source as opened
     and loaded, from the file's `data`."""
     kinds = []
+    within_limits = metadata.over_limits()[0]
     if img.format in ("JPEG", "MPO"):
         segments = getattr(img, "applist", [])
         if any(m == "APP13" and not d.startswith(PHOTOSHOP_HEADER) for m, d in segments):
@@ -398,6 +399,9 @@ def not_carried(img: Image.Image, metadata: Metadata, data: bytes) -> list[str]:
         uncarried = jpeg_segments_not_carried(segments)
         if uncarried:
             kinds.append(f"JPEG {', '.join(uncarried)}")
+        comments = sum(marker == "COM" for marker, _ in segments)
+        if comments > 1 and within_limits.comment:  # source_metadata joins them
+            kinds.append(f"JPEG COM segments apart ({comments} joined by newlines)")
     elif img.format == "PNG":
         kinds += png_not_carried(img, metadata, data)
     elif img.format == "TIFF":
@@ -422,7 +426,7 @@ def not_carried(img: Image.Image, metadata: Metadata, data: bytes) -> list[str]:
         if boxes:
             kinds.append(f"JPEG XL {', '.join(boxes)}")
     elif img.format == "GIF":
-        kinds += gif_not_carried(data)
+        kinds += gif_not_carried(data, bool(within_limits.comment))
     elif img.format == "BMP":
         kinds += bmp_not_carried(metadata, data)
     elif img.format == "WEBP":
@@ -531,14 +535,15 @@ def gif_blocks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
         yield kind, start, at
 
 
-def gif_not_carried(data: bytes) -> list[str]:
+def gif_not_carried(data: bytes, comment: bool) -> list[str]:
     """not_carried's kinds for a GIF: its application extensions but those that animate it
     (an XMP; Pillow's info keeps the last of them), comments after its image (Pillow reads
-    those before it, which are carried) and plain text extensions (text to draw over the
-    image, which Pillow does not draw)."""
+    those before it, which are carried, joined by newlines, when the source's `comment` is)
+    and plain text extensions (text to draw over the image, which Pillow does not draw)."""
     identifiers, kinds = [], []
-    after_image = False
+    after_image, comments = False, 0
     for kind, start, _ in gif_blocks(data):
+        comments += kind == GIF_COMMENT and not after_image and bool(data[start + 2])
         if kind == GIF_APPLICATION and data[start + 2] == 11:  # identifier, authentication
             identifiers.append(data[start + 3 : start + 14])
         elif kind == GIF_COMMENT and after_image and data[start + 2]:  # not an empty one
@@ -546,6 +551,8 @@ def gif_not_carried(data: bytes) -> list[str]:
         elif kind == GIF_PLAIN_TEXT:
             kinds.append("GIF plain text extension")
         after_image = after_image or kind == GIF_IMAGE
+    if comments > 1 and comment:  # carried as one: Pillow joins them
+        kinds.append(f"GIF comments apart ({comments} joined by newlines)")
     names = [
         "XMP" if identifier == b"XMP DataXMP" else repr(identifier.decode("latin-1"))
         for identifier in dict.fromkeys(identifiers)

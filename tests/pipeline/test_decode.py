@@ -548,6 +548,14 @@ def test_a_pngs_unicode_comment_travels_as_utf8():
         ),
         (lambda p: gif_with_blocks(p, after=b"\x21\xfe\x00"), "P -> RGB"),  # an empty one
         (lambda p: gif_with_blocks(p, before=GIF_COMMENT), "P -> RGB"),  # carried
+        (  # carried as one, joined by a newline
+            lambda p: gif_with_blocks(p, before=GIF_COMMENT * 2),
+            "P -> RGB; not carried: GIF comments apart (2 joined by newlines)",
+        ),
+        (
+            lambda p: jpeg_with_segments(p, [(0xFE, b"first"), (0xFE, b"second")]),
+            "not carried: JPEG COM segments apart (2 joined by newlines)",
+        ),
         (  # text drawn over the image, which Pillow does not draw
             lambda p: gif_with_blocks(p, after=GIF_PLAIN_TEXT),
             "P -> RGB; not carried: GIF plain text extension",
