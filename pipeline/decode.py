@@ -10,6 +10,7 @@ keep as it is.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -279,7 +280,8 @@ def decode_image(
             raise ValueError(bomb_message(*size, max_pixels)) from None
         raise ValueError(f"decompression bomb: over the limit of {max_pixels} pixels") from None
     except UnidentifiedImageError:
-        raise ValueError(f"not a readable {'/'.join(PILLOW_FORMATS)} image") from None
+        why = "".join(f" ({reason})" for reason in open_failures(data))
+        raise ValueError(f"not a readable {'/'.join(PILLOW_FORMATS)} image{why}") from None
     except (OSError, SyntaxError) as e:
         raise ValueError(f"corrupt or truncated image: {e}") from None
     except ValueError:
@@ -288,6 +290,22 @@ def decode_image(
         raise ValueError(f"corrupt image: {type(e).__name__}: {e}") from None
     conversion = "; ".join(steps) or None
     return Decoded(pixels=rgb, conversion=conversion, metadata=metadata, kept_reason=kept)
+
+
+def open_failures(data: bytes) -> list[str]:
+    """Why each of PILLOW_FORMATS whose plugin took `data` for its own then failed to open it
+    ("PNG: broken PNG file (bad header checksum in b'iCCP')"), as Pillow says when asked."""
+    asked = Image.WARN_POSSIBLE_FORMATS
+    Image.WARN_POSSIBLE_FORMATS = True
+    try:
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            with contextlib.suppress(Exception):
+                Image.open(io.BytesIO(data), formats=PILLOW_FORMATS).close()
+    finally:
+        Image.WARN_POSSIBLE_FORMATS = asked
+    failures = [str(w.message).split(" opening failed. ", 1) for w in said]
+    return [f"{kind}: {reason}" for kind, reason in (f for f in failures if len(f) == 2)]
 
 
 def kept_reason(img: Image.Image, data: bytes) -> str | None:

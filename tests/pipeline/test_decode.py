@@ -205,6 +205,24 @@ def test_ico_renamed_png_is_not_read():
         decode_image(encode(Image.fromarray(photo(32, 32)), "ICO"))
 
 
+def test_a_file_of_a_known_format_that_does_not_open_says_why():
+    """A PNG whose ICC profile chunk fails its checksum: what Pillow's PNG reader found."""
+    data = bytearray(encode(Image.fromarray(photo(8, 8)), "PNG", icc_profile=b"x" * 200))
+    at = data.index(b"iCCP")
+    (size,) = struct.unpack(">I", data[at - 4 : at])
+    data[at + 4 + size] ^= 0xFF  # its CRC
+    with pytest.raises(ValueError) as raised:
+        decode_image(bytes(data))
+    assert str(raised.value) == (
+        "not a readable PNG/JPEG/WEBP/TIFF/BMP/GIF/HEIF/AVIF/JXL image "
+        "(PNG: broken PNG file (bad header checksum in b'iCCP'))"
+    )
+    with pytest.raises(
+        ValueError, match=r"^not a readable PNG/JPEG/WEBP/TIFF/BMP/GIF/HEIF/AVIF/JXL image$"
+    ):
+        decode_image(b"hello, not an image")
+
+
 def test_decode_batch_makes_one_row_per_file_without_ray():
     files = {"x/ok.png": good_images()["gray.png"]} | bad_images()
     batch = {
