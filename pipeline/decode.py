@@ -84,12 +84,11 @@ TIFF_ICC = 34675  # the ICC profile tag of a TIFF file
 TIFF_RESOLUTION = (282, 283, 296)  # XResolution, YResolution, ResolutionUnit
 TIFF_UNITS = {2: "in", 3: "cm"}  # ResolutionUnit's codes (1: none, an aspect ratio only)
 JFIF_UNIT_NAMES = {code: unit for unit, code in JFIF_UNITS.items()}
+# A TIFF's blocks of metadata that an LR does not carry, by what a user knows them as.
+TIFF_BLOCKS = {33723: "IPTC", 34665: "EXIF", 34853: "GPS"}
 # The tags of a TIFF's first IFD that only lay out the pixels the decode reads (Orientation is
 # applied): an image restored from the LR lays its pixels out anew, so nothing of them is lost.
 # Every other tag is named in the row unless what it holds is carried (not_carried).
-# A TIFF's blocks of metadata that an LR does not carry (its tags move with Pillow's rewrite,
-# and a maker note's offsets with them), by what a user knows them as.
-TIFF_BLOCKS = {33723: "IPTC", 34665: "EXIF", 34853: "GPS"}
 TIFF_LAYOUT_TAGS = frozenset(
     {
         254,  # NewSubfileType

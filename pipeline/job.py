@@ -628,7 +628,7 @@ def build_graph(
     # The read stage runs in the model actors: as a stage of its own it would need a CPU, and
     # with --workers equal to the cluster's CPUs never run. An image that kills an actor's
     # process is found and not run again (pipeline/crashes.py).
-    model = stages.model_kwargs | {
+    model_kwargs = stages.model_kwargs | {
         "torch_threads": resources.torch_threads,
         "precision": resources.precision,
     }
@@ -638,7 +638,7 @@ def build_graph(
             "read": stages.read,
             "read_kwargs": stages.read_kwargs,
             "model": stages.model,
-            "model_kwargs": model,
+            "model_kwargs": model_kwargs,
             "attempts": attempts,
         },
         batch_size=batch_size,

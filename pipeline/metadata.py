@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from PIL import PngImagePlugin
 
+from pipeline.exif import TIFF_ORDERS
+
 EXIF_HEADER = b"Exif\x00\x00"  # before the TIFF structure in JPEG's APP1 and Pillow's info
 XMP_KEY = "XML:com.adobe.xmp"  # the iTXt keyword of XMP in PNG
 PHOTOSHOP_HEADER = b"Photoshop 3.0\x00"  # before the image resources in a JPEG's APP13
@@ -223,20 +225,25 @@ def parse_s3_metadata(text: bytes) -> dict[str, str]:
     return user
 
 
-def s3_put_metadata(user: dict[str, str]) -> tuple[dict[str, str], str | None]:
-    """What of the user metadata `user` an S3 PUT takes, and a note of what it does not take:
-    a value that is not ASCII in RFC 2047's encoding (=?UTF-8?B?...?=, which S3 itself gives
-    for such a value, and boto refuses to send any other), none of it when it is then over
-    S3_METADATA_LIMIT bytes (a store other than AWS's may have held more) or a name is not
-    ASCII (no HTTP header holds it)."""
-    if not all(name.isascii() for name in user):
-        return {}, "S3 user metadata: a name that is not ASCII, which S3 does not hold"
-    put = {
+def s3_header_values(user: dict[str, str]) -> dict[str, str]:
+    """`user` with each value that is not ASCII in RFC 2047's encoding (=?UTF-8?B?...?=), as
+    S3 itself gives such a value: boto refuses to send any other."""
+    return {
         name: value
         if value.isascii()
         else "=?UTF-8?B?" + base64.b64encode(value.encode()).decode() + "?="
         for name, value in user.items()
     }
+
+
+def s3_put_metadata(user: dict[str, str]) -> tuple[dict[str, str], str | None]:
+    """What of the user metadata `user` a restored image's S3 PUT takes (s3_header_values), and
+    a note of what it does not take: none of it when it is then over S3_METADATA_LIMIT bytes
+    (a store other than AWS's may have held more) or a name is not ASCII (no HTTP header holds
+    it)."""
+    if not all(name.isascii() for name in user):
+        return {}, "S3 user metadata: a name that is not ASCII, which S3 does not hold"
+    put = s3_header_values(user)
     size = sum(len(name) + len(value) for name, value in put.items())
     if size > S3_METADATA_LIMIT:
         return {}, f"S3 user metadata: {size:,} bytes, over S3's {S3_METADATA_LIMIT:,}"
@@ -356,7 +363,7 @@ def raw_exif(text: object) -> bytes | None:
     data = from_raw_profile(text) if isinstance(text, str) else None
     if data is not None and data.startswith(EXIF_HEADER):
         data = data[len(EXIF_HEADER) :]
-    return data if data is not None and data[:4] in (b"II*\x00", b"MM\x00*") else None
+    return data if data is not None and data[:4] in TIFF_ORDERS else None
 
 
 def raw_iptc(text: object) -> bytes | None:

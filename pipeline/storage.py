@@ -28,7 +28,7 @@ import pyarrow.fs
 from fsspec.implementations.local import LocalFileSystem
 
 from pipeline.format import check_rel_path
-from pipeline.metadata import s3_put_metadata
+from pipeline.metadata import s3_header_values
 
 # Storage options logged in clear; every other value, at any depth, is logged as MASK.
 PLAIN_OPTIONS = frozenset(
@@ -399,8 +399,8 @@ def object_headers(source_fs: fsspec.AbstractFileSystem, source: str, f: Any) ->
         return {}
     details = getattr(f, "details", None) or {}
     headers = {
-        # An S3-compatible source may hold what S3 does not take: then the copy has none.
-        "Metadata": s3_put_metadata(user_metadata(source_fs, source))[0],
+        # What DST's store refuses (over its size limit, say) fails the copy, which says why.
+        "Metadata": s3_header_values(user_metadata(source_fs, source)),
         "ContentType": details.get("ContentType"),
     }
     return {k: v for k, v in headers.items() if v}

@@ -10,6 +10,17 @@ from pipeline.sources import is_image_name
 from pipeline.storage import Location, read_file, user_metadata
 
 MISSING = "source file disappeared before it was read"
+READ_COLUMNS = (
+    "rel_path",
+    "path",
+    "bytes",
+    "s3_metadata",
+    "size",
+    "mtime",
+    "etag",
+    "outputs",
+    "error",
+)
 
 
 def read_sources(
@@ -36,6 +47,4 @@ def read_sources(
             row["error"] = MISSING
         except Exception as e:  # I/O, a name the filesystem refuses, a lost connection
             row["error"] = f"cannot read {what}: {error_text(e)}"
-    columns = ("rel_path", "path", "bytes", "s3_metadata", "size", "mtime", "etag", "outputs")
-    columns += ("error",)
-    return to_batch(rows, columns)
+    return to_batch(rows, READ_COLUMNS)
