@@ -458,15 +458,12 @@ def bmp_pixels_end(data: bytes) -> int | None:
 
 
 def bmp_end(data: bytes) -> int | None:
-    """Where a BMP ends: at the file size its header states (bfSize) when that size holds its
-    pixels and profile; else (some writers state 0, or a wrong size) where the last of them
-    ends. None when its header does not say the size of its pixels (bmp_pixels_end), or when
-    they or its profile end past `data`."""
+    """Where a BMP ends: where the last of its pixels and profile does, whatever file size its
+    header states (bfSize: some writers state 0 or a wrong size, and one that counts bytes
+    after them would hide those). None when its header does not say the size of its pixels
+    (bmp_pixels_end), or when they or its profile end past `data`."""
     pixels = bmp_pixels_end(data)
     if pixels is None:
         return None
     end = max(pixels, (bmp_profile(data) or (0, 0))[1])
-    if end > len(data):
-        return None
-    size = int.from_bytes(data[2:6], "little")
-    return size if end <= size <= len(data) else end
+    return end if end <= len(data) else None

@@ -32,6 +32,7 @@ from pipeline.containers import (
     BMP_EMBEDDED,
     BMP_LINKED,
     JXL_CONTAINER,
+    MAX_TIFF_IFDS,
     MP_ENTRIES,
     bmp_colour_space,
     bmp_end,
@@ -310,8 +311,9 @@ def open_failures(data: bytes) -> list[str]:
 def kept_reason(img: Image.Image, data: bytes) -> str | None:
     """Why the file `data`, opened as `img`, must be kept as it is rather than shrunk: bytes
     after its image (a Motion Photo's video), which no decoder reads, a box beside its image
-    that holds something else (a HEIF Motion Photo's), or a TIFF's GeoTIFF georeferencing;
-    None when an LR holds what matters."""
+    that holds something else (a HEIF Motion Photo's), a TIFF's GeoTIFF georeferencing, or a
+    TIFF whose end cannot be read (tiff_end), after which such bytes may lie; None when an LR
+    holds what matters."""
     if img.format == "TIFF":
         # Georeferencing places the pixels on the earth: a scanned map or an aerial photo
         # restored without it is of no use to GIS software, and an LR cannot hold it.
@@ -330,6 +332,12 @@ def kept_reason(img: Image.Image, data: bytes) -> str | None:
         end = mpo_end(data, img.mpinfo[MP_ENTRIES])
     else:
         end = image_end(data, img.format)
+    if end is None and img.format == "TIFF":  # Pillow read its image all the same
+        return (
+            "a TIFF structure that cannot be followed to its end (an offset past the end of "
+            f"the file, or over {MAX_TIFF_IFDS:,} IFDs), so bytes after its data cannot be "
+            f"ruled out, {CANNOT_HOLD}"
+        )
     if end is None or not data[end:].strip(PADDING):
         return None
     return f"{len(data) - end:,} bytes after {IMAGE_ENDS[img.format]}, {CANNOT_HOLD}"

@@ -209,13 +209,13 @@ def bmp_header(bmp: bytes, at: int, fmt: str, *values: int) -> bytes:
     return bmp[:at] + struct.pack("<" + fmt, *values) + bmp[at + struct.calcsize("<" + fmt) :]
 
 
-def test_a_bmps_end_is_read_from_its_header_when_its_size_is_wrong():
-    """A BMP whose header states a file size of 0 (some writers do), or one too small for its
-    pixels, ends where its pixels do: bfOffBits and rows of 4-byte multiples, or the size of
-    its compressed pixels (biSizeImage)."""
+def test_a_bmps_end_is_where_its_pixels_end_whatever_size_its_header_states():
+    """A BMP ends where its pixels do (bfOffBits and rows of 4-byte multiples, or the size of
+    its compressed pixels, biSizeImage), whatever file size its header states: 0 (some writers
+    do), one too small for its pixels, or one that counts bytes after them."""
     bmp = encode(Image.fromarray(photo(61, 47)), "BMP")
     assert bmp_end(bmp + b"a video") == len(bmp)
-    for size in (0, 54, len(bmp) + 100):
+    for size in (0, 54, len(bmp) + 100, len(bmp + b"a video")):
         assert bmp_end(bmp_header(bmp, 2, "I", size) + b"a video") == len(bmp)
     rle = bmp_header(bmp, 30, "II", 1, 1000)  # RLE8: 1,000 bytes of pixels
     assert bmp_end(bmp_header(rle, 2, "I", 0)) == 54 + 1000

@@ -1183,22 +1183,26 @@ def bmp_rle8(bmp: bytes, pixel_bytes: int) -> bytes:
         # A size of 0, as some writers state, or a wrong one: the end of the pixels and profile
         (lambda p: bmp_size(encode(Image.fromarray(p), "BMP"), 0), len),
         (lambda p: bmp_size(encode(Image.fromarray(p), "BMP"), 54 + 100), len),
+        (lambda p: (lambda b: bmp_size(b, len(b + VIDEO)))(encode(Image.fromarray(p), "BMP")), len),
         (lambda p: bmp_size(bmp_v5(p, b"MBED", profile=display_p3_icc()), 0), len),
         (lambda p: bmp_size(bmp_rle8(encode(Image.fromarray(p), "BMP"), 1000), 0), lambda d: 1054),
         (lambda p: bmp_rle8(encode(Image.fromarray(p), "BMP"), 0), lambda d: None),  # not said
     ],
 )
-def test_a_bmps_end_is_the_size_its_header_states_or_where_its_pixels_end(make, end):
-    """Bytes after the size a BMP's header states keep it as it is; where that size cannot hold
-    its pixels and profile, they end where its header says they do."""
+def test_a_bmps_end_is_where_its_pixels_and_profile_end(make, end):
+    """Bytes after a BMP's pixels and profile keep it as it is, whatever file size its header
+    states: 0, a wrong one, or one that counts those bytes."""
     data = make(photo(61, 47, 3))  # rows padded to 4 bytes
     assert image_end(data + VIDEO, "BMP") == end(data)
 
 
-@pytest.mark.parametrize("size", [None, 0, 54 + 100])
-def test_a_bmp_whose_header_states_a_wrong_size_is_kept_for_a_tail_alone(size: int | None):
+@pytest.mark.parametrize("size", [None, 0, 54 + 100, "with the tail"])
+def test_a_bmp_whose_header_states_a_wrong_size_is_kept_for_a_tail_alone(size):
     data = encode(Image.fromarray(photo(61, 47, 3)), "BMP")
-    data = data if size is None else bmp_size(data, size)
+    if size == "with the tail":  # a writer that appended the tail and counted it
+        data = bmp_size(data, len(data + VIDEO))
+    elif size is not None:
+        data = bmp_size(data, size)
     assert decode_image(data).kept_reason is None
     assert decode_image(data + b"\x00" * 10).kept_reason is None
     assert decode_image(data + VIDEO).kept_reason == (
@@ -1256,15 +1260,22 @@ def tiff_entry_value(data: bytes, tag: int, value: int) -> bytes:
     return data[: entry + 8] + struct.pack("<I", value) + data[entry + 12 :]
 
 
-def test_a_tiff_whose_structure_points_past_its_end_or_loops_claims_no_tail():
-    """An Exif IFD past the end of the file: Pillow reads the image without it, and where the
-    TIFF's data end cannot be said, bytes after them are not claimed; an Exif IFD that points
-    back to the first IFD is read once."""
+def test_a_tiff_whose_structure_points_past_its_end_is_kept_as_it_is():
+    """An Exif IFD past the end of the file: Pillow reads the image without it, but where the
+    TIFF's data end cannot be read, bytes after them (a tail) cannot be ruled out, so the file
+    is kept as it is, tail or not; an Exif IFD that points back to the first IFD is read once,
+    and the TIFF shrunk."""
     data = encode(Image.fromarray(photo(64, 48, 3)), "TIFF", tiffinfo=CAMERA_TIFF_TAGS)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # Pillow: "Corrupt EXIF data"
-        past = decode_image(tiff_entry_value(data, 34665, len(data) + 100) + VIDEO)
-    assert past.kept_reason is None and past.pixels.shape == (48, 64, 3)
+    for tail in (b"", VIDEO):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # Pillow: "Corrupt EXIF data"
+            past = decode_image(tiff_entry_value(data, 34665, len(data) + 100) + tail)
+        assert past.kept_reason == (
+            "a TIFF structure that cannot be followed to its end (an offset past the end of the "
+            "file, or over 1,024 IFDs), so bytes after its data cannot be ruled out, which an "
+            "LR cannot hold: kept as it is"
+        )
+        assert past.pixels.shape == (48, 64, 3)
     loop = tiff_entry_value(data, 34665, struct.unpack_from("<I", data, 4)[0])
     assert image_end(loop, "TIFF") == len(loop)
     assert decode_image(loop).kept_reason is None
