@@ -26,6 +26,7 @@ from typing import Any, BinaryIO
 import fsspec
 import pyarrow.fs
 from fsspec.implementations.local import LocalFileSystem
+from s3fs.core import S3_RETRYABLE_ERRORS
 
 from pipeline.format import check_rel_path
 from pipeline.metadata import s3_header_values
@@ -421,13 +422,44 @@ def open_file(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[BinaryIO]:
         yield f
 
 
-def read_file(fs: fsspec.AbstractFileSystem, path: str) -> bytes:
-    """The bytes of the file at `path` (open_file: a local one only while it is a regular
-    file; an S3 object in one GET)."""
-    if not isinstance(fs, LocalFileSystem):
-        return fs.cat_file(path)
-    with open_file(fs, path) as f:
-        return f.read()
+@dataclass(frozen=True)
+class Read:
+    """A file's bytes as read_source read them, with, for an S3 object, its user metadata
+    (x-amz-meta-*, names without that prefix, as S3 gives them) and ETag (without quotes) of
+    that same version; {} and None for a local file."""
+
+    data: bytes
+    user_metadata: dict[str, str]
+    etag: str | None
+
+
+def read_source(fs: fsspec.AbstractFileSystem, path: str) -> Read:
+    """The file at `path`, read whole: a local one through open_file (only while it is a
+    regular file), an S3 object in one GET, whose response gives its user metadata and ETag
+    too (s3fs's cat_file asks for its size in a HEAD first, and a second HEAD would be needed
+    for its user metadata, which may be another version's). s3fs retries the request, not the
+    reading of its body: a body cut short (a connection lost) is read again, up to s3fs's
+    `retries` times in all."""
+    if isinstance(fs, LocalFileSystem):
+        with open_file(fs, path) as f:
+            return Read(f.read(), {}, None)
+    bucket, key, version = fs.split_path(path)
+    versioned = {"VersionId": version} if version else {}
+    attempts = 1
+    while True:
+        response = fs.call_s3("get_object", Bucket=bucket, Key=key, **versioned)
+        body = response["Body"]
+        try:
+            data = fsspec.asyn.sync(fs.loop, body.read)
+            break
+        except S3_RETRYABLE_ERRORS:
+            if attempts >= fs.retries:
+                raise
+            attempts += 1
+        finally:
+            body.close()
+    etag = response.get("ETag", "").strip('"') or None
+    return Read(data, dict(response.get("Metadata") or {}), etag)
 
 
 def version(fs: fsspec.AbstractFileSystem, path: str, f: BinaryIO) -> tuple[Any, ...]:

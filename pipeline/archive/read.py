@@ -7,7 +7,7 @@ import numpy as np
 from pipeline.metadata import s3_metadata_text
 from pipeline.rows import error_text, to_batch, to_rows
 from pipeline.sources import is_image_name
-from pipeline.storage import Location, read_file, user_metadata
+from pipeline.storage import Location, read_source
 
 MISSING = "source file disappeared before it was read"
 READ_COLUMNS = (
@@ -28,8 +28,9 @@ def read_sources(
 ) -> dict[str, np.ndarray]:
     """Ray Data stage: the plan's rows (rel_path, size, mtime, etag, outputs) -> the same with
     "path", "bytes" and an S3 object's user metadata ("s3_metadata", s3_metadata_text's; b""
-    for none); a file gone since it was listed, or that cannot be read, gets "error" instead
-    of bytes (a transient failure: a re-run reads it again). A file without an image name
+    for none), and the ETag of the version read (an object written since it was listed is
+    recorded as read); a file gone since it was listed, or that cannot be read, gets "error"
+    instead of bytes (a transient failure: a re-run reads it again). A file without an image name
     (listed for --keep-failed) is not read: it is copied as it is by the write stage."""
     fs = src.filesystem()
     rows = to_rows(batch)
@@ -38,13 +39,13 @@ def read_sources(
         row.update(error="", bytes=b"", s3_metadata=b"")
         if not is_image_name(row["rel_path"].rsplit("/", 1)[-1]):
             continue
-        what = "the source"
         try:
-            row["bytes"] = read_file(fs, row["path"])  # a FIFO put in its place is not read
-            what = "the source's S3 user metadata"
-            row["s3_metadata"] = s3_metadata_text(user_metadata(fs, row["path"])) or b""
+            read = read_source(fs, row["path"])  # a FIFO put in its place is not read
         except FileNotFoundError:
             row["error"] = MISSING
         except Exception as e:  # I/O, a name the filesystem refuses, a lost connection
-            row["error"] = f"cannot read {what}: {error_text(e)}"
+            row["error"] = f"cannot read the source: {error_text(e)}"
+        else:
+            row.update(bytes=read.data, etag=read.etag or row["etag"])
+            row["s3_metadata"] = s3_metadata_text(read.user_metadata) or b""
     return to_batch(rows, READ_COLUMNS)
