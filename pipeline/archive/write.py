@@ -98,7 +98,9 @@ def write_lr(
         if row["status"] == "error" and row["kept_reason"]:  # not kept after all: say both
             row["error"] = f"{row['kept_reason']}; not kept either: {row['error']}"
             row["kept_reason"] = None
-        elif row["status"] == KEPT and dst.protocol == "file":
+        elif row["status"] == KEPT:
+            row["conversion"] = None  # decoding's, of pixels not archived: the copy is the file
+        if row["status"] == KEPT and dst.protocol == "file":
             # A local copy holds the file, not the S3 object's user metadata (storage.copy_atomic)
             names = row.get("metadata")  # Ray may have turned a column of None into NaN
             if isinstance(names, str):

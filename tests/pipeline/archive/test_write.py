@@ -59,6 +59,15 @@ def test_an_image_kept_now_loses_its_earlier_lr(tmp_path: Path):
     assert not (tmp_path / "dst/lr/a.png.png").exists()
 
 
+def test_a_kept_files_row_says_no_conversion_of_the_pixels_not_archived(tmp_path: Path):
+    """Decoding said what an LR would have had done to the pixels (an orientation applied);
+    the kept copy is the file as it was, so its row says nothing was done."""
+    source(tmp_path)
+    batch = kept_rows("") | {"conversion": np.array(["EXIF orientation 6 applied"], object)}
+    out = write(tmp_path, batch)
+    assert out["status"][0] == "kept" and out["conversion"][0] is None
+
+
 def test_an_earlier_lr_that_cannot_be_removed_is_a_transient_error(tmp_path: Path):
     source(tmp_path)
     (tmp_path / "dst/lr/a.png.png").mkdir(parents=True)  # a folder in the way
