@@ -75,7 +75,8 @@ def write_restored(
     chunk at a time, checked against the source's size and SHA-256; return manifest rows,
     with the SHA-256 of each file written. A whole image, or copy, on a local disk gets the
     source's modification time as archived ("source_mtime"); a whole image on S3, the S3 user
-    metadata its LR holds of an S3 source (s3_metadata), which its `metadata` then names."""
+    metadata its LR holds of an S3 source (s3_metadata), which its `metadata` then names, and
+    which the `conversion` of a local file or a region says is not carried."""
     on_s3 = dst.protocol != "file"
 
     def carries_user_metadata(row: Row) -> bool:  # a whole image, on S3
@@ -96,13 +97,17 @@ def write_restored(
             data, names, conversion = encode_restored(
                 row["restored"], image_format, Metadata.from_row(row), to_srgb
             )
+            note = None
             if carries_user_metadata(row):
                 user = parse_s3_metadata(bytes(row["s3_metadata"]))
                 row["user_metadata"], note = s3_put_metadata(user)
-                if note:
-                    conversion = "; ".join(filter(None, (conversion, f"not carried: {note}")))
-                else:
+                if not note:
                     names = ",".join(filter(None, (names, "s3_metadata")))
+            elif row.get("s3_metadata"):
+                holder = "a region" if is_region(row) else "a local file"
+                note = f"S3 user metadata ({holder} holds none; it stays in the LR)"
+            if note:
+                conversion = "; ".join(filter(None, (conversion, f"not carried: {note}")))
             row.update(output_data=data, metadata=names, conversion=conversion)
         except Exception as e:  # one image must not stop the job: it becomes its row
             fail(row, error_text(e), error_kind(e))

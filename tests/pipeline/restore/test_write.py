@@ -13,7 +13,7 @@ from PIL import Image
 
 from pipeline.decode import decode_image
 from pipeline.format import RESTORE_SCHEMA
-from pipeline.metadata import JPEG_LIMITS, METADATA_FIELDS, Metadata
+from pipeline.metadata import JPEG_LIMITS, METADATA_FIELDS, Metadata, s3_metadata_text
 from pipeline.restore.write import encode_restored, write_restored
 from pipeline.rows import error_kind
 from pipeline.storage import Location
@@ -126,6 +126,30 @@ def test_write_restored_makes_an_image_too_large_for_jpeg_a_permanent_error_row(
     assert out["conversion"][1] == "jpeg holds no exif over 65,527 bytes (70,000 here): not carried"
     with Image.open(tmp_path / "a.png.jpeg") as img:
         assert img.size == (40, 30) and "exif" not in img.info
+
+
+def test_a_local_restore_or_a_region_says_the_s3_user_metadata_stays_in_the_lr(tmp_path):
+    """A local file, or a region, has no place for the S3 user metadata an LR holds of an S3
+    source: its row says so (a whole image restored to S3 carries it)."""
+    m = Metadata(s3_metadata=s3_metadata_text({"camera": "x100"}))
+    batch = {
+        "rel_path": np.array(["a.png", "b.png"], dtype=object),
+        "status": np.array(["ok", "ok"], dtype=object),
+        "restored": np.array([None, None], dtype=object),
+        "region": np.array([None, "0,0,8,8"], dtype=object),
+        "metadata": np.array(["s3_metadata"] * 2, dtype=object),
+        "conversion": np.array([None, None], dtype=object),
+        "seconds": np.array([0.0, 0.0]),
+    }
+    batch["restored"][:] = [photo(40, 30), photo(8, 8)]
+    batch |= {name: np.array([value] * 2, dtype=object) for name, value in m.row().items()}
+    here = Location.parse(str(tmp_path))
+    out = write_restored(batch, dst=here, archive=here, image_format="png")
+    assert list(out["status"]) == ["ok", "ok"] and list(out["metadata"]) == [None, None]
+    assert list(out["conversion"]) == [
+        "not carried: S3 user metadata (a local file holds none; it stays in the LR)",
+        "not carried: S3 user metadata (a region holds none; it stays in the LR)",
+    ]
 
 
 def test_a_kept_source_is_copied_only_with_the_bytes_it_was_kept_with(tmp_path):
