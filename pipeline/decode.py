@@ -194,6 +194,8 @@ IMAGE_ENDS = {
 # The formats whose files are ISO base media boxes (a JPEG XL's, when in a container), by name.
 BOX_FORMATS = {"HEIF": "HEIF", "AVIF": "AVIF", "JXL": "JPEG XL"}
 CANNOT_HOLD = "which an LR cannot hold: kept as it is"  # a kept_reason's end
+# What the JPEG XL plugin adds to libjxl's errors, advice for libjxl's own developers.
+LIBJXL_ADVICE = re.compile(r"\. Please build `libjxl` from source.*", re.DOTALL)
 PADDING = b"\x00\xff"  # the bytes some cameras pad a file with after its image
 
 
@@ -287,7 +289,8 @@ def decode_image(
     except ValueError:
         raise
     except Exception as e:  # Pillow raises assorted errors on malformed files
-        raise ValueError(f"corrupt image: {type(e).__name__}: {e}") from None
+        said = LIBJXL_ADVICE.sub("", str(e))
+        raise ValueError(f"corrupt image: {type(e).__name__}: {said}") from None
     conversion = "; ".join(steps) or None
     return Decoded(pixels=rgb, conversion=conversion, metadata=metadata, kept_reason=kept)
 

@@ -223,6 +223,12 @@ def test_a_file_of_a_known_format_that_does_not_open_says_why():
         decode_image(b"hello, not an image")
 
 
+def test_a_broken_jpeg_xl_says_what_libjxl_found_without_its_advice_to_its_developers():
+    data = encode(Image.fromarray(photo(64, 64)), "JXL")
+    with pytest.raises(ValueError, match=r"^corrupt image: RuntimeError: Generic Error$"):
+        decode_image(data[: len(data) // 2])
+
+
 def test_decode_batch_makes_one_row_per_file_without_ray():
     files = {"x/ok.png": good_images()["gray.png"]} | bad_images()
     batch = {
