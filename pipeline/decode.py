@@ -56,6 +56,7 @@ from pipeline.metadata import (
     METADATA_FIELDS,
     PHOTOSHOP_HEADER,
     PHOTOSHOP_KEY,
+    S3_FIELDS,
     XMP_KEY,
     Metadata,
     colour_chunks,
@@ -916,18 +917,20 @@ def decode_batch(
     max_pixels: int,
     drop_thumbnails: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Ray Data stage: {"path", "bytes", "s3_metadata", "size", "mtime", "etag", "outputs",
-    "error"} (read_sources' rows) -> one row per file with its pixels, metadata and the bytes of
-    its Metadata (METADATA_FIELDS, b"" for none; an S3 object's user metadata among them), or
-    its error, or status "kept" and its kept_reason, without pixels (decode_image's
-    kept_reason); "outputs" (the kinds of output DST holds for the image) passes through to
-    the write stage.
+    """Ray Data stage: {"path", "bytes", "s3_metadata", "s3_tags", "not_read", "size", "mtime",
+    "etag", "outputs", "error"} (read_sources' rows) -> one row per file with its pixels,
+    metadata and the bytes of its Metadata (METADATA_FIELDS, b"" for none; an S3 object's user
+    metadata and tags, S3_FIELDS, among them), and a conversion that names what was not read
+    beside the bytes; or its error, or status "kept" and its kept_reason, without pixels
+    (decode_image's kept_reason); "outputs" (the kinds of output DST holds for the image)
+    passes through to the write stage.
 
     `prefix` is stripped from each path to give rel_path; `uri_prefix` ("s3://" or "")
-    turns a path into source_uri; mtime and etag, the source as listed, are recorded, and the
-    size and SHA-256 of the bytes read (a file not read, which has no image name, has its
-    listed size and no SHA-256 until the write stage copies it). With `drop_thumbnails`, the
-    metadata carried leaves out the source's embedded thumbnails (pipeline/thumbnails.py).
+    turns a path into source_uri; its mtime as listed and the ETag of the version read are
+    recorded, and the size and SHA-256 of the bytes read (a file not read, which has no image
+    name, has its listed size and no SHA-256 until the write stage copies it). With
+    `drop_thumbnails`, the metadata carried leaves out the source's embedded thumbnails
+    (pipeline/thumbnails.py).
     """
     rows = []
     for source in to_rows(batch):
@@ -957,9 +960,11 @@ def decode_batch(
                 raise OSError(source["error"])
             decoded = decode_image(data, max_pixels, drop_thumbnails)
             height, width = decoded.pixels.shape[:2]
-            row.update(width=width, height=height, conversion=decoded.conversion)
-            s3_metadata = bytes(source.get("s3_metadata") or b"") or None
-            m = dataclasses.replace(decoded.metadata, s3_metadata=s3_metadata)
+            not_read = source.get("not_read") and f"not carried: {source['not_read']}"
+            conversion = "; ".join(filter(None, (decoded.conversion, not_read))) or None
+            row.update(width=width, height=height, conversion=conversion)
+            s3 = {name: bytes(source.get(name) or b"") or None for name in S3_FIELDS}
+            m = dataclasses.replace(decoded.metadata, **s3)
             row.update(metadata=m.names, **m.row())
             if decoded.kept_reason:  # the write stage copies the source as it is
                 row.update(status=KEPT, kept_reason=decoded.kept_reason)

@@ -34,11 +34,13 @@ from pipeline.metadata import (
     JFIF_UNITS,
     PHOTOSHOP_KEY,
     S3_METADATA_KEY,
+    S3_TAGS_KEY,
     Metadata,
     held_by,
     jfif_density,
     parse_density,
     parse_s3_metadata,
+    parse_s3_tags,
     png_density,
     with_app13,
     with_jfif_unit,
@@ -282,7 +284,7 @@ class LrHeader:
     """The LR PNG's text chunks: tadm:width, tadm:height (the HR size to restore), tadm:scale
     and tadm:model_id (the model that wrote the file, and must restore it); and the source's
     metadata (eXIf, iCCP, XMP chunks; its density in tadm:density, an S3 source's user
-    metadata in tadm:s3-metadata)."""
+    metadata in tadm:s3-metadata, its object tags in tadm:s3-tags)."""
 
     width: int  # HR width to restore
     height: int  # HR height to restore
@@ -305,6 +307,8 @@ def encode_lr_png(lr: np.ndarray, header: LrHeader) -> bytes:
         text[DENSITY_KEY] = m.density.decode()
     if m.s3_metadata:
         text[S3_METADATA_KEY] = m.s3_metadata.decode("ascii")
+    if m.s3_tags:
+        text[S3_TAGS_KEY] = m.s3_tags.decode("ascii")
     return png_bytes(lr, text, chunks=m.png_chunks(), icc_profile=m.icc, exif=m.exif)
 
 
@@ -343,6 +347,7 @@ def decode_lr_png(data: bytes) -> tuple[np.ndarray, LrHeader]:
     for key, name, parse in (
         (DENSITY_KEY, "density", parse_density),
         (S3_METADATA_KEY, "s3_metadata", parse_s3_metadata),
+        (S3_TAGS_KEY, "s3_tags", parse_s3_tags),
     ):
         if key in text:
             value = text[key].encode("utf-8")

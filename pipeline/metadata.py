@@ -10,6 +10,7 @@ import json
 import math
 import re
 import struct
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -38,7 +39,11 @@ METADATA_FIELDS = (
     "density",
     "png_colour",
     "s3_metadata",
+    "s3_tags",
 )
+# The METADATA_FIELDS of an S3 object, not of its file, by what a user knows them as
+S3_NAMES = {"s3_metadata": "S3 user metadata", "s3_tags": "S3 object tags"}
+S3_FIELDS = tuple(S3_NAMES)
 # The PNG chunks that say how to show the pixels without an ICC profile, and their sizes
 PNG_COLOUR_CHUNKS = {b"gAMA": 4, b"cHRM": 32, b"sRGB": 1}
 DENSITY_KEY = "tadm:density"  # the LR's text chunk of the source's pixel density
@@ -48,6 +53,8 @@ PNG_MAX_NUMBER = 2**31 - 1  # the largest of PNG's four-byte numbers: pHYs's pix
 DENSITY_TEXT = 64  # the longest density text an LR may hold
 S3_METADATA_KEY = "tadm:s3-metadata"  # the LR's text chunk of an S3 source's user metadata
 S3_METADATA_LIMIT = 2048  # the most bytes of user metadata S3 holds on one object
+S3_TAGS_KEY = "tadm:s3-tags"  # the LR's text chunk of an S3 source's object tags
+S3_TAGS_LIMIT = 10  # the most tags S3 holds on one object
 # The most bytes of a block an LR carries, so that every LR reads back: Pillow reads at most
 # 1 MiB of one compressed PNG chunk (PngImagePlugin.MAX_TEXT_CHUNK), and Photoshop resources go
 # in hex (2 characters a byte); a comment is what one JPEG COM segment holds.
@@ -76,6 +83,9 @@ class Metadata:
     # An S3 source object's user metadata (x-amz-meta-*) as s3_metadata_text writes it; the LR
     # holds it in a S3_METADATA_KEY text chunk, and a restore to S3 puts it on the object.
     s3_metadata: bytes | None = None
+    # An S3 source object's tags as s3_tags_text writes them (S3's own x-amz-tagging form); the
+    # LR holds them in a S3_TAGS_KEY text chunk, and a restore to S3 puts them on the object.
+    s3_tags: bytes | None = None
 
     @property
     def names(self) -> str | None:
@@ -199,9 +209,9 @@ def held_by(metadata: Metadata, image_format: str) -> Metadata:
     range; JPEG all but an EXIF, XMP or comment over JPEG_LIMITS, a density out of its header's
     range and PNG's colour chunks; WebP no Photoshop resources, comment, density or PNG colour
     chunks (it has no place for them). not_held says what is left out. None holds the S3 user
-    metadata, which is the object's, not the file's."""
+    metadata or object tags, which are the object's, not the file's."""
     left = dict.fromkeys(not_held(metadata, image_format))
-    return dataclasses.replace(metadata, s3_metadata=None, **left)
+    return dataclasses.replace(metadata, **dict.fromkeys(S3_FIELDS), **left)
 
 
 def s3_metadata_text(user: dict[str, str]) -> bytes | None:
@@ -223,6 +233,34 @@ def parse_s3_metadata(text: bytes) -> dict[str, str]:
     ):
         raise ValueError("bad S3 user metadata: not names and texts")
     return user
+
+
+def s3_tags_text(tags: list[tuple[str, str]]) -> bytes | None:
+    """Metadata's s3_tags of an S3 object's tags ([("project", "apollo")], in S3's order):
+    the form S3's x-amz-tagging header takes, "project=apollo&class=raw%20scan", in ASCII;
+    None for none."""
+    return urllib.parse.urlencode(tags, quote_via=urllib.parse.quote).encode() if tags else None
+
+
+def parse_s3_tags(text: bytes) -> list[tuple[str, str]]:
+    """The tags of an s3_tags_text; ValueError naming text that is not one. There may be more
+    than S3 holds (s3_put_tags): S3-compatible stores hold more, and a local restore does not
+    put them anywhere."""
+    try:
+        return urllib.parse.parse_qsl(
+            text.decode("ascii"), keep_blank_values=True, strict_parsing=True, errors="strict"
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise ValueError("bad S3 object tags: not key=value pairs joined by '&'") from None
+
+
+def s3_put_tags(tags: list[tuple[str, str]]) -> tuple[str | None, str | None]:
+    """The x-amz-tagging header a restored image's S3 PUT takes of `tags` (s3_tags_text's
+    form), and a note of what it does not take: none of them when they are more than
+    S3_TAGS_LIMIT (a store other than AWS's may have held more)."""
+    if len(tags) > S3_TAGS_LIMIT:
+        return None, f"S3 object tags: {len(tags)}, over S3's {S3_TAGS_LIMIT}"
+    return (s3_tags_text(tags) or b"").decode() or None, None
 
 
 def s3_header_values(user: dict[str, str]) -> dict[str, str]:

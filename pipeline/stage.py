@@ -261,7 +261,7 @@ def write_files(
     mtime_of: Callable[[Row], int | None] | None = None,
     *,
     clash: str,
-    user_metadata_of: Callable[[Row], dict[str, str] | None] | None = None,
+    headers_of: Callable[[Row], dict[str, Any] | None] | None = None,
 ) -> list[Row]:
     """Write the file of each row with `status` atomically: `output(row)` gives its key under
     `dst` (checked by Location.join: a key that would leave `dst` is never written) and its
@@ -270,9 +270,9 @@ def write_files(
     the key is refused, or encoding, copying or writing fails (`fail`). The time, encoding
     included, is added to its "seconds". A local file gets the modification time
     `mtime_of(row)` (nanoseconds since the epoch; None: now, or a copied file's), an S3 one
-    written from bytes the user metadata `user_metadata_of(row)`. `clash`: what to do when a
-    file and a folder of one name clash (write_failure). DstFull, stopping the job, when DST's
-    disk takes no more files (full, or read-only)."""
+    written from bytes the S3 PUT arguments `headers_of(row)` (write_atomic's headers).
+    `clash`: what to do when a file and a folder of one name clash (write_failure). DstFull,
+    stopping the job, when DST's disk takes no more files (full, or read-only)."""
     fs = dst.filesystem()
     for row in rows:
         if row["status"] != status:
@@ -291,8 +291,8 @@ def write_files(
                         data.fs, data.path, fs, path, data.sha256, data.size, dst.root, mtime_ns
                     )
                 else:
-                    user = None if user_metadata_of is None else user_metadata_of(row)
-                    write_atomic(fs, path, data, dst.root, mtime_ns, user)
+                    headers = None if headers_of is None else headers_of(row)
+                    write_atomic(fs, path, data, dst.root, mtime_ns, headers)
                     size, sha256 = len(data), sha_column and hashlib.sha256(data).hexdigest()
                 row[uri_column] = dst.uri_of(path)
                 if sha_column:

@@ -29,7 +29,7 @@ from fsspec.implementations.local import LocalFileSystem
 from s3fs.core import S3_RETRYABLE_ERRORS
 
 from pipeline.format import check_rel_path
-from pipeline.metadata import s3_header_values
+from pipeline.metadata import s3_header_values, s3_tags_text
 
 # Storage options logged in clear; every other value, at any depth, is logged as MASK.
 PLAIN_OPTIONS = frozenset(
@@ -368,17 +368,18 @@ def write_atomic(
     data: bytes,
     root: str | None = None,
     mtime_ns: int | None = None,
-    user_metadata: dict[str, str] | None = None,
+    headers: dict[str, Any] | None = None,
 ) -> None:
     """Write `data` so that `path` is never seen half-written: on S3 a single PUT (or a
-    completed multipart upload) is atomic, with `user_metadata` (x-amz-meta-*) if given; on a
-    local disk, through local_temp (with `root`, a local `path` must stay in it; with
-    `mtime_ns`, its modification time: S3 has none to set)."""
+    completed multipart upload) is atomic, with the `headers` given (its arguments: "Metadata",
+    the user metadata, "Tagging", the object tags); on a local disk, through local_temp (with
+    `root`, a local `path` must stay in it; with `mtime_ns`, its modification time: S3 has none
+    to set)."""
     if isinstance(fs, LocalFileSystem):
         with local_temp(path, root, mtime_ns=mtime_ns) as f:
             f.write(data)
     else:
-        fs.pipe_file(path, data, **({"Metadata": user_metadata} if user_metadata else {}))
+        fs.pipe_file(path, data, **(headers or {}))
 
 
 def user_metadata(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, str]:
@@ -393,15 +394,24 @@ def user_metadata(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, str]:
     return dict(head.get("Metadata") or {})
 
 
+def object_tags(fs: fsspec.AbstractFileSystem, path: str) -> list[tuple[str, str]]:
+    """The tags of the S3 object at `path`, in the order S3 gives them."""
+    bucket, key, version = fs.split_path(path)
+    versioned = {"VersionId": version} if version else {}
+    tagging = fs.call_s3("get_object_tagging", Bucket=bucket, Key=key, **versioned)
+    return [(tag["Key"], tag["Value"]) for tag in tagging.get("TagSet") or ()]
+
+
 def object_headers(source_fs: fsspec.AbstractFileSystem, source: str, f: Any) -> dict[str, Any]:
     """What an S3 copy of the S3 object `source` (open as `f`) carries of it beside its bytes:
-    its Content-Type and its user metadata. Nothing for a local source."""
+    its Content-Type, user metadata and tags. Nothing for a local source."""
     if isinstance(source_fs, LocalFileSystem):
         return {}
     details = getattr(f, "details", None) or {}
     headers = {
         # What DST's store refuses (over its size limit, say) fails the copy, which says why.
         "Metadata": s3_header_values(user_metadata(source_fs, source)),
+        "Tagging": (s3_tags_text(object_tags(source_fs, source)) or b"").decode(),
         "ContentType": details.get("ContentType"),
     }
     return {k: v for k, v in headers.items() if v}
@@ -425,24 +435,28 @@ def open_file(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[BinaryIO]:
 @dataclass(frozen=True)
 class Read:
     """A file's bytes as read_source read them, with, for an S3 object, its user metadata
-    (x-amz-meta-*, names without that prefix, as S3 gives them) and ETag (without quotes) of
-    that same version; {} and None for a local file."""
+    (x-amz-meta-*, names without that prefix, as S3 gives them), ETag (without quotes) and
+    tags (object_tags) of that same version; {}, None and [] for a local file. `not_read` names
+    what could not be read beside the bytes (tags whose reading was refused)."""
 
     data: bytes
     user_metadata: dict[str, str]
     etag: str | None
+    tags: list[tuple[str, str]]
+    not_read: str | None = None
 
 
 def read_source(fs: fsspec.AbstractFileSystem, path: str) -> Read:
     """The file at `path`, read whole: a local one through open_file (only while it is a
     regular file), an S3 object in one GET, whose response gives its user metadata and ETag
     too (s3fs's cat_file asks for its size in a HEAD first, and a second HEAD would be needed
-    for its user metadata, which may be another version's). s3fs retries the request, not the
-    reading of its body: a body cut short (a connection lost) is read again, up to s3fs's
-    `retries` times in all."""
+    for its user metadata, which may be another version's); its tags in a request of their own
+    when it has any (the GET gives their number). s3fs retries the request, not the reading of
+    its body: a body cut short (a connection lost) is read again, up to s3fs's `retries` times
+    in all."""
     if isinstance(fs, LocalFileSystem):
         with open_file(fs, path) as f:
-            return Read(f.read(), {}, None)
+            return Read(f.read(), {}, None, [])
     bucket, key, version = fs.split_path(path)
     versioned = {"VersionId": version} if version else {}
     attempts = 1
@@ -459,7 +473,15 @@ def read_source(fs: fsspec.AbstractFileSystem, path: str) -> Read:
         finally:
             body.close()
     etag = response.get("ETag", "").strip('"') or None
-    return Read(data, dict(response.get("Metadata") or {}), etag)
+    user, tags, count = dict(response.get("Metadata") or {}), [], response.get("TagCount")
+    try:
+        tags = object_tags(fs, path) if count else []
+    except PermissionError:  # a policy that grants s3:GetObject, not s3:GetObjectTagging
+        refused = (
+            f"S3 object tags ({count}: reading them was refused; s3:GetObjectTagging reads them)"
+        )
+        return Read(data, user, etag, [], refused)
+    return Read(data, user, etag, tags)
 
 
 def version(fs: fsspec.AbstractFileSystem, path: str, f: BinaryIO) -> tuple[Any, ...]:

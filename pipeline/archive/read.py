@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.metadata import s3_metadata_text
+from pipeline.metadata import s3_metadata_text, s3_tags_text
 from pipeline.rows import error_text, to_batch, to_rows
 from pipeline.sources import is_image_name
 from pipeline.storage import Location, read_source
@@ -15,6 +15,8 @@ READ_COLUMNS = (
     "path",
     "bytes",
     "s3_metadata",
+    "s3_tags",
+    "not_read",
     "size",
     "mtime",
     "etag",
@@ -27,16 +29,18 @@ def read_sources(
     batch: dict[str, np.ndarray], *, src: Location, prefix: str
 ) -> dict[str, np.ndarray]:
     """Ray Data stage: the plan's rows (rel_path, size, mtime, etag, outputs) -> the same with
-    "path", "bytes" and an S3 object's user metadata ("s3_metadata", s3_metadata_text's; b""
-    for none), and the ETag of the version read (an object written since it was listed is
-    recorded as read); a file gone since it was listed, or that cannot be read, gets "error"
-    instead of bytes (a transient failure: a re-run reads it again). A file without an image name
-    (listed for --keep-failed) is not read: it is copied as it is by the write stage."""
+    "path", "bytes", an S3 object's user metadata and tags ("s3_metadata" and "s3_tags",
+    s3_metadata_text's and s3_tags_text's; b"" for none), what of these could not be read
+    ("not_read", Read's; "" for nothing), and the ETag of the version read (an object written
+    since it was listed is recorded as read); a file gone since it was
+    listed, or that cannot be read, gets "error" instead of bytes (a transient failure: a
+    re-run reads it again). A file without an image name (listed for --keep-failed) is not
+    read: it is copied as it is by the write stage."""
     fs = src.filesystem()
     rows = to_rows(batch)
     for row in rows:
         row["path"] = prefix + row["rel_path"]
-        row.update(error="", bytes=b"", s3_metadata=b"")
+        row.update(error="", bytes=b"", s3_metadata=b"", s3_tags=b"", not_read="")
         if not is_image_name(row["rel_path"].rsplit("/", 1)[-1]):
             continue
         try:
@@ -48,4 +52,6 @@ def read_sources(
         else:
             row.update(bytes=read.data, etag=read.etag or row["etag"])
             row["s3_metadata"] = s3_metadata_text(read.user_metadata) or b""
+            row["s3_tags"] = s3_tags_text(read.tags) or b""
+            row["not_read"] = read.not_read or ""
     return to_batch(rows, READ_COLUMNS)

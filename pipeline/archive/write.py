@@ -18,6 +18,7 @@ from pipeline.format import (
     kept_key,
     lr_key,
 )
+from pipeline.metadata import S3_FIELDS, S3_NAMES
 from pipeline.rows import nanoseconds, to_batch, to_rows
 from pipeline.stage import Copy, Earlier, Row, remove_earlier, write_files
 from pipeline.storage import Location, file_sha256
@@ -101,12 +102,13 @@ def write_lr(
         elif row["status"] == KEPT:
             row["conversion"] = None  # decoding's, of pixels not archived: the copy is the file
         if row["status"] == KEPT and dst.protocol == "file":
-            # A local copy holds the file, not the S3 object's user metadata (storage.copy_atomic)
+            # A local copy holds the file, not the S3 object's user metadata and tags
             names = row.get("metadata")  # Ray may have turned a column of None into NaN
-            if isinstance(names, str):
-                row["metadata"] = (
-                    ",".join(n for n in names.split(",") if n != "s3_metadata") or None
-                )
+            names = names.split(",") if isinstance(names, str) else []
+            row["metadata"] = ",".join(n for n in names if n not in S3_FIELDS) or None
+            left = [S3_NAMES[n] for n in names if n in S3_FIELDS]
+            if left:
+                row["conversion"] = f"not carried: {', '.join(left)} (a local file holds none)"
     remove_earlier(rows, dst, earlier_output)
     for row in rows:
         if row["status"] == "ok":

@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import os
 import time
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,16 @@ from pipeline.format import (
     encode_output,
     output_key,
 )
-from pipeline.metadata import Metadata, held_by, not_held, parse_s3_metadata, s3_put_metadata
+from pipeline.metadata import (
+    S3_NAMES,
+    Metadata,
+    held_by,
+    not_held,
+    parse_s3_metadata,
+    parse_s3_tags,
+    s3_put_metadata,
+    s3_put_tags,
+)
 from pipeline.rows import error_kind, error_text, nanoseconds, to_batch, to_rows
 from pipeline.srgb import icc_to_srgb, png_colour_to_srgb
 from pipeline.stage import Copy, Earlier, Row, fail, remove_earlier, write_files
@@ -75,15 +85,13 @@ def write_restored(
     chunk at a time, checked against the source's size and SHA-256; return manifest rows,
     with the SHA-256 of each file written. A whole image, or copy, on a local disk gets the
     source's modification time as archived ("source_mtime"); a whole image on S3, the S3 user
-    metadata its LR holds of an S3 source (s3_metadata), which its `metadata` then names, and
-    which the `conversion` of a local file or a region says is not carried."""
+    metadata and object tags its LR holds of an S3 source (s3_object_headers), which its
+    `metadata` then names, and which the `conversion` of a local file or a region says are not
+    carried."""
     on_s3 = dst.protocol != "file"
 
-    def carries_user_metadata(row: Row) -> bool:  # a whole image, on S3
-        return on_s3 and not is_region(row) and bool(row.get("s3_metadata"))
-
-    def user_metadata(row: Row) -> dict[str, str] | None:
-        return row.get("user_metadata") or None
+    def headers(row: Row) -> dict[str, Any] | None:
+        return row.get("s3_headers") or None
 
     rows = to_rows(batch)
     for row in rows:
@@ -97,17 +105,17 @@ def write_restored(
             data, names, conversion = encode_restored(
                 row["restored"], image_format, Metadata.from_row(row), to_srgb
             )
-            note = None
-            if carries_user_metadata(row):
-                user = parse_s3_metadata(bytes(row["s3_metadata"]))
-                row["user_metadata"], note = s3_put_metadata(user)
-                if not note:
-                    names = ",".join(filter(None, (names, "s3_metadata")))
-            elif row.get("s3_metadata"):
+            if on_s3 and not is_region(row):
+                row["s3_headers"], carried, notes = s3_object_headers(row)
+                names = ",".join(filter(None, (names, *carried)))
+            else:
+                left = [name for field, name in S3_NAMES.items() if row.get(field)]
                 holder = "a region" if is_region(row) else "a local file"
-                note = f"S3 user metadata ({holder} holds none; it stays in the LR)"
-            if note:
-                conversion = "; ".join(filter(None, (conversion, f"not carried: {note}")))
+                notes = [f"{', '.join(left)} (in the LR only: {holder} holds none)"] if left else []
+            if notes:
+                conversion = "; ".join(
+                    filter(None, (conversion, f"not carried: {', '.join(notes)}"))
+                )
             row.update(output_data=data, metadata=names, conversion=conversion)
         except Exception as e:  # one image must not stop the job: it becomes its row
             fail(row, error_text(e), error_kind(e))
@@ -146,13 +154,39 @@ def write_restored(
         sha_column=sha,
         mtime_of=mtime,
         clash=CLASH,
-        user_metadata_of=user_metadata,
+        headers_of=headers,
     )
     rows = write_files(
         rows, dst, "output_uri", kept, KEPT, sha_column=sha, mtime_of=mtime, clash=CLASH
     )
     remove_earlier(rows, dst, earlier_output)
     return to_batch(rows, RESTORE_SCHEMA.names)
+
+
+# What a restore to S3 puts of each of S3_FIELDS an LR holds: the S3 PUT argument, and what S3
+# takes of it, with a note of what it does not.
+S3_PUTS = {
+    "s3_metadata": ("Metadata", lambda text: s3_put_metadata(parse_s3_metadata(text))),
+    "s3_tags": ("Tagging", lambda text: s3_put_tags(parse_s3_tags(text))),
+}
+
+
+def s3_object_headers(row: Row) -> tuple[dict[str, Any], list[str], list[str]]:
+    """The S3 PUT arguments with which a whole image restored to S3 carries what its LR holds
+    of its S3 source object (S3_PUTS: "Metadata", the user metadata, and "Tagging", the tags);
+    the names of those it carries; and notes of those S3 does not take, which stay in the
+    LR."""
+    headers, carried, notes = {}, [], []
+    for field, (argument, put) in S3_PUTS.items():
+        if not row.get(field):
+            continue
+        value, note = put(bytes(row[field]))
+        if note:
+            notes.append(note)
+        else:
+            headers[argument] = value
+            carried.append(field)
+    return headers, carried, notes
 
 
 def is_region(row: Row) -> bool:

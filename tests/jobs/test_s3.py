@@ -25,8 +25,8 @@ from PIL import Image
 from pipeline.decode import decode_image
 from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA, decode_lr_png
 from pipeline.manifest import read_manifest, to_table, write_part
-from pipeline.metadata import Metadata
-from pipeline.storage import Location, user_metadata
+from pipeline.metadata import Metadata, parse_s3_tags
+from pipeline.storage import Location, object_tags, user_metadata
 
 SECRETS = ("AKIA-USER-VALUE", "pw-SECRET-VALUE")
 
@@ -273,9 +273,12 @@ def test_real_world_files_kept_and_restored_on_s3(ray_cluster, s3_endpoint, s3_e
     # An object's own headers: a kept copy, and what a restore gives back, carry them; an
     # archived image's user metadata (rclone's mtime, say) rides in its LR.
     headers = {"ContentType": "text/plain; charset=utf-8", "Metadata": {"owner": "team-a"}}
-    fs.pipe_file("phone/src/notes.txt", sources["notes.txt"], **headers)
+    fs.pipe_file("phone/src/notes.txt", sources["notes.txt"], **headers, Tagging="class=text")
     user = {"mtime": "1700000000.25", "owner": "team-b", "my_key": "kept as named"}
+    tags = [("project", "apollo"), ("class", "raw scan")]  # S3 object tags, in S3's form
+    tagging = "project=apollo&class=raw%20scan"
     fs.pipe_file("phone/src/camera/exif.jpg", sources["camera/exif.jpg"], Metadata=user)
+    fs.pipe_file("phone/src/phone/photo.heic", sources["phone/photo.heic"], Tagging=tagging)
     # More than AWS's 2 KB (an S3-compatible store may hold it): kept in the LR, which any
     # restore reads; a restore to S3 leaves it off, saying so.
     large = {"note": "x" * 2100}
@@ -288,8 +291,10 @@ def test_real_world_files_kept_and_restored_on_s3(ray_cluster, s3_endpoint, s3_e
     }
     kept = {"screenshot.png", "anim/animated.gif", "notes.txt"}
     assert {r for r, row in rows.items() if row["status"] == "kept"} == kept
-    assert rows["phone/photo.heic"]["metadata"] == "exif,icc"
+    assert rows["phone/photo.heic"]["metadata"] == "exif,icc,s3_tags"
     assert rows["camera/exif.jpg"]["metadata"] == "exif,s3_metadata"
+    heic_lr = fs.cat_file("phone/archive/lr/phone/photo.heic.png")
+    assert parse_s3_tags(decode_lr_png(heic_lr)[1].metadata.s3_tags) == tags
     lr_metadata = decode_lr_png(fs.cat_file("phone/archive/lr/camera/exif.jpg.png"))[1].metadata
     assert json.loads(lr_metadata.s3_metadata) == user
     assert rows["colour/p3.png"]["metadata"] == "icc,s3_metadata"
@@ -303,11 +308,14 @@ def test_real_world_files_kept_and_restored_on_s3(ray_cluster, s3_endpoint, s3_e
     for copy in ("phone/archive/kept/notes.txt", "phone/restored/notes.txt"):
         assert fs.info(copy, refresh=True)["ContentType"] == headers["ContentType"]
         assert user_metadata(fs, copy) == headers["Metadata"]
+        assert object_tags(fs, copy) == [("class", "text")]
     for rel_path in ("camera/exif.jpg", "colour/p3.png", "phone/photo.heic"):
         data = fs.cat_file(f"phone/restored/{rel_path}.jpeg")
         with Image.open(io.BytesIO(data)) as img:
             assert img.format == "JPEG"
             assert Metadata.from_info(img.info) == decode_image(sources[rel_path]).metadata
+    assert object_tags(fs, "phone/restored/phone/photo.heic.jpeg") == tags
+    assert object_tags(fs, "phone/restored/camera/exif.jpg.jpeg") == []
     assert user_metadata(fs, "phone/restored/camera/exif.jpg.jpeg") == user
     assert user_metadata(fs, "phone/restored/colour/p3.png.jpeg") == {}
     restore = {
@@ -315,6 +323,7 @@ def test_real_world_files_kept_and_restored_on_s3(ray_cluster, s3_endpoint, s3_e
         for r in read_manifest(Location.parse(f"{restored}/manifest"), RESTORE_SCHEMA).to_pylist()
     }
     assert restore["camera/exif.jpg"]["metadata"] == "exif,s3_metadata"
+    assert restore["phone/photo.heic"]["metadata"] == "exif,icc,s3_tags"
     assert restore["colour/p3.png"]["metadata"] == "icc"
     assert (
         "not carried: S3 user metadata: 2,104 bytes, over S3's 2,048"

@@ -36,8 +36,11 @@ from pipeline.metadata import (
     held_by,
     not_held,
     parse_s3_metadata,
+    parse_s3_tags,
     s3_metadata_text,
     s3_put_metadata,
+    s3_put_tags,
+    s3_tags_text,
 )
 from pipeline.rows import error_kind
 from tadm.png import png_bytes
@@ -255,6 +258,34 @@ def test_an_s3_sources_user_metadata_travels_in_the_lr_and_into_no_image_file():
         assert held_by(metadata, image_format).s3_metadata is None
         assert not_held(metadata, image_format) == {}
         assert b"s3-metadata" not in encode_output(photo(8, 8), image_format, metadata)
+
+
+def test_an_s3_sources_object_tags_travel_in_the_lr_and_into_no_image_file():
+    """In S3's own x-amz-tagging form, in their order; a restore to S3 puts them on the object
+    (pipeline/restore/write.py), which takes at most 10."""
+    tags = [("project", "apollo"), ("class", "raw scan & proofs"), ("équipe", "")]
+    metadata = Metadata(s3_tags=s3_tags_text(tags))
+    assert metadata.s3_tags == b"project=apollo&class=raw%20scan%20%26%20proofs&%C3%A9quipe="
+    header = LrHeader(width=32, height=32, scale=16, model_id="m", metadata=metadata)
+    data = encode_lr_png(photo(2, 2), header)
+    decoded = decode_lr_png(data)[1]
+    assert decoded == header and decoded.metadata.names == "s3_tags"
+    assert parse_s3_tags(decoded.metadata.s3_tags) == tags
+    for image_format in OUTPUT_FORMATS:
+        assert held_by(metadata, image_format).s3_tags is None
+        assert b"s3-tags" not in encode_output(photo(8, 8), image_format, metadata)
+    assert s3_put_tags(tags) == (metadata.s3_tags.decode(), None)
+    eleven = [(f"k{i}", "v") for i in range(11)]  # an S3-compatible store may hold more
+    assert s3_put_tags(eleven) == (None, "S3 object tags: 11, over S3's 10")
+
+
+@pytest.mark.parametrize("text", ["a=1&&b", "a", "a=%FF", "é=1"])
+def test_an_lr_with_s3_tags_that_are_not_key_value_pairs_is_corrupt(text: str):
+    header = {"tadm:width": "32", "tadm:height": "32", "tadm:scale": "16", "tadm:model_id": "m"}
+    data = png_bytes(photo(2, 2), header | {"tadm:s3-tags": text})
+    why = "bad S3 object tags: not key=value pairs joined by '&'"
+    with pytest.raises(ValueError, match=f"^corrupt LR PNG: {re.escape(why)}$"):
+        decode_lr_png(data)
 
 
 @pytest.mark.parametrize(

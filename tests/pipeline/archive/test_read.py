@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from pipeline.archive.read import MISSING, read_sources
-from pipeline.metadata import parse_s3_metadata
+from pipeline.metadata import parse_s3_metadata, parse_s3_tags
 from pipeline.storage import Location
 from tests.conftest import make_bucket
 
@@ -69,11 +69,13 @@ def test_an_s3_endpoint_that_stops_answering_gives_error_rows_not_a_crash(monkey
 class CuttingProxy(http.server.ThreadingHTTPServer):
     """An HTTP proxy on 127.0.0.1 in front of the moto server at `upstream` that counts the
     requests it relays by method, and sends the first `cuts` GETs' bodies half, then closes
-    the connection, as a connection lost mid-transfer does."""
+    the connection, as a connection lost mid-transfer does; with `refuse_tags`, it answers a
+    request for an object's tags as S3 does one that its policy does not allow."""
 
-    def __init__(self, upstream: str, cuts: int) -> None:
+    def __init__(self, upstream: str, cuts: int, refuse_tags: bool = False) -> None:
         self.upstream = urllib.parse.urlsplit(upstream).netloc
         self.cuts = cuts
+        self.refuse_tags = refuse_tags
         self.requests: collections.Counter[str] = collections.Counter()
         super().__init__(("127.0.0.1", 0), CuttingHandler)
         threading.Thread(target=self.serve_forever, daemon=True).start()
@@ -92,6 +94,15 @@ class CuttingHandler(http.server.BaseHTTPRequestHandler):
 
     def relay(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
+        if self.server.refuse_tags and "tagging" in urllib.parse.urlsplit(self.path).query:
+            self.server.requests[self.command] += 1
+            body = ACCESS_DENIED
+            self.send_response(403)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         upstream = http.client.HTTPConnection(self.server.upstream, timeout=10)
         upstream.request(self.command, self.path, self.rfile.read(length), dict(self.headers))
         response = upstream.getresponse()
@@ -117,9 +128,15 @@ def s3_photos(s3_env: str) -> Location:
     keys = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
     client = boto3.client("s3", endpoint_url=s3_env, region_name="us-east-1", **keys)
     client.put_object(Bucket="read-test", Key="photos/a.png", Body=PHOTO, Metadata=USER)
+    tagging = "project=apollo&class=raw%20scan"
+    client.put_object(Bucket="read-test", Key="photos/b.png", Body=PHOTO, Tagging=tagging)
     return Location.parse("s3://read-test/photos")
 
 
+ACCESS_DENIED = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+    b"<Message>Access Denied</Message></Error>"
+)
 PHOTO = bytes(range(256)) * 1000
 USER = {"my_key": "kept as S3 gives it", "camera": "x100"}
 
@@ -138,6 +155,34 @@ def test_an_s3_source_is_read_with_its_metadata_and_etag_in_one_get(s3_photos, c
     assert parse_s3_metadata(bytes(out["s3_metadata"][0])) == USER
     assert out["etag"][0] == hashlib.md5(PHOTO).hexdigest()  # a single PUT's ETag
     assert proxy.requests == {"GET": 1 + cuts}
+
+
+def test_an_s3_sources_tags_are_read_in_a_request_of_their_own_when_it_has_any(
+    s3_photos, monkeypatch
+):
+    proxy = CuttingProxy(os.environ["AWS_ENDPOINT_URL"], cuts=0)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    out = read_sources(
+        plan_rows("b.png"), src=Location.parse(s3_photos.uri), prefix="read-test/photos/"
+    )
+    assert list(out["error"]) == [""] and bytes(out["bytes"][0]) == PHOTO
+    assert parse_s3_tags(bytes(out["s3_tags"][0])) == [("project", "apollo"), ("class", "raw scan")]
+    assert bytes(out["s3_metadata"][0]) == b""
+    assert proxy.requests == {"GET": 2}  # the object, then its tags
+
+
+def test_an_s3_source_whose_tags_cannot_be_read_is_read_and_says_so(s3_photos, monkeypatch):
+    """A policy that grants s3:GetObject but not s3:GetObjectTagging: the image is archived all
+    the same, and its row names the tags not carried (decode_batch puts not_read there)."""
+    proxy = CuttingProxy(os.environ["AWS_ENDPOINT_URL"], cuts=0, refuse_tags=True)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    src = Location.parse(s3_photos.uri)
+    out = read_sources(plan_rows("b.png"), src=src, prefix="read-test/photos/")
+    assert list(out["error"]) == [""] and bytes(out["bytes"][0]) == PHOTO
+    assert bytes(out["s3_tags"][0]) == b""
+    assert out["not_read"][0] == (
+        "S3 object tags (2: reading them was refused; s3:GetObjectTagging reads them)"
+    )
 
 
 def test_an_s3_source_whose_body_is_always_cut_short_is_its_rows_error(s3_photos, monkeypatch):

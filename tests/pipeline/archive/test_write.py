@@ -68,6 +68,18 @@ def test_a_kept_files_row_says_no_conversion_of_the_pixels_not_archived(tmp_path
     assert out["status"][0] == "kept" and out["conversion"][0] is None
 
 
+def test_a_local_copy_of_an_s3_object_says_its_user_metadata_and_tags_are_not_carried(
+    tmp_path: Path,
+):
+    source(tmp_path)
+    batch = kept_rows("") | {"metadata": np.array(["exif,s3_metadata,s3_tags"], object)}
+    out = write(tmp_path, batch)
+    assert out["status"][0] == "kept" and out["metadata"][0] == "exif"
+    assert out["conversion"][0] == (
+        "not carried: S3 user metadata, S3 object tags (a local file holds none)"
+    )
+
+
 def test_an_earlier_lr_that_cannot_be_removed_is_a_transient_error(tmp_path: Path):
     source(tmp_path)
     (tmp_path / "dst/lr/a.png.png").mkdir(parents=True)  # a folder in the way

@@ -13,7 +13,7 @@ from PIL import Image
 
 from pipeline.decode import decode_image
 from pipeline.format import RESTORE_SCHEMA
-from pipeline.metadata import JPEG_LIMITS, METADATA_FIELDS, Metadata, s3_metadata_text
+from pipeline.metadata import JPEG_LIMITS, METADATA_FIELDS, Metadata, s3_metadata_text, s3_tags_text
 from pipeline.restore.write import encode_restored, write_restored
 from pipeline.rows import error_kind
 from pipeline.storage import Location
@@ -129,15 +129,16 @@ def test_write_restored_makes_an_image_too_large_for_jpeg_a_permanent_error_row(
 
 
 def test_a_local_restore_or_a_region_says_the_s3_user_metadata_stays_in_the_lr(tmp_path):
-    """A local file, or a region, has no place for the S3 user metadata an LR holds of an S3
-    source: its row says so (a whole image restored to S3 carries it)."""
-    m = Metadata(s3_metadata=s3_metadata_text({"camera": "x100"}))
+    """A local file, or a region, has no place for the S3 user metadata and object tags an LR
+    holds of an S3 source: its row says so (a whole image restored to S3 carries them)."""
+    tags = s3_tags_text([("project", "apollo")])
+    m = Metadata(s3_metadata=s3_metadata_text({"camera": "x100"}), s3_tags=tags)
     batch = {
         "rel_path": np.array(["a.png", "b.png"], dtype=object),
         "status": np.array(["ok", "ok"], dtype=object),
         "restored": np.array([None, None], dtype=object),
         "region": np.array([None, "0,0,8,8"], dtype=object),
-        "metadata": np.array(["s3_metadata"] * 2, dtype=object),
+        "metadata": np.array(["s3_metadata,s3_tags"] * 2, dtype=object),
         "conversion": np.array([None, None], dtype=object),
         "seconds": np.array([0.0, 0.0]),
     }
@@ -147,8 +148,8 @@ def test_a_local_restore_or_a_region_says_the_s3_user_metadata_stays_in_the_lr(t
     out = write_restored(batch, dst=here, archive=here, image_format="png")
     assert list(out["status"]) == ["ok", "ok"] and list(out["metadata"]) == [None, None]
     assert list(out["conversion"]) == [
-        "not carried: S3 user metadata (a local file holds none; it stays in the LR)",
-        "not carried: S3 user metadata (a region holds none; it stays in the LR)",
+        "not carried: S3 user metadata, S3 object tags (in the LR only: a local file holds none)",
+        "not carried: S3 user metadata, S3 object tags (in the LR only: a region holds none)",
     ]
 
 
