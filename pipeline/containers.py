@@ -1,7 +1,7 @@
 """What the containers of HEIF, AVIF, JPEG XL and MPO files hold besides the image Pillow
 decodes: where their images end, the boxes that follow, the images beside the primary one, and
 whether a JPEG XL codestream is an animation; where the data a TIFF's or a BMP's headers
-reference ends, and a BMP's colour space and profile.
+reference ends, and a BMP's colour space and profile; the EXIF a TIFF's own tags make.
 
 No Pillow here but for the MPO's index, which its JPEG plugin reads: the decode stage
 (pipeline/decode.py) turns these into a row's kept_reason, conversion or error.
@@ -58,6 +58,16 @@ TIFF_INTEGERS = {1: "u1", 3: "u2", 4: "u4", 13: "u4", 16: "u8", 18: "u8"}
 TIFF_DATA_TAGS = {273: 279, 324: 325, 513: 514, 288: 289}
 # A TIFF's tags of offsets to further IFDs: SubIFDs, Exif, GPS, Interoperability.
 TIFF_IFD_TAGS = (330, 34665, 34853, 40965)
+# The IFDs a TIFF's EXIF (tiff_exif) copies beside its first, by the tag of the entry that points
+# to each: the Exif and GPS IFDs from the first IFD, the Interoperability IFD from the Exif IFD.
+EXIF_SUB_IFDS = {0: (34665, 34853), 34665: (40965,)}
+MAKER_NOTE = 0x927C
+# The field types whose values a TIFF's EXIF copies as they are: TIFF 6.0's but IFD (13), an
+# offset into the source; not BigTIFF's 8-byte ones, which a classic TIFF structure lacks.
+EXIF_FIELD_TYPES = frozenset(range(1, 13))
+# The most bytes of EXIF tiff_exif makes (as an ICC profile's most, pipeline/metadata.py's
+# CARRY_LIMITS): entries that would take it further are left out.
+MAX_TIFF_EXIF = 1_000_000
 # The most IFDs, and entries in all, a TIFF's walk reads (a loop, a hostile file): none has
 # near so many.
 MAX_TIFF_IFDS = 1024
@@ -299,6 +309,7 @@ class TiffIfd:
     entries: list[TiffEntry]
     next: int  # the offset of the next IFD in its chain; 0 for none
     end: int  # where the IFD ends
+    unknown: tuple[int, ...] = ()  # the tags of its entries of a field type not in TIFF_TYPE_SIZES
 
 
 def tiff_header(data: bytes) -> tuple[str, bool, int] | None:
@@ -317,8 +328,9 @@ def tiff_header(data: bytes) -> tuple[str, bool, int] | None:
 
 def tiff_ifd(data: bytes, at: int, order: str, big: bool) -> TiffIfd | None:
     """The IFD at offset `at` of a TIFF (a BigTIFF's when `big`): its entries, of a field type
-    TIFF_TYPE_SIZES knows (others, which readers skip, left out); None when it, or the values of
-    an entry stored apart, do not lie in `data`, or it has more than MAX_TIFF_ENTRIES entries."""
+    TIFF_TYPE_SIZES knows (others, which readers skip, left out: their tags are its `unknown`);
+    None when it, or the values of an entry stored apart, do not lie in `data`, or it has more
+    than MAX_TIFF_ENTRIES entries."""
     width, number = (8, "Q") if big else (4, "I")  # of an offset, a count, a value field
     head = 8 if big else 2  # the IFD's number of entries
     if at + head > len(data):
@@ -328,10 +340,11 @@ def tiff_ifd(data: bytes, at: int, order: str, big: bool) -> TiffIfd | None:
     entries_end = at + head + count * entry_size
     if count > MAX_TIFF_ENTRIES or entries_end + width > len(data):
         return None
-    entries = []
+    entries, unknown = [], []
     for entry in range(at + head, entries_end, entry_size):
         tag, kind, n = struct.unpack_from(f"{order}HH{number}", data, entry)
         if kind not in TIFF_TYPE_SIZES:
+            unknown.append(tag)
             continue
         size = n * TIFF_TYPE_SIZES[kind]
         values = entry + 4 + width
@@ -341,7 +354,7 @@ def tiff_ifd(data: bytes, at: int, order: str, big: bool) -> TiffIfd | None:
                 return None
         entries.append(TiffEntry(tag, kind, n, values, values + size))
     next_ifd = struct.unpack_from(order + number, data, entries_end)[0]
-    return TiffIfd(entries, next_ifd, entries_end + width)
+    return TiffIfd(entries, next_ifd, entries_end + width, tuple(unknown))
 
 
 def tiff_numbers(data: bytes, entry: TiffEntry, order: str) -> np.ndarray | None:
@@ -415,6 +428,112 @@ def tiff_end(data: bytes) -> int | None:
                     return None
                 pending.extend(int(offset) for offset in offsets)
     return end
+
+
+@dataclass(frozen=True)
+class TiffExif:
+    """The EXIF a TIFF's own tags make (tiff_exif)."""
+
+    exif: bytes  # a TIFF structure, as a JPEG's APP1 holds after "Exif\0\0"
+    tags: frozenset[int]  # the first IFD's tags it holds; 34665 and 34853 where it holds their IFD
+    # The tags of the entries it leaves out, by the tag that points to their IFD
+    # (EXIF_SUB_IFDS; 0 for the first IFD); of the first IFD, not those the caller left out.
+    left_out: dict[int, tuple[int, ...]]
+
+
+def tiff_exif(data: bytes, leave_out: frozenset[int]) -> TiffExif | None:
+    """The EXIF a TIFF's tags make: a classic TIFF structure in the source's byte order whose
+    first IFD holds the entries of the source's first IFD but its tags in `leave_out`, and points
+    to copies of its Exif and GPS IFDs, the Exif IFD to a copy of its Interoperability IFD
+    (EXIF_SUB_IFDS). Each entry's values are copied byte for byte (a GPS position's rationals
+    as they were): inline when they take 4 bytes or fewer, else after their IFD, at an even
+    offset; a BigTIFF's 8-byte offsets and counts become 4-byte ones. Left out (`left_out`):
+    MakerNotes, whose offsets may count from the source's start; entries of a field type
+    EXIF_FIELD_TYPES lacks (IFD, BigTIFF's 8-byte ones, unknown ones), or of offsets into the
+    source (TIFF_DATA_TAGS, TIFF_IFD_TAGS but the pointers it follows); a pointer to an IFD
+    that cannot be read (tiff_ifd); entries that would take the EXIF over MAX_TIFF_EXIF bytes.
+    Of a tag several entries hold, the first. None when `data` is no TIFF or its first IFD
+    cannot be read."""
+    header = tiff_header(data)
+    if header is None:
+        return None
+    order, big, first = header
+    ifd0 = tiff_ifd(data, first, order, big)
+    if ifd0 is None:
+        return None
+    offsets = set(TIFF_DATA_TAGS) | set(TIFF_DATA_TAGS.values()) | set(TIFF_IFD_TAGS)
+    heads = 6 * (1 + sum(len(tags) for tags in EXIF_SUB_IFDS.values()))  # count and link each
+    room = MAX_TIFF_EXIF - 8 - heads
+    tables: dict[int, dict[int, tuple[int, int, bytes]]] = {}
+    left_out = {}
+    pending = [(0, ifd0)]
+    for pointer, ifd in pending:  # the IFDs it points to are appended as they are read
+        table, seen, left = {}, set(), list(ifd.unknown)
+        for entry in ifd.entries:
+            if entry.tag in seen or (pointer == 0 and entry.tag in leave_out):
+                continue
+            seen.add(entry.tag)
+            if entry.tag in EXIF_SUB_IFDS.get(pointer, ()):
+                sub = exif_sub_ifd(data, entry, order, big)
+                if sub is not None and room >= 12:
+                    pending.append((entry.tag, sub))
+                    room -= 12
+                else:
+                    left.append(entry.tag)
+                continue
+            size = entry.end - entry.at
+            size = 12 + (size + size % 2 if size > 4 else 0)
+            copied = entry.kind in EXIF_FIELD_TYPES and entry.tag not in offsets
+            if not copied or entry.tag == MAKER_NOTE or size > room:
+                left.append(entry.tag)
+                continue
+            room -= size
+            table[entry.tag] = (entry.kind, entry.count, data[entry.at : entry.end])
+        tables[pointer] = table
+        if left:
+            left_out[pointer] = tuple(sorted(left))
+    exif = (b"II" if order == "<" else b"MM") + struct.pack(order + "HI", 42, 8)
+    exif += exif_ifd_bytes(order, tables, 0, 8)
+    tags = set(tables[0]) | {tag for tag in EXIF_SUB_IFDS[0] if tag in tables}
+    return TiffExif(exif, frozenset(tags), left_out)
+
+
+def exif_sub_ifd(data: bytes, entry: TiffEntry, order: str, big: bool) -> TiffIfd | None:
+    """The IFD a TIFF's pointer `entry` (one unsigned integer, not 0) points to; None where it
+    is no such pointer, or the IFD cannot be read (tiff_ifd)."""
+    offsets = tiff_numbers(data, entry, order)
+    if offsets is None or len(offsets) != 1 or not offsets[0]:
+        return None
+    return tiff_ifd(data, int(offsets[0]), order, big)
+
+
+def exif_ifd_bytes(
+    order: str, tables: dict[int, dict[int, tuple[int, int, bytes]]], pointer: int, at: int
+) -> bytes:
+    """The IFD of the entries `tables[pointer]` ({tag: (field type, count, values)}) at offset
+    `at` (even) of an EXIF, its tags in order, with entries that point to the IFDs of `tables`
+    it holds (EXIF_SUB_IFDS); then the values it stores apart, each at an even offset; then
+    those IFDs, laid out the same way."""
+    subs = [tag for tag in EXIF_SUB_IFDS.get(pointer, ()) if tag in tables]
+    table = tables[pointer]
+    apart = at + 2 + 12 * (len(table) + len(subs)) + 4  # after its count, entries and link
+    fields, values = {}, bytearray()
+    for tag, (kind, count, value) in table.items():
+        if len(value) > 4:
+            fields[tag] = (kind, count, struct.pack(order + "I", apart + len(values)))
+            values += value + b"\x00" * (len(value) % 2)
+        else:
+            fields[tag] = (kind, count, value.ljust(4, b"\x00"))
+    below = bytearray()
+    for tag in subs:
+        offset = apart + len(values) + len(below)
+        fields[tag] = (4, 1, struct.pack(order + "I", offset))  # a LONG
+        below += exif_ifd_bytes(order, tables, tag, offset)
+    entries = b"".join(
+        struct.pack(order + "HHI", tag, kind, count) + field
+        for tag, (kind, count, field) in sorted(fields.items())
+    )
+    return struct.pack(order + "H", len(fields)) + entries + bytes(4) + values + below
 
 
 def bmp_colour_space(data: bytes) -> int | None:

@@ -25,7 +25,15 @@ from dataclasses import dataclass
 import numpy as np
 import pillow_heif
 import pillow_jxl  # noqa: F401  (registers Pillow's JPEG XL plugin)
-from PIL import Image, ImageCms, ImageOps, PngImagePlugin, TiffTags, UnidentifiedImageError
+from PIL import (
+    ExifTags,
+    Image,
+    ImageCms,
+    ImageOps,
+    PngImagePlugin,
+    TiffTags,
+    UnidentifiedImageError,
+)
 
 from pipeline.containers import (
     BMP_CALIBRATED,
@@ -45,6 +53,7 @@ from pipeline.containers import (
     jxl_metadata_boxes,
     mpo_end,
     tiff_end,
+    tiff_exif,
 )
 from pipeline.exif import EXIF_ORIENTATION, reset_exif_orientation, swap_exif_axes
 from pipeline.format import KEPT, MAX_PIXELS, check_rel_path
@@ -86,8 +95,12 @@ TIFF_ICC = 34675  # the ICC profile tag of a TIFF file
 TIFF_RESOLUTION = (282, 283, 296)  # XResolution, YResolution, ResolutionUnit
 TIFF_UNITS = {2: "in", 3: "cm"}  # ResolutionUnit's codes (1: none, an aspect ratio only)
 JFIF_UNIT_NAMES = {code: unit for unit, code in JFIF_UNITS.items()}
-# A TIFF's blocks of metadata that an LR does not carry, by what a user knows them as.
+# A TIFF's blocks of metadata, by what a user knows them as: its IPTC, which an LR does not
+# carry, and its Exif and GPS IFDs, which it carries in its EXIF (tiff_exif) where they read.
 TIFF_BLOCKS = {33723: "IPTC", 34665: "EXIF", 34853: "GPS"}
+# The IFDs a TIFF's EXIF copies (tiff_exif), by the tag that points to each, as a row names
+# what it leaves out of them.
+TIFF_EXIF_IFDS = {34665: "EXIF", 34853: "GPS", 40965: "EXIF Interoperability"}
 # The tags of a TIFF's first IFD that only lay out the pixels the decode reads (Orientation is
 # applied): an image restored from the LR lays its pixels out anew, so nothing of them is lost.
 # Every other tag is named in the row unless what it holds is carried (not_carried).
@@ -133,6 +146,18 @@ GEOTIFF_TAGS = {
     34736: "GeoDoubleParams",
     34737: "GeoAsciiParams",
 }
+# The tags of a TIFF's first IFD its EXIF (tiff_exif) leaves out: those that lay out its pixels
+# but Orientation (set to 1 as every EXIF's); its resolution, ICC profile and XMP, which travel
+# as the density, ICC profile and XMP; GeoTIFF's (such a file is kept as it is); its SubIFDs
+# (such a file is no archived image); its IPTC, Photoshop resources and Photoshop's layers
+# (ImageSourceData): blocks of their own, which the row names. Every other tag of the first IFD
+# describes the photo (Make, Model, DateTime, Artist, Copyright, ImageDescription...) and travels.
+TIFF_NOT_EXIF = (
+    (TIFF_LAYOUT_TAGS - {274})
+    | set(TIFF_RESOLUTION)
+    | {TIFF_ICC, TIFF_XMP, 330, 33723, 34377, 37724}
+    | set(GEOTIFF_TAGS)
+)
 XMP_ORIENTATION = re.compile(rb'(tiff:Orientation(?:="|>))[2-8](?=["<])')
 SRGB = ImageCms.createProfile("sRGB")
 ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
@@ -434,17 +459,7 @@ def not_carried(img: Image.Image, metadata: Metadata, data: bytes) -> list[str]:
     elif img.format == "PNG":
         kinds += png_not_carried(img, metadata, data)
     elif img.format == "TIFF":
-        carried = set(TIFF_LAYOUT_TAGS)
-        carried.update(TIFF_RESOLUTION if metadata.density else ())
-        carried.update((TIFF_ICC,) if metadata.icc else ())
-        carried.update((TIFF_XMP,) if metadata.xmp else ())
-        blocks = [TIFF_BLOCKS[tag] for tag in sorted(img.tag_v2) if tag in TIFF_BLOCKS]
-        if blocks:  # said first, by what they hold: no list of names hides them
-            kinds.append(f"TIFF {', '.join(blocks)}")
-        carried.update(TIFF_BLOCKS)
-        tags = [tiff_tag_name(tag) for tag in sorted(img.tag_v2) if tag not in carried]
-        if tags:
-            kinds.append(f"TIFF tags {some(tags)}")
+        kinds += tiff_not_carried(img, metadata, data)
     elif img.format in ("HEIF", "AVIF"):
         # pillow-heif's HEIF image holds libheif's info; Pillow's AVIF plugin reads none of it
         info = img.info if img.format == "HEIF" else heif_items(data).info
@@ -479,6 +494,35 @@ def heif_colour_not_carried(fmt: str, info: dict, metadata: Metadata) -> list[st
     said = NCLX_PRIMARIES.get(primaries, f"primaries {primaries}")
     said += ", " + NCLX_TRANSFERS.get(transfer, f"transfer {transfer}")
     return [f"{fmt} colour description (nclx: {said}; the LR's colours read as sRGB)"]
+
+
+def tiff_not_carried(img: Image.Image, metadata: Metadata, data: bytes) -> list[str]:
+    """not_carried's kinds for a TIFF: its blocks not carried (IPTC; the Exif and GPS IFDs
+    where its EXIF does not hold them), said first by what they hold, so that no list of
+    names hides them; what its EXIF leaves out of the IFDs it copies (tiff_exif: a MakerNote);
+    then the tags of its first IFD carried neither in its EXIF nor otherwise (the layout of its
+    pixels needs none; its resolution, ICC profile and XMP where carried)."""
+    made = tiff_exif(data, TIFF_NOT_EXIF)
+    held = made if made and metadata.exif else None  # the EXIF source_metadata carries
+    carried = set(TIFF_LAYOUT_TAGS) | (held.tags if held else set())
+    carried.update(TIFF_RESOLUTION if metadata.density else ())
+    carried.update((TIFF_ICC,) if metadata.icc else ())
+    carried.update((TIFF_XMP,) if metadata.xmp else ())
+    kinds = []
+    blocks = [name for tag, name in TIFF_BLOCKS.items() if tag in img.tag_v2 and tag not in carried]
+    if blocks:
+        kinds.append(f"TIFF {', '.join(blocks)}")
+    for pointer, ifd in TIFF_EXIF_IFDS.items():
+        tag_names = ExifTags.GPSTAGS if pointer == 34853 else ExifTags.TAGS
+        left = held.left_out.get(pointer, ()) if held else ()
+        if left:
+            kinds.append(f"TIFF {ifd} {some(tag_names.get(tag, str(tag)) for tag in left)}")
+    carried.update(TIFF_BLOCKS)
+    tags = set(img.tag_v2) | set(made.left_out.get(0, ()) if made else ())
+    names = [tiff_tag_name(tag) for tag in sorted(tags - carried)]
+    if names:
+        kinds.append(f"TIFF tags {some(names)}")
+    return kinds
 
 
 def tiff_sub_images(img: Image.Image) -> int:
@@ -684,7 +728,7 @@ def drop_unreadable_exif(img: Image.Image) -> str | None:
     """Take an EXIF that cannot be read (no TIFF structure, or its first IFD cut short) out of
     `img`'s info, so that nothing reads an orientation from it (the XMP's still counts), and
     say so: "EXIF unreadable (not a TIFF structure), dropped"; None when its EXIF is readable
-    or it has none (a TIFF's EXIF is its own tags)."""
+    or it has none (a TIFF's EXIF is made of its own tags: tiff_exif)."""
     if img.format == "TIFF":
         return None
     exif = Metadata.from_info(img.info).exif
@@ -750,9 +794,11 @@ def source_metadata(img: Image.Image, data: bytes) -> Metadata:
     density it states (source_density)."""
     info = dict(img.info)
     if img.format == "TIFF":
-        # A TIFF's EXIF is its own header, not a block to carry. Its XMP comes from its tag,
+        # A TIFF's EXIF is made of its own tags (tiff_exif); one that holds nothing but an
+        # orientation, which the pixels have applied, is none. Its XMP comes from its tag,
         # unwrapped as Pillow does for info["xmp"], where load() strips tiff:Orientation.
-        info.pop("exif", None)
+        made = tiff_exif(data, TIFF_NOT_EXIF)
+        info["exif"] = made.exif if made and made.tags - {EXIF_ORIENTATION} else None
         xmp = img.tag_v2.get(TIFF_XMP)
         info["xmp"] = xmp[0] if isinstance(xmp, tuple) and len(xmp) == 1 else xmp
     metadata = Metadata.from_info(info)

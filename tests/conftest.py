@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import struct
 import subprocess
 import zlib
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray
+import tifffile
 import torch
 from PIL import Image
 
@@ -397,6 +399,118 @@ def thumbnail_exif(
     if maker_note_last:
         return header + ifd0 + exif_table + ifd1 + THUMBNAIL + MAKER_NOTE
     return header + ifd0 + exif_table + MAKER_NOTE + ifd1 + THUMBNAIL
+
+
+def tiff_ifd_bytes(
+    order: str, big: bool, at: int, entries: list[tuple[int, int, int, bytes]]
+) -> bytes:
+    """An IFD at offset `at` of a TIFF (a BigTIFF's when `big`) of `entries` (tag, field type,
+    count, values), no next IFD: values that do not fit in an entry follow it, at even offsets."""
+    width, number = (8, "Q") if big else (4, "I")
+    head = struct.pack(order + ("Q" if big else "H"), len(entries))
+    apart = at + len(head) + len(entries) * (4 + 2 * width) + width
+    table, values = b"", b""
+    for tag, kind, count, value in entries:
+        if len(value) <= width:
+            field = value.ljust(width, b"\x00")
+        else:
+            field = struct.pack(order + number, apart + len(values))
+            values += value + b"\x00" * (len(value) % 2)
+        table += struct.pack(f"{order}HH{number}", tag, kind, count) + field
+    return head + table + bytes(width) + values
+
+
+def rationals(order: str, *values: tuple[int, int]) -> bytes:
+    return b"".join(struct.pack(order + "II", *value) for value in values)
+
+
+# An unknown TIFF field type, and a tag Pillow and ExifTool know no name for
+UNKNOWN_FIELD_TYPE = 99
+UNNAMED_TAG = 48879
+# Private tags camera_tiff has tifffile write in the places of the Exif and GPS IFD pointers
+EXIF_PLACEHOLDER, GPS_PLACEHOLDER = 34700, 34800
+
+
+def camera_tiff(order: str = "<", big: bool = False, orientation: int = 1) -> bytes:
+    """A camera's TIFF (a BigTIFF when `big`) in byte order `order`: Make, Model, Artist and
+    `orientation` in its first IFD; an Exif IFD (ExposureTime 1/250, DateTimeOriginal, a
+    MakerNote, an entry of an unknown field type) and a GPS IFD (48 51' 29.5" N, 2 17' 40" E)
+    after its pixels."""
+    pointer = "Q" if big else "I"
+    out = io.BytesIO()
+    tifffile.imwrite(
+        out,
+        photo(64, 48, 3),
+        photometric="rgb",
+        byteorder=order,
+        bigtiff=big,
+        metadata=None,
+        software=False,
+        resolution=(300, 300),
+        resolutionunit="INCH",
+        extratags=[
+            (271, "s", 0, "TADM Camera Co.", True),
+            (272, "s", 0, "Model 1", True),
+            (274, "H", 1, orientation, True),
+            (315, "s", 0, "Ada Photographer", True),
+            (EXIF_PLACEHOLDER, pointer, 1, 0, True),  # tifffile writes no Exif IFD pointer
+            (GPS_PLACEHOLDER, pointer, 1, 0, True),
+        ],
+    )
+    data = out.getvalue()
+    data += bytes(len(data) % 2)
+    exif = tiff_ifd_bytes(
+        order,
+        big,
+        len(data),
+        [
+            (33434, 5, 1, rationals(order, (1, 250))),  # ExposureTime
+            (36864, 7, 4, b"0232"),  # ExifVersion
+            (36867, 2, 20, b"2024:05:17 10:30:00\x00"),  # DateTimeOriginal
+            (37500, 7, len(MAKER_NOTE), MAKER_NOTE),  # MakerNote
+            (UNNAMED_TAG, UNKNOWN_FIELD_TYPE, 1, b""),
+        ],
+    )
+    gps = tiff_ifd_bytes(
+        order,
+        big,
+        len(data) + len(exif),
+        [
+            (0, 1, 4, bytes([2, 3, 0, 0])),  # GPSVersionID
+            (1, 2, 2, b"N\x00"),  # GPSLatitudeRef
+            (2, 5, 3, rationals(order, (48, 1), (51, 1), (2950, 100))),  # GPSLatitude
+            (3, 2, 2, b"E\x00"),  # GPSLongitudeRef
+            (4, 5, 3, rationals(order, (2, 1), (17, 1), (40, 1))),  # GPSLongitude
+        ],
+    )
+    pointers = {
+        EXIF_PLACEHOLDER: (34665, len(data)),
+        GPS_PLACEHOLDER: (34853, len(data) + len(exif)),
+    }
+    width, number = (8, "Q") if big else (4, "I")
+    first = struct.unpack_from(order + number, data, 8 if big else 4)[0]
+    count = struct.unpack_from(order + ("Q" if big else "H"), data, first)[0]
+    entries = first + (8 if big else 2)
+    for entry in range(entries, entries + count * (4 + 2 * width), 4 + 2 * width):
+        tag = struct.unpack_from(order + "H", data, entry)[0]
+        if tag in pointers:
+            tag, offset = pointers[tag]
+            kind = 18 if big else 4  # IFD8, as ExifTool follows a BigTIFF's GPS IFD; LONG
+            pointer = struct.pack(f"{order}HH{number}{number}", tag, kind, 1, offset)
+            data = data[:entry] + pointer + data[entry + 4 + 2 * width :]
+    return data + exif + gps
+
+
+def exiftool() -> str:
+    """exiftool (Debian's libimage-exiftool-perl); missing, the test fails under CI (make test
+    installs it) and is skipped elsewhere."""
+    path = shutil.which("exiftool")
+    if path is None:
+        reason = "exiftool is missing: apt-get install -y libimage-exiftool-perl (make test does)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
 
 
 def photoshop_resource(resource_id: int, data: bytes, name: bytes = b"") -> bytes:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import pytest
 from conftest import (
     bad_images,
     display_p3_icc,
+    exiftool,
     multi_frame_images,
     real_world_images,
     run_cli,
@@ -54,18 +53,6 @@ METADATA = {
 def manifest(root: Path, schema) -> dict[str, dict]:
     table = read_manifest(Location.parse(str(root / "manifest")), schema)
     return {row["rel_path"]: row for row in table.to_pylist()}
-
-
-def exiftool() -> str:
-    """exiftool (Debian's libimage-exiftool-perl); missing, the test fails under CI (make test
-    installs it) and is skipped elsewhere."""
-    path = shutil.which("exiftool")
-    if path is None:
-        reason = "exiftool is missing: apt-get install -y libimage-exiftool-perl (make test does)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return path
 
 
 def exiftool_tags(paths: list[Path]) -> list[dict]:

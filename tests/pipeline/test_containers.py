@@ -1,6 +1,6 @@
 """What the containers of HEIF, AVIF, JPEG XL and MPO files hold and where a TIFF's and a BMP's
-data end (pipeline/containers.py), on files Pillow, pillow-heif, libjxl and tifffile write and
-on the edited ones in tests/data/containers."""
+data end and the EXIF a TIFF's tags make (pipeline/containers.py), on files Pillow,
+pillow-heif, libjxl and tifffile write and on the edited ones in tests/data/containers."""
 
 from __future__ import annotations
 
@@ -12,11 +12,21 @@ import imagecodecs
 import numpy as np
 import pytest
 import tifffile
-from conftest import encode, exif_entry, exif_ifd, photo
+from conftest import (
+    UNNAMED_TAG,
+    camera_tiff,
+    encode,
+    exif_entry,
+    exif_ifd,
+    photo,
+    rationals,
+    tiff_ifd_bytes,
+)
 from PIL import Image, TiffImagePlugin, TiffTags
 
 import pipeline.decode  # noqa: F401  (registers Pillow's HEIF and JPEG XL plugins)
 from pipeline.containers import (
+    MAX_TIFF_EXIF,
     HeifItems,
     bmp_end,
     boxes,
@@ -28,7 +38,10 @@ from pipeline.containers import (
     jxl_codestream,
     mpo_end,
     tiff_end,
+    tiff_exif,
+    tiff_header,
 )
+from pipeline.decode import TIFF_NOT_EXIF
 
 DATA = Path(__file__).parent.parent / "data" / "containers"
 
@@ -202,6 +215,99 @@ def test_a_broken_or_hostile_tiff_claims_no_end():
         for byte in (0x00, 0x7F, 0xFF):
             end = tiff_end(data[:at] + bytes([byte]) + data[at + 1 :])
             assert end is None or end <= len(data)
+
+
+@pytest.mark.parametrize(("order", "big"), [("<", False), (">", False), ("<", True), (">", True)])
+def test_a_tiffs_exif_copies_its_tags_and_its_exif_and_gps_ifds_byte_for_byte(order, big):
+    """The EXIF a camera's TIFF (a BigTIFF too) makes: its first IFD's Make, Model, Artist and
+    orientation, not its layout nor resolution; its Exif and GPS IFDs, each value as it was
+    (the GPS position's rationals), in its byte order; not its MakerNote nor an entry of an
+    unknown field type, which it names."""
+    made = tiff_exif(camera_tiff(order, big, orientation=6), TIFF_NOT_EXIF)
+    assert tiff_header(made.exif) == (order, False, 8)
+    assert made.tags == {271, 272, 274, 315, 34665, 34853}
+    assert made.left_out == {34665: (37500, UNNAMED_TAG)}
+    read = Image.Exif()
+    read.load(made.exif)
+    assert dict(read) == {
+        271: "TADM Camera Co.",
+        272: "Model 1",
+        274: 6,
+        315: "Ada Photographer",
+        34665: read[34665],
+        34853: read[34853],
+    }
+    assert read.get_ifd(34665) == {
+        33434: 0.004,
+        36864: b"0232",
+        36867: "2024:05:17 10:30:00",
+    }
+    gps = read.get_ifd(34853)
+    assert (gps[1], gps[2], gps[3], gps[4]) == ("N", (48, 51, 29.5), "E", (2, 17, 40))
+    assert rationals(order, (48, 1), (51, 1), (2950, 100)) in made.exif
+
+
+def test_a_tiffs_exif_copies_its_interoperability_ifd_and_leaves_out_offsets_into_it():
+    """The Exif IFD's Interoperability IFD is copied as the Exif and GPS IFDs are; entries of
+    offsets into the source (FreeOffsets; a field of type IFD) are left out, and named."""
+    order = "<"
+    ifd0 = [
+        (271, 2, 6, b"Maker\x00"),
+        (288, 4, 1, struct.pack("<I", 8)),  # FreeOffsets
+        (400, 13, 1, struct.pack("<I", 8)),  # GlobalParametersIFD, of type IFD
+        (34665, 4, 1, b""),  # the Exif IFD's offset, once known
+    ]
+    exif_at = 8 + len(tiff_ifd_bytes(order, False, 8, ifd0))
+    ifd0[3] = (34665, 4, 1, struct.pack("<I", exif_at))
+    exif_entries = [(33434, 5, 1, rationals(order, (1, 60))), (40965, 4, 1, b"")]
+    interop_at = exif_at + len(tiff_ifd_bytes(order, False, 0, exif_entries))
+    exif_entries[1] = (40965, 4, 1, struct.pack("<I", interop_at))
+    interop = tiff_ifd_bytes(order, False, interop_at, [(1, 2, 4, b"R98\x00")])  # InteropIndex
+    data = b"II*\x00" + struct.pack("<I", 8) + tiff_ifd_bytes(order, False, 8, ifd0)
+    data += tiff_ifd_bytes(order, False, exif_at, exif_entries) + interop
+    made = tiff_exif(data, frozenset())
+    assert made.tags == {271, 34665} and made.left_out == {0: (288, 400)}
+    read = Image.Exif()
+    read.load(made.exif)
+    assert read[271] == "Maker" and read.get_ifd(34665)[33434] == 1 / 60
+    assert read.get_ifd(0xA005) == {1: "R98"}
+
+
+def test_a_tiffs_exif_is_at_most_max_tiff_exif_bytes():
+    """Values that would take the EXIF over MAX_TIFF_EXIF bytes (200 entries that each claim
+    the same 10,000 bytes, in a hostile file) are left out, and named."""
+    values_at = 8 + len(tiff_ifd_bytes("<", False, 0, [(0, 7, 1, b"")] * 200))
+    entries = [(1000 + i, 7, 10_000, struct.pack("<I", values_at)) for i in range(200)]
+    data = b"II*\x00" + struct.pack("<I", 8) + tiff_ifd_bytes("<", False, 8, entries)
+    made = tiff_exif(data + bytes(10_000), frozenset())
+    assert len(made.exif) <= MAX_TIFF_EXIF
+    assert len(made.tags) == 99 and len(made.left_out[0]) == 101
+    assert made.tags | set(made.left_out[0]) == {1000 + i for i in range(200)}
+
+
+def test_a_broken_or_hostile_tiffs_exif_holds_what_reads():
+    """An Exif IFD past the end of the file or whose values are, an IFD that points back to
+    the first, a first IFD past the end: what does not read is left out (the first IFD: no
+    EXIF at all), what does is copied once; no byte of its header or IFDs breaks the copy."""
+    data = camera_tiff()
+    exif = tiff_entry(data, 34665) + 8
+    first = struct.unpack_from("<I", data, 4)[0]
+    for hostile in (len(data) + 100, 0):
+        made = tiff_exif(tiff_edited(data, exif, hostile), TIFF_NOT_EXIF)
+        assert 34665 not in made.tags and 34665 in made.left_out[0] and 34853 in made.tags
+    exif_at = struct.unpack_from("<I", data, exif)[0]
+    huge = tiff_edited(data, exif_at + 2 + 4, 1 << 30)  # ExposureTime's count
+    assert 34665 in tiff_exif(huge, TIFF_NOT_EXIF).left_out[0]
+    loop = tiff_exif(tiff_edited(data, exif, first), TIFF_NOT_EXIF)  # copied, as an Exif IFD
+    assert 34665 in loop.tags and 34665 in loop.left_out[34665]
+    assert tiff_exif(tiff_edited(data, 4, len(data)), TIFF_NOT_EXIF) is None
+    assert tiff_exif(b"not a TIFF", TIFF_NOT_EXIF) is None
+    pixels = struct.unpack_from("<I", data, tiff_entry(data, 273) + 8)[0]
+    structure = [*range(pixels), *range(pixels + 64 * 48 * 3, len(data))]
+    for at in structure:  # every byte of its header, IFDs and values, at its worst
+        for byte in (0x00, 0x7F, 0xFF):
+            made = tiff_exif(data[:at] + bytes([byte]) + data[at + 1 :], TIFF_NOT_EXIF)
+            assert made is None or (tiff_header(made.exif) and len(made.exif) <= MAX_TIFF_EXIF)
 
 
 def bmp_header(bmp: bytes, at: int, fmt: str, *values: int) -> bytes:

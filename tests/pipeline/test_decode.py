@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import struct
+import subprocess
 import warnings
 import zlib
 from pathlib import Path
@@ -14,14 +16,17 @@ import numpy as np
 import pytest
 import tifffile
 from conftest import (
+    UNNAMED_TAG,
     bad_images,
     bomb_png,
     camera_exif,
+    camera_tiff,
     display_p3_icc,
     encode,
     exif_entry,
     exif_ifd,
     exif_rotated_jpeg,
+    exiftool,
     good_images,
     gray_icc,
     multi_frame_images,
@@ -38,6 +43,7 @@ from pipeline.decode import decode_batch, decode_image, image_end
 from pipeline.exif import reset_exif_orientation
 from pipeline.format import MAX_PIXELS, LrHeader, decode_lr_png, encode_lr_png, encode_output
 from pipeline.metadata import Metadata, not_held, raw_profile
+from pipeline.restore.write import encode_restored
 
 CONTAINERS = Path(__file__).parent.parent / "data" / "containers"
 
@@ -135,7 +141,7 @@ def test_tiff_orientation_is_applied_once_and_said(orientation: int):
     decoded = decode_image(tiff(pixels, orientation))
     assert decoded.conversion == f"EXIF orientation {orientation} applied"
     np.testing.assert_array_equal(decoded.pixels, expected)
-    assert decoded.metadata.names is None  # a TIFF's own tags are not carried
+    assert decoded.metadata.names is None  # an orientation alone, applied, makes no EXIF
 
 
 ELEMENT_XMP = xmp_packet(8).replace(
@@ -640,11 +646,11 @@ def test_a_pngs_unicode_comment_travels_as_utf8():
             lambda p: bmp_v5(p, b"MBED", profile=display_p3_icc())[:-100],
             "not carried: BMP ICC profile",
         ),
-        (
+        (  # carried in its EXIF
             lambda p: encode(Image.fromarray(p), "TIFF", tiffinfo={270: "d", 33432: "(c) me"}),
-            "not carried: TIFF tags ImageDescription, Copyright",
+            None,
         ),
-        (  # Photoshop's layers, a date in IFD0, a private tag: every tag not carried is named
+        (  # Photoshop's layers, not carried; a date in IFD0 and a private tag, in its EXIF
             lambda p: tiff_with_tags(
                 p,
                 {
@@ -653,22 +659,21 @@ def test_a_pngs_unicode_comment_travels_as_utf8():
                     65000: (TiffTags.UNDEFINED, b"private"),
                 },
             ),
-            "not carried: TIFF tags DateTimeOriginal, ImageSourceData, 65000",
+            "not carried: TIFF tags ImageSourceData",
         ),
-        (
+        (  # carried in its EXIF
             lambda p: encode(
                 Image.fromarray(p),
                 "TIFF",
                 tiffinfo={tag: "x" for tag in (269, 270, 271, 272, 285, 305, 315)},
             ),
-            "not carried: TIFF tags DocumentName, ImageDescription, Make, Model, PageName, "
-            "Software, Artist",
+            None,
         ),
         (
             lambda p: png_with_text(p, [f"k{i:02d}" for i in range(52)]),
             "not carried: PNG text " + ", ".join(f"'k{i:02d}'" for i in range(50)) + " and 2 more",
         ),
-        (  # a camera's EXIF and GPS blocks, and IPTC: said by what they are, before any tag
+        (  # a camera's Exif and GPS IFDs travel in its EXIF; its IPTC is said by what it is
             lambda p: tiff_with_tags(
                 p,
                 {
@@ -678,7 +683,7 @@ def test_a_pngs_unicode_comment_travels_as_utf8():
                     34853: (TiffTags.LONG, {1: "N"}),
                 },
             ),
-            "not carried: TIFF IPTC, EXIF, GPS, TIFF tags Make",
+            "not carried: TIFF IPTC",
         ),
         (  # what lays the pixels out, and a profile, XMP and density that are carried
             lambda p: encode(
@@ -704,6 +709,52 @@ def test_metadata_that_does_not_travel_is_named(make, note: str | None):
     """What a source holds beside its pixels and metadata that travels is said in its row,
     never dropped without a word."""
     assert decode_image(make(photo(64, 48, 3))).conversion == note
+
+
+# What a TIFF's EXIF carries of a camera's tags, by ExifTool's names
+CAMERA_TAGS = (
+    "Make",
+    "Model",
+    "Artist",
+    "DateTimeOriginal",
+    "ExposureTime",
+    "GPSLatitude",
+    "GPSLongitude",
+)
+
+
+def exiftool_numbers(tmp_path: Path, files: dict[str, bytes]) -> dict[str, dict]:
+    """Each file's tags as ExifTool reads them (-n: numbers, not texts), by its name."""
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    command = [exiftool(), "-j", "-n", *(str(tmp_path / name) for name in files)]
+    read = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+    return {Path(tags["SourceFile"]).name: tags for tags in read}
+
+
+@pytest.mark.parametrize(("order", "big"), [("<", False), (">", False), ("<", True)])
+def test_a_tiffs_exif_and_gps_travel_in_its_exif(tmp_path: Path, order: str, big: bool):
+    """A camera TIFF's Make, Model and Artist, its Exif IFD (capture date, exposure) and GPS
+    IFD (the position's rationals) travel in its EXIF, in its byte order, orientation 1, into a
+    restored JPEG, as ExifTool reads them; its MakerNote and an entry of an unknown field type
+    do not, and its row says so. ExifTool reads a BigTIFF's GPS IFD by the Exif IFD's tag
+    names: a classic TIFF of the same tags is what the restored JPEG is compared with."""
+    source = camera_tiff(order, big, orientation=6)
+    decoded = decode_image(source)
+    assert decoded.conversion == (
+        f"EXIF orientation 6 applied; not carried: TIFF EXIF MakerNote, {UNNAMED_TAG}"
+    )
+    assert decoded.metadata.exif[:2] == source[:2]
+    jpeg = encode_restored(decoded.pixels, "jpeg", decoded.metadata, False)[0]
+    read = exiftool_numbers(
+        tmp_path, {"source.tif": camera_tiff(order, orientation=6), "restored.jpg": jpeg}
+    )
+    tags = {name: read["source.tif"][name] for name in CAMERA_TAGS}
+    assert tags == {name: read["restored.jpg"].get(name) for name in CAMERA_TAGS}
+    assert tags["Make"] == "TADM Camera Co." and tags["ExposureTime"] == 0.004
+    assert tags["GPSLatitude"] == pytest.approx(48 + 51 / 60 + 29.5 / 3600)
+    assert (read["source.tif"]["Orientation"], read["restored.jpg"]["Orientation"]) == (6, 1)
+    assert "MakerNoteUnknown" not in read["restored.jpg"]
 
 
 @pytest.mark.parametrize(
@@ -1284,8 +1335,8 @@ def tiff_entry_value(data: bytes, tag: int, value: int) -> bytes:
 def test_a_tiff_whose_structure_points_past_its_end_is_kept_as_it_is():
     """An Exif IFD past the end of the file: Pillow reads the image without it, but where the
     TIFF's data end cannot be read, bytes after them (a tail) cannot be ruled out, so the file
-    is kept as it is, tail or not; an Exif IFD that points back to the first IFD is read once,
-    and the TIFF shrunk."""
+    is kept as it is, tail or not, and its EXIF does not hold that IFD; an Exif IFD that points
+    back to the first IFD is read once, and the TIFF shrunk."""
     data = encode(Image.fromarray(photo(64, 48, 3)), "TIFF", tiffinfo=CAMERA_TIFF_TAGS)
     for tail in (b"", VIDEO):
         with warnings.catch_warnings():
@@ -1297,6 +1348,11 @@ def test_a_tiff_whose_structure_points_past_its_end_is_kept_as_it_is():
             "LR cannot hold: kept as it is"
         )
         assert past.pixels.shape == (48, 64, 3)
+        # Its Exif IFD cannot be read: not carried, and said so; its GPS IFD travels.
+        assert past.conversion == "not carried: TIFF EXIF"
+        read = Image.Exif()
+        read.load(past.metadata.exif)
+        assert read.get_ifd(0x8825) == {1: "N"} and 0x8769 not in read
     loop = tiff_entry_value(data, 34665, struct.unpack_from("<I", data, 4)[0])
     assert image_end(loop, "TIFF") == len(loop)
     assert decode_image(loop).kept_reason is None
