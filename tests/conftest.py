@@ -501,16 +501,20 @@ def camera_tiff(order: str = "<", big: bool = False, orientation: int = 1) -> by
     return data + exif + gps
 
 
-def exiftool() -> str:
-    """exiftool (Debian's libimage-exiftool-perl); missing, the test fails under CI (make test
-    installs it) and is skipped elsewhere."""
-    path = shutil.which("exiftool")
+def debian_tool(command: str, package: str) -> str:
+    """The path of `command`, from Debian's `package`; missing, the test fails under CI (make
+    test installs it, as root) and is skipped elsewhere."""
+    path = shutil.which(command)
     if path is None:
-        reason = "exiftool is missing: apt-get install -y libimage-exiftool-perl (make test does)"
+        reason = f"{command} is missing: apt-get install -y {package} (make test does, as root)"
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason)
     return path
+
+
+def exiftool() -> str:
+    return debian_tool("exiftool", "libimage-exiftool-perl")
 
 
 def photoshop_resource(resource_id: int, data: bytes, name: bytes = b"") -> bytes:

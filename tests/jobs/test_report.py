@@ -3,7 +3,6 @@ tiny model), its report, and that report opened from disk in headless Chromium."
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import debian_tool, run_cli
 from PIL import Image
 
 from pipeline.format import ARCHIVE_SCHEMA, MANIFEST_DIR
@@ -26,13 +25,7 @@ BROWSER_TIMEOUT_S = 90
 def chromium() -> str:
     """Debian's chromium; missing, the tests that need it fail under CI (make test installs it)
     and are skipped elsewhere."""
-    path = shutil.which("chromium")
-    if path is None:
-        reason = "chromium is not installed: apt-get install -y chromium (make test does, as root)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return path
+    return debian_tool("chromium", "chromium")
 
 
 def browse(chromium: str, page: Path, profile: Path, *args: str) -> str:

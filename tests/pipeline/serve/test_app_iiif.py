@@ -7,8 +7,6 @@ from __future__ import annotations
 import http.client
 import io
 import json
-import os
-import shutil
 import socket
 import subprocess
 import time
@@ -17,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import encode, photo, run_cli, write_tree
+from conftest import debian_tool, encode, photo, run_cli, write_tree
 from PIL import Image
 
 from pipeline.format import decode_lr_png
@@ -370,13 +368,7 @@ def test_which_addresses_are_loopback(host, loopback):
 def chromium() -> str:
     """Debian's chromium; missing, the test fails under CI (make test installs it) and is
     skipped elsewhere."""
-    path = shutil.which("chromium")
-    if path is None:
-        reason = "chromium is not installed: apt-get install -y chromium (make test does, as root)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return path
+    return debian_tool("chromium", "chromium")
 
 
 def screenshot(chromium: str, url: str, shot: Path, profile: Path) -> np.ndarray:
