@@ -966,10 +966,10 @@ def decode_batch(
     """Ray Data stage: {"path", "bytes", "s3_metadata", "s3_tags", "not_read", "size", "mtime",
     "etag", "outputs", "error"} (read_sources' rows) -> one row per file with its pixels,
     metadata and the bytes of its Metadata (METADATA_FIELDS, b"" for none; an S3 object's user
-    metadata and tags, S3_FIELDS, among them), and a conversion that names what was not read
-    beside the bytes; or its error, or status "kept" and its kept_reason, without pixels
-    (decode_image's kept_reason); "outputs" (the kinds of output DST holds for the image)
-    passes through to the write stage.
+    metadata and tags, S3_FIELDS, among them); or its error, or status "kept" and its
+    kept_reason, without pixels (decode_image's kept_reason); "outputs" (the kinds of output
+    DST holds for the image) and "not_read" (what was not read beside its bytes) pass through
+    to the write stage.
 
     `prefix` is stripped from each path to give rel_path; `uri_prefix` ("s3://" or "")
     turns a path into source_uri; its mtime as listed and the ETag of the version read are
@@ -993,6 +993,7 @@ def decode_batch(
             "source_mtime": source.get("mtime"),
             "source_etag": source.get("etag"),
             "outputs": source.get("outputs") or "",
+            "not_read": source.get("not_read") or "",
             "pixels": NO_PIXELS,
             **Metadata().row(),
         }
@@ -1006,9 +1007,7 @@ def decode_batch(
                 raise OSError(source["error"])
             decoded = decode_image(data, max_pixels, drop_thumbnails)
             height, width = decoded.pixels.shape[:2]
-            not_read = source.get("not_read") and f"not carried: {source['not_read']}"
-            conversion = "; ".join(filter(None, (decoded.conversion, not_read))) or None
-            row.update(width=width, height=height, conversion=conversion)
+            row.update(width=width, height=height, conversion=decoded.conversion)
             s3 = {name: bytes(source.get(name) or b"") or None for name in S3_FIELDS}
             m = dataclasses.replace(decoded.metadata, **s3)
             row.update(metadata=m.names, **m.row())
@@ -1041,6 +1040,7 @@ DECODE_COLUMNS = (
     "source_mtime",
     "source_etag",
     "outputs",
+    "not_read",  # read_sources', for the write stage to name
     "pixels",
     "seconds",
     "error_kind",

@@ -402,16 +402,37 @@ def object_tags(fs: fsspec.AbstractFileSystem, path: str) -> list[tuple[str, str
     return [(tag["Key"], tag["Value"]) for tag in tagging.get("TagSet") or ()]
 
 
+def tag_count(fs: fsspec.AbstractFileSystem, path: str, empty: bool) -> int:
+    """How many tags the S3 object at `path` has: a GET gives their number (a HEAD does not),
+    here a GET of its first byte, or of the whole of an `empty` one, which has none."""
+    bucket, key, version = fs.split_path(path)
+    versioned = {"VersionId": version} if version else {}
+    first = {} if empty else {"Range": "bytes=0-0"}
+    response = fs.call_s3("get_object", Bucket=bucket, Key=key, **versioned, **first)
+    response["Body"].close()
+    return int(response.get("TagCount") or 0)
+
+
 def object_headers(source_fs: fsspec.AbstractFileSystem, source: str, f: Any) -> dict[str, Any]:
     """What an S3 copy of the S3 object `source` (open as `f`) carries of it beside its bytes:
-    its Content-Type, user metadata and tags. Nothing for a local source."""
+    its Content-Type, user metadata and tags (read only when it has some: a policy may refuse
+    s3:GetObjectTagging, which then fails the copy of an object that has tags, saying so,
+    rather than lose them). Nothing for a local source."""
     if isinstance(source_fs, LocalFileSystem):
         return {}
     details = getattr(f, "details", None) or {}
+    count = tag_count(source_fs, source, details.get("size") == 0)
+    try:
+        tags = object_tags(source_fs, source) if count else []
+    except PermissionError:
+        raise PermissionError(
+            f"reading the source's {count} S3 object tags was refused (s3:GetObjectTagging "
+            "reads them): a copy would lose them"
+        ) from None
     headers = {
         # What DST's store refuses (over its size limit, say) fails the copy, which says why.
         "Metadata": s3_header_values(user_metadata(source_fs, source)),
-        "Tagging": (s3_tags_text(object_tags(source_fs, source)) or b"").decode(),
+        "Tagging": (s3_tags_text(tags) or b"").decode(),
         "ContentType": details.get("ContentType"),
     }
     return {k: v for k, v in headers.items() if v}
@@ -527,8 +548,8 @@ def copy_atomic(
     after), or that is not a regular file, too. A local copy has the modification time
     `mtime_ns`, or else a local source's, and a local source's permission bits, as `cp -p`
     copies them. On S3 the parts are uploaded without a commit, and completed only when the
-    whole file is there and right (aborted otherwise); an S3 source's Content-Type and user
-    metadata (x-amz-meta-*) go with it (object_headers)."""
+    whole file is there and right (aborted otherwise); an S3 source's Content-Type, user
+    metadata (x-amz-meta-*) and tags go with it (object_headers)."""
     digest, copied = hashlib.sha256(), 0
 
     def pump(f: BinaryIO, out: BinaryIO) -> None:
@@ -557,7 +578,8 @@ def copy_atomic(
             with local_temp(path, root, mode, mtime_ns) as out:
                 pump(f, out)
         else:
-            upload = fs.open(path, "wb", autocommit=False, **object_headers(source_fs, source, f))
+            headers = object_headers(source_fs, source, f)
+            upload = fs.open(path, "wb", autocommit=False, **headers)
             try:
                 try:
                     pump(f, upload)
@@ -566,5 +588,9 @@ def copy_atomic(
             except BaseException:
                 upload.discard()
                 raise
-            upload.commit()
+            if copied:
+                upload.commit()
+            else:  # s3fs commits an empty upload with a PUT that leaves the headers out
+                upload.discard()
+                write_atomic(fs, path, b"", headers=headers)
     return copied, digest.hexdigest()

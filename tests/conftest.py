@@ -3,11 +3,16 @@ checkpoints, and folders of test images, including every kind of bad input."""
 
 from __future__ import annotations
 
+import collections
+import http.client
+import http.server
 import io
 import os
 import shutil
 import struct
 import subprocess
+import threading
+import urllib.parse
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,6 +55,67 @@ def make_bucket(endpoint: str, name: str) -> None:
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **keys).create_bucket(
         Bucket=name
     )
+
+
+ACCESS_DENIED = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+    b"<Message>Access Denied</Message></Error>"
+)
+
+
+class CuttingProxy(http.server.ThreadingHTTPServer):
+    """An HTTP proxy on 127.0.0.1 in front of the moto server at `upstream` that counts the
+    requests it relays by method, and sends the first `cuts` GETs' bodies half, then closes
+    the connection, as a connection lost mid-transfer does; with `refuse_tags`, it answers a
+    request for an object's tags as S3 does one that its policy does not allow."""
+
+    def __init__(self, upstream: str, cuts: int, refuse_tags: bool = False) -> None:
+        self.upstream = urllib.parse.urlsplit(upstream).netloc
+        self.cuts = cuts
+        self.refuse_tags = refuse_tags
+        self.requests: collections.Counter[str] = collections.Counter()
+        super().__init__(("127.0.0.1", 0), CuttingHandler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class CuttingHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: CuttingProxy
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def relay(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if self.server.refuse_tags and "tagging" in urllib.parse.urlsplit(self.path).query:
+            self.server.requests[self.command] += 1
+            body = ACCESS_DENIED
+            self.send_response(403)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        upstream = http.client.HTTPConnection(self.server.upstream, timeout=10)
+        upstream.request(self.command, self.path, self.rfile.read(length), dict(self.headers))
+        response = upstream.getresponse()
+        body = response.read()
+        self.server.requests[self.command] += 1
+        cut = self.command == "GET" and self.server.cuts > 0 and len(body) > 1
+        self.server.cuts -= cut
+        self.send_response(response.status)
+        for name, value in response.getheaders():
+            if name.lower() not in ("connection", "transfer-encoding"):
+                self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 2] if cut else body)
+        self.close_connection = cut
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = relay
 
 
 @pytest.fixture

@@ -99,7 +99,8 @@ def write_lr(
         if row["status"] == "error" and row["kept_reason"]:  # not kept after all: say both
             row["error"] = f"{row['kept_reason']}; not kept either: {row['error']}"
             row["kept_reason"] = None
-        elif row["status"] == KEPT:
+        notes = []  # what the output leaves out beside what decoding said
+        if row["status"] == KEPT:
             row["conversion"] = None  # decoding's, of pixels not archived: the copy is the file
         if row["status"] == KEPT and dst.protocol == "file":
             # A local copy holds the file, not the S3 object's user metadata and tags
@@ -107,8 +108,12 @@ def write_lr(
             names = names.split(",") if isinstance(names, str) else []
             row["metadata"] = ",".join(n for n in names if n not in S3_FIELDS) or None
             left = [S3_NAMES[n] for n in names if n in S3_FIELDS]
-            if left:
-                row["conversion"] = f"not carried: {', '.join(left)} (a local file holds none)"
+            notes += [f"{', '.join(left)} (a local file holds none)"] if left else []
+        if row["status"] in ("ok", KEPT) and row.get("not_read"):  # read_sources' (tags)
+            notes.append(row["not_read"])
+        if notes:
+            said = row["conversion"] if isinstance(row["conversion"], str) else None
+            row["conversion"] = "; ".join(filter(None, (said, f"not carried: {', '.join(notes)}")))
     remove_earlier(rows, dst, earlier_output)
     for row in rows:
         if row["status"] == "ok":

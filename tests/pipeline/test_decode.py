@@ -393,7 +393,7 @@ def test_decode_batch_carries_metadata_and_decodes_no_file_without_an_image_name
     assert (out["source_bytes"][1], out["source_sha256"][1]) == (7, None)
 
 
-def test_decode_batch_names_what_was_not_read_beside_an_images_bytes_as_not_carried():
+def test_decode_batch_passes_what_was_not_read_beside_an_images_bytes_to_the_write_stage():
     data = real_world_images()["camera/exif.jpg"]
     batch = {
         "path": np.array(["/src/a.jpg"], dtype=object),
@@ -403,9 +403,8 @@ def test_decode_batch_names_what_was_not_read_beside_an_images_bytes_as_not_carr
     }
     out = decode_batch(batch, prefix="/src/", uri_prefix="", scale=16, max_pixels=10**8)
     assert out["status"][0] == "ok" and out["metadata"][0] == "exif"
-    assert out["conversion"][0] == (
-        "EXIF orientation 6 applied; not carried: S3 object tags (2: reading them was refused)"
-    )
+    assert out["conversion"][0] == "EXIF orientation 6 applied"
+    assert out["not_read"][0] == "S3 object tags (2: reading them was refused)"
 
 
 IPTC = b"\x1c\x02\x78\x00\x07caption"  # IPTC 2:120, Caption-Abstract

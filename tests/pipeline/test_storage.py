@@ -10,7 +10,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from conftest import make_bucket
+from conftest import CuttingProxy, make_bucket
 
 from pipeline.storage import (
     COPY_CHUNK,
@@ -20,10 +20,12 @@ from pipeline.storage import (
     check_inside,
     check_s3_options,
     copy_atomic,
+    object_tags,
     read_recorded,
     remove_stale_temps,
     s3_options,
     secrets,
+    user_metadata,
     write_atomic,
 )
 
@@ -330,6 +332,32 @@ def test_an_s3_copy_is_committed_only_when_whole_and_right(s3_env: str, tmp_path
     assert fs.cat_file(location.path("kept/empty.bin")) == b""
     client = boto3.client("s3", endpoint_url=s3_env, region_name="us-east-1")
     assert client.list_multipart_uploads(Bucket="copy-test").get("Uploads", []) == []
+
+
+def test_an_s3_copy_carries_the_tags_of_an_object_that_has_any(s3_env: str, monkeypatch):
+    """Its tags are read only when a GET says it has some: a policy that refuses
+    s3:GetObjectTagging copies an object without tags as before, and fails the copy of one
+    with tags, saying so, rather than lose them."""
+    make_bucket(s3_env, "copy-tags")
+    fs = Location.parse("s3://copy-tags").filesystem()
+    fs.pipe_file("copy-tags/src/plain.mp4", b"a video")
+    fs.pipe_file("copy-tags/src/tagged.mp4", b"a video", Tagging="project=apollo&class=raw")
+    empty = {"Tagging": "class=empty", "Metadata": {"owner": "team-a"}}  # s3fs's empty upload
+    fs.pipe_file("copy-tags/src/empty.txt", b"", **empty)  # would leave these out
+    proxy = CuttingProxy(s3_env, cuts=0, refuse_tags=True)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    refusing = Location.parse("s3://copy-tags").filesystem()
+    copy_atomic(refusing, "copy-tags/src/plain.mp4", refusing, "copy-tags/dst/plain.mp4")
+    assert fs.cat_file("copy-tags/dst/plain.mp4") == b"a video"
+    why = "reading the source's 2 S3 object tags was refused (s3:GetObjectTagging reads them)"
+    with pytest.raises(PermissionError, match=re.escape(f"{why}: a copy would lose them")):
+        copy_atomic(refusing, "copy-tags/src/tagged.mp4", refusing, "copy-tags/dst/tagged.mp4")
+    assert not fs.exists("copy-tags/dst/tagged.mp4")
+    for name in ("tagged.mp4", "empty.txt"):
+        copy_atomic(fs, f"copy-tags/src/{name}", fs, f"copy-tags/dst/{name}")
+        assert object_tags(fs, f"copy-tags/dst/{name}") == object_tags(fs, f"copy-tags/src/{name}")
+    assert object_tags(fs, "copy-tags/dst/tagged.mp4") == [("project", "apollo"), ("class", "raw")]
+    assert user_metadata(fs, "copy-tags/dst/empty.txt") == {"owner": "team-a"}
 
 
 def test_a_recorded_source_is_read_only_while_it_is_the_file_recorded(tmp_path: Path):

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import collections
 import hashlib
-import http.client
-import http.server
 import os
 import socket
-import threading
-import urllib.parse
 
 import boto3
 import numpy as np
 import pytest
+from conftest import CuttingProxy, make_bucket
 
 from pipeline.archive.read import MISSING, read_sources
 from pipeline.metadata import parse_s3_metadata, parse_s3_tags
 from pipeline.storage import Location
-from tests.conftest import make_bucket
 
 
 def plan_rows(*rel_paths: str) -> dict[str, np.ndarray]:
@@ -66,61 +61,6 @@ def test_an_s3_endpoint_that_stops_answering_gives_error_rows_not_a_crash(monkey
         assert error.startswith("cannot read the source: EndpointConnectionError: Could not")
 
 
-class CuttingProxy(http.server.ThreadingHTTPServer):
-    """An HTTP proxy on 127.0.0.1 in front of the moto server at `upstream` that counts the
-    requests it relays by method, and sends the first `cuts` GETs' bodies half, then closes
-    the connection, as a connection lost mid-transfer does; with `refuse_tags`, it answers a
-    request for an object's tags as S3 does one that its policy does not allow."""
-
-    def __init__(self, upstream: str, cuts: int, refuse_tags: bool = False) -> None:
-        self.upstream = urllib.parse.urlsplit(upstream).netloc
-        self.cuts = cuts
-        self.refuse_tags = refuse_tags
-        self.requests: collections.Counter[str] = collections.Counter()
-        super().__init__(("127.0.0.1", 0), CuttingHandler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class CuttingHandler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: CuttingProxy
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def relay(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if self.server.refuse_tags and "tagging" in urllib.parse.urlsplit(self.path).query:
-            self.server.requests[self.command] += 1
-            body = ACCESS_DENIED
-            self.send_response(403)
-            self.send_header("Content-Type", "application/xml")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            return
-        upstream = http.client.HTTPConnection(self.server.upstream, timeout=10)
-        upstream.request(self.command, self.path, self.rfile.read(length), dict(self.headers))
-        response = upstream.getresponse()
-        body = response.read()
-        self.server.requests[self.command] += 1
-        cut = self.command == "GET" and self.server.cuts > 0 and len(body) > 1
-        self.server.cuts -= cut
-        self.send_response(response.status)
-        for name, value in response.getheaders():
-            if name.lower() not in ("connection", "transfer-encoding"):
-                self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body[: len(body) // 2] if cut else body)
-        self.close_connection = cut
-
-    do_GET = do_HEAD = do_PUT = relay
-
-
 @pytest.fixture
 def s3_photos(s3_env: str) -> Location:
     """s3://read-test/photos on the moto server, holding a.png with user metadata."""
@@ -133,10 +73,6 @@ def s3_photos(s3_env: str) -> Location:
     return Location.parse("s3://read-test/photos")
 
 
-ACCESS_DENIED = (
-    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
-    b"<Message>Access Denied</Message></Error>"
-)
 PHOTO = bytes(range(256)) * 1000
 USER = {"my_key": "kept as S3 gives it", "camera": "x100"}
 

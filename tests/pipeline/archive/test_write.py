@@ -80,6 +80,26 @@ def test_a_local_copy_of_an_s3_object_says_its_user_metadata_and_tags_are_not_ca
     )
 
 
+def test_what_the_read_stage_could_not_read_is_named_as_not_carried(tmp_path: Path):
+    """Tags whose reading a policy refused: an LR, or a copy, holds none of them."""
+    source(tmp_path)
+    refused = "S3 object tags (2: reading them was refused)"
+    kept = kept_rows("") | {"not_read": np.array([refused], object)}
+    assert write(tmp_path, kept)["conversion"][0] == f"not carried: {refused}"
+    archived = kept_rows("") | {
+        "status": np.array(["ok"], object),
+        "kept_reason": np.array([None], object),
+        "lr_png": np.array([b"an LR"], object),
+        "width": np.array([64]),
+        "height": np.array([48]),
+        "conversion": np.array(["EXIF orientation 6 applied"], object),
+        "not_read": np.array([refused], object),
+    }
+    out = write(tmp_path, archived)
+    assert out["status"][0] == "ok"
+    assert out["conversion"][0] == f"EXIF orientation 6 applied; not carried: {refused}"
+
+
 def test_an_earlier_lr_that_cannot_be_removed_is_a_transient_error(tmp_path: Path):
     source(tmp_path)
     (tmp_path / "dst/lr/a.png.png").mkdir(parents=True)  # a folder in the way
