@@ -32,10 +32,10 @@ def read_sources(
     "path", "bytes", an S3 object's user metadata and tags ("s3_metadata" and "s3_tags",
     s3_metadata_text's and s3_tags_text's; b"" for none), what of these could not be read
     ("not_read", Read's; "" for nothing), and the ETag of the version read (an object written
-    since it was listed is recorded as read); a file gone since it was
-    listed, or that cannot be read, gets "error" instead of bytes (a transient failure: a
-    re-run reads it again). A file without an image name (listed for --keep-failed) is not
-    read: it is copied as it is by the write stage."""
+    since it was listed is recorded as read); a file gone since it was listed, or that cannot
+    be read, gets "error" instead of bytes (a transient failure: a re-run reads it again). A
+    file without an image name (listed for --keep-failed) is not read: it is copied as it is by
+    the write stage."""
     fs = src.filesystem()
     rows = to_rows(batch)
     for row in rows:
