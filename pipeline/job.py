@@ -184,7 +184,7 @@ class JobResult:
     source_bytes: int | None = None  # of the images shrunk (ok or skipped); archive only
     lr_bytes: int | None = None  # of their LR PNGs; archive only
     kept_bytes: int | None = None  # of the sources kept as they are (kept or skipped); archive
-    with_losses: int | None = None  # ok images whose conversion notes a loss; archive only
+    with_losses: int | None = None  # ok or kept files whose conversion notes a loss; archive
     losses_hint: str = ""  # where to read them
     permanent: int = 0  # an earlier run's permanent failures, not retried
     not_attempted: int | None = None  # stopped early at --max-errors: images left undone
@@ -275,7 +275,7 @@ class Interrupted(KeyboardInterrupt):
 @dataclass
 class Tally:
     """A run's rows by status, the bytes of the images done where its rows have them, and the
-    images it archived with a loss."""
+    files it archived (shrunk, or kept as they are) with a loss."""
 
     counts: Counter = field(default_factory=Counter)
     source_bytes: int = 0
@@ -295,7 +295,7 @@ class Tally:
             strict=True,
         ):
             self.counts[status] += count
-            if status == "ok":
+            if status in ("ok", KEPT):
                 self.with_losses += with_losses
             if status in DONE or status == KEPT:
                 self.source_bytes += source_bytes
@@ -306,8 +306,9 @@ class Tally:
 def summarize(rows: pa.Table) -> Batch:
     """Rows by status: how many, and the sums of their source_bytes and lr_bytes, of
     kept_bytes, the source_bytes of kept files (0 where the schema has none; kept files are
-    not shrunk, so their source_bytes and lr_bytes count 0), and of with_losses, the images
-    shrunk whose conversion notes a loss: what the driver sees of the rows the workers write."""
+    not shrunk, so their source_bytes and lr_bytes count 0), and of with_losses, the files
+    whose conversion notes a loss (Tally counts those shrunk or kept): what the driver sees of
+    the rows the workers write."""
     sums = [c for c in ("source_bytes", "lr_bytes") if c in rows.column_names]
     if "kept_uri" in rows.column_names:
         kept = pc.fill_null(pc.not_equal(rows["kept_uri"], ""), False)
@@ -318,7 +319,7 @@ def summarize(rows: pa.Table) -> Batch:
         rows = rows.append_column("kept_bytes", kept_bytes)
         sums.append("kept_bytes")
         if "conversion" in rows.column_names:
-            lossy = pc.and_(any_loss(rows["conversion"]), pc.invert(kept)).cast(pa.int64())
+            lossy = any_loss(rows["conversion"]).cast(pa.int64())
             rows = rows.append_column("with_losses", lossy)
             sums.append("with_losses")
     groups = (

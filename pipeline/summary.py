@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.format import DONE
+from pipeline.format import DONE, KEPT
 
 
 def plural(n: int, noun: str) -> str:
@@ -118,6 +118,12 @@ def archived(table: pa.Table) -> pa.Table:
     return table.filter(pc.and_(pc.is_in(table["status"], pa.array(DONE)), pc.invert(kept)))
 
 
+def held(table: pa.Table) -> pa.Table:
+    """The rows of a merged archive manifest whose source the archive holds: as an LR
+    (archived) or as it is (kept, whose conversion names only what the copy leaves out)."""
+    return table.filter(pc.is_in(table["status"], pa.array((*DONE, KEPT))))
+
+
 def losses(conversion: pa.ChunkedArray) -> dict[str, pa.ChunkedArray]:
     """For each kind of loss (LOSSES), whether each conversion notes one (false for null)."""
     return {
@@ -157,10 +163,10 @@ def summarize(table: pa.Table) -> Summary:
         models=models,
         kept=pc.sum(kept).as_py() or 0,
         kept_bytes=total(table.filter(kept)["source_bytes"]),
-        with_losses=pc.sum(any_loss(done["conversion"])).as_py() or 0,
+        with_losses=pc.sum(any_loss(held(table)["conversion"])).as_py() or 0,
         losses={
             kind: n
-            for kind, hit in losses(done["conversion"]).items()
+            for kind, hit in losses(held(table)["conversion"]).items()
             if (n := pc.sum(hit).as_py() or 0)
         },
     )
@@ -182,9 +188,9 @@ def errors(table: pa.Table) -> list[dict[str, str]]:
 
 
 def conversions(table: pa.Table) -> list[dict[str, str]]:
-    """The rel_path and conversion of every image of a merged archive manifest archived with
-    a loss its conversion notes (LOSSES)."""
-    done = archived(table)
+    """The rel_path and conversion of every file of a merged archive manifest archived, or
+    kept, with a loss its conversion notes (LOSSES)."""
+    done = held(table)
     lossy = done.filter(any_loss(done["conversion"])).select(["rel_path", "conversion"])
     return [
         {"rel_path": r["rel_path"] or "", "conversion": r["conversion"]} for r in lossy.to_pylist()
