@@ -68,6 +68,7 @@ EXIF_FIELD_TYPES = frozenset(range(1, 13))
 # The most bytes of EXIF tiff_exif makes (as an ICC profile's most, pipeline/metadata.py's
 # CARRY_LIMITS): entries that would take it further are left out.
 MAX_TIFF_EXIF = 1_000_000
+TIFF_SAMPLE_FORMATS = {1: "unsigned integer", 2: "signed integer", 3: "floating-point"}
 # The most IFDs, and entries in all, a TIFF's walk reads (a loop, a hostile file): none has
 # near so many.
 MAX_TIFF_IFDS = 1024
@@ -365,6 +366,25 @@ def tiff_numbers(data: bytes, entry: TiffEntry, order: str) -> np.ndarray | None
         return None
     values = np.frombuffer(data, np.dtype(order + dtype), entry.count, entry.at)
     return values.astype(np.uint64)
+
+
+def tiff_samples(data: bytes) -> str | None:
+    """What the pixels of a TIFF's first image are made of, as its first IFD says
+    (SamplesPerPixel, BitsPerSample, SampleFormat): "3 64-bit floating-point samples a pixel";
+    None when `data` is no TIFF or that IFD does not read."""
+    header = tiff_header(data)
+    ifd = header and tiff_ifd(data, header[2], header[0], header[1])
+    if not ifd:
+        return None
+    tags = {entry.tag: entry for entry in ifd.entries}
+
+    def first(tag: int, default: int) -> int:  # the standard's default where the tag is absent
+        numbers = tiff_numbers(data, tags[tag], header[0]) if tag in tags else None
+        return int(numbers[0]) if numbers is not None and len(numbers) else default
+
+    samples, bits, kind = first(277, 1), first(258, 1), first(339, 1)
+    what = TIFF_SAMPLE_FORMATS.get(kind, f"sample format {kind}")
+    return f"{samples} {bits}-bit {what} sample{'s' * (samples > 1)} a pixel"
 
 
 def tiff_data_end(data: bytes, tags: dict[int, TiffEntry], order: str) -> int | None:

@@ -54,6 +54,7 @@ from pipeline.containers import (
     mpo_end,
     tiff_end,
     tiff_exif,
+    tiff_samples,
 )
 from pipeline.exif import EXIF_ORIENTATION, reset_exif_orientation, swap_exif_axes
 from pipeline.format import KEPT, MAX_PIXELS, check_rel_path
@@ -220,6 +221,7 @@ IMAGE_ENDS = {
 # The formats whose files are ISO base media boxes (a JPEG XL's, when in a container), by name.
 BOX_FORMATS = {"HEIF": "HEIF", "AVIF": "AVIF", "JXL": "JPEG XL"}
 CANNOT_HOLD = "which an LR cannot hold: kept as it is"  # a kept_reason's end
+TIFF_UNKNOWN_MODE = "TIFF: unknown pixel mode"  # open_failures' for samples Pillow does not read
 # What the JPEG XL plugin adds to libjxl's errors, advice for libjxl's own developers.
 LIBJXL_ADVICE = re.compile(r"\. Please build `libjxl` from source.*", re.DOTALL)
 PADDING = b"\x00\xff"  # the bytes some cameras pad a file with after its image
@@ -308,7 +310,13 @@ def decode_image(
             raise ValueError(bomb_message(*size, max_pixels)) from None
         raise ValueError(f"decompression bomb: over the limit of {max_pixels} pixels") from None
     except UnidentifiedImageError:
-        why = "".join(f" ({reason})" for reason in open_failures(data))
+        failures = open_failures(data)
+        why = "".join(f" ({reason})" for reason in failures)
+        if TIFF_UNKNOWN_MODE in failures:  # Pillow reads few kinds of TIFF samples: say which
+            why += (
+                f" (its pixels: {tiff_samples(data)}; convert it to 8 or 16-bit unsigned "
+                "integer samples, which archive reads)"
+            )
         raise ValueError(f"not a readable {'/'.join(PILLOW_FORMATS)} image{why}") from None
     except (OSError, SyntaxError) as e:
         raise ValueError(f"corrupt or truncated image: {e}") from None

@@ -229,6 +229,26 @@ def test_a_file_of_a_known_format_that_does_not_open_says_why():
         decode_image(b"hello, not an image")
 
 
+@pytest.mark.parametrize(
+    ("pixels", "said"),
+    [
+        (np.zeros((8, 8, 3), np.float64), "3 64-bit floating-point samples a pixel"),
+        (np.zeros((8, 8, 3), np.int16), "3 16-bit signed integer samples a pixel"),
+        (np.zeros((8, 8), np.float16), "1 16-bit floating-point sample a pixel"),
+    ],
+)
+def test_a_tiff_of_samples_pillow_does_not_read_says_what_they_are(pixels, said):
+    """A scientific TIFF (a float elevation model, signed microscopy counts)."""
+    out = io.BytesIO()
+    tifffile.imwrite(out, pixels, photometric="rgb" if pixels.ndim == 3 else "minisblack")
+    with pytest.raises(ValueError) as raised:
+        decode_image(out.getvalue())
+    assert str(raised.value).endswith(
+        f"image (TIFF: unknown pixel mode) (its pixels: {said}; convert it to 8 or 16-bit "
+        "unsigned integer samples, which archive reads)"
+    )
+
+
 def test_a_broken_jpeg_xl_says_what_libjxl_found_without_its_advice_to_its_developers():
     data = encode(Image.fromarray(photo(64, 64)), "JXL")
     with pytest.raises(ValueError, match=r"^corrupt image: RuntimeError: Generic Error$"):
