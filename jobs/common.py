@@ -472,7 +472,7 @@ def crashed(prog: str, argv: list[str] | None, e: Exception, hidden: set[str] | 
         where = " in a Ray task"
     first_line = ANSI_CODE.sub("", next(iter(message.strip().splitlines()), ""))
     print(
-        scrub(f"{prog}: crashed: {name}: {first_line}{where} (traceback in {log})", hidden),
+        scrub(f"{prog}: crashed{where}: {name}: {first_line} (traceback in {log})", hidden),
         file=sys.stderr,
     )
     return CRASHED

@@ -16,7 +16,7 @@ from jobs.common import Parser, add_json_option, add_storage_options, run_job
 from pipeline.coverage import COVERAGE_COLUMNS, check_source
 from pipeline.fixity import check_archive
 from pipeline.format import ARCHIVE_SCHEMA, MANIFEST_DIR
-from pipeline.manifest import read_manifest
+from pipeline.manifest import no_manifest, read_manifest
 from pipeline.storage import Location
 from pipeline.summary import SUMMARY_COLUMNS, conversions, errors, summarize
 
@@ -79,7 +79,7 @@ def job(args: argparse.Namespace) -> int:
     if missing:
         raise ValueError(f"ARCHIVE {archive.uri!r} does not exist")
     if table is None:
-        raise ValueError(f"ARCHIVE {archive.uri!r} has no manifest (no {MANIFEST_DIR}/part-*)")
+        raise ValueError(no_manifest(archive))
     fixity = check_archive(archive, table) if args.check else None
     coverage = None
     if args.source:

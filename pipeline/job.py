@@ -36,7 +36,7 @@ from pipeline.format import DONE, KEPT, MANIFEST_DIR
 from pipeline.lease import Fence, Lease
 from pipeline.manifest import ManifestWriter, compact, latest, merged_buckets, to_table
 from pipeline.rows import error_text, to_rows
-from pipeline.storage import Location, remove_stale_temps
+from pipeline.storage import Location, no_room, remove_stale_temps
 from pipeline.summary import any_loss, plural
 
 # Ray and torch are imported where a job runs: the CLI builds its parsers from JobOptions
@@ -272,6 +272,10 @@ class Interrupted(KeyboardInterrupt):
         self.result = result
 
 
+class WriterDied(RuntimeError):
+    """The job's ManifestWriter actor died: the rows it held, not yet in a part, are lost."""
+
+
 @dataclass
 class Tally:
     """A run's rows by status, the bytes of the images done where its rows have them, and the
@@ -489,6 +493,12 @@ def run_held(plan: Plan, lease: Lease) -> JobResult:
                 except KeyboardInterrupt:
                     unwritten = True
                     raise
+                except ray.exceptions.RayActorError as e:
+                    raise WriterDied(
+                        "the manifest writer's process died (the operating system or Ray killed "
+                        "it, or it crashed): the rows it held of the images done since its last "
+                        "part are lost; run the same command again, which does those images again"
+                    ) from e
                 finally:  # no row written after the lease is given back
                     ray.kill(sink)
                     ray.kill(attempts)
@@ -502,10 +512,11 @@ def run_held(plan: Plan, lease: Lease) -> JobResult:
             logger.warning(
                 "%s: the manifest %s was not compacted (%s): its rows are all in its part "
                 "files, which readers merge (pipeline.manifest.read_manifest); the next run "
-                "compacts them",
+                "compacts them%s",
                 name,
                 manifest.uri,
                 error_text(e),
+                ", once DST's disk has room for a copy of them" if no_room(e) else "",
             )
     except KeyboardInterrupt:
         interrupted = result(interrupted=True)

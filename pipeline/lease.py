@@ -120,9 +120,9 @@ class Lease:
         except OSError as e:
             if not no_room(e):
                 raise
-            raise ValueError(
-                f"{self.dst.uri} cannot be written ({error_text(e)}): free space on its disk, "
-                "or make it writable, or give another DST"
+            raise ValueError(  # the error, not the name of the lease's temporary file
+                f"{self.dst.uri} cannot be written ([Errno {e.errno}] {e.strerror}): free space "
+                "on its disk, or make it writable, or give another DST"
             ) from None
         time.sleep(SETTLE_S)
         won = self.read()

@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.buckets import Buckets, coalesced
-from pipeline.format import MANIFEST_DIR
+from pipeline.format import KEPT_DIR, LR_DIR, MANIFEST_DIR
 from pipeline.rows import error_text, from_storage_client
 from pipeline.storage import DstFull, Location, local_temp, no_room, write_atomic
 from pipeline.summary import plural
@@ -223,6 +223,16 @@ def latest(rows: pa.Table, ordered: bool = True) -> pa.Table:
     if ordered:
         rows = rows.take(pc.sort_indices(rows, [("rel_path", "ascending")]))
     return rows.drop_columns([SEQ])
+
+
+def no_manifest(archive: Location) -> str:
+    """What to say of an ARCHIVE `archive` whose manifest has no part: with outputs (a job
+    stopped, killed say, before it wrote its first rows), that running it again finishes it."""
+    said = f"ARCHIVE {archive.uri!r} has no manifest (no {MANIFEST_DIR}/part-*)"
+    fs = archive.filesystem()
+    if any(fs.exists(archive.child(name).root) for name in (LR_DIR, KEPT_DIR)):
+        said += ", but outputs: a job stopped before it wrote its first rows; run it again"
+    return said
 
 
 def read_manifest(

@@ -40,7 +40,7 @@ from pipeline.format import (
     lr_key,
 )
 from pipeline.job import Progress
-from pipeline.manifest import read_manifest
+from pipeline.manifest import no_manifest, read_manifest
 from pipeline.report import CROP, LINK_ABOVE, assets, html
 from pipeline.stage import inference_model
 from pipeline.storage import Location, read_recorded, write_atomic
@@ -337,7 +337,7 @@ def build_report(
     archive = Location.parse(archive_uri, storage_options)
     table = read_manifest(archive.child(MANIFEST_DIR), ARCHIVE_SCHEMA, REPORT_COLUMNS)
     if table is None:
-        raise ValueError(f"ARCHIVE {archive.uri!r} has no manifest (no {MANIFEST_DIR}/part-*)")
+        raise ValueError(no_manifest(archive))
     out_location = Location.parse(out_dir)
     check_apart(archive, out_location, "OUT_DIR")
     out = out_location.root

@@ -580,15 +580,23 @@ def test_a_job_that_loses_its_lease_stops_keeps_its_rows_and_does_not_compact(
     assert len(list((dst / "manifest").glob("part-*.parquet"))) == 1
 
 
+@pytest.mark.parametrize(
+    ("code", "said", "advice"),
+    [
+        (121, "We encountered an internal error. Please try again.", "compacts them\n"),
+        (28, "No space left on device", "compacts them, once DST's disk has room for a copy"),
+    ],
+)
 def test_a_manifest_that_cannot_be_compacted_is_a_warning_not_the_jobs_failure(
-    ray_cluster, small_photos, tiny_model, tmp_path, monkeypatch, capsys
+    ray_cluster, small_photos, tiny_model, tmp_path, monkeypatch, capsys, code, said, advice
 ):
     """Every image done, then the storage fails the compaction (pass 19: a truncated read, a
-    DELETE refused): the rows are in their parts, so the job's status is its images'."""
+    DELETE refused; a full disk): the rows are in their parts, so the job's status is its
+    images'."""
     dst = tmp_path / "archive"
 
     def refused(*_) -> None:
-        raise OSError(121, "We encountered an internal error. Please try again.")
+        raise OSError(code, said)
 
     monkeypatch.setattr("pipeline.job.compact", refused)
     args = ("archive", small_photos, dst, "--model", tiny_model, "--workers", 1)
@@ -596,9 +604,10 @@ def test_a_manifest_that_cannot_be_compacted_is_a_warning_not_the_jobs_failure(
     captured = capsys.readouterr()
     assert json.loads(captured.out)["counts"]["ok"] == 3
     assert (
-        f"archive: the manifest {dst}/manifest was not compacted ([Errno 121] We encountered "
+        f"archive: the manifest {dst}/manifest was not compacted ([Errno {code}] {said}): its "
         in (captured.err)
     )
+    assert advice in captured.err
     assert len(manifest_rows(dst)) == 3
 
 

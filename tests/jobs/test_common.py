@@ -271,7 +271,7 @@ def test_a_crash_in_a_ray_task_names_the_tasks_own_exception(ray_cluster, capsys
     except Exception as e:  # RayTaskError, its first line "ray::stage() (pid=..." in colour
         assert crashed("tadm archive", [], e) == CRASHED
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last.startswith("tadm archive: crashed: KeyError: 'the cause' in a Ray task (")
+    assert last.startswith("tadm archive: crashed in a Ray task: KeyError: 'the cause' (")
 
 
 @pytest.mark.parametrize("chained", [False, True])
@@ -293,7 +293,7 @@ def test_a_crash_in_a_ray_data_stage_names_the_stages_own_exception(ray_cluster,
     except Exception as e:
         assert crashed("tadm archive", [], e) == CRASHED
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last.startswith("tadm archive: crashed: KeyError: 'the cause' in a Ray task (")
+    assert last.startswith("tadm archive: crashed in a Ray task: KeyError: 'the cause' (")
     assert "\x1b" not in last
 
 
@@ -398,6 +398,35 @@ def test_a_second_signal_while_the_last_rows_are_written_says_they_may_be_missin
     monkeypatch.undo()
     assert run_cli(*args) == 0
     assert set(manifest_rows(dst)) == set(pngs(n))
+
+
+def test_a_manifest_writer_that_dies_is_named_and_a_re_run_finishes(
+    ray_cluster, tiny_model, tmp_path, capsys, monkeypatch
+):
+    """The job's ManifestWriter actor killed (the OOM killer, say) while it holds rows: the
+    crash line says which process died and that a re-run does the images again; it does."""
+    import ray
+
+    class DyingWriter(ManifestWriter):
+        def add(self, table) -> None:
+            super().add(table)
+            if ray.get_runtime_context().get_actor_id():  # the job's writer, not the plan's
+                os._exit(1)
+
+    src = write_tree(tmp_path / "src", pngs(4, (64, 48)))
+    dst = tmp_path / "archive"
+    args = ["archive", src, dst, "--model", tiny_model, "--batch-size", "1"]
+    monkeypatch.setattr(job_module, "ManifestWriter", DyingWriter)
+    assert run_cli(*args) == CRASHED
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(
+        "tadm archive: crashed: WriterDied: the manifest writer's process died (the operating "
+        "system or Ray killed it, or it crashed): the rows it held of the images done since its "
+        "last part are lost; run the same command again, which does those images again ("
+    )
+    monkeypatch.undo()
+    assert run_cli(*args) == 0
+    assert set(manifest_rows(dst)) == set(pngs(4, (64, 48)))
 
 
 def test_max_errors_stops_early_and_keeps_the_rows(ray_cluster, tiny_model, tmp_path, capsys):

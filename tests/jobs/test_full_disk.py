@@ -54,9 +54,9 @@ def test_a_dst_that_fills_up_stops_the_job_at_once_and_a_rerun_finishes(tiny_mod
     first_err = read("1.err")
     assert read("1.rc").strip() == "3", first_err[-3000:]
     assert re.search(
-        r"tadm archive: crashed: DstFull: .*No space left on device.*: DST's disk takes no more "
-        r"files: free space on it, or make it writable, and run the job again, which does the "
-        r"images not done yet in a Ray task \(traceback in .*\)",
+        r"tadm archive: crashed in a Ray task: DstFull: .*No space left on device.*: DST's disk "
+        r"takes no more files: free space on it, or make it writable, and run the job again, "
+        r"which does the images not done yet \(traceback in .*\)",
         first_err,
     ), first_err[-3000:]
     assert read("temps") == ""

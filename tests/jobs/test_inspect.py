@@ -95,10 +95,12 @@ def test_without_verify_psnr_is_not_available(tmp_path: Path, capsys):
 
 def test_no_manifest_exits_2(tmp_path: Path, capsys):
     assert run_cli("inspect", tmp_path) == 2
-    err = capsys.readouterr().err
-    assert (
-        err
-        == f"tadm inspect: error: ARCHIVE {str(tmp_path)!r} has no manifest (no manifest/part-*)\n"
+    said = f"tadm inspect: error: ARCHIVE {str(tmp_path)!r} has no manifest (no manifest/part-*)"
+    assert capsys.readouterr().err == said + "\n"
+    (tmp_path / "lr").mkdir()  # the LRs of a job killed before it wrote its first rows
+    assert run_cli("inspect", tmp_path, "--check") == 2
+    assert capsys.readouterr().err == (
+        f"{said}, but outputs: a job stopped before it wrote its first rows; run it again\n"
     )
 
 

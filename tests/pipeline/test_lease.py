@@ -233,8 +233,8 @@ def test_a_fence_on_s3_goes_on_without_the_lease(s3_env: str):
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
 def test_a_dst_on_a_full_or_read_only_disk_is_named(tmp_path, monkeypatch, code):
-    def no_room(*_) -> None:
-        raise OSError(code, os.strerror(code))
+    def no_room(*_) -> None:  # as the OS says it, naming the lease's temporary file
+        raise OSError(code, os.strerror(code), f"{tmp_path}/manifest/..lease.json.1f2e.tmp")
 
     monkeypatch.setattr(lease_module, "write_atomic", no_room)
     with pytest.raises(ValueError) as refused:
