@@ -472,8 +472,8 @@ def tiff_exif(data: bytes, leave_out: frozenset[int]) -> TiffExif | None:
     EXIF_FIELD_TYPES lacks (IFD, BigTIFF's 8-byte ones, unknown ones), or of offsets into the
     source (TIFF_DATA_TAGS, TIFF_IFD_TAGS but the pointers it follows); a pointer to an IFD
     that cannot be read (tiff_ifd); entries that would take the EXIF over MAX_TIFF_EXIF bytes.
-    Of a tag several entries hold, the first. None when `data` is no TIFF or its first IFD
-    cannot be read."""
+    Of a tag several entries hold, the first, the others left out. None when `data` is no TIFF
+    or its first IFD cannot be read."""
     header = tiff_header(data)
     if header is None:
         return None
@@ -490,7 +490,10 @@ def tiff_exif(data: bytes, leave_out: frozenset[int]) -> TiffExif | None:
     for pointer, ifd in pending:  # the IFDs it points to are appended as they are read
         table, seen, left = {}, set(), list(ifd.unknown)
         for entry in ifd.entries:
-            if entry.tag in seen or (pointer == 0 and entry.tag in leave_out):
+            if pointer == 0 and entry.tag in leave_out:
+                continue
+            if entry.tag in seen:  # a broken IFD's repeated tag: the first one travels
+                left.append(entry.tag)
                 continue
             seen.add(entry.tag)
             if entry.tag in EXIF_SUB_IFDS.get(pointer, ()):

@@ -30,6 +30,7 @@ from s3fs.core import S3_RETRYABLE_ERRORS
 
 from pipeline.format import check_rel_path
 from pipeline.metadata import s3_header_values, s3_tags_text
+from pipeline.rows import error_text
 
 # Storage options logged in clear; every other value, at any depth, is logged as MASK.
 PLAIN_OPTIONS = frozenset(
@@ -411,6 +412,20 @@ def tag_count(fs: fsspec.AbstractFileSystem, path: str, empty: bool) -> int:
     response = fs.call_s3("get_object", Bucket=bucket, Key=key, **versioned, **first)
     response["Body"].close()
     return int(response.get("TagCount") or 0)
+
+
+def left_out_locally(fs: fsspec.AbstractFileSystem, path: str) -> str | None:
+    """What a local copy of the file at `path` leaves out of it: an S3 object's user metadata
+    and tags, where it has any ("S3 user metadata, S3 object tags (a local file holds none)"),
+    or that they could not be read; None for a local file, or an object without them."""
+    if isinstance(fs, LocalFileSystem):
+        return None
+    try:
+        left = ["S3 user metadata"] if user_metadata(fs, path) else []
+        left += ["S3 object tags"] if tag_count(fs, path, fs.size(path) == 0) else []
+    except Exception as e:  # the copy is made: this only names what it lacks
+        return f"S3 user metadata and object tags, if any (reading them failed: {error_text(e)})"
+    return f"{', '.join(left)} (a local file holds none)" if left else None
 
 
 def object_headers(source_fs: fsspec.AbstractFileSystem, source: str, f: Any) -> dict[str, Any]:

@@ -18,10 +18,10 @@ from pipeline.format import (
     kept_key,
     lr_key,
 )
-from pipeline.metadata import S3_FIELDS, S3_NAMES
+from pipeline.metadata import S3_FIELDS
 from pipeline.rows import nanoseconds, to_batch, to_rows
 from pipeline.stage import Copy, Earlier, Row, remove_earlier, write_files
-from pipeline.storage import Location, file_sha256
+from pipeline.storage import Location, file_sha256, left_out_locally
 
 # What to do when outputs clash as a file and a folder of one name (stage.write_failure)
 CLASH = (
@@ -103,13 +103,13 @@ def write_lr(
         if row["status"] == KEPT:
             row["conversion"] = None  # decoding's, of pixels not archived: the copy is the file
         if row["status"] == KEPT and dst.protocol == "file":
-            # A local copy holds the file, not the S3 object's user metadata and tags
+            # A local copy holds the file, not the S3 object's user metadata and tags: of any
+            # kept file (one never read, or decoded, too), what its object has is named.
             names = row.get("metadata")  # Ray may have turned a column of None into NaN
             names = names.split(",") if isinstance(names, str) else []
             row["metadata"] = ",".join(n for n in names if n not in S3_FIELDS) or None
-            left = [S3_NAMES[n] for n in names if n in S3_FIELDS]
-            notes += [f"{', '.join(left)} (a local file holds none)"] if left else []
-        if row["status"] in ("ok", KEPT) and row.get("not_read"):  # read_sources' (tags)
+            notes += filter(None, [left_out_locally(src_fs, prefix + row["rel_path"])])
+        elif row["status"] in ("ok", KEPT) and row.get("not_read"):  # read_sources' (tags)
             notes.append(row["not_read"])
         if notes:
             said = row["conversion"] if isinstance(row["conversion"], str) else None

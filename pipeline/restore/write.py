@@ -35,7 +35,7 @@ from pipeline.metadata import (
 from pipeline.rows import error_kind, error_text, nanoseconds, to_batch, to_rows
 from pipeline.srgb import icc_to_srgb, png_colour_to_srgb
 from pipeline.stage import Copy, Earlier, Row, fail, remove_earlier, write_files
-from pipeline.storage import Location, file_sha256
+from pipeline.storage import Location, file_sha256, left_out_locally
 
 # What to do when outputs clash as a file and a folder of one name (stage.write_failure)
 CLASH = (
@@ -159,6 +159,11 @@ def write_restored(
     rows = write_files(
         rows, dst, "output_uri", kept, KEPT, sha_column=sha, mtime_of=mtime, clash=CLASH
     )
+    for row in rows:  # a kept file copied whole from an S3 archive to a local disk
+        if row["status"] == KEPT and row["kept_path"] and not on_s3:
+            left = left_out_locally(archive_fs, str(row["kept_path"]))
+            if left:
+                row["conversion"] = f"not carried: {left}"
     remove_earlier(rows, dst, earlier_output)
     return to_batch(rows, RESTORE_SCHEMA.names)
 

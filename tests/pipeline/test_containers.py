@@ -273,6 +273,18 @@ def test_a_tiffs_exif_copies_its_interoperability_ifd_and_leaves_out_offsets_int
     assert read.get_ifd(0xA005) == {1: "R98"}
 
 
+def test_a_tiffs_exif_names_a_tag_a_broken_ifd_repeats():
+    """The first of its entries travels; the others, which a reader might have shown instead
+    (exiftool shows the last), are left out, and named."""
+    ifd0 = [(271, 2, 6, b"Maker\x00"), (271, 2, 6, b"Other\x00"), (272, 2, 3, b"M1\x00")]
+    data = b"II*\x00" + struct.pack("<I", 8) + tiff_ifd_bytes("<", False, 8, ifd0)
+    made = tiff_exif(data, frozenset())
+    assert made.tags == {271, 272} and made.left_out == {0: (271,)}
+    read = Image.Exif()
+    read.load(made.exif)
+    assert (read[271], read[272]) == ("Maker", "M1")
+
+
 def test_a_tiffs_exif_is_at_most_max_tiff_exif_bytes():
     """Values that would take the EXIF over MAX_TIFF_EXIF bytes (200 entries that each claim
     the same 10,000 bytes, in a hostile file) are left out, and named."""

@@ -13,6 +13,7 @@ from pipeline.archive.write import write_lr
 from pipeline.storage import Location
 
 SOURCE = b"source bytes"
+EMPTY = hashlib.sha256(b"").hexdigest()
 
 
 def kept_rows(outputs: str, rel_path: str = "a.png", sha256: str | None = None) -> dict:
@@ -69,23 +70,34 @@ def test_a_kept_files_row_says_no_conversion_of_the_pixels_not_archived(tmp_path
 
 
 def test_a_local_copy_of_an_s3_object_says_its_user_metadata_and_tags_are_not_carried(
-    tmp_path: Path,
+    s3_env: str, tmp_path: Path
 ):
-    source(tmp_path)
-    batch = kept_rows("") | {"metadata": np.array(["exif,s3_metadata,s3_tags"], object)}
-    out = write(tmp_path, batch)
-    assert out["status"][0] == "kept" and out["metadata"][0] == "exif"
-    assert out["conversion"][0] == (
-        "not carried: S3 user metadata, S3 object tags (a local file holds none)"
-    )
+    """Of any kept file: an image, a file never read (no image name, --keep-failed), an empty
+    one; the copy holds the file, and the row names what its object has beside it."""
+    make_bucket(s3_env, "kept-local")
+    src = Location.parse("s3://kept-local/src")
+    fs = src.filesystem()
+    fs.pipe_file(src.path("a.png"), SOURCE, Metadata={"owner": "team-a"}, Tagging="class=raw")
+    fs.pipe_file(src.path("notes.txt"), b"", Metadata={"owner": "team-a"}, Tagging="a=1&b=2")
+    fs.pipe_file(src.path("c.png"), SOURCE)
+    rows = [kept_rows("", "a.png"), kept_rows("", "notes.txt", EMPTY), kept_rows("", "c.png")]
+    batch = {name: np.concatenate([row[name] for row in rows]) for name in rows[0]}
+    batch["source_bytes"][1] = 0
+    batch["metadata"] = np.array(["exif,s3_metadata,s3_tags", None, None], object)
+    out = write_lr(batch, dst=Location.parse(str(tmp_path / "dst")), src=src, prefix=src.path(""))
+    assert list(out["status"]) == ["kept"] * 3
+    assert list(out["metadata"]) == ["exif", None, None]
+    assert list(out["conversion"]) == [
+        "not carried: S3 user metadata, S3 object tags (a local file holds none)",
+        "not carried: S3 user metadata, S3 object tags (a local file holds none)",
+        None,
+    ]
 
 
 def test_what_the_read_stage_could_not_read_is_named_as_not_carried(tmp_path: Path):
-    """Tags whose reading a policy refused: an LR, or a copy, holds none of them."""
+    """Tags whose reading a policy refused: an LR holds none of them."""
     source(tmp_path)
     refused = "S3 object tags (2: reading them was refused)"
-    kept = kept_rows("") | {"not_read": np.array([refused], object)}
-    assert write(tmp_path, kept)["conversion"][0] == f"not carried: {refused}"
     archived = kept_rows("") | {
         "status": np.array(["ok"], object),
         "kept_reason": np.array([None], object),

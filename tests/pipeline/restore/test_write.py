@@ -8,7 +8,7 @@ import struct
 
 import numpy as np
 import pytest
-from conftest import display_p3_icc, photo, xmp_packet
+from conftest import display_p3_icc, make_bucket, photo, xmp_packet
 from PIL import Image
 
 from pipeline.decode import decode_image
@@ -190,6 +190,35 @@ def test_a_kept_source_is_copied_only_with_the_bytes_it_was_kept_with(tmp_path):
         f"{hashlib.sha256(b'bit rot').hexdigest()}, not the one recorded)"
     )
     assert sorted(p.name for p in dst.iterdir()) == ["v.mp4"]
+
+
+def test_a_local_copy_of_a_kept_file_on_s3_says_its_metadata_and_tags_are_not_carried(
+    s3_env, tmp_path
+):
+    make_bucket(s3_env, "kept-restore")
+    archive = Location.parse("s3://kept-restore/archive")
+    fs = archive.filesystem()
+    fs.pipe_file(archive.path("kept/v.mp4"), b"frames", Metadata={"a": "1"}, Tagging="b=2")
+    fs.pipe_file(archive.path("kept/w.mp4"), b"frames")
+    batch = {
+        "rel_path": np.array(["v.mp4", "w.mp4"], dtype=object),
+        "status": np.array(["kept", "kept"], dtype=object),
+        "kept_path": np.array([archive.path(f"kept/{n}") for n in ("v.mp4", "w.mp4")], object),
+        "kept_key": np.array(["v.mp4", "w.mp4"], dtype=object),
+        "kept_data": np.array([b"", b""], dtype=object),
+        "source_sha256": np.array([hashlib.sha256(b"frames").hexdigest()] * 2),
+        "source_bytes": np.array([6, 6]),
+        "metadata": np.array([None, None], dtype=object),
+        "conversion": np.array([None, None], dtype=object),
+        "seconds": np.array([0.0, 0.0]),
+    }
+    dst = Location.parse(str(tmp_path / "restored"))
+    out = write_restored(batch, dst=dst, archive=archive, image_format="png")
+    assert list(out["status"]) == ["kept", "kept"]
+    assert list(out["conversion"]) == [
+        "not carried: S3 user metadata, S3 object tags (a local file holds none)",
+        None,
+    ]
 
 
 def test_a_restored_file_changed_since_is_not_replaced_by_a_redo(tmp_path):
