@@ -16,6 +16,7 @@ from jobs.common import Parser, add_json_option, add_storage_options, run_job
 from pipeline.coverage import COVERAGE_COLUMNS, check_source
 from pipeline.fixity import check_archive
 from pipeline.format import ARCHIVE_SCHEMA, MANIFEST_DIR
+from pipeline.lease import unfinished
 from pipeline.manifest import no_manifest, read_manifest
 from pipeline.storage import Location
 from pipeline.summary import SUMMARY_COLUMNS, conversions, errors, summarize
@@ -87,8 +88,9 @@ def job(args: argparse.Namespace) -> int:
         coverage = check_source(src, archive, table, sha256=args.sha256)
     found = [c for c in (fixity, coverage) if c is not None]
     status = 1 if any(c.problems for c in found) else 0
+    lease = unfinished(archive)
     if args.json:
-        out = {"archive": archive.uri} | dataclasses.asdict(summarize(table))
+        out = {"archive": archive.uri} | dataclasses.asdict(summarize(table)) | {"lease": lease}
         if args.errors:
             out["errors"] = errors(table)
         if args.conversions:
@@ -112,6 +114,8 @@ def job(args: argparse.Namespace) -> int:
         print("\n".join(printable(line) for line in summarize(table).lines()))
     for check in found:
         print("\n".join(printable(line) for line in check.lines()))
+    if lease:
+        print(printable(lease))
     return status
 
 

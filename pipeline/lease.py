@@ -258,6 +258,25 @@ def holder(record: dict[str, Any]) -> str:
     return f"{job} on host {host} pid {pid} started {record.get('started', '?')}"
 
 
+def unfinished(dst: Location) -> str | None:
+    """What DST's lease says, where one is: a job runs there now, or stopped before it
+    finished (killed, say), so its manifest may lack images; None where none is."""
+    held = Lease(dst, "inspect").read()
+    if held is None:
+        return None
+    age = time.time() - heartbeat_time(held)
+    if gone_here(held):
+        state = "its process is gone: it stopped before it finished"
+    elif age >= TIMEOUT_S:
+        state = f"no heartbeat for {age:.0f} s: it stopped before it finished"
+    else:
+        state = f"heartbeat {age:.0f} s ago: it runs now, or stopped before it finished"
+    return (
+        f"lease: {holder(held)} ({state}); the images it has not archived, --source SRC names, "
+        "and running it again finishes them"
+    )
+
+
 def busy(dst: Location, record: dict[str, Any], age: float) -> str:
     return (
         f"DST {dst.uri!r} is in use by {holder(record)} (heartbeat {age:.0f} s ago): wait for it "

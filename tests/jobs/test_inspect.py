@@ -139,6 +139,27 @@ def test_errors_lists_failed_images_and_why(tmp_path: Path, capsys):
     assert capsys.readouterr().out == "no errors\n"
 
 
+def test_the_lease_of_a_job_that_did_not_finish_is_said(tmp_path: Path, capsys):
+    """A job killed mid-run leaves its lease and a manifest without its last images: --check
+    passes on what is recorded, and says that a job did not finish."""
+    write_manifest(tmp_path, ROWS)
+    gone = 2**22 + 1  # above Linux's largest pid_max: no process has it
+    record = {"job": "archive", "host": socket.gethostname(), "pid": gone, "token": "t"}
+    record |= {"started": "2026-12-07T10:00:00+00:00", "heartbeat": "2026-12-07T10:00:05+00:00"}
+    (tmp_path / "manifest" / ".lease.json").write_text(json.dumps(record))
+    assert run_cli("inspect", tmp_path) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"lease: archive on host {socket.gethostname()} pid {gone} started "
+        "2026-12-07T10:00:00+00:00 (its process is gone: it stopped before it finished); the "
+        "images it has not archived, --source SRC names, and running it again finishes them"
+    )
+    assert run_cli("inspect", tmp_path, "--json") == 0
+    assert json.loads(capsys.readouterr().out)["lease"].startswith("lease: archive on host ")
+    (tmp_path / "manifest" / ".lease.json").unlink()  # a job that finished gives it back
+    assert run_cli("inspect", tmp_path, "--json") == 0
+    assert json.loads(capsys.readouterr().out)["lease"] is None
+
+
 def test_json_is_one_object_with_the_summary_and_errors(tmp_path: Path, capsys):
     write_manifest(tmp_path, ROWS)
     assert run_cli("inspect", tmp_path, "--json", "--errors") == 0
