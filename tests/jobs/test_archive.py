@@ -747,8 +747,8 @@ def test_a_job_taken_over_writes_nothing_more(
     assert run_cli(*args) == 3
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert re.match(
-        rf"tadm archive: crashed: LeaseLost: the lease of DST '{dst}' was taken over by archive "
-        r"on host .* pid 4121 .*run it again once no other job writes DST",
+        rf"tadm archive: crashed in a Ray task: LeaseLost: the lease of DST '{dst}' was taken "
+        r"over by archive on host .* pid 4121 .*run it again once no other job writes DST",
         err,
     )
     assert not (dst / "lr").exists()
