@@ -118,10 +118,21 @@ def archived(table: pa.Table) -> pa.Table:
     return table.filter(pc.and_(pc.is_in(table["status"], pa.array(DONE)), pc.invert(kept)))
 
 
+# What the conversion of a file kept as it is says its copy leaves out (pipeline/archive/write.py:
+# an S3 object's user metadata and tags, in a local copy). Older manifests' kept rows hold
+# decoding's notes instead, of pixels never archived, which say nothing of the copy.
+COPY_LOSSES = r"\(a local file holds none\)|: reading them was refused"
+
+
 def held(table: pa.Table) -> pa.Table:
-    """The rows of a merged archive manifest whose source the archive holds: as an LR
-    (archived) or as it is (kept, whose conversion names only what the copy leaves out)."""
-    return table.filter(pc.is_in(table["status"], pa.array((*DONE, KEPT))))
+    """The rows of a merged archive manifest whose conversion says what the archive holds of
+    their source: those archived as an LR, and those kept as they are whose copy leaves
+    something out (COPY_LOSSES)."""
+    kept = pc.fill_null(pc.not_equal(table["kept_uri"], ""), False)
+    done = pc.is_in(table["status"], pa.array((*DONE, KEPT)))
+    copy_loss = pc.match_substring_regex(table["conversion"], COPY_LOSSES)
+    kept_loss = pc.and_(pc.and_(kept, done), pc.fill_null(copy_loss, False))
+    return table.filter(pc.or_(pc.and_(done, pc.invert(kept)), kept_loss))
 
 
 def losses(conversion: pa.ChunkedArray) -> dict[str, pa.ChunkedArray]:

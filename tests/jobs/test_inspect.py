@@ -520,6 +520,16 @@ def test_check_names_a_file_whose_read_is_cut_short_and_goes_on(
     ]
 
 
+def test_a_kept_file_whose_copy_leaves_something_out_is_counted_and_listed(tmp_path: Path, capsys):
+    copy = "not carried: S3 user metadata, S3 object tags (a local file holds none)"
+    rows = [{"rel_path": "clip.mp4", "status": "kept", "conversion": copy, "kept_uri": "k"}]
+    write_manifest(tmp_path, rows)
+    assert run_cli("inspect", tmp_path, "--json", "--conversions") == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["with_losses"] == 1 and summary["losses"] == {"metadata not carried": 1}
+    assert summary["conversions"] == [{"rel_path": "clip.mp4", "conversion": copy}]
+
+
 def test_images_archived_with_something_not_carried_are_counted_and_listed(tmp_path: Path, capsys):
     """What an archived image's conversion notes as not carried (alpha, 16-bit, metadata...)
     is counted by kind, the pre-deletion check included, and --conversions lists those
@@ -571,7 +581,7 @@ def test_images_archived_with_something_not_carried_are_counted_and_listed(tmp_p
             }
         )
     alpha = "RGBA -> RGB, alpha dropped"
-    rows += [
+    rows += [  # a kept row of an older manifest: decoding's notes, of pixels never archived
         {"rel_path": "floor.png", "status": "kept", "conversion": alpha, "kept_uri": "k"}
         | {"source_bytes": 1},
         {"rel_path": "bad.png", "status": "error", "conversion": alpha, "error": "too small"},
