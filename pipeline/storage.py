@@ -29,7 +29,7 @@ from fsspec.implementations.local import LocalFileSystem
 from s3fs.core import S3_RETRYABLE_ERRORS
 
 from pipeline.format import check_rel_path
-from pipeline.metadata import s3_header_values, s3_tags_text
+from pipeline.metadata import S3_NAMES, s3_header_values, s3_tags_text
 from pipeline.rows import error_text
 
 # Storage options logged in clear; every other value, at any depth, is logged as MASK.
@@ -383,33 +383,33 @@ def write_atomic(
         fs.pipe_file(path, data, **(headers or {}))
 
 
+def s3_object(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, str]:
+    """The S3 object at `path` as boto's calls name it: Bucket, Key, and a versioned path's
+    VersionId."""
+    bucket, key, version = fs.split_path(path)
+    return {"Bucket": bucket, "Key": key} | ({"VersionId": version} if version else {})
+
+
 def user_metadata(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, str]:
     """The user metadata (x-amz-meta-*, names without that prefix, as S3 gives them) of the S3
     object at `path`, in a HEAD of its own: a listing or GET through s3fs does not give it
     (and s3fs's own `metadata` turns each "_" of a name into "-"). Nothing for a local file."""
     if isinstance(fs, LocalFileSystem):
         return {}
-    bucket, key, version = fs.split_path(path)
-    versioned = {"VersionId": version} if version else {}
-    head = fs.call_s3("head_object", Bucket=bucket, Key=key, **versioned)
-    return dict(head.get("Metadata") or {})
+    return dict(fs.call_s3("head_object", **s3_object(fs, path)).get("Metadata") or {})
 
 
 def object_tags(fs: fsspec.AbstractFileSystem, path: str) -> list[tuple[str, str]]:
     """The tags of the S3 object at `path`, in the order S3 gives them."""
-    bucket, key, version = fs.split_path(path)
-    versioned = {"VersionId": version} if version else {}
-    tagging = fs.call_s3("get_object_tagging", Bucket=bucket, Key=key, **versioned)
+    tagging = fs.call_s3("get_object_tagging", **s3_object(fs, path))
     return [(tag["Key"], tag["Value"]) for tag in tagging.get("TagSet") or ()]
 
 
 def tag_count(fs: fsspec.AbstractFileSystem, path: str, empty: bool) -> int:
     """How many tags the S3 object at `path` has: a GET gives their number (a HEAD does not),
     here a GET of its first byte, or of the whole of an `empty` one, which has none."""
-    bucket, key, version = fs.split_path(path)
-    versioned = {"VersionId": version} if version else {}
     first = {} if empty else {"Range": "bytes=0-0"}
-    response = fs.call_s3("get_object", Bucket=bucket, Key=key, **versioned, **first)
+    response = fs.call_s3("get_object", **s3_object(fs, path), **first)
     response["Body"].close()
     return int(response.get("TagCount") or 0)
 
@@ -421,8 +421,10 @@ def left_out_locally(fs: fsspec.AbstractFileSystem, path: str) -> str | None:
     if isinstance(fs, LocalFileSystem):
         return None
     try:
-        left = ["S3 user metadata"] if user_metadata(fs, path) else []
-        left += ["S3 object tags"] if tag_count(fs, path, fs.size(path) == 0) else []
+        head = fs.call_s3("head_object", **s3_object(fs, path))
+        tags = tag_count(fs, path, head.get("ContentLength") == 0)
+        left = [S3_NAMES["s3_metadata"]] if head.get("Metadata") else []
+        left += [S3_NAMES["s3_tags"]] if tags else []
     except Exception as e:  # the copy is made: this only names what it lacks
         return f"S3 user metadata and object tags, if any (reading them failed: {error_text(e)})"
     return f"{', '.join(left)} (a local file holds none)" if left else None
@@ -493,11 +495,9 @@ def read_source(fs: fsspec.AbstractFileSystem, path: str) -> Read:
     if isinstance(fs, LocalFileSystem):
         with open_file(fs, path) as f:
             return Read(f.read(), {}, None, [])
-    bucket, key, version = fs.split_path(path)
-    versioned = {"VersionId": version} if version else {}
     attempts = 1
     while True:
-        response = fs.call_s3("get_object", Bucket=bucket, Key=key, **versioned)
+        response = fs.call_s3("get_object", **s3_object(fs, path))
         body = response["Body"]
         try:
             data = fsspec.asyn.sync(fs.loop, body.read)
@@ -509,15 +509,12 @@ def read_source(fs: fsspec.AbstractFileSystem, path: str) -> Read:
         finally:
             body.close()
     etag = response.get("ETag", "").strip('"') or None
-    user, tags, count = dict(response.get("Metadata") or {}), [], response.get("TagCount")
+    user, count = dict(response.get("Metadata") or {}), response.get("TagCount")
     try:
-        tags = object_tags(fs, path) if count else []
+        return Read(data, user, etag, object_tags(fs, path) if count else [])
     except PermissionError:  # a policy that grants s3:GetObject, not s3:GetObjectTagging
-        refused = (
-            f"S3 object tags ({count}: reading them was refused; s3:GetObjectTagging reads them)"
-        )
-        return Read(data, user, etag, [], refused)
-    return Read(data, user, etag, tags)
+        refused = f"{count}: reading them was refused; s3:GetObjectTagging reads them"
+        return Read(data, user, etag, [], f"{S3_NAMES['s3_tags']} ({refused})")
 
 
 def version(fs: fsspec.AbstractFileSystem, path: str, f: BinaryIO) -> tuple[Any, ...]:

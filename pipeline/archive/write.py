@@ -108,7 +108,8 @@ def write_lr(
             names = row.get("metadata")  # Ray may have turned a column of None into NaN
             names = names.split(",") if isinstance(names, str) else []
             row["metadata"] = ",".join(n for n in names if n not in S3_FIELDS) or None
-            notes += filter(None, [left_out_locally(src_fs, prefix + row["rel_path"])])
+            left = left_out_locally(src_fs, prefix + row["rel_path"])
+            notes += [left] if left else []
         elif row["status"] in ("ok", KEPT) and row.get("not_read"):  # read_sources' (tags)
             notes.append(row["not_read"])
         if notes:
