@@ -422,9 +422,9 @@ def run_held(plan: Plan, lease: Lease) -> JobResult:
 
     try:
         check_nodes(plan, lease)
-        stale = remove_stale_temps(plan.dst.filesystem(), plan.dst.root)
+        stale = remove_stale_temps(plan.dst.filesystem(), plan.dst.root, lease.acquired_at)
         if stale:
-            logger.info("%s: removed %d temporary files of an interrupted run", name, stale)
+            logger.info("%s: removed %d temporary files of a stopped run", name, stale)
         writer = ManifestWriter(manifest, plan.schema, flush_rows=PLAN_PART_ROWS)
         blocks, total = [], 0
         size = block_rows(plan.images.rows, config.batch_size)

@@ -67,6 +67,8 @@ class Lease:
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
         self.renewed = time.monotonic()  # when the heartbeat was last written
+        self.acquired_at = 0.0  # time.time() as `acquire` began: what DST holds from before is
+        # a stopped job's
         self.taken_by: str | None = None  # the job that took the lease over, once one has
 
     def __enter__(self) -> Lease:
@@ -92,6 +94,7 @@ class Lease:
         """Take the lease, or raise ValueError naming the job that holds it, or saying that
         DST cannot be written at all (no such bucket, no right to write, a file in the way, a
         disk full or read-only)."""
+        self.acquired_at = time.time()
         held = self.read()
         if held:
             age = time.time() - heartbeat_time(held)

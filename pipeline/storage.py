@@ -16,7 +16,6 @@ import os
 import posixpath
 import re
 import stat
-import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -256,7 +255,9 @@ TEMP_NAME = re.compile(rf"^{TEMP}\Z")
 TEMP_PATH = rf"(^|/){TEMP}\z"  # a "/"-separated path to one, for Arrow
 TEMP_NAME_BYTES = 64  # of the final name, in a temporary one
 COPY_CHUNK = 8 * 2**20  # bytes a copy holds at a time
-STALE_TEMP_S = 600  # a temporary file lives for one write; one this old belongs to a dead job
+# A file's mtime and time.time() may differ by a clock tick: a temporary file this much older
+# than a job's lease was not written by that job.
+CLOCK_MARGIN_S = 1.0
 # A local write that fails so fails for every file after it: the disk (or the user's quota)
 # is full, or it is read-only.
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
@@ -300,17 +301,18 @@ def read_recorded(uri: str, size: int | None, sha256: str, options: dict[str, An
     return data
 
 
-def remove_stale_temps(fs: fsspec.AbstractFileSystem, root: str) -> int:
-    """Delete the temporary files of write_atomic that a killed job left under `root` on a
-    local disk (older than STALE_TEMP_S, so a running job's writes are left alone); how many."""
+def remove_stale_temps(fs: fsspec.AbstractFileSystem, root: str, before: float) -> int:
+    """Delete the temporary files of write_atomic that a stopped job left under `root` on a
+    local disk: those last written before `before` (the time the job now holding DST's lease
+    took it, when no other job writes there); how many."""
     if not isinstance(fs, LocalFileSystem) or not os.path.isdir(root):
         return 0
-    removed, now = 0, time.time()
+    removed = 0
     for directory, _, names in os.walk(root):
         for name in filter(TEMP_NAME.match, names):
             path = os.path.join(directory, name)
             try:
-                if now - os.path.getmtime(path) > STALE_TEMP_S:
+                if os.path.getmtime(path) < before - CLOCK_MARGIN_S:
                     os.remove(path)
                     removed += 1
             except FileNotFoundError:  # removed meanwhile

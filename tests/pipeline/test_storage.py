@@ -13,8 +13,8 @@ import pytest
 from conftest import CuttingProxy, make_bucket
 
 from pipeline.storage import (
+    CLOCK_MARGIN_S,
     COPY_CHUNK,
-    STALE_TEMP_S,
     Location,
     NotAsRecorded,
     check_inside,
@@ -384,20 +384,23 @@ def test_a_recorded_source_is_read_only_while_it_is_the_file_recorded(tmp_path: 
         read_recorded(str(tmp_path / "a.png"), len(data), sha, {})
 
 
-def test_stale_temporary_files_of_a_killed_job_are_removed(tmp_path: Path):
+def test_temporary_files_left_before_the_lease_was_taken_are_removed(tmp_path: Path):
+    """What a job stopped a moment ago left (it no longer holds DST's lease) goes; what the
+    job holding the lease writes stays."""
     location = Location.parse(str(tmp_path))
     fs = location.filesystem()
     write_atomic(fs, location.path("lr/a.png"), b"done")
-    stale = tmp_path / "lr" / "sub" / f".b.png.{'0' * 32}.tmp"  # a killed job's
-    fresh = tmp_path / "lr" / f".c.png.{'1' * 32}.tmp"  # a running job's
+    stale = tmp_path / "lr" / "sub" / f".b.png.{'0' * 32}.tmp"  # the stopped job's
+    fresh = tmp_path / "lr" / f".c.png.{'1' * 32}.tmp"  # the job holding the lease
     other = tmp_path / "lr" / ".notes.tmp"  # not write_atomic's
     for path in (stale, fresh, other):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"partial")
-    old = os.path.getmtime(stale) - STALE_TEMP_S - 1
+    taken = os.path.getmtime(fresh) - 1
+    old = taken - CLOCK_MARGIN_S - 2  # seconds before the lease was taken
     os.utime(stale, (old, old))
     os.utime(other, (old, old))
-    assert remove_stale_temps(fs, location.root) == 1
+    assert remove_stale_temps(fs, location.root, taken) == 1
     assert not stale.exists() and fresh.exists() and other.exists()
     assert (tmp_path / "lr" / "a.png").read_bytes() == b"done"
-    assert remove_stale_temps(fs, str(tmp_path / "missing")) == 0
+    assert remove_stale_temps(fs, str(tmp_path / "missing"), taken) == 0
