@@ -509,7 +509,8 @@ def tiff_not_carried(img: Image.Image, metadata: Metadata, data: bytes) -> list[
     where its EXIF does not hold them), said first by what they hold, so that no list of
     names hides them; what its EXIF leaves out of the IFDs it copies (tiff_exif: a MakerNote);
     then the tags of its first IFD carried neither in its EXIF nor otherwise (the layout of its
-    pixels needs none; its resolution, ICC profile and XMP where carried)."""
+    pixels needs none; its resolution, ICC profile and XMP where carried), and those its EXIF
+    leaves out (a broken IFD's second entry of a tag)."""
     made = tiff_exif(data, TIFF_NOT_EXIF)
     held = made if made and metadata.exif else None  # the EXIF source_metadata carries
     carried = set(TIFF_LAYOUT_TAGS) | (held.tags if held else set())
@@ -525,9 +526,11 @@ def tiff_not_carried(img: Image.Image, metadata: Metadata, data: bytes) -> list[
         left = held.left_out.get(pointer, ()) if held else ()
         if left:
             kinds.append(f"TIFF {ifd} {some(tag_names.get(tag, str(tag)) for tag in left)}")
+    # Named: what neither its EXIF nor anything else carries, and what its EXIF leaves out of
+    # its first IFD (a second entry of a tag it carries); its blocks were named above.
+    left = set(made.left_out.get(0, ()) if made else ()) - set(TIFF_BLOCKS)
     carried.update(TIFF_BLOCKS)
-    tags = set(img.tag_v2) | set(made.left_out.get(0, ()) if made else ())
-    names = [tiff_tag_name(tag) for tag in sorted(tags - carried)]
+    names = [tiff_tag_name(tag) for tag in sorted(set(img.tag_v2) - carried | left)]
     if names:
         kinds.append(f"TIFF tags {some(names)}")
     return kinds

@@ -776,6 +776,24 @@ def test_a_tiffs_exif_and_gps_travel_in_its_exif(tmp_path: Path, order: str, big
     assert "MakerNoteUnknown" not in read["restored.jpg"]
 
 
+def test_a_tag_a_tiffs_first_ifd_repeats_is_named():
+    """A broken first IFD holding Make twice: the first travels in its EXIF, the second (which
+    a reader might have shown instead) is named, as one an Exif IFD repeats is."""
+    data = bytearray(camera_tiff())
+    first = struct.unpack_from("<I", data, 4)[0]
+    count = struct.unpack_from("<H", data, first)[0]
+    for entry in range(first + 2, first + 2 + 12 * count, 12):
+        if struct.unpack_from("<H", data, entry)[0] == 272:  # Model, after Make: a second Make
+            struct.pack_into("<H", data, entry, 271)
+    decoded = decode_image(bytes(data))
+    assert decoded.conversion == (
+        f"not carried: TIFF EXIF MakerNote, {UNNAMED_TAG}, TIFF tags Make"
+    )
+    read = Image.Exif()
+    read.load(decoded.metadata.exif)
+    assert (read[271], read.get(272)) == ("TADM Camera Co.", None)
+
+
 @pytest.mark.parametrize(
     ("make", "density"),
     [
