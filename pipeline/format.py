@@ -272,6 +272,7 @@ RESTORE_SCHEMA = pa.schema(
         ("written_at", WRITTEN_AT),
         ("precision", pa.string()),  # what the model ran in, as in ARCHIVE_SCHEMA
         ("output_sha256", pa.string()),  # of the file written (a kept source's are the source's)
+        ("lr_sha256", pa.string()),  # of the LR restored from (to read, for an error); else null
     ]
 )
 

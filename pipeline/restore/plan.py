@@ -122,8 +122,9 @@ class RestoreJob(Plan):
         self, images: pa.Table, done: pa.Table | None, outputs: pa.Table
     ) -> tuple[pa.Table, pa.Table]:
         """ "skipped" rows of the images an earlier restore into DST finished with this model,
-        region, format and --to-srgb, whose output is still there, and, unless --retry-errors,
-        the rows of its permanent failures with this model and region; the rest to run, with
+        region, format and --to-srgb, from the LR (or kept source) the archive holds now, whose
+        output is still there, and, unless --retry-errors, the rows of its permanent failures
+        with this model and region, of that LR; the rest to run, with
         "clash" naming why an output cannot be written and "in_the_way" why it must not be
         ("" for none), and the earlier output to remove (with_earlier)."""
         todo = images.select(ITEM_SCHEMA.names)
@@ -177,10 +178,19 @@ class RestoreJob(Plan):
         present_image, present_kept = present.slice(0, n), present.slice(n)
         srgb = pc.fill_null(pc.match_substring_regex(rows["conversion"], SRGB_NOTE), False)
         region = "" if config.region is None else config.region.text
+        # Restored from the file the archive holds now: the LR (kept source) of the SHA-256
+        # recorded then is the one its manifest records now; where either is not known (an
+        # archive read from files alone, a row written before restores recorded it), as if.
+        now = pc.if_else(
+            copied, pc.take(images["source_sha256"], at), pc.take(images["lr_sha256"], at)
+        )
+        then = pc.if_else(copied, rows["output_sha256"], rows["lr_sha256"])
+        same = pc.fill_null(pc.equal(then, now), True)
         keep = [
             pc.is_in(rows["status"], pa.array([*DONE, KEPT])),
             pc.equal(rows["model_id"], self.model_id),
             pc.equal(pc.fill_null(rows["region"], ""), region),
+            same,
             pc.equal(
                 rows["output_uri"],
                 pc.binary_join_element_wise(dst.uri_of(dst.root + "/"), key, ""),
@@ -195,7 +205,7 @@ class RestoreJob(Plan):
         if not config.retry_errors:
             failed = pc.and_(
                 pc.and_(pc.equal(rows["status"], "error"), pc.equal(rows["error_kind"], PERMANENT)),
-                pc.and_(keep[1], keep[2]),
+                pc.and_(pc.and_(keep[1], keep[2]), same),
             )
             mask = pc.or_(pc.fill_null(mask, False), pc.fill_null(failed, False))
         rows = rows.filter(pc.fill_null(mask, False))

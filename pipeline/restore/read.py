@@ -33,6 +33,7 @@ from pipeline.storage import Location, read_recorded
 
 READ_COLUMNS = (
     "lr_uri",
+    "lr_sha256",
     "rel_path",
     "status",
     "error",
@@ -144,20 +145,21 @@ def read_lr_batch(
 
 def check_recorded(data: bytes, row: dict[str, Any]) -> None:
     """ValueError unless the LR file's bytes are those the archive manifest recorded: its size
-    (lr_bytes, -1 or absent when unknown) and SHA-256 (lr_sha256, "" or absent when unknown)."""
+    (lr_bytes, -1 or absent when unknown) and SHA-256 (lr_sha256, "" or absent when unknown);
+    then lr_sha256 is the SHA-256 of `data`, the LR restored from."""
     expected_bytes, expected_sha256 = int(row.get("lr_bytes", -1)), row.get("lr_sha256", "")
     if expected_bytes >= 0 and len(data) != expected_bytes:
         raise ValueError(
             f"LR file {row['lr_uri']} has {len(data)} bytes, the archive manifest says "
             f"{expected_bytes}: it changed since it was archived"
         )
-    if expected_sha256:
-        found = hashlib.sha256(data).hexdigest()
-        if found != expected_sha256:
-            raise ValueError(
-                f"LR file {row['lr_uri']} has SHA-256 {found}, the archive manifest says "
-                f"{expected_sha256}: it changed since it was archived"
-            )
+    found = hashlib.sha256(data).hexdigest()
+    if expected_sha256 and found != expected_sha256:
+        raise ValueError(
+            f"LR file {row['lr_uri']} has SHA-256 {found}, the archive manifest says "
+            f"{expected_sha256}: it changed since it was archived"
+        )
+    row["lr_sha256"] = found
 
 
 def read_kept(

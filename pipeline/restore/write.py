@@ -159,7 +159,9 @@ def write_restored(
     rows = write_files(
         rows, dst, "output_uri", kept, KEPT, sha_column=sha, mtime_of=mtime, clash=CLASH
     )
-    for row in rows:  # a kept file copied whole from an S3 archive to a local disk
+    for row in rows:
+        row["lr_sha256"] = row.get("lr_sha256") or None  # "": a kept source's, or not known
+        # A kept file copied whole from an S3 archive to a local disk
         if row["status"] == KEPT and row["kept_path"] and not on_s3:
             left = left_out_locally(archive_fs, str(row["kept_path"]))
             if left:

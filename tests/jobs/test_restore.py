@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import bomb_png, cli_env, photo, run_cli, write_tree
+from conftest import bomb_png, cli_env, encode, photo, run_cli, write_tree
 from PIL import Image
 
 from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA, LrHeader, encode_lr_png
@@ -179,6 +179,27 @@ def test_only_format_and_rerun_skip(archive, tiny_model, tmp_path):
     assert (dst / "sub/c.png.jpeg").stat().st_mtime_ns == mtime
     assert run_cli(*args, "--overwrite") == 0
     assert restore_rows(dst)["sub/c.png"]["status"] == "ok"
+
+
+def test_a_rerun_restores_again_an_image_whose_lr_is_another_now(archive, tiny_model, tmp_path):
+    """DST holds sub/c.png restored from the archive; another archive (or this one archived
+    again from another photo) holds another sub/c.png: restoring it into DST restores it, as
+    the output is not of its LR."""
+    other_photo = encode(Image.fromarray(photo(128, 96, 99)), "PNG")
+    other_src = write_tree(tmp_path / "other-src", {"sub/c.png": other_photo})
+    other = tmp_path / "other-archive"
+    assert run_cli("archive", other_src, other, "--model", tiny_model) == 0
+    dst = tmp_path / "out"
+    only = ("--model", tiny_model, "--only", "sub/c.png")
+    assert run_cli("restore", archive, dst, *only) == 0
+    first = (dst / "sub/c.png.png").read_bytes()
+    assert run_cli("restore", other, dst, *only) == 0
+    row = restore_rows(dst)["sub/c.png"]
+    assert row["status"] == "ok" and (row["width"], row["height"]) == (128, 96)
+    assert row["lr_sha256"] == archive_rows(other)["sub/c.png"]["lr_sha256"]
+    assert (dst / "sub/c.png.png").read_bytes() != first
+    assert run_cli("restore", other, dst, *only) == 0
+    assert restore_rows(dst)["sub/c.png"]["status"] == "skipped"
 
 
 def test_an_image_restored_to_another_key_loses_its_earlier_restore(

@@ -216,6 +216,50 @@ def test_a_rerun_skips_what_an_earlier_restore_made_with_the_same_to_srgb():
             assert set(todo["rel_path"].to_pylist()) == set(conversions) - skipped
 
 
+def test_a_rerun_redoes_an_image_whose_lr_or_kept_source_the_archive_replaced():
+    """An image archived again since (another photo at the same rel_path), or an archive of
+    other images at the same rel_paths: its output, made from another LR or kept source, is
+    restored again, as is an earlier permanent failure of another LR; where the LR restored
+    from is not known (a row of an older restore, an archive without manifest), it is kept."""
+    dst = "/restored"
+    names = ["same.jpg", "new.jpg", "old-row.jpg", "unknown.jpg", "kept.txt", "new-kept.txt"]
+    names += ["failed-same.jpg", "failed-new.jpg"]
+    keys = {name: name if name.endswith(".txt") else f"{name}.png" for name in names}
+    done = earlier_rows(dst, keys, skipped=set())
+    then = ["a", "a", None, "a", None, None, "a", "a"]  # the LR restored from
+    written = ["", "", "", "", "k", "k", "", ""]  # output_sha256: a kept source's
+    done = done.set_column(done.column_names.index("lr_sha256"), "lr_sha256", pa.array(then))
+    i = done.column_names.index("output_sha256")
+    done = done.set_column(i, "output_sha256", pa.array(written))
+    for column, value in (("status", "error"), ("error_kind", "permanent")):
+        i = done.column_names.index(column)
+        values = done[column].to_pylist()
+        values[6:] = [value, value]
+        done = done.set_column(i, column, pa.array(values, pa.string()))
+    now_lr = ["a", "b", "b", None, None, None, "a", "b"]
+    now_kept = [None, None, None, None, "k", "k2", None, None]
+    outputs = pa.table(
+        {"rel_path": names, "size": [1] * 8, "kind": ["kept" if k else "image" for k in now_kept]},
+        schema=OUTPUT_SCHEMA,
+    )
+    with items(names, {"kept.txt", "new-kept.txt"}, 10**6) as buckets:
+        bucket = buckets.bucket(0, 1)
+        bucket = bucket.set_column(
+            bucket.column_names.index("lr_sha256"), "lr_sha256", pa.array(now_lr, pa.string())
+        )
+        i = bucket.column_names.index("source_sha256")
+        bucket = bucket.set_column(i, "source_sha256", pa.array(now_kept, pa.string()))
+        done_now, todo = restore_job(buckets, dst).split(bucket, done, outputs)
+    assert set(done_now["rel_path"].to_pylist()) == {
+        "same.jpg",
+        "old-row.jpg",
+        "unknown.jpg",
+        "kept.txt",
+        "failed-same.jpg",
+    }
+    assert set(todo["rel_path"].to_pylist()) == {"new.jpg", "new-kept.txt", "failed-new.jpg"}
+
+
 def test_a_model_that_made_none_of_the_lrs_is_refused_and_one_that_made_some_warns(caplog):
     archive = Location.parse("/archive")
     table = pa.table(
