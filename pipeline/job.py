@@ -34,9 +34,17 @@ from pipeline.buckets import Buckets
 from pipeline.crashes import Attempts, Guarded
 from pipeline.format import DONE, KEPT, MANIFEST_DIR
 from pipeline.lease import Fence, Lease
-from pipeline.manifest import ManifestWriter, compact, latest, merged_buckets, to_table
+from pipeline.manifest import (
+    ManifestWriter,
+    compact,
+    latest,
+    list_parts,
+    merged_buckets,
+    read_parts,
+    to_table,
+)
 from pipeline.rows import error_text, to_rows
-from pipeline.storage import Location, no_room, remove_stale_temps
+from pipeline.storage import Location, no_room, stale_temps
 from pipeline.summary import any_loss, plural
 
 # Ray and torch are imported where a job runs: the CLI builds its parsers from JobOptions
@@ -155,6 +163,31 @@ class Plan(ABC):
     @abstractmethod
     def stages(self) -> Stages:
         """The read, model and write stages."""
+
+    @abstractmethod
+    def output_rel_path(self, key: str) -> str | None:
+        """The rel_path of the image whose output in DST the file at `key` (a "/"-separated
+        path under DST) may be, where a file of any name may be one (a kept source); None
+        where no output has its name."""
+
+    def recorded(self, paths: list[str]) -> set[str]:
+        """Of the local files `paths` under DST, those that may be the output of an image its
+        manifest has a row of (output_rel_path): the files stale_temps finds that are not to
+        be deleted, as they may be kept sources named as temporary files are."""
+        of = {
+            p: self.output_rel_path(os.path.relpath(p, self.dst.root).replace(os.sep, "/"))
+            for p in paths
+        }
+        wanted = pa.array(sorted({r for r in of.values() if r is not None}), pa.string())
+        if not len(wanted):
+            return set()
+        manifest = self.dst.child(MANIFEST_DIR)
+        schema = pa.schema([f for f in self.schema if f.name in ("rel_path", "output_uri")])
+        named: set[str] = set()
+        for table in read_parts(manifest, list_parts(manifest), schema):
+            rel_paths = table["rel_path"]
+            named.update(rel_paths.filter(pc.is_in(rel_paths, value_set=wanted)).to_pylist())
+        return {path for path, rel_path in of.items() if rel_path in named}
 
     def local_files(self) -> list[tuple[str, str, str]]:
         """(what, as given, a file of it) for each local path other than DST that the job's
@@ -422,9 +455,20 @@ def run_held(plan: Plan, lease: Lease) -> JobResult:
 
     try:
         check_nodes(plan, lease)
-        stale = remove_stale_temps(plan.dst.filesystem(), plan.dst.root, lease.acquired_at)
-        if stale:
-            logger.info("%s: removed %d temporary files of a stopped run", name, stale)
+        stale = stale_temps(
+            plan.dst.filesystem(), plan.dst.root, lease.stopped_since, lease.acquired_at
+        )
+        recorded = plan.recorded(stale) if stale else set()
+        for path in stale:
+            if path not in recorded:
+                with contextlib.suppress(FileNotFoundError):  # removed meanwhile
+                    os.remove(path)
+        if len(stale) > len(recorded):
+            logger.info(
+                "%s: removed %d temporary files of a stopped run",
+                name,
+                len(stale) - len(recorded),
+            )
         writer = ManifestWriter(manifest, plan.schema, flush_rows=PLAN_PART_ROWS)
         blocks, total = [], 0
         size = block_rows(plan.images.rows, config.batch_size)

@@ -67,8 +67,8 @@ class Lease:
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
         self.renewed = time.monotonic()  # when the heartbeat was last written
-        self.acquired_at = 0.0  # time.time() as `acquire` began: what DST holds from before is
-        # a stopped job's
+        self.acquired_at = 0.0  # time.time() as `acquire` began
+        self.stopped_since: float | None = None  # when the job whose lease it took over started
         self.taken_by: str | None = None  # the job that took the lease over, once one has
 
     def __enter__(self) -> Lease:
@@ -101,6 +101,7 @@ class Lease:
             gone = gone_here(held)
             if age < TIMEOUT_S and not gone:
                 raise ValueError(busy(self.dst, held, age))
+            self.stopped_since = record_time(held, "started")
             logger.info(
                 "lease: taking over %s from %s (%s)",
                 self.dst.uri_of(self.path),
@@ -250,10 +251,16 @@ def gone_here(record: dict[str, Any]) -> bool:
 
 
 def heartbeat_time(record: dict[str, Any]) -> float:
+    return record_time(record, "heartbeat") or 0.0
+
+
+def record_time(record: dict[str, Any], key: str) -> float | None:
+    """A lease record's time `key` ("started", "heartbeat") as time.time() gives it; None when
+    it has none that reads."""
     try:
-        return datetime.fromisoformat(record["heartbeat"]).timestamp()
+        return datetime.fromisoformat(record[key]).timestamp()
     except (KeyError, TypeError, ValueError):
-        return 0.0
+        return None
 
 
 def holder(record: dict[str, Any]) -> str:

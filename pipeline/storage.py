@@ -16,6 +16,7 @@ import os
 import posixpath
 import re
 import stat
+import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -255,6 +256,7 @@ TEMP_NAME = re.compile(rf"^{TEMP}\Z")
 TEMP_PATH = rf"(^|/){TEMP}\z"  # a "/"-separated path to one, for Arrow
 TEMP_NAME_BYTES = 64  # of the final name, in a temporary one
 COPY_CHUNK = 8 * 2**20  # bytes a copy holds at a time
+STALE_TEMP_S = 600  # a temporary file lives for one write; one this old belongs to a dead job
 # A file's mtime and time.time() may differ by a clock tick: a temporary file this much older
 # than a job's lease was not written by that job.
 CLOCK_MARGIN_S = 1.0
@@ -301,23 +303,28 @@ def read_recorded(uri: str, size: int | None, sha256: str, options: dict[str, An
     return data
 
 
-def remove_stale_temps(fs: fsspec.AbstractFileSystem, root: str, before: float) -> int:
-    """Delete the temporary files of write_atomic that a stopped job left under `root` on a
-    local disk: those last written before `before` (the time the job now holding DST's lease
-    took it, when no other job writes there); how many."""
+def stale_temps(
+    fs: fsspec.AbstractFileSystem, root: str, since: float | None, before: float
+) -> list[str]:
+    """The temporary files of write_atomic that a stopped job left under `root` on a local
+    disk: those last written over STALE_TEMP_S ago, or, where the stopped job is known (the
+    lease taken over from it), between `since`, when it started, and `before`, when the job
+    now holding the lease took it (no other job writes there meanwhile). A file of another's
+    named so (a kept source) may be among them: the caller leaves those a manifest records."""
     if not isinstance(fs, LocalFileSystem) or not os.path.isdir(root):
-        return 0
-    removed = 0
+        return []
+    found, now = [], time.time()
     for directory, _, names in os.walk(root):
         for name in filter(TEMP_NAME.match, names):
             path = os.path.join(directory, name)
             try:
-                if os.path.getmtime(path) < before - CLOCK_MARGIN_S:
-                    os.remove(path)
-                    removed += 1
+                mtime = os.path.getmtime(path)
             except FileNotFoundError:  # removed meanwhile
                 continue
-    return removed
+            stopped = since is not None and since - CLOCK_MARGIN_S <= mtime
+            if now - mtime > STALE_TEMP_S or (stopped and mtime < before - CLOCK_MARGIN_S):
+                found.append(path)
+    return found
 
 
 def check_inside(root: str, path: str) -> None:
@@ -342,7 +349,7 @@ def local_temp(
     """A file to write whose bytes become the local file `path` only when the block ends
     without an exception: they go to a hidden temporary file beside `path`, which os.replace
     renames into place; a job killed in between leaves only that hidden ".*.tmp" file, never
-    a truncated `path` (the next run's remove_stale_temps deletes it). With `root`, `path`
+    a truncated `path` (the next run deletes it: stale_temps). With `root`, `path`
     must stay in it (check_inside); with `mode` and `mtime_ns`, the file has these permission
     bits and modification time when it appears."""
     directory, name = os.path.split(path)

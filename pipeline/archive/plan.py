@@ -100,6 +100,12 @@ class ArchiveJob(Plan):
         for table in walk(self.dst.child(KEPT_DIR)):
             yield output_table(table["rel_path"], table["size"], "kept")
 
+    def output_rel_path(self, key: str) -> str | None:
+        """A file under DST/kept/ may be the kept source of its rel_path; an LR's name ends
+        in .png, a manifest part's is the job's own."""
+        prefix = KEPT_DIR + "/"
+        return key.removeprefix(prefix) if key.startswith(prefix) else None
+
     def split(
         self, images: pa.Table, done: pa.Table | None, outputs: pa.Table
     ) -> tuple[pa.Table, pa.Table]:

@@ -118,6 +118,10 @@ class RestoreJob(Plan):
                 yield output_table(names, images["size"], kind)
             yield output_table(table["rel_path"], table["size"], "kept")
 
+    def output_rel_path(self, key: str) -> str | None:
+        """Any file may be a kept source given back at its rel_path."""
+        return key
+
     def split(
         self, images: pa.Table, done: pa.Table | None, outputs: pa.Table
     ) -> tuple[pa.Table, pa.Table]:

@@ -180,7 +180,7 @@ def test_a_job_that_crashes_exits_3_with_one_line_and_a_log(
     def gave_out(*args: object) -> None:
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(job_module, "remove_stale_temps", gave_out)
+    monkeypatch.setattr(job_module, "stale_temps", gave_out)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-SEKRIT")
     options = {"key": "option-SEKRIT", "client_kwargs": {"aws_session_token": "SEKRIT\\/"}}
     argv = ("archive", small_photos, tmp_path / "archive", "--model", tiny_model)

@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import threading
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from conftest import CuttingProxy, make_bucket
 from pipeline.storage import (
     CLOCK_MARGIN_S,
     COPY_CHUNK,
+    STALE_TEMP_S,
     Location,
     NotAsRecorded,
     check_inside,
@@ -22,9 +24,9 @@ from pipeline.storage import (
     copy_atomic,
     object_tags,
     read_recorded,
-    remove_stale_temps,
     s3_options,
     secrets,
+    stale_temps,
     user_metadata,
     write_atomic,
 )
@@ -384,23 +386,30 @@ def test_a_recorded_source_is_read_only_while_it_is_the_file_recorded(tmp_path: 
         read_recorded(str(tmp_path / "a.png"), len(data), sha, {})
 
 
-def test_temporary_files_left_before_the_lease_was_taken_are_removed(tmp_path: Path):
-    """What a job stopped a moment ago left (it no longer holds DST's lease) goes; what the
-    job holding the lease writes stays."""
+def test_temporary_files_of_a_stopped_job_are_found(tmp_path: Path):
+    """Those over STALE_TEMP_S old, and those written while the job whose lease was taken over
+    ran; not those of the job holding the lease, nor others' files older than that job."""
     location = Location.parse(str(tmp_path))
     fs = location.filesystem()
     write_atomic(fs, location.path("lr/a.png"), b"done")
-    stale = tmp_path / "lr" / "sub" / f".b.png.{'0' * 32}.tmp"  # the stopped job's
-    fresh = tmp_path / "lr" / f".c.png.{'1' * 32}.tmp"  # the job holding the lease
+    now = time.time()
+    since, taken = now - 100, now - 10  # the stopped job started; the lease was taken over
+    ages = {
+        "old": now - STALE_TEMP_S - 1,
+        "stopped": since + 50,  # written while the stopped job ran
+        "before": since - CLOCK_MARGIN_S - 5,  # before it: another's, a kept source say
+        "holder": taken + 1,  # by the job holding the lease
+    }
+    paths = {}
+    for n, (name, mtime) in enumerate(ages.items()):
+        paths[name] = tmp_path / "lr" / "sub" / f".{name}.png.{str(n) * 32}.tmp"
+        paths[name].parent.mkdir(parents=True, exist_ok=True)
+        paths[name].write_bytes(b"partial")
+        os.utime(paths[name], (mtime, mtime))
     other = tmp_path / "lr" / ".notes.tmp"  # not write_atomic's
-    for path in (stale, fresh, other):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"partial")
-    taken = os.path.getmtime(fresh) - 1
-    old = taken - CLOCK_MARGIN_S - 2  # seconds before the lease was taken
-    os.utime(stale, (old, old))
-    os.utime(other, (old, old))
-    assert remove_stale_temps(fs, location.root, taken) == 1
-    assert not stale.exists() and fresh.exists() and other.exists()
-    assert (tmp_path / "lr" / "a.png").read_bytes() == b"done"
-    assert remove_stale_temps(fs, str(tmp_path / "missing"), taken) == 0
+    other.write_bytes(b"notes")
+    os.utime(other, (ages["old"], ages["old"]))
+    found = set(stale_temps(fs, location.root, since, taken))
+    assert found == {str(paths["old"]), str(paths["stopped"])}
+    assert set(stale_temps(fs, location.root, None, taken)) == {str(paths["old"])}
+    assert stale_temps(fs, str(tmp_path / "missing"), since, taken) == []
