@@ -114,6 +114,7 @@ def read_lr_batch(
                 continue
             check_not_in_manifest(output_key(row["rel_path"], image_format), LR_DIR)
             path = archive.join(lr_key(row["rel_path"]))
+            check_in_archive(archive, path, row["lr_uri"])
             try:
                 data = archive.filesystem().cat_file(path)
             except FileNotFoundError:
@@ -171,6 +172,7 @@ def read_kept(
     is not a regular file, changed or (for a region) is not a readable image; OSError
     (transient) when it is missing."""
     path = archive.join(kept_key(row["rel_path"]))
+    check_in_archive(archive, path, row["kept_uri"])
     fs = archive.filesystem()
     try:
         kind = fs.info(path)["type"]
@@ -201,6 +203,17 @@ def read_kept(
         row["kept_path"] = path
     check_not_in_manifest(key, KEPT_DIR)
     row["kept_key"] = key
+
+
+def check_in_archive(archive: Location, path: str, uri: str) -> None:
+    """ValueError unless the file at `path` (`uri`) of a local ARCHIVE lies in it with
+    symbolic links resolved: restore reads no file outside ARCHIVE that a link in it (planted,
+    or made by hand) leads to, and copies none into DST."""
+    if archive.protocol == "file" and not Location("file", path).within(archive):
+        raise ValueError(
+            f"{uri} leads outside ARCHIVE {archive.uri} through a symbolic link, which restore "
+            "does not follow: put the file itself in its place"
+        )
 
 
 def check_not_in_manifest(key: str, tree: str) -> None:

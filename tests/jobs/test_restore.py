@@ -202,6 +202,33 @@ def test_a_rerun_restores_again_an_image_whose_lr_is_another_now(archive, tiny_m
     assert restore_rows(dst)["sub/c.png"]["status"] == "skipped"
 
 
+def test_a_link_out_of_the_archive_is_not_followed(archive, tiny_model, tmp_path):
+    """An archive restored from its files alone (no manifest to check them against), whose
+    kept/ holds a link to a file outside it and whose lr/ holds a link to another archive's LR:
+    neither is read, each is a permanent error row, and nothing of theirs reaches DST."""
+    copy = tmp_path / "archive"
+    shutil.copytree(archive, copy, ignore=shutil.ignore_patterns("manifest"))
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"SECRET outside the archive")
+    (copy / "kept").mkdir()
+    (copy / "kept/notes.txt").symlink_to(secret)
+    elsewhere = tmp_path / "elsewhere.png.png"
+    shutil.move(copy / "lr/a.png.png", elsewhere)
+    (copy / "lr/a.png.png").symlink_to(elsewhere)
+    dst = tmp_path / "out"
+    assert run_cli("restore", copy, dst, "--model", tiny_model) == 1
+    rows = restore_rows(dst)
+    for name in ("notes.txt", "a.png"):
+        assert rows[name]["status"] == "error" and rows[name]["error_kind"] == "permanent"
+        assert (
+            "leads outside ARCHIVE" in rows[name]["error"]
+            and "symbolic link" in rows[name]["error"]
+        )
+    assert rows["b.jpg"]["status"] == "ok"
+    assert not any(b"SECRET" in p.read_bytes() for p in dst.rglob("*") if p.is_file())
+    assert not (dst / "a.png.png").exists()
+
+
 def test_an_image_restored_to_another_key_loses_its_earlier_restore(
     ray_cluster, small_photos, tiny_model, tmp_path
 ):
