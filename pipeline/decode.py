@@ -233,6 +233,11 @@ class Decoded:
     conversion: str | None  # what was done to get there, e.g. "RGBA -> RGB, alpha dropped"
     metadata: Metadata = Metadata()  # EXIF and XMP with orientation 1, ICC of `pixels`
     kept_reason: str | None = None  # why the source must be kept as it is, not shrunk
+    # What a quality floor must see beside the pixels (pipeline/archive/downscale.py): pixels
+    # not fully opaque, whose alpha the LR drops; and of a source of more than 8 bits a
+    # sample, the 8-bit levels its values span (255 for any other).
+    transparent: bool = False
+    levels: float = 255.0
 
 
 def decode_image(
@@ -277,6 +282,7 @@ def decode_image(
         orientation = img.getexif().get(EXIF_ORIENTATION, 1)
         tagged = orientation_tagged(img)
         img.load()
+        transparent = has_transparency(img)
         exif_note = exif_note or drop_unreadable_exif(img)  # a PNG's eXIf after its pixels
         metadata = source_metadata(img, data)
         dropped = not_carried(img, metadata, data)
@@ -298,6 +304,8 @@ def decode_image(
         dropped += over
         # A 16-bit image a profile converted is 8-bit RGB now, and its note says so.
         rgb, converted = to_rgb(img, sixteen_bit and img.mode == mode)
+        deep = sixteen_bit or mode in SIXTEEN_BIT_GRAY_MODES or mode == "I"
+        levels = float(int(rgb.max()) - int(rgb.min())) if deep else 255.0
         uncarried = f"not carried: {', '.join(dropped)}" if dropped else None
         xmp_note = None
         if metadata.xmp and not is_utf8(metadata.xmp):
@@ -326,7 +334,17 @@ def decode_image(
         said = LIBJXL_ADVICE.sub("", str(e))
         raise ValueError(f"corrupt image: {type(e).__name__}: {said}") from None
     conversion = "; ".join(steps) or None
-    return Decoded(pixels=rgb, conversion=conversion, metadata=metadata, kept_reason=kept)
+    return Decoded(rgb, conversion, metadata, kept, transparent, levels)
+
+
+def has_transparency(img: Image.Image) -> bool:
+    """Whether some pixel of `img` (loaded) is not fully opaque: an alpha channel below its
+    maximum, or a palette's or a colour's transparency that some pixel uses."""
+    if img.mode in ALPHA_MODES:  # its last band: "A", or "a" of premultiplied modes
+        return img.getchannel(img.getbands()[-1]).getextrema()[0] < 255
+    if "transparency" in img.info and img.mode in ("P", "L", "RGB"):
+        return img.convert("RGBA").getchannel("A").getextrema()[0] < 255
+    return False
 
 
 def open_failures(data: bytes) -> list[str]:
@@ -1006,6 +1024,8 @@ def decode_batch(
             "outputs": source.get("outputs") or "",
             "not_read": source.get("not_read") or "",
             "pixels": NO_PIXELS,
+            "transparent": False,
+            "levels": 255.0,
             **Metadata().row(),
         }
         try:
@@ -1027,7 +1047,8 @@ def decode_batch(
             elif width < scale or height < scale:
                 raise ValueError(f"image is {width}x{height}, smaller than the scale {scale}")
             else:
-                row["pixels"] = decoded.pixels
+                row.update(pixels=decoded.pixels, transparent=decoded.transparent)
+                row["levels"] = decoded.levels
         except Exception as e:  # one image must not stop the job: it becomes its row
             row.update(status="error", error=error_text(e), error_kind=error_kind(e))
         row["seconds"] = time.perf_counter() - start
@@ -1053,6 +1074,8 @@ DECODE_COLUMNS = (
     "outputs",
     "not_read",  # read_sources', for the write stage to name
     "pixels",
+    "transparent",  # Decoded's, for a quality floor
+    "levels",
     "seconds",
     "error_kind",
 )

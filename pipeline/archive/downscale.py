@@ -83,10 +83,23 @@ class Downscale(ModelStage):
                 row.update(lr_width=None, lr_height=None)
 
     def below_floor(self, row: Row) -> str | None:
-        """Why the image's round trip is below the quality floor; None when it is not."""
+        """Why the image's round trip is below the quality floor; None when it is not. What
+        the psnr and ssim of 8-bit RGB pixels do not see counts too: pixels not fully opaque
+        (the LR drops their alpha) are below any floor; a source of more than 8 bits a sample
+        whose values span fewer than the 255 8-bit levels (a 12-bit scan in a 16-bit file
+        spans 15) meets --min-psnr in that span: its psnr less 20 log10(255 / span)."""
+        if self.min_psnr is None and self.min_ssim is None:
+            return None
         reasons = []
-        if self.min_psnr is not None and row["psnr"] < self.min_psnr:
-            reasons.append(f"psnr {row['psnr']:.2f} dB below --min-psnr {self.min_psnr:g}")
+        if row["transparent"]:
+            reasons.append("transparent pixels, whose alpha an LR drops")
+        levels = max(float(row["levels"]), 1.0)
+        psnr = row["psnr"] - 20 * math.log10(255 / levels)
+        if self.min_psnr is not None and psnr < self.min_psnr:
+            said = f"psnr {psnr:.2f} dB"
+            if levels < 255:
+                said += f" in the {levels:.0f} levels its values span ({row['psnr']:.2f} over 255)"
+            reasons.append(f"{said} below --min-psnr {self.min_psnr:g}")
         if self.min_ssim is not None and row["ssim"] < self.min_ssim:
             reasons.append(f"ssim {row['ssim']:.4f} below --min-ssim {self.min_ssim:g}")
         return "; ".join(reasons) or None

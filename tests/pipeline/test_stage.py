@@ -88,6 +88,54 @@ def test_write_stage_writes_atomically_and_fills_sizes(archived):
     ]
 
 
+def test_a_quality_floor_sees_transparency_and_the_span_of_16_bit_values(tiny_model: str):
+    """Under a floor, pixels not fully opaque (the LR drops their alpha) keep an image; a 16-bit
+    scan whose values use 12 bits (0-3900: 15 8-bit levels) meets --min-psnr in that span, so a
+    floor its psnr over 255 levels passes keeps it, and one the same photo at full range passes
+    does not. An opaque alpha channel loses nothing, and keeps nothing."""
+    gray = photo(64, 48, 4).mean(axis=2)
+    gray = (gray - gray.min()) / (gray.max() - gray.min())  # 0 to 1
+    rgba = np.dstack([photo(64, 48, 5), np.full((48, 64), 255, np.uint8)])
+    opaque = encode(Image.fromarray(rgba), "PNG")
+    rgba[:8, :8, 3] = 0
+    palette = Image.fromarray(photo(64, 48, 6)).quantize(16)
+    files = {
+        "scan12.png": encode(Image.fromarray((gray * 3900).astype(np.uint16)), "PNG"),
+        "scan16.png": encode(Image.fromarray((gray * 65535).astype(np.uint16)), "PNG"),
+        "logo.png": encode(Image.fromarray(rgba), "PNG"),
+        "opaque.png": opaque,
+        "palette.gif": encode(palette, "GIF", transparency=int(np.asarray(palette)[0, 0])),
+    }
+    batch = {
+        "path": np.array([f"/src/{k}" for k in files], dtype=object),
+        "bytes": np.array(list(files.values()), dtype=object),
+    }
+    decoded = decode_batch(batch, prefix="/src/", uri_prefix="", scale=16, max_pixels=10**8)
+    assert list(decoded["transparent"]) == [False, False, True, False, True]
+    assert list(decoded["levels"]) == [15, 255, 255, 255, 255]
+    measured = Downscale(tiny_model, storage_options={}, verify=True, torch_threads=2)(decoded)
+    psnr = dict(zip(files, measured["psnr"], strict=True))
+    floor = min(psnr.values()) - 1  # every image's psnr over 255 levels passes it
+    stage = Downscale(tiny_model, storage_options={}, verify=False, min_psnr=floor)
+    rows = stage(decode_batch(batch, prefix="/src/", uri_prefix="", scale=16, max_pixels=10**8))
+    status = dict(zip(files, rows["status"], strict=True))
+    assert status == {
+        "scan12.png": "kept",
+        "scan16.png": "ok",
+        "logo.png": "kept",
+        "opaque.png": "ok",
+        "palette.gif": "kept",
+    }
+    reasons = dict(zip(files, rows["kept_reason"], strict=True))
+    levels = decoded["levels"][0]
+    in_span = psnr["scan12.png"] - 20 * math.log10(255 / levels)
+    assert reasons["scan12.png"] == (
+        f"psnr {in_span:.2f} dB in the {levels:.0f} levels its values span "
+        f"({psnr['scan12.png']:.2f} over 255) below --min-psnr {floor:g}"
+    )
+    assert reasons["logo.png"] == "transparent pixels, whose alpha an LR drops"
+
+
 def test_a_local_copy_of_a_kept_source_does_not_claim_its_s3_user_metadata(archived, tmp_path):
     """The row of a source kept as it is names what the copy holds: into a local DST, the
     file's metadata, not the S3 object's user metadata the read stage found."""
