@@ -16,9 +16,10 @@ import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.format import DONE, kept_key, lr_key
+from pipeline.format import DONE, KEPT_DIR, LR_DIR, kept_key, lr_key
 from pipeline.rows import error_text, io_failure
-from pipeline.storage import COPY_CHUNK, Location, NotAsRecorded, open_file
+from pipeline.sources import walk
+from pipeline.storage import COPY_CHUNK, TEMP_PATH, Location, NotAsRecorded, open_file
 from pipeline.summary import plural
 
 logger = logging.getLogger("tadm")
@@ -86,7 +87,29 @@ def check_archive(archive: Location, table: pa.Table) -> Fixity:
                     f"{fixity.bytes:,}",
                     plural(len(fixity.problems), "problem"),
                 )
+    for rel_path, key in unrecorded(archive, table):
+        fixity.problems.append({"rel_path": rel_path, "file": key, "problem": UNRECORDED})
     return fixity
+
+
+UNRECORDED = (
+    "no manifest row records it (a manifest part lost?), so a restore does not give it back: "
+    "archive its source again while SRC holds it"
+)
+
+
+def unrecorded(archive: Location, table: pa.Table) -> Iterator[tuple[str, str]]:
+    """(rel_path, key) of each file under lr/ and kept/ that no row of the merged manifest
+    `table` records (recorded_files), but the temporary files of writes."""
+    lr, kept = recorded(table)
+    for tree, rows, suffix in ((LR_DIR, lr, ".png"), (KEPT_DIR, kept, "")):
+        keys = pc.binary_join_element_wise(table["rel_path"].filter(rows), suffix, "")
+        for listing in walk(archive.child(tree)):
+            names = listing["rel_path"]
+            odd = pc.invert(pc.is_in(names, value_set=keys.combine_chunks()))
+            odd = pc.and_(odd, pc.invert(pc.match_substring_regex(names, TEMP_PATH)))
+            for name in names.filter(odd).to_pylist():
+                yield name.removesuffix(suffix) if suffix else name, f"{tree}/{name}"
 
 
 def recorded(table: pa.Table) -> tuple[pa.Array, pa.Array]:

@@ -330,6 +330,34 @@ def test_check_reads_back_every_recorded_file(tmp_path: Path, capsys):
     assert check["problems"][1] == {"rel_path": "gone", "file": "lr/gone.png", "problem": "missing"}
 
 
+def test_check_names_the_files_no_manifest_row_records(tmp_path: Path, capsys):
+    """A manifest part lost (moved out, deleted by hand): the LR and kept copy its rows held are
+    still under lr/ and kept/, but a restore, which goes by the manifest, does not give them
+    back; --check names them, and exits 1. A write's temporary file is no such file."""
+    files = {"lr/a.jpg.png": b"LR of a", "lr/b.jpg.png": b"LR of b", "kept/c.txt": b"notes"}
+    files |= {f"lr/.d.jpg.png.{'0' * 32}.tmp": b"partial"}
+    for key, data in files.items():
+        (tmp_path / key).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / key).write_bytes(data)
+    data = files["lr/a.jpg.png"]
+    digest = hashlib.sha256(data).hexdigest()
+    row = {"rel_path": "a.jpg", "status": "ok", "lr_bytes": len(data), "lr_sha256": digest}
+    write_manifest(tmp_path, [row])
+    assert run_cli("inspect", tmp_path, "--check") == 1
+    because = (
+        "no manifest row records it (a manifest part lost?), so a restore does not give it "
+        "back: archive its source again while SRC holds it"
+    )
+    assert capsys.readouterr().out.splitlines()[-3:] == [
+        "check: 1 file, 7 bytes read: 2 problems",
+        f"  lr/b.jpg.png: {because}",
+        f"  kept/c.txt: {because}",
+    ]
+    assert run_cli("inspect", tmp_path, "--check", "--json") == 1
+    problems = json.loads(capsys.readouterr().out)["check"]["problems"]
+    assert [p["rel_path"] for p in problems] == ["b.jpg", "c.txt"]
+
+
 def test_model_counts_of_rows_that_read_the_same_add_up(tmp_path: Path, capsys):
     common = {"status": "ok", "model_id": "m1", "scale": 16, "source_bytes": 10, "lr_bytes": 1}
     rows = [{"rel_path": "a", "precision": None}, {"rel_path": "b", "precision": ""}]
