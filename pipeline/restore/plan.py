@@ -41,6 +41,7 @@ from pipeline.format import (
     output_key,
 )
 from pipeline.job import Plan, Stages, output_table
+from pipeline.lease import Lease, holder
 from pipeline.manifest import latest, list_parts, merged_buckets
 from pipeline.resources import Resources
 from pipeline.restore.config import RestoreConfig
@@ -387,6 +388,7 @@ def prepare_restore(config: RestoreConfig) -> RestoreJob:
     dst = Location.parse(config.dst, config.storage_options)
     check_apart(archive, dst, "DST")
     options = s3_options(config.storage_options)
+    warn_if_written(archive)
     items = list_items(archive, config.only)
     model_ref = model_location(config.model or default_model(archive_scale(archive, items)))
     model_id = load_model(model_ref, options).model_id
@@ -401,6 +403,25 @@ def prepare_restore(config: RestoreConfig) -> RestoreJob:
         items=items,
         clashes={} if config.region else kept_clashes(items, config.image_format),
     )
+
+
+def warn_if_written(archive: Location) -> None:
+    """Warn when ARCHIVE holds the lease of a job that archives into it: running now, an image
+    it archives again meanwhile is an error row (its LR is not the manifest's any more), which
+    a re-run restores; stopped before it finished, the images it did not archive are not
+    restored."""
+    try:
+        held = Lease(archive, "restore").read()
+    except OSError:  # not readable to these credentials: the manifest's reading says so
+        return
+    if held and held.get("job") == "archive":
+        logger.warning(
+            "restore: ARCHIVE %s is held by %s, which runs now or stopped before it finished: "
+            "what it archives meanwhile fails here and a re-run restores it; what it has not "
+            "archived is not restored",
+            archive.uri,
+            holder(held),
+        )
 
 
 def check_model(items: Buckets, archive: Location, model_ref: str, model_id: str) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -11,6 +13,7 @@ import pytest
 from pipeline.buckets import Buckets
 from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA
 from pipeline.job import OUTPUT_SCHEMA
+from pipeline.lease import Lease
 from pipeline.manifest import to_table, write_part
 from pipeline.restore.config import RestoreConfig
 from pipeline.restore.plan import (
@@ -20,6 +23,7 @@ from pipeline.restore.plan import (
     kept_clashes,
     kept_items,
     list_items,
+    warn_if_written,
 )
 from pipeline.storage import Location
 
@@ -283,6 +287,19 @@ def test_a_model_that_made_none_of_the_lrs_is_refused_and_one_that_made_some_war
     nulls = pa.table({f.name: pa.nulls(4, f.type) for f in ITEM_SCHEMA}, schema=ITEM_SCHEMA)
     none_recorded = Buckets(ITEM_SCHEMA).extend([nulls])
     check_model(none_recorded, archive, "any", "m9")  # LR files alone: nothing to go by
+
+
+def test_a_restore_of_an_archive_a_job_writes_into_warns(tmp_path, caplog):
+    archive = Location.parse(str(tmp_path))
+    warn_if_written(archive)  # no lease: no word
+    with Lease(archive, "archive") as lease, caplog.at_level(logging.WARNING, logger="tadm"):
+        warn_if_written(archive)
+    assert caplog.messages == [
+        f"restore: ARCHIVE {tmp_path} is held by archive on host {socket.gethostname()} pid "
+        f"{os.getpid()} started {lease.record['started']}, which "
+        "runs now or stopped before it finished: what it archives meanwhile fails here and a "
+        "re-run restores it; what it has not archived is not restored"
+    ]
 
 
 def test_kept_files_of_an_archive_without_manifest_are_hidden_ones_too_not_temporaries():
