@@ -1,10 +1,10 @@
 """tadm inspect ARCHIVE: counts by status, bytes, bpp, compression ratio and psnr, and how many
 images were archived with something not carried (alpha, 16-bit, metadata...); or, with
---errors, the images that failed and why, with --conversions, those archived with such a loss
-and what their conversion says. With --check, every file the manifest records is
-read back and compared with its recorded size and SHA-256 (exit 1 if one differs); with
---source SRC, every file under SRC with the manifest (exit 1 if one is not archived as it is
-now). Both are what to run before deleting SRC."""
+--errors, the images that failed and why, with --kept, the sources kept as they are and why,
+with --conversions, those archived with such a loss and what their conversion says. With
+--check, every file the manifest records is read back and compared with its recorded size and
+SHA-256 (exit 1 if one differs); with --source SRC, every file under SRC with the manifest
+(exit 1 if one is not archived as it is now). Both are what to run before deleting SRC."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from pipeline.format import ARCHIVE_SCHEMA, MANIFEST_DIR
 from pipeline.lease import unfinished
 from pipeline.manifest import no_manifest, read_manifest
 from pipeline.storage import Location
-from pipeline.summary import SUMMARY_COLUMNS, conversions, errors, summarize
+from pipeline.summary import SUMMARY_COLUMNS, conversions, errors, kept, summarize
 
 PROG = "tadm inspect"
 
@@ -30,6 +30,12 @@ def parser() -> Parser:
     listing = p.add_mutually_exclusive_group()
     listing.add_argument(
         "--errors", action="store_true", help="list the images that failed: rel_path: error"
+    )
+    listing.add_argument(
+        "--kept",
+        action="store_true",
+        help="list the sources kept as they are (below a quality floor, holding what an LR "
+        "cannot, failed with --keep-failed): rel_path: kept_reason",
     )
     listing.add_argument(
         "--conversions",
@@ -72,6 +78,7 @@ def job(args: argparse.Namespace) -> int:
             raise ValueError("--sha256 compares the files under --source SRC: give --source")
         coverage_columns = COVERAGE_COLUMNS + ["source_sha256"] * args.sha256
         columns = SUMMARY_COLUMNS + (coverage_columns if args.source else [])
+        columns += ["kept_reason"] if args.kept else []
         columns = list(dict.fromkeys(columns))
         table = read_manifest(archive.child(MANIFEST_DIR), ARCHIVE_SCHEMA, columns)
         missing = table is None and not archive.filesystem().exists(archive.root)
@@ -93,6 +100,8 @@ def job(args: argparse.Namespace) -> int:
         out = {"archive": archive.uri} | dataclasses.asdict(summarize(table)) | {"lease": lease}
         if args.errors:
             out["errors"] = errors(table)
+        if args.kept:
+            out["kept"] = kept(table)
         if args.conversions:
             out["conversions"] = conversions(table)
         if fixity is not None:
@@ -105,6 +114,9 @@ def job(args: argparse.Namespace) -> int:
         failed = errors(table)
         lines = (f"{printable(e['rel_path'])}: {printable(e['error'])}" for e in failed)
         print("\n".join(lines) or "no errors")
+    elif args.kept:
+        lines = (f"{printable(k['rel_path'])}: {printable(k['kept_reason'])}" for k in kept(table))
+        print("\n".join(lines) or "no source kept as it is")
     elif args.conversions:
         lossy = conversions(table)
         lines = (f"{printable(c['rel_path'])}: {printable(c['conversion'])}" for c in lossy)

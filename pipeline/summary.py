@@ -198,6 +198,16 @@ def errors(table: pa.Table) -> list[dict[str, str]]:
     ]
 
 
+def kept(table: pa.Table) -> list[dict[str, str]]:
+    """The rel_path and kept_reason of every source of a merged archive manifest kept as it
+    is (below a quality floor, holding what an LR cannot, or failed, with --keep-failed)."""
+    rows = table.filter(pc.equal(table["status"], "kept")).select(["rel_path", "kept_reason"])
+    return [
+        {"rel_path": r["rel_path"] or "", "kept_reason": r["kept_reason"] or ""}
+        for r in rows.to_pylist()
+    ]
+
+
 def conversions(table: pa.Table) -> list[dict[str, str]]:
     """The rel_path and conversion of every file of a merged archive manifest archived, or
     kept, with a loss its conversion notes (LOSSES)."""

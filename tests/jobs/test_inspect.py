@@ -139,6 +139,35 @@ def test_errors_lists_failed_images_and_why(tmp_path: Path, capsys):
     assert capsys.readouterr().out == "no errors\n"
 
 
+def test_kept_lists_the_sources_kept_as_they_are_and_why(tmp_path: Path, capsys):
+    rows = ROWS + [
+        {
+            "rel_path": "text.png",
+            "status": "kept",
+            "kept_reason": "psnr 11.20 dB below --min-psnr 18",
+        },
+        {
+            "rel_path": "logo.png",
+            "status": "kept",
+            "kept_reason": "transparent pixels, whose alpha an LR drops",
+        },
+    ]
+    write_manifest(tmp_path, rows)
+    assert run_cli("inspect", tmp_path, "--kept") == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "logo.png: transparent pixels, whose alpha an LR drops",
+        "text.png: psnr 11.20 dB below --min-psnr 18",
+    ]
+    assert run_cli("inspect", tmp_path, "--kept", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["kept"][1] == {
+        "rel_path": "text.png",
+        "kept_reason": "psnr 11.20 dB below --min-psnr 18",
+    }
+    write_manifest(tmp_path / "none", ROWS)
+    assert run_cli("inspect", tmp_path / "none", "--kept") == 0
+    assert capsys.readouterr().out == "no source kept as it is\n"
+
+
 def test_the_lease_of_a_job_that_did_not_finish_is_said(tmp_path: Path, capsys):
     """A job killed mid-run leaves its lease and a manifest without its last images: --check
     passes on what is recorded, and says that a job did not finish."""
