@@ -34,15 +34,17 @@ def strip_rows(width: int) -> int:
     return max(WINDOW, STRIP_PIXELS // max(width, 1))
 
 
-def psnr(restored: np.ndarray, source: np.ndarray) -> float:
-    """Peak signal-to-noise ratio in dB (inf for identical images)."""
+def psnr(restored: np.ndarray, source: np.ndarray, peak: float = 255.0) -> float:
+    """Peak signal-to-noise ratio in dB (inf for identical images), of 8-bit values whose
+    span is `peak` (255; less for a source whose values span fewer levels than its bit depth
+    gives: pipeline/decode.py's levels)."""
     rows = strip_rows(source.shape[1])
     squared = 0  # sum of squared differences, exact in int64
     for y in range(0, source.shape[0], rows):
         diff = restored[y : y + rows].astype(np.int32) - source[y : y + rows].astype(np.int32)
         squared += int(np.sum(diff * diff, dtype=np.int64))
     mse = squared / source.size
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+    return math.inf if mse == 0 else 10.0 * math.log10(peak**2 / mse)
 
 
 def ssim(restored: np.ndarray, source: np.ndarray) -> float | None:

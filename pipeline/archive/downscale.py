@@ -83,23 +83,18 @@ class Downscale(ModelStage):
                 row.update(lr_width=None, lr_height=None)
 
     def below_floor(self, row: Row) -> str | None:
-        """Why the image's round trip is below the quality floor; None when it is not. What
-        the psnr and ssim of 8-bit RGB pixels do not see counts too: pixels not fully opaque
-        (the LR drops their alpha) are below any floor; a source of more than 8 bits a sample
-        whose values span fewer than the 255 8-bit levels (a 12-bit scan in a 16-bit file
-        spans 15) meets --min-psnr in that span: its psnr less 20 log10(255 / span)."""
+        """Why the image's round trip is below the quality floor; None when it is not. Pixels
+        not fully opaque, whose alpha the LR drops, which psnr and ssim of RGB do not see, are
+        below any floor."""
         if self.min_psnr is None and self.min_ssim is None:
             return None
         reasons = []
         if row["transparent"]:
             reasons.append("transparent pixels, whose alpha an LR drops")
-        levels = max(float(row["levels"]), 1.0)
-        psnr = row["psnr"] - 20 * math.log10(255 / levels)
-        if self.min_psnr is not None and psnr < self.min_psnr:
-            said = f"psnr {psnr:.2f} dB"
-            if levels < 255:
-                said += f" in the {levels:.0f} levels its values span ({row['psnr']:.2f} over 255)"
-            reasons.append(f"{said} below --min-psnr {self.min_psnr:g}")
+        if self.min_psnr is not None and row["psnr"] < self.min_psnr:
+            levels = float(row["levels"])
+            span = f" in the {levels:.0f} levels its values span" if levels < 255 else ""
+            reasons.append(f"psnr {row['psnr']:.2f} dB{span} below --min-psnr {self.min_psnr:g}")
         if self.min_ssim is not None and row["ssim"] < self.min_ssim:
             reasons.append(f"ssim {row['ssim']:.4f} below --min-ssim {self.min_ssim:g}")
         return "; ".join(reasons) or None
@@ -110,7 +105,7 @@ class Downscale(ModelStage):
         size = (int(group[0]["height"]), int(group[0]["width"]))
         x_hat, t_map = self.model.upscale(written, size=size, return_timesteps=True)
         for row, restored, t in zip(group, restored_images(x_hat), t_map, strict=True):
-            row["psnr"] = psnr(restored, row["pixels"])
+            row["psnr"] = psnr(restored, row["pixels"], float(row["levels"]))
             row["ssim"] = ssim(restored, row["pixels"])
             t_mean = float(torch.nanmean(t.float()))
             row["timestep_mean"] = None if math.isnan(t_mean) else t_mean

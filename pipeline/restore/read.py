@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.decode import decode_image
+from pipeline.decode import Decoded, decode_image
 from pipeline.format import (
     KEPT,
     KEPT_DIR,
@@ -45,6 +45,7 @@ READ_COLUMNS = (
     "model_id",
     "lr_pixels",
     "source_pixels",
+    "source_levels",  # the levels its values span, the peak of psnr (pipeline/decode.py)
     *METADATA_FIELDS,  # the LR's Metadata, b"" for none
     "kept_data",  # a kept source's region, encoded; b"" for an LR row or a copy
     "kept_path",  # the kept source to copy as it is (archive's filesystem); "" for none
@@ -64,7 +65,7 @@ READ_COLUMNS = (
 )
 
 
-def read_source(uri: str, size: int, sha256: str, options: dict[str, Any]) -> np.ndarray | None:
+def read_source(uri: str, size: int, sha256: str, options: dict[str, Any]) -> Decoded | None:
     """The source image as decoded for archiving, or None when it can't be read any more or
     it is not the file archived (`size` bytes, -1 when unknown, and SHA-256 `sha256`, "" when
     unknown): psnr/ssim against another image would be wrong, and a manifest's source_uri is
@@ -73,7 +74,7 @@ def read_source(uri: str, size: int, sha256: str, options: dict[str, Any]) -> np
         return None
     try:
         data = read_recorded(uri, None if size < 0 else size, sha256, options)
-        return decode_image(data).pixels
+        return decode_image(data)
     except Exception:  # a source that no longer decodes is one that is gone: no psnr/ssim
         return None
 
@@ -100,6 +101,7 @@ def read_lr_batch(
         start = time.perf_counter()
         row.update(status="ok", model_id=model_id, region=None if region is None else region.text)
         row.update(lr_pixels=NO_PIXELS, source_pixels=NO_PIXELS, kept_data=b"", kept_path="")
+        row["source_levels"] = 255.0
         row["kept_key"] = ""
         row.update(Metadata().row())
         try:
@@ -136,8 +138,9 @@ def read_lr_batch(
             source = read_source(
                 row["source_uri"], int(row["source_bytes"]), row["source_sha256"], options
             )
-            if source is not None and source.shape[:2] == (header.height, header.width):
-                row["source_pixels"] = source[y : y + h, x : x + w]
+            if source is not None and source.pixels.shape[:2] == (header.height, header.width):
+                row["source_pixels"] = source.pixels[y : y + h, x : x + w]
+                row["source_levels"] = source.levels
         except Exception as e:  # one image must not stop the job: it becomes its row
             row.update(status="error", error=error_text(e), error_kind=error_kind(e))
         row["seconds"] = time.perf_counter() - start

@@ -12,7 +12,8 @@ from pipeline.stage import ModelStage, Row, restored_images
 from tadm.images import to_tensor
 from tadm.metrics import psnr, ssim
 
-READ_ONLY = ("hr_width", "hr_height", "lr_pixels", "source_pixels")  # what the model consumes
+# What the model consumes
+READ_ONLY = ("hr_width", "hr_height", "lr_pixels", "source_pixels", "source_levels")
 
 
 class Upscale(ModelStage):
@@ -52,5 +53,5 @@ class Upscale(ModelStage):
             row["restored"] = restored
             source = row["source_pixels"]
             if source.size:
-                row["psnr"] = psnr(restored, source)
+                row["psnr"] = psnr(restored, source, float(row["source_levels"]))
                 row["ssim"] = ssim(restored, source)

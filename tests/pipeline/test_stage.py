@@ -89,10 +89,10 @@ def test_write_stage_writes_atomically_and_fills_sizes(archived):
 
 
 def test_a_quality_floor_sees_transparency_and_the_span_of_16_bit_values(tiny_model: str):
-    """Under a floor, pixels not fully opaque (the LR drops their alpha) keep an image; a 16-bit
-    scan whose values use 12 bits (0-3900: 15 8-bit levels) meets --min-psnr in that span, so a
-    floor its psnr over 255 levels passes keeps it, and one the same photo at full range passes
-    does not. An opaque alpha channel loses nothing, and keeps nothing."""
+    """Under a floor, pixels not fully opaque (the LR drops their alpha) keep an image; the psnr
+    of a 16-bit scan whose values use 12 bits (0-3900: 15 8-bit levels) is of that span, so a
+    floor the same photo at full range passes keeps it. An opaque alpha channel loses
+    nothing, and keeps nothing."""
     gray = photo(64, 48, 4).mean(axis=2)
     gray = (gray - gray.min()) / (gray.max() - gray.min())  # 0 to 1
     rgba = np.dstack([photo(64, 48, 5), np.full((48, 64), 255, np.uint8)])
@@ -115,7 +115,9 @@ def test_a_quality_floor_sees_transparency_and_the_span_of_16_bit_values(tiny_mo
     assert list(decoded["levels"]) == [15, 255, 255, 255, 255]
     measured = Downscale(tiny_model, storage_options={}, verify=True, torch_threads=2)(decoded)
     psnr = dict(zip(files, measured["psnr"], strict=True))
-    floor = min(psnr.values()) - 1  # every image's psnr over 255 levels passes it
+    # Over 255 levels, the dark 12-bit scan's errors of a few levels made a high psnr.
+    floor = min(psnr["scan16.png"], psnr["opaque.png"]) - 1
+    assert psnr["scan12.png"] < floor
     stage = Downscale(tiny_model, storage_options={}, verify=False, min_psnr=floor)
     rows = stage(decode_batch(batch, prefix="/src/", uri_prefix="", scale=16, max_pixels=10**8))
     status = dict(zip(files, rows["status"], strict=True))
@@ -127,11 +129,9 @@ def test_a_quality_floor_sees_transparency_and_the_span_of_16_bit_values(tiny_mo
         "palette.gif": "kept",
     }
     reasons = dict(zip(files, rows["kept_reason"], strict=True))
-    levels = decoded["levels"][0]
-    in_span = psnr["scan12.png"] - 20 * math.log10(255 / levels)
     assert reasons["scan12.png"] == (
-        f"psnr {in_span:.2f} dB in the {levels:.0f} levels its values span "
-        f"({psnr['scan12.png']:.2f} over 255) below --min-psnr {floor:g}"
+        f"psnr {psnr['scan12.png']:.2f} dB in the 15 levels its values span below --min-psnr "
+        f"{floor:g}"
     )
     assert reasons["logo.png"] == "transparent pixels, whose alpha an LR drops"
 

@@ -20,6 +20,9 @@ def test_matches_skimage(noise: int):
     assert psnr(restored, source) == pytest.approx(
         peak_signal_noise_ratio(source, restored, data_range=255), rel=1e-9
     )
+    assert psnr(restored, source, 15.0) == pytest.approx(
+        peak_signal_noise_ratio(source, restored, data_range=15), rel=1e-9
+    )
     expected = structural_similarity(
         restored,
         source,
