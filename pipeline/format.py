@@ -72,6 +72,9 @@ PERMANENT = "permanent"
 TRANSIENT = "transient"
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
 QUALITY = 95  # JPEG and WebP: near-transparent to the eye; PNG is lossless
+# The kept_reason of an image whose pixels are not all opaque, which a quality floor keeps
+# (pipeline/archive/downscale.py): the first of its reasons, so a re-run can tell it
+TRANSPARENT_REASON = "transparent pixels, whose alpha an LR drops"
 # Decompression-bomb limit on sources and on the size an LR file declares, set deliberately:
 # 16384 x 16384 = 268 MP, far above any photo and below what one decode may allocate (~800 MB
 # of RGB).

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from pipeline.decode import DECODE_COLUMNS
-from pipeline.format import KEPT, LrHeader, decode_lr_png, encode_lr_png
+from pipeline.format import KEPT, TRANSPARENT_REASON, LrHeader, decode_lr_png, encode_lr_png
 from pipeline.metadata import METADATA_FIELDS, Metadata
 from pipeline.stage import ModelStage, Row, restored_images
 from tadm.images import to_images, to_tensor
@@ -90,7 +90,7 @@ class Downscale(ModelStage):
             return None
         reasons = []
         if row["transparent"]:
-            reasons.append("transparent pixels, whose alpha an LR drops")
+            reasons.append(TRANSPARENT_REASON)
         if self.min_psnr is not None and row["psnr"] < self.min_psnr:
             levels = float(row["levels"])
             span = f" in the {levels:.0f} levels its values span" if levels < 255 else ""

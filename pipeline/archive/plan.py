@@ -35,6 +35,7 @@ from pipeline.format import (
     LR_DIR,
     MANIFEST_DIR,
     PERMANENT,
+    TRANSPARENT_REASON,
     check_rel_path,
 )
 from pipeline.inventory import scan_inventory
@@ -228,9 +229,10 @@ class ArchiveJob(Plan):
         for floor, column in ((config.min_psnr, "psnr"), (config.min_ssim, "ssim")):
             if floor is not None:
                 lr_good = pc.and_kleene(lr_good, pc.greater_equal(rows[column], floor))
-        output_good = pc.if_else(
-            kept, pc.equal(rows["kept_size"], rows["source_bytes"]), pc.fill_null(lr_good, False)
+        kept_good = pc.and_(
+            pc.equal(rows["kept_size"], rows["source_bytes"]), pc.invert(self.above_floor(rows))
         )
+        output_good = pc.if_else(kept, kept_good, pc.fill_null(lr_good, False))
         failed = pc.equal(rows["status"], "error")
         output_good = pc.or_(failed, pc.fill_null(output_good, False))
         keep = pc.and_(pc.fill_null(unchanged(rows, rows), False), output_good)
@@ -247,6 +249,22 @@ class ArchiveJob(Plan):
             self.source_uris(rows["rel_path"]),
         )
         return conform(rows, ARCHIVE_SCHEMA)
+
+    def above_floor(self, rows: pa.Table) -> pa.ChunkedArray:
+        """Which kept rows an earlier, higher floor kept whose recorded psnr and ssim meet the
+        floor given now: shrunk now, so a lower floor archives what it would have (not a row
+        kept for its transparent pixels, which any floor keeps, nor one kept for another reason,
+        which records no psnr). False for all without a floor."""
+        config = self.config
+        if config.min_psnr is None and config.min_ssim is None:
+            return pa.chunked_array([pa.array([False] * len(rows), pa.bool_())])
+        met = pc.is_valid(rows["psnr"])
+        for floor, column in ((config.min_psnr, "psnr"), (config.min_ssim, "ssim")):
+            if floor is not None:
+                met = pc.and_(met, pc.greater_equal(rows[column], floor))
+        reason = pc.fill_null(rows["kept_reason"], "")
+        met = pc.and_(met, pc.invert(pc.starts_with(reason, TRANSPARENT_REASON)))
+        return pc.fill_null(met, False)
 
     def source_uris(self, rel_paths: pa.ChunkedArray) -> pa.ChunkedArray:
         return pc.binary_join_element_wise(self.src.uri_of(self.prefix), rel_paths, "")

@@ -13,7 +13,7 @@ from conftest import write_tree
 
 from pipeline.archive.plan import ArchiveConfig, ArchiveJob, collisions, prepare_archive
 from pipeline.buckets import Buckets
-from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA
+from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA, TRANSPARENT_REASON
 from pipeline.job import OUTPUT_SCHEMA
 from pipeline.manifest import to_table
 from pipeline.sources import LISTING_SCHEMA
@@ -172,6 +172,9 @@ def test_kept_sources_and_the_quality_floor(tmp_path: Path):
             {"rel_path": "low.png", "source_bytes": 10, "psnr": 15.0},
         ]
     )
+    rows = rows.set_column(  # kept by --keep-failed, the model never ran: no psnr
+        rows.column_names.index("psnr"), "psnr", pa.array([None, None, 15.0], pa.float64())
+    )
     outputs = pa.concat_tables(
         [
             lr_files(["low.png"]),
@@ -187,6 +190,37 @@ def test_kept_sources_and_the_quality_floor(tmp_path: Path):
         "gone.txt",
         "low.png",  # below the floor now asked for
     ]
+
+
+def test_a_lower_floor_archives_what_a_higher_one_kept(tmp_path: Path):
+    """Kept at --min-psnr 18 (psnr 15, 12; ssim 0.3): a re-run at --min-psnr 14 shrinks the one
+    whose recorded psnr meets it; not one kept for its transparent pixels, nor one kept for
+    another reason (no psnr), nor any without a floor."""
+    names = ("fifteen.png", "twelve.png", "logo.png", "tail.jpg")
+    images = listing([(p, 10, T1, None, None) for p in names])
+    kept = {"status": "kept", "kept_uri": "k", "source_bytes": 10, "ssim": 0.3}
+    rows = manifest(
+        [
+            kept | {"rel_path": "fifteen.png", "psnr": 15.0, "kept_reason": "psnr 15.00 dB below"},
+            kept | {"rel_path": "twelve.png", "psnr": 12.0, "kept_reason": "psnr 12.00 dB below"},
+            kept | {"rel_path": "logo.png", "psnr": 30.0, "kept_reason": TRANSPARENT_REASON},
+            kept | {"rel_path": "tail.jpg", "psnr": None, "kept_reason": "bytes after"},
+        ]
+    )
+    outputs = pa.table(
+        {"rel_path": list(names), "size": [10] * 4, "kind": ["kept"] * 4}, OUTPUT_SCHEMA
+    )
+    job = plan(tmp_path)
+    assert len(job.split(images, rows, outputs)[1]) == 0  # no floor: as they are
+    for min_psnr, min_ssim, redone in (
+        (14.0, None, ["fifteen.png"]),
+        (14.0, 0.2, ["fifteen.png"]),
+        (14.0, 0.5, []),
+        (None, 0.2, ["fifteen.png", "twelve.png"]),
+    ):
+        config = replace(job.config, min_psnr=min_psnr, min_ssim=min_ssim)
+        lower = ArchiveJob(**{**job.__dict__, "config": config})
+        assert sorted(lower.split(images, rows, outputs)[1]["rel_path"].to_pylist()) == redone
 
 
 def test_earlier_permanent_failures_are_carried_unless_retried(tmp_path: Path):
