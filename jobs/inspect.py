@@ -78,7 +78,7 @@ def job(args: argparse.Namespace) -> int:
             raise ValueError("--sha256 compares the files under --source SRC: give --source")
         coverage_columns = COVERAGE_COLUMNS + ["source_sha256"] * args.sha256
         columns = SUMMARY_COLUMNS + (coverage_columns if args.source else [])
-        columns += ["kept_reason"] if args.kept else []
+        columns += ["kept_reason", "error"] if args.kept else []
         columns = list(dict.fromkeys(columns))
         table = read_manifest(archive.child(MANIFEST_DIR), ARCHIVE_SCHEMA, columns)
         missing = table is None and not archive.filesystem().exists(archive.root)

@@ -200,10 +200,13 @@ def errors(table: pa.Table) -> list[dict[str, str]]:
 
 def kept(table: pa.Table) -> list[dict[str, str]]:
     """The rel_path and kept_reason of every source of a merged archive manifest kept as it
-    is (below a quality floor, holding what an LR cannot, or failed, with --keep-failed)."""
-    rows = table.filter(pc.equal(table["status"], "kept")).select(["rel_path", "kept_reason"])
+    is (below a quality floor, holding what an LR cannot, or failed, with --keep-failed), as
+    summarize counts them: skipped by a later run too, and for an error row that records the
+    copy of an earlier run, its error."""
+    held = pc.fill_null(pc.not_equal(table["kept_uri"], ""), False)
+    rows = table.filter(held).select(["rel_path", "kept_reason", "error"])
     return [
-        {"rel_path": r["rel_path"] or "", "kept_reason": r["kept_reason"] or ""}
+        {"rel_path": r["rel_path"] or "", "kept_reason": r["kept_reason"] or r["error"] or ""}
         for r in rows.to_pylist()
     ]
 

@@ -140,26 +140,36 @@ def test_errors_lists_failed_images_and_why(tmp_path: Path, capsys):
 
 
 def test_kept_lists_the_sources_kept_as_they_are_and_why(tmp_path: Path, capsys):
+    """Kept by this run or an earlier one (skipped now), and the copy an error row records."""
     rows = ROWS + [
         {
             "rel_path": "text.png",
             "status": "kept",
+            "kept_uri": "kept/text.png",
             "kept_reason": "psnr 11.20 dB below --min-psnr 18",
         },
         {
             "rel_path": "logo.png",
-            "status": "kept",
+            "status": "skipped",
+            "kept_uri": "kept/logo.png",
             "kept_reason": "transparent pixels, whose alpha an LR drops",
+        },
+        {
+            "rel_path": "notes.txt",
+            "status": "error",
+            "kept_uri": "kept/notes.txt",
+            "error": "not an image file; the source kept earlier stays at kept/notes.txt",
         },
     ]
     write_manifest(tmp_path, rows)
     assert run_cli("inspect", tmp_path, "--kept") == 0
     assert capsys.readouterr().out.splitlines() == [
         "logo.png: transparent pixels, whose alpha an LR drops",
+        "notes.txt: not an image file; the source kept earlier stays at kept/notes.txt",
         "text.png: psnr 11.20 dB below --min-psnr 18",
     ]
     assert run_cli("inspect", tmp_path, "--kept", "--json") == 0
-    assert json.loads(capsys.readouterr().out)["kept"][1] == {
+    assert json.loads(capsys.readouterr().out)["kept"][2] == {
         "rel_path": "text.png",
         "kept_reason": "psnr 11.20 dB below --min-psnr 18",
     }
