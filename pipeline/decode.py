@@ -162,6 +162,7 @@ TIFF_NOT_EXIF = (
 XMP_ORIENTATION = re.compile(rb'(tiff:Orientation(?:="|>))[2-8](?=["<])')
 SRGB = ImageCms.createProfile("sRGB")
 ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+ALPHA_DROPPED = ", alpha dropped"  # ends a conversion note of pixels not fully opaque
 SIXTEEN_BIT_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 EXIF_HEADERS = (b"II*\x00", b"MM\x00*")
 XMP_SEGMENT = b"http://ns.adobe.com/xap/1.0/\x00"
@@ -235,9 +236,9 @@ class Decoded:
     kept_reason: str | None = None  # why the source must be kept as it is, not shrunk
     # What a quality floor must see beside the pixels (pipeline/archive/downscale.py): pixels
     # not fully opaque, whose alpha the LR drops; and of a source of more than 8 bits a
-    # sample, the 8-bit levels its values span (at least 1; 255 for any other), the peak of
-    # its psnr: a 12-bit scan in a 16-bit file spans 15, and an error of 3 levels in 15 is
-    # no 37 dB round trip.
+    # sample, the 8-bit levels of the bits its values use (at least 1; 255 for any other),
+    # the peak of its psnr: a 12-bit scan in a 16-bit file has 15, and an error of 3 levels
+    # in 15 is no 37 dB round trip.
     transparent: bool = False
     levels: float = 255.0
 
@@ -305,9 +306,10 @@ def decode_image(
         metadata, over = metadata.over_limits()
         dropped += over
         # A 16-bit image a profile converted is 8-bit RGB now, and its note says so.
-        rgb, converted = to_rgb(img, sixteen_bit and img.mode == mode)
+        rgb, converted = to_rgb(img, sixteen_bit and img.mode == mode, transparent)
         deep = sixteen_bit or mode in SIXTEEN_BIT_GRAY_MODES or mode == "I"
-        levels = float(max(1, int(rgb.max()) - int(rgb.min()))) if deep else 255.0
+        # The bits its values use: 12 of a 12-bit scan's 16 leave 2**4 - 1 8-bit levels.
+        levels = float(max(1, 2 ** int(rgb.max()).bit_length() - 1)) if deep else 255.0
         uncarried = f"not carried: {', '.join(dropped)}" if dropped else None
         xmp_note = None
         if metadata.xmp and not is_utf8(metadata.xmp):
@@ -341,12 +343,22 @@ def decode_image(
 
 def has_transparency(img: Image.Image) -> bool:
     """Whether some pixel of `img` (loaded) is not fully opaque: an alpha channel below its
-    maximum, or a palette's or a colour's transparency that some pixel uses."""
+    maximum, or a palette's or a colour key's transparency (PNG tRNS) that some pixel uses.
+    A 16-bit colour key is compared with the 8-bit pixels Pillow keeps of 16-bit RGB, its high
+    bytes: where only its low bytes differ, a pixel is taken as transparent."""
     if img.mode in ALPHA_MODES:  # its last band: "A", or "a" of premultiplied modes
         return img.getchannel(img.getbands()[-1]).getextrema()[0] < 255
-    if "transparency" in img.info and img.mode in ("P", "L", "RGB"):
+    if "transparency" not in img.info:
+        return False
+    if img.mode == "P":
         return img.convert("RGBA").getchannel("A").getextrema()[0] < 255
-    return False
+    key = img.info["transparency"]
+    if img.mode == "RGB" and isinstance(key, tuple) and max(key) > 255:  # a 16-bit key
+        key = tuple(k >> 8 for k in key)
+    values = np.asarray(img)
+    if values.ndim == 3:
+        return bool(np.all(values == np.asarray(key), axis=2).any())
+    return bool((values == key).any())
 
 
 def open_failures(data: bytes) -> list[str]:
@@ -945,8 +957,19 @@ def raw_mode(img: Image.Image) -> str:
     return args if isinstance(args, str) else str(args[0]) if args else ""
 
 
-def to_rgb(img: Image.Image, sixteen_bit: bool) -> tuple[np.ndarray, str | None]:
-    """(H, W, 3) uint8 RGB from any Pillow mode, and a note on what was converted."""
+def to_rgb(img: Image.Image, sixteen_bit: bool, transparent: bool) -> tuple[np.ndarray, str | None]:
+    """(H, W, 3) uint8 RGB from any Pillow mode, and a note on what was converted: ", alpha
+    dropped" where some pixel was `transparent` (has_transparency), an alpha channel or a
+    colour key; an alpha channel opaque throughout loses nothing, and its note says so."""
+    rgb, note = converted_to_rgb(img, sixteen_bit, transparent)
+    if transparent and ALPHA_DROPPED not in (note or ""):  # a colour key's transparency
+        note = f"{note or f'{img.mode} -> RGB'}{ALPHA_DROPPED}"
+    return rgb, note
+
+
+def converted_to_rgb(
+    img: Image.Image, sixteen_bit: bool, transparent: bool
+) -> tuple[np.ndarray, str | None]:
     mode = img.mode
     if mode == "I":  # 32-bit signed integers: a 16-bit range is scaled as 16-bit, no other
         values = np.asarray(img)
@@ -966,7 +989,7 @@ def to_rgb(img: Image.Image, sixteen_bit: bool) -> tuple[np.ndarray, str | None]
         note = "16-bit RGB -> 8-bit RGB" if sixteen_bit else None
         return np.asarray(img, dtype=np.uint8), note
     if mode in ALPHA_MODES or (mode == "P" and "transparency" in img.info):
-        note = f"{mode} -> RGB, alpha dropped"
+        note = f"{mode} -> RGB{ALPHA_DROPPED if transparent else ', its alpha opaque throughout'}"
     else:
         note = f"{mode} -> RGB"
     if sixteen_bit:

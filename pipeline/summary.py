@@ -100,7 +100,7 @@ SUMMARY_COLUMNS = [
 # that are not (gray, palette, CMYK) or to sRGB through the source's ICC profile, an EXIF
 # thumbnail kept.
 LOSSES = {
-    "alpha dropped": r" -> RGB, alpha dropped(; |\z)",
+    "alpha dropped": r"RGB, alpha dropped(; |\z)",
     "16-bit to 8-bit": r"(^|; )(16-bit |I\S* (16|32)-bit grayscale -> )",
     "metadata not carried": r"(^|; )not carried: ",
     "unreadable EXIF dropped": r"(^|; )EXIF unreadable ",

@@ -218,7 +218,7 @@ def good_images() -> dict[str, bytes]:
     return {
         "nested/deeper/rgb.jpg": encode(rgb, "JPEG", quality=90),
         "gray.png": encode(Image.fromarray(photo(80, 64, 2)).convert("L"), "PNG"),
-        "rgba.png": encode(Image.fromarray(photo(64, 80, 6)).convert("RGBA"), "PNG"),
+        "rgba.png": encode(transparent_corner(photo(64, 80, 6)), "PNG"),
         "gray16.png": png16(np.minimum(gray16, 65535).astype(np.uint16)),
         "rgb16.png": png16(rgb16),
         "palette.png": encode(palette, "PNG", transparency=0),
@@ -228,6 +228,13 @@ def good_images() -> dict[str, bytes]:
         "Upper.TIF": encode(Image.fromarray(photo(65, 70, 10)), "TIFF"),
         "nested/plain.bmp": encode(Image.fromarray(photo(64, 64, 11)), "BMP"),
     }
+
+
+def transparent_corner(pixels: np.ndarray) -> Image.Image:
+    """RGBA of `pixels`, its top left 8x8 pixels fully transparent."""
+    alpha = np.full(pixels.shape[:2], 255, np.uint8)
+    alpha[:8, :8] = 0
+    return Image.fromarray(np.dstack([pixels, alpha]))
 
 
 def bad_images() -> dict[str, bytes]:

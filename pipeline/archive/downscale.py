@@ -93,7 +93,8 @@ class Downscale(ModelStage):
             reasons.append(TRANSPARENT_REASON)
         if self.min_psnr is not None and row["psnr"] < self.min_psnr:
             levels = float(row["levels"])
-            span = f" in the {levels:.0f} levels its values span" if levels < 255 else ""
+            bits = round(math.log2(levels + 1)) + 8
+            span = f" over the {levels:.0f} levels of its {bits}-bit values" if levels < 255 else ""
             reasons.append(f"psnr {row['psnr']:.2f} dB{span} below --min-psnr {self.min_psnr:g}")
         if self.min_ssim is not None and row["ssim"] < self.min_ssim:
             reasons.append(f"ssim {row['ssim']:.4f} below --min-ssim {self.min_ssim:g}")

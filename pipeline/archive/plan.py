@@ -54,7 +54,7 @@ from pipeline.sources import (
 )
 from pipeline.stage import load_model, model_location
 from pipeline.storage import Location, s3_options
-from pipeline.summary import plural
+from pipeline.summary import LOSSES, plural
 from tadm.config import SCALES
 from tadm.hub import default_model
 
@@ -198,7 +198,8 @@ class ArchiveJob(Plan):
         """The manifest rows of `images` an earlier run settled with this model and scale, from
         the same source: images it finished, as "skipped" rows, whose LR file (or kept source) is
         still there with the recorded size (with --verify or a quality floor, LR rows without
-        psnr, or below the floor, don't count); and, unless --retry-errors, its permanent
+        psnr, or below the floor, or with transparent pixels dropped, don't count, nor, with a
+        floor, kept rows that meet it: above_floor); and, unless --retry-errors, its permanent
         failures, as they were."""
         config = self.config
         finished = pc.is_in(done["status"], pa.array([*DONE, KEPT]))
@@ -229,6 +230,10 @@ class ArchiveJob(Plan):
         for floor, column in ((config.min_psnr, "psnr"), (config.min_ssim, "ssim")):
             if floor is not None:
                 lr_good = pc.and_kleene(lr_good, pc.greater_equal(rows[column], floor))
+        if config.min_psnr is not None or config.min_ssim is not None:
+            # Shrunk without a floor, transparent pixels and all: a floor keeps them now.
+            dropped = pc.match_substring_regex(rows["conversion"], LOSSES["alpha dropped"])
+            lr_good = pc.and_kleene(lr_good, pc.invert(pc.fill_null(dropped, False)))
         kept_good = pc.and_(
             pc.equal(rows["kept_size"], rows["source_bytes"]), pc.invert(self.above_floor(rows))
         )

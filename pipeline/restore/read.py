@@ -45,7 +45,7 @@ READ_COLUMNS = (
     "model_id",
     "lr_pixels",
     "source_pixels",
-    "source_levels",  # the levels its values span, the peak of psnr (pipeline/decode.py)
+    "source_levels",  # the peak of its psnr: Decoded.levels (pipeline/decode.py)
     *METADATA_FIELDS,  # the LR's Metadata, b"" for none
     "kept_data",  # a kept source's region, encoded; b"" for an LR row or a copy
     "kept_path",  # the kept source to copy as it is (archive's filesystem); "" for none

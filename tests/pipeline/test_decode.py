@@ -585,9 +585,9 @@ def test_a_pngs_unicode_comment_travels_as_utf8():
             lambda p: png_with_chunks(p, [png_chunk(b"prV" + bytes([c]), b"") for c in b"abcdefg"]),
             "not carried: PNG prVa, prVb, prVc, prVd, prVe, prVf, prVg",
         ),
-        (  # a transparent colour of RGB pixels (a palette's says "alpha dropped" already)
+        (  # a transparent colour of RGB pixels, some of them black
             lambda p: encode(Image.fromarray(p), "PNG", transparency=(0, 0, 0)),
-            "not carried: PNG tRNS",
+            "RGB -> RGB, alpha dropped; not carried: PNG tRNS",
         ),
         (  # a resolution in no unit (1): an aspect ratio alone
             lambda p: encode(Image.fromarray(p), "TIFF", tiffinfo={282: 2, 283: 1, 296: 1}),
@@ -716,9 +716,9 @@ def test_a_pngs_unicode_comment_travels_as_utf8():
             None,
         ),
         (lambda p: encode(Image.fromarray(p).convert("P"), "TIFF"), "P -> RGB"),  # ColorMap
-        (  # ExtraSamples
+        (  # ExtraSamples, opaque throughout
             lambda p: encode(Image.fromarray(p).convert("RGBA"), "TIFF"),
-            "RGBA -> RGB, alpha dropped",
+            "RGBA -> RGB, its alpha opaque throughout",
         ),
         (lambda p: encode(Image.fromarray(p), "JPEG"), None),
         (lambda p: encode(Image.fromarray(p), "PNG", pnginfo=xmp_info()), None),
@@ -774,6 +774,30 @@ def test_a_tiffs_exif_and_gps_travel_in_its_exif(tmp_path: Path, order: str, big
     assert tags["GPSLatitude"] == pytest.approx(48 + 51 / 60 + 29.5 / 3600)
     assert (read["source.tif"]["Orientation"], read["restored.jpg"]["Orientation"]) == (6, 1)
     assert "MakerNoteUnknown" not in read["restored.jpg"]
+
+
+def test_a_colour_key_some_pixel_uses_is_transparency_at_any_bit_depth():
+    """A PNG tRNS colour key of 8 or 16-bit gray or RGB pixels: where a pixel has it, the image
+    has transparent pixels, which its LR drops, and its row says so; a key no pixel has is
+    transparency of none."""
+    gray = (photo(64, 48, 3)[..., 0].astype(np.uint16) * 257).astype(np.uint16)
+    gray[:8] = 1000
+    rgb = photo(64, 48, 4).astype(np.uint16) * 257
+    rgb[:8] = (1000, 2000, 3000)
+
+    def keyed(pixels: np.ndarray, key: bytes) -> bytes:
+        data = png16(pixels)
+        return data[:33] + png_chunk(b"tRNS", key) + data[33:]  # after IHDR
+
+    for data, transparent in (
+        (keyed(gray, struct.pack(">H", 1000)), True),
+        (keyed(gray, struct.pack(">H", 1001)), False),
+        (keyed(rgb, struct.pack(">HHH", 1000, 2000, 3000)), True),
+        (keyed(rgb, struct.pack(">HHH", 60000, 2000, 3000)), False),
+    ):
+        decoded = decode_image(data)
+        assert decoded.transparent == transparent
+        assert ("alpha dropped" in decoded.conversion) == transparent, decoded.conversion
 
 
 def test_a_tag_a_tiffs_first_ifd_repeats_is_named():

@@ -130,8 +130,8 @@ def test_a_quality_floor_sees_transparency_and_the_span_of_16_bit_values(tiny_mo
     }
     reasons = dict(zip(files, rows["kept_reason"], strict=True))
     assert reasons["scan12.png"] == (
-        f"psnr {psnr['scan12.png']:.2f} dB in the 15 levels its values span below --min-psnr "
-        f"{floor:g}"
+        f"psnr {psnr['scan12.png']:.2f} dB over the 15 levels of its 12-bit values below "
+        f"--min-psnr {floor:g}"
     )
     assert reasons["logo.png"] == "transparent pixels, whose alpha an LR drops"
 

@@ -223,6 +223,31 @@ def test_a_lower_floor_archives_what_a_higher_one_kept(tmp_path: Path):
         assert sorted(lower.split(images, rows, outputs)[1]["rel_path"].to_pylist()) == redone
 
 
+def test_a_floor_redoes_an_image_shrunk_with_its_transparent_pixels(tmp_path: Path):
+    """Archived without a floor (--verify), its alpha dropped: a floor keeps it now, whatever
+    its psnr; an alpha channel opaque throughout lost nothing and is skipped."""
+    images = listing([(p, 10, T1, None, None) for p in ("logo.png", "opaque.png")])
+    rows = manifest(
+        [
+            {
+                "rel_path": "logo.png",
+                "source_bytes": 10,
+                "conversion": "RGBA -> RGB, alpha dropped",
+            },
+            {
+                "rel_path": "opaque.png",
+                "source_bytes": 10,
+                "conversion": "RGBA -> RGB, its alpha opaque throughout",
+            },
+        ]
+    )
+    outputs = lr_files(["logo.png", "opaque.png"])
+    job = plan(tmp_path, verify=True)
+    assert len(job.split(images, rows, outputs)[1]) == 0
+    floor = ArchiveJob(**{**job.__dict__, "config": replace(job.config, min_psnr=5.0)})
+    assert floor.split(images, rows, outputs)[1]["rel_path"].to_pylist() == ["logo.png"]
+
+
 def test_earlier_permanent_failures_are_carried_unless_retried(tmp_path: Path):
     """A re-run writes an earlier permanent failure again as it was (with its written_at, so
     the job counts it apart); a transient one, or any with --retry-errors, is done again."""
