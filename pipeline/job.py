@@ -165,6 +165,16 @@ class Plan(ABC):
         """The read, model and write stages."""
 
     @abstractmethod
+    def temp_folders(self) -> list[Location]:
+        """The folders under DST the job writes into, where a stopped job leaves its
+        temporary files (stale_temps): never SRC inside DST, nor a user's files beside."""
+
+    def own_temp(self, key: str) -> bool:
+        """Whether the temporary file at `key` (a "/"-separated path under DST) in
+        temp_folders is one of the job's writes."""
+        return True
+
+    @abstractmethod
     def output_rel_path(self, key: str) -> str | None:
         """The rel_path of the image whose output in DST the file at `key` (a "/"-separated
         path under DST) may be, where a file of any name may be one (a kept source); None
@@ -455,9 +465,13 @@ def run_held(plan: Plan, lease: Lease) -> JobResult:
 
     try:
         check_nodes(plan, lease)
-        stale = stale_temps(
-            plan.dst.filesystem(), plan.dst.root, lease.stopped_since, lease.acquired_at
-        )
+        fs = plan.dst.filesystem()
+        stale = [
+            path
+            for folder in plan.temp_folders()
+            for path in stale_temps(fs, folder.root, lease.stopped_since, lease.acquired_at)
+            if plan.own_temp(os.path.relpath(path, plan.dst.root).replace(os.sep, "/"))
+        ]
         recorded = plan.recorded(stale) if stale else set()
         for path in stale:
             if path not in recorded:

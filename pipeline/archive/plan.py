@@ -101,6 +101,10 @@ class ArchiveJob(Plan):
         for table in walk(self.dst.child(KEPT_DIR)):
             yield output_table(table["rel_path"], table["size"], "kept")
 
+    def temp_folders(self) -> list[Location]:
+        """lr/, kept/ and manifest/: SRC may lie in DST, beside them."""
+        return [self.dst.child(name) for name in (LR_DIR, KEPT_DIR, MANIFEST_DIR)]
+
     def output_rel_path(self, key: str) -> str | None:
         """A file under DST/kept/ may be the kept source of its rel_path; an LR's name ends
         in .png, a manifest part's is the job's own."""

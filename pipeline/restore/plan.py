@@ -119,6 +119,20 @@ class RestoreJob(Plan):
                 yield output_table(names, images["size"], kind)
             yield output_table(table["rel_path"], table["size"], "kept")
 
+    def temp_folders(self) -> list[Location]:
+        """DST, where images are restored at their rel_paths."""
+        return [self.dst]
+
+    def own_temp(self, key: str) -> bool:
+        """A temporary file of manifest/, or of a restored image (its name's first 64 bytes end
+        in .png, .jpeg or .webp); not one a kept source's copy may have left, which a user's
+        own file in DST may look like (a kept source may have any name), nor one of a longer
+        name: hidden files a later restore leaves."""
+        name = key.rsplit("/", 1)[-1]
+        stem = name[1 : -len(".0123456789abcdef0123456789abcdef.tmp")]  # ".<stem>.<hex>.tmp"
+        restored = stem.endswith(tuple("." + image_format for image_format in OUTPUT_FORMATS))
+        return key.startswith(MANIFEST_DIR + "/") or restored
+
     def output_rel_path(self, key: str) -> str | None:
         """Any file may be a kept source given back at its rel_path."""
         return key

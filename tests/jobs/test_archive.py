@@ -492,16 +492,19 @@ def test_a_kept_file_named_as_a_temporary_file_outlives_its_source(
     ray_cluster, tiny_model, tmp_path
 ):
     """A hidden source named as an interrupted write's temporary file, of an old modification
-    time, kept with --keep-failed: once its source is deleted, a later run finds it among the
-    files a stopped job left, and leaves it, as the manifest records it (it deleted it)."""
+    time, in a SRC inside DST: a first run leaves it in SRC (it looks for temporary files in
+    lr/, kept/ and manifest/ only) and keeps it with --keep-failed; once its source is deleted,
+    a later run finds the copy among the files a stopped job left, and leaves it, as the
+    manifest records it (it deleted both)."""
     name = f".notes.{'0123456789abcdef' * 2}.tmp"
-    src = write_tree(tmp_path / "src", {"a.jpg": encode(Image.fromarray(photo(64, 64)), "JPEG")})
+    dst = tmp_path / "archive"
+    src = write_tree(dst / "photos", {"a.jpg": encode(Image.fromarray(photo(64, 64)), "JPEG")})
     (src / name).write_bytes(b"the only copy, soon")
     os.utime(src / name, (1.6e9, 1.6e9))  # 2020
-    dst = tmp_path / "archive"
     args = ("archive", src, dst, "--model", tiny_model, "--keep-failed")
     assert run_cli(*args) == 0
     assert manifest_rows(dst)[name]["status"] == "kept"
+    assert (src / name).read_bytes() == b"the only copy, soon"
     (src / name).unlink()  # the originals deleted, one file at a time
     write_tree(src, {"b.jpg": encode(Image.fromarray(photo(64, 64, 1)), "JPEG")})
     stale = dst / "kept" / f".b.{'1' * 32}.tmp"  # a killed job's, which goes

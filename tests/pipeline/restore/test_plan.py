@@ -302,6 +302,23 @@ def test_a_restore_of_an_archive_a_job_writes_into_warns(tmp_path, caplog):
     ]
 
 
+def test_a_restore_takes_for_its_own_only_the_temporary_files_of_its_images_and_manifest():
+    """DST may be a folder of one's own files: a user's hidden file named as a temporary one,
+    or a kept copy's (which may have any name), is not the restore's to delete."""
+    hexes = "0" * 32
+    with items([], set(), 10**6) as buckets:
+        job = restore_job(buckets, "/restored")
+        assert [folder.root for folder in job.temp_folders()] == ["/restored"]
+        for key, own in (
+            (f"a/.b.jpg.png.{hexes}.tmp", True),
+            (f".b.jpg.webp.{hexes}.tmp", True),
+            (f"manifest/.part-1.parquet.{hexes}.tmp", True),
+            (f".draft.{hexes}.tmp", False),
+            (f"notes/.notes.txt.{hexes}.tmp", False),
+        ):
+            assert job.own_temp(key) == own, key
+
+
 def test_kept_files_of_an_archive_without_manifest_are_hidden_ones_too_not_temporaries():
     """--keep-failed keeps hidden files (.picasa.ini, an AppleDouble "._a.jpg"): restored
     from ARCHIVE/kept/ alone, they come back; a write's temporary file does not."""
