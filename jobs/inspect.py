@@ -88,14 +88,14 @@ def job(args: argparse.Namespace) -> int:
         raise ValueError(f"ARCHIVE {archive.uri!r} does not exist")
     if table is None:
         raise ValueError(no_manifest(archive))
-    fixity = check_archive(archive, table) if args.check else None
+    lease = unfinished(archive)
+    fixity = check_archive(archive, table, lease is not None) if args.check else None
     coverage = None
     if args.source:
         src = Location.parse(args.source, args.storage_options)
         coverage = check_source(src, archive, table, sha256=args.sha256)
     found = [c for c in (fixity, coverage) if c is not None]
     status = 1 if any(c.problems for c in found) else 0
-    lease = unfinished(archive)
     if args.json:
         out = {"archive": archive.uri} | dataclasses.asdict(summarize(table)) | {"lease": lease}
         if args.errors:

@@ -49,18 +49,23 @@ class Fixity:
     bytes: int = 0
     problems: list[dict[str, str]] = field(default_factory=list)
     size_only: int = 0  # files compared by size alone: their rows record no SHA-256
+    unrecorded: int = 0  # of the problems, files under lr/ and kept/ that no row records
 
     def lines(self) -> list[str]:
         found = "all as recorded" if not self.problems else plural(len(self.problems), "problem")
         if self.size_only:
             found += f" ({self.size_only:,} by size alone: their rows record no SHA-256)"
+        if self.unrecorded:
+            found += f" ({self.unrecorded:,} of them files no row records)"
         lines = [f"check: {plural(self.files, 'file')}, {self.bytes:,} bytes read: {found}"]
         return lines + [f"  {p['file']}: {p['problem']}" for p in self.problems]
 
 
-def check_archive(archive: Location, table: pa.Table) -> Fixity:
+def check_archive(archive: Location, table: pa.Table, unfinished: bool = False) -> Fixity:
     """Read back every file the merged manifest `table` records under `archive`
-    (recorded_files), CHECK_THREADS at a time, logging progress on long checks."""
+    (recorded_files), CHECK_THREADS at a time, logging progress on long checks; then name the
+    files no row records, as those of a job that has not finished when its lease is still
+    there (`unfinished`), else as a manifest part's lost."""
     fs = archive.filesystem()
     fixity = Fixity()
     total = pc.sum(pc.or_(*recorded(table))).as_py() or 0
@@ -87,14 +92,20 @@ def check_archive(archive: Location, table: pa.Table) -> Fixity:
                     f"{fixity.bytes:,}",
                     plural(len(fixity.problems), "problem"),
                 )
+    problem = UNRECORDED_BY_A_JOB if unfinished else UNRECORDED
     for rel_path, key in unrecorded(archive, table):
-        fixity.problems.append({"rel_path": rel_path, "file": key, "problem": UNRECORDED})
+        fixity.problems.append({"rel_path": rel_path, "file": key, "problem": problem})
+        fixity.unrecorded += 1
     return fixity
 
 
 UNRECORDED = (
     "no manifest row records it (a manifest part lost?), so a restore does not give it back: "
     "archive its source again while SRC holds it"
+)
+UNRECORDED_BY_A_JOB = (
+    "no manifest row records it yet: the job the lease names wrote it after its last rows; "
+    "run that job again (or let it finish)"
 )
 
 

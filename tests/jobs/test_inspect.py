@@ -388,13 +388,23 @@ def test_check_names_the_files_no_manifest_row_records(tmp_path: Path, capsys):
         "back: archive its source again while SRC holds it"
     )
     assert capsys.readouterr().out.splitlines()[-3:] == [
-        "check: 1 file, 7 bytes read: 2 problems",
+        "check: 1 file, 7 bytes read: 2 problems (2 of them files no row records)",
         f"  lr/b.jpg.png: {because}",
         f"  kept/c.txt: {because}",
     ]
     assert run_cli("inspect", tmp_path, "--check", "--json") == 1
-    problems = json.loads(capsys.readouterr().out)["check"]["problems"]
-    assert [p["rel_path"] for p in problems] == ["b.jpg", "c.txt"]
+    check = json.loads(capsys.readouterr().out)["check"]
+    assert [p["rel_path"] for p in check["problems"]] == ["b.jpg", "c.txt"]
+    assert check["unrecorded"] == 2
+    # A job killed after it wrote them, before their rows: its lease says so, and so do they.
+    record = {"job": "archive", "host": socket.gethostname(), "pid": 2**22 + 1, "token": "t"}
+    record |= {"started": "2026-12-07T10:00:00+00:00", "heartbeat": "2026-12-07T10:00:05+00:00"}
+    (tmp_path / "manifest" / ".lease.json").write_text(json.dumps(record))
+    assert run_cli("inspect", tmp_path, "--check") == 1
+    assert capsys.readouterr().out.splitlines()[-3] == (
+        "  lr/b.jpg.png: no manifest row records it yet: the job the lease names wrote it after "
+        "its last rows; run that job again (or let it finish)"
+    )
 
 
 def test_model_counts_of_rows_that_read_the_same_add_up(tmp_path: Path, capsys):
