@@ -163,6 +163,7 @@ XMP_ORIENTATION = re.compile(rb'(tiff:Orientation(?:="|>))[2-8](?=["<])')
 SRGB = ImageCms.createProfile("sRGB")
 ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 ALPHA_DROPPED = ", alpha dropped"  # ends a conversion note of pixels not fully opaque
+KEY_ROWS = 256  # rows compared with a colour key at a time
 SIXTEEN_BIT_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 EXIF_HEADERS = (b"II*\x00", b"MM\x00*")
 XMP_SEGMENT = b"http://ns.adobe.com/xap/1.0/\x00"
@@ -356,9 +357,11 @@ def has_transparency(img: Image.Image) -> bool:
     if img.mode == "RGB" and isinstance(key, tuple) and max(key) > 255:  # a 16-bit key
         key = tuple(k >> 8 for k in key)
     values = np.asarray(img)
-    if values.ndim == 3:
-        return bool(np.all(values == np.asarray(key), axis=2).any())
-    return bool((values == key).any())
+    for y in range(0, values.shape[0], KEY_ROWS):  # a bounded comparison's worth at a time
+        rows = values[y : y + KEY_ROWS] == np.asarray(key)
+        if (rows.all(axis=2) if rows.ndim == 3 else rows).any():
+            return True
+    return False
 
 
 def open_failures(data: bytes) -> list[str]:
