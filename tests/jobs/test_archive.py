@@ -27,6 +27,7 @@ from conftest import (
     photoshop_resource,
     run_cli,
     thumbnail_exif,
+    transparent_corner,
     write_tree,
 )
 from PIL import ExifTags, Image, TiffImagePlugin, TiffTags
@@ -642,7 +643,7 @@ def test_a_manifest_that_cannot_be_compacted_is_a_warning_not_the_jobs_failure(
 def test_the_summary_counts_images_archived_with_a_loss(ray_cluster, tiny_model, tmp_path, capsys):
     """An alpha channel dropped is said on the summary line and in --json, not only in the
     manifest's conversion column."""
-    rgba = Image.fromarray(photo(64, 64, 4)).convert("RGBA")
+    rgba = transparent_corner(photo(64, 64, 4))
     src = write_tree(
         tmp_path / "src",
         {"rgba.png": encode(rgba, "PNG"), "rgb.png": encode(Image.fromarray(photo(64, 64)), "PNG")},
