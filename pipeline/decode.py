@@ -162,7 +162,6 @@ TIFF_NOT_EXIF = (
 XMP_ORIENTATION = re.compile(rb'(tiff:Orientation(?:="|>))[2-8](?=["<])')
 SRGB = ImageCms.createProfile("sRGB")
 ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
-ALPHA_DROPPED = ", alpha dropped"  # ends a conversion note of pixels not fully opaque
 KEY_ROWS = 256  # rows compared with a colour key at a time
 SIXTEEN_BIT_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 EXIF_HEADERS = (b"II*\x00", b"MM\x00*")
@@ -339,7 +338,14 @@ def decode_image(
         said = LIBJXL_ADVICE.sub("", str(e))
         raise ValueError(f"corrupt image: {type(e).__name__}: {said}") from None
     conversion = "; ".join(steps) or None
-    return Decoded(rgb, conversion, metadata, kept, transparent, levels)
+    return Decoded(
+        pixels=rgb,
+        conversion=conversion,
+        metadata=metadata,
+        kept_reason=kept,
+        transparent=transparent,
+        levels=levels,
+    )
 
 
 def has_transparency(img: Image.Image) -> bool:
@@ -964,15 +970,16 @@ def to_rgb(img: Image.Image, sixteen_bit: bool, transparent: bool) -> tuple[np.n
     """(H, W, 3) uint8 RGB from any Pillow mode, and a note on what was converted: ", alpha
     dropped" where some pixel was `transparent` (has_transparency), an alpha channel or a
     colour key; an alpha channel opaque throughout loses nothing, and its note says so."""
-    rgb, note = converted_to_rgb(img, sixteen_bit, transparent)
-    if transparent and ALPHA_DROPPED not in (note or ""):  # a colour key's transparency
-        note = f"{note or f'{img.mode} -> RGB'}{ALPHA_DROPPED}"
+    rgb, note = converted_to_rgb(img, sixteen_bit)
+    if transparent:  # of an alpha channel, or of a colour key
+        note = f"{note or f'{img.mode} -> RGB'}, alpha dropped"
+    elif img.mode in ALPHA_MODES or (img.mode == "P" and "transparency" in img.info):
+        note = f"{note}, its alpha opaque throughout"
     return rgb, note
 
 
-def converted_to_rgb(
-    img: Image.Image, sixteen_bit: bool, transparent: bool
-) -> tuple[np.ndarray, str | None]:
+def converted_to_rgb(img: Image.Image, sixteen_bit: bool) -> tuple[np.ndarray, str | None]:
+    """to_rgb, but for what the note says of transparency."""
     mode = img.mode
     if mode == "I":  # 32-bit signed integers: a 16-bit range is scaled as 16-bit, no other
         values = np.asarray(img)
@@ -991,10 +998,7 @@ def converted_to_rgb(
     if mode == "RGB":
         note = "16-bit RGB -> 8-bit RGB" if sixteen_bit else None
         return np.asarray(img, dtype=np.uint8), note
-    if mode in ALPHA_MODES or (mode == "P" and "transparency" in img.info):
-        note = f"{mode} -> RGB{ALPHA_DROPPED if transparent else ', its alpha opaque throughout'}"
-    else:
-        note = f"{mode} -> RGB"
+    note = f"{mode} -> RGB"
     if sixteen_bit:
         note = f"16-bit {note}"
     try:

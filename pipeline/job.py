@@ -180,14 +180,11 @@ class Plan(ABC):
         path under DST) may be, where a file of any name may be one (a kept source); None
         where no output has its name."""
 
-    def recorded(self, paths: list[str]) -> set[str]:
-        """Of the local files `paths` under DST, those that may be the output of an image its
-        manifest has a row of (output_rel_path): the files stale_temps finds that are not to
-        be deleted, as they may be kept sources named as temporary files are."""
-        of = {
-            p: self.output_rel_path(os.path.relpath(p, self.dst.root).replace(os.sep, "/"))
-            for p in paths
-        }
+    def recorded(self, keys: dict[str, str]) -> set[str]:
+        """Of the local files under DST `keys` names ({path: its key under DST}), those that
+        may be the output of an image its manifest has a row of (output_rel_path): files
+        stale_temps finds that are not to be deleted, as kept sources may be named so."""
+        of = {path: self.output_rel_path(key) for path, key in keys.items()}
         wanted = pa.array(sorted({r for r in of.values() if r is not None}), pa.string())
         if not len(wanted):
             return set()
@@ -425,6 +422,23 @@ def run(plan: Plan) -> JobResult:
             return run_held(plan, lease)
 
 
+def remove_stale_temps(plan: Plan, lease: Lease) -> None:
+    """Delete the temporary files a stopped job left in DST (stale_temps) where the job
+    writes (temp_folders, own_temp), but those its manifest may record (Plan.recorded)."""
+    fs, keys = plan.dst.filesystem(), {}
+    for folder in plan.temp_folders():
+        for path in stale_temps(fs, folder.root, lease.stopped_since, lease.acquired_at):
+            key = os.path.relpath(path, plan.dst.root).replace(os.sep, "/")
+            if plan.own_temp(key):
+                keys[path] = key
+    stale = keys.keys() - (plan.recorded(keys) if keys else set())
+    for path in stale:
+        with contextlib.suppress(FileNotFoundError):  # removed meanwhile
+            os.remove(path)
+    if stale:
+        logger.info("%s: removed %d temporary files of a stopped run", plan.name, len(stale))
+
+
 def run_held(plan: Plan, lease: Lease) -> JobResult:
     """`run`, DST's `lease` held. A local path that some node of the Ray cluster does not see
     is refused (check_nodes) before anything but the lease is written to DST. SIGINT or SIGTERM
@@ -465,24 +479,7 @@ def run_held(plan: Plan, lease: Lease) -> JobResult:
 
     try:
         check_nodes(plan, lease)
-        fs = plan.dst.filesystem()
-        stale = [
-            path
-            for folder in plan.temp_folders()
-            for path in stale_temps(fs, folder.root, lease.stopped_since, lease.acquired_at)
-            if plan.own_temp(os.path.relpath(path, plan.dst.root).replace(os.sep, "/"))
-        ]
-        recorded = plan.recorded(stale) if stale else set()
-        for path in stale:
-            if path not in recorded:
-                with contextlib.suppress(FileNotFoundError):  # removed meanwhile
-                    os.remove(path)
-        if len(stale) > len(recorded):
-            logger.info(
-                "%s: removed %d temporary files of a stopped run",
-                name,
-                len(stale) - len(recorded),
-            )
+        remove_stale_temps(plan, lease)
         writer = ManifestWriter(manifest, plan.schema, flush_rows=PLAN_PART_ROWS)
         blocks, total = [], 0
         size = block_rows(plan.images.rows, config.batch_size)

@@ -327,6 +327,17 @@ def stale_temps(
     return found
 
 
+def temp_stem(name: str) -> str:
+    """What of the name of the file it becomes a temporary file's name holds: its first
+    TEMP_NAME_BYTES only, as a long name must not fail for its temporary."""
+    return os.fsencode(name)[:TEMP_NAME_BYTES].decode(errors="ignore")
+
+
+def temp_target(name: str) -> str:
+    """temp_stem of the file a temporary file (its name matches TEMP_NAME) becomes."""
+    return name[1 : -len(f".{uuid.UUID(int=0).hex}.tmp")]
+
+
 def check_inside(root: str, path: str) -> None:
     """OSError unless local `path` stays in the folder `root` with symlinks resolved: a link
     planted in a folder on the way (DST/lr/sub -> /elsewhere) must not take a write or a
@@ -356,9 +367,7 @@ def local_temp(
     if root is not None:
         check_inside(root, directory)
     os.makedirs(directory, exist_ok=True)
-    # The name's first TEMP_NAME_BYTES only: a long name must not fail for its temporary.
-    stem = os.fsencode(name)[:TEMP_NAME_BYTES].decode(errors="ignore")
-    tmp = os.path.join(directory, f".{stem}.{uuid.uuid4().hex}.tmp")
+    tmp = os.path.join(directory, f".{temp_stem(name)}.{uuid.uuid4().hex}.tmp")
     try:
         with open(tmp, "wb") as f:
             yield f

@@ -203,8 +203,8 @@ def kept(table: pa.Table) -> list[dict[str, str]]:
     is (below a quality floor, holding what an LR cannot, or failed, with --keep-failed), as
     summarize counts them: skipped by a later run too, and for an error row that records the
     copy of an earlier run, its error."""
-    held = pc.fill_null(pc.not_equal(table["kept_uri"], ""), False)
-    rows = table.filter(held).select(["rel_path", "kept_reason", "error"])
+    copied = pc.fill_null(pc.not_equal(table["kept_uri"], ""), False)
+    rows = table.filter(copied).select(["rel_path", "kept_reason", "error"])
     return [
         {"rel_path": r["rel_path"] or "", "kept_reason": r["kept_reason"] or r["error"] or ""}
         for r in rows.to_pylist()

@@ -36,8 +36,8 @@ def strip_rows(width: int) -> int:
 
 def psnr(restored: np.ndarray, source: np.ndarray, peak: float = 255.0) -> float:
     """Peak signal-to-noise ratio in dB (inf for identical images), of 8-bit values whose
-    span is `peak` (255; less for a source whose values span fewer levels than its bit depth
-    gives: pipeline/decode.py's levels)."""
+    peak is `peak` (255; less for a source whose values use fewer bits than its samples hold:
+    pipeline/decode.py's levels)."""
     rows = strip_rows(source.shape[1])
     squared = 0  # sum of squared differences, exact in int64
     for y in range(0, source.shape[0], rows):

@@ -52,7 +52,7 @@ from pipeline.rows import NO_TIME
 from pipeline.sources import IMAGE_NAME, walk
 from pipeline.srgb import SRGB_NOTE
 from pipeline.stage import load_model, model_location
-from pipeline.storage import TEMP_PATH, Location, s3_options
+from pipeline.storage import TEMP_PATH, Location, s3_options, temp_target
 from pipeline.summary import plural
 from tadm.hub import default_model
 
@@ -128,8 +128,7 @@ class RestoreJob(Plan):
         in .png, .jpeg or .webp); not one a kept source's copy may have left, which a user's
         own file in DST may look like (a kept source may have any name), nor one of a longer
         name: hidden files a later restore leaves."""
-        name = key.rsplit("/", 1)[-1]
-        stem = name[1 : -len(".0123456789abcdef0123456789abcdef.tmp")]  # ".<stem>.<hex>.tmp"
+        stem = temp_target(key.rsplit("/", 1)[-1])
         restored = stem.endswith(tuple("." + image_format for image_format in OUTPUT_FORMATS))
         return key.startswith(MANIFEST_DIR + "/") or restored
 
