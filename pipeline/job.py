@@ -169,10 +169,10 @@ class Plan(ABC):
         """The folders under DST the job writes into, where a stopped job leaves its
         temporary files (stale_temps): never SRC inside DST, nor a user's files beside."""
 
-    def own_temp(self, key: str) -> bool:
-        """Whether the temporary file at `key` (a "/"-separated path under DST) in
-        temp_folders is one of the job's writes."""
-        return True
+    def own_temps(self, keys: set[str]) -> set[str]:
+        """Of the temporary files at `keys` ("/"-separated paths under DST) in temp_folders,
+        those of the job's writes."""
+        return keys
 
     @abstractmethod
     def output_rel_path(self, key: str) -> str | None:
@@ -424,13 +424,12 @@ def run(plan: Plan) -> JobResult:
 
 def remove_stale_temps(plan: Plan, lease: Lease) -> None:
     """Delete the temporary files a stopped job left in DST (stale_temps) where the job
-    writes (temp_folders, own_temp), but those its manifest may record (Plan.recorded)."""
-    fs, keys = plan.dst.filesystem(), {}
+    writes (temp_folders, own_temps), but those its manifest may record (Plan.recorded)."""
+    fs, found = plan.dst.filesystem(), {}
     for folder in plan.temp_folders():
         for path in stale_temps(fs, folder.root, lease.stopped_since, lease.acquired_at):
-            key = os.path.relpath(path, plan.dst.root).replace(os.sep, "/")
-            if plan.own_temp(key):
-                keys[path] = key
+            found[os.path.relpath(path, plan.dst.root).replace(os.sep, "/")] = path
+    keys = {found[key]: key for key in plan.own_temps(set(found))} if found else {}
     stale = keys.keys() - (plan.recorded(keys) if keys else set())
     for path in stale:
         with contextlib.suppress(FileNotFoundError):  # removed meanwhile

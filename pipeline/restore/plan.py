@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import os
 import posixpath
 from collections import Counter
 from collections.abc import Iterator
@@ -52,7 +53,14 @@ from pipeline.rows import NO_TIME
 from pipeline.sources import IMAGE_NAME, walk
 from pipeline.srgb import SRGB_NOTE
 from pipeline.stage import load_model, model_location
-from pipeline.storage import TEMP_PATH, Location, s3_options, temp_target
+from pipeline.storage import (
+    TEMP_NAME_BYTES,
+    TEMP_PATH,
+    Location,
+    s3_options,
+    temp_stem,
+    temp_target,
+)
 from pipeline.summary import plural
 from tadm.hub import default_model
 
@@ -123,14 +131,41 @@ class RestoreJob(Plan):
         """DST, where images are restored at their rel_paths."""
         return [self.dst]
 
-    def own_temp(self, key: str) -> bool:
-        """A temporary file of manifest/, or of a restored image (its name's first 64 bytes end
-        in .png, .jpeg or .webp); not one a kept source's copy may have left, which a user's
-        own file in DST may look like (a kept source may have any name), nor one of a longer
-        name: hidden files a later restore leaves."""
-        stem = temp_target(key.rsplit("/", 1)[-1])
-        restored = stem.endswith(tuple("." + image_format for image_format in OUTPUT_FORMATS))
-        return key.startswith(MANIFEST_DIR + "/") or restored
+    def own_temps(self, keys: set[str]) -> set[str]:
+        """The temporary files of manifest/, and of what the restore writes for one of its
+        images: a restored image (DST/<rel_path>.<any format>) or a kept source's copy
+        (DST/<rel_path>). A user's own hidden file in DST that looks like a temporary one is
+        not the restore's, as no image of the archive has its name."""
+        own = {key for key in keys if key.startswith(MANIFEST_DIR + "/")}
+        stems: dict[tuple[str, str], list[str]] = {}  # (folder, temp_stem) -> temporary files
+        for key in keys - own:
+            folder, _, name = key.rpartition("/")
+            stems.setdefault((folder, temp_target(name)), []).append(key)
+        if not stems:
+            return own
+        # An output's temporary file holds its name's first TEMP_NAME_BYTES: the rel_path
+        # is its stem, less an output suffix (exact), or, when a long name was cut, begins
+        # with the stem less the longest suffix (".jpeg").
+        exact, cut = set(), set()
+        for folder, stem in stems:
+            path = f"{folder}/{stem}" if folder else stem
+            exact.update(path.removesuffix("." + image_format) for image_format in OUTPUT_FORMATS)
+            exact.add(path)
+            if len(os.fsencode(stem)) > TEMP_NAME_BYTES - 4:  # cut, maybe within a character
+                cut.add(path[: -len(".jpeg")])
+        exact_paths = pa.array(sorted(exact), pa.string())
+        for k in range(self.items.n):
+            bucket = self.items.bucket(k, self.items.n)
+            found = pc.is_in(bucket["rel_path"], value_set=exact_paths)
+            for prefix in cut:
+                found = pc.or_(found, pc.starts_with(bucket["rel_path"], prefix))
+            for item in bucket.filter(found).select(["rel_path", "kept_uri"]).to_pylist():
+                folder, _, name = item["rel_path"].rpartition("/")
+                outputs = [name] if item["kept_uri"] else []
+                outputs += [f"{name}.{image_format}" for image_format in OUTPUT_FORMATS]
+                for output in outputs:
+                    own.update(stems.get((folder, temp_stem(output)), ()))
+        return own
 
     def output_rel_path(self, key: str) -> str | None:
         """Any file may be a kept source given back at its rel_path."""

@@ -507,19 +507,24 @@ def test_a_rerun_takes_what_a_restore_killed_before_recording_it_wrote(
     archive, tiny_model, tmp_path
 ):
     """`kill -9` between writing outputs and recording them leaves files no row names: the
-    re-run takes each one holding the bytes it restores now, and no other."""
+    re-run takes each one holding the bytes it restores now, and no other. It deletes the
+    temporary file of a write the kill cut short, not a user's named so."""
     dst = tmp_path / "restored"
     args = ("restore", archive, dst, "--model", tiny_model)
     assert run_cli(*args) == 0
     shutil.rmtree(dst / "manifest")  # killed before recording any of them
     written = lr_files(dst)
     (dst / "a.png.png").write_bytes(b"edited since")
+    cut_short, mine = dst / "sub" / f".c.png.png.{'1' * 32}.tmp", dst / f".mine.{'2' * 32}.tmp"
+    for path in (cut_short, mine):
+        path.write_bytes(b"partial")
+        os.utime(path, (1.6e9, 1.6e9))
     assert run_cli(*args) == 1
     rows = restore_rows(dst)
     assert (rows["a.png"]["status"], rows["a.png"]["error_kind"]) == ("error", "transient")
     assert {r["status"] for name, r in rows.items() if name != "a.png"} == {"ok"}
     now = {k: v for k, v in lr_files(dst).items() if not k.startswith("manifest/")}
-    assert now == written | {"a.png.png": b"edited since"}
+    assert now == written | {"a.png.png": b"edited since", mine.name: b"partial"}
 
 
 def test_restored_files_get_their_sources_modification_time(

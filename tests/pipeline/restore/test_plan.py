@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import uuid
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -25,7 +26,7 @@ from pipeline.restore.plan import (
     list_items,
     warn_if_written,
 )
-from pipeline.storage import Location
+from pipeline.storage import Location, temp_stem
 
 
 def items(rel_paths: list[str], kept: set[str], memory_rows: int) -> Buckets:
@@ -302,21 +303,32 @@ def test_a_restore_of_an_archive_a_job_writes_into_warns(tmp_path, caplog):
     ]
 
 
-def test_a_restore_takes_for_its_own_only_the_temporary_files_of_its_images_and_manifest():
-    """DST may be a folder of one's own files: a user's hidden file named as a temporary one,
-    or a kept copy's (which may have any name), is not the restore's to delete."""
-    hexes = "0" * 32
-    with items([], set(), 10**6) as buckets:
-        job = restore_job(buckets, "/restored")
-        assert [folder.root for folder in job.temp_folders()] == ["/restored"]
-        for key, own in (
-            (f"a/.b.jpg.png.{hexes}.tmp", True),
-            (f".b.jpg.webp.{hexes}.tmp", True),
-            (f"manifest/.part-1.parquet.{hexes}.tmp", True),
-            (f".draft.{hexes}.tmp", False),
-            (f"notes/.notes.txt.{hexes}.tmp", False),
-        ):
-            assert job.own_temp(key) == own, key
+def test_a_restore_takes_for_its_own_only_the_temporary_files_of_what_it_writes():
+    """DST may be a folder of one's own files: a user's hidden file named as a temporary one
+    is not the restore's to delete, a kept source's copy's or a long name's is."""
+    long = "é" * 40 + ".tif"  # 84 bytes: its temporary files hold its first 64 (63: é is 2)
+    names = ["a/b.jpg", "b.jpg", "notes/notes.txt", f"d/{long}", "readme"]
+    for memory_rows in (10**6, 2):  # one bucket in memory; spilled to 64 buckets
+        with items(names, {"notes/notes.txt"}, memory_rows) as buckets:
+            job = restore_job(buckets, "/restored")
+            assert [folder.root for folder in job.temp_folders()] == ["/restored"]
+            own = {
+                "a/.b.jpg.png.{}.tmp",
+                ".b.jpg.webp.{}.tmp",
+                "manifest/.part-1.parquet.{}.tmp",
+                "notes/.notes.txt.{}.tmp",  # a kept source's copy
+                f"d/.{temp_stem(long + '.png')}.{{}}.tmp",
+                f"d/.{temp_stem(long)}.{{}}.tmp",
+            }
+            others = {
+                ".draft.{}.tmp",  # no image named so
+                "a/.b.jpg.{}.tmp",  # a/b.jpg is restored to a/b.jpg.png, not copied
+                ".notes.txt.{}.tmp",  # another folder
+                "d/.{}.{{}}.tmp".format("é" * 31),  # a shorter name
+                ".readme.tif.{}.tmp",
+            }
+            named = {key: key.format(uuid.uuid4().hex) for key in own | others}
+            assert job.own_temps(set(named.values())) == {named[key] for key in own}
 
 
 def test_kept_files_of_an_archive_without_manifest_are_hidden_ones_too_not_temporaries():
