@@ -82,6 +82,9 @@ ITEM_SCHEMA = pa.schema(
         ("lr_bytes", pa.int64()),
         ("lr_sha256", pa.string()),
         ("model_id", pa.string()),  # of the model that made the LR; null when not recorded
+        # The archive row's conversion of an image it holds as an LR: what archiving did to
+        # it (alpha dropped, 16-bit to 8-bit, metadata not carried); null for none
+        ("archived", pa.string()),
     ]
 )
 
@@ -620,6 +623,7 @@ def manifest_items(archive: Location, rows: pa.Table, only: str | None) -> pa.Ta
     done = pc.is_in(rows["status"], pa.array([*DONE, KEPT]))
     rows = matching(rows.filter(pc.or_(done, pc.fill_null(earlier, False))), only)
     kept = pc.is_valid(rows["kept_uri"])
+    archived = pc.and_(pc.invert(kept), pc.not_equal(rows["status"], "error"))
     # An error row's kept copy may be an earlier version: its SHA-256 is recorded, its size
     # and modification time (the copy's own, given back with it) are not the source's.
     failed = pc.equal(rows["status"], "error")
@@ -638,6 +642,7 @@ def manifest_items(archive: Location, rows: pa.Table, only: str | None) -> pa.Ta
             "lr_bytes": pc.if_else(kept, None, rows["lr_bytes"]),
             "lr_sha256": pc.if_else(kept, None, rows["lr_sha256"]),
             "model_id": pc.if_else(kept, None, rows["model_id"]),
+            "archived": pc.if_else(archived, rows["conversion"], None),
         },
         schema=ITEM_SCHEMA,
     )
@@ -679,6 +684,7 @@ def items_table(rel_paths: pa.ChunkedArray, lr: Any, kept: Any) -> pa.Table:
             "lr_bytes": pa.nulls(n, pa.int64()),
             "lr_sha256": strings,
             "model_id": strings,
+            "archived": strings,
         },
         schema=ITEM_SCHEMA,
     )

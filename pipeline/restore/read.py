@@ -60,6 +60,7 @@ READ_COLUMNS = (
     "source_mtime",  # of the source as archived, for the output (microseconds); NO_TIME: none
     "metadata",
     "conversion",
+    "archived",  # the archive row's conversion of the image (ITEM_SCHEMA)
     "seconds",
     "error_kind",
 )

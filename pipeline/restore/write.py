@@ -87,7 +87,8 @@ def write_restored(
     source's modification time as archived ("source_mtime"); a whole image on S3, the S3 user
     metadata and object tags its LR holds of an S3 source (s3_object_headers), which its
     `metadata` then names, and which the `conversion` of a local file or a region says are not
-    carried."""
+    carried. An image's `conversion` ends with what archiving did to it ("when archived: ",
+    its archive row's)."""
     on_s3 = dst.protocol != "file"
 
     def headers(row: Row) -> dict[str, Any] | None:
@@ -112,10 +113,10 @@ def write_restored(
                 left = [name for field, name in S3_NAMES.items() if row.get(field)]
                 holder = "a region" if is_region(row) else "a local file"
                 notes = [f"{', '.join(left)} (in the LR only: {holder} holds none)"] if left else []
-            if notes:
-                conversion = "; ".join(
-                    filter(None, (conversion, f"not carried: {', '.join(notes)}"))
-                )
+            carried = f"not carried: {', '.join(notes)}" if notes else None
+            archived = row.get("archived")  # as for "conversion"
+            archived = f"when archived: {archived}" if isinstance(archived, str) else None
+            conversion = "; ".join(filter(None, (conversion, carried, archived))) or None
             row.update(output_data=data, metadata=names, conversion=conversion)
         except Exception as e:  # one image must not stop the job: it becomes its row
             fail(row, error_text(e), error_kind(e))

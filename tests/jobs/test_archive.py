@@ -33,7 +33,7 @@ from conftest import (
 from PIL import ExifTags, Image, TiffImagePlugin, TiffTags
 
 from pipeline.decode import decode_image
-from pipeline.format import ARCHIVE_SCHEMA, decode_lr_png
+from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA, decode_lr_png
 from pipeline.lease import LEASE, Lease
 from pipeline.manifest import list_parts, read_manifest
 from pipeline.storage import Location
@@ -97,6 +97,17 @@ def test_conversions_are_recorded(zoo_archive):
     assert rows["rotated.jpg"]["conversion"] == "EXIF orientation 6 applied"
     assert (rows["rotated.jpg"]["width"], rows["rotated.jpg"]["height"]) == (64, 80)
     assert rows["nested/deeper/rgb.jpg"]["conversion"] is None
+
+
+def test_a_restore_row_says_what_archiving_did_to_its_image(zoo_archive, tiny_model, tmp_path):
+    restored = tmp_path / "restored"
+    args = ("restore", zoo_archive[1], restored, "--model", tiny_model, "--only", "*r*.*")
+    assert run_cli(*args) == 0
+    table = read_manifest(Location.parse(str(restored / "manifest")), RESTORE_SCHEMA)
+    rows = {row["rel_path"]: row["conversion"] for row in table.to_pylist()}
+    assert rows["rgba.png"] == "when archived: RGBA -> RGB, alpha dropped"
+    assert rows["gray.png"] == "when archived: L -> RGB"
+    assert rows["nested/deeper/rgb.jpg"] is None
 
 
 @pytest.mark.parametrize(

@@ -130,7 +130,8 @@ def test_write_restored_makes_an_image_too_large_for_jpeg_a_permanent_error_row(
 
 def test_a_local_restore_or_a_region_says_the_s3_user_metadata_stays_in_the_lr(tmp_path):
     """A local file, or a region, has no place for the S3 user metadata and object tags an LR
-    holds of an S3 source: its row says so (a whole image restored to S3 carries them)."""
+    holds of an S3 source: its row says so (a whole image restored to S3 carries them), and,
+    last, what archiving did to the image."""
     tags = s3_tags_text([("project", "apollo")])
     m = Metadata(s3_metadata=s3_metadata_text({"camera": "x100"}), s3_tags=tags)
     batch = {
@@ -140,6 +141,7 @@ def test_a_local_restore_or_a_region_says_the_s3_user_metadata_stays_in_the_lr(t
         "region": np.array([None, "0,0,8,8"], dtype=object),
         "metadata": np.array(["s3_metadata,s3_tags"] * 2, dtype=object),
         "conversion": np.array([None, None], dtype=object),
+        "archived": np.array(["RGBA -> RGB, alpha dropped", None], dtype=object),
         "seconds": np.array([0.0, 0.0]),
     }
     batch["restored"][:] = [photo(40, 30), photo(8, 8)]
@@ -148,7 +150,8 @@ def test_a_local_restore_or_a_region_says_the_s3_user_metadata_stays_in_the_lr(t
     out = write_restored(batch, dst=here, archive=here, image_format="png")
     assert list(out["status"]) == ["ok", "ok"] and list(out["metadata"]) == [None, None]
     assert list(out["conversion"]) == [
-        "not carried: S3 user metadata, S3 object tags (in the LR only: a local file holds none)",
+        "not carried: S3 user metadata, S3 object tags (in the LR only: a local file holds none)"
+        "; when archived: RGBA -> RGB, alpha dropped",
         "not carried: S3 user metadata, S3 object tags (in the LR only: a region holds none)",
     ]
 
