@@ -4,6 +4,7 @@ checkpoints, and folders of test images, including every kind of bad input."""
 from __future__ import annotations
 
 import collections
+import hashlib
 import http.client
 import http.server
 import io
@@ -248,6 +249,22 @@ def bad_images() -> dict[str, bytes]:
         "bad/too-small.png": encode(Image.fromarray(photo(12, 40, 13)), "PNG"),
         "bad/bomb.png": bomb_png(20000, 20000),
     }
+
+
+def record_lrs(archive: Path, rel_paths: list[str], model_id: str) -> None:
+    """Rows of ARCHIVE/lr/<rel_path>.png as they are now, in a manifest part of their own, as
+    an archive job that wrote them would add."""
+    from pipeline.format import ARCHIVE_SCHEMA
+    from pipeline.manifest import to_table, write_part
+    from pipeline.storage import Location
+
+    rows = []
+    for rel_path in rel_paths:
+        data = (archive / "lr" / f"{rel_path}.png").read_bytes()
+        sha256 = hashlib.sha256(data).hexdigest()
+        rows.append({"rel_path": rel_path, "status": "ok", "lr_sha256": sha256})
+        rows[-1] |= {"lr_bytes": len(data), "scale": 16, "model_id": model_id}
+    write_part(Location.parse(str(archive / "manifest")), to_table(rows, ARCHIVE_SCHEMA))
 
 
 def write_tree(root: Path, files: dict[str, bytes]) -> Path:

@@ -549,17 +549,12 @@ def clash_message(image: str, kept: str, image_format: str) -> str:
 def list_items(archive: Location, only: str | None) -> Buckets:
     """The images to restore, from the archive manifest or else from ARCHIVE/lr/*.png and
     ARCHIVE/kept/, by bucket."""
-    items = Buckets(ITEM_SCHEMA)
     recorded = 0  # images the manifest has rows of, restorable or not
     try:
-        manifest = archive.child(MANIFEST_DIR)
-        if list_parts(manifest):
-            with merged_buckets(manifest, ARCHIVE_SCHEMA) as rows:
-                for k in range(rows.n):
-                    bucket = latest(rows.bucket(k, rows.n))
-                    recorded += len(matching(bucket, only))
-                    items.add(manifest_items(archive, bucket, only))
+        if list_parts(archive.child(MANIFEST_DIR)):
+            items, recorded = recorded_items(archive, only)
         else:
+            items = Buckets(ITEM_SCHEMA)
             items.extend(lr_items(archive, t, only) for t in walk(archive.child(LR_DIR)))
             items.extend(kept_items(archive, t, only) for t in walk(archive.child(KEPT_DIR)))
     except OSError as e:
@@ -576,6 +571,22 @@ def list_items(archive: Location, only: str | None) -> Buckets:
             raise ValueError(f"no input: --only {only!r} matches none of the images")
         raise ValueError(not_an_archive(archive))
     return items
+
+
+def recorded_items(archive: Location, only: str | None) -> tuple[Buckets, int]:
+    """The items of the archive manifest's rows (manifest_items), by bucket, and how many
+    images it has rows of, restorable or not."""
+    items, recorded = Buckets(ITEM_SCHEMA), 0
+    try:
+        with merged_buckets(archive.child(MANIFEST_DIR), ARCHIVE_SCHEMA) as rows:
+            for k in range(rows.n):
+                bucket = latest(rows.bucket(k, rows.n))
+                recorded += len(matching(bucket, only))
+                items.add(manifest_items(archive, bucket, only))
+    except BaseException:
+        items.close()  # its spilled buckets
+        raise
+    return items, recorded
 
 
 def not_an_archive(archive: Location) -> str:

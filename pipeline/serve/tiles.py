@@ -10,11 +10,13 @@ threads.
 Requests name an image by its rel_path; its LR file is ARCHIVE/lr/<rel_path>.png. A rel_path
 is checked twice before anything is read: as text, by the archive format's one rule
 (pipeline/format.py check_rel_path), and, on a local archive, by resolving symlinks and
-checking the result still lies under ARCHIVE/lr/.
+checking the result still lies under ARCHIVE/lr/. The file read must be the one the archive
+manifest records (RecordedLr), where the archive has one.
 """
 
 from __future__ import annotations
 
+import atexit
 import errno
 import logging
 import math
@@ -30,8 +32,10 @@ import pyarrow.compute as pc
 import torch
 from PIL import Image
 
+from pipeline.buckets import Buckets, bucket_of
 from pipeline.format import (
     LR_DIR,
+    MANIFEST_DIR,
     LrHeader,
     Region,
     TooManyPixels,
@@ -40,8 +44,10 @@ from pipeline.format import (
     encode_output,
     lr_key,
 )
+from pipeline.manifest import list_parts
 from pipeline.metadata import Metadata
-from pipeline.restore.plan import list_items
+from pipeline.restore.plan import list_items, recorded_items
+from pipeline.restore.read import check_recorded
 from pipeline.serve.cache import LRUCache
 from pipeline.srgb import png_colour_to_srgb
 from pipeline.stage import inference_model
@@ -145,6 +151,49 @@ def request_rel_path(rel_path: str) -> str:
         raise TileError(400, str(e)) from None
 
 
+class RecordedLr:
+    """What an archive's manifest records of its LR files (recorded_items), to check each LR
+    file read against; read again when the manifest's parts change (a job wrote rows)."""
+
+    def __init__(self, archive: Location) -> None:
+        self.archive = archive
+        self.parts: list[str] = []
+        self.items: Buckets | None = None  # None: no manifest
+        self.lock = threading.Lock()
+        atexit.register(self.close)  # a large manifest's buckets spill to local files
+
+    def of(self, rel_path: str) -> dict[str, Any] | None:
+        """The item of rel_path's LR file (lr_uri, lr_bytes, lr_sha256: check_recorded's
+        row), None when the archive has no manifest (one of LR files alone); TileError 404
+        when the manifest records no LR file of it, 503 when it cannot be read."""
+        try:
+            parts = list_parts(self.archive.child(MANIFEST_DIR))
+            with self.lock:
+                if parts != self.parts:
+                    self.close()
+                    self.items = recorded_items(self.archive, None)[0] if parts else None
+                    self.parts = parts
+                if self.items is None:
+                    return None
+                n = self.items.n
+                bucket = self.items.bucket(int(bucket_of(pa.array([rel_path]), n)[0]), n)
+        except (OSError, ValueError) as e:
+            logger.error("serve: cannot read the manifest of %s: %s", self.archive.uri, e)
+            raise TileError(503, "cannot read the archive's manifest: retry") from None
+        found = pc.and_(pc.equal(bucket["rel_path"], rel_path), pc.not_equal(bucket["lr_uri"], ""))
+        rows = bucket.filter(found).select(["lr_uri", "lr_bytes", "lr_sha256"]).to_pylist()
+        if not rows:
+            raise TileError(404, f"no image {rel_path!r} in this archive")
+        row = rows[0]
+        unknown = {"lr_bytes": -1, "lr_sha256": ""}  # an old row's, recorded by size or not
+        return row | {name: value for name, value in unknown.items() if row[name] is None}
+
+    def close(self) -> None:
+        if self.items is not None:
+            self.items.close()
+            self.items = None
+
+
 class ImageLatents:
     """One LR file version's view of the shared latent LRU cache (tadm.model.LatentStore)."""
 
@@ -190,6 +239,7 @@ class TileService:
         self.lr_root = self.archive.path(LR_DIR)
         local = self.archive.protocol == "file"
         self.real_lr_root = os.path.realpath(self.lr_root) if local else None
+        self.recorded = RecordedLr(self.archive)
         self.device = device
         self.model = inference_model(model, storage_options, device, precision)
         self.model_id = self.model.model_id
@@ -287,6 +337,7 @@ class TileService:
             cached = self.lr_cache.get(version)
             if cached is not None:
                 return (*cached, version)
+            recorded = self.recorded.of(rel_path)
             data = self.fs.cat_file(path)
         except OSError as e:
             if isinstance(e, FileNotFoundError) or e.errno in NO_SUCH_NAME:
@@ -294,6 +345,16 @@ class TileService:
             logger.warning("serve: cannot read %s: %s", self.archive.uri_of(path), e)
             raise TileError(
                 503, f"cannot read image {rel_path!r} from storage ({type(e).__name__}): retry"
+            ) from None
+        try:
+            if recorded is not None:
+                check_recorded(data, recorded)
+        except ValueError as e:
+            logger.error("serve: %s", e)
+            raise TileError(
+                500,
+                f"image {rel_path!r}: its LR file changed since it was archived: "
+                "`tadm inspect ARCHIVE --check` names what changed",
             ) from None
         try:
             pixels, header = decode_lr_png(data)

@@ -18,7 +18,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import bomb_png, cli_env, encode, make_bucket, photo, run_cli, write_tree
+from conftest import (
+    bomb_png,
+    cli_env,
+    encode,
+    make_bucket,
+    photo,
+    record_lrs,
+    run_cli,
+    write_tree,
+)
 from PIL import Image
 
 from jobs.serve import check_port
@@ -213,6 +222,7 @@ def add_oversized_lrs(archive: Path, model_id: str) -> None:
     (archive / "lr" / "bomb.png.png").write_bytes(bomb_png(40000, 40000))
     huge = encode_lr_png(photo(1250, 1250), LrHeader(20000, 20000, 16, model_id))
     (archive / "lr" / "huge.png.png").write_bytes(huge)
+    record_lrs(archive, ["bomb.png", "huge.png"], model_id)  # a hostile archive's rows
 
 
 def test_lr_files_over_the_pixel_limit_are_413(archive, service):
@@ -229,6 +239,7 @@ def test_lr_files_over_the_pixel_limit_are_413(archive, service):
 def test_error_bodies_name_the_image_never_where_the_archive_is(archive, service, caplog):
     add_oversized_lrs(archive, service.model_id)
     (archive / "lr" / "corrupt.png.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    record_lrs(archive, ["corrupt.png"], service.model_id)
     for rel_path, status in [("corrupt.png", 500), ("missing.png", 404), ("bomb.png", 413)]:
         with pytest.raises(TileError) as e:
             service.tile(rel_path, query(0, 0, 8, 8))

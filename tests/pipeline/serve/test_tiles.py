@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import display_p3_icc, photo
+from conftest import display_p3_icc, photo, record_lrs
 from PIL import Image
 
 from pipeline.format import LrHeader, encode_lr_png
@@ -121,3 +121,27 @@ def test_an_unreadable_manifest_makes_the_image_list_503(tiny_model, tmp_path):
     assert e.value.status == 503
     assert "manifest part ARCHIVE/manifest/part-zzz.parquet cannot be read" in e.value.message
     assert str(tmp_path) not in e.value.message  # where the archive is goes to the log only
+
+
+def test_an_lr_file_is_served_only_as_the_archive_manifest_records_it(tiny_model, tmp_path):
+    """An LR file changed by hand is not served, nor one no row records (as a restore does);
+    a job's new rows are taken as they come."""
+    model_id = TADM.from_pretrained(tiny_model).model_id
+    for rel_path in ("a.png", "b.png", "c.png"):
+        add_lr(tmp_path, rel_path, photo(4, 3), LrHeader(64, 48, 16, model_id))
+
+    record_lrs(tmp_path, ["a.png", "b.png"], model_id)
+    view = parse_view("full", "4,", "0", "default.png", 64, 48, LIMIT, 16)
+    tiles = service(tmp_path, tiny_model)
+    assert tiles.view("a.png", view)
+    add_lr(tmp_path, "b.png", photo(4, 3, seed=1), LrHeader(64, 48, 16, model_id))
+    for rel_path, status, message in (
+        ("b.png", 500, "image 'b.png': its LR file changed since it was archived: `tadm"),
+        ("c.png", 404, "no image 'c.png' in this archive"),
+    ):
+        with pytest.raises(TileError) as e:
+            tiles.view(rel_path, view)
+        assert (e.value.status, e.value.message[: len(message)]) == (status, message)
+        assert str(tmp_path) not in e.value.message  # where the archive is goes to the log only
+    record_lrs(tmp_path, ["b.png", "c.png"], model_id)  # a job archived them again
+    assert tiles.view("b.png", view) and tiles.view("c.png", view)
