@@ -42,6 +42,7 @@ from pipeline.format import (
     check_rel_path,
     decode_lr_png,
     encode_output,
+    is_rel_path,
     lr_key,
 )
 from pipeline.manifest import list_parts
@@ -152,34 +153,41 @@ def request_rel_path(rel_path: str) -> str:
 
 
 class RecordedLr:
-    """What an archive's manifest records of its LR files (recorded_items), to check each LR
-    file read against; read again when the manifest's parts change (a job wrote rows)."""
+    """What an archive's manifest records of its LR files (recorded_items): each LR file read
+    is checked against it, and the image list is its rel_paths; read again when the
+    manifest's parts change (a job wrote rows)."""
 
     def __init__(self, archive: Location) -> None:
         self.archive = archive
         self.parts: list[str] = []
         self.items: Buckets | None = None  # None: no manifest
+        self.listed: list[str] | None = None  # rel_paths, sorted, once asked for
         self.lock = threading.Lock()
         atexit.register(self.close)  # a large manifest's buckets spill to local files
+
+    def current(self) -> Buckets | None:
+        """The items of the manifest as it is now, None when the archive has none; under
+        the lock. OSError or ValueError when it cannot be read."""
+        parts = list_parts(self.archive.child(MANIFEST_DIR))
+        if parts != self.parts:
+            self.close()
+            self.items = recorded_items(self.archive, None)[0] if parts else None
+            self.parts = parts
+        return self.items
 
     def of(self, rel_path: str) -> dict[str, Any] | None:
         """The item of rel_path's LR file (lr_uri, lr_bytes, lr_sha256: check_recorded's
         row), None when the archive has no manifest (one of LR files alone); TileError 404
         when the manifest records no LR file of it, 503 when it cannot be read."""
         try:
-            parts = list_parts(self.archive.child(MANIFEST_DIR))
             with self.lock:
-                if parts != self.parts:
-                    self.close()
-                    self.items = recorded_items(self.archive, None)[0] if parts else None
-                    self.parts = parts
-                if self.items is None:
+                items = self.current()
+                if items is None:
                     return None
-                n = self.items.n
-                bucket = self.items.bucket(int(bucket_of(pa.array([rel_path]), n)[0]), n)
+                n = items.n
+                bucket = items.bucket(int(bucket_of(pa.array([rel_path]), n)[0]), n)
         except (OSError, ValueError) as e:
-            logger.error("serve: cannot read the manifest of %s: %s", self.archive.uri, e)
-            raise TileError(503, "cannot read the archive's manifest: retry") from None
+            raise unreadable(self.archive, "cannot read the archive's manifest", e) from None
         found = pc.and_(pc.equal(bucket["rel_path"], rel_path), pc.not_equal(bucket["lr_uri"], ""))
         rows = bucket.filter(found).select(["lr_uri", "lr_bytes", "lr_sha256"]).to_pylist()
         if not rows:
@@ -188,10 +196,36 @@ class RecordedLr:
         unknown = {"lr_bytes": -1, "lr_sha256": ""}  # an old row's, recorded by size or not
         return row | {name: value for name, value in unknown.items() if row[name] is None}
 
+    def images(self) -> list[str] | None:
+        """The rel_paths of the LR files the manifest records, sorted; None when the archive
+        has no manifest; TileError 503 when it cannot be read."""
+        try:
+            with self.lock:
+                items = self.current()
+                if items is not None and self.listed is None:
+                    self.listed = sorted(
+                        rel_path
+                        for k in range(items.n)
+                        for rel_path in lr_rel_paths(items.bucket(k, items.n))
+                    )
+                return None if items is None else self.listed
+        except (OSError, ValueError) as e:
+            raise unreadable(self.archive, "cannot list the archive's images", e) from None
+
     def close(self) -> None:
+        self.listed = None
         if self.items is not None:
             self.items.close()
             self.items = None
+
+
+def unreadable(archive: Location, what: str, e: Exception) -> TileError:
+    """TileError 503 saying `what` failed, and why, with ARCHIVE for where the archive is
+    (the log has that)."""
+    logger.error("serve: %s %s: %s", what, archive.uri, e)
+    uri = archive.uri
+    message = str(e).replace(f"ARCHIVE {uri!r}", "ARCHIVE").replace(uri, "ARCHIVE")
+    return TileError(503, f"{what}: {message}")
 
 
 class ImageLatents:
@@ -286,6 +320,9 @@ class TileService:
         """The rel_paths of the archive's images that have an LR file (not the sources kept as
         they are, which have none), sorted; TileError 503 when the manifest or the archive
         cannot be read, its message naming what (ARCHIVE for where the archive is)."""
+        recorded = self.recorded.images()
+        if recorded is not None:
+            return recorded
         try:
             with list_items(self.archive, None) as items:
                 return sorted(
@@ -294,10 +331,7 @@ class TileService:
                     for rel_path in lr_rel_paths(items.bucket(k, items.n))
                 )
         except ValueError as e:
-            logger.error("serve: cannot list the images of %s: %s", self.archive.uri, e)
-            uri = self.archive.uri
-            message = str(e).replace(f"ARCHIVE {uri!r}", "ARCHIVE").replace(uri, "ARCHIVE")
-            raise TileError(503, f"cannot list the archive's images: {message}") from None
+            raise unreadable(self.archive, "cannot list the archive's images", e) from None
 
     def header(self, rel_path: str) -> LrHeader:
         """The header of image `rel_path` (its HR size); TileError as for `tile`."""
@@ -390,8 +424,10 @@ class TileService:
 
 
 def lr_rel_paths(items: pa.Table) -> list[str]:
-    """The rel_paths of list_items rows that have an LR file."""
-    return items.filter(pc.not_equal(items["lr_uri"], ""))["rel_path"].to_pylist()
+    """The rel_paths of list_items rows that have an LR file, but those no request can name
+    (a manifest's row of a path out of the archive: check_rel_path)."""
+    rel_paths = items.filter(pc.not_equal(items["lr_uri"], ""))["rel_path"].to_pylist()
+    return [rel_path for rel_path in rel_paths if is_rel_path(rel_path)]
 
 
 def render_lr(lr: torch.Tensor, header: LrHeader, view: View) -> RenderedTile:

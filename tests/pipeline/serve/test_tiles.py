@@ -13,11 +13,13 @@ import torch
 from conftest import display_p3_icc, photo, record_lrs
 from PIL import Image
 
-from pipeline.format import LrHeader, encode_lr_png
+from pipeline.format import ARCHIVE_SCHEMA, LrHeader, encode_lr_png
+from pipeline.manifest import to_table, write_part
 from pipeline.metadata import Metadata
 from pipeline.serve.iiif import parse_view
 from pipeline.serve.tiles import TileError, TileService
 from pipeline.srgb import png_colour_to_srgb
+from pipeline.storage import Location
 from tadm import TADM
 
 LIMIT = 10_000  # max_region_pixels of the services
@@ -131,8 +133,11 @@ def test_an_lr_file_is_served_only_as_the_archive_manifest_records_it(tiny_model
         add_lr(tmp_path, rel_path, photo(4, 3), LrHeader(64, 48, 16, model_id))
 
     record_lrs(tmp_path, ["a.png", "b.png"], model_id)
+    hostile = {"rel_path": "../a.png", "status": "ok", "lr_sha256": "0" * 64, "model_id": model_id}
+    write_part(Location.parse(str(tmp_path / "manifest")), to_table([hostile], ARCHIVE_SCHEMA))
     view = parse_view("full", "4,", "0", "default.png", 64, 48, LIMIT, 16)
     tiles = service(tmp_path, tiny_model)
+    assert tiles.images() == ["a.png", "b.png"]  # not one whose viewer would answer 400
     assert tiles.view("a.png", view)
     add_lr(tmp_path, "b.png", photo(4, 3, seed=1), LrHeader(64, 48, 16, model_id))
     for rel_path, status, message in (
@@ -145,3 +150,4 @@ def test_an_lr_file_is_served_only_as_the_archive_manifest_records_it(tiny_model
         assert str(tmp_path) not in e.value.message  # where the archive is goes to the log only
     record_lrs(tmp_path, ["b.png", "c.png"], model_id)  # a job archived them again
     assert tiles.view("b.png", view) and tiles.view("c.png", view)
+    assert tiles.images() == ["a.png", "b.png", "c.png"]
