@@ -154,34 +154,46 @@ def request_rel_path(rel_path: str) -> str:
 
 class RecordedLr:
     """What an archive's manifest records of its LR files (recorded_items): each LR file read
-    is checked against it, and the image list is its rel_paths; read again when the
-    manifest's parts change (a job wrote rows)."""
+    must be one it records, and the image list is its rel_paths. Read once, and again when
+    the manifest's parts have changed (a job wrote rows) and the image list is asked for or
+    a file is not as it records: a large manifest is not read at each request."""
 
     def __init__(self, archive: Location) -> None:
         self.archive = archive
-        self.parts: list[str] = []
+        self.parts: list[str] | None = None  # those read; None: not read yet
         self.items: Buckets | None = None  # None: no manifest
         self.listed: list[str] | None = None  # rel_paths, sorted, once asked for
         self.lock = threading.Lock()
         atexit.register(self.close)  # a large manifest's buckets spill to local files
 
-    def current(self) -> Buckets | None:
-        """The items of the manifest as it is now, None when the archive has none; under
-        the lock. OSError or ValueError when it cannot be read."""
-        parts = list_parts(self.archive.child(MANIFEST_DIR))
-        if parts != self.parts:
-            self.close()
-            self.items = recorded_items(self.archive, None)[0] if parts else None
-            self.parts = parts
+    def current(self, again: bool) -> Buckets | None:
+        """The items of the manifest, None when the archive has none; read `again` if its
+        parts changed (always while it has none). Under the lock; OSError or ValueError
+        when it cannot be read."""
+        if self.parts is None or again or self.items is None:
+            parts = list_parts(self.archive.child(MANIFEST_DIR))
+            if parts != self.parts:
+                self.close()
+                self.items = recorded_items(self.archive, None)[0] if parts else None
+                self.parts = parts
         return self.items
 
-    def of(self, rel_path: str) -> dict[str, Any] | None:
-        """The item of rel_path's LR file (lr_uri, lr_bytes, lr_sha256: check_recorded's
-        row), None when the archive has no manifest (one of LR files alone); TileError 404
-        when the manifest records no LR file of it, 503 when it cannot be read."""
+    def check(self, rel_path: str, data: bytes) -> None:
+        """TileError unless `data` is rel_path's LR file as the manifest records it (its size
+        and SHA-256, check_recorded): 404 when no row records an LR file of it, 500 when it
+        changed since, 503 when the manifest cannot be read. An archive with no manifest
+        (of LR files alone) has nothing to check by."""
+        problem = self.problem(rel_path, data, again=False)
+        if problem is not None:  # a job may have written it since the manifest was read
+            problem = self.problem(rel_path, data, again=True)
+        if problem is not None:
+            raise problem
+
+    def problem(self, rel_path: str, data: bytes, again: bool) -> TileError | None:
+        """What `check` raises, None for nothing; the manifest read `again` (current)."""
         try:
             with self.lock:
-                items = self.current()
+                items = self.current(again)
                 if items is None:
                     return None
                 n = items.n
@@ -191,17 +203,26 @@ class RecordedLr:
         found = pc.and_(pc.equal(bucket["rel_path"], rel_path), pc.not_equal(bucket["lr_uri"], ""))
         rows = bucket.filter(found).select(["lr_uri", "lr_bytes", "lr_sha256"]).to_pylist()
         if not rows:
-            raise TileError(404, f"no image {rel_path!r} in this archive")
-        row = rows[0]
+            return TileError(404, f"no image {rel_path!r} in this archive")
         unknown = {"lr_bytes": -1, "lr_sha256": ""}  # an old row's, recorded by size or not
-        return row | {name: value for name, value in unknown.items() if row[name] is None}
+        row = rows[0] | {name: value for name, value in unknown.items() if rows[0][name] is None}
+        try:
+            check_recorded(data, row)
+        except ValueError as e:
+            logger.error("serve: %s", e)
+            return TileError(
+                500,
+                f"image {rel_path!r}: its LR file changed since it was archived: "
+                "`tadm inspect ARCHIVE --check` names what changed",
+            )
+        return None
 
     def images(self) -> list[str] | None:
         """The rel_paths of the LR files the manifest records, sorted; None when the archive
         has no manifest; TileError 503 when it cannot be read."""
         try:
             with self.lock:
-                items = self.current()
+                items = self.current(again=True)
                 if items is not None and self.listed is None:
                     self.listed = sorted(
                         rel_path
@@ -371,7 +392,6 @@ class TileService:
             cached = self.lr_cache.get(version)
             if cached is not None:
                 return (*cached, version)
-            recorded = self.recorded.of(rel_path)
             data = self.fs.cat_file(path)
         except OSError as e:
             if isinstance(e, FileNotFoundError) or e.errno in NO_SUCH_NAME:
@@ -380,16 +400,7 @@ class TileService:
             raise TileError(
                 503, f"cannot read image {rel_path!r} from storage ({type(e).__name__}): retry"
             ) from None
-        try:
-            if recorded is not None:
-                check_recorded(data, recorded)
-        except ValueError as e:
-            logger.error("serve: %s", e)
-            raise TileError(
-                500,
-                f"image {rel_path!r}: its LR file changed since it was archived: "
-                "`tadm inspect ARCHIVE --check` names what changed",
-            ) from None
+        self.recorded.check(rel_path, data)
         try:
             pixels, header = decode_lr_png(data)
         except TooManyPixels as e:

@@ -13,9 +13,11 @@ import torch
 from conftest import display_p3_icc, photo, record_lrs
 from PIL import Image
 
+import pipeline.serve.tiles as tiles_module
 from pipeline.format import ARCHIVE_SCHEMA, LrHeader, encode_lr_png
 from pipeline.manifest import to_table, write_part
 from pipeline.metadata import Metadata
+from pipeline.restore.plan import recorded_items as read
 from pipeline.serve.iiif import parse_view
 from pipeline.serve.tiles import TileError, TileService
 from pipeline.srgb import png_colour_to_srgb
@@ -151,3 +153,18 @@ def test_an_lr_file_is_served_only_as_the_archive_manifest_records_it(tiny_model
     record_lrs(tmp_path, ["b.png", "c.png"], model_id)  # a job archived them again
     assert tiles.view("b.png", view) and tiles.view("c.png", view)
     assert tiles.images() == ["a.png", "b.png", "c.png"]
+
+
+def test_the_manifest_is_read_once_not_at_each_request(tiny_model, tmp_path, monkeypatch):
+    model_id = TADM.from_pretrained(tiny_model).model_id
+    rel_paths = [f"{i}.png" for i in range(4)]
+    for rel_path in rel_paths:
+        add_lr(tmp_path, rel_path, photo(4, 3), LrHeader(64, 48, 16, model_id))
+    record_lrs(tmp_path, rel_paths, model_id)
+    reads = []
+    monkeypatch.setattr(tiles_module, "recorded_items", lambda *a: reads.append(a) or read(*a))
+    tiles = service(tmp_path, tiny_model)
+    view = parse_view("full", "4,", "0", "default.png", 64, 48, LIMIT, 16)
+    for rel_path in rel_paths:
+        assert tiles.view(rel_path, view) and tiles.images() == rel_paths
+    assert len(reads) == 1
