@@ -255,6 +255,7 @@ ARCHIVE_SCHEMA = pa.schema(
     ]
 )
 
+ARCHIVED_NOTE = "when archived: "  # a restore's note of what archiving did to the image
 RESTORE_SCHEMA = pa.schema(
     [
         ("lr_uri", pa.string()),
@@ -270,7 +271,8 @@ RESTORE_SCHEMA = pa.schema(
         ("psnr", pa.float64()),  # restored pixels (before a lossy --format) vs the source, if any
         ("ssim", pa.float64()),
         ("metadata", pa.string()),  # what the output carries: "exif,icc,xmp"
-        ("conversion", pa.string()),  # --to-srgb: "ICC 'Display P3' -> sRGB"
+        # --to-srgb: "ICC 'Display P3' -> sRGB"; last, ARCHIVED_NOTE and the archive row's
+        ("conversion", pa.string()),
         ("error_kind", pa.string()),  # PERMANENT | TRANSIENT for an error; else null
         ("written_at", WRITTEN_AT),
         ("precision", pa.string()),  # what the model ran in, as in ARCHIVE_SCHEMA

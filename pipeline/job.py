@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 
 from pipeline.buckets import Buckets
 from pipeline.crashes import Attempts, Guarded
-from pipeline.format import DONE, KEPT, MANIFEST_DIR
+from pipeline.format import ARCHIVED_NOTE, DONE, KEPT, MANIFEST_DIR
 from pipeline.lease import Fence, Lease
 from pipeline.manifest import (
     ManifestWriter,
@@ -122,8 +122,8 @@ class Plan(ABC):
     name: ClassVar[str]  # "archive" or "restore": the log lines' prefix
     schema: ClassVar[pa.Schema]  # of the manifest under dst
     errors_hint: ClassVar[str]  # where to read the errors; {dst}, {manifest}: their URIs
-    # Where to read the images archived with a loss their conversion notes; None: the job
-    # counts none (a restore's conversions lose nothing of the archive)
+    # Where to read the images archived with a loss their conversion notes (a restore's:
+    # those it restored); {dst}, {manifest}: their URIs; None: the job counts none
     losses_hint: ClassVar[str | None] = None
 
     config: JobOptions
@@ -224,7 +224,8 @@ class JobResult:
     source_bytes: int | None = None  # of the images shrunk (ok or skipped); archive only
     lr_bytes: int | None = None  # of their LR PNGs; archive only
     kept_bytes: int | None = None  # of the sources kept as they are (kept or skipped); archive
-    with_losses: int | None = None  # ok or kept files whose conversion notes a loss; archive
+    # ok or kept files whose conversion notes a loss; a restore's, images archived with one
+    with_losses: int | None = None
     losses_hint: str = ""  # where to read them
     permanent: int = 0  # an earlier run's permanent failures, not retried
     not_attempted: int | None = None  # stopped early at --max-errors: images left undone
@@ -351,8 +352,9 @@ def summarize(rows: pa.Table) -> Batch:
     """Rows by status: how many, and the sums of their source_bytes and lr_bytes, of
     kept_bytes, the source_bytes of kept files (0 where the schema has none; kept files are
     not shrunk, so their source_bytes and lr_bytes count 0), and of with_losses, the files
-    whose conversion notes a loss (Tally counts those shrunk or kept): what the driver sees of
-    the rows the workers write."""
+    whose conversion notes a loss (a restore's: what archiving did, ARCHIVED_NOTE; Tally
+    counts those shrunk, kept or restored): what the driver sees of the rows the workers
+    write."""
     sums = [c for c in ("source_bytes", "lr_bytes") if c in rows.column_names]
     if "kept_uri" in rows.column_names:
         kept = pc.fill_null(pc.not_equal(rows["kept_uri"], ""), False)
@@ -366,6 +368,12 @@ def summarize(rows: pa.Table) -> Batch:
             lossy = any_loss(rows["conversion"]).cast(pa.int64())
             rows = rows.append_column("with_losses", lossy)
             sums.append("with_losses")
+    elif "conversion" in rows.column_names:  # a restore's: what archiving did, at its end
+        archived = pc.replace_substring_regex(rows["conversion"], f"^.*?{ARCHIVED_NOTE}", "")
+        said = pc.match_substring(rows["conversion"], ARCHIVED_NOTE)
+        lossy = any_loss(pc.if_else(said, archived, None)).cast(pa.int64())
+        rows = rows.append_column("with_losses", lossy)
+        sums.append("with_losses")
     groups = (
         rows.select(["status", *sums])
         .group_by("status", use_threads=False)
@@ -468,7 +476,7 @@ def run_held(plan: Plan, lease: Lease) -> JobResult:
             lr_bytes=tally.lr_bytes if has_bytes else None,
             kept_bytes=tally.kept_bytes if has_bytes else None,
             with_losses=tally.with_losses if plan.losses_hint else None,
-            losses_hint=(plan.losses_hint or "").format(dst=plan.dst.uri),
+            losses_hint=(plan.losses_hint or "").format(dst=plan.dst.uri, manifest=manifest.uri),
             permanent=permanent,
             not_attempted=todo - taken if stopped else None,
             max_errors=config.max_errors,

@@ -94,6 +94,7 @@ class RestoreJob(Plan):
     name: ClassVar[str] = "restore"
     schema: ClassVar[pa.Schema] = RESTORE_SCHEMA
     errors_hint: ClassVar[str] = "their rows in {manifest} say why"
+    losses_hint: ClassVar[str | None] = "their rows' conversion in {manifest} says what"
 
     config: RestoreConfig
     archive: Location

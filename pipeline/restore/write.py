@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.format import (
+    ARCHIVED_NOTE,
     KEPT,
     PERMANENT,
     RESTORE_SCHEMA,
@@ -87,7 +88,7 @@ def write_restored(
     source's modification time as archived ("source_mtime"); a whole image on S3, the S3 user
     metadata and object tags its LR holds of an S3 source (s3_object_headers), which its
     `metadata` then names, and which the `conversion` of a local file or a region says are not
-    carried. An image's `conversion` ends with what archiving did to it ("when archived: ",
+    carried. An image's `conversion` ends with what archiving did to it (ARCHIVED_NOTE and
     its archive row's)."""
     on_s3 = dst.protocol != "file"
 
@@ -115,7 +116,7 @@ def write_restored(
                 notes = [f"{', '.join(left)} (in the LR only: {holder} holds none)"] if left else []
             carried = f"not carried: {', '.join(notes)}" if notes else None
             archived = row.get("archived")  # as for "conversion"
-            archived = f"when archived: {archived}" if isinstance(archived, str) else None
+            archived = ARCHIVED_NOTE + archived if isinstance(archived, str) else None
             conversion = "; ".join(filter(None, (conversion, carried, archived))) or None
             row.update(output_data=data, metadata=names, conversion=conversion)
         except Exception as e:  # one image must not stop the job: it becomes its row

@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from conftest import (
@@ -37,6 +39,7 @@ from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA, decode_lr_png
 from pipeline.lease import LEASE, Lease
 from pipeline.manifest import list_parts, read_manifest
 from pipeline.storage import Location
+from pipeline.summary import any_loss
 
 
 def manifest_rows(archive: Path) -> dict[str, dict]:
@@ -99,12 +102,20 @@ def test_conversions_are_recorded(zoo_archive):
     assert rows["nested/deeper/rgb.jpg"]["conversion"] is None
 
 
-def test_a_restore_row_says_what_archiving_did_to_its_image(zoo_archive, tiny_model, tmp_path):
+def test_a_restore_row_says_what_archiving_did_to_its_image(
+    zoo_archive, tiny_model, tmp_path, capsys
+):
     restored = tmp_path / "restored"
     args = ("restore", zoo_archive[1], restored, "--model", tiny_model, "--only", "*r*.*")
     assert run_cli(*args) == 0
     table = read_manifest(Location.parse(str(restored / "manifest")), RESTORE_SCHEMA)
     rows = {row["rel_path"]: row["conversion"] for row in table.to_pylist()}
+    archived = manifest_rows(zoo_archive[1])
+    lossy = any_loss(pa.array([archived[rel_path]["conversion"] for rel_path in rows]))
+    assert (  # the archive's count of them, of the images restored
+        f"no errors, {pc.sum(lossy).as_py()} archived with something not carried (their rows' "
+        f"conversion in {restored / 'manifest'} says what)" in capsys.readouterr().err
+    )
     assert rows["rgba.png"] == "when archived: RGBA -> RGB, alpha dropped"
     assert rows["gray.png"] == "when archived: L -> RGB"
     assert rows["nested/deeper/rgb.jpg"] is None

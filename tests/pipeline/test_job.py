@@ -99,6 +99,20 @@ def test_tally_counts_files_archived_with_a_loss():
     assert tally.with_losses == 3
 
 
+def test_tally_counts_images_restored_that_were_archived_with_a_loss():
+    """A restore counts what its rows say archiving did, not what it did itself."""
+    tally = Tally()
+    conversions = [
+        "when archived: RGBA -> RGB, alpha dropped",
+        "ICC 'Display P3' -> sRGB; when archived: 16-bit RGB -> 8-bit RGB",
+        "when archived: L -> RGB",
+        "not carried: S3 user metadata, S3 object tags (in the LR only: a local file holds none)",
+        None,
+    ]
+    tally.add(summarize(pa.table({"status": ["ok"] * 5, "conversion": conversions})))
+    assert tally.with_losses == 2
+
+
 def test_carried_failures_are_errors_read_back_from_the_manifest():
     """An earlier run's permanent failures come back from the manifest with their written_at;
     the error rows a plan makes now have none yet, and count as this run's."""
