@@ -16,6 +16,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.buckets import Buckets
 from pipeline.format import DONE, KEPT_DIR, LR_DIR, kept_key, lr_key
 from pipeline.rows import error_text, io_failure
 from pipeline.sources import walk
@@ -99,6 +100,7 @@ def check_archive(archive: Location, table: pa.Table, unfinished: bool = False) 
     return fixity
 
 
+NAMES = pa.schema([("rel_path", pa.string())])  # files' keys under lr/ or kept/
 UNRECORDED = (
     "no manifest row records it (a manifest part lost?), so a restore does not give it back: "
     "archive its source again while SRC holds it"
@@ -111,16 +113,24 @@ UNRECORDED_BY_A_JOB = (
 
 def unrecorded(archive: Location, table: pa.Table) -> Iterator[tuple[str, str]]:
     """(rel_path, key) of each file under lr/ and kept/ that no row of the merged manifest
-    `table` records (recorded_files), but the temporary files of writes."""
+    `table` records (recorded_files), but the temporary files of writes. The listing and the
+    keys recorded are compared bucket by bucket (pipeline/buckets.py): each key is hashed
+    once, however many pages the listing has."""
     lr, kept = recorded(table)
     for tree, rows, suffix in ((LR_DIR, lr, ".png"), (KEPT_DIR, kept, "")):
         keys = pc.binary_join_element_wise(table["rel_path"].filter(rows), suffix, "")
-        for listing in walk(archive.child(tree)):
-            names = listing["rel_path"]
-            odd = pc.invert(pc.is_in(names, value_set=keys.combine_chunks()))
-            odd = pc.and_(odd, pc.invert(pc.match_substring_regex(names, TEMP_PATH)))
-            for name in names.filter(odd).to_pylist():
-                yield name.removesuffix(suffix) if suffix else name, f"{tree}/{name}"
+        with Buckets(NAMES) as recorded_keys, Buckets(NAMES) as listed:
+            recorded_keys.add(pa.table({"rel_path": keys}))
+            for listing in walk(archive.child(tree)):
+                names = listing["rel_path"]
+                written = pc.invert(pc.match_substring_regex(names, TEMP_PATH))
+                listed.add(pa.table({"rel_path": names.filter(written)}))
+            n = max(recorded_keys.n, listed.n)
+            for k in range(n):
+                names = listed.bucket(k, n)["rel_path"]
+                known = recorded_keys.bucket(k, n)["rel_path"].combine_chunks()
+                for name in names.filter(pc.invert(pc.is_in(names, value_set=known))).to_pylist():
+                    yield name.removesuffix(suffix) if suffix else name, f"{tree}/{name}"
 
 
 def recorded(table: pa.Table) -> tuple[pa.Array, pa.Array]:
