@@ -308,8 +308,13 @@ def decode_image(
         # A 16-bit image a profile converted is 8-bit RGB now, and its note says so.
         rgb, converted = to_rgb(img, sixteen_bit and img.mode == mode, transparent)
         deep = sixteen_bit or mode in SIXTEEN_BIT_GRAY_MODES or mode == "I"
-        # The bits its values use: 12 of a 12-bit scan's 16 leave 2**4 - 1 8-bit levels.
-        levels = float(max(1, 2 ** int(rgb.max()).bit_length() - 1)) if deep else 255.0
+        # The bits its values use: 12 of a 12-bit scan's 16 leave 2**4 - 1 8-bit levels. Gray
+        # is rounded to 8 bits (4095 -> 16): the bits of its 16-bit values; else truncated.
+        if img.mode in SIXTEEN_BIT_GRAY_MODES or img.mode == "I":
+            bits = max(0, int(np.asarray(img).max()).bit_length() - 8)
+        else:
+            bits = int(rgb.max()).bit_length()
+        levels = float(max(1, 2**bits - 1)) if deep else 255.0
         uncarried = f"not carried: {', '.join(dropped)}" if dropped else None
         xmp_note = None
         if metadata.xmp and not is_utf8(metadata.xmp):

@@ -101,6 +101,8 @@ def test_a_quality_floor_sees_transparency_and_the_span_of_16_bit_values(tiny_mo
     palette = Image.fromarray(photo(64, 48, 6)).quantize(16)
     files = {
         "scan12.png": encode(Image.fromarray((gray * 3900).astype(np.uint16)), "PNG"),
+        # 4095 is 16 in 8 bits, rounded: its values use 12 bits all the same
+        "full12.png": encode(Image.fromarray((gray * 4095).astype(np.uint16)), "PNG"),
         "scan16.png": encode(Image.fromarray((gray * 65535).astype(np.uint16)), "PNG"),
         "logo.png": encode(Image.fromarray(rgba), "PNG"),
         "opaque.png": opaque,
@@ -111,18 +113,19 @@ def test_a_quality_floor_sees_transparency_and_the_span_of_16_bit_values(tiny_mo
         "bytes": np.array(list(files.values()), dtype=object),
     }
     decoded = decode_batch(batch, prefix="/src/", uri_prefix="", scale=16, max_pixels=10**8)
-    assert list(decoded["transparent"]) == [False, False, True, False, True]
-    assert list(decoded["levels"]) == [15, 255, 255, 255, 255]
+    assert list(decoded["transparent"]) == [False, False, False, True, False, True]
+    assert list(decoded["levels"]) == [15, 15, 255, 255, 255, 255]
     measured = Downscale(tiny_model, storage_options={}, verify=True, torch_threads=2)(decoded)
     psnr = dict(zip(files, measured["psnr"], strict=True))
     # Over 255 levels, the dark 12-bit scan's errors of a few levels made a high psnr.
     floor = min(psnr["scan16.png"], psnr["opaque.png"]) - 1
-    assert psnr["scan12.png"] < floor
+    assert psnr["scan12.png"] < floor and psnr["full12.png"] < floor
     stage = Downscale(tiny_model, storage_options={}, verify=False, min_psnr=floor)
     rows = stage(decode_batch(batch, prefix="/src/", uri_prefix="", scale=16, max_pixels=10**8))
     status = dict(zip(files, rows["status"], strict=True))
     assert status == {
         "scan12.png": "kept",
+        "full12.png": "kept",
         "scan16.png": "ok",
         "logo.png": "kept",
         "opaque.png": "ok",
