@@ -347,6 +347,36 @@ class Tally:
                 self.lr_bytes += lr_bytes
                 self.kept_bytes += kept_bytes
 
+    def __add__(self, other: Tally) -> Tally:
+        return Tally(
+            self.counts + other.counts,
+            self.source_bytes + other.source_bytes,
+            self.lr_bytes + other.lr_bytes,
+            self.kept_bytes + other.kept_bytes,
+            self.with_losses + other.with_losses,
+        )
+
+
+class TallyingWriter(ManifestWriter):
+    """The job's ManifestWriter, which tallies the rows it takes: what the job did, with the
+    rows of batches still in flight after an early stop, which the driver never sees."""
+
+    def __init__(self, manifest: Location, schema: pa.Schema) -> None:
+        super().__init__(manifest, schema)
+        self.tally = Tally()
+
+    def add(self, rows: list[dict[str, Any]] | pa.Table) -> bool:
+        table = rows if isinstance(rows, pa.Table) else to_table(rows, self.schema)
+        taken = super().add(table)
+        if taken:
+            self.tally.add(summarize(table))
+        return taken
+
+    def close_tallied(self) -> Tally:
+        """close, and the tally of every row taken."""
+        self.close()
+        return self.tally
+
 
 def summarize(rows: pa.Table) -> Batch:
     """Rows by status: how many, and the sums of their source_bytes and lr_bytes, of
@@ -527,14 +557,14 @@ def run_held(plan: Plan, lease: Lease) -> JobResult:
             logger.info("%s: %d permanent failures of an earlier run, not retried", name, permanent)
         if tally.counts["error"]:
             logger.info("%s: %d images are errors before reading them", name, tally.counts["error"])
-        planned = Counter(tally.counts)
+        planned = tally + Tally()  # a copy: stream adds to `tally`
         if blocks:
             # On the driver's node: a node lost mid-job must not take the rows received with it.
             here = NodeAffinitySchedulingStrategy(
                 ray.get_runtime_context().get_node_id(), soft=False
             )
             sink = (
-                ray.remote(ManifestWriter)
+                ray.remote(TallyingWriter)
                 .options(num_cpus=0, scheduling_strategy=here)
                 .remote(manifest, plan.schema)
             )
@@ -551,7 +581,7 @@ def run_held(plan: Plan, lease: Lease) -> JobResult:
                 raise
             finally:  # also when interrupted or crashed: the rows received are kept
                 try:
-                    statuses = ray.get(sink.close.remote())  # one call: no row in between
+                    written = ray.get(sink.close_tallied.remote())  # no row in between
                 except KeyboardInterrupt:
                     unwritten = True
                     raise
@@ -565,8 +595,8 @@ def run_held(plan: Plan, lease: Lease) -> JobResult:
                     ray.kill(sink)
                     ray.kill(attempts)
                 # What the writer took: after an early stop, rows of batches in flight too.
-                tally.counts = planned + Counter(statuses)
-                taken = sum(statuses.values())
+                tally = planned + written
+                taken = sum(written.counts.values())
         lease.check()  # another job may be writing DST's manifest now: no compaction
         try:
             compact(manifest, plan.schema)

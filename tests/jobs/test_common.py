@@ -446,6 +446,24 @@ def test_max_errors_stops_early_and_keeps_the_rows(ray_cluster, tiny_model, tmp_
     assert len(manifest_rows(dst)) == n
 
 
+def test_an_early_stop_counts_the_bytes_of_every_image_it_shrank(
+    ray_cluster, tiny_model, tmp_path, capsys
+):
+    """Images of batches in flight when --max-errors stops the job are written and recorded:
+    the summary counts them, their bytes too."""
+    files = pngs(6) | {"bad.png": bad_images()["bad/truncated.png"]}
+    src = write_tree(tmp_path / "src", files)
+    dst = tmp_path / "archive"
+    args = ["archive", src, dst, "--model", tiny_model, "--batch-size", "1", "--json"]
+    assert run_cli(*args, "--max-errors", "0") == SOME_FAILED
+    out = json.loads(capsys.readouterr().out)
+    rows = manifest_rows(dst).values()
+    shrunk = [row for row in rows if row["status"] == "ok"]
+    assert out["counts"]["ok"] == len(shrunk) and out["counts"]["error"] == 1
+    assert out["source_bytes"] == sum(row["source_bytes"] for row in shrunk)
+    assert out["lr_bytes"] == sum(row["lr_bytes"] for row in shrunk)
+
+
 def test_max_errors_must_not_be_negative(small_photos, tmp_path, capsys):
     assert run_cli("archive", small_photos, tmp_path / "x", "--max-errors", "-1") == USAGE_ERROR
     assert "--max-errors must be at least 0, got -1" in capsys.readouterr().err

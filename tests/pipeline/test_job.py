@@ -5,11 +5,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections import Counter
 
 import pyarrow as pa
 import pytest
 
-from pipeline.job import JobResult, Progress, Tally, carried_failures, duration, summarize
+from pipeline.format import ARCHIVE_SCHEMA
+from pipeline.job import (
+    JobResult,
+    Progress,
+    Tally,
+    TallyingWriter,
+    carried_failures,
+    duration,
+    summarize,
+)
+from pipeline.manifest import read_manifest, to_table
+from pipeline.storage import Location
 
 
 @pytest.mark.parametrize(
@@ -111,6 +123,31 @@ def test_tally_counts_images_restored_that_were_archived_with_a_loss():
     ]
     tally.add(summarize(pa.table({"status": ["ok"] * 5, "conversion": conversions})))
     assert tally.with_losses == 2
+
+
+def test_the_jobs_writer_tallies_every_row_it_writes_and_none_it_refuses(tmp_path):
+    """After an early stop, the rows of batches in flight that reach the writer before it
+    closes are written: the job's figures are those the writer tallied."""
+    writer = TallyingWriter(Location.parse(str(tmp_path / "manifest")), ARCHIVE_SCHEMA)
+    rows = [
+        {"rel_path": "a.png", "status": "ok", "source_bytes": 100, "lr_bytes": 4},
+        {"rel_path": "b.png", "status": "error", "source_bytes": 7},
+    ]
+    assert writer.add(rows)
+    assert writer.add(to_table([rows[0] | {"rel_path": "c.png"}], ARCHIVE_SCHEMA))
+    tally = writer.close_tallied()
+    assert not writer.add([rows[0] | {"rel_path": "late.png"}])  # refused: no row, not counted
+    assert (tally.counts, tally.source_bytes, tally.lr_bytes) == ({"ok": 2, "error": 1}, 200, 8)
+    planned = Tally(Counter({"skipped": 3}), source_bytes=50, lr_bytes=2)
+    both = planned + tally
+    assert (both.counts, both.source_bytes, both.lr_bytes) == (
+        {"skipped": 3, "ok": 2, "error": 1},
+        250,
+        10,
+    )
+    assert planned.counts == {"skipped": 3}
+    written = read_manifest(Location.parse(str(tmp_path / "manifest")), ARCHIVE_SCHEMA)
+    assert sorted(written["rel_path"].to_pylist()) == ["a.png", "b.png", "c.png"]
 
 
 def test_carried_failures_are_errors_read_back_from_the_manifest():
