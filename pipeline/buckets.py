@@ -2,11 +2,11 @@
 
 A listing of ten million images, or a manifest of as many rows, does not fit comfortably in
 the driver. `Buckets` takes such a table piece by piece (listing pages, manifest parts): while
-it is small it stays in memory, as one bucket; past `memory_rows` rows or MEMORY_BYTES every
-row is spilled to local Parquet files, one per bucket, by a stable hash of the row's folded
-rel_path (lower case, NFC). Rows of one rel_path, and of rel_paths that differ only in case
-or Unicode normalisation, are always in the same bucket, so joins, "latest row per rel_path"
-and collision checks are done one bucket at a time, in memory bounded by a bucket.
+it is small it stays in memory, as one bucket; past `memory_rows` every row is spilled to local
+Parquet files, one per bucket, by a stable hash of the row's folded rel_path (lower case, NFC).
+Rows of one rel_path, and of rel_paths that differ only in case or Unicode normalisation, are
+always in the same bucket, so joins, "latest row per rel_path" and collision checks are done
+one bucket at a time, in memory bounded by a bucket.
 """
 
 from __future__ import annotations
@@ -22,13 +22,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 SPILL_BUCKETS = 64  # buckets once spilled: 10M rows -> ~160k rows a bucket
-# Rows kept in memory before spilling, and their bytes: rows of long paths (S3 keys of up
-# to 1024 bytes, in several columns) take ten times those of short ones.
-MEMORY_ROWS = 500_000
-MEMORY_BYTES = 256 * 2**20
-# Rows staged before they are cut into buckets and written, and their bytes.
-STAGE_ROWS = 200_000
-STAGE_BYTES = 64 * 2**20
+MEMORY_ROWS = 500_000  # rows kept in memory before spilling
+STAGE_ROWS = 200_000  # rows staged before they are cut into buckets and written
 HASH_SLICE = 65_536  # strings hashed at a time (bounds the hash's temporary arrays)
 MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -89,8 +84,7 @@ class Buckets:
         self.memory_rows = MEMORY_ROWS if memory_rows is None else memory_rows
         self.rows = 0
         self.tables: list[pa.Table] = []  # in memory, or staged before they are spilled
-        self.staged = 0  # rows in `tables`
-        self.staged_bytes = 0
+        self.staged = 0
         self.cut = 1  # the in-memory tables are the rows of bucket k of `cut` (1: all rows)
         self.folder: str | None = None
         self.writers: list[pq.ParquetWriter] = []
@@ -114,18 +108,13 @@ class Buckets:
         self.rows += len(table)
         self.tables.append(table)
         self.staged += len(table)
-        self.staged_bytes += table.nbytes
-        if self.folder is None and (
-            self.rows > self.memory_rows or self.staged_bytes > MEMORY_BYTES
-        ):
+        if self.folder is None and self.rows > self.memory_rows:
             self.folder = tempfile.mkdtemp(prefix="tadm-buckets-")
             self.writers = [
                 pq.ParquetWriter(os.path.join(self.folder, f"{k}.parquet"), self.schema)
                 for k in range(SPILL_BUCKETS)
             ]
-        if self.folder is not None and (
-            self.staged >= STAGE_ROWS or self.staged_bytes >= STAGE_BYTES
-        ):
+        if self.folder is not None and self.staged >= STAGE_ROWS:
             self.spill()
 
     def extend(self, tables: Iterable[pa.Table]) -> Buckets:
@@ -138,7 +127,7 @@ class Buckets:
         if not self.tables:
             return
         table = pa.concat_tables(self.tables)
-        self.tables, self.staged, self.staged_bytes = [], 0, 0
+        self.tables, self.staged = [], 0
         for k, part in enumerate(split(table, SPILL_BUCKETS)):
             if len(part):
                 self.writers[k].write_table(part)

@@ -62,16 +62,3 @@ def test_large_tables_spill_to_files_removed_on_close(monkeypatch):
         assert set(bucket_of(part["rel_path"], SPILL_BUCKETS).tolist()) <= {k}
     buckets.close()
     assert not os.path.exists(folder)
-
-
-def test_rows_of_long_paths_spill_by_their_bytes(monkeypatch):
-    monkeypatch.setattr(buckets_module, "MEMORY_BYTES", 10_000)
-    monkeypatch.setattr(buckets_module, "STAGE_BYTES", 4_000)
-    paths = [f"{'deep/' * 100}img{i}.png" for i in range(30)]  # 500 bytes and more each
-    with Buckets(SCHEMA) as buckets:
-        for start in range(0, 30, 3):
-            buckets.add(table(paths[start : start + 3]))
-            assert (buckets.folder is None) == (start < 18)  # 21 rows: over 10,000 bytes
-            assert buckets.staged_bytes < 4_000 or buckets.folder is None
-        got = [buckets.bucket(k, buckets.n) for k in range(buckets.n)]
-        assert sorted(pa.concat_tables(got)["rel_path"].to_pylist()) == sorted(paths)
