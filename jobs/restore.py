@@ -54,7 +54,8 @@ def parser() -> Parser:
     p.add_argument(
         "--to-srgb",
         action="store_true",
-        help="convert images with an ICC profile to plain sRGB (default: keep their profile)",
+        help="convert images to plain sRGB through their ICC profile, or else a PNG's gAMA "
+        "and cHRM (default: keep what describes their colours)",
     )
     add_job_options(p, batch_size=RestoreConfig.batch_size)
     return p
