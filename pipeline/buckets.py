@@ -21,11 +21,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.lease import process_gone
+
 SPILL_BUCKETS = 64  # buckets once spilled: 10M rows -> ~160k rows a bucket
 MEMORY_ROWS = 500_000  # rows kept in memory before spilling
 STAGE_ROWS = 200_000  # rows staged before they are cut into buckets and written
 HASH_SLICE = 65_536  # strings hashed at a time (bounds the hash's temporary arrays)
 MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
+SPILL_PREFIX = "tadm-buckets-"  # then the id of the process that spilled, "-", random
 
 
 def fold(rel_paths: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
@@ -109,7 +112,7 @@ class Buckets:
         self.tables.append(table)
         self.staged += len(table)
         if self.folder is None and self.rows > self.memory_rows:
-            self.folder = tempfile.mkdtemp(prefix="tadm-buckets-")
+            self.folder = spill_folder()
             self.writers = [
                 pq.ParquetWriter(os.path.join(self.folder, f"{k}.parquet"), self.schema)
                 for k in range(SPILL_BUCKETS)
@@ -153,6 +156,18 @@ class Buckets:
         self.writers, self.tables = [], []
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def spill_folder() -> str:
+    """A new local folder for spilled buckets, named with this process's id (SPILL_PREFIX);
+    those of processes gone are removed first: a job killed (kill -9) never closes its
+    buckets."""
+    root = tempfile.gettempdir()
+    for name in os.listdir(root):
+        pid, dash, _ = name.removeprefix(SPILL_PREFIX).partition("-")
+        if name.startswith(SPILL_PREFIX) and dash and pid.isdigit() and process_gone(int(pid)):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{os.getpid()}-")
 
 
 def split(table: pa.Table, n: int) -> list[pa.Table]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import tempfile
 
 import numpy as np
 import pyarrow as pa
@@ -62,3 +64,20 @@ def test_large_tables_spill_to_files_removed_on_close(monkeypatch):
         assert set(bucket_of(part["rel_path"], SPILL_BUCKETS).tolist()) <= {k}
     buckets.close()
     assert not os.path.exists(folder)
+
+
+def test_a_spill_removes_the_spilled_buckets_of_processes_gone(tmp_path, monkeypatch):
+    """A job killed with kill -9 never closes its buckets: the next spill on the host removes
+    them, and no folder of a process still running."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    names = [f"tadm-buckets-{gone.pid}-a1", f"tadm-buckets-{os.getpid()}-b2", "tadm-buckets-123"]
+    for name in names:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "0.parquet").write_bytes(b"spilled")
+    with Buckets(SCHEMA, memory_rows=1) as buckets:
+        buckets.add(table(["a", "b"]))
+        folder = os.path.basename(buckets.folder)
+        assert folder.startswith(f"tadm-buckets-{os.getpid()}-")
+        assert sorted(os.listdir(tmp_path)) == sorted([*names[1:], folder])
