@@ -191,11 +191,8 @@ def model_name(row: dict) -> str:
 
 def errors(table: pa.Table) -> list[dict[str, str]]:
     """The rel_path and error of every error row of a merged archive manifest."""
-    return [
-        {"rel_path": r["rel_path"] or "", "error": r["error"] or ""}
-        for r in table.select(["rel_path", "status", "error"]).to_pylist()
-        if r["status"] == "error"
-    ]
+    rows = table.filter(pc.equal(table["status"], "error")).select(["rel_path", "error"])
+    return [{"rel_path": r["rel_path"] or "", "error": r["error"] or ""} for r in rows.to_pylist()]
 
 
 def kept(table: pa.Table) -> list[dict[str, str]]:

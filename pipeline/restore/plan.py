@@ -581,9 +581,9 @@ def recorded_items(archive: Location, only: str | None) -> tuple[Buckets, int]:
     try:
         with merged_buckets(archive.child(MANIFEST_DIR), ARCHIVE_SCHEMA) as rows:
             for k in range(rows.n):
-                bucket = latest(rows.bucket(k, rows.n))
-                recorded += len(matching(bucket, only))
-                items.add(manifest_items(archive, bucket, only))
+                bucket = matching(latest(rows.bucket(k, rows.n)), only)
+                recorded += len(bucket)
+                items.add(manifest_items(archive, bucket))
     except BaseException:
         items.close()  # its spilled buckets
         raise
@@ -626,14 +626,14 @@ def matching(table: pa.Table, only: str | None) -> pa.Table:
     return table.filter(pa.array(hits, pa.bool_()))
 
 
-def manifest_items(archive: Location, rows: pa.Table, only: str | None) -> pa.Table:
+def manifest_items(archive: Location, rows: pa.Table) -> pa.Table:
     """The items of archive manifest rows: their LR files, or their kept sources; and the LR
     or kept source an error row records (of a source that fails now, archived or kept by an
     earlier run)."""
     recorded = pc.or_(pc.is_valid(rows["lr_sha256"]), pc.is_valid(rows["kept_uri"]))
     earlier = pc.and_(pc.equal(rows["status"], "error"), recorded)
     done = pc.is_in(rows["status"], pa.array([*DONE, KEPT]))
-    rows = matching(rows.filter(pc.or_(done, pc.fill_null(earlier, False))), only)
+    rows = rows.filter(pc.or_(done, pc.fill_null(earlier, False)))
     kept = pc.is_valid(rows["kept_uri"])
     archived = pc.and_(pc.invert(kept), pc.not_equal(rows["status"], "error"))
     # An error row's kept copy may be an earlier version: its SHA-256 is recorded, its size
