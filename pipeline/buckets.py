@@ -11,9 +11,11 @@ one bucket at a time, in memory bounded by a bucket.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -21,14 +23,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.lease import process_gone
-
 SPILL_BUCKETS = 64  # buckets once spilled: 10M rows -> ~160k rows a bucket
 MEMORY_ROWS = 500_000  # rows kept in memory before spilling
 STAGE_ROWS = 200_000  # rows staged before they are cut into buckets and written
 HASH_SLICE = 65_536  # strings hashed at a time (bounds the hash's temporary arrays)
 MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
-SPILL_PREFIX = "tadm-buckets-"  # then the id of the process that spilled, "-", random
+SPILL_PREFIX = "tadm-buckets-"  # the folders of spilled buckets, in the local temp folder
+SPILL_LOCK = ".lock"  # a spill folder's lock file, held while it is in use
+SPILL_GRACE_S = 60.0  # a spill folder this new may not hold its lock yet
 
 
 def fold(rel_paths: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
@@ -90,6 +92,7 @@ class Buckets:
         self.staged = 0
         self.cut = 1  # the in-memory tables are the rows of bucket k of `cut` (1: all rows)
         self.folder: str | None = None
+        self.lock: int | None = None  # of the folder, held while it is in use
         self.writers: list[pq.ParquetWriter] = []
 
     def __enter__(self) -> Buckets:
@@ -112,7 +115,7 @@ class Buckets:
         self.tables.append(table)
         self.staged += len(table)
         if self.folder is None and self.rows > self.memory_rows:
-            self.folder = spill_folder()
+            self.folder, self.lock = spill_folder()
             self.writers = [
                 pq.ParquetWriter(os.path.join(self.folder, f"{k}.parquet"), self.schema)
                 for k in range(SPILL_BUCKETS)
@@ -156,18 +159,42 @@ class Buckets:
         self.writers, self.tables = [], []
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
+        if self.lock is not None:
+            os.close(self.lock)
+            self.lock = None
 
 
-def spill_folder() -> str:
-    """A new local folder for spilled buckets, named with this process's id (SPILL_PREFIX);
-    those of processes gone are removed first: a job killed (kill -9) never closes its
-    buckets."""
+def spill_folder() -> tuple[str, int]:
+    """A new local folder for spilled buckets, and the descriptor of its lock file, which the
+    process holds (flock) while it uses the folder; folders whose lock no process holds are
+    removed first: a job killed (kill -9) never closes its buckets."""
     root = tempfile.gettempdir()
     for name in os.listdir(root):
-        pid, dash, _ = name.removeprefix(SPILL_PREFIX).partition("-")
-        if name.startswith(SPILL_PREFIX) and dash and pid.isdigit() and process_gone(int(pid)):
-            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
-    return tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{os.getpid()}-")
+        if name.startswith(SPILL_PREFIX):
+            remove_abandoned(os.path.join(root, name))
+    folder = tempfile.mkdtemp(prefix=SPILL_PREFIX)
+    lock = os.open(os.path.join(folder, SPILL_LOCK), os.O_CREAT | os.O_WRONLY, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    return folder, lock
+
+
+def remove_abandoned(folder: str) -> None:
+    """Remove a spill folder no process uses: its lock is free (the process that held it is
+    gone, whatever its host or process namespace), and it is over SPILL_GRACE_S old (one
+    that new may not be locked yet). One without a lock file is left: not this code's."""
+    try:
+        if time.time() - os.stat(folder).st_mtime < SPILL_GRACE_S:
+            return
+        lock = os.open(os.path.join(folder, SPILL_LOCK), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        shutil.rmtree(folder, ignore_errors=True)
+    except OSError:  # held: in use
+        return
+    finally:
+        os.close(lock)
 
 
 def split(table: pa.Table, n: int) -> list[pa.Table]:

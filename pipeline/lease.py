@@ -241,13 +241,8 @@ def gone_here(record: dict[str, Any]) -> bool:
     """The holder ran on this host and its process no longer exists."""
     if record.get("host") != socket.gethostname() or not isinstance(record.get("pid"), int):
         return False
-    return process_gone(record["pid"])
-
-
-def process_gone(pid: int) -> bool:
-    """No process of this host has the id `pid`."""
     try:
-        os.kill(pid, 0)
+        os.kill(record["pid"], 0)
     except ProcessLookupError:
         return True
     except OSError:  # exists, another user's

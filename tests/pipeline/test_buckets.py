@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
-import subprocess
 import tempfile
 
 import numpy as np
@@ -66,18 +66,28 @@ def test_large_tables_spill_to_files_removed_on_close(monkeypatch):
     assert not os.path.exists(folder)
 
 
-def test_a_spill_removes_the_spilled_buckets_of_processes_gone(tmp_path, monkeypatch):
-    """A job killed with kill -9 never closes its buckets: the next spill on the host removes
-    them, and no folder of a process still running."""
+def test_a_spill_removes_the_spilled_buckets_no_process_uses(tmp_path, monkeypatch):
+    """A job killed with kill -9 never closes its buckets: the next spill removes them, not
+    the folder of a job still running (its lock held, in whatever process namespace or host),
+    nor one too new to be locked yet, nor a folder of no lock."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    gone = subprocess.Popen(["true"])
-    gone.wait()
-    names = [f"tadm-buckets-{gone.pid}-a1", f"tadm-buckets-{os.getpid()}-b2", "tadm-buckets-123"]
-    for name in names:
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "0.parquet").write_bytes(b"spilled")
-    with Buckets(SCHEMA, memory_rows=1) as buckets:
-        buckets.add(table(["a", "b"]))
-        folder = os.path.basename(buckets.folder)
-        assert folder.startswith(f"tadm-buckets-{os.getpid()}-")
-        assert sorted(os.listdir(tmp_path)) == sorted([*names[1:], folder])
+    folders = {name: tmp_path / f"tadm-buckets-{name}" for name in ("gone", "live", "new", "odd")}
+    for name, folder in folders.items():
+        folder.mkdir()
+        (folder / "0.parquet").write_bytes(b"spilled")
+        if name != "odd":
+            (folder / ".lock").write_bytes(b"")
+        if name != "new":
+            os.utime(folder, (1.6e9, 1.6e9))
+    held = os.open(folders["live"] / ".lock", os.O_RDONLY)  # another open file: another job
+    fcntl.flock(held, fcntl.LOCK_EX)
+    try:
+        with Buckets(SCHEMA, memory_rows=1) as buckets:
+            buckets.add(table(["a", "b"]))
+            assert buckets.folder is not None and os.path.isfile(f"{buckets.folder}/.lock")
+            left = {folder.name for folder in folders.values() if folder.exists()}
+            assert left == {"tadm-buckets-live", "tadm-buckets-new", "tadm-buckets-odd"}
+            spilled = buckets.folder
+        assert not os.path.exists(spilled)
+    finally:
+        os.close(held)
