@@ -26,8 +26,9 @@ SRGB_CHROMATICITIES = (0.3127, 0.3290, 0.64, 0.33, 0.30, 0.60, 0.15, 0.06)
 BRADFORD = np.array(
     [[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367], [0.0389, -0.0685, 1.0296]]
 )
-# How a restore row's conversion begins when --to-srgb made its image (before any other note)
-SRGB_NOTE = r"^(ICC '|PNG |no ICC profile: taken as sRGB)"
+# How a restore row's conversion begins when --to-srgb made its image (before any other note):
+# a description is quoted as Python's repr does, in double quotes when it holds a "'"
+SRGB_NOTE = r"^(ICC ['\"]|PNG |no ICC profile: taken as sRGB)"
 STRIP_PIXELS = 1 << 20  # pixels converted at a time through a matrix, so memory stays bounded
 
 

@@ -196,6 +196,7 @@ def test_a_rerun_skips_what_an_earlier_restore_made_with_the_same_to_srgb():
     dst = "/restored"
     conversions = {
         "p3.jpg": "ICC 'Display P3' -> sRGB",
+        "nikon.jpg": """ICC "Nikon's sRGB" -> sRGB; when archived: CMYK -> RGB""",  # repr's
         "gamma.png": "PNG gAMA 1, cHRM -> sRGB; webp holds no comment: not carried",
         "plain.jpg": "no ICC profile: taken as sRGB; webp holds no photoshop: not carried",
         "chunk.png": "no ICC profile: taken as sRGB, as its PNG sRGB chunk says",
@@ -206,13 +207,13 @@ def test_a_rerun_skips_what_an_earlier_restore_made_with_the_same_to_srgb():
     i = done.column_names.index("conversion")
     done = done.set_column(i, "conversion", pa.array(list(conversions.values()), pa.string()))
     outputs = pa.table(
-        {"rel_path": list(conversions), "size": [1] * 6, "kind": ["image"] * 6},
+        {"rel_path": list(conversions), "size": [1] * 7, "kind": ["image"] * 7},
         schema=OUTPUT_SCHEMA,
     )
     with items(list(conversions), set(), 10**6) as buckets:
         bucket = buckets.bucket(0, 1)
         for to_srgb, skipped in (
-            (True, {"p3.jpg", "gamma.png", "plain.jpg", "chunk.png"}),
+            (True, {"p3.jpg", "nikon.jpg", "gamma.png", "plain.jpg", "chunk.png"}),
             (False, {"kept.jpg", "none.jpg"}),
         ):
             job = restore_job(buckets, dst, to_srgb=to_srgb)
