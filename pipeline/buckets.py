@@ -65,10 +65,9 @@ def string_hash(strings: pa.Array | pa.ChunkedArray) -> np.ndarray:
         position = np.arange(len(data), dtype=np.int64) - np.repeat(starts, lengths)
         with np.errstate(over="ignore"):
             terms = mix((data.astype(np.uint64) << np.uint64(32)) | position.astype(np.uint64))
-            sums = np.zeros(len(part), dtype=np.uint64)
-            if len(data):
-                summed = np.add.reduceat(terms, np.minimum(starts, len(data) - 1))
-                sums = np.where(lengths > 0, summed, np.uint64(0))
+            # Each string's terms summed (modulo 2**64): differences of the running sum
+            running = np.concatenate([np.zeros(1, np.uint64), np.cumsum(terms, dtype=np.uint64)])
+            sums = running[starts + lengths] - running[starts]
             out[start : start + len(part)] = mix(sums ^ mix(lengths.astype(np.uint64)))
     return out
 

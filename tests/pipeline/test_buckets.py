@@ -24,6 +24,10 @@ def test_hash_is_stable_and_sees_every_byte():
     assert string_hash(paths).tolist() == string_hash(pa.array(paths.to_pylist())).tolist()
     assert string_hash(paths.slice(2, 2)).tolist() == string_hash(paths).tolist()[2:4]
     assert len(set(string_hash(paths[:4]).tolist())) == 4
+    # a string's hash is its own, whatever strings are beside it (empty or null ones too)
+    for neighbours in ([""], [None], ["", "x"], ["x", ""]):
+        assert string_hash(pa.array(["abc", *neighbours]))[0] == string_hash(pa.array(["abc"]))[0]
+        assert string_hash(pa.array([*neighbours, "abc"]))[-1] == string_hash(pa.array(["abc"]))[0]
     # a fixed value: the same in every process and run, so spilled buckets line up
     assert int(string_hash(pa.array(["a/b.jpg"]))[0]) == 14435093907333827980
 
