@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import threading
+import time
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -45,6 +46,7 @@ from pipeline.format import (
     is_rel_path,
     lr_key,
 )
+from pipeline.lease import TIMEOUT_S, Lease, gone_here, heartbeat_time
 from pipeline.manifest import list_parts
 from pipeline.metadata import Metadata
 from pipeline.restore.plan import list_items, recorded_items
@@ -186,8 +188,20 @@ class RecordedLr:
         problem = self.problem(rel_path, data, again=False)
         if problem is not None:  # a job may have written it since the manifest was read
             problem = self.problem(rel_path, data, again=True)
+        if problem is not None and problem.status == 500 and self.written():
+            raise TileError(503, f"image {rel_path!r} is being archived again: retry")
         if problem is not None:
             raise problem
+
+    def written(self) -> bool:
+        """Whether a job runs in the archive (its lease has a recent heartbeat, of a process
+        not gone): it may have written an LR file whose row is not in the manifest yet."""
+        try:
+            held = Lease(self.archive, "serve").read()
+        except OSError:
+            return False
+        fresh = held is not None and time.time() - heartbeat_time(held) < TIMEOUT_S
+        return fresh and not gone_here(held)
 
     def problem(self, rel_path: str, data: bytes, again: bool) -> TileError | None:
         """What `check` raises, None for nothing; the manifest read `again` (current)."""

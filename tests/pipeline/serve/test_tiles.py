@@ -15,6 +15,7 @@ from PIL import Image
 
 import pipeline.serve.tiles as tiles_module
 from pipeline.format import ARCHIVE_SCHEMA, LrHeader, encode_lr_png
+from pipeline.lease import Lease
 from pipeline.manifest import to_table, write_part
 from pipeline.metadata import Metadata
 from pipeline.restore.plan import recorded_items as read
@@ -150,6 +151,13 @@ def test_an_lr_file_is_served_only_as_the_archive_manifest_records_it(tiny_model
             tiles.view(rel_path, view)
         assert (e.value.status, e.value.message[: len(message)]) == (status, message)
         assert str(tmp_path) not in e.value.message  # where the archive is goes to the log only
+    with Lease(Location.parse(str(tmp_path)), "archive"):  # a job writes b.png's row soon
+        with pytest.raises(TileError) as e:
+            tiles.view("b.png", view)
+        assert (e.value.status, e.value.message) == (
+            503,
+            "image 'b.png' is being archived again: retry",
+        )
     record_lrs(tmp_path, ["b.png", "c.png"], model_id)  # a job archived them again
     assert tiles.view("b.png", view) and tiles.view("c.png", view)
     assert tiles.images() == ["a.png", "b.png", "c.png"]
