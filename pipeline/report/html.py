@@ -122,10 +122,29 @@ def totals(context: Context) -> str:
         psnr = "n/a", "archived without --verify"
         ssim = "n/a", "archived without --verify"
     models = ", ".join(f"{esc(m)}: {n:,}" for m, n in sorted(s.models.items())) or "none"
-    tiles = [
-        ("Images", f"{sum(s.counts.values()):,}", " · ".join(counts)),
+    stored = [
         ("Stored", human(s.lr_bytes), f"LR thumbnails, from {human(s.source_bytes)} of sources"),
         ("Compression", f"{number(s.compression_ratio, '.1f')}×", "source bytes / LR bytes"),
+    ]
+    if s.kept:  # kept files take the room of their sources: the archive's figures with them
+        archive, before = s.lr_bytes + s.kept_bytes, s.source_bytes + s.kept_bytes
+        stored = [
+            (
+                "Stored",
+                human(archive),
+                f"{human(s.lr_bytes)} of LR thumbnails + {human(s.kept_bytes)} kept as is, "
+                f"from {human(before)} of sources",
+            ),
+            (
+                "Compression",
+                f"{number(before / archive if archive else None, '.1f')}×",
+                f"source bytes / archive bytes; {number(s.compression_ratio, '.1f')}× for the "
+                "images shrunk",
+            ),
+        ]
+    tiles = [
+        ("Images", f"{sum(s.counts.values()):,}", " · ".join(counts)),
+        *stored,
         ("Mean bpp", number(s.mean_bpp, ".4f"), "LR bits per source pixel"),
         ("Mean PSNR", *psnr),
         ("Mean SSIM", *ssim),

@@ -22,6 +22,7 @@ from pipeline.manifest import ManifestWriter
 from pipeline.report import build, html
 from pipeline.report.build import build_report, centre_window, entries_of, first_ranks, ranked
 from pipeline.storage import Location
+from pipeline.summary import human
 from tadm import TADM
 
 
@@ -241,9 +242,19 @@ def test_kept_sources_show_why_and_are_not_errors(tmp_path: Path, model_id: str,
         {"rel_path": "text.png", "status": "kept", "kept_reason": reason, "psnr": 10.11},
         {"rel_path": "bad.gif", "status": "error", "error": "animated: 3 frames"},
     ]
+    rows[1] |= {"kept_uri": str(archive / "kept" / "text.png"), "source_bytes": 300_000}
     write_manifest(archive, rows)
     report(archive, out, tiny_model)
     page = Tags((out / "index.html").read_text())
+    # The headline is the archive's, kept files with the LR thumbnails: they take their room.
+    lr, source = rows[0]["lr_bytes"], rows[0]["source_bytes"]
+    assert (
+        f"{human(lr)} of LR thumbnails + {human(300_000)} kept as is, from "
+        f"{human(source + 300_000)} of sources" in page.text
+    )
+    ratio = f"{(source + 300_000) / (lr + 300_000):.1f}×"
+    assert ratio in page.text
+    assert f"source bytes / archive bytes; {source / lr:.1f}× for the images shrunk" in page.text
     assert [a["data-status"] for a in page.find("article")] == ["ok", "kept", "error"]
     assert f"source kept as it was: {reason}" in page.text
     assert "10.11 dB" in page.text  # the measure that kept it
