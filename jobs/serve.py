@@ -1,8 +1,9 @@
 """tadm serve ARCHIVE: HR tiles of an archive over HTTP, on Ray Serve, until SIGINT or SIGTERM.
 
 GET /healthz; /tile/<rel_path>?x=&y=&w=&h= for a PNG of that HR region; IIIF Image API 3.0
-under /iiif/<id>/ (id: the rel_path URL-encoded); a deep-zoom viewer at /view/<id>; OpenAPI
-docs at /docs. The same application runs with `serve run pipeline.serve.app:app archive=...`.
+under /iiif/<id>/ (id: the rel_path URL-encoded); a deep-zoom viewer at /view/<id>; its
+OpenAPI description at /openapi.json. The same application runs with `serve run
+pipeline.serve.app:app archive=...`.
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ def job(args: argparse.Namespace) -> int:
         try:
             url = run_serve(prepared, host, port, quiet=quiet_logging())
             logger.info(
-                "serve: ready at %s (viewer: %s/view/, API docs: %s/docs)",
+                "serve: ready at %s (viewer: %s/view/, API: %s/openapi.json)",
                 url,
                 url,
                 url,

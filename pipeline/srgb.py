@@ -18,7 +18,7 @@ import struct
 import numpy as np
 from PIL import Image, ImageCms
 
-from pipeline.metadata import colour_chunks
+from pipeline.metadata import Metadata, colour_chunks
 
 SRGB = ImageCms.createProfile("sRGB")
 # The chromaticities (x, y) of sRGB's white (D65), red, green and blue: cHRM's order
@@ -126,3 +126,13 @@ def to_srgb_matrix(chromaticities: tuple[float, ...]) -> np.ndarray | None:
     cone_gain = (BRADFORD @ white_srgb) / (BRADFORD @ white_source)
     adapt = np.linalg.inv(BRADFORD) @ np.diag(cone_gain) @ BRADFORD
     return np.linalg.inv(srgb) @ adapt @ source
+
+
+def as_stated(pixels: np.ndarray, metadata: Metadata) -> tuple[np.ndarray, Metadata]:
+    """(h, w, 3) uint8 pixels of an image whose metadata is `metadata`, and what to encode
+    them with, so that a browser shows the colours the image states: its ICC profile, or
+    else the pixels converted to sRGB as its PNG gAMA and cHRM say (a JPEG or WebP has no
+    place for those)."""
+    if not metadata.icc and metadata.png_colour:
+        pixels, _ = png_colour_to_srgb(pixels, metadata.png_colour)
+    return pixels, Metadata(icc=metadata.icc)

@@ -36,19 +36,20 @@ from pipeline.format import (
     Region,
     check_apart,
     decode_lr_png,
+    encode_output,
     is_rel_path,
     lr_key,
 )
 from pipeline.job import Progress
 from pipeline.manifest import no_manifest, read_manifest
 from pipeline.report import CROP, LINK_ABOVE, assets, html
+from pipeline.srgb import as_stated
 from pipeline.stage import inference_model
 from pipeline.storage import Location, read_recorded, write_atomic
 from pipeline.summary import SUMMARY_COLUMNS, summarize
 from tadm import TADM
 from tadm.hub import default_model
 from tadm.images import to_images, to_pixels, to_tensor
-from tadm.png import png_bytes
 
 LOCAL = LocalFileSystem()  # OUT_DIR's
 READ_THREADS = 16  # LR files read at once (S3 latency)
@@ -254,12 +255,14 @@ def restore_crop(
             to_tensor([lr]).to(models.device), size=(header.height, header.width), region=region
         )  # (1, 3, h, w) in [0, 1]
     restored = crop_name(entry.rank, "restored")
-    write_file(out, restored, png_bytes(to_images(to_pixels(x_hat))[0]))
+    # Both crops in the colours the image states: its ICC profile, as its LR file holds it
+    pixels, stated = as_stated(to_images(to_pixels(x_hat))[0], header.metadata)
+    write_file(out, restored, encode_output(pixels, "png", stated))
     source = None
     try:
-        window = source_window(entry.row, region, storage_options)
+        window, _ = as_stated(source_window(entry.row, region, storage_options), header.metadata)
         source = crop_name(entry.rank, "source")
-        write_file(out, source, png_bytes(window))
+        write_file(out, source, encode_output(window, "png", stated))
     except ValueError as e:
         entry.notes.append(f"no source crop: {e}")
     return Crop(region, url(restored), source and url(source))

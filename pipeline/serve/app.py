@@ -1,6 +1,6 @@
 """The tile server on Ray Serve: one FastAPI app, `TileServer`, whose replicas each hold one
 TADM (a `TileService`). Serve's autoscaler adds replicas, up to max_replicas, while requests
-queue, and each replica may take a GPU or a fraction of one. Routes (OpenAPI docs at /docs):
+queue, and each replica may take a GPU or a fraction of one. Routes (OpenAPI at /openapi.json):
 
     GET /healthz                          200 {"status": "ok", "model_id", ..., "served"}
     GET /tile/<rel_path>?x=&y=&w=&h=      image/png of that HR region (HR pixels)
@@ -151,9 +151,13 @@ def prepare_serve(args: TileAppArgs) -> ServeJob:
 
 # ---- the HTTP app ----------------------------------------------------------------------------
 
+# No /docs nor /redoc: FastAPI's pages load their scripts from a CDN, blank offline; the
+# OpenAPI description is /openapi.json, for any OpenAPI viewer.
 api = FastAPI(
     title="tadm tiles",
     summary="HR regions of an archived image, restored on demand; IIIF Image API 3.0; viewer",
+    docs_url=None,
+    redoc_url=None,
 )
 api.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -177,7 +181,7 @@ async def bad_parameter(request: Request, e: RequestValidationError) -> JSONResp
 async def http_error(request: Request, e: HTTPException) -> JSONResponse:
     if e.status_code == 404:
         path = request.url.path[:200]
-        return error(404, f"no route {path!r}: see /docs for the routes")
+        return error(404, f"no route {path!r}: see /openapi.json for the routes")
     return error(e.status_code, str(e.detail), e.headers)
 
 

@@ -52,7 +52,7 @@ from pipeline.metadata import Metadata
 from pipeline.restore.plan import list_items, recorded_items
 from pipeline.restore.read import check_recorded
 from pipeline.serve.cache import LRUCache
-from pipeline.srgb import png_colour_to_srgb
+from pipeline.srgb import as_stated
 from pipeline.stage import inference_model
 from pipeline.storage import Location
 from tadm.images import to_images, to_pixels, to_tensor
@@ -101,10 +101,8 @@ class View:
         if self.mirror:
             pixels = pixels[:, ::-1]
         pixels = np.ascontiguousarray(np.rot90(pixels, k=-self.rotation // 90))
-        if colour is not None and not colour.icc and colour.png_colour:
-            pixels, _ = png_colour_to_srgb(pixels, colour.png_colour)
-        icc = colour.icc if colour is not None else None
-        return encode_output(pixels, self.image_format, Metadata(icc=icc))
+        pixels, stated = as_stated(pixels, colour or Metadata())
+        return encode_output(pixels, self.image_format, stated)
 
 
 @dataclass(frozen=True)

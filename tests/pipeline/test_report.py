@@ -7,18 +7,21 @@ import hashlib
 import math
 import os
 import re
+import struct
 import urllib.parse
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import encode, photo
+from conftest import display_p3_icc, encode, photo
 from PIL import Image
 
-from pipeline.format import ARCHIVE_SCHEMA, LrHeader, encode_lr_png
+from pipeline.format import ARCHIVE_SCHEMA, LrHeader, decode_lr_png, encode_lr_png
 from pipeline.manifest import ManifestWriter
+from pipeline.metadata import Metadata
 from pipeline.report import build, html
 from pipeline.report.build import build_report, centre_window, entries_of, first_ranks, ranked
 from pipeline.storage import Location
@@ -323,6 +326,33 @@ def test_worst_images_get_a_restored_crop_and_the_source_crop(
     (tmp_path / "src" / "big.png").unlink()  # and the first one's source crop
     assert report(archive, out, tiny_model, worst=1).crops == 1
     assert sorted(p.name for p in (out / "crops").iterdir()) == ["000001-restored.png", "mine.png"]
+
+
+def test_crops_are_in_the_colours_their_image_states(
+    tmp_path: Path, model_id: str, tiny_model: str
+):
+    """A crop carries its image's ICC profile (a Display P3 photo's colours are not sRGB's),
+    as its LR file holds it; a PNG's gAMA alone is converted to sRGB."""
+    archive, out = tmp_path / "archive", tmp_path / "out"
+    gamma_1 = b"gAMA" + struct.pack(">I", 100000)
+    stated = {"p3.png": Metadata(icc=display_p3_icc()), "linear.png": Metadata(png_colour=gamma_1)}
+    rows = []
+    for psnr, (name, metadata) in enumerate(stated.items()):  # p3.png first, the worst
+        rows.append(archived(archive, name, 64, 48, model_id, psnr=18.0 + psnr))
+        lr_file = archive / "lr" / f"{name}.png"
+        lr, header = decode_lr_png(lr_file.read_bytes())
+        lr_file.write_bytes(encode_lr_png(lr, replace(header, metadata=metadata)))
+        rows[-1]["lr_bytes"] = lr_file.stat().st_size
+    write_manifest(archive, rows)
+    report(archive, out, tiny_model, worst=2)
+    for kind in ("restored", "source"):
+        with Image.open(out / "crops" / f"000001-{kind}.png") as p3:
+            assert p3.info["icc_profile"] == display_p3_icc()
+        with Image.open(out / "crops" / f"000002-{kind}.png") as linear:
+            assert "icc_profile" not in linear.info and "gamma" not in linear.info
+    source = np.asarray(Image.open(out / "crops" / "000002-source.png"))
+    original = np.asarray(Image.open(tmp_path / "src" / "linear.png"))
+    assert (source.astype(int) - original.astype(int)).mean() > 20  # linear -> sRGB: lighter
 
 
 def test_no_source_crop_when_the_source_changed_or_is_gone(
