@@ -95,4 +95,6 @@ img[data-loaded="no"] { outline: 3px solid var(--bad); }
 .message { color: var(--bad); margin: 8px 0 0; overflow-wrap: anywhere; }
 .note { color: var(--muted); font-size: 12px; margin: 6px 0 0; overflow-wrap: anywhere; }
 a.error { color: var(--bad); } a.kept, .kept-reason { color: var(--kept); }
+.note.loss { color: var(--kept); }
+.losses { color: var(--kept); font-size: 13px; margin: -10px 0 18px; }
 """

@@ -12,9 +12,11 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import pyarrow as pa
+
 from pipeline.format import DONE, KEPT, visible
 from pipeline.report.assets import SCRIPT_NAME, STYLE_NAME
-from pipeline.summary import Summary, human, number, plural
+from pipeline.summary import Summary, any_loss, human, number, plural
 
 if TYPE_CHECKING:
     from pipeline.report.build import Entry
@@ -154,7 +156,16 @@ def totals(context: Context) -> str:
         f'<div class="sub">{sub}</div></div>'
         for label, value, sub in tiles
     )
-    return f'<section class="totals">{cells}</section><p class="models">Models: {models}</p>'
+    losses = ""
+    if s.with_losses:
+        kinds = ", ".join(f"{kind} {n:,}" for kind, n in s.losses.items())
+        losses = (
+            f'<p class="losses">{plural(s.with_losses, "image")} archived with something not '
+            f"carried ({kinds}): their cards say what</p>"
+        )
+    return (
+        f'<section class="totals">{cells}</section><p class="models">Models: {models}</p>{losses}'
+    )
 
 
 def histogram(psnrs: list[float], mean: float | None) -> str:
@@ -262,8 +273,10 @@ def card(entry: Entry, context: Context) -> str:
         extra += f'<p class="kept-reason">source kept as it was{esc(reason)}</p>'
     elif row["status"] not in DONE:
         extra += f'<p class="message">{esc(row["error"] or "error (no message)")}</p>'
-    if row["conversion"]:
-        extra += f'<p class="note">decoded: {esc(row["conversion"])}</p>'
+    if row["conversion"]:  # what the LR lost stands out from what decoding only did
+        lossy = any_loss(pa.array([row["conversion"]], pa.string()))[0].as_py()
+        said = "decoded, with a loss" if lossy else "decoded"
+        extra += f'<p class="note{" loss" * lossy}">{said}: {esc(row["conversion"])}</p>'
     extra += "".join(f'<p class="note">{esc(note)}</p>' for note in entry.notes)
     rel_path = entry.rel_path or "(no rel_path)"
     pictures_div = f'<div class="pictures">{"".join(pictures)}</div>' if pictures else ""

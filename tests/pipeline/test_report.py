@@ -265,6 +265,23 @@ def test_kept_sources_show_why_and_are_not_errors(tmp_path: Path, model_id: str,
     assert "ok 1 · kept 1 · error 1" in "".join(page.text)
 
 
+def test_what_an_lr_lost_stands_out_and_is_counted(tmp_path: Path, model_id: str, tiny_model: str):
+    archive, out = tmp_path / "archive", tmp_path / "out"
+    rows = [
+        archived(archive, "a.png", 40, 40, model_id, conversion="RGBA -> RGB, alpha dropped"),
+        archived(archive, "b.jpg", 40, 40, model_id, conversion="EXIF orientation 6 applied"),
+    ]
+    write_manifest(archive, rows)
+    report(archive, out, tiny_model)
+    page = (out / "index.html").read_text()
+    assert (
+        '<p class="losses">1 image archived with something not carried (alpha dropped 1): '
+        "their cards say what</p>" in page
+    )
+    assert '<p class="note loss">decoded, with a loss: RGBA -&gt; RGB, alpha dropped</p>' in page
+    assert '<p class="note">decoded: EXIF orientation 6 applied</p>' in page
+
+
 def test_error_rows_come_last_with_their_message(tmp_path: Path, model_id: str, tiny_model: str):
     archive, out = tmp_path / "archive", tmp_path / "out"
     rows = [
