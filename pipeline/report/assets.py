@@ -36,7 +36,7 @@ header.top { background: var(--ink); color: #fff; padding: 14px 28px; display: f
 header.top h1 { margin: 0; font-size: 20px; font-weight: 600; }
 header.top .archive { margin: 0; color: #b8c2d3; font-family: ui-monospace, monospace;
   overflow-wrap: anywhere; }
-main { padding: 18px 28px 40px; max-width: 1400px; }
+main { padding: 18px 28px 40px; max-width: 1400px; margin: 0 auto; }
 h2 { font-size: 16px; margin: 0 0 10px; }
 .totals { display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)); gap: 12px; }
 .tile { background: var(--card); border: 1px solid var(--line); border-radius: 8px;

@@ -58,7 +58,9 @@ def page(context: Context, number_: int, entries: list[Entry]) -> str:
     nav = navigation(number_, context.pages)
     total = sum(context.summary.counts.values())
     if entries:
-        heading = f"Images {entries[0].rank}–{entries[-1].rank} of {total}, worst first"
+        # Without --verify no image has a PSNR to rank it by: they come by name
+        order = "worst first" if context.summary.verified else "by name (archived without --verify)"
+        heading = f"Images {entries[0].rank}–{entries[-1].rank} of {total}, {order}"
     else:
         heading = "No images in this archive"
     parts = [

@@ -280,6 +280,7 @@ def test_what_an_lr_lost_stands_out_and_is_counted(tmp_path: Path, model_id: str
     )
     assert '<p class="note loss">decoded, with a loss: RGBA -&gt; RGB, alpha dropped</p>' in page
     assert '<p class="note">decoded: EXIF orientation 6 applied</p>' in page
+    assert "Images 1–2 of 2, by name (archived without --verify)" in page  # no PSNR to rank
 
 
 def test_error_rows_come_last_with_their_message(tmp_path: Path, model_id: str, tiny_model: str):
