@@ -24,11 +24,13 @@ html, body { margin: 0; height: 100%; background: #1e1e1e; color: #ddd;
   font: 14px/1.4 system-ui, sans-serif; }
 header { height: 36px; display: flex; align-items: center; gap: 16px; padding: 0 12px;
   background: #2b2b2b; }
-header h1 { font-size: 15px; margin: 0; font-weight: 600; }
+header h1 { font-size: 15px; margin: 0; font-weight: 600; min-width: 0; flex: 1;
+  overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+header > * { flex-shrink: 0; }
 a { color: #8cc4ff; }
 #viewer { position: absolute; top: 36px; bottom: 0; left: 0; right: 0; }
 main { padding: 12px 16px; }
-main li { margin: 2px 0; }
+main li { margin: 2px 0; overflow-wrap: anywhere; }
 """
 
 
@@ -68,7 +70,7 @@ def viewer_page(root: str, rel_path: str, width: int, height: int) -> str:
     return (
         f"{head(f'{rel_path} — tadm')}<body>"
         f'<header><a href="{esc(root)}view/">images</a>'
-        f"<h1>{esc(rel_path)}</h1><span>{width} × {height}</span>"
+        f'<h1 title="{esc(rel_path)}">{esc(rel_path)}</h1><span>{width} × {height}</span>'
         f'<a href="{esc(info)}">info.json</a></header>'
         f'<div id="viewer"></div>'
         f'<script src="{esc(root)}static/openseadragon/openseadragon.min.js"></script>'
