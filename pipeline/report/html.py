@@ -254,9 +254,11 @@ def card(entry: Entry, context: Context) -> str:
         x, y, w, h = crop.region
         view = fit(w, h, CROP_VIEW)
         caption = f"{w}×{h} px at ({x}, {y})"
-        pictures.append(picture(crop.restored, view, f"restored · {caption}", "restored"))
+        alt = f"restored window of {entry.rel_path}"
+        pictures.append(picture(crop.restored, view, f"restored · {caption}", "restored", alt))
         if crop.source is not None:
-            pictures.append(picture(crop.source, view, "source · same window", "source"))
+            alt = f"source window of {entry.rel_path}"
+            pictures.append(picture(crop.source, view, "source · same window", "source", alt))
     metrics = [
         ("PSNR", fixed(row["psnr"], ".2f", " dB")),
         ("SSIM", fixed(row["ssim"], ".4f")),
@@ -300,10 +302,10 @@ def byte_sizes(row: dict) -> str:
     return f"{human(row['source_bytes'])} → {human(row['lr_bytes'])}"
 
 
-def picture(src: str, view: tuple[int, int], caption: str, kind: str) -> str:
+def picture(src: str, view: tuple[int, int], caption: str, kind: str, alt: str) -> str:
     return (
         f'<figure class="{kind}"><img src="{esc(src)}" width="{view[0]}" height="{view[1]}" '
-        f'alt="{esc(kind)}"><figcaption>{esc(caption)}</figcaption></figure>'
+        f'alt="{esc(alt)}"><figcaption>{esc(caption)}</figcaption></figure>'
     )
 
 
@@ -326,6 +328,7 @@ def thumbnail(entry: Entry) -> str:
     width, height = size
     return (
         f'<figure class="thumb"><div class="frame" style="width:{width}px;height:{height}px">'
-        f'<img src="{esc(entry.thumbnail)}" width="{width}" height="{height}" alt="LR thumbnail">'
+        f'<img src="{esc(entry.thumbnail)}" width="{width}" height="{height}" '
+        f'alt="LR thumbnail of {esc(entry.rel_path)}">'
         f"{outline}</div><figcaption>{esc(lr + scale)}</figcaption></figure>"
     )

@@ -160,7 +160,9 @@ def test_paged_report_of_a_big_archive(tmp_path: Path, model_id: str, tiny_model
     assert ranks == [[f"rank-{r}" for r in range(a, b)] for a, b in ((1, 6), (6, 11), (11, 13))]
     by_psnr = sorted(rows, key=lambda r: r["psnr"])
     first = Tags((out / "index.html").read_text())
-    thumbs = [a["src"] for a in first.find("img", alt="LR thumbnail")]
+    images = [a for a in first.find("img") if a["alt"].startswith("LR thumbnail of ")]
+    assert [a["alt"] for a in images] == [f"LR thumbnail of {r['rel_path']}" for r in by_psnr[:5]]
+    thumbs = [a["src"] for a in images]
     assert thumbs == [f"lr/{r['rel_path']}.png" for r in by_psnr[:5]]
     for src in thumbs:  # the archive's LR file, byte for byte
         assert (out / src).read_bytes() == (archive / src).read_bytes()
@@ -335,9 +337,11 @@ def test_worst_images_get_a_restored_crop_and_the_source_crop(
         np.testing.assert_array_equal(source, original[y : y + h, x : x + w])
     tags = Tags((out / "index.html").read_text())
     assert len(tags.find("article", **{"class": "card wide"})) == 2
-    assert [a["src"] for a in tags.find("img", alt="restored")] == [
-        "crops/000001-restored.png",
-        "crops/000002-restored.png",
+    assert [a["src"] for a in tags.find("img", alt="restored window of big.png")] == [
+        "crops/000001-restored.png"
+    ]
+    assert [a["src"] for a in tags.find("img", alt="source window of small.png")] == [
+        "crops/000002-source.png"
     ]
     # Again with a smaller --worst: the second entry's crops, linked from nowhere now, go.
     (out / "crops" / "mine.png").write_bytes(b"the user's own file")
