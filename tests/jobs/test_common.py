@@ -42,7 +42,8 @@ from jobs.common import (
     unreachable,
 )
 from pipeline.format import ARCHIVE_SCHEMA
-from pipeline.manifest import ManifestWriter, list_parts, read_manifest
+from pipeline.job import TallyingWriter
+from pipeline.manifest import list_parts, read_manifest
 from pipeline.storage import Location
 
 
@@ -349,15 +350,12 @@ def test_a_second_signal_while_the_last_rows_are_written_says_they_may_be_missin
     """The first signal lets the manifest writer write the rows of the images done (here on a
     storage that takes a minute); a second stops the job at once, and its summary and JSON
     say that the manifest may lack rows of images counted, which a re-run does again."""
-    import ray
-
     closing = tmp_path / "closing"
 
-    class SlowStorage(ManifestWriter):
+    class SlowStorage(TallyingWriter):  # the job's writer, not the plan's
         def close(self) -> dict[str, int]:
-            if ray.get_runtime_context().get_actor_id():  # the job's writer, not the plan's
-                closing.touch()
-                time.sleep(120)
+            closing.touch()
+            time.sleep(120)
             return super().close()
 
     def signals() -> None:
@@ -373,7 +371,7 @@ def test_a_second_signal_while_the_last_rows_are_written_says_they_may_be_missin
     src = write_tree(tmp_path / "src", pngs(n, (256, 192)))
     dst = tmp_path / "archive"
     args = ["archive", src, dst, "--model", tiny_model, "--batch-size", "1"]
-    monkeypatch.setattr(job_module, "ManifestWriter", SlowStorage)
+    monkeypatch.setattr(job_module, "TallyingWriter", SlowStorage)
     sender = threading.Thread(target=signals, daemon=True)
     sender.start()
     try:
@@ -405,18 +403,16 @@ def test_a_manifest_writer_that_dies_is_named_and_a_re_run_finishes(
 ):
     """The job's ManifestWriter actor killed (the OOM killer, say) while it holds rows: the
     crash line says which process died and that a re-run does the images again; it does."""
-    import ray
 
-    class DyingWriter(ManifestWriter):
+    class DyingWriter(TallyingWriter):  # the job's writer, not the plan's
         def add(self, table) -> None:
             super().add(table)
-            if ray.get_runtime_context().get_actor_id():  # the job's writer, not the plan's
-                os._exit(1)
+            os._exit(1)
 
     src = write_tree(tmp_path / "src", pngs(4, (64, 48)))
     dst = tmp_path / "archive"
     args = ["archive", src, dst, "--model", tiny_model, "--batch-size", "1"]
-    monkeypatch.setattr(job_module, "ManifestWriter", DyingWriter)
+    monkeypatch.setattr(job_module, "TallyingWriter", DyingWriter)
     assert run_cli(*args) == CRASHED
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith(
