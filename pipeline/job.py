@@ -21,18 +21,16 @@ import logging
 import os
 import time
 from abc import ABC, abstractmethod
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.buckets import Buckets
 from pipeline.crashes import Attempts, Guarded
-from pipeline.format import ARCHIVED_NOTE, DONE, KEPT, MANIFEST_DIR
+from pipeline.format import KEPT, MANIFEST_DIR
 from pipeline.lease import Fence, Lease
 from pipeline.manifest import (
     ManifestWriter,
@@ -45,7 +43,8 @@ from pipeline.manifest import (
 )
 from pipeline.rows import error_text, to_rows
 from pipeline.storage import Location, no_room, stale_temps
-from pipeline.summary import any_loss, plural
+from pipeline.summary import plural
+from pipeline.tally import Batch, Tally, TallyingWriter, summarize
 
 # Ray and torch are imported where a job runs: the CLI builds its parsers from JobOptions
 # without them.
@@ -56,8 +55,6 @@ if TYPE_CHECKING:
     from pipeline.stage import ModelStage
 
 logger = logging.getLogger("tadm")
-
-Batch = dict[str, np.ndarray]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -315,111 +312,6 @@ class Interrupted(KeyboardInterrupt):
 
 class WriterDied(RuntimeError):
     """The job's ManifestWriter actor died: the rows it held, not yet in a part, are lost."""
-
-
-@dataclass
-class Tally:
-    """A run's rows by status, the bytes of the images done where its rows have them, and the
-    files it archived (shrunk, or kept as they are) with a loss."""
-
-    counts: Counter = field(default_factory=Counter)
-    source_bytes: int = 0
-    lr_bytes: int = 0
-    kept_bytes: int = 0
-    with_losses: int = 0
-
-    def add(self, summary: Batch) -> None:
-        """Add a `summarize` of rows."""
-        for status, count, source_bytes, lr_bytes, kept_bytes, with_losses in zip(
-            summary["status"].tolist(),
-            summary["count"].tolist(),
-            summary["source_bytes"].tolist(),
-            summary["lr_bytes"].tolist(),
-            summary["kept_bytes"].tolist(),
-            summary["with_losses"].tolist(),
-            strict=True,
-        ):
-            self.counts[status] += count
-            if status in ("ok", KEPT):
-                self.with_losses += with_losses
-            if status in DONE or status == KEPT:
-                self.source_bytes += source_bytes
-                self.lr_bytes += lr_bytes
-                self.kept_bytes += kept_bytes
-
-    def __add__(self, other: Tally) -> Tally:
-        return Tally(
-            self.counts + other.counts,
-            self.source_bytes + other.source_bytes,
-            self.lr_bytes + other.lr_bytes,
-            self.kept_bytes + other.kept_bytes,
-            self.with_losses + other.with_losses,
-        )
-
-
-class TallyingWriter(ManifestWriter):
-    """The job's ManifestWriter, which tallies the rows it takes: what the job did, with the
-    rows of batches still in flight after an early stop, which the driver never sees."""
-
-    def __init__(self, manifest: Location, schema: pa.Schema) -> None:
-        super().__init__(manifest, schema)
-        self.tally = Tally()
-
-    def add(self, rows: list[dict[str, Any]] | pa.Table) -> bool:
-        table = rows if isinstance(rows, pa.Table) else to_table(rows, self.schema)
-        taken = super().add(table)
-        if taken:
-            self.tally.add(summarize(table))
-        return taken
-
-    def close_tallied(self) -> Tally:
-        """close, and the tally of every row taken."""
-        self.close()
-        return self.tally
-
-
-def summarize(rows: pa.Table) -> Batch:
-    """Rows by status: how many, and the sums of their source_bytes and lr_bytes, of
-    kept_bytes, the source_bytes of kept files (0 where the schema has none; kept files are
-    not shrunk, so their source_bytes and lr_bytes count 0), and of with_losses, the files
-    whose conversion notes a loss (a restore's: what archiving did, ARCHIVED_NOTE; Tally
-    counts those shrunk, kept or restored): what the driver sees of the rows the workers
-    write."""
-    sums = [c for c in ("source_bytes", "lr_bytes") if c in rows.column_names]
-    if "kept_uri" in rows.column_names:
-        kept = pc.fill_null(pc.not_equal(rows["kept_uri"], ""), False)
-        kept_bytes = pc.if_else(kept, rows["source_bytes"], 0).cast(pa.int64())
-        for c in sums:
-            shrunk = pc.if_else(kept, 0, rows[c]).cast(pa.int64())
-            rows = rows.set_column(rows.column_names.index(c), c, shrunk)
-        rows = rows.append_column("kept_bytes", kept_bytes)
-        sums.append("kept_bytes")
-        if "conversion" in rows.column_names:
-            lossy = any_loss(rows["conversion"]).cast(pa.int64())
-            rows = rows.append_column("with_losses", lossy)
-            sums.append("with_losses")
-    elif "conversion" in rows.column_names:  # a restore's: what archiving did, at its end
-        archived = pc.replace_substring_regex(rows["conversion"], f"^.*?{ARCHIVED_NOTE}", "")
-        said = pc.match_substring(rows["conversion"], ARCHIVED_NOTE)
-        lossy = any_loss(pc.if_else(said, archived, None)).cast(pa.int64())
-        rows = rows.append_column("with_losses", lossy)
-        sums.append("with_losses")
-    groups = (
-        rows.select(["status", *sums])
-        .group_by("status", use_threads=False)
-        .aggregate([("status", "count"), *[(c, "sum") for c in sums]])
-    )
-    n = len(groups)
-    return {
-        "status": np.array(groups["status"].to_pylist(), dtype=object),
-        "count": groups["status_count"].to_numpy().astype(np.int64),
-        **{
-            c: pc.fill_null(groups[f"{c}_sum"], 0).to_numpy().astype(np.int64)
-            if c in sums
-            else np.zeros(n, dtype=np.int64)
-            for c in ("source_bytes", "lr_bytes", "kept_bytes", "with_losses")
-        },
-    }
 
 
 def split_buckets(plan: Plan) -> Iterator[tuple[pa.Table, pa.Table]]:

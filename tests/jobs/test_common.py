@@ -42,9 +42,9 @@ from jobs.common import (
     unreachable,
 )
 from pipeline.format import ARCHIVE_SCHEMA
-from pipeline.job import TallyingWriter
 from pipeline.manifest import list_parts, read_manifest
 from pipeline.storage import Location
+from pipeline.tally import TallyingWriter
 
 
 @pytest.mark.parametrize(

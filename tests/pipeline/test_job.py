@@ -11,17 +11,10 @@ import pyarrow as pa
 import pytest
 
 from pipeline.format import ARCHIVE_SCHEMA
-from pipeline.job import (
-    JobResult,
-    Progress,
-    Tally,
-    TallyingWriter,
-    carried_failures,
-    duration,
-    summarize,
-)
+from pipeline.job import JobResult, Progress, carried_failures, duration
 from pipeline.manifest import read_manifest, to_table
 from pipeline.storage import Location
+from pipeline.tally import Tally, TallyingWriter, summarize
 
 
 @pytest.mark.parametrize(
