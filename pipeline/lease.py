@@ -99,7 +99,7 @@ class Lease:
         if held:
             age = time.time() - heartbeat_time(held)
             gone = gone_here(held)
-            if age < TIMEOUT_S and not gone:
+            if running(held):
                 raise ValueError(busy(self.dst, held, age))
             self.stopped_since = record_time(held, "started")
             logger.info(
@@ -248,6 +248,12 @@ def gone_here(record: dict[str, Any]) -> bool:
     except OSError:  # exists, another user's
         return False
     return False
+
+
+def running(record: dict[str, Any]) -> bool:
+    """The holder of the lease `record` may run still: its heartbeat is under TIMEOUT_S old
+    and its process is not known to be gone."""
+    return time.time() - heartbeat_time(record) < TIMEOUT_S and not gone_here(record)
 
 
 def heartbeat_time(record: dict[str, Any]) -> float:

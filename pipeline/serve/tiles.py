@@ -22,7 +22,6 @@ import logging
 import math
 import os
 import threading
-import time
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -46,7 +45,7 @@ from pipeline.format import (
     is_rel_path,
     lr_key,
 )
-from pipeline.lease import TIMEOUT_S, Lease, gone_here, heartbeat_time
+from pipeline.lease import Lease, running
 from pipeline.manifest import list_parts
 from pipeline.metadata import Metadata
 from pipeline.restore.plan import list_items, recorded_items
@@ -198,8 +197,7 @@ class RecordedLr:
             held = Lease(self.archive, "serve").read()
         except OSError:
             return False
-        fresh = held is not None and time.time() - heartbeat_time(held) < TIMEOUT_S
-        return fresh and not gone_here(held)
+        return held is not None and running(held)
 
     def problem(self, rel_path: str, data: bytes, again: bool) -> TileError | None:
         """What `check` raises, None for nothing; the manifest read `again` (current)."""
