@@ -144,7 +144,7 @@ class Buckets:
             if n == 1 and self.cut == 1:
                 return concat(self.tables, self.schema)
             if self.cut != n:  # cut once, then handed out bucket by bucket
-                self.tables, self.cut = split(concat(self.tables, self.schema), n), n
+                self.tables, self.cut = list(split(concat(self.tables, self.schema), n)), n
             return self.tables[k]
         self.spill()
         for writer in self.writers:
@@ -196,13 +196,17 @@ def remove_abandoned(folder: str) -> None:
         os.close(lock)
 
 
-def split(table: pa.Table, n: int) -> list[pa.Table]:
-    """The rows of each of the n buckets, in their order within `table`."""
+def split(table: pa.Table, n: int) -> Iterator[pa.Table]:
+    """The rows of each of the n buckets, in their order within `table`, a bucket at a time
+    (`table` whole when n is 1): a large table is not copied whole at once."""
+    if n == 1:
+        yield table
+        return
     buckets = bucket_of(table["rel_path"], n)
     order = np.argsort(buckets, kind="stable")
     bounds = np.searchsorted(buckets[order], np.arange(n + 1))
-    table = table.take(pa.array(order))
-    return [table.slice(bounds[k], bounds[k + 1] - bounds[k]) for k in range(n)]
+    for k in range(n):
+        yield table.take(pa.array(order[bounds[k] : bounds[k + 1]]))
 
 
 def concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:

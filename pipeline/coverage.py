@@ -14,11 +14,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.buckets import Buckets, bucket_of
+from pipeline.buckets import Buckets, split
 from pipeline.fixity import CHECK_THREADS, Recorded, check_file
 from pipeline.format import DONE, KEPT
 from pipeline.sources import HIDDEN, IMAGE_NAME, LISTING_SCHEMA, scan, unchanged
@@ -80,7 +79,7 @@ def check_source(
     coverage = Coverage(src.uri, hashed=0 if sha256 else None)
     folder = Location(src.protocol, prefix.rstrip("/"), src.options)  # of the rel_paths
     with listing, ThreadPoolExecutor(CHECK_THREADS) as pool:
-        for k, part in enumerate(by_bucket(table, listing.n)):
+        for k, part in enumerate(split(table, listing.n)):
             files = listing.bucket(k, listing.n)
             rows = part.take(pc.index_in(files["rel_path"], value_set=part["rel_path"]))
             problems = why_not(files, rows.select(COVERAGE_COLUMNS))
@@ -96,19 +95,6 @@ def check_source(
                 coverage.problems.append({"rel_path": rel_path, "problem": problem})
     coverage.problems.sort(key=lambda p: p["rel_path"])
     return coverage
-
-
-def by_bucket(table: pa.Table, n: int) -> Iterator[pa.Table]:
-    """The rows of `table` in each of n buckets of their rel_paths (pipeline/buckets.py), in
-    order: each compared with that bucket of a listing, every row is hashed once."""
-    if n == 1:
-        yield table
-        return
-    buckets = bucket_of(table["rel_path"], n)
-    order = np.argsort(buckets, kind="stable")
-    bounds = np.searchsorted(buckets[order], np.arange(n + 1))
-    for k in range(n):
-        yield table.take(order[bounds[k] : bounds[k + 1]])
 
 
 def hash_problems(
