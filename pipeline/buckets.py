@@ -2,11 +2,11 @@
 
 A listing of ten million images, or a manifest of as many rows, does not fit comfortably in
 the driver. `Buckets` takes such a table piece by piece (listing pages, manifest parts): while
-it is small it stays in memory, as one bucket; past `memory_rows` every row is spilled to local
-Parquet files, one per bucket, by a stable hash of the row's folded rel_path (lower case, NFC).
-Rows of one rel_path, and of rel_paths that differ only in case or Unicode normalisation, are
-always in the same bucket, so joins, "latest row per rel_path" and collision checks are done
-one bucket at a time, in memory bounded by a bucket.
+it is small it stays in memory, as one bucket; past `memory_rows` rows or MEMORY_BYTES every
+row is spilled to local Parquet files, one per bucket, by a stable hash of the row's folded
+rel_path (lower case, NFC). Rows of one rel_path, and of rel_paths that differ only in case
+or Unicode normalisation, are always in the same bucket, so joins, "latest row per rel_path"
+and collision checks are done one bucket at a time, in memory bounded by a bucket.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 import time
+import zlib
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -24,10 +25,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 SPILL_BUCKETS = 64  # buckets once spilled: 10M rows -> ~160k rows a bucket
-MEMORY_ROWS = 500_000  # rows kept in memory before spilling
-STAGE_ROWS = 200_000  # rows staged before they are cut into buckets and written
-HASH_SLICE = 65_536  # strings hashed at a time (bounds the hash's temporary arrays)
-MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
+# Rows kept in memory before spilling, and their bytes: the rows of long paths (S3 keys of
+# up to 1,024 bytes, in several columns of a manifest) take ten times those of short ones,
+# and a plan's joins of a bucket take several times its bytes.
+MEMORY_ROWS = 500_000
+MEMORY_BYTES = 128 * 2**20
+# Rows staged before they are cut into buckets and written, and their bytes.
+STAGE_ROWS = 200_000
+STAGE_BYTES = 64 * 2**20
+HASH_SLICE = 65_536  # strings hashed at a time (bounds their offsets held as Python ints)
 SPILL_PREFIX = "tadm-buckets-"  # the folders of spilled buckets, in the local temp folder
 SPILL_LOCK = ".lock"  # a spill folder's lock file, held while it is in use
 SPILL_GRACE_S = 60.0  # a spill folder this new may not hold its lock yet
@@ -50,25 +56,26 @@ def mix(x: np.ndarray) -> np.ndarray:
 
 
 def string_hash(strings: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """A 64-bit hash of each string, the same in every process and run (null hashes as "")."""
+    """A 64-bit hash of each string, the same in every process and run (null hashes as ""):
+    the CRC-32 of its UTF-8 bytes beside its length, mixed. CRC-32 reads a string's bytes in
+    C; numpy's per-byte arrays took 40 bytes of memory and 12 ns a byte of the strings."""
     array = pa.array(strings) if not isinstance(strings, pa.ChunkedArray) else strings
     array = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
     array = pc.fill_null(array.cast(pa.large_string()), "")
     out = np.empty(len(array), dtype=np.uint64)
+    data = memoryview(array.buffers()[2] or b"")
     for start in range(0, len(array), HASH_SLICE):
         part = array.slice(start, HASH_SLICE)
         offsets = np.frombuffer(part.buffers()[1], dtype=np.int64)
         offsets = offsets[part.offset : part.offset + len(part) + 1]
-        data = np.frombuffer(part.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
-        lengths = np.diff(offsets).astype(np.int64)
-        starts = offsets[:-1] - offsets[0]
-        position = np.arange(len(data), dtype=np.int64) - np.repeat(starts, lengths)
-        with np.errstate(over="ignore"):
-            terms = mix((data.astype(np.uint64) << np.uint64(32)) | position.astype(np.uint64))
-            # Each string's terms summed (modulo 2**64): differences of the running sum
-            running = np.concatenate([np.zeros(1, np.uint64), np.cumsum(terms, dtype=np.uint64)])
-            sums = running[starts + lengths] - running[starts]
-            out[start : start + len(part)] = mix(sums ^ mix(lengths.astype(np.uint64)))
+        bounds = offsets.tolist()
+        crcs = np.fromiter(
+            (zlib.crc32(data[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)),
+            dtype=np.uint64,
+            count=len(part),
+        )
+        lengths = np.diff(offsets).astype(np.uint64)
+        out[start : start + len(part)] = mix(crcs | (lengths << np.uint64(32)))
     return out
 
 
@@ -88,7 +95,8 @@ class Buckets:
         self.memory_rows = MEMORY_ROWS if memory_rows is None else memory_rows
         self.rows = 0
         self.tables: list[pa.Table] = []  # in memory, or staged before they are spilled
-        self.staged = 0
+        self.staged = 0  # rows in `tables`
+        self.staged_bytes = 0
         self.cut = 1  # the in-memory tables are the rows of bucket k of `cut` (1: all rows)
         self.folder: str | None = None
         self.lock: int | None = None  # of the folder, held while it is in use
@@ -113,13 +121,18 @@ class Buckets:
         self.rows += len(table)
         self.tables.append(table)
         self.staged += len(table)
-        if self.folder is None and self.rows > self.memory_rows:
+        self.staged_bytes += table.nbytes
+        if self.folder is None and (
+            self.rows > self.memory_rows or self.staged_bytes > MEMORY_BYTES
+        ):
             self.folder, self.lock = spill_folder()
             self.writers = [
                 pq.ParquetWriter(os.path.join(self.folder, f"{k}.parquet"), self.schema)
                 for k in range(SPILL_BUCKETS)
             ]
-        if self.folder is not None and self.staged >= STAGE_ROWS:
+        if self.folder is not None and (
+            self.staged >= STAGE_ROWS or self.staged_bytes >= STAGE_BYTES
+        ):
             self.spill()
 
     def extend(self, tables: Iterable[pa.Table]) -> Buckets:
@@ -132,7 +145,7 @@ class Buckets:
         if not self.tables:
             return
         table = pa.concat_tables(self.tables)
-        self.tables, self.staged = [], 0
+        self.tables, self.staged, self.staged_bytes = [], 0, 0
         for k, part in enumerate(split(table, SPILL_BUCKETS)):
             if len(part):
                 self.writers[k].write_table(part)
@@ -198,10 +211,12 @@ def remove_abandoned(folder: str) -> None:
 
 def split(table: pa.Table, n: int) -> Iterator[pa.Table]:
     """The rows of each of the n buckets, in their order within `table`, a bucket at a time
-    (`table` whole when n is 1): a large table is not copied whole at once."""
+    (`table` whole when n is 1). The table's chunks are joined first: a take from a chunked
+    table joins them anew each time, a copy of the table a bucket."""
     if n == 1:
         yield table
         return
+    table = table.combine_chunks()
     buckets = bucket_of(table["rel_path"], n)
     order = np.argsort(buckets, kind="stable")
     bounds = np.searchsorted(buckets[order], np.arange(n + 1))

@@ -24,12 +24,15 @@ def test_hash_is_stable_and_sees_every_byte():
     assert string_hash(paths).tolist() == string_hash(pa.array(paths.to_pylist())).tolist()
     assert string_hash(paths.slice(2, 2)).tolist() == string_hash(paths).tolist()[2:4]
     assert len(set(string_hash(paths[:4]).tolist())) == 4
+    long = "d/" * 400 + "img.jpg"
+    changed = [long[:k] + "e" + long[k + 1 :] for k in (0, 400, len(long) - 1)]
+    assert len(set(string_hash(pa.array([long, *changed])).tolist())) == 4
     # a string's hash is its own, whatever strings are beside it (empty or null ones too)
     for neighbours in ([""], [None], ["", "x"], ["x", ""]):
         assert string_hash(pa.array(["abc", *neighbours]))[0] == string_hash(pa.array(["abc"]))[0]
         assert string_hash(pa.array([*neighbours, "abc"]))[-1] == string_hash(pa.array(["abc"]))[0]
     # a fixed value: the same in every process and run, so spilled buckets line up
-    assert int(string_hash(pa.array(["a/b.jpg"]))[0]) == 14435093907333827980
+    assert int(string_hash(pa.array(["a/b.jpg"]))[0]) == 4159554631449719084
 
 
 def test_case_and_unicode_variants_share_a_bucket():
@@ -40,6 +43,12 @@ def test_case_and_unicode_variants_share_a_bucket():
 
 def test_buckets_spread_evenly():
     paths = pa.array([f"d{i % 97}/img_{i:07d}.jpg" for i in range(64_000)])
+    counts = np.bincount(bucket_of(paths, 64), minlength=64)
+    assert counts.min() > 800 and counts.max() < 1200
+
+
+def test_long_paths_sharing_all_but_a_middle_folder_spread_evenly():
+    paths = pa.array([f"{'x' * 500}/{i}/{'y' * 500}.jpg" for i in range(64_000)])
     counts = np.bincount(bucket_of(paths, 64), minlength=64)
     assert counts.min() > 800 and counts.max() < 1200
 
@@ -68,6 +77,23 @@ def test_large_tables_spill_to_files_removed_on_close(monkeypatch):
         assert set(bucket_of(part["rel_path"], SPILL_BUCKETS).tolist()) <= {k}
     buckets.close()
     assert not os.path.exists(folder)
+
+
+def test_rows_of_long_paths_spill_by_their_bytes(monkeypatch):
+    """Rows of 1,000-character paths take ten times the memory of short ones: they spill past
+    MEMORY_BYTES however few they are, and are staged by their bytes too."""
+    monkeypatch.setattr(buckets_module, "MEMORY_BYTES", 40_000)
+    monkeypatch.setattr(buckets_module, "STAGE_BYTES", 20_000)
+    paths = [f"{'x' * 1000}/img{i}.png" for i in range(100)]
+    with Buckets(SCHEMA) as buckets:
+        buckets.add(table(paths[:30]))
+        assert buckets.folder is None  # 30 kB
+        buckets.add(table(paths[30:60]))
+        assert buckets.n == SPILL_BUCKETS and not buckets.tables  # 60 kB: spilled, none staged
+        buckets.add(table(paths[60:70]))
+        assert buckets.staged == 10
+        got = pa.concat_tables(buckets.bucket(k, buckets.n) for k in range(buckets.n))
+        assert sorted(got["rel_path"].to_pylist()) == sorted(paths[:70])
 
 
 def test_a_spill_removes_the_spilled_buckets_no_process_uses(tmp_path, monkeypatch):
