@@ -314,17 +314,34 @@ class WriterDied(RuntimeError):
     """The job's ManifestWriter actor died: the rows it held, not yet in a part, are lost."""
 
 
-def split_buckets(plan: Plan) -> Iterator[tuple[pa.Table, pa.Table]]:
-    """plan.split of each bucket of the plan's images, the manifest and the outputs lined up:
-    memory bounded by one bucket of each."""
+def split_buckets(plan: Plan) -> Iterator[tuple[pa.Table, pa.Table, pa.Array]]:
+    """plan.split of each bucket of the plan's images, the manifest and the outputs lined up,
+    with which of its rows the manifest holds already (as_recorded): memory bounded by one
+    bucket of each."""
     images, manifest = plan.images, plan.dst.child(MANIFEST_DIR)
     with contextlib.ExitStack() as stack:
         done = stack.enter_context(merged_buckets(manifest, plan.schema))
         outputs = stack.enter_context(Buckets(OUTPUT_SCHEMA)).extend(plan.outputs())
         n = max(images.n, outputs.n, done.n)
         for k in range(n):
-            rows = latest(done.bucket(k, n), ordered=False)
-            yield plan.split(images.bucket(k, n), rows, outputs.bucket(k, n))
+            earlier = latest(done.bucket(k, n), ordered=False)
+            rows, todo = plan.split(images.bucket(k, n), earlier, outputs.bucket(k, n))
+            yield rows, todo, as_recorded(rows, earlier)
+
+
+def as_recorded(rows: pa.Table, earlier: pa.Table) -> pa.Array:
+    """Which of `rows` the manifest's rows (`earlier`, the latest of each rel_path) hold as
+    they are: the same value, or null, in every column but written_at. Written again they
+    would change nothing but that time: a re-run of an archive skipped whole (its rows
+    "skipped" already) or of the same failures writes no row, and compacts nothing."""
+    at = pc.index_in(rows["rel_path"], value_set=earlier["rel_path"].combine_chunks())
+    same = pc.is_valid(at)
+    for name in rows.column_names:
+        if name != "written_at":
+            now, then = rows[name], pc.take(earlier[name], at)
+            equal = pc.or_kleene(pc.equal(now, then), pc.and_(pc.is_null(now), pc.is_null(then)))
+            same = pc.and_(same, pc.fill_null(equal, False))
+    return same
 
 
 def carried_failures(rows: pa.Table) -> pa.Array:
@@ -412,8 +429,8 @@ def run_held(plan: Plan, lease: Lease) -> JobResult:
         writer = ManifestWriter(manifest, plan.schema, flush_rows=PLAN_PART_ROWS)
         blocks, total = [], 0
         size = block_rows(plan.images.rows, config.batch_size)
-        for rows, images in split_buckets(plan):
-            writer.add(rows)
+        for rows, images, recorded in split_buckets(plan):
+            writer.add(rows.filter(pc.invert(recorded)))
             earlier = carried_failures(rows)
             permanent += pc.sum(earlier).as_py() or 0
             tally.add(summarize(rows.filter(pc.invert(earlier))))

@@ -147,7 +147,7 @@ def step_plan(work: Path, n: int) -> dict[str, Any]:
         scale=16, sources=sources, prefix=prefix, done=n // 2,
     )  # fmt: skip
     skipped = todo = 0
-    for rows, images in split_buckets(plan):
+    for rows, images, _ in split_buckets(plan):
         skipped += len(rows)
         todo += len(images)
     sources.close()

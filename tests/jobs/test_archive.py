@@ -180,6 +180,20 @@ def test_rerun_skips_done_images_overwrite_redoes_them(
         }
         assert second[name]["written_at"] > first[name]["written_at"]
         assert (dst / "lr" / f"{name}.png").stat().st_mtime_ns == mtimes[dst / "lr" / f"{name}.png"]
+    capsys.readouterr()
+
+    # Rows "skipped" already are not written again: a re-run of a finished archive writes none.
+    assert run_cli(*args) == 0
+    third = manifest_rows(dst)
+    assert third["sub/c.png"]["status"] == "skipped"
+    assert {name: third[name] for name in ("a.png", "b.jpg")} == {
+        name: second[name] for name in ("a.png", "b.jpg")
+    }
+    manifest = Location.parse(str(dst / "manifest"))
+    parts = list_parts(manifest)
+    assert run_cli(*args) == 0
+    assert list_parts(manifest) == parts and manifest_rows(dst) == third
+    assert "archive: 3 images: 3 skipped" in capsys.readouterr().err
 
     assert run_cli(*args, "--overwrite") == 0
     assert {r["status"] for r in manifest_rows(dst).values()} == {"ok"}

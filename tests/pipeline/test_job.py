@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline.format import ARCHIVE_SCHEMA
-from pipeline.job import JobResult, Progress, carried_failures, duration
+from pipeline.job import JobResult, Progress, as_recorded, carried_failures, duration
 from pipeline.manifest import read_manifest, to_table
 from pipeline.storage import Location
 from pipeline.tally import Tally, TallyingWriter, summarize
@@ -153,6 +153,29 @@ def test_carried_failures_are_errors_read_back_from_the_manifest():
         }
     )
     assert carried_failures(rows).to_pylist() == [True, False, False, False]
+
+
+def test_rows_as_recorded_are_those_the_manifest_holds_but_for_when_they_were_written():
+    at = pa.timestamp("us", tz="UTC")
+    earlier = pa.table(
+        {
+            "rel_path": ["a", "b", "c", "d"],
+            "status": ["skipped", "skipped", "error", "skipped"],
+            "psnr": [30.0, None, None, 31.0],
+            "written_at": pa.array([1, 2, 3, 4], at),
+        }
+    )
+    rows = pa.table(
+        {
+            "rel_path": ["d", "c", "b", "a", "e"],
+            "status": ["skipped", "error", "skipped", "skipped", "skipped"],
+            "psnr": [31.5, None, None, 30.0, 30.0],
+            "written_at": pa.array([None, 9, None, None, None], at),
+        }
+    )
+    # d's psnr differs, e has no row yet; nulls match nulls, written_at does not count
+    assert as_recorded(rows, earlier).to_pylist() == [False, True, True, True, False]
+    assert as_recorded(rows, earlier.slice(0, 0)).to_pylist() == [False] * 5
 
 
 def archive_result(**counts: int) -> JobResult:
