@@ -17,9 +17,9 @@ from pipeline.coverage import COVERAGE_COLUMNS, check_source
 from pipeline.fixity import check_archive
 from pipeline.format import ARCHIVE_SCHEMA, MANIFEST_DIR
 from pipeline.lease import unfinished
-from pipeline.manifest import no_manifest, read_manifest
+from pipeline.manifest import merged, no_manifest
 from pipeline.storage import Location
-from pipeline.summary import SUMMARY_COLUMNS, conversions, errors, kept, summarize
+from pipeline.summary import SUMMARY_COLUMNS, Totals, conversions, errors, kept
 
 PROG = "tadm inspect"
 
@@ -71,6 +71,15 @@ def parser() -> Parser:
     return p
 
 
+# The lists --errors, --kept and --conversions print: the rows of each bucket, the field
+# printed after each rel_path, and what is printed for none
+LISTINGS = {
+    "errors": (errors, "error", "no errors"),
+    "kept": (kept, "kept_reason", "no source kept as it is"),
+    "conversions": (conversions, "conversion", "no image archived with something not carried"),
+}
+
+
 def job(args: argparse.Namespace) -> int:
     archive = Location.parse(args.archive, args.storage_options)
     try:  # no right to read it (wrong credentials), or I/O
@@ -80,50 +89,47 @@ def job(args: argparse.Namespace) -> int:
         columns = SUMMARY_COLUMNS + (coverage_columns if args.source else [])
         columns += ["kept_reason", "error"] if args.kept else []
         columns = list(dict.fromkeys(columns))
-        table = read_manifest(archive.child(MANIFEST_DIR), ARCHIVE_SCHEMA, columns)
-        missing = table is None and not archive.filesystem().exists(archive.root)
+        manifest = merged(archive.child(MANIFEST_DIR), ARCHIVE_SCHEMA, columns)
+        missing = manifest is None and not archive.filesystem().exists(archive.root)
     except OSError as e:
         raise ValueError(f"ARCHIVE {archive.uri!r} cannot be read: {e}") from None
     if missing:
         raise ValueError(f"ARCHIVE {archive.uri!r} does not exist")
-    if table is None:
+    if manifest is None:
         raise ValueError(no_manifest(archive))
     lease = unfinished(archive)
-    fixity = check_archive(archive, table, lease is not None) if args.check else None
-    coverage = None
-    if args.source:
-        src = Location.parse(args.source, args.storage_options)
-        coverage = check_source(src, archive, table, sha256=args.sha256)
+    with manifest:  # a bucket of its rows at a time: archives of millions of images
+        totals, listed = Totals(), []
+        listing = next((name for name in LISTINGS if getattr(args, name)), None)
+        for table in manifest:
+            totals.add(table)
+            listed += LISTINGS[listing][0](table) if listing else []
+        listed.sort(key=lambda row: row["rel_path"])
+        fixity = check_archive(archive, manifest, lease is not None) if args.check else None
+        coverage = None
+        if args.source:
+            src = Location.parse(args.source, args.storage_options)
+            coverage = check_source(src, archive, manifest, sha256=args.sha256)
+    summary = totals.summary()
     found = [c for c in (fixity, coverage) if c is not None]
     status = 1 if any(c.problems for c in found) else 0
     if args.json:
-        out = {"archive": archive.uri} | dataclasses.asdict(summarize(table)) | {"lease": lease}
-        if args.errors:
-            out["errors"] = errors(table)
-        if args.kept:
-            out["kept"] = kept(table)
-        if args.conversions:
-            out["conversions"] = conversions(table)
+        out = {"archive": archive.uri} | dataclasses.asdict(summary) | {"lease": lease}
+        if listing:
+            out[listing] = listed
         if fixity is not None:
             out["check"] = dataclasses.asdict(fixity)
         if coverage is not None:
             out["source"] = dataclasses.asdict(coverage)
         print(json.dumps(out))
         return status
-    if args.errors:
-        failed = errors(table)
-        lines = (f"{printable(e['rel_path'])}: {printable(e['error'])}" for e in failed)
-        print("\n".join(lines) or "no errors")
-    elif args.kept:
-        lines = (f"{printable(k['rel_path'])}: {printable(k['kept_reason'])}" for k in kept(table))
-        print("\n".join(lines) or "no source kept as it is")
-    elif args.conversions:
-        lossy = conversions(table)
-        lines = (f"{printable(c['rel_path'])}: {printable(c['conversion'])}" for c in lossy)
-        print("\n".join(lines) or "no image archived with something not carried")
+    if listing:
+        _, column, none = LISTINGS[listing]
+        lines = (f"{printable(row['rel_path'])}: {printable(row[column])}" for row in listed)
+        print("\n".join(lines) or none)
     else:  # a manifest is data: its model ids and statuses may hold control characters
         print(printable(f"archive: {archive.uri}"))
-        print("\n".join(printable(line) for line in summarize(table).lines()))
+        print("\n".join(printable(line) for line in summary.lines()))
     for check in found:
         print("\n".join(printable(line) for line in check.lines()))
     if lease:

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.buckets import Buckets, split
+from pipeline.buckets import Buckets
 from pipeline.fixity import CHECK_THREADS, Recorded, check_file
 from pipeline.format import DONE, KEPT
+from pipeline.manifest import Merged
 from pipeline.sources import HIDDEN, IMAGE_NAME, LISTING_SCHEMA, scan, unchanged
 from pipeline.storage import Location
 from pipeline.summary import plural
@@ -61,12 +62,12 @@ class Coverage:
 
 
 def check_source(
-    src: Location, archive: Location, table: pa.Table, sha256: bool = False
+    src: Location, archive: Location, manifest: Merged, sha256: bool = False
 ) -> Coverage:
     """List SRC (every file, hidden ones too; the archive left out where it lies inside) and
-    compare each file with the merged manifest `table`'s row of its rel_path
-    (COVERAGE_COLUMNS); with `sha256` (and the table's source_sha256), also read each file
-    the archive holds and compare its SHA-256, CHECK_THREADS at once."""
+    compare each file with the merged manifest's row of its rel_path (COVERAGE_COLUMNS), a
+    bucket of both at a time; with `sha256` (and the manifest's source_sha256), also read
+    each file the archive holds and compare its SHA-256, CHECK_THREADS at once."""
     try:
         pages, prefix = scan(src, exclude=archive, every_file=True)
         listing = Buckets(LISTING_SCHEMA).extend(logged(pages, src))
@@ -79,8 +80,9 @@ def check_source(
     coverage = Coverage(src.uri, hashed=0 if sha256 else None)
     folder = Location(src.protocol, prefix.rstrip("/"), src.options)  # of the rel_paths
     with listing, ThreadPoolExecutor(CHECK_THREADS) as pool:
-        for k, part in enumerate(split(table, listing.n)):
-            files = listing.bucket(k, listing.n)
+        n = max(listing.n, manifest.n)
+        for k in range(n):
+            files, part = listing.bucket(k, n), manifest.bucket(k, n)
             rows = part.take(pc.index_in(files["rel_path"], value_set=part["rel_path"]))
             problems = why_not(files, rows.select(COVERAGE_COLUMNS))
             if sha256:

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 
 from pipeline.buckets import Buckets
 from pipeline.format import DONE, KEPT_DIR, LR_DIR, kept_key, lr_key
+from pipeline.manifest import Merged
 from pipeline.rows import error_text, io_failure
 from pipeline.sources import walk
 from pipeline.storage import COPY_CHUNK, TEMP_PATH, Location, NotAsRecorded, open_file
@@ -62,39 +63,42 @@ class Fixity:
         return lines + [f"  {p['file']}: {p['problem']}" for p in self.problems]
 
 
-def check_archive(archive: Location, table: pa.Table, unfinished: bool = False) -> Fixity:
-    """Read back every file the merged manifest `table` records under `archive`
-    (recorded_files), CHECK_THREADS at a time, logging progress on long checks; then name the
-    files no row records, as those of a job that has not finished when its lease is still
-    there (`unfinished`), else as a manifest part's lost."""
+def check_archive(archive: Location, manifest: Merged, unfinished: bool = False) -> Fixity:
+    """Read back every file the merged manifest records under `archive` (recorded_files), a
+    bucket of its rows at a time, CHECK_THREADS files at once, logging progress on long
+    checks; then name the files no row records, as those of a job that has not finished when
+    its lease is still there (`unfinished`), else as a manifest part's lost. Problems are in
+    rel_path order, the files no row records last."""
     fs = archive.filesystem()
     fixity = Fixity()
-    total = pc.sum(pc.or_(*recorded(table))).as_py() or 0
+    total = sum(pc.sum(pc.or_(*recorded(table))).as_py() or 0 for table in manifest)
     last = time.monotonic()
     with ThreadPoolExecutor(CHECK_THREADS) as pool:
-        for start in range(0, len(table), SLICE_ROWS):
-            files = list(recorded_files(table.slice(start, SLICE_ROWS)))
-            for file, (size, problem) in zip(
-                files, pool.map(lambda f: check_file(fs, archive, f), files), strict=True
-            ):
-                fixity.files += 1
-                fixity.bytes += size
-                fixity.size_only += file.sha256 is None
-                if problem:
-                    fixity.problems.append(
-                        {"rel_path": file.rel_path, "file": file.key, "problem": problem}
+        for table in manifest:
+            for start in range(0, len(table), SLICE_ROWS):
+                files = list(recorded_files(table.slice(start, SLICE_ROWS)))
+                for file, (size, problem) in zip(
+                    files, pool.map(lambda f: check_file(fs, archive, f), files), strict=True
+                ):
+                    fixity.files += 1
+                    fixity.bytes += size
+                    fixity.size_only += file.sha256 is None
+                    if problem:
+                        fixity.problems.append(
+                            {"rel_path": file.rel_path, "file": file.key, "problem": problem}
+                        )
+                if time.monotonic() - last > PROGRESS_SECONDS:
+                    last = time.monotonic()
+                    logger.info(
+                        "inspect: checked %d of %d files (%s bytes), %s",
+                        fixity.files,
+                        total,
+                        f"{fixity.bytes:,}",
+                        plural(len(fixity.problems), "problem"),
                     )
-            if time.monotonic() - last > PROGRESS_SECONDS:
-                last = time.monotonic()
-                logger.info(
-                    "inspect: checked %d of %d files (%s bytes), %s",
-                    fixity.files,
-                    total,
-                    f"{fixity.bytes:,}",
-                    plural(len(fixity.problems), "problem"),
-                )
+    fixity.problems.sort(key=lambda p: (p["rel_path"], p["file"]))
     problem = UNRECORDED_BY_A_JOB if unfinished else UNRECORDED
-    for rel_path, key in unrecorded(archive, table):
+    for rel_path, key in sorted(unrecorded(archive, manifest)):
         fixity.problems.append({"rel_path": rel_path, "file": key, "problem": problem})
         fixity.unrecorded += 1
     return fixity
@@ -111,16 +115,17 @@ UNRECORDED_BY_A_JOB = (
 )
 
 
-def unrecorded(archive: Location, table: pa.Table) -> Iterator[tuple[str, str]]:
+def unrecorded(archive: Location, manifest: Merged) -> Iterator[tuple[str, str]]:
     """(rel_path, key) of each file under lr/ and kept/ that no row of the merged manifest
-    `table` records (recorded_files), but the temporary files of writes. The listing and the
-    keys recorded are compared bucket by bucket (pipeline/buckets.py): each key is hashed
-    once, however many pages the listing has."""
-    lr, kept = recorded(table)
-    for tree, rows, suffix in ((LR_DIR, lr, ".png"), (KEPT_DIR, kept, "")):
-        keys = pc.binary_join_element_wise(table["rel_path"].filter(rows), suffix, "")
+    records (recorded_files), but the temporary files of writes. The listing and the keys
+    recorded are compared bucket by bucket (pipeline/buckets.py): each key is hashed once,
+    however many pages the listing has."""
+    for tree, suffix in ((LR_DIR, ".png"), (KEPT_DIR, "")):
         with Buckets(NAMES) as recorded_keys, Buckets(NAMES) as listed:
-            recorded_keys.add(pa.table({"rel_path": keys}))
+            for table in manifest:
+                rows = recorded(table)[0 if tree == LR_DIR else 1]
+                keys = pc.binary_join_element_wise(table["rel_path"].filter(rows), suffix, "")
+                recorded_keys.add(pa.table({"rel_path": keys}))
             for listing in walk(archive.child(tree)):
                 names = listing["rel_path"]
                 written = pc.invert(pc.match_substring_regex(names, TEMP_PATH))

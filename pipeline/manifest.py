@@ -235,24 +235,59 @@ def no_manifest(archive: Location) -> str:
     return said
 
 
-def read_manifest(
+class Merged:
+    """A merged manifest by bucket of rel_paths (pipeline/buckets.py): `bucket(k, n)` is the
+    latest row of each rel_path of bucket k of n, in no order; iterating gives each of its own
+    buckets. What reads a manifest of millions of rows whole (inspect and its checks) holds a
+    bucket of it at a time. A context manager: leaving it removes the spilled buckets."""
+
+    def __init__(self, rows: Buckets) -> None:
+        self.rows = rows
+
+    def __enter__(self) -> Merged:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.rows.close()
+
+    def __iter__(self) -> Iterator[pa.Table]:
+        for k in range(self.n):
+            yield self.bucket(k, self.n)
+
+    @property
+    def n(self) -> int:
+        return self.rows.n
+
+    def bucket(self, k: int, n: int) -> pa.Table:
+        return latest(self.rows.bucket(k, n), ordered=False)
+
+
+def merged(
     manifest: Location, schema: pa.Schema, columns: list[str] | None = None
-) -> pa.Table | None:
-    """The merged manifest (latest row per rel_path, in rel_path order), or None if there is
-    no part. Columns missing from older parts read as null; extra columns are dropped.
-    `columns` (rel_path and written_at are always read) keeps memory to what a caller needs."""
+) -> Merged | None:
+    """The manifest's parts merged (see Merged), or None if there is no part. Columns missing
+    from older parts read as null; extra columns are dropped. `columns` (rel_path and
+    written_at are always read) keeps memory to what a caller needs."""
     parts = list_parts(manifest)
     if not parts:
         return None
     if columns is not None:
         keep = {"rel_path", "written_at", *columns}
         schema = pa.schema([f for f in schema if f.name in keep])
-    with merged_buckets(manifest, schema, parts) as buckets:
-        tables = [latest(buckets.bucket(k, buckets.n)) for k in range(buckets.n)]
-    table = pa.concat_tables(tables)
-    if buckets.n > 1:
-        table = table.take(pc.sort_indices(table, [("rel_path", "ascending")]))
-    return table
+    return Merged(merged_buckets(manifest, schema, parts))
+
+
+def read_manifest(
+    manifest: Location, schema: pa.Schema, columns: list[str] | None = None
+) -> pa.Table | None:
+    """The merged manifest whole (latest row per rel_path, in rel_path order), or None if
+    there is no part; see `merged`."""
+    found = merged(manifest, schema, columns)
+    if found is None:
+        return None
+    with found:
+        table = pa.concat_tables(list(found))
+    return table.take(pc.sort_indices(table, [("rel_path", "ascending")]))
 
 
 def compact(manifest: Location, schema: pa.Schema) -> None:

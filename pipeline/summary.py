@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -149,38 +150,77 @@ def any_loss(conversion: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.fill_null(pc.match_substring_regex(conversion, pattern), False)
 
 
+@dataclass
+class Totals:
+    """Running sums of the rows of a merged archive manifest, added a bucket of rel_paths at a
+    time (`add`; see manifest.merged), whose `summary` is that of all of them: a manifest of
+    millions of rows is summed in the memory of a bucket."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    source_bytes: int = 0
+    lr_bytes: int = 0
+    bpp: tuple[float, int] = (0.0, 0)  # sum and count of finite values
+    psnr: tuple[float, int] = (0.0, 0)
+    ssim: tuple[float, int] = (0.0, 0)
+    models: Counter[str] = field(default_factory=Counter)
+    kept: int = 0
+    kept_bytes: int = 0
+    with_losses: int = 0
+    losses: Counter[str] = field(default_factory=Counter)
+
+    def add(self, table: pa.Table) -> Totals:
+        kept = pc.fill_null(pc.not_equal(table["kept_uri"], ""), False)  # an error row's too
+        done = archived(table)
+        for status in pc.value_counts(table["status"]).to_pylist():
+            self.counts[str(status["values"])] += status["counts"]
+        self.source_bytes += total(done["source_bytes"])
+        self.lr_bytes += total(done["lr_bytes"])
+        self.bpp = added(self.bpp, done["bpp"])
+        self.psnr = added(self.psnr, done["psnr"])
+        self.ssim = added(self.ssim, done["ssim"])
+        groups = done.group_by(["model_id", "scale", "precision"]).aggregate([([], "count_all")])
+        for group in groups.to_pylist():  # a null and an empty precision read the same
+            self.models[model_name(group)] += group["count_all"]
+        self.kept += pc.sum(kept).as_py() or 0
+        self.kept_bytes += total(table.filter(kept)["source_bytes"])
+        conversion = held(table)["conversion"]
+        self.with_losses += pc.sum(any_loss(conversion)).as_py() or 0
+        for kind, hit in losses(conversion).items():
+            self.losses[kind] += pc.sum(hit).as_py() or 0
+        return self
+
+    def summary(self) -> Summary:
+        return Summary(
+            counts=dict(self.counts),
+            source_bytes=self.source_bytes,
+            lr_bytes=self.lr_bytes,
+            mean_bpp=average(self.bpp),
+            compression_ratio=self.source_bytes / self.lr_bytes if self.lr_bytes else None,
+            mean_psnr=average(self.psnr),
+            mean_ssim=average(self.ssim),
+            verified=self.psnr[1],
+            models=dict(self.models),
+            kept=self.kept,
+            kept_bytes=self.kept_bytes,
+            with_losses=self.with_losses,
+            losses={kind: n for kind in LOSSES if (n := self.losses[kind])},
+        )
+
+
 def summarize(table: pa.Table) -> Summary:
     """Summary of a merged archive manifest (see manifest.read_manifest), column by column."""
-    kept = pc.fill_null(pc.not_equal(table["kept_uri"], ""), False)  # an error row's too
-    done = archived(table)
-    source_bytes = total(done["source_bytes"])
-    lr_bytes = total(done["lr_bytes"])
-    psnrs = finite(done["psnr"])
-    statuses = pc.value_counts(table["status"]).to_pylist()
-    groups = done.group_by(["model_id", "scale", "precision"]).aggregate([([], "count_all")])
-    models: dict[str, int] = {}
-    for group in groups.to_pylist():  # a null and an empty precision read the same
-        name = model_name(group)
-        models[name] = models.get(name, 0) + group["count_all"]
-    return Summary(
-        counts={str(c["values"]): c["counts"] for c in statuses},
-        source_bytes=source_bytes,
-        lr_bytes=lr_bytes,
-        mean_bpp=mean(finite(done["bpp"])),
-        compression_ratio=source_bytes / lr_bytes if lr_bytes else None,
-        mean_psnr=mean(psnrs),
-        mean_ssim=mean(finite(done["ssim"])),
-        verified=len(psnrs),
-        models=models,
-        kept=pc.sum(kept).as_py() or 0,
-        kept_bytes=total(table.filter(kept)["source_bytes"]),
-        with_losses=pc.sum(any_loss(held(table)["conversion"])).as_py() or 0,
-        losses={
-            kind: n
-            for kind, hit in losses(held(table)["conversion"]).items()
-            if (n := pc.sum(hit).as_py() or 0)
-        },
-    )
+    return Totals().add(table).summary()
+
+
+def added(running: tuple[float, int], values: pa.ChunkedArray) -> tuple[float, int]:
+    """A running sum and count with `values`' numbers added (a manifest's NaN or null is no
+    figure to average)."""
+    numbers = finite(values)
+    return running[0] + (pc.sum(numbers).as_py() or 0.0), running[1] + len(numbers)
+
+
+def average(running: tuple[float, int]) -> float | None:
+    return running[0] / running[1] if running[1] else None
 
 
 def model_name(row: dict) -> str:
@@ -226,10 +266,6 @@ def finite(values: pa.ChunkedArray) -> pa.ChunkedArray:
 def total(values: pa.ChunkedArray) -> int:
     """The sum of integers, nulls left out; 0 for none."""
     return pc.sum(values).as_py() or 0
-
-
-def mean(values: pa.ChunkedArray) -> float | None:
-    return pc.mean(values).as_py() if len(values) else None
 
 
 def number(value: float | None, spec: str, unit: str = "") -> str:

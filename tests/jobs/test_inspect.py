@@ -16,6 +16,7 @@ import pytest
 from conftest import run_cli
 from PIL import Image, PngImagePlugin
 
+import pipeline.buckets as buckets_module
 from jobs.common import READER_GONE
 from pipeline.decode import decode_image
 from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA
@@ -72,6 +73,42 @@ def test_counts_bytes_bpp_ratio_and_psnr(tmp_path: Path, capsys):
         "model abc (x16): 2 images",  # rows written before the precision column
         "model abc (x16, fp16): 1 image",
     ]
+
+
+@pytest.mark.parametrize("listing", ["--errors", "--kept", "--conversions"])
+def test_a_manifest_spilled_by_bucket_reads_as_one_held_whole(
+    tmp_path: Path, capsys, monkeypatch, listing: str
+):
+    """An archive of millions of rows is read a bucket of rel_paths at a time: the figures and
+    the lists are those of the whole, the lists in rel_path order."""
+    rows = []
+    for i in range(60):
+        row = {"rel_path": f"d{i % 7}/img{i:02d}.jpg", "status": "ok", "model_id": "abc"}
+        row |= {"scale": 16, "source_bytes": 1000 + i, "lr_bytes": 10 + i, "bpp": 0.01 * i}
+        row |= {"psnr": 20.0 + i / 3, "ssim": 0.5 + i / 200, "conversion": "RGBA -> RGB"}
+        if i % 5 == 0:
+            row |= {"status": "error", "error": f"corrupt {i}", "psnr": None}
+        if i % 4 == 1:
+            row |= {"status": "kept", "kept_uri": f"kept/{i}", "kept_reason": f"why {i}"}
+        if i % 3 == 0:
+            row["conversion"] = "RGBA -> RGB, alpha dropped"
+        rows.append(row)
+    write_manifest(tmp_path, rows[:30])
+    write_manifest(tmp_path, rows[30:] + [rows[3] | {"status": "skipped"}])  # a later row
+    assert run_cli("inspect", tmp_path, "--json", listing) == 0
+    whole = json.loads(capsys.readouterr().out)
+    monkeypatch.setattr(buckets_module, "MEMORY_ROWS", 5)
+    assert run_cli("inspect", tmp_path, "--json", listing) == 0
+    spilled = json.loads(capsys.readouterr().out)
+    key = listing.removeprefix("--")
+    names = [row["rel_path"] for row in spilled[key]]
+    assert names == sorted(names) and len(names) > 5
+    assert spilled[key] == whole[key]
+    assert spilled["counts"] == whole["counts"] == {"ok": 35, "error": 9, "kept": 15, "skipped": 1}
+    assert spilled.pop("mean_psnr") == pytest.approx(whole.pop("mean_psnr"))
+    assert spilled.pop("mean_bpp") == pytest.approx(whole.pop("mean_bpp"))
+    assert spilled.pop("mean_ssim") == pytest.approx(whole.pop("mean_ssim"))
+    assert spilled == whole
 
 
 def test_without_verify_psnr_is_not_available(tmp_path: Path, capsys):

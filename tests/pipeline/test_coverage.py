@@ -9,7 +9,7 @@ import pytest
 import pipeline.buckets as buckets_module
 from pipeline.coverage import check_source
 from pipeline.format import ARCHIVE_SCHEMA
-from pipeline.manifest import to_table
+from pipeline.manifest import merged, to_table, write_part
 from pipeline.storage import Location
 
 
@@ -28,8 +28,10 @@ def test_each_file_meets_its_own_row_however_the_listing_is_cut(tmp_path, monkey
     rows[5]["source_bytes"] = 99  # the file changed since
     rows[7] |= {"status": "error", "error": "corrupt"}
     del rows[9]  # a row a lost part held
-    table = to_table(rows, ARCHIVE_SCHEMA)
-    coverage = check_source(Location.parse(str(src)), Location.parse(str(tmp_path / "a")), table)
+    archive = Location.parse(str(tmp_path / "a"))
+    write_part(archive.child("manifest"), to_table(rows, ARCHIVE_SCHEMA))
+    with merged(archive.child("manifest"), ARCHIVE_SCHEMA) as manifest:
+        coverage = check_source(Location.parse(str(src)), archive, manifest)
     assert (coverage.files, coverage.archived) == (30, 27)
     assert coverage.problems == [
         {"rel_path": "d1/img5.jpg", "problem": "changed since it was archived: archive SRC again"},

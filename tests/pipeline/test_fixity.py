@@ -7,7 +7,7 @@ import pytest
 import pipeline.buckets as buckets_module
 from pipeline.fixity import unrecorded
 from pipeline.format import ARCHIVE_SCHEMA
-from pipeline.manifest import to_table
+from pipeline.manifest import merged, to_table, write_part
 from pipeline.storage import Location
 
 
@@ -23,6 +23,8 @@ def test_unrecorded_files_are_named_however_the_listing_is_cut(tmp_path, monkeyp
         (tmp_path / key).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / key).write_bytes(b"x")
     (tmp_path / "lr" / "d0" / f".x.png.{'0' * 32}.tmp").write_bytes(b"a write's")
-    table = to_table(rows, ARCHIVE_SCHEMA)
-    found = sorted(unrecorded(Location.parse(str(tmp_path)), table))
+    archive = Location.parse(str(tmp_path))
+    write_part(archive.child("manifest"), to_table(rows, ARCHIVE_SCHEMA))
+    with merged(archive.child("manifest"), ARCHIVE_SCHEMA) as manifest:
+        found = sorted(unrecorded(archive, manifest))
     assert found == sorted([(p, f"lr/{p}.png") for p in lost] + [(p, f"kept/{p}") for p in lost])
