@@ -97,4 +97,5 @@ img[data-loaded="no"] { outline: 3px solid var(--bad); }
 a.error { color: var(--bad); } a.kept, .kept-reason { color: var(--kept); }
 .note.loss { color: var(--kept); }
 .losses { color: var(--kept); font-size: 13px; margin: -10px 0 18px; }
+code.option { font-family: ui-monospace, monospace; font-size: .95em; white-space: nowrap; }
 """

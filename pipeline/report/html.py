@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 THUMB = 160  # longest side of a thumbnail on the page, CSS pixels
 CROP_VIEW = 256  # longest side of a crop on the page, CSS pixels
 MAX_BINS = 30  # histogram bars
+# An option name in text ("--min-psnr"): a browser may break a line after any hyphen in it
+OPTION = re.compile(r"(?<![\w-])--[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?")
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,12 @@ def esc(value: object) -> str:
     return html.escape(visible(str(value)), quote=True)
 
 
+def prose(value: object) -> str:
+    """`value` escaped (esc) as text, each option name in it a <code class="option"> that the
+    stylesheet keeps on one line, its hyphens real ones that copy as typed."""
+    return OPTION.sub(lambda m: f'<code class="option">{m[0]}</code>', esc(value))
+
+
 def page_name(page: int) -> str:
     """1 -> "index.html", 2 -> "page-2.html"."""
     return "index.html" if page == 1 else f"page-{page}.html"
@@ -60,7 +69,7 @@ def page(context: Context, number_: int, entries: list[Entry]) -> str:
     if entries:
         # Without --verify no image has a PSNR to rank it by: they come by name
         order = "worst first" if context.summary.verified else "by name (archived without --verify)"
-        heading = f"Images {entries[0].rank}–{entries[-1].rank} of {total}, {order}"
+        heading = prose(f"Images {entries[0].rank}–{entries[-1].rank} of {total}, {order}")
     else:
         heading = "No images in this archive"
     parts = [
@@ -123,8 +132,8 @@ def totals(context: Context) -> str:
         psnr = f"{s.mean_psnr:.2f} dB", f"over {s.verified:,} verified images"
         ssim = number(s.mean_ssim, ".4f"), "restored vs source"
     else:
-        psnr = "n/a", "archived without --verify"
-        ssim = "n/a", "archived without --verify"
+        psnr = "n/a", prose("archived without --verify")
+        ssim = "n/a", prose("archived without --verify")
     models = ", ".join(f"{esc(m)}: {n:,}" for m, n in sorted(s.models.items())) or "none"
     stored = [
         ("Stored", human(s.lr_bytes), f"LR thumbnails, from {human(s.source_bytes)} of sources"),
@@ -274,14 +283,14 @@ def card(entry: Entry, context: Context) -> str:
     extra = ""
     if row["status"] == KEPT:
         reason = f": {row['kept_reason']}" if row["kept_reason"] else ""
-        extra += f'<p class="kept-reason">source kept as it was{esc(reason)}</p>'
+        extra += f'<p class="kept-reason">source kept as it was{prose(reason)}</p>'
     elif row["status"] not in DONE:
-        extra += f'<p class="message">{esc(row["error"] or "error (no message)")}</p>'
+        extra += f'<p class="message">{prose(row["error"] or "error (no message)")}</p>'
     if row["conversion"]:  # what the LR lost stands out from what decoding only did
         lossy = any_loss(pa.array([row["conversion"]], pa.string()))[0].as_py()
         said = "decoded, with a loss" if lossy else "decoded"
-        extra += f'<p class="note{" loss" * lossy}">{said}: {esc(row["conversion"])}</p>'
-    extra += "".join(f'<p class="note">{esc(note)}</p>' for note in entry.notes)
+        extra += f'<p class="note{" loss" * lossy}">{said}: {prose(row["conversion"])}</p>'
+    extra += "".join(f'<p class="note">{prose(note)}</p>' for note in entry.notes)
     rel_path = entry.rel_path or "(no rel_path)"
     pictures_div = f'<div class="pictures">{"".join(pictures)}</div>' if pictures else ""
     return (

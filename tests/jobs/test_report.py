@@ -3,6 +3,8 @@ tiny model), its report, and that report opened from disk in headless Chromium."
 
 from __future__ import annotations
 
+import html
+import json
 import re
 import shutil
 import subprocess
@@ -14,7 +16,7 @@ from conftest import debian_tool, run_cli
 from PIL import Image
 
 from pipeline.format import ARCHIVE_SCHEMA, MANIFEST_DIR
-from pipeline.manifest import read_manifest
+from pipeline.manifest import ManifestWriter, read_manifest
 from pipeline.storage import Location
 
 WINDOW = (1200, 1600)
@@ -28,7 +30,9 @@ def chromium() -> str:
     return debian_tool("chromium", "chromium")
 
 
-def browse(chromium: str, page: Path, profile: Path, *args: str) -> str:
+def browse(
+    chromium: str, page: Path, profile: Path, *args: str, window: tuple[int, int] = WINDOW
+) -> str:
     """Open `page` from disk in headless Chromium with `args`; its stdout."""
     command = [
         chromium,
@@ -42,7 +46,7 @@ def browse(chromium: str, page: Path, profile: Path, *args: str) -> str:
         "--disable-sync",
         "--hide-scrollbars",
         f"--user-data-dir={profile}",
-        f"--window-size={WINDOW[0]},{WINDOW[1]}",
+        f"--window-size={window[0]},{window[1]}",
         *args,
         page.as_uri(),
     ]
@@ -53,6 +57,60 @@ def browse(chromium: str, page: Path, profile: Path, *args: str) -> str:
 
 def start_tags(dom: str, tag: str) -> list[str]:
     return re.findall(rf"<{tag}\b[^>]*>", dom)
+
+
+# Measures a page once it has loaded, into body[data-probe] (JSON): what sticks out past the
+# window (an element wider than the page, not inside a box that scrolls), the smallest text of
+# the histogram as drawn, and each option name ("--min-psnr") that a line break cuts, with the
+# page laid out at every width from 300 to 1400 CSS pixels.
+PROBE = """
+addEventListener("load", () => {
+  const scrolls = (e) => [...ancestors(e)].some(
+    (a) => ["auto", "scroll"].includes(getComputedStyle(a).overflowX));
+  function* ancestors(e) { for (let a = e.parentElement; a; a = a.parentElement) yield a; }
+  const outside = [];
+  for (const e of document.body.querySelectorAll("*")) {
+    const box = e.getBoundingClientRect();
+    if (box.width && (box.left < -0.5 || box.right > innerWidth + 0.5) && !scrolls(e))
+      outside.push(`${e.tagName.toLowerCase()}.${e.className} ${box.left}-${box.right}`);
+  }
+  const svgText = [...document.querySelectorAll(".histogram text")];
+  const smallest = Math.min(...svgText.map((t) => t.getBoundingClientRect().height));
+  const main = document.querySelector("main");
+  const cut = new Set();
+  for (let width = 300; width <= 1400; width += 7) {
+    main.style.width = `${width}px`;
+    const walker = document.createTreeWalker(main, NodeFilter.SHOW_TEXT);
+    for (let node; (node = walker.nextNode()); ) {
+      for (const m of node.data.matchAll(/--[A-Za-z0-9][A-Za-z0-9-]*/g)) {
+        const range = document.createRange();
+        range.setStart(node, m.index);
+        range.setEnd(node, m.index + m[0].length);
+        const tops = new Set([...range.getClientRects()].map((r) => Math.round(r.top)));
+        if (tops.size > 1) cut.add(`${m[0]} at ${width}px`);
+      }
+    }
+  }
+  main.style.width = "";
+  document.body.dataset.probe = JSON.stringify({
+    pageWidth: document.documentElement.scrollWidth, outside, smallest, cut: [...cut],
+  });
+});
+"""
+
+
+def probe(chromium: str, report: Path, name: str, width: int, tmp_path: Path) -> dict:
+    """What PROBE measures of the page `name` of `report` opened in a window `width` CSS
+    pixels wide (a copy of the report, the probe added to the page)."""
+    copy = tmp_path / f"probed-{width}"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(report, copy)
+    page = copy / name
+    page.write_text(page.read_text().replace("</body>", f"<script>{PROBE}</script></body>"))
+    dom = browse(chromium, page, tmp_path / "profile", "--dump-dom", window=(width, 1600))
+    found = re.search(r'data-probe="([^"]*)"', start_tags(dom, "body")[0])
+    assert found, "the probe did not run"
+    return json.loads(html.unescape(found[1]))
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +174,28 @@ def test_screenshot_shows_the_images(chromium, zoo_report, tmp_path: Path):
     dom = browse(chromium, bare / "index.html", tmp_path / "profile", "--dump-dom")
     assert 'data-images-loaded="0/16"' in start_tags(dom, "body")[0]
     assert "16 of 16 images on this page did not load" in dom
+
+
+def test_option_names_are_never_cut_by_a_line_break(chromium, tmp_path: Path):
+    """Wherever a line ends, "--min-psnr" is never "--min-" on one line and "psnr" on the next,
+    and it copies as typed: real hyphens."""
+    archive, out = tmp_path / "archive", tmp_path / "report"
+    writer = ManifestWriter(Location.parse(str(archive / MANIFEST_DIR)), ARCHIVE_SCHEMA)
+    kept = "psnr 10.11 dB below --min-psnr 18, kept as it is; archive again without --min-psnr"
+    failed = "not a readable image: run again with --retry-errors, or keep it with --keep-failed"
+    writer.add(
+        [
+            {"rel_path": "dark.png", "status": "kept", "kept_reason": kept, "psnr": 10.11},
+            {"rel_path": "some/bad.jpg", "status": "error", "error": failed},
+        ]
+    )
+    writer.flush()
+    assert run_cli("report", archive, out) == 0
+    measured = probe(chromium, out, "index.html", 1280, tmp_path)
+    assert measured["cut"] == []
+    dom = browse(chromium, out / "index.html", tmp_path / "profile", "--dump-dom")
+    text = html.unescape(re.sub(r"<[^>]*>", "", dom))
+    assert kept in text and failed in text
 
 
 def test_bad_archive_exits_2_with_one_line(tmp_path: Path, capsys):

@@ -22,7 +22,7 @@ from PIL import Image
 from pipeline.format import ARCHIVE_SCHEMA, LrHeader, decode_lr_png, encode_lr_png
 from pipeline.manifest import ManifestWriter
 from pipeline.metadata import Metadata
-from pipeline.report import build, html
+from pipeline.report import assets, build, html
 from pipeline.report.build import build_report, centre_window, entries_of, first_ranks, ranked
 from pipeline.storage import Location
 from pipeline.summary import human
@@ -209,6 +209,15 @@ def test_strings_from_the_manifest_are_escaped(tmp_path: Path, model_id: str, ti
     assert "\x1b" not in page and "esc\\u001b[31mred.png" in text
 
 
+def test_option_names_in_text_are_marked_whole():
+    """report.css keeps a <code class="option"> on one line; its hyphens stay real ones."""
+    assert html.prose("below --min-psnr 18 & <b>") == (
+        'below <code class="option">--min-psnr</code> 18 &amp; &lt;b&gt;'
+    )
+    assert html.prose("a--b, x-- and --") == "a--b, x-- and --"
+    assert re.search(r"code\.option \{[^}]*white-space: nowrap", assets.STYLE)
+
+
 def test_hostile_rel_paths_are_listed_without_files(tmp_path: Path, model_id: str, tiny_model: str):
     archive, out = tmp_path / "archive", tmp_path / "reports" / "out"
     good = archived(archive, "good.png", 48, 48, model_id, psnr=22.0)
@@ -261,7 +270,7 @@ def test_kept_sources_show_why_and_are_not_errors(tmp_path: Path, model_id: str,
     assert ratio in page.text
     assert f"source bytes / archive bytes; {source / lr:.1f}× for the images shrunk" in page.text
     assert [a["data-status"] for a in page.find("article")] == ["ok", "kept", "error"]
-    assert f"source kept as it was: {reason}" in page.text
+    assert f"source kept as it was: {reason}" in "".join(page.text)
     assert "10.11 dB" in page.text  # the measure that kept it
     assert page.find("a", href="index.html#rank-2", **{"class": "kept"})  # "kept 1" links there
     assert "ok 1 · kept 1 · error 1" in "".join(page.text)
@@ -282,7 +291,10 @@ def test_what_an_lr_lost_stands_out_and_is_counted(tmp_path: Path, model_id: str
     )
     assert '<p class="note loss">decoded, with a loss: RGBA -&gt; RGB, alpha dropped</p>' in page
     assert '<p class="note">decoded: EXIF orientation 6 applied</p>' in page
-    assert "Images 1–2 of 2, by name (archived without --verify)" in page  # no PSNR to rank
+    # no PSNR to rank them by
+    assert (
+        'Images 1–2 of 2, by name (archived without <code class="option">--verify</code>)' in page
+    )
 
 
 def test_error_rows_come_last_with_their_message(tmp_path: Path, model_id: str, tiny_model: str):
