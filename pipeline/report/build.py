@@ -354,6 +354,12 @@ def build_report(
     table = ranked(table)
     n = len(table)
     linked = archive.protocol == "file" and n > LINK_ABOVE
+
+    # The worst first, with their crops; then the thumbnails, the worst's and page by page a
+    # page's rows at a time. Each is done whole before the next: their progress lines do not
+    # take turns, and the thumbnails' rate and ETA leave out the time of the crops.
+    worst_entries = entries_of(table.slice(0, worst), 1)
+    crops = restore_crops(worst_entries, archive, out, models, storage_options)
     thumbnails = Progress("report: thumbnails", lr_rows(table))
 
     def add_thumbnails(entries: list[Entry]) -> None:
@@ -362,10 +368,7 @@ def build_report(
         else:
             copy_thumbnails(entries, archive, out, thumbnails)
 
-    # The worst first, with their crops; then page by page, a page's rows at a time.
-    worst_entries = entries_of(table.slice(0, worst), 1)
     add_thumbnails(worst_entries)
-    crops = restore_crops(worst_entries, archive, out, models, storage_options)
     pages = max(1, -(-n // page_size))
     context = html.Context(
         archive=archive.uri,

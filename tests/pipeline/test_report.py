@@ -4,6 +4,8 @@ rows, restored crops with a tiny real model, linked thumbnails."""
 from __future__ import annotations
 
 import hashlib
+import itertools
+import logging
 import math
 import os
 import re
@@ -360,6 +362,23 @@ def test_worst_images_get_a_restored_crop_and_the_source_crop(
     (tmp_path / "src" / "big.png").unlink()  # and the first one's source crop
     assert report(archive, out, tiny_model, worst=1).crops == 1
     assert sorted(p.name for p in (out / "crops").iterdir()) == ["000001-restored.png", "mine.png"]
+
+
+def test_progress_says_the_crops_then_the_thumbnails(
+    tmp_path: Path, model_id: str, tiny_model: str, caplog: pytest.LogCaptureFixture
+):
+    """One line an update, each job's lines together: the thumbnails' did not wait for the
+    crops between the worst images' and the pages' (their rate counted the crops' time)."""
+    archive, out = tmp_path / "archive", tmp_path / "out"
+    rows = [archived(archive, f"img{i}.png", 32, 32, model_id, psnr=20.0 + i) for i in range(6)]
+    write_manifest(archive, rows)
+    caplog.set_level(logging.INFO, "tadm")
+    report(archive, out, tiny_model, worst=2, page_size=2)
+    lines = [r.getMessage() for r in caplog.records if r.name == "tadm"]
+    assert all("\n" not in line and "\r" not in line for line in lines)
+    jobs = [line.split(": ")[1] for line in lines]
+    assert [job for job, _ in itertools.groupby(jobs)] == ["restored crops", "thumbnails"]
+    assert lines[-1].startswith("report: thumbnails: 6/6 images (100%), 0 errors, ")
 
 
 def test_crops_are_in_the_colours_their_image_states(
