@@ -67,7 +67,8 @@ h2 { font-size: 16px; margin: 0 0 10px; }
 .pages .here { background: var(--accent); color: #fff; }
 .pages .off { color: #b0b8c4; }
 .pages .of { color: var(--muted); }
-.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(330px, 1fr)); gap: 12px; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(330px, 100%), 1fr));
+  gap: 12px; }
 .card { background: var(--card); border: 1px solid var(--line); border-radius: 8px;
   padding: 10px 12px; min-width: 0; }
 .card.wide { grid-column: 1 / -1; }
@@ -79,10 +80,10 @@ h2 { font-size: 16px; margin: 0 0 10px; }
 .status.ok { background: var(--ok); } .status.skipped { background: var(--skip); }
 .status.error { background: var(--bad); } .status.kept { background: var(--kept); }
 .card .body { display: flex; gap: 14px; align-items: flex-start; flex-wrap: wrap; }
-.pictures { display: flex; gap: 10px; flex-wrap: wrap; }
-figure { margin: 0; }
+.pictures { display: flex; gap: 10px; flex-wrap: wrap; min-width: 0; max-width: 100%; }
+figure { margin: 0; max-width: 100%; }
 figure img { display: block; image-rendering: pixelated; background: #e9edf2;
-  border-radius: 3px; }
+  border-radius: 3px; max-width: 100%; height: auto; }
 figcaption { color: var(--muted); font-size: 11px; margin-top: 3px; }
 .frame { position: relative; }
 .window { position: absolute; outline: 2px solid #ffd23f;
@@ -97,5 +98,23 @@ img[data-loaded="no"] { outline: 3px solid var(--bad); }
 a.error { color: var(--bad); } a.kept, .kept-reason { color: var(--kept); }
 .note.loss { color: var(--kept); }
 .losses { color: var(--kept); font-size: 13px; margin: -10px 0 18px; }
+/* A narrow window: the histogram's labels drawn larger as the histogram is drawn smaller (its
+   SVG is 720 units wide: at 390 px, 22 units are 10.5 px); on a phone, narrower margins */
+@media (max-width: 720px) {
+  .histogram .tick, .histogram .mean-label { font-size: 15px; }
+  .histogram .axis { font-size: 16px; }
+}
+@media (max-width: 600px) {
+  .histogram .tick, .histogram .mean-label { font-size: 18px; }
+  .histogram .axis { font-size: 19px; }
+}
+@media (max-width: 480px) {
+  header.top { padding: 12px; }
+  main { padding: 12px 12px 40px; }
+  #missing { left: 12px; right: 12px; }
+  .histogram, .card { padding: 10px; }
+  .histogram .tick, .histogram .mean-label { font-size: 22px; }
+  .histogram .axis { font-size: 24px; }
+}
 code.option { font-family: ui-monospace, monospace; font-size: .95em; white-space: nowrap; }
 """

@@ -190,9 +190,11 @@ def histogram(psnrs: list[float], mean: float | None) -> str:
     counts = [0] * bins
     for v in values:
         counts[min(int((v - lo) // step), bins - 1)] += 1
-    width, height, left, right, top, bottom = 720, 230, 48, 16, 26, 44
+    peak = max(counts)
+    # Room for labels as large as a phone draws them (report.css: up to 24 units a character)
+    width, height, left, right, top, bottom = 720, 240, 14 + 13 * len(str(peak)), 16, 30, 56
     plot_w, plot_h = width - left - right, height - top - bottom
-    bar_w, peak = plot_w / bins, max(counts)
+    bar_w = plot_w / bins
 
     def x_of(db: float) -> float:
         return left + (db - lo) / (bins * step) * plot_w
@@ -210,8 +212,8 @@ def histogram(psnrs: list[float], mean: float | None) -> str:
     for i in range(0, bins + 1, every):
         x = left + i * bar_w
         shapes.append(
-            f'<text x="{x:.1f}" y="{top + plot_h + 16}" class="tick" '
-            f'text-anchor="middle">{lo + i * step}</text>'
+            f'<text x="{x:.1f}" y="{top + plot_h + 5}" class="tick" text-anchor="middle" '
+            f'dominant-baseline="hanging">{lo + i * step}</text>'
         )
     for n in sorted({0, peak}):
         y = top + plot_h - plot_h * n / peak
@@ -219,15 +221,20 @@ def histogram(psnrs: list[float], mean: float | None) -> str:
             f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" class="rule"/>'
         )
         shapes.append(
-            f'<text x="{left - 6}" y="{y + 4:.1f}" class="tick" text-anchor="end">{n}</text>'
+            f'<text x="{left - 6}" y="{y:.1f}" class="tick" text-anchor="end" '
+            f'dominant-baseline="middle">{n}</text>'
         )
     if mean is not None and lo <= mean <= lo + bins * step:
         x = x_of(mean)
         shapes.append(
             f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + plot_h}" class="mean"/>'
         )
+        # centred on its line, or beside it near an end of the plot, where it would be cut
+        side = (
+            "start" if x < left + plot_w / 4 else "end" if x > left + plot_w * 3 / 4 else "middle"
+        )
         shapes.append(
-            f'<text x="{x:.1f}" y="{top - 8}" class="mean-label" text-anchor="middle">'
+            f'<text x="{x:.1f}" y="{top - 8}" class="mean-label" text-anchor="{side}">'
             f"mean {mean:.2f} dB</text>"
         )
     shapes.append(

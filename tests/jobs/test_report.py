@@ -59,55 +59,55 @@ def start_tags(dom: str, tag: str) -> list[str]:
     return re.findall(rf"<{tag}\b[^>]*>", dom)
 
 
-# Measures a page once it has loaded, into body[data-probe] (JSON): what sticks out past the
-# window (an element wider than the page, not inside a box that scrolls), the smallest text of
-# the histogram as drawn, and each option name ("--min-psnr") that a line break cuts, with the
-# page laid out at every width from 300 to 1400 CSS pixels.
-PROBE = """
-addEventListener("load", () => {
+# A page framed `width` CSS pixels wide (headless Chromium's window is 500 at least), measured
+# once it has loaded into body[data-probe] (JSON): what sticks out past the frame (an element
+# not inside a box that scrolls), the smallest text of the histogram as drawn, and each option
+# name ("--min-psnr") that a line break cuts, the page laid out at every width from 300 to 1400.
+PROBE = """<!doctype html><html><body style="margin:0">
+<iframe src="{src}" style="width:{width}px;height:1600px;border:0"></iframe>
+<script>
+addEventListener("load", () => {{
+  const frame = document.querySelector("iframe").contentWindow, page = frame.document;
+  function* ancestors(e) {{ for (let a = e.parentElement; a; a = a.parentElement) yield a; }}
   const scrolls = (e) => [...ancestors(e)].some(
-    (a) => ["auto", "scroll"].includes(getComputedStyle(a).overflowX));
-  function* ancestors(e) { for (let a = e.parentElement; a; a = a.parentElement) yield a; }
+    (a) => ["auto", "scroll"].includes(frame.getComputedStyle(a).overflowX));
   const outside = [];
-  for (const e of document.body.querySelectorAll("*")) {
+  for (const e of page.body.querySelectorAll("*")) {{
     const box = e.getBoundingClientRect();
-    if (box.width && (box.left < -0.5 || box.right > innerWidth + 0.5) && !scrolls(e))
-      outside.push(`${e.tagName.toLowerCase()}.${e.className} ${box.left}-${box.right}`);
-  }
-  const svgText = [...document.querySelectorAll(".histogram text")];
-  const smallest = Math.min(...svgText.map((t) => t.getBoundingClientRect().height));
-  const main = document.querySelector("main");
+    if (box.width && (box.left < -0.5 || box.right > frame.innerWidth + 0.5) && !scrolls(e))
+      outside.push(`${{e.tagName.toLowerCase()}}.${{e.className}} ${{box.left}}-${{box.right}}`);
+  }}
+  const labels = [...page.querySelectorAll(".histogram text")];
+  const smallest = Math.min(...labels.map((t) => t.getBoundingClientRect().height));
+  const pageWidth = page.documentElement.scrollWidth;
+  const main = page.querySelector("main");
   const cut = new Set();
-  for (let width = 300; width <= 1400; width += 7) {
-    main.style.width = `${width}px`;
-    const walker = document.createTreeWalker(main, NodeFilter.SHOW_TEXT);
-    for (let node; (node = walker.nextNode()); ) {
-      for (const m of node.data.matchAll(/--[A-Za-z0-9][A-Za-z0-9-]*/g)) {
-        const range = document.createRange();
+  for (let width = 300; width <= 1400; width += 7) {{
+    main.style.width = `${{width}}px`;
+    const walker = page.createTreeWalker(main, frame.NodeFilter.SHOW_TEXT);
+    for (let node; (node = walker.nextNode()); ) {{
+      for (const m of node.data.matchAll(/--[A-Za-z0-9][A-Za-z0-9-]*/g)) {{
+        const range = page.createRange();
         range.setStart(node, m.index);
         range.setEnd(node, m.index + m[0].length);
         const tops = new Set([...range.getClientRects()].map((r) => Math.round(r.top)));
-        if (tops.size > 1) cut.add(`${m[0]} at ${width}px`);
-      }
-    }
-  }
-  main.style.width = "";
-  document.body.dataset.probe = JSON.stringify({
-    pageWidth: document.documentElement.scrollWidth, outside, smallest, cut: [...cut],
-  });
-});
+        if (tops.size > 1) cut.add(`${{m[0]}} at ${{width}}px`);
+      }}
+    }}
+  }}
+  document.body.dataset.probe = JSON.stringify({{pageWidth, outside, smallest, cut: [...cut]}});
+}});
+</script></body></html>
 """
 
 
-def probe(chromium: str, report: Path, name: str, width: int, tmp_path: Path) -> dict:
-    """What PROBE measures of the page `name` of `report` opened in a window `width` CSS
-    pixels wide (a copy of the report, the probe added to the page)."""
-    copy = tmp_path / f"probed-{width}"
-    shutil.rmtree(copy, ignore_errors=True)
-    shutil.copytree(report, copy)
-    page = copy / name
-    page.write_text(page.read_text().replace("</body>", f"<script>{PROBE}</script></body>"))
-    dom = browse(chromium, page, tmp_path / "profile", "--dump-dom", window=(width, 1600))
+def probe(chromium: str, page: Path, width: int, tmp_path: Path) -> dict:
+    """What PROBE measures of `page` framed `width` CSS pixels wide."""
+    framed = tmp_path / f"probe-{width}.html"
+    framed.write_text(PROBE.format(src=page.as_uri(), width=width))
+    window = (max(width, 500), 1600)
+    flags = ("--allow-file-access-from-files", "--dump-dom")  # the frame's page is another file
+    dom = browse(chromium, framed, tmp_path / "profile", *flags, window=window)
     found = re.search(r'data-probe="([^"]*)"', start_tags(dom, "body")[0])
     assert found, "the probe did not run"
     return json.loads(html.unescape(found[1]))
@@ -176,6 +176,19 @@ def test_screenshot_shows_the_images(chromium, zoo_report, tmp_path: Path):
     assert "16 of 16 images on this page did not load" in dom
 
 
+@pytest.mark.parametrize("width", [360, 390, 1280])
+def test_pages_fit_a_phone_and_a_desktop(chromium, zoo_report, width: int, tmp_path: Path):
+    """Nothing sticks out of the window, and the histogram's labels stay readable: at 390 px
+    they were drawn 5 px high."""
+    _, out = zoo_report
+    for name in ("index.html", "page-2.html"):
+        measured = probe(chromium, out / name, width, tmp_path)
+        assert measured["outside"] == [], name
+        assert measured["pageWidth"] == width, name
+    index = probe(chromium, out / "index.html", width, tmp_path)
+    assert index["smallest"] >= 9
+
+
 def test_option_names_are_never_cut_by_a_line_break(chromium, tmp_path: Path):
     """Wherever a line ends, "--min-psnr" is never "--min-" on one line and "psnr" on the next,
     and it copies as typed: real hyphens."""
@@ -191,7 +204,7 @@ def test_option_names_are_never_cut_by_a_line_break(chromium, tmp_path: Path):
     )
     writer.flush()
     assert run_cli("report", archive, out) == 0
-    measured = probe(chromium, out, "index.html", 1280, tmp_path)
+    measured = probe(chromium, out / "index.html", 1280, tmp_path)
     assert measured["cut"] == []
     dom = browse(chromium, out / "index.html", tmp_path / "profile", "--dump-dom")
     text = html.unescape(re.sub(r"<[^>]*>", "", dom))
