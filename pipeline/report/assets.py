@@ -51,6 +51,11 @@ h2 { font-size: 16px; margin: 0 0 10px; }
   padding: 12px 14px; margin-bottom: 18px; max-width: 760px; }
 .histogram svg { width: 100%; height: auto; display: block; }
 .histogram .col { fill: var(--accent); }
+.histogram .col.kept { fill: var(--kept); }
+.histogram .caption { color: var(--muted); font-size: 12px; margin: 6px 0 0; }
+.histogram .key { display: inline-block; width: 10px; height: 10px; margin-right: 5px;
+  border-radius: 2px; background: var(--accent); }
+.histogram .key.kept { background: var(--kept); }
 .histogram .rule { stroke: var(--line); }
 .histogram .mean { stroke: var(--bad); stroke-width: 1.5; stroke-dasharray: 5 3; }
 .histogram .mean-label { fill: var(--bad); font-size: 11px; font-weight: 600; }

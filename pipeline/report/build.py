@@ -373,7 +373,8 @@ def build_report(
     context = html.Context(
         archive=archive.uri,
         summary=summarize(table),
-        psnrs=table.filter(pc.equal(groups(table), 0))["psnr"].to_pylist(),
+        psnrs=verified(table, kept=False),
+        kept_psnrs=verified(table, kept=True),
         pages=pages,
         page_size=page_size,
         first=first_ranks(table),
@@ -398,6 +399,17 @@ def build_report(
         thumbnails="linked" if linked else "copied",
         crops=crops,
     )
+
+
+def verified(table: pa.Table, *, kept: bool) -> list[float]:
+    """The PSNR of each image of a manifest that --verify measured and that was archived as an
+    LR (ok or skipped), or with `kept`, that was kept as it is after all (below --min-psnr or
+    --min-ssim): summary.archived tells them apart by their kept_uri, as the totals do."""
+    is_kept = pc.fill_null(pc.not_equal(table["kept_uri"], ""), False)
+    output = pc.is_in(table["status"], pa.array((*DONE, KEPT)))
+    measured = pc.and_(output, pc.fill_null(pc.invert(pc.is_nan(table["psnr"])), False))
+    chosen = is_kept if kept else pc.invert(is_kept)
+    return table.filter(pc.and_(measured, chosen))["psnr"].to_pylist()
 
 
 def lr_rows(table: pa.Table) -> int:

@@ -35,7 +35,8 @@ class Context:
 
     archive: str  # archive URI
     summary: Summary
-    psnrs: list[float]  # of the verified images (inf where restore was exact)
+    psnrs: list[float]  # of the verified images archived as an LR (inf where restore was exact)
+    kept_psnrs: list[float]  # of those verified, then kept as they are (below a quality floor)
     pages: int
     page_size: int
     first: dict[str, int]  # rank of the first row of each status
@@ -84,7 +85,8 @@ def page(context: Context, number_: int, entries: list[Entry]) -> str:
         '<main><p id="missing" class="warning" hidden></p>',
     ]
     if number_ == 1:
-        parts += [totals(context), histogram(context.psnrs, context.summary.mean_psnr)]
+        mean = context.summary.mean_psnr
+        parts += [totals(context), histogram(context.psnrs, context.kept_psnrs, mean)]
     if context.linked:
         parts.append(
             '<p class="warning">Thumbnails only linked: they are the archive\'s own LR files, '
@@ -129,7 +131,9 @@ def totals(context: Context) -> str:
             text = f'<a class="{status}" href="{href}">{text}</a>'
         counts.append(text)
     if s.verified:
-        psnr = f"{s.mean_psnr:.2f} dB", f"over {s.verified:,} verified images"
+        psnr = f"{s.mean_psnr:.2f} dB", f"over {plural(s.verified, 'verified image')} archived"
+        if context.kept_psnrs:  # the histogram draws them too
+            psnr = psnr[0], f"{psnr[1]} ({len(context.kept_psnrs):,} kept as is left out)"
         ssim = number(s.mean_ssim, ".4f"), "restored vs source"
     else:
         psnr = "n/a", prose("archived without --verify")
@@ -179,17 +183,27 @@ def totals(context: Context) -> str:
     )
 
 
-def histogram(psnrs: list[float], mean: float | None) -> str:
-    """Inline SVG: images per PSNR bin (1 dB wide, wider when the range is over MAX_BINS dB)."""
-    values = [v for v in psnrs if math.isfinite(v)]
+def histogram(psnrs: list[float], kept_psnrs: list[float], mean: float | None) -> str:
+    """The verified images per PSNR bin (1 dB wide, wider when the range is over MAX_BINS dB)
+    in an inline SVG, those archived (`psnrs`, whose `mean` is marked) under those kept as they
+    are (`kept_psnrs`), and a caption that says what it counts."""
+    archived = [v for v in psnrs if math.isfinite(v)]
+    kept = [v for v in kept_psnrs if math.isfinite(v)]
+    values = archived + kept
     if not values:
         return ""
     lo, hi = math.floor(min(values)), math.ceil(max(values))
     step = max(1, math.ceil((hi - lo) / MAX_BINS))
     bins = max(1, math.ceil((hi - lo) / step))
-    counts = [0] * bins
-    for v in values:
-        counts[min(int((v - lo) // step), bins - 1)] += 1
+
+    def counted(of: list[float]) -> list[int]:
+        counts = [0] * bins
+        for v in of:
+            counts[min(int((v - lo) // step), bins - 1)] += 1
+        return counts
+
+    archived_counts, kept_counts = counted(archived), counted(kept)
+    counts = [a + k for a, k in zip(archived_counts, kept_counts, strict=True)]
     peak = max(counts)
     # Room for labels as large as a phone draws them (report.css: up to 24 units a character)
     width, height, left, right, top, bottom = 720, 240, 14 + 13 * len(str(peak)), 16, 30, 56
@@ -200,14 +214,21 @@ def histogram(psnrs: list[float], mean: float | None) -> str:
         return left + (db - lo) / (bins * step) * plot_w
 
     shapes = []
-    for i, n in enumerate(counts):
-        h = plot_h * n / peak
+    for i, (n, n_kept) in enumerate(zip(counts, kept_counts, strict=True)):
         a = lo + i * step
-        shapes.append(
-            f'<rect x="{left + i * bar_w + 1:.1f}" y="{top + plot_h - h:.1f}" '
-            f'width="{max(bar_w - 2, 1):.1f}" height="{h:.1f}" class="col">'
-            f"<title>{a}–{a + step} dB: {plural(n, 'image')}</title></rect>"
-        )
+        title = f"{a}–{a + step} dB: {plural(n, 'image')}"
+        if n_kept:
+            title += f" ({n - n_kept:,} archived, {n_kept:,} kept as is)"
+        # A bar a bin, the part of its kept images on top in their colour
+        x, w, y = left + i * bar_w + 1, max(bar_w - 2, 1), top + plot_h * (1 - n / peak)
+        bars = [("col", n)] + [("col kept", n_kept)] * bool(n_kept)
+        shapes.append(f"<g><title>{title}</title>")
+        shapes += [
+            f'<rect x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{plot_h * m / peak:.1f}" '
+            f'class="{kind}"/>'
+            for kind, m in bars
+        ]
+        shapes.append("</g>")
     every = math.ceil((bins + 1) / 12)
     for i in range(0, bins + 1, every):
         x = left + i * bar_w
@@ -241,12 +262,22 @@ def histogram(psnrs: list[float], mean: float | None) -> str:
         f'<text x="{left + plot_w / 2:.1f}" y="{height - 6}" class="axis" text-anchor="middle">'
         "PSNR (dB), restored vs source</text>"
     )
+    exact = len(psnrs) - len(archived)
+    caption = [f'<span class="key"></span>{plural(len(archived), "image")} archived as an LR']
+    if kept:
+        caption.append(
+            f'<span class="key kept"></span>{len(kept):,} kept as they are, below a quality '
+            'floor (<code class="option">--min-psnr</code>, '
+            '<code class="option">--min-ssim</code>): the mean is the archived images\''
+        )
+    if exact:
+        caption.append(f"not drawn: {plural(exact, 'image')} restored exactly (∞ dB)")
     return (
         '<section class="histogram"><h2>PSNR of the verified images</h2>'
         f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
         f'aria-label="histogram of PSNR over {plural(len(values), "image")}">'
         f"{''.join(shapes)}</svg>"
-        "</section>"
+        f'<p class="caption">{"; ".join(caption)}</p></section>'
     )
 
 

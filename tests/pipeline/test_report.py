@@ -136,12 +136,26 @@ def test_centre_window_is_clipped_to_the_image():
 
 
 def test_histogram_counts_psnr_per_db_and_leaves_out_inf():
-    svg = html.histogram([20.2, 20.7, 21.5, 23.9, math.inf], mean=21.6)
+    svg = html.histogram([20.2, 20.7, 21.5, 23.9, math.inf], [], mean=21.6)
     counts = [int(n) for n in re.findall(r"<title>\d+–\d+ dB: (\d+) images?</title>", svg)]
     assert counts == [2, 1, 0, 1]
     assert "over 4 images" in svg and "mean 21.60 dB" in svg
-    assert html.histogram([], None) == ""
-    assert "0 images" not in html.histogram([25.0, 25.0], 25.0)  # one bar, 25-26 dB
+    assert "4 images archived as an LR; not drawn: 1 image restored exactly (∞ dB)" in svg
+    assert html.histogram([], [], None) == ""
+    assert "0 images" not in html.histogram([25.0, 25.0], [], 25.0)  # one bar, 25-26 dB
+
+
+def test_histogram_draws_the_images_kept_below_a_quality_floor():
+    """Measured, then kept as they are: the images below the floor a reader looks for."""
+    svg = html.histogram([24.5], [20.2, 20.4, 21.3], mean=24.5)
+    titles = re.findall(r"<title>([^<]*)</title>", svg)
+    assert titles[:2] == [
+        "20–21 dB: 2 images (0 archived, 2 kept as is)",
+        "21–22 dB: 1 image (0 archived, 1 kept as is)",
+    ]
+    assert titles[-1] == "24–25 dB: 1 image"
+    assert svg.count('class="col kept"') == 2 and "over 4 images" in svg
+    assert "1 image archived as an LR" in svg and "3 kept as they are, below a quality" in svg
 
 
 def test_paged_report_of_a_big_archive(tmp_path: Path, model_id: str, tiny_model: str):
@@ -274,6 +288,11 @@ def test_kept_sources_show_why_and_are_not_errors(tmp_path: Path, model_id: str,
     assert [a["data-status"] for a in page.find("article")] == ["ok", "kept", "error"]
     assert f"source kept as it was: {reason}" in "".join(page.text)
     assert "10.11 dB" in page.text  # the measure that kept it
+    # drawn in the histogram, not counted in the mean of the archived images
+    assert page.find("rect", **{"class": "col kept"})
+    text = "".join(page.text)
+    assert "10–11 dB: 1 image (0 archived, 1 kept as is)" in text
+    assert "over 1 verified image archived (1 kept as is left out)" in text
     assert page.find("a", href="index.html#rank-2", **{"class": "kept"})  # "kept 1" links there
     assert "ok 1 · kept 1 · error 1" in "".join(page.text)
 
