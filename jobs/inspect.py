@@ -104,7 +104,7 @@ def job(args: argparse.Namespace) -> int:
         for table in manifest:
             totals.add(table)
             listed += LISTINGS[listing][0](table) if listing else []
-        listed.sort(key=lambda row: row["rel_path"])
+        listed.sort(key=lambda row: (not row["rel_path"], row["rel_path"]))  # a null's last
         fixity = check_archive(archive, manifest, lease is not None) if args.check else None
         coverage = None
         if args.source:

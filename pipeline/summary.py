@@ -191,7 +191,7 @@ class Totals:
 
     def summary(self) -> Summary:
         return Summary(
-            counts=dict(self.counts),
+            counts=dict(sorted(self.counts.items())),
             source_bytes=self.source_bytes,
             lr_bytes=self.lr_bytes,
             mean_bpp=average(self.bpp),
@@ -199,7 +199,7 @@ class Totals:
             mean_psnr=average(self.psnr),
             mean_ssim=average(self.ssim),
             verified=self.psnr[1],
-            models=dict(self.models),
+            models=dict(sorted(self.models.items())),
             kept=self.kept,
             kept_bytes=self.kept_bytes,
             with_losses=self.with_losses,
