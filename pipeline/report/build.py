@@ -43,6 +43,7 @@ from pipeline.format import (
 from pipeline.job import Progress
 from pipeline.manifest import no_manifest, read_manifest
 from pipeline.report import CROP, LINK_ABOVE, assets, html
+from pipeline.sources import IMAGE_NAME
 from pipeline.srgb import as_stated
 from pipeline.stage import inference_model
 from pipeline.storage import Location, read_recorded, write_atomic
@@ -55,6 +56,8 @@ LOCAL = LocalFileSystem()  # OUT_DIR's
 READ_THREADS = 16  # LR files read at once (S3 latency)
 COPY_CHUNK = 256  # LR files read, then written, per step
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# A rel_path whose file has an image's name: not hidden, an image extension (is_image_name)
+IMAGE_FILE = r"(^|/)[^./][^/]*" + IMAGE_NAME
 # The manifest columns the pages, the crops and the totals (summarize) read.
 REPORT_COLUMNS = [
     *SUMMARY_COLUMNS,
@@ -375,6 +378,7 @@ def build_report(
         summary=summarize(table),
         psnrs=verified(table, kept=False),
         kept_psnrs=verified(table, kept=True),
+        other_files=other_files(table),
         pages=pages,
         page_size=page_size,
         first=first_ranks(table),
@@ -410,6 +414,13 @@ def verified(table: pa.Table, *, kept: bool) -> list[float]:
     measured = pc.and_(output, pc.fill_null(pc.invert(pc.is_nan(table["psnr"])), False))
     chosen = is_kept if kept else pc.invert(is_kept)
     return table.filter(pc.and_(measured, chosen))["psnr"].to_pylist()
+
+
+def other_files(table: pa.Table) -> int:
+    """How many rows of a manifest are of files that archive takes for no image by their name
+    (sources.is_image_name): files kept as they are with --keep-failed, such as notes.txt."""
+    image = pc.match_substring_regex(table["rel_path"], IMAGE_FILE, ignore_case=True)
+    return pc.sum(pc.invert(pc.fill_null(image, True))).as_py() or 0
 
 
 def lr_rows(table: pa.Table) -> int:

@@ -37,6 +37,7 @@ class Context:
     summary: Summary
     psnrs: list[float]  # of the verified images archived as an LR (inf where restore was exact)
     kept_psnrs: list[float]  # of those verified, then kept as they are (below a quality floor)
+    other_files: int  # rows of files that are not images (kept as they are with --keep-failed)
     pages: int
     page_size: int
     first: dict[str, int]  # rank of the first row of each status
@@ -70,7 +71,8 @@ def page(context: Context, number_: int, entries: list[Entry]) -> str:
     if entries:
         # Without --verify no image has a PSNR to rank it by: they come by name
         order = "worst first" if context.summary.verified else "by name (archived without --verify)"
-        heading = prose(f"Images {entries[0].rank}–{entries[-1].rank} of {total}, {order}")
+        rows = "Files" if context.other_files else "Images"
+        heading = prose(f"{rows} {entries[0].rank}–{entries[-1].rank} of {total}, {order}")
     else:
         heading = "No images in this archive"
     parts = [
@@ -159,8 +161,14 @@ def totals(context: Context) -> str:
                 "images shrunk",
             ),
         ]
+    total = sum(s.counts.values())
+    label, kinds = "Images", []
+    if context.other_files:  # files --keep-failed kept as they are: not images
+        label = "Files"
+        images = plural(total - context.other_files, "image")
+        kinds = [f"{images} and {plural(context.other_files, 'other file')}"]
     tiles = [
-        ("Images", f"{sum(s.counts.values()):,}", " · ".join(counts)),
+        (label, f"{total:,}", " · ".join([*kinds, *counts])),
         *stored,
         ("Mean bpp", number(s.mean_bpp, ".4f"), "LR bits per source pixel"),
         ("Mean PSNR", *psnr),
