@@ -273,10 +273,9 @@ def histogram(psnrs: list[float], kept_psnrs: list[float], mean: float | None) -
     exact = len(psnrs) - len(archived)
     caption = [f'<span class="key"></span>{plural(len(archived), "image")} archived as an LR']
     if kept:
+        floor = f"{len(kept):,} kept as they are, below a quality floor (--min-psnr, --min-ssim)"
         caption.append(
-            f'<span class="key kept"></span>{len(kept):,} kept as they are, below a quality '
-            'floor (<code class="option">--min-psnr</code>, '
-            '<code class="option">--min-ssim</code>): the mean is the archived images\''
+            f'<span class="key kept"></span>{prose(floor)}: the mean is the archived images\''
         )
     if exact:
         caption.append(f"not drawn: {plural(exact, 'image')} restored exactly (∞ dB)")
