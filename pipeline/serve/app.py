@@ -53,7 +53,7 @@ from pipeline.restore.plan import archive_scale, list_items
 from pipeline.serve import config
 from pipeline.serve.iiif import MEDIA_TYPES, info_json, parse_quality_format, parse_view
 from pipeline.serve.tiles import RenderedTile, TileError, TileService
-from pipeline.serve.viewer import PAGE_SIZE, STATIC, image_id, index_page, viewer_page
+from pipeline.serve.viewer import PAGE_SIZE, STATIC, image_id, index_page, under, viewer_page
 from pipeline.stage import load_model, model_location
 from pipeline.storage import Location, s3_options
 from tadm.hub import default_model
@@ -381,13 +381,17 @@ class TileServer:
         return RedirectResponse(f"{request.base_url}iiif/{image_id(id)}/info.json", 303)
 
     @api.get("/view/", response_class=HTMLResponse)
-    async def index(self, request: Request, page: Annotated[int, Query(ge=1)] = 1) -> str:
-        """The archive's images that have an LR file, PAGE_SIZE a page, each linked to its
-        viewer; 503 when the manifest cannot be read."""
-        rel_paths = await self.call("index", self.service.images)
+    async def index(
+        self, request: Request, page: Annotated[int, Query(ge=1)] = 1, prefix: str = ""
+    ) -> str:
+        """The archive's images that have an LR file, those whose rel_path starts with
+        `prefix` (a folder's "a/b/"), PAGE_SIZE a page, each linked to its viewer; 503 when
+        the manifest cannot be read."""
+        rel_paths = under(await self.call("index", self.service.images), prefix)
         if page > 1 and (page - 1) * PAGE_SIZE >= len(rel_paths):
-            raise TileError(404, f"no page {page}: the archive has {len(rel_paths)} images")
-        return index_page(request.base_url.path, rel_paths, page)
+            where = f" under {prefix!r}" if prefix else ""
+            raise TileError(404, f"no page {page}: the archive has {len(rel_paths)} images{where}")
+        return index_page(request.base_url.path, rel_paths, page, prefix)
 
     @api.get("/view/{id:path}", response_class=HTMLResponse, responses={404: IIIF_ERRORS[404]})
     async def view(self, request: Request, id: str) -> str:

@@ -9,12 +9,15 @@ app's root (`root`: "/", or the route prefix), never URLs built from the request
 
 from __future__ import annotations
 
+import bisect
 import html
 import json
+import sys
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from pipeline.format import visible
+from pipeline.summary import plural
 
 STATIC = Path(__file__).parent / "static"
 PAGE_SIZE = 100  # images listed per index page
@@ -31,6 +34,11 @@ a { color: #8cc4ff; }
 #viewer { position: absolute; top: 36px; bottom: 0; left: 0; right: 0; }
 main { padding: 12px 16px; }
 main li { margin: 2px 0; overflow-wrap: anywhere; }
+main a.folder { color: #9ab; text-decoration: none; }
+main a.folder:hover { text-decoration: underline; }
+form { display: flex; gap: 8px; margin-bottom: 8px; }
+form input { flex: 1; max-width: 480px; min-width: 0; background: #2b2b2b; color: #ddd;
+  border: 1px solid #555; padding: 4px 6px; font: inherit; }
 """
 
 
@@ -78,21 +86,58 @@ def viewer_page(root: str, rel_path: str, width: int, height: int) -> str:
     )
 
 
-def index_page(root: str, rel_paths: list[str], page: int) -> str:
-    """Page `page` (1-based) of the list of images, PAGE_SIZE a page; `root`, the app's root
-    path, ends with "/"."""
+def under(rel_paths: list[str], prefix: str) -> list[str]:
+    """The rel_paths of the sorted `rel_paths` that start with `prefix` (a folder's "a/b/", or
+    a name's first letters), found by bisection: millions of names take no scan."""
+    if not prefix:
+        return rel_paths
+    start = bisect.bisect_left(rel_paths, prefix)
+    last = ord(prefix[-1])
+    if last == sys.maxunicode:
+        return [p for p in rel_paths[start:] if p.startswith(prefix)]
+    end = bisect.bisect_left(rel_paths, prefix[:-1] + chr(last + 1), start)
+    return rel_paths[start:end]
+
+
+def index_page(root: str, rel_paths: list[str], page: int, prefix: str = "") -> str:
+    """Page `page` (1-based) of the list of images, PAGE_SIZE a page: those whose rel_path
+    starts with `prefix` (`rel_paths` are they); `root`, the app's root path, ends with "/".
+    Each folder of a rel_path links to the list of that folder's images, its name to the
+    image's viewer; a form takes any prefix."""
     pages = max(1, -(-len(rel_paths) // PAGE_SIZE))
     shown = rel_paths[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
-    items = "".join(
-        f'<li><a href="{esc(root)}view/{esc(image_id(p))}">{esc(p)}</a></li>' for p in shown
-    )
+    items = "".join(f"<li>{linked(root, p)}</li>" for p in shown)
     nav = []
     if page > 1:
-        nav.append(f'<a href="?page={page - 1}">previous</a>')
+        nav.append(f'<a href="{esc(listing(root, prefix, page - 1))}">previous</a>')
     if page < pages:
-        nav.append(f'<a href="?page={page + 1}">next</a>')
-    return (
-        f"{head('images — tadm')}<body><header><h1>{len(rel_paths)} images</h1>"
-        f"<span>page {page} of {pages}</span>{' '.join(nav)}</header>"
-        f"<main><ol start={(page - 1) * PAGE_SIZE + 1}>{items}</ol></main></body></html>\n"
+        nav.append(f'<a href="{esc(listing(root, prefix, page + 1))}">next</a>')
+    title = plural(len(rel_paths), "image") + (f" under {prefix}" if prefix else "")
+    form = (
+        f'<form action="{esc(root)}view/"><input name="prefix" value="{esc(prefix)}" '
+        'placeholder="folder/ or the start of a name" aria-label="list the images whose name '
+        'starts with"><button>list</button></form>'
     )
+    return (
+        f'{head("images — tadm")}<body><header><h1 title="{esc(title)}">{esc(title)}</h1>'
+        f"<span>page {page} of {pages}</span>{' '.join(nav)}</header>"
+        f"<main>{form}<ol start={(page - 1) * PAGE_SIZE + 1}>{items}</ol></main></body></html>\n"
+    )
+
+
+def listing(root: str, prefix: str, page: int = 1) -> str:
+    """The index's URL of page `page` of the images under `prefix`."""
+    query = {"prefix": prefix} if prefix else {}
+    query |= {"page": str(page)} if page > 1 else {}
+    return f"{root}view/" + (f"?{urlencode(query)}" if query else "")
+
+
+def linked(root: str, rel_path: str) -> str:
+    """`rel_path` with each folder linked to its listing and the name to its viewer."""
+    *folders, name = rel_path.split("/")
+    links = [
+        f'<a class="folder" href="{esc(listing(root, "/".join(folders[: i + 1]) + "/"))}" '
+        f'title="the images in this folder">{esc(folder)}/</a>'
+        for i, folder in enumerate(folders)
+    ]
+    return "".join(links) + f'<a href="{esc(root)}view/{esc(image_id(rel_path))}">{esc(name)}</a>'

@@ -217,6 +217,11 @@ def test_index_page_links_every_image_with_an_lr(port):
     assert "2 images" in page and "notes.txt" not in page  # kept as it is: no LR to view
     assert get(port, "/view/?page=2")[0] == 404
     assert get(port, "/view/missing.png")[0] == 404
+    status, _, body = get(port, "/view/?prefix=sub%2F")
+    assert status == 200 and "1 image under sub/" in body.decode()
+    assert 'href="/view/sub%2Fb.jpg"' in body.decode() and "big.png" not in body.decode()
+    status, _, body = get(port, "/view/?prefix=sub%2F&page=2")
+    assert status == 404 and "1 images under 'sub/'" in json.loads(body)["error"]
 
 
 def test_index_page_of_an_unreadable_manifest_is_503(port, archive):
