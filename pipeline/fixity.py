@@ -66,12 +66,21 @@ class Fixity:
 def check_archive(archive: Location, manifest: Merged, unfinished: bool = False) -> Fixity:
     """Read back every file the merged manifest records under `archive` (recorded_files), a
     bucket of its rows at a time, CHECK_THREADS files at once, logging progress on long
-    checks; then name the files no row records, as those of a job that has not finished when
-    its lease is still there (`unfinished`), else as a manifest part's lost. Problems are in
-    rel_path order, the files no row records last."""
+    checks; and name the files under lr/ and kept/ no row records, as those of a job that has
+    not finished when its lease is still there (`unfinished`), else as a manifest part's lost.
+    The manifest is read twice: for the names it records, then for the files to read back.
+    Problems are in rel_path order, the files no row records last."""
     fs = archive.filesystem()
     fixity = Fixity()
-    total = sum(pc.sum(pc.or_(*recorded(table))).as_py() or 0 for table in manifest)
+    total = 0
+    with Buckets(NAMES) as lr_names, Buckets(NAMES) as kept_names:
+        for table in manifest:
+            lr, kept = recorded(table)
+            total += pc.sum(pc.or_(lr, kept)).as_py() or 0
+            lr_names.add(names(table, lr, ".png"))
+            kept_names.add(names(table, kept, ""))
+        lost = [*unrecorded(archive, LR_DIR, ".png", lr_names)]
+        lost += unrecorded(archive, KEPT_DIR, "", kept_names)
     last = time.monotonic()
     with ThreadPoolExecutor(CHECK_THREADS) as pool:
         for table in manifest:
@@ -98,7 +107,7 @@ def check_archive(archive: Location, manifest: Merged, unfinished: bool = False)
                     )
     fixity.problems.sort(key=lambda p: (p["rel_path"], p["file"]))
     problem = UNRECORDED_BY_A_JOB if unfinished else UNRECORDED
-    for rel_path, key in sorted(unrecorded(archive, manifest)):
+    for rel_path, key in sorted(lost):
         fixity.problems.append({"rel_path": rel_path, "file": key, "problem": problem})
         fixity.unrecorded += 1
     return fixity
@@ -115,27 +124,31 @@ UNRECORDED_BY_A_JOB = (
 )
 
 
-def unrecorded(archive: Location, manifest: Merged) -> Iterator[tuple[str, str]]:
-    """(rel_path, key) of each file under lr/ and kept/ that no row of the merged manifest
-    records (recorded_files), but the temporary files of writes. The listing and the keys
-    recorded are compared bucket by bucket (pipeline/buckets.py): each key is hashed once,
-    however many pages the listing has."""
-    for tree, suffix in ((LR_DIR, ".png"), (KEPT_DIR, "")):
-        with Buckets(NAMES) as recorded_keys, Buckets(NAMES) as listed:
-            for table in manifest:
-                rows = recorded(table)[0 if tree == LR_DIR else 1]
-                keys = pc.binary_join_element_wise(table["rel_path"].filter(rows), suffix, "")
-                recorded_keys.add(pa.table({"rel_path": keys}))
-            for listing in walk(archive.child(tree)):
-                names = listing["rel_path"]
-                written = pc.invert(pc.match_substring_regex(names, TEMP_PATH))
-                listed.add(pa.table({"rel_path": names.filter(written)}))
-            n = max(recorded_keys.n, listed.n)
-            for k in range(n):
-                names = listed.bucket(k, n)["rel_path"]
-                known = recorded_keys.bucket(k, n)["rel_path"].combine_chunks()
-                for name in names.filter(pc.invert(pc.is_in(names, value_set=known))).to_pylist():
-                    yield name.removesuffix(suffix) if suffix else name, f"{tree}/{name}"
+def names(table: pa.Table, rows: pa.Array, suffix: str) -> pa.Table:
+    """The names under lr/ (`suffix` ".png") or kept/ of the files `rows` of `table` record."""
+    return pa.table(
+        {"rel_path": pc.binary_join_element_wise(table["rel_path"].filter(rows), suffix, "")}
+    )
+
+
+def unrecorded(
+    archive: Location, tree: str, suffix: str, recorded_names: Buckets
+) -> Iterator[tuple[str, str]]:
+    """(rel_path, key) of each file under the archive's `tree` (lr/ or kept/) whose name is
+    not one of `recorded_names`, but the temporary files of writes. The listing and the names
+    are compared bucket by bucket (pipeline/buckets.py): each name is hashed once, however
+    many pages the listing has."""
+    with Buckets(NAMES) as listed:
+        for listing in walk(archive.child(tree)):
+            found = listing["rel_path"]
+            written = pc.invert(pc.match_substring_regex(found, TEMP_PATH))
+            listed.add(pa.table({"rel_path": found.filter(written)}))
+        n = max(recorded_names.n, listed.n)
+        for k in range(n):
+            found = listed.bucket(k, n)["rel_path"]
+            known = recorded_names.bucket(k, n)["rel_path"].combine_chunks()
+            for name in found.filter(pc.invert(pc.is_in(found, value_set=known))).to_pylist():
+                yield name.removesuffix(suffix) if suffix else name, f"{tree}/{name}"
 
 
 def recorded(table: pa.Table) -> tuple[pa.Array, pa.Array]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import pipeline.buckets as buckets_module
-from pipeline.fixity import unrecorded
+from pipeline.fixity import UNRECORDED, check_archive
 from pipeline.format import ARCHIVE_SCHEMA
 from pipeline.manifest import merged, to_table, write_part
 from pipeline.storage import Location
@@ -26,5 +26,9 @@ def test_unrecorded_files_are_named_however_the_listing_is_cut(tmp_path, monkeyp
     archive = Location.parse(str(tmp_path))
     write_part(archive.child("manifest"), to_table(rows, ARCHIVE_SCHEMA))
     with merged(archive.child("manifest"), ARCHIVE_SCHEMA) as manifest:
-        found = sorted(unrecorded(archive, manifest))
+        fixity = check_archive(archive, manifest)
+    found = [(p["rel_path"], p["file"]) for p in fixity.problems if p["problem"] == UNRECORDED]
     assert found == sorted([(p, f"lr/{p}.png") for p in lost] + [(p, f"kept/{p}") for p in lost])
+    assert fixity.unrecorded == 4 and fixity.problems[-4:] == [
+        {"rel_path": p, "file": f, "problem": UNRECORDED} for p, f in found
+    ]
