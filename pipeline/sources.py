@@ -78,6 +78,15 @@ class SourceFile:
     size: int  # bytes, from the listing
 
 
+def image_names(paths: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Which rel_paths a listing takes for images (without --keep-failed), as `select_images` does:
+    an image extension (any case), and no hidden file or folder on the path (HIDDEN)."""
+    return pc.and_(
+        pc.invert(pc.match_substring_regex(paths, HIDDEN)),
+        pc.match_substring_regex(paths, IMAGE_NAME, ignore_case=True),
+    )
+
+
 def is_image_name(name: str) -> bool:
     """An image extension (any case), and not a hidden file such as "._x.jpg" or ".x.tmp"."""
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)

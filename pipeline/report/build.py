@@ -43,7 +43,7 @@ from pipeline.format import (
 from pipeline.job import Progress
 from pipeline.manifest import no_manifest, read_manifest
 from pipeline.report import CROP, LINK_ABOVE, assets, html
-from pipeline.sources import IMAGE_NAME
+from pipeline.sources import image_names
 from pipeline.srgb import as_stated
 from pipeline.stage import inference_model
 from pipeline.storage import Location, read_recorded, write_atomic
@@ -56,8 +56,6 @@ LOCAL = LocalFileSystem()  # OUT_DIR's
 READ_THREADS = 16  # LR files read at once (S3 latency)
 COPY_CHUNK = 256  # LR files read, then written, per step
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# A rel_path whose file has an image's name: not hidden, an image extension (is_image_name)
-IMAGE_FILE = r"(^|/)[^./][^/]*" + IMAGE_NAME
 # The manifest columns the pages, the crops and the totals (summarize) read.
 REPORT_COLUMNS = [
     *SUMMARY_COLUMNS,
@@ -418,8 +416,8 @@ def verified(table: pa.Table, *, kept: bool) -> list[float]:
 
 def other_files(table: pa.Table) -> int:
     """How many rows of a manifest are of files that archive takes for no image by their name
-    (sources.is_image_name): files kept as they are with --keep-failed, such as notes.txt."""
-    image = pc.match_substring_regex(table["rel_path"], IMAGE_FILE, ignore_case=True)
+    (sources.image_names): files kept as they are with --keep-failed, such as notes.txt."""
+    image = image_names(table["rel_path"])
     return pc.sum(pc.invert(pc.fill_null(image, True))).as_py() or 0
 
 

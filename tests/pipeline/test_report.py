@@ -300,20 +300,21 @@ def test_kept_sources_show_why_and_are_not_errors(tmp_path: Path, model_id: str,
 def test_files_kept_that_are_not_images_are_counted_as_files(
     tmp_path: Path, model_id: str, tiny_model: str
 ):
-    """--keep-failed keeps every file: notes.txt, or a hidden .x.jpg, that archive took for no
-    image, is a file beside the images (it was counted as an image)."""
+    """--keep-failed keeps every file: notes.txt, a hidden .x.jpg, or a photo in a hidden
+    folder, that archive took for no image, is a file beside the images (it was counted as an
+    image)."""
     archive, out = tmp_path / "archive", tmp_path / "out"
     not_image = "not an image file: only images are archived"
     rows = [archived(archive, "a.png", 40, 40, model_id, psnr=24.0)]
-    for rel_path in ("notes.txt", "d/.x.jpg", "e/bad.JPG"):
+    for rel_path in ("notes.txt", "d/.x.jpg", ".darktable/c.png", "e/bad.JPG"):
         reason = "not a readable image" if rel_path.endswith("JPG") else not_image
         kept = {"kept_uri": str(archive / "kept" / rel_path), "kept_reason": reason}
         rows.append({"rel_path": rel_path, "status": "kept", "source_bytes": 12} | kept)
     write_manifest(archive, rows)
     report(archive, out, tiny_model)
     text = "".join(Tags((out / "index.html").read_text()).text)
-    assert "Files4" in text and "2 images and 2 other files · ok 1 · kept 3" in text
-    assert "Files 1–4 of 4, worst first" in text
+    assert "Files5" in text and "2 images and 3 other files · ok 1 · kept 4" in text
+    assert "Files 1–5 of 5, worst first" in text
     rows = rows[:1] + rows[-1:]  # images only: as it was
     write_manifest(tmp_path / "images", rows)
     report(tmp_path / "images", out, tiny_model)
