@@ -169,11 +169,9 @@ class Buckets:
         for writer in self.writers:
             writer.close()
         self.writers, self.tables = [], []
-        if self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
-        if self.lock is not None:
-            os.close(self.lock)
-            self.lock = None
+        if self.folder is not None and self.lock is not None:
+            remove_spill(self.folder, self.lock)
+        self.lock = None
 
 
 def spill_folder() -> tuple[str, int]:
@@ -188,6 +186,12 @@ def spill_folder() -> tuple[str, int]:
     lock = os.open(os.path.join(folder, SPILL_LOCK), os.O_CREAT | os.O_WRONLY, 0o600)
     fcntl.flock(lock, fcntl.LOCK_EX)
     return folder, lock
+
+
+def remove_spill(folder: str, lock: int) -> None:
+    """Remove a spill folder of this process's (spill_folder), then let go of its lock."""
+    shutil.rmtree(folder, ignore_errors=True)
+    os.close(lock)
 
 
 def remove_abandoned(folder: str) -> None:

@@ -1,5 +1,6 @@
-"""Build the report of an archive: order its manifest rows worst first, copy or link their LR
-thumbnails, restore a crop of the worst ones, and write the pages (rendered by html.py).
+"""Build the report of an archive: order its manifest rows worst first (ranking.py), copy or
+link their LR thumbnails, restore a crop of the worst ones, and write the pages (rendered by
+html.py) a page's rows at a time.
 
 Plain Python, no Ray. The gallery lists every row: lowest PSNR first, then images without PSNR
 (archived without --verify), then error rows with their message. A local archive of more than
@@ -14,6 +15,7 @@ relative paths (pipeline/format.py's check_rel_path); any other row is listed wi
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import urllib.parse
@@ -22,8 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 from fsspec.implementations.local import LocalFileSystem
 
@@ -31,7 +31,6 @@ from pipeline.decode import decode_image
 from pipeline.format import (
     ARCHIVE_SCHEMA,
     DONE,
-    KEPT,
     MANIFEST_DIR,
     Region,
     check_apart,
@@ -41,13 +40,13 @@ from pipeline.format import (
     lr_key,
 )
 from pipeline.job import Progress
-from pipeline.manifest import no_manifest, read_manifest
+from pipeline.manifest import merged, no_manifest
 from pipeline.report import CROP, LINK_ABOVE, assets, html
-from pipeline.sources import image_names
+from pipeline.report.ranking import Ranking
 from pipeline.srgb import as_stated
 from pipeline.stage import inference_model
 from pipeline.storage import Location, read_recorded, write_atomic
-from pipeline.summary import SUMMARY_COLUMNS, summarize
+from pipeline.summary import SUMMARY_COLUMNS
 from tadm import TADM
 from tadm.hub import default_model
 from tadm.images import to_images, to_pixels, to_tensor
@@ -106,47 +105,13 @@ class Written:
     crops: int  # restored crops written
 
 
-def groups(table: pa.Table) -> pa.Array:
-    """The order's first key for each row of a manifest `table`: 0 for an image with a PSNR
-    (a number: inf too), 1 for one without (archived without --verify), 2 for a source kept
-    as it was, 3 for an error row."""
-    status, psnr = table["status"], table["psnr"]
-    kept = pc.fill_null(pc.equal(status, KEPT), False)
-    done = pc.is_in(status, pa.array(DONE))
-    scored = pc.fill_null(pc.invert(pc.is_nan(psnr)), False)
-    group = pc.if_else(scored, 0, 1)
-    return pc.if_else(kept, 2, pc.if_else(done, group, 3))
-
-
-def ranked(table: pa.Table) -> pa.Table:
-    """The rows of a merged manifest worst first: by group (groups), then by PSNR, ties by
-    rel_path. Sorted by Arrow: millions of rows stay columns, and a page's rows become Python
-    rows only when it is written."""
-    group = groups(table)
-    keys = pa.table(
-        {
-            "group": group,
-            "psnr": pc.if_else(pc.equal(group, 0), table["psnr"], 0.0),
-            "rel_path": pc.fill_null(table["rel_path"], ""),
-        }
-    )
-    order = [("group", "ascending"), ("psnr", "ascending"), ("rel_path", "ascending")]
-    return table.take(pc.sort_indices(keys, sort_keys=order))
-
-
-def entries_of(table: pa.Table, first_rank: int) -> list[Entry]:
-    """The entries of the ranked rows `table`, the first at `first_rank`."""
-    entries = [Entry(rank, row) for rank, row in enumerate(table.to_pylist(), start=first_rank)]
+def entries_of(rows: list[dict[str, Any]], first_rank: int) -> list[Entry]:
+    """The entries of the ranked `rows`, the first at `first_rank`."""
+    entries = [Entry(rank, row) for rank, row in enumerate(rows, start=first_rank)]
     for entry in entries:
         if not is_rel_path(entry.rel_path):
             entry.notes.append("rel_path is not a plain relative path: no files written for it")
     return entries
-
-
-def first_ranks(table: pa.Table) -> dict[str, int]:
-    """The rank of the first row of each status of the ranked rows `table`."""
-    statuses = pc.unique(table["status"]).drop_null().to_pylist()
-    return {status: pc.index(table["status"], status).as_py() + 1 for status in statuses}
 
 
 def url(path: str) -> str:
@@ -339,29 +304,44 @@ def build_report(
     if "://" in out_dir and not out_dir.startswith("file://"):
         raise ValueError(f"OUT_DIR {out_dir!r} must be a local folder (the report opens from disk)")
     archive = Location.parse(archive_uri, storage_options)
-    table = read_manifest(archive.child(MANIFEST_DIR), ARCHIVE_SCHEMA, REPORT_COLUMNS)
-    if table is None:
+    parts = merged(archive.child(MANIFEST_DIR), ARCHIVE_SCHEMA, REPORT_COLUMNS)
+    if parts is None:
         raise ValueError(no_manifest(archive))
-    out_location = Location.parse(out_dir)
-    check_apart(archive, out_location, "OUT_DIR")
-    out = out_location.root
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"OUT_DIR {out!r} cannot be a folder ({e}): give a folder") from None
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    models = Models(model, storage_options, device)
+    with parts:
+        out_location = Location.parse(out_dir)
+        check_apart(archive, out_location, "OUT_DIR")
+        out = out_location.root
+        try:
+            os.makedirs(out, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"OUT_DIR {out!r} cannot be a folder ({e}): give a folder") from None
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        models = Models(model, storage_options, device)
+        ranking = Ranking(parts)
+    with ranking:
+        return write_report(ranking, archive, out, models, worst, page_size, storage_options)
 
-    table = ranked(table)
-    n = len(table)
+
+def write_report(
+    ranking: Ranking,
+    archive: Location,
+    out: str,
+    models: Models,
+    worst: int,
+    page_size: int,
+    storage_options: dict[str, Any],
+) -> Written:
+    """Write the pages of the `ranking` of `archive`'s rows, with their files, into `out`."""
+    n = ranking.n
+    rows = ranking.rows()
     linked = archive.protocol == "file" and n > LINK_ABOVE
 
     # The worst first, with their crops; then the thumbnails, the worst's and page by page a
     # page's rows at a time. Each is done whole before the next: their progress lines do not
     # take turns, and the thumbnails' rate and ETA leave out the time of the crops.
-    worst_entries = entries_of(table.slice(0, worst), 1)
+    worst_entries = entries_of(list(itertools.islice(rows, worst)), 1)
     crops = restore_crops(worst_entries, archive, out, models, storage_options)
-    thumbnails = Progress("report: thumbnails", lr_rows(table))
+    thumbnails = Progress("report: thumbnails", ranking.lr_rows)
 
     def add_thumbnails(entries: list[Entry]) -> None:
         if linked:
@@ -373,13 +353,13 @@ def build_report(
     pages = max(1, -(-n // page_size))
     context = html.Context(
         archive=archive.uri,
-        summary=summarize(table),
-        psnrs=verified(table, kept=False),
-        kept_psnrs=verified(table, kept=True),
-        other_files=other_files(table),
+        summary=ranking.summary,
+        psnrs=ranking.psnrs,
+        kept_psnrs=ranking.kept_psnrs,
+        other_files=ranking.other_files,
         pages=pages,
         page_size=page_size,
-        first=first_ranks(table),
+        first=ranking.first,
         linked=linked,
         worst=min(worst, n),
     )
@@ -390,7 +370,7 @@ def build_report(
         entries = worst_entries[start : start + page_size]
         if start + len(entries) < min(start + page_size, n):  # past the worst
             rest = start + len(entries)
-            more = entries_of(table.slice(rest, start + page_size - rest), rest + 1)
+            more = entries_of(list(itertools.islice(rows, start + page_size - rest)), rest + 1)
             add_thumbnails(more)
             entries += more
         write_file(out, html.page_name(number), html.page(context, number, entries).encode())
@@ -401,27 +381,3 @@ def build_report(
         thumbnails="linked" if linked else "copied",
         crops=crops,
     )
-
-
-def verified(table: pa.Table, *, kept: bool) -> list[float]:
-    """The PSNR of each image of a manifest that --verify measured and that was archived as an
-    LR (ok or skipped), or with `kept`, that was kept as it is after all (below --min-psnr or
-    --min-ssim): summary.archived tells them apart by their kept_uri, as the totals do."""
-    is_kept = pc.fill_null(pc.not_equal(table["kept_uri"], ""), False)
-    output = pc.is_in(table["status"], pa.array((*DONE, KEPT)))
-    measured = pc.and_(output, pc.fill_null(pc.invert(pc.is_nan(table["psnr"])), False))
-    chosen = is_kept if kept else pc.invert(is_kept)
-    return table.filter(pc.and_(measured, chosen))["psnr"].to_pylist()
-
-
-def other_files(table: pa.Table) -> int:
-    """How many rows of a manifest are of files that archive takes for no image by their name
-    (sources.image_names): files kept as they are with --keep-failed, such as notes.txt."""
-    image = image_names(table["rel_path"])
-    return pc.sum(pc.invert(pc.fill_null(image, True))).as_py() or 0
-
-
-def lr_rows(table: pa.Table) -> int:
-    """How many rows of a manifest have an LR file to show (Entry.has_lr)."""
-    done = table.filter(pc.is_in(table["status"], pa.array(DONE)))["rel_path"]
-    return sum(is_rel_path(rel_path or "") for rel_path in done.to_pylist())

@@ -10,9 +10,11 @@ from __future__ import annotations
 import html
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pyarrow as pa
 
 from pipeline.format import DONE, KEPT, visible
@@ -35,8 +37,8 @@ class Context:
 
     archive: str  # archive URI
     summary: Summary
-    psnrs: list[float]  # of the verified images archived as an LR (inf where restore was exact)
-    kept_psnrs: list[float]  # of those verified, then kept as they are (below a quality floor)
+    psnrs: np.ndarray  # of the verified images archived as an LR (inf where restore was exact)
+    kept_psnrs: np.ndarray  # of those verified, then kept as they are (below a quality floor)
     other_files: int  # rows of files that are not images (kept as they are with --keep-failed)
     pages: int
     page_size: int
@@ -134,7 +136,7 @@ def totals(context: Context) -> str:
         counts.append(text)
     if s.verified:
         psnr = f"{s.mean_psnr:.2f} dB", f"over {plural(s.verified, 'verified image')} archived"
-        if context.kept_psnrs:  # the histogram draws them too
+        if len(context.kept_psnrs):  # the histogram draws them too
             psnr = psnr[0], f"{psnr[1]} ({len(context.kept_psnrs):,} kept as is left out)"
         ssim = number(s.mean_ssim, ".4f"), "restored vs source"
     else:
@@ -191,24 +193,24 @@ def totals(context: Context) -> str:
     )
 
 
-def histogram(psnrs: list[float], kept_psnrs: list[float], mean: float | None) -> str:
+def histogram(psnrs: Sequence[float], kept_psnrs: Sequence[float], mean: float | None) -> str:
     """The verified images per PSNR bin (1 dB wide, wider when the range is over MAX_BINS dB)
     in an inline SVG, those archived (`psnrs`, whose `mean` is marked) under those kept as they
     are (`kept_psnrs`), and a caption that says what it counts."""
-    archived = [v for v in psnrs if math.isfinite(v)]
-    kept = [v for v in kept_psnrs if math.isfinite(v)]
-    values = archived + kept
-    if not values:
+    psnrs = np.asarray(psnrs, dtype=np.float64)
+    archived = psnrs[np.isfinite(psnrs)]
+    kept = np.asarray(kept_psnrs, dtype=np.float64)
+    kept = kept[np.isfinite(kept)]
+    values = np.concatenate([archived, kept])
+    if not len(values):
         return ""
-    lo, hi = math.floor(min(values)), math.ceil(max(values))
+    lo, hi = math.floor(values.min()), math.ceil(values.max())
     step = max(1, math.ceil((hi - lo) / MAX_BINS))
     bins = max(1, math.ceil((hi - lo) / step))
 
-    def counted(of: list[float]) -> list[int]:
-        counts = [0] * bins
-        for v in of:
-            counts[min(int((v - lo) // step), bins - 1)] += 1
-        return counts
+    def counted(of: np.ndarray) -> list[int]:
+        index = np.minimum(((of - lo) // step).astype(np.int64), bins - 1)
+        return np.bincount(index, minlength=bins).tolist()
 
     archived_counts, kept_counts = counted(archived), counted(kept)
     counts = [a + k for a, k in zip(archived_counts, kept_counts, strict=True)]
@@ -272,7 +274,7 @@ def histogram(psnrs: list[float], kept_psnrs: list[float], mean: float | None) -
     )
     exact = len(psnrs) - len(archived)
     caption = [f'<span class="key"></span>{plural(len(archived), "image")} archived as an LR']
-    if kept:
+    if len(kept):
         floor = f"{len(kept):,} kept as they are, below a quality floor (--min-psnr, --min-ssim)"
         caption.append(
             f'<span class="key kept"></span>{prose(floor)}: the mean is the archived images\''

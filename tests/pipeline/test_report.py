@@ -10,22 +10,24 @@ import math
 import os
 import re
 import struct
+import tempfile
 import urllib.parse
 from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 from conftest import display_p3_icc, encode, photo
 from PIL import Image
 
+from pipeline import buckets
 from pipeline.format import ARCHIVE_SCHEMA, LrHeader, decode_lr_png, encode_lr_png
-from pipeline.manifest import ManifestWriter
+from pipeline.manifest import ManifestWriter, merged
 from pipeline.metadata import Metadata
 from pipeline.report import assets, build, html
-from pipeline.report.build import build_report, centre_window, entries_of, first_ranks, ranked
+from pipeline.report.build import REPORT_COLUMNS, build_report, centre_window, entries_of
+from pipeline.report.ranking import Ranking
 from pipeline.storage import Location
 from pipeline.summary import human
 from tadm import TADM
@@ -105,9 +107,24 @@ def cards(page: Path) -> list[str]:
     return [a["id"] for a in Tags(page.read_text()).find("article")]
 
 
-def test_order_is_lowest_psnr_first_then_unmeasured_then_kept_then_errors():
+def ranked_rows(archive: Path) -> tuple[list[dict], Ranking, bool]:
+    """The rows of the manifest of `archive` as the report ranks them, its Ranking (closed),
+    and whether its buckets were spilled (then the runs were files)."""
+    parts = merged(Location.parse(str(archive / "manifest")), ARCHIVE_SCHEMA, REPORT_COLUMNS)
+    assert parts is not None
+    with parts, Ranking(parts) as ranking:
+        assert {isinstance(run, str) for run in ranking.runs} == {parts.n > 1}
+        return list(ranking.rows()), ranking, parts.n > 1
+
+
+@pytest.mark.parametrize("spilled", [False, True])
+def test_order_is_lowest_psnr_first_then_unmeasured_then_kept_then_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spilled: bool
+):
+    if spilled:  # the buckets are sorted apart, into files, and merged
+        monkeypatch.setattr(buckets, "MEMORY_ROWS", 2)
     rows = [
-        {"rel_path": "k", "status": "kept", "psnr": 9.0},
+        {"rel_path": "k", "status": "kept", "psnr": 9.0, "kept_uri": "/archive/kept/k"},
         {"rel_path": "b", "status": "ok", "psnr": 30.0},
         {"rel_path": "e", "status": "error", "psnr": None},
         {"rel_path": "c", "status": "ok", "psnr": None},
@@ -118,15 +135,51 @@ def test_order_is_lowest_psnr_first_then_unmeasured_then_kept_then_errors():
         {"rel_path": None, "status": "error", "psnr": None},
         {"rel_path": "n", "status": None, "psnr": 1.0},
     ]
-    table = ranked(pa.Table.from_pylist(rows))
-    entries = entries_of(table, 1)
+    write_manifest(tmp_path, rows)
+    ranked, ranking, was_spilled = ranked_rows(tmp_path)
+    assert was_spilled == spilled
+    entries = entries_of(ranked, 1)
     order = ["a", "g", "b", "f", "c", "d", "k", None, "e", "n"]
     assert [e.row["rel_path"] for e in entries] == order
     assert [e.rank for e in entries] == list(range(1, 11))
     assert entries[7].notes == ["rel_path is not a plain relative path: no files written for it"]
-    assert first_ranks(table) == {"skipped": 1, "ok": 2, "kept": 7, "error": 8}
-    assert [e.rank for e in entries_of(table.slice(4, 3), 5)] == [5, 6, 7]
+    assert ranking.n == 10 and ranking.first == {"kept": 7, "error": 8}
+    assert sorted(ranking.psnrs) == [20.0, 25.0, 30.0, math.inf] and ranking.lr_rows == 6
+    assert ranking.kept_psnrs.tolist() == [9.0] and ranking.summary.counts["error"] == 2
+    assert [e.rank for e in entries_of(ranked[4:7], 5)] == [5, 6, 7]
     assert [html.page_name(p) for p in (1, 2, 3)] == ["index.html", "page-2.html", "page-3.html"]
+
+
+def test_spilled_ranking_merges_its_runs_in_the_order_of_one_sort(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Hundreds of rows of every group, PSNRs that tie and paths that differ in a byte: sorted
+    bucket by bucket and merged, as one sort of them all in Python orders them."""
+    rng = np.random.default_rng(7)
+    statuses = ["ok", "skipped", "kept", "error", None]
+    rows = [
+        {
+            "rel_path": f"d{rng.integers(3)}/é{i:03d}.png" if i else None,
+            "status": statuses[rng.integers(5)],
+            "psnr": [None, math.inf, float(rng.integers(20, 24))][rng.integers(3)],
+            "kept_uri": None,
+        }
+        for i in range(400)
+    ]
+    write_manifest(tmp_path, rows)
+    monkeypatch.setattr(buckets, "MEMORY_ROWS", 50)
+    spilled, ranking, was_spilled = ranked_rows(tmp_path)
+    assert was_spilled and len(ranking.runs) == 0  # closed: the run files are gone
+
+    def key(row: dict) -> tuple:
+        scored = row["psnr"] is not None
+        group = {"kept": 2, "error": 3, "ok": 1 - scored, "skipped": 1 - scored}
+        g = group.get(row["status"], 4)
+        return g, row["psnr"] if g == 0 else 0.0, row["rel_path"] or ""
+
+    assert [key(r) for r in spilled] == sorted(key(r) for r in rows)
+    assert sorted(map(str, spilled)) == sorted(map(str, ranked_rows(tmp_path)[0]))
+    assert not list(Path(tempfile.gettempdir()).glob(f"{buckets.SPILL_PREFIX}*/run-*"))
 
 
 def test_centre_window_is_clipped_to_the_image():
