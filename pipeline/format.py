@@ -81,6 +81,10 @@ TRANSPARENT_REASON = "transparent pixels, whose alpha an LR drops"
 MAX_PIXELS = 16384 * 16384
 
 
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+EMPTY_OR_DOTS = re.compile(r"(?:^|/)\.{0,2}(?:/|\Z)")  # a segment "", "." or ".."
+
+
 def check_rel_path(rel_path: str) -> str:
     """`rel_path` itself if it is a plain relative path of "/"-separated names, else ValueError
     naming it: every path made from data (a listing, a manifest row, a request) passes here
@@ -91,9 +95,9 @@ def check_rel_path(rel_path: str) -> str:
         problem = "is absolute"
     elif "\\" in rel_path:
         problem = "has a backslash"
-    elif any(ord(c) < 32 or ord(c) == 127 for c in rel_path):
+    elif CONTROL_CHARACTER.search(rel_path):
         problem = "has a control character"
-    elif any(part in ("", ".", "..") for part in rel_path.split("/")):
+    elif EMPTY_OR_DOTS.search(rel_path):
         problem = 'has an empty, "." or ".." segment'
     else:
         return rel_path

@@ -15,6 +15,7 @@ relative paths (pipeline/format.py's check_rel_path); any other row is listed wi
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import re
@@ -91,10 +92,15 @@ class Entry:
     def rel_path(self) -> str:
         return self.row["rel_path"] or ""
 
+    @functools.cached_property
+    def plain(self) -> bool:
+        """The rel_path is a plain relative path (format.check_rel_path)."""
+        return is_rel_path(self.rel_path)
+
     @property
     def has_lr(self) -> bool:
         """An LR file may be read and files written for this row."""
-        return self.row["status"] in DONE and is_rel_path(self.rel_path)
+        return self.row["status"] in DONE and self.plain
 
 
 @dataclass(frozen=True)
@@ -109,7 +115,7 @@ def entries_of(rows: list[dict[str, Any]], first_rank: int) -> list[Entry]:
     """The entries of the ranked `rows`, the first at `first_rank`."""
     entries = [Entry(rank, row) for rank, row in enumerate(rows, start=first_rank)]
     for entry in entries:
-        if not is_rel_path(entry.rel_path):
+        if not entry.plain:
             entry.notes.append("rel_path is not a plain relative path: no files written for it")
     return entries
 
@@ -168,10 +174,10 @@ def copy_thumbnails(entries: list[Entry], archive: Location, out: str, progress:
 
 def link_thumbnails(entries: list[Entry], archive: Location, out: str) -> None:
     """Point each thumbnail at the local archive's own LR file, relative to OUT_DIR."""
+    root = os.path.relpath(archive.root, out).replace(os.sep, "/")
     for entry in entries:
-        if entry.has_lr:
-            path = os.path.relpath(archive.join(lr_key(entry.rel_path)), out)
-            entry.thumbnail = url(path.replace(os.sep, "/"))
+        if entry.has_lr:  # a plain relative path: it stays under the root
+            entry.thumbnail = url(f"{root}/{lr_key(entry.rel_path)}")
 
 
 class Models:
