@@ -224,6 +224,7 @@ class JobResult:
     # ok or kept files whose conversion notes a loss; a restore's, images archived with one
     with_losses: int | None = None
     losses_hint: str = ""  # where to read them
+    other_files: int = 0  # of the rows counted: files that are not images (--keep-failed)
     permanent: int = 0  # an earlier run's permanent failures, not retried
     not_attempted: int | None = None  # stopped early at --max-errors: images left undone
     max_errors: int | None = None  # the --max-errors it stopped at
@@ -242,6 +243,17 @@ class JobResult:
     def compression_ratio(self) -> float | None:
         return self.source_bytes / self.lr_bytes if self.source_bytes and self.lr_bytes else None
 
+    @property
+    def images(self) -> int:
+        """The images among the rows counted, and the earlier permanent failures."""
+        return sum(self.counts.values()) + self.permanent - self.other_files
+
+    def what(self) -> str:
+        """ "12 images", or with files that are not images, "12 images and 2 other files"."""
+        if not self.other_files:
+            return plural(self.images, "image")
+        return f"{plural(self.images, 'image')} and {plural(self.other_files, 'other file')}"
+
     def line(self) -> str:
         """In words: "archive: 120 images: 118 ok, 2 errors (see ...), 54.1x smaller, 3m12s"."""
         done = ("ok", KEPT, "skipped")
@@ -252,8 +264,7 @@ class JobResult:
             counts.append(
                 f"{self.with_losses} archived with something not carried ({self.losses_hint})"
             )
-        total = sum(self.counts.values()) + self.permanent
-        parts = [f"{plural(total, 'image')}: {', '.join(counts)}"]
+        parts = [f"{self.what()}: {', '.join(counts)}"]
         if self.permanent:
             parts.append(
                 f"{plural(self.permanent, 'permanent failure')} of an earlier run not retried "
@@ -285,7 +296,8 @@ class JobResult:
     def to_json(self) -> dict[str, Any]:
         return {
             "job": self.job,
-            "images": sum(self.counts.values()) + self.permanent,
+            "images": self.images,
+            "other_files": self.other_files,
             "counts": {s: self.counts.get(s, 0) for s in ("ok", KEPT, "skipped", "error")},
             "source_bytes": self.source_bytes,
             "lr_bytes": self.lr_bytes,
@@ -416,6 +428,7 @@ def run_held(plan: Plan, lease: Lease) -> JobResult:
             kept_bytes=tally.kept_bytes if has_bytes else None,
             with_losses=tally.with_losses if plan.losses_hint else None,
             losses_hint=(plan.losses_hint or "").format(dst=plan.dst.uri, manifest=manifest.uri),
+            other_files=tally.other_files,
             permanent=permanent,
             not_attempted=todo - taken if stopped else None,
             max_errors=config.max_errors,

@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 
 from pipeline.format import ARCHIVED_NOTE, DONE, KEPT
 from pipeline.manifest import ManifestWriter, to_table
+from pipeline.sources import image_names
 from pipeline.storage import Location
 from pipeline.summary import any_loss
 
@@ -30,19 +31,22 @@ class Tally:
     lr_bytes: int = 0
     kept_bytes: int = 0
     with_losses: int = 0
+    other_files: int = 0  # rows of files that are not images (kept with --keep-failed)
 
     def add(self, summary: Batch) -> None:
         """Add a `summarize` of rows."""
-        for status, count, source_bytes, lr_bytes, kept_bytes, with_losses in zip(
+        for status, count, source_bytes, lr_bytes, kept_bytes, with_losses, others in zip(
             summary["status"].tolist(),
             summary["count"].tolist(),
             summary["source_bytes"].tolist(),
             summary["lr_bytes"].tolist(),
             summary["kept_bytes"].tolist(),
             summary["with_losses"].tolist(),
+            summary["other_files"].tolist(),
             strict=True,
         ):
             self.counts[status] += count
+            self.other_files += others
             if status in ("ok", KEPT):
                 self.with_losses += with_losses
             if status in DONE or status == KEPT:
@@ -57,6 +61,7 @@ class Tally:
             self.lr_bytes + other.lr_bytes,
             self.kept_bytes + other.kept_bytes,
             self.with_losses + other.with_losses,
+            self.other_files + other.other_files,
         )
 
 
@@ -86,8 +91,9 @@ def summarize(rows: pa.Table) -> Batch:
     kept_bytes, the source_bytes of kept files (0 where the schema has none; kept files are
     not shrunk, so their source_bytes and lr_bytes count 0), and of with_losses, the files
     whose conversion notes a loss (a restore's: what archiving did, ARCHIVED_NOTE; Tally
-    counts those shrunk, kept or restored): what the driver sees of the rows the workers
-    write."""
+    counts those shrunk, kept or restored), and of other_files, the rows of files that are
+    not images by their name (sources.image_names): what the driver sees of the rows the
+    workers write."""
     sums = [c for c in ("source_bytes", "lr_bytes") if c in rows.column_names]
     if "kept_uri" in rows.column_names:
         kept = pc.fill_null(pc.not_equal(rows["kept_uri"], ""), False)
@@ -107,6 +113,10 @@ def summarize(rows: pa.Table) -> Batch:
         lossy = any_loss(pc.if_else(said, archived, None)).cast(pa.int64())
         rows = rows.append_column("with_losses", lossy)
         sums.append("with_losses")
+    if "rel_path" in rows.column_names:
+        others = pc.invert(pc.fill_null(image_names(rows["rel_path"]), True)).cast(pa.int64())
+        rows = rows.append_column("other_files", others)
+        sums.append("other_files")
     groups = (
         rows.select(["status", *sums])
         .group_by("status", use_threads=False)
@@ -120,6 +130,6 @@ def summarize(rows: pa.Table) -> Batch:
             c: pc.fill_null(groups[f"{c}_sum"], 0).to_numpy().astype(np.int64)
             if c in sums
             else np.zeros(n, dtype=np.int64)
-            for c in ("source_bytes", "lr_bytes", "kept_bytes", "with_losses")
+            for c in ("source_bytes", "lr_bytes", "kept_bytes", "with_losses", "other_files")
         },
     }

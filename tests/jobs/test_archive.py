@@ -585,6 +585,10 @@ def test_hidden_files_are_named_without_keep_failed_and_kept_with_it(
         "  .picasa.ini: not archived: hidden file (archive with --keep-failed keeps it)",
     ]
     assert run_cli(*args, "--keep-failed") == 0
+    # the job's line counts them as files, not images
+    assert "archive: 1 image and 3 other files: 3 kept, 1 skipped, no errors" in (
+        capsys.readouterr().err
+    )
     rows = manifest_rows(dst)
     assert {name: row["status"] for name, row in rows.items()} == {
         "a.jpg": "skipped",
@@ -602,7 +606,9 @@ def test_hidden_files_are_named_without_keep_failed_and_kept_with_it(
     assert run_cli(*args, "--keep-failed") == 0
     assert {row["status"] for row in manifest_rows(dst).values()} == {"skipped"}
     restored = tmp_path / "restored"
-    assert run_cli("restore", dst, restored, "--model", tiny_model) == 0
+    assert run_cli("restore", dst, restored, "--model", tiny_model, "--json") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["images"], out["other_files"], sum(out["counts"].values())) == (1, 3, 4)
     for name, data in hidden.items():
         assert (restored / name).read_bytes() == data
 

@@ -198,6 +198,24 @@ def test_summary_line_in_words():
     assert archive_result(ok=3, skipped=1).line() == (
         "archive: 4 images: 3 ok, 1 skipped, no errors, 54.1x smaller, 3m12s"
     )
+    kept_notes = dataclasses.replace(archive_result(ok=3, kept=2), other_files=1)
+    assert kept_notes.line().startswith("archive: 4 images and 1 other file: 3 ok, 2 kept,")
+    assert (kept_notes.to_json()["images"], kept_notes.to_json()["other_files"]) == (4, 1)
+
+
+def test_tally_counts_the_rows_of_files_that_are_not_images():
+    rows = pa.table(
+        {
+            "rel_path": ["a.jpg", "notes.txt", ".picasa.ini", "b/c.PNG", None],
+            "status": ["ok", "kept", "kept", "error", "error"],
+            "kept_uri": [None, "/a/kept/notes.txt", "/a/kept/.picasa.ini", None, None],
+            "source_bytes": [100, 2, 3, None, None],
+        }
+    )
+    tally = Tally()
+    tally.add(summarize(rows))
+    assert tally.other_files == 2 and tally.counts == {"ok": 1, "kept": 2, "error": 2}
+    assert (tally.source_bytes, tally.kept_bytes) == (100, 5)
     assert archive_result(ok=3, kept=2).line() == (
         "archive: 5 images: 3 ok, 2 kept, no errors, 54.1x smaller, 3m12s"
     )
@@ -226,6 +244,7 @@ def test_json_has_counts_bytes_ratio_exit_code_and_manifest():
     assert out == {
         "job": "archive",
         "images": 120,
+        "other_files": 0,
         "counts": {"ok": 118, "kept": 0, "skipped": 0, "error": 2},
         "source_bytes": 5410,
         "lr_bytes": 100,
