@@ -275,9 +275,12 @@ def histogram(psnrs: Sequence[float], kept_psnrs: Sequence[float], mean: float |
     exact = len(psnrs) - len(archived)
     caption = [f'<span class="key"></span>{plural(len(archived), "image")} archived as an LR']
     if len(kept):
-        floor = f"{len(kept):,} kept as they are, below a quality floor (--min-psnr, --min-ssim)"
+        why = (
+            f"{len(kept):,} kept as they are, below a quality floor (--min-psnr, --min-ssim) or "
+            "holding what an LR cannot (transparency, a Motion Photo's video: their cards say)"
+        )
         caption.append(
-            f'<span class="key kept"></span>{prose(floor)}: the mean is the archived images\''
+            f'<span class="key kept"></span>{prose(why)}; the mean is the archived images\''
         )
     if exact:
         caption.append(f"not drawn: {plural(exact, 'image')} restored exactly (∞ dB)")

@@ -208,7 +208,8 @@ def test_histogram_draws_the_images_kept_below_a_quality_floor():
     ]
     assert titles[-1] == "24–25 dB: 1 image"
     assert svg.count('class="col kept"') == 2 and "over 4 images" in svg
-    assert "1 image archived as an LR" in svg and "3 kept as they are, below a quality" in svg
+    assert "1 image archived as an LR" in svg and "3 kept as they are, below a quality floor" in svg
+    assert "or holding what an LR cannot (transparency" in svg
 
 
 def test_paged_report_of_a_big_archive(tmp_path: Path, model_id: str, tiny_model: str):
