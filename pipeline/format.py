@@ -92,7 +92,7 @@ def check_rel_path(rel_path: str) -> str:
     if not isinstance(rel_path, str) or not rel_path:
         problem = "is empty"
     elif rel_path.startswith("/"):
-        problem = "is absolute"
+        problem = 'is absolute (so is the name of an object whose key has "//")'
     elif "\\" in rel_path:
         problem = "has a backslash"
     elif CONTROL_CHARACTER.search(rel_path):
