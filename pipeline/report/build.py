@@ -32,6 +32,7 @@ from pipeline.decode import decode_image
 from pipeline.format import (
     ARCHIVE_SCHEMA,
     DONE,
+    KEPT,
     MANIFEST_DIR,
     Region,
     check_apart,
@@ -98,9 +99,18 @@ class Entry:
         return is_rel_path(self.rel_path)
 
     @property
+    def kept(self) -> bool:
+        """The row is of a source kept as it was (ranking.kept_sources)."""
+        return self.row["status"] == KEPT or (self.row["status"] in DONE and self.has_copy)
+
+    @property
+    def has_copy(self) -> bool:
+        return bool(self.row["kept_uri"])
+
+    @property
     def has_lr(self) -> bool:
         """An LR file may be read and files written for this row."""
-        return self.row["status"] in DONE and self.plain
+        return self.row["status"] in DONE and not self.has_copy and self.plain
 
 
 @dataclass(frozen=True)

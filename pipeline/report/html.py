@@ -327,11 +327,11 @@ def card(entry: Entry, context: Context) -> str:
         ("bytes", byte_sizes(row)),
         ("seconds", fixed(row["seconds"], ".2f")),
     ]
-    if row["status"] not in DONE:  # not archived: no LR; only the measures it has
+    if entry.kept or row["status"] not in DONE:  # no LR: only the measures it has
         metrics = [(label, value) for label, value in metrics if value != "–"]
     dl = "".join(f"<dt>{label}</dt><dd>{esc(value)}</dd>" for label, value in metrics)
     extra = ""
-    if row["status"] == KEPT:
+    if entry.kept:
         reason = f": {row['kept_reason']}" if row["kept_reason"] else ""
         extra += f'<p class="kept-reason">source kept as it was{prose(reason)}</p>'
     elif row["status"] not in DONE:

@@ -31,12 +31,20 @@ ORDER = [(GROUP, "ascending"), (PSNR, "ascending"), ("rel_path", "ascending")]
 FIRST = {KEPT: 2, "error": 3}
 
 
+def kept_sources(table: pa.Table) -> pa.Array:
+    """Which rows of a manifest `table` are of a source kept as it was: status kept, or
+    skipped as done by a later run (with the kept_uri of its copy)."""
+    has_copy = pc.fill_null(pc.not_equal(table["kept_uri"], ""), False)
+    done = pc.is_in(table["status"], pa.array(DONE))
+    return pc.or_(pc.fill_null(pc.equal(table["status"], KEPT), False), pc.and_(done, has_copy))
+
+
 def groups(table: pa.Table) -> pa.Array:
     """The order's first key for each row of a manifest `table`: 0 for an image with a PSNR
     (a number: inf too), 1 for one without (archived without --verify), 2 for a source kept
     as it was, 3 for an error row, 4 for a row of no status the format knows."""
     status, psnr = table["status"], table["psnr"]
-    kept = pc.fill_null(pc.equal(status, KEPT), False)
+    kept = kept_sources(table)
     error = pc.fill_null(pc.equal(status, "error"), False)
     done = pc.is_in(status, pa.array(DONE))
     scored = pc.fill_null(pc.invert(pc.is_nan(psnr)), False)
@@ -76,7 +84,8 @@ def other_files(table: pa.Table) -> int:
 
 def lr_rows(table: pa.Table) -> int:
     """How many rows of a manifest have an LR file to show (build.Entry.has_lr)."""
-    done = table.filter(pc.is_in(table["status"], pa.array(DONE)))["rel_path"]
+    done = pc.and_(pc.is_in(table["status"], pa.array(DONE)), pc.invert(kept_sources(table)))
+    done = table.filter(done)["rel_path"]
     return sum(is_rel_path(rel_path or "") for rel_path in done.to_pylist())
 
 

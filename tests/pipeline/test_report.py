@@ -351,6 +351,35 @@ def test_kept_sources_show_why_and_are_not_errors(tmp_path: Path, model_id: str,
     assert "ok 1 · kept 1 · error 1" in "".join(page.text)
 
 
+def test_kept_sources_skipped_by_a_rerun_are_still_shown_as_kept(
+    tmp_path: Path, model_id: str, tiny_model: str
+):
+    """A re-run skips a kept source as done: its row is "skipped" with the kept_uri of its
+    copy, and the report shows it as kept (after the images, with why), never as an image
+    whose LR file is missing."""
+    archive, out = tmp_path / "archive", tmp_path / "out"
+    reason = "psnr 10.11 dB below --min-psnr 18"
+    rows = [
+        archived(archive, "a.png", 40, 40, model_id, psnr=24.0),
+        {"rel_path": "b.png", "status": "skipped", "kept_reason": reason, "psnr": 10.11},
+    ]
+    rows[1] |= {"kept_uri": str(archive / "kept" / "b.png"), "source_bytes": 3_000}
+    write_manifest(archive, rows)
+    written = report(archive, out, tiny_model, worst=2)
+    page = Tags((out / "index.html").read_text())
+    text = "".join(page.text)
+    assert [a["id"] for a in page.find("article")] == ["rank-1", "rank-2"]
+    assert [a["data-status"] for a in page.find("article")] == ["ok", "skipped"]
+    assert f"source kept as it was: {reason}" in text
+    assert "no thumbnail" not in text and "no restored crop" not in text
+    assert [a["alt"] for a in page.find("img")] == [
+        "LR thumbnail of a.png",
+        "restored window of a.png",
+        "source window of a.png",
+    ]
+    assert written.crops == 1
+
+
 def test_files_kept_that_are_not_images_are_counted_as_files(
     tmp_path: Path, model_id: str, tiny_model: str
 ):
