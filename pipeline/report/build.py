@@ -357,7 +357,9 @@ def write_report(
     # take turns, and the thumbnails' rate and ETA leave out the time of the crops.
     worst_entries = entries_of(list(itertools.islice(rows, worst)), 1)
     crops = restore_crops(worst_entries, archive, out, models, storage_options)
+    # The thumbnails copied, or with linked ones (no file to copy), the entries of the pages
     thumbnails = Progress("report: thumbnails", ranking.lr_rows)
+    pages_progress = Progress("report: pages", n)
 
     def add_thumbnails(entries: list[Entry]) -> None:
         if linked:
@@ -390,6 +392,8 @@ def write_report(
             add_thumbnails(more)
             entries += more
         write_file(out, html.page_name(number), html.page(context, number, entries).encode())
+        if linked:
+            pages_progress.update(len(entries), 0)
     remove_earlier_files(out, pages, worst_entries)
     return Written(
         index=os.path.join(out, "index.html"),

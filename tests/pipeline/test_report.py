@@ -585,13 +585,20 @@ def test_lr_of_another_model_or_missing_is_a_note(
 
 
 def test_thumbnails_of_a_large_local_archive_are_linked(
-    tmp_path: Path, model_id: str, tiny_model: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    model_id: str,
+    tiny_model: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ):
     monkeypatch.setattr(build, "LINK_ABOVE", 2)
     archive, out = tmp_path / "archive", tmp_path / "reports" / "out"
     names = ("a", "b", "c #1")
     write_manifest(archive, [archived(archive, f"d/{n}.png", 32, 32, model_id) for n in names])
+    caplog.set_level(logging.INFO, "tadm")
     assert report(archive, out, tiny_model).thumbnails == "linked"
+    lines = [r.getMessage() for r in caplog.records if r.name == "tadm"]
+    assert lines[-1].startswith("report: pages: 3/3 images (100%), 0 errors, ")  # no copy: pages
     assert not (out / "lr").exists()
     tags = Tags((out / "index.html").read_text())
     srcs = [a["src"] for a in tags.find("img")]
