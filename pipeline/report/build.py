@@ -57,6 +57,7 @@ LOCAL = LocalFileSystem()  # OUT_DIR's
 READ_THREADS = 16  # LR files read at once (S3 latency)
 COPY_CHUNK = 256  # LR files read, then written, per step
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MARKER = ".tadm-report"  # in OUT_DIR: the folder is a report's (claim_out_dir)
 # The manifest columns the pages, the crops and the totals (summarize) read.
 REPORT_COLUMNS = [
     *SUMMARY_COLUMNS,
@@ -267,6 +268,28 @@ def crop_name(rank: int, kind: str) -> str:
     return f"crops/{rank:06d}-{kind}.png"
 
 
+def claim_out_dir(out: str, archive: Location) -> None:
+    """Make `out` the folder of this report: a new or empty folder, or an earlier report's
+    (its MARKER, or a report's index.html, stylesheet and script together), which
+    then gets the marker before anything else is written: a report overwrites its pages and
+    removes the pages and crops it no longer has, never a file of anyone else's. ValueError
+    for a file, or a folder of other files."""
+    try:
+        os.makedirs(out, exist_ok=True)
+        names = set(os.listdir(out))
+    except OSError as e:
+        raise ValueError(f"OUT_DIR {out!r} cannot be a folder ({e}): give a folder") from None
+    earlier = MARKER in names or {"index.html", assets.STYLE_NAME, assets.SCRIPT_NAME} <= names
+    if names and not earlier:
+        shown = ", ".join(repr(name) for name in sorted(names)[:3])
+        more = f" and {len(names) - 3:,} more" if len(names) > 3 else ""
+        raise ValueError(
+            f"OUT_DIR {out!r} holds files of no earlier report ({shown}{more}), which a report "
+            "would overwrite or remove: give a new or empty folder, or an earlier report's"
+        )
+    write_file(out, MARKER, f"tadm report of {archive.uri}\n".encode())
+
+
 def remove_earlier_files(out: str, pages: int, entries: list[Entry]) -> None:
     """Remove what an earlier report into `out` wrote that this one did not: pages past the
     last (a smaller --page-size, or more images, made more; they would still link to one
@@ -327,10 +350,7 @@ def build_report(
         out_location = Location.parse(out_dir)
         check_apart(archive, out_location, "OUT_DIR")
         out = out_location.root
-        try:
-            os.makedirs(out, exist_ok=True)
-        except OSError as e:
-            raise ValueError(f"OUT_DIR {out!r} cannot be a folder ({e}): give a folder") from None
+        claim_out_dir(out, archive)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         models = Models(model, storage_options, device)
         ranking = Ranking(parts)

@@ -303,6 +303,7 @@ def test_hostile_rel_paths_are_listed_without_files(tmp_path: Path, model_id: st
     assert set(tmp_path.rglob("*")) - set(out.rglob("*")) - {out} == before  # nothing outside
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert written == [
+        ".tadm-report",
         "crops/000006-restored.png",
         "crops/000006-source.png",
         "index.html",
@@ -625,6 +626,36 @@ def test_bad_arguments_and_missing_manifest_raise(tmp_path: Path, tiny_model: st
     for out in (tmp_path / "file", tmp_path / "file" / "out"):
         with pytest.raises(ValueError, match=rf"^OUT_DIR '{out}' cannot be a folder \(.*\): give"):
             report(tmp_path, out, tiny_model)
+
+
+def test_out_dir_of_other_files_is_refused_and_left_as_it_was(
+    tmp_path: Path, model_id: str, tiny_model: str
+):
+    """A report overwrites index.html and removes the pages and crops it no longer has: into a
+    folder of someone else's files (their own page-5.html) it writes nothing. An earlier
+    report's folder is taken, with or without its marker file."""
+    archive, out = tmp_path / "archive", tmp_path / "docs"
+    write_manifest(archive, [archived(archive, "a.png", 32, 32, model_id)])
+    own = {"index.html": "my site", "page-5.html": "my page", "crops/000009-source.png": "x"}
+    for name, text in own.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(text)
+    message = (
+        rf"^OUT_DIR '{out}' holds files of no earlier report \('crops', 'index.html', "
+        r"'page-5.html'\), which a report would overwrite or remove: give a new or empty"
+    )
+    with pytest.raises(ValueError, match=message):
+        report(archive, out, tiny_model)
+    assert {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} == set(own)
+    assert all((out / name).read_text() == text for name, text in own.items())
+
+    earlier = tmp_path / "earlier"
+    report(archive, earlier, tiny_model)
+    assert (earlier / build.MARKER).read_text() == f"tadm report of {archive}\n"
+    (earlier / build.MARKER).unlink()  # a report's three files say it is one too
+    (earlier / "page-7.html").write_text("a page of that report")
+    report(archive, earlier, tiny_model)
+    assert (earlier / build.MARKER).exists() and not (earlier / "page-7.html").exists()
 
 
 def test_thumbnail_that_is_not_a_png_is_not_copied(tmp_path: Path, model_id: str, tiny_model: str):
