@@ -24,7 +24,9 @@ demo: setup
 	$(BIN)/tadm archive samples $(DEMO)/archive --verify
 	$(BIN)/tadm restore $(DEMO)/archive $(DEMO)/restored
 	$(BIN)/tadm inspect $(DEMO)/archive --check --source samples
+	$(BIN)/tadm report $(DEMO)/archive $(DEMO)/report
 	@echo "LR thumbnails: $(DEMO)/archive/lr/   restored images: $(DEMO)/restored/"
+	@echo "report: open $(DEMO)/report/index.html in a browser"
 
 test: setup system-packages
 	$(BIN)/python -m pytest
