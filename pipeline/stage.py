@@ -150,41 +150,47 @@ def fail(row: Row, error: str, kind: str) -> None:
 
 
 class Earlier(NamedTuple):
-    """An output a row's new one replaces: its key under DST, what it is ("LR"), and what
-    tells it is still as written: the SHA-256 of its bytes, or else the time the run that
-    wrote it recorded it (seconds since the epoch); None: remove it as it is."""
+    """An output a row's new one replaces: its key under DST, what it is ("LR"), the SHA-256
+    recorded of its bytes (None: none recorded), and whether it may be removed only when
+    those bytes prove it as written (`proven`): a restore's DST is a user's folder, where a
+    file no SHA-256 vouches for may be an edit. The archive's own lr/ and kept/ files without
+    a SHA-256 recorded are removed as they are."""
 
     key: str
     what: str
-    written_at: float | None = None
     sha256: str | None = None
+    proven: bool = False
 
 
 def remove_earlier(
     rows: list[Row], dst: Location, earlier: Callable[[Row], Earlier | None]
 ) -> None:
     """Remove the earlier output of each row written now under another key (`earlier(row)`,
-    or None). One whose bytes are not its `sha256`, or without one, modified after its
-    `written_at` (a user's edit), stays, and the row's conversion says so. A removal that
-    fails makes the row a transient error, for a re-run to finish."""
+    or None). One whose bytes are not its `sha256`, or that must be `proven` and has none,
+    stays, and the row's conversion says so. A removal that fails makes the row a transient
+    error, for a re-run to finish."""
     fs = dst.filesystem()
     for row in rows:
         found = earlier(row)
         if found is None:
             continue
-        key, what, written_at, sha256 = found
+        key, what, sha256, proven = found
         try:
             path = dst.join(key)  # join refuses a key that would leave dst
             if dst.protocol == "file":
                 check_inside(dst.root, os.path.dirname(path))
+            note = f"the earlier {what} {key} was changed since it was written: left there"
             if dst.protocol == "file" and os.path.islink(path):
                 changed = True  # no job writes a link: someone put it there
             elif sha256:
                 changed = file_sha256(fs, path) != sha256
             else:
-                changed = written_at is not None and modified_at(fs.info(path)) > written_at
+                changed = proven and fs.exists(path)
+                note = (
+                    f"the earlier {what} {key} has no SHA-256 recorded to tell whether it was "
+                    "changed since it was written: left there"
+                )
             if changed:
-                note = f"the earlier {what} {key} was changed since it was written: left there"
                 row["conversion"] = "; ".join(filter(None, [row.get("conversion"), note]))
                 continue
             fs.rm_file(path)
@@ -194,14 +200,6 @@ def remove_earlier(
             error = f"cannot remove the earlier {what} {dst.uri_of(dst.path(key))}: "
             error += error_text(e)
             fail(row, error, TRANSIENT)
-
-
-def modified_at(info: dict[str, Any]) -> float:
-    """When a file was last written, in seconds since the epoch, from fsspec's info: a local
-    file's "mtime", an S3 object's "LastModified"."""
-    if "mtime" in info:
-        return float(info["mtime"])
-    return info["LastModified"].timestamp()
 
 
 def write_failure(e: Exception, path: str, protocol: str, clash: str) -> tuple[str, str]:

@@ -289,10 +289,12 @@ class RestoreJob(Plan):
         file, never replaced without --overwrite, unless it holds the bytes restored now (the
         write stage's leave_others): what a restore killed before recording it wrote. And
         "replaces": the SHA-256 a restore recorded of the file it wrote there ("" for none),
-        which the write stage replaces only while the file still has it. `files`: the keys in
-        DST (output_keys)."""
+        which the write stage replaces only while the file still has it. A file a restore
+        wrote whose row records no SHA-256 is in the way too: nothing tells an edit since.
+        `files`: the keys in DST (output_keys)."""
         now = self.keys_now(todo)
-        held = pc.is_in(now, value_set=files)
+        present = pc.is_in(now, value_set=files)
+        held, unproven = present, pa.array([False] * len(todo))
         replaces = blank(len(todo))
         if done is not None:
             at = pc.index_in(todo["rel_path"], value_set=done["rel_path"].combine_chunks())
@@ -301,9 +303,10 @@ class RestoreJob(Plan):
                 pc.take(done["output_uri"], at), pc.binary_join_element_wise(root, now, "")
             )
             wrote = pc.fill_null(wrote, False)
-            held = pc.and_(held, pc.invert(wrote))
-            recorded = pc.fill_null(pc.take(done["output_sha256"], at), "")
-            replaces = pc.if_else(wrote, recorded, "")
+            held = pc.and_(present, pc.invert(wrote))
+            recorded = pc.take(done["output_sha256"], at)
+            unproven = pc.and_(pc.and_(present, wrote), pc.is_null(recorded))
+            replaces = pc.if_else(wrote, pc.fill_null(recorded, ""), "")
         message = pc.binary_join_element_wise(
             "DST/",
             now,
@@ -312,20 +315,27 @@ class RestoreJob(Plan):
             "another DST)",
             "",
         )
-        todo = todo.append_column("in_the_way", pc.if_else(held, message, ""))
-        return todo.append_column("replaces", replaces)
+        untold = pc.binary_join_element_wise(
+            "DST/",
+            now,
+            " was written by a restore whose row records no SHA-256 of it, so an edit since "
+            "cannot be told, and it is not what this restore gives: it is left as it is "
+            "(--overwrite replaces it)",
+            "",
+        )
+        in_the_way = pc.if_else(held, message, pc.if_else(unproven, untold, ""))
+        return todo.append_column("in_the_way", in_the_way).append_column("replaces", replaces)
 
     def with_earlier(self, todo: pa.Table, done: pa.Table | None, files: pa.Array) -> pa.Table:
         """`todo` with "earlier", the key in DST of the output an earlier restore gave each
         image, when this run writes it under another key, for the write stage to remove ("" for
         none): the copy of a source the archive kept then and holds as an LR now, the restored
         image of one it keeps now, or a restored image in another --format. With it
-        "earlier_at", when that restore recorded it (its row's written_at, in microseconds; -1
-        for none), and "earlier_sha256", the SHA-256 it recorded of the file ("" for none), so
-        that the write stage leaves a file changed since. A key another image of the archive
-        is restored to is left alone. `files`: the keys in DST (output_keys)."""
+        "earlier_sha256", the SHA-256 it recorded of the file ("" for none), so that the write
+        stage leaves a file changed since, or one it cannot tell. A key another image of the
+        archive is restored to is left alone. `files`: the keys in DST (output_keys)."""
         n = len(todo)
-        key, written, sha256 = blank(n), pa.array([-1] * n, pa.int64()), blank(n)
+        key, sha256 = blank(n), blank(n)
         if done is not None and n:
             root = self.dst.uri_of(self.dst.root + "/")
             at = pc.index_in(todo["rel_path"], value_set=done["rel_path"].combine_chunks())
@@ -341,15 +351,9 @@ class RestoreJob(Plan):
             if pc.any(candidates).as_py():
                 taken = self.restored_to(found.filter(candidates).to_pylist())
                 key = pc.if_else(pc.is_in(fold(found), pa.array(taken, pa.string())), "", found)
-                recorded = pc.fill_null(pc.take(done["written_at"], at).cast(pa.int64()), -1)
-                written = pc.if_else(pc.equal(key, ""), -1, recorded)
                 recorded = pc.fill_null(pc.take(done["output_sha256"], at), "")
                 sha256 = pc.if_else(pc.equal(key, ""), "", recorded)
-        return (
-            todo.append_column("earlier", key)
-            .append_column("earlier_at", written)
-            .append_column("earlier_sha256", sha256)
-        )
+        return todo.append_column("earlier", key).append_column("earlier_sha256", sha256)
 
     def output_keys(self, outputs: pa.Table) -> pa.Array:
         """The keys in DST of the files `outputs` lists (as `outputs` gives them)."""

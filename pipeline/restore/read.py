@@ -51,7 +51,6 @@ READ_COLUMNS = (
     "kept_path",  # the kept source to copy as it is (archive's filesystem); "" for none
     "kept_key",  # where kept_data or the copy go under DST
     "earlier",  # the key in DST of an earlier output of the image, to remove; "" if none
-    "earlier_at",  # when the restore that wrote it recorded it (microseconds); -1 if none
     "earlier_sha256",  # the SHA-256 that restore recorded of it; "" if none
     "replaces",  # the SHA-256 a restore recorded of the file now at the output's key; "" if none
     "in_the_way",  # why a file at the output's key that no restore recorded stays; "" if none

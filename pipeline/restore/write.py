@@ -264,18 +264,15 @@ def leave_others(rows: list[Row], dst: Location, image_format: str) -> None:
 
 def earlier_output(row: Row) -> Earlier | None:
     """The output an earlier restore gave the image, which this row's replaces under another
-    key (stage.remove_earlier): "earlier" is its key in DST ("" for none), "earlier_at" when
-    that restore recorded it, in microseconds, and "earlier_sha256" the SHA-256 it recorded
-    of the file (restore/plan.py; -1 or "": unknown). A file whose bytes are not those stays;
-    without a SHA-256 recorded, a file modified after that time stays, and so does a copy
-    whose bytes are not the source's any more."""
+    key (stage.remove_earlier): "earlier" is its key in DST ("" for none), and
+    "earlier_sha256" the SHA-256 that restore recorded of the file (restore/plan.py; "":
+    none). A file whose bytes are not those stays, and so does one with no SHA-256 recorded,
+    and a copy whose bytes are not the source's any more."""
     key = row.get("earlier")
     if row["status"] not in ("ok", KEPT) or not isinstance(key, str) or not key:
         return None
-    at = row.get("earlier_at")
-    written_at = at / 1e6 if isinstance(at, (int, np.integer)) and at >= 0 else None
     sha256 = row.get("earlier_sha256") or None
     if key == row["rel_path"]:  # the copy of a kept source: its bytes are the source's
         sha256 = sha256 or row.get("source_sha256") or None
-        return Earlier(key, "copy of the kept source", written_at, sha256)
-    return Earlier(key, "restored image", written_at, sha256)
+        return Earlier(key, "copy of the kept source", sha256, proven=True)
+    return Earlier(key, "restored image", sha256, proven=True)

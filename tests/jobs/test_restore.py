@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import bomb_png, cli_env, encode, photo, run_cli, write_tree
@@ -547,3 +548,53 @@ def test_restored_files_get_their_sources_modification_time(
     for name in ("a.png.png", "b.jpg.png", "sub/c.png.png", "notes.txt"):
         assert (dst / name).stat().st_mtime_ns == then // 1000 * 1000, name
     assert (dst / "notes.txt").stat().st_mode & 0o777 == 0o600
+
+
+def forget_output_sha256(dst: Path) -> None:
+    """Make DST's manifest one part whose rows record no output_sha256, as rows written before
+    restores recorded it do."""
+    manifest = Location.parse(str(dst / "manifest"))
+    table = read_manifest(manifest, RESTORE_SCHEMA)
+    index = table.schema.get_field_index("output_sha256")
+    table = table.set_column(index, "output_sha256", pa.nulls(len(table), pa.string()))
+    for part in (dst / "manifest").glob("*.parquet"):
+        part.unlink()
+    write_part(manifest, table)
+
+
+def test_outputs_no_sha256_vouches_for_are_neither_replaced_nor_removed(
+    ray_cluster, small_photos, tiny_model, tmp_path
+):
+    """Rows that record no output_sha256: an output edited since is not replaced by a restore
+    that writes its key again (--to-srgb), and no output is removed for another --format,
+    edited or not: nothing tells an edit. Each row says why."""
+    archive, dst = tmp_path / "archive", tmp_path / "restored"
+    assert run_cli("archive", small_photos, archive, "--model", tiny_model) == 0
+    restore_args = ("restore", archive, dst, "--model", tiny_model)
+    assert run_cli(*restore_args) == 0
+    forget_output_sha256(dst)
+    (dst / "a.png.png").write_bytes(b"edited by hand")
+    assert run_cli(*restore_args, "--to-srgb") == 1
+    assert (dst / "a.png.png").read_bytes() == b"edited by hand"
+    rows = restore_rows(dst)
+    assert rows["a.png"]["status"] == "error" and rows["a.png"]["error"] == (
+        "DST/a.png.png was written by a restore whose row records no SHA-256 of it, so an "
+        "edit since cannot be told, and it is not what this restore gives: it is left as it "
+        "is (--overwrite replaces it)"
+    )
+    assert rows["b.jpg"]["status"] == "ok"  # the same bytes as before: taken as they are
+
+    forget_output_sha256(dst)
+    (dst / "b.jpg.png").write_bytes(b"edited after a skip")
+    assert run_cli(*restore_args, "--to-srgb") == 1  # a.png stays an error; b.jpg is skipped
+    forget_output_sha256(dst)
+    assert run_cli(*restore_args, "--to-srgb", "--format", "jpeg") == 0
+    assert (dst / "b.jpg.png").read_bytes() == b"edited after a skip"
+    assert (dst / "sub/c.png.png").exists() and (dst / "b.jpg.jpeg").exists()
+    rows = restore_rows(dst)
+    for name in ("b.jpg", "sub/c.png"):
+        assert rows[name]["status"] == "ok"
+        assert (
+            f"the earlier restored image {name}.png has no SHA-256 recorded to tell whether it "
+            "was changed since it was written: left there"
+        ) in rows[name]["conversion"]
