@@ -40,7 +40,7 @@ from pipeline.format import (
 )
 from pipeline.inventory import scan_inventory
 from pipeline.job import Plan, Stages, output_table
-from pipeline.manifest import conform
+from pipeline.manifest import conform, list_parts
 from pipeline.resources import Resources
 from pipeline.sources import (
     IMAGE_EXTENSIONS,
@@ -466,6 +466,36 @@ def source_buckets(
     return Buckets(LISTING_SCHEMA).extend(pages), prefix
 
 
+def check_outside_archives(dst: Location) -> None:
+    """ValueError when DST is or lies in the lr/, kept/ or manifest/ folder of an archive (a
+    folder whose manifest/ holds parts of an archive manifest, or parts that do not read):
+    its files would mix with that archive's, which records none of them. Only the folders
+    above DST named so are looked at; a local DST with its symbolic links resolved."""
+    root = os.path.realpath(dst.root) if dst.protocol == "file" else dst.root
+    parts = root.split("/")
+    for i in range(1, len(parts)):
+        if parts[i] not in (LR_DIR, KEPT_DIR, MANIFEST_DIR):
+            continue
+        archive = Location(dst.protocol, "/".join(parts[:i]) or "/", dst.options)
+        try:
+            manifest = list_parts(archive.child(MANIFEST_DIR))
+        except OSError:  # a folder that cannot be listed tells nothing; DST's own errors later
+            continue
+        if not manifest:
+            continue
+        try:
+            with archive.filesystem().open(manifest[0], "rb") as f:
+                names = pq.read_schema(f).names
+        except Exception:  # a part that does not read may still be an archive's: refused
+            names = ARCHIVE_COLUMNS
+        if set(names) >= ARCHIVE_COLUMNS:
+            raise ValueError(
+                f"DST {dst.uri!r} lies in the {parts[i]}/ folder of archive {archive.uri!r}: "
+                "its files would mix with that archive's, which records none of them; write "
+                "the archive somewhere else"
+            )
+
+
 def prepare_archive(config: ArchiveConfig) -> ArchiveJob:
     """Check the configuration and resolve it against storage and the model, without Ray;
     every problem is a ValueError naming it."""
@@ -486,6 +516,7 @@ def prepare_archive(config: ArchiveConfig) -> ArchiveJob:
                 f"SRC {src.uri!r} lies in DST's {name}/ folder: the archive would take in its "
                 "own files; archive from elsewhere"
             )
+    check_outside_archives(dst)
     options = s3_options(config.storage_options)
     inventory = None
     if config.inventory is not None:

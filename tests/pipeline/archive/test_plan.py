@@ -9,13 +9,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import write_tree
+from conftest import make_bucket, write_tree
 
 from pipeline.archive.plan import ArchiveConfig, ArchiveJob, collisions, prepare_archive
 from pipeline.buckets import Buckets
 from pipeline.format import ARCHIVE_SCHEMA, RESTORE_SCHEMA, TRANSPARENT_REASON
 from pipeline.job import OUTPUT_SCHEMA
-from pipeline.manifest import to_table
+from pipeline.manifest import to_table, write_part
 from pipeline.sources import LISTING_SCHEMA
 from pipeline.storage import Location
 
@@ -364,3 +364,32 @@ def test_a_relative_model_folder_is_given_to_the_model_actors_as_an_absolute_pat
     job = prepare_archive(config)
     assert job.model_ref == tiny_model
     assert job.stages().model_kwargs["model"] == tiny_model
+
+
+@pytest.mark.parametrize("folder", ["lr", "kept", "manifest"])
+def test_a_dst_inside_another_archives_folders_is_refused(folder, tiny_model, tmp_path: Path):
+    """An archive written into another's lr/ would be files no row of that archive records."""
+    src = write_tree(tmp_path / "src", {"a.png": b"x"})
+    (tmp_path / "a1" / "manifest").mkdir(parents=True)
+    pq.write_table(ARCHIVE_SCHEMA.empty_table(), tmp_path / "a1" / "manifest" / "part-0.parquet")
+    (tmp_path / "link").symlink_to(tmp_path / "a1" / folder)
+    for dst in (tmp_path / "a1" / folder / "x", tmp_path / "a1" / folder, tmp_path / "link"):
+        config = ArchiveConfig(src=str(src), dst=str(dst), model=tiny_model)
+        with pytest.raises(ValueError, match=rf"lies in the {folder}/ folder of archive '.*/a1'"):
+            prepare_archive(config)
+    # A restore's DST (its manifest is no archive's) and an archive's other folders are not.
+    (tmp_path / "r" / "manifest").mkdir(parents=True)
+    pq.write_table(RESTORE_SCHEMA.empty_table(), tmp_path / "r" / "manifest" / "part-0.parquet")
+    for dst in (tmp_path / "r" / folder / "x", tmp_path / "a1" / "other" / "lr"):
+        prepare_archive(ArchiveConfig(src=str(src), dst=str(dst), model=tiny_model))
+
+
+def test_a_dst_inside_another_archives_lr_on_s3_is_refused(s3_env: str, tiny_model, tmp_path):
+    make_bucket(s3_env, "nested")
+    src = write_tree(tmp_path / "src", {"a.png": b"x"})
+    dst = Location.parse("s3://nested/a1")
+    write_part(dst.child("manifest"), ARCHIVE_SCHEMA.empty_table())
+    config = ArchiveConfig(src=str(src), dst="s3://nested/a1/lr/x", model=tiny_model)
+    with pytest.raises(ValueError, match=r"lies in the lr/ folder of archive 's3://nested/a1'"):
+        prepare_archive(config)
+    prepare_archive(replace(config, dst="s3://nested/a2/lr/x"))
