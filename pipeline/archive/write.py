@@ -69,12 +69,12 @@ def write_lr(
         earlier = str(row.get("outputs") or "").split()
         if permanent and "lr" in earlier:
             # A source archived before that fails now (a truncated copy, bit rot) may be worse
-            # than the LR made of it: that LR stays, and the row says where.
+            # than the LR made of it: that LR stays, and the row records it, also when
+            # --keep-failed keeps the source as it is now beside it.
             row["error"] += f"; the LR of an earlier version stays at {lr_key(row['rel_path'])}"
             row["outputs"] = ""
-            if not keep_failed:
-                record_earlier_lr(row, dst)
-        elif permanent and "kept" in earlier and not keep_failed:
+            record_earlier_lr(row, dst)
+        if permanent and "kept" in earlier and not keep_failed:
             record_earlier_kept(row, dst)  # which stays: no output of this run replaces it
         if keep_failed and permanent:
             row.update(status=KEPT, kept_reason=row["error"], error=None, error_kind=None)
@@ -127,9 +127,10 @@ def write_lr(
 
 
 def record_earlier_lr(row: Row, dst: Location) -> None:
-    """Give an error row the record of the LR an earlier version of its source left in DST
-    (its URI, size, SHA-256, and the image size, scale and model its header names), so that a
-    restore still gives that version back; as it is when that LR cannot be read."""
+    """Give the row of a source that fails now (an error row, or a kept one with
+    --keep-failed) the record of the LR an earlier version of it left in DST (its URI, size,
+    SHA-256, and the image size, scale and model its header names), so that a restore still
+    gives that version back; as it is when that LR cannot be read."""
     path = dst.join(lr_key(row["rel_path"]))
     try:
         data = dst.filesystem().cat_file(path)

@@ -324,6 +324,11 @@ def test_a_source_that_fails_after_it_was_archived_leaves_the_earlier_lr(
     assert row["status"] == "kept" and "stays at lr/good.jpg.png" in row["kept_reason"]
     assert (dst / "kept" / "good.jpg").read_bytes() == good[:200]
     assert (dst / "lr" / "good.jpg.png").read_bytes() == lr
+    # The kept row records both files: the copy kept now and the LR of the earlier version.
+    assert row["kept_uri"] == str(dst / "kept" / "good.jpg")
+    assert row["lr_uri"] == str(dst / "lr" / "good.jpg.png")
+    assert (row["lr_bytes"], row["width"]) == (len(lr), 96)
+    assert row["lr_sha256"] == hashlib.sha256(lr).hexdigest()
 
 
 def test_outputs_that_clash_as_a_file_and_a_folder_fail_once_and_can_be_kept(
