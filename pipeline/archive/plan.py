@@ -146,7 +146,9 @@ class ArchiveJob(Plan):
         if done is None or self.config.overwrite:
             return error_rows, graph_rows(images, outputs)
         self.refuse_other_sources(images, done)
-        if not self.config.retry_errors:
+        if not (self.config.retry_errors or self.config.keep_failed):
+            # Found again, they are not this run's; but --keep-failed, which keeps every file,
+            # cannot keep these either (a name no store holds, a link to a folder): its errors.
             error_rows = self.as_before(error_rows, done)
         settled = self.finished(images, done, outputs)
         todo = images.filter(pc.invert(pc.is_in(images["rel_path"], settled["rel_path"])))
@@ -368,7 +370,7 @@ def path_errors(rel_paths: pa.ChunkedArray) -> pa.Array:
         try:
             check_rel_path(rel_paths[int(i)].as_py())
         except ValueError as e:
-            messages[i] = str(e)
+            messages[i] = f"{e}; rename it: under this name it can be neither archived nor kept"
     return pa.array(messages, pa.string())
 
 
@@ -397,14 +399,14 @@ def collisions(images: pa.Table, archived: pa.Array | None = None) -> pa.Array:
             if first:
                 message[path] = (
                     f"rel_path collides with {', '.join(map(repr, first))}, archived already, on "
-                    "a case-insensitive or Unicode-normalising store (one LR file for both): "
-                    "rename this one"
+                    "a case-insensitive or Unicode-normalising store (one LR file for both, or "
+                    "kept copy): rename this one"
                 )
                 continue
             others = ", ".join(repr(p) for p in sorted(paths) if p != path)
             message[path] = (
                 f"rel_path collides with {others} on a case-insensitive or Unicode-normalising "
-                "store (one LR file for both): rename one"
+                "store (one LR file for both, or kept copy): rename one"
             )
     if not message:
         return pa.nulls(len(images), pa.string())

@@ -21,6 +21,7 @@ from pipeline.storage import Location
 
 MODEL = "m1"
 T1, T2 = 1_700_000_000_000_000, 1_700_000_500_000_000
+T1_TIME = pa.scalar(T1, pa.timestamp("us", tz="UTC")).as_py()
 
 
 def plan(tmp_path: Path, verify: bool = False) -> ArchiveJob:
@@ -285,6 +286,29 @@ def test_earlier_permanent_failures_are_carried_unless_retried(tmp_path: Path):
     assert written["rel_path"].to_pylist() == ["link-dir"]  # found again: this run's error
     assert written["written_at"].to_pylist() == [None]
     assert len(todo) == 3
+
+
+def test_what_keep_failed_cannot_keep_either_is_its_own_error_saying_rename(tmp_path: Path):
+    """A name no store holds (a backslash, a tab, a case collision) fails every run the same:
+    carried as an earlier failure without --keep-failed, but an error of a --keep-failed run,
+    which keeps every file and cannot keep these; each says to rename the file."""
+    names = ["A.png", "a.png", "back\\slash.png", "tab\t.png"]
+    images = listing([(p, 5, T1, None, None) for p in names])
+    written, todo = plan(tmp_path).split(images, None, lr_files([]))
+    assert len(todo) == 0 and written["status"].to_pylist() == ["error"] * 4
+    assert all("rename" in e for e in written["error"].to_pylist())
+    rows = written.set_column(
+        ARCHIVE_SCHEMA.get_field_index("written_at"),
+        "written_at",
+        pa.array([T1] * 4, pa.timestamp("us", tz="UTC")),
+    )
+    carried, _ = plan(tmp_path).split(images, rows, lr_files([]))
+    assert carried["written_at"].to_pylist() == [T1_TIME] * 4
+    job = plan(tmp_path)
+    keep_failed = replace(job, config=replace(job.config, keep_failed=True))
+    written, todo = keep_failed.split(images, rows, lr_files([]))
+    assert len(todo) == 0 and written["written_at"].to_pylist() == [None] * 4
+    assert written["error"].to_pylist() == rows["error"].to_pylist()
 
 
 def test_paths_that_could_leave_src_are_error_rows_never_read(tmp_path: Path):
