@@ -166,9 +166,10 @@ class Plan(ABC):
         """The folders under DST the job writes into, where a stopped job leaves its
         temporary files (stale_temps): never SRC inside DST, nor a user's files beside."""
 
-    def own_temps(self, keys: set[str]) -> set[str]:
+    def own_temps(self, keys: set[str], todo: pa.Table) -> set[str]:
         """Of the temporary files at `keys` ("/"-separated paths under DST) in temp_folders,
-        those of the job's writes."""
+        those of the job's writes that this run may remove: here all of them, the folders
+        being the job's own. `todo`: one bucket of the images this run writes (split)."""
         return keys
 
     @abstractmethod
@@ -381,14 +382,20 @@ def run(plan: Plan) -> JobResult:
             return run_held(plan, lease)
 
 
-def remove_stale_temps(plan: Plan, lease: Lease) -> None:
-    """Delete the temporary files a stopped job left in DST (stale_temps) where the job
-    writes (temp_folders, own_temps), but those its manifest may record (Plan.recorded)."""
+def stale_temp_keys(plan: Plan, lease: Lease) -> dict[str, str]:
+    """The temporary files a stopped job left in DST (stale_temps) where the job writes
+    (temp_folders): {its "/"-separated key under DST: its path}."""
     fs, found = plan.dst.filesystem(), {}
     for folder in plan.temp_folders():
         for path in stale_temps(fs, folder.root, lease.stopped_since, lease.acquired_at):
             found[os.path.relpath(path, plan.dst.root).replace(os.sep, "/")] = path
-    keys = {found[key]: key for key in plan.own_temps(set(found))} if found else {}
+    return found
+
+
+def remove_stale_temps(plan: Plan, found: dict[str, str], own: set[str]) -> None:
+    """Delete the temporary files `found` (stale_temp_keys) of the job's writes (`own`,
+    Plan.own_temps of each bucket split), but those its manifest may record (Plan.recorded)."""
+    keys = {found[key]: key for key in own}
     stale = keys.keys() - (plan.recorded(keys) if keys else set())
     for path in stale:
         with contextlib.suppress(FileNotFoundError):  # removed meanwhile
@@ -438,11 +445,13 @@ def run_held(plan: Plan, lease: Lease) -> JobResult:
 
     try:
         check_nodes(plan, lease)
-        remove_stale_temps(plan, lease)
+        temps, own_temps = stale_temp_keys(plan, lease), set()
         writer = ManifestWriter(manifest, plan.schema, flush_rows=PLAN_PART_ROWS)
         blocks, total = [], 0
         size = block_rows(plan.images.rows, config.batch_size)
         for rows, images, recorded in split_buckets(plan):
+            if temps:
+                own_temps |= plan.own_temps(set(temps), images)
             writer.add(rows.filter(pc.invert(recorded)))
             earlier = carried_failures(rows)
             permanent += pc.sum(earlier).as_py() or 0
@@ -452,6 +461,7 @@ def run_held(plan: Plan, lease: Lease) -> JobResult:
             todo += len(images)
             total += len(rows) + len(images)
         writer.close()
+        remove_stale_temps(plan, temps, own_temps)  # before any write of this run
         resources = plan_resources(
             config.workers,
             config.gpus_per_worker,

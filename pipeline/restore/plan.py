@@ -135,40 +135,34 @@ class RestoreJob(Plan):
         """DST, where images are restored at their rel_paths."""
         return [self.dst]
 
-    def own_temps(self, keys: set[str]) -> set[str]:
-        """The temporary files of manifest/, and of what the restore writes for one of its
-        images: a restored image (DST/<rel_path>.<any format>) or a kept source's copy
-        (DST/<rel_path>). A user's own hidden file in DST that looks like a temporary one is
-        not the restore's, as no image of the archive has its name."""
+    def own_temps(self, keys: set[str], todo: pa.Table) -> set[str]:
+        """The temporary files of manifest/, and of the outputs this run writes: those of
+        `todo` at their keys now (keys_now), which the write replaces anyway. DST is a
+        user's folder: a hidden file there named as a temporary one of another output (one
+        skipped, of another --format, of no image) is left, as no write of this run is
+        cut short there."""
         own = {key for key in keys if key.startswith(MANIFEST_DIR + "/")}
         stems: dict[tuple[str, str], list[str]] = {}  # (folder, temp_stem) -> temporary files
         for key in keys - own:
             folder, _, name = key.rpartition("/")
             stems.setdefault((folder, temp_target(name)), []).append(key)
-        if not stems:
+        if not stems or not len(todo):
             return own
-        # An output's temporary file holds its name's first TEMP_NAME_BYTES: the rel_path
-        # is its stem, less an output suffix (exact), or, when a long name was cut, begins
-        # with the stem less the longest suffix (".jpeg").
+        # An output's temporary file holds its name's first TEMP_NAME_BYTES: the output's key
+        # is its stem, or, when a long name was cut (maybe within a character), begins with it.
         exact, cut = set(), set()
         for folder, stem in stems:
             path = f"{folder}/{stem}" if folder else stem
-            exact.update(path.removesuffix("." + image_format) for image_format in OUTPUT_FORMATS)
             exact.add(path)
-            if len(os.fsencode(stem)) > TEMP_NAME_BYTES - 4:  # cut, maybe within a character
-                cut.add(path[: -len(".jpeg")])
-        exact_paths = pa.array(sorted(exact), pa.string())
-        for k in range(self.items.n):
-            bucket = self.items.bucket(k, self.items.n)
-            found = pc.is_in(bucket["rel_path"], value_set=exact_paths)
-            for prefix in cut:
-                found = pc.or_(found, pc.starts_with(bucket["rel_path"], prefix))
-            for item in bucket.filter(found).select(["rel_path", "kept_uri"]).to_pylist():
-                folder, _, name = item["rel_path"].rpartition("/")
-                outputs = [name] if item["kept_uri"] else []
-                outputs += [f"{name}.{image_format}" for image_format in OUTPUT_FORMATS]
-                for output in outputs:
-                    own.update(stems.get((folder, temp_stem(output)), ()))
+            if len(os.fsencode(stem)) > TEMP_NAME_BYTES - 4:
+                cut.add(path)
+        now = self.keys_now(todo)
+        found = pc.is_in(now, value_set=pa.array(sorted(exact), pa.string()))
+        for prefix in cut:
+            found = pc.or_(found, pc.starts_with(now, prefix))
+        for key in now.filter(found).to_pylist():
+            folder, _, name = key.rpartition("/")
+            own.update(stems.get((folder, temp_stem(name)), ()))
         return own
 
     def output_rel_path(self, key: str) -> str | None:

@@ -598,3 +598,32 @@ def test_outputs_no_sha256_vouches_for_are_neither_replaced_nor_removed(
             f"the earlier restored image {name}.png has no SHA-256 recorded to tell whether it "
             "was changed since it was written: left there"
         ) in rows[name]["conversion"]
+
+
+def test_a_rerun_deletes_only_the_temporary_files_of_what_it_writes_again(
+    archive, tiny_model, tmp_path
+):
+    """DST is a folder of one's own: hidden files named as the restore's temporary ones, of
+    an old modification time, stay when the re-run writes nothing at their names (skipped
+    images, another --format, no image); the one of an output the re-run writes again goes,
+    as the write would replace it."""
+    dst = tmp_path / "restored"
+    args = ("restore", archive, dst, "--model", tiny_model)
+    assert run_cli(*args) == 0
+    names = [
+        f".a.png.png.{'1' * 32}.tmp",  # of an image restored now, skipped on the re-run
+        f".a.png.jpeg.{'2' * 32}.tmp",  # of another --format
+        f".b.jpg.png.{'3' * 32}.tmp",  # redone below: its output is gone
+        f".d.jpg.{'4' * 32}.tmp",  # of no image of the archive
+        f"sub/.c.png.png.{'5' * 32}.tmp",
+    ]
+    for name in names:
+        (dst / name).write_bytes(b"mine")
+        os.utime(dst / name, (1.6e9, 1.6e9))
+    assert run_cli(*args) == 0
+    assert all((dst / name).exists() for name in names)
+    assert {r["status"] for r in restore_rows(dst).values()} == {"skipped"}
+    (dst / "b.jpg.png").unlink()
+    assert run_cli(*args) == 0
+    assert [name for name in names if not (dst / name).exists()] == [names[2]]
+    assert restore_rows(dst)["b.jpg"]["status"] == "ok"

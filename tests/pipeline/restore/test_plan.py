@@ -304,32 +304,44 @@ def test_a_restore_of_an_archive_a_job_writes_into_warns(tmp_path, caplog):
     ]
 
 
-def test_a_restore_takes_for_its_own_only_the_temporary_files_of_what_it_writes():
-    """DST may be a folder of one's own files: a user's hidden file named as a temporary one
-    is not the restore's to delete, a kept source's copy's or a long name's is."""
+def test_a_restore_takes_for_its_own_only_the_temporary_files_of_what_it_writes_now():
+    """DST may be a folder of one's own files: of the files named as temporary ones, the
+    restore takes for its own those of manifest/ and of the outputs it writes now (its to-do
+    images in this --format, a kept source's copy, a long name's cut), which the write
+    replaces anyway; not a user's hidden file named as one of an output it skips, of another
+    format, of a source kept as it is, or of no image."""
     long = "é" * 40 + ".tif"  # 84 bytes: its temporary files hold its first 64 (63: é is 2)
-    names = ["a/b.jpg", "b.jpg", "notes/notes.txt", f"d/{long}", "readme"]
-    for memory_rows in (10**6, 2):  # one bucket in memory; spilled to 64 buckets
-        with items(names, {"notes/notes.txt"}, memory_rows) as buckets:
-            job = restore_job(buckets, "/restored")
-            assert [folder.root for folder in job.temp_folders()] == ["/restored"]
-            own = {
-                "a/.b.jpg.png.{}.tmp",
-                ".b.jpg.webp.{}.tmp",
-                "manifest/.part-1.parquet.{}.tmp",
-                "notes/.notes.txt.{}.tmp",  # a kept source's copy
-                f"d/.{temp_stem(long + '.png')}.{{}}.tmp",
-                f"d/.{temp_stem(long)}.{{}}.tmp",
-            }
-            others = {
-                ".draft.{}.tmp",  # no image named so
-                "a/.b.jpg.{}.tmp",  # a/b.jpg is restored to a/b.jpg.png, not copied
-                ".notes.txt.{}.tmp",  # another folder
-                "d/.{}.{{}}.tmp".format("é" * 31),  # a shorter name
-                ".readme.tif.{}.tmp",
-            }
-            named = {key: key.format(uuid.uuid4().hex) for key in own | others}
-            assert job.own_temps(set(named.values())) == {named[key] for key in own}
+    todo = pa.table(
+        {
+            "rel_path": ["a/b.jpg", "notes/notes.txt", f"d/{long}", "readme"],
+            "kept_uri": ["", "/archive/kept/notes/notes.txt", "", ""],
+        }
+    )
+    job = restore_job(items(["a/b.jpg"], set(), 10**6), "/restored")
+    assert [folder.root for folder in job.temp_folders()] == ["/restored"]
+    own = {
+        "a/.b.jpg.png.{}.tmp",
+        "manifest/.part-1.parquet.{}.tmp",
+        "notes/.notes.txt.{}.tmp",  # a kept source's copy
+        f"d/.{temp_stem(long + '.png')}.{{}}.tmp",
+        ".readme.png.{}.tmp",
+    }
+    others = {
+        ".draft.{}.tmp",  # no image named so
+        "a/.b.jpg.{}.tmp",  # a/b.jpg is restored to a/b.jpg.png, not copied
+        "a/.b.jpg.webp.{}.tmp",  # another --format
+        ".b.jpg.png.{}.tmp",  # an image not restored now (skipped)
+        ".notes.txt.{}.tmp",  # another folder
+        "notes/.notes.txt.png.{}.tmp",  # a kept source is copied, not restored to an image
+        "d/.{}.{{}}.tmp".format("é" * 31),  # a shorter name
+        ".readme.tif.{}.tmp",
+    }
+    named = {key: key.format(uuid.uuid4().hex) for key in own | others}
+    assert job.own_temps(set(named.values()), todo) == {named[key] for key in own}
+    none_to_do = todo.slice(0, 0)
+    assert job.own_temps(set(named.values()), none_to_do) == {
+        named[own_key] for own_key in own if own_key.startswith("manifest/")
+    }
 
 
 def test_kept_files_of_an_archive_without_manifest_are_hidden_ones_too_not_temporaries():
