@@ -669,12 +669,22 @@ def lr_items(archive: Location, listing: pa.Table, only: str | None) -> pa.Table
 
 
 def kept_items(archive: Location, listing: pa.Table, only: str | None) -> pa.Table:
-    """Sources kept under ARCHIVE/kept/, hidden ones too, but for the temporary files of
-    writes (TEMP_PATH)."""
-    names = listing["rel_path"]
-    temporary = pc.match_substring_regex(names, TEMP_PATH)
-    table = matching(pa.table({"rel_path": names.filter(pc.invert(temporary))}), only)
-    return items_table(table["rel_path"], None, uris(archive, KEPT_DIR, table["rel_path"], ""))
+    """Sources kept under ARCHIVE/kept/, hidden ones too. Those named as the temporary files
+    of writes (TEMP_PATH) are among them, with a warning: with no manifest, nothing tells a
+    hidden source kept so from what an archive stopped mid-write left."""
+    table = matching(listing.select(["rel_path"]), only)
+    names = table["rel_path"]
+    temporary = names.filter(pc.match_substring_regex(names, TEMP_PATH))
+    if len(temporary):
+        logger.warning(
+            "restore: %s in ARCHIVE/kept/ named as the temporary file of a write (%r): with "
+            "no archive manifest to tell a hidden source kept as it is from what an archive "
+            "stopped mid-write left, restored as kept sources; delete from DST those that "
+            "are no source of yours",
+            plural(len(temporary), "file"),
+            temporary[0].as_py(),
+        )
+    return items_table(names, None, uris(archive, KEPT_DIR, names, ""))
 
 
 def items_table(rel_paths: pa.ChunkedArray, lr: Any, kept: Any) -> pa.Table:

@@ -344,15 +344,26 @@ def test_a_restore_takes_for_its_own_only_the_temporary_files_of_what_it_writes_
     }
 
 
-def test_kept_files_of_an_archive_without_manifest_are_hidden_ones_too_not_temporaries():
-    """--keep-failed keeps hidden files (.picasa.ini, an AppleDouble "._a.jpg"): restored
-    from ARCHIVE/kept/ alone, they come back; a write's temporary file does not."""
+def test_kept_files_of_an_archive_without_manifest_are_hidden_ones_too_with_a_warning(caplog):
+    """--keep-failed keeps hidden files (.picasa.ini, an AppleDouble "._a.jpg", one named as
+    a write's temporary file): restored from ARCHIVE/kept/ alone, they all come back, and a
+    warning names those that may be what an archive stopped mid-write left instead."""
     names = [".picasa.ini", "d/._a.jpg", ".darktable/a.xmp", "notes.txt"]
     names += [
         ".notes.txt.0123456789abcdef0123456789abcdef.tmp",
         "d/.x.0123456789abcdef0123456789abcdef.tmp",
     ]
     archive = Location.parse("/archive")
-    items = kept_items(archive, pa.table({"rel_path": names}), None)
-    assert items["rel_path"].to_pylist() == names[:4]
+    only_d = kept_items(archive, pa.table({"rel_path": names}), "d/*")
+    assert only_d["rel_path"].to_pylist() == names[1::4]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="tadm"):
+        items = kept_items(archive, pa.table({"rel_path": names}), None)
+    assert items["rel_path"].to_pylist() == names
     assert items["kept_uri"].to_pylist()[0] == "/archive/kept/.picasa.ini"
+    assert caplog.messages == [
+        "restore: 2 files in ARCHIVE/kept/ named as the temporary file of a write "
+        "('.notes.txt.0123456789abcdef0123456789abcdef.tmp'): with no archive manifest to "
+        "tell a hidden source kept as it is from what an archive stopped mid-write left, "
+        "restored as kept sources; delete from DST those that are no source of yours",
+    ]
