@@ -180,7 +180,11 @@ def read_kept(
     try:
         kind = fs.info(path)["type"]
     except FileNotFoundError:
-        raise OSError(f"kept file {row['kept_uri']} is missing") from None
+        raise OSError(
+            f"kept file {row['kept_uri']} is missing, and the archive holds no other copy of "
+            f"the source: put it back from a backup (`tadm inspect {archive.uri} --check` "
+            "lists what else is missing) and run the restore again"
+        ) from None
     if kind != "file":
         raise ValueError(f"kept file {row['kept_uri']} is not a regular file")
     key = str(row["rel_path"])
