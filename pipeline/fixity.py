@@ -40,6 +40,7 @@ class Recorded:
     key: str
     size: int | None
     sha256: str | None
+    failed: bool = False  # an error row's file, of an earlier run
 
 
 @dataclass
@@ -92,6 +93,8 @@ def check_archive(archive: Location, manifest: Merged, unfinished: bool = False)
                     fixity.files += 1
                     fixity.bytes += size
                     fixity.size_only += file.sha256 is None
+                    if problem and not problem.startswith("not read"):
+                        problem = f"{problem}: {remedy(file, problem)}"
                     if problem:
                         fixity.problems.append(
                             {"rel_path": file.rel_path, "file": file.key, "problem": problem}
@@ -122,6 +125,32 @@ UNRECORDED_BY_A_JOB = (
     "no manifest row records it yet: the job the lease names wrote it after its last rows; "
     "run that job again (or let it finish)"
 )
+
+
+# What to do about a recorded file not as recorded, by folder and whether it is missing. The
+# archive's skip rule redoes an image whose LR or kept copy is missing or of another size, not
+# one of the same size with other bytes: that file is removed first.
+AGAIN = "`tadm archive SRC ARCHIVE` (its options as before) {} while SRC holds the source"
+LR_AGAIN, KEPT_AGAIN = AGAIN.format("writes it again"), AGAIN.format("copies it again")
+FROM_ARCHIVE, FROM_SOURCE = (
+    "put it back from a copy of the archive",
+    "put it back from a copy of the source",
+)
+REMEDIES = {
+    (LR_DIR, True): f"{LR_AGAIN}; or {FROM_ARCHIVE}",
+    (LR_DIR, False): f"remove it, and {LR_AGAIN}; or {FROM_ARCHIVE}",
+    (KEPT_DIR, True): f"{FROM_SOURCE}; or {KEPT_AGAIN}",
+    (KEPT_DIR, False): f"{FROM_SOURCE}; or remove it, and {KEPT_AGAIN}",
+}
+
+
+def remedy(file: Recorded, problem: str) -> str:
+    """What to do about `file`, which check_file found not as recorded (`problem`)."""
+    if problem.startswith("cannot be read"):
+        return "run the check again once the storage reads it"
+    if file.failed:  # an earlier run's file, which a failed image's re-run leaves as it is
+        return FROM_ARCHIVE
+    return REMEDIES[file.key.split("/", 1)[0], problem == "missing"]
 
 
 def names(table: pa.Table, rows: pa.Array, suffix: str) -> pa.Table:
@@ -172,11 +201,13 @@ def recorded_files(table: pa.Table) -> Iterator[Recorded]:
     rows = table.select(columns)
     for row, is_lr, is_kept in zip(rows.to_pylist(), lr.to_pylist(), kept.to_pylist(), strict=True):
         rel_path = row["rel_path"] or ""
+        failed = row["status"] == "error"
         if is_lr:
-            yield Recorded(rel_path, lr_key(rel_path), row["lr_bytes"], row["lr_sha256"])
+            key = lr_key(rel_path)
+            yield Recorded(rel_path, key, row["lr_bytes"], row["lr_sha256"], failed)
         elif is_kept:
-            size = None if row["status"] == "error" else row["source_bytes"]
-            yield Recorded(rel_path, kept_key(rel_path), size, row["source_sha256"])
+            size = None if failed else row["source_bytes"]
+            yield Recorded(rel_path, kept_key(rel_path), size, row["source_sha256"], failed)
 
 
 def check_file(

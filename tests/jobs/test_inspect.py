@@ -387,27 +387,46 @@ def test_check_reads_back_every_recorded_file(tmp_path: Path, capsys):
     )
     (tmp_path / "lr/old.png").write_bytes(b"LR")
     assert run_cli("inspect", tmp_path, "--check") == 1
-    assert capsys.readouterr().out.splitlines()[-1] == "  lr/old.png: 2 bytes, not the 10 recorded"
+    assert (
+        capsys.readouterr()
+        .out.splitlines()[-1]
+        .startswith(
+            "  lr/old.png: 2 bytes, not the 10 recorded: remove it, and `tadm archive SRC ARCHIVE`"
+        )
+    )
     (tmp_path / "lr/old.png").unlink()
     write_manifest(tmp_path, [old | {"lr_bytes": None, "status": "error"}])
 
     (tmp_path / "lr/edited.png").write_bytes(b"LR of EDITED")
     (tmp_path / "lr/gone.png").unlink()
     (tmp_path / "lr/short.png").write_bytes(b"LR of")
+    (tmp_path / "kept/notes.txt").unlink()
     (tmp_path / "kept/pipe.txt").unlink()
     os.mkfifo(tmp_path / "kept/pipe.txt")  # read as it is, it would hang the check
+    (tmp_path / "lr/old.jpg.png").write_bytes(b"v2")  # an error row's LR of an earlier run
     assert run_cli("inspect", tmp_path, "--check") == 1
-    assert capsys.readouterr().out.splitlines()[-5:] == [
-        "check: 7 files, 38 bytes read: 4 problems",  # in rel_path order
-        "  lr/edited.png: not the bytes recorded (the same size, another SHA-256)",
-        "  lr/gone.png: missing",
-        "  kept/pipe.txt: it is not a regular file",
-        "  lr/short.png: 5 bytes, not the 11 recorded",
+    # Each line says what to do: the archive redoes an image whose LR or kept copy is missing
+    # or of another size, and one removed first when it holds other bytes of the same size.
+    again = "`tadm archive SRC ARCHIVE` (its options as before) {} while SRC holds the source"
+    lr_again = f"{again.format('writes it again')}; or put it back from a copy of the archive"
+    kept_again = again.format("copies it again")
+    assert capsys.readouterr().out.splitlines()[-7:] == [
+        "check: 7 files, 29 bytes read: 6 problems",  # in rel_path order
+        "  lr/edited.png: not the bytes recorded (the same size, another SHA-256): remove it, "
+        f"and {lr_again}",
+        f"  lr/gone.png: missing: {lr_again}",
+        "  kept/notes.txt: missing: put it back from a copy of the source; or " + kept_again,
+        "  lr/old.jpg.png: not the bytes recorded (the same size, another SHA-256): put it back "
+        "from a copy of the archive",
+        "  kept/pipe.txt: it is not a regular file: put it back from a copy of the source; or "
+        f"remove it, and {kept_again}",
+        f"  lr/short.png: 5 bytes, not the 11 recorded: remove it, and {lr_again}",
     ]
     assert run_cli("inspect", tmp_path, "--check", "--json") == 1
     check = json.loads(capsys.readouterr().out)["check"]
-    assert (check["files"], check["bytes"], len(check["problems"])) == (7, 38, 4)
-    assert check["problems"][1] == {"rel_path": "gone", "file": "lr/gone.png", "problem": "missing"}
+    assert (check["files"], check["bytes"], len(check["problems"])) == (7, 29, 6)
+    gone = {"rel_path": "gone", "file": "lr/gone.png", "problem": f"missing: {lr_again}"}
+    assert check["problems"][1] == gone
 
 
 def test_check_names_the_files_no_manifest_row_records(tmp_path: Path, capsys):
@@ -634,7 +653,8 @@ def test_check_names_a_file_whose_read_is_cut_short_and_goes_on(
     assert run_cli("inspect", tmp_path, "--check") == 1
     assert capsys.readouterr().out.splitlines()[-2:] == [
         "check: 2 files, 7 bytes read: 1 problem",
-        "  lr/a.png: cannot be read: ClientPayloadError: Response payload is not completed",
+        "  lr/a.png: cannot be read: ClientPayloadError: Response payload is not completed: "
+        "run the check again once the storage reads it",
     ]
 
 
