@@ -190,6 +190,21 @@ class RecordedLr:
         if problem is not None:
             raise problem
 
+    def unknown(self, rel_path: str) -> TileError:
+        """The 404 for rel_path, which has no LR file: one that says so of a source the
+        manifest records as kept as it is (its rows read again, a job may have written it)."""
+        try:
+            with self.lock:
+                items = self.current(again=True)
+                if items is None:
+                    return not_served(rel_path, kept=False)
+                n = items.n
+                bucket = items.bucket(int(bucket_of(pa.array([rel_path]), n)[0]), n)
+        except (OSError, ValueError) as e:
+            raise unreadable(self.archive, "cannot read the archive's manifest", e) from None
+        named = bucket.filter(pc.equal(bucket["rel_path"], rel_path))
+        return not_served(rel_path, kept=bool(pc.any(pc.is_valid(named["kept_uri"])).as_py()))
+
     def written(self) -> bool:
         """Whether a job runs in the archive (its lease has a recent heartbeat, of a process
         not gone): it may have written an LR file whose row is not in the manifest yet."""
@@ -210,10 +225,11 @@ class RecordedLr:
                 bucket = items.bucket(int(bucket_of(pa.array([rel_path]), n)[0]), n)
         except (OSError, ValueError) as e:
             raise unreadable(self.archive, "cannot read the archive's manifest", e) from None
-        found = pc.and_(pc.equal(bucket["rel_path"], rel_path), pc.not_equal(bucket["lr_uri"], ""))
-        rows = bucket.filter(found).select(["lr_uri", "lr_bytes", "lr_sha256"]).to_pylist()
+        named = bucket.filter(pc.equal(bucket["rel_path"], rel_path))
+        rows = named.filter(pc.not_equal(named["lr_uri"], ""))
+        rows = rows.select(["lr_uri", "lr_bytes", "lr_sha256"]).to_pylist()
         if not rows:
-            return TileError(404, f"no image {rel_path!r} in this archive")
+            return not_served(rel_path, kept=bool(pc.any(pc.is_valid(named["kept_uri"])).as_py()))
         unknown = {"lr_bytes": -1, "lr_sha256": ""}  # an old row's, recorded by size or not
         row = rows[0] | {name: value for name, value in unknown.items() if rows[0][name] is None}
         try:
@@ -248,6 +264,18 @@ class RecordedLr:
         if self.items is not None:
             self.items.close()
             self.items = None
+
+
+def not_served(rel_path: str, kept: bool) -> TileError:
+    """The 404 for an image the archive holds no LR of: of a source kept as it is (`kept`),
+    which a restore gives back, or of no image at all."""
+    if kept:
+        return TileError(
+            404,
+            f"image {rel_path!r} is kept as it is under kept/, with no LR to serve: "
+            f"`tadm restore ARCHIVE DST --only '{rel_path}'` gives it back",
+        )
+    return TileError(404, f"no image {rel_path!r} in this archive")
 
 
 def unreadable(archive: Location, what: str, e: Exception) -> TileError:
@@ -393,11 +421,10 @@ class TileService:
     def read_lr(self, path: str, rel_path: str) -> tuple[torch.Tensor, LrHeader, Hashable]:
         """The LR pixels (1, 3, h, w) uint8, its header, and a key naming this version of the
         file (size and ETag or mtime: a re-archived image is read again)."""
-        unknown = TileError(404, f"no image {rel_path!r} in this archive")
         try:
             info = self.fs.info(path)
             if info.get("type") != "file":
-                raise unknown
+                raise self.recorded.unknown(rel_path)
             version = (path, info["size"], info.get("ETag") or info.get("mtime"))
             cached = self.lr_cache.get(version)
             if cached is not None:
@@ -405,7 +432,7 @@ class TileService:
             data = self.fs.cat_file(path)
         except OSError as e:
             if isinstance(e, FileNotFoundError) or e.errno in NO_SUCH_NAME:
-                raise unknown from None  # no such file, whatever the name's folders hold
+                raise self.recorded.unknown(rel_path) from None  # whatever its folders hold
             logger.warning("serve: cannot read %s: %s", self.archive.uri_of(path), e)
             raise TileError(
                 503, f"cannot read image {rel_path!r} from storage ({type(e).__name__}): retry"

@@ -163,6 +163,33 @@ def test_an_lr_file_is_served_only_as_the_archive_manifest_records_it(tiny_model
     assert tiles.images() == ["a.png", "b.png", "c.png"]
 
 
+def test_a_kept_source_is_said_to_be_kept_with_no_lr_to_serve(tiny_model, tmp_path):
+    """A source the archive keeps as it is has no LR to serve: its 404 says so, and how to
+    have it back, where an image the archive has no row of is unknown."""
+    model_id = TADM.from_pretrained(tiny_model).model_id
+    add_lr(tmp_path, "a.png", photo(4, 3), LrHeader(64, 48, 16, model_id))
+    record_lrs(tmp_path, ["a.png"], model_id)
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "page.png").write_bytes(b"kept as it is")
+    kept = {"rel_path": "page.png", "status": "kept", "kept_uri": str(tmp_path / "kept/page.png")}
+    write_part(Location.parse(str(tmp_path / "manifest")), to_table([kept], ARCHIVE_SCHEMA))
+    tiles = service(tmp_path, tiny_model)
+    view = parse_view("full", "4,", "0", "default.png", 64, 48, LIMIT, 16)
+    for rel_path, message in (
+        (
+            "page.png",
+            "image 'page.png' is kept as it is under kept/, with no LR to serve: "
+            "`tadm restore ARCHIVE DST --only 'page.png'` gives it back",
+        ),
+        ("nope.png", "no image 'nope.png' in this archive"),
+    ):
+        for ask, args in ((tiles.header, ()), (tiles.view, (view,))):
+            with pytest.raises(TileError) as e:
+                ask(rel_path, *args)
+            assert (e.value.status, e.value.message) == (404, message)
+    assert tiles.images() == ["a.png"]
+
+
 def test_the_manifest_is_read_once_not_at_each_request(tiny_model, tmp_path, monkeypatch):
     model_id = TADM.from_pretrained(tiny_model).model_id
     rel_paths = [f"{i}.png" for i in range(4)]
