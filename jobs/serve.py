@@ -19,7 +19,6 @@ from jobs.common import (
     Parser,
     add_precision_option,
     add_storage_options,
-    quiet_logging,
     ray_session,
     require_extra,
     run_job,
@@ -134,7 +133,8 @@ def job(args: argparse.Namespace) -> int:
         if not serve_running():  # else its proxy may hold the port already: wait_healthy checks
             check_port(host, port)
         try:
-            url = run_serve(prepared, host, port, quiet=quiet_logging())
+            verbose = logger.isEnabledFor(logging.DEBUG)
+            url = run_serve(prepared, host, port, quiet=not verbose)
             logger.info(
                 "serve: ready at %s (viewer: %s/view/, API: %s/openapi.json)",
                 url,

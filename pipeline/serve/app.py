@@ -470,8 +470,8 @@ def serve_running() -> bool:
 
 def run_serve(job: ServeJob, host: str, port: int, quiet: bool = False) -> str:
     """Deploy the app on the running Ray cluster, its HTTP proxy on host:port; return its URL
-    once /healthz answers. `quiet` (-q): Serve logs warnings and errors only, no line per
-    request."""
+    once /healthz answers. `quiet` (without -v): Serve logs warnings and errors only, none of
+    its notices (its actors starting and stopping, routes updated) and no line per request."""
     args = job.args
     logger.info(
         "serve: archive=%s model=%s (id %s) host=%s port=%d replicas=%d..%d "

@@ -343,10 +343,10 @@ def serve_log(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(ray_cluster, archive, tiled_model, serve_log):
-    """`tadm serve -q` as a process of its own on the session's Ray; yields (process, port)."""
+    """`tadm serve` as a process of its own on the session's Ray; yields (process, port)."""
     port = free_port()
     log_path = serve_log
-    args = [str(archive), "--model", tiled_model, "--port", str(port), "-q"]
+    args = [str(archive), "--model", tiled_model, "--port", str(port)]
     args += ["--max-region-pixels", str(LIMIT), "--min-replicas", "1", "--max-replicas", "2"]
     with log_path.open("w") as log:
         process = subprocess.Popen(
@@ -450,13 +450,15 @@ def test_parallel_clients(server, restored):
         assert psnr(pixels(body), restored[rel_path][y : y + h, x : x + w]) >= 35
 
 
-def test_a_quiet_server_logs_no_line_per_request(server, serve_log):
-    """-q: the ready line, warnings and errors; not Serve's INFO lines nor one per request."""
+def test_the_server_logs_its_own_lines_not_serves_notices(server, serve_log):
+    """Without -v: its configuration and ready lines, warnings and errors; not Serve's INFO
+    lines (its actors starting, routes updated) nor one per request."""
     _, port = server
     for path in ("/healthz", tile_path("a.png", 0, 0, 8, 8)):
         assert get(port, path)[0] == 200
     time.sleep(2)  # Serve's logs reach the driver a moment after the answer
     lines = serve_log.read_text().splitlines()
+    assert any(line.startswith("serve: archive=") for line in lines)
     assert any(line.startswith("serve: ready at") for line in lines)
     assert not [line for line in lines if "INFO" in line or "GET /" in line]
 
