@@ -4,20 +4,24 @@ images were archived with something not carried (alpha, 16-bit, metadata...); or
 with --conversions, those archived with such a loss and what their conversion says. With
 --check, every file the manifest records is read back and compared with its recorded size and
 SHA-256 (exit 1 if one differs); with --source SRC, every file under SRC with the manifest
-(exit 1 if one is not archived as it is now). Both are what to run before deleting SRC."""
+(exit 1 if one is not archived as it is now). Both are what to run before deleting SRC. A
+restore's DST, whose manifest is a restore's, gives its counts by status, or --errors."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+from collections import Counter
+
+import pyarrow.compute as pc
 
 from jobs.common import Parser, add_json_option, add_storage_options, run_job
 from pipeline.coverage import COVERAGE_COLUMNS, check_source
 from pipeline.fixity import check_archive
-from pipeline.format import ARCHIVE_SCHEMA, MANIFEST_DIR
+from pipeline.format import ARCHIVE_SCHEMA, MANIFEST_DIR, RESTORE_SCHEMA
 from pipeline.lease import unfinished
-from pipeline.manifest import merged, no_manifest
+from pipeline.manifest import OtherJob, merged, no_manifest
 from pipeline.storage import Location
 from pipeline.summary import SUMMARY_COLUMNS, Totals, conversions, errors, kept
 
@@ -91,6 +95,8 @@ def job(args: argparse.Namespace) -> int:
         columns = list(dict.fromkeys(columns))
         manifest = merged(archive.child(MANIFEST_DIR), ARCHIVE_SCHEMA, columns)
         missing = manifest is None and not archive.filesystem().exists(archive.root)
+    except OtherJob:  # a restore's DST
+        return inspect_restore(args, archive)
     except OSError as e:
         raise ValueError(f"ARCHIVE {archive.uri!r} cannot be read: {e}") from None
     if missing:
@@ -135,6 +141,48 @@ def job(args: argparse.Namespace) -> int:
     if lease:
         print(printable(lease))
     return status
+
+
+def inspect_restore(args: argparse.Namespace, dst: Location) -> int:
+    """A restore's DST: its counts by status, or with --errors the images that failed and
+    why, from its manifest. The archive's figures and checks are the archive's to give."""
+    archive_only = [f"--{name}" for name in ("kept", "conversions", "check") if getattr(args, name)]
+    if args.source:
+        archive_only.append("--source")
+    if archive_only:
+        raise ValueError(
+            f"{dst.uri} is a restore's output (`tadm restore` wrote its manifest), not an "
+            f"archive: for {', '.join(archive_only)}, give the archive's folder (a restore's "
+            "output gives its counts and --errors)"
+        )
+    try:
+        # output_uri: what makes the columns read a restore's (check_job)
+        columns = ["status", "error", "output_uri"]
+        manifest = merged(dst.child(MANIFEST_DIR), RESTORE_SCHEMA, columns)
+    except OSError as e:
+        raise ValueError(f"DST {dst.uri!r} cannot be read: {e}") from None
+    if manifest is None:  # its parts went between the two reads
+        raise ValueError(no_manifest(dst))
+    with manifest:
+        by_status: Counter[str] = Counter()
+        listed = []
+        for table in manifest:
+            for status in pc.value_counts(table["status"]).to_pylist():
+                by_status[str(status["values"])] += status["counts"]
+            listed += errors(table) if args.errors else []
+    listed.sort(key=lambda row: (not row["rel_path"], row["rel_path"]))
+    counts = dict(sorted(by_status.items()))
+    if args.json:
+        out = {"restore": dst.uri, "counts": counts}
+        print(json.dumps(out | ({"errors": listed} if args.errors else {})))
+    elif args.errors:
+        lines = (f"{printable(row['rel_path'])}: {printable(row['error'])}" for row in listed)
+        print("\n".join(lines) or "no errors")
+    else:
+        described = ", ".join(f"{status} {n}" for status, n in counts.items())
+        print(printable(f"restore: {dst.uri}"))
+        print(printable(f"images: {sum(counts.values())} ({described})"))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

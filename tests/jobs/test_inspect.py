@@ -284,14 +284,38 @@ def test_a_hostile_manifest_reaches_the_terminal_escaped_and_json_strict(tmp_pat
     assert capsys.readouterr().out == ": no name\n"
 
 
-def test_a_restore_output_is_not_an_archive(tmp_path: Path, capsys):
+def test_a_restore_output_gives_its_counts_and_errors(tmp_path: Path, capsys):
+    """A restore's summary line sends to its DST's manifest rows for why images failed:
+    inspect reads that manifest, a restore's, for its counts and --errors; the archive's
+    figures and checks are refused there, naming what to give."""
     writer = ManifestWriter(Location.parse(str(tmp_path / "manifest")), RESTORE_SCHEMA)
-    writer.add([{"rel_path": "a.png", "status": "ok", "output_uri": str(tmp_path / "a.png.png")}])
+    failed = {"status": "error", "error_kind": "permanent"}
+    writer.add(
+        [
+            {"rel_path": "a.png", "status": "ok", "output_uri": str(tmp_path / "a.png")},
+            {"rel_path": "b.png", "error": "its LR file is corrupt"} | failed,
+            {"rel_path": "c.png", "status": "skipped"},
+        ]
+    )
     writer.flush()
-    assert run_cli("inspect", tmp_path) == 2
+    assert run_cli("inspect", tmp_path) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"restore: {tmp_path}",
+        "images: 3 (error 1, ok 1, skipped 1)",
+    ]
+    assert run_cli("inspect", tmp_path, "--errors") == 0
+    assert capsys.readouterr().out == "b.png: its LR file is corrupt\n"
+    assert run_cli("inspect", tmp_path, "--errors", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "restore": str(tmp_path),
+        "counts": {"error": 1, "ok": 1, "skipped": 1},
+        "errors": [{"rel_path": "b.png", "error": "its LR file is corrupt"}],
+    }
+    assert run_cli("inspect", tmp_path, "--check") == 2
     assert capsys.readouterr().err == (
         f"tadm inspect: error: {tmp_path} is a restore's output (`tadm restore` wrote its "
-        "manifest), not an archive: give an archive's folder\n"
+        "manifest), not an archive: for --check, give the archive's folder (a restore's output "
+        "gives its counts and --errors)\n"
     )
 
 
