@@ -126,7 +126,9 @@ def test_archive_restore_inspect_on_s3(ray_cluster, bucket, s3_env, tiny_model, 
     fs.pipe_file(key, fs.cat_file(key)[:-1] + b"\x00")  # one byte rots
     assert run_cli("inspect", archive, "--check") == 1
     assert capsys.readouterr().out.splitlines()[-1] == (
-        "  lr/rgba.png.png: not the bytes recorded (the same size, another SHA-256)"
+        "  lr/rgba.png.png: not the bytes recorded (the same size, another SHA-256): remove "
+        "it, and `tadm archive SRC ARCHIVE` (its options as before) writes it again while SRC "
+        "holds the source; or put it back from a copy of the archive"
     )
 
 
