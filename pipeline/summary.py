@@ -45,7 +45,9 @@ class Summary:
             f"mean bpp: {number(self.mean_bpp, '.4f')}",
         ]
         if self.verified:
-            lines.append(f"mean psnr: {self.mean_psnr:.2f} dB over {self.verified} images")
+            lines.append(
+                f"mean psnr: {self.mean_psnr:.2f} dB over {plural(self.verified, 'image')}"
+            )
             lines.append(f"mean ssim: {number(self.mean_ssim, '.4f')}")
         elif self.models:
             lines.append("mean psnr: n/a (archived without --verify)")
