@@ -179,7 +179,8 @@ def test_keys_that_would_leave_their_roots_are_error_rows(
     assert rows[escape]["status"] == "error" and rows[escape]["lr_uri"] is None
     assert rows[escape]["error"] == (
         f'path {escape!r} is absolute (so is the name of an object whose key has "//"): '
-        "refused, paths must stay in their root"
+        "refused, paths must stay in their root; rename it: under this name it can be neither "
+        "archived nor kept"
     )
     assert [p for p in fs.find("hostile/arch/lr")] == ["hostile/arch/lr/ok.png.png"]
 
