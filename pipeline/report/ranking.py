@@ -22,7 +22,7 @@ from pipeline.buckets import remove_spill, spill_folder
 from pipeline.format import DONE, KEPT, is_rel_path
 from pipeline.manifest import Merged
 from pipeline.sources import image_names
-from pipeline.summary import Summary, Totals
+from pipeline.summary import Summary, Totals, archived
 
 RUN_BATCH = 1024  # rows of each run read, then turned into Python rows, at a time
 GROUP, PSNR = "_group", "_psnr"  # a run's sort keys beside the rows' columns
@@ -84,8 +84,7 @@ def other_files(table: pa.Table) -> int:
 
 def lr_rows(table: pa.Table) -> int:
     """How many rows of a manifest have an LR file to show (build.Entry.has_lr)."""
-    done = pc.and_(pc.is_in(table["status"], pa.array(DONE)), pc.invert(kept_sources(table)))
-    done = table.filter(done)["rel_path"]
+    done = archived(table)["rel_path"]
     return sum(is_rel_path(rel_path or "") for rel_path in done.to_pylist())
 
 
